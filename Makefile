@@ -1,0 +1,29 @@
+# Two commands for a fresh machine (Python 3.10+, no GPU needed):
+#   make run    install into .venv, generate the synthetic sample dataset, start the app
+#   make test   install runtime + test tools (and Chromium for browser tests), run the whole suite
+PY ?= python3
+VENV ?= .venv
+PORT ?= 8501
+
+.PHONY: run test install install-dev lint bench clean
+
+install:
+	@bash scripts/install.sh $(PY) $(VENV) requirements.txt
+
+install-dev:
+	@bash scripts/install.sh $(PY) $(VENV) requirements-dev.txt
+	@bash scripts/install_browser.sh
+
+run: install
+	$(VENV)/bin/python -m core sample
+	$(VENV)/bin/python -m streamlit run streamlit_app.py --server.port $(PORT)
+
+test: install-dev
+	$(VENV)/bin/python -m ruff check core pages tests streamlit_app.py
+	$(VENV)/bin/python -m pytest
+
+lint: install-dev
+	$(VENV)/bin/python -m ruff check core pages tests streamlit_app.py
+
+clean:
+	rm -rf workspace .pytest_cache

@@ -1,0 +1,320 @@
+"""Items table + DataConfig -> splits, k-fold indices and fastai DataLoaders."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import (
+    GroupKFold,
+    GroupShuffleSplit,
+    KFold,
+    StratifiedGroupKFold,
+    StratifiedKFold,
+    train_test_split,
+)
+
+from core.config import ConfigError, DataConfig, SplitConfig, Window
+
+IMAGENET_STATS = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+GREY_IMAGENET_STATS = ([0.449], [0.226])
+SPLITS = ("train", "valid", "test")
+
+
+class SplitError(ValueError):
+    """A split that cannot be made from these items; the message says why."""
+
+
+# ---------------------------------------------------------------- splits
+
+
+def assign_splits(items: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
+    """A copy of `items` with `split` set to train / valid / test for every row.
+
+    Rows a source already marked "test" (a separate test folder) stay the holdout whatever the method.
+    "column" and "folder" keep the source's splits; rows without one train, and when no row is "valid"
+    a validation part is carved out of train (grouped by patient when groups exist).
+    """
+    cfg.validate()
+    out = items.copy().reset_index(drop=True)
+    if "split" not in out:
+        out["split"] = ""
+    out["split"] = out["split"].fillna("").astype(str)
+    if cfg.method in ("column", "folder"):
+        return _splits_from_source(out, cfg)
+    fixed_test = out["split"] == "test"
+    out.loc[~fixed_test, "split"] = "train"
+    pool = np.flatnonzero(~fixed_test.to_numpy())
+    if cfg.test_pct > 0 and not fixed_test.any():
+        test_idx = _holdout(out.iloc[pool], cfg.test_pct, cfg.method, cfg.seed)
+        out.loc[pool[test_idx], "split"] = "test"
+        pool = np.flatnonzero((out["split"] == "train").to_numpy())
+    valid_pct = cfg.valid_pct / (1 - cfg.test_pct) if cfg.test_pct > 0 and not fixed_test.any() else cfg.valid_pct
+    if valid_pct > 0:
+        valid_idx = _holdout(out.iloc[pool], valid_pct, cfg.method, cfg.seed + 1)
+        out.loc[pool[valid_idx], "split"] = "valid"
+    return out
+
+
+def _splits_from_source(out: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
+    """Keep the source's split column; fill blanks with train; carve valid when there is none."""
+    bad = sorted(set(out["split"]) - {"", *SPLITS})
+    if bad:
+        raise SplitError(f"unknown split value(s) {bad}; use train, valid or test")
+    if (out["split"] == "").all():
+        raise SplitError("split method 'column' needs a split column with train/valid/test values")
+    out.loc[out["split"] == "", "split"] = "train"
+    if not (out["split"] == "valid").any():
+        pool = np.flatnonzero((out["split"] == "train").to_numpy())
+        method = "group" if _has_groups(out) else "stratified"
+        valid_idx = _holdout(out.iloc[pool], cfg.valid_pct or 0.2, method, cfg.seed + 1)
+        out.loc[pool[valid_idx], "split"] = "valid"
+    return out
+
+
+def _has_groups(items: pd.DataFrame) -> bool:
+    """True when a non-empty group column exists."""
+    return "group" in items and (items["group"].fillna("").astype(str) != "").any()
+
+
+def _groups(items: pd.DataFrame) -> np.ndarray:
+    """Group per row; rows without a group are their own group."""
+    g = items["group"].fillna("").astype(str).to_numpy() if "group" in items else np.full(len(items), "")
+    return np.where(g == "", np.array([f"__row{i}" for i in range(len(items))]), g)
+
+
+def _holdout(items: pd.DataFrame, pct: float, method: str, seed: int) -> np.ndarray:
+    """Positions (into `items`) of a held-out fraction `pct` chosen by `method`."""
+    n = len(items)
+    if n < 2:
+        raise SplitError(f"cannot split {n} item(s)")
+    idx = np.arange(n)
+    labels = items["label"].astype(str).to_numpy()
+    if method == "group":
+        return _group_holdout(labels, _groups(items), pct, seed)
+    stratify = labels if method == "stratified" and _can_stratify(labels, pct) else None
+    _, held = train_test_split(idx, test_size=pct, random_state=seed, stratify=stratify)
+    return np.sort(held)
+
+
+def _can_stratify(labels: np.ndarray, pct: float) -> bool:
+    """Stratification needs every class at least twice and room for each in the holdout."""
+    counts = pd.Series(labels).value_counts()
+    return counts.min() >= 2 and round(pct * len(labels)) >= len(counts)
+
+
+def _group_holdout(labels: np.ndarray, groups: np.ndarray, pct: float, seed: int) -> np.ndarray:
+    """Held-out positions with whole groups only, class-balanced when the data allows."""
+    n_splits = max(2, int(round(1 / pct)))
+    n_groups = len(set(groups))
+    if n_groups < 2:
+        raise SplitError("a split by patient needs at least 2 patients (groups)")
+    if n_groups >= n_splits and pd.Series(labels).value_counts().min() >= n_splits:
+        sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+        _, held = next(sgkf.split(np.zeros(len(labels)), labels, groups))
+        return np.sort(held)
+    gss = GroupShuffleSplit(n_splits=1, test_size=pct, random_state=seed)
+    _, held = next(gss.split(np.zeros(len(labels)), labels, groups))
+    return np.sort(held)
+
+
+def kfold_splits(items: pd.DataFrame, k: int, method: str = "stratified", seed: int = 42) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train_idx, valid_idx) positions for k folds over the non-test rows of `items`.
+
+    Positions index `items` itself; test rows never appear. "group" keeps every patient in one fold
+    (class-balanced when possible) and is used whenever the items have a group column, whatever the
+    method, so that no patient is ever in two folds; "stratified" keeps class ratios; "random" is a
+    plain shuffled KFold.
+    """
+    if k < 2:
+        raise ConfigError(f"k-fold needs k >= 2, got {k}")
+    split = items["split"].fillna("").astype(str).to_numpy() if "split" in items else np.full(len(items), "")
+    pool = np.flatnonzero(split != "test")
+    sub = items.iloc[pool]
+    labels = sub["label"].astype(str).to_numpy()
+    if len(pool) < k:
+        raise SplitError(f"{len(pool)} items cannot make {k} folds")
+    x = np.zeros(len(pool))
+    if method == "group" or _has_groups(sub):
+        groups = _groups(sub)
+        if len(set(groups)) < k:
+            raise SplitError(f"{len(set(groups))} patients cannot make {k} folds without sharing a patient")
+        min_class = pd.Series(labels).value_counts().min()
+        splitter = StratifiedGroupKFold(k, shuffle=True, random_state=seed) if min_class >= k else GroupKFold(k)
+        folds = splitter.split(x, labels, groups)
+    elif method == "stratified" and pd.Series(labels).value_counts().min() >= k:
+        folds = StratifiedKFold(k, shuffle=True, random_state=seed).split(x, labels)
+    else:
+        folds = KFold(k, shuffle=True, random_state=seed).split(x)
+    return [(pool[tr], pool[va]) for tr, va in folds]
+
+
+def split_summary(items: pd.DataFrame) -> pd.DataFrame:
+    """One row per split: item count, count per class, number of patients (groups)."""
+    classes = sorted(items["label"].astype(str).unique())
+    rows = []
+    for name in [s for s in SPLITS if (items["split"] == s).any()]:
+        part = items[items["split"] == name]
+        counts = part["label"].astype(str).value_counts()
+        row = {"split": name, "items": len(part), **{c: int(counts.get(c, 0)) for c in classes}}
+        row["patients"] = int(part["group"].replace("", np.nan).nunique()) if "group" in part else 0
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def group_leaks(items: pd.DataFrame) -> list[str]:
+    """Groups (patients) that appear in more than one split; empty when the split is clean."""
+    if not _has_groups(items):
+        return []
+    g = items[items["group"].fillna("").astype(str) != ""]
+    per_group = g.groupby("group")["split"].nunique()
+    return sorted(per_group[per_group > 1].index.astype(str))
+
+
+# ---------------------------------------------------------------- fastai
+
+
+@dataclass
+class ImageReader:
+    """Picklable get_x: an items row -> fastai PILImage, decoded once through the on-disk cache."""
+
+    size: int | None
+    channels: str = "rgb"
+    window: Window | None = None
+    frame: int = 0
+    use_cache: bool = True
+    cache_root: str = ""
+    _cache: object = field(default=None, repr=False, compare=False)
+
+    def __call__(self, row: pd.Series):
+        """Decode (or fetch from cache) and wrap for fastai."""
+        from fastai.vision.core import PILImage, PILImageBW
+
+        img = self.load(row["path"])
+        if self.channels == "grey":
+            return PILImageBW.create(img.convert("L"))
+        return PILImage.create(img.convert("RGB"))
+
+    def load(self, path: str):
+        """A PIL image for `path`, through the cache when enabled."""
+        from core import imaging
+
+        if not self.use_cache:
+            return imaging.read_image(path, window=self.window, frame=self.frame)
+        if self._cache is None:
+            from pathlib import Path
+
+            self._cache = imaging.DecodeCache(Path(self.cache_root) if self.cache_root else None)
+        return self._cache.get(path, self.size, window=self.window, frame=self.frame)
+
+
+def label_of(row: pd.Series) -> str:
+    """get_y: the label column as text."""
+    return str(row["label"])
+
+
+def normalize_stats(cfg: DataConfig) -> tuple[list[float], list[float]] | None:
+    """Mean/std used for normalisation, or None for no normalisation ("dataset" is computed later)."""
+    if cfg.normalize == "none":
+        return None
+    return GREY_IMAGENET_STATS if cfg.channels == "grey" else IMAGENET_STATS
+
+
+def batch_transforms(cfg: DataConfig, stats: tuple[list[float], list[float]] | None) -> list:
+    """fastai batch transforms: augmentation (train only, on the batch device) then Normalize."""
+    from fastai.vision.augment import Brightness, Contrast, aug_transforms
+    from fastai.vision.data import Normalize
+
+    tfms: list = []
+    a = cfg.aug
+    if a.enabled:
+        tfms += aug_transforms(
+            do_flip=a.flip, flip_vert=a.vertical_flip, max_rotate=a.rotate, max_zoom=a.zoom,
+            max_warp=a.warp, max_lighting=0.0, p_affine=a.p_affine, p_lighting=0.0, pad_mode="zeros",
+        )
+        if a.brightness > 0:
+            tfms.append(Brightness(max_lighting=a.brightness, p=a.p_lighting))
+        if a.contrast > 0:
+            tfms.append(Contrast(max_lighting=a.contrast, p=a.p_lighting))
+    if stats is not None:
+        tfms.append(Normalize.from_stats(*stats))
+    return tfms
+
+
+def make_datablock(classes: list[str], cfg: DataConfig, valid_idx, stats=None):
+    """The fastai DataBlock for items rows: image reader, fixed class order, index split, transforms."""
+    from fastai.data.block import CategoryBlock, DataBlock
+    from fastai.data.transforms import IndexSplitter
+    from fastai.vision.augment import Resize, ResizeMethod
+    from fastai.vision.core import PILImage, PILImageBW
+    from fastai.vision.data import ImageBlock
+
+    method = {"squish": ResizeMethod.Squish, "pad": ResizeMethod.Pad, "crop": ResizeMethod.Crop}[cfg.resize]
+    reader = ImageReader(cfg.img_size, cfg.channels, cfg.window, cfg.frame, cfg.use_cache)
+    return DataBlock(
+        blocks=(ImageBlock(cls=PILImageBW if cfg.channels == "grey" else PILImage), CategoryBlock(vocab=classes)),
+        get_x=reader,
+        get_y=label_of,
+        splitter=IndexSplitter(list(valid_idx)),
+        item_tfms=Resize(cfg.img_size, method=method, pad_mode="zeros"),
+        batch_tfms=batch_transforms(cfg, stats),
+    )
+
+
+def train_valid_frame(items: pd.DataFrame, valid_idx=None) -> tuple[pd.DataFrame, np.ndarray]:
+    """Non-test rows (in order) and the positions of validation rows within them."""
+    split = items["split"].fillna("").astype(str)
+    if valid_idx is not None:
+        is_valid = np.zeros(len(items), dtype=bool)
+        is_valid[np.asarray(valid_idx, dtype=int)] = True
+        keep = (split != "test").to_numpy()
+        frame = items[keep].reset_index(drop=True)
+        return frame, np.flatnonzero(is_valid[keep])
+    frame = items[split != "test"].reset_index(drop=True)
+    return frame, np.flatnonzero((frame["split"] == "valid").to_numpy())
+
+
+def build_dataloaders(items: pd.DataFrame, cfg: DataConfig, valid_idx=None, classes: list[str] | None = None,
+                      oversample: bool = False, device=None):
+    """fastai DataLoaders from an items table whose splits are set (or with explicit fold `valid_idx`).
+
+    Test rows are never used here. `classes` fixes the label order (default: sorted labels).
+    `oversample` draws training batches with class-balancing weights.
+    """
+    cfg.validate()
+    frame, vidx = train_valid_frame(items, valid_idx)
+    if len(vidx) == 0 or len(vidx) == len(frame):
+        raise SplitError("need both training and validation items; check the split settings")
+    classes = classes or sorted(frame["label"].astype(str).unique())
+    stats = normalize_stats(cfg)
+    if cfg.normalize == "dataset":
+        stats = dataset_stats(frame.iloc[np.setdiff1d(np.arange(len(frame)), vidx)], cfg)
+    block = make_datablock(classes, cfg, vidx, stats)
+    kwargs = dict(bs=cfg.batch_size, num_workers=cfg.num_workers, device=device)
+    if oversample:
+        wgts = class_balance_weights(frame["label"].astype(str).to_numpy())
+        train_pos = np.setdiff1d(np.arange(len(frame)), vidx)
+        return block.weighted_dataloaders(frame, wgts=wgts[train_pos], **kwargs)
+    return block.dataloaders(frame, **kwargs)
+
+
+def class_balance_weights(labels: np.ndarray) -> np.ndarray:
+    """Per-item sampling weights that make every class equally likely."""
+    counts = pd.Series(labels).value_counts()
+    return np.array([1.0 / counts[label] for label in labels])
+
+
+def dataset_stats(frame: pd.DataFrame, cfg: DataConfig, max_items: int = 256) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std of up to `max_items` training images (after resize, scaled to 0..1)."""
+    reader = ImageReader(cfg.img_size, cfg.channels, cfg.window, cfg.frame, cfg.use_cache)
+    rng = np.random.default_rng(0)
+    paths = frame["path"].to_numpy()
+    chosen = rng.choice(paths, size=min(max_items, len(paths)), replace=False)
+    mode = "L" if cfg.channels == "grey" else "RGB"
+    pixels = np.concatenate([
+        (np.asarray(reader.load(p).convert(mode), dtype=np.float32) / 255.0).reshape(-1, 1 if mode == "L" else 3)
+        for p in chosen
+    ])
+    std = np.maximum(pixels.std(0), 1e-3)
+    return pixels.mean(0).tolist(), std.tolist()

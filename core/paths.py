@@ -1,0 +1,42 @@
+"""Where the app keeps its state: runs, job database, decode cache, sample data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def app_home() -> Path:
+    """The app's working folder ($XRT_HOME, default ./workspace beside the code)."""
+    home = Path(os.environ.get("XRT_HOME", REPO_ROOT / "workspace")).expanduser().resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def sub(name: str) -> Path:
+    """A named folder inside the app home, created on demand."""
+    path = app_home() / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def runs_dir() -> Path:
+    """Folder holding one sub-folder per run."""
+    return sub("runs")
+
+
+def cache_dir() -> Path:
+    """Decode-and-resize cache."""
+    return Path(os.environ["XRT_CACHE_DIR"]) if os.environ.get("XRT_CACHE_DIR") else sub("cache")
+
+
+def sample_dir() -> Path:
+    """Where the built-in synthetic sample dataset is generated."""
+    return sub("sample")
+
+
+def jobs_db() -> Path:
+    """The SQLite database of jobs."""
+    return app_home() / "jobs.sqlite3"

@@ -1,0 +1,26 @@
+"""Shared fixtures: an isolated app home per test, paths to ../shared/data when present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    """Every test gets its own XRT_HOME so runs, caches and jobs never leak between tests."""
+    home = tmp_path_factory.mktemp("xrt_home")
+    monkeypatch.setenv("XRT_HOME", str(home))
+    monkeypatch.delenv("XRT_CACHE_DIR", raising=False)
+    return home
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """../shared/data, or skip the test when it is absent (a user's fresh clone)."""
+    if not SHARED.is_dir():
+        pytest.skip("../shared/data is not present")
+    return SHARED
