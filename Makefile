@@ -19,11 +19,11 @@ run: install
 	$(VENV)/bin/python -m streamlit run streamlit_app.py --server.port $(PORT)
 
 test: install-dev
-	$(VENV)/bin/python -m ruff check core pages tests streamlit_app.py
+	$(VENV)/bin/python -m ruff check core pages ui tests streamlit_app.py
 	$(VENV)/bin/python -m pytest
 
 lint: install-dev
-	$(VENV)/bin/python -m ruff check core pages tests streamlit_app.py
+	$(VENV)/bin/python -m ruff check core pages ui tests streamlit_app.py
 
 clean:
 	rm -rf workspace .pytest_cache

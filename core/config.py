@@ -8,7 +8,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -113,7 +113,7 @@ class DataConfig:
     batch_size: int = 32
     num_workers: int = 0
     normalize: str = "imagenet"
-    window: Optional[Window] = None
+    window: Window | None = None
     frame: int = 0
     use_cache: bool = True
     aug: AugConfig = field(default_factory=AugConfig)
@@ -143,8 +143,8 @@ class TrainConfig:
     weights_path: str = ""
     epochs: int = 5
     freeze_epochs: int = 1
-    lr: Optional[float] = None
-    weight_decay: Optional[float] = None
+    lr: float | None = None
+    weight_decay: float | None = None
     mixed_precision: str = "auto"
     channels_last: str = "auto"
     early_stop_patience: int = 0

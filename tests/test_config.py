@@ -4,7 +4,18 @@ import json
 
 import pytest
 
-from core.config import ConfigError, DataConfig, RunConfig, SplitConfig, TrainConfig, Window, from_dict, load_json, save_json, to_dict
+from core.config import (
+    ConfigError,
+    DataConfig,
+    RunConfig,
+    SplitConfig,
+    TrainConfig,
+    Window,
+    from_dict,
+    load_json,
+    save_json,
+    to_dict,
+)
 
 
 def test_round_trip_nested(tmp_path):

@@ -1,0 +1,325 @@
+"""Command line: everything the UI does, scriptable. JSON to stdout, non-zero exit with a clear message."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from core.config import DataConfig, RunConfig, SourceConfig, TrainConfig, load_json
+
+
+class CliError(Exception):
+    """Bad input from the command line; printed without a traceback."""
+
+
+def _source_args(p: argparse.ArgumentParser) -> None:
+    """Options that describe a data source (shared by several commands)."""
+    p.add_argument("--kind", choices=["folder", "csv", "dicom", "sample"], default=None,
+                   help="source kind (default: csv when --csv is given, else folder)")
+    p.add_argument("--root", default="", help="image folder (folder per class), or image root for --csv")
+    p.add_argument("--csv", dest="csv_path", default="", help="CSV of file names and labels")
+    p.add_argument("--path-col", default="path")
+    p.add_argument("--label-col", default="label")
+    p.add_argument("--group-col", default="", help="patient / group column (keeps a patient in one split)")
+    p.add_argument("--split-col", default="", help="column with train/valid/test")
+    p.add_argument("--label-tag", default="", help="DICOM: take the label from this header tag")
+    p.add_argument("--group-tag", default="", help="DICOM: take the group from this tag (e.g. PatientID)")
+    p.add_argument("--test-root", default="", help="separate test folder (same layout)")
+
+
+def source_config(ns: argparse.Namespace) -> SourceConfig:
+    """A SourceConfig from parsed source options."""
+    kind = ns.kind or ("csv" if ns.csv_path else "folder")
+    if kind in ("folder", "dicom") and not ns.root:
+        raise CliError(f"--root is required for a {kind} source")
+    if kind == "csv" and not ns.csv_path:
+        raise CliError("--csv is required for a csv source")
+    return SourceConfig(kind=kind, root=ns.root, csv_path=ns.csv_path, path_col=ns.path_col,
+                        label_col=ns.label_col, group_col=ns.group_col, split_col=ns.split_col,
+                        label_tag=ns.label_tag, group_tag=ns.group_tag, test_root=ns.test_root)
+
+
+def cmd_sample(ns: argparse.Namespace) -> dict[str, Any]:
+    """Generate (once) the built-in synthetic sample dataset and say where it is."""
+    from core.sample import ensure_sample
+
+    root = ensure_sample(Path(ns.root) if ns.root else None)
+    return {"root": str(root), "folder": str(root / "folder"), "csv": str(root / "labels.csv"),
+            "dicom": str(root / "dicom"), "note": "SYNTHETIC images for trying the app, not real X-rays"}
+
+
+def cmd_scan(ns: argparse.Namespace) -> dict[str, Any]:
+    """Scan a source: summary as JSON, items and problems optionally to CSV."""
+    from core.sources import load_source
+
+    ds = load_source(source_config(ns))
+    if ns.items_out:
+        ds.items.to_csv(ns.items_out, index=False)
+    if ns.problems_out:
+        ds.problems.to_csv(ns.problems_out, index=False)
+    out = ds.summary()
+    out["problems"] = ds.problems.head(ns.show_problems).to_dict("records")
+    out["refused"] = ds.check_trainable()
+    return out
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    """Options of a training run (defaults from the typed configs)."""
+    d, t = DataConfig(), TrainConfig()
+    p.add_argument("--config", default="", help="a config.json (RunConfig); other options override it")
+    p.add_argument("--arch", default=None, help=f"architecture (default {t.arch})")
+    p.add_argument("--no-pretrained", action="store_true", help="train from scratch (no ImageNet weights)")
+    p.add_argument("--weights", default=None, help="local ImageNet weights file (.pth / .safetensors)")
+    p.add_argument("--epochs", type=int, default=None, help=f"unfrozen epochs (default {t.epochs})")
+    p.add_argument("--freeze-epochs", type=int, default=None, help=f"head-only epochs (default {t.freeze_epochs})")
+    p.add_argument("--lr", type=float, default=None, help="base learning rate (default 2e-3)")
+    p.add_argument("--bs", type=int, default=None, help=f"batch size (default {d.batch_size})")
+    p.add_argument("--img-size", type=int, default=None, help=f"image size in pixels (default {d.img_size})")
+    p.add_argument("--channels", choices=["rgb", "grey"], default=None)
+    p.add_argument("--split", choices=["random", "stratified", "group", "column", "folder"], default=None,
+                   help="how to split (default: group when --group-col/--group-tag is given, else stratified)")
+    p.add_argument("--valid-pct", type=float, default=None)
+    p.add_argument("--test-pct", type=float, default=None, help="holdout test fraction (default 0)")
+    p.add_argument("--k-folds", type=int, default=None, help="k-fold cross-validation with k folds")
+    p.add_argument("--patience", type=int, default=None, help="early stopping patience in epochs (0 = off)")
+    p.add_argument("--monitor", default=None, choices=["valid_loss", "accuracy", "balanced_accuracy", "roc_auc"])
+    p.add_argument("--imbalance", default=None, choices=["none", "weighted_loss", "oversample"])
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader worker processes")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--name", default="")
+    p.add_argument("--background", action="store_true", help="queue as a job and return its id at once")
+
+
+def run_config(ns: argparse.Namespace) -> RunConfig:
+    """A RunConfig from --config plus command-line overrides."""
+    cfg = load_json(RunConfig, ns.config) if ns.config else RunConfig()
+    if ns.kind or ns.root or ns.csv_path or not ns.config:
+        cfg.source = source_config(ns)
+    d, t, s = cfg.data, cfg.train, cfg.data.split
+    for obj, attr, val in [
+        (t, "arch", ns.arch), (t, "weights_path", ns.weights), (t, "epochs", ns.epochs),
+        (t, "freeze_epochs", ns.freeze_epochs), (t, "lr", ns.lr), (d, "batch_size", ns.bs),
+        (d, "img_size", ns.img_size), (d, "channels", ns.channels), (s, "method", ns.split),
+        (s, "valid_pct", ns.valid_pct), (s, "test_pct", ns.test_pct), (s, "k_folds", ns.k_folds),
+        (t, "early_stop_patience", ns.patience), (t, "monitor", ns.monitor), (t, "imbalance", ns.imbalance),
+        (d, "num_workers", ns.workers), (t, "seed", ns.seed), (s, "seed", ns.seed),
+    ]:
+        if val is not None:
+            setattr(obj, attr, val)
+    if ns.no_pretrained:
+        t.pretrained = False
+    if ns.no_augment:
+        d.aug.enabled = False
+    if ns.split is None and not ns.config and (cfg.source.group_col or cfg.source.group_tag):
+        s.method = "group"
+    cfg.name = ns.name or cfg.name
+    return cfg.validate()
+
+
+def _run_job(kind: str, params: dict, background: bool) -> dict[str, Any]:
+    """Queue a job in a worker process; unless `background`, wait for it with a progress line (Ctrl+C cancels)."""
+    from core import jobs
+
+    store = jobs.JobStore()
+    job = jobs.submit_and_start(kind, params, store=store)
+    if background:
+        return {"job": job.id, "status": job.status, "run_dir": job.run_dir}
+    watcher = _TerminalProgress(Path(job.run_dir)) if sys.stderr.isatty() else None
+    if watcher:
+        watcher.start()
+    try:
+        job = jobs.wait(job.id, store=store, timeout=7 * 24 * 3600)
+    except KeyboardInterrupt:
+        store.cancel(job.id)
+        job = jobs.wait(job.id, store=store, timeout=120)
+    finally:
+        if watcher:
+            watcher.stop()
+    out = {"job": job.id, "status": job.status, "run_dir": job.run_dir, "result": job.result}
+    if job.status != "done":
+        raise CliError(f"job {job.id} {job.status}: {job.error or 'see ' + job.run_dir + '/log.txt'}")
+    return out
+
+
+class _TerminalProgress:
+    """A one-line progress display on stderr, read from the run's progress.json."""
+
+    def __init__(self, run_dir: Path):
+        import threading
+
+        self.run_dir, self._stop = run_dir, threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self) -> None:
+        """Begin redrawing."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop and end the line."""
+        self._stop.set()
+        self._thread.join(timeout=2)
+        print(file=sys.stderr)
+
+    def _loop(self) -> None:
+        """Redraw twice a second."""
+        from core.jobs import read_progress
+
+        while not self._stop.wait(0.5):
+            p = read_progress(self.run_dir)
+            if not p:
+                continue
+            fold = f"fold {p['fold'] + 1}/{p['n_folds']} " if p.get("fold") is not None else ""
+            ep = f"epoch {p.get('epoch', 0) + 1}/{p.get('n_epochs', '?')} " if "n_epochs" in p else ""
+            bt = f"batch {p.get('batch', 0)}/{p.get('n_batches', '?')} " if "n_batches" in p else ""
+            loss = f"loss {p['train_loss']:.4f} " if isinstance(p.get("train_loss"), float) else ""
+            eta = f"ETA {p['eta_s']:.0f}s" if isinstance(p.get("eta_s"), float) else ""
+            print(f"\r{p.get('phase', '')}: {fold}{ep}{bt}{loss}{eta}".ljust(100), end="", file=sys.stderr)
+
+
+def cmd_train(ns: argparse.Namespace) -> dict[str, Any]:
+    """Train (single split, or k-fold with --k-folds) and print the run summary."""
+    from core.config import to_dict
+
+    cfg = run_config(ns)
+    return _run_job("train", {"config": to_dict(cfg)}, ns.background)
+
+
+def cmd_lr_find(ns: argparse.Namespace) -> dict[str, Any]:
+    """Run the LR finder; print the suggestions (the curve is in the run folder's lr_find.json)."""
+    from core.config import to_dict
+
+    cfg = run_config(ns)
+    return _run_job("lr_find", {"config": to_dict(cfg), "num_it": ns.num_it}, ns.background)
+
+
+def cmd_runs(ns: argparse.Namespace) -> list[dict[str, Any]]:
+    """List jobs/runs with their status (orphaned running jobs are marked first)."""
+    from core import jobs
+
+    store = jobs.JobStore()
+    store.reap()
+    return [{"job": j.id, "kind": j.kind, "status": j.status, "run_dir": j.run_dir, "error": j.error or None}
+            for j in store.list(limit=ns.limit)]
+
+
+def cmd_cancel(ns: argparse.Namespace) -> dict[str, Any]:
+    """Ask a queued or running job to stop."""
+    from core import jobs
+
+    job = jobs.JobStore().cancel(ns.job)
+    return {"job": job.id, "status": job.status, "cancel_requested": job.cancel_requested}
+
+
+def _model_path(arg: str) -> Path:
+    """A model.json, a model folder, or a run folder (its model/)."""
+    p = Path(arg)
+    if p.is_dir() and (p / "model" / "model.json").exists():
+        return p / "model"
+    if p.exists():
+        return p
+    from core.paths import runs_dir
+
+    if (runs_dir() / arg / "model").exists():
+        return runs_dir() / arg / "model"
+    raise CliError(f"no model at {arg} (give a run folder, its model/ folder or a model.json)")
+
+
+def cmd_predict(ns: argparse.Namespace) -> dict[str, Any]:
+    """Predict a folder (or single file) to CSV."""
+    from core.predict import Predictor, predict_folder
+
+    model = _model_path(ns.model)
+    target = Path(ns.input)
+    if target.is_dir():
+        preds, problems = predict_folder(model, target, batch_size=ns.bs)
+    else:
+        preds, problems = Predictor(model).predict_paths([str(target)])
+    if ns.out:
+        preds.to_csv(ns.out, index=False)
+    return {"predicted": len(preds), "problems": problems.to_dict("records"), "out": ns.out or None,
+            "rows": preds.head(ns.show).to_dict("records")}
+
+
+def cmd_evaluate(ns: argparse.Namespace) -> dict[str, Any]:
+    """Score a saved model on a labelled test set (folder or CSV, DICOM included)."""
+    from core import evaluate
+    from core.predict import Predictor
+    from core.sources import load_source
+
+    model = _model_path(ns.model)
+    ds = load_source(source_config(ns))
+    pred = Predictor(model)
+    unknown = sorted(set(ds.items["label"].astype(str)) - set(pred.classes))
+    if unknown:
+        raise CliError(f"test labels {unknown} are not classes of this model ({pred.classes})")
+    df, problems = pred.predict_paths(ds.items["path"].tolist(), labels=ds.items["label"].astype(str).tolist())
+    if ns.out:
+        df.to_csv(ns.out, index=False)
+    metrics = evaluate.metrics_from_frame(df, pred.classes)
+    return {"n": len(df), "metrics": metrics, "problems": len(problems) + len(ds.problems), "out": ns.out or None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree of all commands."""
+    parser = argparse.ArgumentParser(prog="python -m core", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("sample", help="generate the built-in synthetic sample dataset")
+    p.add_argument("--root", default="", help="where (default: workspace/sample)")
+    p.set_defaults(func=cmd_sample)
+    p = sub.add_parser("scan", help="scan a dataset: counts per class, unreadable files with reasons")
+    _source_args(p)
+    p.add_argument("--items-out", default="", help="write the items table to this CSV")
+    p.add_argument("--problems-out", default="", help="write the problems table to this CSV")
+    p.add_argument("--show-problems", type=int, default=20)
+    p.set_defaults(func=cmd_scan)
+    p = sub.add_parser("train", help="train a model (k-fold with --k-folds); writes a run folder")
+    _source_args(p)
+    _train_args(p)
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("kfold", help="k-fold cross-validation (same options as train; default k=5)")
+    _source_args(p)
+    _train_args(p)
+    p.set_defaults(func=cmd_train, kfold=True)
+    p = sub.add_parser("lr-find", help="LR finder: loss vs learning rate and suggestions")
+    _source_args(p)
+    _train_args(p)
+    p.add_argument("--num-it", type=int, default=100)
+    p.set_defaults(func=cmd_lr_find)
+    p = sub.add_parser("runs", help="list runs/jobs and their status")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_runs)
+    p = sub.add_parser("cancel", help="cancel a queued or running job")
+    p.add_argument("job")
+    p.set_defaults(func=cmd_cancel)
+    p = sub.add_parser("predict", help="predict a folder or a file with a trained model; CSV out")
+    p.add_argument("--model", required=True, help="run folder, model folder or model.json")
+    p.add_argument("input", help="image/DICOM file or folder")
+    p.add_argument("--out", default="", help="CSV file for the predictions")
+    p.add_argument("--bs", type=int, default=32)
+    p.add_argument("--show", type=int, default=10)
+    p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("evaluate", help="score a trained model on a labelled test folder/CSV")
+    p.add_argument("--model", required=True, help="run folder, model folder or model.json")
+    _source_args(p)
+    p.add_argument("--out", default="", help="CSV file for the per-item predictions")
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; print its JSON result; exit 1 with a message on bad input."""
+    ns = build_parser().parse_args(argv)
+    if getattr(ns, "kfold", False) and not ns.k_folds:
+        ns.k_folds = 5
+    try:
+        result = ns.func(ns)
+    except (CliError, ValueError, FileNotFoundError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if result is not None:
+        print(json.dumps(result, indent=2, default=str))
+    return 0

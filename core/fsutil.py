@@ -1,0 +1,79 @@
+"""Crash-safe file writes: write a temp file in the same folder, fsync, then os.replace."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+def temp_path_for(path: str | os.PathLike) -> Path:
+    """A unique hidden temp name beside `path` (same folder, so the rename is atomic)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(3)}.tmp")
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (POSIX); a no-op where folders cannot be opened."""
+    with contextlib.suppress(OSError, AttributeError):
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _with_filename(err: OSError, path: Path) -> OSError:
+    """The same OSError, naming the file being written when the OS did not."""
+    if err.filename or not err.errno:
+        return err
+    return type(err)(err.errno, err.strerror or os.strerror(err.errno), str(path))
+
+
+def atomic_replace(tmp_path: str | os.PathLike, final_path: str | os.PathLike) -> None:
+    """fsync `tmp_path`, rename it over `final_path` and fsync the folder."""
+    tmp_path, final_path = Path(tmp_path), Path(final_path)
+    try:
+        with open(tmp_path, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, final_path)
+    except OSError as err:
+        raise _with_filename(err, final_path) from err
+    _fsync_dir(final_path.parent)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temp path to write (e.g. torch.save); on success it replaces `path`, on error it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(path)
+    try:
+        yield tmp
+        atomic_replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise _with_filename(err, path) from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` so readers see the old file or the whole new one, never a part."""
+    with atomic_writer(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Atomic UTF-8 text write."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Atomic JSON write (indented, non-JSON values as strings)."""
+    atomic_write_text(path, json.dumps(obj, indent=2, default=str))

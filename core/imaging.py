@@ -1,0 +1,798 @@
+"""Any image file -> a correct 8-bit PIL image: EXIF, 16-bit, odd modes, DICOM LUTs, MONOCHROME1, frames.
+
+Every failure is an `ImageError` whose text is a one-line reason for the user (never PHI, never a path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import logging
+import os
+import struct
+import tempfile
+import threading
+import warnings
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from core.config import Window
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+IMAGE_EXTS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+DICOM_EXTS: frozenset[str] = frozenset({".dcm", ".dicom"})
+MAX_PIXELS = 12000 * 12000  # refused before any pixel is decoded (raster and DICOM alike)
+CACHE_VERSION = 1  # bump when decoding changes, so old cache entries are not reused
+RASTER_FORMATS = ("PNG", "JPEG", "BMP", "DIB", "TIFF", "GIF", "WEBP")  # JPEG also opens MPO files
+PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+COLOUR_PI = ("RGB", "PALETTE COLOR", "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT")
+_DEFER = 4096  # DICOM values larger than this are read lazily (Pixel Data stays on disk)
+
+ALLOWED_TAGS = (
+    "Modality", "SOPClassUID", "BodyPartExamined", "ViewPosition", "ImageLaterality", "Laterality",
+    "PatientOrientation", "ImageType", "PhotometricInterpretation", "Rows", "Columns", "SamplesPerPixel",
+    "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "PixelSpacing", "ImagerPixelSpacing",
+    "WindowCenter", "WindowWidth", "VOILUTFunction", "RescaleSlope", "RescaleIntercept", "RescaleType",
+    "NumberOfFrames", "TransferSyntaxUID", "Manufacturer", "ManufacturerModelName", "StudyDescription",
+    "SeriesDescription", "PatientSex", "PatientAge", "KVP", "Exposure", "LossyImageCompression",
+    "PresentationIntentType",
+)
+PHI_TAGS = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientBirthTime", "OtherPatientIDs",
+    "OtherPatientNames", "PatientAddress", "PatientTelephoneNumbers", "PatientMotherBirthName",
+    "MedicalRecordLocator", "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName",
+    "ReferringPhysicianName", "PerformingPhysicianName", "OperatorsName", "PhysiciansOfRecord",
+    "NameOfPhysiciansReadingStudy", "RequestingPhysician", "AccessionNumber", "StudyID", "StudyDate",
+    "StudyTime", "SeriesDate", "AcquisitionDate", "ContentDate", "InstanceCreationDate", "StudyInstanceUID",
+    "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID", "DeviceSerialNumber", "StationName",
+    "IssuerOfPatientID", "OtherPatientIDsSequence",
+)
+
+_MAGIC = (
+    (b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF8", "GIF"), (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"), (b"%PDF", "PDF"), (b"MZ", "a Windows executable"), (b"\x7fELF", "a Linux executable"),
+    (b"PK\x03\x04", "ZIP"), (b"\x1f\x8b", "GZIP"), (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"), (b"BM", "BMP"),
+    (b"version https://git-lfs", "a Git LFS pointer"), (b"RIFF", "RIFF/WebP"),
+)
+_BITS = {"1": 1, "I;16": 16, "I;16L": 16, "I;16B": 16, "I;16N": 16, "I": 32, "F": 32}
+
+
+class ImageError(Exception):
+    """A file that cannot be used; str(err) is a one-line reason a user understands."""
+
+
+@dataclass
+class ImageInfo:
+    """What a file holds, read from its header (and checked by decoding when asked)."""
+
+    width: int
+    height: int
+    kind: str  # "image" | "dicom"
+    mode: str  # PIL mode, or DICOM PhotometricInterpretation
+    frames: int
+    bits: int
+
+
+# ---------------------------------------------------------------- files and sniffing
+
+
+def _short(exc: BaseException, ds: Any = None) -> str:
+    """An exception's text on one short line, with any PHI value of `ds` masked."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.lower().startswith("unable to decode as exceptions")] or lines
+    text = "; ".join(lines)
+    text = text if len(text) <= 240 else text[:237] + "..."
+    return _scrub(text or type(exc).__name__, ds)
+
+
+class _MuteInside(logging.Filter):
+    """Drops pydicom log records emitted inside this module's calls (they may quote header values)."""
+
+    state = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep a record only when no call of this module is running in this thread."""
+        return not getattr(self.state, "depth", 0)
+
+
+for _name in ("pydicom", "pydicom.pixels.utils", "pydicom.pixels.decoders.base"):
+    logging.getLogger(_name).addFilter(_MuteInside())
+
+
+def _quiet(fn: Callable[..., T]) -> Callable[..., T]:
+    """Run `fn` with warnings and pydicom logging silenced: both may quote header values (PHI)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        st = _MuteInside.state
+        st.depth = getattr(st, "depth", 0) + 1
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return fn(*args, **kwargs)
+        finally:
+            st.depth -= 1
+
+    return wrapper
+
+
+def _check_file(path: str | os.PathLike) -> Path:
+    """The path as a readable, non-empty file, or an ImageError."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise ImageError("file not found") from None
+    except OSError as e:
+        raise ImageError(f"cannot read file ({e.strerror or type(e).__name__})") from None
+    if p.is_dir():
+        raise ImageError("is a folder, not a file")
+    if st.st_size == 0:
+        raise ImageError("empty file")
+    return p
+
+
+def _head(path: Path, n: int = 1024) -> bytes:
+    """The first `n` bytes of a file (b"" when unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError:
+        return b""
+
+
+def _looks_like(head: bytes) -> str:
+    """A guess at what a file is from its first bytes ("" when unknown)."""
+    if head[128:132] == b"DICM":
+        return "DICOM"
+    for magic, name in _MAGIC:
+        if head.startswith(magic):
+            return name
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body")) or b"<html" in text:
+        return "HTML"
+    if text.startswith((b"<?xml", b"<svg")):
+        return "XML/SVG"
+    if text and all(32 <= c < 127 or c in b"\t\r\n" for c in text[:512]):
+        return "text"
+    return ""
+
+
+def _looks_like_note(head: bytes) -> str:
+    """' (looks like X)' for messages, or a generic note."""
+    kind = _looks_like(head)
+    return f" (looks like {kind})" if kind else " (unrecognised file format)"
+
+
+def _raw_dataset_start(head: bytes) -> bool:
+    """Bytes that begin like a DICOM dataset written without preamble (first tag in group 0002/0008)."""
+    if len(head) < 12:
+        return False
+    g_le, g_be = struct.unpack("<H", head[:2])[0], struct.unpack(">H", head[:2])[0]
+    if g_le not in (0x0002, 0x0008) and g_be != 0x0008:
+        return False
+    vr = head[4:6]
+    if vr.isalpha() and vr.isupper():
+        return True  # explicit VR
+    length = struct.unpack("<I" if g_le in (0x0002, 0x0008) else ">I", head[4:8])[0]
+    return length < 0x10000 or length == 0xFFFFFFFF  # implicit VR: a plausible element length
+
+
+@_quiet
+def is_dicom(path: str | os.PathLike) -> bool:
+    """True when the file's content is DICOM: 'DICM' magic, or a dataset written without file meta."""
+    head = _head(Path(path), 256)
+    if head[128:132] == b"DICM":
+        return True
+    if not _raw_dataset_start(head):
+        return False
+    try:
+        return len(_dcmread(Path(path), force=True, stop_before_pixels=True)) > 0
+    except Exception:
+        return False
+
+
+def _wants_dicom(path: Path) -> bool:
+    """Decode as DICOM: a DICOM extension (checked later) or DICOM content."""
+    return path.suffix.lower() in DICOM_EXTS or is_dicom(path)
+
+
+# ---------------------------------------------------------------- public entry points
+
+
+@_quiet
+def inspect_image(path: str | os.PathLike, verify: bool = True) -> ImageInfo:
+    """Size, kind, mode, frames and bit depth; verify=True also decodes the pixels (catches truncation)."""
+    p = _check_file(path)
+    info = _inspect_dicom(p) if _wants_dicom(p) else _inspect_raster(p)
+    if verify:
+        read_image(p)
+        if info.kind == "dicom" and info.frames > 1:
+            read_dicom_array(p, frame=info.frames - 1)
+    return info
+
+
+@_quiet
+def read_image(path: str | os.PathLike, window: Window | None = None, frame: int = 0) -> Image.Image:
+    """8-bit "L" (greyscale source) or "RGB" (colour source); `window` applies to DICOM only; frame 0 = first."""
+    p = _check_file(path)
+    if _wants_dicom(p):
+        return _read_dicom_image(p, window, frame)
+    return _read_raster(p, frame)
+
+
+# ---------------------------------------------------------------- raster images (Pillow)
+
+
+@contextlib.contextmanager
+def _pillow_guard() -> Iterator[None]:
+    """Pillow's DecompressionBombWarning as an error (locally), and any Pillow failure as an ImageError."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except ImageError:
+        raise
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        raise ImageError(f"image too large (over {Image.MAX_IMAGE_PIXELS} pixels; a decompression bomb?)") from None
+    except Exception as e:
+        raise ImageError(f"truncated or corrupt image data: {_short(e)}") from None
+
+
+def _open_raster(path: Path) -> Image.Image:
+    """Open (header only) with decompression bombs and non-images refused."""
+    try:
+        with _pillow_guard():
+            im = Image.open(path, formats=RASTER_FORMATS)
+    except ImageError as e:
+        if not isinstance(e.__context__, UnidentifiedImageError):
+            raise
+        kind = _looks_like(_head(path))
+        if kind in ("JPEG", "PNG", "GIF", "TIFF", "BMP", "RIFF/WebP"):
+            raise ImageError(f"truncated or corrupt image data: unreadable {kind} header") from None
+        raise ImageError(f"not an image{_looks_like_note(_head(path))}") from None
+    _check_pixels(*im.size)
+    return im
+
+
+def _check_pixels(width: int, height: int) -> None:
+    """Refuse images larger than MAX_PIXELS before any pixel is allocated."""
+    if width * height > MAX_PIXELS:
+        raise ImageError(f"image too large: {width}x{height} pixels (limit {MAX_PIXELS})")
+
+
+def _inspect_raster(path: Path) -> ImageInfo:
+    """ImageInfo from a raster file's header."""
+    with _open_raster(path) as im, _pillow_guard():
+        frames = getattr(im, "n_frames", 1)
+        return ImageInfo(im.width, im.height, "image", im.mode, frames, _BITS.get(im.mode, 8))
+
+
+def _read_raster(path: Path, frame: int = 0) -> Image.Image:
+    """Decode one frame of a raster file and normalise it to L or RGB."""
+    with _open_raster(path) as im, _pillow_guard():
+        _seek(im, frame)
+        _check_pixels(*im.size)
+        im.load()
+        return to_8bit(_exif_transpose(im))
+
+
+def _seek(im: Image.Image, frame: int) -> None:
+    """Move to frame `frame`, or refuse one that does not exist."""
+    n = getattr(im, "n_frames", 1)
+    if not 0 <= frame < n:
+        raise ImageError(f"frame {frame} out of range (the file has {n} frame(s))")
+    if frame:
+        im.seek(frame)
+
+
+def _exif_transpose(im: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation tag; a broken EXIF block leaves the image as stored."""
+    try:
+        return ImageOps.exif_transpose(im) or im
+    except Exception:
+        return im
+
+
+def to_8bit(im: Image.Image) -> Image.Image:
+    """Any PIL mode -> "L" or "RGB": 16-bit/float stretched min-max, alpha over black, palette resolved."""
+    mode = im.mode
+    if mode in ("L", "RGB"):
+        return im
+    if mode == "1":
+        return im.convert("L")
+    if mode in ("P", "PA"):
+        return _from_palette(im)
+    if mode in ("LA", "La"):
+        return _over_black(im.convert("LA"), "L")
+    if mode in ("RGBA", "RGBa"):
+        return _over_black(im.convert("RGBA"), "RGB")
+    if mode.startswith(("I", "F")):
+        return Image.fromarray(stretch(np.asarray(im)), "L")
+    try:
+        return im.convert("RGB")  # CMYK, YCbCr, LAB, HSV, RGBX ...
+    except Exception as e:
+        raise ImageError(f"unsupported image mode {mode}: {_short(e)}") from None
+
+
+def _over_black(im: Image.Image, mode: str) -> Image.Image:
+    """Composite an image with alpha (LA / RGBA) over black."""
+    a = np.asarray(im).astype(np.float32)
+    out = a[..., :-1] * (a[..., -1:] / 255.0)
+    out = np.rint(out).astype(np.uint8)
+    return Image.fromarray(out[..., 0] if mode == "L" else out, mode)
+
+
+def _from_palette(im: Image.Image) -> Image.Image:
+    """Palette image -> L when every used palette entry is grey (and opaque), else RGB over black."""
+    rgba = np.asarray(im.convert("RGBA"))
+    grey = (rgba[..., 0] == rgba[..., 1]).all() and (rgba[..., 1] == rgba[..., 2]).all()
+    opaque = (rgba[..., 3] == 255).all()
+    if grey and opaque:
+        return Image.fromarray(np.ascontiguousarray(rgba[..., 0]), "L")
+    return _over_black(Image.fromarray(rgba, "RGBA"), "L" if grey else "RGB")
+
+
+def stretch(arr: np.ndarray) -> np.ndarray:
+    """Min-max of the finite values -> uint8 0..255; a constant (or all non-finite) image -> 0."""
+    a = np.asarray(arr, dtype=np.float64 if np.asarray(arr).dtype == np.float64 else np.float32)
+    finite = np.isfinite(a)
+    if not finite.any():
+        return np.zeros(a.shape, np.uint8)
+    lo, hi = a[finite].min(), a[finite].max()
+    if hi <= lo:
+        return np.zeros(a.shape, np.uint8)
+    out = (np.where(finite, a, lo) - lo) * np.float32(255.0 / (hi - lo))
+    return np.rint(np.clip(out, 0, 255)).astype(np.uint8)
+
+
+def apply_window(arr: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
+    """Window centre/width -> uint8 by DICOM PS3.3 C.11.2.1.2 (LINEAR; also LINEAR_EXACT, SIGMOID)."""
+    c, w = float(center), float(width)
+    if not (np.isfinite(c) and np.isfinite(w) and w > 0):
+        raise ValueError(f"window width must be > 0 (got {width})")
+    x = np.asarray(arr, dtype=np.float32)  # float32 halves the memory of large radiographs
+    fn = (function or "LINEAR").strip().upper()
+    if fn == "SIGMOID":
+        y = 1.0 / (1.0 + np.exp(np.clip(-4.0 * (x - c) / w, -80, 80)))
+    elif fn == "LINEAR_EXACT":
+        y = (x - c) / w + 0.5
+    else:
+        y = (x - (c - 0.5)) / max(w - 1.0, 1e-9) + 0.5
+    return np.rint(np.clip(y, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- DICOM
+
+
+def _dcmread(path: Path, force: bool = False, stop_before_pixels: bool = False) -> Any:
+    """pydicom.dcmread with large values (Pixel Data) left on disk until needed."""
+    from pydicom import dcmread
+
+    return dcmread(path, force=force, stop_before_pixels=stop_before_pixels, defer_size=_DEFER)
+
+
+def _read_header(path: Path) -> Any:
+    """The dataset (Pixel Data left on disk), read without force unless it is a DICOM without meta."""
+    from pydicom.errors import InvalidDicomError
+
+    head = _head(path)
+    try:
+        try:
+            ds = _dcmread(path)
+        except InvalidDicomError:
+            if not _raw_dataset_start(head):
+                raise ImageError(f"not a DICOM file{_dicom_note(head)}") from None
+            ds = _dcmread(path, force=True)
+    except ImageError:
+        raise
+    except Exception as e:
+        raise ImageError(f"unreadable DICOM header: {_short(e)}") from None
+    if len(ds) == 0:
+        raise ImageError(f"not a DICOM file{_dicom_note(head)}")
+    _ensure_transfer_syntax(ds)
+    return ds
+
+
+def _dicom_note(head: bytes) -> str:
+    """' (looks like X)' or ' (no DICM marker)' for 'not a DICOM' messages."""
+    kind = _looks_like(head)
+    return f" (looks like {kind})" if kind else " (no DICM marker)"
+
+
+def _ensure_transfer_syntax(ds: Any) -> None:
+    """Give a dataset without file meta / Transfer Syntax UID the syntax it was actually read with."""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    meta = getattr(ds, "file_meta", None)
+    if meta is None:
+        meta = ds.file_meta = FileMetaDataset()
+    if meta.get("TransferSyntaxUID"):
+        return
+    implicit, little = ds.original_encoding
+    if implicit is None:
+        implicit, little = True, True
+    meta.TransferSyntaxUID = (
+        ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian if little else ExplicitVRBigEndian
+    )
+
+
+def _int(ds: Any, keyword: str, default: int = 0) -> int:
+    """An integer header value (first of a multi-value), or `default` when absent or malformed."""
+    try:
+        v = ds.get(keyword)
+        v = v[0] if _is_multi(v) else v
+        return int(v) if v not in (None, "") else default
+    except Exception:
+        return default
+
+
+def _float(ds: Any, keyword: str) -> float | None:
+    """A float header value (first of a multi-value), or None when absent or malformed."""
+    try:
+        v = ds.get(keyword)
+        v = v[0] if _is_multi(v) else v
+        f = float(v) if v not in (None, "") else None
+        return f if f is not None and np.isfinite(f) else None
+    except Exception:
+        return None
+
+
+def _is_multi(v: Any) -> bool:
+    """True for pydicom MultiValue / list values."""
+    return isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue"
+
+
+def _photometric(ds: Any) -> str:
+    """PhotometricInterpretation, upper-case, MONOCHROME2 when absent."""
+    return str(ds.get("PhotometricInterpretation") or "MONOCHROME2").strip().upper()
+
+
+def _frames(ds: Any) -> int:
+    """Number of frames (1 when absent)."""
+    return max(_int(ds, "NumberOfFrames", 1), 1)
+
+
+def _check_dicom_image(ds: Any) -> None:
+    """Refuse from the header: no pixel data, no/absurd geometry, unsupported layouts."""
+    if not any(k in ds for k in PIXEL_KEYWORDS):
+        raise ImageError("DICOM has no image data (Pixel Data element missing; e.g. a report or RT plan)")
+    rows, cols = _int(ds, "Rows"), _int(ds, "Columns")
+    if rows <= 0 or cols <= 0:
+        raise ImageError("DICOM image has no size (Rows/Columns missing or 0)")
+    _check_pixels(cols, rows)
+    if _int(ds, "SamplesPerPixel", 1) not in (1, 3):
+        raise ImageError(f"unsupported DICOM layout: {_int(ds, 'SamplesPerPixel')} samples per pixel")
+    if "PixelData" in ds and _int(ds, "BitsAllocated", 0) not in (1, 8, 16, 32, 64):
+        raise ImageError(f"unsupported DICOM bit depth: {_int(ds, 'BitsAllocated')} bits allocated")
+
+
+def _open_dicom(path: Path) -> Any:
+    """Header read and checked, ready for decoding."""
+    ds = _read_header(path)
+    _check_dicom_image(ds)
+    return ds
+
+
+def _inspect_dicom(path: Path) -> ImageInfo:
+    """ImageInfo from a DICOM header only."""
+    ds = _open_dicom(path)
+    bits = _int(ds, "BitsStored", _int(ds, "BitsAllocated", 0))
+    return ImageInfo(_int(ds, "Columns"), _int(ds, "Rows"), "dicom", _photometric(ds), _frames(ds), bits)
+
+
+def _decode_frame(path: Path, ds: Any, frame: int) -> np.ndarray:
+    """Decode only frame `frame` from disk; fall back to a full read for odd encodings (e.g. deflate)."""
+    from pydicom.pixels import pixel_array
+
+    if not 0 <= frame < _frames(ds):
+        raise ImageError(f"frame {frame} out of range (the file has {_frames(ds)} frame(s))")
+    _check_native_length(ds)
+    ts = ds.file_meta.TransferSyntaxUID
+    try:
+        return pixel_array(path, index=frame, transfer_syntax_uid=ts)
+    except Exception as first:
+        try:
+            return _decode_in_memory(path, ds, frame)
+        except Exception:
+            raise ImageError(_decode_reason(first, ds)) from None
+
+
+def _decode_in_memory(path: Path, ds: Any, frame: int) -> np.ndarray:
+    """Decode one frame from a fully read dataset (pydicom's own parsing of the whole file)."""
+    from pydicom.pixels import pixel_array
+
+    full = _dcmread(path, force=getattr(ds, "preamble", None) is None)
+    _ensure_transfer_syntax(full)
+    return pixel_array(full, index=frame)
+
+
+def _check_native_length(ds: Any) -> None:
+    """Refuse uncompressed Pixel Data shorter than Rows x Columns x frames declare (a truncated file)."""
+    ts = ds.file_meta.TransferSyntaxUID
+    if "PixelData" not in ds or ts.is_encapsulated or ts.is_deflated:
+        return
+    elem = ds.get_item("PixelData", keep_deferred=True)
+    if elem.value is None and hasattr(elem, "value_tell") and getattr(ds, "filename", None):
+        have = min(elem.length, max(os.path.getsize(ds.filename) - elem.value_tell, 0))
+    else:
+        have = len(elem.value or b"")
+    spp = 2 if _photometric(ds) == "YBR_FULL_422" else _int(ds, "SamplesPerPixel", 1)
+    bits = _int(ds, "Rows") * _int(ds, "Columns") * spp * _frames(ds) * _int(ds, "BitsAllocated", 8)
+    need = (bits + 7) // 8
+    if have < need:
+        raise ImageError(f"truncated pixel data: the file holds {have} of the {need} bytes its header declares")
+
+
+def _decode_reason(exc: BaseException, ds: Any) -> str:
+    """A user-facing reason for a pixel decoding failure."""
+    text = _short(exc, ds)
+    low = text.lower()
+    if any(s in low for s in ("reshape", "length of the pixel data", "truncat", "end of", "buffer")):
+        return f"truncated or corrupt pixel data: {text}"
+    if "no pixel data" in low or "no 'pixel data'" in low:
+        return "DICOM has no image data (Pixel Data element missing; e.g. a report or RT plan)"
+    if any(s in low for s in ("plugin", "support", "unable to decode", "missing dependencies", "no available")):
+        ts = ds.file_meta.TransferSyntaxUID
+        return f"cannot decode {getattr(ts, 'name', ts)} pixel data: {text}"
+    return f"corrupt DICOM pixel data: {text}"
+
+
+@_quiet
+def read_dicom_array(path: str | os.PathLike, frame: int = 0) -> tuple[np.ndarray, Any]:
+    """One frame (0 = first) as float32 in modality units (rescale / modality LUT); colour -> HxWx3 RGB."""
+    p = _check_file(path)
+    ds = _open_dicom(p)
+    raw = _decode_frame(p, ds, frame)
+    if raw.ndim == 3 and raw.shape[-1] == 1:
+        raw = raw[..., 0]
+    if raw.ndim not in (2, 3) or raw.shape[:2] != (_int(ds, "Rows"), _int(ds, "Columns")):
+        raise ImageError(f"corrupt DICOM pixel data: decoded shape {raw.shape} does not match the header")
+    try:
+        arr = _to_colour(raw, ds) if _photometric(ds) in COLOUR_PI or raw.ndim == 3 else _to_modality(raw, ds)
+    except ImageError:
+        raise
+    except Exception as e:
+        raise ImageError(f"cannot apply the DICOM lookup tables: {_short(e, ds)}") from None
+    return arr.astype(np.float32, copy=False), ds
+
+
+def _to_colour(raw: np.ndarray, ds: Any) -> np.ndarray:
+    """Palette colour through its LUT, other colour as decoded (pydicom converts YBR to RGB); HxWx3."""
+    from pydicom.pixels import apply_color_lut
+
+    if _photometric(ds) == "PALETTE COLOR":
+        raw = apply_color_lut(raw, ds)
+    if raw.ndim != 3 or raw.shape[-1] < 3:
+        raise ImageError(f"corrupt DICOM colour data: decoded shape {raw.shape}")
+    return raw[..., :3]
+
+
+def _to_modality(raw: np.ndarray, ds: Any) -> np.ndarray:
+    """Greyscale stored values -> modality units (Modality LUT, else Rescale Slope/Intercept)."""
+    from pydicom.pixels import apply_modality_lut
+
+    if ds.get("ModalityLUTSequence"):
+        return apply_modality_lut(raw, ds)
+    slope, intercept = _float(ds, "RescaleSlope"), _float(ds, "RescaleIntercept")
+    arr = raw.astype(np.float32)
+    if slope is not None and slope != 0 and slope != 1:
+        arr *= np.float32(slope)
+    if intercept:
+        arr += np.float32(intercept)
+    return arr
+
+
+def _read_dicom_image(path: Path, window: Window | None, frame: int) -> Image.Image:
+    """DICOM -> "L" (VOI, MONOCHROME1 inverted after windowing) or "RGB"."""
+    arr, ds = read_dicom_array(path, frame)
+    if arr.ndim == 3:
+        return Image.fromarray(_colour_8bit(arr, ds), "RGB")
+    out = _voi(arr, ds, window)
+    if _photometric(ds) == "MONOCHROME1":
+        out = 255 - out
+    return Image.fromarray(out, "L")
+
+
+def _colour_8bit(arr: np.ndarray, ds: Any) -> np.ndarray:
+    """Colour samples -> uint8 by their nominal range (2**bits - 1; palette LUTs are 8 or 16 bit)."""
+    top = float(arr.max(initial=0))
+    bits = 16 if _photometric(ds) == "PALETTE COLOR" else _int(ds, "BitsStored", 8)
+    peak = max(255.0 if top <= 255 else float(2**bits - 1), top)
+    return np.rint(np.clip(arr, 0, None) * (255.0 / peak)).astype(np.uint8)
+
+
+def _voi(arr: np.ndarray, ds: Any, window: Window | None) -> np.ndarray:
+    """Modality values -> uint8: user window, else the file's VOI LUT / window, else min-max."""
+    if window is not None:
+        return apply_window(arr, window.center, window.width)
+    if ds.get("VOILUTSequence"):
+        out = _voi_lut(arr, ds)
+        if out is not None:
+            return out
+    c, w = _float(ds, "WindowCenter"), _float(ds, "WindowWidth")
+    if c is not None and w is not None and w > 0:
+        return apply_window(arr, c, w, str(ds.get("VOILUTFunction") or "LINEAR"))
+    return stretch(arr)
+
+
+def _voi_lut(arr: np.ndarray, ds: Any) -> np.ndarray | None:
+    """The file's first VOI LUT, scaled by the LUT's own output range; None when unusable."""
+    from pydicom.pixels import apply_voi_lut
+
+    try:
+        out = apply_voi_lut(arr.astype(np.float64), ds, index=0, prefer_lut=True)
+        lut = np.asarray(ds.VOILUTSequence[0].LUTData, dtype=np.float64)
+    except Exception:
+        return None
+    lo, hi = float(lut.min()), float(lut.max())
+    if not hi > lo:
+        return None
+    return np.rint(np.clip((out - lo) * (255.0 / (hi - lo)), 0, 255)).astype(np.uint8)
+
+
+# ---------------------------------------------------------------- DICOM metadata and PHI
+
+
+def _scrub(text: str, ds: Any) -> str:
+    """Mask any identifying header value of `ds` that appears in `text`."""
+    if ds is None:
+        return text
+    for kw in PHI_TAGS:
+        v = _text(ds, kw)
+        for part in {v, *v.split("^")} if v else ():
+            if len(part) >= 3 and part in text:
+                text = text.replace(part, "***")
+    return text
+
+
+def _text(ds: Any, keyword: str) -> str:
+    """A header value as display text ("" when absent, a sequence, or binary)."""
+    try:
+        elem = ds.get(keyword)
+    except Exception:
+        return ""
+    if elem is None or isinstance(elem, (bytes, bytearray)) or type(elem).__name__ == "Sequence":
+        return ""
+    if _is_multi(elem):
+        return "\\".join(str(v) for v in elem)
+    return str(elem).strip()
+
+
+@_quiet
+def dicom_metadata(path: str | os.PathLike, include_phi: bool = False) -> dict[str, str]:
+    """Allow-listed header tags as text (identifying tags only with include_phi=True)."""
+    ds = _read_header(_check_file(path))
+    out: dict[str, str] = {}
+    for kw in ALLOWED_TAGS + (PHI_TAGS if include_phi else ()):
+        value = _meta_value(ds, kw)
+        if value:
+            out[kw] = value
+    return out
+
+
+def _meta_value(ds: Any, keyword: str) -> str:
+    """One tag for the explorer; the transfer syntax by name."""
+    if keyword == "TransferSyntaxUID":
+        ts = ds.file_meta.get("TransferSyntaxUID")
+        return str(getattr(ts, "name", ts) or "")
+    if keyword == "SOPClassUID":
+        uid = ds.get("SOPClassUID")
+        return str(getattr(uid, "name", uid) or "")
+    return _text(ds, keyword)
+
+
+def pseudonym(value: str) -> str:
+    """A stable, non-reversible stand-in for an identifying value: "anon-" + 12 hex of sha256."""
+    return "anon-" + hashlib.sha256(value.encode("utf-8")).hexdigest()[:12]
+
+
+@_quiet
+def dicom_tag_value(path: str | os.PathLike, keyword: str) -> str:
+    """A tag's value as text for labels/grouping; identifying tags come back pseudonymised; "" when absent."""
+    from pydicom.datadict import tag_for_keyword
+
+    if tag_for_keyword(keyword) is None:
+        raise ValueError(f"unknown DICOM keyword {keyword!r}")
+    value = _meta_value(_read_header(_check_file(path)), keyword)
+    return pseudonym(value) if value and keyword in PHI_TAGS else value
+
+
+# ---------------------------------------------------------------- decode cache
+
+
+def _downscale(im: Image.Image, size: int | None) -> Image.Image:
+    """Shrink so the shorter side == size (aspect kept); never enlarge; None -> unchanged."""
+    if size is None:
+        return im
+    if size < 1:
+        raise ValueError(f"size must be >= 1, got {size}")
+    w, h = im.size
+    short = min(w, h)
+    if short <= size:
+        return im
+    new = (size, max(1, round(h * size / w))) if w <= h else (max(1, round(w * size / h)), size)
+    return im.resize(new, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+class DecodeCache:
+    """Decoded, downscaled images kept as lossless PNGs keyed by file identity and decode settings."""
+
+    def __init__(self, root: Path | None = None):
+        """Cache under `root` (default: the app's cache folder)."""
+        if root is None:
+            from core.paths import cache_dir
+
+            root = cache_dir()
+        self.root = Path(root)
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, path: str | os.PathLike, size: int | None, window: Window | None = None, frame: int = 0) -> str:
+        """sha1 of the file's identity (path, mtime, size) and the decode settings."""
+        p = Path(path).absolute()
+        try:
+            st = p.stat()
+        except OSError:
+            raise ImageError("file not found") from None
+        win = None if window is None else (float(window.center), float(window.width))
+        ident = repr((str(p), st.st_mtime_ns, st.st_size, size, win, int(frame), CACHE_VERSION))
+        return hashlib.sha1(ident.encode("utf-8")).hexdigest()
+
+    def entry(self, key: str) -> Path:
+        """Where the PNG for `key` lives."""
+        return self.root / key[:2] / f"{key}.png"
+
+    def get(
+        self, path: str | os.PathLike, size: int | None, window: Window | None = None, frame: int = 0
+    ) -> Image.Image:
+        """The decoded (and downscaled) image, from the cache when present, else decoded and stored."""
+        entry = self.entry(self.key(path, size, window, frame))
+        cached = self._load(entry)
+        if cached is not None:
+            self.hits += 1
+            return cached
+        self.misses += 1
+        im = _downscale(read_image(path, window=window, frame=frame), size)
+        self._store(im, entry)
+        return im
+
+    def _load(self, entry: Path) -> Image.Image | None:
+        """A cached image, or None when absent or unreadable (it is then re-decoded)."""
+        if not entry.is_file():
+            return None
+        try:
+            with Image.open(entry, formats=("PNG",)) as im:
+                im.load()
+                if im.mode in ("L", "RGB"):
+                    return im
+        except Exception:
+            pass
+        log.warning("decode cache: ignoring a corrupt entry %s", entry.name)
+        return None
+
+    def _store(self, im: Image.Image, entry: Path) -> None:
+        """Write atomically (temp file + os.replace); a failed write only costs a later re-decode."""
+        tmp = None
+        try:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=entry.stem, suffix=".tmp")
+            with os.fdopen(fd, "wb") as f:
+                im.save(f, format="PNG", compress_level=1)
+            os.replace(tmp, entry)
+            tmp = None
+        except (OSError, ValueError, zlib.error) as e:
+            log.warning("decode cache: could not write an entry (%s)", getattr(e, "strerror", None) or type(e).__name__)
+        finally:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)

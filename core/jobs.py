@@ -1,0 +1,800 @@
+"""Job queue: each run executes in its own worker process; state in SQLite + the run folder.
+
+Layout: the UI (or CLI) `submit`s a job row (status "queued") and asks an `Executor` to make sure
+queued jobs will run. `LocalExecutor` spawns detached supervisor processes (`python -m core.worker
+--supervise`), at most `max_concurrent` alive at once. A supervisor claims queued jobs one after
+another and runs each in its own child process (`python -m core.worker --job ID`), so a kill -9 / OOM
+of the job is seen by the supervisor and reported with the signal. `reap()` finds "running" rows
+whose processes are gone (pid + /proc start time, so a reused pid is not mistaken for the worker).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import importlib
+import json
+import os
+import secrets
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from core import paths
+from core.fsutil import atomic_replace, atomic_write_bytes, atomic_write_json, atomic_writer
+
+__all__ = [
+    "STATUSES",
+    "Job",
+    "JobCancelled",
+    "Progress",
+    "read_progress",
+    "TASKS",
+    "register_task",
+    "resolve_task",
+    "JobStore",
+    "Executor",
+    "LocalExecutor",
+    "submit_and_start",
+    "run_inline",
+    "wait",
+    "mark_orphans_interrupted",
+    "describe_error",
+    "new_job_id",
+    "prepare_run_dir",
+    "atomic_write_bytes",
+    "atomic_replace",
+    "atomic_writer",
+]
+
+STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
+ACTIVE = ("queued", "running")
+
+TASKS: dict[str, str] = {
+    "train": "core.train:run_task",
+    "lr_find": "core.train:lr_find_task",
+    "kfold": "core.train:kfold_task",
+}
+EXTRA_TASKS_ENV = "XRT_EXTRA_TASKS"  # "kind=module:function,..." read by workers
+_REGISTERED: dict[str, str] = {}  # registered in this process; travels to spawned workers via the env
+
+HEARTBEAT_S = 5.0  # supervisors refresh their heartbeat this often
+STALE_S = 60.0  # a heartbeat older than this means dead (used where pids cannot be checked)
+PROGRESS_FILE, STOP_FILE, LOG_FILE, JOB_FILE, WORKER_LOG = (
+    "progress.json",
+    "STOP",
+    "log.txt",
+    "job.json",
+    "worker.log",
+)
+HOST = socket.gethostname()
+
+
+class JobCancelled(Exception):
+    """Raised by a task (or by the worker) to end a job as "cancelled"."""
+
+
+# ----------------------------------------------------------------------------------------------- jobs
+@dataclass
+class Job:
+    """One row of the job table."""
+
+    id: str
+    kind: str
+    status: str
+    params: dict
+    run_dir: str
+    created: float
+    started: float | None = None
+    finished: float | None = None
+    error: str = ""
+    pid: int | None = None
+    cancel_requested: bool = False
+    result: dict = field(default_factory=dict)
+    owner: str = ""
+    supervisor_pid: int | None = None
+    heartbeat: float | None = None
+
+    @property
+    def active(self) -> bool:
+        """Queued or running."""
+        return self.status in ACTIVE
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready dict (what job.json holds)."""
+        return dataclasses.asdict(self)
+
+
+def new_job_id() -> str:
+    """Sortable, unique id: local time to the millisecond plus random hex, e.g. 20261122-015512-123-ab12cd34."""
+    now = time.time()
+    return f"{time.strftime('%Y%m%d-%H%M%S', time.localtime(now))}-{int(now * 1000) % 1000:03d}-{secrets.token_hex(4)}"
+
+
+def prepare_run_dir(run_dir: str | os.PathLike | None = None) -> tuple[str, Path]:
+    """A new job id and its run folder (default runs_dir()/<id>, created fresh); stale STOP/progress removed."""
+    for _ in range(100):
+        job_id = new_job_id()
+        if run_dir is not None:
+            rdir = Path(run_dir).expanduser().resolve()
+            rdir.mkdir(parents=True, exist_ok=True)
+            break
+        rdir = paths.runs_dir() / job_id
+        try:
+            rdir.mkdir()  # atomic: two processes never share a default folder
+            break
+        except FileExistsError:
+            continue
+    else:  # pragma: no cover - 100 collisions in a row
+        raise RuntimeError("could not create a unique run folder")
+    for stale in (STOP_FILE, PROGRESS_FILE):  # a reused folder must not inherit a stop flag
+        (rdir / stale).unlink(missing_ok=True)
+    return job_id, rdir
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line reason for users: exception type + message; disk full and OOM spelled out."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        where = Path(exc.filename).name if exc.filename else "run files"
+        return f"disk full while writing {where} ({type(exc).__name__}: {exc.strerror or exc})"
+    if isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc):
+        return f"disk full while writing the job database ({exc})"
+    if isinstance(exc, MemoryError):
+        return "out of memory (MemoryError); try a smaller batch size or image size"
+    msg = str(exc).strip()
+    text = f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+    if type(exc).__name__ == "OutOfMemoryError":  # torch.cuda.OutOfMemoryError
+        text = text[:1500] + " (try a smaller batch size or image size)"
+    return text if len(text) <= 2000 else text[:1997] + "..."
+
+
+def signal_reason(returncode: int) -> str:
+    """Why a child process ended, from its return code."""
+    if returncode < 0:
+        sig = -returncode
+        with contextlib.suppress(ValueError):
+            name = signal.Signals(sig).name
+            hint = ", perhaps out of memory" if name == "SIGKILL" else ""
+            return f"worker process died (killed by signal {sig} ({name}){hint})"
+        return f"worker process died (killed by signal {sig})"
+    return f"worker process exited with code {returncode} before reporting a result; see {WORKER_LOG}"
+
+
+# ------------------------------------------------------------------------------------------- progress
+def read_progress(run_dir: str | os.PathLike) -> dict:
+    """The run's progress.json; {} when absent or unreadable (e.g. caught mid-write on odd filesystems)."""
+    try:
+        data = json.loads((Path(run_dir) / PROGRESS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+class Progress:
+    """Handed to a running task: progress fields, cancel flag, log lines; all in the run folder."""
+
+    MIN_INTERVAL = 0.2  # at most 5 disk writes a second unless forced
+    FORCE_KEYS = ("epoch", "stage", "fold", "phase")  # a change of these is written at once
+    DB_CHECK_S = 1.0
+
+    def __init__(self, run_dir: str | os.PathLike, job_id: str = "", store: JobStore | None = None):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.job_id, self.store = job_id, store
+        self._data: dict[str, Any] = {"job_id": job_id} if job_id else {}
+        self._last_write = 0.0
+        self._dirty = False
+        self._stop = False
+        self._last_db_check = 0.0
+
+    def update(self, force: bool = False, **fields: Any) -> None:
+        """Merge fields into progress.json (atomic), throttled unless forced or a stage/epoch changed."""
+        force = force or any(k in self.FORCE_KEYS and self._data.get(k) != v for k, v in fields.items())
+        self._data.update(fields)
+        self._dirty = True
+        if force or time.time() - self._last_write >= self.MIN_INTERVAL:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write pending fields now."""
+        if not self._dirty:
+            return
+        now = time.time()
+        self._data["updated"] = now
+        atomic_write_bytes(self.run_dir / PROGRESS_FILE, json.dumps(self._data, default=str).encode())
+        self._last_write, self._dirty = now, False
+
+    def snapshot(self) -> dict:
+        """A copy of the fields set so far."""
+        return dict(self._data)
+
+    def cancelled(self) -> bool:
+        """True once cancel was requested (STOP file; the DB too, at most once a second)."""
+        if self._stop:
+            return True
+        self._stop = (self.run_dir / STOP_FILE).exists()
+        now = time.time()
+        if (
+            not self._stop
+            and self.store is not None
+            and self.job_id
+            and now - self._last_db_check >= self.DB_CHECK_S
+        ):
+            self._last_db_check = now
+            with contextlib.suppress(sqlite3.Error):
+                job = self.store.get(self.job_id)
+                self._stop = bool(job and job.cancel_requested)
+        return self._stop
+
+    def check(self) -> None:
+        """Raise JobCancelled if cancel was requested."""
+        if self.cancelled():
+            raise JobCancelled("cancelled by user")
+
+    def log(self, msg: str) -> None:
+        """Append a timestamped line to log.txt."""
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with open(self.run_dir / LOG_FILE, "a", encoding="utf-8") as fh:
+            for line in str(msg).rstrip("\n").splitlines() or [""]:
+                fh.write(f"{stamp} {line}\n")
+
+
+# ---------------------------------------------------------------------------------------------- tasks
+def register_task(kind: str, target: str) -> None:
+    """Register `kind` -> "module:function"; workers spawned from this process learn it too."""
+    if ":" not in target or "," in target or "=" in kind or "," in kind:
+        raise ValueError(f"task target must look like 'module:function', got {target!r}")
+    TASKS[kind] = target
+    _REGISTERED[kind] = target
+
+
+def _parse_extra(text: str) -> dict[str, str]:
+    """Parse "kind=module:function,..."."""
+    out = {}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        kind, _, target = item.partition("=")
+        if kind and ":" in target:
+            out[kind.strip()] = target.strip()
+    return out
+
+
+def load_extra_tasks() -> None:
+    """Add the tasks named in $XRT_EXTRA_TASKS (how test tasks reach a worker process)."""
+    TASKS.update(_parse_extra(os.environ.get(EXTRA_TASKS_ENV, "")))
+
+
+def resolve_task(kind: str) -> Callable[..., dict | None]:
+    """Import the function behind `kind`."""
+    load_extra_tasks()
+    if kind not in TASKS:
+        raise ValueError(f"unknown job kind {kind!r}; known: {', '.join(sorted(TASKS))}")
+    module, _, name = TASKS[kind].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+# ------------------------------------------------------------------------------------- process checks
+def proc_token(pid: int | None) -> str | None:
+    """The process's start time (clock ticks since boot) from /proc; None if gone, a zombie, or unknown."""
+    if not pid:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()
+    if not fields or fields[0] in ("Z", "X", "x"):
+        return None
+    return fields[19] if len(fields) > 19 else None
+
+
+def pid_alive(pid: int | None, token: str | None, host: str = "", heartbeat: float | None = None) -> bool:
+    """Is the process that we recorded (pid + start token on `host`) still running?"""
+    if not pid:
+        return False
+    if host and host != HOST:  # another machine/container: only its heartbeat can tell
+        return heartbeat is not None and time.time() - heartbeat < STALE_S
+    if Path("/proc/self/stat").exists():
+        now_token = proc_token(pid)
+        return now_token is not None and (token is None or now_token == token)
+    if os.name == "nt":  # os.kill would terminate the process there
+        return heartbeat is not None and time.time() - heartbeat < STALE_S
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    except OSError:
+        return False
+    return heartbeat is None or time.time() - heartbeat < STALE_S
+
+
+def _sync_job_json(job: Job | None) -> None:
+    """Best-effort copy of the job row into run_dir/job.json."""
+    if job is None:
+        return
+    with contextlib.suppress(OSError):
+        atomic_write_json(Path(job.run_dir) / JOB_FILE, job.to_dict())
+
+
+def _note_reaped(reaped: list[Job | None]) -> None:
+    """Tell the run folders of reaped jobs (job.json, log.txt) what happened."""
+    for job in filter(None, reaped):
+        _sync_job_json(job)
+        with contextlib.suppress(OSError):
+            Progress(job.run_dir).log(f"job {job.id} {job.status}: {job.error}")
+
+
+# ---------------------------------------------------------------------------------------------- store
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, status TEXT NOT NULL, params TEXT NOT NULL DEFAULT '{}',
+    run_dir TEXT NOT NULL, owner TEXT NOT NULL DEFAULT '', created REAL NOT NULL, started REAL,
+    finished REAL, error TEXT NOT NULL DEFAULT '', pid INTEGER, pid_token TEXT, sup_pid INTEGER,
+    sup_token TEXT, host TEXT NOT NULL DEFAULT '', heartbeat REAL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0, result TEXT NOT NULL DEFAULT '{}');
+CREATE INDEX IF NOT EXISTS jobs_status_created ON jobs(status, created);
+CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created);
+CREATE TABLE IF NOT EXISTS workers (
+    pid INTEGER NOT NULL, token TEXT, host TEXT NOT NULL DEFAULT '', started REAL, heartbeat REAL);
+"""
+
+
+class JobStore:
+    """Jobs in SQLite (WAL, busy timeout): safe from several threads and processes at once."""
+
+    BUSY_TIMEOUT_S = 30.0
+
+    def __init__(self, db_path: str | os.PathLike | None = None):
+        self.db_path = Path(db_path) if db_path is not None else paths.jobs_db()
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self._init_db()
+
+    # -- connection helpers
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.db_path, timeout=self.BUSY_TIMEOUT_S, isolation_level=None)
+        con.row_factory = sqlite3.Row
+        con.execute(f"PRAGMA busy_timeout={int(self.BUSY_TIMEOUT_S * 1000)}")
+        con.execute("PRAGMA synchronous=NORMAL")
+        return con
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        con = self._connect()
+        try:
+            yield con
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that takes the lock up front (BEGIN IMMEDIATE: no upgrade deadlocks)."""
+        con = self._connect()
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                yield con
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            con.execute("COMMIT")
+        finally:
+            con.close()
+
+    def _init_db(self) -> None:
+        deadline = time.time() + self.BUSY_TIMEOUT_S
+        while True:
+            try:
+                with self._read() as con:
+                    if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                        con.execute("PRAGMA journal_mode=WAL")
+                    con.executescript(_SCHEMA)
+                return
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.time() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    @staticmethod
+    def _job(row: sqlite3.Row | None) -> Job | None:
+        if row is None:
+            return None
+        return Job(
+            id=row["id"],
+            kind=row["kind"],
+            status=row["status"],
+            params=json.loads(row["params"] or "{}"),
+            run_dir=row["run_dir"],
+            created=row["created"],
+            started=row["started"],
+            finished=row["finished"],
+            error=row["error"] or "",
+            pid=row["pid"],
+            cancel_requested=bool(row["cancel_requested"]),
+            result=json.loads(row["result"] or "{}"),
+            owner=row["owner"] or "",
+            supervisor_pid=row["sup_pid"],
+            heartbeat=row["heartbeat"],
+        )
+
+    def _get(self, con: sqlite3.Connection, job_id: str) -> Job | None:
+        return self._job(con.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone())
+
+    # -- public API
+    def submit(
+        self, kind: str, params: dict, run_dir: str | os.PathLike | None = None, owner: str = ""
+    ) -> Job:
+        """Queue a job; its run folder gets job.json (default folder: runs_dir()/<job id>)."""
+        load_extra_tasks()
+        if kind not in TASKS:
+            raise ValueError(f"unknown job kind {kind!r}; known: {', '.join(sorted(TASKS))}")
+        try:
+            params_json = json.dumps(params if params is not None else {})
+        except (TypeError, ValueError) as err:
+            raise TypeError(f"job params must be JSON-serialisable: {err}") from err
+        job_id, rdir = prepare_run_dir(run_dir)
+        job = Job(
+            id=job_id,
+            kind=kind,
+            status="queued",
+            params=json.loads(params_json),
+            run_dir=str(rdir),
+            created=time.time(),
+            owner=owner,
+        )
+        atomic_write_json(rdir / JOB_FILE, job.to_dict())  # before the row exists: a worker may rewrite it
+        while True:
+            try:
+                with self._write() as con:
+                    con.execute(
+                        "INSERT INTO jobs (id, kind, status, params, run_dir, owner, created) "
+                        "VALUES (?,?,?,?,?,?,?)",
+                        (job.id, kind, "queued", params_json, job.run_dir, owner, job.created),
+                    )
+                break
+            except sqlite3.IntegrityError:  # same id in the same millisecond (given run_dir): draw again
+                job.id = new_job_id()
+                atomic_write_json(rdir / JOB_FILE, job.to_dict())
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        """The job, or None."""
+        with self._read() as con:
+            return self._get(con, job_id)
+
+    def list(self, owner: str | None = None, limit: int = 200) -> list[Job]:
+        """Jobs, newest first (optionally one owner's)."""
+        sql, args = "SELECT * FROM jobs", []
+        if owner is not None:
+            sql, args = sql + " WHERE owner=?", [owner]
+        with self._read() as con:
+            rows = con.execute(
+                sql + " ORDER BY created DESC, id DESC LIMIT ?", (*args, int(limit))
+            ).fetchall()
+        return [self._job(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        """Number of jobs per status (every status present)."""
+        with self._read() as con:
+            rows = con.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
+        out = dict.fromkeys(STATUSES, 0)
+        out.update({r[0]: r[1] for r in rows})
+        return out
+
+    def cancel(self, job_id: str) -> Job:
+        """Queued -> cancelled now; running -> cancel_requested + STOP file (the task stops itself)."""
+        with self._write() as con:
+            job = self._get(con, job_id)
+            if job is None:
+                raise KeyError(f"no job {job_id!r}")
+            if job.status == "queued":
+                con.execute(
+                    "UPDATE jobs SET status='cancelled', finished=?, error='cancelled before it started' "
+                    "WHERE id=?",
+                    (time.time(), job_id),
+                )
+            elif job.status == "running":
+                con.execute("UPDATE jobs SET cancel_requested=1 WHERE id=?", (job_id,))
+            job = self._get(con, job_id)
+        if job.status == "running":
+            with contextlib.suppress(OSError):
+                Path(job.run_dir).mkdir(parents=True, exist_ok=True)
+                (Path(job.run_dir) / STOP_FILE).touch()
+        else:
+            _sync_job_json(job)
+        return job
+
+    def finish(
+        self,
+        job_id: str,
+        status: str,
+        error: str = "",
+        result: dict | None = None,
+        only_if_running: bool = True,
+    ) -> bool:
+        """Record a final status (by default only over "running"); True if the row changed."""
+        if status not in STATUSES or status in ACTIVE:
+            raise ValueError(f"not a final status: {status!r}")
+        result_json = json.dumps(result or {}, default=str)
+        with self._write() as con:
+            cur = con.execute(
+                "UPDATE jobs SET status=?, error=?, result=?, finished=? WHERE id=?"
+                + (" AND status='running'" if only_if_running else ""),
+                (status, error, result_json, time.time(), job_id),
+            )
+            job = self._get(con, job_id) if cur.rowcount else None
+        _sync_job_json(job)
+        return bool(cur.rowcount)
+
+    def set_pid(self, job_id: str, pid: int) -> None:
+        """Record the job's child process (with its start time, to see through pid reuse)."""
+        with self._write() as con:
+            con.execute("UPDATE jobs SET pid=?, pid_token=? WHERE id=?", (pid, proc_token(pid), job_id))
+
+    def heartbeat(self, job_id: str | None = None, worker_pid: int | None = None) -> None:
+        """Refresh a supervisor's heartbeat (and its job's)."""
+        now = time.time()
+        with self._write() as con:
+            if job_id:
+                con.execute("UPDATE jobs SET heartbeat=? WHERE id=?", (now, job_id))
+            if worker_pid:
+                con.execute("UPDATE workers SET heartbeat=? WHERE pid=? AND host=?", (now, worker_pid, HOST))
+
+    def _job_alive(self, row: sqlite3.Row) -> bool:
+        """Is someone still looking after this running job (its child or its supervisor)?"""
+        host, hb = row["host"], row["heartbeat"]
+        return pid_alive(row["pid"], row["pid_token"], host, hb) or pid_alive(
+            row["sup_pid"], row["sup_token"], host, hb
+        )
+
+    def _reap(self, con: sqlite3.Connection) -> list[str]:
+        changed = []
+        for row in con.execute("SELECT * FROM jobs WHERE status='running'").fetchall():
+            if self._job_alive(row):
+                continue
+            if row["cancel_requested"]:
+                status, error = "cancelled", "cancelled; the worker stopped before confirming"
+            else:
+                status, error = (
+                    "interrupted",
+                    (
+                        "interrupted: the worker process and its supervisor are gone "
+                        "(server restarted or processes killed)"
+                    ),
+                )
+            con.execute(
+                "UPDATE jobs SET status=?, error=?, finished=? WHERE id=? AND status='running'",
+                (status, error, time.time(), row["id"]),
+            )
+            changed.append(row["id"])
+        return changed
+
+    def reap(self) -> list[str]:
+        """Running jobs whose processes are gone -> interrupted (cancelled if asked); returns their ids."""
+        with self._write() as con:
+            changed = self._reap(con)
+            reaped = [self._get(con, i) for i in changed]
+        _note_reaped(reaped)
+        return changed
+
+    # -- used by supervisors (core.worker)
+    def _live_workers(self, con: sqlite3.Connection) -> int:
+        rows = con.execute("SELECT rowid, * FROM workers").fetchall()
+        dead = [r["rowid"] for r in rows if not pid_alive(r["pid"], r["token"], r["host"], r["heartbeat"])]
+        con.executemany("DELETE FROM workers WHERE rowid=?", [(d,) for d in dead])
+        return len(rows) - len(dead)
+
+    def live_workers(self) -> int:
+        """Supervisor processes alive now."""
+        with self._write() as con:
+            return self._live_workers(con)
+
+    def register_worker(self, pid: int, max_workers: int) -> bool:
+        """Take a supervisor slot if fewer than `max_workers` are alive."""
+        now = time.time()
+        with self._write() as con:
+            if self._live_workers(con) >= max_workers:
+                return False
+            con.execute(
+                "INSERT INTO workers (pid, token, host, started, heartbeat) VALUES (?,?,?,?,?)",
+                (pid, proc_token(pid), HOST, now, now),
+            )
+            return True
+
+    def unregister_worker(self, pid: int) -> None:
+        """Give the supervisor slot back."""
+        with self._write() as con:
+            con.execute("DELETE FROM workers WHERE pid=? AND host=?", (pid, HOST))
+
+    def claim(self, worker_pid: int, max_running: int) -> Job | str | None:
+        """Atomically take the oldest queued job; "busy" if `max_running` jobs run; None (slot released) if none."""
+        now = time.time()
+        with self._write() as con:
+            changed = self._reap(con)
+            running = con.execute("SELECT COUNT(*) FROM jobs WHERE status='running'").fetchone()[0]
+            queued = con.execute(
+                "SELECT id FROM jobs WHERE status='queued' ORDER BY created, id LIMIT 1"
+            ).fetchone()
+            if queued is None:
+                con.execute("DELETE FROM workers WHERE pid=? AND host=?", (worker_pid, HOST))
+                job = None
+            elif running >= max_running:
+                job = "busy"
+            else:
+                con.execute(
+                    "UPDATE jobs SET status='running', started=?, sup_pid=?, sup_token=?, host=?, heartbeat=?, "
+                    "pid=NULL, pid_token=NULL WHERE id=? AND status='queued'",
+                    (now, worker_pid, proc_token(worker_pid), HOST, now, queued["id"]),
+                )
+                job = self._get(con, queued["id"])
+            reaped = [self._get(con, i) for i in changed]
+        _note_reaped(reaped)
+        if isinstance(job, Job):
+            _sync_job_json(job)
+        return job
+
+
+# ------------------------------------------------------------------------------------------ executors
+class Executor(Protocol):
+    """Something that makes sure queued jobs will be run (local processes now; a cluster later)."""
+
+    def start(self, store: JobStore) -> None: ...
+
+
+_SPAWNED: list[subprocess.Popen] = []  # supervisors started by this process (polled so none stay zombies)
+
+
+def worker_env() -> dict[str, str]:
+    """Environment for worker processes: repo root importable, this process's registered tasks."""
+    env = dict(os.environ)
+    root = str(paths.REPO_ROOT)
+    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env["PYTHONPATH"] = os.pathsep.join([root, *[p for p in parts if p != root]])
+    extra = _parse_extra(env.get(EXTRA_TASKS_ENV, ""))
+    extra.update(_REGISTERED)
+    if extra:
+        env[EXTRA_TASKS_ENV] = ",".join(f"{k}={v}" for k, v in extra.items())
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def detached_popen(args: list[str], log_path: Path) -> subprocess.Popen:
+    """Start a process in its own session (survives reruns/refreshes), output appended to `log_path`."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any] = {"start_new_session": True}
+    if os.name == "nt":  # pragma: no cover - Windows
+        kwargs = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS}
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            args,
+            cwd=paths.REPO_ROOT,
+            env=worker_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            close_fds=True,
+            **kwargs,
+        )
+
+
+class LocalExecutor:
+    """Runs jobs in supervisor processes on this machine, at most `max_concurrent` at once ($XRT_MAX_JOBS)."""
+
+    def __init__(self, max_concurrent: int | None = None):
+        if max_concurrent is None:
+            try:
+                max_concurrent = int(os.environ.get("XRT_MAX_JOBS", "1") or 1)
+            except ValueError:
+                max_concurrent = 1
+        self.max_concurrent = max(1, int(max_concurrent))
+
+    def start(self, store: JobStore) -> None:
+        """Spawn supervisors (detached) while fewer than max_concurrent are alive and jobs are queued."""
+        for p in list(_SPAWNED):
+            if p.poll() is not None:
+                _SPAWNED.remove(p)
+        queued = store.counts()["queued"]
+        missing = min(queued, self.max_concurrent - store.live_workers())
+        args = [
+            sys.executable,
+            "-m",
+            "core.worker",
+            "--db",
+            str(store.db_path),
+            "--supervise",
+            "--max",
+            str(self.max_concurrent),
+        ]
+        for _ in range(max(0, missing)):
+            _SPAWNED.append(detached_popen(args, store.db_path.parent / "logs" / "workers.log"))
+
+
+# ---------------------------------------------------------------------------------------- conveniences
+def submit_and_start(
+    kind: str,
+    params: dict,
+    run_dir: str | os.PathLike | None = None,
+    owner: str = "",
+    store: JobStore | None = None,
+    executor: Executor | None = None,
+) -> Job:
+    """Queue a job and make sure it will run."""
+    store = store or JobStore()
+    job = store.submit(kind, params, run_dir=run_dir, owner=owner)
+    (executor or LocalExecutor()).start(store)
+    return job
+
+
+def run_inline(kind: str, params: dict, run_dir: str | os.PathLike | None = None) -> dict:
+    """Run a task in this process (CLI foreground mode, tests); errors are logged to log.txt and re-raised."""
+    json.dumps(params)  # same rule as submit: params must be JSON-serialisable
+    job_id, rdir = prepare_run_dir(run_dir)
+    job = Job(
+        id=job_id,
+        kind=kind,
+        status="running",
+        params=params,
+        run_dir=str(rdir),
+        created=time.time(),
+        started=time.time(),
+        pid=os.getpid(),
+        owner="inline",
+    )
+    atomic_write_json(rdir / JOB_FILE, job.to_dict())
+    progress = Progress(rdir, job_id)
+    try:
+        result = resolve_task(kind)(params, rdir, progress) or {}
+        job.status = "cancelled" if progress.cancelled() else "done"
+        job.result = result
+        return result
+    except JobCancelled:
+        job.status = "cancelled"
+        raise
+    except KeyboardInterrupt:
+        job.status, job.error = "interrupted", "interrupted (Ctrl+C)"
+        raise
+    except BaseException as exc:
+        job.status, job.error = "failed", describe_error(exc)
+        progress.log(f"job {job_id} failed: {job.error}\n{traceback.format_exc()}")
+        raise
+    finally:
+        job.finished = time.time()
+        with contextlib.suppress(OSError):
+            progress.flush()
+        _sync_job_json(job)
+
+
+def wait(job_id: str, store: JobStore | None = None, timeout: float = 600, poll: float = 0.2) -> Job:
+    """Block until the job is no longer queued/running (reaping dead workers now and then)."""
+    store = store or JobStore()
+    deadline, next_reap = time.time() + timeout, time.time() + 2.0
+    while True:
+        job = store.get(job_id)
+        if job is None:
+            raise KeyError(f"no job {job_id!r}")
+        if not job.active:
+            return job
+        if time.time() >= deadline:
+            raise TimeoutError(f"job {job_id} still {job.status} after {timeout:.0f}s")
+        if time.time() >= next_reap:
+            store.reap()
+            next_reap = time.time() + 2.0
+        time.sleep(poll)
+
+
+def mark_orphans_interrupted(store: JobStore | None = None, executor: Executor | None = None) -> list[str]:
+    """At server start: mark running jobs whose processes are gone; with `executor`, resume queued jobs."""
+    store = store or JobStore()
+    changed = store.reap()
+    if executor is not None:
+        executor.start(store)
+    return changed

@@ -1,0 +1,19 @@
+"""Entry point: routes between the pages and draws the shared sidebar. No logic lives here."""
+
+import streamlit as st
+
+from ui import common
+
+st.set_page_config(page_title="X-ray trainer", page_icon=":material/radiology:", layout="wide")
+
+PAGES = [
+    st.Page("pages/1_dataset.py", title="Dataset explorer", icon=":material/folder_open:", default=True),
+    st.Page("pages/2_setup.py", title="Training setup", icon=":material/tune:"),
+    st.Page("pages/3_train.py", title="Training run", icon=":material/model_training:"),
+    st.Page("pages/4_evaluate.py", title="Evaluation", icon=":material/monitoring:"),
+    st.Page("pages/5_predict.py", title="Predict", icon=":material/online_prediction:"),
+]
+
+nav = st.navigation(PAGES)
+common.sidebar()
+nav.run()

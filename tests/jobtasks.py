@@ -1,0 +1,72 @@
+"""Tiny job tasks for tests/test_jobs.py (imported by worker processes via $XRT_EXTRA_TASKS)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from pathlib import Path
+
+from core.jobs import JobCancelled, Progress
+
+
+def ok(params: dict, run_dir: Path, progress: Progress) -> dict:
+    """Return a result computed from the params."""
+    progress.update(stage="work", value=params.get("x", 0))
+    return {"double": params.get("x", 0) * 2, "pid": os.getpid()}
+
+
+def boom(params: dict, run_dir: Path, progress: Progress) -> None:
+    """Fail with a message."""
+    raise ValueError(f"bad value {params.get('x')}")
+
+
+def loop(params: dict, run_dir: Path, progress: Progress) -> dict:
+    """Count until cancelled (or `n` steps), reporting every step; stops by returning."""
+    i = 0
+    for i in range(int(params.get("n", 10**9))):
+        if progress.cancelled():
+            break
+        progress.update(step=i, pid=os.getpid())
+        time.sleep(0.01)
+    progress.flush()
+    return {"steps": i}
+
+
+def loop_raise(params: dict, run_dir: Path, progress: Progress) -> None:
+    """Count until cancelled, then raise JobCancelled."""
+    while True:
+        progress.check()
+        progress.update(pid=os.getpid())
+        time.sleep(0.01)
+
+
+def deaf(params: dict, run_dir: Path, progress: Progress) -> None:
+    """Ignore cancel requests (the supervisor has to stop it)."""
+    progress.update(pid=os.getpid(), force=True)
+    while True:
+        time.sleep(0.05)
+
+
+def sleepy(params: dict, run_dir: Path, progress: Progress) -> dict:
+    """Sleep a while; record start/end times."""
+    start = time.time()
+    progress.update(stage="sleeping", pid=os.getpid())
+    time.sleep(float(params.get("s", 0.5)))
+    return {"start": start, "end": time.time()}
+
+
+def disk_full(params: dict, run_dir: Path, progress: Progress) -> None:
+    """Fail as if the disk filled up while saving a checkpoint."""
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(run_dir / "model.pth"))
+
+
+def cancelled_exc(params: dict, run_dir: Path, progress: Progress) -> None:
+    """End by raising JobCancelled straight away."""
+    raise JobCancelled("stop")
+
+
+ALL = {
+    name: f"jobtasks:{name}"
+    for name in ("ok", "boom", "loop", "loop_raise", "deaf", "sleepy", "disk_full", "cancelled_exc")
+}

@@ -1,0 +1,456 @@
+"""Job queue: worker processes, progress, cancel, concurrency cap, kill -9 / orphan detection, atomic writes."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+if str(TESTS.parent) not in sys.path:  # plain `pytest` (not `python -m pytest`) does not add the repo root
+    sys.path.insert(0, str(TESTS.parent))
+
+import jobtasks  # noqa: E402
+
+from core import jobs, paths  # noqa: E402
+from core.fsutil import atomic_write_bytes, atomic_writer  # noqa: E402
+from core.jobs import JobStore, LocalExecutor, Progress  # noqa: E402
+
+pytestmark = pytest.mark.slow
+HAS_PROC = Path("/proc/self/stat").exists()
+
+
+def _kill_leftovers(db: Path) -> None:
+    """Kill every process these tests started: supervisors we spawned, and job children recorded in the DB."""
+    for p in list(jobs._SPAWNED):
+        if p.poll() is None:
+            p.kill()
+        p.wait(timeout=10)
+    jobs._SPAWNED.clear()
+    if not db.exists():
+        return
+    con = sqlite3.connect(db)
+    rows = con.execute("SELECT pid, pid_token FROM jobs WHERE pid IS NOT NULL").fetchall()
+    rows += con.execute("SELECT pid, token FROM workers").fetchall()
+    con.close()
+    for pid, token in rows:
+        if pid != os.getpid() and token is not None and jobs.pid_alive(pid, token):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(autouse=True)
+def _tasks(monkeypatch):
+    """Test tasks registered (and importable by workers); leftover processes killed afterwards."""
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
+    )
+    monkeypatch.delenv("XRT_MAX_JOBS", raising=False)
+    monkeypatch.delenv("XRT_CANCEL_GRACE", raising=False)
+    saved = dict(jobs.TASKS), dict(jobs._REGISTERED)
+    for kind, target in jobtasks.ALL.items():
+        jobs.register_task(kind, target)
+    db = paths.jobs_db()
+    yield
+    _kill_leftovers(db)
+    jobs.TASKS.clear()
+    jobs.TASKS.update(saved[0])
+    jobs._REGISTERED.clear()
+    jobs._REGISTERED.update(saved[1])
+
+
+def wait_for(cond, timeout: float = 15.0, poll: float = 0.02):
+    """Poll `cond` until it returns something truthy."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def running_pid(store: JobStore, job_id: str) -> jobs.Job:
+    """Wait until the job's task reports progress (so its child pid is recorded and the task is running)."""
+    return wait_for(
+        lambda: (j := store.get(job_id)) and j.pid and jobs.read_progress(j.run_dir).get("pid") and j
+    )
+
+
+# ------------------------------------------------------------------------------------------ store only
+def test_job_roundtrip_list_counts_and_job_json():
+    store = JobStore()
+    job = store.submit("ok", {"x": 1, "nested": {"a": [1, 2]}}, owner="alice")
+    store.submit("ok", {"x": 2}, owner="bob")
+    got = store.get(job.id)
+    assert got == job and got.active and got.status == "queued" and got.params["nested"] == {"a": [1, 2]}
+    assert Path(job.run_dir) == paths.runs_dir() / job.id
+    assert json.loads((Path(job.run_dir) / "job.json").read_text())["id"] == job.id
+    assert [j.owner for j in store.list()] == ["bob", "alice"]  # newest first
+    assert [j.id for j in store.list(owner="alice")] == [job.id]
+    assert store.counts() == {
+        "queued": 2,
+        "running": 0,
+        "done": 0,
+        "failed": 0,
+        "cancelled": 0,
+        "interrupted": 0,
+    }
+    assert store.get("nope") is None
+    assert set(jobs.STATUSES) == {"queued", "running", "done", "failed", "cancelled", "interrupted"}
+
+
+def test_job_ids_sortable_and_unique():
+    ids = [jobs.new_job_id() for _ in range(2000)]
+    assert len(set(ids)) == 2000
+    assert ids[0][:8].isdigit() and ids[0][8] == "-" and ids == sorted(ids, key=lambda i: i[:19])
+    dirs = [jobs.prepare_run_dir()[1] for _ in range(50)]
+    assert len(set(dirs)) == 50 and all(d.parent == paths.runs_dir() for d in dirs)
+
+
+def test_submit_refuses_unknown_kind_and_non_json_params(tmp_path):
+    store = JobStore()
+    with pytest.raises(ValueError, match="unknown job kind"):
+        store.submit("nope", {})
+    with pytest.raises(TypeError, match="JSON"):
+        store.submit("ok", {"path": tmp_path})
+    assert store.list() == []
+
+
+def test_cancel_queued_job_at_once_and_stale_stop_flag_cleared(tmp_path):
+    store = JobStore()
+    job = store.submit("ok", {}, run_dir=tmp_path / "r")
+    done = store.cancel(job.id)
+    assert done.status == "cancelled" and done.finished and not done.active
+    assert json.loads((tmp_path / "r" / "job.json").read_text())["status"] == "cancelled"
+    (tmp_path / "r" / "STOP").touch()
+    store.submit("ok", {}, run_dir=tmp_path / "r")  # a reused folder must not inherit the stop flag
+    assert not (tmp_path / "r" / "STOP").exists()
+    with pytest.raises(KeyError):
+        store.cancel("nope")
+
+
+@pytest.mark.skipif(not HAS_PROC, reason="needs /proc")
+def test_reap_sees_through_pid_reuse():
+    store = JobStore()
+    live, reused = store.submit("ok", {}), store.submit("ok", {})
+    me, token = os.getpid(), jobs.proc_token(os.getpid())
+    con = sqlite3.connect(store.db_path)
+    for job, tok in ((live, token), (reused, "123")):  # same (alive) pid, but only one started when recorded
+        con.execute(
+            "UPDATE jobs SET status='running', pid=?, pid_token=?, sup_pid=?, sup_token=?, host=? WHERE id=?",
+            (me, tok, me, tok, jobs.HOST, job.id),
+        )
+    con.commit()
+    con.close()
+    assert store.reap() == [reused.id]
+    assert store.get(live.id).status == "running"
+    assert store.get(reused.id).status == "interrupted" and "interrupted" in store.get(reused.id).error
+
+
+def test_progress_throttles_merges_and_flags(tmp_path):
+    prog = Progress(tmp_path, "j1")
+    assert jobs.read_progress(tmp_path) == {}
+    prog.update(epoch=0, loss=1.0)
+    assert jobs.read_progress(tmp_path)["loss"] == 1.0
+    for i in range(200):  # cheap per batch: only the first hits the disk within the interval
+        prog.update(batch=i)
+    assert jobs.read_progress(tmp_path).get("batch") in (None, 0)
+    prog.update(epoch=1)  # a stage change is written at once
+    data = jobs.read_progress(tmp_path)
+    assert data["epoch"] == 1 and data["batch"] == 199 and data["job_id"] == "j1" and data["updated"] > 0
+    prog.update(batch=5)
+    prog.flush()
+    assert jobs.read_progress(tmp_path)["batch"] == 5
+    assert not prog.cancelled()
+    (tmp_path / "STOP").touch()
+    assert prog.cancelled()
+    with pytest.raises(jobs.JobCancelled):
+        prog.check()
+    prog.log("hello\nworld")
+    assert (tmp_path / "log.txt").read_text().splitlines()[1].endswith(" world")
+    (tmp_path / "progress.json").write_text('{"epoch": 3, "los')  # torn file: tolerated
+    assert jobs.read_progress(tmp_path) == {}
+    assert list(tmp_path.glob("*.tmp")) == []
+
+
+def test_run_inline_success_and_failure(tmp_path):
+    assert jobs.run_inline("ok", {"x": 4}, run_dir=tmp_path / "a")["double"] == 8
+    meta = json.loads((tmp_path / "a" / "job.json").read_text())
+    assert meta["status"] == "done" and meta["result"]["double"] == 8
+    assert jobs.read_progress(tmp_path / "a")["stage"] == "work"
+    with pytest.raises(ValueError, match="bad value 2"):
+        jobs.run_inline("boom", {"x": 2}, run_dir=tmp_path / "b")
+    meta = json.loads((tmp_path / "b" / "job.json").read_text())
+    assert meta["status"] == "failed" and meta["error"] == "ValueError: bad value 2"
+    assert "Traceback" in (tmp_path / "b" / "log.txt").read_text()
+    assert jobs.run_inline("ok", {}) == {"double": 0, "pid": os.getpid()}  # default folder: runs_dir()/<id>
+    assert len(list(paths.runs_dir().iterdir())) == 1
+
+
+def test_describe_error_and_signal_reason():
+    assert jobs.describe_error(ValueError("x")) == "ValueError: x"
+    full = OSError(errno.ENOSPC, "No space left on device", "/r/model.pth")
+    assert jobs.describe_error(full).startswith("disk full while writing model.pth")
+    assert "signal 9 (SIGKILL), perhaps out of memory" in jobs.signal_reason(-9)
+    assert "exited with code 3" in jobs.signal_reason(3)
+    assert jobs.describe_error(sqlite3.OperationalError("database or disk is full")).startswith("disk full")
+    with open("/dev/full", "wb", buffering=0) as fh, pytest.raises(OSError) as info:  # a real ENOSPC
+        fh.write(b"x")
+    assert jobs.describe_error(info.value).startswith("disk full while writing run files")
+
+
+# ------------------------------------------------------------------------------------------ atomic writes
+def test_atomic_write_replaces_and_leaves_no_partial_file(tmp_path, monkeypatch):
+    target = tmp_path / "ckpt.pth"
+    atomic_write_bytes(target, b"old")
+    atomic_write_bytes(target, b"new")
+    assert target.read_bytes() == b"new"
+
+    def fail(*a, **k):
+        raise OSError(errno.EIO, "simulated crash before rename")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError):
+        atomic_write_bytes(target, b"partial" * 1000)
+    monkeypatch.undo()
+    assert target.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pth"]
+
+
+def test_atomic_write_survives_writer_killed_mid_write(tmp_path):
+    target = tmp_path / "ckpt.pth"
+    atomic_write_bytes(target, b"good")
+    code = (
+        "import sys, time; from core.fsutil import atomic_writer\n"
+        "with atomic_writer(sys.argv[1]) as tmp, open(tmp, 'wb') as fh:\n"
+        "    fh.write(b'x' * 100000); fh.flush(); print('writing', flush=True); time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(target)],
+        cwd=paths.REPO_ROOT,
+        env=jobs.worker_env(),
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout.readline().strip() == b"writing"
+    finally:
+        proc.kill()
+        proc.wait()
+    assert target.read_bytes() == b"good"
+
+
+def test_atomic_writer_names_the_file_on_disk_full(tmp_path):
+    with pytest.raises(OSError) as info, atomic_writer(tmp_path / "model.pth"):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert jobs.describe_error(info.value).startswith("disk full while writing model.pth")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------ with workers
+def test_submit_runs_in_worker_to_done():
+    store = JobStore()
+    job = jobs.submit_and_start("ok", {"x": 21}, owner="alice", store=store)
+    done = jobs.wait(job.id, store, timeout=30)
+    assert done.status == "done", done.error
+    assert done.result["double"] == 42 and done.result["pid"] != os.getpid()
+    assert done.started >= done.created and done.finished >= done.started and done.error == ""
+    run = Path(done.run_dir)
+    assert "started" in (run / "log.txt").read_text() and (run / "worker.log").exists()
+    assert json.loads((run / "job.json").read_text())["status"] == "done"
+    wait_for(lambda: store.live_workers() == 0)  # the supervisor exits when the queue is empty
+
+
+def test_failing_task_reports_message_and_logs_traceback():
+    store = JobStore()
+    job = jobs.submit_and_start("boom", {"x": 3}, store=store)
+    done = jobs.wait(job.id, store, timeout=30)
+    assert done.status == "failed" and done.error == "ValueError: bad value 3"
+    log = (Path(done.run_dir) / "log.txt").read_text()
+    assert "Traceback" in log and "bad value 3" in log
+
+
+def test_disk_full_fails_with_readable_reason():
+    store = JobStore()
+    done = jobs.wait(jobs.submit_and_start("disk_full", {}, store=store).id, store, timeout=30)
+    assert done.status == "failed" and done.error.startswith("disk full while writing model.pth")
+
+
+def test_task_raising_job_cancelled_ends_cancelled():
+    store = JobStore()
+    done = jobs.wait(jobs.submit_and_start("cancelled_exc", {}, store=store).id, store, timeout=30)
+    assert done.status == "cancelled"
+
+
+def test_progress_visible_from_another_process_and_cancel_is_quick():
+    store = JobStore()
+    job = jobs.submit_and_start("loop", {}, store=store)
+    running_pid(store, job.id)
+    code = (
+        "import json, sys; from core.jobs import read_progress; print(json.dumps(read_progress(sys.argv[1])))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, job.run_dir],
+        cwd=paths.REPO_ROOT,
+        env=jobs.worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    seen = json.loads(out)
+    assert seen["job_id"] == job.id and seen["step"] >= 0 and seen["updated"] > 0
+    assert store.get(job.id).status == "running"
+    t0 = time.time()
+    assert store.cancel(job.id).cancel_requested
+    done = jobs.wait(job.id, store, timeout=10, poll=0.02)
+    assert done.status == "cancelled" and time.time() - t0 < 1.5
+    assert done.result["steps"] >= 0  # a task that returns after seeing cancelled() keeps its result
+
+
+def test_cancel_running_task_that_raises():
+    store = JobStore()
+    job = jobs.submit_and_start("loop_raise", {}, store=store)
+    running_pid(store, job.id)
+    store.cancel(job.id)
+    assert jobs.wait(job.id, store, timeout=10).status == "cancelled"
+
+
+def test_task_ignoring_cancel_is_stopped_after_grace(monkeypatch):
+    monkeypatch.setenv("XRT_CANCEL_GRACE", "0.3")
+    store = JobStore()
+    job = jobs.submit_and_start("deaf", {}, store=store)
+    running_pid(store, job.id)
+    store.cancel(job.id)
+    assert jobs.wait(job.id, store, timeout=15).status == "cancelled"
+
+
+def test_one_job_at_a_time_by_default():
+    store = JobStore()
+    a = jobs.submit_and_start("sleepy", {"s": 0.8}, store=store)
+    b = jobs.submit_and_start("sleepy", {"s": 0.2}, store=store, executor=LocalExecutor())
+    saw_b_waiting = False
+    while store.get(b.id).active:
+        counts = store.counts()
+        assert counts["running"] <= 1
+        if store.get(a.id).status == "running" and store.get(b.id).status == "queued":
+            saw_b_waiting = True
+        time.sleep(0.02)
+    a, b = store.get(a.id), store.get(b.id)
+    assert a.status == b.status == "done" and saw_b_waiting
+    assert b.started >= a.finished and b.result["start"] >= a.result["end"]
+
+
+def test_max_jobs_env_allows_two_at_once(monkeypatch):
+    monkeypatch.setenv("XRT_MAX_JOBS", "2")
+    assert LocalExecutor().max_concurrent == 2 and LocalExecutor(3).max_concurrent == 3
+    store = JobStore()
+    a = jobs.submit_and_start("sleepy", {"s": 1.5}, store=store)
+    b = jobs.submit_and_start("sleepy", {"s": 1.5}, store=store)
+    a, b = jobs.wait(a.id, store, timeout=30), jobs.wait(b.id, store, timeout=30)
+    assert a.status == b.status == "done"
+    assert b.result["start"] < a.result["end"] and a.result["start"] < b.result["end"]  # they overlapped
+
+
+def test_kill9_of_job_process_fails_with_signal():
+    store = JobStore()
+    job = running_pid(store, jobs.submit_and_start("loop", {}, store=store).id)
+    os.kill(job.pid, signal.SIGKILL)
+    done = jobs.wait(job.id, store, timeout=15)
+    assert done.status == "failed" and "signal 9" in done.error and "SIGKILL" in done.error
+    assert "signal 9" in (Path(done.run_dir) / "log.txt").read_text()
+
+
+def test_kill9_of_supervisor_and_job_is_reaped_as_interrupted():
+    store = JobStore()
+    job = running_pid(store, jobs.submit_and_start("loop", {}, store=store).id)
+    assert job.supervisor_pid and job.supervisor_pid != job.pid
+    os.kill(job.supervisor_pid, signal.SIGKILL)  # left a zombie of ours on purpose: must count as dead
+    os.kill(job.pid, signal.SIGKILL)
+    wait_for(lambda: jobs.proc_token(job.pid) is None and jobs.proc_token(job.supervisor_pid) is None)
+    assert store.get(job.id).status == "running"  # nobody is left to say otherwise ...
+    assert jobs.mark_orphans_interrupted(store) == [job.id]  # ... until the server starts again
+    done = store.get(job.id)
+    assert done.status == "interrupted" and not done.active and done.finished
+    assert store.reap() == []
+    assert json.loads((Path(done.run_dir) / "job.json").read_text())["status"] == "interrupted"
+
+
+def test_sigterm_of_supervisor_interrupts_job():
+    store = JobStore()
+    job = running_pid(store, jobs.submit_and_start("loop", {}, store=store).id)
+    os.kill(job.supervisor_pid, signal.SIGTERM)
+    done = jobs.wait(job.id, store, timeout=15)
+    assert done.status == "interrupted" and "SIGTERM" in done.error
+
+
+def test_orphans_resume_queued_jobs_on_server_start():
+    store = JobStore()
+    job = store.submit("ok", {"x": 1})  # queued while no server was running
+    assert jobs.mark_orphans_interrupted(store, executor=LocalExecutor()) == []
+    assert jobs.wait(job.id, store, timeout=30).status == "done"
+
+
+def test_two_users_submitting_at_once_get_queued_not_a_crash():
+    code = (
+        "import sys\nfrom core import jobs\n"
+        "for i in range(5):\n    jobs.submit_and_start('ok', {'x': i}, owner=sys.argv[1])\n"
+    )
+    env = jobs.worker_env()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, user],
+            cwd=paths.REPO_ROOT,
+            env=env,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for user in ("alice", "bob")
+    ]
+    errors = []
+
+    def submit_in_thread():  # a third "user" in this process, its own JobStore
+        try:
+            mine = JobStore()
+            for i in range(3):
+                jobs.submit_and_start("ok", {"x": i}, owner="carol", store=mine)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=submit_in_thread)
+    thread.start()
+    for p in procs:
+        assert p.wait(timeout=60) == 0, p.stderr.read()
+    thread.join(60)
+    assert not errors
+    store = JobStore()
+    assert len(store.list()) == 13
+    for job in store.list():
+        assert jobs.wait(job.id, store, timeout=60).status == "done"
+    assert {j.owner for j in store.list()} == {"alice", "bob", "carol"}
+    wait_for(lambda: store.live_workers() == 0)
+
+
+def test_core_jobs_imports_stay_light():
+    code = (
+        "import sys, core.jobs, core.worker\n"
+        "bad = [m for m in ('streamlit', 'torch', 'fastai') if m in sys.modules]\nprint(bad)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=paths.REPO_ROOT,
+        env=jobs.worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert out.strip() == "[]"

@@ -1,0 +1,491 @@
+"""Sources: class folders, CSV tables and DICOM folders -> items + problems, on files made in tmp_path."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+from pydicom.dataset import Dataset as DicomDataset
+from pydicom.dataset import FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from core import sources
+from core.config import SourceConfig
+from core.sources import ITEM_COLUMNS, PROBLEM_COLUMNS, SourceError, from_csv, from_df, read_table, safe_join
+
+# ---------------------------------------------------------------- helpers
+
+
+def png(path: Path, size: tuple[int, int] = (24, 20), mode: str = "L", value: int = 100) -> Path:
+    """Write a small valid image (format from the suffix) and return its path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
+    Image.new(mode, size, value).save(path, format=fmt)
+    return path
+
+
+def dcm(path: Path, patient: str = "PAT-001", body_part: str = "CHEST", pixels: bool = True) -> Path:
+    """Write a small valid DICOM (DX, MONOCHROME2, 8-bit), optionally without Pixel Data."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = DicomDataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.PatientID, ds.PatientName, ds.BodyPartExamined = "DX", patient, "Doe^John", body_part
+    if pixels:
+        ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 16, 12, 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.PixelData = (np.arange(16 * 12, dtype=np.uint8).reshape(16, 12)).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def jpeg_bytes() -> bytes:
+    """Bytes of a small valid JPEG."""
+    buf = io.BytesIO()
+    Image.new("L", (16, 16), 80).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def write(path: Path, data: bytes | str) -> Path:
+    """Write raw bytes or text, creating folders."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def two_classes(root: Path, n: int = 2) -> Path:
+    """root/A/*.png and root/B/*.png with n images each."""
+    for c in "AB":
+        for i in range(n):
+            png(root / c / f"{c.lower()}{i}.png")
+    return root
+
+
+def reasons(ds: sources.Dataset) -> dict[str, str]:
+    """Problems as {file name: reason}."""
+    return {Path(p).name: r for p, r in zip(ds.problems["path"], ds.problems["reason"])}
+
+
+# ---------------------------------------------------------------- folders
+
+
+def test_scan_folder_nested_and_uppercase(tmp_path):
+    png(tmp_path / "NORMAL" / "a" / "b" / "deep.png", size=(30, 10))
+    png(tmp_path / "NORMAL" / "UPPER.PNG")
+    png(tmp_path / "PNEUMONIA" / "x.JPG")
+    png(tmp_path / "PNEUMONIA" / "y.jpeg")
+    ds = sources.scan_folder(tmp_path)
+    assert list(ds.items.columns) == ITEM_COLUMNS and list(ds.problems.columns) == PROBLEM_COLUMNS
+    assert ds.classes == ["NORMAL", "PNEUMONIA"] and ds.source == "folder" and len(ds.problems) == 0
+    assert ds.items["path"].tolist() == sorted(ds.items["path"])
+    deep = ds.items[ds.items["relpath"] == "NORMAL/a/b/deep.png"].iloc[0]
+    assert (deep["label"], deep["width"], deep["height"], deep["kind"]) == ("NORMAL", 30, 10, "image")
+    assert Path(deep["path"]).is_absolute() and set(ds.items["split"]) == {""} and set(ds.items["group"]) == {""}
+    assert ds.items["width"].dtype.kind == "i" and ds.check_trainable() == []
+
+
+def test_split_folder_layout(tmp_path):
+    for split in ("train", "val", "test"):
+        two_classes(tmp_path / split)
+    ds = sources.scan_folder(tmp_path)
+    assert ds.classes == ["A", "B"]
+    assert ds.items.groupby("split").size().to_dict() == {"train": 4, "valid": 4, "test": 4}
+    assert ds.summary()["per_split"] == {"train": 4, "valid": 4, "test": 4}
+
+
+def test_train_only_folder_is_split_layout(tmp_path):
+    two_classes(tmp_path / "train")
+    write(tmp_path / "labels.csv", "path,label\n")
+    ds = sources.scan_folder(tmp_path)
+    assert ds.classes == ["A", "B"] and set(ds.items["split"]) == {"train"} and ds.ignored == {"not_image": 1}
+
+
+def test_split_layout_stray_files_are_problems(tmp_path):
+    two_classes(tmp_path / "train")
+    two_classes(tmp_path / "valid")
+    png(tmp_path / "train" / "loose.png")
+    png(tmp_path / "other" / "A" / "x.png")
+    r = reasons(sources.scan_folder(tmp_path))
+    assert r == {"loose.png": "not inside a class folder", "x.png": "not inside a train/valid/test folder"}
+
+
+def test_separate_test_root(tmp_path):
+    two_classes(tmp_path / "data")
+    two_classes(tmp_path / "holdout", n=1)
+    ds = sources.scan_folder(tmp_path / "data", test_root=tmp_path / "holdout")
+    assert ds.items.groupby("split").size().to_dict() == {"": 4, "test": 2}
+    assert ds.items.loc[ds.items["split"] == "test", "relpath"].str.startswith("../holdout/").all()
+    with pytest.raises(SourceError, match="test folder not found"):
+        sources.scan_folder(tmp_path / "data", test_root=tmp_path / "missing")
+
+
+def test_hidden_and_non_image_files_counted(tmp_path):
+    two_classes(tmp_path)
+    write(tmp_path / "A" / ".DS_Store", b"junk")
+    png(tmp_path / ".thumbs" / "A" / "x.png")
+    png(tmp_path / "__MACOSX" / "A" / "._a0.png")
+    write(tmp_path / "A" / "notes.txt", "hello")
+    write(tmp_path / "B" / "meta.json", "{}")
+    ds = sources.scan_folder(tmp_path)
+    assert len(ds.items) == 4 and len(ds.problems) == 0
+    assert ds.ignored == {"hidden": 3, "not_image": 2} and ds.summary()["ignored"] == ds.ignored
+
+
+def test_file_in_root_is_a_problem(tmp_path):
+    two_classes(tmp_path)
+    png(tmp_path / "orphan.png")
+    ds = sources.scan_folder(tmp_path)
+    assert reasons(ds) == {"orphan.png": "not inside a class folder"} and len(ds.items) == 4
+
+
+def test_bad_files_are_problems_and_the_rest_loads(tmp_path):
+    two_classes(tmp_path, n=3)
+    write(tmp_path / "A" / "zero.png", b"")
+    write(tmp_path / "A" / "random.png", np.random.default_rng(0).bytes(2000))
+    write(tmp_path / "B" / "page.png", "<!DOCTYPE html><html><body>Not found</body></html>")
+    good = (tmp_path / "B" / "b0.png").read_bytes()
+    write(tmp_path / "B" / "truncated.png", png(tmp_path / "big.png", size=(300, 300), mode="RGB").read_bytes()[:400])
+    (tmp_path / "big.png").unlink()
+    ds = sources.scan_folder(tmp_path, workers=2)
+    r = reasons(ds)
+    assert set(r) == {"zero.png", "random.png", "page.png", "truncated.png"}
+    assert all(len(reason) > 5 and "\n" not in reason for reason in r.values())
+    assert len(ds.items) == 6 and ds.check_trainable() == [] and len(good) > 0
+    fast = sources.scan_folder(tmp_path, validate=False)
+    assert {"zero.png", "random.png", "page.png"} <= set(reasons(fast)) and len(fast.items) >= 6
+
+
+def test_unexpected_error_becomes_a_problem(tmp_path, monkeypatch):
+    two_classes(tmp_path)
+    real = sources.imaging.inspect_image
+
+    def flaky(path, verify=True):
+        if Path(path).name == "a1.png":
+            raise RuntimeError("boom")
+        return real(path, verify=verify)
+
+    monkeypatch.setattr(sources.imaging, "inspect_image", flaky)
+    ds = sources.scan_folder(tmp_path)
+    assert reasons(ds) == {"a1.png": "unexpected error: RuntimeError: boom"} and len(ds.items) == 3
+
+
+def test_dicom_in_folder_source(tmp_path):
+    two_classes(tmp_path)
+    dcm(tmp_path / "A" / "IM0001")
+    dcm(tmp_path / "B" / "1.2.840.1234.7")
+    dcm(tmp_path / "B" / "scan.DCM")
+    write(tmp_path / "B" / "photo.dcm", jpeg_bytes())
+    write(tmp_path / "B" / "README", "plain text without extension")
+    ds = sources.scan_folder(tmp_path)
+    kinds = dict(zip(ds.items["relpath"], ds.items["kind"]))
+    assert kinds["A/IM0001"] == kinds["B/1.2.840.1234.7"] == kinds["B/scan.DCM"] == "dicom"
+    assert list(reasons(ds)) == ["photo.dcm"] and ds.ignored == {"not_image": 1}
+
+
+def test_folder_source_errors(tmp_path):
+    with pytest.raises(SourceError, match="not found"):
+        sources.scan_folder(tmp_path / "nope")
+    with pytest.raises(SourceError, match="not a folder"):
+        sources.scan_folder(write(tmp_path / "f.png", b"x"))
+    with pytest.raises(SourceError, match="no image folder"):
+        sources.scan_folder("")
+    write(tmp_path / "empty" / "A" / "notes.txt", "x")
+    with pytest.raises(SourceError, match=r"no image files found.*1 not image"):
+        sources.scan_folder(tmp_path / "empty")
+
+
+@pytest.mark.skipif(os.name == "nt", reason="symlinks")
+def test_symlinks_outside_root_are_problems(tmp_path):
+    root = two_classes(tmp_path / "data")
+    outside = png(tmp_path / "secret.png")
+    os.symlink(outside, root / "A" / "link.png")
+    os.symlink(root / "A" / "a0.png", root / "B" / "inside.png")
+    os.symlink(tmp_path / "gone.png", root / "B" / "broken.png")
+    os.symlink(tmp_path, root / "B" / "loop")
+    ds = sources.scan_folder(root)
+    assert reasons(ds) == {"link.png": "link points outside the data folder", "broken.png": "broken link"}
+    assert "B/inside.png" in set(ds.items["relpath"]) and ds.ignored == {"folder_link": 1}
+
+
+def test_workers_do_not_change_results(tmp_path):
+    two_classes(tmp_path, n=5)
+    write(tmp_path / "A" / "bad.png", b"nope")
+    one, many = sources.scan_folder(tmp_path, workers=1), sources.scan_folder(tmp_path, workers=8)
+    pd.testing.assert_frame_equal(one.items, many.items)
+    pd.testing.assert_frame_equal(one.problems, many.problems)
+
+
+# ---------------------------------------------------------------- trainability and summary
+
+
+def test_check_trainable_reasons(tmp_path):
+    png(tmp_path / "one" / "A" / "x.png")
+    png(tmp_path / "one" / "A" / "y.png")
+    only = sources.scan_folder(tmp_path / "one")
+    assert len(only.check_trainable()) == 1 and "only one class" in only.check_trainable()[0]
+    two_classes(tmp_path / "thin", n=2)
+    (tmp_path / "thin" / "B" / "b1.png").unlink()
+    assert sources.scan_folder(tmp_path / "thin").check_trainable() == ["class 'B' has only 1 image (need at least 2)"]
+    write(tmp_path / "bad" / "A" / "x.png", b"")
+    write(tmp_path / "bad" / "B" / "y.png", b"")
+    bad = sources.scan_folder(tmp_path / "bad")
+    assert len(bad.items) == 0 and bad.classes == [] and bad.check_trainable()[0].startswith("no usable images")
+    for split in ("valid", "test"):
+        two_classes(tmp_path / "nosplit" / split)
+    assert "no images are assigned to training" in sources.scan_folder(tmp_path / "nosplit").check_trainable()[0]
+
+
+def test_summary(tmp_path):
+    two_classes(tmp_path, n=3)
+    write(tmp_path / "A" / "bad.png", b"")
+    s = sources.scan_folder(tmp_path).summary()
+    assert (s["n_items"], s["n_problems"], s["n_classes"], s["per_class"]) == (6, 1, 2, {"A": 3, "B": 3})
+    assert s["n_groups"] == 0 and s["ignored"] == {}
+
+
+# ---------------------------------------------------------------- safe_join
+
+
+@pytest.mark.parametrize("rel", ["../x.png", "a/../../x.png", "/etc/passwd", "\\\\server\\share\\x.png",
+                                 "//server/share/x.png", "C:\\data\\x.png", "c:/x.png", "~/x.png", "..", ""])
+def test_safe_join_refuses_escapes(tmp_path, rel):
+    with pytest.raises(ValueError):
+        safe_join(tmp_path, rel)
+
+
+def test_safe_join_accepts_relative(tmp_path):
+    assert safe_join(tmp_path, "A\\b.png") == tmp_path.resolve() / "A" / "b.png"
+    assert safe_join(tmp_path, " ./A/../B/c.png ") == tmp_path.resolve() / "B" / "c.png"
+    if os.name != "nt":
+        os.symlink(tmp_path.parent, tmp_path / "up")
+        with pytest.raises(sources.UnsafePathError, match="outside"):
+            safe_join(tmp_path, "up/x.png")
+
+
+# ---------------------------------------------------------------- tables
+
+
+@pytest.mark.parametrize("delim", [",", ";", "\t", "|"])
+def test_read_table_sniffs_delimiter_bom_and_header_spaces(tmp_path, delim):
+    text = delim.join([" path ", "label", "note"]) + "\n" + delim.join(["A/a.png", "0", '"x, y; z"']) + "\n"
+    df = read_table(write(tmp_path / "t.csv", b"\xef\xbb\xbf" + text.encode()))
+    assert list(df.columns) == ["path", "label", "note"] and df.iloc[0].tolist() == ["A/a.png", "0", "x, y; z"]
+
+
+def test_read_table_trailing_fields_do_not_shift_columns(tmp_path):
+    df = read_table(write(tmp_path / "t.csv", "path,label\na.png,1,\nb.png,2,\n"))
+    assert df.to_dict("records") == [{"path": "a.png", "label": "1"}, {"path": "b.png", "label": "2"}]
+
+
+def test_read_table_errors(tmp_path):
+    with pytest.raises(SourceError, match="not found"):
+        read_table(tmp_path / "none.csv")
+    with pytest.raises(SourceError, match="empty"):
+        read_table(write(tmp_path / "e.csv", "  \n"))
+    with pytest.raises(SourceError, match="no label table"):
+        read_table("")
+    with pytest.raises(SourceError, match="no rows"):
+        from_csv(write(tmp_path / "h.csv", "path,label\n"))
+
+
+def test_from_csv_row_problems(tmp_path):
+    root = two_classes(tmp_path / "imgs")
+    outside = png(tmp_path / "outside.png")
+    write(root / "broken.png", b"")
+    rows = ["path;label;site",
+            "A/a0.png;0;s1",          # 1 ok
+            "B/b0.png;1;s1",          # 2 ok
+            "A/a0.png;0;s1",          # 3 duplicate of row 1
+            "A/a1.png;;s2",           # 4 empty label
+            "B/missing.png;1;s2",     # 5 missing file
+            "../outside.png;1;s2",    # 6 escape
+            f"{outside};1;s2",        # 7 absolute
+            "\\\\srv\\share\\x.png;1;s2",  # 8 UNC
+            ";1;s2",                  # 9 empty path
+            "broken.png;1;s3",        # 10 unreadable
+            "B/b1.png; 1 ;s3"]        # 11 ok, label stripped
+    ds = from_csv(write(root / "labels.csv", "\n".join(rows) + "\n"))
+    assert ds.items["relpath"].tolist() == ["A/a0.png", "B/b0.png", "B/b1.png"]
+    assert ds.items["label"].tolist() == ["0", "1", "1"] and ds.classes == ["0", "1"]
+    got = ds.problems["reason"].tolist()
+    assert got[:3] == ["row 3: duplicate of row 1", "row 4: empty label", "row 5: file not found"]
+    assert got[3].startswith("row 6: path escapes") and got[4].startswith("row 7: absolute")
+    assert got[5].startswith("row 8: network (UNC)") and got[6] == "row 9: empty path"
+    assert got[7].startswith("row 10: ") and len(got) == 8
+    assert "site" in ds.items.columns and ds.items["site"].tolist() == ["s1", "s1", "s3"]
+    assert ds.source == "csv" and ds.root == str(root.resolve())
+
+
+def test_from_csv_tab_delimiter_and_image_root(tmp_path):
+    root = two_classes(tmp_path / "imgs")
+    table = write(tmp_path / "meta" / "t.tsv", "file\tdiagnosis\nA/a0.png\tneg\nB/b0.png\tpos\n")
+    ds = from_csv(table, image_root=root, path_col="file", label_col="diagnosis")
+    assert ds.items["label"].tolist() == ["neg", "pos"] and len(ds.problems) == 0
+    assert list(ds.items.columns) == ITEM_COLUMNS
+
+
+def test_missing_column_names_available_columns(tmp_path):
+    two_classes(tmp_path)
+    table = write(tmp_path / "t.csv", "filename,label\nA/a0.png,A\n")
+    with pytest.raises(SourceError, match=r"no path column 'path'.*filename, label"):
+        from_csv(table)
+    with pytest.raises(SourceError, match="no group column 'patient'"):
+        from_csv(table, path_col="filename", group_col="patient")
+
+
+def test_one_class_csv_is_returned_but_not_trainable(tmp_path):
+    two_classes(tmp_path)
+    ds = from_csv(write(tmp_path / "t.csv", "path,label\nA/a0.png,x\nA/a1.png,x\n"))
+    assert len(ds.items) == 2 and ds.classes == ["x"]
+    assert ds.check_trainable() == ["only one class (x): a classifier needs at least 2 classes"]
+
+
+def test_split_column_normalised(tmp_path):
+    two_classes(tmp_path, n=3)
+    text = ("path,label,fold\nA/a0.png,A,Training\nA/a1.png,A,VAL\nA/a2.png,A,holdout\n"
+            "B/b0.png,B,train\nB/b1.png,B,validation\nB/b2.png,B,bogus\n")
+    ds = from_csv(write(tmp_path / "t.csv", text), split_col="fold")
+    assert ds.items["split"].tolist() == ["train", "valid", "test", "train", "valid"]
+    assert ds.problems["reason"].tolist() == ["row 6: unknown split value 'bogus' (use train, valid or test)"]
+
+
+def test_from_df_group_column_and_values(tmp_path):
+    two_classes(tmp_path)
+    df = pd.DataFrame({"path": ["A/a0.png", "A/a1.png", "B/b0.png", "B/b1.png"], "label": [0, 0, 1.0, 1],
+                       "patient": ["p1", np.nan, 7.0, "p1"], "group": ["g"] * 4, "age": [30, 40, 50, 60]})
+    ds = from_df(df, tmp_path, group_col="patient")
+    assert ds.items["label"].tolist() == ["0", "0", "1", "1"]
+    assert ds.items["group"].tolist() == ["p1", "", "7", "p1"] and ds.summary()["n_groups"] == 2
+    assert list(ds.items.columns) == ITEM_COLUMNS + ["csv_group", "age"] and ds.items["age"].tolist() == [30, 40, 50, 60]
+    with pytest.raises(SourceError, match="image folder not found"):
+        from_df(df, tmp_path / "missing")
+
+
+def test_from_csv_validate_false_skips_decoding(tmp_path):
+    two_classes(tmp_path)
+    ds = from_csv(write(tmp_path / "t.csv", "path,label\nA/a0.png,A\nB/b0.png,B\n"), validate=False)
+    assert ds.items[["width", "height"]].values.tolist() == [[24, 20], [24, 20]]
+
+
+# ---------------------------------------------------------------- DICOM folders
+
+
+def dicom_tree(root: Path) -> Path:
+    """root/A and root/B with DICOMs of two patients, plus a renamed JPEG, a header-only file and a PNG."""
+    dcm(root / "A" / "a1.dcm", patient="JOHN-123", body_part="CHEST")
+    dcm(root / "A" / "a2.dcm", patient="JOHN-123", body_part="CHEST")
+    dcm(root / "B" / "b1.dcm", patient="MARY-456", body_part="HAND")
+    dcm(root / "B" / "IMG0002", patient="MARY-456", body_part="HAND")
+    write(root / "B" / "photo.dcm", jpeg_bytes())
+    dcm(root / "A" / "report.dcm", pixels=False)
+    png(root / "A" / "preview.png")
+    return root
+
+
+def test_dicom_labels_from_folders(tmp_path):
+    ds = sources.scan_dicom_folder(dicom_tree(tmp_path))
+    assert ds.source == "dicom" and ds.classes == ["A", "B"] and set(ds.items["kind"]) == {"dicom"}
+    assert ds.items["relpath"].tolist() == ["A/a1.dcm", "A/a2.dcm", "B/IMG0002", "B/b1.dcm"]
+    assert set(reasons(ds)) == {"photo.dcm", "report.dcm"} and ds.ignored == {"not_dicom": 1}
+    assert "not a DICOM" in reasons(ds)["photo.dcm"]
+    assert (ds.items["width"].tolist(), ds.items["height"].tolist()) == ([12] * 4, [16] * 4)
+
+
+def test_dicom_group_from_patient_id_is_pseudonymised(tmp_path):
+    ds = sources.scan_dicom_folder(dicom_tree(tmp_path), group_tag="PatientID")
+    groups = dict(zip(ds.items["relpath"], ds.items["group"]))
+    assert all(g.startswith("anon-") for g in groups.values())
+    assert groups["A/a1.dcm"] == groups["A/a2.dcm"] != groups["B/b1.dcm"] == groups["B/IMG0002"]
+    text = ds.items.to_csv() + ds.problems.to_csv()
+    assert "JOHN" not in text and "MARY" not in text and "Doe" not in text
+
+
+def test_dicom_labels_from_tag(tmp_path):
+    root = dicom_tree(tmp_path)
+    dcm(root / "loose.dcm", body_part="CHEST")
+    dcm(root / "nobody.dcm", body_part="")
+    ds = sources.scan_dicom_folder(root, label_tag="BodyPartExamined")
+    assert ds.items.groupby("label").size().to_dict() == {"CHEST": 3, "HAND": 2}
+    assert "no BodyPartExamined value" in reasons(ds)["nobody.dcm"]
+
+
+def test_dicom_labels_from_csv(tmp_path):
+    root = dicom_tree(tmp_path / "dicoms")
+    text = "path,label,site\nA/a1.dcm,neg,x\nB/b1.dcm,pos,y\nB/photo.dcm,pos,y\n../x.dcm,pos,y\nB/IMG0002,pos,z\n"
+    table = write(tmp_path / "labels.csv", text)
+    ds = sources.scan_dicom_folder(root, labels_csv=table, group_col="site")
+    assert ds.items["relpath"].tolist() == ["A/a1.dcm", "B/b1.dcm", "B/IMG0002"]
+    assert ds.items["label"].tolist() == ["neg", "pos", "pos"] and ds.items["group"].tolist() == ["x", "y", "z"]
+    assert ds.problems["reason"].str.startswith(("row 3: not a DICOM", "row 4: path escapes")).all()
+    tagged = sources.scan_dicom_folder(root, labels_csv=table, group_tag="PatientID")
+    assert tagged.items["group"].str.startswith("anon-").all()
+
+
+def test_dicom_folder_without_dicoms(tmp_path):
+    png(tmp_path / "A" / "x.png")
+    with pytest.raises(SourceError, match=r"no DICOM files found.*1 not dicom"):
+        sources.scan_dicom_folder(tmp_path)
+
+
+# ---------------------------------------------------------------- dispatch
+
+
+def test_load_source_dispatch(tmp_path):
+    root = two_classes(tmp_path / "imgs")
+    write(root / "t.csv", "path,label\nA/a0.png,A\nB/b0.png,B\n")
+    dicom_tree(tmp_path / "dcm")
+    assert len(sources.load_source(SourceConfig(kind="folder", root=str(root))).items) == 4
+    assert len(sources.load_source(SourceConfig(kind="csv", csv_path=str(root / "t.csv"))).items) == 2
+    got = sources.load_source(SourceConfig(kind="dicom", root=str(tmp_path / "dcm"), group_tag="PatientID"))
+    assert len(got.items) == 4 and got.items["group"].str.startswith("anon-").all()
+    sample = sources.load_source(SourceConfig(kind="sample"))
+    assert sample.classes == ["clear", "opacity"] and len(sample.problems) == 0 and sample.check_trainable() == []
+    with pytest.raises(SourceError, match="unknown source kind"):
+        sources.load_source(SourceConfig(kind="zip"))
+
+
+# ---------------------------------------------------------------- real data (skips when ../shared is absent)
+
+
+@pytest.mark.shared
+def test_real_chest_xray_csv_and_folder(shared_data):
+    root = shared_data / "chest_xray_224"
+    ds = from_csv(root / "labels.csv", group_col="patient_id")
+    assert len(ds.items) == 600 and ds.classes == ["NORMAL", "PNEUMONIA"] and len(ds.problems) == 0
+    assert ds.items.groupby("group").size().max() > 1 and ds.check_trainable() == []
+    folder = sources.scan_folder(root / "train", validate=False)
+    assert len(folder.items) == 600 and folder.classes == ["NORMAL", "PNEUMONIA"] and len(folder.problems) == 0
+    assert set(sources.scan_folder(root, validate=False).items["split"]) == {"train"}
+
+
+@pytest.mark.shared
+def test_real_dicom_samples_report_broken_files(shared_data, tmp_path):
+    src = shared_data / "dicom_samples"
+    broken = {"dx_chest_truncated_60pct.dcm", "dx_chest_no_pixeldata.dcm", "jpeg_renamed_as.dcm"}
+    names = sorted(p.name for p in src.glob("*.dcm"))
+    table = write(tmp_path / "labels.csv", "path,label\n" + "".join(f"{n},{'ab'[i % 2]}\n" for i, n in enumerate(names)))
+    ds = sources.scan_dicom_folder(src, labels_csv=table, validate=True)
+    assert broken <= set(reasons(ds)) and "dx_chest_nih_mono2.dcm" in set(ds.items["relpath"])
+    assert len(ds.items) + len(ds.problems) == len(names)
+    for name in names:
+        dest = tmp_path / "copy" / ("A" if "mono2" in name or name in broken else "B") / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src / name, dest)
+    folder = sources.scan_dicom_folder(tmp_path / "copy")
+    assert broken <= set(reasons(folder)) and "A/dx_chest_nih_mono2.dcm" in set(folder.items["relpath"])
+
+
+def test_dicom_unknown_keyword_is_a_source_error(tmp_path):
+    dicom_tree(tmp_path)
+    with pytest.raises(SourceError, match="'PatientIdd' is not a DICOM attribute keyword"):
+        sources.scan_dicom_folder(tmp_path, group_tag="PatientIdd")

@@ -1,0 +1,1 @@
+"""UI-side helpers: Streamlit caching wrappers and session state. Core logic stays in core/."""
