@@ -477,7 +477,6 @@ def _finish(run_dir: Path, summary: dict[str, Any], progress: Progress) -> None:
 
 def lr_find_run(cfg: RunConfig, run_dir: Path, progress: Progress, num_it: int = 100) -> dict[str, Any]:
     """The LR finder: loss against learning rate and the four fastai suggestions, as data."""
-    from fastai.callback.schedule import minimum, slide, steep, valley
     from fastai.torch_core import set_seed
 
     items = prepare(cfg, run_dir, progress)
@@ -487,16 +486,34 @@ def lr_find_run(cfg: RunConfig, run_dir: Path, progress: Progress, num_it: int =
     mon = _LrFindMonitor(progress, num_it)
     progress.update(force=True, phase="lr_find", batch=0, n_batches=num_it)
     learn.add_cb(mon)
-    names = ("minimum", "steep", "valley", "slide")
-    sugg = learn.lr_find(num_it=num_it, show_plot=False, suggest_funcs=(minimum, steep, valley, slide))
+    learn.lr_find(num_it=num_it, show_plot=False, suggest_funcs=None)
     if mon.cancelled:
         raise JobCancelled("cancelled by the user")
     lrs = [float(x) for x in learn.recorder.lrs]
     losses = [float(x) for x in learn.recorder.losses]
-    result = {"lrs": lrs, "losses": losses, "suggestions": {n: float(v) for n, v in zip(names, sugg)}}
+    result = {"lrs": lrs, "losses": losses, "suggestions": lr_suggestions(lrs, losses, num_it)}
     _write_json(run_dir / "lr_find.json", result)
     progress.update(force=True, phase="done", message="finished")
     return {"suggestions": result["suggestions"], "points": len(lrs)}
+
+
+def lr_suggestions(lrs: list[float], losses: list[float], num_it: int) -> dict[str, float]:
+    """fastai's four LR suggestions (minimum, steep, valley, slide); one the curve is too short for is left out."""
+    from fastai.callback.schedule import minimum, slide, steep, valley
+
+    lo, hi = num_it // 10, len(lrs) - 5
+    x, y = torch.tensor(lrs[lo:hi]), torch.tensor(losses[lo:hi])
+    nan = torch.nonzero(torch.isnan(y)).flatten()
+    if len(nan):
+        x, y = x[: int(nan[0])], y[: int(nan[0])]
+    out = {}
+    for fn in (minimum, steep, valley, slide):
+        try:
+            lr, _ = fn(x, y, num_it)
+            out[fn.__name__] = float(lr)
+        except (IndexError, ValueError, RuntimeError):
+            continue
+    return out
 
 
 class _LrFindMonitor(Callback):

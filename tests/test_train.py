@@ -1,0 +1,228 @@
+"""Training engine on tiny generated data (CPU, seconds): learns, best epoch, early stop, k-fold, jobs, models."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from core import jobs
+from core.config import RunConfig, SourceConfig, to_dict
+from core.jobs import run_inline
+from tests.synth import blob_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def blobs(tmp_path_factory) -> Path:
+    """A learnable 2-class dataset with patient ids (80 images, 32 px)."""
+    return blob_dataset(tmp_path_factory.mktemp("blobs"), n_per_class=40)
+
+
+def tiny_config(root: Path, **train) -> RunConfig:
+    """A CPU-cheap run config on the blob dataset, split by patient."""
+    cfg = RunConfig(source=SourceConfig(kind="csv", csv_path=str(root / "labels.csv"), group_col="patient_id"))
+    cfg.data.img_size, cfg.data.batch_size, cfg.data.aug.enabled = 32, 16, False
+    cfg.data.split.method = "group"
+    cfg.train.pretrained, cfg.train.freeze_epochs, cfg.train.epochs, cfg.train.lr = False, 0, 4, 3e-3
+    for k, v in train.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def trained(blobs, tmp_path_factory):
+    """One finished single run shared by several tests."""
+    run_dir = tmp_path_factory.mktemp("run")
+    result = run_inline("train", {"config": to_dict(tiny_config(blobs))}, run_dir=run_dir)
+    return run_dir, result
+
+
+def test_run_learns_and_writes_a_complete_run_folder(trained):
+    run_dir, result = trained
+    assert result["metrics"]["valid"]["accuracy"] >= 0.8  # chance is 0.5
+    assert result["metrics"]["valid"]["roc_auc"] >= 0.85
+    for name in ("config.json", "items.csv", "history.csv", "valid_predictions.csv", "metrics.json",
+                 "env.json", "progress.json", "model/model.json", "model/model.safetensors"):
+        assert (run_dir / name).exists(), name
+    hist = pd.read_csv(run_dir / "history.csv")
+    assert list(hist["epoch"]) == [0, 1, 2, 3]
+    assert {"train_loss", "valid_loss", "accuracy", "balanced_accuracy", "roc_auc", "recall_blob"} <= set(hist)
+    env = json.loads((run_dir / "env.json").read_text())
+    assert env["torch"] == torch.__version__ and "fastai" in env
+    assert json.loads((run_dir / "progress.json").read_text())["phase"] == "done"
+
+
+def test_no_patient_id_in_run_folder(trained, blobs):
+    run_dir, _ = trained
+    raw_ids = set(pd.read_csv(blobs / "labels.csv")["patient_id"])
+    text = "".join(p.read_text(errors="ignore") for p in run_dir.rglob("*") if p.suffix in (".csv", ".json", ".txt"))
+    assert not any(f",{pid}," in text or f'"{pid}"' in text for pid in raw_ids)
+    groups = pd.read_csv(run_dir / "items.csv")["group"]
+    assert groups.str.startswith("anon-").all()
+
+
+def valid_loss_of(pred: pd.DataFrame, classes: list[str]) -> float:
+    """Mean cross-entropy of a predictions table."""
+    probs = pred[[f"prob_{c}" for c in classes]].to_numpy()
+    y = pred["label"].map({c: i for i, c in enumerate(classes)}).to_numpy()
+    return float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())
+
+
+def test_final_model_is_the_best_epoch(trained):
+    run_dir, result = trained
+    hist = pd.read_csv(run_dir / "history.csv")
+    best = int(hist["valid_loss"].idxmin())
+    assert result["best_epoch"] == best
+    pred = pd.read_csv(run_dir / "valid_predictions.csv")
+    # predictions were made with the restored best weights: their loss is the best epoch's valid loss
+    assert valid_loss_of(pred, result["classes"]) == pytest.approx(hist["valid_loss"][best], rel=1e-3, abs=1e-4)
+
+
+def test_saved_model_predicts_identically_in_a_fresh_process(trained, tmp_path):
+    run_dir, _ = trained
+    pred = pd.read_csv(run_dir / "valid_predictions.csv")
+    out = tmp_path / "fresh.csv"
+    code = ("import sys; from core.predict import Predictor; import pandas as pd\n"
+            "p = Predictor(sys.argv[1], device='cpu'); paths = pd.read_csv(sys.argv[2])['path'].tolist()\n"
+            "df, probs = p.predict_paths(paths); df.to_csv(sys.argv[3], index=False)\n")
+    res = subprocess.run([sys.executable, "-c", code, str(run_dir / "model"), str(run_dir / "valid_predictions.csv"),
+                          str(out)], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stderr[-2000:]
+    fresh = pd.read_csv(out)
+    assert list(fresh["path"]) == list(pred["path"])
+    cols = [c for c in pred if c.startswith("prob_") and c != "prob_pred"]
+    np.testing.assert_allclose(fresh[cols].to_numpy(), pred[cols].to_numpy(), atol=1e-5)
+
+
+def test_early_stopping_stops(blobs, tmp_path):
+    cfg = tiny_config(blobs, epochs=12, lr=0.5, early_stop_patience=1)  # a huge LR: valid loss stops improving
+    result = run_inline("train", {"config": to_dict(cfg)}, run_dir=tmp_path / "run")
+    assert result["stopped_early"] is True
+    assert result["epochs_run"] < 12
+    hist = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert len(hist) == result["epochs_run"] and result["best_epoch"] == int(hist["valid_loss"].idxmin())
+
+
+def test_kfold_grouped_out_of_fold_covers_every_item_once(blobs, tmp_path):
+    cfg = tiny_config(blobs, epochs=1)
+    cfg.data.split.k_folds = 3
+    result = run_inline("train", {"config": to_dict(cfg)}, run_dir=tmp_path / "kf")
+    run_dir = tmp_path / "kf"
+    assert result["type"] == "kfold" and len(result["metrics"]["per_fold"]) == 3
+    assert {"mean", "sd"} <= set(result["metrics"]["mean_sd"]["accuracy"])
+    oof = pd.read_csv(run_dir / "oof_predictions.csv")
+    labels = pd.read_csv(blobs / "labels.csv")
+    assert sorted(Path(p).name for p in oof["path"]) == sorted(Path(p).name for p in labels["path"])
+    items = pd.read_csv(run_dir / "items.csv")
+    per_group = items.groupby("group")["fold"].nunique()
+    assert (per_group == 1).all()  # no patient in two folds
+    for i in range(3):
+        assert (run_dir / "folds" / f"fold{i}" / "model.json").exists()
+    assert set(oof["fold"]) == {0, 1, 2}
+
+
+def test_training_refused_with_one_class(tmp_path):
+    root = blob_dataset(tmp_path / "d", n_per_class=6)
+    df = pd.read_csv(root / "labels.csv")
+    df[df["label"] == "blob"].to_csv(root / "one.csv", index=False)
+    cfg = tiny_config(root)
+    cfg.source.csv_path = str(root / "one.csv")
+    with pytest.raises(Exception, match="(?i)one class|refused"):
+        run_inline("train", {"config": to_dict(cfg)}, run_dir=tmp_path / "r")
+
+
+def test_lr_find_returns_curve_and_suggestions(blobs, tmp_path):
+    cfg = tiny_config(blobs)
+    result = run_inline("lr_find", {"config": to_dict(cfg), "num_it": 40}, run_dir=tmp_path / "lr")
+    data = json.loads((tmp_path / "lr" / "lr_find.json").read_text())
+    assert len(data["lrs"]) == len(data["losses"]) > 5
+    assert "valley" in result["suggestions"]
+    assert set(result["suggestions"]) <= {"minimum", "steep", "valley", "slide"}
+    assert all(1e-8 < v < 10 for v in result["suggestions"].values())
+
+
+def test_offline_pretrained_weights_give_a_clear_message(blobs, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty_torch_home"))
+    import urllib.request
+
+    def no_network(*a, **k):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    cfg = tiny_config(blobs, pretrained=True)
+    with pytest.raises(Exception) as err:
+        run_inline("train", {"config": to_dict(cfg)}, run_dir=tmp_path / "r")
+    msg = str(err.value)
+    assert "resnet18" in msg and "scratch" in msg and "Traceback" not in msg
+
+
+def test_torch_hub_cache_gives_offline_pretrained_training(blobs, tmp_path, monkeypatch):
+    import torchvision
+
+    home = tmp_path / "torch_home"
+    (home / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save(torchvision.models.resnet18().state_dict(), home / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    cfg = tiny_config(blobs, pretrained=True, freeze_epochs=1, epochs=1)
+    result = run_inline("train", {"config": to_dict(cfg)}, run_dir=tmp_path / "r")
+    hist = pd.read_csv(tmp_path / "r" / "history.csv")
+    assert list(hist["phase"]) == ["frozen", "unfrozen"]  # fine_tune: head first, then the whole network
+    assert result["epochs_run"] == 2
+
+
+def _wait_for(pred, timeout=120.0, poll=0.2):
+    """Poll until pred() is truthy."""
+    end = time.time() + timeout
+    while time.time() < end:
+        value = pred()
+        if value:
+            return value
+        time.sleep(poll)
+    raise TimeoutError("condition not met")
+
+
+@pytest.fixture
+def store():
+    """A JobStore in the isolated home; kills leftover workers afterwards."""
+    s = jobs.JobStore()
+    yield s
+    for job in s.list():
+        for pid in (job.pid, getattr(job, "supervisor_pid", None)):
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+
+
+def test_cancel_a_running_training_job(blobs, store):
+    cfg = tiny_config(blobs, epochs=200)
+    job = jobs.submit_and_start("train", {"config": to_dict(cfg)}, store=store)
+    _wait_for(lambda: jobs.read_progress(job.run_dir).get("batch", 0) >= 1)
+    store.cancel(job.id)
+    done = jobs.wait(job.id, store=store, timeout=60)
+    assert done.status == "cancelled"
+    history = Path(done.run_dir) / "history.csv"
+    assert not history.exists() or len(pd.read_csv(history)) < 200
+
+
+def test_kill_9_of_a_training_worker_is_detected(blobs, store):
+    cfg = tiny_config(blobs, epochs=200)
+    job = jobs.submit_and_start("train", {"config": to_dict(cfg)}, store=store)
+    _wait_for(lambda: jobs.read_progress(job.run_dir).get("batch", 0) >= 1)
+    pid = store.get(job.id).pid
+    os.kill(pid, signal.SIGKILL)
+    done = jobs.wait(job.id, store=store, timeout=60)
+    assert done.status == "failed" and "signal 9" in done.error
