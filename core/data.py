@@ -276,15 +276,16 @@ def train_valid_frame(items: pd.DataFrame, valid_idx=None) -> tuple[pd.DataFrame
 
 
 def build_dataloaders(items: pd.DataFrame, cfg: DataConfig, valid_idx=None, classes: list[str] | None = None,
-                      oversample: bool = False, device=None):
+                      oversample: bool = False, device=None, require_valid: bool = True):
     """fastai DataLoaders from an items table whose splits are set (or with explicit fold `valid_idx`).
 
     Test rows are never used here. `classes` fixes the label order (default: sorted labels).
-    `oversample` draws training batches with class-balancing weights.
+    `oversample` draws training batches with class-balancing weights. `require_valid=False` allows an
+    empty validation set (a final model trained on all data).
     """
     cfg.validate()
     frame, vidx = train_valid_frame(items, valid_idx)
-    if len(vidx) == 0 or len(vidx) == len(frame):
+    if len(vidx) == len(frame) or (require_valid and len(vidx) == 0):
         raise SplitError("need both training and validation items; check the split settings")
     classes = classes or sorted(frame["label"].astype(str).unique())
     stats = normalize_stats(cfg)
@@ -293,16 +294,16 @@ def build_dataloaders(items: pd.DataFrame, cfg: DataConfig, valid_idx=None, clas
     block = make_datablock(classes, cfg, vidx, stats)
     kwargs = dict(bs=cfg.batch_size, num_workers=cfg.num_workers, device=device)
     if oversample:
-        wgts = class_balance_weights(frame["label"].astype(str).to_numpy())
-        train_pos = np.setdiff1d(np.arange(len(frame)), vidx)
-        return block.weighted_dataloaders(frame, wgts=wgts[train_pos], **kwargs)
+        train_labels = np.delete(frame["label"].astype(str).to_numpy(), vidx)
+        wgts = class_balance_weights(frame["label"].astype(str).to_numpy(), train_labels)
+        return block.weighted_dataloaders(frame, wgts=wgts, **kwargs)  # fastai keeps the training part
     return block.dataloaders(frame, **kwargs)
 
 
-def class_balance_weights(labels: np.ndarray) -> np.ndarray:
-    """Per-item sampling weights that make every class equally likely."""
-    counts = pd.Series(labels).value_counts()
-    return np.array([1.0 / counts[label] for label in labels])
+def class_balance_weights(labels: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """Per-item sampling weights making every class equally likely (class counts from `reference`)."""
+    counts = pd.Series(labels if reference is None else reference).value_counts()
+    return np.array([1.0 / counts.get(label, 1) for label in labels])
 
 
 def dataset_stats(frame: pd.DataFrame, cfg: DataConfig, max_items: int = 256) -> tuple[list[float], list[float]]:

@@ -498,10 +498,10 @@ def scan_dicom_folder(root: str | Path, labels_csv: str | Path = "", label_tag: 
 
 
 def _sample(cfg: SourceConfig) -> Dataset:
-    """The built-in synthetic sample (folder form), generated on first use."""
+    """The built-in synthetic sample (CSV form with patient ids, so splits can be by patient)."""
     from core.sample import ensure_sample
 
-    return scan_folder(ensure_sample() / "folder")
+    return from_csv(ensure_sample() / "labels.csv", group_col="patient_id")
 
 
 LOADERS: dict[str, Callable[[SourceConfig], Dataset]] = {

@@ -122,8 +122,7 @@ def make_learner(dls, cfg: RunConfig, train_labels: pd.Series | None = None):
         loss_func=loss, wd=t.weight_decay,
         metrics=[accuracy, balanced_accuracy_metric(), auc_metric(), *recall_metrics(classes)],
     )
-    if ProgressCallback in [type(c) for c in learn.cbs] and not os.environ.get("XRT_TTY_BAR"):
-        learn.remove_cb(ProgressCallback)
+    learn.remove_cb(ProgressCallback)  # progress goes to progress.json (TrainMonitor) instead
     if torch.cuda.is_available() and use_gpu_tricks(t.mixed_precision):
         learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
     if torch.cuda.is_available() and use_gpu_tricks(t.channels_last):
@@ -273,13 +272,16 @@ class FitOutcome:
 
 def fit_one(items: pd.DataFrame, cfg: RunConfig, run_dir: Path, progress: Progress, valid_idx=None,
             fold: int | None = None, n_folds: int = 0, classes: list[str] | None = None) -> FitOutcome:
-    """Build DataLoaders + learner, fine-tune, restore the best epoch, predict the validation items."""
+    """Build DataLoaders + learner, fine-tune, restore the best epoch, predict the validation items.
+
+    An explicit empty `valid_idx` trains on every non-test item (no validation, no checkpoint choice).
+    """
     from fastai.torch_core import set_seed
 
     set_seed(cfg.train.seed, reproducible=True)
     t = cfg.train
     dls = build_dataloaders(items, cfg.data, valid_idx=valid_idx, classes=classes,
-                            oversample=t.imbalance == "oversample")
+                            oversample=t.imbalance == "oversample", require_valid=valid_idx is None or len(valid_idx) > 0)
     learn = make_learner(dls, cfg, train_labels=dls.train_ds.items["label"])
     name = "best.safetensors" if fold is None else f"best_fold{fold}.safetensors"
     mon = TrainMonitor(run_dir, progress, t.monitor, t.early_stop_patience, t.epochs + t.freeze_epochs,
@@ -294,7 +296,7 @@ def fit_one(items: pd.DataFrame, cfg: RunConfig, run_dir: Path, progress: Progre
     if mon.cancelled:
         raise JobCancelled("cancelled by the user")
     mon.restore_best(learn.model)
-    valid = predict_items(learn, dls.valid_ds.items)
+    valid = predict_items(learn, dls.valid_ds.items) if len(dls.valid_ds) else pd.DataFrame()
     return FitOutcome(learn, mon, valid)
 
 
@@ -445,8 +447,29 @@ def kfold_run(cfg: RunConfig, run_dir: Path, progress: Progress) -> dict[str, An
                "pooled_oof": evaluate.metrics_from_frame(oof_df, classes)}
     summary = {"type": "kfold", "k": k, "classes": classes, "metrics": metrics,
                "train_seconds": round(time.time() - t0, 2)}
+    if cfg.train.final_model_on_all:
+        summary["final_model"] = final_model(items, cfg, run_dir, progress, classes,
+                                             [f["best_epoch"] for f in per_fold], metrics["mean_sd"])
     _finish(run_dir, summary, progress)
     return summary
+
+
+def final_model(items: pd.DataFrame, cfg: RunConfig, run_dir: Path, progress: Progress, classes: list[str],
+                best_epochs: list[int], cv_metrics: dict[str, Any]) -> dict[str, Any]:
+    """After k-fold: one model on all non-test items, trained for the folds' median best epoch count."""
+    from core import modelio
+
+    total = int(np.median(best_epochs)) + 1
+    final = from_dict(RunConfig, to_dict(cfg))
+    final.train.freeze_epochs = min(cfg.train.freeze_epochs, total - 1) if cfg.train.pretrained else 0
+    final.train.epochs = max(1, total - final.train.freeze_epochs)
+    final.train.early_stop_patience = 0
+    progress.log(f"final model on all training data for {total} epoch(s)")
+    out = fit_one(items, final, run_dir, progress, valid_idx=[], fold=None, classes=classes)
+    modelio.save_model(out.learn.model, run_dir / "model",
+                       manifest_for(final, classes, {"kfold_mean_sd": cv_metrics}, total - 1))
+    _free(out)
+    return {"epochs": total, "model": "model/model.json"}
 
 
 def _save_folds(run_dir: Path, items: pd.DataFrame, folds) -> None:

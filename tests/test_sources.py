@@ -450,6 +450,7 @@ def test_load_source_dispatch(tmp_path):
     assert len(got.items) == 4 and got.items["group"].str.startswith("anon-").all()
     sample = sources.load_source(SourceConfig(kind="sample"))
     assert sample.classes == ["clear", "opacity"] and len(sample.problems) == 0 and sample.check_trainable() == []
+    assert (sample.items["group"] != "").all()  # patient ids: splits by patient work on the sample
     with pytest.raises(SourceError, match="unknown source kind"):
         sources.load_source(SourceConfig(kind="zip"))
 

@@ -107,3 +107,11 @@ def test_split_summary_counts():
     assert summary["items"].sum() == len(items)
     assert (summary["a"] + summary["b"] == summary["items"]).all()
     assert summary["patients"].sum() == items["group"].nunique()
+
+
+def test_class_balance_weights_equalise_classes():
+    from core.data import class_balance_weights
+
+    labels = np.array(["a"] * 90 + ["b"] * 10)
+    w = class_balance_weights(labels)
+    assert w[labels == "a"].sum() == pytest.approx(w[labels == "b"].sum())

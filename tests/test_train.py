@@ -133,6 +133,23 @@ def test_kfold_grouped_out_of_fold_covers_every_item_once(blobs, tmp_path):
     assert set(oof["fold"]) == {0, 1, 2}
 
 
+def test_kfold_final_model_on_all_data_with_oversampling(blobs, tmp_path):
+    cfg = tiny_config(blobs, epochs=1, final_model_on_all=True, imbalance="oversample")
+    cfg.data.split.k_folds = 2
+    result = run_inline("train", {"config": to_dict(cfg)}, run_dir=tmp_path / "kf")
+    assert result["final_model"]["epochs"] >= 1
+    manifest = json.loads((tmp_path / "kf" / "model" / "model.json").read_text())
+    assert manifest["classes"] == ["blob", "plain"] and "kfold_mean_sd" in manifest["metrics"]
+
+
+@pytest.mark.parametrize("arch,imbalance", [("efficientnet_b0", "weighted_loss"), ("resnet34", "none")])
+def test_other_architectures_and_weighted_loss(blobs, tmp_path, arch, imbalance):
+    cfg = tiny_config(blobs, arch=arch, epochs=1, imbalance=imbalance)
+    result = run_inline("train", {"config": to_dict(cfg)}, run_dir=tmp_path / "r")
+    assert result["epochs_run"] == 1
+    assert json.loads((tmp_path / "r" / "model" / "model.json").read_text())["arch"] == arch
+
+
 def test_training_refused_with_one_class(tmp_path):
     root = blob_dataset(tmp_path / "d", n_per_class=6)
     df = pd.read_csv(root / "labels.csv")
