@@ -24,7 +24,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from core import paths
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 SAMPLE_CLASSES = ("clear", "opacity")
 SIZE = 128
 MARKER = ".sample_version"
@@ -113,7 +113,7 @@ def _opacities(u: np.ndarray, v: np.ndarray, rng: np.random.Generator) -> np.nda
     for _ in range(rng.integers(1, 3)):
         side, phi, r = rng.choice([-1, 1]), rng.uniform(0, 2 * np.pi), np.sqrt(rng.uniform()) * 0.7
         bx, by = side * 0.38 + 0.27 * r * np.cos(phi), -0.02 + 0.6 * r * np.sin(phi)
-        sigma, amp = rng.uniform(0.07, 0.14), rng.uniform(0.25, 0.45)
+        sigma, amp = rng.uniform(0.08, 0.15), rng.uniform(0.45, 0.7)
         out += amp * np.exp(-((u - bx) ** 2 + (v - by) ** 2) / (2 * sigma**2))
     return out
 
