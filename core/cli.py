@@ -90,6 +90,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--workers", type=int, default=None, help="DataLoader worker processes")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--final-model", action="store_true",
+                   help="k-fold: also train one model on all training data (for prediction)")
     p.add_argument("--name", default="")
     p.add_argument("--background", action="store_true", help="queue as a job and return its id at once")
 
@@ -114,6 +116,8 @@ def run_config(ns: argparse.Namespace) -> RunConfig:
         t.pretrained = False
     if ns.no_augment:
         d.aug.enabled = False
+    if ns.final_model:
+        t.final_model_on_all = True
     if ns.split is None and not ns.config and (cfg.source.group_col or cfg.source.group_tag):
         s.method = "group"
     cfg.name = ns.name or cfg.name
@@ -216,36 +220,62 @@ def cmd_cancel(ns: argparse.Namespace) -> dict[str, Any]:
 
 def _model_path(arg: str) -> Path:
     """A model.json, a model folder, or a run folder (its model/)."""
-    p = Path(arg)
-    if p.is_dir() and (p / "model" / "model.json").exists():
-        return p / "model"
-    if p.exists():
-        return p
     from core.paths import runs_dir
 
-    if (runs_dir() / arg / "model").exists():
-        return runs_dir() / arg / "model"
+    p = Path(arg) if Path(arg).exists() else runs_dir() / arg
+    if p.is_dir() and (p / "model" / "model.json").exists():
+        return p / "model"
+    if p.is_dir() and (p / "folds").is_dir():
+        raise CliError(f"{arg} is a k-fold run: it has one model per fold in folds/fold<i>/ (give one of those), "
+                       "or train with --final-model to get one model on all the data")
+    if p.exists():
+        return p
     raise CliError(f"no model at {arg} (give a run folder, its model/ folder or a model.json)")
 
 
-def cmd_predict(ns: argparse.Namespace) -> dict[str, Any]:
-    """Predict a folder (or single file) to CSV."""
-    from core.predict import Predictor, predict_folder
+def _run_folder(model: Path) -> Path | None:
+    """The run folder a model belongs to (it holds metrics.json), or None for a stand-alone model."""
+    folder = model if model.is_dir() else model.parent
+    for cand in (folder, folder.parent):
+        if (cand / "metrics.json").is_file() and (cand / "config.json").is_file():
+            return cand
+    return None
 
-    model = _model_path(ns.model)
-    target = Path(ns.input)
-    if target.is_dir():
-        preds, problems = predict_folder(model, target, batch_size=ns.bs)
+
+def _scored(df, classes: list[str], threshold: float | None) -> dict[str, Any] | None:
+    """Headline metrics with CIs of the labelled rows of a predictions table (None when unlabelled)."""
+    from core.predict import score_predictions
+
+    ev = score_predictions(df, classes, threshold=threshold)
+    if ev is None:
+        return None
+    return {"n": ev["n"], "threshold": ev["threshold"], "metrics": ev["metrics"], "ci": ev["ci"]}
+
+
+def cmd_predict(ns: argparse.Namespace) -> dict[str, Any]:
+    """Predict a folder, a single file or a CSV of paths to CSV; a labelled CSV is also scored."""
+    from core.predict import Predictor, predict_csv, predict_folder
+
+    if not ns.input and not ns.csv_path:
+        raise CliError("give an image/DICOM file or folder, or --csv with a table of paths")
+    pred = Predictor(_model_path(ns.model))
+    opts = dict(batch_size=ns.bs, tta=ns.tta, threshold=ns.threshold)
+    if ns.csv_path:
+        preds, problems = predict_csv(pred, ns.csv_path, path_col=ns.path_col, label_col=ns.label_col,
+                                      image_root=ns.root, **opts)
+    elif Path(ns.input).is_dir():
+        preds, problems = predict_folder(pred, ns.input, **opts)
     else:
-        preds, problems = Predictor(model).predict_paths([str(target)])
+        preds, problems = pred.predict_paths([str(ns.input)], **opts)
     if ns.out:
         preds.to_csv(ns.out, index=False)
     return {"predicted": len(preds), "problems": problems.to_dict("records"), "out": ns.out or None,
-            "rows": preds.head(ns.show).to_dict("records")}
+            "threshold": pred.threshold_used(ns.threshold), "tta": ns.tta,
+            "scored": _scored(preds, pred.classes, ns.threshold), "rows": preds.head(ns.show).to_dict("records")}
 
 
 def cmd_evaluate(ns: argparse.Namespace) -> dict[str, Any]:
-    """Score a saved model on a labelled test set (folder or CSV, DICOM included)."""
+    """Score a saved model on a labelled test set (folder or CSV, DICOM included); report beside validation."""
     from core import evaluate
     from core.predict import Predictor
     from core.sources import load_source
@@ -256,11 +286,56 @@ def cmd_evaluate(ns: argparse.Namespace) -> dict[str, Any]:
     unknown = sorted(set(ds.items["label"].astype(str)) - set(pred.classes))
     if unknown:
         raise CliError(f"test labels {unknown} are not classes of this model ({pred.classes})")
-    df, problems = pred.predict_paths(ds.items["path"].tolist(), labels=ds.items["label"].astype(str).tolist())
+    df, problems = pred.predict_paths(ds.items["path"].tolist(), labels=ds.items["label"].astype(str).tolist(),
+                                      tta=ns.tta, threshold=ns.threshold)
     if ns.out:
         df.to_csv(ns.out, index=False)
     metrics = evaluate.metrics_from_frame(df, pred.classes)
-    return {"n": len(df), "metrics": metrics, "problems": len(problems) + len(ds.problems), "out": ns.out or None}
+    out = {"n": len(df), "metrics": metrics, "problems": len(problems) + len(ds.problems), "out": ns.out or None,
+           "scored": _scored(df, pred.classes, ns.threshold)}
+    run = _run_folder(model)
+    if ns.no_report:
+        return out
+    if run is None:
+        out["report"] = None
+        out["report_note"] = "the model is not inside a run folder: no validation metrics to set beside the test"
+        return out
+    from core.report import build_report
+
+    rep = build_report(run, ns.report_dir or run / "report_external", test_predictions=df, threshold=ns.threshold,
+                       png=False if ns.no_png else None)
+    out.update(report=rep["report"], comparison=rep["comparison"], png_note=rep["png_note"] or None)
+    return out
+
+
+def _run_dir(arg: str) -> Path:
+    """A run folder given by path or by its name under the runs folder."""
+    p = Path(arg)
+    if (p / "metrics.json").is_file():
+        return p
+    from core.paths import runs_dir
+
+    if (runs_dir() / arg / "metrics.json").is_file():
+        return runs_dir() / arg
+    raise CliError(f"no finished run at {arg} (a run folder holds metrics.json once training is done)")
+
+
+def cmd_report(ns: argparse.Namespace) -> dict[str, Any]:
+    """A run's evaluation report: metrics with CIs, figures (HTML, PNG when possible), report.html."""
+    from core.report import build_report
+
+    run = _run_dir(ns.run)
+    rep = build_report(run, ns.out or None, threshold=ns.threshold, prevalence=ns.prevalence,
+                       n_resamples=ns.n_boot, seed=ns.seed, png=False if ns.no_png else None)
+    return {k: rep[k] for k in ("report", "metrics", "png_ok", "png_note", "headline", "comparison")} | {
+        "figures": len(rep["figures"])}
+
+
+def _decision_args(p: argparse.ArgumentParser) -> None:
+    """--threshold and --tta (prediction and evaluation)."""
+    p.add_argument("--threshold", type=float, default=None,
+                   help="binary models: predict the second class when its probability >= this (default 0.5)")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation: average with the mirrored image")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -297,16 +372,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_cancel)
     p = sub.add_parser("predict", help="predict a folder or a file with a trained model; CSV out")
     p.add_argument("--model", required=True, help="run folder, model folder or model.json")
-    p.add_argument("input", help="image/DICOM file or folder")
+    p.add_argument("input", nargs="?", default="", help="image/DICOM file or folder (or use --csv)")
+    p.add_argument("--csv", dest="csv_path", default="", help="CSV of paths (labelled or names only)")
+    p.add_argument("--path-col", default="path")
+    p.add_argument("--label-col", default="label", help="labels to score against, when the CSV has them")
+    p.add_argument("--root", default="", help="image root for --csv paths (default: the CSV's folder)")
     p.add_argument("--out", default="", help="CSV file for the predictions")
     p.add_argument("--bs", type=int, default=32)
     p.add_argument("--show", type=int, default=10)
+    _decision_args(p)
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("evaluate", help="score a trained model on a labelled test folder/CSV")
     p.add_argument("--model", required=True, help="run folder, model folder or model.json")
     _source_args(p)
     p.add_argument("--out", default="", help="CSV file for the per-item predictions")
+    _decision_args(p)
+    p.add_argument("--report-dir", default="", help="where the report goes (default: <run>/report_external)")
+    p.add_argument("--no-report", action="store_true", help="metrics only, no report")
+    p.add_argument("--no-png", action="store_true", help="HTML figures only")
     p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("report", help="evaluation report of a run: metrics with CIs, figures, report.html")
+    p.add_argument("run", help="run folder (or its name under the runs folder)")
+    p.add_argument("--out", default="", help="output folder (default: <run>/report)")
+    p.add_argument("--threshold", type=float, default=None, help="binary decision threshold (default 0.5)")
+    p.add_argument("--prevalence", type=float, default=None, help="prevalence for PPV/NPV (default: the sample's)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--no-png", action="store_true", help="HTML figures only")
+    p.set_defaults(func=cmd_report)
     return parser
 
 
