@@ -1,13 +1,23 @@
-"""Training run page."""
+"""Training run: start a background job, pick a run, watch it live, cancel it, see its final metrics."""
 
 import streamlit as st
+
+from ui import common
+from ui import run_view as rv
 
 
 def render() -> None:
     """Draw the page."""
     st.title("Training run")
-    st.info("This page is being built. It will offer: Start a run as a background job, watch live progress and curves, cancel; runs keep going when the page is refreshed.")
-    st.caption("Meanwhile every step is scriptable from the command line: `python -m core --help`.")
+    owner = common.owner_id()
+    rv.maybe_reap(common.job_store())
+    rv.start_section()
+    st.subheader("Runs")
+    job_id = rv.runs_section(owner)
+    if job_id:
+        rv.watch(job_id)
+    st.caption("Runs go on in the background: closing or refreshing this page does not stop them."
+               + (" You see only the runs started from this browser session." if common.is_hosted() else ""))
 
 
 render()

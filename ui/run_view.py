@@ -1,0 +1,326 @@
+"""Training run widgets: start a job, the runs table, live progress (polled fragment), curves, final metrics.
+
+Only job ids live in session state: "train_job_id" (the run this session started last) and "tr_pick"
+(the run being watched). Everything else is read back from the job store and the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import jobs, plots
+from core.config import ConfigError, RunConfig, from_dict, to_dict
+from ui import common
+
+TRAIN_JOB, PICK = "train_job_id", "tr_pick"
+PHASES = {"scanning": "Reading the dataset", "training": "Training", "testing": "Predicting the test set",
+          "lr_find": "Finding a learning rate", "done": "Finished"}
+REAP_EVERY_S = 10.0
+_last_reap = [0.0]  # process-wide throttle for reaping dead workers (no user data)
+
+
+# ---------------------------------------------------------------- plain helpers
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from the run folder; {} when absent or half-written."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def read_history(run_dir: str | Path) -> pd.DataFrame | None:
+    """history.csv of a run (one row per epoch); None when there is none yet."""
+    path = Path(run_dir) / "history.csv"
+    try:
+        df = pd.read_csv(path)
+    except (OSError, ValueError):
+        return None
+    return df if len(df) and "epoch" in df else None
+
+
+def fmt_seconds(s: float | None) -> str:
+    """Seconds as '1 h 2 min', '3 min 20 s' or '12 s'."""
+    if s is None or not math.isfinite(s) or s < 0:
+        return "unknown"
+    s = int(round(s))
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 60} min {s % 60} s" if s >= 60 else f"{s} s"
+
+
+def fmt_time(t: float | None) -> str:
+    """A timestamp as local date and time."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else ""
+
+
+def maybe_reap(store: jobs.JobStore) -> None:
+    """Mark runs whose worker died, at most every REAP_EVERY_S seconds per server process."""
+    if time.time() - _last_reap[0] >= REAP_EVERY_S:
+        _last_reap[0] = time.time()
+        store.reap()
+
+
+def runs_frame(job_list: list[jobs.Job], owner: str) -> pd.DataFrame:
+    """The runs table: id, kind, status, created, yours, error."""
+    rows = [{"id": j.id, "kind": j.kind, "status": j.status, "created": fmt_time(j.created),
+             "yours": j.owner == owner,
+             "error": ("details hidden" if common.is_hosted() else j.error) if j.error else ""} for j in job_list]
+    return pd.DataFrame(rows, columns=["id", "kind", "status", "created", "yours", "error"])
+
+
+def default_pick(job_list: list[jobs.Job], owner: str, attached: str | None, hosted: bool) -> str | None:
+    """Which run to watch: the one this session started, else the latest active of this owner (or anyone's locally)."""
+    ids = [j.id for j in job_list]
+    if attached in ids:
+        return attached
+    for pool in ([j for j in job_list if j.owner == owner], [] if hosted else job_list):
+        active = [j for j in pool if j.active]
+        if active:
+            return active[0].id
+    mine = [j for j in job_list if j.owner == owner]
+    return (mine or job_list)[0].id if job_list else None
+
+
+def metrics_tables(summary: dict) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Final metrics as tables: (valid/test rows) or (k-fold mean ± sd per metric, per-fold rows)."""
+    m = summary.get("metrics", {})
+    if summary.get("type") == "kfold":
+        ms = m.get("mean_sd", {})
+        main = pd.DataFrame([{"metric": k, "mean": v.get("mean"), "sd": v.get("sd"),
+                              "mean ± sd": f"{_f(v.get('mean'))} ± {_f(v.get('sd'))}"} for k, v in ms.items()])
+        folds = pd.DataFrame(m.get("per_fold", []))
+        if m.get("pooled_oof"):
+            folds = pd.concat([folds, pd.DataFrame([{"fold": "pooled (out-of-fold)", **m["pooled_oof"]}])],
+                              ignore_index=True)
+        return main, folds
+    return pd.DataFrame([{"split": k, **v} for k, v in m.items() if isinstance(v, dict)]), None
+
+
+def _f(x: Any) -> str:
+    """A metric to 3 decimals ('n/a' when missing)."""
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+# ---------------------------------------------------------------- figures
+
+
+def lr_find_figure(data: dict) -> go.Figure:
+    """Loss against learning rate (log x) with the finder's suggestions marked (core.plots)."""
+    return plots.lr_finder(data.get("lrs", []), data.get("losses", []), data.get("suggestions") or {})
+
+
+def best_epochs(summary: dict, prog: dict) -> int | dict[int, int] | None:
+    """Best epoch(s) to mark on the curves: per fold for k-fold runs, else one (from metrics or progress)."""
+    per_fold = summary.get("metrics", {}).get("per_fold") if summary else None
+    if per_fold:
+        return {int(f["fold"]): int(f["best_epoch"]) for f in per_fold if f.get("best_epoch") is not None}
+    best = summary.get("best_epoch") if summary else prog.get("best_epoch")
+    return int(best) if best is not None and not prog.get("n_folds") else None
+
+
+# ---------------------------------------------------------------- widgets
+
+
+def carried_config() -> tuple[dict | None, str]:
+    """The config from the Training setup page (validated), or the default one; with a note for the user."""
+    err = st.session_state.get("run_config_error")
+    cfg = st.session_state.get("run_config")
+    if err:
+        return None, f"The settings on the Training setup page are not valid: {err}"
+    if cfg is None:
+        from ui import setup_form  # imported here: setup_form uses this module's figures
+
+        src, _ = setup_form.current_source()
+        default = setup_form.default_config(src, setup_form.has_gpu())
+        return to_dict(default), "Default settings (the Training setup page has not been opened in this session)."
+    try:
+        from_dict(RunConfig, cfg).validate()
+    except ConfigError as e:
+        return None, f"The carried settings are not valid: {e}"
+    return cfg, ""
+
+
+def config_caption(cfg: dict) -> str:
+    """One line describing a run config."""
+    c = from_dict(RunConfig, cfg)
+    split = c.data.split
+    folds = f", {split.k_folds}-fold CV" if split.k_folds >= 2 else ""
+    weights = "ImageNet weights" if c.train.pretrained else "from scratch"
+    if c.train.weights_path:
+        weights = f"weights from {Path(c.train.weights_path).name}"
+    return (f"{c.train.arch} ({weights}), {c.data.img_size} px {c.data.channels}, batch {c.data.batch_size}, "
+            f"{c.train.freeze_epochs} frozen + {c.train.epochs} epochs, lr {c.train.lr or 'default'}, "
+            f"split {split.method} (valid {split.valid_pct:.0%}, test {split.test_pct:.0%}){folds}")
+
+
+def start_section() -> None:
+    """The config in use and the Start training button (submits a "train" job; stores its id)."""
+    cfg, note = carried_config()
+    if cfg is None:
+        st.error(note)
+    else:
+        st.caption(("" if not note else note + " ") + "Settings: " + config_caption(cfg))
+    attached = common.job_store().get(st.session_state[TRAIN_JOB]) if st.session_state.get(TRAIN_JOB) else None
+    if attached is not None and attached.active:
+        st.caption(f"Your run {attached.id} is still {attached.status}; another run would queue behind it.")
+    if st.button("Start training", key="tr_start", type="primary", disabled=cfg is None):
+        job = common.submit_job("train", {"config": cfg})
+        if job is not None:
+            st.session_state[TRAIN_JOB] = job.id
+            st.session_state[PICK] = job.id
+            st.toast(f"Run {job.id} queued")
+
+
+def runs_section(owner: str) -> str | None:
+    """The runs table and the choice of run to watch; returns the chosen job id."""
+    job_list = common.visible_jobs()
+    if not job_list:
+        st.info("No runs yet. Press **Start training** to queue one.")
+        return None
+    st.dataframe(runs_frame(job_list, owner), hide_index=True, width="stretch",
+                 column_config={"yours": st.column_config.CheckboxColumn("yours")})
+    ids = [j.id for j in job_list]
+    if st.session_state.get(PICK) not in ids:
+        st.session_state[PICK] = default_pick(job_list, owner, st.session_state.get(TRAIN_JOB), common.is_hosted())
+    label = {j.id: f"{j.id} · {j.kind} · {j.status}" for j in job_list}
+    return st.selectbox("Watch run", ids, key=PICK, format_func=label.get)
+
+
+def watch(job_id: str) -> None:
+    """The chosen run: live (polled) while queued or running, the outcome afterwards."""
+    store = common.job_store()
+    job = store.get(job_id)
+    if job is None:
+        st.warning(f"Run {job_id} no longer exists.")
+        return
+    st.subheader(f"Run {job.id} ({job.kind})")
+    if job.active:
+        if st.button("Cancel run", key="tr_cancel"):
+            job = store.cancel(job.id)
+            st.info("Cancel requested: the run stops after the current batch." if job.active else "Run cancelled.")
+    if job.active:
+        live_panel(job.id)
+    else:
+        outcome(job)
+
+
+@st.fragment(run_every=2)
+def live_panel(job_id: str) -> None:
+    """Polled every 2 s: status, progress bars, ETA and curves; a full rerun once the job ends."""
+    store = common.job_store()
+    maybe_reap(store)
+    job = store.get(job_id)
+    if job is None or not job.active:
+        st.rerun()
+    prog = jobs.read_progress(job.run_dir)
+    progress_panel(job, prog)
+    curves(job, best_epochs({}, prog))
+
+
+def queue_position(job: jobs.Job) -> int:
+    """Jobs queued before this one (every user's: the queue is shared)."""
+    queued = [j for j in common.job_store().list(limit=1000) if j.status == "queued"]
+    return sum(1 for j in queued if (j.created, j.id) < (job.created, job.id))
+
+
+def progress_panel(job: jobs.Job, prog: dict) -> None:
+    """Phase, fold/epoch/batch bars, ETA and the latest losses."""
+    if job.status == "queued":
+        ahead = queue_position(job)
+        st.info(f"Queued: {ahead} run(s) ahead of this one. It starts when a worker is free."
+                if ahead else "Queued: starting a worker...")
+        return
+    if job.cancel_requested:
+        st.warning("Cancel requested: stopping after the current batch...")
+    phase = prog.get("phase") or "starting"
+    st.markdown(f"**Status:** running · **phase:** {PHASES.get(phase, phase)}"
+                + (f" · {prog['message']}" if prog.get("message") and phase != "training" else ""))
+    n_folds, fold = int(prog.get("n_folds") or 0), prog.get("fold")
+    if n_folds and fold is not None:
+        st.progress(min(1.0, int(prog.get("folds_done") or fold) / n_folds), text=f"Fold {int(fold) + 1} / {n_folds}")
+    n_batches, batch = int(prog.get("n_batches") or 0), int(prog.get("batch") or 0)
+    if job.kind != "lr_find" and prog.get("n_epochs"):
+        n_epochs, epoch = int(prog["n_epochs"]), int(prog.get("epoch") or 0)
+        frac = (epoch + (batch / n_batches if n_batches else 0)) / max(1, n_epochs)
+        st.progress(min(1.0, frac), text=f"Epoch {min(epoch + 1, n_epochs)} / {n_epochs}")
+    if n_batches:
+        st.progress(min(1.0, batch / n_batches), text=f"Batch {batch} / {n_batches}")
+    cols = st.columns(4)
+    cols[0].metric("Time left" + (" (this fold)" if n_folds else ""), fmt_seconds(prog.get("eta_s")))
+    cols[1].metric("Elapsed", fmt_seconds(prog.get("elapsed_s")))
+    if prog.get("train_loss") is not None:
+        cols[2].metric("Train loss (smoothed)", f"{prog['train_loss']:.4f}")
+    last = prog.get("last_epoch") or {}
+    if last.get("valid_loss") is not None:
+        cols[3].metric("Valid loss (last epoch)", _f(last.get("valid_loss")))
+
+
+def curves(job: jobs.Job, best: int | dict[int, int] | None = None) -> None:
+    """Loss and metric curves per epoch from history.csv (core.plots), best epoch(s) marked."""
+    df = read_history(job.run_dir)
+    if df is None:
+        if job.kind != "lr_find":
+            st.caption("Curves appear after the first epoch.")
+        return
+    st.plotly_chart(plots.training_curves(df, best), width="stretch")
+
+
+def outcome(job: jobs.Job) -> None:
+    """A finished run: final metrics (done), the reason (failed / cancelled / interrupted), its curves."""
+    if job.status == "done":
+        st.success(f"Finished ({fmt_seconds((job.finished or 0) - (job.started or job.created))}).")
+        if job.kind == "lr_find":
+            data = read_json(Path(job.run_dir) / "lr_find.json")
+            if data:
+                st.plotly_chart(lr_find_figure(data), width="stretch")
+                st.caption("Apply a suggestion on the Training setup page.")
+            return
+        final_metrics(job)
+    elif job.status == "failed":
+        st.error(f"The run failed: {common.job_error_text(job)}")
+        if not common.is_hosted():
+            log_tail(job)
+    else:
+        st.warning(f"The run was {job.status}: {common.job_error_text(job)}")
+    curves(job, best_epochs(read_json(Path(job.run_dir) / "metrics.json"), {}))
+
+
+def final_metrics(job: jobs.Job) -> None:
+    """metrics.json as tables, and where to look next."""
+    summary = read_json(Path(job.run_dir) / "metrics.json")
+    if not summary:
+        st.warning("The run finished but metrics.json is missing.")
+        return
+    main, folds = metrics_tables(summary)
+    if summary.get("type") == "kfold":
+        st.markdown(f"**{summary.get('k')}-fold cross-validation: mean ± sd over folds**")
+        st.dataframe(main, hide_index=True, width="stretch")
+        with st.expander("Per fold"):
+            st.dataframe(folds, hide_index=True, width="stretch")
+    else:
+        notes = [f"best epoch {int(summary['best_epoch']) + 1}" if summary.get("best_epoch", -1) >= 0 else "",
+                 "stopped early" if summary.get("stopped_early") else "", f"monitor {summary.get('monitor', '')}"]
+        st.markdown("**Final metrics** (" + ", ".join(n for n in notes if n) + ")")
+        st.dataframe(main, hide_index=True, width="stretch")
+    common.page_link("pages/4_evaluate.py", "Evaluation", icon=":material/monitoring:")
+
+
+def log_tail(job: jobs.Job, lines: int = 40) -> None:
+    """The end of the run's log (local mode only: it may hold a traceback)."""
+    try:
+        text = (Path(job.run_dir) / jobs.LOG_FILE).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return
+    with st.expander("Log (last lines)"):
+        st.code("\n".join(text.splitlines()[-lines:]) or "(empty)")

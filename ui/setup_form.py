@@ -1,0 +1,448 @@
+"""Training setup widgets: every RunConfig field as a keyed widget, seeded from the carried config.
+
+The carried config (st.session_state["run_config"], a dict) is the source of truth between pages:
+widget keys ("su_*") are seeded from it when absent (Streamlit drops widget state on other pages),
+the config is rebuilt from the widget values on every run, and published again when it validates.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from core import augment_preview, hosting, jobs, models, uploads
+from core.config import (
+    CHANNELS,
+    IMBALANCE,
+    MONITORS,
+    RESIZE_METHODS,
+    SPLIT_METHODS,
+    ConfigError,
+    RunConfig,
+    SourceConfig,
+    from_dict,
+    to_dict,
+)
+from core.data import SplitError
+from core.uploads import UploadError
+from ui import common
+
+RUN_CONFIG, RUN_CONFIG_ERROR, SOURCE_CONFIG, LR_JOB = "run_config", "run_config_error", "source_config", "lr_job_id"
+UPLOAD_LIMIT = 1_000_000  # bytes; a config is a few kB
+SPLIT_LABELS = {
+    "random": "Random",
+    "stratified": "Stratified (same class mix in every split)",
+    "group": "By patient (no patient in two splits)",
+    "column": "From a CSV split column (train / valid / test)",
+    "folder": "From folders (train / valid / test sub-folders, or a separate test folder)",
+}
+IMBALANCE_LABELS = {"none": "None", "weighted_loss": "Weighted loss", "oversample": "Oversample rare classes"}
+SUGGESTION_ORDER = ("valley", "slide", "steep", "minimum")
+
+
+# ---------------------------------------------------------------- source and defaults
+
+
+def sample_source() -> SourceConfig:
+    """The built-in synthetic sample in its CSV form (patient ids in column patient_id)."""
+    return SourceConfig(kind="csv", csv_path=str(Path(common.sample_root()) / "labels.csv"), group_col="patient_id")
+
+
+def current_source() -> tuple[SourceConfig, bool]:
+    """The source chosen on the Dataset explorer (or loaded with a config); else the sample. Flag: is default."""
+    src = st.session_state.get(SOURCE_CONFIG)
+    if isinstance(src, SourceConfig):
+        return copy.deepcopy(src), False
+    carried = st.session_state.get(RUN_CONFIG)
+    src = from_dict(RunConfig, carried).source if carried else sample_source()
+    return src, src.csv_path == sample_source().csv_path
+
+
+def describe_source(src: SourceConfig) -> str:
+    """One line saying which data a run will use."""
+    sample = str(Path(common.sample_root()))
+    where = src.csv_path or src.root
+    if common.is_hosted():  # never show the server's folder layout to hosted users
+        src = dataclasses.replace(src, csv_path=Path(src.csv_path).name if src.csv_path else "",
+                                  root=Path(src.root).name if src.root else "")
+    prefix = "the built-in SYNTHETIC sample, " if where.startswith(sample) else ""
+    if src.kind == "csv":
+        extra = f", patients from column '{src.group_col}'" if src.group_col else ""
+        return f"{prefix}CSV table `{src.csv_path}`{extra}"
+    if src.kind == "dicom":
+        return f"{prefix}DICOM folder `{src.root}`" + (f", patients from tag {src.group_tag}" if src.group_tag else "")
+    if src.kind == "sample":
+        return "the built-in SYNTHETIC sample (class folders)"
+    return f"{prefix}class folders in `{src.root}`"
+
+
+def has_gpu() -> bool:
+    """True when PyTorch sees a CUDA GPU."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def default_config(source: SourceConfig, gpu: bool) -> RunConfig:
+    """Starting values: small and quick on a CPU, the usual ImageNet size on a GPU; split by patient when known."""
+    cfg = RunConfig(source=source)
+    cfg.data.img_size, cfg.train.epochs, cfg.data.batch_size = (224, 5, 64) if gpu else (128, 3, 32)
+    cfg.data.split.method = "group" if source.group_col or source.group_tag else "stratified"
+    return cfg
+
+
+# ---------------------------------------------------------------- config <-> widget state
+
+
+def _pct(x: float) -> int:
+    """A fraction as a whole percentage."""
+    return int(round(float(x) * 100))
+
+
+def config_to_state(cfg: RunConfig) -> dict[str, Any]:
+    """Widget values (by key) that show `cfg`."""
+    d, t, a, s = cfg.data, cfg.train, cfg.data.aug, cfg.data.split
+    return {
+        "su_name": cfg.name, "su_arch": t.arch if t.arch in models.ARCHS else "resnet18",
+        "su_pretrained": bool(t.pretrained), "su_weights_path": t.weights_path,
+        "su_img_size": int(d.img_size), "su_channels": d.channels, "su_resize": d.resize,
+        "su_batch_size": int(d.batch_size), "su_epochs": int(t.epochs), "su_freeze_epochs": int(t.freeze_epochs),
+        "su_lr": "" if t.lr is None else f"{t.lr:.3g}",
+        "su_aug_enabled": bool(a.enabled), "su_flip": bool(a.flip), "su_vflip": bool(a.vertical_flip),
+        "su_rotate": float(a.rotate), "su_zoom": float(a.zoom), "su_warp": float(a.warp),
+        "su_brightness": float(a.brightness), "su_contrast": float(a.contrast),
+        "su_split_method": s.method, "su_valid_pct": _pct(s.valid_pct), "su_test_pct": _pct(s.test_pct),
+        "su_kfold": s.k_folds >= 2, "su_k": max(2, int(s.k_folds) or 5), "su_seed": int(t.seed),
+        "su_split_col": cfg.source.split_col or "split", "su_test_root": cfg.source.test_root,
+        "su_imbalance": t.imbalance, "su_patience": int(t.early_stop_patience), "su_monitor": t.monitor,
+    }
+
+
+def seed_state(cfg: RunConfig, overwrite: bool = False, state: MutableMapping | None = None) -> None:
+    """Put `cfg`'s values into the widget keys that are missing (all of them with overwrite)."""
+    state = st.session_state if state is None else state
+    for key, value in config_to_state(cfg).items():
+        if overwrite or key not in state:
+            state[key] = value
+
+
+def parse_lr(text: str) -> float | None:
+    """The learning-rate field: blank means the default; otherwise a positive number like 1e-3."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"learning rate must be a number such as 0.001 or 1e-3, got {text!r}") from None
+
+
+def config_from_state(state: Any, base: RunConfig, source: SourceConfig) -> RunConfig:
+    """A validated RunConfig from widget values over `base` (fields without widgets keep base's values)."""
+    cfg = copy.deepcopy(base)
+    cfg.source = copy.deepcopy(source)
+    d, t, a, s = cfg.data, cfg.train, cfg.data.aug, cfg.data.split
+    cfg.name = str(state["su_name"]).strip()
+    t.arch, t.pretrained, t.weights_path = state["su_arch"], bool(state["su_pretrained"]), state["su_weights_path"].strip()
+    d.img_size, d.channels, d.resize = int(state["su_img_size"]), state["su_channels"], state["su_resize"]
+    d.batch_size, t.epochs, t.freeze_epochs = int(state["su_batch_size"]), int(state["su_epochs"]), int(state["su_freeze_epochs"])
+    t.lr = parse_lr(state["su_lr"])
+    a.enabled, a.flip, a.vertical_flip = bool(state["su_aug_enabled"]), bool(state["su_flip"]), bool(state["su_vflip"])
+    a.rotate, a.zoom, a.warp = float(state["su_rotate"]), float(state["su_zoom"]), float(state["su_warp"])
+    a.brightness, a.contrast = float(state["su_brightness"]), float(state["su_contrast"])
+    s.method, s.valid_pct, s.test_pct = state["su_split_method"], state["su_valid_pct"] / 100, state["su_test_pct"] / 100
+    s.k_folds = int(state["su_k"]) if state["su_kfold"] else 0
+    s.seed = t.seed = int(state["su_seed"])
+    if s.method == "column" and cfg.source.kind in ("csv", "dicom"):
+        cfg.source.split_col = str(state["su_split_col"]).strip()
+    if cfg.source.kind == "folder":
+        cfg.source.test_root = str(state["su_test_root"]).strip()
+    t.imbalance, t.early_stop_patience, t.monitor = state["su_imbalance"], int(state["su_patience"]), state["su_monitor"]
+    if s.method == "column" and cfg.source.kind in ("csv", "dicom") and not cfg.source.split_col:
+        raise ConfigError("name the CSV column that holds train / valid / test")
+    if t.weights_path and not checked_path(t.weights_path, "weights file").is_file():
+        raise ConfigError(f"local weights file not found: {t.weights_path}")
+    if cfg.source.test_root:
+        checked_path(cfg.source.test_root, "test folder")
+    return cfg.validate()
+
+
+def checked_path(text: str, what: str) -> Path:
+    """A server path this session may use (hosted: configured data folders and own uploads only), else ConfigError."""
+    try:
+        return hosting.check_server_path(text, common.owner_id() if hosting.hosted() else "")
+    except UploadError as err:
+        raise ConfigError(f"{what}: {err}") from None
+
+
+# ---------------------------------------------------------------- save / load
+
+
+def load_config_json(raw: bytes) -> RunConfig:
+    """A RunConfig from uploaded JSON bytes; ConfigError with a reason when it is not one."""
+    if len(raw) > UPLOAD_LIMIT:
+        raise ConfigError(f"a settings file is a few kB; this one is {len(raw) // 1000} kB")
+    try:
+        data = json.loads(raw.decode("utf-8-sig"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise ConfigError(f"not a JSON settings file ({err})") from None
+    try:
+        return from_dict(RunConfig, data).validate()
+    except (TypeError, AttributeError) as err:
+        raise ConfigError(f"not a settings file of this app ({err})") from None
+
+
+def apply_settings(raw: bytes, state: MutableMapping) -> str:
+    """Load a settings file into `state` (widgets, carried config, source); the reason when refused, else ''."""
+    try:
+        cfg = load_config_json(raw)
+        common.check_paths(cfg)
+    except ConfigError as err:
+        return str(err)
+    except ValueError as err:
+        return f"settings refused: {err}"
+    state[RUN_CONFIG] = to_dict(cfg)
+    state[SOURCE_CONFIG] = cfg.source
+    seed_state(cfg, overwrite=True, state=state)
+    return ""
+
+
+def _on_upload() -> None:
+    """Uploader callback: apply the chosen settings file before the page reruns."""
+    up = st.session_state.get("su_upload")
+    if up is not None:
+        st.session_state["su_upload_error"] = apply_settings(up.getvalue(), st.session_state)
+
+
+def save_load(cfg: RunConfig | None) -> None:
+    """Download the current settings as JSON; upload a saved settings file."""
+    left, right = st.columns(2)
+    if cfg is not None:
+        name = (cfg.name or "xray-run").replace(" ", "_")
+        left.download_button("Download settings (JSON)", json.dumps(to_dict(cfg), indent=2), f"{name}.json",
+                             "application/json", key="su_download")
+    else:
+        left.caption("Fix the settings above to download them.")
+    right.file_uploader("Load settings (JSON)", type=["json"], key="su_upload", on_change=_on_upload)
+    if st.session_state.get("su_upload_error"):
+        st.error(f"Settings file not loaded: {st.session_state['su_upload_error']}")
+
+
+# ---------------------------------------------------------------- sections
+
+
+def _on_weights_upload() -> None:
+    """Uploader callback (hosted): keep a checked weights file in this session's upload folder and use it."""
+    up = st.session_state.get("su_weights_upload")
+    st.session_state["su_weights_error"] = ""
+    if up is None:
+        st.session_state["su_weights_path"] = ""
+        return
+    try:
+        path = uploads.save_weights(common.owner_id(), up.name, up.getvalue(), hosting.max_upload_bytes())
+    except UploadError as err:
+        st.session_state["su_weights_error"] = str(err)
+        return
+    st.session_state["su_weights_path"] = str(path)
+
+
+def model_section(gpu: bool) -> None:
+    """Architecture, weights, image size, channels, batch size, epochs."""
+    c1, c2, c3 = st.columns(3)
+    arch = c1.selectbox("Architecture", list(models.ARCHS), key="su_arch",
+                        format_func=lambda a: models.ARCHS[a]["label"])
+    c2.toggle("Start from ImageNet weights (pretrained)", key="su_pretrained")
+    c3.text_input("Or a local weights file (.pth / .safetensors, optional)", key="su_weights_path",
+                  disabled=hosting.hosted(), help="ImageNet-style weights for the chosen architecture, read "
+                  "without running code. On a shared (hosted) server: upload the file below instead.")
+    if hosting.hosted():
+        c3.file_uploader("Upload a weights file", type=["safetensors", "pth", "pt"], key="su_weights_upload",
+                         on_change=_on_weights_upload)
+        if st.session_state.get("su_weights_error"):
+            c3.error(f"Weights file refused: {st.session_state['su_weights_error']}")
+    if st.session_state["su_pretrained"] and not st.session_state["su_weights_path"]:
+        cached = models.weights_cache_path(arch)
+        st.caption("ImageNet weights are in the local cache." if cached is not None and cached.is_file() else
+                   "ImageNet weights will be downloaded when training starts (needs internet). "
+                   "Offline? Turn 'pretrained' off to train from scratch, or give a local file.")
+    c1, c2, c3, c4, c5 = st.columns(5)
+    c1.number_input("Image size (pixels)", 16, 2048, step=16, key="su_img_size")
+    c2.radio("Colour", CHANNELS, key="su_channels", horizontal=True,
+             format_func={"rgb": "RGB", "grey": "Grey"}.get)
+    c3.number_input("Batch size", 1, 1024, key="su_batch_size")
+    c4.number_input("Epochs", 1, 1000, key="su_epochs")
+    c5.number_input("Frozen epochs first", 0, 100, key="su_freeze_epochs",
+                    help="Epochs that train only the new head before the whole network (pretrained only).")
+    st.selectbox("Resize", RESIZE_METHODS, key="su_resize", help="squish: stretch to a square; pad: keep the "
+                 "aspect ratio with black bars; crop: cut to a square (random position in training).")
+    if not gpu:
+        st.caption("No GPU found: the defaults suit a CPU (image size 128, 3 epochs, batch 32). Training works, "
+                   "but each epoch takes much longer than on a GPU; larger images and models cost more.")
+
+
+def lr_section(cfg: RunConfig | None) -> None:
+    """Learning rate field and the LR finder (a background job), its curve and one-click suggestions."""
+    c1, c2, c3 = st.columns([2, 1, 1])
+    c1.text_input("Learning rate (blank: default 2e-3 pretrained, 3e-3 from scratch)", key="su_lr")
+    c2.number_input("LR finder steps", 10, 1000, 100, step=10, key="su_lr_num_it")
+    c3.write("")
+    if c3.button("Run the LR finder", key="su_lr_find", disabled=cfg is None):
+        job = common.submit_job("lr_find", {"config": to_dict(cfg), "num_it": int(st.session_state["su_lr_num_it"])})
+        if job is not None:
+            st.session_state[LR_JOB] = job.id
+    job_id = st.session_state.get(LR_JOB)
+    job = common.job_store().get(job_id) if job_id else None
+    if job is None:
+        return
+    if job.active:
+        _lr_live(job.id)
+    elif job.status == "done":
+        lr_result(job)
+    else:
+        st.error(f"LR finder {job.status}: {common.job_error_text(job)}")
+
+
+@st.fragment(run_every=2)
+def _lr_live(job_id: str) -> None:
+    """Progress of a running LR finder; a full rerun when it ends (then the curve shows)."""
+    job = common.job_store().get(job_id)
+    if job is None or not job.active:
+        st.rerun()
+    prog = jobs.read_progress(job.run_dir)
+    if job.status == "queued":
+        st.progress(0.0, text="LR finder waiting in the queue...")
+        return
+    done, total = int(prog.get("batch") or 0), int(prog.get("n_batches") or 1)
+    st.progress(min(1.0, done / max(1, total)), text=f"LR finder ({prog.get('phase', 'starting')}): step {done} / {total}")
+
+
+def _use_lr(value: float) -> None:
+    """Put a suggested learning rate into the field."""
+    st.session_state["su_lr"] = f"{value:.3g}"
+
+
+def lr_result(job: jobs.Job) -> None:
+    """The LR finder curve with its suggestions and a button per suggestion."""
+    from ui import run_view
+
+    data = run_view.read_json(Path(job.run_dir) / "lr_find.json")
+    if not data:
+        st.warning("The LR finder finished but wrote no curve.")
+        return
+    st.plotly_chart(run_view.lr_find_figure(data), width="stretch", key="su_lr_chart")
+    sugg = data.get("suggestions", {})
+    names = [n for n in SUGGESTION_ORDER if sugg.get(n)]
+    cols = st.columns(max(1, len(names)))
+    for col, name in zip(cols, names):
+        col.button(f"Use {name}: {sugg[name]:.2g}", key=f"su_lr_use_{name}", on_click=_use_lr, args=(sugg[name],),
+                   help="valley is usually a good choice" if name == "valley" else None)
+
+
+def augment_section(items: pd.DataFrame | None, cfg: RunConfig | None) -> None:
+    """Augmentation switches and strengths, and a grid of augmented training samples."""
+    st.toggle("Augment training images", key="su_aug_enabled")
+    off = not st.session_state["su_aug_enabled"]
+    c1, c2, c3, c4 = st.columns(4)
+    c1.checkbox("Flip left-right", key="su_flip", disabled=off)
+    c1.checkbox("Flip up-down", key="su_vflip", disabled=off, help="Rarely right for X-rays.")
+    c2.slider("Rotation (max degrees)", 0.0, 180.0, step=1.0, key="su_rotate", disabled=off)
+    c2.slider("Zoom (max scale)", 1.0, 2.0, step=0.05, key="su_zoom", disabled=off)
+    c3.slider("Warp (perspective)", 0.0, 1.0, step=0.05, key="su_warp", disabled=off)
+    c4.slider("Brightness", 0.0, 1.0, step=0.05, key="su_brightness", disabled=off)
+    c4.slider("Contrast", 0.0, 1.0, step=0.05, key="su_contrast", disabled=off)
+    if st.session_state["su_vflip"] and not off:
+        st.caption("Up-down flips make anatomy upside down; use them only when that can happen in your images.")
+    if items is None or items.empty or cfg is None:
+        return
+    left, right = st.columns([4, 1])
+    left.caption("Preview: random training samples after the same transforms training uses (before normalisation).")
+    if right.button("Shuffle preview", key="su_aug_shuffle"):
+        st.session_state["su_aug_seed"] = st.session_state.get("su_aug_seed", 0) + 1
+    try:
+        images = preview(items, cfg, st.session_state.get("su_aug_seed", 0))
+    except Exception as err:  # a preview must not break the page; training reports the same error in full
+        st.warning(f"No preview: {type(err).__name__}: {err}")
+        return
+    cols = st.columns(len(images) or 1)
+    for col, img in zip(cols, images):
+        col.image(img[..., 0] if img.shape[-1] == 1 else img, width="stretch")
+
+
+@st.cache_data(max_entries=64, show_spinner="Drawing augmented samples...")
+def _preview(paths: tuple[str, ...], labels: tuple[str, ...], data_json: str, seed: int) -> list:
+    """Cached preview by item paths, data settings and seed."""
+    from core.config import DataConfig
+
+    items = pd.DataFrame({"path": list(paths), "label": list(labels)})
+    return augment_preview.preview_augmentations(items, from_dict(DataConfig, json.loads(data_json)), n=8, seed=seed)
+
+
+def preview(items: pd.DataFrame, cfg: RunConfig, seed: int) -> list:
+    """Eight augmented samples of the training items for the current data settings."""
+    pool = items[items["split"].fillna("").astype(str) != "test"] if "split" in items else items
+    pool = pool.sample(n=min(64, len(pool)), random_state=seed)
+    data_json = json.dumps({k: v for k, v in to_dict(cfg.data).items() if k != "split"}, sort_keys=True)
+    return _preview(tuple(pool["path"]), tuple(pool["label"].astype(str)), data_json, seed)
+
+
+def test_folder_input() -> None:
+    """The separate test folder: free text locally; hosted, a choice of configured data folders and uploads."""
+    label = "Separate test folder (optional, same class sub-folders)"
+    if not hosting.hosted():
+        st.text_input(label, key="su_test_root")
+        return
+    options = ["", *(str(p) for p in hosting.allowed_folders(common.owner_id()))]
+    if st.session_state.get("su_test_root", "") not in options:
+        st.session_state["su_test_root"] = ""
+    st.selectbox(label, options, key="su_test_root", format_func=lambda p: p or "(none)")
+
+
+def split_section(src: SourceConfig, items: pd.DataFrame | None, cfg: RunConfig | None) -> None:
+    """Split method, fractions, k-fold, seed; a summary table per split and any patient leak."""
+    c1, c2, c3 = st.columns([2, 1, 1])
+    method = c1.selectbox("Split", SPLIT_METHODS, key="su_split_method", format_func=SPLIT_LABELS.get)
+    c2.slider("Validation %", 0, 90, key="su_valid_pct")
+    c3.slider("Test % (held out until the end)", 0, 90, key="su_test_pct")
+    if method == "column" and src.kind in ("csv", "dicom"):
+        st.text_input("Split column in the CSV", key="su_split_col")
+    if src.kind == "folder":
+        test_folder_input()
+    if method == "group" and not (src.group_col or src.group_tag):
+        st.warning("This source has no patient ids: each image counts as its own patient. "
+                   "Name a patient column or DICOM tag on the Dataset explorer page.")
+    c1, c2, c3 = st.columns(3)
+    c1.toggle("k-fold cross-validation", key="su_kfold",
+              help="Train k models, each validated on a different fold; reports mean ± sd.")
+    c2.number_input("k (folds)", 2, 20, key="su_k", disabled=not st.session_state["su_kfold"])
+    c3.number_input("Seed (splits and training)", 0, 2**31 - 1, key="su_seed")
+    if items is None or items.empty or cfg is None:
+        return
+    try:
+        summary, leaks = augment_preview.split_preview(items, cfg.data.split)
+        folds = augment_preview.fold_preview(items, cfg.data.split) if cfg.data.split.k_folds >= 2 else None
+    except (SplitError, ConfigError, ValueError) as err:
+        st.error(f"This split cannot be made: {err}")
+        return
+    st.dataframe(summary, hide_index=True, width="stretch")
+    if leaks:
+        st.error(f"Patient leak: {len(leaks)} patient(s) have images in more than one split, so validation "
+                 "would overrate the model. Split by patient, or fix the split column.")
+    if folds is not None:
+        st.caption("Validation part of each fold (test items never join a fold):")
+        st.dataframe(folds, hide_index=True, width="stretch")
+
+
+def training_section() -> None:
+    """Class imbalance, early stopping and the run name."""
+    c1, c2, c3, c4 = st.columns(4)
+    c1.selectbox("Class imbalance", IMBALANCE, key="su_imbalance", format_func=IMBALANCE_LABELS.get)
+    c2.number_input("Early stopping patience (epochs, 0 = off)", 0, 100, key="su_patience")
+    c3.selectbox("Monitor (best epoch, early stopping)", MONITORS, key="su_monitor")
+    c4.text_input("Run name (optional)", key="su_name")
