@@ -2,9 +2,12 @@
 
 import streamlit as st
 
-from ui import common
+from ui import auth, common
 
 st.set_page_config(page_title="X-ray trainer", page_icon=":material/radiology:", layout="wide")
+if common.is_hosted():  # tracebacks stay in the server log; the browser sees a generic message
+    st.set_option("client.showErrorDetails", "none")
+auth.gate()  # optional login (OIDC or shared password); shows only the sign-in page until then
 
 PAGES = [
     st.Page("pages/1_dataset.py", title="Dataset explorer", icon=":material/folder_open:", default=True),

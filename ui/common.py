@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
+import secrets
+import sqlite3
 
 import streamlit as st
 
-from core import imaging, sources
-from core.config import SourceConfig
+from core import hosting, imaging, jobs, paths, sources
+from core.config import ConfigError, RunConfig, SourceConfig, from_dict
 from core.sample import ensure_sample
+
+OWNER_KEY = "owner_id"
 
 
 @st.cache_resource(show_spinner="Generating the synthetic sample dataset (first start only)...")
@@ -24,18 +30,29 @@ def _load(cfg_items: tuple) -> sources.Dataset:
 
 
 def load_dataset(cfg: SourceConfig) -> sources.Dataset:
-    """Cached scan of a source."""
+    """Cached scan of a source this session may read (hosted mode: data roots and own uploads only)."""
+    hosting.check_source(cfg, owner_id())
     return _load(tuple(sorted(dataclasses.asdict(cfg).items())))
 
 
+def forget_datasets() -> None:
+    """Drop cached scans (after an upload changed a dataset's files)."""
+    _load.clear()
+
+
 @st.cache_data(max_entries=2000, show_spinner=False)
-def thumbnail(path: str, size: int = 160):
-    """A small decoded preview (numpy array), cached per file."""
+def _thumbnail(path: str, mtime_ns: int, size: int):
+    """A small decoded preview (numpy array), cached per file version."""
     import numpy as np
 
     img = imaging.read_image(path)
     img.thumbnail((size, size))
     return np.asarray(img)
+
+
+def thumbnail(path: str, size: int = 160):
+    """A small decoded preview; a replaced file (same name, new content) is decoded again."""
+    return _thumbnail(path, os.stat(path).st_mtime_ns, size)
 
 
 @st.cache_data(max_entries=500, show_spinner=False)
@@ -57,3 +74,93 @@ def sidebar() -> None:
     """The sidebar shown on every page."""
     with st.sidebar:
         st.caption(f"Compute: {device_label()}")
+        owner_id()
+        jobs_caption()
+
+
+def is_hosted() -> bool:
+    """True when the app is served to several people ($XRT_HOSTED=1): private runs, no error details."""
+    return os.environ.get("XRT_HOSTED", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def owner_id() -> str:
+    """A random id for this browser session, kept in session state and in the URL (?owner=...).
+
+    Jobs are submitted with this owner. Hosted mode ($XRT_HOSTED=1): a user only sees the runs of
+    their own owner id, so people sharing a server never see each other's runs. Local mode: everyone
+    sees all runs (one person, one machine). The id also sits in the page URL so that a browser
+    refresh or a copied link re-attaches to the same runs; in hosted mode that link is the key to
+    those runs, so it should not be shared.
+    """
+    owner = st.session_state.get(OWNER_KEY)
+    if not owner:
+        from_url = st.query_params.get("owner", "")
+        owner = from_url if re.fullmatch(r"[0-9a-f]{16,64}", from_url or "") else secrets.token_hex(16)
+        st.session_state[OWNER_KEY] = owner
+    if st.query_params.get("owner") != owner:
+        st.query_params["owner"] = owner
+    return owner
+
+
+@st.cache_resource(show_spinner=False)
+def _store(db_path: str) -> jobs.JobStore:
+    """One JobStore per database per server process; orphaned runs are marked and queued ones resumed once."""
+    store = jobs.JobStore(db_path)
+    jobs.mark_orphans_interrupted(store, executor=jobs.LocalExecutor())
+    return store
+
+
+def job_store() -> jobs.JobStore:
+    """The job store of this app home (cached; stateless apart from its database path)."""
+    return _store(str(paths.jobs_db()))
+
+
+def visible_jobs(limit: int = 100) -> list[jobs.Job]:
+    """Jobs this session may see: its own in hosted mode, everyone's in local mode; newest first."""
+    return job_store().list(owner=owner_id() if is_hosted() else None, limit=limit)
+
+
+def job_error_text(job: jobs.Job) -> str:
+    """Why a job ended badly: its reason locally; for a failure when hosted, a generic message with the job id."""
+    if is_hosted() and job.status == "failed":
+        return f"The run stopped with an error. Give the administrator this run id: {job.id}"
+    return job.error or f"run {job.id} ended as {job.status}"
+
+
+def submit_job(kind: str, params: dict) -> jobs.Job | None:
+    """Queue a job for this session's owner and make sure it runs; an error message and None on failure.
+
+    In hosted mode every path in the config is checked here, the one door to the workers, so a loaded
+    settings file cannot point a job at server files the session may not read.
+    """
+    try:
+        check_paths(from_dict(RunConfig, params["config"]))
+        return jobs.submit_and_start(kind, params, owner=owner_id(), store=job_store())
+    except (ValueError, TypeError, OSError, sqlite3.Error, ConfigError) as err:
+        st.error(f"Could not start the {kind.replace('_', ' ')} job: {err}")
+        return None
+
+
+def check_paths(cfg: RunConfig) -> None:
+    """Refuse (ValueError) data or weights paths this session may not read; no-op when not hosted."""
+    hosting.check_source(cfg.source, owner_id())
+    if cfg.train.weights_path:
+        hosting.check_server_path(cfg.train.weights_path, owner_id())
+
+
+def jobs_caption() -> None:
+    """'Jobs: running N / queued M' for the sidebar (every user's jobs: the shared queue)."""
+    try:
+        counts = job_store().counts()
+    except (OSError, sqlite3.Error):  # the sidebar must never break a page (locked or unwritable database)
+        st.caption("Jobs: unknown (job database unavailable)")
+        return
+    st.caption(f"Jobs: running {counts['running']} / queued {counts['queued']}")
+
+
+def page_link(path: str, label: str, icon: str | None = None) -> None:
+    """A link to another page; plain text when the page is not registered (a page run on its own)."""
+    try:
+        st.page_link(path, label=label, icon=icon)
+    except (st.errors.StreamlitAPIException, KeyError):
+        st.caption(f"Next: open the **{label}** page from the navigation.")

@@ -1,0 +1,180 @@
+"""AppTest tests of hosted mode: no server-path fields, the login gate, uploads, hidden error details."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit import config as st_config
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASET, SETUP, ENTRY = str(ROOT / "pages/1_dataset.py"), str(ROOT / "pages/2_setup.py"), str(ROOT / "streamlit_app.py")
+OWNER = "ab" * 16
+
+
+def png(seed: int, size: int = 24) -> bytes:
+    """A small noisy PNG."""
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (size, size), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def class_folders(root: Path, n: int = 3) -> Path:
+    """root/<a|b>/*.png"""
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True)
+        for i in range(n):
+            (root / label / f"{label}{i}.png").write_bytes(png(i + (10 if label == "b" else 0)))
+    return root
+
+
+def app(script: str, choice: str | None = None, **secrets: str) -> AppTest:
+    """A fresh session of one script (owner id fixed; optional source choice and secrets)."""
+    at = AppTest.from_file(script, default_timeout=60)
+    at.query_params["owner"] = OWNER
+    if choice:
+        at.session_state["src_choice"] = choice  # skip generating the sample where a test does not need it
+    for key, value in secrets.items():
+        at.secrets[key] = value
+    return at
+
+
+@pytest.fixture(autouse=True)
+def _restore_error_details():
+    """The hosted entry point sets a process-wide Streamlit option; put it back after each test."""
+    before = st_config.get_option("client.showErrorDetails")
+    yield
+    st_config.set_option("client.showErrorDetails", before)
+
+
+@pytest.fixture
+def hosted(monkeypatch, tmp_path) -> Path:
+    """Hosted mode with one configured data root holding a two-class dataset in 'chest/'."""
+    root = tmp_path / "lab"
+    class_folders(root / "chest")
+    monkeypatch.setenv("XRT_HOSTED", "1")
+    monkeypatch.setenv("XRT_DATA_ROOTS", str(root))
+    monkeypatch.delenv("XRT_PASSWORD", raising=False)
+    return root
+
+
+def test_hosted_explorer_offers_configured_folders_not_path_fields(hosted):
+    at = app(DATASET, "folder").run()
+    assert not at.exception
+    assert not [t for t in at.text_input if t.key in ("src_root", "src_csv", "src_csv_root")]
+    pick = at.selectbox(key="src_root_pick")
+    assert str(hosted / "chest") in pick.options
+    pick.select(str(hosted / "chest")).run()
+    assert not at.exception
+    assert {m.label: m.value for m in at.metric}["Classes"] == "2"
+    at.selectbox(key="src_choice").select("csv").run()
+    assert not at.exception and not [t for t in at.text_input if t.key in ("src_csv", "src_csv_root")]
+
+
+def test_upload_flow_builds_a_private_dataset(hosted):
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w") as zf:
+        for i in range(3):
+            zf.writestr(f"opacity/o{i}.png", png(20 + i))
+        zf.writestr("__MACOSX/opacity/._o0.png", b"junk")
+    at = app(DATASET, "upload").run()
+    assert not at.exception
+    at.file_uploader(key="up_files").set_value([("n0.png", png(1), "image/png"), ("n1.png", png(2), "image/png"),
+                                                ("n2.png", png(3), "image/png"),
+                                                ("page.png", b"<html>not an image</html>", "image/png"),
+                                                ("set.zip", zipped.getvalue(), "application/zip")])
+    at.text_input(key="up_label").input("normal")
+    at.run()
+    at.button(key="up_save").click().run()
+    assert not at.exception, at.exception
+    assert any("Saved" in s.value for s in at.success)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Usable images"] == "6" and metrics["Classes"] == "2" and metrics["Unusable files"] == "0"
+    from core import hosting, uploads
+
+    root = uploads.dataset_dir(OWNER, "upload")
+    assert sorted(p.name for p in root.iterdir()) == ["normal", "opacity"]
+    with pytest.raises(uploads.UploadError, match="hosted"):
+        hosting.check_server_path(root, "cd" * 16)  # another session cannot reach it
+    other = app(DATASET, "upload")
+    other.query_params["owner"] = "cd" * 16
+    other.run()
+    assert not other.exception and not other.metric  # nothing uploaded in that session
+
+
+def test_upload_without_class_label_is_refused(hosted):
+    at = app(DATASET, "upload").run()
+    at.file_uploader(key="up_files").set_value(("x.png", png(1), "image/png")).run()
+    at.button(key="up_save").click().run()
+    assert not at.exception
+    assert any("class" in e.value for e in at.error)
+
+
+def test_password_gate_blocks_pages_until_the_right_password(monkeypatch):
+    monkeypatch.delenv("XRT_PASSWORD", raising=False)
+    at = app(ENTRY, "upload", password="open sesame").run()
+    assert not at.exception
+    assert [t.value for t in at.title] == ["Sign in"] and not at.metric
+    at.text_input(key="auth_password").input("wrong")
+    at.button[0].click().run()
+    assert [t.value for t in at.title] == ["Sign in"]
+    assert any("Wrong password" in e.value for e in at.error)
+    at.text_input(key="auth_password").input("open sesame")
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("Dataset explorer" in t.value for t in at.title)
+
+
+def test_password_from_environment_and_no_gate_without_one(monkeypatch):
+    monkeypatch.setenv("XRT_PASSWORD", "pw")
+    at = app(ENTRY, "upload").run()
+    assert [t.value for t in at.title] == ["Sign in"]
+    monkeypatch.delenv("XRT_PASSWORD")
+    at = app(ENTRY, "upload").run()
+    assert any("Dataset explorer" in t.value for t in at.title)
+
+
+def test_hosted_entry_point_hides_error_details(hosted):
+    at = app(ENTRY, "upload").run()
+    assert not at.exception
+    assert st_config.get_option("client.showErrorDetails") == "none"
+
+
+def test_hosted_setup_offers_weights_upload_and_listed_test_folders(hosted):
+    from core.config import SourceConfig
+
+    (hosted / "empty").mkdir()  # no images: the page skips the (slow) augmentation preview
+    at = app(SETUP)
+    at.session_state["source_config"] = SourceConfig(kind="folder", root=str(hosted / "empty"))
+    at.run()
+    assert not at.exception, at.exception
+    assert at.text_input(key="su_weights_path").disabled
+    assert at.get("file_uploader") and any(f.key == "su_weights_upload" for f in at.get("file_uploader"))
+    assert str(hosted / "chest") in at.selectbox(key="su_test_root").options
+    assert not [t for t in at.text_input if t.key == "su_test_root"]
+    from safetensors.numpy import save
+
+    weights = save({"w": np.zeros(3, np.float32)})
+    at.get("file_uploader")[0].set_value(("w.safetensors", weights, "application/octet-stream")).run()
+    assert not at.exception
+    assert at.text_input(key="su_weights_path").value.endswith("/_weights/w.safetensors")
+    assert "weights file" not in str(at.session_state["run_config_error"] if "run_config_error" in at.session_state else "")
+
+
+def test_dicom_window_presets_filter_and_paging():
+    at = app(DATASET, "sample_dicom").run()
+    assert not at.exception
+    assert len(at.get("image")) == 9  # 8 samples + the header preview
+    at.selectbox(key="dicom_preset").select("Bone (300/1500)").run()
+    assert not at.exception and len(at.get("image")) == 9
+    at.selectbox(key="dicom_preset").select("Custom").run()
+    at.number_input(key="dicom_width").set_value(800.0).run()
+    assert not at.exception
+    at.number_input(key="sample_page").set_value(2).run()
+    at.text_input(key="sample_filter").input("no-such-file").run()
+    assert not at.exception and any("0 image(s)" in c.value for c in at.caption)
