@@ -338,6 +338,19 @@ def _decision_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action="store_true", help="test-time augmentation: average with the mirrored image")
 
 
+def cmd_export(ns: argparse.Namespace) -> dict[str, Any]:
+    """Export a saved model to ONNX; verified against PyTorch with onnxruntime unless --no-verify."""
+    from core import modelio
+
+    model, manifest = modelio.load_model(_model_path(ns.model))
+    result = modelio.export_onnx(model, manifest, ns.onnx, verify=not ns.no_verify)
+    if not ns.no_verify and not result.get("verified"):
+        raise CliError(f"ONNX output differs from PyTorch (max abs diff {result.get('max_abs_diff')})"
+                       if result.get("max_abs_diff") is not None else result.get("note", "not verified"))
+    return {**result, "classes": manifest["classes"], "input": [1, manifest.get("n_in", 3),
+                                                                 manifest["img_size"], manifest["img_size"]]}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of all commands."""
     parser = argparse.ArgumentParser(prog="python -m core", description=__doc__)
@@ -400,6 +413,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--no-png", action="store_true", help="HTML figures only")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("export", help="export a trained model to ONNX (checked against PyTorch)")
+    p.add_argument("--model", required=True, help="run folder, model folder or model.json")
+    p.add_argument("--onnx", required=True, help="output .onnx file")
+    p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime comparison")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

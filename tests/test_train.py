@@ -243,3 +243,22 @@ def test_kill_9_of_a_training_worker_is_detected(blobs, store):
     os.kill(pid, signal.SIGKILL)
     done = jobs.wait(job.id, store=store, timeout=60)
     assert done.status == "failed" and "signal 9" in done.error
+
+
+def test_cli_exports_a_trained_model_to_onnx(trained, tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from core.cli import main
+
+    run_dir, _ = trained
+    assert main(["export", "--model", str(run_dir), "--onnx", str(tmp_path / "m.onnx")]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["verified"] is True and out["max_abs_diff"] < 1e-3
+    assert (tmp_path / "m.onnx").stat().st_size > 1000
+
+
+def test_cli_points_kfold_runs_to_their_fold_models(tmp_path, capsys):
+    from core.cli import main
+
+    (tmp_path / "kf" / "folds" / "fold0").mkdir(parents=True)
+    assert main(["predict", "--model", str(tmp_path / "kf"), str(tmp_path)]) == 1
+    assert "fold" in capsys.readouterr().err
