@@ -1,13 +1,20 @@
-"""Evaluation page."""
+"""Evaluation: metrics with confidence intervals, figures, threshold, folds, top losses, external test, report."""
 
 import streamlit as st
+
+from ui import common
+from ui import eval_view as ev
 
 
 def render() -> None:
     """Draw the page."""
     st.title("Evaluation")
-    st.info("This page is being built. It will offer: Accuracy, per-class metrics, ROC AUC with confidence intervals, confusion matrix and ROC curves, per-fold results, the images the model got most wrong.")
-    st.caption("Meanwhile every step is scriptable from the command line: `python -m core --help`.")
+    runs = common.finished_runs()
+    if not runs:
+        ev.no_runs()
+        return
+    job = ev.pick_run(runs)
+    ev.show_run(job, runs)
 
 
 render()

@@ -1,13 +1,29 @@
-"""Predict page."""
+"""Predict: a trained model on uploaded images, a folder or a CSV of paths; table, Grad-CAM, CSV download."""
 
 import streamlit as st
+
+from ui import common
+from ui import predict_view as pv
 
 
 def render() -> None:
     """Draw the page."""
     st.title("Predict")
-    st.info("This page is being built. It will offer: Predict one image, a DICOM or a whole folder with a trained model; download the probabilities as CSV.")
-    st.caption("Meanwhile every step is scriptable from the command line: `python -m core --help`.")
+    runs = common.finished_runs(with_model=True)
+    if not runs:
+        pv.no_models()
+        return
+    job = pv.pick_run(runs)
+    model = pv.pick_model(job)
+    classes = pv.model_classes(model)
+    if classes is None:
+        return
+    spec = pv.input_form()
+    threshold, tta = pv.options(job, classes)
+    pv.predict_button(model, spec, tta)
+    result = st.session_state.get(pv.RESULT)
+    if result and result["model"] == model:
+        pv.results(result, classes, threshold)
 
 
 render()

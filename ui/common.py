@@ -164,3 +164,130 @@ def page_link(path: str, label: str, icon: str | None = None) -> None:
         st.page_link(path, label=label, icon=icon)
     except (st.errors.StreamlitAPIException, KeyError):
         st.caption(f"Next: open the **{label}** page from the navigation.")
+
+
+# ---------------------------------------------------------------- finished runs, models, server paths
+
+TRAIN_KINDS = ("train", "kfold")
+
+
+def run_models(run_dir: str | os.PathLike) -> dict[str, str]:
+    """The saved models of a run folder: {"final model": model/, "fold i": folds/fold<i>/} (existing ones only)."""
+    from pathlib import Path
+
+    run = Path(run_dir)
+    found = {"final model": run / "model"} if (run / "model" / "model.json").is_file() else {}
+    folds = sorted((p for p in (run / "folds").glob("fold*") if (p / "model.json").is_file()),
+                   key=lambda p: int(p.name[4:]) if p.name[4:].isdigit() else 0)
+    found.update({f"fold {p.name[4:]}": p for p in folds})
+    return {k: str(v) for k, v in found.items()}
+
+
+def finished_runs(with_model: bool = False, limit: int = 200) -> list[jobs.Job]:
+    """Finished training runs this session may see (metrics.json present); with_model: only runs with a model."""
+    from pathlib import Path
+
+    done = [j for j in visible_jobs(limit) if j.status == "done" and j.kind in TRAIN_KINDS
+            and (Path(j.run_dir) / "metrics.json").is_file()]
+    return [j for j in done if run_models(j.run_dir)] if with_model else done
+
+
+def file_version(*files: str | os.PathLike) -> tuple:
+    """(path, mtime_ns, size) of each existing file: a cache key that changes when any file is rewritten."""
+    out = []
+    for f in files:
+        try:
+            st_ = os.stat(f)
+        except OSError:
+            continue
+        out.append((str(f), st_.st_mtime_ns, st_.st_size))
+    return tuple(out)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the model...")
+def _predictor(model_path: str, version: tuple):
+    """One loaded Predictor per model file version (shared by every session: never mutate it)."""
+    from core.predict import Predictor
+
+    return Predictor(model_path)
+
+
+def model_version(model_path: str) -> tuple:
+    """Cache key of a saved model: versions of the manifest and weights files in its folder."""
+    from pathlib import Path
+
+    folder = Path(model_path) if Path(model_path).is_dir() else Path(model_path).parent
+    return file_version(*sorted(folder.glob("*.json")), *sorted(folder.glob("*.safetensors")))
+
+
+def predictor(model_path: str):
+    """A cached core.predict.Predictor for a model folder / model.json; a rewritten model is loaded again."""
+    return _predictor(str(model_path), model_version(model_path))
+
+
+def folder_picker(label: str, key: str) -> str:
+    """A folder to read: free text locally; hosted: a choice of data folders and own uploads ('' = none)."""
+    if not is_hosted():
+        return st.text_input(label, key=key).strip()
+    options = [str(p) for p in hosting.allowed_folders(owner_id())]
+    if not options:
+        st.info("No data folders are configured on this server and you have not uploaded anything yet "
+                "(upload on the Dataset explorer page).")
+        return ""
+    return st.selectbox(label, options, format_func=shown_path, key=key + "_pick") or ""
+
+
+def csv_picker(label: str, key: str) -> str:
+    """A CSV file to read: free text locally; hosted: a choice of CSVs in data folders and own uploads."""
+    if not is_hosted():
+        return st.text_input(label, key=key).strip()
+    options = [str(p) for p in hosting.allowed_csvs(owner_id())]
+    if not options:
+        st.info("No CSV files in the configured data folders or in your uploads.")
+        return ""
+    return st.selectbox(label, options, format_func=shown_path, key=key + "_pick") or ""
+
+
+def shown_path(path: str) -> str:
+    """How a path is shown: as is locally; hosted: 'My uploads / x' for own uploads (no server layout)."""
+    from pathlib import Path
+
+    from core import uploads
+
+    if not is_hosted():
+        return path
+    mine = uploads.upload_dir(owner_id())
+    p = Path(path)
+    return f"My uploads / {p.relative_to(mine).as_posix()}" if p.is_relative_to(mine) else path
+
+
+@st.cache_data(max_entries=64, show_spinner="Computing the Grad-CAM map...")
+def _cam(model_path: str, version: tuple, path: str, file_version_: tuple, class_name: str | None) -> dict:
+    """Grad-CAM of one file with the cached model: the model's input image, the overlay, class and probabilities."""
+    import numpy as np
+
+    from core import explain
+
+    res = explain.explain(predictor(model_path), path, class_name)
+    return {"image": np.asarray(res.image), "overlay": np.asarray(res.overlay), "class": res.class_name,
+            "prob": res.prob, "probs": res.probs}
+
+
+def grad_cam(model_path: str, path: str, class_name: str | None = None) -> dict:
+    """Cached Grad-CAM (see _cam) keyed by model and image file versions."""
+    return _cam(str(model_path), model_version(model_path), str(path), file_version(path), class_name)
+
+
+def show_cam(model_path: str, path: str, class_name: str | None = None, caption: str = "") -> None:
+    """The image and its Grad-CAM overlay side by side (or why there is none)."""
+    from pathlib import Path
+
+    try:
+        cam = grad_cam(model_path, path, class_name)
+    except (imaging.ImageError, OSError, ValueError, RuntimeError) as err:
+        st.warning(f"No Grad-CAM for this image: {err}")
+        return
+    left, right, _ = st.columns([2, 2, 1])
+    left.image(thumbnail(path, 448), caption=caption or Path(path).name, width="stretch")
+    right.image(cam["overlay"], caption=f"Grad-CAM for '{cam['class']}' (p = {cam['prob']:.3f}): "
+                                        "red = regions that raised this class's score", width="stretch")

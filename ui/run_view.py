@@ -193,7 +193,7 @@ def runs_section(owner: str) -> str | None:
     ids = [j.id for j in job_list]
     if st.session_state.get(PICK) not in ids:
         st.session_state[PICK] = default_pick(job_list, owner, st.session_state.get(TRAIN_JOB), common.is_hosted())
-    label = {j.id: f"{j.id} · {j.kind} · {j.status}" for j in job_list}
+    label = {j.id: f"{j.id} · {j.kind}" for j in job_list}  # status lives in the table (a keyed label would go stale)
     return st.selectbox("Watch run", ids, key=PICK, format_func=label.get)
 
 

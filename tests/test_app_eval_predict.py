@@ -1,0 +1,173 @@
+"""AppTest tests of the Evaluation and Predict pages on one tiny real run (trained once per module)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from core import evaluate, jobs, paths
+from core.config import AugConfig, DataConfig, RunConfig, SourceConfig, SplitConfig, TrainConfig, to_dict
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+EVAL, PREDICT = str(ROOT / "pages/4_evaluate.py"), str(ROOT / "pages/5_predict.py")
+OWNER = "cd" * 16
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    """A tiny finished run on the synthetic sample (32 px, 1 epoch, from scratch, no augmentation)."""
+    from core.sample import ensure_sample
+
+    base = tmp_path_factory.mktemp("evpred")
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:  # module fixtures run before the autouse XRT_HOME fixture
+        mp.setenv("XRT_HOME", str(base / "home"))
+        torch.set_num_threads(1)
+        sample = ensure_sample(base / "sample", n_patients=10)
+        cfg = RunConfig(source=SourceConfig(kind="folder", root=str(sample / "folder")),
+                        data=DataConfig(img_size=32, aug=AugConfig(enabled=False), split=SplitConfig()),
+                        train=TrainConfig(pretrained=False, epochs=1, freeze_epochs=0))
+        run = paths.runs_dir() / "tiny"
+        try:
+            jobs.run_inline("train", {"config": to_dict(cfg)}, run_dir=run)
+        finally:
+            torch.set_num_threads(threads)
+    return {"run": run, "sample": sample, "config": to_dict(cfg)}
+
+
+def register(run: Path, config: dict) -> str:
+    """Record a finished run in this test's job store (as the worker would) so the pages list it."""
+    store = jobs.JobStore()
+    job = store.submit("train", {"config": config}, run_dir=run, owner=OWNER)
+    store.finish(job.id, "done", result=json.loads((run / "metrics.json").read_text()), only_if_running=False)
+    return job.id
+
+
+@pytest.fixture
+def run_id(trained) -> str:
+    """The tiny run, registered in this test's (isolated) job store."""
+    return register(trained["run"], trained["config"])
+
+
+def app(page: str) -> AppTest:
+    """A fresh session of one page with a fixed owner id."""
+    at = AppTest.from_file(page, default_timeout=120)
+    at.query_params["owner"] = OWNER
+    return at
+
+
+def metric(at: AppTest, label: str) -> str:
+    """The value of the st.metric with this label."""
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def fake_kfold_run(root: Path) -> Path:
+    """A finished 3-class 3-fold run folder without models (no training)."""
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 60)
+    logits = rng.normal(size=(60, 3))
+    logits[np.arange(60), y] += 1.5
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    evaluate.predictions_frame([f"/nowhere/{i}.png" for i in range(60)], y, p, ["a", "b", "c"],
+                               fold=np.arange(60) % 3).to_csv(root / "oof_predictions.csv", index=False)
+    pd.DataFrame([{"fold": f, "epoch": e, "train_loss": 1 - e / 5, "valid_loss": 1.1 - e / 6, "accuracy": 0.5}
+                  for f in range(3) for e in range(2)]).to_csv(root / "history.csv", index=False)
+    (root / "metrics.json").write_text(json.dumps({"type": "kfold", "k": 3, "classes": ["a", "b", "c"], "metrics": {
+        "per_fold": [{"fold": f, "best_epoch": 1} for f in range(3)]}}))
+    return root
+
+
+def test_pages_without_runs_point_to_the_training_page():
+    for page in (EVAL, PREDICT):
+        at = app(page).run()
+        assert not at.exception, at.exception
+        assert len(at.title) == 1
+        assert any("Training run" in i.value for i in at.info)
+
+
+def test_evaluate_page_metrics_figures_threshold_and_report(trained, run_id):
+    at = app(EVAL).run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="ev_run").value == run_id
+    table = at.dataframe[0].value
+    assert {"roc_auc", "sensitivity", "specificity"} <= set(table["metric"]) and "validation" in table
+    assert len(at.get("plotly_chart")) >= 5  # confusion, ROC, PR, calibration, training curves, threshold
+    slider = at.slider(key=f"ev_thr_{run_id}")
+    slider.set_value(0.0).run()
+    assert metric(at, "Sensitivity") == "1.000" and metric(at, "Specificity") == "0.000"
+    at.slider(key=f"ev_thr_{run_id}").set_value(1.0).run()
+    assert metric(at, "Sensitivity") == "0.000"
+    at.button(key="ev_youden").click().run()
+    assert not at.exception and 0.0 < at.slider(key=f"ev_thr_{run_id}").value < 1.0
+    assert len(at.image) >= 2  # top-losses gallery (+ Grad-CAM pair)
+    at.button(key="ev_report").click().run()
+    assert not at.exception
+    labels = [d.label for d in at.get("download_button")]
+    assert "Download report (HTML)" in labels and "Download predictions (CSV)" in labels
+    assert (trained["run"] / "report" / "report.html").is_file()
+
+
+def test_evaluate_external_test_set_side_by_side(trained, run_id):
+    at = app(EVAL).run()
+    at.text_input(key="ev_ext_root").input(str(trained["sample"] / "folder")).run()
+    at.button(key="ev_ext_go").click().run()
+    assert not at.exception, at.exception
+    assert {"validation", "external test"} <= set(at.dataframe[0].value.columns)
+
+
+def test_evaluate_kfold_run_shows_folds_and_compares_runs(tmp_path, run_id):
+    kfold_id = register(fake_kfold_run(tmp_path / "kf"), to_dict(RunConfig()))
+    at = app(EVAL).run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="ev_run").value == kfold_id  # the newest run
+    assert not at.slider  # multi-class: no threshold
+    folds = next(d.value for d in at.dataframe if "fold" in d.value)
+    assert {"mean ± sd", "pooled out-of-fold"} <= set(folds["fold"])
+    assert "out-of-fold (k-fold)" in at.dataframe[0].value
+    at.checkbox(key="ev_compare_on").check().run()
+    assert not at.exception, at.exception
+    assert any({kfold_id, run_id} <= set(d.value.columns) for d in at.dataframe)
+    assert any("different classes" in w.value for w in at.warning)
+
+
+def test_predict_folder_with_a_broken_file(trained, run_id, tmp_path):
+    folder = tmp_path / "images"
+    shutil.copytree(trained["sample"] / "folder", folder)
+    (folder / "clear" / "broken.png").write_bytes(b"<html>not an image</html>")
+    at = app(PREDICT).run()
+    at.radio(key="pr_input").set_value("folder").run()
+    at.text_input(key="pr_folder").input(str(folder)).run()
+    at.button(key="pr_go").click().run()
+    assert not at.exception, at.exception
+    preds, problems = at.dataframe[0].value, at.dataframe[1].value
+    assert {"path", "pred", "prob_clear", "prob_opacity", "threshold"} <= set(preds.columns)
+    assert len(preds) >= 20 and set(preds["threshold"]) == {0.5}
+    assert [Path(p).name for p in problems["path"]] == ["broken.png"]
+    assert [d.label for d in at.get("download_button")] == ["Download CSV"]
+    assert len(at.image) == 2  # the image and its Grad-CAM
+    at.slider(key=f"pr_thr_{run_id}").set_value(0.0).run()
+    assert set(at.dataframe[0].value["pred"]) == {"opacity"}
+
+
+def test_hosted_mode_has_no_free_text_paths(trained, run_id, monkeypatch):
+    monkeypatch.setenv("XRT_HOSTED", "1")
+    monkeypatch.setenv("XRT_DATA_ROOTS", str(trained["sample"]))
+    at = app(PREDICT).run()
+    at.radio(key="pr_input").set_value("folder").run()
+    assert not at.exception, at.exception
+    assert not [t for t in at.text_input if t.key in ("pr_folder", "pr_root")]
+    assert str(trained["sample"] / "folder") in at.selectbox(key="pr_folder_pick").options
+    at = app(EVAL).run()
+    assert not at.exception, at.exception
+    assert not [t for t in at.text_input if t.key == "ev_ext_root"]
+    assert at.selectbox(key="ev_ext_root_pick").options

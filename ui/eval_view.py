@@ -1,0 +1,412 @@
+"""Evaluation widgets: pick runs, metrics with CIs, figures, threshold, folds, top losses, external test, downloads.
+
+Session state: "ev_run" (the run shown), "ev_thr_<run id>" (its threshold slider), "chosen_thresholds" ({run id:
+threshold}, read by the Predict page) and "ev_external" (an external test set's predictions for one run).
+Everything expensive is cached by run folder + file versions (common.file_version).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from core import evaluate, explain, imaging, jobs, plots, report, sources, uploads
+from core.config import SourceConfig
+from ui import common
+from ui import run_view as rv
+
+RUN, COMPARE, SET, PREV, EXTERNAL, CHOSEN = "ev_run", "ev_compare", "ev_set", "ev_prevalence", "ev_external", \
+    "chosen_thresholds"
+SET_NAMES = {"valid": "validation", "oof": "out-of-fold (k-fold)", "test": "hold-out test", "external": "external test"}
+METRICS = evaluate.HEADLINE + ("pr_auc", "brier", "ece", "ppv", "npv", "f1")
+FOLD_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "sensitivity", "specificity")
+TOP_K, GALLERY_COLS, THUMB = 12, 6, 160
+
+
+# ---------------------------------------------------------------- plain helpers
+
+
+def run_version(run_dir: str) -> tuple:
+    """Cache key of a run's results: versions of metrics.json, history and every predictions file."""
+    files = ["metrics.json", "history.csv", *evaluate.PREDICTION_FILES.values()]
+    return common.file_version(*(Path(run_dir) / f for f in files))
+
+
+def labelled(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a predictions table that carry a label."""
+    return df[df["label"].notna() & (df["label"].astype(str) != "")] if "label" in df else df.iloc[:0]
+
+
+def floor3(x: float) -> float:
+    """A threshold rounded down to 3 decimals (never above the exact one, so a sensitivity target still holds)."""
+    return math.floor(x * 1000) / 1000
+
+
+def fmt(x: Any) -> str:
+    """A metric for st.metric: 3 decimals or 'n/a'."""
+    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.3f}"
+
+
+def shown_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """A predictions table for display/download: hosted mode shows file names, not server paths."""
+    return df.assign(path=[Path(str(p)).name for p in df["path"]]) if common.is_hosted() else df
+
+
+def run_label(job: jobs.Job) -> str:
+    """'<id> · k-fold · 2 classes' style label of a finished run."""
+    summary = rv.read_json(Path(job.run_dir) / "metrics.json")
+    kind = f"{summary.get('k')}-fold" if summary.get("type") == "kfold" else "single"
+    return f"{job.id} · {kind} · {', '.join(summary.get('classes', []))}"
+
+
+# ---------------------------------------------------------------- cached computations
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def predictions(run_dir: str, version: tuple) -> dict[str, pd.DataFrame]:
+    """The run's prediction tables (valid / oof / test)."""
+    return evaluate.load_run_predictions(run_dir)
+
+
+@st.cache_data(max_entries=64, show_spinner="Computing metrics with bootstrap confidence intervals...")
+def evaluation(run_dir: str, version: tuple, threshold: float | None, prevalence: float | None,
+               external: pd.DataFrame | None = None) -> dict[str, Any]:
+    """evaluate_run of a run folder (+ external set) at a threshold and prevalence."""
+    return evaluate.evaluate_run(run_dir, threshold=threshold, external=external, prevalence=prevalence)
+
+
+@st.cache_data(max_entries=8, show_spinner="Writing the report (metrics, figures, top losses)...")
+def report_html(run_dir: str, version: tuple, threshold: float | None, prevalence: float | None,
+                external: pd.DataFrame | None = None) -> tuple[bytes, str]:
+    """report.html built into the run folder (report/ or report_external/); (its bytes, its path)."""
+    out = Path(run_dir) / ("report" if external is None else "report_external")
+    rep = report.build_report(run_dir, out, test_predictions=external, threshold=threshold, prevalence=prevalence,
+                              png=False)
+    return Path(rep["report"]).read_bytes(), rep["report"]
+
+
+# ---------------------------------------------------------------- run choice
+
+
+def no_runs() -> None:
+    """The empty state: where runs come from."""
+    st.info("No finished training runs yet. Start one on the **Training run** page; it appears here when done.")
+    common.page_link("pages/3_train.py", "Training run", icon=":material/model_training:")
+
+
+def pick_run(runs: list[jobs.Job]) -> jobs.Job:
+    """The run to evaluate (default: the one watched on the Training run page, else the newest)."""
+    ids = [j.id for j in runs]
+    if st.session_state.get(RUN) not in ids:
+        st.session_state[RUN] = st.session_state.get(rv.PICK) if st.session_state.get(rv.PICK) in ids else ids[0]
+    labels = {j.id: run_label(j) for j in runs}
+    chosen = st.selectbox("Run", ids, key=RUN, format_func=labels.get)
+    return next(j for j in runs if j.id == chosen)
+
+
+def config_line(run_dir: str) -> None:
+    """One caption describing how the run was trained."""
+    cfg = rv.read_json(Path(run_dir) / "config.json")
+    try:
+        st.caption("Settings: " + rv.config_caption(cfg))
+    except (TypeError, ValueError, KeyError):
+        pass
+
+
+# ---------------------------------------------------------------- threshold (binary)
+
+
+def _set_threshold(key: str, value: float) -> None:
+    """Button callback: move the threshold slider."""
+    st.session_state[key] = value
+
+
+def threshold_panel(job: jobs.Job, classes: list[str], df: pd.DataFrame) -> tuple[float, float | None]:
+    """Threshold slider + rule buttons + prevalence; live sensitivity/specificity/PPV/NPV. (threshold, prevalence)."""
+    y, probs = evaluate.labels_and_probs(df, classes)
+    p_pos, key = probs[:, 1], f"ev_thr_{job.id}"
+    st.subheader(f"Decision threshold (positive class: {classes[1]})")
+    both = 0 < int(y.sum()) < len(y)
+    c = st.columns([1, 1, 1, 2])
+    if both:
+        c[0].button("90 % sensitivity", key="ev_t90", on_click=_set_threshold, width="stretch",
+                    args=(key, floor3(evaluate.threshold_for_sensitivity(y, p_pos, 0.90))),
+                    help="The highest threshold that still finds at least 90 % of the positive images")
+        c[1].button("Youden", key="ev_youden", on_click=_set_threshold, width="stretch",
+                    args=(key, floor3(evaluate.youden_threshold(y, p_pos))),
+                    help="The threshold that maximises sensitivity + specificity - 1 (Youden's J)")
+    c[2].button("Default 0.5", key="ev_t50", on_click=_set_threshold, args=(key, 0.5), width="stretch")
+    prev = c[3].number_input("Prevalence for PPV/NPV (0 = as in this set)", 0.0, 0.999, 0.0, 0.01, key=PREV,
+                             format="%.3f")
+    st.session_state.setdefault(key, st.session_state.get(CHOSEN, {}).get(job.id, 0.5))
+    t = st.slider(f"P({classes[1]}) at or above which an image is called {classes[1]}", 0.0, 1.0, step=0.001,
+                  format="%.3f", key=key)
+    prevalence = float(prev) if prev > 0 else None
+    m = evaluate.metrics_at_threshold(y, p_pos, t, prevalence)
+    cols = st.columns(4)
+    for col, name in zip(cols, ("sensitivity", "specificity", "ppv", "npv")):
+        col.metric(name.upper() if len(name) == 3 else name.capitalize(), fmt(m[name]))
+    st.caption(f"On the {len(y)} {'out-of-fold' if 'fold' in df else 'validation'} images: TP {m['tp']}, "
+               f"FP {m['fp']}, TN {m['tn']}, FN {m['fn']}; PPV/NPV at prevalence {fmt(m['prevalence'])}. "
+               "Thresholds are chosen on validation data, never on a test set. The chosen threshold is carried "
+               "to the Predict page for this run.")
+    st.session_state.setdefault(CHOSEN, {})[job.id] = float(t)
+    return float(t), prevalence
+
+
+# ---------------------------------------------------------------- metrics and figures
+
+
+def metrics_section(ev: dict[str, Any]) -> None:
+    """Metrics of every set side by side, 95 % bootstrap CIs in brackets."""
+    st.subheader("Metrics (95 % confidence intervals)")
+    table = evaluate.comparison_table(ev["sets"], METRICS).rename(columns=SET_NAMES)
+    st.dataframe(table, hide_index=True, width="stretch", height="content")
+    first = next(iter(ev["sets"].values()))
+    boot = first["bootstrap"]
+    st.caption(f"Intervals: {boot['method']} bootstrap, {boot['n_resamples']} resamples. "
+               + (f"Decision threshold {first['threshold']:.3f}." if first["threshold"] is not None
+                  else "Predicted class = the most probable one."))
+
+
+def compare_section(job: jobs.Job, runs: list[jobs.Job], prevalence: float | None) -> None:
+    """Optionally, this run's headline metrics beside another run's (each at its default decision rule)."""
+    others = [j for j in runs if j.id != job.id]
+    if not others or not st.checkbox("Compare with another run", key="ev_compare_on"):
+        return
+    labels = {j.id: run_label(j) for j in others}
+    other = st.selectbox("Other run", list(labels), key=COMPARE, format_func=labels.get)
+    sets = {}
+    for j in (job, next(o for o in others if o.id == other)):
+        ev = evaluation(j.run_dir, run_version(j.run_dir), None, prevalence)
+        sets[j.id] = ev["sets"]["oof" if "oof" in ev["sets"] else "valid"]
+    if len({tuple(s["classes"]) for s in sets.values()}) > 1:
+        st.warning("The two runs have different classes: their metrics are not directly comparable.")
+    st.dataframe(evaluate.comparison_table(sets, METRICS), hide_index=True, width="stretch")
+    st.caption("Validation (k-fold: pooled out-of-fold) sets, each at threshold 0.5 / most probable class.")
+
+
+def figures_section(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.DataFrame]) -> str:
+    """Confusion matrix, ROC, PR, calibration, threshold and training curves of one chosen set; its name."""
+    names = list(ev["sets"])
+    name = st.selectbox("Figures for", names, key=SET, format_func=lambda n: SET_NAMES.get(n, n))
+    set_ev = ev["sets"][name]
+    figs = report.set_figures(name, set_ev, frames[name])
+    tabs = st.tabs(["Confusion matrix", "ROC curve", "Precision-recall", "Calibration", "Training curves"]
+                   + (["Threshold"] if f"{name}_threshold" in figs else []))
+    for tab, key in zip(tabs, ("confusion", "roc", "pr", "reliability")):
+        tab.plotly_chart(figs[f"{name}_{key}"], width="stretch", key=f"ev_fig_{key}")
+    cal = set_ev["calibration"]
+    tabs[3].caption(f"ECE {fmt(cal['ece'])} (lower is better; {cal['n_bins']} bins), Brier score {fmt(cal['brier'])}.")
+    with tabs[4]:
+        rv.curves(job, rv.best_epochs(rv.read_json(Path(job.run_dir) / "metrics.json"), {}))
+    if len(tabs) > 5:
+        tabs[5].plotly_chart(figs[f"{name}_threshold"], width="stretch", key="ev_fig_threshold")
+    with st.expander("Per-class metrics"):
+        st.dataframe(pd.DataFrame(set_ev["per_class"]), hide_index=True, width="stretch")
+    return name
+
+
+def folds_section(ev: dict[str, Any]) -> None:
+    """k-fold runs: one row per fold, mean ± sd, pooled out-of-fold; bars per fold."""
+    if "folds" not in ev:
+        return
+    st.subheader("Per fold")
+    table = pd.DataFrame(ev["folds"]["table"])
+    ms = ev["folds"]["mean_sd"]
+    rows = [{"fold": "mean ± sd", "n": int(table["n"].sum()),
+             **{k: f"{fmt(v['mean'])} ± {fmt(v['sd'])}" for k, v in ms.items() if k in table}}]
+    pooled = ev["sets"]["oof"]["metrics"]
+    rows.append({"fold": "pooled out-of-fold", "n": ev["sets"]["oof"]["n"],
+                 **{k: fmt(pooled[k]) for k in table.columns if k in pooled}})
+    shown = pd.concat([table.map(lambda v: fmt(v) if isinstance(v, float) else v).astype(str),
+                       pd.DataFrame(rows).astype(str)], ignore_index=True)
+    st.dataframe(shown, hide_index=True, width="stretch")
+    st.plotly_chart(plots.fold_bars(table, FOLD_METRICS), width="stretch", key="ev_fig_folds")
+
+
+# ---------------------------------------------------------------- top losses and Grad-CAM
+
+
+def model_for(job: jobs.Job, set_name: str, row: pd.Series) -> str | None:
+    """The model that predicted a row: its fold's model for out-of-fold rows, the external set's, else the run's."""
+    models = common.run_models(job.run_dir)
+    if set_name == "oof" and "fold" in row and f"fold {int(row['fold'])}" in models:
+        return models[f"fold {int(row['fold'])}"]
+    ext = st.session_state.get(EXTERNAL) or {}
+    if set_name == "external" and ext.get("run") == job.id:
+        return ext["model"]
+    return models.get("final model") or next(iter(models.values()), None)
+
+
+def _thumb(col, row: dict) -> None:
+    """One gallery cell: thumbnail and caption (true / pred / probability)."""
+    caption = f"#{row['rank']} true {row['label']} · pred {row['pred']} ({row['prob_pred']:.2f})"
+    try:
+        col.image(common.thumbnail(str(row["path"]), THUMB), caption=caption, width="stretch")
+    except (imaging.ImageError, OSError) as err:
+        col.caption(f"{caption}: image unavailable ({err})")
+
+
+def top_losses_section(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.DataFrame], set_name: str) -> None:
+    """The images the model got most wrong (highest loss) of the chosen set, and Grad-CAM for one of them."""
+    st.subheader(f"Top losses ({SET_NAMES.get(set_name, set_name)})")
+    classes, set_ev = ev["classes"], ev["sets"][set_name]
+    df = evaluate.apply_threshold(labelled(frames[set_name]), classes, set_ev["threshold"])
+    errors = st.checkbox("Errors only", key="ev_errors_only")
+    losses = explain.top_losses(df, classes, TOP_K, errors_only=errors)
+    if losses.empty:
+        st.info("No misclassified images in this set." if errors else "No labelled images in this set.")
+        return
+    records = losses.to_dict("records")
+    for start in range(0, len(records), GALLERY_COLS):
+        for col, row in zip(st.columns(GALLERY_COLS), records[start:start + GALLERY_COLS]):
+            _thumb(col, row)
+    c1, c2 = st.columns(2)
+    names = {r["rank"]: f"#{r['rank']} {Path(str(r['path'])).name}" for r in records}
+    rank = c1.selectbox("Grad-CAM for", list(names), key="ev_cam_pick", format_func=names.get)
+    target = c2.selectbox("Explain class", ["predicted", "true", *classes], key="ev_cam_class")
+    row = losses[losses["rank"] == rank].iloc[0]
+    model = model_for(job, set_name, row)
+    if model is None:
+        st.info("This run has no saved model to explain with.")
+        return
+    cls = {"predicted": None, "true": str(row["label"])}.get(target, target)
+    common.show_cam(model, str(row["path"]), cls, caption=f"true {row['label']}, predicted {row['pred']}")
+
+
+# ---------------------------------------------------------------- external test set
+
+
+def _external_source() -> SourceConfig | None:
+    """Folder (class sub-folders, images or DICOM) or CSV (path, label) of the external test set."""
+    kind = st.radio("Labelled test set", ["folder", "csv"], horizontal=True, key="ev_ext_kind",
+                    format_func={"folder": "A folder (one sub-folder per class; images or DICOM)",
+                                 "csv": "A CSV of paths and labels"}.get)
+    if kind == "folder":
+        root = common.folder_picker("Test folder", "ev_ext_root")
+        return SourceConfig(kind="folder", root=root) if root else None
+    csv_path = common.csv_picker("Test CSV", "ev_ext_csv")
+    c1, c2 = st.columns(2)
+    path_col = c1.text_input("Path column", "path", key="ev_ext_pathcol")
+    label_col = c2.text_input("Label column", "label", key="ev_ext_labelcol")
+    return SourceConfig(kind="csv", csv_path=csv_path, path_col=path_col, label_col=label_col) if csv_path else None
+
+
+def _predict_external(job: jobs.Job, cfg: SourceConfig, model: str, tta: bool) -> None:
+    """Scan the test set, predict it with the chosen model, keep the predictions for this run."""
+    try:
+        ds = common.load_dataset(cfg)
+        pred = common.predictor(model)
+    except (sources.SourceError, uploads.UploadError, ValueError, OSError) as err:
+        st.error(f"Cannot use this test set: {err}")
+        return
+    unknown = sorted(set(ds.items["label"].astype(str)) - set(pred.classes))
+    if ds.items.empty or unknown:
+        st.error(f"Test labels {unknown} are not classes of this model ({', '.join(pred.classes)})." if unknown
+                 else "The test set has no usable images.")
+        return
+    with st.spinner(f"Predicting {len(ds.items)} test images..."):
+        df, bad = pred.predict_paths(ds.items["path"].tolist(), labels=ds.items["label"].astype(str).tolist(), tta=tta)
+    st.session_state[EXTERNAL] = {"run": job.id, "model": model, "df": df, "source": cfg.root or cfg.csv_path,
+                                  "problems": pd.concat([ds.problems[["path", "reason"]], bad], ignore_index=True)}
+    st.rerun()
+
+
+def _forget_external() -> None:
+    """Button callback: drop the external test set."""
+    st.session_state.pop(EXTERNAL, None)
+
+
+def external_section(job: jobs.Job) -> None:
+    """Evaluate the run's model on an external labelled test set; its metrics then sit beside validation."""
+    ext = st.session_state.get(EXTERNAL) or {}
+    mine = ext.get("run") == job.id
+    with st.expander("External labelled test set", expanded=mine):
+        if mine:
+            st.success(f"External test set: {len(ext['df'])} images from {common.shown_path(ext['source'])} "
+                       "(metrics above, in the 'external test' column).")
+            if len(ext["problems"]):
+                st.dataframe(shown_frame(ext["problems"]), hide_index=True, width="stretch")
+            st.button("Forget this test set", key="ev_ext_clear", on_click=_forget_external)
+        models = common.run_models(job.run_dir)
+        if not models:
+            st.info("This run has no saved model.")
+            return
+        cfg = _external_source()
+        c1, c2 = st.columns(2)
+        model = c1.selectbox("Model", list(models), key="ev_ext_model")
+        tta = c2.checkbox("Test-time augmentation (average with the mirror image)", key="ev_ext_tta")
+        if st.button("Evaluate on this test set", key="ev_ext_go", disabled=cfg is None):
+            _predict_external(job, cfg, models[model], tta)
+
+
+def external_frame(job: jobs.Job) -> pd.DataFrame | None:
+    """The external predictions kept for this run, if any."""
+    ext = st.session_state.get(EXTERNAL) or {}
+    return ext["df"] if ext.get("run") == job.id else None
+
+
+# ---------------------------------------------------------------- downloads
+
+
+def downloads(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.DataFrame], threshold: float | None,
+              prevalence: float | None, external: pd.DataFrame | None) -> None:
+    """The HTML report (built on request, into the run folder) and every set's predictions as CSV."""
+    st.subheader("Downloads")
+    all_sets = pd.concat([evaluate.apply_threshold(frames[n], ev["classes"], threshold).assign(set=n)
+                          for n in ev["sets"] if n in frames], ignore_index=True)
+    c1, c2 = st.columns(2)
+    c1.download_button("Download predictions (CSV)", shown_frame(all_sets).to_csv(index=False).encode(),
+                       file_name=f"predictions_{job.id}.csv", mime="text/csv", key="ev_dl_preds")
+    key = (job.id, threshold, prevalence, external is not None)
+    if c2.button("Build the report (HTML)", key="ev_report"):
+        st.session_state["ev_report_for"] = key
+    if st.session_state.get("ev_report_for") == key:
+        data, path = report_html(job.run_dir, run_version(job.run_dir), threshold, prevalence, external)
+        c2.download_button("Download report (HTML)", data, file_name=f"report_{job.id}.html", mime="text/html",
+                           key="ev_dl_report")
+        if not common.is_hosted():
+            c2.caption(f"Also saved as {path} (with figures/ and metrics_report.json).")
+
+
+# ---------------------------------------------------------------- the page
+
+
+def frames_with_external(frames: dict[str, pd.DataFrame], external: pd.DataFrame | None) -> dict[str, pd.DataFrame]:
+    """The run's prediction tables plus the external set's."""
+    return {**frames, "external": external} if external is not None else dict(frames)
+
+
+def show_run(job: jobs.Job, runs: list[jobs.Job]) -> None:
+    """Everything about one finished run."""
+    config_line(job.run_dir)
+    version = run_version(job.run_dir)
+    frames = predictions(job.run_dir, version)
+    summary = rv.read_json(Path(job.run_dir) / "metrics.json")
+    classes = list(summary.get("classes", []))
+    primary = "oof" if "oof" in frames else "valid"
+    if primary not in frames or not classes:
+        st.warning("This run has no validation predictions to evaluate.")
+        return
+    external = external_frame(job)
+    try:
+        threshold, prevalence = (threshold_panel(job, classes, labelled(frames[primary])) if len(classes) == 2
+                                 else (None, None))
+        ev = evaluation(job.run_dir, version, threshold, prevalence, external)
+    except ValueError as err:  # predictions that do not match the run's classes (an edited or partial folder)
+        st.error(f"This run's predictions cannot be evaluated: {err}")
+        return
+    metrics_section(ev)
+    compare_section(job, runs, prevalence)
+    all_frames = frames_with_external(frames, external)
+    set_name = figures_section(job, ev, all_frames)
+    folds_section(ev)
+    top_losses_section(job, ev, all_frames, set_name)
+    external_section(job)
+    downloads(job, ev, all_frames, threshold, prevalence, external)
+

@@ -1,0 +1,227 @@
+"""Predict widgets: pick a trained model, choose images (upload, folder, CSV), predict, show, explain, download.
+
+Session state: "pr_run" / "pr_model" (the model), "pr_thr_<run id>" (threshold slider), "pr_upload" (the last
+saved upload: signature, folder, refused files) and "pr_result" (the last predictions, raw probabilities; the
+threshold is applied when shown, so moving it never predicts again).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from core import evaluate, hosting, jobs, modelio, predict, uploads
+from ui import common
+from ui import eval_view as ev
+from ui import run_view as rv
+
+RUN, MODEL, SOURCE, RESULT, UPLOAD = "pr_run", "pr_model", "pr_input", "pr_result", "pr_upload"
+SOURCES = {"upload": "Upload images, DICOMs or a zip", "folder": "A folder", "csv": "A CSV of file paths"}
+HOSTED_SOURCES = {"folder": "A configured data folder or your uploads", "csv": "A CSV in a data folder or your uploads"}
+
+
+# ---------------------------------------------------------------- model choice
+
+
+def no_models() -> None:
+    """The empty state: where models come from."""
+    st.info("No trained models yet. Train one on the **Training run** page; it appears here when done.")
+    common.page_link("pages/3_train.py", "Training run", icon=":material/model_training:")
+
+
+def pick_run(runs: list[jobs.Job]) -> jobs.Job:
+    """The run whose model predicts (default: the one on the Evaluation page, else the newest)."""
+    ids = [j.id for j in runs]
+    if st.session_state.get(RUN) not in ids:
+        carried = [st.session_state.get(k) for k in (ev.RUN, rv.PICK)]
+        st.session_state[RUN] = next((i for i in carried if i in ids), ids[0])
+    labels = {j.id: ev.run_label(j) for j in runs}
+    chosen = st.selectbox("Trained model (run)", ids, key=RUN, format_func=labels.get)
+    return next(j for j in runs if j.id == chosen)
+
+
+def pick_model(job: jobs.Job) -> str:
+    """The run's final model, or a fold's model for a k-fold run (said so when there is no final model)."""
+    models = common.run_models(job.run_dir)
+    if "final model" not in models:
+        st.info("This k-fold run has no final model trained on all the data (tick 'final model on all data' when "
+                "training to get one). Pick one fold's model: each was trained on the other folds' images only.")
+    if len(models) == 1:
+        return next(iter(models.values()))
+    return models[st.selectbox("Model", list(models), key=MODEL)]
+
+
+def model_classes(model: str) -> list[str] | None:
+    """The model's classes from its manifest (cheap; no weights loaded); None after showing why it is unusable."""
+    try:
+        return list(modelio.read_manifest(model)[0]["classes"])
+    except (modelio.ModelFileError, OSError) as err:
+        st.error(f"This model cannot be used: {err}")
+        return None
+
+
+# ---------------------------------------------------------------- input
+
+
+def _upload_sig(files: list) -> str:
+    """A short signature of an upload (names, sizes, ids): the same files are saved once."""
+    raw = "|".join(f"{f.name}:{f.size}:{getattr(f, 'file_id', '')}" for f in files)
+    return hashlib.sha256(raw.encode()).hexdigest()[:12]
+
+
+def save_upload(files: list) -> tuple[str, pd.DataFrame]:
+    """Store uploaded files (checked by content) in this session's upload folder; (folder, refused files)."""
+    sig = _upload_sig(files)
+    kept = st.session_state.get(UPLOAD) or {}
+    if kept.get("sig") == sig and Path(kept["root"]).is_dir():
+        return kept["root"], kept["problems"]
+    limits = hosting.upload_limits()
+    if sum(int(f.size or 0) for f in files) > limits.max_total_bytes:
+        raise uploads.UploadError(f"the upload is larger than {limits.max_total_bytes // 1_000_000} MB")
+    root, problems = uploads.save_uploads(common.owner_id(), [(f.name, f.getvalue()) for f in files],
+                                          limits.max_total_bytes, limits.max_files, label="images",
+                                          dataset=f"predict-{sig}")
+    table = pd.DataFrame(problems, columns=["path", "reason"])
+    st.session_state[UPLOAD] = {"sig": sig, "root": str(root), "problems": table}
+    return str(root), table
+
+
+def input_form() -> dict[str, Any] | None:
+    """Widgets describing what to predict: {"kind", ...}; None until complete."""
+    names = HOSTED_SOURCES if common.is_hosted() else {}
+    kind = st.radio("Images to predict", list(SOURCES), horizontal=True, key=SOURCE,
+                    format_func=lambda k: names.get(k, SOURCES[k]))
+    if kind == "upload":
+        limits = hosting.upload_limits()
+        files = st.file_uploader(f"PNG, JPEG, TIFF, BMP, DICOM or a .zip (at most {limits.max_total_bytes // 1_000_000}"
+                                 " MB; every file is checked by its content)", accept_multiple_files=True,
+                                 key="pr_files")
+        return {"kind": "upload", "files": files} if files else None
+    if kind == "folder":
+        folder = common.folder_picker("Folder of images or DICOMs (searched recursively)", "pr_folder")
+        return {"kind": "folder", "folder": folder} if folder else None
+    csv_path = common.csv_picker("CSV file", "pr_csv")
+    c1, c2, c3 = st.columns(3)
+    path_col = c1.text_input("Path column", "path", key="pr_pathcol")
+    label_col = c2.text_input("Label column (optional: scores the model)", "label", key="pr_labelcol")
+    root = "" if common.is_hosted() else c3.text_input("Image root (default: the CSV's folder)", key="pr_root")
+    return {"kind": "csv", "csv": csv_path, "path_col": path_col, "label_col": label_col, "root": root} \
+        if csv_path else None
+
+
+def options(job: jobs.Job, classes: list[str]) -> tuple[float | None, bool]:
+    """Threshold (binary models; default: the one chosen on the Evaluation page) and test-time augmentation."""
+    c1, c2 = st.columns([3, 1])
+    threshold = None
+    if len(classes) == 2:
+        key = f"pr_thr_{job.id}"
+        st.session_state.setdefault(key, st.session_state.get(ev.CHOSEN, {}).get(job.id, 0.5))
+        threshold = float(c1.slider(f"Threshold on P({classes[1]})", 0.0, 1.0, step=0.001, format="%.3f", key=key))
+    else:
+        c1.caption("Multi-class model: the predicted class is the most probable one.")
+    tta = c2.checkbox("Test-time augmentation", key="pr_tta", help="Average with the mirror image (2x slower).")
+    return threshold, tta
+
+
+# ---------------------------------------------------------------- predicting
+
+
+def run_prediction(model: str, spec: dict[str, Any], tta: bool) -> dict[str, Any]:
+    """Predict what the form describes with the cached model; raw probabilities, problems, the input root."""
+    owner = common.owner_id()
+    pred = common.predictor(model)
+    if spec["kind"] == "csv":
+        csv = hosting.check_server_path(spec["csv"], owner)
+        root = hosting.check_server_path(spec["root"], owner) if spec["root"].strip() else csv.parent
+        df, problems = predict.predict_csv(pred, csv, spec["path_col"], spec["label_col"], root, tta=tta)
+        return {"df": df, "problems": problems, "root": str(root)}
+    refused = pd.DataFrame(columns=["path", "reason"])
+    if spec["kind"] == "upload":
+        folder, refused = save_upload(spec["files"])
+    else:
+        folder = str(hosting.check_server_path(spec["folder"], owner))
+    df, problems = predict.predict_folder(pred, folder, tta=tta)
+    return {"df": df, "problems": pd.concat([refused, problems], ignore_index=True) if len(refused) else problems,
+            "root": folder}
+
+
+def predict_button(model: str, spec: dict[str, Any] | None, tta: bool) -> None:
+    """The Predict button: runs the prediction and keeps the result for this model."""
+    if not st.button("Predict", key="pr_go", type="primary", disabled=spec is None):
+        return
+    try:
+        with st.spinner("Predicting..."):
+            out = run_prediction(model, spec, tta)
+    except (ValueError, OSError) as err:  # UploadError, ModelFileError, SourceError, missing files are ValueErrors
+        st.error(f"Cannot predict: {err}")
+        return
+    st.session_state[RESULT] = {**out, "model": model, "tta": tta}
+
+
+# ---------------------------------------------------------------- results
+
+
+def shown(df: pd.DataFrame, root: str) -> pd.DataFrame:
+    """Hosted mode shows paths relative to the chosen folder (no server layout); local mode full paths."""
+    if not common.is_hosted() or df.empty:
+        return df
+    base = Path(root)
+    return df.assign(path=[Path(p).relative_to(base).as_posix() if Path(p).is_relative_to(base) else Path(p).name
+                           for p in df["path"].astype(str)])
+
+
+@st.cache_data(max_entries=8, show_spinner="Scoring the labelled rows...")
+def scored(df: pd.DataFrame, classes: list[str], threshold: float | None) -> dict[str, Any] | None:
+    """Metrics with CIs of the labelled rows (None when none is labelled)."""
+    return predict.score_predictions(df, classes, threshold=threshold)
+
+
+def results(result: dict[str, Any], classes: list[str], threshold: float | None) -> None:
+    """Predictions table, download, problems, labelled-set metrics, and one image with its Grad-CAM."""
+    df = evaluate.apply_threshold(result["df"], classes, threshold) if len(result["df"]) else result["df"]
+    table = shown(df, result["root"])
+    st.subheader(f"Predictions ({len(df)})")
+    if df.empty:
+        st.warning("No image could be predicted." if len(result["problems"]) else "No image or DICOM files found.")
+    else:
+        st.dataframe(table, hide_index=True, width="stretch")
+        st.download_button("Download CSV", table.to_csv(index=False).encode(), file_name="predictions.csv",
+                           mime="text/csv", key="pr_download")
+    problems(result)
+    labelled_metrics(df, classes, threshold)
+    if not df.empty:
+        explain_one(df, table, result["model"])
+
+
+def problems(result: dict[str, Any]) -> None:
+    """Files that could not be read or were refused, with the reason."""
+    if len(result["problems"]):
+        st.subheader(f"Files that could not be used ({len(result['problems'])})")
+        st.dataframe(shown(result["problems"], result["root"]), hide_index=True, width="stretch")
+
+
+def labelled_metrics(df: pd.DataFrame, classes: list[str], threshold: float | None) -> None:
+    """A labelled CSV: its metrics with 95 % CIs (labels that are not model classes are reported)."""
+    if "label" not in df or not (df["label"].astype(str) != "").any():
+        return
+    try:
+        ev_ = scored(df, classes, threshold)
+    except ValueError as err:
+        st.warning(f"The labels cannot be scored: {err}")
+        return
+    if ev_ is not None:
+        st.subheader(f"Metrics on the {ev_['n']} labelled images (95 % CIs)")
+        st.dataframe(evaluate.comparison_table({"labelled rows": ev_}, ev.METRICS), hide_index=True, width="stretch")
+
+
+def explain_one(df: pd.DataFrame, table: pd.DataFrame, model: str) -> None:
+    """Pick a row: the image and its Grad-CAM for the predicted class, side by side."""
+    st.subheader("Image and Grad-CAM")
+    labels = {i: f"{table['path'].iloc[i]} → {df['pred'].iloc[i]} ({df['prob_pred'].iloc[i]:.3f})"
+              for i in range(len(df))}
+    i = st.selectbox("Image", list(labels), key="pr_pick", format_func=labels.get)
+    common.show_cam(model, str(df["path"].iloc[i]), str(df["pred"].iloc[i]))
