@@ -579,9 +579,7 @@ HEADLINE = ("roc_auc", "accuracy", "balanced_accuracy", "sensitivity", "specific
 
 def comparison_table(sets: dict[str, dict[str, Any]], metrics: tuple[str, ...] | None = None) -> pd.DataFrame:
     """Metric rows x set columns ("0.912 (0.871-0.948)"), for showing validation and test side by side."""
-    names: list[str] = []
-    for ev in sets.values():
-        names += [k for k in list(ev["ci"]) + list(ev["metrics"]) if k not in names]
+    names = list(dict.fromkeys(k for ev in sets.values() for k in [*ev["ci"], *ev["metrics"]]))
     if metrics is not None:
         names = [m for m in metrics if m in names]
     rows = []

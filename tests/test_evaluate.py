@@ -231,3 +231,13 @@ def test_class_distribution_and_unfinished_run(tmp_path):
     one_class = ev.evaluate_predictions(np.zeros(4, int), np.array([[0.6, 0.3, 0.1]] * 4), ["a", "b", "c"],
                                         n_resamples=20)
     assert math.isnan(one_class["metrics"]["roc_auc"]) and one_class["metrics"]["accuracy"] == 1.0
+
+
+def test_comparison_table_lists_each_metric_once():
+    from core.evaluate import comparison_table
+
+    ev = {"ci": {"roc_auc": {"value": 0.9, "lo": 0.8, "hi": 0.95}},
+          "metrics": {"roc_auc": 0.9, "accuracy": 0.8}}
+    table = comparison_table({"validation": ev, "test": ev})
+    assert list(table["metric"]) == ["roc_auc", "accuracy"]
+    assert table.loc[0, "test"] == "0.900 (0.800-0.950)"
