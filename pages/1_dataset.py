@@ -13,9 +13,9 @@ from core.config import SourceConfig, Window
 from core.sources import SourceError
 from ui import common
 
-SOURCES = {
-    "sample": "Built-in SYNTHETIC sample (folders)",
+SOURCES = {  # the first is the default: the sample with patient ids, so splits are by patient from the start
     "sample_csv": "Built-in SYNTHETIC sample (CSV + patient ids)",
+    "sample": "Built-in SYNTHETIC sample (folders)",
     "sample_dicom": "Built-in SYNTHETIC sample (DICOM)",
     "folder": "A folder on this computer (one sub-folder per class)",
     "csv": "A CSV of file names and labels",
