@@ -25,5 +25,8 @@ test: install-dev
 lint: install-dev
 	$(VENV)/bin/python -m ruff check core pages ui tests streamlit_app.py
 
+bench: install
+	bash bench/run_all.sh
+
 clean:
 	rm -rf workspace .pytest_cache

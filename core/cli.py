@@ -88,7 +88,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--monitor", default=None, choices=["valid_loss", "accuracy", "balanced_accuracy", "roc_auc"])
     p.add_argument("--imbalance", default=None, choices=["none", "weighted_loss", "oversample"])
     p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--workers", type=int, default=None, help="DataLoader worker processes")
+    p.add_argument("--workers", type=int, default=None, help="DataLoader worker processes (default: auto)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--final-model", action="store_true",
                    help="k-fold: also train one model on all training data (for prediction)")

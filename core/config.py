@@ -111,7 +111,7 @@ class DataConfig:
     channels: str = "rgb"
     resize: str = "squish"
     batch_size: int = 32
-    num_workers: int = 0
+    num_workers: int = -1  # DataLoader worker processes; negative = auto (0 on CPU, several on a GPU)
     normalize: str = "imagenet"
     window: Window | None = None
     frame: int = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,6 +21,7 @@ from core.config import ConfigError, DataConfig, SplitConfig, Window
 IMAGENET_STATS = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 GREY_IMAGENET_STATS = ([0.449], [0.226])
 SPLITS = ("train", "valid", "test")
+MAX_AUTO_WORKERS = 12  # decoding workers feeding one GPU (cached 224 px PNGs: ~500 images/s per worker)
 
 
 class SplitError(ValueError):
@@ -292,12 +294,47 @@ def build_dataloaders(items: pd.DataFrame, cfg: DataConfig, valid_idx=None, clas
     if cfg.normalize == "dataset":
         stats = dataset_stats(frame.iloc[np.setdiff1d(np.arange(len(frame)), vidx)], cfg)
     block = make_datablock(classes, cfg, vidx, stats)
-    kwargs = dict(bs=cfg.batch_size, num_workers=cfg.num_workers, device=device)
+    kwargs = loader_kwargs(cfg, device)
     if oversample:
         train_labels = np.delete(frame["label"].astype(str).to_numpy(), vidx)
         wgts = class_balance_weights(frame["label"].astype(str).to_numpy(), train_labels)
         return block.weighted_dataloaders(frame, wgts=wgts, **kwargs)  # fastai keeps the training part
     return block.dataloaders(frame, **kwargs)
+
+
+def _uses_cuda(device) -> bool:
+    """True when batches will go to a CUDA device (fastai's default device when none is given)."""
+    import torch
+
+    if device is None:
+        return torch.cuda.is_available()
+    return torch.device(device).type == "cuda"
+
+
+def resolve_workers(n: int, cuda: bool) -> int:
+    """DataLoader worker processes: n >= 0 as given; n < 0 = auto (0 on CPU, several on a GPU).
+
+    On CPU the model, not decoding, is the bottleneck once the decode cache is warm, and workers take cores
+    from it (bench/bench_train.py: 2 workers were slower on small images). A GPU needs parallel decoding.
+    """
+    if n >= 0:
+        return n
+    return max(1, min(MAX_AUTO_WORKERS, _cpus() - 2)) if cuda else 0
+
+
+def _cpus() -> int:
+    """CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def loader_kwargs(cfg: DataConfig, device=None) -> dict:
+    """DataLoader settings: batch size, workers (auto when negative), pinned memory when feeding a GPU."""
+    cuda = _uses_cuda(device)
+    workers = resolve_workers(cfg.num_workers, cuda)
+    kwargs = dict(bs=cfg.batch_size, num_workers=workers, device=device)
+    if cuda and workers > 0:
+        kwargs["pin_memory"] = True  # faster host-to-GPU copies of the uint8 batches
+    return kwargs  # no persistent_workers: fastai's workers would then keep the first epoch's order
 
 
 def class_balance_weights(labels: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:

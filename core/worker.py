@@ -52,6 +52,7 @@ def run_job(store: JobStore, job_id: str) -> int:
     status, error, result = "failed", "", {}
     try:
         progress.log(f"job {job_id} ({job.kind}) started, pid {os.getpid()}")
+        progress.update(force=True, phase="starting", message="loading the training libraries")
         fn = jobs.resolve_task(job.kind)
         value = fn(job.params, run_dir, progress)
         result = value if isinstance(value, dict) else ({} if value is None else {"value": value})

@@ -21,7 +21,7 @@ from core.config import ConfigError, RunConfig, from_dict, to_dict
 from ui import common
 
 TRAIN_JOB, PICK = "train_job_id", "tr_pick"
-PHASES = {"scanning": "Reading the dataset", "training": "Training", "testing": "Predicting the test set",
+PHASES = {"starting": "Starting (loading the training libraries)", "scanning": "Reading the dataset", "training": "Training", "testing": "Predicting the test set",
           "lr_find": "Finding a learning rate", "done": "Finished"}
 REAP_EVERY_S = 10.0
 _last_reap = [0.0]  # process-wide throttle for reaping dead workers (no user data)
