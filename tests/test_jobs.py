@@ -24,6 +24,7 @@ import jobtasks  # noqa: E402
 from core import jobs, paths  # noqa: E402
 from core.fsutil import atomic_write_bytes, atomic_writer  # noqa: E402
 from core.jobs import JobStore, LocalExecutor, Progress  # noqa: E402
+from tests.helpers import wait_for  # noqa: E402
 
 pytestmark = pytest.mark.slow
 HAS_PROC = Path("/proc/self/stat").exists()
@@ -67,15 +68,6 @@ def _tasks(monkeypatch):
     jobs._REGISTERED.update(saved[1])
 
 
-def wait_for(cond, timeout: float = 15.0, poll: float = 0.02):
-    """Poll `cond` until it returns something truthy."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def running_pid(store: JobStore, job_id: str) -> jobs.Job:

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch
 from core import jobs
 from core.config import RunConfig, SourceConfig, to_dict
 from core.jobs import run_inline
+from tests.helpers import wait_for
 from tests.synth import blob_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -199,15 +199,6 @@ def test_torch_hub_cache_gives_offline_pretrained_training(blobs, tmp_path, monk
     assert result["epochs_run"] == 2
 
 
-def _wait_for(pred, timeout=120.0, poll=0.2):
-    """Poll until pred() is truthy."""
-    end = time.time() + timeout
-    while time.time() < end:
-        value = pred()
-        if value:
-            return value
-        time.sleep(poll)
-    raise TimeoutError("condition not met")
 
 
 @pytest.fixture
@@ -227,7 +218,7 @@ def store():
 def test_cancel_a_running_training_job(blobs, store):
     cfg = tiny_config(blobs, epochs=200)
     job = jobs.submit_and_start("train", {"config": to_dict(cfg)}, store=store)
-    _wait_for(lambda: jobs.read_progress(job.run_dir).get("batch", 0) >= 1)
+    wait_for(lambda: jobs.read_progress(job.run_dir).get("batch", 0) >= 1, timeout=120, poll=0.2)
     store.cancel(job.id)
     done = jobs.wait(job.id, store=store, timeout=60)
     assert done.status == "cancelled"
@@ -238,7 +229,7 @@ def test_cancel_a_running_training_job(blobs, store):
 def test_kill_9_of_a_training_worker_is_detected(blobs, store):
     cfg = tiny_config(blobs, epochs=200)
     job = jobs.submit_and_start("train", {"config": to_dict(cfg)}, store=store)
-    _wait_for(lambda: jobs.read_progress(job.run_dir).get("batch", 0) >= 1)
+    wait_for(lambda: jobs.read_progress(job.run_dir).get("batch", 0) >= 1, timeout=120, poll=0.2)
     pid = store.get(job.id).pid
     os.kill(pid, signal.SIGKILL)
     done = jobs.wait(job.id, store=store, timeout=60)
