@@ -210,12 +210,17 @@ def _wants_dicom(path: Path) -> bool:
 
 
 @_quiet
-def inspect_image(path: str | os.PathLike, verify: bool = True) -> ImageInfo:
-    """Size, kind, mode, frames and bit depth; verify=True also decodes the pixels (catches truncation)."""
+def inspect_image(path: str | os.PathLike, verify: bool = True,
+                  decode: Callable[[Path], object] | None = None) -> ImageInfo:
+    """Size, kind, mode, frames and bit depth; verify=True also decodes the pixels (catches truncation).
+
+    `decode(path)` replaces the verifying `read_image(path)` when given, e.g. a DecodeCache.warm partial so
+    that the decode done to validate a file is the one training will use (each file decoded once, not twice).
+    """
     p = _check_file(path)
     info = _inspect_dicom(p) if _wants_dicom(p) else _inspect_raster(p)
     if verify:
-        read_image(p)
+        (decode or read_image)(p)
         if info.kind == "dicom" and info.frames > 1:
             read_dicom_array(p, frame=info.frames - 1)
     return info
@@ -766,6 +771,20 @@ class DecodeCache:
         im = _downscale(read_image(path, window=window, frame=frame), size)
         self._store(im, entry)
         return im
+
+    def warm(self, path: str | os.PathLike, size: int | None, window: Window | None = None, frame: int = 0) -> bool:
+        """Make sure the entry exists: True when it already did, else decode and store (ImageError if unreadable).
+
+        An entry exists only for a file decoded successfully with these settings at this mtime and size, so
+        its presence also vouches that the file is readable (a later change to the file changes the key).
+        """
+        entry = self.entry(self.key(path, size, window, frame))
+        if entry.is_file():
+            self.hits += 1
+            return True
+        self.misses += 1
+        self._store(_downscale(read_image(path, window=window, frame=frame), size), entry)
+        return False
 
     def _load(self, entry: Path) -> Image.Image | None:
         """A cached image, or None when absent or unreadable (it is then re-decoded)."""

@@ -35,6 +35,10 @@ HIDDEN_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini"}
 DELIMITERS = (",", ";", "\t", "|")
 
 
+Decode = Callable[[Path], object]
+"""A validating decode of one file: raises imaging.ImageError when the file cannot be used."""
+
+
 class SourceError(ValueError):
     """The whole source cannot work (missing folder, missing column, ...); the message is for the user."""
 
@@ -169,10 +173,11 @@ def _check_kind(path: Path, kind: str, dicom_only: bool) -> None:
         raise imaging.ImageError(f"named {path.suffix} but the content is not DICOM (it is an ordinary image)")
 
 
-def _probe(c: _Cand, verify: bool, dicom_only: bool, label_tag: str, group_tag: str) -> dict[str, Any]:
+def _probe(c: _Cand, verify: bool, dicom_only: bool, label_tag: str, group_tag: str,
+           decode: Decode | None = None) -> dict[str, Any]:
     """Inspect one file: an item row, or a problem row (has a 'reason') - never raises."""
     try:
-        info = imaging.inspect_image(c.path, verify=verify)
+        info = imaging.inspect_image(c.path, verify=verify, decode=decode)
         _check_kind(c.path, info.kind, dicom_only)
         label = _tag(c.path, label_tag) if label_tag else c.label
         if not label:
@@ -187,10 +192,11 @@ def _probe(c: _Cand, verify: bool, dicom_only: bool, label_tag: str, group_tag: 
 
 
 def _probe_all(cands: list[_Cand], validate: bool, workers: int, dicom_only: bool = False,
-               label_tag: str = "", group_tag: str = "") -> tuple[list[dict], list[dict]]:
+               label_tag: str = "", group_tag: str = "", decode: Decode | None = None
+               ) -> tuple[list[dict], list[dict]]:
     """Probe every candidate in a thread pool; split the results into items and problems (order kept)."""
     def fn(c: _Cand) -> dict[str, Any]:
-        return _probe(c, validate, dicom_only, label_tag, group_tag)
+        return _probe(c, validate, dicom_only, label_tag, group_tag, decode)
     if workers > 1 and len(cands) > 1:
         with ThreadPoolExecutor(max_workers=workers) as ex:
             rows = list(ex.map(fn, cands))
@@ -309,11 +315,13 @@ def _no_files(root: Path, ignored: Counter, what: str = "image") -> SourceError:
     return SourceError(f"no {what} files found in {root}" + (f" (ignored: {seen})" if seen else ""))
 
 
-def scan_folder(root: str | Path, test_root: str | Path = "", validate: bool = True, workers: int = 4) -> Dataset:
+def scan_folder(root: str | Path, test_root: str | Path = "", validate: bool = True, workers: int = 4,
+                decode: Decode | None = None) -> Dataset:
     """Items from class folders (root/<class>/**), optionally inside train/valid(val)/test folders.
 
     `test_root` is a separate folder with the same layout whose items all get split="test".
-    validate=True fully decodes every file; validate=False only reads headers (fast).
+    validate=True fully decodes every file (through `decode(path)` when given, see imaging.inspect_image);
+    validate=False only reads headers (fast).
     """
     base, ignored, problems = _root_dir(root), Counter(), []
     cands = _folder_cands(base, ignored, problems)
@@ -323,7 +331,7 @@ def scan_folder(root: str | Path, test_root: str | Path = "", validate: bool = T
         cands += [_Cand(c.path, c.relpath, c.label, split="test") for c in tcands]
     if not cands and not problems:
         raise _no_files(base, ignored)
-    items, bad = _probe_all(cands, validate, workers)
+    items, bad = _probe_all(cands, validate, workers, decode=decode)
     return _make(items, problems + bad, base, "folder", ignored)
 
 
@@ -437,7 +445,7 @@ def _table_cands(df: pd.DataFrame, root: Path, cols: dict[str, str], need_label:
 
 def from_df(df: pd.DataFrame, image_root: str | Path, path_col: str = "path", label_col: str = "label",
             group_col: str = "", split_col: str = "", source: str = "csv", validate: bool = True,
-            workers: int = 4) -> Dataset:
+            workers: int = 4, decode: Decode | None = None) -> Dataset:
     """Items from a table of relative paths and labels; row numbers in reasons are 1-based data rows.
 
     Extra columns are kept after the item columns (renamed csv_<name> when they clash with one).
@@ -448,15 +456,17 @@ def from_df(df: pd.DataFrame, image_root: str | Path, path_col: str = "path", la
         raise SourceError("the label table has no rows")
     cols = {"path": path_col, "label": label_col, "group": group_col, "split": split_col}
     cands, problems, rename = _table_cands(df, root, cols)
-    items, bad = _probe_all(cands, validate, workers, dicom_only=source == "dicom")
+    items, bad = _probe_all(cands, validate, workers, dicom_only=source == "dicom", decode=decode)
     return _make(items, problems + bad, root, source, Counter(), rename.values(), sort=False)
 
 
 def from_csv(csv_path: str | Path, image_root: str | Path = "", path_col: str = "path", label_col: str = "label",
-             group_col: str = "", split_col: str = "", validate: bool = True, workers: int = 4) -> Dataset:
+             group_col: str = "", split_col: str = "", validate: bool = True, workers: int = 4,
+             decode: Decode | None = None) -> Dataset:
     """Items from a CSV (paths relative to image_root, default the CSV's folder); see from_df."""
     root = image_root if str(image_root).strip() else Path(csv_path).expanduser().resolve().parent
-    return from_df(read_table(csv_path), root, path_col, label_col, group_col, split_col, "csv", validate, workers)
+    return from_df(read_table(csv_path), root, path_col, label_col, group_col, split_col, "csv", validate, workers,
+                   decode)
 
 
 # ---------------------------------------------------------------- DICOM folders
@@ -471,7 +481,7 @@ def _check_keywords(*keywords: str) -> None:
 
 def scan_dicom_folder(root: str | Path, labels_csv: str | Path = "", label_tag: str = "", group_tag: str = "",
                       path_col: str = "path", label_col: str = "label", validate: bool = True, workers: int = 4,
-                      group_col: str = "", split_col: str = "") -> Dataset:
+                      group_col: str = "", split_col: str = "", decode: Decode | None = None) -> Dataset:
     """Items from a folder of DICOM files; labels from class folders, a table, or a header tag.
 
     Priority: labels_csv (paths relative to root) > label_tag > class folders. group_tag (e.g.
@@ -490,31 +500,35 @@ def scan_dicom_folder(root: str | Path, labels_csv: str | Path = "", label_tag: 
         extra_cols, sort = [], True
     if not cands and not problems:
         raise _no_files(base, ignored, "DICOM")
-    items, bad = _probe_all(cands, validate, workers, True, label_tag, group_tag)
+    items, bad = _probe_all(cands, validate, workers, True, label_tag, group_tag, decode)
     return _make(items, problems + bad, base, "dicom", ignored, extra_cols, sort)
 
 
 # ---------------------------------------------------------------- dispatch
 
 
-def _sample(cfg: SourceConfig) -> Dataset:
+def _sample(cfg: SourceConfig, decode: Decode | None = None) -> Dataset:
     """The built-in synthetic sample (CSV form with patient ids, so splits can be by patient)."""
     from core.sample import ensure_sample
 
-    return from_csv(ensure_sample() / "labels.csv", group_col="patient_id")
+    return from_csv(ensure_sample() / "labels.csv", group_col="patient_id", decode=decode)
 
 
-LOADERS: dict[str, Callable[[SourceConfig], Dataset]] = {
-    "folder": lambda c: scan_folder(c.root, c.test_root),
-    "csv": lambda c: from_csv(c.csv_path, c.root, c.path_col, c.label_col, c.group_col, c.split_col),
-    "dicom": lambda c: scan_dicom_folder(c.root, c.csv_path, c.label_tag, c.group_tag, c.path_col, c.label_col,
-                                         group_col=c.group_col, split_col=c.split_col),
+LOADERS: dict[str, Callable[[SourceConfig, Decode | None], Dataset]] = {
+    "folder": lambda c, d: scan_folder(c.root, c.test_root, decode=d),
+    "csv": lambda c, d: from_csv(c.csv_path, c.root, c.path_col, c.label_col, c.group_col, c.split_col, decode=d),
+    "dicom": lambda c, d: scan_dicom_folder(c.root, c.csv_path, c.label_tag, c.group_tag, c.path_col, c.label_col,
+                                            group_col=c.group_col, split_col=c.split_col, decode=d),
     "sample": _sample,
 }
 
 
-def load_source(cfg: SourceConfig) -> Dataset:
-    """Build the Dataset a SourceConfig describes."""
+def load_source(cfg: SourceConfig, decode: Decode | None = None) -> Dataset:
+    """Build the Dataset a SourceConfig describes.
+
+    `decode(path)` is the validating decode of every file (default imaging.read_image); training passes a
+    DecodeCache.warm partial with its image size and window so validating also fills its decode cache.
+    """
     if cfg.kind not in LOADERS:
         raise SourceError(f"unknown source kind '{cfg.kind}'; use one of {', '.join(LOADERS)}")
-    return LOADERS[cfg.kind](cfg)
+    return LOADERS[cfg.kind](cfg, decode)

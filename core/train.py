@@ -323,7 +323,7 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: Progress) -> pd.DataFrame:
     run_dir.mkdir(parents=True, exist_ok=True)
     save_json(cfg, run_dir / "config.json")
     progress.update(force=True, phase="scanning", message="reading the dataset")
-    ds = load_source(cfg.source)
+    ds = load_source(cfg.source, decode=warm_decoder(cfg))
     reasons = ds.check_trainable()
     if reasons:
         raise TrainingError("training refused: " + "; ".join(reasons))
@@ -337,6 +337,23 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: Progress) -> pd.DataFrame:
     ds.problems.to_csv(run_dir / "problems.csv", index=False)
     (run_dir / "splits.json").write_text(split_summary(items).to_json(orient="records"))
     return items
+
+
+def warm_decoder(cfg: RunConfig):
+    """The validating decode for `prepare`: decode as training will and keep it in the decode cache.
+
+    Validation then doubles as the cache fill, so each file is decoded once per (size, window, frame), not
+    once to validate and again in the first epoch; a later run on the same files validates from the cache.
+    None (plain read_image) when the cache is off.
+    """
+    if not cfg.data.use_cache:
+        return None
+    from functools import partial
+
+    from core.imaging import DecodeCache
+
+    d = cfg.data
+    return partial(DecodeCache().warm, size=d.img_size, window=d.window, frame=d.frame)
 
 
 def pseudonym(value: str) -> str:

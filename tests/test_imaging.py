@@ -747,6 +747,30 @@ def test_cache_errors_are_image_errors(tmp_path):
         DecodeCache(tmp_path / "cache").get(tmp_path / "gone.png", 16)
 
 
+def test_cache_warm_stores_once_and_vouches_for_the_file(tmp_path, monkeypatch):
+    Image.new("L", (80, 40), 50).save(tmp_path / "a.png")
+    cache = DecodeCache(tmp_path / "cache")
+    assert cache.warm(tmp_path / "a.png", 20) is False  # decoded and stored
+    assert arr_of(cache.get(tmp_path / "a.png", 20)).shape == (20, 40) and cache.hits == 1
+    monkeypatch.setattr("core.imaging.read_image", lambda *a, **k: pytest.fail("decoded again"))
+    assert cache.warm(tmp_path / "a.png", 20) is True  # present: no decode at all
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    monkeypatch.undo()
+    with pytest.raises(ImageError):
+        cache.warm(tmp_path / "bad.png", 20)
+    assert len(list((tmp_path / "cache").rglob("*.png"))) == 1  # nothing stored for the bad file
+
+
+def test_inspect_with_decode_validates_through_it(tmp_path):
+    Image.new("L", (64, 64), 9).save(tmp_path / "a.png")
+    cache = DecodeCache(tmp_path / "cache")
+    info = inspect_image(tmp_path / "a.png", decode=partial(cache.warm, size=16))
+    assert info.width == 64 and cache.misses == 1
+    assert cache.entry(cache.key(tmp_path / "a.png", 16)).is_file()
+    inspect_image(tmp_path / "a.png", verify=False, decode=partial(cache.warm, size=32))
+    assert cache.misses == 1  # verify=False never decodes
+
+
 def test_cache_concurrent_threads_and_processes(tmp_path):
     noise_image(tmp_path / "a.png", 256, fmt="PNG")
     cache = DecodeCache(tmp_path / "cache")

@@ -165,14 +165,32 @@ def test_bad_files_are_problems_and_the_rest_loads(tmp_path):
     assert {"zero.png", "random.png", "page.png"} <= set(reasons(fast)) and len(fast.items) >= 6
 
 
+def test_validating_decode_can_fill_the_decode_cache(tmp_path):
+    from functools import partial
+
+    from core.imaging import DecodeCache
+
+    data = two_classes(tmp_path / "data", n=3)
+    write(data / "B" / "truncated.png", png(tmp_path / "big.png", size=(300, 300), mode="RGB").read_bytes()[:400])
+    plain = sources.scan_folder(data, workers=2)
+    cache = DecodeCache(tmp_path / "cache")
+    cfg = SourceConfig(kind="folder", root=str(data))
+    warmed = sources.load_source(cfg, decode=partial(cache.warm, size=8))
+    assert reasons(warmed) == reasons(plain) and set(reasons(plain)) == {"truncated.png"}  # same verdicts
+    pd.testing.assert_frame_equal(warmed.items, plain.items)
+    assert cache.misses == 7 and len(list((tmp_path / "cache").rglob("*.png"))) == 6  # one entry per good file
+    again = sources.load_source(cfg, decode=partial(cache.warm, size=8))
+    assert cache.hits == 6 and cache.misses == 7 + 1 and len(again.items) == 6  # only the bad file is re-tried
+
+
 def test_unexpected_error_becomes_a_problem(tmp_path, monkeypatch):
     two_classes(tmp_path)
     real = sources.imaging.inspect_image
 
-    def flaky(path, verify=True):
+    def flaky(path, verify=True, decode=None):
         if Path(path).name == "a1.png":
             raise RuntimeError("boom")
-        return real(path, verify=verify)
+        return real(path, verify=verify, decode=decode)
 
     monkeypatch.setattr(sources.imaging, "inspect_image", flaky)
     ds = sources.scan_folder(tmp_path)

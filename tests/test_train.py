@@ -106,6 +106,28 @@ def test_saved_model_predicts_identically_in_a_fresh_process(trained, tmp_path):
     np.testing.assert_allclose(fresh[cols].to_numpy(), pred[cols].to_numpy(), atol=1e-5)
 
 
+def test_each_file_is_decoded_once_per_run_and_not_at_all_when_cached(blobs, tmp_path, monkeypatch):
+    from collections import Counter
+
+    from core import imaging
+
+    reads: Counter = Counter()
+    real = imaging.read_image
+
+    def counting(path, *a, **k):
+        reads[Path(path).name] += 1
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(imaging, "read_image", counting)
+    cfg = to_dict(tiny_config(blobs, epochs=1))
+    run_inline("train", {"config": cfg}, run_dir=tmp_path / "a")
+    n_items = len(pd.read_csv(tmp_path / "a" / "items.csv"))
+    assert len(reads) == n_items and set(reads.values()) == {1}  # validation decode = the training decode
+    reads.clear()
+    run_inline("train", {"config": cfg}, run_dir=tmp_path / "b")
+    assert not reads  # the second run validates from the cache entries and trains from them
+
+
 def test_early_stopping_stops(blobs, tmp_path):
     cfg = tiny_config(blobs, epochs=12, lr=0.5, early_stop_patience=1)  # a huge LR: valid loss stops improving
     result = run_inline("train", {"config": to_dict(cfg)}, run_dir=tmp_path / "run")
