@@ -52,8 +52,8 @@ def auc_metric():
     """fastai metric: ROC AUC from softmax probabilities (binary, or macro one-vs-rest)."""
     from fastai.metrics import AccumMetric, ActivationType
 
-    return AccumMetric(_auc_fn, activation=ActivationType.Softmax, to_np=True, invert_arg=True,
-                       flatten=False, name="roc_auc")
+    return AccumMetric(_auc_fn, dim_argmax=-1, activation=ActivationType.Softmax, to_np=True, invert_arg=True,
+                       flatten=False, name="roc_auc")  # dim_argmax: the softmax axis (None warns)
 
 
 def _auc_fn(targ: np.ndarray, probs: np.ndarray) -> float:
@@ -98,8 +98,17 @@ def class_weights(labels: pd.Series, classes: list[str]) -> torch.Tensor:
 
 
 def use_gpu_tricks(setting: str) -> bool:
-    """Resolve an auto/on/off GPU setting (mixed precision, channels_last) for this machine."""
+    """Resolve the auto/on/off mixed-precision setting for this machine (auto = on a CUDA GPU only)."""
     return setting == "on" or (setting == "auto" and torch.cuda.is_available())
+
+
+def use_channels_last(setting: str) -> bool:
+    """Resolve the auto/on/off channels_last setting: auto = on, on a GPU and on a CPU.
+
+    On this project's CPU (1 thread, fwd+bwd at 128 px) channels_last measured 5-30 % faster for every
+    offered architecture (resnet18 224 px end to end: 7 %) with the same losses; never slower.
+    """
+    return setting in ("on", "auto")
 
 
 def make_learner(dls, cfg: RunConfig, train_labels: pd.Series | None = None):
@@ -123,11 +132,16 @@ def make_learner(dls, cfg: RunConfig, train_labels: pd.Series | None = None):
         metrics=[accuracy, balanced_accuracy_metric(), auc_metric(), *recall_metrics(classes)],
     )
     learn.remove_cb(ProgressCallback)  # progress goes to progress.json (TrainMonitor) instead
+    learn.logger = _no_log  # fastai prints every epoch's row to stdout; TrainMonitor keeps history.csv
     if torch.cuda.is_available() and use_gpu_tricks(t.mixed_precision):
         learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
-    if torch.cuda.is_available() and use_gpu_tricks(t.channels_last):
+    if use_channels_last(t.channels_last):
         learn.model.to(memory_format=torch.channels_last)
     return learn
+
+
+def _no_log(*_args, **_kwargs) -> None:
+    """A fastai logger that drops the per-epoch rows."""
 
 
 # ---------------------------------------------------------------- callback
