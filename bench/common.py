@@ -466,9 +466,14 @@ def summary_rows(folder: Path) -> list[list[str]]:
                          f"{_f(lo['app_warm_images_per_s'], 1)}; {_f(lo.get('app_cold_images_per_s'), 1)}",
                          _f(lo["plain_images_per_s"], 1), _f(lo["ratio_app_warm_vs_plain"]), "", ""])
     for name, d in kfold.get("datasets", {}).items():
-        rows.append([f"{d['k']}-fold {name}", "wall s (app incl. scan)", _f(d["app"]["seconds"], 1),
+        rows.append([f"{d['k']}-fold {name}", "wall s in process (app incl. scan)", _f(d["app"]["seconds"], 1),
                      _f(d["plain"]["seconds"], 1), _f(d["speedup_app_vs_plain"]), f">= {d['target']}x faster",
                      "yes" if d["target_met"] else "no"])
+        sep = d.get("separate_runs")
+        if sep:
+            rows.append([f"{d['k']}-fold {name}", f"wall s as separate runs (1 app job vs {d['k']} scripts)",
+                         _f(sep["app_seconds"], 1), _f(sep["plain_seconds"], 1), _f(sep["speedup_app_vs_plain"]),
+                         f">= {d['target']}x faster", "yes" if sep["target_met"] else "no"])
     for name, d in ingest.get("cases", {}).items():
         runs = d.get("runs", [d])
         rate = " / ".join(f"{_f(r['files_per_s'], 0)} ({r['files']})" for r in runs)

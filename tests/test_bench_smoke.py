@@ -17,7 +17,8 @@ NEEDS_SHARED = {"bench_train", "bench_kfold", "bench_ingest", "bench_predict"}
 EXPECTED: dict[str, list[tuple[str, ...]]] = {
     "bench_train": [("cases", "small", "ratio_app_vs_plain"), ("cases", "large", "ratio_app_vs_plain"),
                     ("cases", "small", "app", "accuracy"), ("cases", "large", "loader_only")],
-    "bench_kfold": [("datasets", "large", "speedup_app_vs_plain"), ("datasets", "large", "app", "seconds")],
+    "bench_kfold": [("datasets", "large", "speedup_app_vs_plain"), ("datasets", "large", "app", "seconds"),
+                    ("datasets", "large", "separate_runs", "speedup_app_vs_plain")],
     "bench_ingest": [("cases", "images_validated", "runs"), ("cases", "dicom_dx_1024", "memory_bounded"),
                      ("memory_bounded",)],
     "bench_predict": [("batch", "ratio_app_vs_raw"), ("single", "total_ms"), ("model_load_s",)],
