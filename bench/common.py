@@ -484,6 +484,9 @@ def summary_rows(folder: Path) -> list[list[str]]:
         b, s = predict["batch"], predict["single"]
         rows.append(["predict batch", "images/s", _f(b["app_images_per_s"], 1), _f(b["raw_forward_images_per_s"], 1),
                      _f(b["ratio_app_vs_raw"]), f">= {b['target']}", "yes" if b["target_met"] else "no"])
+        if "raw_forward_nchw_images_per_s" in b:
+            rows.append(["predict batch", "images/s vs raw forward in default NCHW layout", _f(b["app_images_per_s"], 1),
+                         _f(b["raw_forward_nchw_images_per_s"], 1), _f(b["ratio_app_vs_raw_nchw"]), "", ""])
         rows.append(["predict single", "ms (load + model)", f"{_f(s['total_ms'], 0)} ({_f(s['load_ms'], 0)} + "
                      f"{_f(s['model_ms'], 0)})", "", f"model {_f(100 * s['model_share'], 0)} %", "model dominates",
                      "yes" if predict["single_dominated_by_model"] else "no"])

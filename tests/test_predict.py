@@ -65,6 +65,19 @@ def test_probabilities_match_validation(run, predictor):
     assert list(df.columns[:4]) == ["path", "label", "pred", "prob_pred"] and (df["threshold"] == 0.5).all()
 
 
+def test_channels_last_layout_gives_the_same_probabilities(run, predictor):
+    import torch
+
+    conv = next(m for m in predictor.model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    paths = pd.read_csv(run / "valid_predictions.csv")["path"].tolist()[:16]
+    default = Predictor(run / "model", device="cpu", channels_last=False)
+    a, _ = predictor.predict_paths(paths)
+    b, _ = default.predict_paths(paths)
+    for c in predictor.classes:
+        np.testing.assert_allclose(a[f"prob_{c}"], b[f"prob_{c}"], atol=1e-5)
+
+
 def test_folder_with_broken_files_reports_them_and_predicts_the_rest(run, predictor, tmp_path):
     valid = pd.read_csv(run / "valid_predictions.csv").head(5)
     folder = tmp_path / "incoming"
