@@ -33,9 +33,9 @@ class Window:
     width: float
 
     def validate(self) -> None:
-        """Refuse a window with no width."""
-        if not self.width > 0:
-            raise ConfigError(f"window width must be > 0, got {self.width}")
+        """Refuse a window narrower than DICOM allows (PS3.3 C.11.2.1.2: a LINEAR width is at least 1)."""
+        if not self.width >= 1:
+            raise ConfigError(f"window width must be at least 1, got {self.width}")
 
 
 @dataclass

@@ -10,6 +10,7 @@ import functools
 import hashlib
 import logging
 import os
+import re
 import struct
 import tempfile
 import threading
@@ -31,11 +32,27 @@ T = TypeVar("T")
 IMAGE_EXTS: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
 DICOM_EXTS: frozenset[str] = frozenset({".dcm", ".dicom"})
 MAX_PIXELS = 12000 * 12000  # refused before any pixel is decoded (raster and DICOM alike)
-CACHE_VERSION = 1  # bump when decoding changes, so old cache entries are not reused
+CACHE_VERSION = 2  # bump when decoding changes, so old cache entries are not reused
 RASTER_FORMATS = ("PNG", "JPEG", "BMP", "DIB", "TIFF", "GIF", "WEBP")  # JPEG also opens MPO files
 PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 COLOUR_PI = ("RGB", "PALETTE COLOR", "YBR_FULL", "YBR_FULL_422", "YBR_PARTIAL_420", "YBR_ICT", "YBR_RCT")
 _DEFER = 4096  # DICOM values larger than this are read lazily (Pixel Data stays on disk)
+DECODE_MEMORY_ENV = "XRT_DECODE_MEMORY_MB"  # memory all decodes of one process may use together (MB)
+DEFAULT_DECODE_MEMORY_MB = 2048
+# Peak bytes per pixel of a raster decode into L/RGB, by PIL mode: the decoded frame plus the pipeline's working
+# copies (alpha compositing in uint16, 16-bit/float stretch in float32, EXIF transpose); measured, with headroom.
+_RASTER_BYTES_PER_PIXEL = {"1": 3, "L": 3, "P": 16, "PA": 26, "LA": 16, "La": 16, "RGB": 8, "RGBA": 28, "RGBa": 28,
+                           "CMYK": 12, "YCbCr": 8, "LAB": 8, "HSV": 8, "RGBX": 12, "I;16": 14, "I;16L": 14,
+                           "I;16B": 14, "I;16N": 14, "I": 18, "F": 18}
+_RASTER_DEFAULT_BPP = 28
+_DICOM_FLOAT_COPIES = 3  # modality values and the window's working copy (float32 each), plus one spare
+CANNOT_DECODE = "compressed with a method this app cannot decode"
+_TS_NAMES = {  # transfer syntaxes newer than pydicom's list
+    "1.2.840.10008.1.2.8.1": "Deflated Image Frame Compression",
+    "1.2.840.10008.1.2.4.110": "JPEG XL Lossless",
+    "1.2.840.10008.1.2.4.111": "JPEG XL JPEG Recompression",
+    "1.2.840.10008.1.2.4.112": "JPEG XL",
+}
 
 ALLOWED_TAGS = (
     "Modality", "SOPClassUID", "BodyPartExamined", "ViewPosition", "ImageLaterality", "Laterality",
@@ -82,16 +99,135 @@ class ImageInfo:
     bits: int
 
 
+# ---------------------------------------------------------------- decode memory budget
+
+
+def decode_budget_bytes() -> int:
+    """Bytes all decodes of this process may hold together: $XRT_DECODE_MEMORY_MB (default 2048 MB)."""
+    raw = os.environ.get(DECODE_MEMORY_ENV, "").strip()
+    try:
+        mb = float(raw) if raw else DEFAULT_DECODE_MEMORY_MB
+    except ValueError:
+        mb = DEFAULT_DECODE_MEMORY_MB
+    return int(max(mb, 1) * 1_000_000)
+
+
+def _mb(n: int) -> str:
+    """Bytes as whole megabytes with thousands separators."""
+    return f"{max(1, round(n / 1_000_000)):,} MB"
+
+
+def check_decode_bytes(nbytes: int) -> None:
+    """Refuse a decode whose estimated memory exceeds the budget (before any pixel is allocated)."""
+    total = decode_budget_bytes()
+    if nbytes > total:
+        raise ImageError(f"image too large to decode safely: it needs about {_mb(nbytes)} of memory, more than "
+                         f"this app's decode limit of {_mb(total)} (set {DECODE_MEMORY_ENV} to change it)")
+
+
+class _DecodeBudget:
+    """A memory budget shared by every decode in this process: a semaphore weighted by estimated bytes."""
+
+    def __init__(self) -> None:
+        """Nothing held."""
+        self.cond = threading.Condition()
+        self.used = 0
+        self.local = threading.local()
+
+    @contextlib.contextmanager
+    def hold(self, nbytes: int) -> Iterator[None]:
+        """Hold `nbytes` of the budget while decoding (waits for others; nested holds in a thread are free)."""
+        if getattr(self.local, "held", False):
+            yield
+            return
+        check_decode_bytes(nbytes)
+        total = decode_budget_bytes()
+        with self.cond:
+            while self.used and self.used + nbytes > total:
+                self.cond.wait()
+            self.used += nbytes
+        self.local.held = True
+        try:
+            yield
+        finally:
+            self.local.held = False
+            with self.cond:
+                self.used -= nbytes
+                self.cond.notify_all()
+
+
+_BUDGET = _DecodeBudget()
+
+
+def _reset_budget() -> None:
+    """A forked child starts with nothing held (the parent's decoding threads do not exist there)."""
+    global _BUDGET
+    _BUDGET = _DecodeBudget()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_budget)
+
+
+def raster_decode_bytes(width: int, height: int, mode: str) -> int:
+    """Estimated peak bytes to decode a raster of this size and PIL mode into 8-bit L/RGB (working copies too)."""
+    return int(width) * int(height) * _RASTER_BYTES_PER_PIXEL.get(mode, _RASTER_DEFAULT_BPP)
+
+
+def dicom_decode_bytes(rows: int, cols: int, samples: int, bits_allocated: int, extra: int = 0) -> int:
+    """Estimated peak bytes to decode one DICOM frame into 8-bit (stored, modality float32, window copies)."""
+    stored = max(bits_allocated, 8) // 8
+    return int(rows) * int(cols) * max(samples, 1) * (3 * stored + _DICOM_FLOAT_COPIES * 4 + 3) + int(extra)
+
+
 # ---------------------------------------------------------------- files and sniffing
 
 
 def _short(exc: BaseException, ds: Any = None) -> str:
-    """An exception's text on one short line, with any PHI value of `ds` masked."""
+    """An exception's text on one short line, with any PHI value of `ds` masked (for logs and details)."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     lines = [ln for ln in lines if not ln.lower().startswith("unable to decode as exceptions")] or lines
     text = "; ".join(lines)
     text = text if len(text) <= 240 else text[:237] + "..."
     return _scrub(text or type(exc).__name__, ds)
+
+
+_REPR = re.compile(r"<[^<>]*\bat 0x[0-9a-fA-F]+>|\b0x[0-9a-fA-F]{6,}\b")
+
+
+def _plain(text: str) -> str:
+    """A library message as a short detail for users: object reprs and chained 'lib: ...; lib: ...' dropped."""
+    text = _REPR.sub("", text).strip(" :;,")
+    if ";" in text or "\n" in text or "Errno" in text or "/" in text or "\\" in text:
+        return ""
+    return text if len(text) <= 120 else ""
+
+
+def user_reason(exc: BaseException) -> str:
+    """One plain sentence for a user about why one file could not be used, whatever library raised."""
+    if isinstance(exc, ImageError):
+        return str(exc) or "the file cannot be used"
+    if isinstance(exc, MemoryError):
+        return "not enough memory on this machine to decode this image"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"cannot read file ({exc.strerror or os.strerror(exc.errno)})"
+    return f"the file could not be read as an image (an unexpected {type(exc).__name__} in the decoder)"
+
+
+def _one_reason(fn: Callable[..., T]) -> Callable[..., T]:
+    """Turn every failure of a decode entry point into an ImageError with one plain sentence."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except ImageError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any library may raise anything for a hostile file
+            log.debug("decode failed: %s", type(e).__name__)
+            raise ImageError(user_reason(e)) from None
+
+    return wrapper
 
 
 class _MuteInside(logging.Filter):
@@ -209,23 +345,31 @@ def _wants_dicom(path: Path) -> bool:
 # ---------------------------------------------------------------- public entry points
 
 
+@_one_reason
 @_quiet
 def inspect_image(path: str | os.PathLike, verify: bool = True,
-                  decode: Callable[[Path], object] | None = None) -> ImageInfo:
+                  decode: Callable[[Path], object] | None = None, refuse_flat: bool = False) -> ImageInfo:
     """Size, kind, mode, frames and bit depth; verify=True also decodes the pixels (catches truncation).
 
     `decode(path)` replaces the verifying `read_image(path)` when given, e.g. a DecodeCache.warm partial so
     that the decode done to validate a file is the one training will use (each file decoded once, not twice).
+    refuse_flat=True also refuses an image whose pixels all have one value (DecodeCache.warm always does).
     """
     p = _check_file(path)
     info = _inspect_dicom(p) if _wants_dicom(p) else _inspect_raster(p)
     if verify:
-        (decode or read_image)(p)
+        if decode is not None:
+            decode(p)
+        elif refuse_flat:
+            check_not_flat(read_image(p))
+        else:
+            read_image(p)
         if info.kind == "dicom" and info.frames > 1:
             read_dicom_array(p, frame=info.frames - 1)
     return info
 
 
+@_one_reason
 @_quiet
 def read_image(path: str | os.PathLike, window: Window | None = None, frame: int = 0) -> Image.Image:
     """8-bit "L" (greyscale source) or "RGB" (colour source); `window` applies to DICOM only; frame 0 = first."""
@@ -233,6 +377,15 @@ def read_image(path: str | os.PathLike, window: Window | None = None, frame: int
     if _wants_dicom(p):
         return _read_dicom_image(p, window, frame)
     return _read_raster(p, frame)
+
+
+def check_not_flat(im: Image.Image) -> Image.Image:
+    """The image, or an ImageError when every pixel has one value (blank: nothing to learn from, or a bad window)."""
+    lo, hi = (im.getextrema() if im.mode == "L" else (min(e[0] for e in im.getextrema()),
+                                                       max(e[1] for e in im.getextrema())))
+    if lo == hi:
+        raise ImageError(f"every pixel of the decoded image has the same value ({lo}): a blank image, left out")
+    return im
 
 
 # ---------------------------------------------------------------- raster images (Pillow)
@@ -249,8 +402,16 @@ def _pillow_guard() -> Iterator[None]:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
         raise ImageError(f"image too large (over {Image.MAX_IMAGE_PIXELS} pixels; a decompression bomb?)") from None
+    except MemoryError:
+        raise ImageError(user_reason(MemoryError())) from None
+    except OSError as e:
+        if e.errno is not None:
+            raise ImageError(user_reason(e)) from None
+        detail = _plain(_short(e))
+        raise ImageError("truncated or corrupt image data" + (f" ({detail})" if detail else "")) from None
     except Exception as e:
-        raise ImageError(f"truncated or corrupt image data: {_short(e)}") from None
+        detail = _plain(_short(e))
+        raise ImageError("truncated or corrupt image data" + (f" ({detail})" if detail else "")) from None
 
 
 def _open_raster(path: Path) -> Image.Image:
@@ -279,6 +440,7 @@ def _inspect_raster(path: Path) -> ImageInfo:
     """ImageInfo from a raster file's header."""
     with _open_raster(path) as im, _pillow_guard():
         frames = getattr(im, "n_frames", 1)
+        check_decode_bytes(raster_decode_bytes(im.width, im.height, im.mode))
         return ImageInfo(im.width, im.height, "image", im.mode, frames, _BITS.get(im.mode, 8))
 
 
@@ -287,8 +449,9 @@ def _read_raster(path: Path, frame: int = 0) -> Image.Image:
     with _open_raster(path) as im, _pillow_guard():
         _seek(im, frame)
         _check_pixels(*im.size)
-        im.load()
-        return to_8bit(_exif_transpose(im))
+        with _BUDGET.hold(raster_decode_bytes(im.width, im.height, im.mode)):
+            im.load()
+            return to_8bit(_exif_transpose(im))
 
 
 def _seek(im: Image.Image, frame: int) -> None:
@@ -330,10 +493,12 @@ def to_8bit(im: Image.Image) -> Image.Image:
 
 
 def _over_black(im: Image.Image, mode: str) -> Image.Image:
-    """Composite an image with alpha (LA / RGBA) over black."""
-    a = np.asarray(im).astype(np.float32)
-    out = a[..., :-1] * (a[..., -1:] / 255.0)
-    out = np.rint(out).astype(np.uint8)
+    """Composite an image with alpha (LA / RGBA) over black: round(value * alpha / 255), in uint16."""
+    a = np.asarray(im)
+    out = a[..., :-1] * a[..., -1:].astype(np.uint16)  # at most 255 * 255: fits uint16
+    out += 127  # x * a / 255 is never exactly .5 (255 is odd), so this rounds like np.rint
+    out //= 255
+    out = out.astype(np.uint8)
     return Image.fromarray(out[..., 0] if mode == "L" else out, mode)
 
 
@@ -349,31 +514,62 @@ def _from_palette(im: Image.Image) -> Image.Image:
 
 def stretch(arr: np.ndarray) -> np.ndarray:
     """Min-max of the finite values -> uint8 0..255; a constant (or all non-finite) image -> 0."""
-    a = np.asarray(arr, dtype=np.float64 if np.asarray(arr).dtype == np.float64 else np.float32)
+    a = np.array(arr, dtype=np.float64 if np.asarray(arr).dtype == np.float64 else np.float32)  # one working copy
     finite = np.isfinite(a)
     if not finite.any():
         return np.zeros(a.shape, np.uint8)
-    lo, hi = a[finite].min(), a[finite].max()
+    all_finite = bool(finite.all())
+    lo, hi = (a.min(), a.max()) if all_finite else (a[finite].min(), a[finite].max())
     if hi <= lo:
         return np.zeros(a.shape, np.uint8)
-    out = (np.where(finite, a, lo) - lo) * np.float32(255.0 / (hi - lo))
-    return np.rint(np.clip(out, 0, 255)).astype(np.uint8)
+    if not all_finite:
+        a[~finite] = lo
+    del finite
+    a -= lo
+    a *= a.dtype.type(255.0 / (hi - lo))
+    np.clip(a, 0, 255, out=a)
+    return np.rint(a, out=a).astype(np.uint8)
+
+
+def window_ok(width: float, function: str = "LINEAR") -> bool:
+    """Whether a window width is valid for its VOI LUT function (PS3.3 C.11.2.1.2: LINEAR needs >= 1, else > 0)."""
+    w = float(width)
+    fn = (function or "LINEAR").strip().upper()
+    return bool(np.isfinite(w) and (w > 0 if fn in ("LINEAR_EXACT", "SIGMOID") else w >= 1))
 
 
 def apply_window(arr: np.ndarray, center: float, width: float, function: str = "LINEAR") -> np.ndarray:
-    """Window centre/width -> uint8 by DICOM PS3.3 C.11.2.1.2 (LINEAR; also LINEAR_EXACT, SIGMOID)."""
+    """Window centre/width -> uint8 exactly by DICOM PS3.3 C.11.2.1.2 (LINEAR; also LINEAR_EXACT, SIGMOID).
+
+    LINEAR: x <= c - 0.5 - (w-1)/2 -> 0, x > c - 0.5 + (w-1)/2 -> 255, else ((x - (c-0.5)) / (w-1) + 0.5) * 255
+    (w = 1 is a hard threshold at c - 0.5); LINEAR_EXACT: the same with c and w; SIGMOID: 255 / (1 + exp(-4(x-c)/w)).
+    A width the function does not allow raises ValueError (see window_ok).
+    """
     c, w = float(center), float(width)
-    if not (np.isfinite(c) and np.isfinite(w) and w > 0):
-        raise ValueError(f"window width must be > 0 (got {width})")
-    x = np.asarray(arr, dtype=np.float32)  # float32 halves the memory of large radiographs
     fn = (function or "LINEAR").strip().upper()
+    if not (np.isfinite(c) and window_ok(w, fn)):
+        raise ValueError(f"window width {width} is not valid for a {fn} window (LINEAR needs >= 1, others > 0)")
+    x = np.asarray(arr, dtype=np.float32)  # float32 halves the memory of large radiographs
     if fn == "SIGMOID":
-        y = 1.0 / (1.0 + np.exp(np.clip(-4.0 * (x - c) / w, -80, 80)))
+        y = np.subtract(x, c, dtype=np.float32)
+        y *= np.float32(-4.0 / w)
+        np.clip(y, -80, 80, out=y)
+        np.exp(y, out=y)
+        y += 1.0
+        np.reciprocal(y, out=y)
     elif fn == "LINEAR_EXACT":
-        y = (x - c) / w + 0.5
-    else:
-        y = (x - (c - 0.5)) / max(w - 1.0, 1e-9) + 0.5
-    return np.rint(np.clip(y, 0.0, 1.0) * 255.0).astype(np.uint8)
+        y = np.subtract(x, c, dtype=np.float32)
+        y /= np.float32(w)
+        y += 0.5
+    elif w > 1:
+        y = np.subtract(x, c - 0.5, dtype=np.float32)
+        y /= np.float32(w - 1.0)
+        y += 0.5
+    else:  # w == 1: x <= c - 0.5 -> 0, above -> 255
+        y = (x > np.float32(c - 0.5)).astype(np.float32)
+    np.clip(y, 0.0, 1.0, out=y)
+    y *= 255.0
+    return np.rint(y, out=y).astype(np.uint8)
 
 
 # ---------------------------------------------------------------- DICOM
@@ -400,8 +596,10 @@ def _read_header(path: Path) -> Any:
             ds = _dcmread(path, force=True)
     except ImageError:
         raise
-    except Exception as e:
-        raise ImageError(f"unreadable DICOM header: {_short(e)}") from None
+    except MemoryError:
+        raise ImageError(user_reason(MemoryError())) from None
+    except Exception:
+        raise ImageError("a damaged DICOM file: its header cannot be read") from None
     if len(ds) == 0:
         raise ImageError(f"not a DICOM file{_dicom_note(head)}")
     _ensure_transfer_syntax(ds)
@@ -410,6 +608,8 @@ def _read_header(path: Path) -> Any:
 
 def _dicom_note(head: bytes) -> str:
     """' (looks like X)' or ' (no DICM marker)' for 'not a DICOM' messages."""
+    if head[128:132] == b"DICM":
+        return " (it has a DICOM marker but its header is damaged)"
     kind = _looks_like(head)
     return f" (looks like {kind})" if kind else " (no DICM marker)"
 
@@ -480,6 +680,41 @@ def _check_dicom_image(ds: Any) -> None:
         raise ImageError(f"unsupported DICOM layout: {_int(ds, 'SamplesPerPixel')} samples per pixel")
     if "PixelData" in ds and _int(ds, "BitsAllocated", 0) not in (1, 8, 16, 32, 64):
         raise ImageError(f"unsupported DICOM bit depth: {_int(ds, 'BitsAllocated')} bits allocated")
+    _check_transfer_syntax(ds)
+
+
+def _ts_name(ts: Any) -> str:
+    """A transfer syntax by name (with its UID when pydicom does not know it)."""
+    uid = str(ts or "").strip()
+    if uid in _TS_NAMES:
+        return f"{_TS_NAMES[uid]} ({uid})"
+    name = str(getattr(ts, "name", "") or "")
+    return name if name and name != uid else f"an unknown transfer syntax ({uid[:64] or 'empty'})"
+
+
+def _check_transfer_syntax(ds: Any) -> None:
+    """Refuse from the header a transfer syntax that no installed decoder handles (new, private or made up)."""
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import UID
+
+    ts = UID(str(ds.file_meta.TransferSyntaxUID))
+    try:
+        ok = ts.is_transfer_syntax and get_decoder(ts).is_available
+    except Exception:
+        ok = False
+    if not ok:
+        raise ImageError(f"{CANNOT_DECODE}: {_ts_name(ts)}")
+
+
+def _dicom_bytes(ds: Any) -> int:
+    """Estimated peak bytes to decode one frame of this dataset (compressed files are read whole too)."""
+    ts = ds.file_meta.TransferSyntaxUID
+    extra = 0
+    if (ts.is_encapsulated or ts.is_deflated) and getattr(ds, "filename", None):
+        with contextlib.suppress(OSError, TypeError):
+            extra = os.path.getsize(ds.filename)
+    spp = _int(ds, "SamplesPerPixel", 1)
+    return dicom_decode_bytes(_int(ds, "Rows"), _int(ds, "Columns"), spp, _int(ds, "BitsAllocated", 8), extra)
 
 
 def _open_dicom(path: Path) -> Any:
@@ -492,6 +727,7 @@ def _open_dicom(path: Path) -> Any:
 def _inspect_dicom(path: Path) -> ImageInfo:
     """ImageInfo from a DICOM header only."""
     ds = _open_dicom(path)
+    check_decode_bytes(_dicom_bytes(ds))
     bits = _int(ds, "BitsStored", _int(ds, "BitsAllocated", 0))
     return ImageInfo(_int(ds, "Columns"), _int(ds, "Rows"), "dicom", _photometric(ds), _frames(ds), bits)
 
@@ -540,24 +776,35 @@ def _check_native_length(ds: Any) -> None:
 
 
 def _decode_reason(exc: BaseException, ds: Any) -> str:
-    """A user-facing reason for a pixel decoding failure."""
-    text = _short(exc, ds)
-    low = text.lower()
-    if any(s in low for s in ("reshape", "length of the pixel data", "truncat", "end of", "buffer")):
-        return f"truncated or corrupt pixel data: {text}"
+    """A user-facing reason for a pixel decoding failure: one plain sentence, no library text."""
+    if isinstance(exc, MemoryError):
+        return user_reason(exc)
+    low = _short(exc, ds).lower()
+    ts = ds.file_meta.TransferSyntaxUID
+    name = _ts_name(ts)
     if "no pixel data" in low or "no 'pixel data'" in low:
         return "DICOM has no image data (Pixel Data element missing; e.g. a report or RT plan)"
-    if any(s in low for s in ("plugin", "support", "unable to decode", "missing dependencies", "no available")):
-        ts = ds.file_meta.TransferSyntaxUID
-        return f"cannot decode {getattr(ts, 'name', ts)} pixel data: {text}"
-    return f"corrupt DICOM pixel data: {text}"
+    if any(s in low for s in ("missing dependencies", "no available", "not supported", "no pixel data decoders")):
+        return f"{CANNOT_DECODE}: {name}"
+    if ts.is_encapsulated:
+        return f"truncated or corrupt pixel data: the {name} compressed image cannot be decoded"
+    if any(s in low for s in ("reshape", "length of the pixel data", "truncat", "end of", "buffer")):
+        return "truncated or corrupt pixel data: the image data is shorter or longer than its header says"
+    return "corrupt DICOM pixel data: the image data does not match its header"
 
 
+@_one_reason
 @_quiet
 def read_dicom_array(path: str | os.PathLike, frame: int = 0) -> tuple[np.ndarray, Any]:
     """One frame (0 = first) as float32 in modality units (rescale / modality LUT); colour -> HxWx3 RGB."""
     p = _check_file(path)
     ds = _open_dicom(p)
+    with _BUDGET.hold(_dicom_bytes(ds)):
+        return _dicom_array(p, ds, frame), ds
+
+
+def _dicom_array(p: Path, ds: Any, frame: int) -> np.ndarray:
+    """Decode one frame of a checked dataset to float32 modality values (or HxWx3 colour)."""
     raw = _decode_frame(p, ds, frame)
     if raw.ndim == 3 and raw.shape[-1] == 1:
         raw = raw[..., 0]
@@ -567,9 +814,11 @@ def read_dicom_array(path: str | os.PathLike, frame: int = 0) -> tuple[np.ndarra
         arr = _to_colour(raw, ds) if _photometric(ds) in COLOUR_PI or raw.ndim == 3 else _to_modality(raw, ds)
     except ImageError:
         raise
-    except Exception as e:
-        raise ImageError(f"cannot apply the DICOM lookup tables: {_short(e, ds)}") from None
-    return arr.astype(np.float32, copy=False), ds
+    except MemoryError:
+        raise ImageError(user_reason(MemoryError())) from None
+    except Exception:
+        raise ImageError("the file's DICOM lookup tables (modality or palette LUT) are invalid") from None
+    return arr.astype(np.float32, copy=False)
 
 
 def _to_colour(raw: np.ndarray, ds: Any) -> np.ndarray:
@@ -600,13 +849,16 @@ def _to_modality(raw: np.ndarray, ds: Any) -> np.ndarray:
 
 def _read_dicom_image(path: Path, window: Window | None, frame: int) -> Image.Image:
     """DICOM -> "L" (VOI, MONOCHROME1 inverted after windowing) or "RGB"."""
-    arr, ds = read_dicom_array(path, frame)
-    if arr.ndim == 3:
-        return Image.fromarray(_colour_8bit(arr, ds), "RGB")
-    out = _voi(arr, ds, window)
-    if _photometric(ds) == "MONOCHROME1":
-        out = 255 - out
-    return Image.fromarray(out, "L")
+    ds = _open_dicom(path)
+    with _BUDGET.hold(_dicom_bytes(ds)):
+        arr = _dicom_array(path, ds, frame)
+        if arr.ndim == 3:
+            return Image.fromarray(_colour_8bit(arr, ds), "RGB")
+        out = _voi(arr, ds, window)
+        del arr
+        if _photometric(ds) == "MONOCHROME1":
+            np.subtract(255, out, out=out)
+        return Image.fromarray(out, "L")
 
 
 def _colour_8bit(arr: np.ndarray, ds: Any) -> np.ndarray:
@@ -619,15 +871,21 @@ def _colour_8bit(arr: np.ndarray, ds: Any) -> np.ndarray:
 
 def _voi(arr: np.ndarray, ds: Any, window: Window | None) -> np.ndarray:
     """Modality values -> uint8: user window, else the file's VOI LUT / window, else min-max."""
-    if window is not None:
+    if window is not None and window_ok(window.width):
         return apply_window(arr, window.center, window.width)
+    if window is not None:
+        log.warning("window width %s is not usable (DICOM needs >= 1); shown min-max instead", window.width)
+        return stretch(arr)
     if ds.get("VOILUTSequence"):
         out = _voi_lut(arr, ds)
         if out is not None:
             return out
     c, w = _float(ds, "WindowCenter"), _float(ds, "WindowWidth")
-    if c is not None and w is not None and w > 0:
-        return apply_window(arr, c, w, str(ds.get("VOILUTFunction") or "LINEAR"))
+    fn = str(ds.get("VOILUTFunction") or "LINEAR").strip().upper()
+    if c is not None and w is not None:
+        if window_ok(w, fn):
+            return apply_window(arr, c, w, fn)
+        log.warning("the file's %s window width %s is not usable (DICOM needs >= 1); shown min-max instead", fn, w)
     return stretch(arr)
 
 
@@ -674,6 +932,7 @@ def _text(ds: Any, keyword: str) -> str:
     return str(elem).strip()
 
 
+@_one_reason
 @_quiet
 def dicom_metadata(path: str | os.PathLike, include_phi: bool = False) -> dict[str, str]:
     """Allow-listed header tags as text (identifying tags only with include_phi=True)."""
@@ -779,11 +1038,11 @@ class DecodeCache:
         its presence also vouches that the file is readable (a later change to the file changes the key).
         """
         entry = self.entry(self.key(path, size, window, frame))
-        if entry.is_file():
+        if entry.is_file():  # stored only after the flat-image check passed
             self.hits += 1
             return True
         self.misses += 1
-        self._store(_downscale(read_image(path, window=window, frame=frame), size), entry)
+        self._store(_downscale(check_not_flat(read_image(path, window=window, frame=frame)), size), entry)
         return False
 
     def _load(self, entry: Path) -> Image.Image | None:

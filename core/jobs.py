@@ -141,13 +141,32 @@ def prepare_run_dir(run_dir: str | os.PathLike | None = None) -> tuple[str, Path
     return job_id, rdir
 
 
+_DISK_FULL_TEXT = ("no space left on device", "disk quota exceeded", "storagefull", "os error 28")
+
+
+def _disk_full(exc: BaseException) -> BaseException | None:
+    """The exception in `exc`'s chain that says a disk is full (errno, or the text Rust/C libraries give)."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+            return e
+        if any(t in str(e).lower() for t in _DISK_FULL_TEXT):
+            return e
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def describe_error(exc: BaseException) -> str:
     """A one-line reason for users: exception type + message; disk full and OOM spelled out."""
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
-        where = Path(exc.filename).name if exc.filename else "run files"
-        return f"disk full while writing {where} ({type(exc).__name__}: {exc.strerror or exc})"
     if isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc):
-        return f"disk full while writing the job database ({exc})"
+        return "the disk holding the job database is full; free some space and try again"
+    full = _disk_full(exc)
+    if full is not None:
+        name = getattr(full, "filename", None)
+        where = f" (while writing {Path(str(name)).name})" if name else ""
+        return f"the disk holding the run folder is full{where}; free some space and start the run again"
     if isinstance(exc, MemoryError):
         return "out of memory (MemoryError); try a smaller batch size or image size"
     msg = str(exc).strip()

@@ -66,6 +66,15 @@ class Predictor:
         arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
         return torch.from_numpy(np.ascontiguousarray(arr))
 
+    def checked_tensor(self, path: str | Path) -> torch.Tensor:
+        """tensor_for, with every failure of the file as an ImageError of one plain sentence."""
+        try:
+            return self.tensor_for(path)
+        except imaging.ImageError:
+            raise
+        except Exception as err:  # noqa: BLE001 - whatever a decoder raises for one file is that file's reason
+            raise imaging.ImageError(imaging.user_reason(err)) from None
+
     def normalized(self, batch: torch.Tensor) -> torch.Tensor:
         """A batch of 0..1 tensors on the model's device, normalised as in training."""
         x = batch.to(self.device, non_blocking=True)
@@ -89,7 +98,7 @@ class Predictor:
 
     def predict_one(self, path: str | Path, tta: bool = False, threshold: float | None = None) -> dict[str, Any]:
         """Class probabilities, the predicted class and the threshold used, for one file."""
-        p = self.probs(self.tensor_for(path)[None], tta=tta)
+        p = self.probs(self.checked_tensor(path)[None], tta=tta)
         return {"pred": self.classes[int(self.decide(p, threshold)[0])], "probs": dict(zip(self.classes, map(float, p[0]))),
                 "threshold": self.threshold_used(threshold)}
 
@@ -101,9 +110,9 @@ class Predictor:
         """Batches of (paths, tensors, problems), decoded by a thread pool one batch ahead of the model."""
         def one(p: str) -> torch.Tensor | str:
             try:
-                return self.tensor_for(p)
-            except (imaging.ImageError, OSError) as err:
-                return str(err) or type(err).__name__
+                return self.checked_tensor(p)
+            except imaging.ImageError as err:  # a batch never stops for one file
+                return str(err)
 
         chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
         with ThreadPoolExecutor(max(1, workers)) as pool:

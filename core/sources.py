@@ -177,7 +177,7 @@ def _probe(c: _Cand, verify: bool, dicom_only: bool, label_tag: str, group_tag: 
            decode: Decode | None = None) -> dict[str, Any]:
     """Inspect one file: an item row, or a problem row (has a 'reason') - never raises."""
     try:
-        info = imaging.inspect_image(c.path, verify=verify, decode=decode)
+        info = imaging.inspect_image(c.path, verify=verify, decode=decode, refuse_flat=True)
         _check_kind(c.path, info.kind, dicom_only)
         label = _tag(c.path, label_tag) if label_tag else c.label
         if not label:
@@ -186,7 +186,7 @@ def _probe(c: _Cand, verify: bool, dicom_only: bool, label_tag: str, group_tag: 
     except imaging.ImageError as e:
         return _problem(c.path, c.where + str(e))
     except Exception as e:  # one odd file must never stop a scan
-        return _problem(c.path, f"{c.where}unexpected error: {type(e).__name__}: {e}")
+        return _problem(c.path, c.where + imaging.user_reason(e))
     return {"path": str(c.path), "relpath": c.relpath, "label": label, "group": group, "split": c.split,
             "kind": info.kind, "width": int(info.width), "height": int(info.height), **c.extra}
 
@@ -267,7 +267,7 @@ def _classify(path: Path, root: Path, dicom_only: bool) -> str:
         try:
             return "ok" if imaging.is_dicom(path) else "ignore:not_image"
         except Exception as e:  # an unreadable file is a problem row, not a crash
-            return f"unreadable file: {type(e).__name__}: {e}"
+            return imaging.user_reason(e)
     return "ignore:not_image"
 
 

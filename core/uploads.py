@@ -141,7 +141,7 @@ def check_content(path: Path) -> str:
     except imaging.ImageError as err:
         return str(err)
     except Exception as err:  # one odd file must never stop an upload
-        return f"cannot be read: {type(err).__name__}"
+        return imaging.user_reason(err)
     if info.kind != "dicom" and ext in imaging.DICOM_EXTS:
         return f"named {ext} but the content is not DICOM"
     if info.kind != "dicom" and ext not in imaging.IMAGE_EXTS:

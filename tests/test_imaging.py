@@ -748,7 +748,7 @@ def test_cache_errors_are_image_errors(tmp_path):
 
 
 def test_cache_warm_stores_once_and_vouches_for_the_file(tmp_path, monkeypatch):
-    Image.new("L", (80, 40), 50).save(tmp_path / "a.png")
+    Image.linear_gradient("L").resize((80, 40)).save(tmp_path / "a.png")  # not flat: warm refuses blank images
     cache = DecodeCache(tmp_path / "cache")
     assert cache.warm(tmp_path / "a.png", 20) is False  # decoded and stored
     assert arr_of(cache.get(tmp_path / "a.png", 20)).shape == (20, 40) and cache.hits == 1
@@ -762,7 +762,7 @@ def test_cache_warm_stores_once_and_vouches_for_the_file(tmp_path, monkeypatch):
 
 
 def test_inspect_with_decode_validates_through_it(tmp_path):
-    Image.new("L", (64, 64), 9).save(tmp_path / "a.png")
+    Image.linear_gradient("L").resize((64, 64)).save(tmp_path / "a.png")
     cache = DecodeCache(tmp_path / "cache")
     info = inspect_image(tmp_path / "a.png", decode=partial(cache.warm, size=16))
     assert info.width == 64 and cache.misses == 1

@@ -191,13 +191,14 @@ def test_run_inline_success_and_failure(tmp_path):
 def test_describe_error_and_signal_reason():
     assert jobs.describe_error(ValueError("x")) == "ValueError: x"
     full = OSError(errno.ENOSPC, "No space left on device", "/r/model.pth")
-    assert jobs.describe_error(full).startswith("disk full while writing model.pth")
+    assert jobs.describe_error(full).startswith("the disk holding the run folder is full (while writing model.pth)")
     assert "signal 9 (SIGKILL), perhaps out of memory" in jobs.signal_reason(-9)
     assert "exited with code 3" in jobs.signal_reason(3)
-    assert jobs.describe_error(sqlite3.OperationalError("database or disk is full")).startswith("disk full")
+    assert jobs.describe_error(sqlite3.OperationalError("database or disk is full")).startswith(
+        "the disk holding the job database is full")
     with open("/dev/full", "wb", buffering=0) as fh, pytest.raises(OSError) as info:  # a real ENOSPC
         fh.write(b"x")
-    assert jobs.describe_error(info.value).startswith("disk full while writing run files")
+    assert jobs.describe_error(info.value).startswith("the disk holding the run folder is full;")
 
 
 # ------------------------------------------------------------------------------------------ atomic writes
@@ -243,7 +244,7 @@ def test_atomic_write_survives_writer_killed_mid_write(tmp_path):
 def test_atomic_writer_names_the_file_on_disk_full(tmp_path):
     with pytest.raises(OSError) as info, atomic_writer(tmp_path / "model.pth"):
         raise OSError(errno.ENOSPC, "No space left on device")
-    assert jobs.describe_error(info.value).startswith("disk full while writing model.pth")
+    assert jobs.describe_error(info.value).startswith("the disk holding the run folder is full (while writing model.pth)")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -273,7 +274,8 @@ def test_failing_task_reports_message_and_logs_traceback():
 def test_disk_full_fails_with_readable_reason():
     store = JobStore()
     done = jobs.wait(jobs.submit_and_start("disk_full", {}, store=store).id, store, timeout=30)
-    assert done.status == "failed" and done.error.startswith("disk full while writing model.pth")
+    assert done.status == "failed"
+    assert done.error.startswith("the disk holding the run folder is full (while writing model.pth)")
 
 
 def test_task_raising_job_cancelled_ends_cancelled():

@@ -23,10 +23,10 @@ from core.sources import ITEM_COLUMNS, PROBLEM_COLUMNS, SourceError, from_csv, f
 
 
 def png(path: Path, size: tuple[int, int] = (24, 20), mode: str = "L", value: int = 100) -> Path:
-    """Write a small valid image (format from the suffix) and return its path."""
+    """Write a small valid image (a gradient, format from the suffix; blank images are refused) and return its path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
-    Image.new(mode, size, value).save(path, format=fmt)
+    Image.linear_gradient("L").resize(size).point(lambda v: (v + value) % 256).convert(mode).save(path, format=fmt)
     return path
 
 
@@ -187,14 +187,15 @@ def test_unexpected_error_becomes_a_problem(tmp_path, monkeypatch):
     two_classes(tmp_path)
     real = sources.imaging.inspect_image
 
-    def flaky(path, verify=True, decode=None):
+    def flaky(path, verify=True, decode=None, refuse_flat=False):
         if Path(path).name == "a1.png":
             raise RuntimeError("boom")
-        return real(path, verify=verify, decode=decode)
+        return real(path, verify=verify, decode=decode, refuse_flat=refuse_flat)
 
     monkeypatch.setattr(sources.imaging, "inspect_image", flaky)
     ds = sources.scan_folder(tmp_path)
-    assert reasons(ds) == {"a1.png": "unexpected error: RuntimeError: boom"} and len(ds.items) == 3
+    assert reasons(ds) == {"a1.png": "the file could not be read as an image (an unexpected RuntimeError in the decoder)"}
+    assert len(ds.items) == 3
 
 
 def test_dicom_in_folder_source(tmp_path):
