@@ -144,18 +144,24 @@ def prepare_run_dir(run_dir: str | os.PathLike | None = None) -> tuple[str, Path
 _DISK_FULL_TEXT = ("no space left on device", "disk quota exceeded", "storagefull", "os error 28")
 
 
-def _disk_full(exc: BaseException) -> BaseException | None:
-    """The exception in `exc`'s chain that says a disk is full (errno, or the text Rust/C libraries give)."""
-    seen: set[int] = set()
+def _chain(exc: BaseException) -> list[BaseException]:
+    """`exc` and the exceptions it was raised from or during (fastai and our own wrappers chain them)."""
+    out: list[BaseException] = []
     e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
+    while e is not None and all(e is not o for o in out):
+        out.append(e)
+        e = e.__cause__ or e.__context__
+    return out
+
+
+def _disk_full(exc: BaseException) -> BaseException | None:
+    """The exception in `exc`'s chain that says a disk is full: an ENOSPC/EDQUOT OSError, else the text of one
+    (safetensors' SafetensorError, fastai's "Exception occured in `TrainMonitor`..." rewording)."""
+    chain = _chain(exc)
+    for e in chain:
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
             return e
-        if any(t in str(e).lower() for t in _DISK_FULL_TEXT):
-            return e
-        e = e.__cause__ or e.__context__
-    return None
+    return next((e for e in chain if any(t in str(e).lower() for t in _DISK_FULL_TEXT)), None)
 
 
 def describe_error(exc: BaseException) -> str:

@@ -194,7 +194,7 @@ def test_unexpected_error_becomes_a_problem(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sources.imaging, "inspect_image", flaky)
     ds = sources.scan_folder(tmp_path)
-    assert reasons(ds) == {"a1.png": "the file could not be read as an image (an unexpected RuntimeError in the decoder)"}
+    assert reasons(ds) == {"a1.png": "the file could not be read as an image (its decoder failed on it unexpectedly)"}
     assert len(ds.items) == 3
 
 
