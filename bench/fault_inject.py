@@ -494,6 +494,7 @@ def main() -> None:
         memory = {} if args.no_memory else memory_probe(tmp_p / "memory", args.smoke)
     crashed_memory = sum(1 for v in memory.values() if "crashed" in v)
     result = {
+        "benchmark": "fault_inject", "smoke": bool(args.smoke),
         "tried": sum(g.tried for g in groups.values()),
         "refused": sum(g.refused for g in groups.values()),
         "accepted": sum(g.accepted for g in groups.values()),

@@ -36,6 +36,7 @@ run bench_ingest ${INGEST_ARGS:-}
 run bench_predict ${PREDICT_ARGS:-}
 run bench_app ${APP_ARGS:-}
 run bench_gpu ${GPU_ARGS:-}
+run fault_inject ${FAULT_ARGS:-}
 
 uptime | tee "$OUT/uptime-end.txt" >&2
 echo "total $(( $(date +%s) - t_all )) s" | tee "$OUT/total.txt" >&2

@@ -25,6 +25,8 @@ EXPECTED: dict[str, list[tuple[str, ...]]] = {
     "bench_app": [("first_page", "server_healthy_s"), ("first_page", "page_complete_s"),
                   ("start_to_progress", "first_progress_s"), ("start_to_progress", "first_batch_s")],
     "bench_gpu": [("machine", "device")],
+    "fault_inject": [("tried",), ("refused",), ("crashed",), ("peak_rss_mb",),
+                     ("memory_probe", "hostile_rgba_9400_png", "peak_growth_mb")],
 }
 EXTRA_ARGS = {"bench_kfold": ["--datasets", "large"]}
 TIMEOUT_S = 240
