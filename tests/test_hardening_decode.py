@@ -225,6 +225,28 @@ def test_concurrent_decodes_share_one_budget(monkeypatch):
             pass
 
 
+def test_upload_checks_four_at_a_time_stay_inside_one_budget(tmp_path, monkeypatch):
+    """The web server checks uploads 4 at a time: together they never hold more than the budget."""
+    monkeypatch.setenv(imaging.DECODE_MEMORY_ENV, "70")  # room for two 1000x1000 RGBA decodes (30 MB each), not 4
+    monkeypatch.setattr(imaging, "_BUDGET", imaging._DecodeBudget())
+    staged = []
+    for i in range(6):
+        arr = np.dstack([np.roll(fi.gradient(1000), i)] * 3 + [np.full((1000, 1000), 200, np.uint8)])
+        Image.fromarray(arr, "RGBA").save(tmp_path / f"{i}.png", compress_level=1)
+        staged.append((tmp_path / f"{i}.png", f"{i}.png"))
+    peak, real = [], imaging._over_black
+
+    def watched(im, mode):
+        peak.append(imaging._BUDGET.used)
+        time.sleep(0.05)  # overlap the decodes
+        return real(im, mode)
+
+    monkeypatch.setattr(imaging, "_over_black", watched)
+    problems: list[dict] = []
+    assert len(uploads._verify(staged, problems)) == 6 and problems == []
+    assert len(peak) == 6 and max(peak) <= 70_000_000 and imaging._BUDGET.used == 0
+
+
 def test_alpha_compositing_in_integers_matches_the_float_formula():
     rng = np.random.default_rng(0)
     rgba = rng.integers(0, 256, (50, 60, 4), dtype=np.uint8)
