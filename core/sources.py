@@ -12,6 +12,7 @@ import io
 import os
 import posixpath
 import re
+import stat
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pydicom.datadict import tag_for_keyword
 
@@ -56,6 +58,7 @@ class Dataset:
     root: str
     source: str
     ignored: dict[str, int] = field(default_factory=dict)
+    label_conflicts: list[str] = field(default_factory=list)  # relpaths a table lists with different labels
 
     @property
     def classes(self) -> list[str]:
@@ -85,6 +88,10 @@ class Dataset:
         reasons += [f"class '{c}' has only {n} image (need at least 2)" for c, n in counts.items() if n < 2]
         if not self.items["split"].isin(["train", ""]).any():
             reasons.append("no images are assigned to training (every item is in valid or test)")
+        if self.label_conflicts:
+            n, first = len(self.label_conflicts), self.label_conflicts[0]
+            reasons.append(f"{n} image{'s are' if n > 1 else ' is'} listed with different labels (first: {first}; "
+                           "see the problems list): give each image one label in the table")
         return reasons
 
 
@@ -101,8 +108,8 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
-def safe_join(root: str | Path, rel: str) -> Path:
-    """Join a relative path from a table onto root, refusing anything that would leave root."""
+def _relative(rel: str) -> str:
+    """A table's relative path, normalised (posix), refusing anything that would leave the root (no disk access)."""
     rel = str(rel).strip()
     if not rel or "\x00" in rel:
         raise UnsafePathError("empty path" if not rel else "path contains a NUL character")
@@ -113,6 +120,12 @@ def safe_join(root: str | Path, rel: str) -> Path:
     norm = posixpath.normpath(rel.replace("\\", "/"))
     if norm == ".." or norm.startswith("../"):
         raise UnsafePathError(f"path escapes the image folder: {rel}")
+    return norm
+
+
+def safe_join(root: str | Path, rel: str) -> Path:
+    """Join a relative path from a table onto root, refusing anything that would leave root."""
+    norm = _relative(rel)
     base = Path(root).resolve()
     path = base / norm
     if not _inside(path.resolve(), base):
@@ -173,21 +186,28 @@ def _check_kind(path: Path, kind: str, dicom_only: bool) -> None:
         raise imaging.ImageError(f"named {path.suffix} but the content is not DICOM (it is an ordinary image)")
 
 
+def _inspect(path: Path, verify: bool, dicom_only: bool, label_tag: str, group_tag: str,
+             decode: Decode | None = None) -> tuple[imaging.ImageInfo, str, str]:
+    """Inspect one file; (info, label, group), the last two from DICOM tags when given ("" otherwise). Raises."""
+    info = imaging.inspect_image(path, verify=verify, decode=decode)
+    _check_kind(path, info.kind, dicom_only)
+    label = _tag(path, label_tag) if label_tag else ""
+    if label_tag and not label:
+        raise imaging.ImageError(f"no {label_tag} value in the DICOM header (needed as the label)")
+    return info, label, _tag(path, group_tag) if group_tag else ""
+
+
 def _probe(c: _Cand, verify: bool, dicom_only: bool, label_tag: str, group_tag: str,
            decode: Decode | None = None) -> dict[str, Any]:
     """Inspect one file: an item row, or a problem row (has a 'reason') - never raises."""
     try:
-        info = imaging.inspect_image(c.path, verify=verify, decode=decode)
-        _check_kind(c.path, info.kind, dicom_only)
-        label = _tag(c.path, label_tag) if label_tag else c.label
-        if not label:
-            raise imaging.ImageError(f"no {label_tag} value in the DICOM header (needed as the label)")
-        group = _tag(c.path, group_tag) if group_tag else c.group
+        info, label, group = _inspect(c.path, verify, dicom_only, label_tag, group_tag, decode)
     except imaging.ImageError as e:
         return _problem(c.path, c.where + str(e))
     except Exception as e:  # one odd file must never stop a scan
         return _problem(c.path, f"{c.where}unexpected error: {type(e).__name__}: {e}")
-    return {"path": str(c.path), "relpath": c.relpath, "label": label, "group": group, "split": c.split,
+    return {"path": str(c.path), "relpath": c.relpath, "label": label if label_tag else c.label,
+            "group": group if group_tag else c.group, "split": c.split,
             "kind": info.kind, "width": int(info.width), "height": int(info.height), **c.extra}
 
 
@@ -205,18 +225,18 @@ def _probe_all(cands: list[_Cand], validate: bool, workers: int, dicom_only: boo
     return [r for r in rows if "reason" not in r], [r for r in rows if "reason" in r]
 
 
-def _make(items: list[dict], problems: list[dict], root: Path, source: str, ignored: Counter,
-          extra_cols: Iterable[str] = (), sort: bool = True) -> Dataset:
+def _make(items: list[dict] | pd.DataFrame, problems: list[dict], root: Path, source: str, ignored: Counter,
+          extra_cols: Iterable[str] = (), sort: bool = True, conflicts: Iterable[str] = ()) -> Dataset:
     """Assemble a Dataset with typed, ordered columns."""
     cols = ITEM_COLUMNS + [c for c in extra_cols if c not in ITEM_COLUMNS]
-    df = pd.DataFrame(items, columns=cols)
+    df = items.reindex(columns=cols) if isinstance(items, pd.DataFrame) else pd.DataFrame(items, columns=cols)
     df["source"] = source
     df = df.astype({"width": int, "height": int})
     probs = pd.DataFrame(problems, columns=PROBLEM_COLUMNS)
     if sort:
         df, probs = df.sort_values("path", kind="stable"), probs.sort_values("path", kind="stable")
     return Dataset(df.reset_index(drop=True), probs.reset_index(drop=True), str(root), source,
-                   {k: int(v) for k, v in sorted(ignored.items()) if v})
+                   {k: int(v) for k, v in sorted(ignored.items()) if v}, list(conflicts))
 
 
 # ---------------------------------------------------------------- folders
@@ -400,47 +420,149 @@ def _need_columns(df: pd.DataFrame, **cols: str) -> None:
             raise SourceError(f"the table has no {role} column '{col}'; its columns are: {have}")
 
 
-def _row_cand(row: dict, n: int, root: Path, cols: dict[str, str], seen: dict[str, int],
-              extras: list[str], need_label: bool) -> _Cand | dict[str, str]:
-    """A candidate from one table row (n = 1-based data row), or a problem row."""
-    raw = _cell(row[cols["path"]])
-    if not raw:
-        return _problem(f"row {n}", f"row {n}: empty path")
+def _cells(col: pd.Series) -> pd.Series:
+    """A column as stripped strings (see _cell); vectorised when it already holds only strings."""
+    if pd.api.types.infer_dtype(col, skipna=False) == "string":
+        return col.str.strip()
+    return col.map(_cell).astype(object)
+
+
+def _relatives(raw: list[str]) -> tuple[list[str], list[str]]:
+    """(normalised relative path, problem reason or "") of every path cell; string checks only."""
+    norms, reasons = [], []
+    for rel in raw:
+        try:
+            norms.append(_relative(rel))
+            reasons.append("")
+        except UnsafePathError as e:
+            norms.append("")
+            reasons.append(str(e))
+    return norms, reasons
+
+
+def _locate(base: str, norm: str, parents: dict[str, str]) -> tuple[str, str]:
+    """(case-normalised real path, "" | "outside" | "missing" | "not a file") of root-relative `norm`.
+
+    One lstat per row; each parent folder is resolved once (cached in `parents`), not once per row.
+    """
+    parent, name = posixpath.split(norm)
+    real_parent = parents.get(parent)
+    if real_parent is None:
+        real_parent = parents[parent] = os.path.realpath(os.path.join(base, parent)) if parent else base
+    real = os.path.join(real_parent, name) if name not in ("", ".") else real_parent
     try:
-        path = safe_join(root, raw)
-    except UnsafePathError as e:
-        return _problem(raw, f"row {n}: {e}")
-    key = os.path.normcase(str(path.resolve()))
-    if key in seen:
-        return _problem(path, f"row {n}: duplicate of row {seen[key]}")
-    seen[key] = n
-    label = _cell(row[cols["label"]]) if cols["label"] else ""
-    if need_label and not label:
-        return _problem(path, f"row {n}: empty label")
-    split = _cell(row[cols["split"]]) if cols["split"] else ""
-    if cols["split"] and split.lower() not in SPLIT_NAMES:
-        return _problem(path, f"row {n}: unknown split value '{split}' (use train, valid or test)")
-    if not path.is_file():
-        return _problem(path, f"row {n}: file not found" if not path.exists() else f"row {n}: not a file")
-    group = _cell(row[cols["group"]]) if cols["group"] else ""
-    extra = {c: row[c] for c in extras}
-    return _Cand(path, _display(path, root), label, group, SPLIT_NAMES.get(split.lower(), ""), extra, f"row {n}: ")
+        st = os.lstat(real)
+        if stat.S_ISLNK(st.st_mode):
+            real = os.path.realpath(real)
+            st = os.stat(real)
+    except OSError:
+        st = None
+    prefix = base if base.endswith(os.sep) else base + os.sep
+    if real != base and not real.startswith(prefix):
+        return os.path.normcase(real), "outside"
+    state = "missing" if st is None else ("" if stat.S_ISREG(st.st_mode) else "not a file")
+    return os.path.normcase(real), state
+
+
+def _first_rows(keys: list[str], valid: list[bool]) -> list[int]:
+    """For each row, the 0-based index of the first valid row with the same key (itself when first; -1 invalid)."""
+    first: dict[str, int] = {}
+    return [first.setdefault(k, i) if ok else -1 for i, (k, ok) in enumerate(zip(keys, valid))]
+
+
+def _duplicate_reason(n: int, first: int, label: str, first_label: str) -> str:
+    """The problem of row n (1-based) that repeats row first+1; names a label conflict."""
+    if label and first_label and label != first_label:
+        return (f"row {n}: listed twice with different labels: {first_label} (row {first + 1}) "
+                f"and {label} (row {n})")
+    return f"row {n}: duplicate of row {first + 1}"
+
+
+def _joined(base: str, norm: str) -> str:
+    """root + a normalised relative path, as the OS spells it (what str(Path(base) / norm) gives)."""
+    return base if norm == "." else os.path.join(base, norm.replace("/", os.sep))
 
 
 def _table_cands(df: pd.DataFrame, root: Path, cols: dict[str, str], need_label: bool = True
-                 ) -> tuple[list[_Cand], list[dict], dict[str, str]]:
-    """Candidates and row problems of a table; extra columns renamed away from item column names."""
+                 ) -> tuple[pd.DataFrame, list[dict], dict[str, str], list[str]]:
+    """Candidates (a frame) and row problems of a table, label conflicts; extras renamed off item names.
+
+    The root is resolved once, each row costs one lstat (parent folders resolved once each), and the
+    label / split / duplicate checks run on whole columns. Reasons keep the per-row order of precedence:
+    empty path, unsafe path, link outside, duplicate, empty label, split value, missing file.
+    """
     used = {c for c in cols.values() if c}
     rename = {c: (f"csv_{c}" if c in ITEM_COLUMNS else str(c)) for c in df.columns if c not in used}
-    cands, problems, seen = [], [], {}
-    for n, row in enumerate(df.to_dict("records"), start=1):
-        out = _row_cand(row, n, root, cols, seen, list(rename), need_label)
-        if isinstance(out, _Cand):
-            out.extra = {rename[k]: v for k, v in out.extra.items()}
-            cands.append(out)
+    base, n_rows = str(Path(root).resolve()), len(df)
+    empty = pd.Series([""] * n_rows, index=df.index, dtype=object)
+    raw, label, group, split = (_cells(df[cols[k]]) if cols[k] else empty for k in ("path", "label", "group", "split"))
+    raw = raw.tolist()
+    norms, reasons = _relatives(raw)
+    parents: dict[str, str] = {}
+    located = [_locate(base, nm, parents) if not r else ("", "") for nm, r in zip(norms, reasons)]
+    keys = [k for k, _ in located]
+    reasons = [r or ("link points outside the image folder: " + str(p) if st == "outside" else "")
+               for r, (_, st), p in zip(reasons, located, raw)]
+    firsts = _first_rows(keys, [not r for r in reasons])
+    labels, splits = label.tolist(), split.str.lower().tolist()
+    problems, keep, conflicts = [], [], []
+    for i, (p, r, (_, st), f) in enumerate(zip(raw, reasons, located, firsts)):
+        n = i + 1
+        if not p:
+            problems.append(_problem(f"row {n}", f"row {n}: empty path"))
+        elif r:
+            problems.append(_problem(p, f"row {n}: {r}"))
+        elif f != i:
+            reason = _duplicate_reason(n, f, labels[i], labels[f])
+            problems.append(_problem(_joined(base, norms[i]), reason))
+            if "different labels" in reason:
+                conflicts.append(norms[f])
+        elif need_label and not labels[i]:
+            problems.append(_problem(_joined(base, norms[i]), f"row {n}: empty label"))
+        elif cols["split"] and splits[i] not in SPLIT_NAMES:
+            problems.append(_problem(_joined(base, norms[i]),
+                                     f"row {n}: unknown split value '{split.iat[i]}' (use train, valid or test)"))
+        elif st:
+            problems.append(_problem(_joined(base, norms[i]), f"row {n}: {'file not found' if st == 'missing' else st}"))
         else:
-            problems.append(out)
-    return cands, problems, rename
+            keep.append(i)
+    rel = [norms[i] for i in keep]
+    cands = pd.DataFrame({"path": [_joined(base, r) for r in rel], "relpath": rel,
+                          "label": label.iloc[keep].tolist(), "group": group.iloc[keep].tolist(),
+                          "split": [SPLIT_NAMES.get(splits[i], "") for i in keep],
+                          "_where": [f"row {i + 1}: " for i in keep]})
+    for c, new in rename.items():
+        cands[new] = df[c].iloc[keep].to_numpy()
+    return cands, problems, rename, list(dict.fromkeys(conflicts))
+
+
+def _probe_frame(cands: pd.DataFrame, validate: bool, workers: int, dicom_only: bool = False, group_tag: str = "",
+                 decode: Decode | None = None) -> tuple[pd.DataFrame, list[dict]]:
+    """Probe every candidate row of a table: the items frame (with kind, width, height) and problem rows."""
+    def fn(path: str) -> tuple[str, int, int, str] | str:
+        try:
+            info, _, group = _inspect(Path(path), validate, dicom_only, "", group_tag, decode)
+        except imaging.ImageError as e:
+            return str(e)
+        except Exception as e:  # one odd file must never stop a scan
+            return f"unexpected error: {type(e).__name__}: {e}"
+        return info.kind, int(info.width), int(info.height), group
+    paths = cands["path"].tolist()
+    if workers > 1 and len(paths) > 1:
+        with ThreadPoolExecutor(max_workers=workers) as ex:
+            results = list(ex.map(fn, paths))
+    else:
+        results = [fn(p) for p in paths]
+    ok = [not isinstance(r, str) for r in results]
+    problems = [_problem(p, w + r) for p, w, r in zip(paths, cands["_where"], results) if isinstance(r, str)]
+    items = cands[ok].drop(columns="_where")
+    good = [r for r in results if not isinstance(r, str)]
+    items["kind"] = [r[0] for r in good]
+    items["width"] = np.array([r[1] for r in good], dtype=int)
+    items["height"] = np.array([r[2] for r in good], dtype=int)
+    if group_tag:
+        items["group"] = [r[3] for r in good]
+    return items, problems
 
 
 def from_df(df: pd.DataFrame, image_root: str | Path, path_col: str = "path", label_col: str = "label",
@@ -455,9 +577,9 @@ def from_df(df: pd.DataFrame, image_root: str | Path, path_col: str = "path", la
     if not len(df):
         raise SourceError("the label table has no rows")
     cols = {"path": path_col, "label": label_col, "group": group_col, "split": split_col}
-    cands, problems, rename = _table_cands(df, root, cols)
-    items, bad = _probe_all(cands, validate, workers, dicom_only=source == "dicom", decode=decode)
-    return _make(items, problems + bad, root, source, Counter(), rename.values(), sort=False)
+    cands, problems, rename, conflicts = _table_cands(df, root, cols)
+    items, bad = _probe_frame(cands, validate, workers, dicom_only=source == "dicom", decode=decode)
+    return _make(items, problems + bad, root, source, Counter(), rename.values(), sort=False, conflicts=conflicts)
 
 
 def from_csv(csv_path: str | Path, image_root: str | Path = "", path_col: str = "path", label_col: str = "label",
@@ -493,15 +615,16 @@ def scan_dicom_folder(root: str | Path, labels_csv: str | Path = "", label_tag: 
         df = read_table(labels_csv)
         _need_columns(df, path=path_col, label=label_col, group=group_col, split=split_col)
         cols = {"path": path_col, "label": label_col, "group": group_col, "split": split_col}
-        cands, problems, rename = _table_cands(df, base, cols)
-        extra_cols, label_tag, sort = list(rename.values()), "", False
-    else:
-        cands = _folder_cands(base, ignored, problems, dicom_only=True, by_folder=not label_tag)
-        extra_cols, sort = [], True
+        table, problems, rename, conflicts = _table_cands(df, base, cols)
+        if not len(table) and not problems:
+            raise _no_files(base, ignored, "DICOM")
+        items, bad = _probe_frame(table, validate, workers, True, group_tag, decode)
+        return _make(items, problems + bad, base, "dicom", ignored, rename.values(), False, conflicts)
+    cands = _folder_cands(base, ignored, problems, dicom_only=True, by_folder=not label_tag)
     if not cands and not problems:
         raise _no_files(base, ignored, "DICOM")
     items, bad = _probe_all(cands, validate, workers, True, label_tag, group_tag, decode)
-    return _make(items, problems + bad, base, "dicom", ignored, extra_cols, sort)
+    return _make(items, problems + bad, base, "dicom", ignored, [], True)
 
 
 # ---------------------------------------------------------------- dispatch
