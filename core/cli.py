@@ -219,18 +219,14 @@ def cmd_cancel(ns: argparse.Namespace) -> dict[str, Any]:
 
 
 def _model_path(arg: str) -> Path:
-    """A model.json, a model folder, or a run folder (its model/)."""
+    """The model.json of a run folder (or its name), model folder or manifest; see modelio.find_manifest."""
+    from core import modelio
     from core.paths import runs_dir
 
     p = Path(arg) if Path(arg).exists() else runs_dir() / arg
-    if p.is_dir() and (p / "model" / "model.json").exists():
-        return p / "model"
-    if p.is_dir() and (p / "folds").is_dir():
-        raise CliError(f"{arg} is a k-fold run: it has one model per fold in folds/fold<i>/ (give one of those), "
-                       "or train with --final-model to get one model on all the data")
-    if p.exists():
-        return p
-    raise CliError(f"no model at {arg} (give a run folder, its model/ folder or a model.json)")
+    if not p.exists():
+        raise CliError(f"no model at {arg} (give a run folder, its model/ folder or a model.json)")
+    return modelio.find_manifest(p)
 
 
 def _run_folder(model: Path) -> Path | None:

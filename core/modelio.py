@@ -378,13 +378,40 @@ def save_model(model: torch.nn.Module, out_dir: str | Path, manifest: dict) -> P
     return path
 
 
+WEIGHT_SUFFIXES = {".pth", ".pt", ".bin", ".safetensors", ".ckpt", ".pkl", ".pickle", ".h5", ".onnx"}
+
+
+def find_manifest(path: str | Path) -> Path:
+    """The model.json a path stands for: a manifest, a model folder, a run folder (its model/), or an error naming why."""
+    p = Path(path)
+    if p.is_file():
+        if p.suffix.lower() in WEIGHT_SUFFIXES:
+            raise ModelFileError(
+                f"{p.name} is a weights file, not a model saved by this app: the app loads its own model folders "
+                f"({MANIFEST_NAME} + model.safetensors, e.g. <run folder>/model). To use a weights file, train from "
+                f"it: choose it as the starting weights on the setup page, or `python -m core train --weights {p} ...`")
+        return p
+    if not p.is_dir():
+        raise ModelFileError(f"no model at {p} (give a run folder, its model/ folder or a {MANIFEST_NAME})")
+    for cand in (p / MANIFEST_NAME, p / "model" / MANIFEST_NAME):
+        if cand.is_file():
+            return cand
+    folds = sorted(f.parent.relative_to(p).as_posix() for f in (p / "folds").glob(f"fold*/{MANIFEST_NAME}"))
+    if folds:
+        raise ModelFileError(
+            f"{p.name} is a k-fold run without a final model: give one of its fold models ({', '.join(folds)}), "
+            "or train with --final-model to get one model on all the data")
+    if (p / "config.json").is_file():
+        ckpt = any((p / "checkpoints").glob("*.safetensors"))
+        raise ModelFileError(
+            f"the run {p.name} has no saved model ({p / 'model' / MANIFEST_NAME} is missing: it did not finish)"
+            + (f"; make one from its best checkpoint with `python -m core finish {p}`" if ckpt else ""))
+    raise ModelFileError(f"no model in {p}: expected {p / MANIFEST_NAME} or a run folder holding model/{MANIFEST_NAME}")
+
+
 def read_manifest(path: str | Path) -> tuple[dict, Path]:
-    """Read and check a model.json (or its folder); return (manifest, weights path)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / MANIFEST_NAME
-    if not path.is_file():
-        raise ModelFileError(f"no model manifest at {path}")
+    """Read and check a model.json (or a model / run folder, see find_manifest); return (manifest, weights path)."""
+    path = find_manifest(path)
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError):

@@ -441,6 +441,54 @@ def test_tampered_weights_refused(tmp_path):
         modelio.load_model(path)
 
 
+@pytest.mark.slow
+def test_a_run_folder_is_accepted_wherever_a_model_is_asked_for(tmp_path, capsys):
+    from core.cli import main
+    from core.predict import Predictor
+
+    model = models.create_model("resnet18", 2).eval()
+    run = tmp_path / "run"
+    (run / "config.json").parent.mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    modelio.save_model(model, run / "model", MANIFEST)
+    assert modelio.find_manifest(run) == run / "model" / "model.json" == modelio.find_manifest(run / "model")
+    assert Predictor(run, device="cpu").classes == MANIFEST["classes"]
+    img = tmp_path / "x.png"
+    Image.new("RGB", (40, 36), 90).save(img)
+    assert main(["predict", "--model", str(run), str(img)]) == 0
+    assert json.loads(capsys.readouterr().out)["predicted"] == 1
+    kfold = tmp_path / "kfold"
+    for i in range(2):
+        modelio.save_model(model, kfold / "folds" / f"fold{i}", MANIFEST)
+    with pytest.raises(ModelFileError, match=r"k-fold run without a final model.*folds/fold0, folds/fold1"):
+        Predictor(kfold)
+    modelio.save_model(model, kfold / "model", MANIFEST)
+    assert modelio.find_manifest(kfold) == kfold / "model" / "model.json"
+
+
+def test_model_errors_name_the_right_path(tmp_path, capsys):
+    from core.cli import main
+
+    failed = tmp_path / "failed_run"
+    (failed / "checkpoints").mkdir(parents=True)
+    (failed / "config.json").write_text("{}")
+    save_file({"w": torch.zeros(1)}, str(failed / "checkpoints" / "best.safetensors"))
+    with pytest.raises(ModelFileError, match="model.json is missing: it did not finish.*python -m core finish"):
+        modelio.load_model(failed)
+    assert main(["export", "--model", str(failed), "--onnx", str(tmp_path / "m.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert str(failed / "model" / "model.json") in err and f"{failed}/model.json" not in err
+    weights = tmp_path / "resnet18-imagenet.pth"
+    torch.save({"w": torch.zeros(1)}, weights)
+    for call in (lambda: modelio.load_model(weights), lambda: modelio.read_manifest(weights)):
+        with pytest.raises(ModelFileError, match=r"weights file, not a model saved by this app.*--weights"):
+            call()
+    with pytest.raises(ModelFileError, match="no model in"):
+        modelio.load_model(tmp_path / "failed_run" / "checkpoints")
+    assert main(["predict", "--model", str(tmp_path / "nowhere"), str(weights)]) == 1
+    assert "no model at" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "extra",
     [{"patient_name": "DOE^JANE"}, {"train": {"PatientID": "123"}}, {"metrics": [{"Birth Date": "1970"}]}],
