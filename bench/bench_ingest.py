@@ -191,35 +191,67 @@ def per_row_reference(df: Any, root: Path, cols: dict[str, str]) -> tuple[list[A
     return cands, problems
 
 
+def _csv_child(what: str, csv_path: str, root: str, rows: int, workers: int, conn: Any) -> None:
+    """In a fresh process: read the table, then time and measure the row checks or a whole from_df."""
+    from core.sources import _table_cands, from_df, read_table
+
+    table = read_table(csv_path).head(rows)
+    cols = {"path": "path", "label": "label", "group": "patient", "split": ""}
+    if what == "rows":
+        (out, *_), seconds, peak = measured(lambda: _table_cands(table, Path(root), cols))
+    else:
+        ds, seconds, peak = measured(lambda: from_df(table, root, group_col="patient", validate=False,
+                                                     workers=workers))
+        out = ds.items
+    conn.send({"seconds": seconds, "peak_mb": peak / 2**20, "n": len(out),
+               "mb": out.memory_usage(deep=True).sum() / 2**20,
+               "table_mb": table.memory_usage(deep=True).sum() / 2**20})
+    conn.close()
+
+
+def measured_apart(what: str, csv_path: Path, root: Path, rows: int, workers: int) -> dict[str, Any]:
+    """_csv_child in a spawned interpreter: a fresh heap, so memory freed by earlier cases cannot hide its peak."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_csv_child, args=(what, str(csv_path), str(root), rows, workers, send))
+    proc.start()
+    result = recv.recv()
+    proc.join()
+    return result
+
+
 def csv_case(tmp: Path, args: Any) -> dict[str, Any]:
     """Row checks old vs new on the same rows, new at the full size, and a whole from_df with its memory."""
-    from core.sources import _table_cands, from_df
+    from core.sources import _table_cands
 
     table, root = csv_tree(tmp / "csv", args.csv_rows)
+    csv_path = root / "labels.csv"
+    table.to_csv(csv_path, index=False)
     cols = {"path": "path", "label": "label", "group": "patient", "split": ""}
-    table_mb = table.memory_usage(deep=True).sum() / 2**20
     ref = table.head(args.csv_ref_rows)
     (old, old_bad), old_s = c.timed(lambda: per_row_reference(ref, root.resolve(), cols))
     (new, new_bad, *_), new_s = c.timed(lambda: _table_cands(ref, root, cols))
     same = [x[1] for x in old] == new["relpath"].tolist() and len(old_bad) == len(new_bad) == 0
     c.log(f"csv row checks {len(ref)} rows: per-row {old_s:.2f}s, app {new_s:.2f}s")
-    (big, *_), big_s, big_peak = measured(lambda: _table_cands(table, root, cols))
-    c.log(f"csv row checks {len(table)} rows: {big_s:.2f}s, peak +{big_peak / 2**20:.0f} MB")
-    full = table.head(args.csv_full_rows)
-    ds, full_s, full_peak = measured(lambda: from_df(full, root, group_col="patient", validate=False,
-                                                     workers=args.workers))
-    items_mb = ds.items.memory_usage(deep=True).sum() / 2**20
-    c.log(f"csv from_df {len(full)} rows: {full_s:.2f}s, peak +{full_peak / 2**20:.0f} MB (items {items_mb:.0f} MB)")
-    return {"rows": len(table), "ref_rows": len(ref), "same_result": bool(same),
-            "row_checks_per_row_reference_ms_per_row": 1e3 * c.ratio(old_s, len(ref)),
-            "row_checks_app_ms_per_row": 1e3 * c.ratio(new_s, len(ref)),
+    table = ref = old = new = None  # freed before the measured children start
+    big = measured_apart("rows", csv_path, root, args.csv_rows, args.workers)
+    c.log(f"csv row checks {big['n']} rows: {big['seconds']:.2f}s, peak +{big['peak_mb']:.0f} MB "
+          f"(table {big['table_mb']:.0f} MB, candidates {big['mb']:.0f} MB)")
+    full = measured_apart("from_df", csv_path, root, args.csv_full_rows, args.workers)
+    c.log(f"csv from_df {full['n']} rows: {full['seconds']:.2f}s, peak +{full['peak_mb']:.0f} MB "
+          f"(table {full['table_mb']:.0f} MB, items {full['mb']:.0f} MB)")
+    return {"rows": args.csv_rows, "ref_rows": args.csv_ref_rows, "same_result": bool(same),
+            "row_checks_per_row_reference_ms_per_row": 1e3 * c.ratio(old_s, args.csv_ref_rows),
+            "row_checks_app_ms_per_row": 1e3 * c.ratio(new_s, args.csv_ref_rows),
             "row_checks_speedup": c.ratio(old_s, new_s),
-            "row_checks_full_size_s": big_s, "row_checks_full_size_ms_per_row": 1e3 * c.ratio(big_s, len(table)),
-            "row_checks_full_size_peak_rss_growth_mb": big_peak / 2**20, "table_mb": table_mb,
-            "row_checks_peak_vs_table": c.ratio(big_peak / 2**20, table_mb), "candidates": len(big),
-            "from_df_rows": len(full), "from_df_s": full_s, "from_df_ms_per_row": 1e3 * c.ratio(full_s, len(full)),
-            "from_df_peak_rss_growth_mb": full_peak / 2**20, "from_df_items_mb": items_mb,
-            "from_df_peak_vs_items": c.ratio(full_peak / 2**20, items_mb)}
+            "row_checks_full_size_s": big["seconds"], "row_checks_full_size_ms_per_row": 1e3 * c.ratio(big["seconds"], big["n"]),
+            "row_checks_full_size_peak_rss_growth_mb": big["peak_mb"], "table_mb": big["table_mb"],
+            "candidates_mb": big["mb"], "row_checks_peak_vs_table": c.ratio(big["peak_mb"], big["table_mb"]),
+            "from_df_rows": full["n"], "from_df_s": full["seconds"], "from_df_ms_per_row": 1e3 * c.ratio(full["seconds"], full["n"]),
+            "from_df_peak_rss_growth_mb": full["peak_mb"], "from_df_items_mb": full["mb"],
+            "from_df_peak_vs_items": c.ratio(full["peak_mb"], full["mb"])}
 
 
 def main() -> None:

@@ -215,13 +215,11 @@ def _probe_all(cands: list[_Cand], validate: bool, workers: int, dicom_only: boo
                label_tag: str = "", group_tag: str = "", decode: Decode | None = None
                ) -> tuple[list[dict], list[dict]]:
     """Probe every candidate in a thread pool; split the results into items and problems (order kept)."""
-    def fn(c: _Cand) -> dict[str, Any]:
-        return _probe(c, validate, dicom_only, label_tag, group_tag, decode)
-    if workers > 1 and len(cands) > 1:
-        with ThreadPoolExecutor(max_workers=workers) as ex:
-            rows = list(ex.map(fn, cands))
-    else:
-        rows = [fn(c) for c in cands]
+    rows: list[dict[str, Any]] = [{}] * len(cands)
+
+    def fn(i: int) -> None:
+        rows[i] = _probe(cands[i], validate, dicom_only, label_tag, group_tag, decode)
+    _run_chunked(fn, len(cands), workers)
     return [r for r in rows if "reason" not in r], [r for r in rows if "reason" in r]
 
 
@@ -421,23 +419,60 @@ def _need_columns(df: pd.DataFrame, **cols: str) -> None:
 
 
 def _cells(col: pd.Series) -> pd.Series:
-    """A column as stripped strings (see _cell); vectorised when it already holds only strings."""
+    """A column as stripped strings (see _cell), 0-based index; vectorised when it already holds only strings."""
+    col = col.reset_index(drop=True)
     if pd.api.types.infer_dtype(col, skipna=False) == "string":
         return col.str.strip()
     return col.map(_cell).astype(object)
 
 
-def _relatives(raw: list[str]) -> tuple[list[str], list[str]]:
-    """(normalised relative path, problem reason or "") of every path cell; string checks only."""
-    norms, reasons = [], []
-    for rel in raw:
+SUSPICIOUS = r"\\|\x00|//|(?:^|/)\.\.?(?:/|$)|^[~/]|^[A-Za-z]:|/$|^$"  # rows whose path needs _relative's full check
+OK, OUTSIDE, MISSING, NOT_FILE = 0, 1, 2, 3
+STATES = {"": OK, "outside": OUTSIDE, "missing": MISSING, "not a file": NOT_FILE}
+SMALL_FOLDER = 64  # folders with fewer listed rows are checked with one lstat a row instead of a listing
+
+
+def _relatives(raw: pd.Series) -> tuple[pd.Series, dict[int, str]]:
+    """(normalised relative paths, {row index: reason} of unsafe ones); only unusual paths are looked at one by one."""
+    odd = np.flatnonzero(raw.str.contains(SUSPICIOUS, regex=True).to_numpy(dtype=bool))
+    fixed, unsafe = [], {}
+    for i in odd:
         try:
-            norms.append(_relative(rel))
-            reasons.append("")
+            fixed.append(_relative(raw.iat[i]))
         except UnsafePathError as e:
-            norms.append("")
-            reasons.append(str(e))
-    return norms, reasons
+            fixed.append("")
+            unsafe[int(i)] = str(e)
+    norm = raw.copy()
+    if len(odd):
+        norm.iloc[odd] = fixed  # one assignment: per-item writes into an Arrow column copy it every time
+    return norm, unsafe
+
+
+def _arrow_text(col: pd.Series):
+    """A text column as a pyarrow large_string array (no copy when pandas already holds it in Arrow)."""
+    import pyarrow as pa
+
+    return pa.array(col.astype(str), from_pandas=True).cast(pa.large_string())
+
+
+def _split_parent(text):
+    """(parent folder, file name) of every normalised relative path (pyarrow arrays, vectorised)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    empty, slash = pa.scalar("", pa.large_string()), pa.scalar("/", pa.large_string())
+    parts = pc.split_pattern(pc.binary_join_element_wise(empty, text, slash), "/", max_splits=1, reverse=True)
+    return pc.utf8_slice_codeunits(pc.list_element(parts, 0), 1), pc.list_element(parts, 1)
+
+
+def _listing(folder: str) -> dict[str, int] | None:
+    """{name: OK | NOT_FILE | -1 (a link)} of a folder's entries from one scandir (no stat a file); None if unreadable."""
+    try:
+        with os.scandir(folder) as it:
+            return {e.name: -1 if e.is_symlink() else (OK if e.is_file(follow_symlinks=False) else NOT_FILE)
+                    for e in it}
+    except OSError:
+        return None
 
 
 def _locate(base: str, norm: str, parents: dict[str, str]) -> tuple[str, str]:
@@ -464,105 +499,182 @@ def _locate(base: str, norm: str, parents: dict[str, str]) -> tuple[str, str]:
     return os.path.normcase(real), state
 
 
-def _first_rows(keys: list[str], valid: list[bool]) -> list[int]:
-    """For each row, the 0-based index of the first valid row with the same key (itself when first; -1 invalid)."""
-    first: dict[str, int] = {}
-    return [first.setdefault(k, i) if ok else -1 for i, (k, ok) in enumerate(zip(keys, valid))]
+def _locate_all(base: str, norm: pd.Series, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(state, same-file id) of every row (-1 where not valid): each folder resolved and listed once, links one by one.
+
+    Two rows name the same file when their real folder and real name agree (case-folded where the OS does).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(norm)
+    state, file_id = np.full(n, MISSING, np.int8), np.full(n, -1, np.int64)
+    rows = np.flatnonzero(valid)
+    if not len(rows):
+        return state, file_id
+    parent, names = _split_parent(_arrow_text(norm.iloc[rows]))
+    enc = pc.dictionary_encode(parent)
+    codes = enc.indices.to_numpy(zero_copy_only=False)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(enc.dictionary) + 1))
+    prefix = base if base.endswith(os.sep) else base + os.sep
+    folders: dict[str, int] = {}
+    folder_of = np.full(len(rows), -1, np.int64)
+    renamed: dict[int, str] = {}  # position -> real name, for links and names resolved one by one
+    for j, par in enumerate(enc.dictionary.to_pylist()):
+        group = order[bounds[j]:bounds[j + 1]]
+        real = os.path.realpath(os.path.join(base, par)) if par else base
+        inside = real == base or real.startswith(prefix)
+        listing = _listing(real) if inside and len(group) >= SMALL_FOLDER else None
+        fid = folders.setdefault(os.path.normcase(real), len(folders))
+        group_names = names.take(pa.array(group)).to_pylist()
+        for g, nm in zip(group, group_names):
+            st = (listing.get(nm, -1) if listing is not None else -1) if inside else OUTSIDE
+            if st == -1:  # a link, a name the listing lacks (case-insensitive disks), or a small folder
+                full, found = _locate(base, norm.iat[rows[g]], {par: real})
+                st = STATES[found]
+                head, renamed[int(g)] = os.path.split(full)
+                folder_of[g] = folders.setdefault(os.path.normcase(head), len(folders))
+            else:
+                folder_of[g] = fid
+            state[rows[g]] = st
+    if renamed:
+        at = np.zeros(len(rows), bool)
+        at[list(renamed)] = True
+        names = pc.replace_with_mask(names, pa.array(at), pa.array([renamed[k] for k in sorted(renamed)],
+                                                                    pa.large_string()))
+    if os.path.normcase("A") == "a":
+        names = pc.utf8_lower(names)
+    key = pc.binary_join_element_wise(pc.cast(pa.array(folder_of), pa.large_string()), names,
+                                      pa.scalar("\x00", pa.large_string()))
+    file_id[rows] = pc.dictionary_encode(key).indices.to_numpy(zero_copy_only=False)
+    return state, file_id
+
+
+def _first_rows(file_id: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """For each of `rows`, the first of `rows` naming the same file (itself when it is the first)."""
+    if not len(rows):
+        return rows
+    ids = file_id[rows]
+    first = np.full(int(ids.max()) + 1, -1, np.int64)
+    first[ids[::-1]] = rows[::-1]  # the last write wins: the earliest row of each file
+    return first[ids]
 
 
 def _duplicate_reason(n: int, first: int, label: str, first_label: str) -> str:
-    """The problem of row n (1-based) that repeats row first+1; names a label conflict."""
+    """The problem of row n (1-based) that repeats row first (1-based); names a label conflict."""
     if label and first_label and label != first_label:
-        return (f"row {n}: listed twice with different labels: {first_label} (row {first + 1}) "
-                f"and {label} (row {n})")
-    return f"row {n}: duplicate of row {first + 1}"
+        return f"row {n}: listed twice with different labels: {first_label} (row {first}) and {label} (row {n})"
+    return f"row {n}: duplicate of row {first}"
 
 
-def _joined(base: str, norm: str) -> str:
-    """root + a normalised relative path, as the OS spells it (what str(Path(base) / norm) gives)."""
-    return base if norm == "." else os.path.join(base, norm.replace("/", os.sep))
+def _joined(base: str, rel: pd.Series) -> pd.Series:
+    """root + each normalised relative path, as the OS spells it (what str(Path(base) / rel) gives)."""
+    sep_rel = rel if os.sep == "/" else rel.str.replace("/", os.sep, regex=False)
+    return (base.rstrip(os.sep) + os.sep) + sep_rel.astype(object if rel.dtype == object else rel.dtype)
 
 
 def _table_cands(df: pd.DataFrame, root: Path, cols: dict[str, str], need_label: bool = True
                  ) -> tuple[pd.DataFrame, list[dict], dict[str, str], list[str]]:
-    """Candidates (a frame) and row problems of a table, label conflicts; extras renamed off item names.
+    """Candidates (a frame with a `_row` column) and row problems of a table, label conflicts; extras renamed.
 
-    The root is resolved once, each row costs one lstat (parent folders resolved once each), and the
-    label / split / duplicate checks run on whole columns. Reasons keep the per-row order of precedence:
-    empty path, unsafe path, link outside, duplicate, empty label, split value, missing file.
+    The root is resolved once, each folder once and listed once; labels, splits and duplicates are checked on
+    whole columns; only problem rows are handled one by one. Reasons keep the order of precedence: empty
+    path, unsafe path, link outside, duplicate, empty label, split value, missing file.
     """
     used = {c for c in cols.values() if c}
     rename = {c: (f"csv_{c}" if c in ITEM_COLUMNS else str(c)) for c in df.columns if c not in used}
-    base, n_rows = str(Path(root).resolve()), len(df)
-    empty = pd.Series([""] * n_rows, index=df.index, dtype=object)
-    raw, label, group, split = (_cells(df[cols[k]]) if cols[k] else empty for k in ("path", "label", "group", "split"))
-    raw = raw.tolist()
-    norms, reasons = _relatives(raw)
-    parents: dict[str, str] = {}
-    located = [_locate(base, nm, parents) if not r else ("", "") for nm, r in zip(norms, reasons)]
-    keys = [k for k, _ in located]
-    reasons = [r or ("link points outside the image folder: " + str(p) if st == "outside" else "")
-               for r, (_, st), p in zip(reasons, located, raw)]
-    firsts = _first_rows(keys, [not r for r in reasons])
-    labels, splits = label.tolist(), split.str.lower().tolist()
-    problems, keep, conflicts = [], [], []
-    for i, (p, r, (_, st), f) in enumerate(zip(raw, reasons, located, firsts)):
-        n = i + 1
-        if not p:
-            problems.append(_problem(f"row {n}", f"row {n}: empty path"))
-        elif r:
-            problems.append(_problem(p, f"row {n}: {r}"))
-        elif f != i:
-            reason = _duplicate_reason(n, f, labels[i], labels[f])
-            problems.append(_problem(_joined(base, norms[i]), reason))
+    base, n = str(Path(root).resolve()), len(df)
+    blank = pd.Series([""] * n, dtype=object)
+    raw, label, group, split = (_cells(df[cols[k]]) if cols[k] else blank for k in ("path", "label", "group", "split"))
+    norm, unsafe = _relatives(raw)
+    ok = np.ones(n, bool)
+    ok[list(unsafe)] = False
+    state, file_id = _locate_all(base, norm, ok)
+    ok &= state != OUTSIDE
+    checked = np.flatnonzero(ok)
+    first = np.full(n, -1, np.int64)
+    first[checked] = _first_rows(file_id, checked)
+    split_low = split.str.lower()
+    bad = ~ok | (first != np.arange(n)) | (state != OK)
+    if need_label:
+        bad |= (label == "").to_numpy(dtype=bool)
+    if cols["split"]:
+        bad |= ~split_low.isin(list(SPLIT_NAMES)).to_numpy(dtype=bool)
+    problems, conflicts = [], []
+    for i in np.flatnonzero(bad):
+        r, where, full = int(i) + 1, f"row {int(i) + 1}: ", str(Path(base) / norm.iat[i]) if ok[i] else ""
+        if not raw.iat[i]:
+            problems.append(_problem(f"row {r}", where + "empty path"))
+        elif i in unsafe:
+            problems.append(_problem(raw.iat[i], where + unsafe[i]))
+        elif state[i] == OUTSIDE:
+            problems.append(_problem(raw.iat[i], where + f"link points outside the image folder: {raw.iat[i]}"))
+        elif first[i] != i:
+            f = int(first[i])
+            reason = _duplicate_reason(r, f + 1, label.iat[i], label.iat[f])
+            problems.append(_problem(full, reason))
             if "different labels" in reason:
-                conflicts.append(norms[f])
-        elif need_label and not labels[i]:
-            problems.append(_problem(_joined(base, norms[i]), f"row {n}: empty label"))
-        elif cols["split"] and splits[i] not in SPLIT_NAMES:
-            problems.append(_problem(_joined(base, norms[i]),
-                                     f"row {n}: unknown split value '{split.iat[i]}' (use train, valid or test)"))
-        elif st:
-            problems.append(_problem(_joined(base, norms[i]), f"row {n}: {'file not found' if st == 'missing' else st}"))
+                conflicts.append(norm.iat[f])
+        elif need_label and not label.iat[i]:
+            problems.append(_problem(full, where + "empty label"))
+        elif cols["split"] and split_low.iat[i] not in SPLIT_NAMES:
+            problems.append(_problem(full, where + f"unknown split value '{split.iat[i]}' (use train, valid or test)"))
         else:
-            keep.append(i)
-    rel = [norms[i] for i in keep]
-    cands = pd.DataFrame({"path": [_joined(base, r) for r in rel], "relpath": rel,
-                          "label": label.iloc[keep].tolist(), "group": group.iloc[keep].tolist(),
-                          "split": [SPLIT_NAMES.get(splits[i], "") for i in keep],
-                          "_where": [f"row {i + 1}: " for i in keep]})
+            problems.append(_problem(full, where + ("file not found" if state[i] == MISSING else "not a file")))
+    keep = np.flatnonzero(~bad)
+    rel = norm.iloc[keep].reset_index(drop=True)
+    cands = pd.DataFrame({"path": _joined(base, rel), "relpath": rel,
+                          "label": label.iloc[keep].reset_index(drop=True),
+                          "group": group.iloc[keep].reset_index(drop=True),
+                          "split": split_low.iloc[keep].map(SPLIT_NAMES).fillna("").reset_index(drop=True),
+                          "_row": keep + 1})
     for c, new in rename.items():
-        cands[new] = df[c].iloc[keep].to_numpy()
+        cands[new] = df[c].iloc[keep].reset_index(drop=True)
     return cands, problems, rename, list(dict.fromkeys(conflicts))
+
+
+def _run_chunked(fn: Callable[[int], None], n: int, workers: int, chunk: int = 2048) -> None:
+    """fn(i) for i in range(n), in threads a chunk at a time (never a million futures at once)."""
+    if workers <= 1 or n <= 1:
+        for i in range(n):
+            fn(i)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as ex:
+        for start in range(0, n, chunk):
+            list(ex.map(fn, range(start, min(n, start + chunk))))
 
 
 def _probe_frame(cands: pd.DataFrame, validate: bool, workers: int, dicom_only: bool = False, group_tag: str = "",
                  decode: Decode | None = None) -> tuple[pd.DataFrame, list[dict]]:
     """Probe every candidate row of a table: the items frame (with kind, width, height) and problem rows."""
-    def fn(path: str) -> tuple[str, int, int, str] | str:
+    n = len(cands)
+    kinds, groups = [""] * n, [""] * n
+    width, height = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    failed: dict[int, str] = {}
+    paths = cands["path"]
+
+    def fn(i: int) -> None:
         try:
-            info, _, group = _inspect(Path(path), validate, dicom_only, "", group_tag, decode)
+            info, _, groups[i] = _inspect(Path(paths.iat[i]), validate, dicom_only, "", group_tag, decode)
         except imaging.ImageError as e:
-            return str(e)
+            failed[i] = str(e)
+            return
         except Exception as e:  # one odd file must never stop a scan
-            return f"unexpected error: {type(e).__name__}: {e}"
-        return info.kind, int(info.width), int(info.height), group
-    paths = cands["path"].tolist()
-    if workers > 1 and len(paths) > 1:
-        with ThreadPoolExecutor(max_workers=workers) as ex:
-            results = list(ex.map(fn, paths))
-    else:
-        results = [fn(p) for p in paths]
-    ok = [not isinstance(r, str) for r in results]
-    problems = [_problem(p, w + r) for p, w, r in zip(paths, cands["_where"], results) if isinstance(r, str)]
-    items = cands[ok].drop(columns="_where")
-    good = [r for r in results if not isinstance(r, str)]
-    items["kind"] = [r[0] for r in good]
-    items["width"] = np.array([r[1] for r in good], dtype=int)
-    items["height"] = np.array([r[2] for r in good], dtype=int)
+            failed[i] = f"unexpected error: {type(e).__name__}: {e}"
+            return
+        kinds[i], width[i], height[i] = info.kind, int(info.width), int(info.height)
+
+    _run_chunked(fn, n, workers)
+    rows = cands["_row"].to_numpy()
+    problems = [_problem(paths.iat[i], f"row {rows[i]}: {failed[i]}") for i in sorted(failed)]
+    good = np.ones(n, bool)
+    good[list(failed)] = False
+    items = cands.drop(columns="_row")
+    items["kind"], items["width"], items["height"] = kinds, width, height
     if group_tag:
-        items["group"] = [r[3] for r in good]
-    return items, problems
+        items["group"] = groups
+    return items[good].reset_index(drop=True), problems
 
 
 def from_df(df: pd.DataFrame, image_root: str | Path, path_col: str = "path", label_col: str = "label",

@@ -393,6 +393,29 @@ def test_table_rows_resolve_the_root_once_not_per_row(tmp_path, monkeypatch):
     assert cands["path"].iloc[0] == str(root.resolve() / "d0" / "0.png") and cands["relpath"].iloc[-1] == "d1/link.png"
 
 
+@pytest.mark.skipif(os.name == "nt", reason="symlinks")
+def test_large_folders_are_listed_once_with_the_same_verdicts(tmp_path):
+    root = tmp_path / "imgs"
+    for i in range(80):  # enough rows in one folder to be checked from one listing
+        png(root / "big" / f"{i}.png", size=(4, 4))
+    (root / "big" / "sub").mkdir()
+    os.symlink(root / "big" / "3.png", root / "big" / "same.png")
+    os.symlink(png(tmp_path / "out.png"), root / "big" / "out.png")
+    os.symlink(root / "big", root / "alias")
+    paths = [f"big/{i}.png" for i in range(80)] + ["big/sub", "big/nope.png", "big/same.png", "big/out.png",
+                                                   "alias/5.png", "big//7.png", "big/./8.png"]
+    labels = ["A"] * len(paths)
+    labels[82] = labels[86] = "B"
+    ds = from_df(pd.DataFrame({"path": paths, "label": labels}), root, validate=False)
+    assert len(ds.items) == 80 and ds.items["relpath"].tolist() == [f"big/{i}.png" for i in range(80)]
+    assert ds.problems["reason"].tolist() == [
+        "row 81: not a file", "row 82: file not found",
+        "row 83: listed twice with different labels: A (row 4) and B (row 83)",
+        "row 84: link points outside the image folder: big/out.png", "row 85: duplicate of row 6",
+        "row 86: duplicate of row 8", "row 87: listed twice with different labels: A (row 9) and B (row 87)"]
+    assert ds.label_conflicts == ["big/3.png", "big/8.png"] and ds.check_trainable()
+
+
 def test_from_csv_tab_delimiter_and_image_root(tmp_path):
     root = two_classes(tmp_path / "imgs")
     table = write(tmp_path / "meta" / "t.tsv", "file\tdiagnosis\nA/a0.png\tneg\nB/b0.png\tpos\n")
