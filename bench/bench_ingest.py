@@ -217,8 +217,11 @@ def measured_apart(what: str, csv_path: Path, root: Path, rows: int, workers: in
     recv, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_csv_child, args=(what, str(csv_path), str(root), rows, workers, send))
     proc.start()
-    result = recv.recv()
-    proc.join()
+    send.close()
+    try:
+        result = recv.recv()  # EOFError when the child died
+    finally:
+        proc.join()
     return result
 
 

@@ -327,6 +327,19 @@ def cmd_report(ns: argparse.Namespace) -> dict[str, Any]:
         "figures": len(rep["figures"])}
 
 
+def cmd_finish(ns: argparse.Namespace) -> dict[str, Any]:
+    """Turn a crashed / interrupted run's best checkpoint into a model folder with predictions and metrics."""
+    from core.finish import finish_from_checkpoint
+    from core.paths import runs_dir
+
+    run = Path(ns.run) if Path(ns.run).is_dir() else runs_dir() / ns.run
+    if not run.is_dir():
+        raise CliError(f"no run folder at {ns.run}")
+    summary = finish_from_checkpoint(run)
+    return {"run": str(run), "model": str(run / "model"), "metrics": summary["metrics"],
+            "note": summary["finished_from_checkpoint"]["note"]}
+
+
 def _decision_args(p: argparse.ArgumentParser) -> None:
     """--threshold and --tta (prediction and evaluation)."""
     p.add_argument("--threshold", type=float, default=None,
@@ -409,6 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--no-png", action="store_true", help="HTML figures only")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("finish", help="make a model from the best checkpoint of a failed or interrupted run")
+    p.add_argument("run", help="run folder (or its id)")
+    p.set_defaults(func=cmd_finish)
     p = sub.add_parser("export", help="export a trained model to ONNX (checked against PyTorch)")
     p.add_argument("--model", required=True, help="run folder, model folder or model.json")
     p.add_argument("--onnx", required=True, help="output .onnx file")

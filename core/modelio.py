@@ -17,6 +17,7 @@ import re
 import struct
 import tarfile
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -396,11 +397,11 @@ def find_manifest(path: str | Path) -> Path:
     for cand in (p / MANIFEST_NAME, p / "model" / MANIFEST_NAME):
         if cand.is_file():
             return cand
-    folds = sorted(f.parent.relative_to(p).as_posix() for f in (p / "folds").glob(f"fold*/{MANIFEST_NAME}"))
-    if folds:
-        raise ModelFileError(
-            f"{p.name} is a k-fold run without a final model: give one of its fold models ({', '.join(folds)}), "
-            "or train with --final-model to get one model on all the data")
+    if (p / "folds").is_dir():
+        folds = sorted(f.parent.relative_to(p).as_posix() for f in (p / "folds").glob(f"fold*/{MANIFEST_NAME}"))
+        which = f"give one of its fold models ({', '.join(folds)})" if folds else "none of its fold models is saved yet"
+        raise ModelFileError(f"{p.name} is a k-fold run without a final model: {which}, "
+                             "or train with --final-model to get one model on all the data")
     if (p / "config.json").is_file():
         ckpt = any((p / "checkpoints").glob("*.safetensors"))
         raise ModelFileError(
@@ -583,14 +584,16 @@ def export_onnx(
 
 
 def _onnx_export(model: torch.nn.Module, dummy: torch.Tensor, path: Path) -> None:
-    """torch.onnx.export with input 'image', output 'logits' and a dynamic batch axis."""
-    kwargs: dict[str, Any] = dict(
-        input_names=["image"],
-        output_names=["logits"],
-        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-        opset_version=17,
-    )
+    """torch.onnx.export (the dynamo exporter) with input 'image', output 'logits' and a dynamic batch axis."""
     try:
-        torch.onnx.export(model, (dummy,), str(path), dynamo=False, **kwargs)
-    except TypeError:  # older torch without the dynamo switch
-        torch.onnx.export(model, (dummy,), str(path), **kwargs)
+        import onnxscript  # noqa: F401  (the dynamo exporter needs it)
+    except ImportError:
+        raise ModelFileError("ONNX export needs the 'onnxscript' package: pip install onnxscript") from None
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    with warnings.catch_warnings():  # the exporter's own chatter, not problems of the model
+        warnings.filterwarnings("ignore", module=r"(torch\.onnx|torch\.export|onnxscript|onnx_ir)")
+        program = torch.onnx.export(model, (dummy,), dynamo=True, input_names=["image"], output_names=["logits"],
+                                    dynamic_shapes=({0: batch},), opset_version=18, verbose=False)
+    if program is None:
+        raise ModelFileError("ONNX export produced nothing")
+    program.save(str(path))

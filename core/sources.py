@@ -452,7 +452,10 @@ def _arrow_text(col: pd.Series):
     """A text column as a pyarrow large_string array (no copy when pandas already holds it in Arrow)."""
     import pyarrow as pa
 
-    return pa.array(col.astype(str), from_pandas=True).cast(pa.large_string())
+    arr = pa.array(col.astype(str), from_pandas=True)
+    if isinstance(arr, pa.ChunkedArray):  # large columns read from a CSV come in chunks
+        arr = arr.combine_chunks()
+    return arr.cast(pa.large_string())
 
 
 def _split_parent(text):
@@ -756,6 +759,17 @@ LOADERS: dict[str, Callable[[SourceConfig, Decode | None], Dataset]] = {
                                             group_col=c.group_col, split_col=c.split_col, decode=d),
     "sample": _sample,
 }
+
+
+def source_root(cfg: SourceConfig) -> Path:
+    """The folder the relative paths (items' relpath) of a source's items are relative to."""
+    if cfg.kind == "sample":
+        from core.sample import ensure_sample
+
+        return ensure_sample().resolve()
+    if cfg.kind == "csv" and not str(cfg.root).strip():
+        return Path(cfg.csv_path).expanduser().resolve().parent
+    return Path(cfg.root).expanduser().resolve()
 
 
 def load_source(cfg: SourceConfig, decode: Decode | None = None) -> Dataset:

@@ -514,6 +514,26 @@ def test_onnx_export_verified(tmp_path):
         np.testing.assert_allclose(out, model(torch.from_numpy(x)).numpy(), atol=1e-4)
 
 
+def test_onnx_export_uses_the_dynamo_exporter(tmp_path, monkeypatch):
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+    calls = []
+    real = torch.onnx.export
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", spy)
+    model = models.create_model("resnet18", 3).eval()
+    result = modelio.export_onnx(model, {**MANIFEST, "classes": ["a", "b", "c"]}, tmp_path / "m.onnx")
+    assert [c.get("dynamo") for c in calls] == [True]  # not the deprecated TorchScript exporter
+    assert result["verified"] and 0 <= result["max_abs_diff"] < 1e-4
+    monkeypatch.setitem(sys.modules, "onnxscript", None)
+    with pytest.raises(ModelFileError, match="pip install onnxscript"):
+        modelio.export_onnx(model, MANIFEST, tmp_path / "m2.onnx")
+
+
 def test_onnx_missing_package_message(tmp_path, monkeypatch):
     pytest.importorskip("onnx")
     monkeypatch.setitem(sys.modules, "onnxruntime", None)

@@ -416,6 +416,16 @@ def test_large_folders_are_listed_once_with_the_same_verdicts(tmp_path):
     assert ds.label_conflicts == ["big/3.png", "big/8.png"] and ds.check_trainable()
 
 
+def test_arrow_columns_in_chunks_as_large_csvs_give_them(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    two_classes(tmp_path)
+    paths = pa.chunked_array([["A/a0.png", "A/a1.png"], ["B/b0.png", "A/a0.png", "B/b1.png"]])
+    df = pd.DataFrame({"path": pd.arrays.ArrowStringArray(paths), "label": ["A", "A", "B", "B", "B"]})
+    ds = from_df(df, tmp_path)
+    assert ds.items["relpath"].tolist() == ["A/a0.png", "A/a1.png", "B/b0.png", "B/b1.png"]
+    assert ds.problems["reason"].tolist() == ["row 4: listed twice with different labels: A (row 1) and B (row 4)"]
+
+
 def test_from_csv_tab_delimiter_and_image_root(tmp_path):
     root = two_classes(tmp_path / "imgs")
     table = write(tmp_path / "meta" / "t.tsv", "file\tdiagnosis\nA/a0.png\tneg\nB/b0.png\tpos\n")
