@@ -591,7 +591,7 @@ def _onnx_export(model: torch.nn.Module, dummy: torch.Tensor, path: Path) -> Non
         raise ModelFileError("ONNX export needs the 'onnxscript' package: pip install onnxscript") from None
     batch = torch.export.Dim("batch", min=1, max=1024)
     with warnings.catch_warnings():  # the exporter's own chatter, not problems of the model
-        warnings.filterwarnings("ignore", module=r"(torch\.onnx|torch\.export|onnxscript|onnx_ir)")
+        warnings.filterwarnings("ignore", module=r"(torch\.onnx|torch\.export|torch\.jit|onnxscript|onnx_ir)")
         program = torch.onnx.export(model, (dummy,), dynamo=True, input_names=["image"], output_names=["logits"],
                                     dynamic_shapes=({0: batch},), opset_version=18, verbose=False)
     if program is None:

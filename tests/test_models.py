@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -500,11 +501,17 @@ def test_manifest_with_phi_keys_refused(tmp_path, extra):
     assert not (tmp_path / "model.json").exists()
 
 
-def test_onnx_export_verified(tmp_path):
+def test_onnx_export_verified(tmp_path, monkeypatch):
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     model = models.create_model("resnet18", 2).eval()
-    result = modelio.export_onnx(model, MANIFEST, tmp_path / "model.onnx")
+    calls, real = [], torch.onnx.export
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: calls.append(k) or real(*a, **k))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # e.g. the deprecated TorchScript exporter's warning
+        warnings.simplefilter("error", DeprecationWarning)
+        result = modelio.export_onnx(model, MANIFEST, tmp_path / "model.onnx")
+    assert [c.get("dynamo") for c in calls] == [True]
     assert result["verified"] and result["max_abs_diff"] < 1e-4
     sess = ort.InferenceSession(result["path"], providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).normal(size=(5, 3, 32, 32)).astype(np.float32)
@@ -514,24 +521,11 @@ def test_onnx_export_verified(tmp_path):
         np.testing.assert_allclose(out, model(torch.from_numpy(x)).numpy(), atol=1e-4)
 
 
-def test_onnx_export_uses_the_dynamo_exporter(tmp_path, monkeypatch):
-    pytest.importorskip("onnxscript")
-    pytest.importorskip("onnxruntime")
-    calls = []
-    real = torch.onnx.export
-
-    def spy(*args, **kwargs):
-        calls.append(kwargs)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(torch.onnx, "export", spy)
-    model = models.create_model("resnet18", 3).eval()
-    result = modelio.export_onnx(model, {**MANIFEST, "classes": ["a", "b", "c"]}, tmp_path / "m.onnx")
-    assert [c.get("dynamo") for c in calls] == [True]  # not the deprecated TorchScript exporter
-    assert result["verified"] and 0 <= result["max_abs_diff"] < 1e-4
+def test_onnx_export_needs_onnxscript_for_the_dynamo_exporter(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxscript", None)
     with pytest.raises(ModelFileError, match="pip install onnxscript"):
-        modelio.export_onnx(model, MANIFEST, tmp_path / "m2.onnx")
+        modelio.export_onnx(models.create_model("resnet18", 2), MANIFEST, tmp_path / "m.onnx")
+    assert not list(tmp_path.iterdir())  # no half-written file left
 
 
 def test_onnx_missing_package_message(tmp_path, monkeypatch):
