@@ -548,9 +548,8 @@ def _locate_all(base: str, norm: pd.Series, valid: np.ndarray) -> tuple[np.ndarr
                                                                     pa.large_string()))
     if os.path.normcase("A") == "a":
         names = pc.utf8_lower(names)
-    key = pc.binary_join_element_wise(pc.cast(pa.array(folder_of), pa.large_string()), names,
-                                      pa.scalar("\x00", pa.large_string()))
-    file_id[rows] = pc.dictionary_encode(key).indices.to_numpy(zero_copy_only=False)
+    name_id = pc.dictionary_encode(names).indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    file_id[rows] = pd.factorize(folder_of * (int(name_id.max()) + 1) + name_id)[0]  # one id per (folder, name)
     return state, file_id
 
 
