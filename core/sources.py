@@ -597,7 +597,7 @@ def _table_cands(df: pd.DataFrame, root: Path, cols: dict[str, str], need_label:
     checked = np.flatnonzero(ok)
     first = np.full(n, -1, np.int64)
     first[checked] = _first_rows(file_id, checked)
-    split_low = split.str.lower()
+    split_low = split.str.lower() if cols["split"] else split
     bad = ~ok | (first != np.arange(n)) | (state != OK)
     if need_label:
         bad |= (label == "").to_numpy(dtype=bool)
@@ -625,14 +625,18 @@ def _table_cands(df: pd.DataFrame, root: Path, cols: dict[str, str], need_label:
         else:
             problems.append(_problem(full, where + ("file not found" if state[i] == MISSING else "not a file")))
     keep = np.flatnonzero(~bad)
-    rel = norm.iloc[keep].reset_index(drop=True)
-    cands = pd.DataFrame({"path": _joined(base, rel), "relpath": rel,
-                          "label": label.iloc[keep].reset_index(drop=True),
-                          "group": group.iloc[keep].reset_index(drop=True),
-                          "split": split_low.iloc[keep].map(SPLIT_NAMES).fillna("").reset_index(drop=True),
-                          "_row": keep + 1})
+    del state, file_id, first, checked, ok, bad
+
+    def kept(col: pd.Series) -> pd.Series:
+        """The kept rows of a column (the column itself, uncopied, when every row is kept)."""
+        return col.reset_index(drop=True) if len(keep) == n else col.iloc[keep].reset_index(drop=True)
+
+    rel = kept(norm)
+    split_col = kept(split_low).map(SPLIT_NAMES).fillna("") if cols["split"] else kept(blank)
+    cands = pd.DataFrame({"path": _joined(base, rel), "relpath": rel, "label": kept(label), "group": kept(group),
+                          "split": split_col, "_row": keep + 1})
     for c, new in rename.items():
-        cands[new] = df[c].iloc[keep].reset_index(drop=True)
+        cands[new] = kept(df[c])
     return cands, problems, rename, list(dict.fromkeys(conflicts))
 
 
