@@ -313,7 +313,12 @@ def _run_dir(arg: str) -> Path:
 
     if (runs_dir() / arg / "metrics.json").is_file():
         return runs_dir() / arg
-    raise CliError(f"no finished run at {arg} (a run folder holds metrics.json once training is done)")
+    from core.finish import why_not_finishable
+
+    run = p if p.is_dir() else runs_dir() / arg
+    hint = f"; make a model from its best checkpoint with `python -m core finish {run}`" if (
+        run.is_dir() and not why_not_finishable(run)) else ""
+    raise CliError(f"no finished run at {arg} (a run folder holds metrics.json once training is done){hint}")
 
 
 def cmd_report(ns: argparse.Namespace) -> dict[str, Any]:

@@ -44,6 +44,7 @@ def test_a_killed_run_is_finished_from_its_best_checkpoint(tmp_path, capsys):
             if pid and jobs.pid_alive(pid, None):
                 os.kill(pid, signal.SIGKILL)
     assert not (run / "model").exists() and finish.why_not_finishable(run) == ""
+    assert main(["report", str(run)]) == 1 and "python -m core finish" in capsys.readouterr().err
     assert main(["finish", job.id]) == 0  # by run id, as the CLI takes it
     out = json.loads(capsys.readouterr().out)
     summary = json.loads((run / "metrics.json").read_text())
