@@ -219,18 +219,14 @@ def cmd_cancel(ns: argparse.Namespace) -> dict[str, Any]:
 
 
 def _model_path(arg: str) -> Path:
-    """A model.json, a model folder, or a run folder (its model/)."""
+    """The model.json of a run folder (or its name), model folder or manifest; see modelio.find_manifest."""
+    from core import modelio
     from core.paths import runs_dir
 
     p = Path(arg) if Path(arg).exists() else runs_dir() / arg
-    if p.is_dir() and (p / "model" / "model.json").exists():
-        return p / "model"
-    if p.is_dir() and (p / "folds").is_dir():
-        raise CliError(f"{arg} is a k-fold run: it has one model per fold in folds/fold<i>/ (give one of those), "
-                       "or train with --final-model to get one model on all the data")
-    if p.exists():
-        return p
-    raise CliError(f"no model at {arg} (give a run folder, its model/ folder or a model.json)")
+    if not p.exists():
+        raise CliError(f"no model at {arg} (give a run folder, its model/ folder or a model.json)")
+    return modelio.find_manifest(p)
 
 
 def _run_folder(model: Path) -> Path | None:
@@ -317,7 +313,12 @@ def _run_dir(arg: str) -> Path:
 
     if (runs_dir() / arg / "metrics.json").is_file():
         return runs_dir() / arg
-    raise CliError(f"no finished run at {arg} (a run folder holds metrics.json once training is done)")
+    from core.finish import why_not_finishable
+
+    run = p if p.is_dir() else runs_dir() / arg
+    hint = f"; make a model from its best checkpoint with `python -m core finish {run}`" if (
+        run.is_dir() and not why_not_finishable(run)) else ""
+    raise CliError(f"no finished run at {arg} (a run folder holds metrics.json once training is done){hint}")
 
 
 def cmd_report(ns: argparse.Namespace) -> dict[str, Any]:
@@ -329,6 +330,19 @@ def cmd_report(ns: argparse.Namespace) -> dict[str, Any]:
                        n_resamples=ns.n_boot, seed=ns.seed, png=False if ns.no_png else None)
     return {k: rep[k] for k in ("report", "metrics", "png_ok", "png_note", "headline", "comparison")} | {
         "figures": len(rep["figures"])}
+
+
+def cmd_finish(ns: argparse.Namespace) -> dict[str, Any]:
+    """Turn a crashed / interrupted run's best checkpoint into a model folder with predictions and metrics."""
+    from core.finish import finish_from_checkpoint
+    from core.paths import runs_dir
+
+    run = Path(ns.run) if Path(ns.run).is_dir() else runs_dir() / ns.run
+    if not run.is_dir():
+        raise CliError(f"no run folder at {ns.run}")
+    summary = finish_from_checkpoint(run)
+    return {"run": str(run), "model": str(run / "model"), "metrics": summary["metrics"],
+            "note": summary["finished_from_checkpoint"]["note"]}
 
 
 def _decision_args(p: argparse.ArgumentParser) -> None:
@@ -413,6 +427,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--no-png", action="store_true", help="HTML figures only")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser("finish", help="make a model from the best checkpoint of a failed or interrupted run")
+    p.add_argument("run", help="run folder (or its id)")
+    p.set_defaults(func=cmd_finish)
     p = sub.add_parser("export", help="export a trained model to ONNX (checked against PyTorch)")
     p.add_argument("--model", required=True, help="run folder, model folder or model.json")
     p.add_argument("--onnx", required=True, help="output .onnx file")

@@ -1045,11 +1045,6 @@ def _meta_value(ds: Any, keyword: str) -> str:
     return _text(ds, keyword)
 
 
-def pseudonym(value: str) -> str:
-    """A stable, non-reversible stand-in for an identifying value: "anon-" + 12 hex of sha256."""
-    return "anon-" + hashlib.sha256(value.encode("utf-8")).hexdigest()[:12]
-
-
 @_quiet
 def dicom_tag_value(path: str | os.PathLike, keyword: str) -> str:
     """A tag's value as text for labels/grouping; identifying tags come back pseudonymised; "" when absent."""
@@ -1057,6 +1052,8 @@ def dicom_tag_value(path: str | os.PathLike, keyword: str) -> str:
 
     if tag_for_keyword(keyword) is None:
         raise ValueError(f"unknown DICOM keyword {keyword!r}")
+    from core.privacy import pseudonym
+
     value = _meta_value(_read_header(_check_file(path)), keyword)
     return pseudonym(value) if value and keyword in PHI_TAGS else value
 

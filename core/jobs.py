@@ -5,7 +5,7 @@ queued jobs will run. `LocalExecutor` spawns detached supervisor processes (`pyt
 --supervise`), at most `max_concurrent` alive at once. A supervisor claims queued jobs one after
 another and runs each in its own child process (`python -m core.worker --job ID`), so a kill -9 / OOM
 of the job is seen by the supervisor and reported with the signal. `reap()` finds "running" rows
-whose processes are gone (pid + /proc start time, so a reused pid is not mistaken for the worker).
+whose processes are gone (pid + start time via psutil, so a reused pid is not mistaken for the worker).
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+import psutil
 
 from core import paths
 from core.fsutil import atomic_replace, atomic_write_bytes, atomic_write_json, atomic_writer
@@ -308,17 +310,18 @@ def resolve_task(kind: str) -> Callable[..., dict | None]:
 
 # ------------------------------------------------------------------------------------- process checks
 def proc_token(pid: int | None) -> str | None:
-    """The process's start time (clock ticks since boot) from /proc; None if gone, a zombie, or unknown."""
+    """The process's start time (psutil, any OS), None if gone or a zombie, "" if it exists but cannot be read."""
     if not pid:
         return None
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        proc = psutil.Process(pid)
+        if proc.status() in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD):
+            return None
+        return f"{proc.create_time():.3f}"
+    except (psutil.NoSuchProcess, ValueError):  # ZombieProcess is a NoSuchProcess
         return None
-    fields = stat[stat.rfind(")") + 2 :].split()
-    if not fields or fields[0] in ("Z", "X", "x"):
-        return None
-    return fields[19] if len(fields) > 19 else None
+    except (psutil.AccessDenied, OSError):
+        return ""
 
 
 def pid_alive(pid: int | None, token: str | None, host: str = "", heartbeat: float | None = None) -> bool:
@@ -327,20 +330,12 @@ def pid_alive(pid: int | None, token: str | None, host: str = "", heartbeat: flo
         return False
     if host and host != HOST:  # another machine/container: only its heartbeat can tell
         return heartbeat is not None and time.time() - heartbeat < STALE_S
-    if Path("/proc/self/stat").exists():
-        now_token = proc_token(pid)
-        return now_token is not None and (token is None or now_token == token)
-    if os.name == "nt":  # os.kill would terminate the process there
-        return heartbeat is not None and time.time() - heartbeat < STALE_S
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    now_token = proc_token(pid)
+    if now_token is None:
         return False
-    except PermissionError:
-        pass
-    except OSError:
-        return False
-    return heartbeat is None or time.time() - heartbeat < STALE_S
+    if now_token == "":  # running, but its start time cannot be read (another user's): trust the heartbeat
+        return heartbeat is None or time.time() - heartbeat < STALE_S
+    return token is None or now_token == token
 
 
 def _sync_job_json(job: Job | None) -> None:

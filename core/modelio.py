@@ -17,6 +17,7 @@ import re
 import struct
 import tarfile
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -378,13 +379,40 @@ def save_model(model: torch.nn.Module, out_dir: str | Path, manifest: dict) -> P
     return path
 
 
+WEIGHT_SUFFIXES = {".pth", ".pt", ".bin", ".safetensors", ".ckpt", ".pkl", ".pickle", ".h5", ".onnx"}
+
+
+def find_manifest(path: str | Path) -> Path:
+    """The model.json a path stands for: a manifest, a model folder, a run folder (its model/), or an error naming why."""
+    p = Path(path)
+    if p.is_file():
+        if p.suffix.lower() in WEIGHT_SUFFIXES:
+            raise ModelFileError(
+                f"{p.name} is a weights file, not a model saved by this app: the app loads its own model folders "
+                f"({MANIFEST_NAME} + model.safetensors, e.g. <run folder>/model). To use a weights file, train from "
+                f"it: choose it as the starting weights on the setup page, or `python -m core train --weights {p} ...`")
+        return p
+    if not p.is_dir():
+        raise ModelFileError(f"no model at {p} (give a run folder, its model/ folder or a {MANIFEST_NAME})")
+    for cand in (p / MANIFEST_NAME, p / "model" / MANIFEST_NAME):
+        if cand.is_file():
+            return cand
+    if (p / "folds").is_dir():
+        folds = sorted(f.parent.relative_to(p).as_posix() for f in (p / "folds").glob(f"fold*/{MANIFEST_NAME}"))
+        which = f"give one of its fold models ({', '.join(folds)})" if folds else "none of its fold models is saved yet"
+        raise ModelFileError(f"{p.name} is a k-fold run without a final model: {which}, "
+                             "or train with --final-model to get one model on all the data")
+    if (p / "config.json").is_file():
+        ckpt = any((p / "checkpoints").glob("*.safetensors"))
+        raise ModelFileError(
+            f"the run {p.name} has no saved model ({p / 'model' / MANIFEST_NAME} is missing: it did not finish)"
+            + (f"; make one from its best checkpoint with `python -m core finish {p}`" if ckpt else ""))
+    raise ModelFileError(f"no model in {p}: expected {p / MANIFEST_NAME} or a run folder holding model/{MANIFEST_NAME}")
+
+
 def read_manifest(path: str | Path) -> tuple[dict, Path]:
-    """Read and check a model.json (or its folder); return (manifest, weights path)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / MANIFEST_NAME
-    if not path.is_file():
-        raise ModelFileError(f"no model manifest at {path}")
+    """Read and check a model.json (or a model / run folder, see find_manifest); return (manifest, weights path)."""
+    path = find_manifest(path)
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError):
@@ -556,14 +584,16 @@ def export_onnx(
 
 
 def _onnx_export(model: torch.nn.Module, dummy: torch.Tensor, path: Path) -> None:
-    """torch.onnx.export with input 'image', output 'logits' and a dynamic batch axis."""
-    kwargs: dict[str, Any] = dict(
-        input_names=["image"],
-        output_names=["logits"],
-        dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
-        opset_version=17,
-    )
+    """torch.onnx.export (the dynamo exporter) with input 'image', output 'logits' and a dynamic batch axis."""
     try:
-        torch.onnx.export(model, (dummy,), str(path), dynamo=False, **kwargs)
-    except TypeError:  # older torch without the dynamo switch
-        torch.onnx.export(model, (dummy,), str(path), **kwargs)
+        import onnxscript  # noqa: F401  (the dynamo exporter needs it)
+    except ImportError:
+        raise ModelFileError("ONNX export needs the 'onnxscript' package: pip install onnxscript") from None
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    with warnings.catch_warnings():  # the exporter's own chatter, not problems of the model
+        warnings.filterwarnings("ignore", module=r"(torch\.onnx|torch\.export|torch\.jit|onnxscript|onnx_ir)")
+        program = torch.onnx.export(model, (dummy,), dynamo=True, input_names=["image"], output_names=["logits"],
+                                    dynamic_shapes=({0: batch},), opset_version=18, verbose=False)
+    if program is None:
+        raise ModelFileError("ONNX export produced nothing")
+    program.save(str(path))

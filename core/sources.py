@@ -12,6 +12,7 @@ import io
 import os
 import posixpath
 import re
+import stat
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pydicom.datadict import tag_for_keyword
 
@@ -56,6 +58,7 @@ class Dataset:
     root: str
     source: str
     ignored: dict[str, int] = field(default_factory=dict)
+    label_conflicts: list[str] = field(default_factory=list)  # relpaths a table lists with different labels
 
     @property
     def classes(self) -> list[str]:
@@ -85,6 +88,10 @@ class Dataset:
         reasons += [f"class '{c}' has only {n} image (need at least 2)" for c, n in counts.items() if n < 2]
         if not self.items["split"].isin(["train", ""]).any():
             reasons.append("no images are assigned to training (every item is in valid or test)")
+        if self.label_conflicts:
+            n, first = len(self.label_conflicts), self.label_conflicts[0]
+            reasons.append(f"{n} image{'s are' if n > 1 else ' is'} listed with different labels (first: {first}; "
+                           "see the problems list): give each image one label in the table")
         return reasons
 
 
@@ -101,8 +108,8 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
-def safe_join(root: str | Path, rel: str) -> Path:
-    """Join a relative path from a table onto root, refusing anything that would leave root."""
+def _relative(rel: str) -> str:
+    """A table's relative path, normalised (posix), refusing anything that would leave the root (no disk access)."""
     rel = str(rel).strip()
     if not rel or "\x00" in rel:
         raise UnsafePathError("empty path" if not rel else "path contains a NUL character")
@@ -113,6 +120,12 @@ def safe_join(root: str | Path, rel: str) -> Path:
     norm = posixpath.normpath(rel.replace("\\", "/"))
     if norm == ".." or norm.startswith("../"):
         raise UnsafePathError(f"path escapes the image folder: {rel}")
+    return norm
+
+
+def safe_join(root: str | Path, rel: str) -> Path:
+    """Join a relative path from a table onto root, refusing anything that would leave root."""
+    norm = _relative(rel)
     base = Path(root).resolve()
     path = base / norm
     if not _inside(path.resolve(), base):
@@ -173,21 +186,28 @@ def _check_kind(path: Path, kind: str, dicom_only: bool) -> None:
         raise imaging.ImageError(f"named {path.suffix} but the content is not DICOM (it is an ordinary image)")
 
 
+def _inspect(path: Path, verify: bool, dicom_only: bool, label_tag: str, group_tag: str,
+             decode: Decode | None = None) -> tuple[imaging.ImageInfo, str, str]:
+    """Inspect one file; (info, label, group), the last two from DICOM tags when given ("" otherwise). Raises."""
+    info = imaging.inspect_image(path, verify=verify, decode=decode, refuse_flat=True)
+    _check_kind(path, info.kind, dicom_only)
+    label = _tag(path, label_tag) if label_tag else ""
+    if label_tag and not label:
+        raise imaging.ImageError(f"no {label_tag} value in the DICOM header (needed as the label)")
+    return info, label, _tag(path, group_tag) if group_tag else ""
+
+
 def _probe(c: _Cand, verify: bool, dicom_only: bool, label_tag: str, group_tag: str,
            decode: Decode | None = None) -> dict[str, Any]:
     """Inspect one file: an item row, or a problem row (has a 'reason') - never raises."""
     try:
-        info = imaging.inspect_image(c.path, verify=verify, decode=decode, refuse_flat=True)
-        _check_kind(c.path, info.kind, dicom_only)
-        label = _tag(c.path, label_tag) if label_tag else c.label
-        if not label:
-            raise imaging.ImageError(f"no {label_tag} value in the DICOM header (needed as the label)")
-        group = _tag(c.path, group_tag) if group_tag else c.group
+        info, label, group = _inspect(c.path, verify, dicom_only, label_tag, group_tag, decode)
     except imaging.ImageError as e:
         return _problem(c.path, c.where + str(e))
     except Exception as e:  # one odd file must never stop a scan
         return _problem(c.path, c.where + imaging.user_reason(e))
-    return {"path": str(c.path), "relpath": c.relpath, "label": label, "group": group, "split": c.split,
+    return {"path": str(c.path), "relpath": c.relpath, "label": label if label_tag else c.label,
+            "group": group if group_tag else c.group, "split": c.split,
             "kind": info.kind, "width": int(info.width), "height": int(info.height), **c.extra}
 
 
@@ -195,28 +215,26 @@ def _probe_all(cands: list[_Cand], validate: bool, workers: int, dicom_only: boo
                label_tag: str = "", group_tag: str = "", decode: Decode | None = None
                ) -> tuple[list[dict], list[dict]]:
     """Probe every candidate in a thread pool; split the results into items and problems (order kept)."""
-    def fn(c: _Cand) -> dict[str, Any]:
-        return _probe(c, validate, dicom_only, label_tag, group_tag, decode)
-    if workers > 1 and len(cands) > 1:
-        with ThreadPoolExecutor(max_workers=workers) as ex:
-            rows = list(ex.map(fn, cands))
-    else:
-        rows = [fn(c) for c in cands]
+    rows: list[dict[str, Any]] = [{}] * len(cands)
+
+    def fn(i: int) -> None:
+        rows[i] = _probe(cands[i], validate, dicom_only, label_tag, group_tag, decode)
+    _run_chunked(fn, len(cands), workers)
     return [r for r in rows if "reason" not in r], [r for r in rows if "reason" in r]
 
 
-def _make(items: list[dict], problems: list[dict], root: Path, source: str, ignored: Counter,
-          extra_cols: Iterable[str] = (), sort: bool = True) -> Dataset:
+def _make(items: list[dict] | pd.DataFrame, problems: list[dict], root: Path, source: str, ignored: Counter,
+          extra_cols: Iterable[str] = (), sort: bool = True, conflicts: Iterable[str] = ()) -> Dataset:
     """Assemble a Dataset with typed, ordered columns."""
     cols = ITEM_COLUMNS + [c for c in extra_cols if c not in ITEM_COLUMNS]
-    df = pd.DataFrame(items, columns=cols)
+    df = items.reindex(columns=cols) if isinstance(items, pd.DataFrame) else pd.DataFrame(items, columns=cols)
     df["source"] = source
     df = df.astype({"width": int, "height": int})
     probs = pd.DataFrame(problems, columns=PROBLEM_COLUMNS)
     if sort:
         df, probs = df.sort_values("path", kind="stable"), probs.sort_values("path", kind="stable")
     return Dataset(df.reset_index(drop=True), probs.reset_index(drop=True), str(root), source,
-                   {k: int(v) for k, v in sorted(ignored.items()) if v})
+                   {k: int(v) for k, v in sorted(ignored.items()) if v}, list(conflicts))
 
 
 # ---------------------------------------------------------------- folders
@@ -400,47 +418,269 @@ def _need_columns(df: pd.DataFrame, **cols: str) -> None:
             raise SourceError(f"the table has no {role} column '{col}'; its columns are: {have}")
 
 
-def _row_cand(row: dict, n: int, root: Path, cols: dict[str, str], seen: dict[str, int],
-              extras: list[str], need_label: bool) -> _Cand | dict[str, str]:
-    """A candidate from one table row (n = 1-based data row), or a problem row."""
-    raw = _cell(row[cols["path"]])
-    if not raw:
-        return _problem(f"row {n}", f"row {n}: empty path")
+def _cells(col: pd.Series) -> pd.Series:
+    """A column as stripped strings (see _cell), 0-based index; vectorised when it already holds only strings."""
+    col = col.reset_index(drop=True)
+    if pd.api.types.infer_dtype(col, skipna=False) == "string":
+        return col.str.strip()
+    return col.map(_cell).astype(object)
+
+
+SUSPICIOUS = r"\\|\x00|//|(?:^|/)\.\.?(?:/|$)|^[~/]|^[A-Za-z]:|/$|^$"  # rows whose path needs _relative's full check
+OK, OUTSIDE, MISSING, NOT_FILE = 0, 1, 2, 3
+STATES = {"": OK, "outside": OUTSIDE, "missing": MISSING, "not a file": NOT_FILE}
+SMALL_FOLDER = 64  # folders with fewer listed rows are checked with one lstat a row instead of a listing
+
+
+def _relatives(raw: pd.Series) -> tuple[pd.Series, dict[int, str]]:
+    """(normalised relative paths, {row index: reason} of unsafe ones); only unusual paths are looked at one by one."""
+    odd = np.flatnonzero(raw.str.contains(SUSPICIOUS, regex=True).to_numpy(dtype=bool))
+    fixed, unsafe = [], {}
+    for i in odd:
+        try:
+            fixed.append(_relative(raw.iat[i]))
+        except UnsafePathError as e:
+            fixed.append("")
+            unsafe[int(i)] = str(e)
+    norm = raw.copy()
+    if len(odd):
+        norm.iloc[odd] = fixed  # one assignment: per-item writes into an Arrow column copy it every time
+    return norm, unsafe
+
+
+def _arrow_text(col: pd.Series):
+    """A text column as a pyarrow large_string array (no copy when pandas already holds it in Arrow)."""
+    import pyarrow as pa
+
+    arr = pa.array(col.astype(str), from_pandas=True)
+    if isinstance(arr, pa.ChunkedArray):  # large columns read from a CSV come in chunks
+        arr = arr.combine_chunks()
+    return arr.cast(pa.large_string())
+
+
+def _split_parent(text):
+    """(parent folder, file name) of every normalised relative path (pyarrow arrays, vectorised)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    empty, slash = pa.scalar("", pa.large_string()), pa.scalar("/", pa.large_string())
+    parts = pc.split_pattern(pc.binary_join_element_wise(empty, text, slash), "/", max_splits=1, reverse=True)
+    return pc.utf8_slice_codeunits(pc.list_element(parts, 0), 1), pc.list_element(parts, 1)
+
+
+def _listing(folder: str) -> dict[str, int] | None:
+    """{name: OK | NOT_FILE | -1 (a link)} of a folder's entries from one scandir (no stat a file); None if unreadable."""
     try:
-        path = safe_join(root, raw)
-    except UnsafePathError as e:
-        return _problem(raw, f"row {n}: {e}")
-    key = os.path.normcase(str(path.resolve()))
-    if key in seen:
-        return _problem(path, f"row {n}: duplicate of row {seen[key]}")
-    seen[key] = n
-    label = _cell(row[cols["label"]]) if cols["label"] else ""
-    if need_label and not label:
-        return _problem(path, f"row {n}: empty label")
-    split = _cell(row[cols["split"]]) if cols["split"] else ""
-    if cols["split"] and split.lower() not in SPLIT_NAMES:
-        return _problem(path, f"row {n}: unknown split value '{split}' (use train, valid or test)")
-    if not path.is_file():
-        return _problem(path, f"row {n}: file not found" if not path.exists() else f"row {n}: not a file")
-    group = _cell(row[cols["group"]]) if cols["group"] else ""
-    extra = {c: row[c] for c in extras}
-    return _Cand(path, _display(path, root), label, group, SPLIT_NAMES.get(split.lower(), ""), extra, f"row {n}: ")
+        with os.scandir(folder) as it:
+            return {e.name: -1 if e.is_symlink() else (OK if e.is_file(follow_symlinks=False) else NOT_FILE)
+                    for e in it}
+    except OSError:
+        return None
+
+
+def _locate(base: str, norm: str, parents: dict[str, str]) -> tuple[str, str]:
+    """(case-normalised real path, "" | "outside" | "missing" | "not a file") of root-relative `norm`.
+
+    One lstat per row; each parent folder is resolved once (cached in `parents`), not once per row.
+    """
+    parent, name = posixpath.split(norm)
+    real_parent = parents.get(parent)
+    if real_parent is None:
+        real_parent = parents[parent] = os.path.realpath(os.path.join(base, parent)) if parent else base
+    real = os.path.join(real_parent, name) if name not in ("", ".") else real_parent
+    try:
+        st = os.lstat(real)
+        if stat.S_ISLNK(st.st_mode):
+            real = os.path.realpath(real)
+            st = os.stat(real)
+    except OSError:
+        st = None
+    prefix = base if base.endswith(os.sep) else base + os.sep
+    if real != base and not real.startswith(prefix):
+        return os.path.normcase(real), "outside"
+    state = "missing" if st is None else ("" if stat.S_ISREG(st.st_mode) else "not a file")
+    return os.path.normcase(real), state
+
+
+def _locate_all(base: str, norm: pd.Series, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(state, same-file id) of every row (-1 where not valid): each folder resolved and listed once, links one by one.
+
+    Two rows name the same file when their real folder and real name agree (case-folded where the OS does).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = len(norm)
+    state, file_id = np.full(n, MISSING, np.int8), np.full(n, -1, np.int64)
+    rows = np.flatnonzero(valid)
+    if not len(rows):
+        return state, file_id
+    parent, names = _split_parent(_arrow_text(norm.iloc[rows]))
+    enc = pc.dictionary_encode(parent)
+    codes = enc.indices.to_numpy(zero_copy_only=False)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(enc.dictionary) + 1))
+    prefix = base if base.endswith(os.sep) else base + os.sep
+    folders: dict[str, int] = {}
+    folder_of = np.full(len(rows), -1, np.int64)
+    renamed: dict[int, str] = {}  # position -> real name, for links and names resolved one by one
+    for j, par in enumerate(enc.dictionary.to_pylist()):
+        group = order[bounds[j]:bounds[j + 1]]
+        real = os.path.realpath(os.path.join(base, par)) if par else base
+        inside = real == base or real.startswith(prefix)
+        listing = _listing(real) if inside and len(group) >= SMALL_FOLDER else None
+        fid = folders.setdefault(os.path.normcase(real), len(folders))
+        group_names = names.take(pa.array(group)).to_pylist()
+        for g, nm in zip(group, group_names):
+            st = (listing.get(nm, -1) if listing is not None else -1) if inside else OUTSIDE
+            if st == -1:  # a link, a name the listing lacks (case-insensitive disks), or a small folder
+                full, found = _locate(base, norm.iat[rows[g]], {par: real})
+                st = STATES[found]
+                head, renamed[int(g)] = os.path.split(full)
+                folder_of[g] = folders.setdefault(os.path.normcase(head), len(folders))
+            else:
+                folder_of[g] = fid
+            state[rows[g]] = st
+    if renamed:
+        at = np.zeros(len(rows), bool)
+        at[list(renamed)] = True
+        names = pc.replace_with_mask(names, pa.array(at), pa.array([renamed[k] for k in sorted(renamed)],
+                                                                    pa.large_string()))
+    if os.path.normcase("A") == "a":
+        names = pc.utf8_lower(names)
+    name_id = pc.dictionary_encode(names).indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    file_id[rows] = pd.factorize(folder_of * (int(name_id.max()) + 1) + name_id)[0]  # one id per (folder, name)
+    return state, file_id
+
+
+def _first_rows(file_id: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """For each of `rows`, the first of `rows` naming the same file (itself when it is the first)."""
+    if not len(rows):
+        return rows
+    ids = file_id[rows]
+    first = np.full(int(ids.max()) + 1, -1, np.int64)
+    first[ids[::-1]] = rows[::-1]  # the last write wins: the earliest row of each file
+    return first[ids]
+
+
+def _duplicate_reason(n: int, first: int, label: str, first_label: str) -> str:
+    """The problem of row n (1-based) that repeats row first (1-based); names a label conflict."""
+    if label and first_label and label != first_label:
+        return f"row {n}: listed twice with different labels: {first_label} (row {first}) and {label} (row {n})"
+    return f"row {n}: duplicate of row {first}"
+
+
+def _joined(base: str, rel: pd.Series) -> pd.Series:
+    """root + each normalised relative path, as the OS spells it (what str(Path(base) / rel) gives)."""
+    sep_rel = rel if os.sep == "/" else rel.str.replace("/", os.sep, regex=False)
+    return (base.rstrip(os.sep) + os.sep) + sep_rel.astype(object if rel.dtype == object else rel.dtype)
 
 
 def _table_cands(df: pd.DataFrame, root: Path, cols: dict[str, str], need_label: bool = True
-                 ) -> tuple[list[_Cand], list[dict], dict[str, str]]:
-    """Candidates and row problems of a table; extra columns renamed away from item column names."""
+                 ) -> tuple[pd.DataFrame, list[dict], dict[str, str], list[str]]:
+    """Candidates (a frame with a `_row` column) and row problems of a table, label conflicts; extras renamed.
+
+    The root is resolved once, each folder once and listed once; labels, splits and duplicates are checked on
+    whole columns; only problem rows are handled one by one. Reasons keep the order of precedence: empty
+    path, unsafe path, link outside, duplicate, empty label, split value, missing file.
+    """
     used = {c for c in cols.values() if c}
     rename = {c: (f"csv_{c}" if c in ITEM_COLUMNS else str(c)) for c in df.columns if c not in used}
-    cands, problems, seen = [], [], {}
-    for n, row in enumerate(df.to_dict("records"), start=1):
-        out = _row_cand(row, n, root, cols, seen, list(rename), need_label)
-        if isinstance(out, _Cand):
-            out.extra = {rename[k]: v for k, v in out.extra.items()}
-            cands.append(out)
+    base, n = str(Path(root).resolve()), len(df)
+    blank = pd.Series([""] * n, dtype=object)
+    raw, label, group, split = (_cells(df[cols[k]]) if cols[k] else blank for k in ("path", "label", "group", "split"))
+    norm, unsafe = _relatives(raw)
+    ok = np.ones(n, bool)
+    ok[list(unsafe)] = False
+    state, file_id = _locate_all(base, norm, ok)
+    ok &= state != OUTSIDE
+    checked = np.flatnonzero(ok)
+    first = np.full(n, -1, np.int64)
+    first[checked] = _first_rows(file_id, checked)
+    split_low = split.str.lower() if cols["split"] else split
+    bad = ~ok | (first != np.arange(n)) | (state != OK)
+    if need_label:
+        bad |= (label == "").to_numpy(dtype=bool)
+    if cols["split"]:
+        bad |= ~split_low.isin(list(SPLIT_NAMES)).to_numpy(dtype=bool)
+    problems, conflicts = [], []
+    for i in np.flatnonzero(bad):
+        r, where, full = int(i) + 1, f"row {int(i) + 1}: ", str(Path(base) / norm.iat[i]) if ok[i] else ""
+        if not raw.iat[i]:
+            problems.append(_problem(f"row {r}", where + "empty path"))
+        elif i in unsafe:
+            problems.append(_problem(raw.iat[i], where + unsafe[i]))
+        elif state[i] == OUTSIDE:
+            problems.append(_problem(raw.iat[i], where + f"link points outside the image folder: {raw.iat[i]}"))
+        elif first[i] != i:
+            f = int(first[i])
+            reason = _duplicate_reason(r, f + 1, label.iat[i], label.iat[f])
+            problems.append(_problem(full, reason))
+            if "different labels" in reason:
+                conflicts.append(norm.iat[f])
+        elif need_label and not label.iat[i]:
+            problems.append(_problem(full, where + "empty label"))
+        elif cols["split"] and split_low.iat[i] not in SPLIT_NAMES:
+            problems.append(_problem(full, where + f"unknown split value '{split.iat[i]}' (use train, valid or test)"))
         else:
-            problems.append(out)
-    return cands, problems, rename
+            problems.append(_problem(full, where + ("file not found" if state[i] == MISSING else "not a file")))
+    keep = np.flatnonzero(~bad)
+    del state, file_id, first, checked, ok, bad
+
+    def kept(col: pd.Series) -> pd.Series:
+        """The kept rows of a column (the column itself, uncopied, when every row is kept)."""
+        return col.reset_index(drop=True) if len(keep) == n else col.iloc[keep].reset_index(drop=True)
+
+    rel = kept(norm)
+    split_col = kept(split_low).map(SPLIT_NAMES).fillna("") if cols["split"] else kept(blank)
+    cands = pd.DataFrame({"path": _joined(base, rel), "relpath": rel, "label": kept(label), "group": kept(group),
+                          "split": split_col, "_row": keep + 1})
+    for c, new in rename.items():
+        cands[new] = kept(df[c])
+    return cands, problems, rename, list(dict.fromkeys(conflicts))
+
+
+def _run_chunked(fn: Callable[[int], None], n: int, workers: int, chunk: int = 2048) -> None:
+    """fn(i) for i in range(n), in threads a chunk at a time (never a million futures at once)."""
+    if workers <= 1 or n <= 1:
+        for i in range(n):
+            fn(i)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as ex:
+        for start in range(0, n, chunk):
+            list(ex.map(fn, range(start, min(n, start + chunk))))
+
+
+def _probe_frame(cands: pd.DataFrame, validate: bool, workers: int, dicom_only: bool = False, group_tag: str = "",
+                 decode: Decode | None = None) -> tuple[pd.DataFrame, list[dict]]:
+    """Probe every candidate row of a table: the items frame (with kind, width, height) and problem rows."""
+    n = len(cands)
+    kinds, groups = [""] * n, [""] * n
+    width, height = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    failed: dict[int, str] = {}
+    paths = cands["path"]
+
+    def fn(i: int) -> None:
+        try:
+            info, _, groups[i] = _inspect(Path(paths.iat[i]), validate, dicom_only, "", group_tag, decode)
+        except imaging.ImageError as e:
+            failed[i] = str(e)
+            return
+        except Exception as e:  # one odd file must never stop a scan
+            failed[i] = imaging.user_reason(e)
+            return
+        kinds[i], width[i], height[i] = info.kind, int(info.width), int(info.height)
+
+    _run_chunked(fn, n, workers)
+    rows = cands["_row"].to_numpy()
+    problems = [_problem(paths.iat[i], f"row {rows[i]}: {failed[i]}") for i in sorted(failed)]
+    good = np.ones(n, bool)
+    good[list(failed)] = False
+    items = cands.drop(columns="_row")
+    items["kind"], items["width"], items["height"] = kinds, width, height
+    if group_tag:
+        items["group"] = groups
+    return items[good].reset_index(drop=True), problems
 
 
 def from_df(df: pd.DataFrame, image_root: str | Path, path_col: str = "path", label_col: str = "label",
@@ -455,9 +695,9 @@ def from_df(df: pd.DataFrame, image_root: str | Path, path_col: str = "path", la
     if not len(df):
         raise SourceError("the label table has no rows")
     cols = {"path": path_col, "label": label_col, "group": group_col, "split": split_col}
-    cands, problems, rename = _table_cands(df, root, cols)
-    items, bad = _probe_all(cands, validate, workers, dicom_only=source == "dicom", decode=decode)
-    return _make(items, problems + bad, root, source, Counter(), rename.values(), sort=False)
+    cands, problems, rename, conflicts = _table_cands(df, root, cols)
+    items, bad = _probe_frame(cands, validate, workers, dicom_only=source == "dicom", decode=decode)
+    return _make(items, problems + bad, root, source, Counter(), rename.values(), sort=False, conflicts=conflicts)
 
 
 def from_csv(csv_path: str | Path, image_root: str | Path = "", path_col: str = "path", label_col: str = "label",
@@ -493,15 +733,16 @@ def scan_dicom_folder(root: str | Path, labels_csv: str | Path = "", label_tag: 
         df = read_table(labels_csv)
         _need_columns(df, path=path_col, label=label_col, group=group_col, split=split_col)
         cols = {"path": path_col, "label": label_col, "group": group_col, "split": split_col}
-        cands, problems, rename = _table_cands(df, base, cols)
-        extra_cols, label_tag, sort = list(rename.values()), "", False
-    else:
-        cands = _folder_cands(base, ignored, problems, dicom_only=True, by_folder=not label_tag)
-        extra_cols, sort = [], True
+        table, problems, rename, conflicts = _table_cands(df, base, cols)
+        if not len(table) and not problems:
+            raise _no_files(base, ignored, "DICOM")
+        items, bad = _probe_frame(table, validate, workers, True, group_tag, decode)
+        return _make(items, problems + bad, base, "dicom", ignored, rename.values(), False, conflicts)
+    cands = _folder_cands(base, ignored, problems, dicom_only=True, by_folder=not label_tag)
     if not cands and not problems:
         raise _no_files(base, ignored, "DICOM")
     items, bad = _probe_all(cands, validate, workers, True, label_tag, group_tag, decode)
-    return _make(items, problems + bad, base, "dicom", ignored, extra_cols, sort)
+    return _make(items, problems + bad, base, "dicom", ignored, [], True)
 
 
 # ---------------------------------------------------------------- dispatch
@@ -521,6 +762,17 @@ LOADERS: dict[str, Callable[[SourceConfig, Decode | None], Dataset]] = {
                                             group_col=c.group_col, split_col=c.split_col, decode=d),
     "sample": _sample,
 }
+
+
+def source_root(cfg: SourceConfig) -> Path:
+    """The folder the relative paths (items' relpath) of a source's items are relative to."""
+    if cfg.kind == "sample":
+        from core.sample import ensure_sample
+
+        return ensure_sample().resolve()
+    if cfg.kind == "csv" and not str(cfg.root).strip():
+        return Path(cfg.csv_path).expanduser().resolve().parent
+    return Path(cfg.root).expanduser().resolve()
 
 
 def load_source(cfg: SourceConfig, decode: Decode | None = None) -> Dataset:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import gc
-import hashlib
 import json
 import math
 import os
@@ -37,6 +36,7 @@ from core.data import (
     split_summary,
 )
 from core.jobs import JobCancelled, Progress
+from core.privacy import pseudonym
 
 LOWER_IS_BETTER = {"valid_loss"}
 
@@ -368,13 +368,6 @@ def warm_decoder(cfg: RunConfig):
 
     d = cfg.data
     return partial(DecodeCache().warm, size=d.img_size, window=d.window, frame=d.frame)
-
-
-def pseudonym(value: str) -> str:
-    """A stable, non-reversible stand-in for a patient/group id ('' stays '')."""
-    if not value or value.startswith("anon-"):
-        return value
-    return "anon-" + hashlib.sha256(value.encode()).hexdigest()[:12]
 
 
 def manifest_for(cfg: RunConfig, classes: list[str], metrics: dict[str, Any], best_epoch: int) -> dict[str, Any]:

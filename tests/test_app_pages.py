@@ -202,6 +202,33 @@ def test_failed_job_shows_its_error():
     assert any("boom in fold 2" in e.value for e in at.error)
 
 
+def test_crashed_run_with_a_checkpoint_offers_finish_from_checkpoint(monkeypatch):
+    from core import finish
+
+    job = running_job()
+    JobStore().finish(job.id, "failed", error="killed by signal 9 (SIGKILL)")
+    rdir = Path(job.run_dir)
+    for name in ("config.json", "items.csv"):
+        (rdir / name).write_text("{}")
+    (rdir / "checkpoints").mkdir()
+    (rdir / "checkpoints" / "best.safetensors").write_bytes(b"weights")
+    calls = []
+
+    def fake_finish(run_dir):
+        calls.append(run_dir)
+        (Path(run_dir) / "metrics.json").write_text(json.dumps({
+            "type": "single", "classes": ["a", "b"], "best_epoch": 2, "metrics": {"valid": {"accuracy": 0.75}},
+            "finished_from_checkpoint": {"epoch": 2, "note": "model from epoch 3 of 10 of a run that failed"}}))
+
+    monkeypatch.setattr(finish, "finish_from_checkpoint", fake_finish)
+    at = app(TRAIN).run()
+    assert not at.exception and "best checkpoint survived" in texts(at)
+    at.button(key="tr_finish").click().run()
+    assert not at.exception and calls == [job.run_dir]
+    assert any("epoch 3 of 10 of a run that failed" in i.value for i in at.info)
+    assert "Final metrics" in texts(at) and not [b for b in at.button if b.key == "tr_finish"]
+
+
 def test_hosted_mode_hides_error_details_and_other_users_runs(monkeypatch):
     monkeypatch.setenv("XRT_HOSTED", "1")
     owner = "ab" * 16

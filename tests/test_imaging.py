@@ -585,7 +585,10 @@ def test_metadata_allow_list_hides_phi(tmp_path):
 
 def test_tag_values_pseudonymise_identifying_tags(tmp_path):
     path, _ = _mono1(tmp_path)
-    assert imaging.dicom_tag_value(path, "PatientID") == "anon-" + hashlib.sha256(b"MRN123").hexdigest()[:12]
+    from core.privacy import pseudonym
+
+    assert imaging.dicom_tag_value(path, "PatientID") == pseudonym("MRN123")  # keyed (tests/test_privacy.py)
+    assert imaging.dicom_tag_value(path, "PatientID") != "anon-" + hashlib.sha256(b"MRN123").hexdigest()[:12]
     assert imaging.dicom_tag_value(path, "PatientName").startswith("anon-")
     assert imaging.dicom_tag_value(path, "ViewPosition") == "PA"
     assert imaging.dicom_tag_value(path, "Laterality") == ""

@@ -27,7 +27,6 @@ from core.jobs import JobStore, LocalExecutor, Progress  # noqa: E402
 from tests.helpers import wait_for  # noqa: E402
 
 pytestmark = pytest.mark.slow
-HAS_PROC = Path("/proc/self/stat").exists()
 
 
 def _kill_leftovers(db: Path) -> None:
@@ -130,7 +129,27 @@ def test_cancel_queued_job_at_once_and_stale_stop_flag_cleared(tmp_path):
         store.cancel("nope")
 
 
-@pytest.mark.skipif(not HAS_PROC, reason="needs /proc")
+def test_liveness_works_without_proc(monkeypatch):
+    """macOS and Windows have no /proc: a live pid, a reused pid, an exited child and a zombie still tell apart."""
+    real_read, real_exists = Path.read_text, Path.exists
+
+    def no_proc_read(self, *a, **k):
+        if str(self).startswith("/proc"):
+            raise FileNotFoundError(str(self))
+        return real_read(self, *a, **k)
+
+    monkeypatch.setattr(Path, "read_text", no_proc_read)
+    monkeypatch.setattr(Path, "exists", lambda self: False if str(self).startswith("/proc") else real_exists(self))
+    me, token = os.getpid(), jobs.proc_token(os.getpid())
+    assert token and jobs.pid_alive(me, token) and not jobs.pid_alive(me, token + "1")
+    done = subprocess.Popen([sys.executable, "-c", "pass"])
+    done.wait()
+    assert jobs.proc_token(done.pid) is None and not jobs.pid_alive(done.pid, token)
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    wait_for(lambda: jobs.proc_token(zombie.pid) is None, timeout=30)  # exited, not yet waited for
+    assert zombie.poll() is not None and not jobs.pid_alive(zombie.pid, None)
+
+
 def test_reap_sees_through_pid_reuse():
     store = JobStore()
     live, reused = store.submit("ok", {}), store.submit("ok", {})

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -441,6 +442,54 @@ def test_tampered_weights_refused(tmp_path):
         modelio.load_model(path)
 
 
+@pytest.mark.slow
+def test_a_run_folder_is_accepted_wherever_a_model_is_asked_for(tmp_path, capsys):
+    from core.cli import main
+    from core.predict import Predictor
+
+    model = models.create_model("resnet18", 2).eval()
+    run = tmp_path / "run"
+    (run / "config.json").parent.mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    modelio.save_model(model, run / "model", MANIFEST)
+    assert modelio.find_manifest(run) == run / "model" / "model.json" == modelio.find_manifest(run / "model")
+    assert Predictor(run, device="cpu").classes == MANIFEST["classes"]
+    img = tmp_path / "x.png"
+    Image.new("RGB", (40, 36), 90).save(img)
+    assert main(["predict", "--model", str(run), str(img)]) == 0
+    assert json.loads(capsys.readouterr().out)["predicted"] == 1
+    kfold = tmp_path / "kfold"
+    for i in range(2):
+        modelio.save_model(model, kfold / "folds" / f"fold{i}", MANIFEST)
+    with pytest.raises(ModelFileError, match=r"k-fold run without a final model.*folds/fold0, folds/fold1"):
+        Predictor(kfold)
+    modelio.save_model(model, kfold / "model", MANIFEST)
+    assert modelio.find_manifest(kfold) == kfold / "model" / "model.json"
+
+
+def test_model_errors_name_the_right_path(tmp_path, capsys):
+    from core.cli import main
+
+    failed = tmp_path / "failed_run"
+    (failed / "checkpoints").mkdir(parents=True)
+    (failed / "config.json").write_text("{}")
+    save_file({"w": torch.zeros(1)}, str(failed / "checkpoints" / "best.safetensors"))
+    with pytest.raises(ModelFileError, match="model.json is missing: it did not finish.*python -m core finish"):
+        modelio.load_model(failed)
+    assert main(["export", "--model", str(failed), "--onnx", str(tmp_path / "m.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert str(failed / "model" / "model.json") in err and f"{failed}/model.json" not in err
+    weights = tmp_path / "resnet18-imagenet.pth"
+    torch.save({"w": torch.zeros(1)}, weights)
+    for call in (lambda: modelio.load_model(weights), lambda: modelio.read_manifest(weights)):
+        with pytest.raises(ModelFileError, match=r"weights file, not a model saved by this app.*--weights"):
+            call()
+    with pytest.raises(ModelFileError, match="no model in"):
+        modelio.load_model(tmp_path / "failed_run" / "checkpoints")
+    assert main(["predict", "--model", str(tmp_path / "nowhere"), str(weights)]) == 1
+    assert "no model at" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "extra",
     [{"patient_name": "DOE^JANE"}, {"train": {"PatientID": "123"}}, {"metrics": [{"Birth Date": "1970"}]}],
@@ -452,11 +501,17 @@ def test_manifest_with_phi_keys_refused(tmp_path, extra):
     assert not (tmp_path / "model.json").exists()
 
 
-def test_onnx_export_verified(tmp_path):
+def test_onnx_export_verified(tmp_path, monkeypatch):
     pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
     model = models.create_model("resnet18", 2).eval()
-    result = modelio.export_onnx(model, MANIFEST, tmp_path / "model.onnx")
+    calls, real = [], torch.onnx.export
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **k: calls.append(k) or real(*a, **k))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # e.g. the deprecated TorchScript exporter's warning
+        warnings.simplefilter("error", DeprecationWarning)
+        result = modelio.export_onnx(model, MANIFEST, tmp_path / "model.onnx")
+    assert [c.get("dynamo") for c in calls] == [True]
     assert result["verified"] and result["max_abs_diff"] < 1e-4
     sess = ort.InferenceSession(result["path"], providers=["CPUExecutionProvider"])
     x = np.random.default_rng(0).normal(size=(5, 3, 32, 32)).astype(np.float32)
@@ -464,6 +519,13 @@ def test_onnx_export_verified(tmp_path):
     assert out.shape == (5, 2)
     with torch.no_grad():
         np.testing.assert_allclose(out, model(torch.from_numpy(x)).numpy(), atol=1e-4)
+
+
+def test_onnx_export_needs_onnxscript_for_the_dynamo_exporter(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxscript", None)
+    with pytest.raises(ModelFileError, match="pip install onnxscript"):
+        modelio.export_onnx(models.create_model("resnet18", 2), MANIFEST, tmp_path / "m.onnx")
+    assert not list(tmp_path.iterdir())  # no half-written file left
 
 
 def test_onnx_missing_package_message(tmp_path, monkeypatch):

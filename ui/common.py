@@ -184,11 +184,14 @@ def run_models(run_dir: str | os.PathLike) -> dict[str, str]:
 
 
 def finished_runs(with_model: bool = False, limit: int = 200) -> list[jobs.Job]:
-    """Finished training runs this session may see (metrics.json present); with_model: only runs with a model."""
+    """Finished training runs this session may see (metrics.json present; crashed runs finished from a checkpoint
+    too); with_model: only runs with a model."""
     from pathlib import Path
 
-    done = [j for j in visible_jobs(limit) if j.status == "done" and j.kind in TRAIN_KINDS
-            and (Path(j.run_dir) / "metrics.json").is_file()]
+    from core.finish import finished_from_checkpoint
+
+    done = [j for j in visible_jobs(limit) if j.kind in TRAIN_KINDS and (Path(j.run_dir) / "metrics.json").is_file()
+            and (j.status == "done" or finished_from_checkpoint(j.run_dir))]
     return [j for j in done if run_models(j.run_dir)] if with_model else done
 
 

@@ -293,7 +293,30 @@ def outcome(job: jobs.Job) -> None:
             log_tail(job)
     else:
         st.warning(f"The run was {job.status}: {common.job_error_text(job)}")
+    if job.status != "done" and job.kind == "train":
+        finish_offer(job)
     curves(job, best_epochs(read_json(Path(job.run_dir) / "metrics.json"), {}))
+
+
+def finish_offer(job: jobs.Job) -> None:
+    """A crashed run: its finished-from-checkpoint metrics, or a button making the model from its checkpoint."""
+    from core import finish
+
+    origin = finish.finished_from_checkpoint(job.run_dir)
+    if origin:
+        st.info(f"Finished from its checkpoint: {origin.get('note', '')}.")
+        final_metrics(job)
+    elif not finish.why_not_finishable(job.run_dir):
+        st.caption("Its best checkpoint survived: it can become a usable model, with validation predictions "
+                   "and metrics, labelled as coming from an interrupted run.")
+        if st.button("Finish from checkpoint", key="tr_finish"):
+            try:
+                with st.spinner("Making the model from the checkpoint..."):
+                    finish.finish_from_checkpoint(job.run_dir)
+            except (RuntimeError, ValueError, OSError) as err:
+                st.error(f"Could not finish the run: {err}")
+                return
+            st.rerun()
 
 
 def final_metrics(job: jobs.Job) -> None:
