@@ -117,7 +117,10 @@ def test_cli_predict_reports_the_bad_file_and_predicts_the_rest(hostile, tmp_pat
             return fake
 
     monkeypatch.setattr(predict, "Predictor", Loaded)
-    assert main(["predict", "--model", str(tmp_path), str(folder)]) == 0
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.json").write_text("{}")  # only found; the fake Predictor never reads it
+    assert main(["predict", "--model", str(model), str(folder)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["predicted"] == 1 and len(out["problems"]) == 1
     assert out["problems"][0]["reason"].startswith("compressed with a method this app cannot decode: JPEG XL")
