@@ -59,7 +59,7 @@ def current_source() -> tuple[SourceConfig, bool]:
     """The source chosen on the Dataset explorer (or loaded with a config); else the sample. Flag: is default."""
     src = st.session_state.get(SOURCE_CONFIG)
     if isinstance(src, SourceConfig):
-        return copy.deepcopy(src), False
+        return copy.deepcopy(src), src.csv_path == sample_source().csv_path
     carried = st.session_state.get(RUN_CONFIG)
     src = from_dict(RunConfig, carried).source if carried else sample_source()
     return src, src.csv_path == sample_source().csv_path
@@ -404,8 +404,8 @@ def test_folder_input() -> None:
     st.selectbox(label, options, key="su_test_root", format_func=lambda p: p or "(none)")
 
 
-def split_section(src: SourceConfig, items: pd.DataFrame | None, cfg: RunConfig | None) -> None:
-    """Split method, fractions, k-fold, seed; a summary table per split and any patient leak."""
+def split_section(src: SourceConfig, items: pd.DataFrame | None, cfg: RunConfig | None) -> list[str]:
+    """Split method, fractions, k-fold, seed; a summary table per split and any patient leak (returned as problems)."""
     c1, c2, c3 = st.columns([2, 1, 1])
     method = c1.selectbox("Split", SPLIT_METHODS, key="su_split_method", format_func=SPLIT_LABELS.get)
     c2.slider("Validation %", 0, 90, key="su_valid_pct")
@@ -423,13 +423,13 @@ def split_section(src: SourceConfig, items: pd.DataFrame | None, cfg: RunConfig 
     c2.number_input("k (folds)", 2, 20, key="su_k", disabled=not st.session_state["su_kfold"])
     c3.number_input("Seed (splits and training)", 0, 2**31 - 1, key="su_seed")
     if items is None or items.empty or cfg is None:
-        return
+        return []
     try:
         summary, leaks = augment_preview.split_preview(items, cfg.data.split)
         folds = augment_preview.fold_preview(items, cfg.data.split) if cfg.data.split.k_folds >= 2 else None
     except (SplitError, ConfigError, ValueError) as err:
         st.error(f"This split cannot be made: {err}")
-        return
+        return [f"the split cannot be made: {err}"]
     st.dataframe(summary, hide_index=True, width="stretch")
     if leaks:
         st.error(f"Patient leak: {len(leaks)} patient(s) have images in more than one split, so validation "
@@ -437,6 +437,18 @@ def split_section(src: SourceConfig, items: pd.DataFrame | None, cfg: RunConfig 
     if folds is not None:
         st.caption("Validation part of each fold (test items never join a fold):")
         st.dataframe(folds, hide_index=True, width="stretch")
+    return [f"{len(leaks)} patient(s) have images in more than one split"] if leaks else []
+
+
+def verdict(problems: list[str]) -> None:
+    """The page's one verdict: why these settings cannot work (Start is then disabled with it), or that they can."""
+    if problems:
+        st.session_state[RUN_CONFIG_ERROR] = "; ".join(problems)
+        st.error(f"These settings cannot work: {st.session_state[RUN_CONFIG_ERROR]}")
+        return
+    st.session_state.pop(RUN_CONFIG_ERROR, None)
+    st.success("Settings are valid and carried to the Training run page.")
+    common.page_link("pages/3_train.py", "Training run", icon=":material/model_training:")
 
 
 def training_section() -> None:
