@@ -171,3 +171,25 @@ def test_hosted_mode_has_no_free_text_paths(trained, run_id, monkeypatch):
     assert not at.exception, at.exception
     assert not [t for t in at.text_input if t.key == "ev_ext_root"]
     assert at.selectbox(key="ev_ext_root_pick").options
+
+
+def test_predict_names_files_and_grad_cam_picker_follows_the_result(trained, run_id, tmp_path):
+    folders = {"a": tmp_path / "srv" / "deep" / "a", "b": tmp_path / "srv" / "deep" / "b"}
+    for name, dst in folders.items():
+        dst.mkdir(parents=True)
+        for src in sorted((trained["sample"] / "folder" / "clear").glob("*.png"))[:3]:
+            shutil.copy(src, dst / f"{name}_{src.name}")
+    at = app(PREDICT).run()
+    at.radio(key="pr_input").set_value("folder").run()
+    at.text_input(key="pr_folder").input(str(folders["a"])).run()
+    at.button(key="pr_go").click().run()
+    assert not at.exception, at.exception
+    assert all(p.startswith("a_") and "/" not in p for p in at.dataframe[0].value["path"])  # names, no server path
+    at.selectbox(key="pr_pick_1").select(2).run()
+    at.text_input(key="pr_folder").input(str(folders["b"])).run()
+    at.button(key="pr_go").click().run()
+    assert not at.exception, at.exception
+    pick = at.selectbox(key="pr_pick_2")  # a new result: a new picker, at its first row, naming this result's files
+    assert pick.value == 0 and all(o.startswith("b_") for o in pick.options)
+    first = at.dataframe[0].value["path"].iloc[0]
+    assert pick.options[0].startswith(first) and at.image[0].proto.imgs[0].caption == first

@@ -159,15 +159,16 @@ def predict_button(model: str, spec: dict[str, Any] | None, tta: bool) -> None:
     except (ValueError, OSError) as err:  # UploadError, ModelFileError, SourceError, missing files are ValueErrors
         st.error(f"Cannot predict: {err}")
         return
-    st.session_state[RESULT] = {**out, "model": model, "tta": tta}
+    seq = int((st.session_state.get(RESULT) or {}).get("seq", 0)) + 1
+    st.session_state[RESULT] = {**out, "model": model, "tta": tta, "kind": spec["kind"], "seq": seq}
 
 
 # ---------------------------------------------------------------- results
 
 
 def shown(df: pd.DataFrame, root: str) -> pd.DataFrame:
-    """Hosted mode shows paths relative to the chosen folder (no server layout); local mode full paths."""
-    if not common.is_hosted() or df.empty:
+    """Paths as the user knows them: relative to the chosen folder or CSV root (an upload: the file name)."""
+    if df.empty:
         return df
     base = Path(root)
     return df.assign(path=[Path(p).relative_to(base).as_posix() if Path(p).is_relative_to(base) else Path(p).name
@@ -189,12 +190,15 @@ def results(result: dict[str, Any], classes: list[str], threshold: float | None)
         st.warning("No image could be predicted." if len(result["problems"]) else "No image or DICOM files found.")
     else:
         st.dataframe(table, hide_index=True, width="stretch")
-        st.download_button("Download CSV", table.to_csv(index=False).encode(), file_name="predictions.csv",
+        st.caption(f"Paths relative to {common.shown_path(result['root'])}." if result.get("kind") != "upload"
+                   else "Uploaded files, by name.")
+        full = table if common.is_hosted() else df  # locally the download keeps full paths (scripts can open them)
+        st.download_button("Download CSV", full.to_csv(index=False).encode(), file_name="predictions.csv",
                            mime="text/csv", key="pr_download")
     problems(result)
     labelled_metrics(df, classes, threshold)
     if not df.empty:
-        explain_one(df, table, result["model"])
+        explain_one(df, table, result["model"], result.get("seq", 0))
 
 
 def problems(result: dict[str, Any]) -> None:
@@ -218,10 +222,14 @@ def labelled_metrics(df: pd.DataFrame, classes: list[str], threshold: float | No
         st.dataframe(evaluate.comparison_table({"labelled rows": ev_}, ev.METRICS), hide_index=True, width="stretch")
 
 
-def explain_one(df: pd.DataFrame, table: pd.DataFrame, model: str) -> None:
-    """Pick a row: the image and its Grad-CAM for the predicted class, side by side."""
+def explain_one(df: pd.DataFrame, table: pd.DataFrame, model: str, seq: int = 0) -> None:
+    """Pick a row: the image and its Grad-CAM for the predicted class, side by side.
+
+    The picker is keyed to this result (its sequence number), so a new prediction never keeps the previous
+    result's choice or label while the map shows another file.
+    """
     st.subheader("Image and Grad-CAM")
     labels = {i: f"{table['path'].iloc[i]} → {df['pred'].iloc[i]} ({df['prob_pred'].iloc[i]:.3f})"
               for i in range(len(df))}
-    i = st.selectbox("Image", list(labels), key="pr_pick", format_func=labels.get)
-    common.show_cam(model, str(df["path"].iloc[i]), str(df["pred"].iloc[i]))
+    i = st.selectbox("Image", list(labels), key=f"pr_pick_{seq}", format_func=labels.get)
+    common.show_cam(model, str(df["path"].iloc[i]), str(df["pred"].iloc[i]), caption=str(table["path"].iloc[i]))
