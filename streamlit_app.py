@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from ui import auth, common
+from ui import auth, common, setup_form
 
 st.set_page_config(page_title="X-ray trainer", page_icon=":material/radiology:", layout="wide")
 if common.is_hosted():  # tracebacks stay in the server log; the browser sees a generic message
@@ -17,6 +17,7 @@ PAGES = [
     st.Page("pages/5_predict.py", title="Predict", icon=":material/online_prediction:"),
 ]
 
+setup_form.restore_saved()  # a reload, or another device of the same user, gets the kept settings back
 nav = st.navigation(PAGES)
 common.sidebar()
 nav.run()

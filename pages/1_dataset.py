@@ -12,6 +12,7 @@ from core import hosting, imaging, uploads
 from core.config import SourceConfig, Window
 from core.sources import SourceError
 from ui import common
+from ui import setup_form as sf
 
 SOURCES = {  # the first is the default: the sample with patient ids, so splits are by patient from the start
     "sample_csv": "Built-in SYNTHETIC sample (CSV + patient ids)",
@@ -49,10 +50,12 @@ def _source_label(key: str) -> str:
 def _csv_columns(cfg: SourceConfig) -> SourceConfig:
     """Column-name inputs for a CSV source (names, not paths: fine in every mode)."""
     c1, c2, c3, c4 = st.columns(4)
-    cfg.path_col = c1.text_input("Path column", "path", key="src_pathcol")
-    cfg.label_col = c2.text_input("Label column", "label", key="src_labelcol")
-    cfg.group_col = c3.text_input("Patient column (optional)", "", key="src_groupcol")
-    cfg.split_col = c4.text_input("Split column (optional)", "", key="src_splitcol")
+    for key, default in (("src_pathcol", "path"), ("src_labelcol", "label"), ("src_groupcol", ""), ("src_splitcol", "")):
+        st.session_state.setdefault(key, default)  # defaults via state: kept settings may have set them already
+    cfg.path_col = c1.text_input("Path column", key="src_pathcol")
+    cfg.label_col = c2.text_input("Label column", key="src_labelcol")
+    cfg.group_col = c3.text_input("Patient column (optional)", key="src_groupcol")
+    cfg.split_col = c4.text_input("Split column (optional)", key="src_splitcol")
     return cfg
 
 
@@ -75,7 +78,7 @@ def _local_source(choice: str) -> SourceConfig | None:
         cfg = _csv_columns(SourceConfig(kind="csv", csv_path=csv_path, root=root))
         return cfg if csv_path else None
     root = st.text_input("Folder", key="src_root")
-    group_tag = st.text_input("Group by DICOM tag (e.g. PatientID)", "", key="src_gtag") if choice == "dicom" else ""
+    group_tag = st.text_input("Group by DICOM tag (e.g. PatientID)", key="src_gtag") if choice == "dicom" else ""
     return SourceConfig(kind=choice, root=root, group_tag=group_tag) if root else None
 
 
@@ -102,7 +105,7 @@ def _hosted_source(choice: str) -> SourceConfig | None:
                 "choose 'Upload images or a zip', or the built-in sample.")
         return None
     root = st.selectbox("Folder", options, format_func=lambda p: _place(p, owner), key="src_root_pick")
-    group_tag = st.text_input("Group by DICOM tag (e.g. PatientID)", "", key="src_gtag") if choice == "dicom" else ""
+    group_tag = st.text_input("Group by DICOM tag (e.g. PatientID)", key="src_gtag") if choice == "dicom" else ""
     return SourceConfig(kind=choice, root=root, group_tag=group_tag)
 
 
@@ -239,6 +242,7 @@ def _load(cfg: SourceConfig):
 def render() -> None:
     """Draw the page."""
     st.title("Dataset explorer")
+    sf.restore_saved()
     cfg = source_form()
     if cfg is None:
         st.info("Choose a folder, CSV or upload to explore.")
@@ -247,6 +251,7 @@ def render() -> None:
     if ds is None:
         return
     st.session_state["source_config"] = cfg
+    sf.persist()
     s = ds.summary()
     c = st.columns(4)
     c[0].metric("Usable images", s["n_items"])

@@ -11,6 +11,7 @@ from ui import setup_form as sf
 def render() -> None:
     """Draw the page."""
     st.title("Training setup")
+    sf.restore_saved()
     src, is_default = sf.current_source()
     st.session_state.setdefault(sf.SOURCE_CONFIG, src)  # the source as chosen, before this page's split column
     gpu = sf.has_gpu()
@@ -47,6 +48,7 @@ def render() -> None:
     sf.training_section()
     st.divider()
     sf.verdict(problems)
+    sf.persist()
     sf.save_load(cfg)
 
 

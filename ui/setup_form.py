@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import augment_preview, hosting, jobs, models, uploads
+from core import augment_preview, hosting, jobs, models, settings_store, uploads
 from core.config import (
     CHANNELS,
     IMBALANCE,
@@ -180,6 +180,72 @@ def checked_path(text: str, what: str) -> Path:
         return hosting.check_server_path(text, common.owner_id() if hosting.hosted() else "")
     except UploadError as err:
         raise ConfigError(f"{what}: {err}") from None
+
+
+# ---------------------------------------------------------------- kept on the server per user
+
+RESTORED, KEPT = "kept_restored", "kept_last"
+
+
+def settings_user() -> str:
+    """Whose settings these are: the signed-in owner when hosted; locally the one person at the machine."""
+    return common.owner_id() if hosting.hosted() else "local"
+
+
+def explorer_state(src: SourceConfig) -> dict[str, Any]:
+    """Dataset explorer widget values (by key) that show `src` (sample forms, folders, CSVs, DICOM folders)."""
+    root = Path(common.sample_root())
+    sample = {str(root / "labels.csv"): "sample_csv", str(root / "folder"): "sample", str(root / "dicom"): "sample_dicom"}
+    choice = sample.get(src.csv_path if src.kind == "csv" else src.root)
+    if choice:
+        return {"src_choice": choice}
+    state: dict[str, Any] = {"src_choice": src.kind if src.kind in ("folder", "csv", "dicom") else "folder"}
+    if src.kind == "csv":
+        state.update({"src_pathcol": src.path_col, "src_labelcol": src.label_col, "src_groupcol": src.group_col,
+                      "src_splitcol": src.split_col})
+        state.update({"src_csv_pick": src.csv_path} if hosting.hosted() else
+                     {"src_csv": src.csv_path, "src_csv_root": src.root})
+    else:
+        state["src_root_pick" if hosting.hosted() else "src_root"] = src.root
+        if src.kind == "dicom":
+            state["src_gtag"] = src.group_tag
+    return state
+
+
+def restore_saved(state: MutableMapping | None = None) -> bool:
+    """Once per browser session: put this user's kept settings (config, source, LR finder) back; True if any."""
+    state = st.session_state if state is None else state
+    if state.get(RESTORED):
+        return False
+    state[RESTORED] = True
+    if RUN_CONFIG in state or SOURCE_CONFIG in state:
+        return False
+    saved = settings_store.load(settings_user())
+    if saved.run_config is not None:
+        state[RUN_CONFIG] = to_dict(saved.run_config)
+    if saved.source is not None:
+        state[SOURCE_CONFIG] = saved.source
+        for key, value in explorer_state(saved.source).items():
+            state.setdefault(key, value)
+    if saved.lr_job:
+        state[LR_JOB] = saved.lr_job
+    return saved.run_config is not None or saved.source is not None
+
+
+def persist(state: MutableMapping | None = None) -> None:
+    """Keep the working settings, the chosen source and the last LR finder on the server (when they changed)."""
+    state = st.session_state if state is None else state
+    carried, src = state.get(RUN_CONFIG), state.get(SOURCE_CONFIG)
+    saved = settings_store.Saved(from_dict(RunConfig, carried) if carried else None,
+                                 src if isinstance(src, SourceConfig) else None, str(state.get(LR_JOB) or ""))
+    signature = json.dumps([carried, to_dict(src) if saved.source else None, saved.lr_job], sort_keys=True)
+    if state.get(KEPT) == signature:
+        return
+    try:
+        settings_store.save(settings_user(), saved)
+    except OSError:  # a full or read-only disk must not break the page; the settings stay in this session
+        return
+    state[KEPT] = signature
 
 
 # ---------------------------------------------------------------- save / load
