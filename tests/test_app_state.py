@@ -68,3 +68,60 @@ def test_settings_source_and_lr_finder_survive_a_reload(monkeypatch):
     again.switch_page("pages/3_train.py").run()
     caption = " ".join(c.value for c in again.caption)
     assert "from scratch" in caption and "96 px" in caption and "+ 7 epochs" in caption
+
+
+def _weights(monkeypatch, ok: bool) -> None:
+    """Pretend ImageNet weights can (or cannot) be had on this server; forget the app's cached answer."""
+    from core import models
+    from ui import common
+
+    why = "weights are in the local cache." if ok else "download.pytorch.org cannot be reached from this server."
+    monkeypatch.setattr(models, "weights_obtainable", lambda arch, timeout=1.5: (ok, why))
+    common._weights_status.clear()
+
+
+def test_offline_server_defaults_to_from_scratch_and_says_so(monkeypatch):
+    _weights(monkeypatch, ok=False)
+    at = app()
+    at.switch_page("pages/2_setup.py").run()
+    assert not at.exception
+    assert at.toggle(key="su_pretrained").value is False
+    assert at.number_input(key="su_freeze_epochs").value == 0
+    assert any("cannot be reached" in c.value and "from scratch" in c.value for c in at.caption)
+    at.toggle(key="su_pretrained").set_value(True).run()  # turned on anyway: a warning, not a silent failure
+    assert any("A pretrained run would fail" in w.value for w in at.warning)
+    fresh = app()
+    fresh.switch_page("pages/3_train.py").run()  # the run page's defaults (setup never opened) agree
+    assert "from scratch" in " ".join(c.value for c in fresh.caption)
+    _weights(monkeypatch, ok=True)
+    from core import paths
+
+    for f in (paths.app_home() / "settings").glob("*.json"):  # no kept settings: the default decides
+        f.unlink()
+    online = app()
+    online.switch_page("pages/2_setup.py").run()
+    assert online.toggle(key="su_pretrained").value is True
+
+
+def test_hosted_failure_shows_the_cause_without_server_paths(monkeypatch):
+    from core.config import RunConfig, to_dict
+    from core.jobs import JobStore
+
+    monkeypatch.setenv("XRT_HOSTED", "1")
+    owner = "ab" * 16
+    store = JobStore()
+    causes = {"PretrainedUnavailable: ImageNet weights for resnet18 could not be downloaded (no internet). Options: "
+              "train from scratch (turn 'pretrained' off); or copy the file to /root/.cache/torch/hub/r18.pth.":
+              "could not be downloaded",
+              "TrainingError: training refused: only one class in /srv/lab/chest/labels.csv": "only one class",
+              "RuntimeError: internal /srv/secret/thing": "administrator"}
+    for error in causes:
+        job = store.submit("train", {"config": to_dict(RunConfig())}, owner=owner)
+        store.finish(job.id, "failed", error=error, only_if_running=False)
+        at = AppTest.from_file(TRAIN, default_timeout=60)
+        at.query_params["owner"] = owner
+        at.session_state["tr_pick"] = job.id
+        at.run()
+        assert not at.exception
+        shown = " ".join(e.value for e in at.error)
+        assert causes[error] in shown and "/srv" not in shown and "/root" not in shown, shown

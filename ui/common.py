@@ -61,6 +61,22 @@ def dicom_header(path: str) -> dict:
     return imaging.dicom_metadata(path, include_phi=False)
 
 
+@st.cache_data(ttl=600, show_spinner="Checking whether ImageNet weights can be downloaded...")
+def _weights_status(arch: str, cache_present: bool) -> tuple[bool, str]:
+    """core.models.weights_obtainable, asked again every 10 minutes or when the cache file appears."""
+    from core import models
+
+    return models.weights_obtainable(arch)
+
+
+def weights_status(arch: str) -> tuple[bool, str]:
+    """(whether ImageNet weights of `arch` can be had now, a sentence saying so) - cached briefly."""
+    from core import models
+
+    cached = models.weights_cache_path(arch)
+    return _weights_status(arch, cached is not None and cached.is_file())
+
+
 def device_label() -> str:
     """GPU name or CPU, for the sidebar."""
     import torch
@@ -121,9 +137,11 @@ def visible_jobs(limit: int = 100) -> list[jobs.Job]:
 
 
 def job_error_text(job: jobs.Job) -> str:
-    """Why a job ended badly: its reason locally; for a failure when hosted, a generic message with the job id."""
+    """Why a job ended badly: its reason locally; hosted, user-facing causes without server paths, else a
+    generic message with the job id (internal errors stay in the server log)."""
     if is_hosted() and job.status == "failed":
-        return f"The run stopped with an error. Give the administrator this run id: {job.id}"
+        public = hosting.public_error(job.error)
+        return public or f"The run stopped with an error. Give the administrator this run id: {job.id}"
     return job.error or f"run {job.id} ended as {job.status}"
 
 

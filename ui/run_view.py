@@ -16,7 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import jobs, plots
+from core import hosting, jobs, plots
 from core.config import ConfigError, RunConfig, from_dict, to_dict
 from ui import common
 
@@ -75,7 +75,8 @@ def runs_frame(job_list: list[jobs.Job], owner: str) -> pd.DataFrame:
     """The runs table: id, kind, status, created, yours, error."""
     rows = [{"id": j.id, "kind": j.kind, "status": j.status, "created": fmt_time(j.created),
              "yours": j.owner == owner,
-             "error": ("details hidden" if common.is_hosted() else j.error) if j.error else ""} for j in job_list]
+             "error": ((hosting.public_error(j.error) or "details hidden") if common.is_hosted() else j.error)
+             if j.error else ""} for j in job_list]
     return pd.DataFrame(rows, columns=["id", "kind", "status", "created", "yours", "error"])
 
 

@@ -94,6 +94,9 @@ def default_config(source: SourceConfig, gpu: bool) -> RunConfig:
     """Starting values: small and quick on a CPU, the usual ImageNet size on a GPU; split by patient when known."""
     cfg = RunConfig(source=source)
     cfg.data.img_size, cfg.train.epochs, cfg.data.batch_size = (224, 5, 64) if gpu else (128, 3, 32)
+    cfg.train.pretrained = common.weights_status(cfg.train.arch)[0]  # offline: from scratch, said on the page
+    if not cfg.train.pretrained:
+        cfg.train.freeze_epochs = 0  # no frozen phase from scratch
     cfg.data.split.method = "group" if source.group_col or source.group_tag else "stratified"
     return cfg
 
@@ -333,11 +336,8 @@ def model_section(gpu: bool) -> None:
                          on_change=_on_weights_upload)
         if st.session_state.get("su_weights_error"):
             c3.error(f"Weights file refused: {st.session_state['su_weights_error']}")
-    if st.session_state["su_pretrained"] and not st.session_state["su_weights_path"]:
-        cached = models.weights_cache_path(arch)
-        st.caption("ImageNet weights are in the local cache." if cached is not None and cached.is_file() else
-                   "ImageNet weights will be downloaded when training starts (needs internet). "
-                   "Offline? Turn 'pretrained' off to train from scratch, or give a local file.")
+    if not st.session_state["su_weights_path"]:
+        weights_note(arch, bool(st.session_state["su_pretrained"]))
     c1, c2, c3, c4, c5 = st.columns(5)
     c1.number_input("Image size (pixels)", 16, 2048, step=16, key="su_img_size")
     c2.radio("Colour", CHANNELS, key="su_channels", horizontal=True,
@@ -351,6 +351,20 @@ def model_section(gpu: bool) -> None:
     if not gpu:
         st.caption("No GPU found: the defaults suit a CPU (image size 128, 3 epochs, batch 32). Training works, "
                    "but each epoch takes much longer than on a GPU; larger images and models cost more.")
+
+
+def weights_note(arch: str, pretrained: bool) -> None:
+    """Whether ImageNet weights can be had on this server, and what that means for the pretrained switch."""
+    ok, why = common.weights_status(arch)
+    if ok:
+        if pretrained:
+            st.caption(why)
+        return
+    if pretrained:
+        st.warning(f"{why} A pretrained run would fail: turn 'pretrained' off to train from scratch, or "
+                   + ("upload a weights file." if hosting.hosted() else "give a local weights file."))
+    else:
+        st.caption(f"{why} So 'pretrained' is off by default: training starts from scratch.")
 
 
 def lr_section(cfg: RunConfig | None) -> None:
