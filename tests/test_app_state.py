@@ -125,3 +125,36 @@ def test_hosted_failure_shows_the_cause_without_server_paths(monkeypatch):
         assert not at.exception
         shown = " ".join(e.value for e in at.error)
         assert causes[error] in shown and "/srv" not in shown and "/root" not in shown, shown
+
+
+def _running(kind: str, progress: dict, params: dict | None = None):
+    """A job row marked running by this (live) process, with a progress.json."""
+    import json
+    import os
+
+    from core.config import RunConfig, to_dict
+    from core.jobs import JobStore
+
+    store = JobStore()
+    store.submit(kind, {"config": to_dict(RunConfig()), **(params or {})})
+    job = store.claim(os.getpid(), 5)
+    Path(job.run_dir, "progress.json").write_text(json.dumps(progress))
+    return job
+
+
+def test_kfold_and_lr_finder_show_elapsed_and_time_left():
+    _running("kfold", {"phase": "training", "fold": 1, "n_folds": 3, "epoch": 0, "n_epochs": 2, "batch": 5,
+                       "n_batches": 10, "eta_s": 60.0, "elapsed_s": 20.0})
+    at = AppTest.from_file(TRAIN, default_timeout=60).run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Time left (this fold)"] == "1 min 0 s" and metrics["Elapsed (this fold)"] == "20 s"
+    whole = [c.value for c in at.caption if c.value.startswith("Whole job")]
+    assert whole and "for 3 folds" in whole[0], whole
+    lr = _running("lr_find", {"phase": "lr_find", "batch": 6, "n_batches": 30, "elapsed_s": 12.0, "eta_s": 48.0})
+    setup = AppTest.from_file(SETUP, default_timeout=60)
+    setup.session_state["lr_job_id"] = lr.id
+    setup.run()
+    assert not setup.exception
+    bars = [p.proto.text for p in setup.get("progress")]
+    assert any("step 6 / 30" in b and "elapsed 12 s" in b and "about 48 s left" in b for b in bars), bars

@@ -16,7 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import hosting, jobs, plots
+from core import eta, hosting, jobs, plots
 from core.config import ConfigError, RunConfig, from_dict, to_dict
 from ui import common
 
@@ -258,8 +258,15 @@ def progress_panel(job: jobs.Job, prog: dict) -> None:
     if n_batches:
         st.progress(min(1.0, batch / n_batches), text=f"Batch {batch} / {n_batches}")
     cols = st.columns(4)
-    cols[0].metric("Time left" + (" (this fold)" if n_folds else ""), fmt_seconds(prog.get("eta_s")))
-    cols[1].metric("Elapsed", fmt_seconds(prog.get("elapsed_s")))
+    left = prog.get("eta_s")
+    cols[0].metric("Time left" + (" (this fold)" if n_folds else ""),
+                   fmt_seconds(left) if left is not None else "after the first batch")
+    cols[1].metric("Elapsed" + (" (this fold)" if n_folds else ""), fmt_seconds(prog.get("elapsed_s")))
+    if n_folds:
+        job_elapsed = time.time() - job.started if job.started else None
+        whole = eta.job_eta(prog, job_elapsed)
+        st.caption(f"Whole job: elapsed {fmt_seconds(job_elapsed)} · time left "
+                   + (f"about {fmt_seconds(whole)} for {n_folds} folds" if whole is not None else "after the first batch"))
     if prog.get("train_loss") is not None:
         cols[2].metric("Train loss (smoothed)", f"{prog['train_loss']:.4f}")
     last = prog.get("last_epoch") or {}

@@ -45,6 +45,7 @@ SPLIT_LABELS = {
 }
 IMBALANCE_LABELS = {"none": "None", "weighted_loss": "Weighted loss", "oversample": "Oversample rare classes"}
 SUGGESTION_ORDER = ("valley", "slide", "steep", "minimum")
+LR_STEPS_CPU, LR_STEPS_GPU = 30, 100  # LR finder steps: about a minute on a CPU at the CPU defaults
 
 
 # ---------------------------------------------------------------- source and defaults
@@ -371,7 +372,10 @@ def lr_section(cfg: RunConfig | None) -> None:
     """Learning rate field and the LR finder (a background job), its curve and one-click suggestions."""
     c1, c2, c3 = st.columns([2, 1, 1])
     c1.text_input("Learning rate (blank: default 2e-3 pretrained, 3e-3 from scratch)", key="su_lr")
-    c2.number_input("LR finder steps", 10, 1000, 100, step=10, key="su_lr_num_it")
+    st.session_state.setdefault("su_lr_num_it", LR_STEPS_GPU if has_gpu() else LR_STEPS_CPU)
+    c2.number_input("LR finder steps", 10, 1000, step=10, key="su_lr_num_it",
+                    help="One training batch per step. The default finishes in about a minute on a CPU; "
+                         "more steps give a smoother curve.")
     c3.write("")
     if c3.button("Run the LR finder", key="su_lr_find", disabled=cfg is None):
         job = common.submit_job("lr_find", {"config": to_dict(cfg), "num_it": int(st.session_state["su_lr_num_it"])})
@@ -391,7 +395,9 @@ def lr_section(cfg: RunConfig | None) -> None:
 
 @st.fragment(run_every=2)
 def _lr_live(job_id: str) -> None:
-    """Progress of a running LR finder; a full rerun when it ends (then the curve shows)."""
+    """Progress of a running LR finder with elapsed time and ETA; a full rerun when it ends (then the curve shows)."""
+    from ui import run_view
+
     job = common.job_store().get(job_id)
     if job is None or not job.active:
         st.rerun()
@@ -400,7 +406,13 @@ def _lr_live(job_id: str) -> None:
         st.progress(0.0, text="LR finder waiting in the queue...")
         return
     done, total = int(prog.get("batch") or 0), int(prog.get("n_batches") or 1)
-    st.progress(min(1.0, done / max(1, total)), text=f"LR finder ({prog.get('phase', 'starting')}): step {done} / {total}")
+    phase = prog.get("phase", "starting")
+    timing = ""
+    if phase == "lr_find" and prog.get("elapsed_s") is not None:
+        left = prog.get("eta_s")
+        timing = f" · elapsed {run_view.fmt_seconds(prog['elapsed_s'])} · " + (
+            f"about {run_view.fmt_seconds(left)} left" if left is not None else "time left: after the first step")
+    st.progress(min(1.0, done / max(1, total)), text=f"LR finder ({phase}): step {done} / {total}{timing}")
 
 
 def _use_lr(value: float) -> None:
