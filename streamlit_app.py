@@ -19,5 +19,8 @@ PAGES = [
 
 setup_form.restore_saved()  # a reload, or another device of the same user, gets the kept settings back
 nav = st.navigation(PAGES)
+target = auth.next_page(PAGES)  # a deep link asked for before sign-in
+if target is not None and target.url_path != nav.url_path:
+    st.switch_page(target)
 common.sidebar()
 nav.run()

@@ -17,7 +17,7 @@ def render() -> None:
     if job_id:
         rv.watch(job_id)
     st.caption("Runs go on in the background: closing or refreshing this page does not stop them."
-               + (" You see only the runs started from this browser session." if common.is_hosted() else ""))
+               + (f" You see only your own runs{common.signed_in_as()}." if common.is_hosted() else ""))
 
 
 render()

@@ -204,13 +204,15 @@ def test_failed_job_shows_its_error():
 
 
 def test_hosted_mode_hides_error_details_and_other_users_runs(monkeypatch):
+    from core import signin
+
     monkeypatch.setenv("XRT_HOSTED", "1")
-    owner = "ab" * 16
-    mine, theirs = running_job(owner=owner), running_job(owner="cd" * 16)
+    owner = signin.owner_for("user:alice")
+    mine, theirs = running_job(owner=owner), running_job(owner=signin.owner_for("user:bob"))
     for job in (mine, theirs):
         JobStore().finish(job.id, "failed", error="RuntimeError: secret /srv/data/path")
     at = app(TRAIN)
-    at.query_params["owner"] = owner  # a refreshed tab keeps its owner id in the URL
+    at.session_state["auth_identity"] = "user:alice"  # hosted ownership follows who signed in
     at.run()
     assert not at.exception
     assert list(at.dataframe[0].value["id"]) == [mine.id]

@@ -104,11 +104,12 @@ def test_offline_server_defaults_to_from_scratch_and_says_so(monkeypatch):
 
 
 def test_hosted_failure_shows_the_cause_without_server_paths(monkeypatch):
+    from core import signin
     from core.config import RunConfig, to_dict
     from core.jobs import JobStore
 
     monkeypatch.setenv("XRT_HOSTED", "1")
-    owner = "ab" * 16
+    owner = signin.owner_for("user:alice")
     store = JobStore()
     causes = {"PretrainedUnavailable: ImageNet weights for resnet18 could not be downloaded (no internet). Options: "
               "train from scratch (turn 'pretrained' off); or copy the file to /root/.cache/torch/hub/r18.pth.":
@@ -119,7 +120,7 @@ def test_hosted_failure_shows_the_cause_without_server_paths(monkeypatch):
         job = store.submit("train", {"config": to_dict(RunConfig())}, owner=owner)
         store.finish(job.id, "failed", error=error, only_if_running=False)
         at = AppTest.from_file(TRAIN, default_timeout=60)
-        at.query_params["owner"] = owner
+        at.session_state["auth_identity"] = "user:alice"
         at.session_state["tr_pick"] = job.id
         at.run()
         assert not at.exception

@@ -43,3 +43,23 @@ def test_public_error_keeps_user_causes_and_hides_internals():
     assert "out of memory" in public_error("worker process died (killed by signal 9 (SIGKILL), perhaps out of memory)")
     assert public_error("RuntimeError: secret /srv/data/path") is None
     assert public_error("ValueError: x\nTraceback (most recent call last): ...") is None
+
+
+def test_signin_tokens_and_owner_ids():
+    import pytest
+
+    from core import signin
+
+    alice = signin.owner_for("user:alice")
+    assert alice == signin.owner_for("user:alice") != signin.owner_for("user:bob") and len(alice) == 32
+    assert signin.clean_user_name("  Alice ") == "alice"
+    for bad in ("", "a b", "../x", "x" * 65):
+        with pytest.raises(ValueError):
+            signin.clean_user_name(bad)
+    token = signin.make_token("user:alice", ttl_s=60, now=1000.0)
+    assert signin.read_token(token, now=1030.0) == "user:alice"
+    assert signin.read_token(token, now=1061.0) is None  # expired
+    payload, mac = token.split(".")
+    assert signin.read_token(payload + "." + "0" * len(mac), now=1030.0) is None  # forged
+    assert signin.read_token("garbage", now=0) is None and signin.read_token("", now=0) is None
+    assert (signin.paths.app_home() / signin.SECRET_FILE).stat().st_mode & 0o077 == 0

@@ -100,14 +100,23 @@ def is_hosted() -> bool:
 
 
 def owner_id() -> str:
-    """A random id for this browser session, kept in session state and in the URL (?owner=...).
+    """Who owns the runs and uploads of this session.
 
-    Jobs are submitted with this owner. Hosted mode ($XRT_HOSTED=1): a user only sees the runs of
-    their own owner id, so people sharing a server never see each other's runs. Local mode: everyone
-    sees all runs (one person, one machine). The id also sits in the page URL so that a browser
-    refresh or a copied link re-attaches to the same runs; in hosted mode that link is the key to
-    those runs, so it should not be shared.
+    Hosted mode ($XRT_HOSTED=1): derived from who signed in (the OIDC identity, or the user name typed at
+    the shared-password sign-in; without a login, one random identity per browser kept by a signed cookie),
+    never from the URL: a pasted link carries no ownership, and the same user on another device gets the
+    same runs. A user only sees their own runs. Local mode (one person, one machine; everyone sees all runs):
+    a random id per browser session, also kept in the page URL (?owner=...) so a refresh re-attaches.
     """
+    if is_hosted():
+        from core import signin
+        from ui import auth
+
+        owner = signin.owner_for(auth.identity())
+        st.session_state[OWNER_KEY] = owner
+        if "owner" in st.query_params:
+            del st.query_params["owner"]  # an owner in a link means nothing here; do not invite sharing it
+        return owner
     owner = st.session_state.get(OWNER_KEY)
     if not owner:
         from_url = st.query_params.get("owner", "")
@@ -116,6 +125,14 @@ def owner_id() -> str:
     if st.query_params.get("owner") != owner:
         st.query_params["owner"] = owner
     return owner
+
+
+def signed_in_as() -> str:
+    """' (signed in as NAME)' when the user signed in by name, else ''."""
+    from ui import auth
+
+    who = auth.shown_identity()
+    return f" (signed in as {who})" if who else " (this browser)"
 
 
 @st.cache_resource(show_spinner=False)
