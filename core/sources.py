@@ -153,6 +153,9 @@ class _Cand:
     where: str = ""
 
 
+UNLABELLED = "not inside a class folder"  # the reason of a file that decodes but has no class folder
+
+
 def _problem(path: Path | str, reason: str) -> dict[str, str]:
     """One problems-table row."""
     return {"path": str(path), "reason": reason}
@@ -181,7 +184,8 @@ def _probe(c: _Cand, verify: bool, dicom_only: bool, label_tag: str, group_tag: 
         _check_kind(c.path, info.kind, dicom_only)
         label = _tag(c.path, label_tag) if label_tag else c.label
         if not label:
-            raise imaging.ImageError(f"no {label_tag} value in the DICOM header (needed as the label)")
+            raise imaging.ImageError(f"no {label_tag} value in the DICOM header (needed as the label)" if label_tag
+                                     else UNLABELLED)
         group = _tag(c.path, group_tag) if group_tag else c.group
     except imaging.ImageError as e:
         return _problem(c.path, c.where + str(e))
@@ -285,9 +289,9 @@ def _folder_label(parts: tuple[str, ...], split_layout: bool) -> tuple[str, str,
         if len(parts) > 1 and not split:
             return "", "", "not inside a train/valid/test folder"
         if len(parts) < 3:
-            return "", "", "not inside a class folder"
+            return "", "", UNLABELLED
         return parts[1], split, ""
-    return (parts[0], "", "") if len(parts) > 1 else ("", "", "not inside a class folder")
+    return (parts[0], "", "") if len(parts) > 1 else ("", "", UNLABELLED)
 
 
 def _folder_cands(root: Path, ignored: Counter, problems: list[dict], dicom_only: bool = False,
@@ -302,7 +306,9 @@ def _folder_cands(root: Path, ignored: Counter, problems: list[dict], dicom_only
             continue
         label, split, reason = _folder_label(path.relative_to(root).parts, layout) if by_folder else ("", "", "")
         reason = reason if verdict == "ok" else verdict
-        if reason:
+        if reason == UNLABELLED:  # decoded anyway: a broken file reports its real problem, not this one
+            cands.append(_Cand(path, _display(path, display_root or root), "", split=split))
+        elif reason:
             problems.append(_problem(path, reason))
         else:
             cands.append(_Cand(path, _display(path, display_root or root), label, split=split))

@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import hosting, imaging, uploads
+from core import hosting, imaging, sources, uploads
 from core.config import SourceConfig, Window
 from core.sources import SourceError
 from ui import common
@@ -35,6 +35,7 @@ PRESETS: dict[str, Window | None] = {
     "Soft tissue (40/400)": Window(40, 400),
     "Custom": None,
 }
+DICOM_LABELS = {"folders": "Class folders", "csv": "A CSV table (file -> label)", "tag": "A DICOM header tag"}
 PER_PAGE = 8
 THUMB = 160
 
@@ -78,8 +79,9 @@ def _local_source(choice: str) -> SourceConfig | None:
         cfg = _csv_columns(SourceConfig(kind="csv", csv_path=csv_path, root=root))
         return cfg if csv_path else None
     root = st.text_input("Folder", key="src_root")
-    group_tag = st.text_input("Group by DICOM tag (e.g. PatientID)", key="src_gtag") if choice == "dicom" else ""
-    return SourceConfig(kind=choice, root=root, group_tag=group_tag) if root else None
+    if choice == "dicom":
+        return _dicom_source(root) if root else None
+    return SourceConfig(kind=choice, root=root) if root else None
 
 
 def _place(path: str, owner: str) -> str:
@@ -105,8 +107,30 @@ def _hosted_source(choice: str) -> SourceConfig | None:
                 "choose 'Upload images or a zip', or the built-in sample.")
         return None
     root = st.selectbox("Folder", options, format_func=lambda p: _place(p, owner), key="src_root_pick")
-    group_tag = st.text_input("Group by DICOM tag (e.g. PatientID)", key="src_gtag") if choice == "dicom" else ""
-    return SourceConfig(kind=choice, root=root, group_tag=group_tag)
+    return _dicom_source(root) if choice == "dicom" else SourceConfig(kind=choice, root=root)
+
+
+def _dicom_source(root: str) -> SourceConfig | None:
+    """A DICOM folder's labels: class folders, a CSV (file name or path -> label) or a header tag; None until given."""
+    how = st.radio("Labels from", list(DICOM_LABELS), format_func=DICOM_LABELS.get, horizontal=True,
+                   key="src_dcm_labels")
+    cfg = SourceConfig(kind="dicom", root=root)
+    if how == "csv":
+        cfg.csv_path = common.csv_picker("Label table (CSV: file names or paths relative to the DICOM folder)",
+                                         "src_dcm_csv")
+        c1, c2 = st.columns(2)
+        for key, default in (("src_dcm_pathcol", "path"), ("src_dcm_labelcol", "label")):
+            st.session_state.setdefault(key, default)
+        cfg.path_col = c1.text_input("File name / path column", key="src_dcm_pathcol").strip()
+        cfg.label_col = c2.text_input("Label column", key="src_dcm_labelcol").strip()
+        if not cfg.csv_path:
+            return None
+    elif how == "tag":
+        st.session_state.setdefault("src_ltag", "BodyPartExamined")
+        cfg.label_tag = st.text_input("Label from the DICOM tag (keyword, e.g. BodyPartExamined, ViewPosition)",
+                                      key="src_ltag").strip()
+    cfg.group_tag = st.text_input("Group by DICOM tag (e.g. PatientID)", key="src_gtag").strip()
+    return cfg
 
 
 def source_form() -> SourceConfig | None:
@@ -260,6 +284,7 @@ def render() -> None:
     c[3].metric("Patients", s.get("n_groups", 0))
     for reason in ds.check_trainable():
         st.warning(f"Training would be refused: {reason}")
+    unlabelled(ds)
     if ds.items.empty:
         _problems(ds)
         return
@@ -281,6 +306,22 @@ def overview(ds) -> None:
     if (ds.items["group"] != "").any():
         per = ds.items[ds.items["group"] != ""].groupby("label")["group"].nunique()
         st.caption("Patients per class: " + ", ".join(f"{k}: {v}" for k, v in per.items()))
+
+
+def unlabelled(ds) -> None:
+    """A preview of files that decode but have no label, and how to give them one."""
+    rows = ds.problems[ds.problems["reason"] == sources.UNLABELLED] if not ds.problems.empty else ds.problems
+    if rows.empty:
+        return
+    st.subheader(f"Readable files without a label ({len(rows)})")
+    st.caption("These files decode fine but sit outside any class folder. For a flat folder of DICOMs choose "
+               "'Labels from' a CSV table or a DICOM header tag above; otherwise sort them into class folders.")
+    cols = st.columns(PER_PAGE)
+    for col, path in zip(cols, rows["path"].head(PER_PAGE)):
+        try:
+            col.image(common.thumbnail(path, THUMB), caption=Path(path).name, width="stretch")
+        except imaging.ImageError as err:  # the file changed since the scan
+            col.caption(f"{Path(path).name}: {err}")
 
 
 def _problems(ds) -> None:

@@ -159,3 +159,34 @@ def test_kfold_and_lr_finder_show_elapsed_and_time_left():
     assert not setup.exception
     bars = [p.proto.text for p in setup.get("progress")]
     assert any("step 6 / 30" in b and "elapsed 12 s" in b and "about 48 s left" in b for b in bars), bars
+
+
+def test_flat_dicom_folder_labels_from_csv_or_tag_with_previews_and_real_reasons(tmp_path):
+    from tests.test_sources import dcm
+
+    flat = tmp_path / "flat"
+    for i in range(6):
+        dcm(flat / f"im{i}.dcm", patient=f"P{i}", body_part="CHEST" if i % 2 else "HAND")
+    (flat / "broken.dcm").write_bytes(b"DICM" * 3)
+    (tmp_path / "labels.csv").write_text("file,finding\n" + "".join(f"im{i}.dcm,{'ab'[i % 2]}\n" for i in range(6)))
+    at = AppTest.from_file(str(ROOT / "pages/1_dataset.py"), default_timeout=60)
+    at.session_state["src_choice"] = "dicom"
+    at.run()
+    at.text_input(key="src_root").input(str(flat)).run()
+    assert not at.exception, at.exception
+    assert any(s.value.startswith("Readable files without a label (6)") for s in at.subheader)
+    assert len(at.image) == 6  # previews of the unlabelled files
+    reasons = dict(zip(at.dataframe[-1].value["path"].map(lambda p: Path(p).name), at.dataframe[-1].value["reason"]))
+    assert reasons["broken.dcm"] != "not inside a class folder", reasons
+    at.radio(key="src_dcm_labels").set_value("csv").run()
+    at.text_input(key="src_dcm_csv").input(str(tmp_path / "labels.csv"))
+    at.text_input(key="src_dcm_pathcol").input("file")
+    at.text_input(key="src_dcm_labelcol").input("finding").run()
+    assert not at.exception, at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Usable images"] == "6" and metrics["Classes"] == "2"
+    at.radio(key="src_dcm_labels").set_value("tag").run()
+    at.text_input(key="src_ltag").input("BodyPartExamined").run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Usable images"] == "6" and metrics["Classes"] == "2" and metrics["Unusable files"] == "1"
+    assert at.session_state["source_config"].label_tag == "BodyPartExamined"

@@ -78,7 +78,9 @@ def describe_source(src: SourceConfig) -> str:
         extra = f", patients from column '{src.group_col}'" if src.group_col else ""
         return f"{prefix}CSV table `{src.csv_path}`{extra}"
     if src.kind == "dicom":
-        return f"{prefix}DICOM folder `{src.root}`" + (f", patients from tag {src.group_tag}" if src.group_tag else "")
+        labels = (f", labels from `{src.csv_path}`" if src.csv_path else
+                  f", labels from tag {src.label_tag}" if src.label_tag else "")
+        return f"{prefix}DICOM folder `{src.root}`{labels}" + (f", patients from tag {src.group_tag}" if src.group_tag else "")
     if src.kind == "sample":
         return "the built-in SYNTHETIC sample (class folders)"
     return f"{prefix}class folders in `{src.root}`"
@@ -213,6 +215,10 @@ def explorer_state(src: SourceConfig) -> dict[str, Any]:
         state["src_root_pick" if hosting.hosted() else "src_root"] = src.root
         if src.kind == "dicom":
             state["src_gtag"] = src.group_tag
+            state["src_dcm_labels"] = "csv" if src.csv_path else "tag" if src.label_tag else "folders"
+            state.update({"src_dcm_csv_pick" if hosting.hosted() else "src_dcm_csv": src.csv_path,
+                          "src_dcm_pathcol": src.path_col, "src_dcm_labelcol": src.label_col} if src.csv_path
+                         else {"src_ltag": src.label_tag} if src.label_tag else {})
     return state
 
 
