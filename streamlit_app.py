@@ -4,7 +4,7 @@ import streamlit as st
 
 from ui import auth, common, setup_form
 
-st.set_page_config(page_title="X-ray trainer", page_icon=":material/radiology:", layout="wide")
+st.set_page_config(page_title="X-ray trainer", page_icon="🩻", layout="wide")
 if common.is_hosted():  # tracebacks stay in the server log; the browser sees a generic message
     st.set_option("client.showErrorDetails", "none")
 auth.gate()  # optional login (OIDC or shared password); shows only the sign-in page until then

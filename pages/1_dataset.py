@@ -265,6 +265,7 @@ def _load(cfg: SourceConfig):
 
 def render() -> None:
     """Draw the page."""
+    common.require_entry()  # never shown without the entry's sign-in gate
     st.title("Dataset explorer")
     sf.restore_saved()
     cfg = source_form()

@@ -10,6 +10,7 @@ from ui import setup_form as sf
 
 def render() -> None:
     """Draw the page."""
+    common.require_entry()  # never shown without the entry's sign-in gate
     st.title("Training setup")
     sf.restore_saved()
     src, is_default = sf.current_source()

@@ -8,6 +8,7 @@ from ui import run_view as rv
 
 def render() -> None:
     """Draw the page."""
+    common.require_entry()  # never shown without the entry's sign-in gate
     st.title("Training run")
     owner = common.owner_id()
     rv.maybe_reap(common.job_store())

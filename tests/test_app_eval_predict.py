@@ -159,15 +159,25 @@ def test_predict_folder_with_a_broken_file(trained, run_id, tmp_path):
     assert set(at.dataframe[0].value["pred"]) == {"opacity"}
 
 
-def test_hosted_mode_has_no_free_text_paths(trained, run_id, monkeypatch):
+def test_hosted_mode_has_no_free_text_paths(trained, monkeypatch):
+    from core import signin
+
     monkeypatch.setenv("XRT_HOSTED", "1")
     monkeypatch.setenv("XRT_DATA_ROOTS", str(trained["sample"]))
-    at = app(PREDICT).run()
+    store = jobs.JobStore()  # hosted: the run belongs to who signed in (not to an owner id in the URL)
+    job = store.submit("train", {"config": trained["config"]}, run_dir=trained["run"],
+                       owner=signin.owner_for("user:carol"))
+    store.finish(job.id, "done", only_if_running=False)
+    at = app(PREDICT)
+    at.session_state["auth_identity"] = "user:carol"
+    at.run()
     at.radio(key="pr_input").set_value("folder").run()
     assert not at.exception, at.exception
     assert not [t for t in at.text_input if t.key in ("pr_folder", "pr_root")]
     assert str(trained["sample"] / "folder") in at.selectbox(key="pr_folder_pick").options
-    at = app(EVAL).run()
+    at = app(EVAL)
+    at.session_state["auth_identity"] = "user:carol"
+    at.run()
     assert not at.exception, at.exception
     assert not [t for t in at.text_input if t.key == "ev_ext_root"]
     assert at.selectbox(key="ev_ext_root_pick").options

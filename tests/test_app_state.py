@@ -67,7 +67,7 @@ def test_settings_source_and_lr_finder_survive_a_reload(monkeypatch):
     assert again.selectbox(key="src_choice").value == "sample"
     again.switch_page("pages/3_train.py").run()
     caption = " ".join(c.value for c in again.caption)
-    assert "from scratch" in caption and "96 px" in caption and "+ 7 epochs" in caption
+    assert "from scratch) on folder" in caption and "96 px" in caption and ", 7 epochs" in caption
 
 
 def _weights(monkeypatch, ok: bool) -> None:
@@ -88,11 +88,11 @@ def test_offline_server_defaults_to_from_scratch_and_says_so(monkeypatch):
     assert at.toggle(key="su_pretrained").value is False
     assert at.number_input(key="su_freeze_epochs").value == 0
     assert any("cannot be reached" in c.value and "from scratch" in c.value for c in at.caption)
+    fresh = app()
+    fresh.switch_page("pages/3_train.py").run()  # another session's run page agrees
+    assert "from scratch" in " ".join(c.value for c in fresh.caption)
     at.toggle(key="su_pretrained").set_value(True).run()  # turned on anyway: a warning, not a silent failure
     assert any("A pretrained run would fail" in w.value for w in at.warning)
-    fresh = app()
-    fresh.switch_page("pages/3_train.py").run()  # the run page's defaults (setup never opened) agree
-    assert "from scratch" in " ".join(c.value for c in fresh.caption)
     _weights(monkeypatch, ok=True)
     from core import paths
 
@@ -190,3 +190,38 @@ def test_flat_dicom_folder_labels_from_csv_or_tag_with_previews_and_real_reasons
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Usable images"] == "6" and metrics["Classes"] == "2" and metrics["Unusable files"] == "1"
     assert at.session_state["source_config"].label_tag == "BodyPartExamined"
+
+
+def test_queue_names_and_cancel_of_a_queued_run():
+    import os
+
+    from core.config import RunConfig, to_dict
+    from core.jobs import JobStore
+
+    store = JobStore()
+    cfg = RunConfig(name="first try")
+    store.submit("train", {"config": to_dict(cfg)})
+    running = store.claim(os.getpid(), 5)
+    queued = store.submit("train", {"config": to_dict(RunConfig(name="second"))})
+    at = AppTest.from_file(TRAIN, default_timeout=60)
+    at.session_state["train_job_id"] = at.session_state["tr_pick"] = queued.id
+    at.run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert dict(zip(table["id"], table["name"])) == {running.id: "first try", queued.id: "second"}
+    assert set(table["dataset"]) == {""}  # no source set in these configs
+    assert any("1 run(s) ahead of this one (1 running, 0 queued)" in i.value for i in at.info)
+    at.button(key="tr_cancel").click().run()
+    assert not at.exception and store.get(queued.id).status == "cancelled"
+    shown = " ".join([c.value for c in at.caption] + [w.value for w in at.warning])
+    assert "still queued" not in shown and not [b for b in at.button if b.key == "tr_cancel"]
+    assert "cancelled" in shown
+
+
+def test_kfold_fold_table_is_numbered_from_one_as_text():
+    from ui.run_view import metrics_tables
+
+    summary = {"type": "kfold", "metrics": {"per_fold": [{"fold": 0, "accuracy": 0.8}, {"fold": 1, "accuracy": 0.9}],
+                                            "pooled_oof": {"accuracy": 0.85}, "mean_sd": {}}}
+    _, folds = metrics_tables(summary)
+    assert list(folds["fold"]) == ["1", "2", "pooled (out-of-fold)"]

@@ -86,6 +86,21 @@ def device_label() -> str:
     return "CPU (no GPU found: training works, slower)"
 
 
+def require_entry() -> None:
+    """Apply the entry point's sign-in gate when Streamlit ran this page on its own.
+
+    On a fresh server with a pages/ folder, Streamlit's legacy multipage mode runs a deep-linked page
+    script directly for the first session, before any st.navigation call: that would skip the sign-in.
+    The gate's sign-in page calls st.navigation, which ends that mode for the server process.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    from ui import auth
+
+    if PagesManager.uses_pages_directory:
+        auth.gate()
+
+
 def sidebar() -> None:
     """The sidebar shown on every page."""
     with st.sidebar:

@@ -45,6 +45,7 @@ SPLIT_LABELS = {
 }
 IMBALANCE_LABELS = {"none": "None", "weighted_loss": "Weighted loss", "oversample": "Oversample rare classes"}
 SUGGESTION_ORDER = ("valley", "slide", "steep", "minimum")
+LR_PLAUSIBLE = (1e-5, 1.0)  # suggestions outside are artefacts of the curve's first or last steps
 LR_STEPS_CPU, LR_STEPS_GPU = 30, 100  # LR finder steps: about a minute on a CPU at the CPU defaults
 
 
@@ -395,6 +396,8 @@ def lr_section(cfg: RunConfig | None) -> None:
         _lr_live(job.id)
     elif job.status == "done":
         lr_result(job)
+    elif cfg is not None and (job.params or {}).get("config") != to_dict(cfg):
+        st.caption(f"The last LR finder run {job.status} with earlier settings; run it again for these.")
     else:
         st.error(f"LR finder {job.status}: {common.job_error_text(job)}")
 
@@ -436,7 +439,10 @@ def lr_result(job: jobs.Job) -> None:
         return
     st.plotly_chart(run_view.lr_find_figure(data), width="stretch", key="su_lr_chart")
     sugg = data.get("suggestions", {})
-    names = [n for n in SUGGESTION_ORDER if sugg.get(n)]
+    names = [n for n in SUGGESTION_ORDER if sugg.get(n) and LR_PLAUSIBLE[0] <= sugg[n] <= LR_PLAUSIBLE[1]]
+    if not names:
+        st.caption("The curve gives no plausible learning rate (all suggestions are below 1e-5 or above 1); "
+                   "leave the field blank for the default, or run the finder with more steps.")
     cols = st.columns(max(1, len(names)))
     for col, name in zip(cols, names):
         col.button(f"Use {name}: {sugg[name]:.2g}", key=f"su_lr_use_{name}", on_click=_use_lr, args=(sugg[name],),

@@ -90,7 +90,7 @@ def test_verdict_eta_and_settings_kept_across_refresh_and_devices(app_url: str, 
         go_to(other, "Training setup")
         kept_step(other)
         go_to(other, "Training run")
-        expect(other.get_by_text(re.compile(r"Settings: resnet18 \(from scratch\), 32 px .*\+ 2 epochs"))).to_be_visible()
+        expect(other.get_by_text(re.compile(r"Settings: resnet18 \(from scratch\) on \S+, 32 px .*, 2 epochs"))).to_be_visible()
         screenshot(other, "5-run-other-device")
     finally:
         other.context.close()
@@ -133,6 +133,7 @@ def hosted_app(_browser_requirements, tmp_path_factory):
 def sign_in(page: Page, name: str) -> None:
     """The shared-password sign-in with a user name."""
     expect(page.locator("h1", has_text="Sign in")).to_be_visible(timeout=120_000)
+    settle(page, 120_000)
     page.get_by_label(re.compile(r"^Your user name")).fill(name)
     page.get_by_label("Password", exact=True).fill("pw")
     page.get_by_role("button", name="Sign in").click()
