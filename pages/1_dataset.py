@@ -133,8 +133,15 @@ def _dicom_source(root: str) -> SourceConfig | None:
     return cfg
 
 
+KEPT_KEYS = ("src_csv", "src_csv_root", "src_root", "src_pathcol", "src_labelcol", "src_groupcol", "src_splitcol",
+             "src_gtag", "src_dcm_labels", "src_dcm_csv", "src_dcm_pathcol", "src_dcm_labelcol", "src_ltag")
+
+
 def source_form() -> SourceConfig | None:
     """Widgets that describe the source; returns a SourceConfig or None until complete."""
+    for key in KEPT_KEYS:  # typed values survive switching the source kind away and back
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
     choice = st.selectbox("Data source", list(SOURCES), format_func=_source_label, key="src_choice")
     if choice.startswith("sample"):
         return _sample_source(choice)
@@ -302,8 +309,12 @@ def overview(ds) -> None:
     counts = ds.items["label"].value_counts().rename_axis("class").reset_index(name="images")
     left, right = st.columns(2)
     left.plotly_chart(px.bar(counts, x="class", y="images", title="Images per class"), width="stretch")
-    right.plotly_chart(px.scatter(ds.items, x="width", y="height", color="label", title="Image sizes (pixels)",
-                                  opacity=0.6), width="stretch")
+    sizes = ds.items[["width", "height"]].drop_duplicates()
+    if len(sizes) == 1:  # one dot says less than one sentence
+        right.metric("Image size (all images)", f"{int(sizes['width'].iloc[0])} x {int(sizes['height'].iloc[0])} px")
+    else:
+        right.plotly_chart(px.scatter(ds.items, x="width", y="height", color="label", title="Image sizes (pixels)",
+                                      opacity=0.6), width="stretch")
     if (ds.items["group"] != "").any():
         per = ds.items[ds.items["group"] != ""].groupby("label")["group"].nunique()
         st.caption("Patients per class: " + ", ".join(f"{k}: {v}" for k, v in per.items()))
@@ -349,9 +360,9 @@ def samples(ds, window: Window | None = None) -> None:
     cols = st.columns(PER_PAGE)
     for col, (_, row) in zip(cols, part.iloc[page * PER_PAGE:(page + 1) * PER_PAGE].iterrows()):
         try:
-            col.image(preview(row, window), caption=row["relpath"][-24:], width="stretch")
+            col.image(preview(row, window), caption=Path(row["relpath"]).name, width="stretch")
         except imaging.ImageError as err:  # the file changed since the scan
-            col.caption(f"{row['relpath'][-24:]}: {err}")
+            col.caption(f"{Path(row['relpath']).name}: {err}")
 
 
 def dicom_panel(ds, window: Window | None = None) -> None:

@@ -203,3 +203,14 @@ def test_predict_names_files_and_grad_cam_picker_follows_the_result(trained, run
     assert pick.value == 0 and all(o.startswith("b_") for o in pick.options)
     first = at.dataframe[0].value["path"].iloc[0]
     assert pick.options[0].startswith(first) and at.image[0].proto.imgs[0].caption == first
+
+
+def test_predict_preselects_the_run_chosen_on_evaluation(trained, run_id):
+    newer = register(trained["run"], trained["config"])  # a newer finished run: the default elsewhere
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
+    at.switch_page("pages/4_evaluate.py").run()
+    assert at.selectbox(key="ev_run").value == newer
+    at.selectbox(key="ev_run").select(run_id).run()
+    at.switch_page("pages/5_predict.py").run()  # the Evaluation page's widget state is dropped here
+    assert not at.exception, at.exception
+    assert at.selectbox(key="pr_run").value == run_id

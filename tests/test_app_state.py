@@ -225,3 +225,20 @@ def test_kfold_fold_table_is_numbered_from_one_as_text():
                                             "pooled_oof": {"accuracy": 0.85}, "mean_sd": {}}}
     _, folds = metrics_tables(summary)
     assert list(folds["fold"]) == ["1", "2", "pooled (out-of-fold)"]
+
+
+def test_explorer_keeps_typed_values_across_source_kinds_and_kfold_disables_valid_pct(tmp_path):
+    at = AppTest.from_file(str(ROOT / "pages/1_dataset.py"), default_timeout=60)
+    at.session_state["src_choice"] = "csv"
+    at.run()
+    at.text_input(key="src_csv").input(str(tmp_path / "labels.csv"))
+    at.text_input(key="src_labelcol").input("finding").run()
+    at.selectbox(key="src_choice").select("folder").run()
+    at.selectbox(key="src_choice").select("csv").run()
+    assert not at.exception
+    assert at.text_input(key="src_csv").value == str(tmp_path / "labels.csv")
+    assert at.text_input(key="src_labelcol").value == "finding"
+    setup = AppTest.from_file(SETUP, default_timeout=60).run()
+    assert not setup.slider(key="su_valid_pct").disabled
+    setup.toggle(key="su_kfold").set_value(True).run()
+    assert setup.slider(key="su_valid_pct").disabled

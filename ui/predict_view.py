@@ -37,7 +37,7 @@ def pick_run(runs: list[jobs.Job]) -> jobs.Job:
     """The run whose model predicts (default: the one on the Evaluation page, else the newest)."""
     ids = [j.id for j in runs]
     if st.session_state.get(RUN) not in ids:
-        carried = [st.session_state.get(k) for k in (ev.RUN, rv.PICK)]
+        carried = [st.session_state.get(k) for k in (ev.RUN, ev.LAST_RUN, rv.PICK)]
         st.session_state[RUN] = next((i for i in carried if i in ids), ids[0])
     labels = {j.id: ev.run_label(j) for j in runs}
     chosen = st.selectbox("Trained model (run)", ids, key=RUN, format_func=labels.get)

@@ -512,7 +512,8 @@ def split_section(src: SourceConfig, items: pd.DataFrame | None, cfg: RunConfig 
     """Split method, fractions, k-fold, seed; a summary table per split and any patient leak (returned as problems)."""
     c1, c2, c3 = st.columns([2, 1, 1])
     method = c1.selectbox("Split", SPLIT_METHODS, key="su_split_method", format_func=SPLIT_LABELS.get)
-    c2.slider("Validation %", 0, 90, key="su_valid_pct")
+    c2.slider("Validation %", 0, 90, key="su_valid_pct", disabled=bool(st.session_state.get("su_kfold")),
+              help="With k-fold cross-validation each fold validates in turn; this fraction is not used.")
     c3.slider("Test % (held out until the end)", 0, 90, key="su_test_pct")
     if method == "column" and src.kind in ("csv", "dicom"):
         st.text_input("Split column in the CSV", key="su_split_col")
