@@ -154,6 +154,7 @@ def test_predict_folder_with_a_broken_file(trained, run_id, tmp_path):
     assert len(preds) >= 20 and set(preds["threshold"]) == {0.5}
     assert [Path(p).name for p in problems["path"]] == ["broken.png"]
     assert [d.label for d in at.get("download_button")] == ["Download CSV"]
+    assert not [w for w in at.warning if "used by this model's run" in w.value]  # a copy: not the training files
     assert len(at.image) == 2  # the image and its Grad-CAM
     at.slider(key=f"pr_thr_{run_id}").set_value(0.0).run()
     assert set(at.dataframe[0].value["pred"]) == {"opacity"}
@@ -214,3 +215,13 @@ def test_predict_preselects_the_run_chosen_on_evaluation(trained, run_id):
     at.switch_page("pages/5_predict.py").run()  # the Evaluation page's widget state is dropped here
     assert not at.exception, at.exception
     assert at.selectbox(key="pr_run").value == run_id
+
+
+def test_predict_warns_on_the_models_own_training_images(trained, run_id):
+    at = app(PREDICT).run()
+    at.radio(key="pr_input").set_value("folder").run()
+    at.text_input(key="pr_folder").input(str(trained["sample"] / "folder" / "clear")).run()
+    at.button(key="pr_go").click().run()
+    assert not at.exception, at.exception
+    warned = [w.value for w in at.warning if "used by this model's run" in w.value]
+    assert warned and "in its train set" in warned[0], [w.value for w in at.warning]

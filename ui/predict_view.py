@@ -189,6 +189,7 @@ def results(result: dict[str, Any], classes: list[str], threshold: float | None)
     if df.empty:
         st.warning("No image could be predicted." if len(result["problems"]) else "No image or DICOM files found.")
     else:
+        overlap_warning(df, result["model"])
         st.dataframe(table, hide_index=True, width="stretch")
         st.caption(f"Paths relative to {common.shown_path(result['root'])}." if result.get("kind") != "upload"
                    else "Uploaded files, by name.")
@@ -199,6 +200,42 @@ def results(result: dict[str, Any], classes: list[str], threshold: float | None)
     labelled_metrics(df, classes, threshold)
     if not df.empty:
         explain_one(df, table, result["model"], result.get("seq", 0))
+
+
+def run_dir_of(model: str) -> Path:
+    """The run folder a model belongs to (model/ or folds/fold<i>/ inside it)."""
+    folder = Path(model) if Path(model).is_dir() else Path(model).parent
+    return folder.parent.parent if folder.parent.name == "folds" else folder.parent
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _seen(run_dir: str, version: tuple) -> dict[str, str]:
+    """{resolved file path: split} of the items a run trained, validated or tested on (its items.csv)."""
+    cfg = rv.read_json(Path(run_dir) / "config.json").get("source") or {}
+    base = Path(cfg.get("root") or (Path(cfg["csv_path"]).parent if cfg.get("csv_path") else ""))
+    try:
+        items = pd.read_csv(Path(run_dir) / "items.csv", keep_default_na=False)
+    except (OSError, ValueError):
+        return {}
+    return {str((base / r).resolve()): str(sp) for r, sp in zip(items.get("relpath", []), items.get("split", []))}
+
+
+def seen_in_training(df: pd.DataFrame, model: str) -> pd.Series:
+    """The split ('train', 'valid', 'test') in which the model's run used each predicted file ('' if unseen)."""
+    run = run_dir_of(model)
+    seen = _seen(str(run), common.file_version(run / "items.csv", run / "config.json"))
+    return pd.Series([seen.get(str(Path(p).resolve()), "") for p in df["path"].astype(str)], index=df.index)
+
+
+def overlap_warning(df: pd.DataFrame, model: str) -> None:
+    """Warn when the images include the model's own training / validation images (its run's items.csv)."""
+    used = seen_in_training(df, model)
+    counts = used[used != ""].value_counts()
+    if counts.empty:
+        return
+    parts = ", ".join(f"{n} in its {split} set" for split, n in counts.items())
+    st.warning(f"{int(counts.sum())} of these {len(df)} images were used by this model's run ({parts}): "
+               "predictions on training or validation images overrate the model. Use new images to judge it.")
 
 
 def problems(result: dict[str, Any]) -> None:
