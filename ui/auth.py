@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import json
 import os
+import re
 import secrets
 import time
 from collections.abc import Mapping
@@ -165,9 +166,14 @@ def _requested_page() -> str:
 def gate() -> None:
     """Show only the sign-in page (and stop) until the session is signed in; a log-out button after."""
     if not signed_in():
-        st.session_state.setdefault(NEXT, _requested_page())  # a deep link opens after sign-in
+        wanted = _requested_page()
+        wanted = wanted if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", wanted) else ""
+        st.session_state.setdefault(NEXT, wanted)  # a deep link opens after sign-in
         _write_cookie("", 0)  # a stale or forged cookie is dropped
-        st.navigation([st.Page(login_page, title="Sign in", icon=":material/lock:")]).run()
+        pages = [st.Page(login_page, title="Sign in", icon=":material/lock:", default=True)]
+        if wanted:  # the sign-in page answers at the deep link's path too (no "page not found")
+            pages.append(st.Page(login_page, title="Sign in", icon=":material/lock:", url_path=wanted))
+        st.navigation(pages, position="hidden").run()
         st.stop()
     if oidc_providers() is not None:
         st.sidebar.button("Log out", key="auth_logout", on_click=st.logout)
