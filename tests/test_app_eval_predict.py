@@ -158,6 +158,7 @@ def test_predict_folder_with_a_broken_file(trained, run_id, tmp_path):
     assert len(at.image) == 2  # the image and its Grad-CAM
     at.slider(key=f"pr_thr_{run_id}").set_value(0.0).run()
     assert set(at.dataframe[0].value["pred"]) == {"opacity"}
+    assert f"Predicted per class: clear 0, opacity {len(preds)}" in [c.value for c in at.caption]
 
 
 def test_hosted_mode_has_no_free_text_paths(trained, monkeypatch):

@@ -190,6 +190,8 @@ def results(result: dict[str, Any], classes: list[str], threshold: float | None)
         st.warning("No image could be predicted." if len(result["problems"]) else "No image or DICOM files found.")
     else:
         overlap_warning(df, result["model"])
+        counts = df["pred"].astype(str).value_counts()
+        st.caption("Predicted per class: " + ", ".join(f"{c} {int(counts.get(c, 0))}" for c in classes))
         st.dataframe(table, hide_index=True, width="stretch")
         st.caption(f"Paths relative to {common.shown_path(result['root'])}." if result.get("kind") != "upload"
                    else "Uploaded files, by name.")
