@@ -20,10 +20,19 @@ VALID = "Settings are valid and carried to the Training run page."
 
 
 def choose(page: Page, label: str, option: str) -> None:
-    """Pick an option of a selectbox by its visible text."""
-    page.get_by_role("combobox", name=label).click()
-    page.get_by_role("option", name=option, exact=True).click()
+    """Pick an option of a selectbox by its visible text (reopened when a redraw closed the list)."""
+    box = page.get_by_role("combobox", name=label, exact=True)
+    wanted = page.get_by_role("option", name=option, exact=True)
+    for _ in range(4):
+        settle(page)
+        box.click()
+        try:
+            wanted.click(timeout=10_000)
+            break
+        except Exception:  # noqa: BLE001 - the list closed under a rerun: open it again
+            page.keyboard.press("Escape")
     settle(page)
+    expect(box).to_have_value(option)
 
 
 def verdict_step(page: Page, shot) -> None:
