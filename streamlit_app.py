@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from ui import auth, common
+from ui import auth, common, setup_form
 
-st.set_page_config(page_title="X-ray trainer", page_icon=":material/radiology:", layout="wide")
+st.set_page_config(page_title="X-ray trainer", page_icon="🩻", layout="wide")
 if common.is_hosted():  # tracebacks stay in the server log; the browser sees a generic message
     st.set_option("client.showErrorDetails", "none")
 auth.gate()  # optional login (OIDC or shared password); shows only the sign-in page until then
@@ -17,6 +17,10 @@ PAGES = [
     st.Page("pages/5_predict.py", title="Predict", icon=":material/online_prediction:"),
 ]
 
+setup_form.restore_saved()  # a reload, or another device of the same user, gets the kept settings back
 nav = st.navigation(PAGES)
+target = auth.next_page(PAGES)  # a deep link asked for before sign-in
+if target is not None and target.url_path != nav.url_path:
+    st.switch_page(target)
 common.sidebar()
 nav.run()

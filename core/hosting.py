@@ -8,6 +8,7 @@ data roots ($XRT_DATA_ROOTS), the built-in sample and the user's own upload fold
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from core import paths
@@ -135,3 +136,21 @@ def _files(folder: Path) -> list[Path]:
 
 __all__ = ["UploadError", "allowed_bases", "allowed_csvs", "allowed_folders", "check_server_path", "check_source",
            "data_roots", "hosted", "max_files", "max_upload_bytes", "upload_limits"]
+
+
+USER_FACING = ("PretrainedUnavailable", "TrainingError", "SplitError", "SourceError", "UnsafePathError",
+               "ConfigError", "JobCancelled", "OutOfMemoryError", "MemoryError", "ImageError")
+USER_FACING_TEXT = ("out of memory", "disk full", "worker process died", "training refused", "cancelled",
+                    "stopped by force", "interrupted")
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][^\s'\"`,;:()\[\]{}<>\\/]+){2,}[\\/]?")
+
+
+def public_error(error: str) -> str | None:
+    """A job error a hosted user may read (weights unavailable, training refused, out of memory...) with
+    server paths cut to their last part; None for internal errors (tracebacks, unknown exceptions)."""
+    text = (error or "").strip()
+    head = text.split(":", 1)[0].strip()
+    if "Traceback" in text or not (head in USER_FACING or any(t in text.lower() for t in USER_FACING_TEXT)):
+        return None
+    text = re.sub(r"; or copy the file to \S+", "", text)  # a hosted user cannot copy files onto the server
+    return _PATH.sub(lambda m: m.group(0).rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1], text)

@@ -180,6 +180,54 @@ def weights_cache_path(arch: str) -> Path | None:
     return _hf_cached(repo, names) or _hf_cache_dir() / f"models--{repo.replace('/', '--')}"
 
 
+def _weights_host(arch: str) -> str:
+    """The host ImageNet weights of `arch` are downloaded from ('' when there is none to ask)."""
+    if arch_family(arch) == "torchvision":
+        return urlparse(_tv_url(arch)).hostname or ""
+    cfg = _timm_cfg(arch)
+    if not cfg.hf_hub_id:
+        return urlparse(cfg.url).hostname or "" if cfg.url else ""
+    from huggingface_hub import constants
+
+    return "" if _hf_offline() else urlparse(constants.ENDPOINT).hostname or ""
+
+
+def weights_obtainable(arch: str, timeout: float = 1.5) -> tuple[bool, str]:
+    """Whether ImageNet weights of `arch` can be had now: in the cache, or their host answers within `timeout` s.
+
+    Returns (ok, why) with a sentence for the user. A proxy is trusted to reach the host (not probed).
+    """
+    cached = weights_cache_path(arch)
+    if cached is not None and cached.is_file():
+        return True, "ImageNet weights are in the local cache."
+    host = _weights_host(arch)
+    if not host:
+        return False, f"ImageNet weights for {arch} are not in the cache and cannot be downloaded (offline mode)."
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True, f"ImageNet weights will be downloaded from {host} through the proxy when training starts."
+    if not _reachable(host, timeout):
+        return False, (f"ImageNet weights for {arch} are not in the cache and {host} cannot be reached from this "
+                       "server (no internet?).")
+    return True, f"ImageNet weights will be downloaded from {host} when training starts."
+
+
+def _reachable(host: str, timeout: float) -> bool:
+    """Whether a TCP connection to host:443 opens within `timeout` s (name lookup included: run in a thread)."""
+    box: dict[str, bool] = {}
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            box["ok"] = True
+        except OSError:
+            box["ok"] = False
+
+    worker = threading.Thread(target=probe, name=f"probe-{host}", daemon=True)
+    worker.start()
+    worker.join(timeout + 0.5)
+    return box.get("ok", False)
+
+
 # ---------------------------------------------------------------- downloading pretrained weights
 
 

@@ -166,6 +166,9 @@ class _Cand:
     where: str = ""
 
 
+UNLABELLED = "not inside a class folder"  # the reason of a file that decodes but has no class folder
+
+
 def _problem(path: Path | str, reason: str) -> dict[str, str]:
     """One problems-table row."""
     return {"path": str(path), "reason": reason}
@@ -202,11 +205,14 @@ def _probe(c: _Cand, verify: bool, dicom_only: bool, label_tag: str, group_tag: 
     """Inspect one file: an item row, or a problem row (has a 'reason') - never raises."""
     try:
         info, label, group = _inspect(c.path, verify, dicom_only, label_tag, group_tag, decode)
+        label = label if label_tag else c.label
+        if not label:  # a decodable file outside any class folder (label tags raise in _inspect)
+            raise imaging.ImageError(UNLABELLED)
     except imaging.ImageError as e:
         return _problem(c.path, c.where + str(e))
     except Exception as e:  # one odd file must never stop a scan
         return _problem(c.path, c.where + imaging.user_reason(e))
-    return {"path": str(c.path), "relpath": c.relpath, "label": label if label_tag else c.label,
+    return {"path": str(c.path), "relpath": c.relpath, "label": label,
             "group": group if group_tag else c.group, "split": c.split,
             "kind": info.kind, "width": int(info.width), "height": int(info.height), **c.extra}
 
@@ -303,9 +309,9 @@ def _folder_label(parts: tuple[str, ...], split_layout: bool) -> tuple[str, str,
         if len(parts) > 1 and not split:
             return "", "", "not inside a train/valid/test folder"
         if len(parts) < 3:
-            return "", "", "not inside a class folder"
+            return "", "", UNLABELLED
         return parts[1], split, ""
-    return (parts[0], "", "") if len(parts) > 1 else ("", "", "not inside a class folder")
+    return (parts[0], "", "") if len(parts) > 1 else ("", "", UNLABELLED)
 
 
 def _folder_cands(root: Path, ignored: Counter, problems: list[dict], dicom_only: bool = False,
@@ -320,7 +326,9 @@ def _folder_cands(root: Path, ignored: Counter, problems: list[dict], dicom_only
             continue
         label, split, reason = _folder_label(path.relative_to(root).parts, layout) if by_folder else ("", "", "")
         reason = reason if verdict == "ok" else verdict
-        if reason:
+        if reason == UNLABELLED:  # decoded anyway: a broken file reports its real problem, not this one
+            cands.append(_Cand(path, _display(path, display_root or root), "", split=split))
+        elif reason:
             problems.append(_problem(path, reason))
         else:
             cands.append(_Cand(path, _display(path, display_root or root), label, split=split))

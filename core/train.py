@@ -35,6 +35,7 @@ from core.data import (
     normalize_stats,
     split_summary,
 )
+from core.eta import eta
 from core.jobs import JobCancelled, Progress
 from core.privacy import pseudonym
 
@@ -300,7 +301,7 @@ def fit_one(items: pd.DataFrame, cfg: RunConfig, run_dir: Path, progress: Progre
     name = "best.safetensors" if fold is None else f"best_fold{fold}.safetensors"
     mon = TrainMonitor(run_dir, progress, t.monitor, t.early_stop_patience, t.epochs + t.freeze_epochs,
                        fold=fold, n_folds=n_folds, ckpt_name=name)
-    progress.update(force=True, phase="training", fold=fold, n_folds=n_folds, epoch=0,
+    progress.update(force=True, phase="training", fold=fold, n_folds=n_folds, epoch=0, eta_s=None, elapsed_s=0.0,
                     n_epochs=t.epochs + t.freeze_epochs)
     if t.pretrained or t.weights_path:
         learn.fine_tune(t.epochs, base_lr=t.lr or 2e-3, freeze_epochs=t.freeze_epochs, cbs=[mon])
@@ -569,7 +570,7 @@ class _LrFindMonitor(Callback):
     order = 60
 
     def __init__(self, progress: Progress, num_it: int):
-        self.progress, self.num_it, self.cancelled = progress, num_it, False
+        self.progress, self.num_it, self.cancelled, self.t0 = progress, num_it, False, time.time()
 
     def after_batch(self):
         """Report the iteration; stop when cancel was asked."""
@@ -577,8 +578,10 @@ class _LrFindMonitor(Callback):
             self.cancelled = True
             raise CancelFitException()
         if self.training:
+            elapsed = time.time() - self.t0
             self.progress.update(phase="lr_find", batch=self.train_iter, n_batches=self.num_it,
-                                 train_loss=float(self.smooth_loss))
+                                 train_loss=float(self.smooth_loss), elapsed_s=elapsed,
+                                 eta_s=eta(elapsed, self.train_iter, self.num_it))
 
 
 # ---------------------------------------------------------------- job entry points

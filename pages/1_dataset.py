@@ -8,10 +8,11 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core import hosting, imaging, uploads
+from core import hosting, imaging, sources, uploads
 from core.config import SourceConfig, Window
 from core.sources import SourceError
 from ui import common
+from ui import setup_form as sf
 
 SOURCES = {  # the first is the default: the sample with patient ids, so splits are by patient from the start
     "sample_csv": "Built-in SYNTHETIC sample (CSV + patient ids)",
@@ -34,6 +35,7 @@ PRESETS: dict[str, Window | None] = {
     "Soft tissue (40/400)": Window(40, 400),
     "Custom": None,
 }
+DICOM_LABELS = {"folders": "Class folders", "csv": "A CSV table (file -> label)", "tag": "A DICOM header tag"}
 PER_PAGE = 8
 THUMB = 160
 
@@ -49,10 +51,12 @@ def _source_label(key: str) -> str:
 def _csv_columns(cfg: SourceConfig) -> SourceConfig:
     """Column-name inputs for a CSV source (names, not paths: fine in every mode)."""
     c1, c2, c3, c4 = st.columns(4)
-    cfg.path_col = c1.text_input("Path column", "path", key="src_pathcol")
-    cfg.label_col = c2.text_input("Label column", "label", key="src_labelcol")
-    cfg.group_col = c3.text_input("Patient column (optional)", "", key="src_groupcol")
-    cfg.split_col = c4.text_input("Split column (optional)", "", key="src_splitcol")
+    for key, default in (("src_pathcol", "path"), ("src_labelcol", "label"), ("src_groupcol", ""), ("src_splitcol", "")):
+        st.session_state.setdefault(key, default)  # defaults via state: kept settings may have set them already
+    cfg.path_col = c1.text_input("Path column", key="src_pathcol")
+    cfg.label_col = c2.text_input("Label column", key="src_labelcol")
+    cfg.group_col = c3.text_input("Patient column (optional)", key="src_groupcol")
+    cfg.split_col = c4.text_input("Split column (optional)", key="src_splitcol")
     return cfg
 
 
@@ -75,8 +79,9 @@ def _local_source(choice: str) -> SourceConfig | None:
         cfg = _csv_columns(SourceConfig(kind="csv", csv_path=csv_path, root=root))
         return cfg if csv_path else None
     root = st.text_input("Folder", key="src_root")
-    group_tag = st.text_input("Group by DICOM tag (e.g. PatientID)", "", key="src_gtag") if choice == "dicom" else ""
-    return SourceConfig(kind=choice, root=root, group_tag=group_tag) if root else None
+    if choice == "dicom":
+        return _dicom_source(root) if root else None
+    return SourceConfig(kind=choice, root=root) if root else None
 
 
 def _place(path: str, owner: str) -> str:
@@ -102,12 +107,41 @@ def _hosted_source(choice: str) -> SourceConfig | None:
                 "choose 'Upload images or a zip', or the built-in sample.")
         return None
     root = st.selectbox("Folder", options, format_func=lambda p: _place(p, owner), key="src_root_pick")
-    group_tag = st.text_input("Group by DICOM tag (e.g. PatientID)", "", key="src_gtag") if choice == "dicom" else ""
-    return SourceConfig(kind=choice, root=root, group_tag=group_tag)
+    return _dicom_source(root) if choice == "dicom" else SourceConfig(kind=choice, root=root)
+
+
+def _dicom_source(root: str) -> SourceConfig | None:
+    """A DICOM folder's labels: class folders, a CSV (file name or path -> label) or a header tag; None until given."""
+    how = st.radio("Labels from", list(DICOM_LABELS), format_func=DICOM_LABELS.get, horizontal=True,
+                   key="src_dcm_labels")
+    cfg = SourceConfig(kind="dicom", root=root)
+    if how == "csv":
+        cfg.csv_path = common.csv_picker("Label table (CSV: file names or paths relative to the DICOM folder)",
+                                         "src_dcm_csv")
+        c1, c2 = st.columns(2)
+        for key, default in (("src_dcm_pathcol", "path"), ("src_dcm_labelcol", "label")):
+            st.session_state.setdefault(key, default)
+        cfg.path_col = c1.text_input("File name / path column", key="src_dcm_pathcol").strip()
+        cfg.label_col = c2.text_input("Label column", key="src_dcm_labelcol").strip()
+        if not cfg.csv_path:
+            return None
+    elif how == "tag":
+        st.session_state.setdefault("src_ltag", "BodyPartExamined")
+        cfg.label_tag = st.text_input("Label from the DICOM tag (keyword, e.g. BodyPartExamined, ViewPosition)",
+                                      key="src_ltag").strip()
+    cfg.group_tag = st.text_input("Group by DICOM tag (e.g. PatientID)", key="src_gtag").strip()
+    return cfg
+
+
+KEPT_KEYS = ("src_csv", "src_csv_root", "src_root", "src_pathcol", "src_labelcol", "src_groupcol", "src_splitcol",
+             "src_gtag", "src_dcm_labels", "src_dcm_csv", "src_dcm_pathcol", "src_dcm_labelcol", "src_ltag")
 
 
 def source_form() -> SourceConfig | None:
     """Widgets that describe the source; returns a SourceConfig or None until complete."""
+    for key in KEPT_KEYS:  # typed values survive switching the source kind away and back
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
     choice = st.selectbox("Data source", list(SOURCES), format_func=_source_label, key="src_choice")
     if choice.startswith("sample"):
         return _sample_source(choice)
@@ -238,7 +272,9 @@ def _load(cfg: SourceConfig):
 
 def render() -> None:
     """Draw the page."""
+    common.require_entry()  # never shown without the entry's sign-in gate
     st.title("Dataset explorer")
+    sf.restore_saved()
     cfg = source_form()
     if cfg is None:
         st.info("Choose a folder, CSV or upload to explore.")
@@ -247,6 +283,7 @@ def render() -> None:
     if ds is None:
         return
     st.session_state["source_config"] = cfg
+    sf.persist()
     s = ds.summary()
     c = st.columns(4)
     c[0].metric("Usable images", s["n_items"])
@@ -255,6 +292,7 @@ def render() -> None:
     c[3].metric("Patients", s.get("n_groups", 0))
     for reason in ds.check_trainable():
         st.warning(f"Training would be refused: {reason}")
+    unlabelled(ds)
     if ds.items.empty:
         _problems(ds)
         return
@@ -271,11 +309,31 @@ def overview(ds) -> None:
     counts = ds.items["label"].value_counts().rename_axis("class").reset_index(name="images")
     left, right = st.columns(2)
     left.plotly_chart(px.bar(counts, x="class", y="images", title="Images per class"), width="stretch")
-    right.plotly_chart(px.scatter(ds.items, x="width", y="height", color="label", title="Image sizes (pixels)",
-                                  opacity=0.6), width="stretch")
+    sizes = ds.items[["width", "height"]].drop_duplicates()
+    if len(sizes) == 1:  # one dot says less than one sentence
+        right.metric("Image size (all images)", f"{int(sizes['width'].iloc[0])} x {int(sizes['height'].iloc[0])} px")
+    else:
+        right.plotly_chart(px.scatter(ds.items, x="width", y="height", color="label", title="Image sizes (pixels)",
+                                      opacity=0.6), width="stretch")
     if (ds.items["group"] != "").any():
         per = ds.items[ds.items["group"] != ""].groupby("label")["group"].nunique()
         st.caption("Patients per class: " + ", ".join(f"{k}: {v}" for k, v in per.items()))
+
+
+def unlabelled(ds) -> None:
+    """A preview of files that decode but have no label, and how to give them one."""
+    rows = ds.problems[ds.problems["reason"] == sources.UNLABELLED] if not ds.problems.empty else ds.problems
+    if rows.empty:
+        return
+    st.subheader(f"Readable files without a label ({len(rows)})")
+    st.caption("These files decode fine but sit outside any class folder. For a flat folder of DICOMs choose "
+               "'Labels from' a CSV table or a DICOM header tag above; otherwise sort them into class folders.")
+    cols = st.columns(PER_PAGE)
+    for col, path in zip(cols, rows["path"].head(PER_PAGE)):
+        try:
+            col.image(common.thumbnail(path, THUMB), caption=Path(path).name, width="stretch")
+        except imaging.ImageError as err:  # the file changed since the scan
+            col.caption(f"{Path(path).name}: {err}")
 
 
 def _problems(ds) -> None:
@@ -302,9 +360,9 @@ def samples(ds, window: Window | None = None) -> None:
     cols = st.columns(PER_PAGE)
     for col, (_, row) in zip(cols, part.iloc[page * PER_PAGE:(page + 1) * PER_PAGE].iterrows()):
         try:
-            col.image(preview(row, window), caption=row["relpath"][-24:], width="stretch")
+            col.image(preview(row, window), caption=Path(row["relpath"]).name, width="stretch")
         except imaging.ImageError as err:  # the file changed since the scan
-            col.caption(f"{row['relpath'][-24:]}: {err}")
+            col.caption(f"{Path(row['relpath']).name}: {err}")
 
 
 def dicom_panel(ds, window: Window | None = None) -> None:

@@ -10,45 +10,46 @@ from ui import setup_form as sf
 
 def render() -> None:
     """Draw the page."""
+    common.require_entry()  # never shown without the entry's sign-in gate
     st.title("Training setup")
+    sf.restore_saved()
     src, is_default = sf.current_source()
+    st.session_state.setdefault(sf.SOURCE_CONFIG, src)  # the source as chosen, before this page's split column
     gpu = sf.has_gpu()
     carried = st.session_state.get(sf.RUN_CONFIG)
     base = from_dict(RunConfig, carried) if carried else sf.default_config(src, gpu)
     sf.seed_state(base)
     hint = " Choose another on the **Dataset explorer** page." if is_default else ""
     st.info(f"Data: {sf.describe_source(src)}.{hint}")
+    problems: list[str] = []
     try:
         cfg = sf.config_from_state(st.session_state, base, src)
         st.session_state[sf.RUN_CONFIG] = to_dict(cfg)
-        st.session_state.pop(sf.RUN_CONFIG_ERROR, None)
     except ConfigError as err:
         cfg = None
-        st.session_state[sf.RUN_CONFIG_ERROR] = str(err)
+        problems.append(str(err))
     items = None
     try:
         ds = common.load_dataset(cfg.source if cfg else src)
         items = ds.items
-        for reason in ds.check_trainable():
-            st.warning(f"Training would be refused: {reason}")
+        problems += [f"training would be refused: {reason}" for reason in ds.check_trainable()]
     except SourceError as err:
-        st.error(f"The data source cannot be read: {err}")
+        problems.append(f"the data source cannot be read: {err}")
+    for problem in problems:
+        st.warning(problem[0].upper() + problem[1:])
     st.subheader("Model")
     sf.model_section(gpu)
     st.subheader("Learning rate")
-    sf.lr_section(cfg)
+    sf.lr_section(cfg if not problems else None)
     st.subheader("Augmentation")
     sf.augment_section(items, cfg)
     st.subheader("Split")
-    sf.split_section(src, items, cfg)
+    problems += sf.split_section(src, items, cfg)
     st.subheader("Training")
     sf.training_section()
     st.divider()
-    if cfg is None:
-        st.error(f"These settings cannot work: {st.session_state[sf.RUN_CONFIG_ERROR]}")
-    else:
-        st.success("Settings are valid and carried to the Training run page.")
-        common.page_link("pages/3_train.py", "Training run", icon=":material/model_training:")
+    sf.verdict(problems)
+    sf.persist()
     sf.save_load(cfg)
 
 

@@ -8,6 +8,7 @@ from ui import run_view as rv
 
 def render() -> None:
     """Draw the page."""
+    common.require_entry()  # never shown without the entry's sign-in gate
     st.title("Training run")
     owner = common.owner_id()
     rv.maybe_reap(common.job_store())
@@ -17,7 +18,7 @@ def render() -> None:
     if job_id:
         rv.watch(job_id)
     st.caption("Runs go on in the background: closing or refreshing this page does not stop them."
-               + (" You see only the runs started from this browser session." if common.is_hosted() else ""))
+               + (f" You see only your own runs{common.signed_in_as()}." if common.is_hosted() else ""))
 
 
 render()

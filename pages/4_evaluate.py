@@ -8,6 +8,7 @@ from ui import eval_view as ev
 
 def render() -> None:
     """Draw the page."""
+    common.require_entry()  # never shown without the entry's sign-in gate
     st.title("Evaluation")
     runs = common.finished_runs()
     if not runs:

@@ -8,6 +8,7 @@ from ui import predict_view as pv
 
 def render() -> None:
     """Draw the page."""
+    common.require_entry()  # never shown without the entry's sign-in gate
     st.title("Predict")
     runs = common.finished_runs(with_model=True)
     if not runs:

@@ -154,20 +154,75 @@ def test_predict_folder_with_a_broken_file(trained, run_id, tmp_path):
     assert len(preds) >= 20 and set(preds["threshold"]) == {0.5}
     assert [Path(p).name for p in problems["path"]] == ["broken.png"]
     assert [d.label for d in at.get("download_button")] == ["Download CSV"]
+    assert not [w for w in at.warning if "used by this model's run" in w.value]  # a copy: not the training files
     assert len(at.image) == 2  # the image and its Grad-CAM
     at.slider(key=f"pr_thr_{run_id}").set_value(0.0).run()
     assert set(at.dataframe[0].value["pred"]) == {"opacity"}
+    assert f"Predicted per class: clear 0, opacity {len(preds)}" in [c.value for c in at.caption]
 
 
-def test_hosted_mode_has_no_free_text_paths(trained, run_id, monkeypatch):
+def test_hosted_mode_has_no_free_text_paths(trained, monkeypatch):
+    from core import signin
+
     monkeypatch.setenv("XRT_HOSTED", "1")
     monkeypatch.setenv("XRT_DATA_ROOTS", str(trained["sample"]))
-    at = app(PREDICT).run()
+    store = jobs.JobStore()  # hosted: the run belongs to who signed in (not to an owner id in the URL)
+    job = store.submit("train", {"config": trained["config"]}, run_dir=trained["run"],
+                       owner=signin.owner_for("user:carol"))
+    store.finish(job.id, "done", only_if_running=False)
+    at = app(PREDICT)
+    at.session_state["auth_identity"] = "user:carol"
+    at.run()
     at.radio(key="pr_input").set_value("folder").run()
     assert not at.exception, at.exception
     assert not [t for t in at.text_input if t.key in ("pr_folder", "pr_root")]
     assert str(trained["sample"] / "folder") in at.selectbox(key="pr_folder_pick").options
-    at = app(EVAL).run()
+    at = app(EVAL)
+    at.session_state["auth_identity"] = "user:carol"
+    at.run()
     assert not at.exception, at.exception
     assert not [t for t in at.text_input if t.key == "ev_ext_root"]
     assert at.selectbox(key="ev_ext_root_pick").options
+
+
+def test_predict_names_files_and_grad_cam_picker_follows_the_result(trained, run_id, tmp_path):
+    folders = {"a": tmp_path / "srv" / "deep" / "a", "b": tmp_path / "srv" / "deep" / "b"}
+    for name, dst in folders.items():
+        dst.mkdir(parents=True)
+        for src in sorted((trained["sample"] / "folder" / "clear").glob("*.png"))[:3]:
+            shutil.copy(src, dst / f"{name}_{src.name}")
+    at = app(PREDICT).run()
+    at.radio(key="pr_input").set_value("folder").run()
+    at.text_input(key="pr_folder").input(str(folders["a"])).run()
+    at.button(key="pr_go").click().run()
+    assert not at.exception, at.exception
+    assert all(p.startswith("a_") and "/" not in p for p in at.dataframe[0].value["path"])  # names, no server path
+    at.selectbox(key="pr_pick_1").select(2).run()
+    at.text_input(key="pr_folder").input(str(folders["b"])).run()
+    at.button(key="pr_go").click().run()
+    assert not at.exception, at.exception
+    pick = at.selectbox(key="pr_pick_2")  # a new result: a new picker, at its first row, naming this result's files
+    assert pick.value == 0 and all(o.startswith("b_") for o in pick.options)
+    first = at.dataframe[0].value["path"].iloc[0]
+    assert pick.options[0].startswith(first) and at.image[0].proto.imgs[0].caption == first
+
+
+def test_predict_preselects_the_run_chosen_on_evaluation(trained, run_id):
+    newer = register(trained["run"], trained["config"])  # a newer finished run: the default elsewhere
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
+    at.switch_page("pages/4_evaluate.py").run()
+    assert at.selectbox(key="ev_run").value == newer
+    at.selectbox(key="ev_run").select(run_id).run()
+    at.switch_page("pages/5_predict.py").run()  # the Evaluation page's widget state is dropped here
+    assert not at.exception, at.exception
+    assert at.selectbox(key="pr_run").value == run_id
+
+
+def test_predict_warns_on_the_models_own_training_images(trained, run_id):
+    at = app(PREDICT).run()
+    at.radio(key="pr_input").set_value("folder").run()
+    at.text_input(key="pr_folder").input(str(trained["sample"] / "folder" / "clear")).run()
+    at.button(key="pr_go").click().run()
+    assert not at.exception, at.exception
+    warned = [w.value for w in at.warning if "used by this model's run" in w.value]
+    assert warned and "in its train set" in warned[0], [w.value for w in at.warning]

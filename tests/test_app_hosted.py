@@ -14,7 +14,14 @@ from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET, SETUP, ENTRY = str(ROOT / "pages/1_dataset.py"), str(ROOT / "pages/2_setup.py"), str(ROOT / "streamlit_app.py")
-OWNER = "ab" * 16
+USER = "user:alice"  # who signed in (hosted ownership follows the identity, never a URL token)
+
+
+def owner_of(identity: str = USER) -> str:
+    """The owner id the app derives for a signed-in identity (this test's installation secret)."""
+    from core import signin
+
+    return signin.owner_for(identity)
 
 
 def png(seed: int, size: int = 24) -> bytes:
@@ -34,9 +41,9 @@ def class_folders(root: Path, n: int = 3) -> Path:
 
 
 def app(script: str, choice: str | None = None, **secrets: str) -> AppTest:
-    """A fresh session of one script (owner id fixed; optional source choice and secrets)."""
+    """A fresh session of one script (signed in as USER; optional source choice and secrets)."""
     at = AppTest.from_file(script, default_timeout=60)
-    at.query_params["owner"] = OWNER
+    at.session_state["auth_identity"] = USER
     if choice:
         at.session_state["src_choice"] = choice  # skip generating the sample where a test does not need it
     for key, value in secrets.items():
@@ -97,12 +104,13 @@ def test_upload_flow_builds_a_private_dataset(hosted):
     assert metrics["Usable images"] == "6" and metrics["Classes"] == "2" and metrics["Unusable files"] == "0"
     from core import hosting, uploads
 
-    root = uploads.dataset_dir(OWNER, "upload")
+    root = uploads.dataset_dir(owner_of(), "upload")
     assert sorted(p.name for p in root.iterdir()) == ["normal", "opacity"]
     with pytest.raises(uploads.UploadError, match="hosted"):
-        hosting.check_server_path(root, "cd" * 16)  # another session cannot reach it
+        hosting.check_server_path(root, owner_of("user:bob"))  # another user cannot reach it
     other = app(DATASET, "upload")
-    other.query_params["owner"] = "cd" * 16
+    other.session_state["auth_identity"] = "user:bob"
+    other.query_params["owner"] = owner_of()  # alice's owner id pasted into a link gives bob nothing
     other.run()
     assert not other.exception and not other.metric  # nothing uploaded in that session
 
@@ -125,9 +133,11 @@ def test_password_gate_blocks_pages_until_the_right_password(monkeypatch):
     assert [t.value for t in at.title] == ["Sign in"]
     assert any("Wrong password" in e.value for e in at.error)
     at.text_input(key="auth_password").input("open sesame")
+    at.text_input(key="auth_user").input("Alice ")
     at.button[0].click().run()
     assert not at.exception
     assert any("Dataset explorer" in t.value for t in at.title)
+    assert at.session_state["auth_identity"] == "user:alice"  # the typed name (normalised) is who signed in
 
 
 def test_password_from_environment_and_no_gate_without_one(monkeypatch):
@@ -178,3 +188,54 @@ def test_dicom_window_presets_filter_and_paging():
     at.number_input(key="sample_page").set_value(2).run()
     at.text_input(key="sample_filter").input("no-such-file").run()
     assert not at.exception and any("0 image(s)" in c.value for c in at.caption)
+
+
+def test_hosted_ownership_follows_the_sign_in_not_the_link(hosted, monkeypatch):
+    from core.config import RunConfig, to_dict
+    from core.jobs import JobStore
+    from core.signin import make_token
+    from ui import auth
+
+    monkeypatch.setenv("XRT_PASSWORD", "pw")
+    job = JobStore().submit("train", {"config": to_dict(RunConfig())}, owner=owner_of("user:alice"))
+
+    def sign_in(name: str, deep_link: str = "") -> AppTest:
+        at = AppTest.from_file(ENTRY, default_timeout=60)
+        at.session_state["src_choice"] = "folder"
+        if deep_link:
+            at.context = {"url": f"http://localhost:8501/{deep_link}"}
+        at.run()
+        assert [t.value for t in at.title] == ["Sign in"]
+        at.text_input(key="auth_user").input(name)
+        at.text_input(key="auth_password").input("pw")
+        at.button[0].click().run()
+        assert not at.exception, at.exception
+        return at
+
+    alice = sign_in("alice", deep_link="train")  # a deep link opens its page after sign-in
+    assert [t.value for t in alice.title] == ["Training run"]
+    assert list(alice.dataframe[0].value["id"]) == [job.id]
+    assert any("signed in as alice" in c.value for c in alice.caption)
+    bob = AppTest.from_file(ENTRY, default_timeout=60)
+    bob.query_params["owner"] = owner_of("user:alice")  # alice's owner id pasted into bob's link
+    bob.session_state["src_choice"] = "folder"
+    bob.run()
+    bob.text_input(key="auth_user").input("bob")
+    bob.text_input(key="auth_password").input("pw")
+    bob.button[0].click().run()
+    bob.switch_page("pages/3_train.py").run()
+    assert not bob.exception
+    assert not bob.dataframe and any("No runs yet" in i.value for i in bob.info)  # nothing of alice's
+    for token, signed in ((make_token("user:alice"), True), (make_token("user:alice", ttl_s=-1), False),
+                          (make_token("user:alice")[:-2] + "00", False)):
+        monkeypatch.setattr(auth, "_cookie_value", lambda token=token: token)
+        again = AppTest.from_file(ENTRY, default_timeout=60)  # a reload: the cookie is all the browser sends
+        again.session_state["src_choice"] = "folder"
+        again.context = {"url": "http://localhost:8501/train"}
+        again.run()
+        assert not again.exception
+        titles = [t.value for t in again.title]
+        if signed:
+            again.switch_page("pages/3_train.py").run()
+            assert list(again.dataframe[0].value["id"]) == [job.id]
+        assert titles == (["Dataset explorer"] if signed else ["Sign in"]), titles

@@ -126,7 +126,8 @@ def test_lr_finder_button_submits_job_and_applies_suggestion(submitted):
     at.button(key="su_lr_find").click().run()
     assert not at.exception
     assert [c["kind"] for c in submitted] == ["lr_find"]
-    assert submitted[0]["params"]["num_it"] == 100 and submitted[0]["owner"] == at.session_state["owner_id"]
+    assert submitted[0]["params"]["num_it"] == 30  # the CPU default: about a minute (was 100 before issue 14)
+    assert submitted[0]["owner"] == at.session_state["owner_id"]
     from_dict(RunConfig, submitted[0]["params"]["config"]).validate()
     job_id = at.session_state["lr_job_id"]
     assert job_id == submitted[0]["id"]
@@ -230,13 +231,15 @@ def test_crashed_run_with_a_checkpoint_offers_finish_from_checkpoint(monkeypatch
 
 
 def test_hosted_mode_hides_error_details_and_other_users_runs(monkeypatch):
+    from core import signin
+
     monkeypatch.setenv("XRT_HOSTED", "1")
-    owner = "ab" * 16
-    mine, theirs = running_job(owner=owner), running_job(owner="cd" * 16)
+    owner = signin.owner_for("user:alice")
+    mine, theirs = running_job(owner=owner), running_job(owner=signin.owner_for("user:bob"))
     for job in (mine, theirs):
         JobStore().finish(job.id, "failed", error="RuntimeError: secret /srv/data/path")
     at = app(TRAIN)
-    at.query_params["owner"] = owner  # a refreshed tab keeps its owner id in the URL
+    at.session_state["auth_identity"] = "user:alice"  # hosted ownership follows who signed in
     at.run()
     assert not at.exception
     assert list(at.dataframe[0].value["id"]) == [mine.id]

@@ -536,3 +536,27 @@ def test_onnx_missing_package_message(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)
     with pytest.raises(ModelFileError, match="pip install onnx"):
         modelio.export_onnx(models.create_model("resnet18", 2), MANIFEST, tmp_path / "m.onnx")
+
+
+def test_weights_obtainable_from_cache_host_or_not(torch_home, hf_offline, monkeypatch):
+    for var in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    asked: list[str] = []
+    monkeypatch.setattr(models, "_reachable", lambda host, timeout: asked.append(host) or False)
+    ok, why = models.weights_obtainable("resnet18")
+    assert not ok and "download.pytorch.org cannot be reached" in why and asked == ["download.pytorch.org"]
+    ok, why = models.weights_obtainable("efficientnet_b0")  # HF offline mode: nothing to ask
+    assert not ok and "offline" in why and asked == ["download.pytorch.org"]
+    monkeypatch.setattr(models, "_reachable", lambda host, timeout: True)
+    assert models.weights_obtainable("resnet18")[0]
+    cached = models.weights_cache_path("resnet18")
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"x")
+    monkeypatch.setattr(models, "_reachable", lambda host, timeout: pytest.fail("a cached file needs no network"))
+    assert models.weights_obtainable("resnet18") == (True, "ImageNet weights are in the local cache.")
+
+
+def test_reachability_probe_is_bounded():
+    start = time.monotonic()
+    assert models._reachable("192.0.2.1", 0.3) is False  # TEST-NET-1: never answers
+    assert time.monotonic() - start < 2.0

@@ -591,3 +591,20 @@ def test_dicom_unknown_keyword_is_a_source_error(tmp_path):
     dicom_tree(tmp_path)
     with pytest.raises(SourceError, match="'PatientIdd' is not a DICOM attribute keyword"):
         sources.scan_dicom_folder(tmp_path, group_tag="PatientIdd")
+
+
+def test_flat_dicom_folder_reports_real_problems_and_takes_labels_from_csv_or_tag(tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(4):
+        dcm(flat / f"im{i}.dcm", body_part="CHEST" if i % 2 else "HAND")
+    (flat / "broken.dcm").write_bytes(b"DICM" * 3)
+    by_folder = sources.scan_dicom_folder(flat)
+    r = reasons(by_folder)
+    assert {r[f"im{i}.dcm"] for i in range(4)} == {sources.UNLABELLED}
+    assert r["broken.dcm"] != sources.UNLABELLED  # the real reason, not "not inside a class folder"
+    write(tmp_path / "labels.csv", "file,diagnosis\nim0.dcm,a\nim1.dcm,b\nim2.dcm,a\nim3.dcm,b\n")
+    by_csv = sources.scan_dicom_folder(flat, tmp_path / "labels.csv", path_col="file", label_col="diagnosis")
+    assert sorted(by_csv.items["label"]) == ["a", "a", "b", "b"]
+    by_tag = sources.scan_dicom_folder(flat, label_tag="BodyPartExamined")
+    assert sorted(by_tag.items["label"]) == ["CHEST", "CHEST", "HAND", "HAND"] and "broken.dcm" in reasons(by_tag)

@@ -1,21 +1,31 @@
 """Optional login gate: OIDC via st.login when [auth] is in the secrets, else a shared password, else open.
 
-The shared password comes from `password` in .streamlit/secrets.toml or $XRT_PASSWORD. Until the
-visitor is signed in, the app's navigation holds only the sign-in page, so no page script runs.
+The shared password comes from `password` in .streamlit/secrets.toml or $XRT_PASSWORD; with it each person
+types a user name, and that name (or the OIDC identity) is who owns runs and uploads (core.signin). Until
+the visitor is signed in, the app's navigation holds only the sign-in page, so no page script runs; the
+page asked for is remembered and opened after sign-in. A password sign-in is kept across reloads by a
+signed, expiring cookie (OIDC: Streamlit's own cookie).
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 import os
+import re
+import secrets
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import streamlit as st
 
+from core import signin
+
 AUTH_OK = "auth_ok"
 FAILS = "auth_fails"
+IDENTITY, NEXT, COOKIE_DONE = "auth_identity", "auth_next", "auth_cookie_done"
+COOKIE = "xrt_signin"
 
 
 def _secret(key: str) -> Any:
@@ -57,17 +67,64 @@ def signed_in() -> bool:
     """Whether this session may see the app (always true when no login is configured)."""
     if oidc_providers() is not None:
         return _oidc_signed_in()
+    if password() and not st.session_state.get(AUTH_OK):
+        _from_cookie("user:")
     return not password() or bool(st.session_state.get(AUTH_OK))
 
 
+def _from_cookie(prefix: str) -> None:
+    """Sign this session in from a valid, unexpired sign-in cookie of the given identity kind."""
+    identity = signin.read_token(_cookie_value())
+    if identity and identity.startswith(prefix):
+        st.session_state[AUTH_OK], st.session_state[IDENTITY] = True, identity
+        st.session_state[COOKIE_DONE] = True  # the browser already holds it
+
+
+def _cookie_value() -> str:
+    """The sign-in cookie the browser sent ('' when none, or without a browser)."""
+    try:
+        return str(st.context.cookies.get(COOKIE, "") or "")
+    except Exception:  # no browser context (a bare script run)
+        return ""
+
+
+def shown_identity() -> str:
+    """Who is signed in, for the page ('' when nobody signed in by name)."""
+    who = st.session_state.get(IDENTITY, "")
+    if who.startswith("user:"):
+        return who[5:]
+    if oidc_providers() is not None and _oidc_signed_in():
+        return str(st.user.get("email") or st.user.get("name") or "")
+    return ""
+
+
+def identity() -> str:
+    """Who this session is: "oidc:<subject>", "user:<name>" (password sign-in) or "anon:<random>" (no login)."""
+    if oidc_providers() is not None and _oidc_signed_in():
+        user = st.user
+        return "oidc:" + str(user.get("sub") or user.get("email") or "")
+    if st.session_state.get(IDENTITY):
+        return st.session_state[IDENTITY]
+    _from_cookie("anon:")  # hosted without a login: one random identity per browser, kept by the cookie
+    st.session_state.setdefault(IDENTITY, "anon:" + secrets.token_hex(16))
+    return st.session_state[IDENTITY]
+
+
 def _on_password() -> None:
-    """Form callback: check the typed password, remember success, slow down repeated failures."""
+    """Form callback: check the typed password, remember success and the user name, slow down failures."""
     typed = st.session_state.get("auth_password", "")
     st.session_state["auth_password"] = ""  # the typed password is not kept in the session
     if check_password(typed, password()):
-        st.session_state[AUTH_OK] = True
+        try:
+            name = signin.clean_user_name(st.session_state.get("auth_user", ""))
+        except ValueError as err:
+            st.session_state[FAILS + "_why"] = f"Type your user name: {err}."
+            return
+        st.session_state[AUTH_OK], st.session_state[IDENTITY] = True, f"user:{name}"
         st.session_state.pop(FAILS, None)
+        st.session_state.pop(FAILS + "_why", None)
         return
+    st.session_state[FAILS + "_why"] = "Wrong password."
     fails = st.session_state.get(FAILS, 0) + 1
     st.session_state[FAILS] = fails
     if fails > 3:
@@ -86,23 +143,70 @@ def login_page() -> None:
                       args=(name,) if name else ())
         return
     with st.form("auth_form"):
+        st.text_input("Your user name (your runs and uploads are kept under it)", key="auth_user")
         st.text_input("Password", type="password", key="auth_password")
         st.form_submit_button("Sign in", on_click=_on_password)
-    if st.session_state.get(FAILS):
-        st.error("Wrong password.")
+    if st.session_state.get(FAILS + "_why"):
+        st.error(st.session_state[FAILS + "_why"])
+
+
+def _requested_page() -> str:
+    """The page path the browser asked for ('' for the start page), e.g. 'evaluate' from .../evaluate."""
+    try:  # the URL as the browser sent it (st.context.url drops a page path it knows)
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+        info = get_script_run_ctx().context_info
+        url = info.url if info is not None and info.HasField("url") else ""
+    except Exception:  # no browser context, or another Streamlit version's internals
+        return ""
+    path = url.split("://", 1)[-1].partition("/")[2].strip("/")
+    return path.rsplit("/", 1)[-1]
 
 
 def gate() -> None:
     """Show only the sign-in page (and stop) until the session is signed in; a log-out button after."""
     if not signed_in():
-        st.navigation([st.Page(login_page, title="Sign in", icon=":material/lock:")]).run()
+        wanted = _requested_page()
+        wanted = wanted if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", wanted) else ""
+        st.session_state.setdefault(NEXT, wanted)  # a deep link opens after sign-in
+        _write_cookie("", 0)  # a stale or forged cookie is dropped
+        pages = [st.Page(login_page, title="Sign in", icon=":material/lock:", default=True)]
+        if wanted:  # the sign-in page answers at the deep link's path too (no "page not found")
+            pages.append(st.Page(login_page, title="Sign in", icon=":material/lock:", url_path=wanted))
+        st.navigation(pages, position="hidden").run()
         st.stop()
     if oidc_providers() is not None:
         st.sidebar.button("Log out", key="auth_logout", on_click=st.logout)
-    elif password():
+        return
+    if password() or _hosted():
+        if not st.session_state.get(COOKIE_DONE):
+            _write_cookie(signin.make_token(identity()), signin.TOKEN_TTL_S)
+            st.session_state[COOKIE_DONE] = True
+    if password():
         st.sidebar.button("Log out", key="auth_logout", on_click=_log_out)
 
 
+def _hosted() -> bool:
+    """Hosted mode (the switch lives in core.hosting)."""
+    from core import hosting
+
+    return hosting.hosted()
+
+
+def next_page(pages: list) -> Any | None:
+    """The page asked for before sign-in (once), when it is one of `pages` other than the one shown."""
+    wanted = st.session_state.pop(NEXT, "")
+    return next((p for p in pages if wanted and getattr(p, "url_path", "") == wanted), None)
+
+
+def _write_cookie(token: str, max_age: float) -> None:
+    """Set (or with max_age 0, delete) the sign-in cookie in the browser."""
+    value = json.dumps(f"{COOKIE}={token}; Max-Age={int(max_age)}; Path=/; SameSite=Strict")
+    st.html(f"<script>document.cookie = {value} + (location.protocol === 'https:' ? '; Secure' : '');</script>",
+            unsafe_allow_javascript=True, width=1)
+
+
 def _log_out() -> None:
-    """Forget the password sign-in of this session."""
-    st.session_state.pop(AUTH_OK, None)
+    """Forget the password sign-in of this session (the cookie is deleted on the sign-in page)."""
+    for key in (AUTH_OK, IDENTITY, COOKIE_DONE):
+        st.session_state.pop(key, None)

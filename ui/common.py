@@ -61,6 +61,22 @@ def dicom_header(path: str) -> dict:
     return imaging.dicom_metadata(path, include_phi=False)
 
 
+@st.cache_data(ttl=600, show_spinner="Checking whether ImageNet weights can be downloaded...")
+def _weights_status(arch: str, cache_present: bool) -> tuple[bool, str]:
+    """core.models.weights_obtainable, asked again every 10 minutes or when the cache file appears."""
+    from core import models
+
+    return models.weights_obtainable(arch)
+
+
+def weights_status(arch: str) -> tuple[bool, str]:
+    """(whether ImageNet weights of `arch` can be had now, a sentence saying so) - cached briefly."""
+    from core import models
+
+    cached = models.weights_cache_path(arch)
+    return _weights_status(arch, cached is not None and cached.is_file())
+
+
 def device_label() -> str:
     """GPU name or CPU, for the sidebar."""
     import torch
@@ -68,6 +84,21 @@ def device_label() -> str:
     if torch.cuda.is_available():
         return f"GPU: {torch.cuda.get_device_name(0)}"
     return "CPU (no GPU found: training works, slower)"
+
+
+def require_entry() -> None:
+    """Apply the entry point's sign-in gate when Streamlit ran this page on its own.
+
+    On a fresh server with a pages/ folder, Streamlit's legacy multipage mode runs a deep-linked page
+    script directly for the first session, before any st.navigation call: that would skip the sign-in.
+    The gate's sign-in page calls st.navigation, which ends that mode for the server process.
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    from ui import auth
+
+    if PagesManager.uses_pages_directory:
+        auth.gate()
 
 
 def sidebar() -> None:
@@ -84,14 +115,23 @@ def is_hosted() -> bool:
 
 
 def owner_id() -> str:
-    """A random id for this browser session, kept in session state and in the URL (?owner=...).
+    """Who owns the runs and uploads of this session.
 
-    Jobs are submitted with this owner. Hosted mode ($XRT_HOSTED=1): a user only sees the runs of
-    their own owner id, so people sharing a server never see each other's runs. Local mode: everyone
-    sees all runs (one person, one machine). The id also sits in the page URL so that a browser
-    refresh or a copied link re-attaches to the same runs; in hosted mode that link is the key to
-    those runs, so it should not be shared.
+    Hosted mode ($XRT_HOSTED=1): derived from who signed in (the OIDC identity, or the user name typed at
+    the shared-password sign-in; without a login, one random identity per browser kept by a signed cookie),
+    never from the URL: a pasted link carries no ownership, and the same user on another device gets the
+    same runs. A user only sees their own runs. Local mode (one person, one machine; everyone sees all runs):
+    a random id per browser session, also kept in the page URL (?owner=...) so a refresh re-attaches.
     """
+    if is_hosted():
+        from core import signin
+        from ui import auth
+
+        owner = signin.owner_for(auth.identity())
+        st.session_state[OWNER_KEY] = owner
+        if "owner" in st.query_params:
+            del st.query_params["owner"]  # an owner in a link means nothing here; do not invite sharing it
+        return owner
     owner = st.session_state.get(OWNER_KEY)
     if not owner:
         from_url = st.query_params.get("owner", "")
@@ -100,6 +140,14 @@ def owner_id() -> str:
     if st.query_params.get("owner") != owner:
         st.query_params["owner"] = owner
     return owner
+
+
+def signed_in_as() -> str:
+    """' (signed in as NAME)' when the user signed in by name, else ''."""
+    from ui import auth
+
+    who = auth.shown_identity()
+    return f" (signed in as {who})" if who else " (this browser)"
 
 
 @st.cache_resource(show_spinner=False)
@@ -121,9 +169,11 @@ def visible_jobs(limit: int = 100) -> list[jobs.Job]:
 
 
 def job_error_text(job: jobs.Job) -> str:
-    """Why a job ended badly: its reason locally; for a failure when hosted, a generic message with the job id."""
+    """Why a job ended badly: its reason locally; hosted, user-facing causes without server paths, else a
+    generic message with the job id (internal errors stay in the server log)."""
     if is_hosted() and job.status == "failed":
-        return f"The run stopped with an error. Give the administrator this run id: {job.id}"
+        public = hosting.public_error(job.error)
+        return public or f"The run stopped with an error. Give the administrator this run id: {job.id}"
     return job.error or f"run {job.id} ended as {job.status}"
 
 

@@ -19,6 +19,7 @@ from core.config import SourceConfig
 from ui import common
 from ui import run_view as rv
 
+LAST_RUN = "ev_last_run"
 RUN, COMPARE, SET, PREV, EXTERNAL, CHOSEN = "ev_run", "ev_compare", "ev_set", "ev_prevalence", "ev_external", \
     "chosen_thresholds"
 SET_NAMES = {"valid": "validation", "oof": "out-of-fold (k-fold)", "test": "hold-out test", "external": "external test"}
@@ -105,6 +106,7 @@ def pick_run(runs: list[jobs.Job]) -> jobs.Job:
         st.session_state[RUN] = st.session_state.get(rv.PICK) if st.session_state.get(rv.PICK) in ids else ids[0]
     labels = {j.id: run_label(j) for j in runs}
     chosen = st.selectbox("Run", ids, key=RUN, format_func=labels.get)
+    st.session_state[LAST_RUN] = chosen  # kept when this page's widget state is dropped (Predict reads it)
     return next(j for j in runs if j.id == chosen)
 
 

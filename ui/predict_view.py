@@ -37,7 +37,7 @@ def pick_run(runs: list[jobs.Job]) -> jobs.Job:
     """The run whose model predicts (default: the one on the Evaluation page, else the newest)."""
     ids = [j.id for j in runs]
     if st.session_state.get(RUN) not in ids:
-        carried = [st.session_state.get(k) for k in (ev.RUN, rv.PICK)]
+        carried = [st.session_state.get(k) for k in (ev.RUN, ev.LAST_RUN, rv.PICK)]
         st.session_state[RUN] = next((i for i in carried if i in ids), ids[0])
     labels = {j.id: ev.run_label(j) for j in runs}
     chosen = st.selectbox("Trained model (run)", ids, key=RUN, format_func=labels.get)
@@ -159,15 +159,16 @@ def predict_button(model: str, spec: dict[str, Any] | None, tta: bool) -> None:
     except (ValueError, OSError) as err:  # UploadError, ModelFileError, SourceError, missing files are ValueErrors
         st.error(f"Cannot predict: {err}")
         return
-    st.session_state[RESULT] = {**out, "model": model, "tta": tta}
+    seq = int((st.session_state.get(RESULT) or {}).get("seq", 0)) + 1
+    st.session_state[RESULT] = {**out, "model": model, "tta": tta, "kind": spec["kind"], "seq": seq}
 
 
 # ---------------------------------------------------------------- results
 
 
 def shown(df: pd.DataFrame, root: str) -> pd.DataFrame:
-    """Hosted mode shows paths relative to the chosen folder (no server layout); local mode full paths."""
-    if not common.is_hosted() or df.empty:
+    """Paths as the user knows them: relative to the chosen folder or CSV root (an upload: the file name)."""
+    if df.empty:
         return df
     base = Path(root)
     return df.assign(path=[Path(p).relative_to(base).as_posix() if Path(p).is_relative_to(base) else Path(p).name
@@ -188,13 +189,55 @@ def results(result: dict[str, Any], classes: list[str], threshold: float | None)
     if df.empty:
         st.warning("No image could be predicted." if len(result["problems"]) else "No image or DICOM files found.")
     else:
+        overlap_warning(df, result["model"])
+        counts = df["pred"].astype(str).value_counts()
+        st.caption("Predicted per class: " + ", ".join(f"{c} {int(counts.get(c, 0))}" for c in classes))
         st.dataframe(table, hide_index=True, width="stretch")
-        st.download_button("Download CSV", table.to_csv(index=False).encode(), file_name="predictions.csv",
+        st.caption(f"Paths relative to {common.shown_path(result['root'])}." if result.get("kind") != "upload"
+                   else "Uploaded files, by name.")
+        full = table if common.is_hosted() else df  # locally the download keeps full paths (scripts can open them)
+        st.download_button("Download CSV", full.to_csv(index=False).encode(), file_name="predictions.csv",
                            mime="text/csv", key="pr_download")
     problems(result)
     labelled_metrics(df, classes, threshold)
     if not df.empty:
-        explain_one(df, table, result["model"])
+        explain_one(df, table, result["model"], result.get("seq", 0))
+
+
+def run_dir_of(model: str) -> Path:
+    """The run folder a model belongs to (model/ or folds/fold<i>/ inside it)."""
+    folder = Path(model) if Path(model).is_dir() else Path(model).parent
+    return folder.parent.parent if folder.parent.name == "folds" else folder.parent
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _seen(run_dir: str, version: tuple) -> dict[str, str]:
+    """{resolved file path: split} of the items a run trained, validated or tested on (its items.csv)."""
+    cfg = rv.read_json(Path(run_dir) / "config.json").get("source") or {}
+    base = Path(cfg.get("root") or (Path(cfg["csv_path"]).parent if cfg.get("csv_path") else ""))
+    try:
+        items = pd.read_csv(Path(run_dir) / "items.csv", keep_default_na=False)
+    except (OSError, ValueError):
+        return {}
+    return {str((base / r).resolve()): str(sp) for r, sp in zip(items.get("relpath", []), items.get("split", []))}
+
+
+def seen_in_training(df: pd.DataFrame, model: str) -> pd.Series:
+    """The split ('train', 'valid', 'test') in which the model's run used each predicted file ('' if unseen)."""
+    run = run_dir_of(model)
+    seen = _seen(str(run), common.file_version(run / "items.csv", run / "config.json"))
+    return pd.Series([seen.get(str(Path(p).resolve()), "") for p in df["path"].astype(str)], index=df.index)
+
+
+def overlap_warning(df: pd.DataFrame, model: str) -> None:
+    """Warn when the images include the model's own training / validation images (its run's items.csv)."""
+    used = seen_in_training(df, model)
+    counts = used[used != ""].value_counts()
+    if counts.empty:
+        return
+    parts = ", ".join(f"{n} in its {split} set" for split, n in counts.items())
+    st.warning(f"{int(counts.sum())} of these {len(df)} images were used by this model's run ({parts}): "
+               "predictions on training or validation images overrate the model. Use new images to judge it.")
 
 
 def problems(result: dict[str, Any]) -> None:
@@ -218,10 +261,14 @@ def labelled_metrics(df: pd.DataFrame, classes: list[str], threshold: float | No
         st.dataframe(evaluate.comparison_table({"labelled rows": ev_}, ev.METRICS), hide_index=True, width="stretch")
 
 
-def explain_one(df: pd.DataFrame, table: pd.DataFrame, model: str) -> None:
-    """Pick a row: the image and its Grad-CAM for the predicted class, side by side."""
+def explain_one(df: pd.DataFrame, table: pd.DataFrame, model: str, seq: int = 0) -> None:
+    """Pick a row: the image and its Grad-CAM for the predicted class, side by side.
+
+    The picker is keyed to this result (its sequence number), so a new prediction never keeps the previous
+    result's choice or label while the map shows another file.
+    """
     st.subheader("Image and Grad-CAM")
     labels = {i: f"{table['path'].iloc[i]} → {df['pred'].iloc[i]} ({df['prob_pred'].iloc[i]:.3f})"
               for i in range(len(df))}
-    i = st.selectbox("Image", list(labels), key="pr_pick", format_func=labels.get)
-    common.show_cam(model, str(df["path"].iloc[i]), str(df["pred"].iloc[i]))
+    i = st.selectbox("Image", list(labels), key=f"pr_pick_{seq}", format_func=labels.get)
+    common.show_cam(model, str(df["path"].iloc[i]), str(df["pred"].iloc[i]), caption=str(table["path"].iloc[i]))

@@ -16,7 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import jobs, plots
+from core import eta, hosting, jobs, plots
 from core.config import ConfigError, RunConfig, from_dict, to_dict
 from ui import common
 
@@ -71,12 +71,21 @@ def maybe_reap(store: jobs.JobStore) -> None:
         store.reap()
 
 
+def run_name(job: jobs.Job) -> tuple[str, str]:
+    """(run name, dataset name) from the job's config ('' when it has none)."""
+    cfg = (job.params or {}).get("config") or {}
+    src = cfg.get("source") or {}
+    where = src.get("csv_path") or src.get("root") or ""
+    return str(cfg.get("name") or ""), Path(where).name if where else ""
+
+
 def runs_frame(job_list: list[jobs.Job], owner: str) -> pd.DataFrame:
-    """The runs table: id, kind, status, created, yours, error."""
-    rows = [{"id": j.id, "kind": j.kind, "status": j.status, "created": fmt_time(j.created),
-             "yours": j.owner == owner,
-             "error": ("details hidden" if common.is_hosted() else j.error) if j.error else ""} for j in job_list]
-    return pd.DataFrame(rows, columns=["id", "kind", "status", "created", "yours", "error"])
+    """The runs table: id, name, dataset, kind, status, created, yours, error."""
+    rows = [{"id": j.id, "name": run_name(j)[0], "dataset": run_name(j)[1], "kind": j.kind, "status": j.status,
+             "created": fmt_time(j.created), "yours": j.owner == owner,
+             "error": ((hosting.public_error(j.error) or "details hidden") if common.is_hosted() else j.error)
+             if j.error else ""} for j in job_list]
+    return pd.DataFrame(rows, columns=["id", "name", "dataset", "kind", "status", "created", "yours", "error"])
 
 
 def default_pick(job_list: list[jobs.Job], owner: str, attached: str | None, hosted: bool) -> str | None:
@@ -101,8 +110,9 @@ def metrics_tables(summary: dict) -> tuple[pd.DataFrame, pd.DataFrame | None]:
                               "mean ± sd": f"{_f(v.get('mean'))} ± {_f(v.get('sd'))}"} for k, v in ms.items()])
         folds = pd.DataFrame(m.get("per_fold", []))
         if m.get("pooled_oof"):
-            folds = pd.concat([folds, pd.DataFrame([{"fold": "pooled (out-of-fold)", **m["pooled_oof"]}])],
-                              ignore_index=True)
+            folds = pd.concat([folds.assign(fold=folds["fold"].astype(int).add(1).astype(str)) if "fold" in folds
+                               else folds, pd.DataFrame([{"fold": "pooled (out-of-fold)", **m["pooled_oof"]}])],
+                              ignore_index=True)  # folds numbered 1..k as in the progress bar; one column type
         return main, folds
     return pd.DataFrame([{"split": k, **v} for k, v in m.items() if isinstance(v, dict)]), None
 
@@ -159,9 +169,15 @@ def config_caption(cfg: dict) -> str:
     weights = "ImageNet weights" if c.train.pretrained else "from scratch"
     if c.train.weights_path:
         weights = f"weights from {Path(c.train.weights_path).name}"
-    return (f"{c.train.arch} ({weights}), {c.data.img_size} px {c.data.channels}, batch {c.data.batch_size}, "
-            f"{c.train.freeze_epochs} frozen + {c.train.epochs} epochs, lr {c.train.lr or 'default'}, "
-            f"split {split.method} (valid {split.valid_pct:.0%}, test {split.test_pct:.0%}){folds}")
+    fine_tune = c.train.pretrained or c.train.weights_path
+    epochs = (f"{c.train.freeze_epochs} frozen + {c.train.epochs} epochs" if fine_tune
+              else f"{c.train.epochs + c.train.freeze_epochs} epochs")  # from scratch: no frozen phase
+    valid = f"{split.k_folds} folds" if split.k_folds >= 2 else f"valid {split.valid_pct:.0%}"
+    where = c.source.csv_path or c.source.root
+    data = f" on {Path(where).name}" if where else ""
+    return (f"{c.train.arch} ({weights}){data}, {c.data.img_size} px {c.data.channels}, batch {c.data.batch_size}, "
+            f"{epochs}, lr {c.train.lr or 'default'}, "
+            f"split {split.method} ({valid}, test {split.test_pct:.0%}){folds}")
 
 
 def start_section() -> None:
@@ -208,7 +224,8 @@ def watch(job_id: str) -> None:
     if job.active:
         if st.button("Cancel run", key="tr_cancel"):
             job = store.cancel(job.id)
-            st.info("Cancel requested: the run stops after the current batch." if job.active else "Run cancelled.")
+            st.toast("Cancel requested: the run stops after the current batch." if job.active else "Run cancelled.")
+            st.rerun()  # the start caption, the table and this panel all show the new status
     if job.active:
         live_panel(job.id)
     else:
@@ -228,18 +245,23 @@ def live_panel(job_id: str) -> None:
     curves(job, best_epochs({}, prog))
 
 
-def queue_position(job: jobs.Job) -> int:
-    """Jobs queued before this one (every user's: the queue is shared)."""
-    queued = [j for j in common.job_store().list(limit=1000) if j.status == "queued"]
-    return sum(1 for j in queued if (j.created, j.id) < (job.created, job.id))
+def queue_position(job: jobs.Job) -> tuple[int, int]:
+    """(runs queued before this one, runs running now) - every user's: the queue is shared."""
+    listed = common.job_store().list(limit=1000)
+    queued = [j for j in listed if j.status == "queued"]
+    ahead = sum(1 for j in queued if (j.created, j.id) < (job.created, job.id))
+    return ahead, sum(1 for j in listed if j.status == "running")
 
 
 def progress_panel(job: jobs.Job, prog: dict) -> None:
     """Phase, fold/epoch/batch bars, ETA and the latest losses."""
     if job.status == "queued":
-        ahead = queue_position(job)
-        st.info(f"Queued: {ahead} run(s) ahead of this one. It starts when a worker is free."
-                if ahead else "Queued: starting a worker...")
+        ahead, running = queue_position(job)
+        if ahead or running:
+            st.info(f"Queued: {ahead + running} run(s) ahead of this one ({running} running, {ahead} queued). "
+                    "It starts when a worker is free.")
+        else:
+            st.info("Queued: starting a worker...")
         return
     if job.cancel_requested:
         st.warning("Cancel requested: stopping after the current batch...")
@@ -257,8 +279,15 @@ def progress_panel(job: jobs.Job, prog: dict) -> None:
     if n_batches:
         st.progress(min(1.0, batch / n_batches), text=f"Batch {batch} / {n_batches}")
     cols = st.columns(4)
-    cols[0].metric("Time left" + (" (this fold)" if n_folds else ""), fmt_seconds(prog.get("eta_s")))
-    cols[1].metric("Elapsed", fmt_seconds(prog.get("elapsed_s")))
+    left = prog.get("eta_s")
+    cols[0].metric("Time left" + (" (this fold)" if n_folds else ""),
+                   fmt_seconds(left) if left is not None else "after the first batch")
+    cols[1].metric("Elapsed" + (" (this fold)" if n_folds else ""), fmt_seconds(prog.get("elapsed_s")))
+    if n_folds:
+        job_elapsed = time.time() - job.started if job.started else None
+        whole = eta.job_eta(prog, job_elapsed)
+        st.caption(f"Whole job: elapsed {fmt_seconds(job_elapsed)} · time left "
+                   + (f"about {fmt_seconds(whole)} for {n_folds} folds" if whole is not None else "after the first batch"))
     if prog.get("train_loss") is not None:
         cols[2].metric("Train loss (smoothed)", f"{prog['train_loss']:.4f}")
     last = prog.get("last_epoch") or {}

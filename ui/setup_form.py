@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import augment_preview, hosting, jobs, models, uploads
+from core import augment_preview, hosting, jobs, models, settings_store, uploads
 from core.config import (
     CHANNELS,
     IMBALANCE,
@@ -45,6 +45,8 @@ SPLIT_LABELS = {
 }
 IMBALANCE_LABELS = {"none": "None", "weighted_loss": "Weighted loss", "oversample": "Oversample rare classes"}
 SUGGESTION_ORDER = ("valley", "slide", "steep", "minimum")
+LR_PLAUSIBLE = (1e-5, 1.0)  # suggestions outside are artefacts of the curve's first or last steps
+LR_STEPS_CPU, LR_STEPS_GPU = 30, 100  # LR finder steps: about a minute on a CPU at the CPU defaults
 
 
 # ---------------------------------------------------------------- source and defaults
@@ -59,7 +61,7 @@ def current_source() -> tuple[SourceConfig, bool]:
     """The source chosen on the Dataset explorer (or loaded with a config); else the sample. Flag: is default."""
     src = st.session_state.get(SOURCE_CONFIG)
     if isinstance(src, SourceConfig):
-        return copy.deepcopy(src), False
+        return copy.deepcopy(src), src.csv_path == sample_source().csv_path
     carried = st.session_state.get(RUN_CONFIG)
     src = from_dict(RunConfig, carried).source if carried else sample_source()
     return src, src.csv_path == sample_source().csv_path
@@ -77,7 +79,9 @@ def describe_source(src: SourceConfig) -> str:
         extra = f", patients from column '{src.group_col}'" if src.group_col else ""
         return f"{prefix}CSV table `{src.csv_path}`{extra}"
     if src.kind == "dicom":
-        return f"{prefix}DICOM folder `{src.root}`" + (f", patients from tag {src.group_tag}" if src.group_tag else "")
+        labels = (f", labels from `{src.csv_path}`" if src.csv_path else
+                  f", labels from tag {src.label_tag}" if src.label_tag else "")
+        return f"{prefix}DICOM folder `{src.root}`{labels}" + (f", patients from tag {src.group_tag}" if src.group_tag else "")
     if src.kind == "sample":
         return "the built-in SYNTHETIC sample (class folders)"
     return f"{prefix}class folders in `{src.root}`"
@@ -94,6 +98,9 @@ def default_config(source: SourceConfig, gpu: bool) -> RunConfig:
     """Starting values: small and quick on a CPU, the usual ImageNet size on a GPU; split by patient when known."""
     cfg = RunConfig(source=source)
     cfg.data.img_size, cfg.train.epochs, cfg.data.batch_size = (224, 5, 64) if gpu else (128, 3, 32)
+    cfg.train.pretrained = common.weights_status(cfg.train.arch)[0]  # offline: from scratch, said on the page
+    if not cfg.train.pretrained:
+        cfg.train.freeze_epochs = 0  # no frozen phase from scratch
     cfg.data.split.method = "group" if source.group_col or source.group_tag else "stratified"
     return cfg
 
@@ -182,6 +189,76 @@ def checked_path(text: str, what: str) -> Path:
         raise ConfigError(f"{what}: {err}") from None
 
 
+# ---------------------------------------------------------------- kept on the server per user
+
+RESTORED, KEPT = "kept_restored", "kept_last"
+
+
+def settings_user() -> str:
+    """Whose settings these are: the signed-in owner when hosted; locally the one person at the machine."""
+    return common.owner_id() if hosting.hosted() else "local"
+
+
+def explorer_state(src: SourceConfig) -> dict[str, Any]:
+    """Dataset explorer widget values (by key) that show `src` (sample forms, folders, CSVs, DICOM folders)."""
+    root = Path(common.sample_root())
+    sample = {str(root / "labels.csv"): "sample_csv", str(root / "folder"): "sample", str(root / "dicom"): "sample_dicom"}
+    choice = sample.get(src.csv_path if src.kind == "csv" else src.root)
+    if choice:
+        return {"src_choice": choice}
+    state: dict[str, Any] = {"src_choice": src.kind if src.kind in ("folder", "csv", "dicom") else "folder"}
+    if src.kind == "csv":
+        state.update({"src_pathcol": src.path_col, "src_labelcol": src.label_col, "src_groupcol": src.group_col,
+                      "src_splitcol": src.split_col})
+        state.update({"src_csv_pick": src.csv_path} if hosting.hosted() else
+                     {"src_csv": src.csv_path, "src_csv_root": src.root})
+    else:
+        state["src_root_pick" if hosting.hosted() else "src_root"] = src.root
+        if src.kind == "dicom":
+            state["src_gtag"] = src.group_tag
+            state["src_dcm_labels"] = "csv" if src.csv_path else "tag" if src.label_tag else "folders"
+            state.update({"src_dcm_csv_pick" if hosting.hosted() else "src_dcm_csv": src.csv_path,
+                          "src_dcm_pathcol": src.path_col, "src_dcm_labelcol": src.label_col} if src.csv_path
+                         else {"src_ltag": src.label_tag} if src.label_tag else {})
+    return state
+
+
+def restore_saved(state: MutableMapping | None = None) -> bool:
+    """Once per browser session: put this user's kept settings (config, source, LR finder) back; True if any."""
+    state = st.session_state if state is None else state
+    if state.get(RESTORED):
+        return False
+    state[RESTORED] = True
+    if RUN_CONFIG in state or SOURCE_CONFIG in state:
+        return False
+    saved = settings_store.load(settings_user())
+    if saved.run_config is not None:
+        state[RUN_CONFIG] = to_dict(saved.run_config)
+    if saved.source is not None:
+        state[SOURCE_CONFIG] = saved.source
+        for key, value in explorer_state(saved.source).items():
+            state.setdefault(key, value)
+    if saved.lr_job:
+        state[LR_JOB] = saved.lr_job
+    return saved.run_config is not None or saved.source is not None
+
+
+def persist(state: MutableMapping | None = None) -> None:
+    """Keep the working settings, the chosen source and the last LR finder on the server (when they changed)."""
+    state = st.session_state if state is None else state
+    carried, src = state.get(RUN_CONFIG), state.get(SOURCE_CONFIG)
+    saved = settings_store.Saved(from_dict(RunConfig, carried) if carried else None,
+                                 src if isinstance(src, SourceConfig) else None, str(state.get(LR_JOB) or ""))
+    signature = json.dumps([carried, to_dict(src) if saved.source else None, saved.lr_job], sort_keys=True)
+    if state.get(KEPT) == signature:
+        return
+    try:
+        settings_store.save(settings_user(), saved)
+    except OSError:  # a full or read-only disk must not break the page; the settings stay in this session
+        return
+    state[KEPT] = signature
+
+
 # ---------------------------------------------------------------- save / load
 
 
@@ -267,11 +344,8 @@ def model_section(gpu: bool) -> None:
                          on_change=_on_weights_upload)
         if st.session_state.get("su_weights_error"):
             c3.error(f"Weights file refused: {st.session_state['su_weights_error']}")
-    if st.session_state["su_pretrained"] and not st.session_state["su_weights_path"]:
-        cached = models.weights_cache_path(arch)
-        st.caption("ImageNet weights are in the local cache." if cached is not None and cached.is_file() else
-                   "ImageNet weights will be downloaded when training starts (needs internet). "
-                   "Offline? Turn 'pretrained' off to train from scratch, or give a local file.")
+    if not st.session_state["su_weights_path"]:
+        weights_note(arch, bool(st.session_state["su_pretrained"]))
     c1, c2, c3, c4, c5 = st.columns(5)
     c1.number_input("Image size (pixels)", 16, 2048, step=16, key="su_img_size")
     c2.radio("Colour", CHANNELS, key="su_channels", horizontal=True,
@@ -287,11 +361,28 @@ def model_section(gpu: bool) -> None:
                    "but each epoch takes much longer than on a GPU; larger images and models cost more.")
 
 
+def weights_note(arch: str, pretrained: bool) -> None:
+    """Whether ImageNet weights can be had on this server, and what that means for the pretrained switch."""
+    ok, why = common.weights_status(arch)
+    if ok:
+        if pretrained:
+            st.caption(why)
+        return
+    if pretrained:
+        st.warning(f"{why} A pretrained run would fail: turn 'pretrained' off to train from scratch, or "
+                   + ("upload a weights file." if hosting.hosted() else "give a local weights file."))
+    else:
+        st.caption(f"{why} So 'pretrained' is off by default: training starts from scratch.")
+
+
 def lr_section(cfg: RunConfig | None) -> None:
     """Learning rate field and the LR finder (a background job), its curve and one-click suggestions."""
     c1, c2, c3 = st.columns([2, 1, 1])
     c1.text_input("Learning rate (blank: default 2e-3 pretrained, 3e-3 from scratch)", key="su_lr")
-    c2.number_input("LR finder steps", 10, 1000, 100, step=10, key="su_lr_num_it")
+    st.session_state.setdefault("su_lr_num_it", LR_STEPS_GPU if has_gpu() else LR_STEPS_CPU)
+    c2.number_input("LR finder steps", 10, 1000, step=10, key="su_lr_num_it",
+                    help="One training batch per step. The default finishes in about a minute on a CPU; "
+                         "more steps give a smoother curve.")
     c3.write("")
     if c3.button("Run the LR finder", key="su_lr_find", disabled=cfg is None):
         job = common.submit_job("lr_find", {"config": to_dict(cfg), "num_it": int(st.session_state["su_lr_num_it"])})
@@ -305,13 +396,17 @@ def lr_section(cfg: RunConfig | None) -> None:
         _lr_live(job.id)
     elif job.status == "done":
         lr_result(job)
+    elif cfg is not None and (job.params or {}).get("config") != to_dict(cfg):
+        st.caption(f"The last LR finder run {job.status} with earlier settings; run it again for these.")
     else:
         st.error(f"LR finder {job.status}: {common.job_error_text(job)}")
 
 
 @st.fragment(run_every=2)
 def _lr_live(job_id: str) -> None:
-    """Progress of a running LR finder; a full rerun when it ends (then the curve shows)."""
+    """Progress of a running LR finder with elapsed time and ETA; a full rerun when it ends (then the curve shows)."""
+    from ui import run_view
+
     job = common.job_store().get(job_id)
     if job is None or not job.active:
         st.rerun()
@@ -320,7 +415,13 @@ def _lr_live(job_id: str) -> None:
         st.progress(0.0, text="LR finder waiting in the queue...")
         return
     done, total = int(prog.get("batch") or 0), int(prog.get("n_batches") or 1)
-    st.progress(min(1.0, done / max(1, total)), text=f"LR finder ({prog.get('phase', 'starting')}): step {done} / {total}")
+    phase = prog.get("phase", "starting")
+    timing = ""
+    if phase == "lr_find" and prog.get("elapsed_s") is not None:
+        left = prog.get("eta_s")
+        timing = f" · elapsed {run_view.fmt_seconds(prog['elapsed_s'])} · " + (
+            f"about {run_view.fmt_seconds(left)} left" if left is not None else "time left: after the first step")
+    st.progress(min(1.0, done / max(1, total)), text=f"LR finder ({phase}): step {done} / {total}{timing}")
 
 
 def _use_lr(value: float) -> None:
@@ -338,7 +439,10 @@ def lr_result(job: jobs.Job) -> None:
         return
     st.plotly_chart(run_view.lr_find_figure(data), width="stretch", key="su_lr_chart")
     sugg = data.get("suggestions", {})
-    names = [n for n in SUGGESTION_ORDER if sugg.get(n)]
+    names = [n for n in SUGGESTION_ORDER if sugg.get(n) and LR_PLAUSIBLE[0] <= sugg[n] <= LR_PLAUSIBLE[1]]
+    if not names:
+        st.caption("The curve gives no plausible learning rate (all suggestions are below 1e-5 or above 1); "
+                   "leave the field blank for the default, or run the finder with more steps.")
     cols = st.columns(max(1, len(names)))
     for col, name in zip(cols, names):
         col.button(f"Use {name}: {sugg[name]:.2g}", key=f"su_lr_use_{name}", on_click=_use_lr, args=(sugg[name],),
@@ -404,11 +508,12 @@ def test_folder_input() -> None:
     st.selectbox(label, options, key="su_test_root", format_func=lambda p: p or "(none)")
 
 
-def split_section(src: SourceConfig, items: pd.DataFrame | None, cfg: RunConfig | None) -> None:
-    """Split method, fractions, k-fold, seed; a summary table per split and any patient leak."""
+def split_section(src: SourceConfig, items: pd.DataFrame | None, cfg: RunConfig | None) -> list[str]:
+    """Split method, fractions, k-fold, seed; a summary table per split and any patient leak (returned as problems)."""
     c1, c2, c3 = st.columns([2, 1, 1])
     method = c1.selectbox("Split", SPLIT_METHODS, key="su_split_method", format_func=SPLIT_LABELS.get)
-    c2.slider("Validation %", 0, 90, key="su_valid_pct")
+    c2.slider("Validation %", 0, 90, key="su_valid_pct", disabled=bool(st.session_state.get("su_kfold")),
+              help="With k-fold cross-validation each fold validates in turn; this fraction is not used.")
     c3.slider("Test % (held out until the end)", 0, 90, key="su_test_pct")
     if method == "column" and src.kind in ("csv", "dicom"):
         st.text_input("Split column in the CSV", key="su_split_col")
@@ -423,13 +528,13 @@ def split_section(src: SourceConfig, items: pd.DataFrame | None, cfg: RunConfig 
     c2.number_input("k (folds)", 2, 20, key="su_k", disabled=not st.session_state["su_kfold"])
     c3.number_input("Seed (splits and training)", 0, 2**31 - 1, key="su_seed")
     if items is None or items.empty or cfg is None:
-        return
+        return []
     try:
         summary, leaks = augment_preview.split_preview(items, cfg.data.split)
         folds = augment_preview.fold_preview(items, cfg.data.split) if cfg.data.split.k_folds >= 2 else None
     except (SplitError, ConfigError, ValueError) as err:
         st.error(f"This split cannot be made: {err}")
-        return
+        return [f"the split cannot be made: {err}"]
     st.dataframe(summary, hide_index=True, width="stretch")
     if leaks:
         st.error(f"Patient leak: {len(leaks)} patient(s) have images in more than one split, so validation "
@@ -437,6 +542,18 @@ def split_section(src: SourceConfig, items: pd.DataFrame | None, cfg: RunConfig 
     if folds is not None:
         st.caption("Validation part of each fold (test items never join a fold):")
         st.dataframe(folds, hide_index=True, width="stretch")
+    return [f"{len(leaks)} patient(s) have images in more than one split"] if leaks else []
+
+
+def verdict(problems: list[str]) -> None:
+    """The page's one verdict: why these settings cannot work (Start is then disabled with it), or that they can."""
+    if problems:
+        st.session_state[RUN_CONFIG_ERROR] = "; ".join(problems)
+        st.error(f"These settings cannot work: {st.session_state[RUN_CONFIG_ERROR]}")
+        return
+    st.session_state.pop(RUN_CONFIG_ERROR, None)
+    st.success("Settings are valid and carried to the Training run page.")
+    common.page_link("pages/3_train.py", "Training run", icon=":material/model_training:")
 
 
 def training_section() -> None:

@@ -263,7 +263,7 @@ def lr_finder_step(page: Page) -> None:
 def train_step(page: Page, home: Path, shot: Callable[[Page, str], Path]) -> str:
     """Start a run with the carried settings, see its progress move, wait until it finishes."""
     go_to(page, "Training run")
-    carried = re.compile(r"Settings: resnet18 \(from scratch\), 64 px .*batch 16, 0 frozen \+ 2 epochs")
+    carried = re.compile(r"Settings: resnet18 \(from scratch\) on \S+, 64 px .*batch 16, 2 epochs")
     expect(page.get_by_text(carried)).to_be_visible()
     job_id = start_training(page, home)
     job = store(home).get(job_id)
@@ -380,7 +380,7 @@ def long_run(page_factory, app_url: str, app_home: Path) -> Iterator[tuple[Page,
     open_app(page, app_url)
     setup_step(page, app_home, LONG)
     go_to(page, "Training run")
-    expect(page.get_by_text(re.compile(r"0 frozen \+ 30 epochs"))).to_be_visible()
+    expect(page.get_by_text(re.compile(r"from scratch.*, 30 epochs"))).to_be_visible()
     job_id = start_training(page, app_home)
     yield page, job_id
     db = store(app_home)

@@ -1,0 +1,244 @@
+"""AppTest tests of the app's state across pages and reloads: one setup verdict, kept settings, file names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+ENTRY, SETUP, TRAIN = str(ROOT / "streamlit_app.py"), str(ROOT / "pages/2_setup.py"), str(ROOT / "pages/3_train.py")
+
+
+def app(script: str = ENTRY) -> AppTest:
+    """A fresh session (a new browser tab, or a reload) of a script."""
+    return AppTest.from_file(script, default_timeout=60)
+
+
+def test_setup_gives_one_verdict_and_run_page_disables_start():
+    at = app()
+    at.switch_page("pages/2_setup.py").run()
+    at.selectbox(key="su_split_method").select("column").run()
+    at.text_input(key="su_split_col").input("no_such_column").run()
+    assert not at.exception
+    assert not at.success, [s.value for s in at.success]  # no green "valid" beside a red "cannot be read"
+    verdicts = [e.value for e in at.error if e.value.startswith("These settings cannot work")]
+    assert len(verdicts) == 1 and "no_such_column" in verdicts[0]
+    assert at.button(key="su_lr_find").disabled
+    at.switch_page("pages/3_train.py").run()
+    assert not at.exception
+    assert at.button(key="tr_start").disabled
+    assert any("no_such_column" in e.value for e in at.error)
+    at.switch_page("pages/2_setup.py").run()
+    at.selectbox(key="su_split_method").select("group").run()
+    assert at.success and not [e for e in at.error if e.value.startswith("These settings")]
+    at.switch_page("pages/3_train.py").run()
+    assert not at.button(key="tr_start").disabled
+
+
+def test_settings_source_and_lr_finder_survive_a_reload(monkeypatch):
+    from core import jobs
+    from core.jobs import JobStore
+
+    submitted: list[str] = []
+
+    def fake(kind, params, run_dir=None, owner="", store=None, executor=None):
+        job = (store or JobStore()).submit(kind, params, owner=owner)
+        submitted.append(job.id)
+        return job
+
+    monkeypatch.setattr(jobs, "submit_and_start", fake)
+    at = app().run()  # the Dataset explorer: choose the sample's folder form
+    at.selectbox(key="src_choice").select("sample").run()
+    at.switch_page("pages/2_setup.py").run()
+    at.toggle(key="su_pretrained").set_value(False).run()
+    at.number_input(key="su_epochs").set_value(7).run()
+    at.number_input(key="su_img_size").set_value(96).run()
+    at.button(key="su_lr_find").click().run()
+    assert not at.exception and len(submitted) == 1
+    reloaded = app()  # a browser refresh: a new session, nothing in session state
+    reloaded.switch_page("pages/2_setup.py").run()
+    assert not reloaded.exception
+    assert reloaded.number_input(key="su_epochs").value == 7 and reloaded.number_input(key="su_img_size").value == 96
+    assert reloaded.toggle(key="su_pretrained").value is False
+    assert "class folders" in reloaded.info[0].value  # the chosen source, not the default CSV sample
+    assert reloaded.session_state["lr_job_id"] == submitted[0]
+    again = app().run()  # reload on the explorer: it shows the chosen source too
+    assert again.selectbox(key="src_choice").value == "sample"
+    again.switch_page("pages/3_train.py").run()
+    caption = " ".join(c.value for c in again.caption)
+    assert "from scratch) on folder" in caption and "96 px" in caption and ", 7 epochs" in caption
+
+
+def _weights(monkeypatch, ok: bool) -> None:
+    """Pretend ImageNet weights can (or cannot) be had on this server; forget the app's cached answer."""
+    from core import models
+    from ui import common
+
+    why = "weights are in the local cache." if ok else "download.pytorch.org cannot be reached from this server."
+    monkeypatch.setattr(models, "weights_obtainable", lambda arch, timeout=1.5: (ok, why))
+    common._weights_status.clear()
+
+
+def test_offline_server_defaults_to_from_scratch_and_says_so(monkeypatch):
+    _weights(monkeypatch, ok=False)
+    at = app()
+    at.switch_page("pages/2_setup.py").run()
+    assert not at.exception
+    assert at.toggle(key="su_pretrained").value is False
+    assert at.number_input(key="su_freeze_epochs").value == 0
+    assert any("cannot be reached" in c.value and "from scratch" in c.value for c in at.caption)
+    fresh = app()
+    fresh.switch_page("pages/3_train.py").run()  # another session's run page agrees
+    assert "from scratch" in " ".join(c.value for c in fresh.caption)
+    at.toggle(key="su_pretrained").set_value(True).run()  # turned on anyway: a warning, not a silent failure
+    assert any("A pretrained run would fail" in w.value for w in at.warning)
+    _weights(monkeypatch, ok=True)
+    from core import paths
+
+    for f in (paths.app_home() / "settings").glob("*.json"):  # no kept settings: the default decides
+        f.unlink()
+    online = app()
+    online.switch_page("pages/2_setup.py").run()
+    assert online.toggle(key="su_pretrained").value is True
+
+
+def test_hosted_failure_shows_the_cause_without_server_paths(monkeypatch):
+    from core import signin
+    from core.config import RunConfig, to_dict
+    from core.jobs import JobStore
+
+    monkeypatch.setenv("XRT_HOSTED", "1")
+    owner = signin.owner_for("user:alice")
+    store = JobStore()
+    causes = {"PretrainedUnavailable: ImageNet weights for resnet18 could not be downloaded (no internet). Options: "
+              "train from scratch (turn 'pretrained' off); or copy the file to /root/.cache/torch/hub/r18.pth.":
+              "could not be downloaded",
+              "TrainingError: training refused: only one class in /srv/lab/chest/labels.csv": "only one class",
+              "RuntimeError: internal /srv/secret/thing": "administrator"}
+    for error in causes:
+        job = store.submit("train", {"config": to_dict(RunConfig())}, owner=owner)
+        store.finish(job.id, "failed", error=error, only_if_running=False)
+        at = AppTest.from_file(TRAIN, default_timeout=60)
+        at.session_state["auth_identity"] = "user:alice"
+        at.session_state["tr_pick"] = job.id
+        at.run()
+        assert not at.exception
+        shown = " ".join(e.value for e in at.error)
+        assert causes[error] in shown and "/srv" not in shown and "/root" not in shown, shown
+
+
+def _running(kind: str, progress: dict, params: dict | None = None):
+    """A job row marked running by this (live) process, with a progress.json."""
+    import json
+    import os
+
+    from core.config import RunConfig, to_dict
+    from core.jobs import JobStore
+
+    store = JobStore()
+    store.submit(kind, {"config": to_dict(RunConfig()), **(params or {})})
+    job = store.claim(os.getpid(), 5)
+    Path(job.run_dir, "progress.json").write_text(json.dumps(progress))
+    return job
+
+
+def test_kfold_and_lr_finder_show_elapsed_and_time_left():
+    _running("kfold", {"phase": "training", "fold": 1, "n_folds": 3, "epoch": 0, "n_epochs": 2, "batch": 5,
+                       "n_batches": 10, "eta_s": 60.0, "elapsed_s": 20.0})
+    at = AppTest.from_file(TRAIN, default_timeout=60).run()
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Time left (this fold)"] == "1 min 0 s" and metrics["Elapsed (this fold)"] == "20 s"
+    whole = [c.value for c in at.caption if c.value.startswith("Whole job")]
+    assert whole and "for 3 folds" in whole[0], whole
+    lr = _running("lr_find", {"phase": "lr_find", "batch": 6, "n_batches": 30, "elapsed_s": 12.0, "eta_s": 48.0})
+    setup = AppTest.from_file(SETUP, default_timeout=60)
+    setup.session_state["lr_job_id"] = lr.id
+    setup.run()
+    assert not setup.exception
+    bars = [p.proto.text for p in setup.get("progress")]
+    assert any("step 6 / 30" in b and "elapsed 12 s" in b and "about 48 s left" in b for b in bars), bars
+
+
+def test_flat_dicom_folder_labels_from_csv_or_tag_with_previews_and_real_reasons(tmp_path):
+    from tests.test_sources import dcm
+
+    flat = tmp_path / "flat"
+    for i in range(6):
+        dcm(flat / f"im{i}.dcm", patient=f"P{i}", body_part="CHEST" if i % 2 else "HAND")
+    (flat / "broken.dcm").write_bytes(b"DICM" * 3)
+    (tmp_path / "labels.csv").write_text("file,finding\n" + "".join(f"im{i}.dcm,{'ab'[i % 2]}\n" for i in range(6)))
+    at = AppTest.from_file(str(ROOT / "pages/1_dataset.py"), default_timeout=60)
+    at.session_state["src_choice"] = "dicom"
+    at.run()
+    at.text_input(key="src_root").input(str(flat)).run()
+    assert not at.exception, at.exception
+    assert any(s.value.startswith("Readable files without a label (6)") for s in at.subheader)
+    assert len(at.image) == 6  # previews of the unlabelled files
+    reasons = dict(zip(at.dataframe[-1].value["path"].map(lambda p: Path(p).name), at.dataframe[-1].value["reason"]))
+    assert reasons["broken.dcm"] != "not inside a class folder", reasons
+    at.radio(key="src_dcm_labels").set_value("csv").run()
+    at.text_input(key="src_dcm_csv").input(str(tmp_path / "labels.csv"))
+    at.text_input(key="src_dcm_pathcol").input("file")
+    at.text_input(key="src_dcm_labelcol").input("finding").run()
+    assert not at.exception, at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Usable images"] == "6" and metrics["Classes"] == "2"
+    at.radio(key="src_dcm_labels").set_value("tag").run()
+    at.text_input(key="src_ltag").input("BodyPartExamined").run()
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Usable images"] == "6" and metrics["Classes"] == "2" and metrics["Unusable files"] == "1"
+    assert at.session_state["source_config"].label_tag == "BodyPartExamined"
+
+
+def test_queue_names_and_cancel_of_a_queued_run():
+    import os
+
+    from core.config import RunConfig, to_dict
+    from core.jobs import JobStore
+
+    store = JobStore()
+    cfg = RunConfig(name="first try")
+    store.submit("train", {"config": to_dict(cfg)})
+    running = store.claim(os.getpid(), 5)
+    queued = store.submit("train", {"config": to_dict(RunConfig(name="second"))})
+    at = AppTest.from_file(TRAIN, default_timeout=60)
+    at.session_state["train_job_id"] = at.session_state["tr_pick"] = queued.id
+    at.run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert dict(zip(table["id"], table["name"])) == {running.id: "first try", queued.id: "second"}
+    assert set(table["dataset"]) == {""}  # no source set in these configs
+    assert any("1 run(s) ahead of this one (1 running, 0 queued)" in i.value for i in at.info)
+    at.button(key="tr_cancel").click().run()
+    assert not at.exception and store.get(queued.id).status == "cancelled"
+    shown = " ".join([c.value for c in at.caption] + [w.value for w in at.warning])
+    assert "still queued" not in shown and not [b for b in at.button if b.key == "tr_cancel"]
+    assert "cancelled" in shown
+
+
+def test_kfold_fold_table_is_numbered_from_one_as_text():
+    from ui.run_view import metrics_tables
+
+    summary = {"type": "kfold", "metrics": {"per_fold": [{"fold": 0, "accuracy": 0.8}, {"fold": 1, "accuracy": 0.9}],
+                                            "pooled_oof": {"accuracy": 0.85}, "mean_sd": {}}}
+    _, folds = metrics_tables(summary)
+    assert list(folds["fold"]) == ["1", "2", "pooled (out-of-fold)"]
+
+
+def test_explorer_keeps_typed_values_across_source_kinds_and_kfold_disables_valid_pct(tmp_path):
+    at = AppTest.from_file(str(ROOT / "pages/1_dataset.py"), default_timeout=60)
+    at.session_state["src_choice"] = "csv"
+    at.run()
+    at.text_input(key="src_csv").input(str(tmp_path / "labels.csv"))
+    at.text_input(key="src_labelcol").input("finding").run()
+    at.selectbox(key="src_choice").select("folder").run()
+    at.selectbox(key="src_choice").select("csv").run()
+    assert not at.exception
+    assert at.text_input(key="src_csv").value == str(tmp_path / "labels.csv")
+    assert at.text_input(key="src_labelcol").value == "finding"
+    setup = AppTest.from_file(SETUP, default_timeout=60).run()
+    assert not setup.slider(key="su_valid_pct").disabled
+    setup.toggle(key="su_kfold").set_value(True).run()
+    assert setup.slider(key="su_valid_pct").disabled

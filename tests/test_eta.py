@@ -1,0 +1,22 @@
+"""Time estimates from progress fields."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.eta import eta, job_eta, step_fraction
+
+
+def test_eta_and_fractions():
+    assert eta(None, 1, 10) is None and eta(5.0, 0, 10) is None
+    assert eta(10.0, 2, 10) == pytest.approx(40.0)
+    assert eta(10.0, 12, 10) == 0.0
+    assert step_fraction({"elapsed_s": 30.0, "eta_s": 90.0}) == pytest.approx(0.25)
+    assert step_fraction({"epoch": 1, "n_epochs": 4, "batch": 5, "n_batches": 10}) == pytest.approx(0.375)
+    assert step_fraction({}) is None
+
+
+def test_job_eta_counts_the_folds_still_to_come():
+    prog = {"n_folds": 5, "fold": 1, "elapsed_s": 30.0, "eta_s": 30.0}  # fold 2 of 5, half done
+    assert job_eta(prog, 150.0) == pytest.approx(150.0 / 1.5 * 3.5)
+    assert job_eta({"n_folds": 0}, 10.0) is None and job_eta({"n_folds": 3, "fold": 0}, 10.0) is None
