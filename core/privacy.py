@@ -1,9 +1,10 @@
-"""Keyed pseudonyms for patient identifiers: HMAC-SHA256 with a per-installation secret.
+"""The installation secret, and keyed pseudonyms for patient identifiers (HMAC-SHA256 with it).
 
 An unsalted hash of a patient number is reversed by hashing every number; a keyed HMAC is not, as long
-as the key stays secret. The key comes from `$XRT_PSEUDONYM_KEY` (hosted deployments: set it once,
-keep it stable) or else from `$XRT_HOME/pseudonym.key`, created once (random 32 bytes, mode 0600,
-written to a temp file and linked into place so concurrent first uses agree on one key).
+as the key stays secret. The key comes from `$XRT_SECRET` (hosted deployments: set it once, keep it
+stable) or else from `$XRT_HOME/secret.key`, created once (random 32 bytes, mode 0600, written to a
+temp file and linked into place so concurrent first uses agree on one key). It is the one secret of an
+installation: `core.signin` derives owner ids and signs sign-in tokens with it (with its own prefixes).
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ from pathlib import Path
 from core import paths
 from core.fsutil import temp_path_for
 
-KEY_ENV = "XRT_PSEUDONYM_KEY"
-KEY_FILE = "pseudonym.key"
+KEY_ENV = "XRT_SECRET"
+KEY_FILE = "secret.key"
 PREFIX = "anon-"
 _cache: dict[str, bytes] = {}
 
 
 def key_path() -> Path:
-    """Where this installation's pseudonym key lives."""
+    """Where this installation's secret key lives."""
     return paths.app_home() / KEY_FILE
 
 
@@ -51,7 +52,7 @@ def _create_key_file(path: Path) -> None:
 
 
 def installation_key() -> bytes:
-    """The secret for pseudonyms: from the environment, else the key file (created on first use)."""
+    """The installation secret: from the environment, else the key file (created on first use)."""
     env = os.environ.get(KEY_ENV, "").strip()
     if env:
         return env.encode("utf-8")
@@ -63,7 +64,7 @@ def installation_key() -> bytes:
         _create_key_file(path)
     key = path.read_text(encoding="utf-8").strip().encode("utf-8")
     if len(key) < 32:
-        raise RuntimeError(f"the pseudonym key file {path} is damaged; restore it from a backup or delete it")
+        raise RuntimeError(f"the installation key file {path} is damaged; restore it from a backup or delete it")
     _cache[str(path)] = key
     return key
 

@@ -12,33 +12,19 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import re
-import secrets
 import time
 
-from core import fsutil, paths
+from core import privacy
 
-SECRET_FILE = "secret.key"
+SECRET_FILE = privacy.KEY_FILE
 TOKEN_TTL_S = 7 * 24 * 3600
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
 def installation_secret() -> bytes:
-    """$XRT_SECRET, else a random key kept in the app home (created once, readable by the owner only)."""
-    env = os.environ.get("XRT_SECRET", "")
-    if env:
-        return env.encode("utf-8")
-    path = paths.app_home() / SECRET_FILE
-    try:
-        key = path.read_bytes()
-        if len(key) >= 32:
-            return key
-    except OSError:
-        pass
-    fsutil.atomic_write_bytes(path, secrets.token_bytes(32))
-    os.chmod(path, 0o600)
-    return path.read_bytes()
+    """The installation's one secret (`core.privacy.installation_key`: $XRT_SECRET or secret.key, 0600)."""
+    return privacy.installation_key()
 
 
 def clean_user_name(name: str) -> str:
@@ -51,7 +37,7 @@ def clean_user_name(name: str) -> str:
 
 def owner_for(identity: str) -> str:
     """The owner id of an identity ("user:alice", "oidc:<subject>", "anon:<random>"): 32 hex characters."""
-    return hmac.new(installation_secret(), identity.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+    return hmac.new(installation_secret(), b"owner:" + identity.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
 
 
 def _mac(payload: bytes) -> str:

@@ -62,4 +62,4 @@ def test_signin_tokens_and_owner_ids():
     payload, mac = token.split(".")
     assert signin.read_token(payload + "." + "0" * len(mac), now=1030.0) is None  # forged
     assert signin.read_token("garbage", now=0) is None and signin.read_token("", now=0) is None
-    assert (signin.paths.app_home() / signin.SECRET_FILE).stat().st_mode & 0o077 == 0
+    assert signin.privacy.key_path().stat().st_mode & 0o077 == 0 and signin.SECRET_FILE == "secret.key"

@@ -156,7 +156,7 @@ def owned_run(home: Path, name: str) -> str:
     from core import jobs
     from core.config import RunConfig, to_dict
 
-    owner = hmac.new((home / "secret.key").read_bytes(), f"user:{name}".encode(), hashlib.sha256).hexdigest()[:32]
+    owner = hmac.new((home / "secret.key").read_text().strip().encode(), f"owner:user:{name}".encode(), hashlib.sha256).hexdigest()[:32]
     db = jobs.JobStore(home / "jobs.sqlite3")
     job = db.submit("train", {"config": to_dict(RunConfig())}, owner=owner)
     db.finish(job.id, "failed", error="TrainingError: training refused: only one class in /srv/lab/x.csv",
