@@ -66,6 +66,24 @@ def cmd_scan(ns: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def cmd_check(ns: argparse.Namespace) -> dict[str, Any]:
+    """Checks of the data: metadata shortcut (AUC with CI, per feature) and (near-)duplicates with leak flags."""
+    import time
+
+    from core import checks
+    from core.sources import load_source
+
+    t0 = time.perf_counter()
+    ds = load_source(source_config(ns))
+    res = checks.check_source(ds.items, size=ns.size, max_distance=ns.max_distance, n_boot=ns.n_boot)
+    if ns.pairs_out:
+        res["pairs"].to_csv(ns.pairs_out, index=False)
+    pairs = res["pairs"].drop(columns=["i", "j"]).head(ns.show)
+    return {"n_items": len(ds.items), "n_problems": len(ds.problems), "shortcut": res["shortcut"],
+            "duplicates": res["duplicates"], "pairs": pairs.to_dict("records"),
+            "seconds": round(time.perf_counter() - t0, 2)}
+
+
 def _train_args(p: argparse.ArgumentParser) -> None:
     """Options of a training run (defaults from the typed configs)."""
     d, t = DataConfig(), TrainConfig()
@@ -364,6 +382,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--problems-out", default="", help="write the problems table to this CSV")
     p.add_argument("--show-problems", type=int, default=20)
     p.set_defaults(func=cmd_scan)
+    p = sub.add_parser("check", help="checks of the data: metadata shortcuts, duplicates across splits/patients")
+    _source_args(p)
+    p.add_argument("--size", type=int, default=224, help="decode-cache size the features read (training size)")
+    p.add_argument("--max-distance", type=int, default=4, help="perceptual-hash bits (of 64) for near-duplicates")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the AUC's 95%% CI")
+    p.add_argument("--pairs-out", default="", help="write every duplicate pair to this CSV")
+    p.add_argument("--show", type=int, default=20, help="duplicate pairs shown in the JSON")
+    p.set_defaults(func=cmd_check)
     p = sub.add_parser("train", help="train a model (k-fold with --k-folds); writes a run folder")
     _source_args(p)
     _train_args(p)
