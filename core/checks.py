@@ -448,8 +448,10 @@ def corrections_dir() -> Path:
     return sub(CORRECTIONS)
 
 
-def write_corrections(items: pd.DataFrame, changes: list[Correction], name: str = "") -> tuple[Path, dict[str, str]]:
-    """Write a corrected labels CSV (+ changes.csv) into the app home; returns its folder and the CSV source fields.
+def write_corrections(items: pd.DataFrame, changes: list[Correction], name: str = "",
+                      base: Path | None = None) -> tuple[Path, dict[str, str]]:
+    """Write a corrected labels CSV (+ changes.csv) under `base` (default: the app home's corrections folder);
+    returns its folder and the fields of a CSV SourceConfig that reads it.
 
     labels.csv has path (relative to the common folder of all items), label (the new one), old_label, why,
     group (pseudonymised) and split; excluded items are left out of it. changes.csv lists every decision:
@@ -469,7 +471,7 @@ def write_corrections(items: pd.DataFrame, changes: list[Correction], name: str 
                           "why": [by_path[p].why if p in by_path else "" for p in paths],
                           "group": [_pseudonym(g) for g in _col(items, "group")], "split": _col(items, "split")})
     table = table[table["label"] != EXCLUDED]
-    folder = corrections_dir() / _folder_name(name)
+    folder = (base or corrections_dir()) / _folder_name(name)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "labels.csv", table.to_csv(index=False))
     log = pd.DataFrame([{"path": c.path, "old_label": str(items.loc[paths == c.path, "label"].iloc[0]),

@@ -4,7 +4,7 @@ import streamlit as st
 
 from core.config import ConfigError, RunConfig, from_dict, to_dict
 from core.sources import SourceError
-from ui import common
+from ui import checks_view, common
 from ui import setup_form as sf
 
 
@@ -31,6 +31,7 @@ def render() -> None:
         items = ds.items
         for reason in ds.check_trainable():
             st.warning(f"Training would be refused: {reason}")
+        checks_view.setup_checks(cfg.source if cfg else src)
     except SourceError as err:
         st.error(f"The data source cannot be read: {err}")
     st.subheader("Model")

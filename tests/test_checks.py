@@ -2,37 +2,23 @@
 
 from __future__ import annotations
 
-import io
 import json
 import time
 
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
 from core import checks, cli
 from core.config import SourceConfig, SplitConfig
 from core.data import assign_splits, kfold_splits
 from core.sources import from_csv, load_source
+from tests.synth import smooth_dataset
 
 
-def _noise_set(root, n=60, size=32, big_class_size=None, seed=0):
-    """Two classes of random smooth pictures (labels carry no signal); optionally class 'b' saved at another size."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for label in ("a", "b"):
-        (root / label).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            side = big_class_size if (label == "b" and big_class_size) else size
-            coarse = Image.fromarray(rng.normal(110, 40, (6, 6)).clip(0, 255).astype(np.uint8))
-            smooth = np.asarray(coarse.resize((side, side), Image.Resampling.BICUBIC), dtype=float)
-            img = (smooth + rng.normal(0, 4, (side, side))).clip(0, 255).astype(np.uint8)
-            rel = f"{label}/{label}{i:03d}.png"
-            Image.fromarray(img).save(root / rel)
-            rows.append({"path": rel, "label": label, "patient_id": f"{label}{i // 2}"})
-    pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
-    return from_csv(root / "labels.csv", group_col="patient_id")
+def _noise_set(root, n=60, size=32, big_class_size=None, seed=0, copies=False):
+    """The scanned smooth_dataset (see tests.synth)."""
+    return from_csv(smooth_dataset(root, n, size, big_class_size, seed, copies), group_col="patient_id")
 
 
 def test_planted_size_shortcut_is_caught(tmp_path):
@@ -65,19 +51,8 @@ def test_dicom_tag_matching_the_label_is_caught():
 
 
 def _with_copies(tmp_path):
-    """Noise images plus planted copies: a JPEG re-save (other class, other patient) and an identical file."""
-    ds = _noise_set(tmp_path, n=40, size=48)
-    items = ds.items
-    src = tmp_path / items["relpath"][3]
-    buf = io.BytesIO()
-    Image.open(src).resize((40, 40)).save(buf, "JPEG", quality=85)
-    (tmp_path / "b" / "copy_resaved.jpg").write_bytes(buf.getvalue())
-    (tmp_path / "a" / "copy_same.png").write_bytes((tmp_path / items["relpath"][10]).read_bytes())
-    table = pd.read_csv(tmp_path / "labels.csv")
-    extra = pd.DataFrame([{"path": "b/copy_resaved.jpg", "label": "b", "patient_id": "zz1"},
-                          {"path": "a/copy_same.png", "label": "a", "patient_id": "zz2"}])
-    pd.concat([table, extra]).to_csv(tmp_path / "labels.csv", index=False)
-    return from_csv(tmp_path / "labels.csv", group_col="patient_id")
+    """Smooth pictures plus planted copies: a JPEG re-save (other class, other patient) and an identical file."""
+    return _noise_set(tmp_path, n=40, size=48, copies=True)
 
 
 def test_planted_duplicates_found_and_flagged(tmp_path):
