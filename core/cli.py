@@ -102,6 +102,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--valid-pct", type=float, default=None)
     p.add_argument("--test-pct", type=float, default=None, help="holdout test fraction (default 0)")
     p.add_argument("--k-folds", type=int, default=None, help="k-fold cross-validation with k folds")
+    p.add_argument("--keep-duplicates", action="store_true",
+                   help="near-duplicate images (perceptual hash) stay in one split / fold")
     p.add_argument("--patience", type=int, default=None, help="early stopping patience in epochs (0 = off)")
     p.add_argument("--monitor", default=None, choices=["valid_loss", "accuracy", "balanced_accuracy", "roc_auc"])
     p.add_argument("--imbalance", default=None, choices=["none", "weighted_loss", "oversample"])
@@ -136,6 +138,8 @@ def run_config(ns: argparse.Namespace) -> RunConfig:
         d.aug.enabled = False
     if ns.final_model:
         t.final_model_on_all = True
+    if getattr(ns, "keep_duplicates", False):
+        s.keep_duplicates = True
     if ns.split is None and not ns.config and (cfg.source.group_col or cfg.source.group_tag):
         s.method = "group"
     cfg.name = ns.name or cfg.name

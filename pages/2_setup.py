@@ -31,7 +31,7 @@ def render() -> None:
         items = ds.items
         for reason in ds.check_trainable():
             st.warning(f"Training would be refused: {reason}")
-        checks_view.setup_checks(cfg.source if cfg else src)
+        checks_view.setup_checks(src)
     except SourceError as err:
         st.error(f"The data source cannot be read: {err}")
     st.subheader("Model")

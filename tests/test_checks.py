@@ -166,3 +166,22 @@ def test_cli_check(tmp_path, capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["shortcut"]["flagged"] and res["duplicates"]["pairs"] == 0 and out.is_file()
     assert res["n_items"] == 40 and "seconds" in res
+
+
+def test_training_prepare_keeps_duplicates_together(tmp_path):
+    from core.config import DataConfig, RunConfig
+    from core.jobs import Progress
+    from core.train import prepare
+
+    csv = smooth_dataset(tmp_path / "data", n=40, size=48, copies=True)
+    ns = cli.build_parser().parse_args(["train", "--csv", str(csv), "--group-col", "patient_id", "--keep-duplicates",
+                                        "--split", "stratified", "--valid-pct", "0.5"])
+    cfg = cli.run_config(ns)
+    assert cfg.data.split.keep_duplicates and isinstance(cfg, RunConfig) and isinstance(cfg.data, DataConfig)
+    for seed in range(3):
+        cfg.data.split.seed = seed
+        run = tmp_path / f"run{seed}"
+        items = prepare(cfg, run, Progress(run)).set_index("relpath")
+        assert items.loc["b/copy_resaved.jpg", "split"] == items.loc["a/a003.png", "split"]
+        assert items.loc["a/copy_same.png", "split"] == items.loc["a/a010.png", "split"]
+        assert "near-duplicate pair(s) grouped" in (run / "log.txt").read_text()

@@ -331,7 +331,7 @@ def confusion_cells(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.Data
     gallery(rows, lambda r: f"#{r['rank']} true {r['label']} · pred {r['pred']} ({r['prob_pred']:.2f}) "
                             f"loss {r['loss']:.2f}")
     cam_picker(job, rows, "chk_cell_cam")
-    if src is not None:
+    if src is not None and set_name != "external":  # external images are not in the run's source
         action_picker(rows, classes, src, "chk_cell_act", f"top loss ({name(cell)})")
 
 
