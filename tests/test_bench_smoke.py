@@ -25,6 +25,7 @@ EXPECTED: dict[str, list[tuple[str, ...]]] = {
     "bench_app": [("first_page", "server_healthy_s"), ("first_page", "page_complete_s"),
                   ("start_to_progress", "first_progress_s"), ("start_to_progress", "first_batch_s")],
     "bench_gpu": [("machine", "device")],
+    "bench_checks": [("ratio_warm_vs_scan",), ("warm", "shortcut_s"), ("cold", "features_s")],
 }
 EXTRA_ARGS = {"bench_kfold": ["--datasets", "large"]}
 TIMEOUT_S = 240

@@ -332,7 +332,7 @@ def confusion_cells(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.Data
                             f"loss {r['loss']:.2f}")
     cam_picker(job, rows, "chk_cell_cam")
     if src is not None and set_name != "external":  # external images are not in the run's source
-        action_picker(rows, classes, src, "chk_cell_act", f"top loss ({name(cell)})")
+        action_picker(rows, classes, src, f"chk_cell_act_{cell.replace(',', '_')}", f"top loss ({name(cell)})")
 
 
 def suspect_section(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.DataFrame], src: SourceConfig | None) -> None:

@@ -63,16 +63,17 @@ def test_open_a_cell_exclude_an_image_and_train_on_the_corrected_source(app_url:
     chart.scroll_into_view_if_needed()
     points = chart.locator(".scatterlayer .point")
     expect(points).to_have_count(4)
+    cell_box = page.get_by_role("combobox", name="Cell")
+    expect(cell_box).not_to_have_value(re.compile(r"^true clear → predicted clear"))  # starts on an error cell
     points.nth(0).click(force=True)  # true clear -> predicted clear
     settle(page)
+    expect(cell_box).to_have_value(re.compile(r"^true clear → predicted clear \(\d+\)$"))
     expect(page.get_by_text(re.compile(r"^true clear → predicted clear \(\d+\): the \d+ with"))).to_be_visible()
-    cell_box = page.locator(".st-key-chk_cell")
-    expect(cell_box).to_contain_text("true clear → predicted clear")
     gallery = page.locator('[data-testid="stImage"]')
     assert gallery.count() >= 1
     screenshot(page, "1-cell-gallery")
-    page.locator(".st-key-chk_cell_act_items").click()
-    option = page.get_by_role("option").first
+    page.locator(".st-key-chk_cell_act_0_0_items").click()
+    option = page.get_by_role("option").filter(has_text=re.compile(r"\.png \(clear\)$")).first  # not "select all"
     excluded = option.inner_text().strip()
     option.click()
     page.keyboard.press("Escape")
