@@ -330,7 +330,7 @@ def confusion_cells(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.Data
     st.caption(f"{name(cell)}: the {len(rows)} with the highest loss first.")
     gallery(rows, lambda r: f"#{r['rank']} true {r['label']} · pred {r['pred']} ({r['prob_pred']:.2f}) "
                             f"loss {r['loss']:.2f}")
-    cam_picker(job, rows, "chk_cell_cam")
+    cam_picker(job, rows, f"chk_cell_cam_{cell.replace(',', '_')}")  # per cell: a picked row never carries over
     if src is not None and set_name != "external":  # external images are not in the run's source
         action_picker(rows, classes, src, f"chk_cell_act_{cell.replace(',', '_')}", f"top loss ({name(cell)})")
 

@@ -72,12 +72,10 @@ def test_open_a_cell_exclude_an_image_and_train_on_the_corrected_source(app_url:
     gallery = page.locator('[data-testid="stImage"]')
     assert gallery.count() >= 1
     screenshot(page, "1-cell-gallery")
-    cam = page.locator(".st-key-chk_cell_cam_cam").get_by_role("combobox")
-    excluded = cam.input_value().split(" ", 1)[1]  # "#1 img0123.png": the highest-loss image of the cell
-    box = page.locator(".st-key-chk_cell_act_0_0_items").get_by_role("combobox")
-    box.click()
-    box.fill(excluded)
-    box.press("Enter")
+    page.locator(".st-key-chk_cell_act_0_0_items").get_by_role("combobox").click()
+    option = page.get_by_text(re.compile(r"^img\d{4}\.png \(clear\)$")).first  # an image, not "Select all"
+    excluded = option.inner_text().strip().split(" (")[0]
+    option.click()
     page.keyboard.press("Escape")
     settle(page)
     page.get_by_role("button", name="Add to corrections").first.click()
