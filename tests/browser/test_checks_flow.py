@@ -72,10 +72,13 @@ def test_open_a_cell_exclude_an_image_and_train_on_the_corrected_source(app_url:
     gallery = page.locator('[data-testid="stImage"]')
     assert gallery.count() >= 1
     screenshot(page, "1-cell-gallery")
-    page.locator(".st-key-chk_cell_act_0_0_items").get_by_role("combobox").click()
-    option = page.get_by_text(re.compile(r"^img\d{4}\.png \(clear\)$")).first  # an image, not "Select all"
-    excluded = option.inner_text().strip().split(" (")[0]
-    option.click()
+    preds = pd.read_csv(app_home / "runs" / "checks-tiny" / "valid_predictions.csv")
+    cell = preds[(preds["label"] == "clear") & (preds["pred"] == "clear")].sort_values("prob_clear")
+    excluded = Path(cell["path"].iloc[0]).name  # the cell's highest-loss image
+    box = page.locator(".st-key-chk_cell_act_0_0_items").get_by_role("combobox")
+    box.click()
+    page.keyboard.type(excluded)
+    page.keyboard.press("Enter")
     page.keyboard.press("Escape")
     settle(page)
     page.get_by_role("button", name="Add to corrections").first.click()
