@@ -66,6 +66,24 @@ def cmd_scan(ns: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def cmd_check(ns: argparse.Namespace) -> dict[str, Any]:
+    """Checks of the data: metadata shortcut (AUC with CI, per feature) and (near-)duplicates with leak flags."""
+    import time
+
+    from core import checks
+    from core.sources import load_source
+
+    t0 = time.perf_counter()
+    ds = load_source(source_config(ns))
+    res = checks.check_source(ds.items, size=ns.size, max_distance=ns.max_distance, n_boot=ns.n_boot)
+    if ns.pairs_out:
+        res["pairs"].to_csv(ns.pairs_out, index=False)
+    pairs = res["pairs"].drop(columns=["i", "j"]).head(ns.show)
+    return {"n_items": len(ds.items), "n_problems": len(ds.problems), "shortcut": res["shortcut"],
+            "duplicates": res["duplicates"], "pairs": pairs.to_dict("records"),
+            "seconds": round(time.perf_counter() - t0, 2)}
+
+
 def _train_args(p: argparse.ArgumentParser) -> None:
     """Options of a training run (defaults from the typed configs)."""
     d, t = DataConfig(), TrainConfig()
@@ -84,6 +102,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--valid-pct", type=float, default=None)
     p.add_argument("--test-pct", type=float, default=None, help="holdout test fraction (default 0)")
     p.add_argument("--k-folds", type=int, default=None, help="k-fold cross-validation with k folds")
+    p.add_argument("--keep-duplicates", action="store_true",
+                   help="near-duplicate images (perceptual hash) stay in one split / fold")
     p.add_argument("--patience", type=int, default=None, help="early stopping patience in epochs (0 = off)")
     p.add_argument("--monitor", default=None, choices=["valid_loss", "accuracy", "balanced_accuracy", "roc_auc"])
     p.add_argument("--imbalance", default=None, choices=["none", "weighted_loss", "oversample"])
@@ -118,6 +138,8 @@ def run_config(ns: argparse.Namespace) -> RunConfig:
         d.aug.enabled = False
     if ns.final_model:
         t.final_model_on_all = True
+    if getattr(ns, "keep_duplicates", False):
+        s.keep_duplicates = True
     if ns.split is None and not ns.config and (cfg.source.group_col or cfg.source.group_tag):
         s.method = "group"
     cfg.name = ns.name or cfg.name
@@ -378,6 +400,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--problems-out", default="", help="write the problems table to this CSV")
     p.add_argument("--show-problems", type=int, default=20)
     p.set_defaults(func=cmd_scan)
+    p = sub.add_parser("check", help="checks of the data: metadata shortcuts, duplicates across splits/patients")
+    _source_args(p)
+    p.add_argument("--size", type=int, default=224, help="decode-cache size the features read (training size)")
+    p.add_argument("--max-distance", type=int, default=4, help="perceptual-hash bits (of 64) for near-duplicates")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the AUC's 95%% CI")
+    p.add_argument("--pairs-out", default="", help="write every duplicate pair to this CSV")
+    p.add_argument("--show", type=int, default=20, help="duplicate pairs shown in the JSON")
+    p.set_defaults(func=cmd_check)
     p = sub.add_parser("train", help="train a model (k-fold with --k-folds); writes a run folder")
     _source_args(p)
     _train_args(p)

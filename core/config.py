@@ -67,6 +67,7 @@ class SplitConfig:
     test_pct: float = 0.0
     k_folds: int = 0
     seed: int = 42
+    keep_duplicates: bool = False  # near-duplicate images (perceptual hash) stay in one split / fold
 
     def validate(self) -> None:
         """Check fractions and fold counts."""

@@ -35,6 +35,7 @@ def assign_splits(items: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
     """A copy of `items` with `split` set to train / valid / test for every row.
 
     Rows a source already marked "test" (a separate test folder) stay the holdout whatever the method.
+    `keep_duplicates` holds out whole groups (checks.keep_duplicates_together merges duplicates into groups).
     "column" and "folder" keep the source's splits; rows without one train, and when no row is "valid"
     a validation part is carved out of train (grouped by patient when groups exist).
     """
@@ -45,16 +46,17 @@ def assign_splits(items: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
     out["split"] = out["split"].fillna("").astype(str)
     if cfg.method in ("column", "folder"):
         return _splits_from_source(out, cfg)
+    method = "group" if cfg.keep_duplicates and _has_groups(out) else cfg.method  # merged duplicate groups
     fixed_test = out["split"] == "test"
     out.loc[~fixed_test, "split"] = "train"
     pool = np.flatnonzero(~fixed_test.to_numpy())
     if cfg.test_pct > 0 and not fixed_test.any():
-        test_idx = _holdout(out.iloc[pool], cfg.test_pct, cfg.method, cfg.seed)
+        test_idx = _holdout(out.iloc[pool], cfg.test_pct, method, cfg.seed)
         out.loc[pool[test_idx], "split"] = "test"
         pool = np.flatnonzero((out["split"] == "train").to_numpy())
     valid_pct = cfg.valid_pct / (1 - cfg.test_pct) if cfg.test_pct > 0 and not fixed_test.any() else cfg.valid_pct
     if valid_pct > 0:
-        valid_idx = _holdout(out.iloc[pool], valid_pct, cfg.method, cfg.seed + 1)
+        valid_idx = _holdout(out.iloc[pool], valid_pct, method, cfg.seed + 1)
         out.loc[pool[valid_idx], "split"] = "valid"
     return out
 

@@ -233,3 +233,36 @@ def fold_bars(table: pd.DataFrame, metrics: Sequence[str] = ("accuracy", "balanc
     fig.update_layout(barmode="group")
     fig.update_yaxes(title_text="value", range=[0, 1.05])
     return style(fig, title)
+
+
+# ---------------------------------------------------------------- checks of the data
+
+
+def confusion_matrix_cells(cm: Sequence[Sequence[float]], classes: list[str], title: str = "Confusion matrix") -> go.Figure:
+    """The confusion matrix with one clickable marker per cell (customdata = [true index, predicted index])."""
+    fig = confusion_matrix(cm, classes, title)
+    n = len(classes)
+    t_idx, p_idx = np.divmod(np.arange(n * n), n)
+    fig.add_trace(go.Scatter(
+        x=[classes[p] for p in p_idx], y=[classes[t] for t in t_idx], mode="markers",
+        marker={"size": 28, "opacity": 0.01, "color": GUIDE}, customdata=np.stack([t_idx, p_idx], axis=1),
+        hovertemplate="true: %{y}<br>predicted: %{x}<br>click to see these images<extra></extra>", showlegend=False,
+    ))
+    return fig
+
+
+def shortcut_features(features: Sequence[Mapping[str, object]], auc: Mapping[str, float] | None = None,
+                      threshold: float = 0.7, title: str = "What predicts the label without the anatomy") -> go.Figure:
+    """Horizontal bars: cross-validated AUC of each metadata feature alone; the warning threshold and chance marked."""
+    rows = list(features)[::-1]
+    fig = go.Figure(go.Bar(
+        x=[float(r["auc"]) for r in rows], y=[str(r["what"]) for r in rows], orientation="h",
+        marker={"color": [colour(5) if float(r["auc"]) >= threshold else colour(0) for r in rows]},
+        hovertemplate="%{y}: AUC %{x:.3f}<extra></extra>",
+    ))
+    fig.add_vline(x=0.5, line={"dash": "dot", "color": GUIDE}, annotation_text="chance")
+    fig.add_vline(x=threshold, line={"dash": "dash", "color": GUIDE}, annotation_text="warning")
+    if auc:
+        title = f"{title} (all together: AUC {_ci_text(auc)})"
+    fig.update_xaxes(title_text="AUC of this feature alone (cross-validated)", range=[0.4, 1.0])
+    return style(fig, title, height=max(260, 36 * len(rows) + 120))

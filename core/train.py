@@ -342,7 +342,7 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: Progress) -> pd.DataFrame:
     reasons = ds.check_trainable()
     if reasons:
         raise TrainingError("training refused: " + "; ".join(reasons))
-    items = assign_splits(ds.items, cfg.data.split)
+    items = assign_splits(_grouped_duplicates(ds.items, cfg, progress), cfg.data.split)
     leaks = group_leaks(items)
     if leaks and cfg.data.split.method == "group":
         raise TrainingError(f"{len(leaks)} patient(s) ended up in two splits")
@@ -352,6 +352,19 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: Progress) -> pd.DataFrame:
     ds.problems.to_csv(run_dir / "problems.csv", index=False)
     (run_dir / "splits.json").write_text(split_summary(items).to_json(orient="records"))
     return items
+
+
+def _grouped_duplicates(items: pd.DataFrame, cfg: RunConfig, progress: Progress) -> pd.DataFrame:
+    """With keep_duplicates: near-duplicate images merged into one group (so one split / fold); else unchanged."""
+    if not cfg.data.split.keep_duplicates:
+        return items
+    from core import checks
+
+    progress.update(force=True, phase="scanning", message="finding near-duplicate images")
+    feats = checks.image_features(items, size=cfg.data.img_size)
+    dups = checks.find_duplicates(items, feats)
+    progress.log(f"keep duplicates together: {len(dups)} near-duplicate pair(s) grouped")
+    return checks.keep_duplicates_together(items, dups)
 
 
 def warm_decoder(cfg: RunConfig):

@@ -11,7 +11,7 @@ import streamlit as st
 from core import hosting, imaging, sources, uploads
 from core.config import SourceConfig, Window
 from core.sources import SourceError
-from ui import common
+from ui import checks_view, common
 from ui import setup_form as sf
 
 SOURCES = {  # the first is the default: the sample with patient ids, so splits are by patient from the start
@@ -300,6 +300,7 @@ def render() -> None:
     window = window_control() if (ds.items["kind"] == "dicom").any() else None
     samples(ds, window)
     _problems(ds)
+    checks_view.dataset_checks(ds, cfg)
     if (ds.items["kind"] == "dicom").any():
         dicom_panel(ds, window)
 

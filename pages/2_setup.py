@@ -4,7 +4,7 @@ import streamlit as st
 
 from core.config import ConfigError, RunConfig, from_dict, to_dict
 from core.sources import SourceError
-from ui import common
+from ui import checks_view, common
 from ui import setup_form as sf
 
 
@@ -33,6 +33,7 @@ def render() -> None:
         ds = common.load_dataset(cfg.source if cfg else src)
         items = ds.items
         problems += [f"training would be refused: {reason}" for reason in ds.check_trainable()]
+        checks_view.setup_checks(src)
     except SourceError as err:
         problems.append(f"the data source cannot be read: {err}")
     for problem in problems:

@@ -26,3 +26,31 @@ def blob_dataset(root: Path, n_per_class: int = 40, size: int = 32, per_patient:
             rows.append({"path": f"{label}/{path.name}", "label": label, "patient_id": f"{label[0]}{i // per_patient:03d}"})
     pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
     return root
+
+
+def smooth_dataset(root: Path, n: int = 60, size: int = 32, big_class_size: int | None = None, seed: int = 0,
+                   copies: bool = False) -> Path:
+    """Two classes 'a'/'b' of random smooth pictures (labels carry no signal); labels.csv with patient ids.
+
+    big_class_size saves class 'b' at another size (a planted metadata shortcut); copies adds a JPEG re-save of
+    a/a003.png filed as class 'b' (patient zz1) and an identical copy of a/a010.png (patient zz2).
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label in ("a", "b"):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            side = big_class_size if (label == "b" and big_class_size) else size
+            coarse = Image.fromarray(rng.normal(110, 40, (6, 6)).clip(0, 255).astype(np.uint8))
+            smooth = np.asarray(coarse.resize((side, side), Image.Resampling.BICUBIC), dtype=float)
+            img = (smooth + rng.normal(0, 4, (side, side))).clip(0, 255).astype(np.uint8)
+            rel = f"{label}/{label}{i:03d}.png"
+            Image.fromarray(img).save(root / rel)
+            rows.append({"path": rel, "label": label, "patient_id": f"{label}{i // 2}"})
+    if copies:
+        Image.open(root / "a/a003.png").resize((size - 8, size - 8)).save(root / "b/copy_resaved.jpg", quality=85)
+        (root / "a/copy_same.png").write_bytes((root / "a/a010.png").read_bytes())
+        rows += [{"path": "b/copy_resaved.jpg", "label": "b", "patient_id": "zz1"},
+                 {"path": "a/copy_same.png", "label": "a", "patient_id": "zz2"}]
+    pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
+    return root / "labels.csv"

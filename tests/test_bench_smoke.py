@@ -27,6 +27,7 @@ EXPECTED: dict[str, list[tuple[str, ...]]] = {
     "bench_gpu": [("machine", "device")],
     "fault_inject": [("tried",), ("refused",), ("crashed",), ("peak_rss_mb",),
                      ("memory_probe", "hostile_rgba_9400_png", "peak_growth_mb")],
+    "bench_checks": [("ratio_warm_vs_scan",), ("warm", "shortcut_s"), ("cold", "features_s")],
 }
 EXTRA_ARGS = {"bench_kfold": ["--datasets", "large"]}
 TIMEOUT_S = 240

@@ -16,7 +16,7 @@ import streamlit as st
 
 from core import evaluate, explain, imaging, jobs, plots, report, sources, uploads
 from core.config import SourceConfig
-from ui import common
+from ui import checks_view, common
 from ui import run_view as rv
 
 LAST_RUN = "ev_last_run"
@@ -409,6 +409,7 @@ def show_run(job: jobs.Job, runs: list[jobs.Job]) -> None:
     set_name = figures_section(job, ev, all_frames)
     folds_section(ev)
     top_losses_section(job, ev, all_frames, set_name)
+    checks_view.eval_checks(job, ev, all_frames, set_name)
     external_section(job)
     downloads(job, ev, all_frames, threshold, prevalence, external)
 

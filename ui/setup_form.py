@@ -129,6 +129,7 @@ def config_to_state(cfg: RunConfig) -> dict[str, Any]:
         "su_kfold": s.k_folds >= 2, "su_k": max(2, int(s.k_folds) or 5), "su_seed": int(t.seed),
         "su_split_col": cfg.source.split_col or "split", "su_test_root": cfg.source.test_root,
         "su_imbalance": t.imbalance, "su_patience": int(t.early_stop_patience), "su_monitor": t.monitor,
+        "su_keep_dups": bool(s.keep_duplicates),
     }
 
 
@@ -167,6 +168,7 @@ def config_from_state(state: Any, base: RunConfig, source: SourceConfig) -> RunC
     s.method, s.valid_pct, s.test_pct = state["su_split_method"], state["su_valid_pct"] / 100, state["su_test_pct"] / 100
     s.k_folds = int(state["su_k"]) if state["su_kfold"] else 0
     s.seed = t.seed = int(state["su_seed"])
+    s.keep_duplicates = bool(state.get("su_keep_dups", s.keep_duplicates))
     if s.method == "column" and cfg.source.kind in ("csv", "dicom"):
         cfg.source.split_col = str(state["su_split_col"]).strip()
     if cfg.source.kind == "folder":

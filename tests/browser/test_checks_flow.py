@@ -1,0 +1,111 @@
+"""Real-browser test of the checks of the data: click a confusion-matrix cell, see its gallery, exclude an
+image, and train on the corrected source the app wrote (the user's files untouched)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from core import jobs
+from core.config import AugConfig, DataConfig, RunConfig, SourceConfig, SplitConfig, TrainConfig, to_dict
+from tests.browser.test_flow import (
+    expect,
+    go_to,
+    open_app,
+    pick_run,
+    set_number,
+    set_switch,
+    settle,
+    start_training,
+)
+
+
+def tiny_run(home: Path) -> str:
+    """A finished one-epoch run on the app's sample, trained in this process and registered in the app's job store."""
+    import torch
+
+    sample = home / "sample"
+    cfg = RunConfig(source=SourceConfig(kind="csv", csv_path=str(sample / "labels.csv"), group_col="patient_id"),
+                    data=DataConfig(img_size=32, aug=AugConfig(enabled=False), split=SplitConfig(method="group")),
+                    train=TrainConfig(pretrained=False, epochs=1, freeze_epochs=0))
+    store = jobs.JobStore(home / "jobs.sqlite3")
+    job = store.submit("train", {"config": to_dict(cfg)}, run_dir=home / "runs" / "checks-tiny")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XRT_HOME", str(home))
+        try:
+            jobs.run_inline("train", {"config": to_dict(cfg)}, run_dir=Path(job.run_dir))
+        finally:
+            torch.set_num_threads(threads)
+    store.finish(job.id, "done", result=json.loads((Path(job.run_dir) / "metrics.json").read_text()),
+                 only_if_running=False)
+    return job.id
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+def test_open_a_cell_exclude_an_image_and_train_on_the_corrected_source(app_url: str, app_home: Path, page,
+                                                                       screenshot) -> None:
+    """Evaluation: click a confusion cell -> gallery -> exclude one image -> corrected CSV -> a run trains on it."""
+    open_app(page, app_url)  # the server generates the sample under app_home
+    labels_before = (app_home / "sample" / "labels.csv").read_bytes()
+    job_id = tiny_run(app_home)
+    go_to(page, "Evaluation")
+    pick_run(page, "Run", job_id)
+    expect(page.get_by_text("Open a confusion-matrix cell")).to_be_visible(timeout=180_000)
+    settle(page, 180_000)
+    chart = page.locator(".st-key-chk_cm")
+    chart.scroll_into_view_if_needed()
+    points = chart.locator(".scatterlayer .point")
+    expect(points).to_have_count(4)
+    cell_box = page.get_by_role("combobox", name="Cell")
+    expect(cell_box).not_to_have_value(re.compile(r"^true clear → predicted clear"))  # starts on an error cell
+    points.nth(0).click(force=True)  # true clear -> predicted clear
+    settle(page)
+    expect(cell_box).to_have_value(re.compile(r"^true clear → predicted clear \(\d+\)$"))
+    expect(page.get_by_text(re.compile(r"^true clear → predicted clear \(\d+\): the \d+ with"))).to_be_visible()
+    gallery = page.locator('[data-testid="stImage"]')
+    assert gallery.count() >= 1
+    screenshot(page, "1-cell-gallery")
+    preds = pd.read_csv(app_home / "runs" / "checks-tiny" / "valid_predictions.csv")
+    cell = preds[(preds["label"] == "clear") & (preds["pred"] == "clear")].sort_values("prob_clear")
+    excluded = Path(cell["path"].iloc[0]).name  # the cell's highest-loss image
+    box = page.locator(".st-key-chk_cell_act_0_0_items").get_by_role("combobox")
+    box.click()
+    page.keyboard.type(excluded)
+    page.keyboard.press("Enter")
+    page.keyboard.press("Escape")
+    settle(page)
+    page.get_by_role("button", name="Add to corrections").first.click()
+    settle(page)
+    expect(page.get_by_role("heading", name="Corrections (1)")).to_be_visible()
+    page.get_by_role("button", name="Write the corrected labels CSV").click()
+    settle(page)
+    expect(page.get_by_text(re.compile(r"It is now the data source of the Training setup page"))).to_be_visible()
+    screenshot(page, "2-corrections")
+    written = sorted((app_home / "corrections").glob("*/labels.csv"))
+    assert len(written) == 1
+    table = pd.read_csv(written[0])
+    assert excluded not in {Path(p).name for p in table["path"]}
+    assert (app_home / "sample" / "labels.csv").read_bytes() == labels_before  # the source table is untouched
+
+    go_to(page, "Training setup")
+    expect(page.get_by_text(re.compile(r"^Data: CSV table .*corrections/.*/labels\.csv"))).to_be_visible()
+    set_switch(page, "Start from ImageNet weights (pretrained)", on=False)
+    set_switch(page, "Augment training images", on=False)
+    for label, value in (("Image size (pixels)", 32), ("Batch size", 16), ("Epochs", 1), ("Frozen epochs first", 0)):
+        set_number(page, label, value)
+    go_to(page, "Training run")
+    expect(page.get_by_text(re.compile(r"Settings: resnet18 \(from scratch\), 32 px .*0 frozen \+ 1 epoch"))).to_be_visible()
+    new_id = start_training(page, app_home)
+    expect(page.get_by_text(re.compile(r"^Finished \("))).to_be_visible(timeout=600_000)
+    job = jobs.JobStore(app_home / "jobs.sqlite3").get(new_id)
+    assert job.status == "done" and job.params["config"]["source"]["csv_path"] == str(written[0])
+    trained_on = pd.read_csv(Path(job.run_dir) / "items.csv")
+    assert len(trained_on) == len(table) == len(pd.read_csv(app_home / "sample" / "labels.csv")) - 1
+    screenshot(page, "3-trained-on-corrected")

@@ -1,0 +1,355 @@
+"""Checks of the data in the app: shortcut and duplicate checks (explorer, setup), an openable confusion matrix,
+suspect labels after k-fold, and corrections written as a new labels CSV (the user's files are never changed)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from core import checks, evaluate, explain, hosting, imaging, jobs, plots, sources, uploads
+from core.config import RunConfig, SourceConfig, from_dict
+from ui import common
+
+RAN = "chk_ran"  # source keys whose checks ran in this session
+CORR = "chk_corrections"  # {"source": SourceConfig as dict, "changes": {path: {"new_label", "why"}}}
+SOURCE_CONFIG = "source_config"  # the data source the setup page trains on (shared with the explorer)
+CELL = "chk_cell"
+ALL = "all"
+GALLERY_COLS = 4
+TOP_K = 12
+THUMB = 160
+
+
+# ---------------------------------------------------------------- cached computations
+
+
+def _key(cfg: SourceConfig) -> tuple:
+    """A hashable key of a source configuration."""
+    return tuple(sorted(dataclasses.asdict(cfg).items()))
+
+
+@st.cache_data(show_spinner="Checking the data (metadata shortcut, duplicates)...", max_entries=8)
+def _checks(cfg_items: tuple, size: int) -> dict[str, Any]:
+    """Shortcut check and duplicates of one source (scan cached too); tables only, no thumbnails."""
+    ds = common.load_dataset(SourceConfig(**dict(cfg_items)))
+    res = checks.check_source(ds.items, size=size)
+    return {"shortcut": res["shortcut"], "duplicates": res["duplicates"], "pairs": res["pairs"]}
+
+
+def results(cfg: SourceConfig, run: bool = False, size: int = checks.FEATURE_SIZE) -> dict[str, Any] | None:
+    """The checks of this source when they ran in this session (or run=True), else None."""
+    key = _key(cfg)
+    ran = st.session_state.setdefault(RAN, [])
+    if run and repr(key) not in ran:
+        ran.append(repr(key))
+    return _checks(key, size) if repr(key) in ran else None
+
+
+# ---------------------------------------------------------------- explorer and setup
+
+
+def dataset_checks(ds: sources.Dataset, cfg: SourceConfig) -> None:
+    """Explorer section: can metadata predict the label, duplicates across patients / labels / splits, actions."""
+    st.subheader("Checks of the data")
+    st.caption("Can the label be predicted without looking at the anatomy (image size, file size, format, bit depth, "
+               "brightness, DICOM tags)? Are the same images in the set twice, under other patients, labels or splits?")
+    res = results(cfg)
+    if res is None:
+        if not st.button("Run the checks", key="chk_run"):
+            return
+        res = results(cfg, run=True)
+    shortcut_panel(res["shortcut"])
+    duplicates_panel(ds, res, cfg)
+    corrections_panel(cfg)
+
+
+def shortcut_panel(sc: dict[str, Any]) -> None:
+    """The shortcut verdict in plain words, the per-feature chart and how it was measured."""
+    if sc.get("auc") is None:
+        st.info(f"The shortcut check {sc.get('note', 'could not run')}.")
+        return
+    auc = sc["auc"]
+    text = f"AUC {auc['value']:.2f} (95% CI {auc['lo']:.2f}-{auc['hi']:.2f})"
+    if sc["flagged"]:
+        st.warning(f"Possible shortcut: {sc['warning']}")
+    else:
+        st.success(f"No shortcut found: image metadata alone predict the label with {text}, below the warning "
+                   f"level of {sc['threshold']:.2f} (0.50 = chance).")
+    if sc["features"]:
+        st.plotly_chart(plots.shortcut_features(sc["features"], auc, sc["threshold"]), width="stretch",
+                        key="chk_fig_shortcut")
+    same = ", ".join(checks.FEATURE_WORDS.get(c, c) for c in sc["constant"])
+    st.caption(f"{sc['cv'].capitalize()} of small gradient-boosted trees on metadata only ({sc['n']} images)."
+               + (f" The same for every image (so no shortcut): {same}." if same else ""))
+
+
+def duplicates_panel(ds: sources.Dataset, res: dict[str, Any], cfg: SourceConfig) -> None:
+    """Duplicate and near-duplicate pairs, the ones that leak first, with a gallery and an exclude action."""
+    d, pairs = res["duplicates"], res["pairs"]
+    c = st.columns(4)
+    c[0].metric("Duplicate pairs", d["pairs"])
+    c[1].metric("Identical files", d["identical_files"])
+    c[2].metric("Across patients", d["cross_patient"])
+    c[3].metric("Across labels / splits", d["cross_label"] + d["cross_split"])
+    if not len(pairs):
+        st.caption("No duplicate or near-duplicate images (perceptual hash, confirmed on thumbnails).")
+        return
+    if d["leak"]:
+        st.warning(f"{d['leak']} duplicate pair(s) sit under different patients, labels or splits: the same "
+                   "picture in training and validation inflates every metric. Exclude one of each, or tick "
+                   "'Keep near-duplicate images together' on the Training setup page.")
+    shown = pairs.drop(columns=["i", "j"])
+    st.dataframe(shown, hide_index=True, width="stretch")
+    for row in pairs.head(3).itertuples():
+        cols = st.columns(GALLERY_COLS)
+        for col, pos, name in ((cols[0], row.i, row.a), (cols[1], row.j, row.b)):
+            _image(col, ds.items["path"].iloc[pos], f"{name[-28:]} ({ds.items['label'].iloc[pos]})")
+        cols[2].caption(f"{row.kind}, hash distance {row.distance}, correlation {row.correlation:.3f}")
+    second = ds.items.iloc[pairs["j"].to_numpy()].drop_duplicates("path")
+    action_picker(second, ds.classes, cfg, "chk_dup", "duplicate of another image")
+
+
+def setup_checks(src: SourceConfig) -> None:
+    """Setup page: the shortcut and duplicate warnings of this source, and 'keep duplicates together'."""
+    res = results(src)
+    if res is None and st.button("Check the data for shortcuts and duplicates", key="chk_setup_run"):
+        res = results(src, run=True)
+    if res is not None:
+        if res["shortcut"].get("flagged"):
+            st.warning(f"Possible shortcut: {res['shortcut']['warning']}")
+        d = res["duplicates"]
+        if d["pairs"]:
+            st.warning(f"{d['pairs']} near-duplicate image pair(s) ({d['cross_patient']} across patients, "
+                       f"{d['cross_label']} across labels): keep them together so none spans two splits.")
+        elif not res["shortcut"].get("flagged"):
+            st.caption("Checks of the data: no metadata shortcut and no duplicate images found.")
+    st.checkbox("Keep near-duplicate images together (one split / fold per duplicate group)", key="su_keep_dups",
+                help="Near-duplicates (perceptual hash) are grouped like one patient before splitting.")
+
+
+# ---------------------------------------------------------------- galleries
+
+
+def _image(col, path: str, caption: str) -> None:
+    """One thumbnail (or why it is missing)."""
+    try:
+        col.image(common.thumbnail(str(path), THUMB), caption=caption, width="stretch")
+    except (imaging.ImageError, OSError) as err:
+        col.caption(f"{caption}: image unavailable ({err})")
+
+
+def gallery(rows: pd.DataFrame, caption) -> None:
+    """Thumbnails in rows of GALLERY_COLS, captioned by caption(row)."""
+    records = rows.to_dict("records")
+    for start in range(0, len(records), GALLERY_COLS):
+        for col, row in zip(st.columns(GALLERY_COLS), records[start:start + GALLERY_COLS]):
+            _image(col, row["path"], caption(row))
+
+
+def _model_for(job: jobs.Job, row: dict) -> str | None:
+    """The model that predicted a row: its fold's model for out-of-fold rows, else the run's."""
+    models = common.run_models(job.run_dir)
+    fold = row.get("fold")
+    if fold is not None and not pd.isna(fold) and f"fold {int(fold)}" in models:
+        return models[f"fold {int(fold)}"]
+    return models.get("final model") or next(iter(models.values()), None)
+
+
+def cam_picker(job: jobs.Job, rows: pd.DataFrame, key: str, class_col: str = "pred") -> None:
+    """Grad-CAM of one gallery item, for the class in class_col."""
+    records = rows.to_dict("records")
+    names = {i: f"#{r['rank']} {Path(str(r['path'])).name}" for i, r in enumerate(records)}
+    pick = st.selectbox("Grad-CAM for", list(names), format_func=names.get, key=f"{key}_cam")
+    row = records[pick]
+    model = _model_for(job, row)
+    if model is None:
+        st.caption("This run has no saved model to explain with.")
+        return
+    common.show_cam(model, str(row["path"]), str(row[class_col]),
+                    caption=f"given {row['label']}, model says {row[class_col]}")
+
+
+# ---------------------------------------------------------------- corrections
+
+
+def _changes(cfg: SourceConfig) -> dict[str, dict[str, str]]:
+    """The corrections collected for this source in this session (another source starts afresh)."""
+    state = st.session_state.get(CORR)
+    if not state or state["source"] != dataclasses.asdict(cfg):
+        state = {"source": dataclasses.asdict(cfg), "changes": {}}
+        st.session_state[CORR] = state
+    return state["changes"]
+
+
+def action_picker(rows: pd.DataFrame, classes: list[str], cfg: SourceConfig, key: str, why: str) -> None:
+    """Choose items of a view and exclude them or give them another label (collected, not yet written)."""
+    options = rows["path"].astype(str).tolist()
+    labels = dict(zip(options, rows["label"].astype(str)))
+    c1, c2, c3 = st.columns([3, 2, 2])
+    chosen = c1.multiselect("Images", options, key=f"{key}_items",
+                            format_func=lambda p: f"{Path(p).name} ({labels[p]})")
+    actions = ["exclude", *[f"label as {c}" for c in classes]]
+    action = c2.selectbox("Action", actions, key=f"{key}_action")
+    reason = c3.text_input("Why", why, key=f"{key}_why")
+    if st.button("Add to corrections", key=f"{key}_add", disabled=not chosen):
+        new = checks.EXCLUDED if action == "exclude" else action.removeprefix("label as ")
+        changes = _changes(cfg)
+        for p in chosen:
+            changes[p] = {"new_label": new, "why": reason.strip() or why}
+        st.rerun()
+
+
+def corrections_panel(cfg: SourceConfig) -> None:
+    """The collected corrections; write them as a new labels CSV in the app home and use it as the source."""
+    changes = _changes(cfg)
+    if not changes:
+        return
+    st.subheader(f"Corrections ({len(changes)})")
+    st.caption("Your images and label files are never changed: the corrections become a new labels CSV in the app's "
+               "folder, which you can then train on.")
+    table = pd.DataFrame([{"path": p, **c} for p, c in changes.items()])
+    st.dataframe(table.assign(path=[common.shown_path(p) for p in table["path"]]), hide_index=True, width="stretch")
+    c1, c2, c3 = st.columns([2, 1, 1])
+    name = c1.text_input("Name of the corrected set", key="chk_corr_name")
+    if c3.button("Forget these corrections", key="chk_corr_clear"):
+        changes.clear()
+        st.rerun()
+    if c2.button("Write the corrected labels CSV", key="chk_corr_write"):
+        _write(cfg, changes, name)
+    done = st.session_state.get("chk_written")
+    if done:
+        st.success(f"Wrote {common.shown_path(done['csv'])} ({done['n']} images; {done['changed']} changed or left "
+                   "out, listed in changes.csv). It is now the data source of the Training setup page.")
+
+
+def _write(cfg: SourceConfig, changes: dict[str, dict[str, str]], name: str) -> None:
+    """Write the corrected table and make it the session's data source."""
+    try:
+        ds = common.load_dataset(cfg)
+        folder, src = checks.write_corrections(
+            ds.items, [checks.Correction(p, c["new_label"], c["why"]) for p, c in changes.items()], name,
+            base=_corrections_base())
+    except (ValueError, OSError, sources.SourceError, uploads.UploadError) as err:
+        st.error(f"Cannot write the corrections: {err}")
+        return
+    new = SourceConfig(**src)
+    st.session_state[SOURCE_CONFIG] = new
+    st.session_state.pop("run_config", None)  # the setup page rebuilds its settings for the new source
+    n = len(pd.read_csv(folder / "labels.csv"))
+    st.session_state["chk_written"] = {"csv": src["csv_path"], "n": n, "changed": len(changes)}
+
+
+def _corrections_base() -> Path | None:
+    """Where corrected sets go: the app home; hosted: this session's uploads (so the session may read them)."""
+    return uploads.upload_dir(common.owner_id()) / checks.CORRECTIONS if hosting.hosted() else None
+
+
+# ---------------------------------------------------------------- evaluation page
+
+
+def run_source(job: jobs.Job) -> SourceConfig | None:
+    """The data source a run trained on (from its config.json)."""
+    try:
+        return from_dict(RunConfig, json.loads((Path(job.run_dir) / "config.json").read_text())).source
+    except (OSError, ValueError):
+        return None
+
+
+def eval_checks(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.DataFrame], set_name: str) -> None:
+    """Evaluation page: open a confusion-matrix cell, suspect labels (k-fold), act on top losses, corrections."""
+    src = run_source(job)
+    confusion_cells(job, ev, frames, set_name, src)
+    suspect_section(job, ev, frames, src)
+    if src is not None:
+        corrections_panel(src)
+
+
+def _tp(cell: str) -> tuple[int, int]:
+    """(true, predicted) class positions of a cell key "t,p"."""
+    t, p = cell.split(",")
+    return int(t), int(p)
+
+
+def cell_of_point(point: dict, classes: list[str]) -> str | None:
+    """The cell key of a clicked chart point (its customdata, else its x = predicted / y = true names)."""
+    data = point.get("customdata")
+    if isinstance(data, (list, tuple)) and len(data) == 2:
+        return f"{int(data[0])},{int(data[1])}"
+    x, y = point.get("x"), point.get("y")
+    if x in classes and y in classes:
+        return f"{classes.index(y)},{classes.index(x)}"
+    return None
+
+
+def _set_cell(key: str, classes: list[str]) -> None:
+    """Chart selection callback: the clicked cell becomes the picked one."""
+    event = st.session_state.get(key) or {}
+    for point in (event.get("selection") or {}).get("points") or []:
+        cell = cell_of_point(point, classes)
+        if cell is not None:
+            st.session_state[CELL] = cell
+            return
+
+
+def confusion_cells(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.DataFrame], set_name: str,
+                    src: SourceConfig | None) -> None:
+    """Click a cell (or pick it) to see its images sorted by loss, with Grad-CAM and actions."""
+    st.subheader("Open a confusion-matrix cell")
+    classes, set_ev = ev["classes"], ev["sets"][set_name]
+    df = evaluate.apply_threshold(frames[set_name].dropna(subset=["label"]), classes, set_ev["threshold"])
+    df = df[df["label"].astype(str).isin(classes)]
+    cm = set_ev["confusion"]
+    st.plotly_chart(plots.confusion_matrix_cells(cm, classes, "Click a cell to see its images"), width="stretch",
+                    key="chk_cm", on_select=lambda: _set_cell("chk_cm", classes), selection_mode="points")
+    n = len(classes)
+    cells = [ALL, *[f"{t},{p}" for t in range(n) for p in range(n)]]
+    errors = [c for c in cells[1:] if _tp(c)[0] != _tp(c)[1] and cm[_tp(c)[0]][_tp(c)[1]]]
+    if st.session_state.get(CELL) not in cells:
+        st.session_state[CELL] = errors[0] if errors else ALL
+
+    def name(c: str) -> str:
+        if c == ALL:
+            return "all images (top losses)"
+        t, p = _tp(c)
+        return f"true {classes[t]} → predicted {classes[p]} ({int(cm[t][p])})"
+
+    cell = st.selectbox("Cell", cells, key=CELL, format_func=name)
+    rows = explain.top_losses(df, classes)
+    if cell != ALL:
+        t, p = _tp(cell)
+        rows = rows[(rows["label"].astype(str) == classes[t]) & (rows["pred"].astype(str) == classes[p])]
+    rows = rows.head(TOP_K)
+    if rows.empty:
+        st.info("No images in this cell.")
+        return
+    st.caption(f"{name(cell)}: the {len(rows)} with the highest loss first.")
+    gallery(rows, lambda r: f"#{r['rank']} true {r['label']} · pred {r['pred']} ({r['prob_pred']:.2f}) "
+                            f"loss {r['loss']:.2f}")
+    cam_picker(job, rows, f"chk_cell_cam_{cell.replace(',', '_')}")  # per cell: a picked row never carries over
+    if src is not None and set_name != "external":  # external images are not in the run's source
+        action_picker(rows, classes, src, f"chk_cell_act_{cell.replace(',', '_')}", f"top loss ({name(cell)})")
+
+
+def suspect_section(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.DataFrame], src: SourceConfig | None) -> None:
+    """Items whose given label the out-of-fold model disagrees with (k-fold runs), most suspect first."""
+    st.subheader("Suspect labels")
+    if "oof" not in frames:
+        st.caption("Suspect labels need a k-fold run: out-of-fold predictions give every image an honest second "
+                   "opinion. Turn on k-fold on the Training setup page.")
+        return
+    classes = ev["classes"]
+    ranked = checks.suspect_labels(frames["oof"].dropna(subset=["label"]), classes)
+    n_issue = int(ranked["issue"].sum())
+    st.caption(f"{n_issue} of {len(ranked)} images look mislabelled (confident learning on the out-of-fold "
+               "probabilities); the most suspect first. The model can be wrong too: look before changing a label.")
+    top = ranked.head(TOP_K)
+    gallery(top, lambda r: f"#{r['rank']} given {r['label']} · suggested {r['suggested']} ({r['p_suggested']:.2f})"
+                           + (" ⚠" if r["issue"] else ""))
+    cam_picker(job, top, "chk_suspect_cam", class_col="suggested")
+    if src is not None:
+        action_picker(top, classes, src, "chk_suspect_act", "suspect label (out-of-fold model disagrees)")
