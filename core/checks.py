@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from core import evaluate, imaging
+from core import evaluate, imaging, privacy
 
 SHORTCUT_AUC = 0.70  # metadata that predicts the label this well is flagged
 NEAR_DISTANCE = 4  # perceptual-hash bits (of 64) within which two images count as near-duplicates
@@ -469,7 +469,7 @@ def write_corrections(items: pd.DataFrame, changes: list[Correction], name: str 
     table = pd.DataFrame({"path": [Path(os.path.relpath(p, root)).as_posix() for p in paths], "label": new,
                           "old_label": items["label"].astype(str).to_numpy(),
                           "why": [by_path[p].why if p in by_path else "" for p in paths],
-                          "group": [_pseudonym(g) for g in _col(items, "group")], "split": _col(items, "split")})
+                          "group": [privacy.pseudonym(g) for g in _col(items, "group")], "split": _col(items, "split")})
     table = table[table["label"] != EXCLUDED]
     folder = (base or corrections_dir()) / _folder_name(name)
     folder.mkdir(parents=True, exist_ok=True)
@@ -481,11 +481,6 @@ def write_corrections(items: pd.DataFrame, changes: list[Correction], name: str 
            "label_col": "label", "group_col": "group" if (table["group"] != "").any() else "",
            "split_col": "split" if (table["split"] != "").any() else ""}
     return folder, src
-
-
-def _pseudonym(group: str) -> str:
-    """A patient id as written outside the user's files: '' stays '', pseudonyms stay as they are."""
-    return group if not group or group.startswith("anon-") else imaging.pseudonym(group)
 
 
 def _folder_name(name: str) -> str:
