@@ -16,7 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import jobs, plots
+from core import evaluate, jobs, plots
 from core.config import ConfigError, RunConfig, from_dict, to_dict
 from ui import common
 
@@ -104,7 +104,8 @@ def metrics_tables(summary: dict) -> tuple[pd.DataFrame, pd.DataFrame | None]:
             folds = pd.concat([folds, pd.DataFrame([{"fold": "pooled (out-of-fold)", **m["pooled_oof"]}])],
                               ignore_index=True)
         return main, folds
-    return pd.DataFrame([{"split": k, **v} for k, v in m.items() if isinstance(v, dict)]), None
+    order = sorted((k for k, v in m.items() if isinstance(v, dict)), key=lambda k: k != "test")  # test = headline
+    return pd.DataFrame([{"split": "test (headline)" if k == "test" else k, **m[k]} for k in order]), None
 
 
 def _f(x: Any) -> str:
@@ -313,6 +314,7 @@ def final_metrics(job: jobs.Job) -> None:
                  "stopped early" if summary.get("stopped_early") else "", f"monitor {summary.get('monitor', '')}"]
         st.markdown("**Final metrics** (" + ", ".join(n for n in notes if n) + ")")
         st.dataframe(main, hide_index=True, width="stretch")
+    st.caption(evaluate.provenance(summary))
     common.page_link("pages/4_evaluate.py", "Evaluation", icon=":material/monitoring:")
 
 
