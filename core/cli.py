@@ -147,13 +147,14 @@ def _train_args(p: argparse.ArgumentParser, kfold: bool = False) -> None:
                        help="with --k-folds: also train one model on all training data (default off)")
     g = p.add_argument_group("speed")
     g.add_argument("--workers", type=int, default=None,
-                   help="DataLoader worker processes (default -1 = auto: 2 on a CPU, several on a GPU)")
+                   help="DataLoader worker processes (default -1 = auto: 0 on a CPU, where workers measured no "
+                        "faster, several on a GPU)")
     g.add_argument("--threads", type=int, default=None,
                    help="torch threads (default 0 = auto: $XRT_TORCH_THREADS, else every core the job may use)")
     g.add_argument("--mixed-precision", choices=["auto", "on", "off"], default=None,
                    help=f"bf16/fp16 training (default {t.mixed_precision}: on a CUDA GPU only)")
     g.add_argument("--channels-last", choices=["auto", "on", "off"], default=None,
-                   help=f"channels_last memory layout (default {t.channels_last}: on a GPU only)")
+                   help=f"channels_last memory layout (default {t.channels_last}: on a GPU, and on a CPU from 128 px)")
     p.add_argument("--name", default="", help="run name (default: none)")
     p.add_argument("--background", action="store_true", help="queue as a job and return its id at once")
 

@@ -169,6 +169,14 @@ class TrainConfig:
     final_model_on_all: bool = False
     torch_threads: int = 0  # 0 = auto: $XRT_TORCH_THREADS, else every core this process may use
 
+    def fine_tunes(self) -> bool:
+        """True when training starts from weights (ImageNet or a file): fine_tune with a frozen phase first."""
+        return bool(self.pretrained or self.weights_path)
+
+    def planned_epochs(self) -> int:
+        """Epochs a run trains: `epochs`, plus `freeze_epochs` only when fine-tuning (never from scratch)."""
+        return self.epochs + (self.freeze_epochs if self.fine_tunes() else 0)
+
     def validate(self) -> None:
         """Check epochs, learning rate and choices."""
         if self.epochs < 1 or self.freeze_epochs < 0:

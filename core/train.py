@@ -291,16 +291,6 @@ class FitOutcome:
     weights: str = "last"
 
 
-def fine_tunes(t) -> bool:
-    """True when training starts from weights (ImageNet or a file): fine_tune with a frozen phase first."""
-    return bool(t.pretrained or t.weights_path)
-
-
-def planned_epochs(t) -> int:
-    """Epochs a run trains: --epochs, plus the frozen epochs only when fine-tuning pretrained weights."""
-    return t.epochs + (t.freeze_epochs if fine_tunes(t) else 0)
-
-
 def keeps_best(t) -> bool:
     """Whether the saved model is the best checkpoint (by the monitor) rather than the last epoch.
 
@@ -324,10 +314,10 @@ def fit_one(items: pd.DataFrame, cfg: RunConfig, run_dir: Path, progress: Progre
                             oversample=t.imbalance == "oversample", require_valid=valid_idx is None or len(valid_idx) > 0)
     learn = make_learner(dls, cfg, train_labels=dls.train_ds.items["label"])
     name = "best.safetensors" if fold is None else f"best_fold{fold}.safetensors"
-    mon = TrainMonitor(run_dir, progress, t.monitor, t.early_stop_patience, planned_epochs(t),
+    mon = TrainMonitor(run_dir, progress, t.monitor, t.early_stop_patience, t.planned_epochs(),
                        fold=fold, n_folds=n_folds, ckpt_name=name)
-    progress.update(force=True, phase="training", fold=fold, n_folds=n_folds, epoch=0, n_epochs=planned_epochs(t))
-    if fine_tunes(t):
+    progress.update(force=True, phase="training", fold=fold, n_folds=n_folds, epoch=0, n_epochs=t.planned_epochs())
+    if t.fine_tunes():
         learn.fine_tune(t.epochs, base_lr=t.lr or 2e-3, freeze_epochs=t.freeze_epochs, cbs=[mon])
     else:  # a random body gains nothing from a frozen phase: train everything, exactly t.epochs epochs
         learn.unfreeze()
@@ -414,7 +404,7 @@ def manifest_for(cfg: RunConfig, classes: list[str], metrics: dict[str, Any], ou
         "normalize": {"mean": stats[0], "std": stats[1]} if stats else None,
         "window": to_dict(cfg.data.window) if cfg.data.window else None, "frame": cfg.data.frame,
         "train_config": to_dict(cfg.train), "metrics": metrics, "best_epoch": out.monitor.best_epoch,
-        "model_epoch": out.model_epoch, "weights": out.weights,
+        "model_epoch": out.model_epoch, "model_weights": out.weights,
     }
 
 
@@ -506,7 +496,7 @@ def model_provenance(out: FitOutcome, cfg: RunConfig, n_items: dict[str, int]) -
                         else "; not used to choose the saved epoch")}
     if n_items.get("test"):
         sets["test"] = f"held-out test split ({n_items['test']} items), never seen in training or epoch choice"
-    return {"model_epoch": out.model_epoch, "model_weights": out.weights, "epochs_planned": planned_epochs(cfg.train),
+    return {"model_epoch": out.model_epoch, "model_weights": out.weights, "epochs_planned": cfg.train.planned_epochs(),
             "headline_set": "test" if n_items.get("test") else "valid", "valid_used_for_selection": best,
             "sets": sets}
 

@@ -161,8 +161,15 @@ def config_caption(cfg: dict) -> str:
     if c.train.weights_path:
         weights = f"weights from {Path(c.train.weights_path).name}"
     return (f"{c.train.arch} ({weights}), {c.data.img_size} px {c.data.channels}, batch {c.data.batch_size}, "
-            f"{c.train.freeze_epochs} frozen + {c.train.epochs} epochs, lr {c.train.lr or 'default'}, "
+            f"{schedule_text(c)}, lr {c.train.lr or 'default'}, "
             f"split {split.method} (valid {split.valid_pct:.0%}, test {split.test_pct:.0%}){folds}")
+
+
+def schedule_text(c: RunConfig) -> str:
+    """'1 frozen + 5 epochs' when fine-tuning; '8 epochs' from scratch (no frozen phase there)."""
+    t = c.train
+    frozen = t.planned_epochs() - t.epochs
+    return f"{frozen} frozen + {t.epochs} epochs" if frozen else f"{t.epochs} epochs"
 
 
 def start_section() -> None:
