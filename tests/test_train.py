@@ -181,7 +181,7 @@ def test_dataset_normalisation_is_what_the_saved_model_uses(scratch_dataset_norm
             "p = Predictor(sys.argv[1], device='cpu'); paths = pd.read_csv(sys.argv[2])['path'].tolist()\n"
             "df, probs = p.predict_paths(paths); df.to_csv(sys.argv[3], index=False)\n")
     res = subprocess.run([sys.executable, "-c", code, str(run_dir / "model"), str(run_dir / "valid_predictions.csv"),
-                          str(out)], cwd=ROOT, capture_output=True, text=True, timeout=180)
+                          str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     fresh = pd.read_csv(out)
     assert list(fresh["path"]) == list(pred["path"])
