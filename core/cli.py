@@ -434,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     _source_args(p)
     p.add_argument("--items-out", default="", help="write the items table to this CSV")
     p.add_argument("--problems-out", default="", help="write the problems table to this CSV")
-    p.add_argument("--show-problems", type=int, default=20)
+    p.add_argument("--show-problems", type=int, default=20, help="problems listed in the output (default 20)")
     p.set_defaults(func=cmd_scan)
     p = sub.add_parser("train", help="train a model (k-fold with --k-folds); writes a run folder",
                        description="Train one model on a train/valid(/test) split and write a run folder "
@@ -453,10 +453,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lr-find", help="LR finder: loss vs learning rate and suggestions")
     _source_args(p)
     _train_args(p)
-    p.add_argument("--num-it", type=int, default=100)
+    p.add_argument("--num-it", type=int, default=100, help="LR finder steps (default 100)")
     p.set_defaults(func=cmd_lr_find)
     p = sub.add_parser("runs", help="list runs/jobs and their status")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=int, default=50, help="most recent runs listed (default 50)")
     p.set_defaults(func=cmd_runs)
     p = sub.add_parser("cancel", help="cancel a queued or running job")
     p.add_argument("job")
