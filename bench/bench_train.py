@@ -108,7 +108,7 @@ NOTES = [
     "plain: ImageDataLoaders.from_folder + vision_learner(pretrained=False) + fit_one_cycle(epochs), same split",
     "both: same augmentation values (flip, rotate 10, zoom 1.1, warp 0.1, lighting 0.2, p 0.75, zero padding), "
     "squish resize, ImageNet normalisation; the app applies brightness and contrast as two transforms",
-    "app keeps the best epoch by valid loss; plain keeps the last epoch",
+    "both keep the last epoch (the app's default since the parity ablation; bench_parity.py)",
     "plain script on 16-bit PNG: PIL converts I;16 to RGB by clamping at 255 (70-93 % white), so it cannot learn",
     "images/s = training images x epochs / end-to-end seconds (DataLoaders, fit with validation, predictions)",
     "loader_only = one pass over the training DataLoader without a model (app: cold cache, then warm)",

@@ -441,6 +441,32 @@ def _f(x: Any, digits: int = 2) -> str:
     return "-" if x is None else (f"{x:.{digits}f}" if isinstance(x, float) else str(x))
 
 
+def _load_all(folder: Path, name: str) -> list[dict[str, Any]]:
+    """Every JSON line of a benchmark that prints one per data set ([] when it did not run)."""
+    try:
+        return [json.loads(ln) for ln in (folder / f"{name}.json").read_text().splitlines() if ln.strip()]
+    except (OSError, ValueError):
+        return []
+
+
+def parity_rows(results: list[dict[str, Any]]) -> list[list[str]]:
+    """Summary rows of bench_parity: test ACC / AUC mean +- sd of app and plain, and the time ratio."""
+    rows = []
+    for d in results:
+        a, p, v = d["sides"].get("app"), d["sides"].get("plain"), d.get("vs_plain", {}).get("app")
+        if not (a and p and v):
+            continue
+        ms = "{:.3f} ± {:.3f}"
+        name = f"parity {d['dataset']} ({d['size']}, {d['settings']['seeds']} seeds)"
+        for key, label in (("accuracy", "test ACC"), ("roc_auc", "test AUC")):
+            rows.append([name, label, ms.format(a[key]["mean"], a[key]["sd"]), ms.format(p[key]["mean"], p[key]["sd"]),
+                         f"{v['acc_diff' if key == 'accuracy' else 'auc_diff']:+.3f}", ">= -0.01",
+                         "yes" if v["accuracy_target_met"] else "no"])
+        rows.append([name, "seconds per run (ratio: plain / app)", _f(a["seconds"]["mean"], 1), _f(p["seconds"]["mean"], 1),
+                     _f(v["time_ratio_plain_over_app"]), ">= 1.0", "yes" if v["speed_target_met"] else "no"])
+    return rows
+
+
 def _load(folder: Path, name: str) -> dict[str, Any]:
     """One benchmark's JSON line ({} when it did not run or failed)."""
     try:
@@ -465,6 +491,7 @@ def summary_rows(folder: Path) -> list[list[str]]:
             rows.append([f"train {case}", "data path only, images/s (app warm; cold)",
                          f"{_f(lo['app_warm_images_per_s'], 1)}; {_f(lo.get('app_cold_images_per_s'), 1)}",
                          _f(lo["plain_images_per_s"], 1), _f(lo["ratio_app_warm_vs_plain"]), "", ""])
+    rows += parity_rows(_load_all(folder, "bench_parity"))
     for name, d in kfold.get("datasets", {}).items():
         rows.append([f"{d['k']}-fold {name}", "wall s in process (app incl. scan)", _f(d["app"]["seconds"], 1),
                      _f(d["plain"]["seconds"], 1), _f(d["speedup_app_vs_plain"]), f">= {d['target']}x faster",

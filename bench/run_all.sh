@@ -4,6 +4,7 @@
 # Each script prints one JSON line (kept as <script>.json, its log as <script>.log); a markdown summary
 # table is printed at the end. Bigger runs: pass script options through the *_ARGS variables, e.g.
 #   TRAIN_ARGS="--n-small 600 --epochs 8 --img-size 128 --repeats 2" bash bench/run_all.sh
+#   PARITY_ARGS="--full" bash bench/run_all.sh        (test-set parity at the real sizes: hours on 2 cores)
 # XRT_BENCH_THREADS (default 1): torch threads for both sides of every comparison. On a shared 2-core
 # machine two intra-op threads spin-wait on each other and run 2-3x slower than one; set 0 for torch's default.
 set -uo pipefail
@@ -31,6 +32,7 @@ run() {
 
 # shellcheck disable=SC2086  # the *_ARGS variables are option lists
 run bench_train ${TRAIN_ARGS:-}
+run bench_parity ${PARITY_ARGS:-}
 run bench_kfold ${KFOLD_ARGS:-}
 run bench_ingest ${INGEST_ARGS:-}
 run bench_predict ${PREDICT_ARGS:-}

@@ -21,8 +21,8 @@ def _source_args(p: argparse.ArgumentParser) -> None:
                    help="source kind (default: csv when --csv is given, else folder)")
     p.add_argument("--root", default="", help="image folder (folder per class), or image root for --csv")
     p.add_argument("--csv", dest="csv_path", default="", help="CSV of file names and labels")
-    p.add_argument("--path-col", default="path")
-    p.add_argument("--label-col", default="label")
+    p.add_argument("--path-col", default="path", help="CSV column with file paths (default path)")
+    p.add_argument("--label-col", default="label", help="CSV column with labels (default label)")
     p.add_argument("--group-col", default="", help="patient / group column (keeps a patient in one split)")
     p.add_argument("--split-col", default="", help="column with train/valid/test")
     p.add_argument("--label-tag", default="", help="DICOM: take the label from this header tag")
@@ -84,44 +84,111 @@ def cmd_check(ns: argparse.Namespace) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - t0, 2)}
 
 
-def _train_args(p: argparse.ArgumentParser) -> None:
-    """Options of a training run (defaults from the typed configs)."""
-    d, t = DataConfig(), TrainConfig()
-    p.add_argument("--config", default="", help="a config.json (RunConfig); other options override it")
-    p.add_argument("--arch", default=None, help=f"architecture (default {t.arch})")
-    p.add_argument("--no-pretrained", action="store_true", help="train from scratch (no ImageNet weights)")
-    p.add_argument("--weights", default=None, help="local ImageNet weights file (.pth / .safetensors)")
-    p.add_argument("--epochs", type=int, default=None, help=f"unfrozen epochs (default {t.epochs})")
-    p.add_argument("--freeze-epochs", type=int, default=None, help=f"head-only epochs (default {t.freeze_epochs})")
-    p.add_argument("--lr", type=float, default=None, help="base learning rate (default 2e-3)")
-    p.add_argument("--bs", type=int, default=None, help=f"batch size (default {d.batch_size})")
-    p.add_argument("--img-size", type=int, default=None, help=f"image size in pixels (default {d.img_size})")
-    p.add_argument("--channels", choices=["rgb", "grey"], default=None)
-    p.add_argument("--split", choices=["random", "stratified", "group", "column", "folder"], default=None,
-                   help="how to split (default: group when --group-col/--group-tag is given, else stratified)")
-    p.add_argument("--valid-pct", type=float, default=None)
-    p.add_argument("--test-pct", type=float, default=None, help="holdout test fraction (default 0)")
-    p.add_argument("--k-folds", type=int, default=None, help="k-fold cross-validation with k folds")
-    p.add_argument("--keep-duplicates", action="store_true",
-                   help="near-duplicate images (perceptual hash) stay in one split / fold")
-    p.add_argument("--patience", type=int, default=None, help="early stopping patience in epochs (0 = off)")
-    p.add_argument("--monitor", default=None, choices=["valid_loss", "accuracy", "balanced_accuracy", "roc_auc"])
-    p.add_argument("--imbalance", default=None, choices=["none", "weighted_loss", "oversample"])
-    p.add_argument("--no-augment", action="store_true")
-    p.add_argument("--workers", type=int, default=None, help="DataLoader worker processes (default: auto)")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--final-model", action="store_true",
-                   help="k-fold: also train one model on all training data (for prediction)")
-    p.add_argument("--name", default="")
+def _train_args(p: argparse.ArgumentParser, kfold: bool = False) -> None:
+    """Options of a training run; every help states the real default (from the typed configs)."""
+    from core.config import (
+        AUG_PRESETS,
+        FINAL_WEIGHTS,
+        IMBALANCE,
+        MONITORS,
+        NORMALIZE,
+        RESIZE_METHODS,
+        AugConfig,
+    )
+    from core.models import ARCHS
+
+    d, t, a, s = DataConfig(), TrainConfig(), AugConfig(), DataConfig().split
+    p.add_argument("--config", default="", help="a config.json (RunConfig); the options given here override it")
+    g = p.add_argument_group("model and schedule")
+    g.add_argument("--arch", default=None, choices=list(ARCHS), metavar="ARCH",
+                   help=f"architecture: {', '.join(ARCHS)} (default {t.arch})")
+    g.add_argument("--no-pretrained", action="store_true",
+                   help="train from scratch (random weights): no frozen phase, exactly --epochs epochs "
+                        "(default: ImageNet weights, fine-tuned)")
+    g.add_argument("--weights", default=None, help="local ImageNet weights file (.pth / .safetensors) to fine-tune")
+    g.add_argument("--epochs", type=int, default=None,
+                   help=f"epochs of the whole network (default {t.epochs}); pretrained runs first add "
+                        "--freeze-epochs head-only epochs, from-scratch runs train exactly this many")
+    g.add_argument("--freeze-epochs", type=int, default=None,
+                   help=f"head-only epochs before the whole network, pretrained only (default {t.freeze_epochs}; "
+                        "ignored from scratch)")
+    g.add_argument("--lr", type=float, default=None,
+                   help="base learning rate of the one-cycle schedule (default 2e-3 fine-tuning, 3e-3 from scratch)")
+    g.add_argument("--wd", type=float, default=None, help="weight decay (default: fastai's, 0.01)")
+    g.add_argument("--patience", type=int, default=None,
+                   help=f"early stopping: stop after this many epochs without improvement (default "
+                        f"{t.early_stop_patience} = off)")
+    g.add_argument("--monitor", default=None, choices=MONITORS,
+                   help=f"what the best checkpoint and early stopping watch (default {t.monitor})")
+    g.add_argument("--final-weights", default=None, choices=FINAL_WEIGHTS,
+                   help="the saved model: the last epoch, or the best checkpoint by --monitor (default auto: "
+                        "best only with early stopping, else the last epoch of the schedule)")
+    g.add_argument("--imbalance", default=None, choices=IMBALANCE, help=f"class imbalance (default {t.imbalance})")
+    g.add_argument("--seed", type=int, default=None, help=f"training and split seed (default {t.seed})")
+    g = p.add_argument_group("images and batches")
+    g.add_argument("--bs", type=int, default=None, help=f"batch size (default {d.batch_size})")
+    g.add_argument("--img-size", type=int, default=None, help=f"image size in pixels (default {d.img_size})")
+    g.add_argument("--channels", choices=["rgb", "grey"], default=None, help=f"colour channels (default {d.channels})")
+    g.add_argument("--resize", choices=RESIZE_METHODS, default=None,
+                   help=f"squish: stretch to a square; pad: keep the aspect with black bars; crop: cut a square "
+                        f"(default {d.resize})")
+    g.add_argument("--normalize", choices=NORMALIZE, default=None,
+                   help=f"input statistics: ImageNet's, the training images' own, or none (default {d.normalize})")
+    g = p.add_argument_group("augmentation (training images only)")
+    g.add_argument("--aug-preset", choices=list(AUG_PRESETS), default=None,
+                   help="start from a preset, then apply the options below: default = the app's X-ray-safe set, "
+                        "fastai = aug_transforms() defaults (warp 0.2), none = no augmentation")
+    g.add_argument("--no-augment", action="store_true", help="no augmentation at all (same as --aug-preset none)")
+    g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"random left-right flips (default {'on' if a.flip else 'off'})")
+    g.add_argument("--vflip", action=argparse.BooleanOptionalAction, default=None,
+                   help="random up-down flips (default off; rarely right for X-rays)")
+    g.add_argument("--rotate", type=float, default=None, help=f"max rotation in degrees (default {a.rotate:g})")
+    g.add_argument("--zoom", type=float, default=None, help=f"max zoom scale >= 1 (default {a.zoom:g})")
+    g.add_argument("--warp", type=float, default=None, help=f"max perspective warp 0..1 (default {a.warp:g})")
+    g.add_argument("--brightness", type=float, default=None, help=f"max brightness change 0..1 (default {a.brightness:g})")
+    g.add_argument("--contrast", type=float, default=None, help=f"max contrast change 0..1 (default {a.contrast:g})")
+    g = p.add_argument_group("split")
+    g.add_argument("--split", choices=["random", "stratified", "group", "column", "folder"], default=None,
+                   help="how to split (default: group when --group-col/--group-tag is given, else stratified; "
+                        "folder = the source's train/val/test folders)")
+    g.add_argument("--valid-pct", type=float, default=None, help=f"validation fraction (default {s.valid_pct:g})")
+    g.add_argument("--test-pct", type=float, default=None, help=f"holdout test fraction (default {s.test_pct:g})")
+    g.add_argument("--keep-duplicates", action="store_true",
+                   help="near-duplicate images (perceptual hash) stay in one split / fold (default off)")
+    if kfold:
+        g.add_argument("--k-folds", type=int, default=None, help="number of folds (default 5)")
+        g.add_argument("--final-model", action="store_true",
+                       help="after the folds, also train one model on all training data for prediction (default off)")
+    else:
+        g.add_argument("--k-folds", type=int, default=None,
+                       help="k-fold cross-validation with k folds (default 0 = one train/valid split)")
+        g.add_argument("--final-model", action="store_true",
+                       help="with --k-folds: also train one model on all training data (default off)")
+    g = p.add_argument_group("speed")
+    g.add_argument("--workers", type=int, default=None,
+                   help="DataLoader worker processes (default -1 = auto: 0 on a CPU, where workers measured no "
+                        "faster, several on a GPU)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default 0 = auto: $XRT_TORCH_THREADS, else every core the job may use)")
+    g.add_argument("--mixed-precision", choices=["auto", "on", "off"], default=None,
+                   help=f"bf16/fp16 training (default {t.mixed_precision}: on a CUDA GPU only)")
+    g.add_argument("--channels-last", choices=["auto", "on", "off"], default=None,
+                   help=f"channels_last memory layout (default {t.channels_last}: on a GPU, and on a CPU from 128 px)")
+    p.add_argument("--name", default="", help="run name (default: none)")
     p.add_argument("--background", action="store_true", help="queue as a job and return its id at once")
 
 
 def run_config(ns: argparse.Namespace) -> RunConfig:
     """A RunConfig from --config plus command-line overrides."""
+    from core.config import aug_preset
+
     cfg = load_json(RunConfig, ns.config) if ns.config else RunConfig()
     if ns.kind or ns.root or ns.csv_path or not ns.config:
         cfg.source = source_config(ns)
-    d, t, s = cfg.data, cfg.train, cfg.data.split
+    if ns.aug_preset:
+        cfg.data.aug = aug_preset(ns.aug_preset)
+    d, t, s, a = cfg.data, cfg.train, cfg.data.split, cfg.data.aug
     for obj, attr, val in [
         (t, "arch", ns.arch), (t, "weights_path", ns.weights), (t, "epochs", ns.epochs),
         (t, "freeze_epochs", ns.freeze_epochs), (t, "lr", ns.lr), (d, "batch_size", ns.bs),
@@ -129,6 +196,11 @@ def run_config(ns: argparse.Namespace) -> RunConfig:
         (s, "valid_pct", ns.valid_pct), (s, "test_pct", ns.test_pct), (s, "k_folds", ns.k_folds),
         (t, "early_stop_patience", ns.patience), (t, "monitor", ns.monitor), (t, "imbalance", ns.imbalance),
         (d, "num_workers", ns.workers), (t, "seed", ns.seed), (s, "seed", ns.seed),
+        (d, "resize", ns.resize), (d, "normalize", ns.normalize), (t, "weight_decay", ns.wd),
+        (t, "mixed_precision", ns.mixed_precision), (t, "channels_last", ns.channels_last),
+        (t, "torch_threads", ns.threads), (t, "final_weights", ns.final_weights),
+        (a, "flip", ns.flip), (a, "vertical_flip", ns.vflip), (a, "rotate", ns.rotate), (a, "zoom", ns.zoom),
+        (a, "warp", ns.warp), (a, "brightness", ns.brightness), (a, "contrast", ns.contrast),
     ]:
         if val is not None:
             setattr(obj, attr, val)
@@ -398,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     _source_args(p)
     p.add_argument("--items-out", default="", help="write the items table to this CSV")
     p.add_argument("--problems-out", default="", help="write the problems table to this CSV")
-    p.add_argument("--show-problems", type=int, default=20)
+    p.add_argument("--show-problems", type=int, default=20, help="problems listed in the output (default 20)")
     p.set_defaults(func=cmd_scan)
     p = sub.add_parser("check", help="checks of the data: metadata shortcuts, duplicates across splits/patients")
     _source_args(p)
@@ -408,21 +480,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs-out", default="", help="write every duplicate pair to this CSV")
     p.add_argument("--show", type=int, default=20, help="duplicate pairs shown in the JSON")
     p.set_defaults(func=cmd_check)
-    p = sub.add_parser("train", help="train a model (k-fold with --k-folds); writes a run folder")
+    p = sub.add_parser("train", help="train a model (k-fold with --k-folds); writes a run folder",
+                       description="Train one model on a train/valid(/test) split and write a run folder "
+                                   "(config, history, model, predictions, metrics.json).")
     _source_args(p)
     _train_args(p)
     p.set_defaults(func=cmd_train)
-    p = sub.add_parser("kfold", help="k-fold cross-validation (same options as train; default k=5)")
+    p = sub.add_parser("kfold", help="k-fold cross-validation (default k=5): one model per fold",
+                       description="k-fold cross-validation: k models, each validated on one fold (patients kept "
+                                   "in one fold when groups are known); out-of-fold predictions for every item, "
+                                   "metrics per fold and their mean +- sd. Test rows stay out of every fold. "
+                                   "--final-model adds one model on all training data for prediction.")
     _source_args(p)
-    _train_args(p)
+    _train_args(p, kfold=True)
     p.set_defaults(func=cmd_train, kfold=True)
     p = sub.add_parser("lr-find", help="LR finder: loss vs learning rate and suggestions")
     _source_args(p)
     _train_args(p)
-    p.add_argument("--num-it", type=int, default=100)
+    p.add_argument("--num-it", type=int, default=100, help="LR finder steps (default 100)")
     p.set_defaults(func=cmd_lr_find)
     p = sub.add_parser("runs", help="list runs/jobs and their status")
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--limit", type=int, default=50, help="most recent runs listed (default 50)")
     p.set_defaults(func=cmd_runs)
     p = sub.add_parser("cancel", help="cancel a queued or running job")
     p.add_argument("job")

@@ -19,6 +19,7 @@ CHANNELS = ("rgb", "grey")
 NORMALIZE = ("imagenet", "dataset", "none")
 IMBALANCE = ("none", "weighted_loss", "oversample")
 MONITORS = ("valid_loss", "accuracy", "balanced_accuracy", "roc_auc")
+FINAL_WEIGHTS = ("auto", "last", "best")
 
 
 class ConfigError(ValueError):
@@ -104,6 +105,19 @@ class AugConfig:
                 raise ConfigError(f"{name} must be within 0..1, got {getattr(self, name)}")
 
 
+AUG_PRESETS = {  # name -> AugConfig overrides ("fastai": aug_transforms() defaults; lighting as brightness+contrast)
+    "default": {},
+    "fastai": {"warp": 0.2},
+    "none": {"enabled": False},
+}
+
+
+def aug_preset(name: str) -> AugConfig:
+    """The augmentation settings of a named preset."""
+    _choice("augmentation preset", name, tuple(AUG_PRESETS))
+    return AugConfig(**AUG_PRESETS[name])
+
+
 @dataclass
 class DataConfig:
     """How items become batches: size, channels, resize, batches, augmentation, split."""
@@ -150,17 +164,30 @@ class TrainConfig:
     channels_last: str = "auto"
     early_stop_patience: int = 0
     monitor: str = "valid_loss"
+    final_weights: str = "auto"  # the saved model: "last" epoch, "best" checkpoint; auto = best only with early stopping
     imbalance: str = "none"
     seed: int = 42
     final_model_on_all: bool = False
+    torch_threads: int = 0  # 0 = auto: $XRT_TORCH_THREADS, else every core this process may use
+
+    def fine_tunes(self) -> bool:
+        """True when training starts from weights (ImageNet or a file): fine_tune with a frozen phase first."""
+        return bool(self.pretrained or self.weights_path)
+
+    def planned_epochs(self) -> int:
+        """Epochs a run trains: `epochs`, plus `freeze_epochs` only when fine-tuning (never from scratch)."""
+        return self.epochs + (self.freeze_epochs if self.fine_tunes() else 0)
 
     def validate(self) -> None:
         """Check epochs, learning rate and choices."""
         if self.epochs < 1 or self.freeze_epochs < 0:
             raise ConfigError(f"epochs must be >= 1 and freeze_epochs >= 0 (got {self.epochs}, {self.freeze_epochs})")
+        if self.torch_threads < 0:
+            raise ConfigError(f"torch_threads must be >= 0 (0 = auto), got {self.torch_threads}")
         if self.lr is not None and not 0 < self.lr < 10:
             raise ConfigError(f"learning rate must be within (0, 10), got {self.lr}")
         _choice("monitor", self.monitor, MONITORS)
+        _choice("final_weights", self.final_weights, FINAL_WEIGHTS)
         _choice("imbalance", self.imbalance, IMBALANCE)
         _choice("mixed_precision", self.mixed_precision, ("auto", "on", "off"))
         _choice("channels_last", self.channels_last, ("auto", "on", "off"))

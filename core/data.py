@@ -225,6 +225,16 @@ def normalize_stats(cfg: DataConfig) -> tuple[list[float], list[float]] | None:
     return GREY_IMAGENET_STATS if cfg.channels == "grey" else IMAGENET_STATS
 
 
+def loader_stats(dls) -> tuple[list[float], list[float]] | None:
+    """Mean/std of the Normalize the DataLoaders actually apply (None without one): what a saved model records."""
+    from fastai.vision.data import Normalize
+
+    for tfm in dls.after_batch.fs:
+        if isinstance(tfm, Normalize):
+            return tfm.mean.flatten().tolist(), tfm.std.flatten().tolist()
+    return None
+
+
 def batch_transforms(cfg: DataConfig, stats: tuple[list[float], list[float]] | None) -> list:
     """fastai batch transforms: augmentation (train only, on the batch device) then Normalize."""
     from fastai.vision.augment import Brightness, Contrast, aug_transforms

@@ -567,6 +567,32 @@ def evaluate_run(run_dir: str | Path, threshold: float | None = None, external: 
     return out
 
 
+def provenance(summary: dict[str, Any]) -> str:
+    """One sentence: which epoch the saved model is from, which set is the headline, where validation is optimistic."""
+    if summary.get("type") == "kfold":
+        weights = {f.get("model_weights", "best") for f in summary.get("metrics", {}).get("per_fold", [])}
+        if weights == {"last"}:
+            return "Each fold's model is the last epoch of its schedule; the out-of-fold metrics did not choose it."
+        return ("Each fold's model is its best checkpoint, chosen on that fold's validation items: the out-of-fold "
+                "metrics are optimistic.")
+    if "model_weights" not in summary:  # a run from before the rule was recorded: it kept the best epoch
+        best = summary.get("best_epoch")
+        where = f" (epoch {int(best) + 1})" if isinstance(best, int) and best >= 0 else ""
+        return (f"Model: the best checkpoint by {summary.get('monitor', 'valid_loss')}{where}, chosen on the "
+                "validation set, so the validation metrics are optimistic.")
+    epoch, planned = int(summary.get("model_epoch", -1)) + 1, summary.get("epochs_planned", summary.get("epochs_run"))
+    if summary["model_weights"] == "best":
+        text = (f"Model: epoch {epoch} of {summary.get('epochs_run')} run, the best checkpoint by "
+                f"{summary.get('monitor', 'valid_loss')} (early stopping). It was chosen on the validation set, "
+                "so the validation metrics are optimistic.")
+    else:
+        text = (f"Model: epoch {epoch} of {planned}, the last epoch of the schedule; the validation set did not "
+                "choose it.")
+    if summary.get("headline_set") == "test":
+        text += " Headline: the held-out test set, never seen in training or in choosing the epoch."
+    return text
+
+
 def _labelled(df: pd.DataFrame) -> pd.DataFrame:
     """Rows with a label (unlabelled rows of an external table are predicted, not scored)."""
     if "label" not in df:

@@ -97,7 +97,7 @@ def finish_from_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
     """Turn an interrupted run's best checkpoint into model/, predictions and metrics.json; return the summary."""
     from safetensors.torch import load_file
 
-    from core import evaluate, modelio, models
+    from core import data, evaluate, modelio, models
     from core.config import RunConfig, load_json
     from core.sources import source_root
     from core.train import TrainingError, _write_json, env_info, manifest_for
@@ -113,14 +113,16 @@ def finish_from_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
     classes = sorted(items["label"].astype(str).unique())
     epoch, recorded = best_epoch(run, cfg.train.monitor)
     status, error = run_status(run)
-    planned = cfg.train.epochs + (cfg.train.freeze_epochs if cfg.train.pretrained or cfg.train.weights_path else 0)
+    planned = cfg.train.planned_epochs()
     origin = {"epoch": epoch, "epochs_recorded": recorded, "epochs_planned": planned, "run_status": status,
               "run_error": error, "checkpoint": CHECKPOINT.as_posix(),
               "note": f"model from epoch {epoch + 1 if epoch >= 0 else '?'} of {planned} of a run that "
                       f"{ENDED.get(status, 'ended as ' + status)} (its best checkpoint); training did not complete"}
     model = models.create_model(cfg.train.arch, len(classes), 1 if cfg.data.channels == "grey" else 3)
     modelio.load_weights_into(model, load_file(str(run / CHECKPOINT)), strict=True)
-    manifest = {**manifest_for(cfg, classes, {}, epoch),
+    stats = (data.dataset_stats(items[items["split"] == "train"], cfg.data) if cfg.data.normalize == "dataset"
+             else data.normalize_stats(cfg.data))  # what the run's DataLoaders applied
+    manifest = {**manifest_for(cfg, classes, {}, stats, epoch, epoch, "best"),
                 "finished_from_checkpoint": {k: v for k, v in origin.items() if k != "run_error"}}
     modelio.save_model(model, run / "model", manifest)
     metrics, unreadable = {}, 0

@@ -32,7 +32,7 @@ from core.data import (
     build_dataloaders,
     group_leaks,
     kfold_splits,
-    normalize_stats,
+    loader_stats,
     split_summary,
 )
 from core.eta import eta
@@ -103,13 +103,18 @@ def use_gpu_tricks(setting: str) -> bool:
     return setting == "on" or (setting == "auto" and torch.cuda.is_available())
 
 
-def use_channels_last(setting: str) -> bool:
-    """Resolve the auto/on/off channels_last setting: auto = on, on a GPU and on a CPU.
+CHANNELS_LAST_CPU_MIN_SIZE = 128  # below this, channels_last on a CPU measured no faster (bench/README.md)
 
-    On this project's CPU (1 thread, fwd+bwd at 128 px) channels_last measured 5-30 % faster for every
-    offered architecture (resnet18 224 px end to end: 7 %) with the same losses; never slower.
+
+def use_channels_last(setting: str, img_size: int = 224) -> bool:
+    """Resolve the auto/on/off channels_last setting: auto = on a GPU; on a CPU from 128 px up.
+
+    On this project's CPU channels_last measured 5-30 % faster fwd+bwd at 128-224 px (resnet18 224 px end to
+    end: 7 %) but no faster at 64 px, where its different kernels only shifted the results.
     """
-    return setting in ("on", "auto")
+    if setting != "auto":
+        return setting == "on"
+    return torch.cuda.is_available() or img_size >= CHANNELS_LAST_CPU_MIN_SIZE
 
 
 def make_learner(dls, cfg: RunConfig, train_labels: pd.Series | None = None):
@@ -136,7 +141,7 @@ def make_learner(dls, cfg: RunConfig, train_labels: pd.Series | None = None):
     learn.logger = _no_log  # fastai prints every epoch's row to stdout; TrainMonitor keeps history.csv
     if torch.cuda.is_available() and use_gpu_tricks(t.mixed_precision):
         learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
-    if use_channels_last(t.channels_last):
+    if use_channels_last(t.channels_last, cfg.data.img_size):
         learn.model.to(memory_format=torch.channels_last)
     return learn
 
@@ -278,11 +283,23 @@ def save_state_atomic(model: torch.nn.Module, path: Path) -> None:
 
 @dataclass
 class FitOutcome:
-    """What one training fit produced."""
+    """What one training fit produced; the model holds the weights of epoch `model_epoch` ("last" or "best")."""
 
     learn: Any
     monitor: TrainMonitor
     valid: pd.DataFrame
+    model_epoch: int = -1
+    weights: str = "last"
+
+
+def keeps_best(t) -> bool:
+    """Whether the saved model is the best checkpoint (by the monitor) rather than the last epoch.
+
+    auto = best only with early stopping: the annealed last epoch needs no choice on the validation set (so its
+    validation metrics stay honest), as in a plain fastai notebook; on held-out test sets it measured within
+    noise of the best epoch (PneumoniaMNIST +0.009 ACC, chest -0.011, sample equal; bench/README.md).
+    """
+    return t.final_weights == "best" or (t.final_weights == "auto" and t.early_stop_patience > 0)
 
 
 def fit_one(items: pd.DataFrame, cfg: RunConfig, run_dir: Path, progress: Progress, valid_idx=None,
@@ -299,20 +316,23 @@ def fit_one(items: pd.DataFrame, cfg: RunConfig, run_dir: Path, progress: Progre
                             oversample=t.imbalance == "oversample", require_valid=valid_idx is None or len(valid_idx) > 0)
     learn = make_learner(dls, cfg, train_labels=dls.train_ds.items["label"])
     name = "best.safetensors" if fold is None else f"best_fold{fold}.safetensors"
-    mon = TrainMonitor(run_dir, progress, t.monitor, t.early_stop_patience, t.epochs + t.freeze_epochs,
+    mon = TrainMonitor(run_dir, progress, t.monitor, t.early_stop_patience, t.planned_epochs(),
                        fold=fold, n_folds=n_folds, ckpt_name=name)
     progress.update(force=True, phase="training", fold=fold, n_folds=n_folds, epoch=0, eta_s=None, elapsed_s=0.0,
-                    n_epochs=t.epochs + t.freeze_epochs)
-    if t.pretrained or t.weights_path:
+                    n_epochs=t.planned_epochs())
+    if t.fine_tunes():
         learn.fine_tune(t.epochs, base_lr=t.lr or 2e-3, freeze_epochs=t.freeze_epochs, cbs=[mon])
-    else:  # a random body gains nothing from a frozen phase: train everything from the start
+    else:  # a random body gains nothing from a frozen phase: train everything, exactly t.epochs epochs
         learn.unfreeze()
-        learn.fit_one_cycle(t.epochs + t.freeze_epochs, t.lr or 3e-3, cbs=[mon])
+        learn.fit_one_cycle(t.epochs, t.lr or 3e-3, cbs=[mon])
     if mon.cancelled:
         raise JobCancelled("cancelled by the user")
-    mon.restore_best(learn.model)
+    weights, epoch = "last", len(mon.rows) - 1
+    if keeps_best(t) and mon.best_epoch >= 0:
+        mon.restore_best(learn.model)
+        weights, epoch = "best", mon.best_epoch
     valid = predict_items(learn, dls.valid_ds.items) if len(dls.valid_ds) else pd.DataFrame()
-    return FitOutcome(learn, mon, valid)
+    return FitOutcome(learn, mon, valid, model_epoch=epoch, weights=weights)
 
 
 def predict_items(learn, frame: pd.DataFrame) -> pd.DataFrame:
@@ -384,19 +404,46 @@ def warm_decoder(cfg: RunConfig):
     return partial(DecodeCache().warm, size=d.img_size, window=d.window, frame=d.frame)
 
 
-def manifest_for(cfg: RunConfig, classes: list[str], metrics: dict[str, Any], best_epoch: int) -> dict[str, Any]:
-    """What a saved model needs to be rebuilt and used for prediction."""
-    stats = normalize_stats(cfg.data)
+def manifest_for(cfg: RunConfig, classes: list[str], metrics: dict[str, Any],
+                 stats: tuple[list[float], list[float]] | None, best_epoch: int, model_epoch: int,
+                 model_weights: str) -> dict[str, Any]:
+    """What a saved model needs to be rebuilt and used for prediction; `stats` = the normalisation it was trained with."""
     return {
         "arch": cfg.train.arch, "classes": classes, "n_in": 1 if cfg.data.channels == "grey" else 3,
         "img_size": cfg.data.img_size, "channels": cfg.data.channels, "resize": cfg.data.resize,
         "normalize": {"mean": stats[0], "std": stats[1]} if stats else None,
         "window": to_dict(cfg.data.window) if cfg.data.window else None, "frame": cfg.data.frame,
         "train_config": to_dict(cfg.train), "metrics": metrics, "best_epoch": best_epoch,
+        "model_epoch": model_epoch, "model_weights": model_weights,
     }
 
 
-def env_info() -> dict[str, Any]:
+def outcome_manifest(cfg: RunConfig, classes: list[str], metrics: dict[str, Any], out: FitOutcome) -> dict[str, Any]:
+    """The manifest of a fitted model: the normalisation its DataLoaders applied, the epoch its weights are from."""
+    return manifest_for(cfg, classes, metrics, loader_stats(out.learn.dls), out.monitor.best_epoch,
+                        out.model_epoch, out.weights)
+
+
+def resolve_threads(setting: int) -> tuple[int, str]:
+    """(torch intra-op threads, where the number came from): the setting, $XRT_TORCH_THREADS, or every core given."""
+    from core.data import _cpus
+
+    if setting > 0:
+        return setting, "config"
+    env = os.environ.get("XRT_TORCH_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env), "XRT_TORCH_THREADS"
+    return _cpus(), "cores available to the process"
+
+
+def apply_threads(cfg: RunConfig) -> None:
+    """Let torch use the cores this run is given (recorded in env.json)."""
+    n, _ = resolve_threads(cfg.train.torch_threads)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
+def env_info(cfg: RunConfig | None = None) -> dict[str, Any]:
     """Library versions and device, saved beside every run."""
     import fastai
     import PIL
@@ -409,7 +456,8 @@ def env_info() -> dict[str, Any]:
         "fastai": fastai.__version__, "timm": timm.__version__, "pydicom": pydicom.__version__,
         "pillow": PIL.__version__, "numpy": np.__version__, "pandas": pd.__version__,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "platform": platform.platform(),
+        "platform": platform.platform(), "torch_threads": torch.get_num_threads(),
+        "torch_threads_from": resolve_threads(cfg.train.torch_threads if cfg else 0)[1],
     }
 
 
@@ -449,10 +497,24 @@ def train_run(cfg: RunConfig, run_dir: Path, progress: Progress) -> dict[str, An
         metrics["test"] = evaluate.metrics_from_frame(test_pred, classes)
     summary = {"type": "single", "classes": classes, "metrics": metrics, "best_epoch": out.monitor.best_epoch,
                "monitor": cfg.train.monitor, "stopped_early": out.monitor.stopped_early,
-               "epochs_run": len(out.monitor.rows), "train_seconds": round(time.time() - t0, 2)}
-    modelio.save_model(out.learn.model, run_dir / "model", manifest_for(cfg, classes, metrics, out.monitor.best_epoch))
-    _finish(run_dir, summary, progress)
+               "epochs_run": len(out.monitor.rows), "train_seconds": round(time.time() - t0, 2),
+               **model_provenance(out, cfg, {"valid": len(out.valid), "test": len(test)})}
+    modelio.save_model(out.learn.model, run_dir / "model", outcome_manifest(cfg, classes, metrics, out))
+    _finish(run_dir, summary, progress, cfg)
     return summary
+
+
+def model_provenance(out: FitOutcome, cfg: RunConfig, n_items: dict[str, int]) -> dict[str, Any]:
+    """Which epoch the saved model is from, which set each metric is measured on, and which is the headline."""
+    best = out.weights == "best"
+    sets = {"valid": f"validation split ({n_items['valid']} items), seen after every epoch"
+                     + (f"; it chose the saved epoch by {cfg.train.monitor}, so its metrics are optimistic" if best
+                        else "; not used to choose the saved epoch")}
+    if n_items.get("test"):
+        sets["test"] = f"held-out test split ({n_items['test']} items), never seen in training or epoch choice"
+    return {"model_epoch": out.model_epoch, "model_weights": out.weights, "epochs_planned": cfg.train.planned_epochs(),
+            "headline_set": "test" if n_items.get("test") else "valid", "valid_used_for_selection": best,
+            "sets": sets}
 
 
 def kfold_run(cfg: RunConfig, run_dir: Path, progress: Progress) -> dict[str, Any]:
@@ -472,14 +534,15 @@ def kfold_run(cfg: RunConfig, run_dir: Path, progress: Progress) -> dict[str, An
         out.valid["fold"] = i
         oof.append(out.valid)
         m = evaluate.metrics_from_frame(out.valid, classes)
-        per_fold.append({"fold": i, "best_epoch": out.monitor.best_epoch, **m})
+        per_fold.append({"fold": i, "best_epoch": out.monitor.best_epoch, "model_epoch": out.model_epoch,
+                         "model_weights": out.weights, **m})
         modelio.save_model(out.learn.model, run_dir / "folds" / f"fold{i}",
-                           manifest_for(cfg, classes, {"valid": m}, out.monitor.best_epoch))
+                           outcome_manifest(cfg, classes, {"valid": m}, out))
         progress.update(force=True, folds_done=i + 1, per_fold=per_fold)
         _free(out)
     oof_df = pd.concat(oof, ignore_index=True)
     oof_df.to_csv(run_dir / "oof_predictions.csv", index=False)
-    metric_names = [n for n in per_fold[0] if n not in ("fold", "best_epoch")]
+    metric_names = [n for n in per_fold[0] if n not in ("fold", "best_epoch", "model_epoch", "model_weights")]
     metrics = {"per_fold": per_fold,
                "mean_sd": evaluate.mean_sd([{n: f[n] for n in metric_names} for f in per_fold]),
                "pooled_oof": evaluate.metrics_from_frame(oof_df, classes)}
@@ -487,14 +550,14 @@ def kfold_run(cfg: RunConfig, run_dir: Path, progress: Progress) -> dict[str, An
                "train_seconds": round(time.time() - t0, 2)}
     if cfg.train.final_model_on_all:
         summary["final_model"] = final_model(items, cfg, run_dir, progress, classes,
-                                             [f["best_epoch"] for f in per_fold], metrics["mean_sd"])
-    _finish(run_dir, summary, progress)
+                                             [f["model_epoch"] for f in per_fold], metrics["mean_sd"])
+    _finish(run_dir, summary, progress, cfg)
     return summary
 
 
 def final_model(items: pd.DataFrame, cfg: RunConfig, run_dir: Path, progress: Progress, classes: list[str],
                 best_epochs: list[int], cv_metrics: dict[str, Any]) -> dict[str, Any]:
-    """After k-fold: one model on all non-test items, trained for the folds' median best epoch count."""
+    """After k-fold: one model on all non-test items, trained for the folds' median saved-epoch count."""
     from core import modelio
 
     total = int(np.median(best_epochs)) + 1
@@ -505,7 +568,7 @@ def final_model(items: pd.DataFrame, cfg: RunConfig, run_dir: Path, progress: Pr
     progress.log(f"final model on all training data for {total} epoch(s)")
     out = fit_one(items, final, run_dir, progress, valid_idx=[], fold=None, classes=classes)
     modelio.save_model(out.learn.model, run_dir / "model",
-                       manifest_for(final, classes, {"kfold_mean_sd": cv_metrics}, total - 1))
+                       outcome_manifest(final, classes, {"kfold_mean_sd": cv_metrics}, out))
     _free(out)
     return {"epochs": total, "model": "model/model.json"}
 
@@ -529,10 +592,10 @@ def _free(out: FitOutcome) -> None:
         torch.cuda.empty_cache()
 
 
-def _finish(run_dir: Path, summary: dict[str, Any], progress: Progress) -> None:
+def _finish(run_dir: Path, summary: dict[str, Any], progress: Progress, cfg: RunConfig | None = None) -> None:
     """Write metrics.json and env.json; mark progress done."""
     _write_json(run_dir / "metrics.json", summary)
-    _write_json(run_dir / "env.json", env_info())
+    _write_json(run_dir / "env.json", env_info(cfg))
     progress.update(force=True, phase="done", message="finished")
 
 
@@ -602,7 +665,9 @@ class _LrFindMonitor(Callback):
 
 def run_task(params: dict, run_dir: Path, progress: Progress) -> dict[str, Any]:
     """Job entry point for training (and k-fold) runs: params = {"config": RunConfig as dict}."""
-    return train_run(from_dict(RunConfig, params["config"]), Path(run_dir), progress)
+    cfg = from_dict(RunConfig, params["config"])
+    apply_threads(cfg)
+    return train_run(cfg, Path(run_dir), progress)
 
 
 def kfold_task(params: dict, run_dir: Path, progress: Progress) -> dict[str, Any]:
@@ -610,10 +675,12 @@ def kfold_task(params: dict, run_dir: Path, progress: Progress) -> dict[str, Any
     cfg = from_dict(RunConfig, params["config"])
     if cfg.data.split.k_folds < 2:
         cfg.data.split.k_folds = 5
+    apply_threads(cfg)
     return kfold_run(cfg, Path(run_dir), progress)
 
 
 def lr_find_task(params: dict, run_dir: Path, progress: Progress) -> dict[str, Any]:
     """Job entry point for the LR finder: params = {"config": ..., "num_it": 100}."""
     cfg = from_dict(RunConfig, params["config"])
+    apply_threads(cfg)
     return lr_find_run(cfg, Path(run_dir), progress, num_it=int(params.get("num_it", 100)))

@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-NEEDS_SHARED = {"bench_train", "bench_kfold", "bench_ingest", "bench_predict"}
+NEEDS_SHARED = {"bench_train", "bench_kfold", "bench_ingest", "bench_predict", "bench_parity"}
 EXPECTED: dict[str, list[tuple[str, ...]]] = {
     "bench_train": [("cases", "small", "ratio_app_vs_plain"), ("cases", "large", "ratio_app_vs_plain"),
                     ("cases", "small", "app", "accuracy"), ("cases", "large", "loader_only")],
@@ -28,8 +28,10 @@ EXPECTED: dict[str, list[tuple[str, ...]]] = {
     "fault_inject": [("tried",), ("refused",), ("crashed",), ("peak_rss_mb",),
                      ("memory_probe", "hostile_rgba_9400_png", "peak_growth_mb")],
     "bench_checks": [("ratio_warm_vs_scan",), ("warm", "shortcut_s"), ("cold", "features_s")],
+    "bench_parity": [("vs_plain", "app", "time_ratio_plain_over_app"), ("sides", "app", "accuracy", "mean"),
+                     ("sides", "plain", "roc_auc", "sd")],
 }
-EXTRA_ARGS = {"bench_kfold": ["--datasets", "large"]}
+EXTRA_ARGS = {"bench_kfold": ["--datasets", "large"], "bench_parity": ["--datasets", "pneumonia", "--seeds", "2"]}
 TIMEOUT_S = 240
 
 pytestmark = pytest.mark.slow

@@ -39,3 +39,45 @@ def test_train_refuses_bad_config(tmp_path, capsys):
     root = ensure_sample(tmp_path / "s", n_patients=4)
     assert main(["train", "--csv", str(root / "labels.csv"), "--valid-pct", "1.5"]) == 1
     assert "valid_pct" in capsys.readouterr().err
+
+
+def _cfg(*args: str):
+    """The RunConfig the train command would submit for these options."""
+    from core.cli import build_parser, run_config
+
+    return run_config(build_parser().parse_args(["train", "--root", "x", *args]))
+
+
+def test_every_training_flag_reaches_the_run_config():
+    cfg = _cfg("--arch", "resnet34", "--no-pretrained", "--epochs", "7", "--lr", "1e-3", "--wd", "0.05",
+               "--resize", "pad", "--normalize", "dataset", "--aug-preset", "fastai", "--no-flip", "--rotate", "5",
+               "--zoom", "1.2", "--brightness", "0.1", "--contrast", "0.3", "--vflip", "--workers", "2",
+               "--threads", "3", "--mixed-precision", "off", "--channels-last", "on", "--final-weights", "best",
+               "--patience", "2", "--bs", "16", "--img-size", "96")
+    d, t, a = cfg.data, cfg.train, cfg.data.aug
+    assert (t.arch, t.pretrained, t.epochs, t.lr, t.weight_decay) == ("resnet34", False, 7, 1e-3, 0.05)
+    assert (d.resize, d.normalize, d.num_workers, d.batch_size, d.img_size) == ("pad", "dataset", 2, 16, 96)
+    assert (a.enabled, a.flip, a.vertical_flip, a.rotate, a.zoom, a.warp) == (True, False, True, 5.0, 1.2, 0.2)
+    assert (a.brightness, a.contrast) == (0.1, 0.3)
+    assert (t.torch_threads, t.mixed_precision, t.channels_last, t.final_weights) == (3, "off", "on", "best")
+    assert t.early_stop_patience == 2
+    assert _cfg("--aug-preset", "none").data.aug.enabled is False
+    assert _cfg().data.aug == _cfg("--aug-preset", "default").data.aug  # the preset named default = the defaults
+
+
+def test_training_help_states_choices_and_real_defaults(capsys):
+    import pytest
+
+    from core.cli import build_parser
+
+    for cmd in ("train", "kfold"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([cmd, "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    train_help, kfold_help = text.split("usage: python -m core kfold")
+    assert "resnet18, resnet34" in train_help and "3e-3 from scratch" in train_help
+    assert "exactly this many" in train_help and "default 0 = one train/valid split" in train_help
+    assert "k-fold cross-validation: k models" in kfold_help and "number of folds (default 5)" in kfold_help
+    assert "default 0 = one train/valid split" not in kfold_help
+    for flag in ("--resize", "--normalize", "--wd", "--workers", "--threads", "--channels-last", "--warp"):
+        assert flag in train_help

@@ -241,3 +241,18 @@ def test_comparison_table_lists_each_metric_once():
     table = comparison_table({"validation": ev, "test": ev})
     assert list(table["metric"]) == ["roc_auc", "accuracy"]
     assert table.loc[0, "test"] == "0.900 (0.800-0.950)"
+
+
+def test_provenance_says_which_epoch_and_set_and_where_validation_is_optimistic():
+    from core.evaluate import provenance
+
+    last = {"type": "single", "model_epoch": 7, "model_weights": "last", "epochs_planned": 8, "headline_set": "test"}
+    assert provenance(last).startswith("Model: epoch 8 of 8, the last epoch")
+    assert "Headline: the held-out test" in provenance(last) and "optimistic" not in provenance(last)
+    best = {"type": "single", "model_epoch": 2, "model_weights": "best", "epochs_run": 5, "monitor": "valid_loss",
+            "headline_set": "valid"}
+    assert "epoch 3 of 5 run" in provenance(best) and "optimistic" in provenance(best) and "Headline" not in provenance(best)
+    assert "optimistic" in provenance({"type": "single", "best_epoch": 1})  # older runs kept the best epoch
+    folds = {"type": "kfold", "metrics": {"per_fold": [{"model_weights": "last"}, {"model_weights": "last"}]}}
+    assert "last epoch" in provenance(folds) and "optimistic" not in provenance(folds)
+

@@ -45,7 +45,9 @@ def tiny_config(root: Path, **train) -> RunConfig:
 def trained(blobs, tmp_path_factory):
     """One finished single run shared by several tests."""
     run_dir = tmp_path_factory.mktemp("run")
-    result = run_inline("train", {"config": to_dict(tiny_config(blobs))}, run_dir=run_dir)
+    cfg = tiny_config(blobs)
+    cfg.data.batch_size = 8  # 8 steps per epoch: the saved last epoch is settled (at 16 it ended at 0.75-0.81)
+    result = run_inline("train", {"config": to_dict(cfg)}, run_dir=run_dir)
     return run_dir, result
 
 
@@ -61,6 +63,7 @@ def test_run_learns_and_writes_a_complete_run_folder(trained):
     assert {"train_loss", "valid_loss", "accuracy", "balanced_accuracy", "roc_auc", "recall_blob"} <= set(hist)
     env = json.loads((run_dir / "env.json").read_text())
     assert env["torch"] == torch.__version__ and "fastai" in env
+    assert env["torch_threads"] == torch.get_num_threads() >= 1 and env["torch_threads_from"]
     assert json.loads((run_dir / "progress.json").read_text())["phase"] == "done"
 
 
@@ -80,14 +83,18 @@ def valid_loss_of(pred: pd.DataFrame, classes: list[str]) -> float:
     return float(-np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)).mean())
 
 
-def test_final_model_is_the_best_epoch(trained):
+def test_final_model_is_the_last_epoch_without_early_stopping(trained):
     run_dir, result = trained
     hist = pd.read_csv(run_dir / "history.csv")
     best = int(hist["valid_loss"].idxmin())
-    assert result["best_epoch"] == best
+    assert result["best_epoch"] == best  # still reported (and checkpointed), but not what is saved
+    assert result["model_weights"] == "last" and result["model_epoch"] == len(hist) - 1 == 3
+    assert result["valid_used_for_selection"] is False and result["headline_set"] == "valid"
     pred = pd.read_csv(run_dir / "valid_predictions.csv")
-    # predictions were made with the restored best weights: their loss is the best epoch's valid loss
-    assert valid_loss_of(pred, result["classes"]) == pytest.approx(hist["valid_loss"][best], rel=1e-3, abs=1e-4)
+    # predictions were made with the last epoch's weights: their loss is the last epoch's valid loss
+    assert valid_loss_of(pred, result["classes"]) == pytest.approx(hist["valid_loss"].iloc[-1], rel=1e-3, abs=1e-4)
+    manifest = json.loads((run_dir / "model" / "model.json").read_text())
+    assert manifest["model_epoch"] == 3 and manifest["model_weights"] == "last"
 
 
 def test_saved_model_predicts_identically_in_a_fresh_process(trained, tmp_path):
@@ -135,6 +142,51 @@ def test_early_stopping_stops(blobs, tmp_path):
     assert result["epochs_run"] < 12
     hist = pd.read_csv(tmp_path / "run" / "history.csv")
     assert len(hist) == result["epochs_run"] and result["best_epoch"] == int(hist["valid_loss"].idxmin())
+    # with early stopping the saved model is the best checkpoint, labelled so, and validation is optimistic
+    assert result["model_weights"] == "best" and result["model_epoch"] == result["best_epoch"]
+    assert result["valid_used_for_selection"] is True and "optimistic" in result["sets"]["valid"]
+    from safetensors.torch import load_file
+
+    saved, ckpt = (load_file(str(tmp_path / "run" / p)) for p in ("model/model.safetensors", "checkpoints/best.safetensors"))
+    assert saved.keys() == ckpt.keys() and all(torch.equal(saved[k], ckpt[k]) for k in saved)  # the best epoch's weights
+
+
+@pytest.fixture(scope="module")
+def scratch_dataset_norm(blobs, tmp_path_factory):
+    """From scratch with the default frozen-epoch setting, dataset normalisation and a holdout test split."""
+    cfg = tiny_config(blobs, epochs=2, freeze_epochs=1)
+    cfg.data.normalize, cfg.data.split.test_pct = "dataset", 0.25
+    run_dir = tmp_path_factory.mktemp("scratch")
+    return run_dir, run_inline("train", {"config": to_dict(cfg)}, run_dir=run_dir)
+
+
+def test_from_scratch_trains_exactly_epochs_and_headlines_the_test_set(scratch_dataset_norm):
+    run_dir, result = scratch_dataset_norm
+    hist = pd.read_csv(run_dir / "history.csv")
+    assert list(hist["epoch"]) == [0, 1] and set(hist["phase"]) == {"unfrozen"}  # no frozen epoch added
+    assert result["epochs_planned"] == result["epochs_run"] == 2
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved["headline_set"] == "test" and set(saved["metrics"]) == {"valid", "test"}
+    assert saved["model_epoch"] == 1 and saved["model_weights"] == "last"
+    assert "never seen" in saved["sets"]["test"] and "not used to choose" in saved["sets"]["valid"]
+
+
+def test_dataset_normalisation_is_what_the_saved_model_uses(scratch_dataset_norm, tmp_path):
+    run_dir, _ = scratch_dataset_norm
+    norm = json.loads((run_dir / "model" / "model.json").read_text())["normalize"]
+    assert norm["mean"] != pytest.approx([0.485, 0.456, 0.406], abs=1e-3)  # not ImageNet's statistics
+    pred = pd.read_csv(run_dir / "valid_predictions.csv")
+    out = tmp_path / "fresh.csv"
+    code = ("import sys; from core.predict import Predictor; import pandas as pd\n"
+            "p = Predictor(sys.argv[1], device='cpu'); paths = pd.read_csv(sys.argv[2])['path'].tolist()\n"
+            "df, probs = p.predict_paths(paths); df.to_csv(sys.argv[3], index=False)\n")
+    res = subprocess.run([sys.executable, "-c", code, str(run_dir / "model"), str(run_dir / "valid_predictions.csv"),
+                          str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    fresh = pd.read_csv(out)
+    assert list(fresh["path"]) == list(pred["path"])
+    cols = [c for c in pred if c.startswith("prob_") and c != "prob_pred"]
+    np.testing.assert_allclose(fresh[cols].to_numpy(), pred[cols].to_numpy(), atol=1e-5)
 
 
 def test_kfold_grouped_out_of_fold_covers_every_item_once(blobs, tmp_path):

@@ -166,7 +166,8 @@ def threshold_panel(job: jobs.Job, classes: list[str], df: pd.DataFrame) -> tupl
 def metrics_section(ev: dict[str, Any]) -> None:
     """Metrics of every set side by side, 95 % bootstrap CIs in brackets."""
     st.subheader("Metrics (95 % confidence intervals)")
-    table = evaluate.comparison_table(ev["sets"], METRICS).rename(columns=SET_NAMES)
+    sets = {k: ev["sets"][k] for k in sorted(ev["sets"], key=lambda k: k != "test")}  # a hold-out test leads
+    table = evaluate.comparison_table(sets, METRICS).rename(columns=SET_NAMES)
     st.dataframe(table, hide_index=True, width="stretch", height="content")
     first = next(iter(ev["sets"].values()))
     boot = first["bootstrap"]
@@ -404,6 +405,7 @@ def show_run(job: jobs.Job, runs: list[jobs.Job]) -> None:
         st.error(f"This run's predictions cannot be evaluated: {err}")
         return
     metrics_section(ev)
+    st.caption(evaluate.provenance(summary))
     compare_section(job, runs, prevalence)
     all_frames = frames_with_external(frames, external)
     set_name = figures_section(job, ev, all_frames)

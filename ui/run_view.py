@@ -16,7 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import eta, hosting, jobs, plots
+from core import eta, evaluate, hosting, jobs, plots
 from core.config import ConfigError, RunConfig, from_dict, to_dict
 from ui import common
 
@@ -114,7 +114,8 @@ def metrics_tables(summary: dict) -> tuple[pd.DataFrame, pd.DataFrame | None]:
                                else folds, pd.DataFrame([{"fold": "pooled (out-of-fold)", **m["pooled_oof"]}])],
                               ignore_index=True)  # folds numbered 1..k as in the progress bar; one column type
         return main, folds
-    return pd.DataFrame([{"split": k, **v} for k, v in m.items() if isinstance(v, dict)]), None
+    order = sorted((k for k, v in m.items() if isinstance(v, dict)), key=lambda k: k != "test")  # test = headline
+    return pd.DataFrame([{"split": "test (headline)" if k == "test" else k, **m[k]} for k in order]), None
 
 
 def _f(x: Any) -> str:
@@ -169,15 +170,19 @@ def config_caption(cfg: dict) -> str:
     weights = "ImageNet weights" if c.train.pretrained else "from scratch"
     if c.train.weights_path:
         weights = f"weights from {Path(c.train.weights_path).name}"
-    fine_tune = c.train.pretrained or c.train.weights_path
-    epochs = (f"{c.train.freeze_epochs} frozen + {c.train.epochs} epochs" if fine_tune
-              else f"{c.train.epochs + c.train.freeze_epochs} epochs")  # from scratch: no frozen phase
     valid = f"{split.k_folds} folds" if split.k_folds >= 2 else f"valid {split.valid_pct:.0%}"
     where = c.source.csv_path or c.source.root
     data = f" on {Path(where).name}" if where else ""
     return (f"{c.train.arch} ({weights}){data}, {c.data.img_size} px {c.data.channels}, batch {c.data.batch_size}, "
-            f"{epochs}, lr {c.train.lr or 'default'}, "
+            f"{schedule_text(c)}, lr {c.train.lr or 'default'}, "
             f"split {split.method} ({valid}, test {split.test_pct:.0%}){folds}")
+
+
+def schedule_text(c: RunConfig) -> str:
+    """'1 frozen + 5 epochs' when fine-tuning; '8 epochs' from scratch (no frozen phase there)."""
+    t = c.train
+    frozen = t.planned_epochs() - t.epochs
+    return f"{frozen} frozen + {t.epochs} epochs" if frozen else f"{t.epochs} epochs"
 
 
 def start_section() -> None:
@@ -365,6 +370,7 @@ def final_metrics(job: jobs.Job) -> None:
                  "stopped early" if summary.get("stopped_early") else "", f"monitor {summary.get('monitor', '')}"]
         st.markdown("**Final metrics** (" + ", ".join(n for n in notes if n) + ")")
         st.dataframe(main, hide_index=True, width="stretch")
+    st.caption(evaluate.provenance(summary))
     common.page_link("pages/4_evaluate.py", "Evaluation", icon=":material/monitoring:")
 
 
