@@ -97,20 +97,25 @@ def test_final_model_is_the_last_epoch_without_early_stopping(trained):
     assert manifest["model_epoch"] == 3 and manifest["model_weights"] == "last"
 
 
-def test_saved_model_predicts_identically_in_a_fresh_process(trained, tmp_path):
-    run_dir, _ = trained
+def assert_fresh_process_predicts_the_run(run_dir: Path, tmp_path: Path) -> None:
+    """The saved model, loaded in a fresh process, gives the run's own validation probabilities back."""
     pred = pd.read_csv(run_dir / "valid_predictions.csv")
     out = tmp_path / "fresh.csv"
     code = ("import sys; from core.predict import Predictor; import pandas as pd\n"
             "p = Predictor(sys.argv[1], device='cpu'); paths = pd.read_csv(sys.argv[2])['path'].tolist()\n"
             "df, probs = p.predict_paths(paths); df.to_csv(sys.argv[3], index=False)\n")
     res = subprocess.run([sys.executable, "-c", code, str(run_dir / "model"), str(run_dir / "valid_predictions.csv"),
-                          str(out)], cwd=ROOT, capture_output=True, text=True, timeout=180)
+                          str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     fresh = pd.read_csv(out)
     assert list(fresh["path"]) == list(pred["path"])
     cols = [c for c in pred if c.startswith("prob_") and c != "prob_pred"]
     np.testing.assert_allclose(fresh[cols].to_numpy(), pred[cols].to_numpy(), atol=1e-5)
+
+
+def test_saved_model_predicts_identically_in_a_fresh_process(trained, tmp_path):
+    run_dir, _ = trained
+    assert_fresh_process_predicts_the_run(run_dir, tmp_path)
 
 
 def test_each_file_is_decoded_once_per_run_and_not_at_all_when_cached(blobs, tmp_path, monkeypatch):
@@ -175,18 +180,7 @@ def test_dataset_normalisation_is_what_the_saved_model_uses(scratch_dataset_norm
     run_dir, _ = scratch_dataset_norm
     norm = json.loads((run_dir / "model" / "model.json").read_text())["normalize"]
     assert norm["mean"] != pytest.approx([0.485, 0.456, 0.406], abs=1e-3)  # not ImageNet's statistics
-    pred = pd.read_csv(run_dir / "valid_predictions.csv")
-    out = tmp_path / "fresh.csv"
-    code = ("import sys; from core.predict import Predictor; import pandas as pd\n"
-            "p = Predictor(sys.argv[1], device='cpu'); paths = pd.read_csv(sys.argv[2])['path'].tolist()\n"
-            "df, probs = p.predict_paths(paths); df.to_csv(sys.argv[3], index=False)\n")
-    res = subprocess.run([sys.executable, "-c", code, str(run_dir / "model"), str(run_dir / "valid_predictions.csv"),
-                          str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
-    fresh = pd.read_csv(out)
-    assert list(fresh["path"]) == list(pred["path"])
-    cols = [c for c in pred if c.startswith("prob_") and c != "prob_pred"]
-    np.testing.assert_allclose(fresh[cols].to_numpy(), pred[cols].to_numpy(), atol=1e-5)
+    assert_fresh_process_predicts_the_run(run_dir, tmp_path)
 
 
 def test_kfold_grouped_out_of_fold_covers_every_item_once(blobs, tmp_path):

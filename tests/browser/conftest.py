@@ -146,6 +146,24 @@ def stop_server(proc: subprocess.Popen, home: Path) -> None:
             kill_tree(pid)
 
 
+@contextlib.contextmanager
+def serve(env: dict[str, str], home: Path, port: int) -> Iterator[str]:
+    """`streamlit run streamlit_app.py` with `env` on a local port; yield its URL once healthy; stop it and its jobs."""
+    log = home / "streamlit.log"
+    cmd = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
+           "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none"]  # no watcher: others' edits must not rerun the app mid-test
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc, log)
+        yield url
+    finally:
+        stop_server(proc, home)
+
+
 @pytest.fixture(scope="session")
 def app_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The app home (XRT_HOME) of the browser-test server: runs, job database, generated sample."""
@@ -159,19 +177,8 @@ def app_url(_browser_requirements: None, app_home: Path) -> Iterator[str]:
     env = {**os.environ, "XRT_HOME": str(app_home), "XRT_MAX_JOBS": "1", "PYTHONUNBUFFERED": "1"}
     for name in ("XRT_HOSTED", "XRT_CACHE_DIR", "XRT_PASSWORD"):
         env.pop(name, None)
-    log = app_home / "streamlit.log"
-    cmd = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
-           "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none"]  # no watcher: others' edits must not rerun the app mid-test
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc, log)
+    with serve(env, app_home, port) as url:
         yield url
-    finally:
-        stop_server(proc, app_home)
 
 
 @pytest.fixture(scope="session")

@@ -114,29 +114,16 @@ def test_verdict_eta_and_settings_kept_across_refresh_and_devices(app_url: str, 
 def hosted_app(_browser_requirements, tmp_path_factory):
     """A hosted `streamlit run` (XRT_HOSTED=1, shared password) with its own app home; (url, home)."""
     import os
-    import subprocess
-    import sys
 
-    from tests.browser.conftest import REPO, free_port, stop_server, wait_healthy
+    from tests.browser.conftest import free_port, serve
 
     home = tmp_path_factory.mktemp("browser_hosted_home")
     port = free_port()
     env = {**os.environ, "XRT_HOME": str(home), "XRT_MAX_JOBS": "1", "XRT_HOSTED": "1", "XRT_PASSWORD": "pw",
            "XRT_DATA_ROOTS": str(home / "sample"), "PYTHONUNBUFFERED": "1"}
     env.pop("XRT_CACHE_DIR", None)
-    cmd = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
-           "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none"]
-    log = home / "streamlit.log"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url, proc, log)
+    with serve(env, home, port) as url:
         yield url, home
-    finally:
-        stop_server(proc, home)
 
 
 def sign_in(page: Page, name: str) -> None:
