@@ -170,6 +170,17 @@ def app_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("browser_xrt_home")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_working_settings(request: pytest.FixtureRequest) -> None:
+    """Each test starts from the defaults: no working settings kept by an earlier test (one local user)."""
+    if "app_url" in request.fixturenames:
+        import shutil
+
+        from core import settings_store
+
+        shutil.rmtree(request.getfixturevalue("app_home") / settings_store.FOLDER, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def app_url(_browser_requirements: None, app_home: Path) -> Iterator[str]:
     """Start `streamlit run streamlit_app.py` on a free local port; yield its URL; stop it and its jobs."""

@@ -101,7 +101,7 @@ def test_open_a_cell_exclude_an_image_and_train_on_the_corrected_source(app_url:
     for label, value in (("Image size (pixels)", 32), ("Batch size", 16), ("Epochs", 1), ("Frozen epochs first", 0)):
         set_number(page, label, value)
     go_to(page, "Training run")
-    expect(page.get_by_text(re.compile(r"Settings: resnet18 \(from scratch\), 32 px .*0 frozen \+ 1 epoch"))).to_be_visible()
+    expect(page.get_by_text(re.compile(r"Settings: resnet18 \(from scratch\) on labels\.csv, 32 px .*, 1 epochs"))).to_be_visible()
     new_id = start_training(page, app_home)
     expect(page.get_by_text(re.compile(r"^Finished \("))).to_be_visible(timeout=600_000)
     job = jobs.JobStore(app_home / "jobs.sqlite3").get(new_id)
