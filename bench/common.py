@@ -428,8 +428,17 @@ def summarize(runs: dict[str, list[dict[str, Any]]], epochs: int) -> dict[str, A
 
 
 def smoke_job_task(params: dict, run_dir: Path, progress: Any) -> dict:
-    """A job task for bench_app --smoke: reports one training batch at once (no torch import, so seconds)."""
+    """A job task for bench_app --smoke: reports one training batch at once (no torch import, so seconds).
+
+    It then stays in that batch until cancelled (at most 30 s), as a real epoch would, so the poller cannot
+    miss the batch between two reads of progress.json.
+    """
+    import time
+
     progress.update(force=True, phase="training", epoch=0, n_epochs=1, batch=1, n_batches=1)
+    deadline = time.monotonic() + 30
+    while not progress.cancelled() and time.monotonic() < deadline:
+        time.sleep(0.05)
     return {}
 
 
