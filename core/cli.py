@@ -448,9 +448,9 @@ def _decision_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_export(ns: argparse.Namespace) -> dict[str, Any]:
     """Export a saved model to ONNX; verified against PyTorch with onnxruntime unless --no-verify."""
-    from core import modelio
+    from core import modelio, models
 
-    model, manifest = modelio.load_model(_model_path(ns.model))
+    model, manifest = models.load_model(_model_path(ns.model))
     result = modelio.export_onnx(model, manifest, ns.onnx, verify=not ns.no_verify)
     if not ns.no_verify and not result.get("verified"):
         raise CliError(f"ONNX output differs from PyTorch (max abs diff {result.get('max_abs_diff')})"

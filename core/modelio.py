@@ -130,12 +130,12 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     kind = check_weights_file(path)
     if kind == "safetensors":
-        obj = _read_safetensors(path)
+        obj = read_safetensors(path)
     else:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises many types; the user needs one line
-            raise ModelFileError(f"{path.name}: could not read the weights ({_first_line(e)})") from None
+            raise ModelFileError(f"{path.name}: could not read the weights ({first_line(e)})") from None
     return _as_state_dict(obj, path.name)
 
 
@@ -171,14 +171,14 @@ def _check_safetensors(path: Path, size: int) -> None:
         raise bad
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """Load a safetensors file on CPU, translating its errors."""
     from safetensors.torch import load_file
 
     try:
         return load_file(str(path), device="cpu")
     except Exception as e:
-        raise ModelFileError(f"{path.name}: file is truncated or corrupt ({_first_line(e)})") from None
+        raise ModelFileError(f"{path.name}: file is truncated or corrupt ({first_line(e)})") from None
 
 
 def _check_zip(path: Path) -> None:
@@ -436,26 +436,6 @@ def read_manifest(path: str | Path) -> tuple[dict, Path]:
     return manifest, path.parent / wname
 
 
-def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
-    """Rebuild a saved model from its manifest, verify the weights' sha256, load strictly, eval mode."""
-    from core import models
-
-    manifest, weights = read_manifest(path)
-    if not weights.is_file():
-        raise ModelFileError(f"weights file {weights.name} is missing beside the manifest")
-    if sha256_file(weights) != manifest["sha256"]:
-        raise ModelFileError(
-            f"{weights.name} does not match its manifest (sha256 differs): the file was changed or is incomplete"
-        )
-    state = _read_safetensors(weights)
-    try:
-        model = models.create_model(manifest["arch"], len(manifest["classes"]), int(manifest.get("n_in", 3)))
-    except (KeyError, ValueError, RuntimeError) as e:
-        raise ModelFileError(f"cannot rebuild architecture {manifest['arch']!r}: {_first_line(e)}") from None
-    load_weights_into(model, state, strict=True)
-    return model.eval(), manifest
-
-
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file, read in chunks."""
     h = hashlib.sha256()
@@ -535,7 +515,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _first_line(e: BaseException, limit: int = 160) -> str:
+def first_line(e: BaseException, limit: int = 160) -> str:
     """The first line of an exception message, shortened."""
     text = (str(e).strip().splitlines() or [type(e).__name__])[0]
     return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -423,7 +423,7 @@ def _cause(e: BaseException) -> str:
         return "the disk is full"
     if isinstance(e, OSError):
         return _net_cause(e)
-    return modelio._first_line(e)
+    return modelio.first_line(e)
 
 
 def _net_cause(reason: Any) -> str:
@@ -567,6 +567,24 @@ def create_model(
         model, _cfg = create_timm_model(fn, n_out, default_split, pre, n_in=n_in, **kwargs)
         return model
     return create_vision_model(fn, n_out, pretrained=pre, n_in=n_in)
+
+
+def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
+    """Rebuild a saved model (manifest, model or run folder) from code; sha256 checked, strict load, eval mode."""
+    manifest, weights = modelio.read_manifest(path)
+    if not weights.is_file():
+        raise ModelFileError(f"weights file {weights.name} is missing beside the manifest")
+    if modelio.sha256_file(weights) != manifest["sha256"]:
+        raise ModelFileError(
+            f"{weights.name} does not match its manifest (sha256 differs): the file was changed or is incomplete"
+        )
+    state = modelio.read_safetensors(weights)
+    try:
+        model = create_model(manifest["arch"], len(manifest["classes"]), int(manifest.get("n_in", 3)))
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise ModelFileError(f"cannot rebuild architecture {manifest['arch']!r}: {modelio.first_line(e)}") from None
+    modelio.load_weights_into(model, state, strict=True)
+    return model.eval(), manifest
 
 
 def gradcam_layer(model: torch.nn.Module, arch: str) -> torch.nn.Module:

@@ -396,8 +396,8 @@ def test_save_load_round_trip_in_fresh_process(tmp_path):
         expected = model(x)
     save_file({"x": x}, str(tmp_path / "x.safetensors"))
     code = (
-        "import sys; from safetensors.torch import load_file, save_file; import torch; from core import modelio;"
-        "m, man = modelio.load_model(sys.argv[1]); x = load_file(sys.argv[2])['x'];"
+        "import sys; from safetensors.torch import load_file, save_file; import torch; from core import models;"
+        "m, man = models.load_model(sys.argv[1]); x = load_file(sys.argv[2])['x'];"
         "assert not m.training and man['arch'] == 'efficientnet_b0';"
         "out = m(x).detach(); save_file({'y': out}, sys.argv[3])"
     )
@@ -424,22 +424,22 @@ def test_save_load_round_trip_in_fresh_process(tmp_path):
 def test_tampered_weights_refused(tmp_path):
     model = models.create_model("resnet18", 2)
     path = modelio.save_model(model, tmp_path, MANIFEST)
-    loaded, manifest = modelio.load_model(tmp_path)
+    loaded, manifest = models.load_model(tmp_path)
     assert manifest["img_size"] == 32 and not loaded.training
     weights = tmp_path / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-10] ^= 0xFF
     weights.write_bytes(bytes(data))
     with pytest.raises(ModelFileError, match="does not match its manifest"):
-        modelio.load_model(path)
+        models.load_model(path)
     bad = json.loads(path.read_text())
     bad["weights"] = "../../etc/passwd"
     path.write_text(json.dumps(bad))
     with pytest.raises(ModelFileError, match="beside the manifest"):
-        modelio.load_model(path)
+        models.load_model(path)
     path.write_text("{not json")
     with pytest.raises(ModelFileError, match="not a valid JSON"):
-        modelio.load_model(path)
+        models.load_model(path)
 
 
 @pytest.mark.slow
@@ -475,17 +475,17 @@ def test_model_errors_name_the_right_path(tmp_path, capsys):
     (failed / "config.json").write_text("{}")
     save_file({"w": torch.zeros(1)}, str(failed / "checkpoints" / "best.safetensors"))
     with pytest.raises(ModelFileError, match="model.json is missing: it did not finish.*python -m core finish"):
-        modelio.load_model(failed)
+        models.load_model(failed)
     assert main(["export", "--model", str(failed), "--onnx", str(tmp_path / "m.onnx")]) == 1
     err = capsys.readouterr().err
     assert str(failed / "model" / "model.json") in err and f"{failed}/model.json" not in err
     weights = tmp_path / "resnet18-imagenet.pth"
     torch.save({"w": torch.zeros(1)}, weights)
-    for call in (lambda: modelio.load_model(weights), lambda: modelio.read_manifest(weights)):
+    for call in (lambda: models.load_model(weights), lambda: modelio.read_manifest(weights)):
         with pytest.raises(ModelFileError, match=r"weights file, not a model saved by this app.*--weights"):
             call()
     with pytest.raises(ModelFileError, match="no model in"):
-        modelio.load_model(tmp_path / "failed_run" / "checkpoints")
+        models.load_model(tmp_path / "failed_run" / "checkpoints")
     assert main(["predict", "--model", str(tmp_path / "nowhere"), str(weights)]) == 1
     assert "no model at" in capsys.readouterr().err
 

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import os
 import re
 import secrets
 import sqlite3
+from pathlib import Path
 
+import plotly.graph_objects as go
 import streamlit as st
 
-from core import hosting, imaging, jobs, paths, sources
+from core import hosting, imaging, jobs, paths, plots, sources
 from core.config import ConfigError, RunConfig, SourceConfig, from_dict
 from core.sample import ensure_sample
 
@@ -223,7 +227,6 @@ TRAIN_KINDS = ("train", "kfold")
 
 def run_models(run_dir: str | os.PathLike) -> dict[str, str]:
     """The saved models of a run folder: {"final model": model/, "fold i": folds/fold<i>/} (existing ones only)."""
-    from pathlib import Path
 
     run = Path(run_dir)
     found = {"final model": run / "model"} if (run / "model" / "model.json").is_file() else {}
@@ -236,7 +239,6 @@ def run_models(run_dir: str | os.PathLike) -> dict[str, str]:
 def finished_runs(with_model: bool = False, limit: int = 200) -> list[jobs.Job]:
     """Finished training runs this session may see (metrics.json present; crashed runs finished from a checkpoint
     too); with_model: only runs with a model."""
-    from pathlib import Path
 
     from core.finish import finished_from_checkpoint
 
@@ -267,7 +269,6 @@ def _predictor(model_path: str, version: tuple):
 
 def model_version(model_path: str) -> tuple:
     """Cache key of a saved model: versions of the manifest and weights files in its folder."""
-    from pathlib import Path
 
     folder = Path(model_path) if Path(model_path).is_dir() else Path(model_path).parent
     return file_version(*sorted(folder.glob("*.json")), *sorted(folder.glob("*.safetensors")))
@@ -303,7 +304,6 @@ def csv_picker(label: str, key: str) -> str:
 
 def shown_path(path: str) -> str:
     """How a path is shown: as is locally; hosted: 'My uploads / x' for own uploads (no server layout)."""
-    from pathlib import Path
 
     from core import uploads
 
@@ -333,7 +333,6 @@ def grad_cam(model_path: str, path: str, class_name: str | None = None) -> dict:
 
 def show_cam(model_path: str, path: str, class_name: str | None = None, caption: str = "") -> None:
     """The image and its Grad-CAM overlay side by side (or why there is none)."""
-    from pathlib import Path
 
     try:
         cam = grad_cam(model_path, path, class_name)
@@ -344,3 +343,30 @@ def show_cam(model_path: str, path: str, class_name: str | None = None, caption:
     left.image(thumbnail(path, 448), caption=caption or Path(path).name, width="stretch")
     right.image(cam["overlay"], caption=f"Grad-CAM for '{cam['class']}' (p = {cam['prob']:.3f}): "
                                         "red = regions that raised this class's score", width="stretch")
+
+
+# ---------------------------------------------------------------- shared by the views
+
+
+def read_json(path: Path) -> dict:
+    """A JSON object from the run folder; {} when absent or half-written."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def fmt_seconds(s: float | None) -> str:
+    """Seconds as '1 h 2 min', '3 min 20 s' or '12 s'."""
+    if s is None or not math.isfinite(s) or s < 0:
+        return "unknown"
+    s = int(round(s))
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 60} min {s % 60} s" if s >= 60 else f"{s} s"
+
+
+def lr_find_figure(data: dict) -> go.Figure:
+    """Loss against learning rate (log x) with the finder's suggestions marked (core.plots)."""
+    return plots.lr_finder(data.get("lrs", []), data.get("losses", []), data.get("suggestions") or {})

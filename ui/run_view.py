@@ -6,19 +6,18 @@ Only job ids live in session state: "train_job_id" (the run this session started
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from core import eta, evaluate, hosting, jobs, plots
 from core.config import ConfigError, RunConfig, from_dict, to_dict
 from ui import common
+from ui.common import fmt_seconds, lr_find_figure, read_json  # shared with the other views
 
 TRAIN_JOB, PICK = "train_job_id", "tr_pick"
 PHASES = {"starting": "Starting (loading the training libraries)", "scanning": "Reading the dataset", "training": "Training", "testing": "Predicting the test set",
@@ -30,15 +29,6 @@ _last_reap = [0.0]  # process-wide throttle for reaping dead workers (no user da
 # ---------------------------------------------------------------- plain helpers
 
 
-def read_json(path: Path) -> dict:
-    """A JSON object from the run folder; {} when absent or half-written."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def read_history(run_dir: str | Path) -> pd.DataFrame | None:
     """history.csv of a run (one row per epoch); None when there is none yet."""
     path = Path(run_dir) / "history.csv"
@@ -47,16 +37,6 @@ def read_history(run_dir: str | Path) -> pd.DataFrame | None:
     except (OSError, ValueError):
         return None
     return df if len(df) and "epoch" in df else None
-
-
-def fmt_seconds(s: float | None) -> str:
-    """Seconds as '1 h 2 min', '3 min 20 s' or '12 s'."""
-    if s is None or not math.isfinite(s) or s < 0:
-        return "unknown"
-    s = int(round(s))
-    if s >= 3600:
-        return f"{s // 3600} h {s % 3600 // 60} min"
-    return f"{s // 60} min {s % 60} s" if s >= 60 else f"{s} s"
 
 
 def fmt_time(t: float | None) -> str:
@@ -126,11 +106,6 @@ def _f(x: Any) -> str:
 # ---------------------------------------------------------------- figures
 
 
-def lr_find_figure(data: dict) -> go.Figure:
-    """Loss against learning rate (log x) with the finder's suggestions marked (core.plots)."""
-    return plots.lr_finder(data.get("lrs", []), data.get("losses", []), data.get("suggestions") or {})
-
-
 def best_epochs(summary: dict, prog: dict) -> int | dict[int, int] | None:
     """Best epoch(s) to mark on the curves: per fold for k-fold runs, else one (from metrics or progress)."""
     per_fold = summary.get("metrics", {}).get("per_fold") if summary else None
@@ -150,7 +125,7 @@ def carried_config() -> tuple[dict | None, str]:
     if err:
         return None, f"The settings on the Training setup page are not valid: {err}"
     if cfg is None:
-        from ui import setup_form  # imported here: setup_form uses this module's figures
+        from ui import setup_form  # the setup page's defaults (setup_form imports nothing of this module)
 
         src, _ = setup_form.current_source()
         default = setup_form.default_config(src, setup_form.has_gpu())

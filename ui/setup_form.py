@@ -407,8 +407,6 @@ def lr_section(cfg: RunConfig | None) -> None:
 @st.fragment(run_every=2)
 def _lr_live(job_id: str) -> None:
     """Progress of a running LR finder with elapsed time and ETA; a full rerun when it ends (then the curve shows)."""
-    from ui import run_view
-
     job = common.job_store().get(job_id)
     if job is None or not job.active:
         st.rerun()
@@ -421,8 +419,8 @@ def _lr_live(job_id: str) -> None:
     timing = ""
     if phase == "lr_find" and prog.get("elapsed_s") is not None:
         left = prog.get("eta_s")
-        timing = f" · elapsed {run_view.fmt_seconds(prog['elapsed_s'])} · " + (
-            f"about {run_view.fmt_seconds(left)} left" if left is not None else "time left: after the first step")
+        timing = f" · elapsed {common.fmt_seconds(prog['elapsed_s'])} · " + (
+            f"about {common.fmt_seconds(left)} left" if left is not None else "time left: after the first step")
     st.progress(min(1.0, done / max(1, total)), text=f"LR finder ({phase}): step {done} / {total}{timing}")
 
 
@@ -433,13 +431,11 @@ def _use_lr(value: float) -> None:
 
 def lr_result(job: jobs.Job) -> None:
     """The LR finder curve with its suggestions and a button per suggestion."""
-    from ui import run_view
-
-    data = run_view.read_json(Path(job.run_dir) / "lr_find.json")
+    data = common.read_json(Path(job.run_dir) / "lr_find.json")
     if not data:
         st.warning("The LR finder finished but wrote no curve.")
         return
-    st.plotly_chart(run_view.lr_find_figure(data), width="stretch", key="su_lr_chart")
+    st.plotly_chart(common.lr_find_figure(data), width="stretch", key="su_lr_chart")
     sugg = data.get("suggestions", {})
     names = [n for n in SUGGESTION_ORDER if sugg.get(n) and LR_PLAUSIBLE[0] <= sugg[n] <= LR_PLAUSIBLE[1]]
     if not names:
