@@ -22,6 +22,7 @@ from core import executors, jobs, runs
 from core.jobs import Job, JobCancelled, JobStore, Progress
 
 POLL_S = 0.25
+STARTING = "loading the training libraries"  # the job's first progress message, written from its own process
 
 
 class Terminated(BaseException):
@@ -51,7 +52,7 @@ def execute(job: Job, store: JobStore | None = None, on_sigterm: bool = True) ->
     status, error, result = "failed", "", {}
     try:
         progress.log(f"job {job_id} ({job.kind}) started on {jobs.HOST}, pid {os.getpid()}")
-        progress.update(force=True, phase="starting", message="loading the training libraries")
+        progress.update(force=True, phase="starting", message=STARTING)
         fn = jobs.resolve_task(job.kind)
         value = fn(job.params, run_dir, progress)
         result = value if isinstance(value, dict) else ({} if value is None else {"value": value})
