@@ -54,6 +54,9 @@ def run_batch(params: list[dict[str, Any]], executor: Any) -> dict[str, Any]:
                 first[j.id] = time.perf_counter() - t0
         time.sleep(0.05)
     total = time.perf_counter() - t0
+    deadline = time.time() + 60
+    while store.live_workers() and time.time() < deadline:  # supervisors gone before the home is removed
+        time.sleep(0.2)
     ended = [store.get(j.id) for j in submitted]
     bad = [f"{j.status}: {j.error}" for j in ended if j.status != "done"]
     if bad:
