@@ -1,6 +1,6 @@
 # Two commands for a fresh machine (Python 3.10+, no GPU needed):
 #   make run    install into .venv, generate the synthetic sample dataset, start the app
-#   make test   install runtime + test tools (and Chromium for browser tests), run the whole suite
+#   make test   install runtime + test tools (Chromium for browser tests, Ray for the Ray executor's tests), run the suite
 PY ?= python3
 VENV ?= .venv
 PORT ?= 8501
@@ -12,6 +12,7 @@ install:
 
 install-dev:
 	@bash scripts/install.sh $(PY) $(VENV) requirements-dev.txt
+	@bash scripts/install.sh $(PY) $(VENV) requirements-ray.txt
 	@bash scripts/install_browser.sh
 
 run: install

@@ -1,11 +1,14 @@
 """Job queue: each run executes in its own worker process; state in SQLite + the run folder.
 
-Layout: the UI (or CLI) `submit`s a job row (status "queued") and asks an `Executor` to make sure
-queued jobs will run. `LocalExecutor` spawns detached supervisor processes (`python -m core.worker
---supervise`), at most `max_concurrent` alive at once. A supervisor claims queued jobs one after
-another and runs each in its own child process (`python -m core.worker --job ID`), so a kill -9 / OOM
-of the job is seen by the supervisor and reported with the signal. `reap()` finds "running" rows
-whose processes are gone (pid + start time via psutil, so a reused pid is not mistaken for the worker).
+Layout: the UI (or CLI) `submit`s a job row (status "queued") and asks the configured executor
+(`core.executors.executor()`, the one place that picks it) to make sure queued jobs will run. Its
+supervisors claim queued jobs (each claim takes a free slot) and run each in a child process
+(`core.worker`) or as a Ray task (`core.ray_supervisor`), and record how it ended. `reap()` finds
+"running" rows whose processes are gone (pid + start time via psutil, so a reused pid is not mistaken
+for the worker). A job may have a parent (`parent_id`): the seam for folds and trials as child jobs.
+
+File systems: the SQLite database (WAL) is opened by processes on the server's host only; run folders
+(progress.json, STOP, log, results) must be one shared file system for everything that runs a job.
 """
 
 from __future__ import annotations
@@ -20,19 +23,17 @@ import secrets
 import signal
 import socket
 import sqlite3
-import subprocess
-import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import psutil
 
-from core import paths
-from core.fsutil import atomic_replace, atomic_write_bytes, atomic_write_json, atomic_writer
+from core import executors, paths, runs
+from core.fsutil import atomic_write_bytes, atomic_write_json
 
 __all__ = [
     "STATUSES",
@@ -44,8 +45,6 @@ __all__ = [
     "register_task",
     "resolve_task",
     "JobStore",
-    "Executor",
-    "LocalExecutor",
     "submit_and_start",
     "run_inline",
     "wait",
@@ -53,9 +52,6 @@ __all__ = [
     "describe_error",
     "new_job_id",
     "prepare_run_dir",
-    "atomic_write_bytes",
-    "atomic_replace",
-    "atomic_writer",
 ]
 
 STATUSES = ("queued", "running", "done", "failed", "cancelled", "interrupted")
@@ -64,20 +60,13 @@ ACTIVE = ("queued", "running")
 TASKS: dict[str, str] = {
     "train": "core.train:run_task",
     "lr_find": "core.train:lr_find_task",
-    "kfold": "core.train:kfold_task",
 }
 EXTRA_TASKS_ENV = "XRT_EXTRA_TASKS"  # "kind=module:function,..." read by workers
-_REGISTERED: dict[str, str] = {}  # registered in this process; travels to spawned workers via the env
 
 HEARTBEAT_S = 5.0  # supervisors refresh their heartbeat this often
 STALE_S = 60.0  # a heartbeat older than this means dead (used where pids cannot be checked)
-PROGRESS_FILE, STOP_FILE, LOG_FILE, JOB_FILE, WORKER_LOG = (
-    "progress.json",
-    "STOP",
-    "log.txt",
-    "job.json",
-    "worker.log",
-)
+# The run-folder names jobs use, as core.runs spells them (these aliases serve older importers).
+PROGRESS_FILE, STOP_FILE, LOG_FILE, JOB_FILE, WORKER_LOG = runs.PROGRESS, runs.STOP, runs.LOG, runs.JOB, runs.WORKER_LOG
 HOST = socket.gethostname()
 
 
@@ -105,6 +94,8 @@ class Job:
     owner: str = ""
     supervisor_pid: int | None = None
     heartbeat: float | None = None
+    slot: int | None = None
+    parent_id: str = ""
 
     @property
     def active(self) -> bool:
@@ -138,8 +129,9 @@ def prepare_run_dir(run_dir: str | os.PathLike | None = None) -> tuple[str, Path
             continue
     else:  # pragma: no cover - 100 collisions in a row
         raise RuntimeError("could not create a unique run folder")
-    for stale in (STOP_FILE, PROGRESS_FILE):  # a reused folder must not inherit a stop flag
-        (rdir / stale).unlink(missing_ok=True)
+    folder = runs.RunFolder(rdir)
+    for stale in (folder.stop, folder.progress):  # a reused folder must not inherit a stop flag
+        stale.unlink(missing_ok=True)
     return job_id, rdir
 
 
@@ -193,17 +185,13 @@ def signal_reason(returncode: int) -> str:
             hint = ", perhaps out of memory" if name == "SIGKILL" else ""
             return f"worker process died (killed by signal {sig} ({name}){hint})"
         return f"worker process died (killed by signal {sig})"
-    return f"worker process exited with code {returncode} before reporting a result; see {WORKER_LOG}"
+    return f"worker process exited with code {returncode} before reporting a result; see {runs.WORKER_LOG}"
 
 
 # ------------------------------------------------------------------------------------------- progress
 def read_progress(run_dir: str | os.PathLike) -> dict:
-    """The run's progress.json; {} when absent or unreadable (e.g. caught mid-write on odd filesystems)."""
-    try:
-        data = json.loads((Path(run_dir) / PROGRESS_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    """The run's progress; {} when absent or unreadable (e.g. caught mid-write on odd filesystems)."""
+    return runs.RunFolder(run_dir).read_progress()
 
 
 class Progress:
@@ -216,6 +204,7 @@ class Progress:
     def __init__(self, run_dir: str | os.PathLike, job_id: str = "", store: JobStore | None = None):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.folder = runs.RunFolder(self.run_dir)
         self.job_id, self.store = job_id, store
         self._data: dict[str, Any] = {"job_id": job_id} if job_id else {}
         self._last_write = 0.0
@@ -237,7 +226,7 @@ class Progress:
             return
         now = time.time()
         self._data["updated"] = now
-        atomic_write_bytes(self.run_dir / PROGRESS_FILE, json.dumps(self._data, default=str).encode())
+        atomic_write_bytes(self.folder.progress, json.dumps(self._data, default=str).encode())
         self._last_write, self._dirty = now, False
 
     def snapshot(self) -> dict:
@@ -248,7 +237,7 @@ class Progress:
         """True once cancel was requested (STOP file; the DB too, at most once a second)."""
         if self._stop:
             return True
-        self._stop = (self.run_dir / STOP_FILE).exists()
+        self._stop = self.folder.stop.exists()
         now = time.time()
         if (
             not self._stop
@@ -270,18 +259,19 @@ class Progress:
     def log(self, msg: str) -> None:
         """Append a timestamped line to log.txt."""
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with open(self.run_dir / LOG_FILE, "a", encoding="utf-8") as fh:
+        with open(self.folder.log, "a", encoding="utf-8") as fh:
             for line in str(msg).rstrip("\n").splitlines() or [""]:
                 fh.write(f"{stamp} {line}\n")
 
 
 # ---------------------------------------------------------------------------------------------- tasks
 def register_task(kind: str, target: str) -> None:
-    """Register `kind` -> "module:function"; workers spawned from this process learn it too."""
+    """Register `kind` -> "module:function" here and, through $XRT_EXTRA_TASKS, in the workers started later."""
     if ":" not in target or "," in target or "=" in kind or "," in kind:
         raise ValueError(f"task target must look like 'module:function', got {target!r}")
     TASKS[kind] = target
-    _REGISTERED[kind] = target
+    extra = {**_parse_extra(os.environ.get(EXTRA_TASKS_ENV, "")), kind: target}
+    os.environ[EXTRA_TASKS_ENV] = ",".join(f"{k}={v}" for k, v in extra.items())
 
 
 def _parse_extra(text: str) -> dict[str, str]:
@@ -343,7 +333,7 @@ def _sync_job_json(job: Job | None) -> None:
     if job is None:
         return
     with contextlib.suppress(OSError):
-        atomic_write_json(Path(job.run_dir) / JOB_FILE, job.to_dict())
+        atomic_write_json(runs.RunFolder(job.run_dir).job, job.to_dict())
 
 
 def _note_reaped(reaped: list[Job | None]) -> None:
@@ -361,12 +351,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     run_dir TEXT NOT NULL, owner TEXT NOT NULL DEFAULT '', created REAL NOT NULL, started REAL,
     finished REAL, error TEXT NOT NULL DEFAULT '', pid INTEGER, pid_token TEXT, sup_pid INTEGER,
     sup_token TEXT, host TEXT NOT NULL DEFAULT '', heartbeat REAL,
-    cancel_requested INTEGER NOT NULL DEFAULT 0, result TEXT NOT NULL DEFAULT '{}');
+    cancel_requested INTEGER NOT NULL DEFAULT 0, result TEXT NOT NULL DEFAULT '{}', slot INTEGER,
+    parent_id TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS jobs_status_created ON jobs(status, created);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created);
 CREATE TABLE IF NOT EXISTS workers (
     pid INTEGER NOT NULL, token TEXT, host TEXT NOT NULL DEFAULT '', started REAL, heartbeat REAL);
 """
+_ADDED_COLUMNS = {"slot": "slot INTEGER", "parent_id": "parent_id TEXT NOT NULL DEFAULT ''"}  # since the first schema
 
 
 class JobStore:
@@ -418,11 +410,22 @@ class JobStore:
                     if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                         con.execute("PRAGMA journal_mode=WAL")
                     con.executescript(_SCHEMA)
+                    self._add_columns(con)
                 return
             except sqlite3.OperationalError as err:
                 if "locked" not in str(err) or time.time() > deadline:
                     raise
                 time.sleep(0.05)
+
+    @staticmethod
+    def _add_columns(con: sqlite3.Connection) -> None:
+        """Bring a database made by an older version up to the current columns."""
+        have = {r[1] for r in con.execute("PRAGMA table_info(jobs)").fetchall()}
+        for name, ddl in _ADDED_COLUMNS.items():
+            if name not in have:
+                with contextlib.suppress(sqlite3.OperationalError):  # another process added it first
+                    con.execute(f"ALTER TABLE jobs ADD COLUMN {ddl}")
+        con.execute("CREATE INDEX IF NOT EXISTS jobs_parent ON jobs(parent_id, created)")
 
     @staticmethod
     def _job(row: sqlite3.Row | None) -> Job | None:
@@ -444,6 +447,8 @@ class JobStore:
             owner=row["owner"] or "",
             supervisor_pid=row["sup_pid"],
             heartbeat=row["heartbeat"],
+            slot=row["slot"],
+            parent_id=row["parent_id"] or "",
         )
 
     def _get(self, con: sqlite3.Connection, job_id: str) -> Job | None:
@@ -451,9 +456,14 @@ class JobStore:
 
     # -- public API
     def submit(
-        self, kind: str, params: dict, run_dir: str | os.PathLike | None = None, owner: str = ""
+        self,
+        kind: str,
+        params: dict,
+        run_dir: str | os.PathLike | None = None,
+        owner: str = "",
+        parent_id: str = "",
     ) -> Job:
-        """Queue a job; its run folder gets job.json (default folder: runs_dir()/<job id>)."""
+        """Queue a job (a child of `parent_id` if given); its run folder gets job.json (default: runs_dir()/<id>)."""
         load_extra_tasks()
         if kind not in TASKS:
             raise ValueError(f"unknown job kind {kind!r}; known: {', '.join(sorted(TASKS))}")
@@ -470,20 +480,21 @@ class JobStore:
             run_dir=str(rdir),
             created=time.time(),
             owner=owner,
+            parent_id=parent_id,
         )
-        atomic_write_json(rdir / JOB_FILE, job.to_dict())  # before the row exists: a worker may rewrite it
+        atomic_write_json(runs.RunFolder(rdir).job, job.to_dict())  # before the row exists: a worker may rewrite it
         while True:
             try:
                 with self._write() as con:
                     con.execute(
-                        "INSERT INTO jobs (id, kind, status, params, run_dir, owner, created) "
-                        "VALUES (?,?,?,?,?,?,?)",
-                        (job.id, kind, "queued", params_json, job.run_dir, owner, job.created),
+                        "INSERT INTO jobs (id, kind, status, params, run_dir, owner, created, parent_id) "
+                        "VALUES (?,?,?,?,?,?,?,?)",
+                        (job.id, kind, "queued", params_json, job.run_dir, owner, job.created, parent_id),
                     )
                 break
             except sqlite3.IntegrityError:  # same id in the same millisecond (given run_dir): draw again
                 job.id = new_job_id()
-                atomic_write_json(rdir / JOB_FILE, job.to_dict())
+                atomic_write_json(runs.RunFolder(rdir).job, job.to_dict())
         return job
 
     def get(self, job_id: str) -> Job | None:
@@ -491,14 +502,13 @@ class JobStore:
         with self._read() as con:
             return self._get(con, job_id)
 
-    def list(self, owner: str | None = None, limit: int = 200) -> list[Job]:
-        """Jobs, newest first (optionally one owner's)."""
-        sql, args = "SELECT * FROM jobs", []
-        if owner is not None:
-            sql, args = sql + " WHERE owner=?", [owner]
+    def list(self, owner: str | None = None, limit: int = 200, parent_id: str | None = None) -> list[Job]:
+        """Jobs, newest first (optionally one owner's, and/or the children of one parent)."""
+        where = {k: v for k, v in (("owner", owner), ("parent_id", parent_id)) if v is not None}
+        sql = "SELECT * FROM jobs" + (" WHERE " + " AND ".join(f"{k}=?" for k in where) if where else "")
         with self._read() as con:
             rows = con.execute(
-                sql + " ORDER BY created DESC, id DESC LIMIT ?", (*args, int(limit))
+                sql + " ORDER BY created DESC, id DESC LIMIT ?", (*where.values(), int(limit))
             ).fetchall()
         return [self._job(r) for r in rows]
 
@@ -528,7 +538,7 @@ class JobStore:
         if job.status == "running":
             with contextlib.suppress(OSError):
                 Path(job.run_dir).mkdir(parents=True, exist_ok=True)
-                (Path(job.run_dir) / STOP_FILE).touch()
+                runs.RunFolder(job.run_dir).stop.touch()
         else:
             _sync_job_json(job)
         return job
@@ -635,25 +645,28 @@ class JobStore:
         with self._write() as con:
             con.execute("DELETE FROM workers WHERE pid=? AND host=?", (pid, HOST))
 
-    def claim(self, worker_pid: int, max_running: int) -> Job | str | None:
-        """Atomically take the oldest queued job; "busy" if `max_running` jobs run; None (slot released) if none."""
+    def claim(self, worker_pid: int, max_running: int, release: bool = True) -> Job | str | None:
+        """Atomically take the oldest queued job and the lowest free slot (0..max_running-1); "busy" if all
+        slots are taken; None if nothing is queued (then, with `release`, the supervisor's slot is given back)."""
         now = time.time()
         with self._write() as con:
             changed = self._reap(con)
-            running = con.execute("SELECT COUNT(*) FROM jobs WHERE status='running'").fetchone()[0]
+            taken = [r[0] for r in con.execute("SELECT slot FROM jobs WHERE status='running'").fetchall()]
             queued = con.execute(
                 "SELECT id FROM jobs WHERE status='queued' ORDER BY created, id LIMIT 1"
             ).fetchone()
+            free = next((s for s in range(max_running) if s not in taken), None)
             if queued is None:
-                con.execute("DELETE FROM workers WHERE pid=? AND host=?", (worker_pid, HOST))
+                if release:
+                    con.execute("DELETE FROM workers WHERE pid=? AND host=?", (worker_pid, HOST))
                 job = None
-            elif running >= max_running:
+            elif len(taken) >= max_running or free is None:  # (rows of an older version have no slot)
                 job = "busy"
             else:
                 con.execute(
                     "UPDATE jobs SET status='running', started=?, sup_pid=?, sup_token=?, host=?, heartbeat=?, "
-                    "pid=NULL, pid_token=NULL WHERE id=? AND status='queued'",
-                    (now, worker_pid, proc_token(worker_pid), HOST, now, queued["id"]),
+                    "pid=NULL, pid_token=NULL, slot=? WHERE id=? AND status='queued'",
+                    (now, worker_pid, proc_token(worker_pid), HOST, now, free, queued["id"]),
                 )
                 job = self._get(con, queued["id"])
             reaped = [self._get(con, i) for i in changed]
@@ -663,81 +676,6 @@ class JobStore:
         return job
 
 
-# ------------------------------------------------------------------------------------------ executors
-class Executor(Protocol):
-    """Something that makes sure queued jobs will be run (local processes now; a cluster later)."""
-
-    def start(self, store: JobStore) -> None: ...
-
-
-_SPAWNED: list[subprocess.Popen] = []  # supervisors started by this process (polled so none stay zombies)
-
-
-def worker_env() -> dict[str, str]:
-    """Environment for worker processes: repo root importable, this process's registered tasks."""
-    env = dict(os.environ)
-    root = str(paths.REPO_ROOT)
-    parts = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
-    env["PYTHONPATH"] = os.pathsep.join([root, *[p for p in parts if p != root]])
-    extra = _parse_extra(env.get(EXTRA_TASKS_ENV, ""))
-    extra.update(_REGISTERED)
-    if extra:
-        env[EXTRA_TASKS_ENV] = ",".join(f"{k}={v}" for k, v in extra.items())
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def detached_popen(args: list[str], log_path: Path) -> subprocess.Popen:
-    """Start a process in its own session (survives reruns/refreshes), output appended to `log_path`."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    kwargs: dict[str, Any] = {"start_new_session": True}
-    if os.name == "nt":  # pragma: no cover - Windows
-        kwargs = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS}
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(
-            args,
-            cwd=paths.REPO_ROOT,
-            env=worker_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            close_fds=True,
-            **kwargs,
-        )
-
-
-class LocalExecutor:
-    """Runs jobs in supervisor processes on this machine, at most `max_concurrent` at once ($XRT_MAX_JOBS)."""
-
-    def __init__(self, max_concurrent: int | None = None):
-        if max_concurrent is None:
-            try:
-                max_concurrent = int(os.environ.get("XRT_MAX_JOBS", "1") or 1)
-            except ValueError:
-                max_concurrent = 1
-        self.max_concurrent = max(1, int(max_concurrent))
-
-    def start(self, store: JobStore) -> None:
-        """Spawn supervisors (detached) while fewer than max_concurrent are alive and jobs are queued."""
-        for p in list(_SPAWNED):
-            if p.poll() is not None:
-                _SPAWNED.remove(p)
-        queued = store.counts()["queued"]
-        missing = min(queued, self.max_concurrent - store.live_workers())
-        args = [
-            sys.executable,
-            "-m",
-            "core.worker",
-            "--db",
-            str(store.db_path),
-            "--supervise",
-            "--max",
-            str(self.max_concurrent),
-        ]
-        for _ in range(max(0, missing)):
-            _SPAWNED.append(detached_popen(args, store.db_path.parent / "logs" / "workers.log"))
-
-
 # ---------------------------------------------------------------------------------------- conveniences
 def submit_and_start(
     kind: str,
@@ -745,17 +683,18 @@ def submit_and_start(
     run_dir: str | os.PathLike | None = None,
     owner: str = "",
     store: JobStore | None = None,
-    executor: Executor | None = None,
+    executor: executors.Executor | None = None,
+    parent_id: str = "",
 ) -> Job:
-    """Queue a job and make sure it will run."""
+    """Queue a job and make sure it will run (on the configured executor unless one is given)."""
     store = store or JobStore()
-    job = store.submit(kind, params, run_dir=run_dir, owner=owner)
-    (executor or LocalExecutor()).start(store)
+    job = store.submit(kind, params, run_dir=run_dir, owner=owner, parent_id=parent_id)
+    (executor or executors.executor()).start(store)
     return job
 
 
 def run_inline(kind: str, params: dict, run_dir: str | os.PathLike | None = None) -> dict:
-    """Run a task in this process (CLI foreground mode, tests); errors are logged to log.txt and re-raised."""
+    """Run a task in this process, without the job store (tests, benchmarks); errors are logged and re-raised."""
     json.dumps(params)  # same rule as submit: params must be JSON-serialisable
     job_id, rdir = prepare_run_dir(run_dir)
     job = Job(
@@ -769,7 +708,7 @@ def run_inline(kind: str, params: dict, run_dir: str | os.PathLike | None = None
         pid=os.getpid(),
         owner="inline",
     )
-    atomic_write_json(rdir / JOB_FILE, job.to_dict())
+    atomic_write_json(runs.RunFolder(rdir).job, job.to_dict())
     progress = Progress(rdir, job_id)
     try:
         result = resolve_task(kind)(params, rdir, progress) or {}
@@ -811,7 +750,9 @@ def wait(job_id: str, store: JobStore | None = None, timeout: float = 600, poll:
         time.sleep(poll)
 
 
-def mark_orphans_interrupted(store: JobStore | None = None, executor: Executor | None = None) -> list[str]:
+def mark_orphans_interrupted(
+    store: JobStore | None = None, executor: executors.Executor | None = None
+) -> list[str]:
     """At server start: mark running jobs whose processes are gone; with `executor`, resume queued jobs."""
     store = store or JobStore()
     changed = store.reap()

@@ -1,8 +1,9 @@
-"""Worker processes: `python -m core.worker --db DB --supervise [--max N]` or `--db DB --job ID`.
+"""Worker processes: `python -m core.worker --supervise [--max N] --db DB` or `--job ID --db DB`.
 
-A supervisor takes a slot (at most N alive), claims queued jobs one after another, runs each in its own
-child process, and reports a child that died without a result (kill -9, OOM) as failed with the signal.
-A child imports the task from TASKS, runs it with a Progress and records done / failed / cancelled.
+A supervisor (the local executor's) takes a place (at most N alive), claims queued jobs one after another,
+runs each in its own child process pinned to the job's slot (`executors.slot_env`: its GPU, or its share
+of the cores), and reports a child that died without a result (kill -9, OOM) as failed with the signal.
+A child runs the task (`execute`: the same job runner a Ray task uses) and records done / failed / cancelled.
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import time
 import traceback
 from pathlib import Path
 
-from core import jobs
-from core.jobs import JobCancelled, JobStore, Progress
+from core import executors, jobs, runs
+from core.jobs import Job, JobCancelled, JobStore, Progress
 
 POLL_S = 0.25
+STARTING = "loading the training libraries"  # the job's first progress message, written from its own process
 
 
 class Terminated(BaseException):
@@ -40,19 +42,17 @@ def cancel_grace() -> float:
 
 
 # ---------------------------------------------------------------------------------------------- child
-def run_job(store: JobStore, job_id: str) -> int:
-    """Run one claimed job in this process and record how it ended."""
-    job = store.get(job_id)
-    if job is None or job.status != "running":
-        return 0
-    signal.signal(signal.SIGTERM, _raise_terminated)
-    run_dir = Path(job.run_dir)
+def execute(job: Job, store: JobStore | None = None, on_sigterm: bool = True) -> tuple[str, str, dict]:
+    """Run a claimed job's task in this process: (status, error, result); cancel through the STOP file
+    (and the store's flag when given); with `on_sigterm`, SIGTERM ends it as interrupted."""
+    if on_sigterm:
+        signal.signal(signal.SIGTERM, _raise_terminated)
+    job_id, run_dir = job.id, Path(job.run_dir)
     progress = Progress(run_dir, job_id, store)
-    t0 = time.time()
     status, error, result = "failed", "", {}
     try:
-        progress.log(f"job {job_id} ({job.kind}) started, pid {os.getpid()}")
-        progress.update(force=True, phase="starting", message="loading the training libraries")
+        progress.log(f"job {job_id} ({job.kind}) started on {jobs.HOST}, pid {os.getpid()}")
+        progress.update(force=True, phase="starting", message=STARTING)
         fn = jobs.resolve_task(job.kind)
         value = fn(job.params, run_dir, progress)
         result = value if isinstance(value, dict) else ({} if value is None else {"value": value})
@@ -69,12 +69,28 @@ def run_job(store: JobStore, job_id: str) -> int:
         with contextlib.suppress(OSError):
             progress.log(f"job {job_id} failed: {error}\n{traceback.format_exc()}")
         traceback.print_exc()
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the outcome be recorded; SIGKILL still works
+    if on_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the outcome be recorded; SIGKILL still works
     with contextlib.suppress(OSError):
         progress.flush()
-    store.finish(job_id, status, error=error, result=result)
+    return status, error, result
+
+
+def log_outcome(job: Job, status: str, error: str, seconds: float) -> None:
+    """One line in the run's log.txt saying how the job ended."""
     with contextlib.suppress(OSError):
-        progress.log(f"job {job_id} {status} after {time.time() - t0:.1f}s" + (f": {error}" if error else ""))
+        Progress(job.run_dir).log(f"job {job.id} {status} after {seconds:.1f}s" + (f": {error}" if error else ""))
+
+
+def run_job(store: JobStore, job_id: str) -> int:
+    """Run one claimed job in this process and record how it ended."""
+    job = store.get(job_id)
+    if job is None or job.status != "running":
+        return 0
+    t0 = time.time()
+    status, error, result = execute(job, store)
+    store.finish(job_id, status, error=error, result=result)
+    log_outcome(job, status, error, time.time() - t0)
     return 0
 
 
@@ -114,15 +130,15 @@ class Supervisor:
 
     def run_one(self, job: jobs.Job) -> None:
         """Run one job in a child process; report how it ended if the child could not."""
-        run_dir = Path(job.run_dir)
+        folder = runs.RunFolder(job.run_dir)
         args = [sys.executable, "-m", "core.worker", "--db", str(self.store.db_path), "--job", job.id]
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            with open(run_dir / jobs.WORKER_LOG, "ab") as log:
+            folder.path.mkdir(parents=True, exist_ok=True)
+            with open(folder.worker_log, "ab") as log:
                 self.child = subprocess.Popen(
                     args,
                     cwd=jobs.paths.REPO_ROOT,
-                    env=jobs.worker_env(),
+                    env=executors.worker_env(executors.slot_env(job.slot, self.max_jobs)),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -146,7 +162,7 @@ class Supervisor:
             status, error = "failed", jobs.signal_reason(rc)
         if self.store.finish(job.id, status, error=error):
             with contextlib.suppress(OSError):
-                Progress(run_dir).log(f"job {job.id} {status}: {error}")
+                Progress(folder.path).log(f"job {job.id} {status}: {error}")
 
     def watch(self, job: jobs.Job) -> int:
         """Wait for the child; heartbeat; escalate an unanswered cancel (SIGTERM, then SIGKILL)."""
@@ -184,14 +200,14 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--supervise", action="store_true", help="run queued jobs until none are left")
     mode.add_argument("--job", help="run this one claimed job in this process")
     ap.add_argument(
-        "--max", type=int, default=None, help="supervisors alive at once ($XRT_MAX_JOBS, default 1)"
+        "--max", type=int, default=None, help="jobs at once (default: executors.max_jobs(), one per GPU)"
     )
     args = ap.parse_args(argv)
     jobs.load_extra_tasks()
     store = JobStore(Path(args.db))
     if args.job:
         return run_job(store, args.job)
-    max_jobs = args.max if args.max is not None else jobs.LocalExecutor().max_concurrent
+    max_jobs = args.max if args.max is not None else executors.max_jobs()
     return Supervisor(store, max(1, max_jobs)).serve()
 
 

@@ -66,7 +66,14 @@ def cancelled_exc(params: dict, run_dir: Path, progress: Progress) -> None:
     raise JobCancelled("stop")
 
 
+def where(params: dict, run_dir: Path, progress: Progress) -> dict:
+    """Sleep a while; report the GPU and torch threads the job was given (its slot's environment)."""
+    progress.update(stage="sleeping", pid=os.getpid())
+    time.sleep(float(params.get("s", 0.5)))
+    return {name: os.environ.get(name) for name in ("CUDA_VISIBLE_DEVICES", "XRT_TORCH_THREADS")}
+
+
 ALL = {
     name: f"jobtasks:{name}"
-    for name in ("ok", "boom", "loop", "loop_raise", "deaf", "sleepy", "disk_full", "cancelled_exc")
+    for name in ("ok", "boom", "loop", "loop_raise", "deaf", "sleepy", "disk_full", "cancelled_exc", "where")
 }

@@ -21,9 +21,10 @@ if str(TESTS.parent) not in sys.path:  # plain `pytest` (not `python -m pytest`)
 
 import jobtasks  # noqa: E402
 
-from core import jobs, paths  # noqa: E402
+from core import executors, jobs, paths  # noqa: E402
+from core.executors import LocalExecutor  # noqa: E402
 from core.fsutil import atomic_write_bytes, atomic_writer  # noqa: E402
-from core.jobs import JobStore, LocalExecutor, Progress  # noqa: E402
+from core.jobs import JobStore, Progress  # noqa: E402
 from tests.helpers import wait_for  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -31,11 +32,11 @@ pytestmark = pytest.mark.slow
 
 def _kill_leftovers(db: Path) -> None:
     """Kill every process these tests started: supervisors we spawned, and job children recorded in the DB."""
-    for p in list(jobs._SPAWNED):
+    for p in list(executors._SPAWNED):
         if p.poll() is None:
             p.kill()
         p.wait(timeout=10)
-    jobs._SPAWNED.clear()
+    executors._SPAWNED.clear()
     if not db.exists():
         return
     con = sqlite3.connect(db)
@@ -49,22 +50,22 @@ def _kill_leftovers(db: Path) -> None:
 
 @pytest.fixture(autouse=True)
 def _tasks(monkeypatch):
-    """Test tasks registered (and importable by workers); leftover processes killed afterwards."""
+    """Test tasks registered (and importable by workers); local executor, no GPU; leftovers killed afterwards."""
     monkeypatch.setenv(
         "PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
     )
-    monkeypatch.delenv("XRT_MAX_JOBS", raising=False)
-    monkeypatch.delenv("XRT_CANCEL_GRACE", raising=False)
-    saved = dict(jobs.TASKS), dict(jobs._REGISTERED)
+    for name in ("XRT_MAX_JOBS", "XRT_JOBS_PER_GPU", "XRT_CANCEL_GRACE", "XRT_TORCH_THREADS", executors.RAY_ADDRESS_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # slots as on a CPU machine (tests with GPUs fake them)
+    monkeypatch.setenv(jobs.EXTRA_TASKS_ENV, "")  # restored afterwards, like TASKS
+    saved = dict(jobs.TASKS)
     for kind, target in jobtasks.ALL.items():
         jobs.register_task(kind, target)
     db = paths.jobs_db()
     yield
     _kill_leftovers(db)
     jobs.TASKS.clear()
-    jobs.TASKS.update(saved[0])
-    jobs._REGISTERED.clear()
-    jobs._REGISTERED.update(saved[1])
+    jobs.TASKS.update(saved)
 
 
 
@@ -249,7 +250,7 @@ def test_atomic_write_survives_writer_killed_mid_write(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-c", code, str(target)],
         cwd=paths.REPO_ROOT,
-        env=jobs.worker_env(),
+        env=executors.worker_env(),
         stdout=subprocess.PIPE,
     )
     try:
@@ -313,7 +314,7 @@ def test_progress_visible_from_another_process_and_cancel_is_quick():
     out = subprocess.run(
         [sys.executable, "-c", code, job.run_dir],
         cwd=paths.REPO_ROOT,
-        env=jobs.worker_env(),
+        env=executors.worker_env(),
         capture_output=True,
         text=True,
         timeout=30,
@@ -417,7 +418,7 @@ def test_two_users_submitting_at_once_get_queued_not_a_crash():
         "import sys\nfrom core import jobs\n"
         "for i in range(5):\n    jobs.submit_and_start('ok', {'x': i}, owner=sys.argv[1])\n"
     )
-    env = jobs.worker_env()
+    env = executors.worker_env()
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", code, user],
@@ -460,10 +461,93 @@ def test_core_jobs_imports_stay_light():
     out = subprocess.run(
         [sys.executable, "-c", code],
         cwd=paths.REPO_ROOT,
-        env=jobs.worker_env(),
+        env=executors.worker_env(),
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
     ).stdout
     assert out.strip() == "[]"
+
+
+# ------------------------------------------------------------------------------ executor seam and slots
+def test_executor_is_chosen_from_configuration_without_importing_ray(monkeypatch):
+    assert isinstance(executors.executor(), LocalExecutor)
+    monkeypatch.setenv(executors.RAY_ADDRESS_ENV, "ray://head:10001")
+    chosen = executors.executor()
+    assert isinstance(chosen, executors.RayExecutor) and chosen.address == "ray://head:10001"
+    code = (
+        "import sys, core.jobs, core.worker, core.executors\n"
+        "core.executors.executor()\n"
+        "bad = [m for m in ('streamlit', 'torch', 'fastai', 'ray') if m in sys.modules]\nprint(bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=paths.REPO_ROOT, env=executors.worker_env(),
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_slots_default_to_one_per_visible_gpu(monkeypatch):
+    assert executors.visible_gpus() == [] and executors.max_jobs() == 1  # CPU: one job at a time
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,3")  # the server was given GPUs 2 and 3
+    assert executors.visible_gpus() == ["2", "3"] and executors.max_jobs() == 2
+    monkeypatch.setenv("XRT_JOBS_PER_GPU", "2")
+    assert executors.max_jobs() == 4
+    assert [executors.slot_env(s, 4)["CUDA_VISIBLE_DEVICES"] for s in range(4)] == ["2", "3", "2", "3"]
+    monkeypatch.setenv("XRT_MAX_JOBS", "3")
+    assert executors.max_jobs() == 3 and LocalExecutor().max_concurrent == 3
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,-1,1")  # CUDA ignores entries after an invalid one
+    assert executors.visible_gpus() == ["0"]
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setenv("PATH", "")  # no nvidia-smi: no GPU
+    executors._nvidia_smi_gpus.cache_clear()
+    assert executors.visible_gpus() == []
+    executors._nvidia_smi_gpus.cache_clear()
+
+
+def test_cpu_slots_share_the_cores(monkeypatch):
+    assert executors.slot_env(0, 1) == {} and executors.slot_env(None, 2) == {}
+    assert executors.slot_env(1, 2) == {"XRT_TORCH_THREADS": str(max(1, executors.cpu_cores() // 2))}
+    monkeypatch.setenv("XRT_TORCH_THREADS", "3")  # a user's own setting wins
+    assert executors.slot_env(1, 2) == {}
+
+
+def test_claim_takes_the_lowest_free_slot():
+    store = JobStore()
+    a, b, c = (store.submit("ok", {}) for _ in range(3))
+    assert store.claim(os.getpid(), 2).slot == 0 and store.claim(os.getpid(), 2).slot == 1
+    assert store.claim(os.getpid(), 2) == "busy"
+    store.finish(a.id, "done")
+    third = store.claim(os.getpid(), 2)
+    assert third.id == c.id and third.slot == 0 and store.get(b.id).slot == 1
+
+
+def test_children_are_listed_by_parent_and_old_databases_are_upgraded(tmp_path):
+    db = tmp_path / "old.sqlite3"
+    con = sqlite3.connect(db)
+    con.executescript(jobs._SCHEMA.replace(", slot INTEGER,\n    parent_id TEXT NOT NULL DEFAULT ''", ""))
+    con.close()
+    store = JobStore(db)
+    parent = store.submit("ok", {})
+    kids = [store.submit("ok", {"x": i}, parent_id=parent.id) for i in range(2)]
+    assert [j.id for j in store.list(parent_id=parent.id)] == [k.id for k in reversed(kids)]
+    assert store.get(kids[0].id).parent_id == parent.id and store.list(parent_id="") == [store.get(parent.id)]
+
+
+def test_jobs_run_pinned_to_their_own_gpu(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # two (fake) GPUs: two slots, one job on each
+    store = JobStore()
+    started = [jobs.submit_and_start("where", {"s": 1.5}, store=store) for _ in range(2)]
+    done = [jobs.wait(j.id, store, timeout=60) for j in started]
+    assert [d.status for d in done] == ["done", "done"]
+    assert sorted(d.slot for d in done) == [0, 1]
+    assert sorted(d.result["CUDA_VISIBLE_DEVICES"] for d in done) == ["0", "1"]
+    assert all(d.result["CUDA_VISIBLE_DEVICES"] == str(d.slot) for d in done)
+
+
+def test_cpu_slots_run_side_by_side_with_their_share_of_threads(monkeypatch):
+    monkeypatch.setenv("XRT_MAX_JOBS", "2")
+    store = JobStore()
+    done = [jobs.wait(j.id, store, timeout=60)
+            for j in [jobs.submit_and_start("where", {"s": 0.5}, store=store) for _ in range(2)]]
+    share = str(max(1, executors.cpu_cores() // 2))
+    assert [d.result["XRT_TORCH_THREADS"] for d in done] == [share, share]

@@ -14,7 +14,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import hosting, imaging, jobs, paths, plots, sources
+from core import executors, hosting, imaging, jobs, paths, plots, sources
 from core.config import ConfigError, RunConfig, SourceConfig, from_dict
 from core.sample import ensure_sample
 
@@ -158,7 +158,7 @@ def signed_in_as() -> str:
 def _store(db_path: str) -> jobs.JobStore:
     """One JobStore per database per server process; orphaned runs are marked and queued ones resumed once."""
     store = jobs.JobStore(db_path)
-    jobs.mark_orphans_interrupted(store, executor=jobs.LocalExecutor())
+    jobs.mark_orphans_interrupted(store, executor=executors.executor())
     return store
 
 
