@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import choices, evaluate, hosting, imaging, jobs, paths, plots, sources
+from core import choices, evaluate, hosting, imaging, jobs, paths, plots, runs, sources
 from core.config import ConfigError, RunConfig, SourceConfig, from_dict
 from core.sample import ensure_sample
 
@@ -406,9 +406,8 @@ def default_run_config(source: SourceConfig) -> RunConfig:
 
 def read_history(run_dir: str | Path) -> pd.DataFrame | None:
     """history.csv of a run (one row per epoch); None when there is none yet."""
-    path = Path(run_dir) / "history.csv"
     try:
-        df = pd.read_csv(path)
+        df = pd.read_csv(runs.RunFolder(run_dir).history)
     except (OSError, ValueError):
         return None
     return df if len(df) and "epoch" in df else None
@@ -458,6 +457,6 @@ def config_caption(cfg: dict) -> str:
 
 def run_label(job: jobs.Job) -> str:
     """'<id> · k-fold · 2 classes' style label of a finished run."""
-    summary = read_json(Path(job.run_dir) / "metrics.json")
+    summary = read_json(runs.RunFolder(job.run_dir).metrics)
     kind = f"{summary.get('k')}-fold" if summary.get("type") == "kfold" else "single"
     return f"{job.id} · {kind} · {', '.join(summary.get('classes', []))}"
