@@ -284,14 +284,13 @@ def spec_dict(spec: TrainSpec) -> dict[str, Any]:
 
 
 def run_config(spec: TrainSpec, source: Any = None) -> Any:
-    """The app's RunConfig for this spec: from scratch, whole net, fit_one_cycle(epochs), default augmentation."""
-    from core.config import AugConfig, DataConfig, RunConfig, SourceConfig, SplitConfig, TrainConfig
+    """The app's RunConfig for this spec (core.choices): from scratch, fit_one_cycle(epochs), default augmentation."""
+    from core.choices import Choices, build_config
+    from core.config import RunConfig, SourceConfig
 
-    data = DataConfig(img_size=spec.img_size, batch_size=spec.bs, num_workers=spec.app_workers, resize="squish",
-                      channels="rgb", normalize="imagenet", aug=AugConfig(), split=SplitConfig(method="group"))
-    train = TrainConfig(arch=spec.arch, pretrained=False, epochs=spec.epochs, freeze_epochs=0, lr=spec.lr,
-                        seed=spec.seed, monitor="valid_loss")
-    return RunConfig(name="bench", source=source or SourceConfig(), data=data, train=train).validate()
+    chosen = Choices(name="bench", arch=spec.arch, pretrained=False, epochs=spec.epochs, lr=spec.lr, seed=spec.seed,
+                     img_size=spec.img_size, batch_size=spec.bs, num_workers=spec.app_workers, split_method="group")
+    return build_config(chosen, base=RunConfig(), source=source or SourceConfig())
 
 
 def app_fit(items: pd.DataFrame, spec: TrainSpec, run_dir: Path, valid_idx: Any = None) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from core.choices import KFOLD_DEFAULT, Choices, build_config, device_defaults, on_devices
 from core.config import DataConfig, RunConfig, SourceConfig, TrainConfig, load_json
 
 
@@ -107,7 +108,7 @@ def _train_args(p: argparse.ArgumentParser, kfold: bool = False) -> None:
                         "(default: ImageNet weights, fine-tuned)")
     g.add_argument("--weights", default=None, help="local ImageNet weights file (.pth / .safetensors) to fine-tune")
     g.add_argument("--epochs", type=int, default=None,
-                   help=f"epochs of the whole network (default {t.epochs}); pretrained runs first add "
+                   help=f"epochs of the whole network (default {on_devices('epochs')}); pretrained runs first add "
                         "--freeze-epochs head-only epochs, from-scratch runs train exactly this many")
     g.add_argument("--freeze-epochs", type=int, default=None,
                    help=f"head-only epochs before the whole network, pretrained only (default {t.freeze_epochs}; "
@@ -126,8 +127,9 @@ def _train_args(p: argparse.ArgumentParser, kfold: bool = False) -> None:
     g.add_argument("--imbalance", default=None, choices=IMBALANCE, help=f"class imbalance (default {t.imbalance})")
     g.add_argument("--seed", type=int, default=None, help=f"training and split seed (default {t.seed})")
     g = p.add_argument_group("images and batches")
-    g.add_argument("--bs", type=int, default=None, help=f"batch size (default {d.batch_size})")
-    g.add_argument("--img-size", type=int, default=None, help=f"image size in pixels (default {d.img_size})")
+    g.add_argument("--bs", type=int, default=None, help=f"batch size (default {on_devices('batch_size')})")
+    g.add_argument("--img-size", type=int, default=None,
+                   help=f"image size in pixels (default {on_devices('img_size')})")
     g.add_argument("--channels", choices=["rgb", "grey"], default=None, help=f"colour channels (default {d.channels})")
     g.add_argument("--resize", choices=RESIZE_METHODS, default=None,
                    help=f"squish: stretch to a square; pad: keep the aspect with black bars; crop: cut a square "
@@ -157,7 +159,7 @@ def _train_args(p: argparse.ArgumentParser, kfold: bool = False) -> None:
     g.add_argument("--keep-duplicates", action="store_true",
                    help="near-duplicate images (perceptual hash) stay in one split / fold (default off)")
     if kfold:
-        g.add_argument("--k-folds", type=int, default=None, help="number of folds (default 5)")
+        g.add_argument("--k-folds", type=int, default=None, help=f"number of folds (default {KFOLD_DEFAULT})")
         g.add_argument("--final-model", action="store_true",
                        help="after the folds, also train one model on all training data for prediction (default off)")
     else:
@@ -179,43 +181,27 @@ def _train_args(p: argparse.ArgumentParser, kfold: bool = False) -> None:
     p.add_argument("--background", action="store_true", help="queue as a job and return its id at once")
 
 
-def run_config(ns: argparse.Namespace) -> RunConfig:
-    """A RunConfig from --config plus command-line overrides."""
-    from core.config import aug_preset
+def train_choices(ns: argparse.Namespace) -> Choices:
+    """The training options given on the command line (None: not given, the base config's value stays)."""
+    k_folds = ns.k_folds or (KFOLD_DEFAULT if getattr(ns, "kfold", False) else None)
+    return Choices(
+        name=ns.name or None, arch=ns.arch, pretrained=False if ns.no_pretrained else None, weights_path=ns.weights,
+        epochs=ns.epochs, freeze_epochs=ns.freeze_epochs, lr=ns.lr, weight_decay=ns.wd,
+        early_stop_patience=ns.patience, monitor=ns.monitor, final_weights=ns.final_weights, imbalance=ns.imbalance,
+        seed=ns.seed, final_model_on_all=True if ns.final_model else None, img_size=ns.img_size,
+        channels=ns.channels, resize=ns.resize, batch_size=ns.bs, normalize=ns.normalize, num_workers=ns.workers,
+        aug_preset=ns.aug_preset, augment=False if ns.no_augment else None, flip=ns.flip, vertical_flip=ns.vflip,
+        rotate=ns.rotate, zoom=ns.zoom, warp=ns.warp, brightness=ns.brightness, contrast=ns.contrast,
+        split_method=ns.split, valid_pct=ns.valid_pct, test_pct=ns.test_pct, k_folds=k_folds,
+        keep_duplicates=True if getattr(ns, "keep_duplicates", False) else None, torch_threads=ns.threads,
+        mixed_precision=ns.mixed_precision, channels_last=ns.channels_last)
 
-    cfg = load_json(RunConfig, ns.config) if ns.config else RunConfig()
-    if ns.kind or ns.root or ns.csv_path or not ns.config:
-        cfg.source = source_config(ns)
-    if ns.aug_preset:
-        cfg.data.aug = aug_preset(ns.aug_preset)
-    d, t, s, a = cfg.data, cfg.train, cfg.data.split, cfg.data.aug
-    for obj, attr, val in [
-        (t, "arch", ns.arch), (t, "weights_path", ns.weights), (t, "epochs", ns.epochs),
-        (t, "freeze_epochs", ns.freeze_epochs), (t, "lr", ns.lr), (d, "batch_size", ns.bs),
-        (d, "img_size", ns.img_size), (d, "channels", ns.channels), (s, "method", ns.split),
-        (s, "valid_pct", ns.valid_pct), (s, "test_pct", ns.test_pct), (s, "k_folds", ns.k_folds),
-        (t, "early_stop_patience", ns.patience), (t, "monitor", ns.monitor), (t, "imbalance", ns.imbalance),
-        (d, "num_workers", ns.workers), (t, "seed", ns.seed), (s, "seed", ns.seed),
-        (d, "resize", ns.resize), (d, "normalize", ns.normalize), (t, "weight_decay", ns.wd),
-        (t, "mixed_precision", ns.mixed_precision), (t, "channels_last", ns.channels_last),
-        (t, "torch_threads", ns.threads), (t, "final_weights", ns.final_weights),
-        (a, "flip", ns.flip), (a, "vertical_flip", ns.vflip), (a, "rotate", ns.rotate), (a, "zoom", ns.zoom),
-        (a, "warp", ns.warp), (a, "brightness", ns.brightness), (a, "contrast", ns.contrast),
-    ]:
-        if val is not None:
-            setattr(obj, attr, val)
-    if ns.no_pretrained:
-        t.pretrained = False
-    if ns.no_augment:
-        d.aug.enabled = False
-    if ns.final_model:
-        t.final_model_on_all = True
-    if getattr(ns, "keep_duplicates", False):
-        s.keep_duplicates = True
-    if ns.split is None and not ns.config and (cfg.source.group_col or cfg.source.group_tag):
-        s.method = "group"
-    cfg.name = ns.name or cfg.name
-    return cfg.validate()
+
+def run_config(ns: argparse.Namespace) -> RunConfig:
+    """A RunConfig from --config (else this machine's defaults) plus command-line overrides (core.choices)."""
+    base = load_json(RunConfig, ns.config) if ns.config else None
+    source = source_config(ns) if ns.kind or ns.root or ns.csv_path or not ns.config else None
+    return build_config(train_choices(ns), base=base, source=source)
 
 
 def _run_job(kind: str, params: dict, background: bool) -> dict[str, Any]:
@@ -291,7 +277,7 @@ def cmd_lr_find(ns: argparse.Namespace) -> dict[str, Any]:
     from core.config import to_dict
 
     cfg = run_config(ns)
-    return _run_job("lr_find", {"config": to_dict(cfg), "num_it": ns.num_it}, ns.background)
+    return _run_job("lr_find", {"config": to_dict(cfg), "num_it": ns.num_it or device_defaults().lr_find_steps}, ns.background)
 
 
 def cmd_runs(ns: argparse.Namespace) -> list[dict[str, Any]]:
@@ -366,22 +352,15 @@ def cmd_predict(ns: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_evaluate(ns: argparse.Namespace) -> dict[str, Any]:
     """Score a saved model on a labelled test set (folder or CSV, DICOM included); report beside validation."""
-    from core import evaluate
-    from core.predict import Predictor
-    from core.sources import load_source
+    from core.predict import Predictor, score_source
 
     model = _model_path(ns.model)
-    ds = load_source(source_config(ns))
     pred = Predictor(model)
-    unknown = sorted(set(ds.items["label"].astype(str)) - set(pred.classes))
-    if unknown:
-        raise CliError(f"test labels {unknown} are not classes of this model ({pred.classes})")
-    df, problems = pred.predict_paths(ds.items["path"].tolist(), labels=ds.items["label"].astype(str).tolist(),
-                                      tta=ns.tta, threshold=ns.threshold)
+    scored = score_source(pred, source_config(ns), tta=ns.tta, threshold=ns.threshold)
+    df = scored.predictions
     if ns.out:
         df.to_csv(ns.out, index=False)
-    metrics = evaluate.metrics_from_frame(df, pred.classes)
-    out = {"n": len(df), "metrics": metrics, "problems": len(problems) + len(ds.problems), "out": ns.out or None,
+    out = {"n": len(df), "metrics": scored.metrics, "problems": len(scored.problems), "out": ns.out or None,
            "scored": _scored(df, pred.classes, ns.threshold)}
     run = _run_folder(model)
     if ns.no_report:
@@ -486,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     _source_args(p)
     _train_args(p)
     p.set_defaults(func=cmd_train)
-    p = sub.add_parser("kfold", help="k-fold cross-validation (default k=5): one model per fold",
+    p = sub.add_parser("kfold", help=f"k-fold cross-validation (default k={KFOLD_DEFAULT}): one model per fold",
                        description="k-fold cross-validation: k models, each validated on one fold (patients kept "
                                    "in one fold when groups are known); out-of-fold predictions for every item, "
                                    "metrics per fold and their mean +- sd. Test rows stay out of every fold. "
@@ -497,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("lr-find", help="LR finder: loss vs learning rate and suggestions")
     _source_args(p)
     _train_args(p)
-    p.add_argument("--num-it", type=int, default=100, help="LR finder steps (default 100)")
+    p.add_argument("--num-it", type=int, default=None, help=f"LR finder steps (default {on_devices('lr_find_steps')})")
     p.set_defaults(func=cmd_lr_find)
     p = sub.add_parser("runs", help="list runs/jobs and their status")
     p.add_argument("--limit", type=int, default=50, help="most recent runs listed (default 50)")
@@ -549,8 +528,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; print its JSON result; exit 1 with a message on bad input."""
     ns = build_parser().parse_args(argv)
-    if getattr(ns, "kfold", False) and not ns.k_folds:
-        ns.k_folds = 5
     try:
         result = ns.func(ns)
     except (CliError, ValueError, FileNotFoundError, RuntimeError) as err:

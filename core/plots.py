@@ -216,6 +216,27 @@ def class_distribution(table: pd.DataFrame, title: str = "Images per class") -> 
     return style(fig, title)
 
 
+def class_counts(counts: Mapping[str, int], title: str = "Images per class") -> go.Figure:
+    """One bar per class: how many images it has."""
+    fig = go.Figure(go.Bar(x=[str(c) for c in counts], y=list(counts.values()), marker_color=colour(0),
+                           hovertemplate="%{x}: %{y} images<extra></extra>"))
+    fig.update_xaxes(title_text="class", type="category")
+    fig.update_yaxes(title_text="images")
+    return style(fig, title)
+
+
+def image_sizes(items: pd.DataFrame, title: str = "Image sizes (pixels)") -> go.Figure:
+    """Width against height of every image (columns width, height, label), one colour per class."""
+    fig = go.Figure([
+        go.Scatter(x=part["width"], y=part["height"], mode="markers", name=str(label), opacity=0.6,
+                   marker_color=colour(i), hovertemplate="%{x} x %{y} px<extra>" + str(label) + "</extra>")
+        for i, (label, part) in enumerate(items.groupby("label", sort=True))
+    ])
+    fig.update_xaxes(title_text="width")
+    fig.update_yaxes(title_text="height")
+    return style(fig, title)
+
+
 def fold_bars(table: pd.DataFrame, metrics: Sequence[str] = ("accuracy", "balanced_accuracy", "roc_auc"),
               title: str = "Per-fold validation metrics") -> go.Figure:
     """Bars per fold for each metric, with the mean +/- sd across folds as a point with error bars."""

@@ -6,6 +6,7 @@ import math
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ import pandas as pd
 import torch
 
 from core import evaluate, imaging, models
-from core.config import Window
+from core.config import SourceConfig, Window
 from core.data import ImageReader
 
 DEFAULT_THRESHOLD = 0.5
@@ -220,6 +221,34 @@ def predict_csv(model_path: str | Path | Predictor, csv_path: str | Path, path_c
     df, bad = as_predictor(model_path).predict_paths(files, batch_size=batch_size, labels=labels, tta=tta,
                                                      threshold=threshold)
     return df, pd.concat([problems, bad], ignore_index=True) if len(problems) else bad
+
+
+@dataclass
+class SourceScore:
+    """A model applied to a labelled source: per-item predictions, unusable files, headline metrics."""
+
+    predictions: pd.DataFrame
+    problems: pd.DataFrame  # path, reason: files the scan or the prediction could not use
+    metrics: dict[str, float]
+
+
+def score_source(model: str | Path | Predictor, source: SourceConfig, batch_size: int = 32, tta: bool = False,
+                 threshold: float | None = None) -> SourceScore:
+    """Load a labelled source, check its labels are classes of the model, predict it with its labels, measure."""
+    from core.sources import load_source
+
+    pred = as_predictor(model)
+    ds = load_source(source)
+    labels = ds.items["label"].astype(str)
+    unknown = sorted(set(labels) - set(pred.classes))
+    if unknown:
+        raise ValueError(f"test labels {unknown} are not classes of this model ({', '.join(pred.classes)})")
+    if ds.items.empty:
+        raise ValueError("the test set has no usable images")
+    df, bad = pred.predict_paths(ds.items["path"].tolist(), batch_size=batch_size, labels=labels.tolist(), tta=tta,
+                                 threshold=threshold)
+    problems = pd.concat([ds.problems[["path", "reason"]], bad], ignore_index=True)
+    return SourceScore(df, problems, evaluate.metrics_from_frame(df, pred.classes))
 
 
 def score_predictions(df: pd.DataFrame, classes: list[str], threshold: float | None = None,

@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from core import choices
 from core.config import ConfigError, RunConfig, from_dict, to_dict
 from core.sources import SourceError
 from ui import checks_view, common
@@ -13,18 +14,18 @@ def render() -> None:
     common.require_entry()  # never shown without the entry's sign-in gate
     st.title("Training setup")
     sf.restore_saved()
-    src, is_default = sf.current_source()
-    st.session_state.setdefault(sf.SOURCE_CONFIG, src)  # the source as chosen, before this page's split column
-    gpu = sf.has_gpu()
-    carried = st.session_state.get(sf.RUN_CONFIG)
-    base = from_dict(RunConfig, carried) if carried else sf.default_config(src, gpu)
+    src, is_default = common.current_source()
+    st.session_state.setdefault(common.SOURCE_CONFIG, src)  # the source as chosen, before this page's split column
+    gpu = choices.has_gpu()
+    carried = st.session_state.get(common.RUN_CONFIG)
+    base = from_dict(RunConfig, carried) if carried else common.default_run_config(src)
     sf.seed_state(base)
     hint = " Choose another on the **Dataset explorer** page." if is_default else ""
     st.info(f"Data: {sf.describe_source(src)}.{hint}")
     problems: list[str] = []
     try:
         cfg = sf.config_from_state(st.session_state, base, src)
-        st.session_state[sf.RUN_CONFIG] = to_dict(cfg)
+        st.session_state[common.RUN_CONFIG] = to_dict(cfg)
     except ConfigError as err:
         cfg = None
         problems.append(str(err))

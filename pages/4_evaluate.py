@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from ui import common
+from ui import checks_view, common
 from ui import eval_view as ev
 
 
@@ -15,7 +15,7 @@ def render() -> None:
         ev.no_runs()
         return
     job = ev.pick_run(runs)
-    ev.show_run(job, runs)
+    ev.show_run(job, runs, checks=checks_view.eval_checks)
 
 
 render()

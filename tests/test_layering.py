@@ -73,3 +73,11 @@ def test_no_import_cycles_and_core_never_imports_ui():
     assert find_cycle(graph) == [], " -> ".join(find_cycle(graph))
     assert not [(m, d) for m, deps in graph.items() if m.startswith("core.") for d in deps if d.startswith("ui.")]
     assert find_cycle({"a": {"b"}, "b": {"a"}}) == ["a", "b", "a"]  # the check itself finds a cycle
+
+
+def test_views_never_import_each_other():
+    graph = import_graph()
+    below = {"ui.common", "ui.auth", "ui.__init__"}  # what the views share sits here, below them
+    views = {m for m in graph if m.startswith("ui.") and m not in below}
+    assert {"ui.explorer_view", "ui.eval_view", "ui.setup_form"} <= views
+    assert {m: graph[m] & views for m in views if graph[m] & views} == {}

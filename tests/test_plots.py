@@ -137,3 +137,12 @@ def test_plots_only_draw():
     mods = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     mods |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert mods <= {"__future__", "math", "collections", "numpy", "pandas", "plotly"}
+
+
+def test_explorer_figures_class_counts_and_image_sizes():
+    fig = plots.class_counts({"normal": 5, "pneumonia": 3})
+    assert list(fig.data[0].x) == ["normal", "pneumonia"] and list(fig.data[0].y) == [5, 3]
+    items = pd.DataFrame({"width": [100, 120, 90], "height": [80, 100, 90], "label": ["b", "a", "b"]})
+    fig = plots.image_sizes(items)
+    assert [t.name for t in fig.data] == ["a", "b"] and list(fig.data[1].x) == [100, 90]
+    assert fig.layout.paper_bgcolor == "rgba(0,0,0,0)"

@@ -146,3 +146,20 @@ def test_cli_report_and_evaluate(run, tmp_path, capsys):
     assert table.loc["roc_auc", "valid"] == table.loc["roc_auc", "external"]  # same images, same model
     assert main(["report", str(tmp_path / "nothing")]) == 1
     capsys.readouterr()
+
+
+def test_score_source_predicts_a_labelled_source_and_refuses_foreign_labels(run, tmp_path):
+    from core.config import SourceConfig
+    from core.predict import score_source
+
+    valid = pd.read_csv(run / "valid_predictions.csv")
+    root = Path(valid["path"][0]).parents[2]
+    rel = [str(Path(p).relative_to(root)) for p in valid["path"]]
+    good, foreign = root / "scored.csv", root / "foreign.csv"
+    pd.DataFrame({"path": rel, "label": valid["label"]}).to_csv(good, index=False)
+    pd.DataFrame({"path": rel[:2], "label": ["not-a-class"] * 2}).to_csv(foreign, index=False)
+    scored = score_source(run / "model", SourceConfig(kind="csv", csv_path=str(good)))
+    assert len(scored.predictions) == len(valid) and scored.problems.empty
+    assert scored.metrics["accuracy"] == pytest.approx(float((valid["label"] == valid["pred"]).mean()))
+    with pytest.raises(ValueError, match="not classes of this model"):
+        score_source(run / "model", SourceConfig(kind="csv", csv_path=str(foreign)))

@@ -17,7 +17,7 @@ from ui import common
 
 RAN = "chk_ran"  # source keys whose checks ran in this session
 CORR = "chk_corrections"  # {"source": SourceConfig as dict, "changes": {path: {"new_label", "why"}}}
-SOURCE_CONFIG = "source_config"  # the data source the setup page trains on (shared with the explorer)
+SOURCE_CONFIG = common.SOURCE_CONFIG  # the data source the setup page trains on (shared with the explorer)
 CELL = "chk_cell"
 ALL = "all"
 GALLERY_COLS = 4
@@ -239,7 +239,7 @@ def _write(cfg: SourceConfig, changes: dict[str, dict[str, str]], name: str) -> 
         return
     new = SourceConfig(**src)
     st.session_state[SOURCE_CONFIG] = new
-    st.session_state.pop("run_config", None)  # the setup page rebuilds its settings for the new source
+    st.session_state.pop(common.RUN_CONFIG, None)  # the setup page rebuilds its settings for the new source
     n = len(pd.read_csv(folder / "labels.csv"))
     st.session_state["chk_written"] = {"csv": src["csv_path"], "n": n, "changed": len(changes)}
 

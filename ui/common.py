@@ -1,4 +1,4 @@
-"""Shared sidebar, cached wrappers around core calls, and session-state helpers."""
+"""Shared sidebar, cached wrappers around core calls, session keys and run-folder readers shared by the views."""
 
 from __future__ import annotations
 
@@ -11,14 +11,20 @@ import secrets
 import sqlite3
 from pathlib import Path
 
+import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import executors, hosting, imaging, jobs, paths, plots, sources
+from core import choices, evaluate, executors, hosting, imaging, jobs, paths, plots, runs, sources
 from core.config import ConfigError, RunConfig, SourceConfig, from_dict
 from core.sample import ensure_sample
 
 OWNER_KEY = "owner_id"
+# Session keys more than one view reads (the views never import each other; they meet here)
+RUN_CONFIG, RUN_CONFIG_ERROR, SOURCE_CONFIG, LR_JOB = "run_config", "run_config_error", "source_config", "lr_job_id"
+TRAIN_JOB, PICK = "train_job_id", "tr_pick"  # Training run: the run this session started last, the run watched
+EVAL_RUN, LAST_EVAL_RUN, CHOSEN = "ev_run", "ev_last_run", "chosen_thresholds"  # Evaluation's run and thresholds
+METRICS = evaluate.HEADLINE + ("pr_auc", "brier", "ece", "ppv", "npv", "f1")  # shown per set: Evaluation, Predict
 
 
 @st.cache_resource(show_spinner="Generating the synthetic sample dataset (first start only)...")
@@ -370,3 +376,87 @@ def fmt_seconds(s: float | None) -> str:
 def lr_find_figure(data: dict) -> go.Figure:
     """Loss against learning rate (log x) with the finder's suggestions marked (core.plots)."""
     return plots.lr_finder(data.get("lrs", []), data.get("losses", []), data.get("suggestions") or {})
+
+
+# ---------------------------------------------------------------- the source and settings the pages share
+
+
+def sample_source() -> SourceConfig:
+    """The built-in synthetic sample in its CSV form (patient ids in column patient_id)."""
+    return SourceConfig(kind="csv", csv_path=str(Path(sample_root()) / "labels.csv"), group_col="patient_id")
+
+
+def current_source() -> tuple[SourceConfig, bool]:
+    """The source chosen on the Dataset explorer (or loaded with a config); else the sample. Flag: is default."""
+    src = st.session_state.get(SOURCE_CONFIG)
+    if isinstance(src, SourceConfig):
+        return dataclasses.replace(src), src.csv_path == sample_source().csv_path
+    carried = st.session_state.get(RUN_CONFIG)
+    src = from_dict(RunConfig, carried).source if carried else sample_source()
+    return src, src.csv_path == sample_source().csv_path
+
+
+def default_run_config(source: SourceConfig) -> RunConfig:
+    """This machine's starting settings (core.choices); from scratch when ImageNet weights cannot be had."""
+    return choices.default_config(source, choices.has_gpu(), pretrained=weights_status(RunConfig().train.arch)[0])
+
+
+# ---------------------------------------------------------------- run-folder readers and widgets the views share
+
+
+def read_history(run_dir: str | Path) -> pd.DataFrame | None:
+    """history.csv of a run (one row per epoch); None when there is none yet."""
+    try:
+        df = pd.read_csv(runs.RunFolder(run_dir).history)
+    except (OSError, ValueError):
+        return None
+    return df if len(df) and "epoch" in df else None
+
+
+def best_epochs(summary: dict, prog: dict) -> int | dict[int, int] | None:
+    """Best epoch(s) to mark on the curves: per fold for k-fold runs, else one (from metrics or progress)."""
+    per_fold = summary.get("metrics", {}).get("per_fold") if summary else None
+    if per_fold:
+        return {int(f["fold"]): int(f["best_epoch"]) for f in per_fold if f.get("best_epoch") is not None}
+    best = summary.get("best_epoch") if summary else prog.get("best_epoch")
+    return int(best) if best is not None and not prog.get("n_folds") else None
+
+
+def curves(job: jobs.Job, best: int | dict[int, int] | None = None) -> None:
+    """Loss and metric curves per epoch from history.csv (core.plots), best epoch(s) marked."""
+    df = read_history(job.run_dir)
+    if df is None:
+        if job.kind != "lr_find":
+            st.caption("Curves appear after the first epoch.")
+        return
+    st.plotly_chart(plots.training_curves(df, best), width="stretch")
+
+
+def schedule_text(c: RunConfig) -> str:
+    """'1 frozen + 5 epochs' when fine-tuning; '8 epochs' from scratch (no frozen phase there)."""
+    t = c.train
+    frozen = t.planned_epochs() - t.epochs
+    return f"{frozen} frozen + {t.epochs} epochs" if frozen else f"{t.epochs} epochs"
+
+
+def config_caption(cfg: dict) -> str:
+    """One line describing a run config."""
+    c = from_dict(RunConfig, cfg)
+    split = c.data.split
+    folds = f", {split.k_folds}-fold CV" if split.k_folds >= 2 else ""
+    weights = "ImageNet weights" if c.train.pretrained else "from scratch"
+    if c.train.weights_path:
+        weights = f"weights from {Path(c.train.weights_path).name}"
+    valid = f"{split.k_folds} folds" if split.k_folds >= 2 else f"valid {split.valid_pct:.0%}"
+    where = c.source.csv_path or c.source.root
+    data = f" on {Path(where).name}" if where else ""
+    return (f"{c.train.arch} ({weights}){data}, {c.data.img_size} px {c.data.channels}, batch {c.data.batch_size}, "
+            f"{schedule_text(c)}, lr {c.train.lr or 'default'}, "
+            f"split {split.method} ({valid}, test {split.test_pct:.0%}){folds}")
+
+
+def run_label(job: jobs.Job) -> str:
+    """'<id> · k-fold · 2 classes' style label of a finished run."""
+    summary = read_json(runs.RunFolder(job.run_dir).metrics)
+    kind = f"{summary.get('k')}-fold" if summary.get("type") == "kfold" else "single"
+    return f"{job.id} · {kind} · {', '.join(summary.get('classes', []))}"

@@ -8,22 +8,21 @@ Everything expensive is cached by run folder + file versions (common.file_versio
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from core import evaluate, explain, imaging, jobs, plots, report, sources, uploads
+from core import evaluate, explain, hosting, imaging, jobs, plots, predict, report, sources, uploads
 from core.config import SourceConfig
-from ui import checks_view, common
-from ui import run_view as rv
+from ui import common
+from ui.common import CHOSEN, METRICS, run_label  # shared with the Predict view
 
-LAST_RUN = "ev_last_run"
-RUN, COMPARE, SET, PREV, EXTERNAL, CHOSEN = "ev_run", "ev_compare", "ev_set", "ev_prevalence", "ev_external", \
-    "chosen_thresholds"
+LAST_RUN, RUN = common.LAST_EVAL_RUN, common.EVAL_RUN
+COMPARE, SET, PREV, EXTERNAL = "ev_compare", "ev_set", "ev_prevalence", "ev_external"
 SET_NAMES = {"valid": "validation", "oof": "out-of-fold (k-fold)", "test": "hold-out test", "external": "external test"}
-METRICS = evaluate.HEADLINE + ("pr_auc", "brier", "ece", "ppv", "npv", "f1")
 FOLD_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "sensitivity", "specificity")
 TOP_K, GALLERY_COLS, THUMB = 12, 6, 160
 
@@ -55,13 +54,6 @@ def fmt(x: Any) -> str:
 def shown_frame(df: pd.DataFrame) -> pd.DataFrame:
     """A predictions table for display/download: hosted mode shows file names, not server paths."""
     return df.assign(path=[Path(str(p)).name for p in df["path"]]) if common.is_hosted() else df
-
-
-def run_label(job: jobs.Job) -> str:
-    """'<id> · k-fold · 2 classes' style label of a finished run."""
-    summary = rv.read_json(Path(job.run_dir) / "metrics.json")
-    kind = f"{summary.get('k')}-fold" if summary.get("type") == "kfold" else "single"
-    return f"{job.id} · {kind} · {', '.join(summary.get('classes', []))}"
 
 
 # ---------------------------------------------------------------- cached computations
@@ -103,7 +95,7 @@ def pick_run(runs: list[jobs.Job]) -> jobs.Job:
     """The run to evaluate (default: the one watched on the Training run page, else the newest)."""
     ids = [j.id for j in runs]
     if st.session_state.get(RUN) not in ids:
-        st.session_state[RUN] = st.session_state.get(rv.PICK) if st.session_state.get(rv.PICK) in ids else ids[0]
+        st.session_state[RUN] = st.session_state.get(common.PICK) if st.session_state.get(common.PICK) in ids else ids[0]
     labels = {j.id: run_label(j) for j in runs}
     chosen = st.selectbox("Run", ids, key=RUN, format_func=labels.get)
     st.session_state[LAST_RUN] = chosen  # kept when this page's widget state is dropped (Predict reads it)
@@ -112,9 +104,9 @@ def pick_run(runs: list[jobs.Job]) -> jobs.Job:
 
 def config_line(run_dir: str) -> None:
     """One caption describing how the run was trained."""
-    cfg = rv.read_json(Path(run_dir) / "config.json")
+    cfg = common.read_json(Path(run_dir) / "config.json")
     try:
-        st.caption("Settings: " + rv.config_caption(cfg))
+        st.caption("Settings: " + common.config_caption(cfg))
     except (TypeError, ValueError, KeyError):
         pass
 
@@ -206,7 +198,7 @@ def figures_section(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.Data
     cal = set_ev["calibration"]
     tabs[3].caption(f"ECE {fmt(cal['ece'])} (lower is better; {cal['n_bins']} bins), Brier score {fmt(cal['brier'])}.")
     with tabs[4]:
-        rv.curves(job, rv.best_epochs(rv.read_json(Path(job.run_dir) / "metrics.json"), {}))
+        common.curves(job, common.best_epochs(common.read_json(Path(job.run_dir) / "metrics.json"), {}))
     if len(tabs) > 5:
         tabs[5].plotly_chart(figs[f"{name}_threshold"], width="stretch", key="ev_fig_threshold")
     with st.expander("Per-class metrics"):
@@ -301,22 +293,16 @@ def _external_source() -> SourceConfig | None:
 
 
 def _predict_external(job: jobs.Job, cfg: SourceConfig, model: str, tta: bool) -> None:
-    """Scan the test set, predict it with the chosen model, keep the predictions for this run."""
+    """Scan the test set, predict it with the chosen model (core.predict.score_source), keep it for this run."""
     try:
-        ds = common.load_dataset(cfg)
-        pred = common.predictor(model)
+        hosting.check_source(cfg, common.owner_id())
+        with st.spinner("Predicting the test images..."):
+            scored = predict.score_source(common.predictor(model), cfg, tta=tta)
     except (sources.SourceError, uploads.UploadError, ValueError, OSError) as err:
         st.error(f"Cannot use this test set: {err}")
         return
-    unknown = sorted(set(ds.items["label"].astype(str)) - set(pred.classes))
-    if ds.items.empty or unknown:
-        st.error(f"Test labels {unknown} are not classes of this model ({', '.join(pred.classes)})." if unknown
-                 else "The test set has no usable images.")
-        return
-    with st.spinner(f"Predicting {len(ds.items)} test images..."):
-        df, bad = pred.predict_paths(ds.items["path"].tolist(), labels=ds.items["label"].astype(str).tolist(), tta=tta)
-    st.session_state[EXTERNAL] = {"run": job.id, "model": model, "df": df, "source": cfg.root or cfg.csv_path,
-                                  "problems": pd.concat([ds.problems[["path", "reason"]], bad], ignore_index=True)}
+    st.session_state[EXTERNAL] = {"run": job.id, "model": model, "df": scored.predictions,
+                                  "source": cfg.root or cfg.csv_path, "problems": scored.problems}
     st.rerun()
 
 
@@ -385,12 +371,15 @@ def frames_with_external(frames: dict[str, pd.DataFrame], external: pd.DataFrame
     return {**frames, "external": external} if external is not None else dict(frames)
 
 
-def show_run(job: jobs.Job, runs: list[jobs.Job]) -> None:
-    """Everything about one finished run."""
+SetChecks = Callable[[jobs.Job, dict[str, Any], dict[str, pd.DataFrame], str], None]
+
+
+def show_run(job: jobs.Job, runs: list[jobs.Job], checks: SetChecks | None = None) -> None:
+    """Everything about one finished run; `checks` (from the page) draws the data checks of the shown set."""
     config_line(job.run_dir)
     version = run_version(job.run_dir)
     frames = predictions(job.run_dir, version)
-    summary = rv.read_json(Path(job.run_dir) / "metrics.json")
+    summary = common.read_json(Path(job.run_dir) / "metrics.json")
     classes = list(summary.get("classes", []))
     primary = "oof" if "oof" in frames else "valid"
     if primary not in frames or not classes:
@@ -411,7 +400,8 @@ def show_run(job: jobs.Job, runs: list[jobs.Job]) -> None:
     set_name = figures_section(job, ev, all_frames)
     folds_section(ev)
     top_losses_section(job, ev, all_frames, set_name)
-    checks_view.eval_checks(job, ev, all_frames, set_name)
+    if checks is not None:
+        checks(job, ev, all_frames, set_name)
     external_section(job)
     downloads(job, ev, all_frames, threshold, prevalence, external)
 

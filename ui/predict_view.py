@@ -16,8 +16,6 @@ import streamlit as st
 
 from core import evaluate, hosting, jobs, modelio, predict, uploads
 from ui import common
-from ui import eval_view as ev
-from ui import run_view as rv
 
 RUN, MODEL, SOURCE, RESULT, UPLOAD = "pr_run", "pr_model", "pr_input", "pr_result", "pr_upload"
 SOURCES = {"upload": "Upload images, DICOMs or a zip", "folder": "A folder", "csv": "A CSV of file paths"}
@@ -37,9 +35,9 @@ def pick_run(runs: list[jobs.Job]) -> jobs.Job:
     """The run whose model predicts (default: the one on the Evaluation page, else the newest)."""
     ids = [j.id for j in runs]
     if st.session_state.get(RUN) not in ids:
-        carried = [st.session_state.get(k) for k in (ev.RUN, ev.LAST_RUN, rv.PICK)]
+        carried = [st.session_state.get(k) for k in (common.EVAL_RUN, common.LAST_EVAL_RUN, common.PICK)]
         st.session_state[RUN] = next((i for i in carried if i in ids), ids[0])
-    labels = {j.id: ev.run_label(j) for j in runs}
+    labels = {j.id: common.run_label(j) for j in runs}
     chosen = st.selectbox("Trained model (run)", ids, key=RUN, format_func=labels.get)
     return next(j for j in runs if j.id == chosen)
 
@@ -119,7 +117,7 @@ def options(job: jobs.Job, classes: list[str]) -> tuple[float | None, bool]:
     threshold = None
     if len(classes) == 2:
         key = f"pr_thr_{job.id}"
-        st.session_state.setdefault(key, st.session_state.get(ev.CHOSEN, {}).get(job.id, 0.5))
+        st.session_state.setdefault(key, st.session_state.get(common.CHOSEN, {}).get(job.id, 0.5))
         threshold = float(c1.slider(f"Threshold on P({classes[1]})", 0.0, 1.0, step=0.001, format="%.3f", key=key))
     else:
         c1.caption("Multi-class model: the predicted class is the most probable one.")
@@ -213,7 +211,7 @@ def run_dir_of(model: str) -> Path:
 @st.cache_data(max_entries=16, show_spinner=False)
 def _seen(run_dir: str, version: tuple) -> dict[str, str]:
     """{resolved file path: split} of the items a run trained, validated or tested on (its items.csv)."""
-    cfg = rv.read_json(Path(run_dir) / "config.json").get("source") or {}
+    cfg = common.read_json(Path(run_dir) / "config.json").get("source") or {}
     base = Path(cfg.get("root") or (Path(cfg["csv_path"]).parent if cfg.get("csv_path") else ""))
     try:
         items = pd.read_csv(Path(run_dir) / "items.csv", keep_default_na=False)
@@ -258,7 +256,7 @@ def labelled_metrics(df: pd.DataFrame, classes: list[str], threshold: float | No
         return
     if ev_ is not None:
         st.subheader(f"Metrics on the {ev_['n']} labelled images (95 % CIs)")
-        st.dataframe(evaluate.comparison_table({"labelled rows": ev_}, ev.METRICS), hide_index=True, width="stretch")
+        st.dataframe(evaluate.comparison_table({"labelled rows": ev_}, common.METRICS), hide_index=True, width="stretch")
 
 
 def explain_one(df: pd.DataFrame, table: pd.DataFrame, model: str, seq: int = 0) -> None:

@@ -14,12 +14,20 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import eta, evaluate, hosting, jobs, plots
+from core import eta, evaluate, hosting, jobs
 from core.config import ConfigError, RunConfig, from_dict, to_dict
 from ui import common
-from ui.common import fmt_seconds, lr_find_figure, read_json  # shared with the other views
+from ui.common import (  # shared with the other views
+    PICK,
+    TRAIN_JOB,
+    best_epochs,
+    config_caption,
+    curves,
+    fmt_seconds,
+    lr_find_figure,
+    read_json,
+)
 
-TRAIN_JOB, PICK = "train_job_id", "tr_pick"
 PHASES = {"starting": "Starting (loading the training libraries)", "scanning": "Reading the dataset", "training": "Training", "testing": "Predicting the test set",
           "lr_find": "Finding a learning rate", "done": "Finished"}
 REAP_EVERY_S = 10.0
@@ -27,16 +35,6 @@ _last_reap = [0.0]  # process-wide throttle for reaping dead workers (no user da
 
 
 # ---------------------------------------------------------------- plain helpers
-
-
-def read_history(run_dir: str | Path) -> pd.DataFrame | None:
-    """history.csv of a run (one row per epoch); None when there is none yet."""
-    path = Path(run_dir) / "history.csv"
-    try:
-        df = pd.read_csv(path)
-    except (OSError, ValueError):
-        return None
-    return df if len(df) and "epoch" in df else None
 
 
 def fmt_time(t: float | None) -> str:
@@ -103,61 +101,23 @@ def _f(x: Any) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
-# ---------------------------------------------------------------- figures
-
-
-def best_epochs(summary: dict, prog: dict) -> int | dict[int, int] | None:
-    """Best epoch(s) to mark on the curves: per fold for k-fold runs, else one (from metrics or progress)."""
-    per_fold = summary.get("metrics", {}).get("per_fold") if summary else None
-    if per_fold:
-        return {int(f["fold"]): int(f["best_epoch"]) for f in per_fold if f.get("best_epoch") is not None}
-    best = summary.get("best_epoch") if summary else prog.get("best_epoch")
-    return int(best) if best is not None and not prog.get("n_folds") else None
-
-
 # ---------------------------------------------------------------- widgets
 
 
 def carried_config() -> tuple[dict | None, str]:
     """The config from the Training setup page (validated), or the default one; with a note for the user."""
-    err = st.session_state.get("run_config_error")
-    cfg = st.session_state.get("run_config")
+    err = st.session_state.get(common.RUN_CONFIG_ERROR)
+    cfg = st.session_state.get(common.RUN_CONFIG)
     if err:
         return None, f"The settings on the Training setup page are not valid: {err}"
     if cfg is None:
-        from ui import setup_form  # the setup page's defaults (setup_form imports nothing of this module)
-
-        src, _ = setup_form.current_source()
-        default = setup_form.default_config(src, setup_form.has_gpu())
+        default = common.default_run_config(common.current_source()[0])
         return to_dict(default), "Default settings (the Training setup page has not been opened in this session)."
     try:
         from_dict(RunConfig, cfg).validate()
     except ConfigError as e:
         return None, f"The carried settings are not valid: {e}"
     return cfg, ""
-
-
-def config_caption(cfg: dict) -> str:
-    """One line describing a run config."""
-    c = from_dict(RunConfig, cfg)
-    split = c.data.split
-    folds = f", {split.k_folds}-fold CV" if split.k_folds >= 2 else ""
-    weights = "ImageNet weights" if c.train.pretrained else "from scratch"
-    if c.train.weights_path:
-        weights = f"weights from {Path(c.train.weights_path).name}"
-    valid = f"{split.k_folds} folds" if split.k_folds >= 2 else f"valid {split.valid_pct:.0%}"
-    where = c.source.csv_path or c.source.root
-    data = f" on {Path(where).name}" if where else ""
-    return (f"{c.train.arch} ({weights}){data}, {c.data.img_size} px {c.data.channels}, batch {c.data.batch_size}, "
-            f"{schedule_text(c)}, lr {c.train.lr or 'default'}, "
-            f"split {split.method} ({valid}, test {split.test_pct:.0%}){folds}")
-
-
-def schedule_text(c: RunConfig) -> str:
-    """'1 frozen + 5 epochs' when fine-tuning; '8 epochs' from scratch (no frozen phase there)."""
-    t = c.train
-    frozen = t.planned_epochs() - t.epochs
-    return f"{frozen} frozen + {t.epochs} epochs" if frozen else f"{t.epochs} epochs"
 
 
 def start_section() -> None:
@@ -273,16 +233,6 @@ def progress_panel(job: jobs.Job, prog: dict) -> None:
     last = prog.get("last_epoch") or {}
     if last.get("valid_loss") is not None:
         cols[3].metric("Valid loss (last epoch)", _f(last.get("valid_loss")))
-
-
-def curves(job: jobs.Job, best: int | dict[int, int] | None = None) -> None:
-    """Loss and metric curves per epoch from history.csv (core.plots), best epoch(s) marked."""
-    df = read_history(job.run_dir)
-    if df is None:
-        if job.kind != "lr_find":
-            st.caption("Curves appear after the first epoch.")
-        return
-    st.plotly_chart(plots.training_curves(df, best), width="stretch")
 
 
 def outcome(job: jobs.Job) -> None:

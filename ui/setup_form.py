@@ -18,6 +18,7 @@ import pandas as pd
 import streamlit as st
 
 from core import augment_preview, hosting, jobs, models, settings_store, uploads
+from core.choices import CPU_DEFAULTS, KFOLD_DEFAULT, Choices, build_config, device_defaults
 from core.config import (
     CHANNELS,
     IMBALANCE,
@@ -33,8 +34,13 @@ from core.config import (
 from core.data import SplitError
 from core.uploads import UploadError
 from ui import common
+from ui.common import (  # session keys shared with other views
+    LR_JOB,
+    RUN_CONFIG,
+    RUN_CONFIG_ERROR,
+    SOURCE_CONFIG,
+)
 
-RUN_CONFIG, RUN_CONFIG_ERROR, SOURCE_CONFIG, LR_JOB = "run_config", "run_config_error", "source_config", "lr_job_id"
 UPLOAD_LIMIT = 1_000_000  # bytes; a config is a few kB
 SPLIT_LABELS = {
     "random": "Random",
@@ -46,25 +52,9 @@ SPLIT_LABELS = {
 IMBALANCE_LABELS = {"none": "None", "weighted_loss": "Weighted loss", "oversample": "Oversample rare classes"}
 SUGGESTION_ORDER = ("valley", "slide", "steep", "minimum")
 LR_PLAUSIBLE = (1e-5, 1.0)  # suggestions outside are artefacts of the curve's first or last steps
-LR_STEPS_CPU, LR_STEPS_GPU = 30, 100  # LR finder steps: about a minute on a CPU at the CPU defaults
 
 
-# ---------------------------------------------------------------- source and defaults
-
-
-def sample_source() -> SourceConfig:
-    """The built-in synthetic sample in its CSV form (patient ids in column patient_id)."""
-    return SourceConfig(kind="csv", csv_path=str(Path(common.sample_root()) / "labels.csv"), group_col="patient_id")
-
-
-def current_source() -> tuple[SourceConfig, bool]:
-    """The source chosen on the Dataset explorer (or loaded with a config); else the sample. Flag: is default."""
-    src = st.session_state.get(SOURCE_CONFIG)
-    if isinstance(src, SourceConfig):
-        return copy.deepcopy(src), src.csv_path == sample_source().csv_path
-    carried = st.session_state.get(RUN_CONFIG)
-    src = from_dict(RunConfig, carried).source if carried else sample_source()
-    return src, src.csv_path == sample_source().csv_path
+# ---------------------------------------------------------------- source
 
 
 def describe_source(src: SourceConfig) -> str:
@@ -85,24 +75,6 @@ def describe_source(src: SourceConfig) -> str:
     if src.kind == "sample":
         return "the built-in SYNTHETIC sample (class folders)"
     return f"{prefix}class folders in `{src.root}`"
-
-
-def has_gpu() -> bool:
-    """True when PyTorch sees a CUDA GPU."""
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def default_config(source: SourceConfig, gpu: bool) -> RunConfig:
-    """Starting values: small and quick on a CPU, the usual ImageNet size on a GPU; split by patient when known."""
-    cfg = RunConfig(source=source)
-    cfg.data.img_size, cfg.train.epochs, cfg.data.batch_size = (224, 5, 64) if gpu else (128, 3, 32)
-    cfg.train.pretrained = common.weights_status(cfg.train.arch)[0]  # offline: from scratch, said on the page
-    if not cfg.train.pretrained:
-        cfg.train.freeze_epochs = 0  # no frozen phase from scratch
-    cfg.data.split.method = "group" if source.group_col or source.group_tag else "stratified"
-    return cfg
 
 
 # ---------------------------------------------------------------- config <-> widget state
@@ -126,7 +98,7 @@ def config_to_state(cfg: RunConfig) -> dict[str, Any]:
         "su_rotate": float(a.rotate), "su_zoom": float(a.zoom), "su_warp": float(a.warp),
         "su_brightness": float(a.brightness), "su_contrast": float(a.contrast),
         "su_split_method": s.method, "su_valid_pct": _pct(s.valid_pct), "su_test_pct": _pct(s.test_pct),
-        "su_kfold": s.k_folds >= 2, "su_k": max(2, int(s.k_folds) or 5), "su_seed": int(t.seed),
+        "su_kfold": s.k_folds >= 2, "su_k": max(2, int(s.k_folds) or KFOLD_DEFAULT), "su_seed": int(t.seed),
         "su_split_col": cfg.source.split_col or "split", "su_test_root": cfg.source.test_root,
         "su_imbalance": t.imbalance, "su_patience": int(t.early_stop_patience), "su_monitor": t.monitor,
         "su_keep_dups": bool(s.keep_duplicates),
@@ -152,35 +124,44 @@ def parse_lr(text: str) -> float | None:
         raise ConfigError(f"learning rate must be a number such as 0.001 or 1e-3, got {text!r}") from None
 
 
+def choices_from_state(state: Any) -> Choices:
+    """The setup widgets' values as the user's choices (core.choices maps them onto the RunConfig)."""
+    lr = parse_lr(state["su_lr"])
+    return Choices(
+        name=str(state["su_name"]), arch=state["su_arch"], pretrained=bool(state["su_pretrained"]),
+        weights_path=state["su_weights_path"].strip(), img_size=int(state["su_img_size"]),
+        channels=state["su_channels"], resize=state["su_resize"], batch_size=int(state["su_batch_size"]),
+        epochs=int(state["su_epochs"]), freeze_epochs=int(state["su_freeze_epochs"]), lr=lr, default_lr=lr is None,
+        augment=bool(state["su_aug_enabled"]), flip=bool(state["su_flip"]), vertical_flip=bool(state["su_vflip"]),
+        rotate=float(state["su_rotate"]), zoom=float(state["su_zoom"]), warp=float(state["su_warp"]),
+        brightness=float(state["su_brightness"]), contrast=float(state["su_contrast"]),
+        split_method=state["su_split_method"], valid_pct=state["su_valid_pct"] / 100,
+        test_pct=state["su_test_pct"] / 100, k_folds=int(state["su_k"]) if state["su_kfold"] else 0,
+        seed=int(state["su_seed"]), keep_duplicates=bool(state["su_keep_dups"]) if "su_keep_dups" in state else None,
+        imbalance=state["su_imbalance"], early_stop_patience=int(state["su_patience"]), monitor=state["su_monitor"])
+
+
+def source_from_state(state: Any, source: SourceConfig) -> SourceConfig:
+    """The source with this page's split column (column splits of tables) and test folder (class folders)."""
+    src = copy.deepcopy(source)
+    column = state["su_split_method"] == "column" and src.kind in ("csv", "dicom")
+    if column:
+        src.split_col = str(state["su_split_col"]).strip()
+    if src.kind == "folder":
+        src.test_root = str(state["su_test_root"]).strip()
+    if column and not src.split_col:
+        raise ConfigError("name the CSV column that holds train / valid / test")
+    return src
+
+
 def config_from_state(state: Any, base: RunConfig, source: SourceConfig) -> RunConfig:
     """A validated RunConfig from widget values over `base` (fields without widgets keep base's values)."""
-    cfg = copy.deepcopy(base)
-    cfg.source = copy.deepcopy(source)
-    d, t, a, s = cfg.data, cfg.train, cfg.data.aug, cfg.data.split
-    cfg.name = str(state["su_name"]).strip()
-    t.arch, t.pretrained, t.weights_path = state["su_arch"], bool(state["su_pretrained"]), state["su_weights_path"].strip()
-    d.img_size, d.channels, d.resize = int(state["su_img_size"]), state["su_channels"], state["su_resize"]
-    d.batch_size, t.epochs, t.freeze_epochs = int(state["su_batch_size"]), int(state["su_epochs"]), int(state["su_freeze_epochs"])
-    t.lr = parse_lr(state["su_lr"])
-    a.enabled, a.flip, a.vertical_flip = bool(state["su_aug_enabled"]), bool(state["su_flip"]), bool(state["su_vflip"])
-    a.rotate, a.zoom, a.warp = float(state["su_rotate"]), float(state["su_zoom"]), float(state["su_warp"])
-    a.brightness, a.contrast = float(state["su_brightness"]), float(state["su_contrast"])
-    s.method, s.valid_pct, s.test_pct = state["su_split_method"], state["su_valid_pct"] / 100, state["su_test_pct"] / 100
-    s.k_folds = int(state["su_k"]) if state["su_kfold"] else 0
-    s.seed = t.seed = int(state["su_seed"])
-    s.keep_duplicates = bool(state.get("su_keep_dups", s.keep_duplicates))
-    if s.method == "column" and cfg.source.kind in ("csv", "dicom"):
-        cfg.source.split_col = str(state["su_split_col"]).strip()
-    if cfg.source.kind == "folder":
-        cfg.source.test_root = str(state["su_test_root"]).strip()
-    t.imbalance, t.early_stop_patience, t.monitor = state["su_imbalance"], int(state["su_patience"]), state["su_monitor"]
-    if s.method == "column" and cfg.source.kind in ("csv", "dicom") and not cfg.source.split_col:
-        raise ConfigError("name the CSV column that holds train / valid / test")
-    if t.weights_path and not checked_path(t.weights_path, "weights file").is_file():
-        raise ConfigError(f"local weights file not found: {t.weights_path}")
+    cfg = build_config(choices_from_state(state), base=base, source=source_from_state(state, source))
+    if cfg.train.weights_path and not checked_path(cfg.train.weights_path, "weights file").is_file():
+        raise ConfigError(f"local weights file not found: {cfg.train.weights_path}")
     if cfg.source.test_root:
         checked_path(cfg.source.test_root, "test folder")
-    return cfg.validate()
+    return cfg
 
 
 def checked_path(text: str, what: str) -> Path:
@@ -359,7 +340,8 @@ def model_section(gpu: bool) -> None:
     st.selectbox("Resize", RESIZE_METHODS, key="su_resize", help="squish: stretch to a square; pad: keep the "
                  "aspect ratio with black bars; crop: cut to a square (random position in training).")
     if not gpu:
-        st.caption("No GPU found: the defaults suit a CPU (image size 128, 3 epochs, batch 32). Training works, "
+        st.caption(f"No GPU found: the defaults suit a CPU (image size {CPU_DEFAULTS.img_size}, {CPU_DEFAULTS.epochs} "
+                   f"epochs, batch {CPU_DEFAULTS.batch_size}). Training works, "
                    "but each epoch takes much longer than on a GPU; larger images and models cost more.")
 
 
@@ -381,7 +363,7 @@ def lr_section(cfg: RunConfig | None) -> None:
     """Learning rate field and the LR finder (a background job), its curve and one-click suggestions."""
     c1, c2, c3 = st.columns([2, 1, 1])
     c1.text_input("Learning rate (blank: default 2e-3 pretrained, 3e-3 from scratch)", key="su_lr")
-    st.session_state.setdefault("su_lr_num_it", LR_STEPS_GPU if has_gpu() else LR_STEPS_CPU)
+    st.session_state.setdefault("su_lr_num_it", device_defaults().lr_find_steps)
     c2.number_input("LR finder steps", 10, 1000, step=10, key="su_lr_num_it",
                     help="One training batch per step. The default finishes in about a minute on a CPU; "
                          "more steps give a smoother curve.")
