@@ -86,7 +86,7 @@ def raw_rate(arch: str, args: Any, device: Any) -> float:
     """Plain PyTorch: the same nn.Module, AdamW (fused on GPU), autocast, channels_last."""
     import torch
 
-    from core.models import create_model
+    from core.archs import create_model
 
     model = create_model(arch, 2).to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=device.type == "cuda")

@@ -33,16 +33,16 @@ def parse() -> Any:
 
 
 def save_model(arch: str, img_size: int, out: Path) -> Path:
-    """A randomly initialised app model on disk (core.modelio format)."""
-    from core import modelio
+    """A randomly initialised app model on disk (core.savedmodel format)."""
+    from core import savedmodel
+    from core.archs import create_model
     from core.data import IMAGENET_STATS
-    from core.models import create_model
 
     model = create_model(arch, 2)
     manifest = {"arch": arch, "classes": ["NORMAL", "PNEUMONIA"], "n_in": 3, "img_size": img_size, "channels": "rgb",
                 "resize": "squish", "normalize": {"mean": IMAGENET_STATS[0], "std": IMAGENET_STATS[1]},
                 "window": None, "frame": 0}
-    modelio.save_model(model, out, manifest)
+    savedmodel.save_model(model, out, manifest)
     return out
 
 

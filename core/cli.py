@@ -87,6 +87,7 @@ def cmd_check(ns: argparse.Namespace) -> dict[str, Any]:
 
 def _train_args(p: argparse.ArgumentParser, kfold: bool = False) -> None:
     """Options of a training run; every help states the real default (from the typed configs)."""
+    from core.archs import ARCHS
     from core.config import (
         AUG_PRESETS,
         FINAL_WEIGHTS,
@@ -96,7 +97,6 @@ def _train_args(p: argparse.ArgumentParser, kfold: bool = False) -> None:
         RESIZE_METHODS,
         AugConfig,
     )
-    from core.models import ARCHS
 
     d, t, a, s = DataConfig(), TrainConfig(), AugConfig(), DataConfig().split
     p.add_argument("--config", default="", help="a config.json (RunConfig); the options given here override it")
@@ -299,14 +299,14 @@ def cmd_cancel(ns: argparse.Namespace) -> dict[str, Any]:
 
 
 def _model_path(arg: str) -> Path:
-    """The model.json of a run folder (or its name), model folder or manifest; see modelio.find_manifest."""
-    from core import modelio
+    """The model.json of a run folder (or its name), model folder or manifest; see savedmodel.find_manifest."""
+    from core import savedmodel
     from core.paths import runs_dir
 
     p = Path(arg) if Path(arg).exists() else runs_dir() / arg
     if not p.exists():
         raise CliError(f"no model at {arg} (give a run folder, its model/ folder or a model.json)")
-    return modelio.find_manifest(p)
+    return savedmodel.find_manifest(p)
 
 
 def _run_folder(model: Path) -> Path | None:
@@ -427,10 +427,10 @@ def _decision_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_export(ns: argparse.Namespace) -> dict[str, Any]:
     """Export a saved model to ONNX; verified against PyTorch with onnxruntime unless --no-verify."""
-    from core import modelio, models
+    from core import onnx_export, savedmodel
 
-    model, manifest = models.load_model(_model_path(ns.model))
-    result = modelio.export_onnx(model, manifest, ns.onnx, verify=not ns.no_verify)
+    model, manifest = savedmodel.load_model(_model_path(ns.model))
+    result = onnx_export.export_onnx(model, manifest, ns.onnx, verify=not ns.no_verify)
     if not ns.no_verify and not result.get("verified"):
         raise CliError(f"ONNX output differs from PyTorch (max abs diff {result.get('max_abs_diff')})"
                        if result.get("max_abs_diff") is not None else result.get("note", "not verified"))

@@ -134,10 +134,10 @@ def explain(predictor, path: str | Path, class_name: str | int | None = None, di
     The heatmap has the model's input size; the overlay is drawn on the image the model saw, enlarged to
     `display_size` pixels wide when that is bigger (None keeps the input size).
     """
-    from core import models
+    from core import archs
 
     idx = _class_index(predictor.classes, class_name)
-    layer = models.gradcam_layer(predictor.model, predictor.manifest["arch"])
+    layer = archs.gradcam_layer(predictor.model, predictor.manifest["arch"])
     t = predictor.tensor_for(path)
     heat, probs = grad_cam(predictor.model, layer, predictor.normalized(t[None]), idx)
     idx = int(probs.argmax()) if idx is None else idx

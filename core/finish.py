@@ -97,7 +97,7 @@ def finish_from_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
     """Turn an interrupted run's best checkpoint into model/, predictions and metrics.json; return the summary."""
     from safetensors.torch import load_file
 
-    from core import data, evaluate, modelio, models
+    from core import archs, data, evaluate, savedmodel, weightfiles
     from core.config import RunConfig, load_json
     from core.sources import source_root
     from core.train import TrainingError, _write_json, env_info, manifest_for
@@ -118,13 +118,13 @@ def finish_from_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
               "run_error": error, "checkpoint": CHECKPOINT.as_posix(),
               "note": f"model from epoch {epoch + 1 if epoch >= 0 else '?'} of {planned} of a run that "
                       f"{ENDED.get(status, 'ended as ' + status)} (its best checkpoint); training did not complete"}
-    model = models.create_model(cfg.train.arch, len(classes), 1 if cfg.data.channels == "grey" else 3)
-    modelio.load_weights_into(model, load_file(str(run / CHECKPOINT)), strict=True)
+    model = archs.create_model(cfg.train.arch, len(classes), 1 if cfg.data.channels == "grey" else 3)
+    weightfiles.load_weights_into(model, load_file(str(run / CHECKPOINT)), strict=True)
     stats = (data.dataset_stats(items[items["split"] == "train"], cfg.data) if cfg.data.normalize == "dataset"
              else data.normalize_stats(cfg.data))  # what the run's DataLoaders applied
     manifest = {**manifest_for(cfg, classes, {}, stats, epoch, epoch, "best"),
                 "finished_from_checkpoint": {k: v for k, v in origin.items() if k != "run_error"}}
-    modelio.save_model(model, run / "model", manifest)
+    savedmodel.save_model(model, run / "model", manifest)
     metrics, unreadable = {}, 0
     for split, name in (("valid", "valid_predictions.csv"), ("test", "test_predictions.csv")):
         part = items[items["split"] == split]
@@ -132,7 +132,7 @@ def finish_from_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
             frame, bad = _predict(run / "model", part, classes)
             frame.to_csv(run / name, index=False)
             metrics[split], unreadable = evaluate.metrics_from_frame(frame, classes), unreadable + bad
-    modelio.save_model(model, run / "model", {**manifest, "metrics": metrics})
+    savedmodel.save_model(model, run / "model", {**manifest, "metrics": metrics})
     summary = {"type": "single", "classes": classes, "metrics": metrics, "best_epoch": epoch,
                "monitor": cfg.train.monitor, "stopped_early": False, "epochs_run": recorded,
                "finished_from_checkpoint": {**origin, "unreadable_items": unreadable}}

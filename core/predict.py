@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core import evaluate, imaging, models
+from core import evaluate, imaging, savedmodel
 from core.config import SourceConfig, Window
 from core.data import ImageReader
 
@@ -27,7 +27,7 @@ class Predictor:
 
     def __init__(self, model_path: str | Path, device: str | None = None, channels_last: bool = True):
         """Load weights + manifest; channels_last (same outputs) measured ~25 % faster on CPU at 224 px."""
-        self.model, self.manifest = models.load_model(model_path)
+        self.model, self.manifest = savedmodel.load_model(model_path)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device).eval()
         if channels_last:

@@ -40,7 +40,7 @@ FOLDS_DIR = "folds"
 FOLD_PREFIX = "fold"
 REPORT_DIR = "report"
 EXTERNAL_REPORT_DIR = "report_external"
-# Inside a model folder (the saved-model format in core.savedmodel/modelio reads and writes these).
+# Inside a model folder (the saved-model format, core.savedmodel, reads and writes these).
 MODEL_MANIFEST = "model.json"
 MODEL_WEIGHTS = "model.safetensors"
 # Prediction tables, by the set they were made on.

@@ -124,7 +124,7 @@ def make_learner(dls, cfg: RunConfig, train_labels: pd.Series | None = None):
     from fastai.metrics import accuracy
     from fastai.vision.learner import vision_learner
 
-    from core import models
+    from core import pretrained
 
     t = cfg.train
     classes = list(dls.vocab)
@@ -133,7 +133,7 @@ def make_learner(dls, cfg: RunConfig, train_labels: pd.Series | None = None):
     if t.imbalance == "weighted_loss" and train_labels is not None:
         loss = CrossEntropyLossFlat(weight=class_weights(train_labels, classes).to(dls.device))
     learn = vision_learner(
-        dls, **models.learner_args(t.arch, t.pretrained, t.weights_path), n_in=n_in, normalize=False,
+        dls, **pretrained.learner_args(t.arch, t.pretrained, t.weights_path), n_in=n_in, normalize=False,
         loss_func=loss, wd=t.weight_decay,
         metrics=[accuracy, balanced_accuracy_metric(), auc_metric(), *recall_metrics(classes)],
     )
@@ -479,7 +479,7 @@ def _nan_to_none(x: Any) -> Any:
 
 def train_run(cfg: RunConfig, run_dir: Path, progress: Progress) -> dict[str, Any]:
     """A single train/valid(/test) run; k-fold when cfg.data.split.k_folds >= 2."""
-    from core import modelio
+    from core import savedmodel
 
     if cfg.data.split.k_folds >= 2:
         return kfold_run(cfg, run_dir, progress)
@@ -499,7 +499,7 @@ def train_run(cfg: RunConfig, run_dir: Path, progress: Progress) -> dict[str, An
                "monitor": cfg.train.monitor, "stopped_early": out.monitor.stopped_early,
                "epochs_run": len(out.monitor.rows), "train_seconds": round(time.time() - t0, 2),
                **model_provenance(out, cfg, {"valid": len(out.valid), "test": len(test)})}
-    modelio.save_model(out.learn.model, run_dir / "model", outcome_manifest(cfg, classes, metrics, out))
+    savedmodel.save_model(out.learn.model, run_dir / "model", outcome_manifest(cfg, classes, metrics, out))
     _finish(run_dir, summary, progress, cfg)
     return summary
 
@@ -519,7 +519,7 @@ def model_provenance(out: FitOutcome, cfg: RunConfig, n_items: dict[str, int]) -
 
 def kfold_run(cfg: RunConfig, run_dir: Path, progress: Progress) -> dict[str, Any]:
     """k models on k folds (patient-grouped when groups exist); out-of-fold predictions for every item."""
-    from core import modelio
+    from core import savedmodel
 
     t0 = time.time()
     items = prepare(cfg, run_dir, progress)
@@ -536,7 +536,7 @@ def kfold_run(cfg: RunConfig, run_dir: Path, progress: Progress) -> dict[str, An
         m = evaluate.metrics_from_frame(out.valid, classes)
         per_fold.append({"fold": i, "best_epoch": out.monitor.best_epoch, "model_epoch": out.model_epoch,
                          "model_weights": out.weights, **m})
-        modelio.save_model(out.learn.model, run_dir / "folds" / f"fold{i}",
+        savedmodel.save_model(out.learn.model, run_dir / "folds" / f"fold{i}",
                            outcome_manifest(cfg, classes, {"valid": m}, out))
         progress.update(force=True, folds_done=i + 1, per_fold=per_fold)
         _free(out)
@@ -558,7 +558,7 @@ def kfold_run(cfg: RunConfig, run_dir: Path, progress: Progress) -> dict[str, An
 def final_model(items: pd.DataFrame, cfg: RunConfig, run_dir: Path, progress: Progress, classes: list[str],
                 best_epochs: list[int], cv_metrics: dict[str, Any]) -> dict[str, Any]:
     """After k-fold: one model on all non-test items, trained for the folds' median saved-epoch count."""
-    from core import modelio
+    from core import savedmodel
 
     total = int(np.median(best_epochs)) + 1
     final = from_dict(RunConfig, to_dict(cfg))
@@ -567,7 +567,7 @@ def final_model(items: pd.DataFrame, cfg: RunConfig, run_dir: Path, progress: Pr
     final.train.early_stop_patience = 0
     progress.log(f"final model on all training data for {total} epoch(s)")
     out = fit_one(items, final, run_dir, progress, valid_idx=[], fold=None, classes=classes)
-    modelio.save_model(out.learn.model, run_dir / "model",
+    savedmodel.save_model(out.learn.model, run_dir / "model",
                        outcome_manifest(final, classes, {"kfold_mean_sd": cv_metrics}, out))
     _free(out)
     return {"epochs": total, "model": "model/model.json"}

@@ -391,7 +391,7 @@ def delete_uploads(owner: str) -> None:
 
 def save_weights(owner: str, name: str, data: bytes, max_bytes: int) -> Path:
     """Store an uploaded weights file (.safetensors/.pth/.pt) after the no-unpickling check; its path."""
-    from core import modelio  # heavy (torch); only when a weights file is uploaded
+    from core import weightfiles  # heavy (torch); only when a weights file is uploaded
 
     clean = clean_name(Path(name.replace("\\", "/")).name)
     if Path(clean).suffix.lower() not in WEIGHT_EXTS:
@@ -403,8 +403,8 @@ def save_weights(owner: str, name: str, data: bytes, max_bytes: int) -> Path:
         staged = stage / clean
         staged.write_bytes(data)
         try:
-            modelio.check_weights_file(staged)
-        except modelio.ModelFileError as err:
+            weightfiles.check_weights_file(staged)
+        except weightfiles.ModelFileError as err:
             raise UploadError(str(err)) from None
         target = upload_dir(owner) / WEIGHTS / clean
         target.parent.mkdir(parents=True, exist_ok=True)

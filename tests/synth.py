@@ -54,3 +54,22 @@ def smooth_dataset(root: Path, n: int = 60, size: int = 32, big_class_size: int 
                  {"path": "a/copy_same.png", "label": "a", "patient_id": "zz2"}]
     pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
     return root / "labels.csv"
+
+
+def tiny_dls(root: Path, n: int = 20, size: int = 32):
+    """A tiny two-class fastai DataLoaders on CPU: `n` generated RGB images, 'bright' and 'dark', 25 % validation."""
+    from fastai.vision.all import ImageDataLoaders, Resize
+
+    rng = np.random.default_rng(0)
+    fnames, labels = [], []
+    for i in range(n):
+        label = "bright" if i % 2 else "dark"
+        base = 180 if i % 2 else 60
+        arr = np.clip(rng.normal(base, 30, (size, size, 3)), 0, 255).astype(np.uint8)
+        path = root / f"{label}_{i}.png"
+        Image.fromarray(arr).save(path)
+        fnames.append(path)
+        labels.append(label)
+    return ImageDataLoaders.from_lists(
+        root, fnames, labels, valid_pct=0.25, seed=0, item_tfms=Resize(size), bs=4, num_workers=0, device="cpu"
+    )

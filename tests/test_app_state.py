@@ -72,11 +72,11 @@ def test_settings_source_and_lr_finder_survive_a_reload(monkeypatch):
 
 def _weights(monkeypatch, ok: bool) -> None:
     """Pretend ImageNet weights can (or cannot) be had on this server; forget the app's cached answer."""
-    from core import models
+    from core import pretrained
     from ui import common
 
     why = "weights are in the local cache." if ok else "download.pytorch.org cannot be reached from this server."
-    monkeypatch.setattr(models, "weights_obtainable", lambda arch, timeout=1.5: (ok, why))
+    monkeypatch.setattr(pretrained, "weights_obtainable", lambda arch, timeout=1.5: (ok, why))
     common._weights_status.clear()
 
 

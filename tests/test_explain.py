@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from core import evaluate, explain, models
+from core import archs, evaluate, explain
 from tests.test_predict import trained_run
 
 
@@ -103,9 +103,9 @@ def test_explain_with_the_trained_model(predictor):
 @pytest.mark.parametrize("arch", ["efficientnet_b0", "convnext_tiny", "resnet18"])
 def test_grad_cam_layer_for_offered_architectures(arch):
     torch.manual_seed(0)
-    model = models.create_model(arch, 2, 3, pretrained=False).eval()
+    model = archs.create_model(arch, 2, 3).eval()
     x = torch.randn(1, 3, 64, 64)
-    heat, probs = explain.grad_cam(model, models.gradcam_layer(model, arch), x, class_index=0)
+    heat, probs = explain.grad_cam(model, archs.gradcam_layer(model, arch), x, class_index=0)
     assert heat.shape == (64, 64) and np.isfinite(heat).all() and probs.shape == (2,)
 
 

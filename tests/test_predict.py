@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from core import models
+from core import savedmodel
 from core.predict import Predictor, predict_csv, predict_folder, read_path_table, score_predictions
 
 pytestmark = pytest.mark.slow
@@ -142,8 +142,8 @@ def test_tta_averages_the_mirror_image(run, predictor):
 
 def test_single_prediction_reuses_the_loaded_model(run, monkeypatch):
     calls = []
-    real = models.load_model
-    monkeypatch.setattr(models, "load_model", lambda p: calls.append(p) or real(p))
+    real = savedmodel.load_model
+    monkeypatch.setattr(savedmodel, "load_model", lambda p: calls.append(p) or real(p))
     pred = Predictor(run / "model", device="cpu")
     path = pd.read_csv(run / "valid_predictions.csv")["path"][0]
     first, second = pred.predict_one(path), pred.predict_one(path)

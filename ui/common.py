@@ -73,17 +73,17 @@ def dicom_header(path: str) -> dict:
 
 @st.cache_data(ttl=600, show_spinner="Checking whether ImageNet weights can be downloaded...")
 def _weights_status(arch: str, cache_present: bool) -> tuple[bool, str]:
-    """core.models.weights_obtainable, asked again every 10 minutes or when the cache file appears."""
-    from core import models
+    """core.pretrained.weights_obtainable, asked again every 10 minutes or when the cache file appears."""
+    from core import pretrained
 
-    return models.weights_obtainable(arch)
+    return pretrained.weights_obtainable(arch)
 
 
 def weights_status(arch: str) -> tuple[bool, str]:
     """(whether ImageNet weights of `arch` can be had now, a sentence saying so) - cached briefly."""
-    from core import models
+    from core import pretrained
 
-    cached = models.weights_cache_path(arch)
+    cached = pretrained.weights_cache_path(arch)
     return _weights_status(arch, cached is not None and cached.is_file())
 
 

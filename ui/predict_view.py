@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import evaluate, hosting, jobs, modelio, predict, uploads
+from core import evaluate, hosting, jobs, predict, savedmodel, uploads, weightfiles
 from ui import common
 
 RUN, MODEL, SOURCE, RESULT, UPLOAD = "pr_run", "pr_model", "pr_input", "pr_result", "pr_upload"
@@ -56,8 +56,8 @@ def pick_model(job: jobs.Job) -> str:
 def model_classes(model: str) -> list[str] | None:
     """The model's classes from its manifest (cheap; no weights loaded); None after showing why it is unusable."""
     try:
-        return list(modelio.read_manifest(model)[0]["classes"])
-    except (modelio.ModelFileError, OSError) as err:
+        return list(savedmodel.read_manifest(model)[0]["classes"])
+    except (weightfiles.ModelFileError, OSError) as err:
         st.error(f"This model cannot be used: {err}")
         return None
 

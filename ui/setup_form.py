@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import augment_preview, hosting, jobs, models, settings_store, uploads
+from core import archs, augment_preview, hosting, jobs, settings_store, uploads
 from core.choices import CPU_DEFAULTS, KFOLD_DEFAULT, Choices, build_config, device_defaults
 from core.config import (
     CHANNELS,
@@ -89,7 +89,7 @@ def config_to_state(cfg: RunConfig) -> dict[str, Any]:
     """Widget values (by key) that show `cfg`."""
     d, t, a, s = cfg.data, cfg.train, cfg.data.aug, cfg.data.split
     return {
-        "su_name": cfg.name, "su_arch": t.arch if t.arch in models.ARCHS else "resnet18",
+        "su_name": cfg.name, "su_arch": t.arch if t.arch in archs.ARCHS else "resnet18",
         "su_pretrained": bool(t.pretrained), "su_weights_path": t.weights_path,
         "su_img_size": int(d.img_size), "su_channels": d.channels, "su_resize": d.resize,
         "su_batch_size": int(d.batch_size), "su_epochs": int(t.epochs), "su_freeze_epochs": int(t.freeze_epochs),
@@ -316,8 +316,8 @@ def _on_weights_upload() -> None:
 def model_section(gpu: bool) -> None:
     """Architecture, weights, image size, channels, batch size, epochs."""
     c1, c2, c3 = st.columns(3)
-    arch = c1.selectbox("Architecture", list(models.ARCHS), key="su_arch",
-                        format_func=lambda a: models.ARCHS[a]["label"])
+    arch = c1.selectbox("Architecture", list(archs.ARCHS), key="su_arch",
+                        format_func=lambda a: archs.ARCHS[a]["label"])
     c2.toggle("Start from ImageNet weights (pretrained)", key="su_pretrained")
     c3.text_input("Or a local weights file (.pth / .safetensors, optional)", key="su_weights_path",
                   disabled=hosting.hosted(), help="ImageNet-style weights for the chosen architecture, read "

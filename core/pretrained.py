@@ -1,7 +1,9 @@
-"""Architectures, pretrained ImageNet weights (downloaded the normal way, clear errors), model building.
+"""Starting weights of a new network: ImageNet weights downloaded the normal way, or a user's local weights file.
 
-Use with fastai: ``vision_learner(dls, **learner_args(arch, pretrained, weights_path), n_out=.., n_in=..)``.
-``create_model`` rebuilds the same network without a DataLoaders (for loading a saved model).
+`ensure_pretrained` fetches ImageNet weights into the usual caches (torch hub for torchvision, the Hugging Face hub
+for timm) with a bound on waiting and a `PretrainedUnavailable` that tells the user what to do instead;
+`weights_obtainable` says beforehand whether that can work. A local file is read safely (core.weightfiles) and
+checked against the architecture's body. `learner_args` hands the choice to fastai's vision_learner.
 """
 
 from __future__ import annotations
@@ -20,42 +22,10 @@ from urllib.parse import urlparse
 
 import torch
 
-from core import modelio
-from core.modelio import ModelFileError
+from core import weightfiles
+from core.archs import arch_family, fastai_arch, torchvision_builder
+from core.weightfiles import ModelFileError
 
-ARCHS: dict[str, dict] = {
-    "resnet18": {
-        "family": "torchvision",
-        "label": "ResNet-18 (fast, a good first choice)",
-        "params_m": 11.7,
-        "cnn": True,
-    },
-    "resnet34": {"family": "torchvision", "label": "ResNet-34", "params_m": 21.8, "cnn": True},
-    "resnet50": {
-        "family": "torchvision",
-        "label": "ResNet-50 (larger, slower)",
-        "params_m": 25.6,
-        "cnn": True,
-    },
-    "densenet121": {
-        "family": "torchvision",
-        "label": "DenseNet-121 (CheXNet's choice)",
-        "params_m": 8.0,
-        "cnn": True,
-    },
-    "efficientnet_b0": {
-        "family": "timm",
-        "label": "EfficientNet-B0 (small, accurate)",
-        "params_m": 5.3,
-        "cnn": True,
-    },
-    "convnext_tiny": {
-        "family": "timm",
-        "label": "ConvNeXt-Tiny (modern, larger)",
-        "params_m": 28.6,
-        "cnn": True,
-    },
-}
 LOCAL_WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 
 
@@ -75,34 +45,7 @@ class PretrainedUnavailable(RuntimeError):
         return (type(self), (self.arch, self.cause, self.cache_path))
 
 
-# ---------------------------------------------------------------- architecture lookup
-
-
-def arch_family(arch: str) -> str:
-    """'torchvision' or 'timm' for a known (or library-provided) architecture name."""
-    if arch in ARCHS:
-        return ARCHS[arch]["family"]
-    import torchvision
-
-    if arch in torchvision.models.list_models(module=torchvision.models):
-        return "torchvision"
-    import timm
-
-    if timm.is_model(arch):
-        return "timm"
-    raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
-
-
-def is_cnn_supported(arch: str) -> bool:
-    """True when Grad-CAM can use the last convolutional block of this architecture."""
-    return bool(ARCHS.get(arch, {}).get("cnn", False))
-
-
-def _tv_fn(arch: str) -> Callable:
-    """The torchvision builder function (the same object fastai's model_meta is keyed by)."""
-    import torchvision
-
-    return getattr(torchvision.models, arch)
+# ---------------------------------------------------------------- where ImageNet weights come from
 
 
 def _tv_url(arch: str) -> str:
@@ -122,10 +65,10 @@ def _timm_cfg(arch: str) -> Any:
     return cfg
 
 
-def _hf_source(arch: str) -> tuple[str, list[str]]:
+def hf_source(arch: str) -> tuple[str, list[str]]:
     """(Hugging Face repo id, candidate file names in timm's order of preference) for a timm model."""
     cfg = _timm_cfg(arch)
-    name = cfg.hf_hub_filename or "pytorch_model.bin"
+    name = cfg.hf_hub_filename or "pytorch_model.bin"  # file names on the hub (timm's), not ours
     if name.endswith(".safetensors"):
         return cfg.hf_hub_id, [name]
     safe = "model.safetensors" if name == "pytorch_model.bin" else f"{Path(name).stem}.safetensors"
@@ -176,7 +119,7 @@ def weights_cache_path(arch: str) -> Path | None:
             if cfg.url
             else None
         )
-    repo, names = _hf_source(arch)
+    repo, names = hf_source(arch)
     return _hf_cached(repo, names) or _hf_cache_dir() / f"models--{repo.replace('/', '--')}"
 
 
@@ -205,13 +148,13 @@ def weights_obtainable(arch: str, timeout: float = 1.5) -> tuple[bool, str]:
         return False, f"ImageNet weights for {arch} are not in the cache and cannot be downloaded (offline mode)."
     if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
         return True, f"ImageNet weights will be downloaded from {host} through the proxy when training starts."
-    if not _reachable(host, timeout):
+    if not host_reachable(host, timeout):
         return False, (f"ImageNet weights for {arch} are not in the cache and {host} cannot be reached from this "
                        "server (no internet?).")
     return True, f"ImageNet weights will be downloaded from {host} when training starts."
 
 
-def _reachable(host: str, timeout: float) -> bool:
+def host_reachable(host: str, timeout: float) -> bool:
     """Whether a TCP connection to host:443 opens within `timeout` s (name lookup included: run in a thread)."""
     box: dict[str, bool] = {}
 
@@ -275,7 +218,7 @@ def _ensure_hf(arch: str, timeout: float) -> Path:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-    repo, names = _hf_source(arch)
+    repo, names = hf_source(arch)
     cached = _hf_cached(repo, names)
     note = _usable_cached(arch, cached) if cached else ""
     if cached and note is None:
@@ -324,7 +267,7 @@ def _usable_cached(arch: str, path: Path | None) -> str | None:
     if path is None or not path.is_file():
         return ""
     try:
-        modelio.check_weights_file(path)
+        weightfiles.check_weights_file(path)
         return None
     except ModelFileError as e:
         if str(e).startswith("refused"):
@@ -339,7 +282,7 @@ def _usable_cached(arch: str, path: Path | None) -> str | None:
 def _check_downloaded(arch: str, path: Path) -> None:
     """A freshly downloaded file must pass the same checks as a user's file."""
     try:
-        modelio.check_weights_file(path)
+        weightfiles.check_weights_file(path)
     except ModelFileError as e:
         raise PretrainedUnavailable(arch, f"the downloaded file is not usable: {e}") from None
 
@@ -423,7 +366,7 @@ def _cause(e: BaseException) -> str:
         return "the disk is full"
     if isinstance(e, OSError):
         return _net_cause(e)
-    return modelio.first_line(e)
+    return weightfiles.first_line(e)
 
 
 def _net_cause(reason: Any) -> str:
@@ -454,10 +397,10 @@ def check_local_weights(arch: str, weights_path: str | Path) -> dict[str, torch.
     path = Path(weights_path)
     if path.suffix.lower() not in LOCAL_WEIGHT_SUFFIXES:
         raise ModelFileError(f"{path.name}: choose a .pth, .pt, .bin or .safetensors weights file")
-    state = modelio.load_state_dict_file(path)
+    state = weightfiles.load_state_dict_file(path)
     ref, head = _reference_body(arch)
     body = {k: v for k, v in state.items() if not (head and k.startswith(head))}
-    diffs = modelio.compare_state_dicts(ref, body)
+    diffs = weightfiles.compare_state_dicts(ref, body)
     if diffs:
         raise ModelFileError(f"{path.name} does not fit {arch}: {'; '.join(diffs)}")
     return body
@@ -466,7 +409,7 @@ def check_local_weights(arch: str, weights_path: str | Path) -> dict[str, torch.
 def _reference_body(arch: str) -> tuple[dict[str, torch.Tensor], str]:
     """State dict of the ImageNet model without its classifier, and the classifier key prefix."""
     if arch_family(arch) == "torchvision":
-        model = _on_meta(lambda: _tv_fn(arch)(weights=None))
+        model = _on_meta(lambda: torchvision_builder(arch)(weights=None))
         head = list(model.named_children())[-1][0] + "."
         return {k: v for k, v in model.state_dict().items() if not k.startswith(head)}, head
     import timm
@@ -493,7 +436,7 @@ class _LocalTorchvision:
         self.__name__ = f"{arch}_local"
 
     def __call__(self, weights: Any = None, pretrained: bool = False, **kwargs: Any) -> torch.nn.Module:
-        model = _tv_fn(self.arch)(weights=None, **kwargs)
+        model = torchvision_builder(self.arch)(weights=None, **kwargs)
         body = check_local_weights(self.arch, self.path)
         model.load_state_dict(body, strict=False)  # only the classifier (cut off by fastai) stays at init
         return model
@@ -514,7 +457,7 @@ def _local_torchvision(arch: str, path: str) -> _LocalTorchvision:
     from fastai.vision.learner import model_meta
 
     fn = _LocalTorchvision(arch, path)
-    base = model_meta.get(_tv_fn(arch))
+    base = model_meta.get(torchvision_builder(arch))
     if base is not None:
         model_meta[fn] = dict(base)
     return fn
@@ -538,11 +481,11 @@ def make_arch(arch: str, pretrained: bool = True, weights_path: str = "") -> Any
         return arch
     if pretrained:
         ensure_pretrained(arch)
-    return _tv_fn(arch) if family == "torchvision" else arch
+    return fastai_arch(arch)
 
 
 def learner_args(arch: str, pretrained: bool = True, weights_path: str = "") -> dict[str, Any]:
-    """Keyword arguments for vision_learner / create_model: arch, pretrained, and timm's weight-file overlay."""
+    """Keyword arguments for vision_learner (or archs.create_model's `start`): arch, pretrained, timm's file overlay."""
     family = arch_family(arch)
     out: dict[str, Any] = {
         "arch": make_arch(arch, pretrained, weights_path),
@@ -553,50 +496,3 @@ def learner_args(arch: str, pretrained: bool = True, weights_path: str = "") -> 
     elif family == "timm" and pretrained:
         out["pretrained_cfg_overlay"] = {"file": str(ensure_pretrained(arch))}
     return out
-
-
-def create_model(
-    arch: str, n_out: int, n_in: int = 3, pretrained: bool = False, weights_path: str = ""
-) -> torch.nn.Module:
-    """The same nn.Module fastai's vision_learner builds (body + fastai head), without a DataLoaders."""
-    from fastai.vision.learner import create_timm_model, create_vision_model, default_split
-
-    kwargs = learner_args(arch, pretrained, weights_path)
-    fn, pre = kwargs.pop("arch"), kwargs.pop("pretrained")
-    if isinstance(fn, str):
-        model, _cfg = create_timm_model(fn, n_out, default_split, pre, n_in=n_in, **kwargs)
-        return model
-    return create_vision_model(fn, n_out, pretrained=pre, n_in=n_in)
-
-
-def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
-    """Rebuild a saved model (manifest, model or run folder) from code; sha256 checked, strict load, eval mode."""
-    manifest, weights = modelio.read_manifest(path)
-    if not weights.is_file():
-        raise ModelFileError(f"weights file {weights.name} is missing beside the manifest")
-    if modelio.sha256_file(weights) != manifest["sha256"]:
-        raise ModelFileError(
-            f"{weights.name} does not match its manifest (sha256 differs): the file was changed or is incomplete"
-        )
-    state = modelio.read_safetensors(weights)
-    try:
-        model = create_model(manifest["arch"], len(manifest["classes"]), int(manifest.get("n_in", 3)))
-    except (KeyError, ValueError, RuntimeError) as e:
-        raise ModelFileError(f"cannot rebuild architecture {manifest['arch']!r}: {modelio.first_line(e)}") from None
-    modelio.load_weights_into(model, state, strict=True)
-    return model.eval(), manifest
-
-
-def gradcam_layer(model: torch.nn.Module, arch: str) -> torch.nn.Module:
-    """The last convolutional block of the body of a fastai-built model (target for Grad-CAM)."""
-    if not is_cnn_supported(arch):
-        raise ValueError(f"Grad-CAM is not supported for {arch}")
-    body = model[0]
-    if arch_family(arch) == "torchvision":
-        return body[-1]
-    inner = getattr(body, "model", body)
-    if hasattr(inner, "stages"):
-        return inner.stages[-1]
-    if hasattr(inner, "bn2"):
-        return inner.bn2
-    return body

@@ -1,23 +1,19 @@
-"""Save and load trained models safely: safetensors weights + JSON manifest, checked weight files, ONNX export.
+"""Weight files from users and downloads, checked before anything is loaded; safe state-dict loading.
 
-A pickle runs code when it is loaded, so this module never calls pickle.load, torch.load(weights_only=False)
-or fastai's load_learner. User-supplied .pth files are inspected (size, Git LFS pointer, archive integrity,
-pickle opcodes against an allow-list) before torch.load(weights_only=True) reads them.
+A pickle runs code when it is loaded, so nothing here calls pickle.load, torch.load(weights_only=False) or
+fastai's load_learner. A file is inspected first (size, Git LFS pointer, web page, archive integrity, safetensors
+header, pickle opcodes against an allow-list), and only then read: safetensors directly, .pth/.pt/.bin with
+torch.load(weights_only=True). `load_weights_into` refuses weights that do not fit a model, naming the difference.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
-import math
-import os
 import pickletools
 import re
 import struct
 import tarfile
-import tempfile
-import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,11 +21,6 @@ from typing import Any
 
 import torch
 
-MANIFEST_VERSION = 1
-FORMAT = "xray-trainer-model"
-WEIGHTS_NAME = "model.safetensors"
-MANIFEST_NAME = "model.json"
-PHI_KEYS = {"patientname", "patientid", "birthdate", "patientbirthdate", "dateofbirth", "dob", "patientsname"}
 LFS_PREFIX = b"version https://git-lfs"
 TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 
@@ -92,7 +83,7 @@ class ModelFileError(ValueError):
     """A model or weights file that cannot be used, with a one-line reason for the user."""
 
 
-# ---------------------------------------------------------------- weight files (user supplied)
+# ---------------------------------------------------------------- checking and reading a weights file
 
 
 def check_weights_file(path: str | Path) -> str:
@@ -305,7 +296,7 @@ def _as_state_dict(obj: Any, name: str) -> dict[str, torch.Tensor]:
     return out
 
 
-# ---------------------------------------------------------------- comparing and loading
+# ---------------------------------------------------------------- fitting weights to a model
 
 
 def compare_state_dicts(expected: Mapping[str, Any], got: Mapping[str, Any], limit: int = 3) -> list[str]:
@@ -341,239 +332,7 @@ def load_weights_into(
     model.load_state_dict(state_dict, strict=strict)
 
 
-# ---------------------------------------------------------------- our own model files
-
-
-def save_model(model: torch.nn.Module, out_dir: str | Path, manifest: dict) -> Path:
-    """Write model.safetensors + model.json (manifest with sha256) atomically; return the manifest path."""
-    from safetensors.torch import save_file
-
-    _refuse_phi(manifest)
-    if not manifest.get("arch"):
-        raise ValueError("manifest needs 'arch'")
-    if not isinstance(manifest.get("classes"), (list, tuple)) or not manifest["classes"]:
-        raise ValueError("manifest needs 'classes' (an ordered list of class names)")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    weights = out_dir / WEIGHTS_NAME
-    tmp = _temp_in(out_dir, WEIGHTS_NAME)
-    try:
-        save_file(tensors, str(tmp), metadata={"format": FORMAT})
-        _fsync(tmp)
-        digest = sha256_file(tmp)
-        os.replace(tmp, weights)
-    finally:
-        tmp.unlink(missing_ok=True)
-    full = {
-        **_json_safe(manifest),
-        "n_in": int(manifest.get("n_in", 3)),
-        "format": FORMAT,
-        "manifest_version": MANIFEST_VERSION,
-        "weights": WEIGHTS_NAME,
-        "sha256": digest,
-    }
-    full.setdefault("software", _versions())
-    path = out_dir / MANIFEST_NAME
-    _atomic_write_text(path, json.dumps(full, indent=2, allow_nan=False))
-    return path
-
-
-WEIGHT_SUFFIXES = {".pth", ".pt", ".bin", ".safetensors", ".ckpt", ".pkl", ".pickle", ".h5", ".onnx"}
-
-
-def find_manifest(path: str | Path) -> Path:
-    """The model.json a path stands for: a manifest, a model folder, a run folder (its model/), or an error naming why."""
-    p = Path(path)
-    if p.is_file():
-        if p.suffix.lower() in WEIGHT_SUFFIXES:
-            raise ModelFileError(
-                f"{p.name} is a weights file, not a model saved by this app: the app loads its own model folders "
-                f"({MANIFEST_NAME} + model.safetensors, e.g. <run folder>/model). To use a weights file, train from "
-                f"it: choose it as the starting weights on the setup page, or `python -m core train --weights {p} ...`")
-        return p
-    if not p.is_dir():
-        raise ModelFileError(f"no model at {p} (give a run folder, its model/ folder or a {MANIFEST_NAME})")
-    for cand in (p / MANIFEST_NAME, p / "model" / MANIFEST_NAME):
-        if cand.is_file():
-            return cand
-    if (p / "folds").is_dir():
-        folds = sorted(f.parent.relative_to(p).as_posix() for f in (p / "folds").glob(f"fold*/{MANIFEST_NAME}"))
-        which = f"give one of its fold models ({', '.join(folds)})" if folds else "none of its fold models is saved yet"
-        raise ModelFileError(f"{p.name} is a k-fold run without a final model: {which}, "
-                             "or train with --final-model to get one model on all the data")
-    if (p / "config.json").is_file():
-        ckpt = any((p / "checkpoints").glob("*.safetensors"))
-        raise ModelFileError(
-            f"the run {p.name} has no saved model ({p / 'model' / MANIFEST_NAME} is missing: it did not finish)"
-            + (f"; make one from its best checkpoint with `python -m core finish {p}`" if ckpt else ""))
-    raise ModelFileError(f"no model in {p}: expected {p / MANIFEST_NAME} or a run folder holding model/{MANIFEST_NAME}")
-
-
-def read_manifest(path: str | Path) -> tuple[dict, Path]:
-    """Read and check a model.json (or a model / run folder, see find_manifest); return (manifest, weights path)."""
-    path = find_manifest(path)
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        raise ModelFileError(f"{path.name}: not a valid JSON model manifest") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ModelFileError(f"{path.name}: not a model saved by this app (format is not {FORMAT!r})")
-    try:
-        version = int(manifest.get("manifest_version", 0))
-    except (TypeError, ValueError):
-        version = MANIFEST_VERSION + 1
-    if version > MANIFEST_VERSION:
-        raise ModelFileError(
-            f"{path.name}: saved by a newer version of the app (manifest v{manifest['manifest_version']})"
-        )
-    for key in ("arch", "classes", "sha256", "weights"):
-        if not manifest.get(key):
-            raise ModelFileError(f"{path.name}: manifest has no {key!r}")
-    wname = str(manifest["weights"])
-    if Path(wname).name != wname or wname in (".", ".."):
-        raise ModelFileError(f"{path.name}: weights must be a file beside the manifest, got {wname!r}")
-    return manifest, path.parent / wname
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _refuse_phi(obj: Any, where: str = "manifest") -> None:
-    """Refuse dicts (recursively) with keys that look like patient identifiers."""
-    if isinstance(obj, Mapping):
-        for k, v in obj.items():
-            if re.sub(r"[^a-z]", "", str(k).lower()) in PHI_KEYS:
-                raise ValueError(f"refused: {where} contains a patient-identifying key {k!r}")
-            _refuse_phi(v, f"{where}.{k}")
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            _refuse_phi(v, where)
-
-
-def _json_safe(obj: Any) -> Any:
-    """Plain JSON values: tuples -> lists, NaN/inf -> None, paths -> str, numpy scalars -> Python."""
-    if isinstance(obj, Mapping):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        return obj
-    if hasattr(obj, "__dataclass_fields__"):
-        import dataclasses
-
-        return _json_safe(dataclasses.asdict(obj))
-    raise ValueError(f"manifest value of type {type(obj).__name__} is not JSON-serialisable")
-
-
-def _versions() -> dict[str, str]:
-    """Library versions the model was saved with (for the record)."""
-    out = {"torch": torch.__version__}
-    for mod in ("torchvision", "timm", "fastai"):
-        try:
-            out[mod] = __import__(mod).__version__
-        except Exception:
-            pass
-    return out
-
-
-def _temp_in(folder: Path, name: str) -> Path:
-    """A fresh temp file path in the same folder (so os.replace is atomic)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    return Path(tmp)
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file to disk."""
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write text to a temp file beside `path`, fsync, then rename over it."""
-    tmp = _temp_in(path.parent, path.name)
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def first_line(e: BaseException, limit: int = 160) -> str:
     """The first line of an exception message, shortened."""
     text = (str(e).strip().splitlines() or [type(e).__name__])[0]
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-# ---------------------------------------------------------------- ONNX
-
-
-def export_onnx(
-    model: torch.nn.Module, manifest: dict, out_path: str | Path, verify: bool = True, atol: float = 1e-4
-) -> dict:
-    """Export to ONNX with a dynamic batch axis; optionally check onnxruntime agrees with PyTorch within atol."""
-    try:
-        import onnx  # noqa: F401
-    except ImportError:
-        raise ModelFileError("ONNX export needs the 'onnx' package: pip install onnx") from None
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    n_in, size = int(manifest.get("n_in", 3)), int(manifest.get("img_size", 224))
-    model = model.eval().to("cpu")
-    dummy = torch.randn(1, n_in, size, size)
-    tmp = _temp_in(out_path.parent, out_path.name)
-    try:
-        _onnx_export(model, dummy, tmp)
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    result: dict[str, Any] = {"path": str(out_path), "max_abs_diff": None, "verified": False}
-    if not verify:
-        return result
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        result["note"] = "not verified: pip install onnxruntime to compare with PyTorch"
-        return result
-    sess = ort.InferenceSession(str(out_path), providers=["CPUExecutionProvider"])
-    x = torch.randn(2, n_in, size, size, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        expected = model(x).numpy()
-    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
-    diff = float(abs(expected - got).max())
-    result.update(max_abs_diff=diff, verified=diff <= atol)
-    if diff > atol:
-        raise ModelFileError(f"ONNX output differs from PyTorch by {diff:.2e} (> {atol:g})")
-    return result
-
-
-def _onnx_export(model: torch.nn.Module, dummy: torch.Tensor, path: Path) -> None:
-    """torch.onnx.export (the dynamo exporter) with input 'image', output 'logits' and a dynamic batch axis."""
-    try:
-        import onnxscript  # noqa: F401  (the dynamo exporter needs it)
-    except ImportError:
-        raise ModelFileError("ONNX export needs the 'onnxscript' package: pip install onnxscript") from None
-    batch = torch.export.Dim("batch", min=1, max=1024)
-    with warnings.catch_warnings():  # the exporter's own chatter, not problems of the model
-        warnings.filterwarnings("ignore", module=r"(torch\.onnx|torch\.export|torch\.jit|onnxscript|onnx_ir)")
-        program = torch.onnx.export(model, (dummy,), dynamo=True, input_names=["image"], output_names=["logits"],
-                                    dynamic_shapes=({0: batch},), opset_version=18, verbose=False)
-    if program is None:
-        raise ModelFileError("ONNX export produced nothing")
-    program.save(str(path))
