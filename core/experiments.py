@@ -441,6 +441,7 @@ def trial_table(record: dict[str, Any], store: jobs.JobStore, n_boot: int = 1000
                      metric: ci["value"] if ci else math.nan, "ci_lo": ci["lo"] if ci else math.nan,
                      "ci_hi": ci["hi"] if ci else math.nan,
                      "duration_s": ((finished or now) - started) if started else math.nan,
+                     "progress": progress_text(t["run_dir"]) if job and job.status == "running" else "",
                      "note": record.get("stopped", {}).get(t["job"], job.error if job else ""), "job": t["job"]})
     table = pd.DataFrame(rows)
     table["best"] = False
@@ -448,6 +449,15 @@ def trial_table(record: dict[str, Any], store: jobs.JobStore, n_boot: int = 1000
     if best is not None:
         table.loc[table["job"] == best, "best"] = True
     return table
+
+
+def progress_text(run_dir: str) -> str:
+    """'epoch 1/3, batch 4/7' from a running trial's progress.json ('' before training starts)."""
+    p = runs.RunFolder(run_dir).read_progress()
+    if "n_epochs" not in p:
+        return str(p.get("phase", ""))
+    batch = f", batch {p['batch']}/{p['n_batches']}" if "n_batches" in p else ""
+    return f"epoch {int(p.get('epoch', 0)) + 1}/{p['n_epochs']}{batch}"
 
 
 def best_trial(table: pd.DataFrame, metric: str) -> str | None:

@@ -66,7 +66,8 @@ def shown_table(table: pd.DataFrame, metric: str, settings: list[str]) -> pd.Dat
         "best": ["★" if b else "" for b in table["best"]], "trial": table["trial"], "name": table["name"],
         "status": table["status"], **{s: table[s].astype(str) for s in settings},
         f"valid {metric} (95% CI)": [fmt_metric(r, metric) for _, r in table.iterrows()],
-        "duration": [common.fmt_seconds(None if math.isnan(d) else d) for d in table["duration_s"]],
+        "progress": table["progress"],
+        "duration": ["" if math.isnan(d) else common.fmt_seconds(d) for d in table["duration_s"]],
         "note": table["note"].fillna(""), "job": table["job"],
     })
 
