@@ -287,3 +287,29 @@ def test_real_trials_share_the_split_and_get_metrics_with_cis(blobs):
     table = ex.trial_table(done, store, n_boot=100)
     assert table["balanced_accuracy"].notna().all() and table["best"].sum() == 1
     assert len(ex.trial_curves(done)["trial"].unique()) == 2
+
+
+def test_cli_sweep_background_list_cancel_and_bad_syntax(monkeypatch, capsys):
+    from core import cli
+
+    def queue_only(kind, params, run_dir=None, owner="", store=None, executor=None):
+        return (store or jobs.JobStore()).submit(kind, params, owner=owner)
+
+    monkeypatch.setattr(jobs, "submit_and_start", queue_only)
+    args = ["sweep", "--kind", "sample", "--no-pretrained", "--epochs", "1", "--img-size", "32", "--name", "cli try",
+            "--sweep", "lr=1e-3:1e-2:log2", "--sweep", "bs=8", "--budget-min", "5", "--background"]
+    assert cli.main(args) == 0
+    started = json.loads(capsys.readouterr().out)
+    record = ex.read(started["experiment"])
+    assert len(started["trials"]) == 2 and record["name"] == "cli try" and record["spec"]["budget_min"] == 5
+    assert [t["settings"] for t in record["trials"]] == [{"lr": 1e-3, "batch_size": 8}, {"lr": 1e-2, "batch_size": 8}]
+    assert ex.base_of(record).data.img_size == 32 and ex.base_of(record).name == ""
+    assert cli.main(["cancel", started["experiment"]]) == 0
+    assert sorted(json.loads(capsys.readouterr().out)["cancelled"]) == sorted(started["trials"])
+    assert cli.main(["experiments"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed[0]["experiment"] == started["experiment"] and listed[0]["status"] == "cancelled"
+    assert listed[0]["dataset"] == "sample"
+    assert cli.main(["sweep", "--kind", "sample", "--sweep", "lr=fast"]) == 1
+    assert "cannot read the values of lr" in capsys.readouterr().err
+    assert cli.main(["runs", "--experiment", "no-such-id"]) == 1

@@ -81,7 +81,7 @@ def test_sweep_start_watch_compare_and_reuse(app_url: str, app_home: Path, page:
     page.get_by_role("button", name="Use these settings").click()
     expect(page.locator("h1", has_text="Training setup")).to_be_visible(timeout=90_000)
     settle(page)
-    expect(page.get_by_label(re.compile(r"^Learning rate"))).to_have_value("0.003")
+    expect(page.get_by_role("textbox", name=re.compile(r"^Learning rate"))).to_have_value("0.003")
     expect(page.get_by_label("Image size (pixels)", exact=True)).to_have_value("32")
     kept = settings_store.load("local").run_config  # the best trial's settings are the kept working settings
     assert kept is not None and kept.data.train_fraction == best_fraction and kept.train.lr == 3e-3
