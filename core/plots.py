@@ -283,10 +283,8 @@ def sweep_metric(table: pd.DataFrame, setting: str, metric: str, title: str = ""
                  "arrayminus": done[metric] - done["ci_lo"], "color": GUIDE},
         marker={"size": [16 if b else 10 for b in best], "symbol": ["star" if b else "circle" for b in best],
                 "color": [PALETTE[1] if b else PALETTE[0] for b in best]}))
-    positive = numeric and len(done) and (done[setting] > 0).all()
-    if positive and done[setting].max() / done[setting].min() >= 20:
-        fig.update_xaxes(type="log")
-    fig.update_xaxes(title_text=setting, type=None if numeric else "category")
+    wide = numeric and len(done) and (done[setting] > 0).all() and done[setting].max() / done[setting].min() >= 10
+    fig.update_xaxes(title_text=setting, type="log" if wide else None if numeric else "category")
     fig.update_yaxes(title_text=f"validation {metric} (95% CI)")
     return style(fig, title or f"{metric} vs {setting}", height=360)
 

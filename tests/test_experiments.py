@@ -313,3 +313,21 @@ def test_cli_sweep_background_list_cancel_and_bad_syntax(monkeypatch, capsys):
     assert cli.main(["sweep", "--kind", "sample", "--sweep", "lr=fast"]) == 1
     assert "cannot read the values of lr" in capsys.readouterr().err
     assert cli.main(["runs", "--experiment", "no-such-id"]) == 1
+
+
+def test_sweep_figures_show_each_trial_the_best_and_the_curves():
+    from core import plots
+
+    table = pd.DataFrame({"trial": [1, 2, 3], "lr": [1e-4, 1e-3, 1e-2], "aug": ["none", "default", "none"],
+                          "epochs": [1, 2, 3], "balanced_accuracy": [0.6, 0.8, np.nan], "ci_lo": [0.5, 0.7, np.nan],
+                          "ci_hi": [0.7, 0.9, np.nan], "best": [False, True, False]})
+    fig = plots.sweep_metric(table, "lr", "balanced_accuracy")
+    assert list(fig.data[0].y) == [0.6, 0.8] and fig.layout.xaxis.type == "log"  # unfinished trial left out
+    assert list(fig.data[0].marker.symbol) == ["circle", "star"] and list(fig.data[0].error_y.array) == pytest.approx([0.1, 0.1])
+    assert plots.sweep_metric(table, "aug", "balanced_accuracy").layout.xaxis.type == "category"
+    par = plots.sweep_parallel(table, ["lr", "aug", "epochs"], "balanced_accuracy")
+    dims = par.data[0].dimensions
+    assert [d.label for d in dims] == ["lr", "aug", "epochs", "balanced_accuracy"] and list(dims[1].ticktext) == ["default", "none"]
+    curves = pd.DataFrame({"trial": [1, 1, 2], "balanced_accuracy": [0.5, 0.6, 0.7]})
+    lines = plots.sweep_curves(curves, "balanced_accuracy").data
+    assert [t.name for t in lines] == ["trial 1", "trial 2"] and list(lines[0].x) == [1, 2]

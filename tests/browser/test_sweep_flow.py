@@ -34,6 +34,17 @@ def wait_text(page: Page, pattern: str, timeout_s: float) -> None:
     pytest.fail(f"{pattern!r} not shown in {timeout_s:.0f} s")
 
 
+def new_experiments(known: set[str], timeout_s: float) -> list[str]:
+    """Experiment ids not in `known`, polled until one appears (the click's rerun may start late)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        new = [i for i in experiments.list_ids() if i not in known]
+        if new:
+            return new
+        time.sleep(0.5)
+    return []
+
+
 def fill(page: Page, label: str, text: str) -> None:
     """Type into a text input, commit it with Enter and wait for the rerun."""
     box = page.get_by_label(label, exact=True)
@@ -61,9 +72,9 @@ def test_sweep_start_watch_compare_and_reuse(app_url: str, app_home: Path, page:
     expect(page.get_by_text("2 trial(s)", exact=False)).to_be_visible()
     known = set(experiments.list_ids())
     page.get_by_role("button", name="Start sweep").click()
-    settle(page)
-    new = [i for i in experiments.list_ids() if i not in known]
+    new = new_experiments(known, 90)
     assert len(new) == 1, new
+    settle(page)
     record = experiments.read(new[0])
     assert [experiments.base_of(record).data.img_size, len(record["trials"])] == [32, 2]
     wait_text(page, r"Status: (queued|running)", 60)
