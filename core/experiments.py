@@ -15,6 +15,7 @@ deadline and applies median stopping to running trials.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import math
 import time
@@ -409,16 +410,23 @@ def cancel(exp_id: str, job_id: str | None = None, store: jobs.JobStore | None =
 
 def trial_metric(run_dir: str, metric: str, n_boot: int = 1000) -> dict[str, float] | None:
     """A finished trial's validation (k-fold: out-of-fold) metric with its bootstrap 95 % CI, else None."""
-    from core import evaluate
-
     folder = runs.RunFolder(run_dir)
     classes = folder.read_metrics().get("classes")
     table = next((folder.predictions(w) for w in ("valid", "oof") if folder.predictions(w).is_file()), None)
     if not classes or table is None:
         return None
-    df = pd.read_csv(table, keep_default_na=False, na_values=[""])
-    y, probs = evaluate.labels_and_probs(df, [str(c) for c in classes])
-    return evaluate.bootstrap_ci(y, probs, [str(c) for c in classes], n_resamples=n_boot).get(metric)
+    stat = table.stat()
+    return _metric_ci(str(table), tuple(str(c) for c in classes), metric, n_boot, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=512)
+def _metric_ci(path: str, classes: tuple[str, ...], metric: str, n_boot: int, _mtime_ns: int, _size: int) -> dict | None:
+    """The bootstrap CI of one predictions table, cached per file version (the page polls every 2 s)."""
+    from core import evaluate
+
+    df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    y, probs = evaluate.labels_and_probs(df, list(classes))
+    return evaluate.bootstrap_ci(y, probs, list(classes), n_resamples=n_boot).get(metric)
 
 
 def varying(record: dict[str, Any]) -> list[str]:
