@@ -331,3 +331,17 @@ def test_sweep_figures_show_each_trial_the_best_and_the_curves():
     curves = pd.DataFrame({"trial": [1, 1, 2], "balanced_accuracy": [0.5, 0.6, 0.7]})
     lines = plots.sweep_curves(curves, "balanced_accuracy").data
     assert [t.name for t in lines] == ["trial 1", "trial 2"] and list(lines[0].x) == [1, 2]
+
+
+@pytest.mark.slow
+def test_cli_sweep_waits_for_its_trials_and_prints_the_comparison(blobs, fake_train, capsys):
+    from core import cli
+
+    fake_train("fake_train")
+    args = ["sweep", "--csv", str(blobs / "labels.csv"), "--group-col", "patient_id", "--no-pretrained",
+            "--epochs", "2", "--sweep", "lr=2e-3,8e-3", "--metric", "accuracy"]
+    assert cli.main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["status"] == "done" and out["metric"] == "valid accuracy" and len(out["trials"]) == 2
+    best = next(t for t in out["trials"] if t["best"])
+    assert best["job"] == out["best"] and best["lr"] == 8e-3 and best["ci_lo"] <= best["accuracy"] <= best["ci_hi"]
