@@ -15,6 +15,7 @@ PAGES = [
     st.Page("pages/3_train.py", title="Training run", icon=":material/model_training:"),
     st.Page("pages/4_evaluate.py", title="Evaluation", icon=":material/monitoring:"),
     st.Page("pages/5_predict.py", title="Predict", icon=":material/online_prediction:"),
+    st.Page("pages/6_experiments.py", title="Experiments", icon=":material/science:"),
 ]
 
 setup_form.restore_saved()  # a reload, or another device of the same user, gets the kept settings back

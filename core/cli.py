@@ -280,10 +280,12 @@ def cmd_lr_find(ns: argparse.Namespace) -> dict[str, Any]:
     return _run_job("lr_find", {"config": to_dict(cfg), "num_it": ns.num_it or device_defaults().lr_find_steps}, ns.background)
 
 
-def cmd_runs(ns: argparse.Namespace) -> list[dict[str, Any]]:
-    """List jobs/runs with their status (orphaned running jobs are marked first)."""
+def cmd_runs(ns: argparse.Namespace) -> list[dict[str, Any]] | dict[str, Any]:
+    """List jobs/runs with their status (orphaned running jobs are marked first); --experiment: its trials."""
     from core import jobs
 
+    if getattr(ns, "experiment", ""):
+        return _experiment_summary(ns.experiment)
     store = jobs.JobStore()
     store.reap()
     return [{"job": j.id, "kind": j.kind, "status": j.status, "run_dir": j.run_dir, "error": j.error or None}
@@ -292,10 +294,97 @@ def cmd_runs(ns: argparse.Namespace) -> list[dict[str, Any]]:
 
 def cmd_cancel(ns: argparse.Namespace) -> dict[str, Any]:
     """Ask a queued or running job to stop."""
-    from core import jobs
+    from core import experiments, jobs
 
+    if experiments.exists(ns.job):  # an experiment id: every queued / running trial
+        return {"experiment": ns.job, "cancelled": experiments.cancel(ns.job)}
     job = jobs.JobStore().cancel(ns.job)
     return {"job": job.id, "status": job.status, "cancel_requested": job.cancel_requested}
+
+
+SWEEP_EPILOG = """\
+--sweep NAME=VALUES, once per setting that varies:
+  a list       epochs=2,4,8   arch=resnet18,resnet34   aug=none,default,fastai   imbalance=none,oversample
+  a range      lr=1e-4:1e-2:log3 (3 log-spaced points)   img_size=64:128:3 (3 evenly spaced, ints rounded)
+               a range without a count gives 3 grid points; --random draws from LO:HI (LO:HI:log log-uniformly)
+settings: epochs, lr, wd, img_size, batch_size (bs), arch, aug (preset), aug_strength (x the rotation, zoom,
+  warp, lighting), imbalance, train_fraction (share of the training split: would more data help?), seed
+  (training seed; the split keeps --seed, so every trial has the same validation and test sets)
+Every trial is an ordinary training job (its own run folder, cancellable with `cancel JOB`); `cancel EXP`
+cancels all. --budget-min: trials not started by then are cancelled. --median-stop N: a running trial whose
+metric after epoch N is below the median of finished trials there is stopped.
+examples:
+  python -m core sweep --kind sample --epochs 2 --img-size 64 --sweep lr=1e-3,3e-3 --sweep aug=none,default
+  python -m core sweep --root data/ --sweep train_fraction=0.25,0.5,1 --sweep seed=1,2 --background
+  python -m core sweep --root data/ --random --trials 6 --budget-min 30 --sweep lr=1e-4:1e-2:log --sweep bs=16,32
+  python -m core runs --experiment EXP
+"""
+
+
+def _sweep_args(p: argparse.ArgumentParser) -> None:
+    """Options of a sweep (the base run's options come from _train_args)."""
+    from core import experiments
+
+    g = p.add_argument_group("sweep")
+    g.add_argument("--sweep", action="append", default=[], metavar="NAME=VALUES",
+                   help="a setting and its values: V1,V2,... or LO:HI[:N|:logN] (see below); repeat per setting")
+    mode = g.add_mutually_exclusive_group()
+    mode.add_argument("--grid", dest="mode", action="store_const", const="grid", help="every combination (default)")
+    mode.add_argument("--random", dest="mode", action="store_const", const="random",
+                      help=f"random draws (default {experiments.DEFAULT_RANDOM_TRIALS} trials)")
+    g.add_argument("--trials", type=int, default=0, help="most trials (grid: a seeded subset of the points)")
+    g.add_argument("--budget-min", type=float, default=0.0, help="time budget in minutes (0 = none)")
+    g.add_argument("--metric", choices=experiments.METRICS, default="balanced_accuracy",
+                   help="validation metric that ranks trials (default balanced_accuracy)")
+    g.add_argument("--median-stop", type=int, default=0, metavar="EPOCH",
+                   help="stop trials below the median of finished ones after this epoch (0 = off)")
+    g.add_argument("--sweep-seed", type=int, default=0, help="seed of the random search (default 0)")
+    p.set_defaults(mode="grid")
+
+
+def cmd_sweep(ns: argparse.Namespace) -> dict[str, Any]:
+    """Start a sweep: one ordinary training job per trial; wait for all of them unless --background."""
+    import time
+
+    from core import experiments, jobs
+
+    base = run_config(ns)
+    spec = experiments.SweepSpec(axes=ns.sweep, mode=ns.mode, trials=ns.trials, budget_min=ns.budget_min,
+                                 metric=ns.metric, median_stop_epoch=ns.median_stop, seed=ns.sweep_seed,
+                                 name=base.name)
+    base.name = ""
+    store = jobs.JobStore()
+    record = experiments.start(spec, base, store=store)
+    if ns.background:
+        return {"experiment": record["id"], "name": record["name"], "trials": [t["job"] for t in record["trials"]]}
+    try:
+        while experiments.refresh(record["id"], store)["status"] in jobs.ACTIVE:
+            time.sleep(2)
+    except KeyboardInterrupt:
+        experiments.cancel(record["id"], store=store)
+    return _experiment_summary(record["id"])
+
+
+def _experiment_summary(exp_id: str) -> dict[str, Any]:
+    """An experiment's trials, metric with CI and best trial; CliError when there is no such experiment."""
+    from core import experiments
+
+    if not experiments.exists(exp_id):
+        raise CliError(f"no experiment {exp_id!r} (list them with: python -m core experiments)")
+    return experiments.summary(exp_id)
+
+
+def cmd_experiments(ns: argparse.Namespace) -> list[dict[str, Any]]:
+    """List experiments: id, name, dataset, derived status, trial counts."""
+    from core import experiments, jobs
+
+    store = jobs.JobStore()
+    out = []
+    for exp_id in experiments.list_ids()[: ns.limit]:
+        rec = experiments.refresh(exp_id, store)
+        out.append({"experiment": exp_id, "name": rec["name"], "dataset": experiments.dataset_text(
+            experiments.base_of(rec)), "status": rec["status"], "counts": rec["counts"]})
+    return out
 
 
 def _model_path(arg: str) -> Path:
@@ -480,7 +569,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_lr_find)
     p = sub.add_parser("runs", help="list runs/jobs and their status")
     p.add_argument("--limit", type=int, default=50, help="most recent runs listed (default 50)")
+    p.add_argument("--experiment", default="", help="the trials of this experiment (sweep) instead")
     p.set_defaults(func=cmd_runs)
+    p = sub.add_parser("sweep", help="a sweep (experiment): one training run per combination of settings",
+                       description="Train one ordinary run per trial of a grid or random search over settings, "
+                                   "all on the same split; the options below set the base run.",
+                       epilog=SWEEP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _source_args(p)
+    _train_args(p)
+    _sweep_args(p)
+    p.set_defaults(func=cmd_sweep)
+    p = sub.add_parser("experiments", help="list experiments (sweeps) and their status")
+    p.add_argument("--limit", type=int, default=50, help="most recent experiments listed (default 50)")
+    p.set_defaults(func=cmd_experiments)
     p = sub.add_parser("cancel", help="cancel a queued or running job")
     p.add_argument("job")
     p.set_defaults(func=cmd_cancel)

@@ -133,6 +133,7 @@ class DataConfig:
     use_cache: bool = True
     aug: AugConfig = field(default_factory=AugConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    train_fraction: float = 1.0  # share of the training split used (seeded, stratified); valid/test unchanged
 
     def validate(self) -> None:
         """Check every field and nested config."""
@@ -147,6 +148,10 @@ class DataConfig:
             self.window.validate()
         self.aug.validate()
         self.split.validate()
+        if not 0 < self.train_fraction <= 1:
+            raise ConfigError(f"train_fraction must be within (0, 1], got {self.train_fraction}")
+        if self.train_fraction < 1 and self.split.k_folds >= 2:
+            raise ConfigError("train_fraction below 1 is for single-split runs, not k-fold cross-validation")
 
 
 @dataclass

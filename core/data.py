@@ -61,6 +61,24 @@ def assign_splits(items: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
     return out
 
 
+def train_subset(items: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """`items` without the training rows beyond `fraction` of the train split (seeded, stratified by label).
+
+    Validation and test rows are kept as they are, so runs with different fractions share those sets.
+    """
+    if fraction >= 1:
+        return items
+    train_pos = np.flatnonzero((items["split"] == "train").to_numpy())
+    labels = items["label"].astype(str).to_numpy()[train_pos]
+    n_keep = max(1, int(round(fraction * len(train_pos))))
+    if n_keep >= len(train_pos):
+        return items
+    stratify = labels if _can_stratify(labels, 1 - fraction) and n_keep >= len(set(labels)) else None
+    keep, _ = train_test_split(train_pos, train_size=n_keep, random_state=seed, stratify=stratify)
+    drop = np.setdiff1d(train_pos, keep)
+    return items.drop(index=items.index[drop]).reset_index(drop=True)
+
+
 def _splits_from_source(out: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
     """Keep the source's split column; fill blanks with train; carve valid when there is none."""
     bad = sorted(set(out["split"]) - {"", *SPLITS})

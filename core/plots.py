@@ -287,3 +287,55 @@ def shortcut_features(features: Sequence[Mapping[str, object]], auc: Mapping[str
         title = f"{title} (all together: AUC {_ci_text(auc)})"
     fig.update_xaxes(title_text="AUC of this feature alone (cross-validated)", range=[0.4, 1.0])
     return style(fig, title, height=max(260, 36 * len(rows) + 120))
+
+
+# ---------------------------------------------------------------- sweeps (experiments)
+
+
+def sweep_metric(table: pd.DataFrame, setting: str, metric: str, title: str = "") -> go.Figure:
+    """A trial table's metric (with its 95 % CI as error bars) against one swept setting; the best trial starred."""
+    done = table[table[metric].notna()].sort_values(setting, key=lambda s: s.astype(str) if s.dtype == object else s)
+    numeric = pd.api.types.is_numeric_dtype(done[setting]) if len(done) else False
+    x = done[setting] if numeric else done[setting].astype(str)
+    best = done["best"].astype(bool) if "best" in done else pd.Series(False, index=done.index)
+    fig = go.Figure(go.Scatter(
+        x=x, y=done[metric], mode="markers", name=metric, text=[f"trial {t}" for t in done["trial"]],
+        error_y={"type": "data", "symmetric": False, "array": done["ci_hi"] - done[metric],
+                 "arrayminus": done[metric] - done["ci_lo"], "color": GUIDE},
+        marker={"size": [16 if b else 10 for b in best], "symbol": ["star" if b else "circle" for b in best],
+                "color": [PALETTE[1] if b else PALETTE[0] for b in best]}))
+    wide = numeric and len(done) and (done[setting] > 0).all() and done[setting].max() / done[setting].min() >= 10
+    fig.update_xaxes(title_text=setting, type="log" if wide else None if numeric else "category")
+    fig.update_yaxes(title_text=f"validation {metric} (95% CI)")
+    return style(fig, title or f"{metric} vs {setting}", height=360)
+
+
+def sweep_parallel(table: pd.DataFrame, settings: Sequence[str], metric: str,
+                   title: str = "Trials across the swept settings") -> go.Figure:
+    """Parallel coordinates: one line per finished trial through each swept setting, coloured by the metric."""
+    done = table[table[metric].notna()]
+    dims = []
+    for s in settings:
+        col = done[s]
+        if pd.api.types.is_numeric_dtype(col):
+            dims.append({"label": s, "values": col})
+        else:
+            names = sorted(col.astype(str).unique())
+            dims.append({"label": s, "values": [names.index(v) for v in col.astype(str)],
+                         "tickvals": list(range(len(names))), "ticktext": names})
+    dims.append({"label": metric, "values": done[metric]})
+    fig = go.Figure(go.Parcoords(line={"color": done[metric], "colorscale": HEATMAP_SCALE, "showscale": True},
+                                 dimensions=dims))
+    return style(fig, title, height=400)
+
+
+def sweep_curves(curves: pd.DataFrame, metric: str, title: str = "") -> go.Figure:
+    """Each trial's validation metric per epoch (history rows stacked with a "trial" column), overlaid."""
+    fig = go.Figure()
+    if len(curves) and metric in curves:
+        for i, (trial, part) in enumerate(curves.groupby("trial", sort=True)):
+            fig.add_trace(go.Scatter(x=np.arange(1, len(part) + 1), y=part[metric], mode="lines+markers",
+                                     name=f"trial {int(trial)}", line={"color": colour(i)}))
+    fig.update_xaxes(title_text="epoch", dtick=1)
+    fig.update_yaxes(title_text=f"validation {metric}")
+    return style(fig, title or f"{metric} per epoch, every trial", height=360)

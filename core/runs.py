@@ -259,3 +259,20 @@ def of_model(model: str | os.PathLike) -> RunFolder | None:
         if run.is_finished():
             return run
     return None
+
+
+# Experiments (sweeps): a parent folder per experiment, its child runs are ordinary run folders.
+EXPERIMENTS_DIR = "experiments"
+EXPERIMENT = "experiment.json"
+
+
+def experiments_dir() -> Path:
+    """Folder holding one sub-folder per experiment ($XRT_HOME/experiments)."""
+    return paths.sub(EXPERIMENTS_DIR)
+
+
+def experiment_file(exp_id: str) -> Path:
+    """The record of one experiment: experiments/<id>/experiment.json."""
+    if not exp_id or Path(exp_id).name != exp_id or exp_id in (".", ".."):
+        raise ValueError(f"not an experiment id: {exp_id!r}")
+    return experiments_dir() / exp_id / EXPERIMENT

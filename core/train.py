@@ -34,6 +34,7 @@ from core.data import (
     kfold_splits,
     loader_stats,
     split_summary,
+    train_subset,
 )
 from core.eta import eta
 from core.jobs import JobCancelled, Progress
@@ -363,6 +364,7 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: Progress) -> pd.DataFrame:
     if reasons:
         raise TrainingError("training refused: " + "; ".join(reasons))
     items = assign_splits(_grouped_duplicates(ds.items, cfg, progress), cfg.data.split)
+    items = train_subset(items, cfg.data.train_fraction, cfg.data.split.seed + 2)
     leaks = group_leaks(items)
     if leaks and cfg.data.split.method == "group":
         raise TrainingError(f"{len(leaks)} patient(s) ended up in two splits")
@@ -664,7 +666,12 @@ class _LrFindMonitor(Callback):
 
 
 def run_task(params: dict, run_dir: Path, progress: Progress) -> dict[str, Any]:
-    """Job entry point for training (and k-fold) runs: params = {"config": RunConfig as dict}."""
+    """Job entry point for training (and k-fold) runs: params = {"config": RunConfig as dict}.
+
+    An experiment's trial also carries "not_after" (a time): started later, it is cancelled (budget spent).
+    """
+    if params.get("not_after") and time.time() > float(params["not_after"]):
+        raise JobCancelled("not started: the experiment's time budget ran out")
     cfg = from_dict(RunConfig, params["config"])
     apply_threads(cfg)
     return train_run(cfg, Path(run_dir), progress)

@@ -1,0 +1,42 @@
+"""Stand-in "train" tasks for sweep tests (imported by worker processes via $XRT_EXTRA_TASKS; no torch)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core import runs
+from core.jobs import Progress
+
+
+def fake_train(params: dict, run_dir: Path, progress: Progress) -> dict:
+    """Write what a finished run holds (config, history, valid predictions, metrics); accuracy grows with lr."""
+    cfg = params["config"]
+    folder = runs.RunFolder(run_dir)
+    runs.write_json(folder.config, cfg)
+    lr, epochs = float(cfg["train"]["lr"] or 1e-3), int(cfg["train"]["epochs"])
+    skill = min(0.95, 0.5 + 40 * lr)
+    pd.DataFrame({"epoch": range(epochs), "valid_loss": [1 / (e + 1) for e in range(epochs)],
+                  "balanced_accuracy": [skill * (e + 1) / epochs for e in range(epochs)],
+                  "accuracy": [skill * (e + 1) / epochs for e in range(epochs)]}).to_csv(folder.history, index=False)
+    rng = np.random.default_rng(0)
+    labels = np.array(["a", "b"] * 20)
+    hit = rng.random(40) < skill
+    p_b = np.where((labels == "b") == hit, 0.8, 0.2)
+    pd.DataFrame({"path": [f"x{i}.png" for i in range(40)], "label": labels, "pred": np.where(p_b > 0.5, "b", "a"),
+                  "prob_a": 1 - p_b, "prob_b": p_b}).to_csv(folder.predictions("valid"), index=False)
+    runs.write_json(folder.metrics, {"type": "single", "classes": ["a", "b"]})
+    progress.update(force=True, pid=os.getpid())
+    return {"lr": lr}
+
+
+def hold(params: dict, run_dir: Path, progress: Progress) -> None:
+    """Run until cancelled (a trial that keeps its slot)."""
+    while True:
+        progress.check()
+        progress.update(pid=os.getpid())
+        time.sleep(0.02)

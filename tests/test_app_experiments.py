@@ -1,0 +1,98 @@
+"""AppTest of the Experiments page: start a sweep (job submission mocked), compare finished trials, reuse one."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import experiments, jobs, settings_store
+from core.config import RunConfig, from_dict
+from core.jobs import JobStore
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+import sweeptasks  # noqa: E402
+
+EXPERIMENTS = "pages/6_experiments.py"
+
+
+@pytest.fixture
+def submitted(monkeypatch) -> list[dict]:
+    """Replace jobs.submit_and_start: the job row is queued for real, no worker process is started."""
+    calls: list[dict] = []
+
+    def fake(kind, params, run_dir=None, owner="", store=None, executor=None):
+        job = (store or JobStore()).submit(kind, params, owner=owner)
+        calls.append({"kind": kind, "params": params, "owner": owner, "id": job.id})
+        return job
+
+    monkeypatch.setattr(jobs, "submit_and_start", fake)
+    return calls
+
+
+def app() -> AppTest:
+    """The whole app (router + pages), opened on the Experiments page."""
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120).run()
+    return at.switch_page(EXPERIMENTS).run()
+
+
+def finish_all(store: JobStore) -> None:
+    """Run every queued trial's stand-in training in this process and mark it done."""
+    while isinstance(job := store.claim(os.getpid(), 5), jobs.Job):
+        sweeptasks.fake_train(job.params, Path(job.run_dir), jobs.Progress(job.run_dir))
+        store.finish(job.id, "done")
+
+
+def test_start_a_sweep_from_the_working_settings(submitted):
+    at = app()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Experiments"
+    assert at.multiselect(key="ex_settings").value == ["lr"]
+    at.text_input(key="ex_val_lr").set_value("1e-3,3e-3,1e-2").run()
+    at.text_input(key="ex_name").set_value("lr try").run()
+    assert any("3 trial(s)" in c.value for c in at.caption)
+    at.button(key="ex_start").click().run()
+    assert not at.exception, at.exception
+    assert [c["kind"] for c in submitted] == ["train"] * 3
+    lrs = [from_dict(RunConfig, c["params"]["config"]).train.lr for c in submitted]
+    assert lrs == [1e-3, 3e-3, 1e-2]
+    exp_id = at.session_state["ex_pick"]
+    record = experiments.read(exp_id)
+    assert [t["job"] for t in record["trials"]] == [c["id"] for c in submitted]
+    assert "Status: queued" in " ".join(m.value for m in at.markdown)
+    frame = at.dataframe[1].value  # [0]: experiments, [1]: trials
+    assert list(frame["trial"]) == [1, 2, 3] and "lr try #1: lr=0.001" in list(frame["name"])
+    at.button(key="ex_cancel_all").click().run()
+    assert experiments.refresh(exp_id)["status"] == "cancelled"
+
+
+def test_bad_values_disable_start(submitted):
+    at = app()
+    at.text_input(key="ex_val_lr").set_value("1e-2:1e-4").run()
+    assert at.button(key="ex_start").disabled and at.warning
+    assert not submitted
+
+
+def test_finished_sweep_is_compared_and_its_best_settings_reused(submitted):
+    at = app()
+    at.text_input(key="ex_val_lr").set_value("1e-3,1e-2").run()
+    at.button(key="ex_start").click().run()
+    finish_all(JobStore())
+    at.run()
+    assert not at.exception, at.exception
+    frame = at.dataframe[1].value
+    assert list(frame["best"]) == ["", "★"] and frame.iloc[1, 5].count("(") == 1  # value (lo-hi)
+    assert "Status: done" in " ".join(m.value for m in at.markdown)
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2  # metric vs lr, curves of both trials
+    assert at.selectbox(key="ex_use_pick").value == submitted[1]["id"]  # the best trial is offered first
+    at.button(key="ex_use").click().run()
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Training setup"
+    assert at.text_input(key="su_lr").value == "0.01"
+    kept = settings_store.load("local").run_config
+    assert kept is not None and kept.train.lr == 1e-2

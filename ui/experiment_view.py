@@ -1,0 +1,248 @@
+"""Experiment (sweep) widgets: start a sweep from the working settings, pick an experiment, watch its trials
+live (polled fragment), compare them (table with CIs, charts, curves), cancel, and reuse a trial's settings.
+
+Only ids live in session state ("ex_pick": the experiment shown); everything else is read back from the
+experiment's record and its trials' run folders and job rows.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import pandas as pd
+import streamlit as st
+
+from core import experiments, jobs, plots, settings_store
+from core.config import ConfigError, RunConfig, from_dict, to_dict
+from ui import common
+from ui import setup_form as sf  # session keys, kept-settings user (setup_form imports no view)
+
+PICK = "ex_pick"
+SETUP_PAGE = "pages/2_setup.py"
+DEFAULT_SWEPT = ["lr"]
+
+
+# ---------------------------------------------------------------- plain helpers
+
+
+def base_config() -> tuple[RunConfig | None, str]:
+    """The working settings of Training setup (kept per user), else the setup defaults; with a note."""
+    if st.session_state.get(sf.RUN_CONFIG_ERROR):
+        return None, f"The settings on the Training setup page are not valid: {st.session_state[sf.RUN_CONFIG_ERROR]}"
+    carried = st.session_state.get(sf.RUN_CONFIG)
+    if carried:
+        try:
+            return from_dict(RunConfig, carried).validate(), "the working settings of Training setup"
+        except ConfigError as err:
+            return None, f"The working settings are not valid: {err}"
+    src, _ = sf.current_source()
+    return sf.default_config(src, sf.has_gpu()), "the default settings (Training setup not opened yet)"
+
+
+def suggested_values(cfg: RunConfig, name: str) -> str:
+    """A starting text for a setting's values, around the base config's value."""
+    d, t = cfg.data, cfg.train
+    return {
+        "epochs": f"{t.epochs},{t.epochs * 2}", "lr": f"{t.lr / 3:.2g},{t.lr * 3:.2g}" if t.lr else "1e-3,1e-2",
+        "wd": "1e-4:1e-1:log3", "img_size": f"{max(16, d.img_size // 2)},{d.img_size}",
+        "batch_size": f"{max(1, d.batch_size // 2)},{d.batch_size}", "arch": f"{t.arch},resnet34",
+        "aug": "none,default,fastai", "aug_strength": "0.5,1,2", "imbalance": "none,weighted_loss,oversample",
+        "train_fraction": "0.25,0.5,1", "seed": "1,2,3",
+    }.get(name, "")
+
+
+def fmt_metric(row: pd.Series, metric: str) -> str:
+    """'0.850 (0.800-0.900)' or '' when the trial has no result."""
+    value = row[metric]
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.3f} ({row['ci_lo']:.3f}-{row['ci_hi']:.3f})"
+
+
+def shown_table(table: pd.DataFrame, metric: str, settings: list[str]) -> pd.DataFrame:
+    """The trial table as the page shows it: best starred, metric with CI, duration readable."""
+    return pd.DataFrame({
+        "best": ["★" if b else "" for b in table["best"]], "trial": table["trial"], "name": table["name"],
+        "status": table["status"], **{s: table[s].astype(str) for s in settings},
+        f"valid {metric} (95% CI)": [fmt_metric(r, metric) for _, r in table.iterrows()],
+        "progress": table["progress"],
+        "duration": ["" if math.isnan(d) else common.fmt_seconds(d) for d in table["duration_s"]],
+        "note": table["note"].fillna(""), "job": table["job"],
+    })
+
+
+def experiment_label(record: dict) -> str:
+    """'name · dataset · status · n trials' for the picker."""
+    dataset = experiments.dataset_text(experiments.base_of(record))
+    return f"{record['name']} · {dataset} · {record['status']} · {len(record['trials'])} trials"
+
+
+# ---------------------------------------------------------------- start a sweep
+
+
+def spec_from_state(chosen: list[str]) -> experiments.SweepSpec:
+    """The SweepSpec the form's widgets describe."""
+    state = st.session_state
+    axes = [f"{name}={state.get(f'ex_val_{name}', '')}" for name in chosen]
+    return experiments.SweepSpec(axes=axes, mode=state.get("ex_mode", "grid"), trials=int(state.get("ex_trials", 0)),
+                                 budget_min=float(state.get("ex_budget", 0.0)), metric=state.get("ex_metric", experiments.METRICS[0]),
+                                 median_stop_epoch=int(state.get("ex_median", 0)), name=str(state.get("ex_name", "")).strip())
+
+
+def start_section() -> None:
+    """The sweep form over the working settings; Start sweep queues one training job per trial."""
+    cfg, note = base_config()
+    if cfg is None:
+        st.warning(note)
+        common.page_link(SETUP_PAGE, "Training setup", icon=":material/tune:")
+        return
+    st.caption(f"Every trial starts from {note}: {experiments.dataset_text(cfg)}, {cfg.train.arch}, "
+               f"{cfg.data.img_size} px, {cfg.train.epochs} epochs; only the settings chosen here vary.")
+    chosen = st.multiselect("Settings to sweep", list(experiments.SETTINGS), default=DEFAULT_SWEPT, key="ex_settings",
+                            format_func=lambda n: f"{n} - {experiments.SETTINGS[n].help}")
+    for name in chosen:
+        st.text_input(f"Values of {name}", value=suggested_values(cfg, name), key=f"ex_val_{name}",
+                      help=experiments.SYNTAX)
+    c1, c2, c3, c4, c5 = st.columns(5)
+    c1.radio("Search", experiments.MODES, key="ex_mode", horizontal=True)
+    c2.number_input("Trials (0 = every grid point)", 0, 500, key="ex_trials")
+    c3.number_input("Time budget (minutes, 0 = none)", 0.0, 10_000.0, step=5.0, key="ex_budget")
+    c4.selectbox("Rank trials by", experiments.METRICS, key="ex_metric")
+    c5.number_input("Median stop after epoch (0 = off)", 0, 1000, key="ex_median",
+                    help="a running trial below the median of finished trials after this epoch is stopped")
+    st.text_input("Experiment name", key="ex_name", placeholder="e.g. learning rate vs augmentation")
+    spec = spec_from_state(chosen)
+    try:
+        plan = experiments.plan_trials(spec)
+        for settings in plan:  # every trial's config must be valid before Start is offered
+            experiments.apply_settings(cfg, settings)
+        st.caption(f"{len(plan)} trial(s), queued one after another (each an ordinary training run).")
+    except ConfigError as err:
+        st.warning(str(err))
+        plan = []
+    if st.button("Start sweep", key="ex_start", type="primary", disabled=not plan):
+        start(spec, cfg)
+
+
+def start(spec: experiments.SweepSpec, cfg: RunConfig) -> None:
+    """Check paths (hosted), queue the trials for this session's owner, show the new experiment."""
+    try:
+        common.check_paths(cfg)
+        record = experiments.start(spec, cfg, owner=common.owner_id(), store=common.job_store())
+    except (ValueError, OSError) as err:
+        st.error(f"Could not start the sweep: {err}")
+        return
+    st.session_state[PICK] = record["id"]
+    st.rerun()
+
+
+# ---------------------------------------------------------------- pick and watch
+
+
+def experiments_section() -> str | None:
+    """The experiments table and the picker; returns the chosen experiment id."""
+    store = common.job_store()
+    owner = common.owner_id() if common.is_hosted() else None
+    records = {i: experiments.refresh(i, store) for i in experiments.list_ids(owner)}
+    if not records:
+        st.info("No experiments yet. Choose settings above and press **Start sweep**.")
+        return None
+    st.dataframe(pd.DataFrame([{"id": i, "name": r["name"], "dataset": experiments.dataset_text(experiments.base_of(r)),
+                                "status": r["status"], "trials": len(r["trials"]),
+                                "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"]))}
+                               for i, r in records.items()]), hide_index=True, width="stretch")
+    ids = list(records)
+    if st.session_state.get(PICK) not in ids:
+        st.session_state[PICK] = ids[0]
+    return st.selectbox("Show experiment", ids, key=PICK, format_func=lambda i: f"{i} · {records[i]['name']}")
+
+
+def watch(exp_id: str) -> None:
+    """The chosen experiment: cancel controls and a live panel while trials run, the comparison, reuse."""
+    store = common.job_store()
+    record = experiments.refresh(exp_id, store)
+    st.subheader(f"Experiment {record['name']}")
+    spec = experiments.spec_of(record)
+    st.caption(f"{experiments.dataset_text(experiments.base_of(record))} · {spec.mode} search over "
+               f"{', '.join(spec.axes)} · ranked by validation {spec.metric} (the test set is for the chosen model only)")
+    if record["status"] in jobs.ACTIVE:
+        cancel_controls(record)
+        live_panel(exp_id)
+    else:
+        trials_panel(record)
+    use_section(record)
+
+
+def cancel_controls(record: dict) -> None:
+    """Cancel one trial or all of them."""
+    states = experiments.child_jobs(record, common.job_store())
+    active = [t for t in record["trials"] if (j := states.get(t["job"])) and j.active]
+    c1, c2, c3 = st.columns([2, 1, 1])
+    names = {t["job"]: t["name"] for t in active}
+    pick = c1.selectbox("Trial", list(names), format_func=names.get, key="ex_cancel_pick") if names else None
+    if c2.button("Cancel trial", key="ex_cancel_one", disabled=pick is None):
+        experiments.cancel(record["id"], pick, store=common.job_store())
+        st.rerun()
+    if c3.button("Cancel all", key="ex_cancel_all"):
+        n = len(experiments.cancel(record["id"], store=common.job_store()))
+        st.toast(f"Cancel requested for {n} trial(s).")
+        st.rerun()
+
+
+@st.fragment(run_every=2)
+def live_panel(exp_id: str) -> None:
+    """Polled every 2 s: status, the trial table and charts; a full rerun once no trial is queued or running."""
+    record = experiments.refresh(exp_id, common.job_store())
+    if record["status"] not in jobs.ACTIVE:
+        st.rerun()
+    trials_panel(record)
+
+
+def trials_panel(record: dict) -> None:
+    """Status counts, the trial table with the best trial marked, metric-vs-setting charts and curves."""
+    store = common.job_store()
+    metric = experiments.spec_of(record).metric
+    counts = ", ".join(f"{n} {s}" for s, n in record["counts"].items())
+    st.markdown(f"**Status: {record['status']}** ({counts})")
+    table = experiments.trial_table(record, store)
+    settings = experiments.varying(record)
+    st.dataframe(shown_table(table, metric, settings), hide_index=True, width="stretch")
+    if table[metric].notna().any():
+        cols = st.columns(min(2, len(settings)))
+        for i, s in enumerate(settings):
+            cols[i % len(cols)].plotly_chart(plots.sweep_metric(table, s, metric), key=f"ex_vs_{s}")
+        if len(settings) > 2:
+            st.plotly_chart(plots.sweep_parallel(table, settings, metric), key="ex_parallel")
+    curves = experiments.trial_curves(record)
+    if len(curves):
+        st.plotly_chart(plots.sweep_curves(curves, metric), key="ex_curves")
+
+
+def use_section(record: dict) -> None:
+    """'Use these settings': a finished trial's config becomes the working settings of Training setup."""
+    store = common.job_store()
+    states = experiments.child_jobs(record, store)
+    done = [t for t in record["trials"] if (j := states.get(t["job"])) and j.status == "done"]
+    if not done:
+        return
+    best = experiments.best_trial(experiments.trial_table(record, store), experiments.spec_of(record).metric)
+    ids = [t["job"] for t in done]
+    names = {t["job"]: t["name"] + (" (best)" if t["job"] == best else "") for t in done}
+    c1, c2 = st.columns([3, 1])
+    pick = c1.selectbox("Trial to reuse", ids, index=ids.index(best) if best in ids else 0, format_func=names.get,
+                        key="ex_use_pick")
+    if c2.button("Use these settings", key="ex_use", type="primary"):
+        use_settings(experiments.trial_config(record, pick))
+
+
+def use_settings(cfg: RunConfig) -> None:
+    """Make `cfg` the working settings (session and kept on the server) and open Training setup."""
+    state = st.session_state
+    state[sf.RUN_CONFIG], state[sf.SOURCE_CONFIG] = to_dict(cfg), cfg.source
+    sf.seed_state(cfg, overwrite=True)
+    try:
+        settings_store.save(sf.settings_user(), settings_store.Saved(cfg, cfg.source, str(state.get(sf.LR_JOB) or "")))
+    except OSError:  # a full or read-only disk: the settings still reach the setup page in this session
+        pass
+    st.switch_page(SETUP_PAGE)
