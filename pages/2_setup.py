@@ -19,7 +19,7 @@ def render() -> None:
     gpu = choices.has_gpu()
     carried = st.session_state.get(common.RUN_CONFIG)
     base = from_dict(RunConfig, carried) if carried else common.default_run_config(src)
-    sf.seed_state(base)
+    sf.seed_state(base, overwrite=bool(st.session_state.pop(common.APPLY_SETTINGS, False)))
     hint = " Choose another on the **Dataset explorer** page." if is_default else ""
     st.info(f"Data: {sf.describe_source(src)}.{hint}")
     problems: list[str] = []

@@ -15,13 +15,26 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import choices, evaluate, executors, hosting, imaging, jobs, paths, plots, runs, sources
-from core.config import ConfigError, RunConfig, SourceConfig, from_dict
+from core import (
+    choices,
+    evaluate,
+    executors,
+    hosting,
+    imaging,
+    jobs,
+    paths,
+    plots,
+    runs,
+    settings_store,
+    sources,
+)
+from core.config import ConfigError, RunConfig, SourceConfig, from_dict, to_dict
 from core.sample import ensure_sample
 
 OWNER_KEY = "owner_id"
 # Session keys more than one view reads (the views never import each other; they meet here)
 RUN_CONFIG, RUN_CONFIG_ERROR, SOURCE_CONFIG, LR_JOB = "run_config", "run_config_error", "source_config", "lr_job_id"
+APPLY_SETTINGS = "apply_settings"  # a view handed settings to Training setup: it re-seeds its widgets from them
 TRAIN_JOB, PICK = "train_job_id", "tr_pick"  # Training run: the run this session started last, the run watched
 EVAL_RUN, LAST_EVAL_RUN, CHOSEN = "ev_run", "ev_last_run", "chosen_thresholds"  # Evaluation's run and thresholds
 METRICS = evaluate.HEADLINE + ("pr_auc", "brier", "ece", "ppv", "npv", "f1")  # shown per set: Evaluation, Predict
@@ -394,6 +407,21 @@ def current_source() -> tuple[SourceConfig, bool]:
     carried = st.session_state.get(RUN_CONFIG)
     src = from_dict(RunConfig, carried).source if carried else sample_source()
     return src, src.csv_path == sample_source().csv_path
+
+
+def settings_user() -> str:
+    """Whose settings these are: the signed-in owner when hosted; locally the one person at the machine."""
+    return owner_id() if hosting.hosted() else "local"
+
+
+def hand_to_setup(cfg: RunConfig) -> None:
+    """Make `cfg` the working settings (this session and kept on the server); Training setup re-seeds from it."""
+    state = st.session_state
+    state[RUN_CONFIG], state[SOURCE_CONFIG], state[APPLY_SETTINGS] = to_dict(cfg), cfg.source, True
+    try:
+        settings_store.save(settings_user(), settings_store.Saved(cfg, cfg.source, str(state.get(LR_JOB) or "")))
+    except OSError:  # a full or read-only disk: the settings still reach the setup page in this session
+        pass
 
 
 def default_run_config(source: SourceConfig) -> RunConfig:

@@ -13,10 +13,9 @@ import time
 import pandas as pd
 import streamlit as st
 
-from core import experiments, jobs, plots, settings_store
-from core.config import ConfigError, RunConfig, from_dict, to_dict
+from core import experiments, jobs, plots
+from core.config import ConfigError, RunConfig, from_dict
 from ui import common
-from ui import setup_form as sf  # session keys, kept-settings user (setup_form imports no view)
 
 PICK = "ex_pick"
 SETUP_PAGE = "pages/2_setup.py"
@@ -28,16 +27,16 @@ DEFAULT_SWEPT = ["lr"]
 
 def base_config() -> tuple[RunConfig | None, str]:
     """The working settings of Training setup (kept per user), else the setup defaults; with a note."""
-    if st.session_state.get(sf.RUN_CONFIG_ERROR):
-        return None, f"The settings on the Training setup page are not valid: {st.session_state[sf.RUN_CONFIG_ERROR]}"
-    carried = st.session_state.get(sf.RUN_CONFIG)
+    if st.session_state.get(common.RUN_CONFIG_ERROR):
+        return None, f"The settings on the Training setup page are not valid: {st.session_state[common.RUN_CONFIG_ERROR]}"
+    carried = st.session_state.get(common.RUN_CONFIG)
     if carried:
         try:
             return from_dict(RunConfig, carried).validate(), "the working settings of Training setup"
         except ConfigError as err:
             return None, f"The working settings are not valid: {err}"
-    src, _ = sf.current_source()
-    return sf.default_config(src, sf.has_gpu()), "the default settings (Training setup not opened yet)"
+    src, _ = common.current_source()
+    return common.default_run_config(src), "the default settings (Training setup not opened yet)"
 
 
 def suggested_values(cfg: RunConfig, name: str) -> str:
@@ -238,11 +237,5 @@ def use_section(record: dict) -> None:
 
 def use_settings(cfg: RunConfig) -> None:
     """Make `cfg` the working settings (session and kept on the server) and open Training setup."""
-    state = st.session_state
-    state[sf.RUN_CONFIG], state[sf.SOURCE_CONFIG] = to_dict(cfg), cfg.source
-    sf.seed_state(cfg, overwrite=True)
-    try:
-        settings_store.save(sf.settings_user(), settings_store.Saved(cfg, cfg.source, str(state.get(sf.LR_JOB) or "")))
-    except OSError:  # a full or read-only disk: the settings still reach the setup page in this session
-        pass
+    common.hand_to_setup(cfg)
     st.switch_page(SETUP_PAGE)

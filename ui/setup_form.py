@@ -177,11 +177,6 @@ def checked_path(text: str, what: str) -> Path:
 RESTORED, KEPT = "kept_restored", "kept_last"
 
 
-def settings_user() -> str:
-    """Whose settings these are: the signed-in owner when hosted; locally the one person at the machine."""
-    return common.owner_id() if hosting.hosted() else "local"
-
-
 def explorer_state(src: SourceConfig) -> dict[str, Any]:
     """Dataset explorer widget values (by key) that show `src` (sample forms, folders, CSVs, DICOM folders)."""
     root = Path(common.sample_root())
@@ -214,7 +209,7 @@ def restore_saved(state: MutableMapping | None = None) -> bool:
     state[RESTORED] = True
     if RUN_CONFIG in state or SOURCE_CONFIG in state:
         return False
-    saved = settings_store.load(settings_user())
+    saved = settings_store.load(common.settings_user())
     if saved.run_config is not None:
         state[RUN_CONFIG] = to_dict(saved.run_config)
     if saved.source is not None:
@@ -236,7 +231,7 @@ def persist(state: MutableMapping | None = None) -> None:
     if state.get(KEPT) == signature:
         return
     try:
-        settings_store.save(settings_user(), saved)
+        settings_store.save(common.settings_user(), saved)
     except OSError:  # a full or read-only disk must not break the page; the settings stay in this session
         return
     state[KEPT] = signature
