@@ -47,18 +47,10 @@ def log(*parts: Any) -> None:
 
 
 def _clean(x: Any) -> Any:
-    """Round floats, NaN -> None, paths -> str, recursively (valid, readable JSON)."""
-    if isinstance(x, float):
-        return None if math.isnan(x) or math.isinf(x) else round(x, 4)
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, (np.integer, np.floating)):
-        return _clean(x.item())
-    if isinstance(x, Path):
-        return str(x)
-    return x
+    """Valid, readable JSON values: core.runs.json_safe (NaN -> None, numpy -> Python), paths as text, floats to 4 places."""
+    from core.runs import json_safe
+
+    return json.loads(json.dumps(json_safe(x), default=str), parse_float=lambda s: round(float(s), 4))
 
 
 def emit(result: dict[str, Any]) -> None:

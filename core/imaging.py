@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import struct
-import tempfile
 import threading
 import warnings
 import zlib
@@ -25,6 +24,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.config import Window
+from core.fmt import megabytes
+from core.fsutil import atomic_writer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -117,17 +118,12 @@ def decode_budget_bytes() -> int:
     return int(max(mb, 1) * 1_000_000)
 
 
-def _mb(n: int) -> str:
-    """Bytes as whole megabytes with thousands separators."""
-    return f"{max(1, round(n / 1_000_000)):,} MB"
-
-
 def check_decode_bytes(nbytes: int) -> None:
     """Refuse a decode whose estimated memory exceeds the budget (before any pixel is allocated)."""
     total = decode_budget_bytes()
     if nbytes > total:
-        raise ImageError(f"image too large to decode safely: it needs about {_mb(nbytes)} of memory, more than "
-                         f"this app's decode limit of {_mb(total)} (set {DECODE_MEMORY_ENV} to change it)")
+        raise ImageError(f"image too large to decode safely: it needs about {megabytes(nbytes)} of memory, more than "
+                         f"this app's decode limit of {megabytes(total)} (set {DECODE_MEMORY_ENV} to change it)")
 
 
 class _DecodeBudget:
@@ -1146,17 +1142,9 @@ class DecodeCache:
         return None
 
     def _store(self, im: Image.Image, entry: Path) -> None:
-        """Write atomically (temp file + os.replace); a failed write only costs a later re-decode."""
-        tmp = None
+        """Write atomically (fsutil, no fsync: a cache); a failed write only costs a later re-decode."""
         try:
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=entry.stem, suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
+            with atomic_writer(entry, durable=False) as tmp, open(tmp, "wb") as f:
                 im.save(f, format="PNG", compress_level=1)
-            os.replace(tmp, entry)
-            tmp = None
         except (OSError, ValueError, zlib.error) as e:
             log.warning("decode cache: could not write an entry (%s)", getattr(e, "strerror", None) or type(e).__name__)
-        finally:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)

@@ -23,6 +23,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian
 
 from core import paths
+from core.fsutil import atomic_write_text
 
 GENERATOR_VERSION = 2
 SAMPLE_CLASSES = ("clear", "opacity")
@@ -261,8 +262,7 @@ def ensure_sample(root: Path | None = None, n_patients: int = 60, seed: int = 0)
         _write_all(tmp, n_patients, seed)
         for name in PARTS:
             _replace(tmp / name, root / name)
-        (tmp / MARKER).write_text(_marker(n_patients, seed))
-        os.replace(tmp / MARKER, root / MARKER)
+        atomic_write_text(root / MARKER, _marker(n_patients, seed))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return root
