@@ -491,7 +491,7 @@ def evaluate_predictions(y_true: np.ndarray, probs: np.ndarray, classes: list[st
     cm = confusion(y_true, pred, len(classes))
     metrics = {**basic_metrics(y_true, probs, classes), "pr_auc": pr_auc(y_true, probs) if len(y_true) else math.nan,
                "brier": brier_score(y_true, probs), "ece": expected_calibration_error(y_true, probs, n_bins)}
-    if binary:
+    if t is not None:  # binary
         metrics.update({k: v for k, v in metrics_at_threshold(y_true, probs[:, 1], t, prevalence).items()
                         if k in ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1")})
     per_class = per_class_table(y_true, probs, classes, t)

@@ -54,12 +54,12 @@ def percent(fraction: float, digits: int = 0) -> str:
 
 def seconds(s: float | None) -> str:
     """A duration as '1 h 2 min', '3 min 20 s' or '12 s' ('unknown' when missing or negative)."""
-    if not _finite(s) or s < 0:
+    if s is None or not math.isfinite(s) or s < 0:
         return "unknown"
-    s = int(round(s))
-    if s >= 3600:
-        return f"{s // 3600} h {s % 3600 // 60} min"
-    return f"{s // 60} min {s % 60} s" if s >= 60 else f"{s} s"
+    n = int(round(s))
+    if n >= 3600:
+        return f"{n // 3600} h {n % 3600 // 60} min"
+    return f"{n // 60} min {n % 60} s" if n >= 60 else f"{n} s"
 
 
 def megabytes(n: int) -> str:

@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -389,8 +389,9 @@ def read_image(path: str | os.PathLike, window: Window | None = None, frame: int
 
 def check_not_flat(im: Image.Image) -> Image.Image:
     """The image, or an ImageError when every pixel has one value (blank: nothing to learn from, or a bad window)."""
-    lo, hi = (im.getextrema() if im.mode == "L" else (min(e[0] for e in im.getextrema()),
-                                                       max(e[1] for e in im.getextrema())))
+    ext = im.getextrema()
+    bands = cast("list[tuple[float, float]]", [ext] if im.mode == "L" else list(ext))
+    lo, hi = min(b[0] for b in bands), max(b[1] for b in bands)
     if lo == hi:
         raise ImageError(f"every pixel of the decoded image has the same value ({lo}): a blank image, left out")
     return im
@@ -522,7 +523,8 @@ def _from_palette(im: Image.Image) -> Image.Image:
 
 def stretch(arr: np.ndarray) -> np.ndarray:
     """Min-max of the finite values -> uint8 0..255; a constant (or all non-finite) image -> 0."""
-    a = np.array(arr, dtype=np.float64 if np.asarray(arr).dtype == np.float64 else np.float32)  # one working copy
+    dtype = np.float64 if np.asarray(arr).dtype == np.float64 else np.float32
+    a: np.ndarray[Any, np.dtype[np.floating[Any]]] = np.array(arr, dtype=dtype)  # one working copy
     finite = np.isfinite(a)
     if not finite.any():
         return np.zeros(a.shape, np.uint8)

@@ -78,7 +78,7 @@ class Predictor:
     def normalized(self, batch: torch.Tensor) -> torch.Tensor:
         """A batch of 0..1 tensors on the model's device, normalised as in training."""
         x = batch.to(self.device, non_blocking=True)
-        if self.mean is not None:
+        if self.mean is not None and self.std is not None:
             x = (x - self.mean.to(self.device)) / self.std.to(self.device)
         return x
 

@@ -197,7 +197,7 @@ def render_html(run_dir: Path, ev: dict[str, Any], figs: dict[str, go.Figure], l
 
 def _intro(ev: dict[str, Any], saved: dict[str, Any]) -> str:
     """Run type, classes, threshold and how the CIs were made."""
-    first = next(iter(ev["sets"].values()), {})
+    first: dict[str, Any] = next(iter(ev["sets"].values()), {})
     boot = first.get("bootstrap", {})
     thr = first.get("threshold")
     lines = [f"Run type: {html.escape(str(ev['type']))}; classes: {html.escape(', '.join(ev['classes']))}.",

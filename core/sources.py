@@ -343,7 +343,7 @@ def scan_folder(root: str | Path, test_root: str | Path = "", validate: bool = T
     validate=True fully decodes every file (through `decode(path)` when given, see imaging.inspect_image);
     validate=False only reads headers (fast).
     """
-    base, ignored, problems = _root_dir(root), Counter(), []
+    base, ignored, problems = _root_dir(root), Counter[str](), list[dict]()
     cands = _folder_cands(base, ignored, problems)
     if str(test_root).strip():
         troot = _root_dir(test_root, "test folder")
@@ -606,7 +606,7 @@ def _table_cands(df: pd.DataFrame, root: Path, cols: dict[str, str], need_label:
     if cols["split"]:
         bad |= ~split_low.isin(list(SPLIT_NAMES)).to_numpy(dtype=bool)
     problems, conflicts = [], []
-    for i in np.flatnonzero(bad):
+    for i in np.flatnonzero(bad).tolist():
         r, where, full = int(i) + 1, f"row {int(i) + 1}: ", str(Path(base) / norm.iat[i]) if ok[i] else ""
         if not raw.iat[i]:
             problems.append(_problem(f"row {r}", where + "empty path"))
@@ -729,7 +729,7 @@ def scan_dicom_folder(root: str | Path, labels_csv: str | Path = "", label_tag: 
     Priority: labels_csv (paths relative to root) > label_tag > class folders. group_tag (e.g.
     PatientID, returned pseudonymised) overrides group_col. Non-DICOM content is a problem row.
     """
-    base, ignored, problems = _root_dir(root, "DICOM folder"), Counter(), []
+    base, ignored, problems = _root_dir(root, "DICOM folder"), Counter[str](), list[dict]()
     _check_keywords(label_tag, group_tag)
     if str(labels_csv).strip():
         df = read_table(labels_csv)

@@ -18,7 +18,7 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from core import imaging, paths
 from core.fmt import megabytes
@@ -184,7 +184,7 @@ def _is_link(info: zipfile.ZipInfo) -> bool:
     return stat.S_ISLNK(info.external_attr >> 16)
 
 
-def _copy_limited(src: BinaryIO, dst: Path, limit: int) -> int:
+def _copy_limited(src: IO[bytes], dst: Path, limit: int) -> int:
     """Copy a stream to a file, refusing more than `limit` bytes whatever the header claimed."""
     n = 0
     with open(dst, "wb") as out:
@@ -230,7 +230,7 @@ def _zip_plan(zf: zipfile.ZipFile, limits: UploadLimits, label: str,
 def _extract(zf: zipfile.ZipFile, plan: list[tuple[zipfile.ZipInfo, list[str]]], stage: Path,
              limits: UploadLimits) -> list[tuple[Path, str]]:
     """Write the planned members under `stage` with streamed size limits; (path, display name) pairs."""
-    out, taken, total = [], set(), 0
+    out, taken, total = [], set[Path](), 0
     for info, parts in plan:
         dst = _unique(stage.joinpath(*parts), taken)
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -349,7 +349,7 @@ def _upload(owner: str, files: list[tuple[str, bytes]], limits: UploadLimits, la
     """Check, stage, verify and publish one upload; the dataset folder and the problems found."""
     _check_batch(files, limits)
     label = clean_name(label).lstrip("_") if label else ""
-    dest, problems = dataset_dir(owner, dataset), []
+    dest, problems = dataset_dir(owner, dataset), list[dict]()
     stage = _new_stage(owner)
     try:
         kept = _verify(_stage_all(files, stage, limits, label, problems), problems)
