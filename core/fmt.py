@@ -1,4 +1,4 @@
-"""Numbers as people read them: metrics, confidence intervals, durations, percentages, sizes, times.
+"""Numbers as people read them: metrics, confidence intervals, mean ± sd, durations, sizes, times.
 
 The one place the UI, the report and the CLI turn numbers into text, so a metric reads the same everywhere.
 """
@@ -45,11 +45,6 @@ def with_ci(ci: Mapping[str, float] | float | None, digits: int = 3, missing: st
 def mean_sd(mean: Any, sd: Any, digits: int = 3) -> str:
     """"0.850 ± 0.071" (k-fold summaries)."""
     return f"{number(mean, digits)} ± {number(sd, digits)}"
-
-
-def percent(fraction: float, digits: int = 0) -> str:
-    """A fraction as a percentage: 0.2 -> "20%"."""
-    return f"{fraction:.{digits}%}"
 
 
 def seconds(s: float | None) -> str:
