@@ -208,7 +208,7 @@ def upload_source() -> SourceConfig | None:
     c1, c2 = st.columns([3, 1])
     root = uploads.dataset_dir(owner, c1.selectbox("Uploaded dataset", names, key="up_dataset"))
     c2.button("Delete all my uploads", key="up_delete", on_click=_delete_uploads)
-    tables = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.csv") if not p.name.startswith("."))
+    tables = sorted(p.relative_to(root).as_posix() for p in sources.walk_files(root) if p.suffix.lower() == ".csv")
     labels_from = st.selectbox("Labels from", ["class folders", *tables], key="up_labels") if tables else "class folders"
     if labels_from == "class folders":
         return SourceConfig(kind="folder", root=str(root))
