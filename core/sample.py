@@ -168,7 +168,7 @@ def _dicom(pic: _Picture, variant: tuple[str, str, int], seed: int) -> DicomData
     """A valid DX/CR DICOM dataset (file meta included) for one picture."""
     modality, photometric, bits = variant
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SOP_CLASSES[modality]
+    meta.MediaStorageSOPClassUID = UID(SOP_CLASSES[modality])
     meta.MediaStorageSOPInstanceUID = _uid(seed, "sop", pic.index)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = DicomDataset()
