@@ -11,13 +11,16 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from core import fsutil, paths
 from core.config import ConfigError, RunConfig, SourceConfig, from_dict, to_dict
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 FOLDER = "settings"
-C = TypeVar("C")
+C = TypeVar("C", bound="DataclassInstance")
 
 
 @dataclass
