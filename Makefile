@@ -21,10 +21,12 @@ run: install
 
 test: install-dev
 	$(VENV)/bin/python -m ruff check core pages ui tests streamlit_app.py
+	$(VENV)/bin/python -m ruff format --check core pages ui tests bench streamlit_app.py
 	$(VENV)/bin/python -m pytest
 
 lint: install-dev
 	$(VENV)/bin/python -m ruff check core pages ui tests streamlit_app.py
+	$(VENV)/bin/python -m ruff format --check core pages ui tests bench streamlit_app.py
 
 bench: install
 	bash bench/run_all.sh

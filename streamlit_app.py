@@ -2,10 +2,11 @@
 
 import streamlit as st
 
+from core import hosting
 from ui import auth, common, setup_form
 
 st.set_page_config(page_title="X-ray trainer", page_icon="🩻", layout="wide")
-if common.is_hosted():  # tracebacks stay in the server log; the browser sees a generic message
+if hosting.hosted():  # tracebacks stay in the server log; the browser sees a generic message
     st.set_option("client.showErrorDetails", "none")
 auth.gate()  # optional login (OIDC or shared password); shows only the sign-in page until then
 

@@ -31,6 +31,9 @@ if str(REPO) not in sys.path:
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from core import fmt  # noqa: E402
+from core.runs import json_safe  # noqa: E402
+
 SHARED = Path(os.environ.get("XRT_SHARED_DATA", REPO.parent / "shared" / "data"))
 CHEST = SHARED / "chest_xray_224"
 DICOM_SAMPLES = SHARED / "dicom_samples"
@@ -47,18 +50,8 @@ def log(*parts: Any) -> None:
 
 
 def _clean(x: Any) -> Any:
-    """Round floats, NaN -> None, paths -> str, recursively (valid, readable JSON)."""
-    if isinstance(x, float):
-        return None if math.isnan(x) or math.isinf(x) else round(x, 4)
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, (np.integer, np.floating)):
-        return _clean(x.item())
-    if isinstance(x, Path):
-        return str(x)
-    return x
+    """Valid, readable JSON values: core.runs.json_safe (NaN -> None, numpy -> Python), paths as text, floats to 4 places."""
+    return json.loads(json.dumps(json_safe(x), default=str), parse_float=lambda s: round(float(s), 4))
 
 
 def emit(result: dict[str, Any]) -> None:
@@ -445,8 +438,8 @@ def smoke_job_task(params: dict, run_dir: Path, progress: Any) -> dict:
 
 
 def _f(x: Any, digits: int = 2) -> str:
-    """A number for the table ('-' when missing)."""
-    return "-" if x is None else (f"{x:.{digits}f}" if isinstance(x, float) else str(x))
+    """A number for the table (core.fmt, 2 decimals, '-' when missing)."""
+    return fmt.number(x, digits, missing="-")
 
 
 def _load_all(folder: Path, name: str) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from core import fmt
 from core.choices import KFOLD_DEFAULT, Choices, build_config, device_defaults, on_devices
 from core.config import DataConfig, RunConfig, SourceConfig, TrainConfig, load_json
 
@@ -260,7 +261,7 @@ class _TerminalProgress:
             ep = f"epoch {p.get('epoch', 0) + 1}/{p.get('n_epochs', '?')} " if "n_epochs" in p else ""
             bt = f"batch {p.get('batch', 0)}/{p.get('n_batches', '?')} " if "n_batches" in p else ""
             loss = f"loss {p['train_loss']:.4f} " if isinstance(p.get("train_loss"), float) else ""
-            eta = f"ETA {p['eta_s']:.0f}s" if isinstance(p.get("eta_s"), float) else ""
+            eta = f"ETA {fmt.seconds(p['eta_s'])}" if isinstance(p.get("eta_s"), float) else ""
             print(f"\r{p.get('phase', '')}: {fold}{ep}{bt}{loss}{eta}".ljust(100), end="", file=sys.stderr)
 
 

@@ -10,7 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-T = TypeVar("T")
+if typing.TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 SOURCE_KINDS = ("folder", "csv", "dicom", "sample")
 SPLIT_METHODS = ("random", "stratified", "group", "column", "folder")
@@ -105,7 +108,7 @@ class AugConfig:
                 raise ConfigError(f"{name} must be within 0..1, got {getattr(self, name)}")
 
 
-AUG_PRESETS = {  # name -> AugConfig overrides ("fastai": aug_transforms() defaults; lighting as brightness+contrast)
+AUG_PRESETS: dict[str, dict[str, Any]] = {  # name -> AugConfig overrides ("fastai": aug_transforms() defaults; lighting as brightness+contrast)
     "default": {},
     "fastai": {"warp": 0.2},
     "none": {"enabled": False},
@@ -247,7 +250,7 @@ def _convert(tp: Any, value: Any) -> Any:
             return None
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
         return _convert(inner[0], value)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         return from_dict(tp, value)
     if tp is float and isinstance(value, int):
         return float(value)

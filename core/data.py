@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,9 @@ from sklearn.model_selection import (
 )
 
 from core.config import ConfigError, DataConfig, SplitConfig, Window
+
+if TYPE_CHECKING:
+    from core.imaging import DecodeCache
 
 IMAGENET_STATS = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 GREY_IMAGENET_STATS = ([0.449], [0.226])
@@ -207,7 +211,7 @@ class ImageReader:
     frame: int = 0
     use_cache: bool = True
     cache_root: str = ""
-    _cache: object = field(default=None, repr=False, compare=False)
+    _cache: DecodeCache | None = field(default=None, repr=False, compare=False)
 
     def __call__(self, row: pd.Series):
         """Decode (or fetch from cache) and wrap for fastai."""

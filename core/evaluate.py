@@ -20,6 +20,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from core import fmt
+
 
 def roc_auc(y_true: np.ndarray, probs: np.ndarray) -> float:
     """ROC AUC: binary on the positive (second) class, macro one-vs-rest otherwise; NaN if undefined."""
@@ -113,6 +115,13 @@ def labels_and_probs(df: pd.DataFrame, classes: list[str]) -> tuple[np.ndarray, 
         bad = sorted(set(df["label"].astype(str)[y.isna()]))
         raise ValueError(f"labels {bad} are not classes of this model ({classes})")
     return y.to_numpy(dtype=int), df[[f"prob_{c}" for c in classes]].to_numpy(dtype=float)
+
+
+def labelled(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a table that carry a label (none without a label column): the rows that can be scored."""
+    if "label" not in df:
+        return df.iloc[:0]
+    return df[df["label"].notna() & (df["label"].astype(str) != "")]
 
 
 def is_binary(classes_or_probs) -> bool:
@@ -482,7 +491,7 @@ def evaluate_predictions(y_true: np.ndarray, probs: np.ndarray, classes: list[st
     cm = confusion(y_true, pred, len(classes))
     metrics = {**basic_metrics(y_true, probs, classes), "pr_auc": pr_auc(y_true, probs) if len(y_true) else math.nan,
                "brier": brier_score(y_true, probs), "ece": expected_calibration_error(y_true, probs, n_bins)}
-    if binary:
+    if t is not None:  # binary
         metrics.update({k: v for k, v in metrics_at_threshold(y_true, probs[:, 1], t, prevalence).items()
                         if k in ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1")})
     per_class = per_class_table(y_true, probs, classes, t)
@@ -559,7 +568,7 @@ def evaluate_run(run_dir: str | Path, threshold: float | None = None, external: 
     kw = dict(threshold=threshold, prevalence=prevalence, n_resamples=n_resamples, seed=seed)
     out: dict[str, Any] = {"run_dir": str(run_dir), "type": summary.get("type", "single"), "classes": classes,
                            "best_epoch": summary.get("best_epoch"), "monitor": summary.get("monitor"),
-                           "sets": {name: evaluate_frame(_labelled(df), classes, **kw) for name, df in sets.items()}}
+                           "sets": {name: evaluate_frame(labelled(df), classes, **kw) for name, df in sets.items()}}
     if "oof" in sets and "fold" in sets["oof"]:
         table = fold_table(sets["oof"], classes, out["sets"]["oof"]["threshold"])
         stats = [{k: v for k, v in r.items() if k not in ("fold", "n")} for r in table.to_dict("records")]
@@ -593,13 +602,6 @@ def provenance(summary: dict[str, Any]) -> str:
     return text
 
 
-def _labelled(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows with a label (unlabelled rows of an external table are predicted, not scored)."""
-    if "label" not in df:
-        raise ValueError("the predictions table has no 'label' column (unlabelled data cannot be scored)")
-    return df[df["label"].notna() & (df["label"].astype(str) != "")]
-
-
 HEADLINE = ("roc_auc", "accuracy", "balanced_accuracy", "sensitivity", "specificity")
 
 
@@ -612,23 +614,10 @@ def comparison_table(sets: dict[str, dict[str, Any]], metrics: tuple[str, ...] |
     for m in names:
         row = {"metric": m}
         for set_name, ev in sets.items():
-            row[set_name] = format_ci(ev["ci"][m]) if m in ev["ci"] else _fmt(ev["metrics"].get(m, math.nan))
+            row[set_name] = (fmt.with_ci(ev["ci"][m], missing="-") if m in ev["ci"]
+                             else fmt.number(ev["metrics"].get(m), missing="-"))
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def format_ci(ci: dict[str, float], digits: int = 3) -> str:
-    """"0.912 (0.871-0.948)" from {"value", "lo", "hi"}."""
-    if not np.isfinite(ci.get("lo", math.nan)):
-        return _fmt(ci["value"], digits)
-    return f"{_fmt(ci['value'], digits)} ({_fmt(ci['lo'], digits)}-{_fmt(ci['hi'], digits)})"
-
-
-def _fmt(v: Any, digits: int = 3) -> str:
-    """A number for a table cell ("-" when missing)."""
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "-"
-    return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
 def class_distribution(items: pd.DataFrame) -> pd.DataFrame:

@@ -221,7 +221,7 @@ def apply_settings(base: RunConfig, settings: dict[str, Any]) -> RunConfig:
             section, attr = path.split(".")
             setattr(getattr(cfg, section), attr, value)
     if "arch" in settings:
-        from core.models import ARCHS
+        from core.archs import ARCHS
 
         if settings["arch"] not in ARCHS:
             raise ConfigError(f"unknown architecture {settings['arch']!r}; known: {', '.join(ARCHS)}")

@@ -1,4 +1,5 @@
-"""Crash-safe file writes: write a temp file in the same folder, fsync, then os.replace."""
+"""File-system rules used everywhere: crash-safe writes (temp file in the same folder, fsync, os.replace),
+path containment, and which names are hidden clutter."""
 
 from __future__ import annotations
 
@@ -9,6 +10,18 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+HIDDEN_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
+
+
+def is_hidden(name: str) -> bool:
+    """Hidden or system clutter (dot files incl. macOS "._" forks, __MACOSX, Windows thumbnails), never data."""
+    return name.startswith(".") or name in HIDDEN_NAMES
+
+
+def inside(path: Path, root: Path) -> bool:
+    """Whether an already resolved path lies inside (or is) an already resolved root."""
+    return path == root or root in path.parents
 
 
 def temp_path_for(path: str | os.PathLike) -> Path:
@@ -34,27 +47,33 @@ def _with_filename(err: OSError, path: Path) -> OSError:
     return type(err)(err.errno, err.strerror or os.strerror(err.errno), str(path))
 
 
-def atomic_replace(tmp_path: str | os.PathLike, final_path: str | os.PathLike) -> None:
-    """fsync `tmp_path`, rename it over `final_path` and fsync the folder."""
+def atomic_replace(tmp_path: str | os.PathLike, final_path: str | os.PathLike, durable: bool = True) -> None:
+    """Rename `tmp_path` over `final_path`; durable: fsync the file first and the folder after."""
     tmp_path, final_path = Path(tmp_path), Path(final_path)
     try:
-        with open(tmp_path, "rb+") as fh:
-            os.fsync(fh.fileno())
+        if durable:
+            with open(tmp_path, "rb+") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp_path, final_path)
     except OSError as err:
         raise _with_filename(err, final_path) from err
-    _fsync_dir(final_path.parent)
+    if durable:
+        _fsync_dir(final_path.parent)
 
 
 @contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp path to write (e.g. torch.save); on success it replaces `path`, on error it is removed."""
+def atomic_writer(path: str | os.PathLike, durable: bool = True) -> Iterator[Path]:
+    """Yield a temp path to write (e.g. torch.save); on success it replaces `path`, on error it is removed.
+
+    Readers never see a partial file. durable=False skips the fsyncs: for caches, where losing a recent
+    entry in a power cut only costs recomputing it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path_for(path)
     try:
         yield tmp
-        atomic_replace(tmp, path)
+        atomic_replace(tmp, path, durable)
     except OSError as err:
         tmp.unlink(missing_ok=True)
         raise _with_filename(err, path) from err

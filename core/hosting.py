@@ -13,6 +13,7 @@ from pathlib import Path
 
 from core import paths
 from core.config import SourceConfig
+from core.fsutil import inside, is_hidden
 from core.uploads import UploadError, UploadLimits, list_datasets, upload_dir
 
 TRUE = ("1", "true", "yes", "on")
@@ -33,33 +34,19 @@ def data_roots() -> list[Path]:
     return [r for r in dict.fromkeys(roots) if r.is_dir()]
 
 
-def _env_int(name: str, default: int) -> int:
-    """A positive integer from the environment, or the default when unset or invalid."""
-    try:
-        value = int(os.environ.get(name, "").strip() or default)
-    except ValueError:
-        return default
-    return value if value > 0 else default
-
-
 def max_upload_bytes() -> int:
     """Largest upload in bytes ($XRT_MAX_UPLOAD_MB, default 200)."""
-    return _env_int("XRT_MAX_UPLOAD_MB", 200) * 1_000_000
+    return paths.env_int("XRT_MAX_UPLOAD_MB", 200) * 1_000_000
 
 
 def max_files() -> int:
     """Most files in one upload, zip members included ($XRT_MAX_FILES, default 5000)."""
-    return _env_int("XRT_MAX_FILES", 5000)
+    return paths.env_int("XRT_MAX_FILES", 5000)
 
 
 def upload_limits() -> UploadLimits:
     """Upload limits from the environment."""
     return UploadLimits.from_totals(max_upload_bytes(), max_files())
-
-
-def _inside(path: Path, root: Path) -> bool:
-    """Whether a resolved path lies inside (or is) a resolved root."""
-    return path == root or root in path.parents
 
 
 def allowed_bases(owner: str) -> list[Path]:
@@ -69,10 +56,10 @@ def allowed_bases(owner: str) -> list[Path]:
 
 def _allowed(resolved: Path, owner: str) -> bool:
     """Inside an allowed base, and never inside another owner's upload folder (even below a data root)."""
-    if not owner or not any(_inside(resolved, base) for base in allowed_bases(owner)):
+    if not owner or not any(inside(resolved, base) for base in allowed_bases(owner)):
         return False
     uploads = paths.sub("uploads").resolve()
-    return not _inside(resolved, uploads) or _inside(resolved, upload_dir(owner).resolve())
+    return not inside(resolved, uploads) or inside(resolved, upload_dir(owner).resolve())
 
 
 def check_server_path(path: str | Path, owner: str = "") -> Path:
@@ -129,7 +116,7 @@ def allowed_csvs(owner: str, depth: int = 2) -> list[Path]:
 def _files(folder: Path) -> list[Path]:
     """Non-hidden files directly in a folder."""
     try:
-        return [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
+        return [p for p in folder.iterdir() if p.is_file() and not is_hidden(p.name)]
     except OSError:
         return []
 

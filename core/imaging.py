@@ -12,19 +12,20 @@ import logging
 import os
 import re
 import struct
-import tempfile
 import threading
 import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.config import Window
+from core.fmt import megabytes
+from core.fsutil import atomic_writer
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -117,17 +118,12 @@ def decode_budget_bytes() -> int:
     return int(max(mb, 1) * 1_000_000)
 
 
-def _mb(n: int) -> str:
-    """Bytes as whole megabytes with thousands separators."""
-    return f"{max(1, round(n / 1_000_000)):,} MB"
-
-
 def check_decode_bytes(nbytes: int) -> None:
     """Refuse a decode whose estimated memory exceeds the budget (before any pixel is allocated)."""
     total = decode_budget_bytes()
     if nbytes > total:
-        raise ImageError(f"image too large to decode safely: it needs about {_mb(nbytes)} of memory, more than "
-                         f"this app's decode limit of {_mb(total)} (set {DECODE_MEMORY_ENV} to change it)")
+        raise ImageError(f"image too large to decode safely: it needs about {megabytes(nbytes)} of memory, more than "
+                         f"this app's decode limit of {megabytes(total)} (set {DECODE_MEMORY_ENV} to change it)")
 
 
 class _DecodeBudget:
@@ -393,8 +389,9 @@ def read_image(path: str | os.PathLike, window: Window | None = None, frame: int
 
 def check_not_flat(im: Image.Image) -> Image.Image:
     """The image, or an ImageError when every pixel has one value (blank: nothing to learn from, or a bad window)."""
-    lo, hi = (im.getextrema() if im.mode == "L" else (min(e[0] for e in im.getextrema()),
-                                                       max(e[1] for e in im.getextrema())))
+    ext = im.getextrema()
+    bands = cast("list[tuple[float, float]]", [ext] if im.mode == "L" else list(ext))
+    lo, hi = min(b[0] for b in bands), max(b[1] for b in bands)
     if lo == hi:
         raise ImageError(f"every pixel of the decoded image has the same value ({lo}): a blank image, left out")
     return im
@@ -526,7 +523,8 @@ def _from_palette(im: Image.Image) -> Image.Image:
 
 def stretch(arr: np.ndarray) -> np.ndarray:
     """Min-max of the finite values -> uint8 0..255; a constant (or all non-finite) image -> 0."""
-    a = np.array(arr, dtype=np.float64 if np.asarray(arr).dtype == np.float64 else np.float32)  # one working copy
+    dtype = np.float64 if np.asarray(arr).dtype == np.float64 else np.float32
+    a: np.ndarray[Any, np.dtype[np.floating[Any]]] = np.array(arr, dtype=dtype)  # one working copy
     finite = np.isfinite(a)
     if not finite.any():
         return np.zeros(a.shape, np.uint8)
@@ -1146,17 +1144,9 @@ class DecodeCache:
         return None
 
     def _store(self, im: Image.Image, entry: Path) -> None:
-        """Write atomically (temp file + os.replace); a failed write only costs a later re-decode."""
-        tmp = None
+        """Write atomically (fsutil, no fsync: a cache); a failed write only costs a later re-decode."""
         try:
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=entry.parent, prefix=entry.stem, suffix=".tmp")
-            with os.fdopen(fd, "wb") as f:
+            with atomic_writer(entry, durable=False) as tmp, open(tmp, "wb") as f:
                 im.save(f, format="PNG", compress_level=1)
-            os.replace(tmp, entry)
-            tmp = None
         except (OSError, ValueError, zlib.error) as e:
             log.warning("decode cache: could not write an entry (%s)", getattr(e, "strerror", None) or type(e).__name__)
-        finally:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-"""Where the app keeps its state: runs, job database, decode cache, sample data."""
+"""Where the app keeps its state (runs, job database, decode cache, sample data), and numbers read from the environment."""
 
 from __future__ import annotations
 
@@ -6,6 +6,15 @@ import os
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def env_int(name: str, default: int, minimum: int = 1) -> int:
+    """An integer setting from the environment; `default` when unset, not an integer or below `minimum`."""
+    try:
+        value = int(os.environ.get(name, "").strip() or default)
+    except ValueError:
+        return default
+    return value if value >= minimum else default
 
 
 def app_home() -> Path:

@@ -272,7 +272,7 @@ def confusion_matrix_cells(cm: Sequence[Sequence[float]], classes: list[str], ti
     return fig
 
 
-def shortcut_features(features: Sequence[Mapping[str, object]], auc: Mapping[str, float] | None = None,
+def shortcut_features(features: Sequence[Mapping[str, float | str]], auc: Mapping[str, float] | None = None,
                       threshold: float = 0.7, title: str = "What predicts the label without the anatomy") -> go.Figure:
     """Horizontal bars: cross-validated AUC of each metadata feature alone; the warning threshold and chance marked."""
     rows = list(features)[::-1]

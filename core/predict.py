@@ -79,7 +79,7 @@ class Predictor:
     def normalized(self, batch: torch.Tensor) -> torch.Tensor:
         """A batch of 0..1 tensors on the model's device, normalised as in training."""
         x = batch.to(self.device, non_blocking=True)
-        if self.mean is not None:
+        if self.mean is not None and self.std is not None:
             x = (x - self.mean.to(self.device)) / self.std.to(self.device)
         return x
 
@@ -166,14 +166,13 @@ def as_predictor(model: str | Path | Predictor) -> Predictor:
 
 def folder_paths(folder: str | Path) -> list[str]:
     """Every image/DICOM file under a folder (recursively; hidden files and folders skipped), sorted."""
+    from core.sources import walk_files
+
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"folder not found: {folder}")
-    root = root.resolve()
     exts = imaging.IMAGE_EXTS | imaging.DICOM_EXTS
-    return sorted(str(p) for p in root.rglob("*")
-                  if p.is_file() and p.suffix.lower() in exts
-                  and not any(s.startswith(".") for s in p.relative_to(root).parts))
+    return sorted(str(p) for p in walk_files(root.resolve()) if p.suffix.lower() in exts)
 
 
 def predict_folder(model_path: str | Path | Predictor, folder: str | Path, batch_size: int = 32, tta: bool = False,
@@ -257,17 +256,7 @@ def score_predictions(df: pd.DataFrame, classes: list[str], threshold: float | N
 
     Labels that are not classes of the model are refused with the list of them.
     """
-    if "label" not in df:
-        return None
-    labelled = df[df["label"].fillna("").astype(str) != ""]
+    labelled = evaluate.labelled(df)
     if not len(labelled):
         return None
     return evaluate.evaluate_frame(labelled, classes, threshold=threshold, **kwargs)
-
-
-def export_csv(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write a predictions table as CSV (folders created)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(path, index=False)
-    return path

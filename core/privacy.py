@@ -69,9 +69,13 @@ def installation_key() -> bytes:
     return key
 
 
+def keyed_hash(data: bytes) -> str:
+    """Hex HMAC-SHA256 of `data` with the installation secret: the one keyed hash (pseudonyms, owner ids, tokens)."""
+    return hmac.new(installation_key(), data, hashlib.sha256).hexdigest()
+
+
 def pseudonym(value: str) -> str:
     """A stable stand-in for an identifying value: "anon-" + 12 hex of HMAC-SHA256 (''/'anon-...' unchanged)."""
     if not value or value.startswith(PREFIX):
         return value
-    digest = hmac.new(installation_key(), value.encode("utf-8"), hashlib.sha256).hexdigest()
-    return PREFIX + digest[:12]
+    return PREFIX + keyed_hash(value.encode("utf-8"))[:12]

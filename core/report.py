@@ -10,16 +10,15 @@ import base64
 import html
 import io
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from core import evaluate, explain, plots
+from core import evaluate, explain, fmt, plots
+from core.runs import json_safe, write_json
 
 REPORT_TEMPLATE = "plotly_white"  # the report page is a light document; pages in the app follow their theme
 REPORT_LAYOUT = {"template": REPORT_TEMPLATE, "paper_bgcolor": "white", "plot_bgcolor": "white"}  # opaque PNGs
@@ -35,7 +34,7 @@ def set_figures(name: str, ev: dict[str, Any], df: pd.DataFrame) -> dict[str, go
     """Confusion matrix, ROC, PR, reliability (and threshold trade-off for binary) of one evaluated set."""
     classes = ev["classes"]
     title = SET_TITLES.get(name, name)
-    y, probs = evaluate.labels_and_probs(_labelled(df), classes)
+    y, probs = evaluate.labels_and_probs(evaluate.labelled(df), classes)
     rocs, prs = evaluate.roc_curves(y, probs, classes), evaluate.pr_curves(y, probs, classes)
     per = {r["class"]: r for r in ev["per_class"]}
     binary = len(classes) == 2
@@ -127,19 +126,6 @@ def write_pngs(figs: list[go.Figure], paths: list[Path]) -> None:
             fig.write_image(path, width=900, scale=2)
 
 
-def _json_safe(x: Any) -> Any:
-    """NaN/inf -> None, numpy scalars -> Python, recursively."""
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
 # ---------------------------------------------------------------- the report
 
 
@@ -161,22 +147,17 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, test_pr
     for name, set_ev in ev["sets"].items():
         figs.update(set_figures(name, set_ev, frames[name]))
     saved = save_figures(figs, out / "figures", png)
-    losses = {n: explain.top_losses(_labelled(frames[n]), ev["classes"], TOP_LOSSES_SHOWN) for n in ev["sets"]}
+    losses = {n: explain.top_losses(evaluate.labelled(frames[n]), ev["classes"], TOP_LOSSES_SHOWN) for n in ev["sets"]}
     page = render_html(run_dir, ev, figs, losses, saved)
     (out / "report.html").write_text(page, encoding="utf-8")
     comparison = evaluate.comparison_table(ev["sets"], evaluate.HEADLINE + ("pr_auc", "brier", "ece"))
     record = {**ev, "comparison": comparison.to_dict("records"), "figures": saved, "created": time.time()}
-    (out / "metrics_report.json").write_text(json.dumps(_json_safe(record), indent=2, default=str))
+    write_json(out / "metrics_report.json", record)
     return {"report": str(out / "report.html"), "metrics": str(out / "metrics_report.json"),
             "figures": saved["html"], "png": saved["png"], "png_ok": saved["png_ok"], "png_note": saved["png_note"],
-            "headline": {n: {k: _json_safe(s["ci"][k]) for k in evaluate.HEADLINE if k in s["ci"]}
+            "headline": {n: {k: json_safe(s["ci"][k]) for k in evaluate.HEADLINE if k in s["ci"]}
                          for n, s in ev["sets"].items()},
             "comparison": comparison.to_dict("records")}
-
-
-def _labelled(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows with a label."""
-    return df[df["label"].notna() & (df["label"].astype(str) != "")]
 
 
 # ---------------------------------------------------------------- HTML
@@ -216,7 +197,7 @@ def render_html(run_dir: Path, ev: dict[str, Any], figs: dict[str, go.Figure], l
 
 def _intro(ev: dict[str, Any], saved: dict[str, Any]) -> str:
     """Run type, classes, threshold and how the CIs were made."""
-    first = next(iter(ev["sets"].values()), {})
+    first: dict[str, Any] = next(iter(ev["sets"].values()), {})
     boot = first.get("bootstrap", {})
     thr = first.get("threshold")
     lines = [f"Run type: {html.escape(str(ev['type']))}; classes: {html.escape(', '.join(ev['classes']))}.",
@@ -237,7 +218,7 @@ def _run_section(ev: dict[str, Any], figs: dict[str, go.Figure]) -> list[str]:
         table = pd.DataFrame(ev["folds"]["table"])
         ms = ev["folds"]["mean_sd"]
         summary = {"fold": "mean +/- sd", "n": int(table["n"].sum())}
-        summary.update({k: f"{v['mean']:.3f} +/- {v['sd']:.3f}" for k, v in ms.items() if k in table})
+        summary.update({k: fmt.mean_sd(v["mean"], v["sd"]) for k, v in ms.items() if k in table})
         parts += ["<h3>Per fold</h3>", _table(pd.concat([table.astype(object), pd.DataFrame([summary])], ignore_index=True)),
                   _figure(figs["fold_bars"])]
     return parts
@@ -266,7 +247,7 @@ def _set_section(name: str, ev: dict[str, Any], figs: dict[str, go.Figure], loss
 
 def _table(df: pd.DataFrame) -> str:
     """A DataFrame as an escaped HTML table with 3-decimal floats."""
-    return df.to_html(index=False, escape=True, na_rep="-", float_format=lambda v: f"{v:.3f}", border=0)
+    return df.to_html(index=False, escape=True, na_rep="-", float_format=fmt.number, border=0)
 
 
 def _figure(fig: go.Figure) -> str:

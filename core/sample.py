@@ -20,9 +20,10 @@ import numpy as np
 from PIL import Image
 from pydicom.dataset import Dataset as DicomDataset
 from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from core import paths
+from core.fsutil import atomic_write_text
 
 GENERATOR_VERSION = 2
 SAMPLE_CLASSES = ("clear", "opacity")
@@ -130,7 +131,7 @@ def _picture(p: dict[str, float], label: str, rng: np.random.Generator) -> np.nd
 
 def _pictures(n_patients: int, seed: int) -> list[_Picture]:
     """All pictures: patients alternate classes; patient pairs share an image count (2-8) for balance."""
-    out = []
+    out: list[_Picture] = []
     for p in range(n_patients):
         n = int(np.random.default_rng([seed, 1, p // 2]).integers(2, 9))
         label, params = SAMPLE_CLASSES[p % 2], _patient_params(np.random.default_rng([seed, 2, p]))
@@ -150,10 +151,10 @@ def _write_png(pic: _Picture, path: Path) -> None:
     Image.fromarray(arr.astype(np.uint16 if _is_16bit(pic) else np.uint8)).save(path)
 
 
-def _uid(seed: int, *parts: object) -> str:
+def _uid(seed: int, *parts: object) -> UID:
     """A deterministic UID under the 2.25 root (a 128-bit number from a hash, like a name-based UUID)."""
     digest = hashlib.sha256("/".join(["xray-trainer-sample", str(seed), *map(str, parts)]).encode()).digest()
-    return f"2.25.{int.from_bytes(digest[:16], 'big')}"
+    return UID(f"2.25.{int.from_bytes(digest[:16], 'big')}")
 
 
 def _dicom_pixels(pic: _Picture, photometric: str, bits: int) -> np.ndarray:
@@ -167,7 +168,7 @@ def _dicom(pic: _Picture, variant: tuple[str, str, int], seed: int) -> DicomData
     """A valid DX/CR DICOM dataset (file meta included) for one picture."""
     modality, photometric, bits = variant
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SOP_CLASSES[modality]
+    meta.MediaStorageSOPClassUID = UID(SOP_CLASSES[modality])
     meta.MediaStorageSOPInstanceUID = _uid(seed, "sop", pic.index)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = DicomDataset()
@@ -261,8 +262,7 @@ def ensure_sample(root: Path | None = None, n_patients: int = 60, seed: int = 0)
         _write_all(tmp, n_patients, seed)
         for name in PARTS:
             _replace(tmp / name, root / name)
-        (tmp / MARKER).write_text(_marker(n_patients, seed))
-        os.replace(tmp / MARKER, root / MARKER)
+        atomic_write_text(root / MARKER, _marker(n_patients, seed))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return root

@@ -11,11 +11,16 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from core import fsutil, paths
 from core.config import ConfigError, RunConfig, SourceConfig, from_dict, to_dict
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
 FOLDER = "settings"
+C = TypeVar("C", bound="DataclassInstance")
 
 
 @dataclass
@@ -39,7 +44,7 @@ def save(user: str, saved: Saved) -> None:
     fsutil.atomic_write_json(settings_path(user), data)
 
 
-def _parse(cls: type, data: object) -> object | None:
+def _parse(cls: type[C], data: object) -> C | None:
     """A config from its dict, or None when it is missing or no longer fits (strict from_dict)."""
     if not isinstance(data, dict):
         return None

@@ -9,7 +9,6 @@ cookie) carries the identity and an expiry, signed with the same secret.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import json
 import re
@@ -22,11 +21,6 @@ TOKEN_TTL_S = 7 * 24 * 3600
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 
 
-def installation_secret() -> bytes:
-    """The installation's one secret (`core.privacy.installation_key`: $XRT_SECRET or secret.key, 0600)."""
-    return privacy.installation_key()
-
-
 def clean_user_name(name: str) -> str:
     """A typed user name, normalised (case and spaces ignored); ValueError when it is not a plain name."""
     name = (name or "").strip().lower()
@@ -37,12 +31,12 @@ def clean_user_name(name: str) -> str:
 
 def owner_for(identity: str) -> str:
     """The owner id of an identity ("user:alice", "oidc:<subject>", "anon:<random>"): 32 hex characters."""
-    return hmac.new(installation_secret(), b"owner:" + identity.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
+    return privacy.keyed_hash(b"owner:" + identity.encode("utf-8"))[:32]
 
 
 def _mac(payload: bytes) -> str:
     """The signature of a token payload."""
-    return hmac.new(installation_secret(), b"signin:" + payload, hashlib.sha256).hexdigest()
+    return privacy.keyed_hash(b"signin:" + payload)
 
 
 def make_token(identity: str, ttl_s: float = TOKEN_TTL_S, now: float | None = None) -> str:

@@ -27,13 +27,13 @@ from pydicom.datadict import tag_for_keyword
 
 from core import imaging
 from core.config import SourceConfig
+from core.fsutil import inside, is_hidden
 
 ITEM_COLUMNS = ["path", "relpath", "label", "group", "split", "source", "kind", "width", "height"]
 PROBLEM_COLUMNS = ["path", "reason"]
 SPLIT_NAMES = {"train": "train", "training": "train", "valid": "valid", "val": "valid",
                "validation": "valid", "test": "test", "testing": "test", "holdout": "test"}
 SPLIT_FOLDERS = {"train": "train", "valid": "valid", "val": "valid", "test": "test"}
-HIDDEN_NAMES = {"__MACOSX", "Thumbs.db", "desktop.ini"}
 DELIMITERS = (",", ";", "\t", "|")
 
 
@@ -98,16 +98,6 @@ class Dataset:
 # ---------------------------------------------------------------- paths
 
 
-def _is_hidden(name: str) -> bool:
-    """Hidden or system clutter (dot files, macOS resource forks, Windows thumbnails)."""
-    return name.startswith(".") or name in HIDDEN_NAMES
-
-
-def _inside(path: Path, root: Path) -> bool:
-    """Whether an already resolved path lies inside an already resolved root."""
-    return path == root or root in path.parents
-
-
 def _relative(rel: str) -> str:
     """A table's relative path, normalised (posix), refusing anything that would leave the root (no disk access)."""
     rel = str(rel).strip()
@@ -128,7 +118,7 @@ def safe_join(root: str | Path, rel: str) -> Path:
     norm = _relative(rel)
     base = Path(root).resolve()
     path = base / norm
-    if not _inside(path.resolve(), base):
+    if not inside(path.resolve(), base):
         raise UnsafePathError(f"link points outside the image folder: {rel}")
     return path
 
@@ -246,8 +236,12 @@ def _make(items: list[dict] | pd.DataFrame, problems: list[dict], root: Path, so
 # ---------------------------------------------------------------- folders
 
 
-def _walk(root: Path, ignored: Counter) -> list[Path]:
-    """Every non-hidden file under root (sorted); folder links are counted, not followed."""
+def walk_files(root: Path, ignored: Counter | None = None) -> list[Path]:
+    """Every non-hidden file (or file link) under root, sorted; folder links are counted in `ignored`, not followed.
+
+    The one folder walk (scans and prediction): hidden names (fsutil.is_hidden) are skipped at every level.
+    """
+    ignored = Counter() if ignored is None else ignored
     files, stack = [], [root]
     while stack:
         try:
@@ -256,7 +250,7 @@ def _walk(root: Path, ignored: Counter) -> list[Path]:
             ignored["unreadable_folder"] += 1
             continue
         for e in entries:
-            if _is_hidden(e.name):
+            if is_hidden(e.name):
                 ignored["hidden"] += 1
             elif e.is_dir(follow_symlinks=False):
                 stack.append(Path(e.path))
@@ -280,7 +274,7 @@ def _classify(path: Path, root: Path, dicom_only: bool) -> str:
         target = path.resolve()
         if not target.exists():
             return "broken link"
-        if not _inside(target, root):
+        if not inside(target, root):
             return "link points outside the data folder"
     ext = path.suffix.lower()
     if ext in imaging.DICOM_EXTS or (ext in imaging.IMAGE_EXTS and not dicom_only):
@@ -297,7 +291,7 @@ def _classify(path: Path, root: Path, dicom_only: bool) -> str:
 
 def _split_layout(root: Path) -> bool:
     """Whether root holds train/ plus valid/ (val/) and/or test/, or only split folders (train/ alone too)."""
-    dirs = {p.name.lower() for p in root.iterdir() if p.is_dir() and not _is_hidden(p.name)}
+    dirs = {p.name.lower() for p in root.iterdir() if p.is_dir() and not is_hidden(p.name)}
     only_splits = bool(dirs) and dirs <= set(SPLIT_FOLDERS) and (len(dirs) > 1 or dirs == {"train"})
     return only_splits or ("train" in dirs and bool(dirs & {"valid", "val", "test"}))
 
@@ -319,7 +313,7 @@ def _folder_cands(root: Path, ignored: Counter, problems: list[dict], dicom_only
     """Candidates of a folder tree, labelled by class folder (or unlabelled when by_folder=False)."""
     layout = by_folder and _split_layout(root)
     cands = []
-    for path in _walk(root, ignored):
+    for path in walk_files(root, ignored):
         verdict = _classify(path, root, dicom_only)
         if verdict.startswith("ignore:"):
             ignored[verdict[7:]] += 1
@@ -349,7 +343,7 @@ def scan_folder(root: str | Path, test_root: str | Path = "", validate: bool = T
     validate=True fully decodes every file (through `decode(path)` when given, see imaging.inspect_image);
     validate=False only reads headers (fast).
     """
-    base, ignored, problems = _root_dir(root), Counter(), []
+    base, ignored, problems = _root_dir(root), Counter[str](), list[dict]()
     cands = _folder_cands(base, ignored, problems)
     if str(test_root).strip():
         troot = _root_dir(test_root, "test folder")
@@ -535,12 +529,12 @@ def _locate_all(base: str, norm: pd.Series, valid: np.ndarray) -> tuple[np.ndarr
     for j, par in enumerate(enc.dictionary.to_pylist()):
         group = order[bounds[j]:bounds[j + 1]]
         real = os.path.realpath(os.path.join(base, par)) if par else base
-        inside = real == base or real.startswith(prefix)
-        listing = _listing(real) if inside and len(group) >= SMALL_FOLDER else None
+        within = real == base or real.startswith(prefix)
+        listing = _listing(real) if within and len(group) >= SMALL_FOLDER else None
         fid = folders.setdefault(os.path.normcase(real), len(folders))
         group_names = names.take(pa.array(group)).to_pylist()
         for g, nm in zip(group, group_names):
-            st = (listing.get(nm, -1) if listing is not None else -1) if inside else OUTSIDE
+            st = (listing.get(nm, -1) if listing is not None else -1) if within else OUTSIDE
             if st == -1:  # a link, a name the listing lacks (case-insensitive disks), or a small folder
                 full, found = _locate(base, norm.iat[rows[g]], {par: real})
                 st = STATES[found]
@@ -612,7 +606,7 @@ def _table_cands(df: pd.DataFrame, root: Path, cols: dict[str, str], need_label:
     if cols["split"]:
         bad |= ~split_low.isin(list(SPLIT_NAMES)).to_numpy(dtype=bool)
     problems, conflicts = [], []
-    for i in np.flatnonzero(bad):
+    for i in np.flatnonzero(bad).tolist():
         r, where, full = int(i) + 1, f"row {int(i) + 1}: ", str(Path(base) / norm.iat[i]) if ok[i] else ""
         if not raw.iat[i]:
             problems.append(_problem(f"row {r}", where + "empty path"))
@@ -735,7 +729,7 @@ def scan_dicom_folder(root: str | Path, labels_csv: str | Path = "", label_tag: 
     Priority: labels_csv (paths relative to root) > label_tag > class folders. group_tag (e.g.
     PatientID, returned pseudonymised) overrides group_col. Non-DICOM content is a problem row.
     """
-    base, ignored, problems = _root_dir(root, "DICOM folder"), Counter(), []
+    base, ignored, problems = _root_dir(root, "DICOM folder"), Counter[str](), list[dict]()
     _check_keywords(label_tag, group_tag)
     if str(labels_csv).strip():
         df = read_table(labels_csv)

@@ -18,14 +18,15 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from core import imaging, paths
+from core.fmt import megabytes
+from core.fsutil import is_hidden
 
 OWNER_RE = re.compile(r"[A-Za-z0-9_-]{8,64}")
 TABLE_EXTS = frozenset({".csv", ".tsv"})
 WEIGHT_EXTS = frozenset({".safetensors", ".pth", ".pt"})
-SKIP_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
 ARCHIVE_EXTS = (".zip", ".tar", ".gz", ".tgz", ".bz2", ".xz", ".7z", ".rar")
 STAGING, WEIGHTS = ".incoming", "_weights"
 MAX_TABLE_BYTES = 20_000_000
@@ -72,18 +73,13 @@ def upload_dir(owner: str) -> Path:
     return path
 
 
-def _skipped(part: str) -> bool:
-    """Hidden files and system clutter that an upload never keeps."""
-    return part.startswith(".") or part in SKIP_NAMES or part.startswith("._")
-
-
 def clean_name(name: str, limit: int = 120) -> str:
     """One safe file or folder name ('' when nothing usable is left, or when it is hidden)."""
     name = unicodedata.normalize("NFC", str(name)).strip()
-    if _skipped(name) or name in ("", ".", ".."):
+    if is_hidden(name) or name in ("", ".", ".."):
         return ""
     name = re.sub(r"[^\w .()+-]", "_", name).strip(" .")
-    return name[:limit] if name and not _skipped(name) else ""
+    return name[:limit] if name and not is_hidden(name) else ""
 
 
 def _member_parts(name: str) -> list[str] | None:
@@ -92,7 +88,7 @@ def _member_parts(name: str) -> list[str] | None:
     if raw.startswith("/") or re.match(r"^[A-Za-z]:", raw) or "\x00" in raw:
         return None
     parts = [p for p in raw.split("/") if p not in ("", ".")]
-    if not parts or any(p == ".." or _skipped(p) for p in parts):
+    if not parts or any(p == ".." or is_hidden(p) for p in parts):
         return None
     cleaned = [clean_name(p) for p in parts]
     return cleaned if all(cleaned) else None
@@ -100,7 +96,7 @@ def _member_parts(name: str) -> list[str] | None:
 
 def _hidden_member(name: str) -> bool:
     """Whether a zip member sits in (or is) a hidden / system entry such as __MACOSX/ or .DS_Store."""
-    return any(_skipped(p) for p in name.replace("\\", "/").split("/") if p not in ("", ".", ".."))
+    return any(is_hidden(p) for p in name.replace("\\", "/").split("/") if p not in ("", ".", ".."))
 
 
 def _unique(path: Path, taken: set[Path]) -> Path:
@@ -125,7 +121,7 @@ def _table_ok(path: Path) -> str:
     """'' when a CSV looks like text of a sane size, else the reason it is refused."""
     size = path.stat().st_size
     if size > MAX_TABLE_BYTES:
-        return f"table too large ({size // 1_000_000} MB; at most {MAX_TABLE_BYTES // 1_000_000} MB)"
+        return f"table too large ({megabytes(size)}; at most {megabytes(MAX_TABLE_BYTES)})"
     with open(path, "rb") as f:
         head = f.read(65536)
     return "not a text table (binary content)" if b"\x00" in head else ""
@@ -172,12 +168,12 @@ def _zip_entries(zf: zipfile.ZipFile, limits: UploadLimits) -> list[zipfile.ZipI
         raise UploadError(f"the zip holds {len(files)} files; at most {limits.max_files} are allowed")
     total = sum(i.file_size for i in files)
     if total > limits.max_unpacked_bytes:
-        raise UploadError(f"the zip unpacks to {total // 1_000_000} MB; at most "
-                          f"{limits.max_unpacked_bytes // 1_000_000} MB are allowed")
+        raise UploadError(f"the zip unpacks to {megabytes(total)}; at most "
+                          f"{megabytes(limits.max_unpacked_bytes)} are allowed")
     for i in files:
         if i.file_size > limits.max_file_bytes:
-            raise UploadError(f"a file in the zip is {i.file_size // 1_000_000} MB; at most "
-                              f"{limits.max_file_bytes // 1_000_000} MB per file")
+            raise UploadError(f"a file in the zip is {megabytes(i.file_size)}; at most "
+                              f"{megabytes(limits.max_file_bytes)} per file")
         if i.file_size > 1_000_000 and i.file_size > limits.max_ratio * max(1, i.compress_size):
             raise UploadError("the zip is compressed suspiciously well (a zip bomb?); it was refused")
     return files
@@ -188,7 +184,7 @@ def _is_link(info: zipfile.ZipInfo) -> bool:
     return stat.S_ISLNK(info.external_attr >> 16)
 
 
-def _copy_limited(src: BinaryIO, dst: Path, limit: int) -> int:
+def _copy_limited(src: IO[bytes], dst: Path, limit: int) -> int:
     """Copy a stream to a file, refusing more than `limit` bytes whatever the header claimed."""
     n = 0
     with open(dst, "wb") as out:
@@ -234,7 +230,7 @@ def _zip_plan(zf: zipfile.ZipFile, limits: UploadLimits, label: str,
 def _extract(zf: zipfile.ZipFile, plan: list[tuple[zipfile.ZipInfo, list[str]]], stage: Path,
              limits: UploadLimits) -> list[tuple[Path, str]]:
     """Write the planned members under `stage` with streamed size limits; (path, display name) pairs."""
-    out, taken, total = [], set(), 0
+    out, taken, total = [], set[Path](), 0
     for info, parts in plan:
         dst = _unique(stage.joinpath(*parts), taken)
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -289,8 +285,8 @@ def _publish(kept: list[Path], stage: Path, dest: Path, limits: UploadLimits, ow
     new = sum(p.stat().st_size for p in kept)
     used = folder_bytes(owner_dir) - folder_bytes(stage)
     if used + new > limits.max_owner_bytes:
-        raise UploadError(f"your uploads would use {(used + new) // 1_000_000} MB; at most "
-                          f"{limits.max_owner_bytes // 1_000_000} MB per session. Delete some uploads first")
+        raise UploadError(f"your uploads would use {megabytes(used + new)}; at most "
+                          f"{megabytes(limits.max_owner_bytes)} per session. Delete some uploads first")
     taken: set[Path] = set()
     for path in kept:
         target = _unique(dest / _final_name(path.relative_to(stage)), taken)
@@ -319,7 +315,7 @@ def _check_batch(files: list[tuple[str, bytes]], limits: UploadLimits) -> None:
     """Whole-upload checks before anything is written: raw size and number of files."""
     total = sum(len(data) for _, data in files)
     if total > limits.max_total_bytes:
-        raise UploadError(f"the upload is {total // 1_000_000} MB; at most {limits.max_total_bytes // 1_000_000} MB")
+        raise UploadError(f"the upload is {megabytes(total)}; at most {megabytes(limits.max_total_bytes)}")
     if len(files) > limits.max_files:
         raise UploadError(f"{len(files)} files were uploaded; at most {limits.max_files} at once")
 
@@ -337,7 +333,7 @@ def _stage_all(files: list[tuple[str, bytes]], stage: Path, limits: UploadLimits
     for name, data in files:
         if _is_zip(data):
             staged += _stage_zip(data, stage, limits, label, problems)
-        elif _skipped(Path(name.replace("\\", "/")).name):
+        elif is_hidden(Path(name.replace("\\", "/")).name):
             continue
         elif not label:
             raise UploadError("name the class of the loose images (zips take classes from their folders)")
@@ -353,7 +349,7 @@ def _upload(owner: str, files: list[tuple[str, bytes]], limits: UploadLimits, la
     """Check, stage, verify and publish one upload; the dataset folder and the problems found."""
     _check_batch(files, limits)
     label = clean_name(label).lstrip("_") if label else ""
-    dest, problems = dataset_dir(owner, dataset), []
+    dest, problems = dataset_dir(owner, dataset), list[dict]()
     stage = _new_stage(owner)
     try:
         kept = _verify(_stage_all(files, stage, limits, label, problems), problems)
@@ -397,7 +393,7 @@ def save_weights(owner: str, name: str, data: bytes, max_bytes: int) -> Path:
     if Path(clean).suffix.lower() not in WEIGHT_EXTS:
         raise UploadError("a weights file must be .safetensors, .pth or .pt")
     if len(data) > max_bytes:
-        raise UploadError(f"the weights file is {len(data) // 1_000_000} MB; at most {max_bytes // 1_000_000} MB")
+        raise UploadError(f"the weights file is {megabytes(len(data))}; at most {megabytes(max_bytes)}")
     stage = _new_stage(owner)
     try:
         staged = stage / clean

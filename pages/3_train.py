@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from core import hosting
 from ui import common
 from ui import run_view as rv
 
@@ -18,7 +19,7 @@ def render() -> None:
     if job_id:
         rv.watch(job_id)
     st.caption("Runs go on in the background: closing or refreshing this page does not stop them."
-               + (f" You see only your own runs{common.signed_in_as()}." if common.is_hosted() else ""))
+               + (f" You see only your own runs{common.signed_in_as()}." if hosting.hosted() else ""))
 
 
 render()

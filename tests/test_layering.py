@@ -17,7 +17,7 @@ PACKAGES = ("core", "ui", "pages")
 LAYERS: list[tuple[str, tuple[str, ...], bool]] = [
     # where state lives, how files are written, typed settings, keyed pseudonyms
     ("foundation", ("core.__init__", "core.paths", "core.fsutil", "core.config", "core.privacy", "core.eta",
-                    "core.choices"), True),
+                    "core.choices", "core.fmt"), True),
     # the run folder's files, and the job store with the progress channel training reports through; the queue
     # names its tasks ("core.train:run_task") and core.worker imports them, so jobs needs nothing above it
     ("runs and jobs", ("core.runs", "core.jobs", "core.executors"), True),

@@ -18,10 +18,10 @@ SOURCE = SourceConfig(kind="csv", csv_path=CSV, group_col="patient_id")
 @pytest.fixture(autouse=True)
 def weights_available(monkeypatch):
     """ImageNet weights can be had (the setup page then starts pretrained, as the CLI does)."""
-    from core import models
+    from core import pretrained
     from ui import common
 
-    monkeypatch.setattr(models, "weights_obtainable", lambda arch, timeout=1.5: (True, "weights are cached."))
+    monkeypatch.setattr(pretrained, "weights_obtainable", lambda arch, timeout=1.5: (True, "weights are cached."))
     common._weights_status.clear()
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import streamlit as st
 
-from core import signin
+from core import hosting, signin
 
 AUTH_OK = "auth_ok"
 FAILS = "auth_fails"
@@ -178,7 +178,7 @@ def gate() -> None:
     if oidc_providers() is not None:
         st.sidebar.button("Log out", key="auth_logout", on_click=st.logout)
         return
-    if password() or _hosted():
+    if password() or hosting.hosted():
         if not st.session_state.get(COOKIE_DONE):
             _write_cookie(signin.make_token(identity()), signin.TOKEN_TTL_S)
             st.session_state[COOKIE_DONE] = True
@@ -186,11 +186,6 @@ def gate() -> None:
         st.sidebar.button("Log out", key="auth_logout", on_click=_log_out)
 
 
-def _hosted() -> bool:
-    """Hosted mode (the switch lives in core.hosting)."""
-    from core import hosting
-
-    return hosting.hosted()
 
 
 def next_page(pages: list) -> Any | None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import os
 import re
 import secrets
@@ -29,6 +27,7 @@ from core import (
     sources,
 )
 from core.config import ConfigError, RunConfig, SourceConfig, from_dict, to_dict
+from core.runs import read_json  # noqa: F401 - the views read run files through core.runs
 from core.sample import ensure_sample
 
 OWNER_KEY = "owner_id"
@@ -132,11 +131,6 @@ def sidebar() -> None:
         jobs_caption()
 
 
-def is_hosted() -> bool:
-    """True when the app is served to several people ($XRT_HOSTED=1): private runs, no error details."""
-    return os.environ.get("XRT_HOSTED", "").strip().lower() in ("1", "true", "yes", "on")
-
-
 def owner_id() -> str:
     """Who owns the runs and uploads of this session.
 
@@ -146,7 +140,7 @@ def owner_id() -> str:
     same runs. A user only sees their own runs. Local mode (one person, one machine; everyone sees all runs):
     a random id per browser session, also kept in the page URL (?owner=...) so a refresh re-attaches.
     """
-    if is_hosted():
+    if hosting.hosted():
         from core import signin
         from ui import auth
 
@@ -188,13 +182,13 @@ def job_store() -> jobs.JobStore:
 
 def visible_jobs(limit: int = 100) -> list[jobs.Job]:
     """Jobs this session may see: its own in hosted mode, everyone's in local mode; newest first."""
-    return job_store().list(owner=owner_id() if is_hosted() else None, limit=limit)
+    return job_store().list(owner=owner_id() if hosting.hosted() else None, limit=limit)
 
 
 def job_error_text(job: jobs.Job) -> str:
     """Why a job ended badly: its reason locally; hosted, user-facing causes without server paths, else a
     generic message with the job id (internal errors stay in the server log)."""
-    if is_hosted() and job.status == "failed":
+    if hosting.hosted() and job.status == "failed":
         public = hosting.public_error(job.error)
         return public or f"The run stopped with an error. Give the administrator this run id: {job.id}"
     return job.error or f"run {job.id} ended as {job.status}"
@@ -300,7 +294,7 @@ def predictor(model_path: str):
 
 def folder_picker(label: str, key: str) -> str:
     """A folder to read: free text locally; hosted: a choice of data folders and own uploads ('' = none)."""
-    if not is_hosted():
+    if not hosting.hosted():
         return st.text_input(label, key=key).strip()
     options = [str(p) for p in hosting.allowed_folders(owner_id())]
     if not options:
@@ -312,7 +306,7 @@ def folder_picker(label: str, key: str) -> str:
 
 def csv_picker(label: str, key: str) -> str:
     """A CSV file to read: free text locally; hosted: a choice of CSVs in data folders and own uploads."""
-    if not is_hosted():
+    if not hosting.hosted():
         return st.text_input(label, key=key).strip()
     options = [str(p) for p in hosting.allowed_csvs(owner_id())]
     if not options:
@@ -326,7 +320,7 @@ def shown_path(path: str) -> str:
 
     from core import uploads
 
-    if not is_hosted():
+    if not hosting.hosted():
         return path
     mine = uploads.upload_dir(owner_id())
     p = Path(path)
@@ -365,25 +359,6 @@ def show_cam(model_path: str, path: str, class_name: str | None = None, caption:
 
 
 # ---------------------------------------------------------------- shared by the views
-
-
-def read_json(path: Path) -> dict:
-    """A JSON object from the run folder; {} when absent or half-written."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def fmt_seconds(s: float | None) -> str:
-    """Seconds as '1 h 2 min', '3 min 20 s' or '12 s'."""
-    if s is None or not math.isfinite(s) or s < 0:
-        return "unknown"
-    s = int(round(s))
-    if s >= 3600:
-        return f"{s // 3600} h {s % 3600 // 60} min"
-    return f"{s // 60} min {s % 60} s" if s >= 60 else f"{s} s"
 
 
 def lr_find_figure(data: dict) -> go.Figure:

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import evaluate, explain, hosting, imaging, jobs, plots, predict, report, sources, uploads
+from core import evaluate, explain, fmt, hosting, imaging, jobs, plots, predict, report, sources, uploads
 from core.config import SourceConfig
 from ui import common
 from ui.common import CHOSEN, METRICS, run_label  # shared with the Predict view
@@ -36,24 +36,14 @@ def run_version(run_dir: str) -> tuple:
     return common.file_version(*(Path(run_dir) / f for f in files))
 
 
-def labelled(df: pd.DataFrame) -> pd.DataFrame:
-    """Rows of a predictions table that carry a label."""
-    return df[df["label"].notna() & (df["label"].astype(str) != "")] if "label" in df else df.iloc[:0]
-
-
 def floor3(x: float) -> float:
     """A threshold rounded down to 3 decimals (never above the exact one, so a sensitivity target still holds)."""
     return math.floor(x * 1000) / 1000
 
 
-def fmt(x: Any) -> str:
-    """A metric for st.metric: 3 decimals or 'n/a'."""
-    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.3f}"
-
-
 def shown_frame(df: pd.DataFrame) -> pd.DataFrame:
     """A predictions table for display/download: hosted mode shows file names, not server paths."""
-    return df.assign(path=[Path(str(p)).name for p in df["path"]]) if common.is_hosted() else df
+    return df.assign(path=[Path(str(p)).name for p in df["path"]]) if hosting.hosted() else df
 
 
 # ---------------------------------------------------------------- cached computations
@@ -143,9 +133,9 @@ def threshold_panel(job: jobs.Job, classes: list[str], df: pd.DataFrame) -> tupl
     m = evaluate.metrics_at_threshold(y, p_pos, t, prevalence)
     cols = st.columns(4)
     for col, name in zip(cols, ("sensitivity", "specificity", "ppv", "npv")):
-        col.metric(name.upper() if len(name) == 3 else name.capitalize(), fmt(m[name]))
+        col.metric(name.upper() if len(name) == 3 else name.capitalize(), fmt.number(m[name]))
     st.caption(f"On the {len(y)} {'out-of-fold' if 'fold' in df else 'validation'} images: TP {m['tp']}, "
-               f"FP {m['fp']}, TN {m['tn']}, FN {m['fn']}; PPV/NPV at prevalence {fmt(m['prevalence'])}. "
+               f"FP {m['fp']}, TN {m['tn']}, FN {m['fn']}; PPV/NPV at prevalence {fmt.number(m['prevalence'])}. "
                "Thresholds are chosen on validation data, never on a test set. The chosen threshold is carried "
                "to the Predict page for this run.")
     st.session_state.setdefault(CHOSEN, {})[job.id] = float(t)
@@ -196,7 +186,7 @@ def figures_section(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.Data
     for tab, key in zip(tabs, ("confusion", "roc", "pr", "reliability")):
         tab.plotly_chart(figs[f"{name}_{key}"], width="stretch", key=f"ev_fig_{key}")
     cal = set_ev["calibration"]
-    tabs[3].caption(f"ECE {fmt(cal['ece'])} (lower is better; {cal['n_bins']} bins), Brier score {fmt(cal['brier'])}.")
+    tabs[3].caption(f"ECE {fmt.number(cal['ece'])} (lower is better; {cal['n_bins']} bins), Brier score {fmt.number(cal['brier'])}.")
     with tabs[4]:
         common.curves(job, common.best_epochs(common.read_json(Path(job.run_dir) / "metrics.json"), {}))
     if len(tabs) > 5:
@@ -214,11 +204,11 @@ def folds_section(ev: dict[str, Any]) -> None:
     table = pd.DataFrame(ev["folds"]["table"])
     ms = ev["folds"]["mean_sd"]
     rows = [{"fold": "mean ± sd", "n": int(table["n"].sum()),
-             **{k: f"{fmt(v['mean'])} ± {fmt(v['sd'])}" for k, v in ms.items() if k in table}}]
+             **{k: fmt.mean_sd(v["mean"], v["sd"]) for k, v in ms.items() if k in table}}]
     pooled = ev["sets"]["oof"]["metrics"]
     rows.append({"fold": "pooled out-of-fold", "n": ev["sets"]["oof"]["n"],
-                 **{k: fmt(pooled[k]) for k in table.columns if k in pooled}})
-    shown = pd.concat([table.map(lambda v: fmt(v) if isinstance(v, float) else v).astype(str),
+                 **{k: fmt.number(pooled[k]) for k in table.columns if k in pooled}})
+    shown = pd.concat([table.map(lambda v: fmt.number(v) if isinstance(v, float) else v).astype(str),
                        pd.DataFrame(rows).astype(str)], ignore_index=True)
     st.dataframe(shown, hide_index=True, width="stretch")
     st.plotly_chart(plots.fold_bars(table, FOLD_METRICS), width="stretch", key="ev_fig_folds")
@@ -251,7 +241,7 @@ def top_losses_section(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.D
     """The images the model got most wrong (highest loss) of the chosen set, and Grad-CAM for one of them."""
     st.subheader(f"Top losses ({SET_NAMES.get(set_name, set_name)})")
     classes, set_ev = ev["classes"], ev["sets"][set_name]
-    df = evaluate.apply_threshold(labelled(frames[set_name]), classes, set_ev["threshold"])
+    df = evaluate.apply_threshold(evaluate.labelled(frames[set_name]), classes, set_ev["threshold"])
     errors = st.checkbox("Errors only", key="ev_errors_only")
     losses = explain.top_losses(df, classes, TOP_K, errors_only=errors)
     if losses.empty:
@@ -359,7 +349,7 @@ def downloads(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.DataFrame]
         data, path = report_html(job.run_dir, run_version(job.run_dir), threshold, prevalence, external)
         c2.download_button("Download report (HTML)", data, file_name=f"report_{job.id}.html", mime="text/html",
                            key="ev_dl_report")
-        if not common.is_hosted():
+        if not hosting.hosted():
             c2.caption(f"Also saved as {path} (with figures/ and metrics_report.json).")
 
 
@@ -387,7 +377,7 @@ def show_run(job: jobs.Job, runs: list[jobs.Job], checks: SetChecks | None = Non
         return
     external = external_frame(job)
     try:
-        threshold, prevalence = (threshold_panel(job, classes, labelled(frames[primary])) if len(classes) == 2
+        threshold, prevalence = (threshold_panel(job, classes, evaluate.labelled(frames[primary])) if len(classes) == 2
                                  else (None, None))
         ev = evaluation(job.run_dir, version, threshold, prevalence, external)
     except ValueError as err:  # predictions that do not match the run's classes (an edited or partial folder)

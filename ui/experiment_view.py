@@ -13,7 +13,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from core import experiments, jobs, plots
+from core import experiments, fmt, hosting, jobs, plots
 from core.config import ConfigError, RunConfig, from_dict
 from ui import common
 
@@ -66,7 +66,7 @@ def shown_table(table: pd.DataFrame, metric: str, settings: list[str]) -> pd.Dat
         "status": table["status"], **{s: table[s].astype(str) for s in settings},
         f"valid {metric} (95% CI)": [fmt_metric(r, metric) for _, r in table.iterrows()],
         "progress": table["progress"],
-        "duration": ["" if math.isnan(d) else common.fmt_seconds(d) for d in table["duration_s"]],
+        "duration": ["" if math.isnan(d) else fmt.seconds(d) for d in table["duration_s"]],
         "note": table["note"].fillna(""), "job": table["job"],
     })
 
@@ -142,7 +142,7 @@ def start(spec: experiments.SweepSpec, cfg: RunConfig) -> None:
 def experiments_section() -> str | None:
     """The experiments table and the picker; returns the chosen experiment id."""
     store = common.job_store()
-    owner = common.owner_id() if common.is_hosted() else None
+    owner = common.owner_id() if hosting.hosted() else None
     records = {i: experiments.refresh(i, store) for i in experiments.list_ids(owner)}
     if not records:
         st.info("No experiments yet. Choose settings above and press **Start sweep**.")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import hosting, imaging, plots, sources, uploads
+from core import fmt, hosting, imaging, plots, sources, uploads
 from core.config import SourceConfig, Window
 from core.sources import SourceError
 from ui import common
@@ -156,7 +156,7 @@ def handle_upload(owner: str, files: list, label: str, name: str) -> tuple[Path 
     limits = hosting.upload_limits()
     total = sum(int(getattr(f, "size", 0) or 0) for f in files)
     if total > limits.max_total_bytes:  # checked before reading anything into the app
-        return None, [], f"the upload is {total // 1_000_000} MB; at most {limits.max_total_bytes // 1_000_000} MB"
+        return None, [], f"the upload is {fmt.megabytes(total)}; at most {fmt.megabytes(limits.max_total_bytes)}"
     try:
         root, problems = uploads.save_uploads(owner, [(f.name, f.getvalue()) for f in files],
                                               limits.max_total_bytes, limits.max_files, label=label, dataset=name)
@@ -170,7 +170,7 @@ def _upload_widgets(owner: str) -> None:
     """The uploader, class label, dataset name and save button; shows what was refused."""
     limits = hosting.upload_limits()
     st.caption(f"PNG, JPEG, TIFF, BMP or DICOM files, or a .zip with one folder per class (a CSV inside is "
-               f"kept). At most {limits.max_total_bytes // 1_000_000} MB and {limits.max_files} files per "
+               f"kept). At most {fmt.megabytes(limits.max_total_bytes)} and {limits.max_files} files per "
                "upload. Every file is checked by its content; only this session can see its uploads.")
     files = st.file_uploader("Images or a zip", accept_multiple_files=True, key="up_files")
     c1, c2 = st.columns(2)
@@ -206,7 +206,7 @@ def upload_source() -> SourceConfig | None:
     c1, c2 = st.columns([3, 1])
     root = uploads.dataset_dir(owner, c1.selectbox("Uploaded dataset", names, key="up_dataset"))
     c2.button("Delete all my uploads", key="up_delete", on_click=_delete_uploads)
-    tables = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.csv") if not p.name.startswith("."))
+    tables = sorted(p.relative_to(root).as_posix() for p in sources.walk_files(root) if p.suffix.lower() == ".csv")
     labels_from = st.selectbox("Labels from", ["class folders", *tables], key="up_labels") if tables else "class folders"
     if labels_from == "class folders":
         return SourceConfig(kind="folder", root=str(root))

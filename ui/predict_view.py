@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import evaluate, hosting, jobs, predict, savedmodel, uploads, weightfiles
+from core import evaluate, fmt, hosting, jobs, predict, savedmodel, uploads, weightfiles
 from ui import common
 
 RUN, MODEL, SOURCE, RESULT, UPLOAD = "pr_run", "pr_model", "pr_input", "pr_result", "pr_upload"
@@ -79,7 +79,7 @@ def save_upload(files: list) -> tuple[str, pd.DataFrame]:
         return kept["root"], kept["problems"]
     limits = hosting.upload_limits()
     if sum(int(f.size or 0) for f in files) > limits.max_total_bytes:
-        raise uploads.UploadError(f"the upload is larger than {limits.max_total_bytes // 1_000_000} MB")
+        raise uploads.UploadError(f"the upload is larger than {fmt.megabytes(limits.max_total_bytes)}")
     root, problems = uploads.save_uploads(common.owner_id(), [(f.name, f.getvalue()) for f in files],
                                           limits.max_total_bytes, limits.max_files, label="images",
                                           dataset=f"predict-{sig}")
@@ -90,13 +90,13 @@ def save_upload(files: list) -> tuple[str, pd.DataFrame]:
 
 def input_form() -> dict[str, Any] | None:
     """Widgets describing what to predict: {"kind", ...}; None until complete."""
-    names = HOSTED_SOURCES if common.is_hosted() else {}
+    names = HOSTED_SOURCES if hosting.hosted() else {}
     kind = st.radio("Images to predict", list(SOURCES), horizontal=True, key=SOURCE,
                     format_func=lambda k: names.get(k, SOURCES[k]))
     if kind == "upload":
         limits = hosting.upload_limits()
-        files = st.file_uploader(f"PNG, JPEG, TIFF, BMP, DICOM or a .zip (at most {limits.max_total_bytes // 1_000_000}"
-                                 " MB; every file is checked by its content)", accept_multiple_files=True,
+        files = st.file_uploader(f"PNG, JPEG, TIFF, BMP, DICOM or a .zip (at most {fmt.megabytes(limits.max_total_bytes)}"
+                                 "; every file is checked by its content)", accept_multiple_files=True,
                                  key="pr_files")
         return {"kind": "upload", "files": files} if files else None
     if kind == "folder":
@@ -106,7 +106,7 @@ def input_form() -> dict[str, Any] | None:
     c1, c2, c3 = st.columns(3)
     path_col = c1.text_input("Path column", "path", key="pr_pathcol")
     label_col = c2.text_input("Label column (optional: scores the model)", "label", key="pr_labelcol")
-    root = "" if common.is_hosted() else c3.text_input("Image root (default: the CSV's folder)", key="pr_root")
+    root = "" if hosting.hosted() else c3.text_input("Image root (default: the CSV's folder)", key="pr_root")
     return {"kind": "csv", "csv": csv_path, "path_col": path_col, "label_col": label_col, "root": root} \
         if csv_path else None
 
@@ -193,7 +193,7 @@ def results(result: dict[str, Any], classes: list[str], threshold: float | None)
         st.dataframe(table, hide_index=True, width="stretch")
         st.caption(f"Paths relative to {common.shown_path(result['root'])}." if result.get("kind") != "upload"
                    else "Uploaded files, by name.")
-        full = table if common.is_hosted() else df  # locally the download keeps full paths (scripts can open them)
+        full = table if hosting.hosted() else df  # locally the download keeps full paths (scripts can open them)
         st.download_button("Download CSV", full.to_csv(index=False).encode(), file_name="predictions.csv",
                            mime="text/csv", key="pr_download")
     problems(result)
@@ -247,7 +247,7 @@ def problems(result: dict[str, Any]) -> None:
 
 def labelled_metrics(df: pd.DataFrame, classes: list[str], threshold: float | None) -> None:
     """A labelled CSV: its metrics with 95 % CIs (labels that are not model classes are reported)."""
-    if "label" not in df or not (df["label"].astype(str) != "").any():
+    if not len(evaluate.labelled(df)):
         return
     try:
         ev_ = scored(df, classes, threshold)

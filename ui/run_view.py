@@ -6,24 +6,21 @@ Only job ids live in session state: "train_job_id" (the run this session started
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from core import eta, evaluate, hosting, jobs
+from core import eta, evaluate, fmt, hosting, jobs
 from core.config import ConfigError, RunConfig, from_dict, to_dict
 from ui import common
-from ui.common import (  # shared with the other views
+from ui.common import (  # shared
     PICK,
     TRAIN_JOB,
     best_epochs,
     config_caption,
     curves,
-    fmt_seconds,
     lr_find_figure,
     read_json,
 )
@@ -37,9 +34,6 @@ _last_reap = [0.0]  # process-wide throttle for reaping dead workers (no user da
 # ---------------------------------------------------------------- plain helpers
 
 
-def fmt_time(t: float | None) -> str:
-    """A timestamp as local date and time."""
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else ""
 
 
 def maybe_reap(store: jobs.JobStore) -> None:
@@ -60,8 +54,8 @@ def run_name(job: jobs.Job) -> tuple[str, str]:
 def runs_frame(job_list: list[jobs.Job], owner: str) -> pd.DataFrame:
     """The runs table: id, name, dataset, kind, status, created, yours, error."""
     rows = [{"id": j.id, "name": run_name(j)[0], "dataset": run_name(j)[1], "kind": j.kind, "status": j.status,
-             "created": fmt_time(j.created), "yours": j.owner == owner,
-             "error": ((hosting.public_error(j.error) or "details hidden") if common.is_hosted() else j.error)
+             "created": fmt.timestamp(j.created), "yours": j.owner == owner,
+             "error": ((hosting.public_error(j.error) or "details hidden") if hosting.hosted() else j.error)
              if j.error else ""} for j in job_list]
     return pd.DataFrame(rows, columns=["id", "name", "dataset", "kind", "status", "created", "yours", "error"])
 
@@ -85,7 +79,7 @@ def metrics_tables(summary: dict) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     if summary.get("type") == "kfold":
         ms = m.get("mean_sd", {})
         main = pd.DataFrame([{"metric": k, "mean": v.get("mean"), "sd": v.get("sd"),
-                              "mean ± sd": f"{_f(v.get('mean'))} ± {_f(v.get('sd'))}"} for k, v in ms.items()])
+                              "mean ± sd": fmt.mean_sd(v.get("mean"), v.get("sd"))} for k, v in ms.items()])
         folds = pd.DataFrame(m.get("per_fold", []))
         if m.get("pooled_oof"):
             folds = pd.concat([folds.assign(fold=folds["fold"].astype(int).add(1).astype(str)) if "fold" in folds
@@ -96,9 +90,6 @@ def metrics_tables(summary: dict) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     return pd.DataFrame([{"split": "test (headline)" if k == "test" else k, **m[k]} for k in order]), None
 
 
-def _f(x: Any) -> str:
-    """A metric to 3 decimals ('n/a' when missing)."""
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
 # ---------------------------------------------------------------- widgets
@@ -148,7 +139,7 @@ def runs_section(owner: str) -> str | None:
                  column_config={"yours": st.column_config.CheckboxColumn("yours")})
     ids = [j.id for j in job_list]
     if st.session_state.get(PICK) not in ids:
-        st.session_state[PICK] = default_pick(job_list, owner, st.session_state.get(TRAIN_JOB), common.is_hosted())
+        st.session_state[PICK] = default_pick(job_list, owner, st.session_state.get(TRAIN_JOB), hosting.hosted())
     label = {j.id: f"{j.id} · {j.kind}" for j in job_list}  # status lives in the table (a keyed label would go stale)
     return st.selectbox("Watch run", ids, key=PICK, format_func=label.get)
 
@@ -221,24 +212,24 @@ def progress_panel(job: jobs.Job, prog: dict) -> None:
     cols = st.columns(4)
     left = prog.get("eta_s")
     cols[0].metric("Time left" + (" (this fold)" if n_folds else ""),
-                   fmt_seconds(left) if left is not None else "after the first batch")
-    cols[1].metric("Elapsed" + (" (this fold)" if n_folds else ""), fmt_seconds(prog.get("elapsed_s")))
+                   fmt.seconds(left) if left is not None else "after the first batch")
+    cols[1].metric("Elapsed" + (" (this fold)" if n_folds else ""), fmt.seconds(prog.get("elapsed_s")))
     if n_folds:
         job_elapsed = time.time() - job.started if job.started else None
         whole = eta.job_eta(prog, job_elapsed)
-        st.caption(f"Whole job: elapsed {fmt_seconds(job_elapsed)} · time left "
-                   + (f"about {fmt_seconds(whole)} for {n_folds} folds" if whole is not None else "after the first batch"))
+        st.caption(f"Whole job: elapsed {fmt.seconds(job_elapsed)} · time left "
+                   + (f"about {fmt.seconds(whole)} for {n_folds} folds" if whole is not None else "after the first batch"))
     if prog.get("train_loss") is not None:
         cols[2].metric("Train loss (smoothed)", f"{prog['train_loss']:.4f}")
     last = prog.get("last_epoch") or {}
     if last.get("valid_loss") is not None:
-        cols[3].metric("Valid loss (last epoch)", _f(last.get("valid_loss")))
+        cols[3].metric("Valid loss (last epoch)", fmt.number(last.get("valid_loss")))
 
 
 def outcome(job: jobs.Job) -> None:
     """A finished run: final metrics (done), the reason (failed / cancelled / interrupted), its curves."""
     if job.status == "done":
-        st.success(f"Finished ({fmt_seconds((job.finished or 0) - (job.started or job.created))}).")
+        st.success(f"Finished ({fmt.seconds((job.finished or 0) - (job.started or job.created))}).")
         if job.kind == "lr_find":
             data = read_json(Path(job.run_dir) / "lr_find.json")
             if data:
@@ -248,7 +239,7 @@ def outcome(job: jobs.Job) -> None:
         final_metrics(job)
     elif job.status == "failed":
         st.error(f"The run failed: {common.job_error_text(job)}")
-        if not common.is_hosted():
+        if not hosting.hosted():
             log_tail(job)
     else:
         st.warning(f"The run was {job.status}: {common.job_error_text(job)}")

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import archs, augment_preview, hosting, jobs, settings_store, uploads
+from core import archs, augment_preview, fmt, hosting, jobs, settings_store, uploads
 from core.choices import CPU_DEFAULTS, KFOLD_DEFAULT, Choices, build_config, device_defaults
 from core.config import (
     CHANNELS,
@@ -61,7 +61,7 @@ def describe_source(src: SourceConfig) -> str:
     """One line saying which data a run will use."""
     sample = str(Path(common.sample_root()))
     where = src.csv_path or src.root
-    if common.is_hosted():  # never show the server's folder layout to hosted users
+    if hosting.hosted():  # never show the server's folder layout to hosted users
         src = dataclasses.replace(src, csv_path=Path(src.csv_path).name if src.csv_path else "",
                                   root=Path(src.root).name if src.root else "")
     prefix = "the built-in SYNTHETIC sample, " if where.startswith(sample) else ""
@@ -396,8 +396,8 @@ def _lr_live(job_id: str) -> None:
     timing = ""
     if phase == "lr_find" and prog.get("elapsed_s") is not None:
         left = prog.get("eta_s")
-        timing = f" · elapsed {common.fmt_seconds(prog['elapsed_s'])} · " + (
-            f"about {common.fmt_seconds(left)} left" if left is not None else "time left: after the first step")
+        timing = f" · elapsed {fmt.seconds(prog['elapsed_s'])} · " + (
+            f"about {fmt.seconds(left)} left" if left is not None else "time left: after the first step")
     st.progress(min(1.0, done / max(1, total)), text=f"LR finder ({phase}): step {done} / {total}{timing}")
 
 
