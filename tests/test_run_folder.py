@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import io
 import re
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -21,9 +23,10 @@ NAMES = {v for k, v in vars(runs).items() if k.isupper() and isinstance(v, str) 
 # a bare extension (".safetensors" is a file format, not a name in the run folder)
 NAMES |= {runs.predictions_name(s) for s in runs.PREDICTION_SETS}
 FILES = {n for n in NAMES if "." in n}  # "metrics.json", "_predictions.csv": a run file wherever they appear
-WORDS = {"model", "folds", "fold", "report"} & NAMES  # ordinary words too: a run's file only as a path part
-NAMED = NAMES - FILES - WORDS  # "STOP", "checkpoints", "report_external": a run's file wherever they appear
+WORDS = NAMES - FILES  # "model", "folds", "STOP", "checkpoints" ...: also ordinary words, so only as path parts
+NOT_RUN = "not a run folder"  # a comment on a line that names another folder so (torch hub's "checkpoints")
 PATH_CALLS = {"join", "joinpath", "glob", "rglob", "Path", "PurePath", "with_name", "exists", "is_file", "is_dir"}
+PATH_NAME_ENDS = ("_FILE", "_DIR", "_NAME", "_PATH", "_FOLDER")
 PLACEHOLDER = "\0"  # stands for a formatted value in an f-string's text
 
 
@@ -34,7 +37,7 @@ def _file_pattern(name: str) -> re.Pattern:
 
 
 FILE_PATTERNS = [(n, _file_pattern(n)) for n in sorted(FILES)]
-WORD_WITH_VALUE = re.compile(r"(?:^|[_/])(" + "|".join(sorted(WORDS | NAMED)) + ")" + PLACEHOLDER)
+WORD_WITH_VALUE = re.compile(r"(?:^|[_/])(" + "|".join(sorted(WORDS)) + ")" + PLACEHOLDER)
 
 
 def _docstrings(tree: ast.AST) -> set[int]:
@@ -57,10 +60,24 @@ def _text(node: ast.AST) -> str | None:
     return None
 
 
+def _named_as_paths(node: ast.Assign) -> set[int]:
+    """ids of the values an assignment gives to names like STOP_FILE or MODEL_DIR (also in tuple assignments)."""
+    pairs = []
+    for target in node.targets:
+        if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple):
+            pairs += zip(target.elts, node.value.elts)
+        else:
+            pairs.append((target, node.value))
+    return {id(v) for t, v in pairs if isinstance(t, ast.Name) and t.id.upper().endswith(PATH_NAME_ENDS)}
+
+
 def _path_operands(tree: ast.AST) -> set[int]:
-    """ids of the strings used as path parts: operands of `/` and arguments of path calls (join, glob, Path ...)."""
+    """ids of the strings used as path parts: operands of `/`, arguments of path calls (join, glob, Path ...) and
+    values of names like STOP_FILE."""
     out = set()
     for node in ast.walk(tree):
+        if isinstance(node, ast.Assign):
+            out |= _named_as_paths(node)
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div):
             out |= {id(node.left), id(node.right)}
         elif isinstance(node, ast.Call):
@@ -71,9 +88,15 @@ def _path_operands(tree: ast.AST) -> set[int]:
     return out
 
 
+def _waived_lines(source: str) -> set[int]:
+    """Lines whose comment says they name something else than a run folder's file."""
+    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+    return {t.start[0] for t in tokens if t.type == tokenize.COMMENT and NOT_RUN in t.string}
+
+
 def literal_run_names(source: str) -> list[tuple[int, str]]:
     """(line, name) of each run-folder file name written as a string literal in Python source (prose aside)."""
-    tree = ast.parse(source)
+    tree, waived = ast.parse(source), _waived_lines(source)
     pieces = {id(v) for j in ast.walk(tree) if isinstance(j, ast.JoinedStr) for v in j.values}
     skip, paths = _docstrings(tree) | pieces, _path_operands(tree)  # an f-string's pieces: checked as a whole
     found = []
@@ -82,10 +105,9 @@ def literal_run_names(source: str) -> list[tuple[int, str]]:
         if text is None:
             continue
         hits = [n for n, pat in FILE_PATTERNS if pat.search(text)]
-        hits += [text] if text in NAMED else []
         hits += [text.split("*")[0]] if id(node) in paths and text.split("*")[0] in WORDS else []
         hits += WORD_WITH_VALUE.findall(text)
-        found += [(node.lineno, h) for h in hits]
+        found += [(node.lineno, h) for h in hits if node.lineno not in waived]
     return found
 
 
@@ -110,14 +132,16 @@ def f(run: Path, i: int):
     c = {"model": 1, "fold": 2}["model"]
     d = run.glob("fold*")
     e = f"{run}/valid_predictions.csv"
-    g = "STOP"
+    g = Path(run, "STOP")
     h = f"best_fold{i}.safetensors"
-    k = "the fold column and the folder source"
+    k = "the fold column and the folder source", ("PROTO", "STOP")
+    hub = Path("/hub") / "checkpoints"  # not a run folder: torch hub's cache
+    MODEL_DIR, LOG = "model", "log"
 '''
     found = {name for _, name in literal_run_names(src)}
-    assert found == {"metrics.json", "folds", "fold", "valid_predictions.csv", "_predictions.csv", "STOP"}
+    assert found == {"metrics.json", "folds", "fold", "valid_predictions.csv", "_predictions.csv", "STOP", "model"}
     lines = {line for line, _ in literal_run_names(src)}
-    assert lines == {7, 8, 10, 11, 12, 13}
+    assert lines == {7, 8, 10, 11, 12, 13, 16}
 
 
 def test_no_run_folder_file_name_outside_core_runs():
