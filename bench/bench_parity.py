@@ -178,13 +178,14 @@ def app_run(ds: dict[str, Any], size: dict[str, Any], args: Any, seed: int, over
     """One training job in this process; test metrics of the saved model and of the other weights choice."""
     from core.config import to_dict
     from core.jobs import run_inline
+    from core.runs import RunFolder
 
     cfg = app_config(ds, size, args, seed, overrides)
     t0 = time.perf_counter()
     summary = run_inline("train", {"config": to_dict(cfg)}, run_dir=run_dir)
     seconds = time.perf_counter() - t0
     test = summary["metrics"]["test"]
-    hist = pd.read_csv(run_dir / "history.csv")
+    hist = pd.read_csv(RunFolder(run_dir).history)
     out = {"seconds": seconds, "accuracy": test["accuracy"], "roc_auc": test["roc_auc"],
            "valid_accuracy": summary["metrics"]["valid"]["accuracy"], "model_epoch": summary.get("model_epoch"),
            "weights": summary.get("model_weights"), "best_epoch": summary["best_epoch"], "epochs_run": len(hist),
@@ -200,15 +201,17 @@ def _other_weights(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any] | N
     """Test metrics of the best-valid-loss checkpoint when the saved model is the last epoch (free ablation)."""
     from core import evaluate
     from core.predict import Predictor
+    from core.runs import RunFolder
 
-    ckpt = run_dir / "checkpoints" / "best.safetensors"
+    run = RunFolder(run_dir)
+    ckpt = run.best_checkpoint
     if summary.get("model_weights") != "last" or not ckpt.is_file():
         return None
     from safetensors.torch import load_file
 
-    pred = Predictor(run_dir / "model", device="cpu")
+    pred = Predictor(run.model_dir, device="cpu")
     pred.model.load_state_dict(load_file(str(ckpt)))
-    test = pd.read_csv(run_dir / "test_predictions.csv")
+    test = pd.read_csv(run.predictions("test"))
     df, _ = pred.predict_paths(test["path"].tolist(), labels=test["label"].astype(str).tolist())
     m = evaluate.metrics_from_frame(df, summary["classes"])
     return {"weights": "best", "epoch": summary["best_epoch"], "accuracy": m["accuracy"], "roc_auc": m["roc_auc"]}

@@ -92,7 +92,7 @@ def main() -> None:
     items = c.chest_items(max(args.n, args.singles), args.seed)
     paths = list(items["path"])[: args.n]
     with c.app_home() as home:
-        model_dir = save_model(args.arch, args.img_size, home / "model")
+        model_dir = save_model(args.arch, args.img_size, home / "random_model")
         pred, load_s = c.timed(lambda: Predictor(model_dir, device="cpu"))
         import torch
 

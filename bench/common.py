@@ -298,7 +298,7 @@ def app_fit(items: pd.DataFrame, spec: TrainSpec, run_dir: Path, valid_idx: Any 
     out = fit_one(items, cfg, run_dir, Progress(run_dir), valid_idx=valid_idx, classes=classes)
     seconds = time.perf_counter() - t0
     m = evaluate.metrics_from_frame(out.valid, classes)
-    epochs = [r["time_s"] for r in out.monitor.rows]
+    epochs = [r["time_s"] for r in out.rows]
     n_train, n_valid = len(out.learn.dls.train_ds), len(out.valid)
     out.learn.dls = None
     del out

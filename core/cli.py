@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from core import fmt
+from core import fmt, runs
 from core.choices import KFOLD_DEFAULT, Choices, build_config, device_defaults, on_devices
 from core.config import DataConfig, RunConfig, SourceConfig, TrainConfig, load_json
 
@@ -100,7 +100,7 @@ def _train_args(p: argparse.ArgumentParser, kfold: bool = False) -> None:
     )
 
     d, t, a, s = DataConfig(), TrainConfig(), AugConfig(), DataConfig().split
-    p.add_argument("--config", default="", help="a config.json (RunConfig); the options given here override it")
+    p.add_argument("--config", default="", help=f"a {runs.CONFIG} (RunConfig); the options given here override it")
     g = p.add_argument_group("model and schedule")
     g.add_argument("--arch", default=None, choices=list(ARCHS), metavar="ARCH",
                    help=f"architecture: {', '.join(ARCHS)} (default {t.arch})")
@@ -226,7 +226,7 @@ def _run_job(kind: str, params: dict, background: bool) -> dict[str, Any]:
             watcher.stop()
     out = {"job": job.id, "status": job.status, "run_dir": job.run_dir, "result": job.result}
     if job.status != "done":
-        raise CliError(f"job {job.id} {job.status}: {job.error or 'see ' + job.run_dir + '/log.txt'}")
+        raise CliError(f"job {job.id} {job.status}: {job.error or f'see {runs.RunFolder(job.run_dir).log}'}")
     return out
 
 
@@ -389,23 +389,14 @@ def cmd_experiments(ns: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def _model_path(arg: str) -> Path:
-    """The model.json of a run folder (or its name), model folder or manifest; see savedmodel.find_manifest."""
+    """The manifest of a run folder (or its name), model folder or manifest; see savedmodel.find_manifest."""
     from core import savedmodel
-    from core.paths import runs_dir
 
-    p = Path(arg) if Path(arg).exists() else runs_dir() / arg
+    p = Path(arg) if Path(arg).exists() else runs.run_folder(arg).path
     if not p.exists():
-        raise CliError(f"no model at {arg} (give a run folder, its model/ folder or a model.json)")
+        raise CliError(f"no model at {arg} (give a run folder, its {runs.MODEL_DIR}/ folder or a "
+                       f"{runs.MODEL_MANIFEST})")
     return savedmodel.find_manifest(p)
-
-
-def _run_folder(model: Path) -> Path | None:
-    """The run folder a model belongs to (it holds metrics.json), or None for a stand-alone model."""
-    folder = model if model.is_dir() else model.parent
-    for cand in (folder, folder.parent):
-        if (cand / "metrics.json").is_file() and (cand / "config.json").is_file():
-            return cand
-    return None
 
 
 def _scored(df, classes: list[str], threshold: float | None) -> dict[str, Any] | None:
@@ -452,7 +443,7 @@ def cmd_evaluate(ns: argparse.Namespace) -> dict[str, Any]:
         df.to_csv(ns.out, index=False)
     out = {"n": len(df), "metrics": scored.metrics, "problems": len(scored.problems), "out": ns.out or None,
            "scored": _scored(df, pred.classes, ns.threshold)}
-    run = _run_folder(model)
+    run = runs.of_model(model)
     if ns.no_report:
         return out
     if run is None:
@@ -461,34 +452,30 @@ def cmd_evaluate(ns: argparse.Namespace) -> dict[str, Any]:
         return out
     from core.report import build_report
 
-    rep = build_report(run, ns.report_dir or run / "report_external", test_predictions=df, threshold=ns.threshold,
+    rep = build_report(run.path, ns.report_dir or run.report_folder(external=True), test_predictions=df,
+                       threshold=ns.threshold,
                        png=False if ns.no_png else None)
     out.update(report=rep["report"], comparison=rep["comparison"], png_note=rep["png_note"] or None)
     return out
 
 
-def _run_dir(arg: str) -> Path:
-    """A run folder given by path or by its name under the runs folder."""
-    p = Path(arg)
-    if (p / "metrics.json").is_file():
-        return p
-    from core.paths import runs_dir
-
-    if (runs_dir() / arg / "metrics.json").is_file():
-        return runs_dir() / arg
+def _finished_run(arg: str) -> Path:
+    """A finished run folder given by path or by its name under the runs folder."""
+    run = runs.run_folder(arg)
+    if run.is_finished():
+        return run.path
     from core.finish import why_not_finishable
 
-    run = p if p.is_dir() else runs_dir() / arg
     hint = f"; make a model from its best checkpoint with `python -m core finish {run}`" if (
-        run.is_dir() and not why_not_finishable(run)) else ""
-    raise CliError(f"no finished run at {arg} (a run folder holds metrics.json once training is done){hint}")
+        run.path.is_dir() and not why_not_finishable(run)) else ""
+    raise CliError(f"no finished run at {arg} (a run folder holds {runs.METRICS} once training is done){hint}")
 
 
 def cmd_report(ns: argparse.Namespace) -> dict[str, Any]:
     """A run's evaluation report: metrics with CIs, figures (HTML, PNG when possible), report.html."""
     from core.report import build_report
 
-    run = _run_dir(ns.run)
+    run = _finished_run(ns.run)
     rep = build_report(run, ns.out or None, threshold=ns.threshold, prevalence=ns.prevalence,
                        n_resamples=ns.n_boot, seed=ns.seed, png=False if ns.no_png else None)
     return {k: rep[k] for k in ("report", "metrics", "png_ok", "png_note", "headline", "comparison")} | {
@@ -498,13 +485,12 @@ def cmd_report(ns: argparse.Namespace) -> dict[str, Any]:
 def cmd_finish(ns: argparse.Namespace) -> dict[str, Any]:
     """Turn a crashed / interrupted run's best checkpoint into a model folder with predictions and metrics."""
     from core.finish import finish_from_checkpoint
-    from core.paths import runs_dir
 
-    run = Path(ns.run) if Path(ns.run).is_dir() else runs_dir() / ns.run
-    if not run.is_dir():
+    run = runs.run_folder(ns.run)
+    if not run.path.is_dir():
         raise CliError(f"no run folder at {ns.run}")
-    summary = finish_from_checkpoint(run)
-    return {"run": str(run), "model": str(run / "model"), "metrics": summary["metrics"],
+    summary = finish_from_checkpoint(run.path)
+    return {"run": str(run), "model": str(run.model_dir), "metrics": summary["metrics"],
             "note": summary["finished_from_checkpoint"]["note"]}
 
 
@@ -551,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
     p = sub.add_parser("train", help="train a model (k-fold with --k-folds); writes a run folder",
                        description="Train one model on a train/valid(/test) split and write a run folder "
-                                   "(config, history, model, predictions, metrics.json).")
+                                   f"(config, history, model, predictions, {runs.METRICS}).")
     _source_args(p)
     _train_args(p)
     p.set_defaults(func=cmd_train)
@@ -587,7 +573,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job")
     p.set_defaults(func=cmd_cancel)
     p = sub.add_parser("predict", help="predict a folder or a file with a trained model; CSV out")
-    p.add_argument("--model", required=True, help="run folder, model folder or model.json")
+    p.add_argument("--model", required=True, help=f"run folder, model folder or {runs.MODEL_MANIFEST}")
     p.add_argument("input", nargs="?", default="", help="image/DICOM file or folder (or use --csv)")
     p.add_argument("--csv", dest="csv_path", default="", help="CSV of paths (labelled or names only)")
     p.add_argument("--path-col", default="path")
@@ -599,17 +585,17 @@ def build_parser() -> argparse.ArgumentParser:
     _decision_args(p)
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("evaluate", help="score a trained model on a labelled test folder/CSV")
-    p.add_argument("--model", required=True, help="run folder, model folder or model.json")
+    p.add_argument("--model", required=True, help=f"run folder, model folder or {runs.MODEL_MANIFEST}")
     _source_args(p)
     p.add_argument("--out", default="", help="CSV file for the per-item predictions")
     _decision_args(p)
-    p.add_argument("--report-dir", default="", help="where the report goes (default: <run>/report_external)")
+    p.add_argument("--report-dir", default="", help=f"where the report goes (default: <run>/{runs.EXTERNAL_REPORT_DIR})")
     p.add_argument("--no-report", action="store_true", help="metrics only, no report")
     p.add_argument("--no-png", action="store_true", help="HTML figures only")
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("report", help="evaluation report of a run: metrics with CIs, figures, report.html")
     p.add_argument("run", help="run folder (or its name under the runs folder)")
-    p.add_argument("--out", default="", help="output folder (default: <run>/report)")
+    p.add_argument("--out", default="", help=f"output folder (default: <run>/{runs.REPORT_DIR})")
     p.add_argument("--threshold", type=float, default=None, help="binary decision threshold (default 0.5)")
     p.add_argument("--prevalence", type=float, default=None, help="prevalence for PPV/NPV (default: the sample's)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
@@ -620,7 +606,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder (or its id)")
     p.set_defaults(func=cmd_finish)
     p = sub.add_parser("export", help="export a trained model to ONNX (checked against PyTorch)")
-    p.add_argument("--model", required=True, help="run folder, model folder or model.json")
+    p.add_argument("--model", required=True, help=f"run folder, model folder or {runs.MODEL_MANIFEST}")
     p.add_argument("--onnx", required=True, help="output .onnx file")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime comparison")
     p.set_defaults(func=cmd_export)

@@ -20,7 +20,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from core import fmt
+from core import fmt, runs
 
 
 def roc_auc(y_true: np.ndarray, probs: np.ndarray) -> float:
@@ -95,7 +95,6 @@ BOOTSTRAP_SEED = 0  # default seed of the numpy Generator that draws them
 CI_LEVEL = 0.95  # two-sided percentile interval
 CALIBRATION_BINS = 10  # equal-width probability bins for the reliability curve and ECE
 TARGETS = (0.90, 0.95)  # sensitivity / specificity targets listed among the operating points
-PREDICTION_FILES = {"valid": "valid_predictions.csv", "oof": "oof_predictions.csv", "test": "test_predictions.csv"}
 _BOOT_CELLS = 4_000_000  # resample x item cells per bootstrap chunk (bounds memory)
 
 
@@ -536,10 +535,10 @@ def fold_table(oof: pd.DataFrame, classes: list[str], threshold: float | None = 
 
 def load_run_predictions(run_dir: str | Path) -> dict[str, pd.DataFrame]:
     """The prediction tables a run folder holds: "valid" or "oof" (k-fold), and "test" when present."""
-    run_dir = Path(run_dir)
+    run = runs.RunFolder(run_dir)
     out = {}
-    for name, fname in PREDICTION_FILES.items():
-        path = run_dir / fname
+    for name in runs.PREDICTION_SETS:
+        path = run.predictions(name)
         if path.is_file():
             out[name] = pd.read_csv(path, keep_default_na=False, na_values=[""])
     return out
@@ -547,10 +546,10 @@ def load_run_predictions(run_dir: str | Path) -> dict[str, pd.DataFrame]:
 
 def run_summary(run_dir: str | Path) -> dict[str, Any]:
     """metrics.json of a run folder (type, classes, best epoch ...); refuses a run that has not finished."""
-    path = Path(run_dir) / "metrics.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} has no metrics.json: the run has not finished (or is not a run folder)")
-    return json.loads(path.read_text())
+    run = runs.RunFolder(run_dir)
+    if not run.is_finished():
+        raise FileNotFoundError(f"{run_dir} has no {run.metrics.name}: the run has not finished (or is not a run folder)")
+    return json.loads(run.metrics.read_text())
 
 
 def evaluate_run(run_dir: str | Path, threshold: float | None = None, external: pd.DataFrame | None = None,

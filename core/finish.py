@@ -9,27 +9,16 @@ not continue: checkpoints hold weights only (no optimiser or scheduler state).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from core import jobs
+from core import jobs, runs
 
-CHECKPOINT = Path("checkpoints") / "best.safetensors"
 NOT_FINISHABLE = ("queued", "running", "done")
 ENDED = {"failed": "failed", "interrupted": "was interrupted", "cancelled": "was cancelled"}
-
-
-def _read(path: Path) -> dict:
-    """A JSON object from the run folder ({} when absent or unreadable)."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
 
 
 def run_status(run_dir: Path) -> tuple[str, str]:
@@ -39,22 +28,22 @@ def run_status(run_dir: Path) -> tuple[str, str]:
     job = store.get(run_dir.name)
     if job is not None and Path(job.run_dir).resolve() == run_dir.resolve():
         return job.status, job.error
-    data = _read(run_dir / jobs.JOB_FILE)
+    data = runs.RunFolder(run_dir).read_job()
     return str(data.get("status", "unknown")), str(data.get("error", ""))
 
 
 def why_not_finishable(run_dir: str | os.PathLike) -> str:
     """"" when the run can be finished from its checkpoint, else the reason in user terms."""
-    run = Path(run_dir)
-    if not (run / "config.json").is_file() or not (run / "items.csv").is_file():
-        return f"{run} is not a training run folder (no config.json / items.csv)"
-    if (run / "folds").is_dir():
-        return "k-fold runs are not finished from checkpoints; the folds that completed are in folds/"
-    if (run / "model" / "model.json").is_file():
-        return f"the run already has a model ({run / 'model'})"
-    if not (run / CHECKPOINT).is_file():
-        return f"the run has no checkpoint ({run / CHECKPOINT}): it stopped before its first epoch ended"
-    status, _ = run_status(run)
+    run = runs.RunFolder(run_dir)
+    if not run.config.is_file() or not run.items.is_file():
+        return f"{run} is not a training run folder (no {run.config.name} / {run.items.name})"
+    if run.folds_dir.is_dir():
+        return f"k-fold runs are not finished from checkpoints; the folds that completed are in {run.folds_dir.name}/"
+    if run.has_final_model():
+        return f"the run already has a model ({run.model_dir})"
+    if not run.best_checkpoint.is_file():
+        return f"the run has no checkpoint ({run.best_checkpoint}): it stopped before its first epoch ended"
+    status, _ = run_status(run.path)
     if status in NOT_FINISHABLE:
         return f"the run is {status}" + ("; wait until it ends or cancel it" if status != "done" else "")
     return ""
@@ -62,7 +51,7 @@ def why_not_finishable(run_dir: str | os.PathLike) -> str:
 
 def finished_from_checkpoint(run_dir: str | os.PathLike) -> dict:
     """The provenance a finished-from-checkpoint run carries in metrics.json ({} for any other run)."""
-    return _read(Path(run_dir) / "metrics.json").get("finished_from_checkpoint") or {}
+    return runs.RunFolder(run_dir).read_metrics().get("finished_from_checkpoint") or {}
 
 
 def best_epoch(run_dir: Path, monitor: str) -> tuple[int, int]:
@@ -70,7 +59,7 @@ def best_epoch(run_dir: Path, monitor: str) -> tuple[int, int]:
     from core.train import LOWER_IS_BETTER
 
     try:
-        hist = pd.read_csv(run_dir / "history.csv")
+        hist = pd.read_csv(runs.RunFolder(run_dir).history)
     except (OSError, ValueError):
         return -1, 0
     col = monitor if monitor in hist and hist[monitor].notna().any() else "valid_loss"
@@ -100,43 +89,43 @@ def finish_from_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
     from core import archs, data, evaluate, savedmodel, weightfiles
     from core.config import RunConfig, load_json
     from core.sources import source_root
-    from core.train import TrainingError, _write_json, env_info, manifest_for
+    from core.train import TrainingError, env_info, manifest_for
 
-    run = Path(run_dir)
+    run = runs.RunFolder(run_dir)
     reason = why_not_finishable(run)
     if reason:
         raise TrainingError(f"cannot finish {run.name}: {reason}")
-    cfg = load_json(RunConfig, run / "config.json")
-    items = pd.read_csv(run / "items.csv", keep_default_na=False, dtype=str)
+    cfg = load_json(RunConfig, run.config)
+    items = pd.read_csv(run.items, keep_default_na=False, dtype=str)
     root = source_root(cfg.source)
     items["path"] = [os.path.normpath(os.path.join(root, r)) for r in items["relpath"]]
     classes = sorted(items["label"].astype(str).unique())
-    epoch, recorded = best_epoch(run, cfg.train.monitor)
-    status, error = run_status(run)
+    epoch, recorded = best_epoch(run.path, cfg.train.monitor)
+    status, error = run_status(run.path)
     planned = cfg.train.planned_epochs()
     origin = {"epoch": epoch, "epochs_recorded": recorded, "epochs_planned": planned, "run_status": status,
-              "run_error": error, "checkpoint": CHECKPOINT.as_posix(),
+              "run_error": error, "checkpoint": run.relative(run.best_checkpoint),
               "note": f"model from epoch {epoch + 1 if epoch >= 0 else '?'} of {planned} of a run that "
                       f"{ENDED.get(status, 'ended as ' + status)} (its best checkpoint); training did not complete"}
     model = archs.create_model(cfg.train.arch, len(classes), 1 if cfg.data.channels == "grey" else 3)
-    weightfiles.load_weights_into(model, load_file(str(run / CHECKPOINT)), strict=True)
+    weightfiles.load_weights_into(model, load_file(str(run.best_checkpoint)), strict=True)
     stats = (data.dataset_stats(items[items["split"] == "train"], cfg.data) if cfg.data.normalize == "dataset"
              else data.normalize_stats(cfg.data))  # what the run's DataLoaders applied
     manifest = {**manifest_for(cfg, classes, {}, stats, epoch, epoch, "best"),
                 "finished_from_checkpoint": {k: v for k, v in origin.items() if k != "run_error"}}
-    savedmodel.save_model(model, run / "model", manifest)
+    savedmodel.save_model(model, run.model_dir, manifest)
     metrics, unreadable = {}, 0
-    for split, name in (("valid", "valid_predictions.csv"), ("test", "test_predictions.csv")):
+    for split in ("valid", "test"):
         part = items[items["split"] == split]
         if len(part):
-            frame, bad = _predict(run / "model", part, classes)
-            frame.to_csv(run / name, index=False)
+            frame, bad = _predict(run.model_dir, part, classes)
+            frame.to_csv(run.predictions(split), index=False)
             metrics[split], unreadable = evaluate.metrics_from_frame(frame, classes), unreadable + bad
-    savedmodel.save_model(model, run / "model", {**manifest, "metrics": metrics})
+    savedmodel.save_model(model, run.model_dir, {**manifest, "metrics": metrics})
     summary = {"type": "single", "classes": classes, "metrics": metrics, "best_epoch": epoch,
                "monitor": cfg.train.monitor, "stopped_early": False, "epochs_run": recorded,
                "finished_from_checkpoint": {**origin, "unreadable_items": unreadable}}
-    _write_json(run / "metrics.json", summary)
-    _write_json(run / "env.json", env_info())
+    run.write(runs.ENV, env_info())
+    run.write(runs.METRICS, summary)
     return summary
 

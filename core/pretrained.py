@@ -48,6 +48,11 @@ class PretrainedUnavailable(RuntimeError):
 # ---------------------------------------------------------------- where ImageNet weights come from
 
 
+
+def hub_checkpoints() -> Path:
+    """torch hub's download cache folder (torchvision and URL-hosted timm weights)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"  # not a run folder
+
 def _tv_url(arch: str) -> str:
     """Download URL of torchvision's default ImageNet weights."""
     import torchvision
@@ -71,7 +76,7 @@ def hf_source(arch: str) -> tuple[str, list[str]]:
     name = cfg.hf_hub_filename or "pytorch_model.bin"  # file names on the hub (timm's), not ours
     if name.endswith(".safetensors"):
         return cfg.hf_hub_id, [name]
-    safe = "model.safetensors" if name == "pytorch_model.bin" else f"{Path(name).stem}.safetensors"
+    safe = "model.safetensors" if name == "pytorch_model.bin" else f"{Path(name).stem}.safetensors"  # not a run folder
     return cfg.hf_hub_id, [safe, name]
 
 
@@ -111,11 +116,11 @@ def weights_cache_path(arch: str) -> Path | None:
     except ValueError:
         return None
     if family == "torchvision":
-        return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(_tv_url(arch)).path)
+        return hub_checkpoints() / os.path.basename(urlparse(_tv_url(arch)).path)
     cfg = _timm_cfg(arch)
     if not cfg.hf_hub_id:
         return (
-            Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(cfg.url).path)
+            hub_checkpoints() / os.path.basename(urlparse(cfg.url).path)
             if cfg.url
             else None
         )
@@ -192,7 +197,7 @@ def ensure_pretrained(arch: str, timeout: float = 30) -> Path:
 
 def _ensure_url(arch: str, url: str, timeout: float) -> Path:
     """torchvision-style: torch hub checkpoints cache, torch.hub.download_url_to_file with hash check."""
-    dst = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+    dst = hub_checkpoints() / os.path.basename(urlparse(url).path)
     note = _usable_cached(arch, dst)
     if note is None:
         return dst

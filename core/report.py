@@ -17,8 +17,7 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from core import evaluate, explain, fmt, plots
-from core.runs import json_safe, write_json
+from core import evaluate, explain, fmt, plots, runs
 
 REPORT_TEMPLATE = "plotly_white"  # the report page is a light document; pages in the app follow their theme
 REPORT_LAYOUT = {"template": REPORT_TEMPLATE, "paper_bgcolor": "white", "plot_bgcolor": "white"}  # opaque PNGs
@@ -58,18 +57,19 @@ def set_figures(name: str, ev: dict[str, Any], df: pd.DataFrame) -> dict[str, go
 def run_figures(run_dir: Path, ev: dict[str, Any]) -> dict[str, go.Figure]:
     """Figures of the run itself: class distribution, training curves, LR finder, per-fold bars."""
     figs: dict[str, go.Figure] = {}
-    if (run_dir / "items.csv").is_file():
-        items = pd.read_csv(run_dir / "items.csv", keep_default_na=False)
+    run = runs.RunFolder(run_dir)
+    if run.items.is_file():
+        items = pd.read_csv(run.items, keep_default_na=False)
         figs["class_distribution"] = plots.class_distribution(evaluate.class_distribution(items))
-    if (run_dir / "history.csv").is_file():
-        hist = pd.read_csv(run_dir / "history.csv")
+    if run.history.is_file():
+        hist = pd.read_csv(run.history)
         best: Any = ev.get("best_epoch")
         if "folds" in ev:
             summary = evaluate.run_summary(run_dir)
             best = {f["fold"]: f.get("best_epoch") for f in summary["metrics"].get("per_fold", [])}
         figs["training_curves"] = plots.training_curves(hist, best)
-    if (run_dir / "lr_find.json").is_file():
-        lr = json.loads((run_dir / "lr_find.json").read_text())
+    if run.lr_find.is_file():
+        lr = json.loads(run.lr_find.read_text())
         figs["lr_finder"] = plots.lr_finder(lr["lrs"], lr["losses"], lr.get("suggestions"))
     if "folds" in ev:
         figs["fold_bars"] = plots.fold_bars(pd.DataFrame(ev["folds"]["table"]),
@@ -136,7 +136,7 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, test_pr
     """Evaluate a run folder (+ an external labelled test table) and write report.html, figures/ and
     metrics_report.json under out_dir (default run_dir/report). png: None tries when kaleido is installed."""
     run_dir = Path(run_dir)
-    out = Path(out_dir) if out_dir else run_dir / "report"
+    out = Path(out_dir) if out_dir else runs.RunFolder(run_dir).report_folder()
     out.mkdir(parents=True, exist_ok=True)
     ev = evaluate.evaluate_run(run_dir, threshold=threshold, external=test_predictions, prevalence=prevalence,
                                n_resamples=n_resamples, seed=seed)
@@ -152,10 +152,10 @@ def build_report(run_dir: str | Path, out_dir: str | Path | None = None, test_pr
     (out / "report.html").write_text(page, encoding="utf-8")
     comparison = evaluate.comparison_table(ev["sets"], evaluate.HEADLINE + ("pr_auc", "brier", "ece"))
     record = {**ev, "comparison": comparison.to_dict("records"), "figures": saved, "created": time.time()}
-    write_json(out / "metrics_report.json", record)
+    runs.write_json(out / "metrics_report.json", record)
     return {"report": str(out / "report.html"), "metrics": str(out / "metrics_report.json"),
             "figures": saved["html"], "png": saved["png"], "png_ok": saved["png_ok"], "png_note": saved["png_note"],
-            "headline": {n: {k: json_safe(s["ci"][k]) for k in evaluate.HEADLINE if k in s["ci"]}
+            "headline": {n: {k: runs.json_safe(s["ci"][k]) for k in evaluate.HEADLINE if k in s["ci"]}
                          for n, s in ev["sets"].items()},
             "comparison": comparison.to_dict("records")}
 

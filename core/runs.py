@@ -45,13 +45,20 @@ MODEL_MANIFEST = "model.json"
 MODEL_WEIGHTS = "model.safetensors"
 # Prediction tables, by the set they were made on.
 PREDICTION_SETS = ("valid", "oof", "test")
+PREDICTIONS_SUFFIX = "_predictions.csv"
+CHECKPOINT_SUFFIX = ".safetensors"
 
 
 def predictions_name(which: str) -> str:
     """File name of a predictions table: valid / oof (out-of-fold) / test."""
     if which not in PREDICTION_SETS:
         raise ValueError(f"unknown prediction set {which!r} (one of {', '.join(PREDICTION_SETS)})")
-    return f"{which}_predictions.csv"
+    return f"{which}{PREDICTIONS_SUFFIX}"
+
+
+def checkpoint_name(fold: int | None = None) -> str:
+    """File name of the best-epoch checkpoint of a single run (None) or of one fold (0-based)."""
+    return BEST_CHECKPOINT if fold is None else f"best_{FOLD_PREFIX}{fold}{CHECKPOINT_SUFFIX}"
 
 
 def json_safe(x: Any) -> Any:
@@ -166,6 +173,10 @@ class RunFolder:
     def best_checkpoint(self) -> Path:
         return self.path / CHECKPOINTS / BEST_CHECKPOINT
 
+    def checkpoint(self, fold: int | None = None) -> Path:
+        """The best-epoch checkpoint written while training (one per fold in a k-fold run)."""
+        return self.path / CHECKPOINTS / checkpoint_name(fold)
+
     @property
     def model_dir(self) -> Path:
         return self.path / MODEL_DIR
@@ -182,6 +193,14 @@ class RunFolder:
         """The predictions table of one set: valid / oof / test."""
         return self.path / predictions_name(which)
 
+    def result_files(self) -> list[Path]:
+        """The files a finished run's results are read from (metrics, history, predictions): a cache key's parts."""
+        return [self.metrics, self.history, *(self.predictions(s) for s in PREDICTION_SETS)]
+
+    def report_folder(self, external: bool = False) -> Path:
+        """Where the run's evaluation report goes (report_external/ for a report with an external test set)."""
+        return self.external_report_dir if external else self.report_dir
+
     @property
     def report_dir(self) -> Path:
         return self.path / REPORT_DIR
@@ -192,8 +211,8 @@ class RunFolder:
 
     # -- questions ---------------------------------------------------------------------------------------
     def is_finished(self) -> bool:
-        """Training ended with results: config and metrics are written."""
-        return self.metrics.is_file() and self.config.is_file()
+        """Training ended with results: metrics are written (last, after the models and predictions)."""
+        return self.metrics.is_file()
 
     def fold_models(self) -> Iterator[tuple[int, Path]]:
         """(fold index, model folder) of each saved fold model, in fold order."""
@@ -204,8 +223,22 @@ class RunFolder:
                 found.append((int(idx), p))
         yield from sorted(found)
 
+    def fold_model(self, i: int) -> Path | None:
+        """Fold i's saved model folder (0-based), None when that fold saved none."""
+        folder = self.fold_dir(i)
+        return folder if (folder / MODEL_MANIFEST).is_file() else None
+
+    @property
+    def model_manifest(self) -> Path:
+        """The final model's manifest (model/model.json)."""
+        return self.model_dir / MODEL_MANIFEST
+
+    def relative(self, path: str | os.PathLike) -> str:
+        """A path inside the run as the run records it: relative, with forward slashes (e.g. model/model.json)."""
+        return Path(path).relative_to(self.path).as_posix()
+
     def has_final_model(self) -> bool:
-        return (self.model_dir / MODEL_MANIFEST).is_file()
+        return self.model_manifest.is_file()
 
     def models(self) -> dict[str, Path]:
         """The saved models of this run: {"final model": model/, "fold 1": folds/fold0/, ...} (existing only)."""
@@ -214,7 +247,7 @@ class RunFolder:
         return found
 
     def has_checkpoint(self) -> bool:
-        return self.checkpoints.is_dir() and any(self.checkpoints.glob("*.safetensors"))
+        return self.checkpoints.is_dir() and any(self.checkpoints.glob(f"*{CHECKPOINT_SUFFIX}"))
 
     def read_metrics(self) -> dict:
         return read_json(self.metrics)

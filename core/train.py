@@ -1,14 +1,15 @@
 """Training: vision_learner, lr_find, fine_tune with progress/cancel/early stop/best checkpoint, k-fold CV.
 
-Every run writes a run folder (see docs/ARCHITECTURE.md): config.json, items.csv, history.csv,
-progress.json, model/ (weights + manifest), predictions, metrics.json and env.json.
+Every run writes a run folder (its files are named in core/runs.py): config.json, items.csv, history.csv,
+progress.json, model/ (weights + manifest), predictions, metrics.json and env.json. Training talks to
+fastai through small callbacks: EpochClock, TrainProgress (progress + cancel), HistoryCSV, BestCheckpoint,
+EarlyStop; the LR finder shares the cancel part (LrFindProgress).
 """
 
 from __future__ import annotations
 
 import csv
 import gc
-import json
 import math
 import os
 import platform
@@ -25,7 +26,7 @@ import pandas as pd
 import torch
 from fastai.callback.core import Callback, CancelFitException
 
-from core import evaluate
+from core import evaluate, runs
 from core.config import RunConfig, from_dict, save_json, to_dict
 from core.data import (
     assign_splits,
@@ -37,6 +38,7 @@ from core.data import (
     train_subset,
 )
 from core.eta import eta
+from core.fsutil import atomic_writer
 from core.jobs import JobCancelled, Progress
 from core.privacy import pseudonym
 
@@ -138,8 +140,8 @@ def make_learner(dls, cfg: RunConfig, train_labels: pd.Series | None = None):
         loss_func=loss, wd=t.weight_decay,
         metrics=[accuracy, balanced_accuracy_metric(), auc_metric(), *recall_metrics(classes)],
     )
-    learn.remove_cb(ProgressCallback)  # progress goes to progress.json (TrainMonitor) instead
-    learn.logger = _no_log  # fastai prints every epoch's row to stdout; TrainMonitor keeps history.csv
+    learn.remove_cb(ProgressCallback)  # progress goes to progress.json (TrainProgress) instead
+    learn.logger = _no_log  # fastai prints every epoch's row to stdout; HistoryCSV keeps history.csv
     if torch.cuda.is_available() and use_gpu_tricks(t.mixed_precision):
         learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
     if use_channels_last(t.channels_last, cfg.data.img_size):
@@ -151,109 +153,198 @@ def _no_log(*_args, **_kwargs) -> None:
     """A fastai logger that drops the per-epoch rows."""
 
 
-# ---------------------------------------------------------------- callback
+# ---------------------------------------------------------------- callbacks (each one job, as fastai's own)
 
 
-class TrainMonitor(Callback):
-    """Writes progress and history, honours cancel, stops early, keeps the best epoch's weights.
+class EpochClock(Callback):
+    """Numbers epochs continuously across fine_tune's two fits (frozen body, then all) and says which fit runs."""
 
-    One instance spans both phases of fine_tune so epochs are numbered continuously.
-    """
+    order = 55  # before the callbacks below read it
 
-    order = 60  # after Recorder, so this epoch's metrics are there
-
-    def __init__(self, run_dir: Path, progress: Progress, monitor: str, patience: int, n_epochs: int,
-                 fold: int | None = None, n_folds: int = 0, ckpt_name: str = "best.safetensors"):
-        self.run_dir, self.progress, self.monitor, self.patience = Path(run_dir), progress, monitor, patience
-        self.n_epochs, self.fold, self.n_folds = n_epochs, fold, n_folds
-        self.ckpt = self.run_dir / "checkpoints" / ckpt_name
-        self.epoch_offset, self.fits, self.best, self.best_epoch, self.wait = 0, 0, None, -1, 0
-        self.cancelled, self.stopped_early, self.t0 = False, False, time.time()
-        self.rows: list[dict[str, Any]] = []
+    def __init__(self):
+        self.offset, self.fits, self.cut_short = 0, 0, False
 
     def before_fit(self):
-        """Count fit phases (frozen, then unfrozen)."""
+        """Count fits (fine_tune: frozen, then unfrozen)."""
         self.fits += 1
-        self.wait = 0
+        self.cut_short = False
 
-    def after_batch(self):
-        """Report batch progress; stop within a batch when cancel was asked."""
-        if self.progress.cancelled():
-            self.cancelled = True
-            raise CancelFitException()
-        if not self.training:
-            return
-        done = self.epoch_offset + self.epoch + self.iter / max(1, self.n_iter)
-        elapsed = time.time() - self.t0
-        eta = elapsed / done * (self.n_epochs - done) if done > 0 else None
-        self.progress.update(phase="training", fold=self.fold, n_folds=self.n_folds,
-                             epoch=self.epoch_offset + self.epoch, n_epochs=self.n_epochs,
-                             batch=self.iter + 1, n_batches=self.n_iter,
-                             train_loss=float(self.smooth_loss), eta_s=eta, elapsed_s=elapsed)
-
-    def after_epoch(self):
-        """Record the epoch row, checkpoint the best, and decide on early stopping."""
-        names = [n for n in self.recorder.metric_names[1:-1]]
-        row = {"epoch": self.epoch_offset + self.epoch, "phase": "frozen" if self._frozen_phase() else "unfrozen"}
-        row.update({n: _num(v) for n, v in zip(names, self.recorder.values[-1])})
-        row["time_s"] = round(time.time() - self.t0, 2)
-        if self.fold is not None:
-            row = {"fold": self.fold, **row}
-        self.rows.append(row)
-        self._append_history(row)
-        improved = self._maybe_checkpoint(row)
-        self.progress.update(force=True, last_epoch=row, best_epoch=self.best_epoch, best_value=self.best,
-                             monitor=self.monitor)
-        self.wait = 0 if improved else self.wait + 1
-        if self.patience and not self._frozen_phase() and self.wait >= self.patience:
-            self.stopped_early = True
-            raise CancelFitException()
+    def after_cancel_fit(self):
+        """The fit ended before its last epoch (cancel or early stop)."""
+        self.cut_short = True
 
     def after_fit(self):
-        """Carry epoch numbering into the next phase."""
-        self.epoch_offset += self.n_epoch if not (self.cancelled or self.stopped_early) else self.epoch + 1
+        """Carry the epoch numbering into the next fit."""
+        self.offset += self.epoch + 1 if self.cut_short else self.n_epoch
 
-    def _frozen_phase(self) -> bool:
+    def now(self) -> int:
+        """This epoch's number, counted over every fit of the run (0-based)."""
+        return self.offset + self.epoch
+
+    def frozen(self) -> bool:
         """True during fine_tune's first (frozen body) fit."""
         return self.fits == 1 and self.learn.opt is not None and self.learn.opt.frozen_idx > 0
 
-    def _maybe_checkpoint(self, row: dict[str, Any]) -> bool:
-        """Save the weights when the monitored value improved; return whether it did."""
-        value = row.get(self.monitor)
-        if value is None or math.isnan(value):
-            value = row.get("valid_loss")
-            lower = True
-        else:
-            lower = self.monitor in LOWER_IS_BETTER
-        if value is None or math.isnan(value):
-            return False
-        better = self.best is None or (value < self.best if lower else value > self.best)
-        if better:
-            self.best, self.best_epoch = float(value), row["epoch"]
-            save_state_atomic(self.learn.model, self.ckpt)
-        return better
 
-    def _append_history(self, row: dict[str, Any]) -> None:
-        """Append one epoch row to history.csv (header written once)."""
-        path = self.run_dir / "history.csv"
-        new = not path.exists()
-        if not new:
-            with path.open() as f:
-                header = next(csv.reader(f), [])
-        fields = header if not new else list(row)
-        with path.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerow(row)
+class CancelOnStop(Callback):
+    """Stops within a batch once cancel was asked (STOP file or job store)."""
 
-    def restore_best(self, model: torch.nn.Module) -> None:
-        """Load the best checkpoint back into the model (the final model is the best epoch)."""
-        if self.ckpt.exists():
+    order = 60  # after Recorder, so the batch's smoothed loss is there for subclasses to report
+
+    def __init__(self, progress: Progress):
+        self.progress, self.cancelled, self.t0 = progress, False, time.time()
+
+    def after_batch(self):
+        """Raise CancelFitException when cancel was asked."""
+        if self.progress.cancelled():
+            self.cancelled = True
+            raise CancelFitException()
+
+
+class TrainProgress(CancelOnStop):
+    """progress.json while training: batch, epoch, loss, elapsed and ETA; written at once at each epoch's end."""
+
+    order = 63  # its epoch-end write comes after the history row and the checkpoint news, before early stopping
+
+    def __init__(self, progress: Progress, clock: EpochClock, n_epochs: int, fold: int | None = None,
+                 n_folds: int = 0):
+        super().__init__(progress)
+        self.clock, self.n_epochs, self.fold, self.n_folds = clock, n_epochs, fold, n_folds
+
+    def after_batch(self):
+        """Report the batch (training batches only)."""
+        super().after_batch()
+        if not self.training:
+            return
+        elapsed = time.time() - self.t0
+        done = self.clock.now() + self.iter / max(1, self.n_iter)
+        self.progress.update(phase="training", fold=self.fold, n_folds=self.n_folds, epoch=self.clock.now(),
+                             n_epochs=self.n_epochs, batch=self.iter + 1, n_batches=self.n_iter,
+                             train_loss=float(self.smooth_loss), eta_s=eta(elapsed, done, self.n_epochs),
+                             elapsed_s=elapsed)
+
+    def after_epoch(self):
+        """Write the epoch's fields (its row, the best epoch so far) now."""
+        self.progress.update(force=True)
+
+
+class LrFindProgress(CancelOnStop):
+    """progress.json for the LR finder: iteration, loss, elapsed and ETA."""
+
+    def __init__(self, progress: Progress, num_it: int):
+        super().__init__(progress)
+        self.num_it = num_it
+
+    def after_batch(self):
+        """Report the iteration."""
+        super().after_batch()
+        if self.training:
+            elapsed = time.time() - self.t0
+            self.progress.update(phase="lr_find", batch=self.train_iter, n_batches=self.num_it,
+                                 train_loss=float(self.smooth_loss), elapsed_s=elapsed,
+                                 eta_s=eta(elapsed, self.train_iter, self.num_it))
+
+
+def epoch_values(recorder) -> dict[str, float]:
+    """The last epoch's losses and metrics by name, as plain floats (NaN when missing)."""
+    return {n: _num(v) for n, v in zip(recorder.metric_names[1:-1], recorder.values[-1])}
+
+
+class HistoryCSV(Callback):
+    """One row per epoch in history.csv (epoch, phase, losses, metrics, time; fold first in k-fold runs)."""
+
+    order = 61  # after Recorder, so this epoch's metrics are there
+
+    def __init__(self, path: Path, progress: Progress, clock: EpochClock, fold: int | None = None):
+        self.file, self.progress, self.clock, self.fold, self.t0 = Path(path), progress, clock, fold, time.time()
+        self.rows: list[dict[str, Any]] = []
+
+    def after_epoch(self):
+        """Record the epoch's row (in memory, in history.csv and as progress's last_epoch)."""
+        row = {"epoch": self.clock.now(), "phase": "frozen" if self.clock.frozen() else "unfrozen",
+               **epoch_values(self.recorder), "time_s": round(time.time() - self.t0, 2)}
+        if self.fold is not None:
+            row = {"fold": self.fold, **row}
+        self.rows.append(row)
+        append_csv_row(self.file, row)
+        self.progress.update(last_epoch=row)
+
+
+def append_csv_row(path: Path, row: dict[str, Any]) -> None:
+    """Append a row to a CSV file, writing the header when the file is new (an existing header decides columns)."""
+    new = not path.exists()
+    if not new:
+        with path.open() as f:
+            header = next(csv.reader(f), [])
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row) if new else header, extrasaction="ignore")
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+class _Tracker(Callback):
+    """Follows the monitored value over the epochs (valid_loss when it is missing) and whether this epoch beat it."""
+
+    order = 62
+
+    def __init__(self, monitor: str, clock: EpochClock):
+        self.monitor, self.clock, self.best, self.best_epoch, self.new_best = monitor, clock, None, -1, False
+
+    def after_epoch(self):
+        """Compare this epoch's value with the best so far."""
+        values = epoch_values(self.recorder)
+        value, lower = values.get(self.monitor), self.monitor in LOWER_IS_BETTER
+        if value is None or math.isnan(value):
+            value, lower = values.get("valid_loss"), True
+        self.new_best = value is not None and not math.isnan(value) and (
+            self.best is None or (value < self.best if lower else value > self.best))
+        if self.new_best:
+            self.best, self.best_epoch = float(value), self.clock.now()
+
+
+class BestCheckpoint(_Tracker):
+    """The best epoch's weights in one safetensors file (written atomically; never a pickle)."""
+
+    def __init__(self, path: Path, progress: Progress, monitor: str, clock: EpochClock):
+        super().__init__(monitor, clock)
+        self.file, self.progress = Path(path), progress
+
+    def after_epoch(self):
+        """Save the weights when the monitored value improved; report the best epoch so far."""
+        super().after_epoch()
+        if self.new_best:
+            save_state_atomic(self.learn.model, self.file)
+        self.progress.update(best_epoch=self.best_epoch, best_value=self.best, monitor=self.monitor)
+
+    def restore(self, model: torch.nn.Module) -> None:
+        """Load the best checkpoint back into the model."""
+        if self.file.exists():
             from safetensors.torch import load_file
 
-            state = load_file(str(self.ckpt), device=str(next(model.parameters()).device))
-            model.load_state_dict(state)
+            model.load_state_dict(load_file(str(self.file), device=str(next(model.parameters()).device)))
+
+
+class EarlyStop(_Tracker):
+    """Ends training after `patience` epochs without a new best (never in fine_tune's frozen fit)."""
+
+    order = 64  # last: the epoch is recorded, checkpointed and reported before the fit ends
+
+    def __init__(self, monitor: str, patience: int, clock: EpochClock):
+        super().__init__(monitor, clock)
+        self.patience, self.wait, self.stopped = patience, 0, False
+
+    def before_fit(self):
+        """Each fit starts with full patience."""
+        self.wait = 0
+
+    def after_epoch(self):
+        """Count epochs without a new best; stop at `patience`."""
+        super().after_epoch()
+        self.wait = 0 if self.new_best else self.wait + 1
+        if self.patience and not self.clock.frozen() and self.wait >= self.patience:
+            self.stopped = True
+            raise CancelFitException()
 
 
 def _num(v) -> float:
@@ -265,18 +356,39 @@ def _num(v) -> float:
 
 
 def save_state_atomic(model: torch.nn.Module, path: Path) -> None:
-    """Write a model's weights as safetensors to a temp file, then rename (never a half-written file)."""
+    """Write a model's weights as safetensors through a synced temp file and a rename (never a half-written file)."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + f".tmp{os.getpid()}")
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     try:
-        save_file(state, str(tmp))
-        os.replace(tmp, path)
+        with atomic_writer(path) as tmp:
+            save_file(state, str(tmp))
     except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise TrainingError(f"could not write checkpoint {path.name}: {err.strerror or err}") from err
+        raise TrainingError(f"could not write checkpoint {Path(path).name}: {err.strerror or err}") from err
+
+
+@dataclass
+class Monitors:
+    """The callbacks of one training fit, sharing one epoch clock."""
+
+    clock: EpochClock
+    progress: TrainProgress
+    history: HistoryCSV
+    checkpoint: BestCheckpoint
+    early_stop: EarlyStop
+
+    def callbacks(self) -> list[Callback]:
+        """All of them, for fit(cbs=...)."""
+        return [self.clock, self.progress, self.history, self.checkpoint, self.early_stop]
+
+
+def monitors(run: runs.RunFolder, progress: Progress, t, fold: int | None = None, n_folds: int = 0) -> Monitors:
+    """Progress + cancel, history.csv, best checkpoint and early stopping for one fit of a run (t: TrainConfig)."""
+    clock = EpochClock()
+    return Monitors(clock, TrainProgress(progress, clock, t.planned_epochs(), fold, n_folds),
+                    HistoryCSV(run.history, progress, clock, fold),
+                    BestCheckpoint(run.checkpoint(fold), progress, t.monitor, clock),
+                    EarlyStop(t.monitor, t.early_stop_patience, clock))
 
 
 # ---------------------------------------------------------------- one fit
@@ -287,8 +399,10 @@ class FitOutcome:
     """What one training fit produced; the model holds the weights of epoch `model_epoch` ("last" or "best")."""
 
     learn: Any
-    monitor: TrainMonitor
     valid: pd.DataFrame
+    rows: list[dict[str, Any]]  # history.csv's rows of this fit
+    best_epoch: int = -1  # by the monitored value (-1: none, e.g. no validation items)
+    stopped_early: bool = False
     model_epoch: int = -1
     weights: str = "last"
 
@@ -316,24 +430,24 @@ def fit_one(items: pd.DataFrame, cfg: RunConfig, run_dir: Path, progress: Progre
     dls = build_dataloaders(items, cfg.data, valid_idx=valid_idx, classes=classes,
                             oversample=t.imbalance == "oversample", require_valid=valid_idx is None or len(valid_idx) > 0)
     learn = make_learner(dls, cfg, train_labels=dls.train_ds.items["label"])
-    name = "best.safetensors" if fold is None else f"best_fold{fold}.safetensors"
-    mon = TrainMonitor(run_dir, progress, t.monitor, t.early_stop_patience, t.planned_epochs(),
-                       fold=fold, n_folds=n_folds, ckpt_name=name)
+    mon = monitors(runs.RunFolder(run_dir), progress, t, fold=fold, n_folds=n_folds)
     progress.update(force=True, phase="training", fold=fold, n_folds=n_folds, epoch=0, eta_s=None, elapsed_s=0.0,
                     n_epochs=t.planned_epochs())
     if t.fine_tunes():
-        learn.fine_tune(t.epochs, base_lr=t.lr or 2e-3, freeze_epochs=t.freeze_epochs, cbs=[mon])
+        learn.fine_tune(t.epochs, base_lr=t.lr or 2e-3, freeze_epochs=t.freeze_epochs, cbs=mon.callbacks())
     else:  # a random body gains nothing from a frozen phase: train everything, exactly t.epochs epochs
         learn.unfreeze()
-        learn.fit_one_cycle(t.epochs, t.lr or 3e-3, cbs=[mon])
-    if mon.cancelled:
+        learn.fit_one_cycle(t.epochs, t.lr or 3e-3, cbs=mon.callbacks())
+    if mon.progress.cancelled:
         raise JobCancelled("cancelled by the user")
-    weights, epoch = "last", len(mon.rows) - 1
-    if keeps_best(t) and mon.best_epoch >= 0:
-        mon.restore_best(learn.model)
-        weights, epoch = "best", mon.best_epoch
+    best = mon.checkpoint.best_epoch
+    weights, epoch = "last", len(mon.history.rows) - 1
+    if keeps_best(t) and best >= 0:
+        mon.checkpoint.restore(learn.model)
+        weights, epoch = "best", best
     valid = predict_items(learn, dls.valid_ds.items) if len(dls.valid_ds) else pd.DataFrame()
-    return FitOutcome(learn, mon, valid, model_epoch=epoch, weights=weights)
+    return FitOutcome(learn, valid, mon.history.rows, best_epoch=best, stopped_early=mon.early_stop.stopped,
+                      model_epoch=epoch, weights=weights)
 
 
 def predict_items(learn, frame: pd.DataFrame) -> pd.DataFrame:
@@ -356,8 +470,9 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: Progress) -> pd.DataFrame:
     from core.sources import load_source
 
     cfg.validate()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_json(cfg, run_dir / "config.json")
+    run = runs.RunFolder(run_dir)
+    run.path.mkdir(parents=True, exist_ok=True)
+    save_json(cfg, run.config)
     progress.update(force=True, phase="scanning", message="reading the dataset")
     ds = load_source(cfg.source, decode=warm_decoder(cfg))
     reasons = ds.check_trainable()
@@ -370,9 +485,9 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: Progress) -> pd.DataFrame:
         raise TrainingError(f"{len(leaks)} patient(s) ended up in two splits")
     snapshot = items[["relpath", "label", "split", "kind"]].copy()
     snapshot["group"] = [pseudonym(g) for g in items["group"].fillna("").astype(str)]
-    snapshot.to_csv(run_dir / "items.csv", index=False)
-    ds.problems.to_csv(run_dir / "problems.csv", index=False)
-    (run_dir / "splits.json").write_text(split_summary(items).to_json(orient="records"))
+    snapshot.to_csv(run.items, index=False)
+    ds.problems.to_csv(run.problems, index=False)
+    run.splits.write_text(split_summary(items).to_json(orient="records"))
     return items
 
 
@@ -422,7 +537,7 @@ def manifest_for(cfg: RunConfig, classes: list[str], metrics: dict[str, Any],
 
 def outcome_manifest(cfg: RunConfig, classes: list[str], metrics: dict[str, Any], out: FitOutcome) -> dict[str, Any]:
     """The manifest of a fitted model: the normalisation its DataLoaders applied, the epoch its weights are from."""
-    return manifest_for(cfg, classes, metrics, loader_stats(out.learn.dls), out.monitor.best_epoch,
+    return manifest_for(cfg, classes, metrics, loader_stats(out.learn.dls), out.best_epoch,
                         out.model_epoch, out.weights)
 
 
@@ -463,45 +578,29 @@ def env_info(cfg: RunConfig | None = None) -> dict[str, Any]:
     }
 
 
-def _write_json(path: Path, data: Any) -> None:
-    """Indented JSON with NaN written as null."""
-    path.write_text(json.dumps(_nan_to_none(data), indent=2, default=str))
-
-
-def _nan_to_none(x: Any) -> Any:
-    """Replace float NaN by None recursively (valid JSON)."""
-    if isinstance(x, float) and math.isnan(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _nan_to_none(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_nan_to_none(v) for v in x]
-    return x
-
-
 def train_run(cfg: RunConfig, run_dir: Path, progress: Progress) -> dict[str, Any]:
     """A single train/valid(/test) run; k-fold when cfg.data.split.k_folds >= 2."""
     from core import savedmodel
 
     if cfg.data.split.k_folds >= 2:
         return kfold_run(cfg, run_dir, progress)
-    t0 = time.time()
+    t0, run = time.time(), runs.RunFolder(run_dir)
     items = prepare(cfg, run_dir, progress)
     classes = sorted(items["label"].astype(str).unique())
     out = fit_one(items, cfg, run_dir, progress, classes=classes)
-    out.valid.to_csv(run_dir / "valid_predictions.csv", index=False)
+    out.valid.to_csv(run.predictions("valid"), index=False)
     metrics = {"valid": evaluate.metrics_from_frame(out.valid, classes)}
     test = items[items["split"] == "test"]
     if len(test):
         progress.update(force=True, phase="testing")
         test_pred = predict_items(out.learn, test)
-        test_pred.to_csv(run_dir / "test_predictions.csv", index=False)
+        test_pred.to_csv(run.predictions("test"), index=False)
         metrics["test"] = evaluate.metrics_from_frame(test_pred, classes)
-    summary = {"type": "single", "classes": classes, "metrics": metrics, "best_epoch": out.monitor.best_epoch,
-               "monitor": cfg.train.monitor, "stopped_early": out.monitor.stopped_early,
-               "epochs_run": len(out.monitor.rows), "train_seconds": round(time.time() - t0, 2),
+    summary = {"type": "single", "classes": classes, "metrics": metrics, "best_epoch": out.best_epoch,
+               "monitor": cfg.train.monitor, "stopped_early": out.stopped_early,
+               "epochs_run": len(out.rows), "train_seconds": round(time.time() - t0, 2),
                **model_provenance(out, cfg, {"valid": len(out.valid), "test": len(test)})}
-    savedmodel.save_model(out.learn.model, run_dir / "model", outcome_manifest(cfg, classes, metrics, out))
+    savedmodel.save_model(out.learn.model, run.model_dir, outcome_manifest(cfg, classes, metrics, out))
     _finish(run_dir, summary, progress, cfg)
     return summary
 
@@ -523,7 +622,7 @@ def kfold_run(cfg: RunConfig, run_dir: Path, progress: Progress) -> dict[str, An
     """k models on k folds (patient-grouped when groups exist); out-of-fold predictions for every item."""
     from core import savedmodel
 
-    t0 = time.time()
+    t0, run = time.time(), runs.RunFolder(run_dir)
     items = prepare(cfg, run_dir, progress)
     classes = sorted(items["label"].astype(str).unique())
     k = cfg.data.split.k_folds
@@ -536,14 +635,13 @@ def kfold_run(cfg: RunConfig, run_dir: Path, progress: Progress) -> dict[str, An
         out.valid["fold"] = i
         oof.append(out.valid)
         m = evaluate.metrics_from_frame(out.valid, classes)
-        per_fold.append({"fold": i, "best_epoch": out.monitor.best_epoch, "model_epoch": out.model_epoch,
+        per_fold.append({"fold": i, "best_epoch": out.best_epoch, "model_epoch": out.model_epoch,
                          "model_weights": out.weights, **m})
-        savedmodel.save_model(out.learn.model, run_dir / "folds" / f"fold{i}",
-                           outcome_manifest(cfg, classes, {"valid": m}, out))
+        savedmodel.save_model(out.learn.model, run.fold_dir(i), outcome_manifest(cfg, classes, {"valid": m}, out))
         progress.update(force=True, folds_done=i + 1, per_fold=per_fold)
         _free(out)
     oof_df = pd.concat(oof, ignore_index=True)
-    oof_df.to_csv(run_dir / "oof_predictions.csv", index=False)
+    oof_df.to_csv(run.predictions("oof"), index=False)
     metric_names = [n for n in per_fold[0] if n not in ("fold", "best_epoch", "model_epoch", "model_weights")]
     metrics = {"per_fold": per_fold,
                "mean_sd": evaluate.mean_sd([{n: f[n] for n in metric_names} for f in per_fold]),
@@ -569,10 +667,10 @@ def final_model(items: pd.DataFrame, cfg: RunConfig, run_dir: Path, progress: Pr
     final.train.early_stop_patience = 0
     progress.log(f"final model on all training data for {total} epoch(s)")
     out = fit_one(items, final, run_dir, progress, valid_idx=[], fold=None, classes=classes)
-    savedmodel.save_model(out.learn.model, run_dir / "model",
-                       outcome_manifest(final, classes, {"kfold_mean_sd": cv_metrics}, out))
+    run = runs.RunFolder(run_dir)
+    savedmodel.save_model(out.learn.model, run.model_dir, outcome_manifest(final, classes, {"kfold_mean_sd": cv_metrics}, out))
     _free(out)
-    return {"epochs": total, "model": "model/model.json"}
+    return {"epochs": total, "model": run.relative(run.model_manifest)}
 
 
 def _save_folds(run_dir: Path, items: pd.DataFrame, folds) -> None:
@@ -580,9 +678,10 @@ def _save_folds(run_dir: Path, items: pd.DataFrame, folds) -> None:
     fold_of = np.full(len(items), -1)
     for i, (_, v) in enumerate(folds):
         fold_of[v] = i
-    snap = pd.read_csv(run_dir / "items.csv", keep_default_na=False)
+    path = runs.RunFolder(run_dir).items
+    snap = pd.read_csv(path, keep_default_na=False)
     snap["fold"] = fold_of
-    snap.to_csv(run_dir / "items.csv", index=False)
+    snap.to_csv(path, index=False)
 
 
 def _free(out: FitOutcome) -> None:
@@ -595,9 +694,10 @@ def _free(out: FitOutcome) -> None:
 
 
 def _finish(run_dir: Path, summary: dict[str, Any], progress: Progress, cfg: RunConfig | None = None) -> None:
-    """Write metrics.json and env.json; mark progress done."""
-    _write_json(run_dir / "metrics.json", summary)
-    _write_json(run_dir / "env.json", env_info(cfg))
+    """Write env.json and, last (it marks the run finished), metrics.json; mark progress done."""
+    run = runs.RunFolder(run_dir)
+    run.write(runs.ENV, env_info(cfg))
+    run.write(runs.METRICS, summary)
     progress.update(force=True, phase="done", message="finished")
 
 
@@ -609,7 +709,7 @@ def lr_find_run(cfg: RunConfig, run_dir: Path, progress: Progress, num_it: int =
     set_seed(cfg.train.seed, reproducible=True)
     dls = build_dataloaders(items, cfg.data)
     learn = make_learner(dls, cfg, train_labels=dls.train_ds.items["label"])
-    mon = _LrFindMonitor(progress, num_it)
+    mon = LrFindProgress(progress, num_it)
     progress.update(force=True, phase="lr_find", batch=0, n_batches=num_it)
     learn.add_cb(mon)
     learn.lr_find(num_it=num_it, show_plot=False, suggest_funcs=None)
@@ -618,7 +718,7 @@ def lr_find_run(cfg: RunConfig, run_dir: Path, progress: Progress, num_it: int =
     lrs = [float(x) for x in learn.recorder.lrs]
     losses = [float(x) for x in learn.recorder.losses]
     result = {"lrs": lrs, "losses": losses, "suggestions": lr_suggestions(lrs, losses, num_it)}
-    _write_json(run_dir / "lr_find.json", result)
+    runs.RunFolder(run_dir).write(runs.LR_FIND, result)
     progress.update(force=True, phase="done", message="finished")
     return {"suggestions": result["suggestions"], "points": len(lrs)}
 
@@ -642,26 +742,6 @@ def lr_suggestions(lrs: list[float], losses: list[float], num_it: int) -> dict[s
     return out
 
 
-class _LrFindMonitor(Callback):
-    """Progress and cancel for the LR finder."""
-
-    order = 60
-
-    def __init__(self, progress: Progress, num_it: int):
-        self.progress, self.num_it, self.cancelled, self.t0 = progress, num_it, False, time.time()
-
-    def after_batch(self):
-        """Report the iteration; stop when cancel was asked."""
-        if self.progress.cancelled():
-            self.cancelled = True
-            raise CancelFitException()
-        if self.training:
-            elapsed = time.time() - self.t0
-            self.progress.update(phase="lr_find", batch=self.train_iter, n_batches=self.num_it,
-                                 train_loss=float(self.smooth_loss), elapsed_s=elapsed,
-                                 eta_s=eta(elapsed, self.train_iter, self.num_it))
-
-
 # ---------------------------------------------------------------- job entry points
 
 
@@ -675,15 +755,6 @@ def run_task(params: dict, run_dir: Path, progress: Progress) -> dict[str, Any]:
     cfg = from_dict(RunConfig, params["config"])
     apply_threads(cfg)
     return train_run(cfg, Path(run_dir), progress)
-
-
-def kfold_task(params: dict, run_dir: Path, progress: Progress) -> dict[str, Any]:
-    """Job entry point for k-fold runs (k from the config, at least 2)."""
-    cfg = from_dict(RunConfig, params["config"])
-    if cfg.data.split.k_folds < 2:
-        cfg.data.split.k_folds = 5
-    apply_threads(cfg)
-    return kfold_run(cfg, Path(run_dir), progress)
 
 
 def lr_find_task(params: dict, run_dir: Path, progress: Progress) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import streamlit as st
 
 from core import checks, evaluate, explain, hosting, imaging, jobs, plots, sources, uploads
 from core.config import RunConfig, SourceConfig, from_dict
+from core.runs import RunFolder
 from ui import common
 
 RAN = "chk_ran"  # source keys whose checks ran in this session
@@ -153,11 +154,9 @@ def gallery(rows: pd.DataFrame, caption) -> None:
 
 def _model_for(job: jobs.Job, row: dict) -> str | None:
     """The model that predicted a row: its fold's model for out-of-fold rows, else the run's."""
-    models = common.run_models(job.run_dir)
-    fold = row.get("fold")
-    if fold is not None and not pd.isna(fold) and f"fold {int(fold)}" in models:
-        return models[f"fold {int(fold)}"]
-    return models.get("final model") or next(iter(models.values()), None)
+    run, fold = RunFolder(job.run_dir), row.get("fold")
+    model = run.fold_model(int(fold)) if fold is not None and not pd.isna(fold) else None
+    return str(model) if model is not None else next((str(m) for m in run.models().values()), None)
 
 
 def cam_picker(job: jobs.Job, rows: pd.DataFrame, key: str, class_col: str = "pred") -> None:
@@ -255,7 +254,7 @@ def _corrections_base() -> Path | None:
 def run_source(job: jobs.Job) -> SourceConfig | None:
     """The data source a run trained on (from its config.json)."""
     try:
-        return from_dict(RunConfig, json.loads((Path(job.run_dir) / "config.json").read_text())).source
+        return from_dict(RunConfig, json.loads(RunFolder(job.run_dir).config.read_text())).source
     except (OSError, ValueError):
         return None
 

@@ -27,7 +27,7 @@ from core import (
     sources,
 )
 from core.config import ConfigError, RunConfig, SourceConfig, from_dict, to_dict
-from core.runs import read_json  # noqa: F401 - the views read run files through core.runs
+from core.runs import RunFolder
 from core.sample import ensure_sample
 
 OWNER_KEY = "owner_id"
@@ -235,29 +235,15 @@ def page_link(path: str, label: str, icon: str | None = None) -> None:
 
 # ---------------------------------------------------------------- finished runs, models, server paths
 
-TRAIN_KINDS = ("train", "kfold")
-
-
-def run_models(run_dir: str | os.PathLike) -> dict[str, str]:
-    """The saved models of a run folder: {"final model": model/, "fold i": folds/fold<i>/} (existing ones only)."""
-
-    run = Path(run_dir)
-    found = {"final model": run / "model"} if (run / "model" / "model.json").is_file() else {}
-    folds = sorted((p for p in (run / "folds").glob("fold*") if (p / "model.json").is_file()),
-                   key=lambda p: int(p.name[4:]) if p.name[4:].isdigit() else 0)
-    found.update({f"fold {p.name[4:]}": p for p in folds})
-    return {k: str(v) for k, v in found.items()}
-
-
 def finished_runs(with_model: bool = False, limit: int = 200) -> list[jobs.Job]:
-    """Finished training runs this session may see (metrics.json present; crashed runs finished from a checkpoint
-    too); with_model: only runs with a model."""
+    """Finished training runs this session may see (done, or crashed and finished from a checkpoint);
+    with_model: only runs with a model. k-fold runs are "train" jobs too."""
 
     from core.finish import finished_from_checkpoint
 
-    done = [j for j in visible_jobs(limit) if j.kind in TRAIN_KINDS and (Path(j.run_dir) / "metrics.json").is_file()
+    done = [j for j in visible_jobs(limit) if j.kind == "train" and RunFolder(j.run_dir).is_finished()
             and (j.status == "done" or finished_from_checkpoint(j.run_dir))]
-    return [j for j in done if run_models(j.run_dir)] if with_model else done
+    return [j for j in done if RunFolder(j.run_dir).models()] if with_model else done
 
 
 def file_version(*files: str | os.PathLike) -> tuple:
@@ -460,6 +446,6 @@ def config_caption(cfg: dict) -> str:
 
 def run_label(job: jobs.Job) -> str:
     """'<id> · k-fold · 2 classes' style label of a finished run."""
-    summary = read_json(runs.RunFolder(job.run_dir).metrics)
+    summary = RunFolder(job.run_dir).read_metrics()
     kind = f"{summary.get('k')}-fold" if summary.get("type") == "kfold" else "single"
     return f"{job.id} · {kind} · {', '.join(summary.get('classes', []))}"

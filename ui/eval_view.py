@@ -17,6 +17,7 @@ import streamlit as st
 
 from core import evaluate, explain, fmt, hosting, imaging, jobs, plots, predict, report, sources, uploads
 from core.config import SourceConfig
+from core.runs import RunFolder
 from ui import common
 from ui.common import CHOSEN, METRICS, run_label  # shared with the Predict view
 
@@ -32,8 +33,7 @@ TOP_K, GALLERY_COLS, THUMB = 12, 6, 160
 
 def run_version(run_dir: str) -> tuple:
     """Cache key of a run's results: versions of metrics.json, history and every predictions file."""
-    files = ["metrics.json", "history.csv", *evaluate.PREDICTION_FILES.values()]
-    return common.file_version(*(Path(run_dir) / f for f in files))
+    return common.file_version(*RunFolder(run_dir).result_files())
 
 
 def floor3(x: float) -> float:
@@ -66,7 +66,7 @@ def evaluation(run_dir: str, version: tuple, threshold: float | None, prevalence
 def report_html(run_dir: str, version: tuple, threshold: float | None, prevalence: float | None,
                 external: pd.DataFrame | None = None) -> tuple[bytes, str]:
     """report.html built into the run folder (report/ or report_external/); (its bytes, its path)."""
-    out = Path(run_dir) / ("report" if external is None else "report_external")
+    out = RunFolder(run_dir).report_folder(external=external is not None)
     rep = report.build_report(run_dir, out, test_predictions=external, threshold=threshold, prevalence=prevalence,
                               png=False)
     return Path(rep["report"]).read_bytes(), rep["report"]
@@ -94,7 +94,7 @@ def pick_run(runs: list[jobs.Job]) -> jobs.Job:
 
 def config_line(run_dir: str) -> None:
     """One caption describing how the run was trained."""
-    cfg = common.read_json(Path(run_dir) / "config.json")
+    cfg = RunFolder(run_dir).read_config_dict()
     try:
         st.caption("Settings: " + common.config_caption(cfg))
     except (TypeError, ValueError, KeyError):
@@ -188,7 +188,7 @@ def figures_section(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.Data
     cal = set_ev["calibration"]
     tabs[3].caption(f"ECE {fmt.number(cal['ece'])} (lower is better; {cal['n_bins']} bins), Brier score {fmt.number(cal['brier'])}.")
     with tabs[4]:
-        common.curves(job, common.best_epochs(common.read_json(Path(job.run_dir) / "metrics.json"), {}))
+        common.curves(job, common.best_epochs(RunFolder(job.run_dir).read_metrics(), {}))
     if len(tabs) > 5:
         tabs[5].plotly_chart(figs[f"{name}_threshold"], width="stretch", key="ev_fig_threshold")
     with st.expander("Per-class metrics"):
@@ -219,13 +219,14 @@ def folds_section(ev: dict[str, Any]) -> None:
 
 def model_for(job: jobs.Job, set_name: str, row: pd.Series) -> str | None:
     """The model that predicted a row: its fold's model for out-of-fold rows, the external set's, else the run's."""
-    models = common.run_models(job.run_dir)
-    if set_name == "oof" and "fold" in row and f"fold {int(row['fold'])}" in models:
-        return models[f"fold {int(row['fold'])}"]
+    run = RunFolder(job.run_dir)
+    fold = run.fold_model(int(row["fold"])) if set_name == "oof" and "fold" in row else None
+    if fold is not None:
+        return str(fold)
     ext = st.session_state.get(EXTERNAL) or {}
     if set_name == "external" and ext.get("run") == job.id:
         return ext["model"]
-    return models.get("final model") or next(iter(models.values()), None)
+    return next((str(m) for m in run.models().values()), None)
 
 
 def _thumb(col, row: dict) -> None:
@@ -312,7 +313,7 @@ def external_section(job: jobs.Job) -> None:
             if len(ext["problems"]):
                 st.dataframe(shown_frame(ext["problems"]), hide_index=True, width="stretch")
             st.button("Forget this test set", key="ev_ext_clear", on_click=_forget_external)
-        models = common.run_models(job.run_dir)
+        models = {k: str(v) for k, v in RunFolder(job.run_dir).models().items()}
         if not models:
             st.info("This run has no saved model.")
             return
@@ -369,7 +370,7 @@ def show_run(job: jobs.Job, runs: list[jobs.Job], checks: SetChecks | None = Non
     config_line(job.run_dir)
     version = run_version(job.run_dir)
     frames = predictions(job.run_dir, version)
-    summary = common.read_json(Path(job.run_dir) / "metrics.json")
+    summary = RunFolder(job.run_dir).read_metrics()
     classes = list(summary.get("classes", []))
     primary = "oof" if "oof" in frames else "valid"
     if primary not in frames or not classes:

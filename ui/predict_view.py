@@ -14,7 +14,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import evaluate, fmt, hosting, jobs, predict, savedmodel, uploads, weightfiles
+from core import evaluate, fmt, hosting, jobs, predict, runs, savedmodel, uploads, weightfiles
+from core.runs import RunFolder
 from ui import common
 
 RUN, MODEL, SOURCE, RESULT, UPLOAD = "pr_run", "pr_model", "pr_input", "pr_result", "pr_upload"
@@ -44,7 +45,7 @@ def pick_run(runs: list[jobs.Job]) -> jobs.Job:
 
 def pick_model(job: jobs.Job) -> str:
     """The run's final model, or a fold's model for a k-fold run (said so when there is no final model)."""
-    models = common.run_models(job.run_dir)
+    models = {k: str(v) for k, v in RunFolder(job.run_dir).models().items()}
     if "final model" not in models:
         st.info("This k-fold run has no final model trained on all the data (tick 'final model on all data' when "
                 "training to get one). Pick one fold's model: each was trained on the other folds' images only.")
@@ -202,19 +203,14 @@ def results(result: dict[str, Any], classes: list[str], threshold: float | None)
         explain_one(df, table, result["model"], result.get("seq", 0))
 
 
-def run_dir_of(model: str) -> Path:
-    """The run folder a model belongs to (model/ or folds/fold<i>/ inside it)."""
-    folder = Path(model) if Path(model).is_dir() else Path(model).parent
-    return folder.parent.parent if folder.parent.name == "folds" else folder.parent
-
-
 @st.cache_data(max_entries=16, show_spinner=False)
 def _seen(run_dir: str, version: tuple) -> dict[str, str]:
     """{resolved file path: split} of the items a run trained, validated or tested on (its items.csv)."""
-    cfg = common.read_json(Path(run_dir) / "config.json").get("source") or {}
+    run = RunFolder(run_dir)
+    cfg = run.read_config_dict().get("source") or {}
     base = Path(cfg.get("root") or (Path(cfg["csv_path"]).parent if cfg.get("csv_path") else ""))
     try:
-        items = pd.read_csv(Path(run_dir) / "items.csv", keep_default_na=False)
+        items = pd.read_csv(run.items, keep_default_na=False)
     except (OSError, ValueError):
         return {}
     return {str((base / r).resolve()): str(sp) for r, sp in zip(items.get("relpath", []), items.get("split", []))}
@@ -222,8 +218,10 @@ def _seen(run_dir: str, version: tuple) -> dict[str, str]:
 
 def seen_in_training(df: pd.DataFrame, model: str) -> pd.Series:
     """The split ('train', 'valid', 'test') in which the model's run used each predicted file ('' if unseen)."""
-    run = run_dir_of(model)
-    seen = _seen(str(run), common.file_version(run / "items.csv", run / "config.json"))
+    run = runs.of_model(model)
+    if run is None:  # a model outside any run: none of the files can be its training images
+        return pd.Series("", index=df.index)
+    seen = _seen(str(run), common.file_version(run.items, run.config))
     return pd.Series([seen.get(str(Path(p).resolve()), "") for p in df["path"].astype(str)], index=df.index)
 
 

@@ -14,16 +14,9 @@ import streamlit as st
 
 from core import eta, evaluate, fmt, hosting, jobs
 from core.config import ConfigError, RunConfig, from_dict, to_dict
+from core.runs import RunFolder
 from ui import common
-from ui.common import (  # shared
-    PICK,
-    TRAIN_JOB,
-    best_epochs,
-    config_caption,
-    curves,
-    lr_find_figure,
-    read_json,
-)
+from ui.common import PICK, TRAIN_JOB, best_epochs, config_caption, curves, lr_find_figure  # shared
 
 PHASES = {"starting": "Starting (loading the training libraries)", "scanning": "Reading the dataset", "training": "Training", "testing": "Predicting the test set",
           "lr_find": "Finding a learning rate", "done": "Finished"}
@@ -231,7 +224,7 @@ def outcome(job: jobs.Job) -> None:
     if job.status == "done":
         st.success(f"Finished ({fmt.seconds((job.finished or 0) - (job.started or job.created))}).")
         if job.kind == "lr_find":
-            data = read_json(Path(job.run_dir) / "lr_find.json")
+            data = RunFolder(job.run_dir).read_lr_find()
             if data:
                 st.plotly_chart(lr_find_figure(data), width="stretch")
                 st.caption("Apply a suggestion on the Training setup page.")
@@ -245,7 +238,7 @@ def outcome(job: jobs.Job) -> None:
         st.warning(f"The run was {job.status}: {common.job_error_text(job)}")
     if job.status != "done" and job.kind == "train":
         finish_offer(job)
-    curves(job, best_epochs(read_json(Path(job.run_dir) / "metrics.json"), {}))
+    curves(job, best_epochs(RunFolder(job.run_dir).read_metrics(), {}))
 
 
 def finish_offer(job: jobs.Job) -> None:
@@ -271,9 +264,9 @@ def finish_offer(job: jobs.Job) -> None:
 
 def final_metrics(job: jobs.Job) -> None:
     """metrics.json as tables, and where to look next."""
-    summary = read_json(Path(job.run_dir) / "metrics.json")
+    summary = RunFolder(job.run_dir).read_metrics()
     if not summary:
-        st.warning("The run finished but metrics.json is missing.")
+        st.warning(f"The run finished but {RunFolder(job.run_dir).metrics.name} is missing.")
         return
     main, folds = metrics_tables(summary)
     if summary.get("type") == "kfold":

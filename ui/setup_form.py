@@ -32,6 +32,7 @@ from core.config import (
     to_dict,
 )
 from core.data import SplitError
+from core.runs import RunFolder
 from core.uploads import UploadError
 from ui import common
 from ui.common import (  # session keys shared with other views
@@ -408,7 +409,7 @@ def _use_lr(value: float) -> None:
 
 def lr_result(job: jobs.Job) -> None:
     """The LR finder curve with its suggestions and a button per suggestion."""
-    data = common.read_json(Path(job.run_dir) / "lr_find.json")
+    data = RunFolder(job.run_dir).read_lr_find()
     if not data:
         st.warning("The LR finder finished but wrote no curve.")
         return
