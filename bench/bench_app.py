@@ -42,11 +42,25 @@ def free_port() -> int:
 
 def start_server(port: int, home: Path) -> subprocess.Popen:
     """`streamlit run streamlit_app.py` on a local port, output to a log file in the app home."""
-    args = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
-            "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    args = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "streamlit_app.py",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--server.headless",
+        "true",
+        "--browser.gatherUsageStats",
+        "false",
+    ]
     log = open(home / f"streamlit-{port}.log", "wb")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(args, cwd=c.REPO, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        args, cwd=c.REPO, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    )
 
 
 def wait_health(port: int, proc: subprocess.Popen, deadline: float) -> None:
@@ -74,8 +88,13 @@ def websocket_page(port: int, t0: float, timeout: float) -> dict[str, float]:
 
     msg = BackMsg(rerun_script=ClientState(query_string="", page_script_hash=""))
     out: dict[str, float] = {}
-    with connect(f"ws://127.0.0.1:{port}/_stcore/stream", subprotocols=["streamlit"],
-                 origin=f"http://127.0.0.1:{port}", max_size=None, open_timeout=timeout) as ws:
+    with connect(
+        f"ws://127.0.0.1:{port}/_stcore/stream",
+        subprotocols=["streamlit"],
+        origin=f"http://127.0.0.1:{port}",
+        max_size=None,
+        open_timeout=timeout,
+    ) as ws:
         ws.send(msg.SerializeToString())
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -116,7 +135,11 @@ def first_page(home: Path, client: str, timeout: float, page: Any = None) -> dic
     try:
         wait_health(port, proc, time.monotonic() + timeout)
         out = {"server_healthy_s": time.perf_counter() - t0}
-        out.update(browser_page(port, t0, timeout, page) if client == "browser" else websocket_page(port, t0, timeout))
+        out.update(
+            browser_page(port, t0, timeout, page)
+            if client == "browser"
+            else websocket_page(port, t0, timeout)
+        )
         return out
     finally:
         proc.terminate()
@@ -132,9 +155,12 @@ def start_to_progress(kind: str, timeout: float) -> dict[str, Any]:
     from core import jobs
     from core.config import DataConfig, RunConfig, SourceConfig, SplitConfig, TrainConfig, to_dict
 
-    cfg = RunConfig(name="bench-start", source=SourceConfig(kind="sample"),
-                    data=DataConfig(img_size=64, batch_size=16, split=SplitConfig(method="group")),
-                    train=TrainConfig(pretrained=False, epochs=1, freeze_epochs=0)).validate()
+    cfg = RunConfig(
+        name="bench-start",
+        source=SourceConfig(kind="sample"),
+        data=DataConfig(img_size=64, batch_size=16, split=SplitConfig(method="group")),
+        train=TrainConfig(pretrained=False, epochs=1, freeze_epochs=0),
+    ).validate()
     store = jobs.JobStore()
     t0 = time.perf_counter()
     job = jobs.submit_and_start(kind, {"config": to_dict(cfg)}, owner="bench", store=store)
@@ -174,7 +200,12 @@ def main() -> None:
     c.setup(args, torch_needed=False)
     auto = args.client == "auto" and have_browser() and not args.smoke
     client = "browser" if args.client == "browser" or auto else "websocket"
-    result: dict[str, Any] = {"benchmark": "app", "smoke": args.smoke, "machine": c.machine(), "client": client}
+    result: dict[str, Any] = {
+        "benchmark": "app",
+        "smoke": args.smoke,
+        "machine": c.machine(),
+        "client": client,
+    }
     with c.app_home() as home:
         ensure_sample()  # as `make run` does before starting the app
         result["first_page"] = rounds(home, client, args)
@@ -184,9 +215,11 @@ def main() -> None:
                 kind = "bench_smoke"
                 jobs.register_task(kind, "bench.common:smoke_job_task")
             result["start_to_progress"] = {"job": kind, **start_to_progress(kind, args.timeout)}
-    result["notes"] = ["times from Popen(streamlit run ...); the sample is generated beforehand, as make run does",
-                       "websocket client = Streamlit's own browser protocol (no paint); browser = headless Chromium",
-                       "start: jobs.submit_and_start (the Start button's call) -> supervisor -> job process"]
+    result["notes"] = [
+        "times from Popen(streamlit run ...); the sample is generated beforehand, as make run does",
+        "websocket client = Streamlit's own browser protocol (no paint); browser = headless Chromium",
+        "start: jobs.submit_and_start (the Start button's call) -> supervisor -> job process",
+    ]
     c.emit(result)
 
 

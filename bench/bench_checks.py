@@ -40,8 +40,15 @@ def checks_once(items, args) -> dict[str, float]:
     t2 = time.perf_counter()
     dups = checks.find_duplicates(items, feats)
     t3 = time.perf_counter()
-    return {"seconds": t3 - t0, "features_s": t1 - t0, "shortcut_s": t2 - t1, "duplicates_s": t3 - t2,
-            "auc": sc["auc"]["value"] if sc["auc"] else None, "flagged": sc["flagged"], "pairs": len(dups)}
+    return {
+        "seconds": t3 - t0,
+        "features_s": t1 - t0,
+        "shortcut_s": t2 - t1,
+        "duplicates_s": t3 - t2,
+        "auc": sc["auc"]["value"] if sc["auc"] else None,
+        "flagged": sc["flagged"],
+        "pairs": len(dups),
+    }
 
 
 def main() -> None:
@@ -65,12 +72,24 @@ def main() -> None:
         fill = partial(DecodeCache().warm, size=args.cache_size)
         _, fill_s = c.timed(lambda: from_csv(csv, group_col="patient_id", workers=args.workers, decode=fill))
         after = checks_once(ds.items, args)
-    c.emit({"benchmark": "checks", "smoke": args.smoke, "machine": c.machine(), "n_images": len(ds.items),
-            "image_size": args.size, "scan_s": scan_s, "cold": cold, "warm": warm,
-            "scan_filling_cache_s": fill_s, "after_filling_scan": after,
-            "ratio_warm_vs_scan": c.ratio(warm["seconds"], scan_s), "ratio_cold_vs_scan": c.ratio(cold["seconds"], scan_s),
+    c.emit(
+        {
+            "benchmark": "checks",
+            "smoke": args.smoke,
+            "machine": c.machine(),
+            "n_images": len(ds.items),
+            "image_size": args.size,
+            "scan_s": scan_s,
+            "cold": cold,
+            "warm": warm,
+            "scan_filling_cache_s": fill_s,
+            "after_filling_scan": after,
+            "ratio_warm_vs_scan": c.ratio(warm["seconds"], scan_s),
+            "ratio_cold_vs_scan": c.ratio(cold["seconds"], scan_s),
             "ratio_filling_scan_plus_checks_vs_scan": c.ratio(fill_s + after["seconds"], scan_s),
-            "within_2x": warm["seconds"] <= 2 * scan_s})
+            "within_2x": warm["seconds"] <= 2 * scan_s,
+        }
+    )
 
 
 if __name__ == "__main__":

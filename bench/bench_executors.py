@@ -33,10 +33,17 @@ def job_params(root: Path, args: argparse.Namespace, k_folds: int, seed: int = 4
     """A train job's params: from scratch, `--epochs` at `--img` px on the generated data."""
     from core.config import RunConfig, SourceConfig, to_dict
 
-    cfg = RunConfig(source=SourceConfig(kind="csv", csv_path=str(root / "labels.csv"), group_col="patient_id"))
+    cfg = RunConfig(
+        source=SourceConfig(kind="csv", csv_path=str(root / "labels.csv"), group_col="patient_id")
+    )
     cfg.data.img_size, cfg.data.batch_size, cfg.data.aug.enabled = args.img, 16, False
     cfg.data.split.k_folds = k_folds
-    cfg.train.pretrained, cfg.train.freeze_epochs, cfg.train.epochs, cfg.train.seed = False, 0, args.epochs, seed
+    cfg.train.pretrained, cfg.train.freeze_epochs, cfg.train.epochs, cfg.train.seed = (
+        False,
+        0,
+        args.epochs,
+        seed,
+    )
     return {"config": to_dict(cfg)}
 
 
@@ -73,8 +80,12 @@ def ray_part(data: Path, args: argparse.Namespace) -> dict[str, Any]:
     except ImportError:
         return {"benchmark": "executors_ray", "skipped": "ray is not installed"}
     t0 = time.perf_counter()
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, object_store_memory=100 * 1024**2,
-             log_to_driver=False)
+    ray.init(
+        num_cpus=os.cpu_count(),
+        include_dashboard=False,
+        object_store_memory=100 * 1024**2,
+        log_to_driver=False,
+    )
     start = time.perf_counter() - t0
     try:
         params = [job_params(data, args, k_folds=2)]
@@ -84,11 +95,14 @@ def ray_part(data: Path, args: argparse.Namespace) -> dict[str, Any]:
             local = run_batch(params, executors.LocalExecutor(1))
     finally:
         ray.shutdown()
-    return {"benchmark": "executors_ray", "ray_cluster_start_s": start,
-            "first_progress_s": {"local": local["first_progress_s"][0], "ray": on_ray["first_progress_s"][0]},
-            "kfold2_total_s": {"local": local["total_s"], "ray": on_ray["total_s"]},
-            "ray_overhead_s": on_ray["total_s"] - local["total_s"],
-            "ray_total_ratio": c.ratio(on_ray["total_s"], local["total_s"])}
+    return {
+        "benchmark": "executors_ray",
+        "ray_cluster_start_s": start,
+        "first_progress_s": {"local": local["first_progress_s"][0], "ray": on_ray["first_progress_s"][0]},
+        "kfold2_total_s": {"local": local["total_s"], "ray": on_ray["total_s"]},
+        "ray_overhead_s": on_ray["total_s"] - local["total_s"],
+        "ray_total_ratio": c.ratio(on_ray["total_s"], local["total_s"]),
+    }
 
 
 def slots_part(data: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -100,10 +114,14 @@ def slots_part(data: Path, args: argparse.Namespace) -> dict[str, Any]:
     for slots in (1, 2):
         with c.app_home(f"xrt-bench-slots{slots}-"):
             out[slots] = run_batch(params, executors.LocalExecutor(slots))
-    return {"benchmark": "executors_slots", "trials": args.trials, "cores": executors.cpu_cores(),
-            "total_s": {"1_slot": out[1]["total_s"], "2_slots": out[2]["total_s"]},
-            "threads_per_job": {"1_slot": executors.cpu_cores(), "2_slots": max(1, executors.cpu_cores() // 2)},
-            "throughput_ratio_2_vs_1": c.ratio(out[1]["total_s"], out[2]["total_s"])}
+    return {
+        "benchmark": "executors_slots",
+        "trials": args.trials,
+        "cores": executors.cpu_cores(),
+        "total_s": {"1_slot": out[1]["total_s"], "2_slots": out[2]["total_s"]},
+        "threads_per_job": {"1_slot": executors.cpu_cores(), "2_slots": max(1, executors.cpu_cores() // 2)},
+        "throughput_ratio_2_vs_1": c.ratio(out[1]["total_s"], out[2]["total_s"]),
+    }
 
 
 def main() -> None:

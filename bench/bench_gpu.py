@@ -23,7 +23,9 @@ def parse() -> Any:
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--bs", type=int, default=128)
     p.add_argument("--workers", type=int, default=-1, help="DataLoader workers (-1: the app's auto choice)")
-    p.add_argument("--min-items", type=int, default=6000, help="training items per epoch (the real set repeated)")
+    p.add_argument(
+        "--min-items", type=int, default=6000, help="training items per epoch (the real set repeated)"
+    )
     p.add_argument("--steps", type=int, default=50, help="timed steps on ready tensors")
     p.add_argument("--allow-cpu", action="store_true", help="run on CPU anyway (to test this script)")
     args = p.parse_args()
@@ -129,8 +131,12 @@ def app_rates(arch: str, args: Any, device: Any, items: Any) -> dict[str, float]
     n = len(dls.train) * args.bs  # drop_last: full batches only
     x, y = ready_batch(args, device)
     framework = step_rate(learn.model, learn.opt, learn.loss_func, x, y, args.steps)
-    return {"e2e_cold_images_per_s": n / clock.epochs[0], "e2e_warm_images_per_s": n / clock.epochs[1],
-            "framework_ready_batch_images_per_s": framework, "workers": resolve_workers(args.workers, device.type == "cuda")}
+    return {
+        "e2e_cold_images_per_s": n / clock.epochs[0],
+        "e2e_warm_images_per_s": n / clock.epochs[1],
+        "framework_ready_batch_images_per_s": framework,
+        "workers": resolve_workers(args.workers, device.type == "cuda"),
+    }
 
 
 def repeated_items(args: Any) -> Any:
@@ -155,21 +161,35 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.benchmark = True
     items = repeated_items(args)
-    result: dict[str, Any] = {"benchmark": "gpu", "smoke": args.smoke, "machine": c.machine(), "img_size": args.img_size,
-                              "bs": args.bs, "amp": str(amp_dtype()) if device.type == "cuda" else "off",
-                              "train_items_per_epoch": int((items["split"] == "train").sum()), "archs": {}}
+    result: dict[str, Any] = {
+        "benchmark": "gpu",
+        "smoke": args.smoke,
+        "machine": c.machine(),
+        "img_size": args.img_size,
+        "bs": args.bs,
+        "amp": str(amp_dtype()) if device.type == "cuda" else "off",
+        "train_items_per_epoch": int((items["split"] == "train").sum()),
+        "archs": {},
+    }
     with c.app_home():
         for arch in [a.strip() for a in args.archs.split(",") if a.strip()]:
             raw = raw_rate(arch, args, device)
             app = app_rates(arch, args, device, items)
             ratio = c.ratio(app["e2e_warm_images_per_s"], raw)
-            result["archs"][arch] = {"raw_ready_tensors_images_per_s": raw, **app, "ratio_e2e_vs_raw": ratio,
-                                     "target": TARGET, "target_met": ratio >= TARGET}
+            result["archs"][arch] = {
+                "raw_ready_tensors_images_per_s": raw,
+                **app,
+                "ratio_e2e_vs_raw": ratio,
+                "target": TARGET,
+                "target_met": ratio >= TARGET,
+            }
             c.log(f"{arch}: {result['archs'][arch]}")
-    result["notes"] = ["raw = torch AdamW(fused) + autocast + channels_last on one batch already on the GPU",
-                       "e2e = the app's DataLoaders (decode cache, workers, GPU augmentation) + Learner.fit; "
-                       "cold = first epoch (fills the cache), warm = second epoch",
-                       "framework = the app's model + fastai optimiser on the ready batch (no data loading)"]
+    result["notes"] = [
+        "raw = torch AdamW(fused) + autocast + channels_last on one batch already on the GPU",
+        "e2e = the app's DataLoaders (decode cache, workers, GPU augmentation) + Learner.fit; "
+        "cold = first epoch (fills the cache), warm = second epoch",
+        "framework = the app's model + fastai optimiser on the ready batch (no data loading)",
+    ]
     c.emit(result)
 
 

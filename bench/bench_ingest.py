@@ -31,8 +31,12 @@ def parse() -> Any:
     p.add_argument("--scale", type=int, default=4, help="the larger folder is this many times the 1x one")
     p.add_argument("--workers", type=int, default=4, help="the scanner's validation threads")
     p.add_argument("--csv-rows", type=int, default=1_000_000, help="rows of the large CSV (row checks)")
-    p.add_argument("--csv-ref-rows", type=int, default=50_000, help="rows timed with the old per-row checks too")
-    p.add_argument("--csv-full-rows", type=int, default=100_000, help="rows of the whole from_df (headers read)")
+    p.add_argument(
+        "--csv-ref-rows", type=int, default=50_000, help="rows timed with the old per-row checks too"
+    )
+    p.add_argument(
+        "--csv-full-rows", type=int, default=100_000, help="rows of the whole from_df (headers read)"
+    )
     args = p.parse_args()
     if args.smoke:
         args.n_images, args.n_dicom, args.n_j2k, args.scale = 12, 4, 1, 2
@@ -112,7 +116,9 @@ def chest_files(n: int) -> list[tuple[Path, str]]:
 # ---------------------------------------------------------------- scans
 
 
-def scan_case(name: str, scan: Callable[[Path], Any], make: Callable[[int], Path], n: int, scale: int) -> dict[str, Any]:
+def scan_case(
+    name: str, scan: Callable[[Path], Any], make: Callable[[int], Path], n: int, scale: int
+) -> dict[str, Any]:
     """files/s at 1x and scale x, peak memory growth, and the items table's own size."""
     rows = {}
     warm = make(n * scale)
@@ -123,9 +129,18 @@ def scan_case(name: str, scan: Callable[[Path], Any], make: Callable[[int], Path
         ds, seconds, peak = measured(lambda root=root: scan(root))
         items_bytes = int(ds.items.memory_usage(deep=True).sum() + ds.problems.memory_usage(deep=True).sum())
         pixels = int((ds.items["width"] * ds.items["height"]).sum())
-        rows[size] = {"files": size, "items": len(ds.items), "problems": len(ds.problems), "seconds": seconds,
-                      "files_per_s": c.ratio(size, seconds), "peak_rss_growth_mb": peak / 2**20,
-                      "items_table_mb": items_bytes / 2**20, "_peak": peak, "_items": items_bytes, "_pix": pixels}
+        rows[size] = {
+            "files": size,
+            "items": len(ds.items),
+            "problems": len(ds.problems),
+            "seconds": seconds,
+            "files_per_s": c.ratio(size, seconds),
+            "peak_rss_growth_mb": peak / 2**20,
+            "items_table_mb": items_bytes / 2**20,
+            "_peak": peak,
+            "_items": items_bytes,
+            "_pix": pixels,
+        }
         shutil.rmtree(root, ignore_errors=True)
         c.log(f"{name} {size} files: {seconds:.2f}s, peak +{peak / 2**20:.1f} MB")
     small, big = rows[n], rows[n * scale]
@@ -136,8 +151,13 @@ def scan_case(name: str, scan: Callable[[Path], Any], make: Callable[[int], Path
     bounded = small["_peak"] >= 0 and big["_peak"] >= 0 and growth < BOUNDED_SHARE * decoded
     for r in rows.values():
         r.pop("_peak"), r.pop("_items"), r.pop("_pix")
-    return {"runs": list(rows.values()), "extra_peak_bytes_per_file": extra, "items_table_bytes_per_file": table,
-            "growth_vs_keeping_images_pct": 100 * c.ratio(growth, decoded), "memory_bounded": bool(bounded)}
+    return {
+        "runs": list(rows.values()),
+        "extra_peak_bytes_per_file": extra,
+        "items_table_bytes_per_file": table,
+        "growth_vs_keeping_images_pct": 100 * c.ratio(growth, decoded),
+        "memory_bounded": bool(bounded),
+    }
 
 
 # ---------------------------------------------------------------- large CSV
@@ -160,8 +180,13 @@ def csv_tree(dest: Path, n: int) -> tuple[Any, Path]:
             (dest / f"d{i // 1000}").mkdir(exist_ok=True)
         rel.append(f"d{i // 1000}/{i}.png")
         os.link(src, dest / rel[-1])
-    table = pd.DataFrame({"path": rel, "label": ["a", "b"] * (n // 2) + ["a"] * (n % 2),
-                          "patient": [f"p{i // 3}" for i in range(n)]})
+    table = pd.DataFrame(
+        {
+            "path": rel,
+            "label": ["a", "b"] * (n // 2) + ["a"] * (n % 2),
+            "patient": [f"p{i // 3}" for i in range(n)],
+        }
+    )
     return table, dest
 
 
@@ -186,8 +211,16 @@ def per_row_reference(df: Any, root: Path, cols: dict[str, str]) -> tuple[list[A
         if not path.is_file():
             problems.append(_problem(path, f"row {n}: file not found"))
             continue
-        cands.append((str(path), _display(path, root), label, _cell(row[cols["group"]]),
-                      SPLIT_NAMES.get("", ""), {c: row[c] for c in df.columns if c not in cols.values()}))
+        cands.append(
+            (
+                str(path),
+                _display(path, root),
+                label,
+                _cell(row[cols["group"]]),
+                SPLIT_NAMES.get("", ""),
+                {c: row[c] for c in df.columns if c not in cols.values()},
+            )
+        )
     return cands, problems
 
 
@@ -200,12 +233,19 @@ def _csv_child(what: str, csv_path: str, root: str, rows: int, workers: int, con
     if what == "rows":
         (out, *_), seconds, peak = measured(lambda: _table_cands(table, Path(root), cols))
     else:
-        ds, seconds, peak = measured(lambda: from_df(table, root, group_col="patient", validate=False,
-                                                     workers=workers))
+        ds, seconds, peak = measured(
+            lambda: from_df(table, root, group_col="patient", validate=False, workers=workers)
+        )
         out = ds.items
-    conn.send({"seconds": seconds, "peak_mb": peak / 2**20, "n": len(out),
-               "mb": out.memory_usage(deep=True).sum() / 2**20,
-               "table_mb": table.memory_usage(deep=True).sum() / 2**20})
+    conn.send(
+        {
+            "seconds": seconds,
+            "peak_mb": peak / 2**20,
+            "n": len(out),
+            "mb": out.memory_usage(deep=True).sum() / 2**20,
+            "table_mb": table.memory_usage(deep=True).sum() / 2**20,
+        }
+    )
     conn.close()
 
 
@@ -240,21 +280,35 @@ def csv_case(tmp: Path, args: Any) -> dict[str, Any]:
     c.log(f"csv row checks {len(ref)} rows: per-row {old_s:.2f}s, app {new_s:.2f}s")
     table = ref = old = new = None  # freed before the measured children start
     big = measured_apart("rows", csv_path, root, args.csv_rows, args.workers)
-    c.log(f"csv row checks {big['n']} rows: {big['seconds']:.2f}s, peak +{big['peak_mb']:.0f} MB "
-          f"(table {big['table_mb']:.0f} MB, candidates {big['mb']:.0f} MB)")
+    c.log(
+        f"csv row checks {big['n']} rows: {big['seconds']:.2f}s, peak +{big['peak_mb']:.0f} MB "
+        f"(table {big['table_mb']:.0f} MB, candidates {big['mb']:.0f} MB)"
+    )
     full = measured_apart("from_df", csv_path, root, args.csv_full_rows, args.workers)
-    c.log(f"csv from_df {full['n']} rows: {full['seconds']:.2f}s, peak +{full['peak_mb']:.0f} MB "
-          f"(table {full['table_mb']:.0f} MB, items {full['mb']:.0f} MB)")
-    return {"rows": args.csv_rows, "ref_rows": args.csv_ref_rows, "same_result": bool(same),
-            "row_checks_per_row_reference_ms_per_row": 1e3 * c.ratio(old_s, args.csv_ref_rows),
-            "row_checks_app_ms_per_row": 1e3 * c.ratio(new_s, args.csv_ref_rows),
-            "row_checks_speedup": c.ratio(old_s, new_s),
-            "row_checks_full_size_s": big["seconds"], "row_checks_full_size_ms_per_row": 1e3 * c.ratio(big["seconds"], big["n"]),
-            "row_checks_full_size_peak_rss_growth_mb": big["peak_mb"], "table_mb": big["table_mb"],
-            "candidates_mb": big["mb"], "row_checks_peak_vs_table": c.ratio(big["peak_mb"], big["table_mb"]),
-            "from_df_rows": full["n"], "from_df_s": full["seconds"], "from_df_ms_per_row": 1e3 * c.ratio(full["seconds"], full["n"]),
-            "from_df_peak_rss_growth_mb": full["peak_mb"], "from_df_items_mb": full["mb"],
-            "from_df_peak_vs_items": c.ratio(full["peak_mb"], full["mb"])}
+    c.log(
+        f"csv from_df {full['n']} rows: {full['seconds']:.2f}s, peak +{full['peak_mb']:.0f} MB "
+        f"(table {full['table_mb']:.0f} MB, items {full['mb']:.0f} MB)"
+    )
+    return {
+        "rows": args.csv_rows,
+        "ref_rows": args.csv_ref_rows,
+        "same_result": bool(same),
+        "row_checks_per_row_reference_ms_per_row": 1e3 * c.ratio(old_s, args.csv_ref_rows),
+        "row_checks_app_ms_per_row": 1e3 * c.ratio(new_s, args.csv_ref_rows),
+        "row_checks_speedup": c.ratio(old_s, new_s),
+        "row_checks_full_size_s": big["seconds"],
+        "row_checks_full_size_ms_per_row": 1e3 * c.ratio(big["seconds"], big["n"]),
+        "row_checks_full_size_peak_rss_growth_mb": big["peak_mb"],
+        "table_mb": big["table_mb"],
+        "candidates_mb": big["mb"],
+        "row_checks_peak_vs_table": c.ratio(big["peak_mb"], big["table_mb"]),
+        "from_df_rows": full["n"],
+        "from_df_s": full["seconds"],
+        "from_df_ms_per_row": 1e3 * c.ratio(full["seconds"], full["n"]),
+        "from_df_peak_rss_growth_mb": full["peak_mb"],
+        "from_df_items_mb": full["mb"],
+        "from_df_peak_vs_items": c.ratio(full["peak_mb"], full["mb"]),
+    }
 
 
 def main() -> None:
@@ -266,32 +320,64 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="xrt-bench-ingest-"))
     try:
         jpgs = local_copies(chest_files(min(args.n_images, 600)), tmp / "src-jpg")
-        dx = local_copies([(c.require(c.DICOM_SAMPLES, "dicom_samples") / "dx_chest_nih_mono2.dcm", "a")], tmp / "src-dx")
+        dx = local_copies(
+            [(c.require(c.DICOM_SAMPLES, "dicom_samples") / "dx_chest_nih_mono2.dcm", "a")], tmp / "src-dx"
+        )
         j2k = local_copies([(c.DICOM_SAMPLES / "cr_chest_mono1_j2k.dcm", "a")], tmp / "src-j2k")
         dcm_sources = [(dx[0][0], "a"), (dx[0][0], "b")]
         cases = {
-            "images_validated": scan_case("images", lambda r: scan_folder(r, workers=args.workers),
-                                          lambda k: linked_folder(tmp / f"img{k}", jpgs, k), args.n_images, args.scale),
-            "images_headers_only": scan_case("images(headers)", lambda r: scan_folder(r, validate=False, workers=args.workers),
-                                             lambda k: linked_folder(tmp / f"imh{k}", jpgs, k), args.n_images, args.scale),
-            "dicom_dx_1024": scan_case("dicom", lambda r: scan_dicom_folder(r, workers=args.workers),
-                                       lambda k: linked_folder(tmp / f"dcm{k}", dcm_sources, k), args.n_dicom, args.scale),
+            "images_validated": scan_case(
+                "images",
+                lambda r: scan_folder(r, workers=args.workers),
+                lambda k: linked_folder(tmp / f"img{k}", jpgs, k),
+                args.n_images,
+                args.scale,
+            ),
+            "images_headers_only": scan_case(
+                "images(headers)",
+                lambda r: scan_folder(r, validate=False, workers=args.workers),
+                lambda k: linked_folder(tmp / f"imh{k}", jpgs, k),
+                args.n_images,
+                args.scale,
+            ),
+            "dicom_dx_1024": scan_case(
+                "dicom",
+                lambda r: scan_dicom_folder(r, workers=args.workers),
+                lambda k: linked_folder(tmp / f"dcm{k}", dcm_sources, k),
+                args.n_dicom,
+                args.scale,
+            ),
         }
         root = linked_folder(tmp / "j2k", [(j2k[0][0], "a"), (j2k[0][0], "b")], args.n_j2k)
         ds, seconds, peak = measured(lambda: scan_dicom_folder(root, workers=args.workers))
-        cases["dicom_j2k_1955x1841"] = {"files": args.n_j2k, "items": len(ds.items), "seconds": seconds,
-                                        "files_per_s": c.ratio(args.n_j2k, seconds), "peak_rss_growth_mb": peak / 2**20}
+        cases["dicom_j2k_1955x1841"] = {
+            "files": args.n_j2k,
+            "items": len(ds.items),
+            "seconds": seconds,
+            "files_per_s": c.ratio(args.n_j2k, seconds),
+            "peak_rss_growth_mb": peak / 2**20,
+        }
         cases["csv_large"] = csv_case(tmp, args)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    c.emit({"benchmark": "ingest", "smoke": args.smoke, "machine": c.machine(), "workers": args.workers,
-            "cases": cases, "memory_bounded": all(v.get("memory_bounded", True) for v in cases.values()),
-            "notes": ["validated = every file fully decoded (truncation caught); headers only = validate=False",
-                      "memory: peak RSS growth from 1x to 4x files (after a warm-up scan); bounded = growth < 25 % of keeping every "
-                      "added image decoded (8-bit grey) would take; the rest is the decoders' working set",
-                      "csv_large: row checks = paths, links, duplicates, labels, splits, existence (no file opened); "
-                      "speedup = the replaced per-row checks / the app's on the same rows; from_df also reads each "
-                      "file's header (validate=False); memory = peak RSS growth vs the table's / items' own size"]})
+    c.emit(
+        {
+            "benchmark": "ingest",
+            "smoke": args.smoke,
+            "machine": c.machine(),
+            "workers": args.workers,
+            "cases": cases,
+            "memory_bounded": all(v.get("memory_bounded", True) for v in cases.values()),
+            "notes": [
+                "validated = every file fully decoded (truncation caught); headers only = validate=False",
+                "memory: peak RSS growth from 1x to 4x files (after a warm-up scan); bounded = growth < 25 % of keeping every "
+                "added image decoded (8-bit grey) would take; the rest is the decoders' working set",
+                "csv_large: row checks = paths, links, duplicates, labels, splits, existence (no file opened); "
+                "speedup = the replaced per-row checks / the app's on the same rows; from_df also reads each "
+                "file's header (validate=False); memory = peak RSS growth vs the table's / items' own size",
+            ],
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,9 @@ def parse() -> Any:
     p.add_argument("--datasets", default="large,small", help="comma list of large,small")
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--large-n", type=int, default=30, help="large images used (of the generated set)")
-    p.add_argument("--large-pool", type=int, default=60, help="size of the generated set (shared with bench_train)")
+    p.add_argument(
+        "--large-pool", type=int, default=60, help="size of the generated set (shared with bench_train)"
+    )
     p.add_argument("--large-size", type=int, default=2000)
     p.add_argument("--n-small", type=int, default=60, help="real chest X-rays used")
     p.add_argument("--img-size", type=int, default=64)
@@ -65,7 +67,8 @@ def source_csv(name: str, args: Any, home: Path) -> tuple[Any, str]:
     items = c.chest_items(args.n_small, args.seed)
     csv = home / "chest-subset.csv"
     items.assign(patient_id=items["group"])[["relpath", "label", "patient_id"]].rename(
-        columns={"relpath": "path"}).to_csv(csv, index=False)
+        columns={"relpath": "path"}
+    ).to_csv(csv, index=False)
     what = f"{len(items)} real chest X-ray JPEGs, 224x224"
     return SourceConfig(kind="csv", csv_path=str(csv), root=str(c.CHEST), group_col="patient_id"), what
 
@@ -97,8 +100,11 @@ def plain_side(items: Any, folds: list, spec: c.TrainSpec, home: Path) -> dict[s
         layout = c.folder_layout(items, home / f"plain-fold{i}", valid_idx)
         runs.append(c.plain_script(layout, spec))
         c.log(f"plain fold {i + 1}/{len(folds)}: {runs[-1]['seconds']:.1f}s")
-    return {"seconds": sum(r["seconds"] for r in runs), "accuracy": float(np.mean([r["accuracy"] for r in runs])),
-            "roc_auc": float(np.nanmean([r["roc_auc"] for r in runs]))}
+    return {
+        "seconds": sum(r["seconds"] for r in runs),
+        "accuracy": float(np.mean([r["accuracy"] for r in runs])),
+        "roc_auc": float(np.nanmean([r["roc_auc"] for r in runs])),
+    }
 
 
 def child_main(args: Any) -> None:
@@ -127,30 +133,50 @@ def child_run(kind: str, payload: dict[str, Any], home: Path, tag: str) -> float
     return seconds
 
 
-def separate_runs(cfg: Any, items: Any, folds: list, spec: c.TrainSpec, home: Path, name: str) -> dict[str, Any]:
+def separate_runs(
+    cfg: Any, items: Any, folds: list, spec: c.TrainSpec, home: Path, name: str
+) -> dict[str, Any]:
     """The app's k-fold as one fresh process (cold cache) vs k fresh plain processes, one per fold."""
     from core.config import to_dict
 
     c.fresh_cache(home, f"kfold-{name}-separate")
-    app_s = child_run("app", {"config": to_dict(cfg), "run_dir": str(home / "runs" / f"kfold-{name}-sep")},
-                      home, f"{name}-app")
+    app_s = child_run(
+        "app",
+        {"config": to_dict(cfg), "run_dir": str(home / "runs" / f"kfold-{name}-sep")},
+        home,
+        f"{name}-app",
+    )
     c.log(f"{name}: app as one separate run {app_s:.1f}s")
     plain_s = []
     for i, (_, valid_idx) in enumerate(folds):
         layout = c.folder_layout(items, home / f"plain-fold{i}", valid_idx)
-        plain_s.append(child_run("plain", {"layout": str(layout), "spec": asdict(spec)}, home, f"{name}-plain{i}"))
+        plain_s.append(
+            child_run("plain", {"layout": str(layout), "spec": asdict(spec)}, home, f"{name}-plain{i}")
+        )
         c.log(f"{name}: plain run {i + 1}/{len(folds)} {plain_s[-1]:.1f}s")
     speedup = c.ratio(sum(plain_s), app_s)
-    return {"app_seconds": app_s, "plain_seconds": sum(plain_s), "plain_each_s": plain_s,
-            "speedup_app_vs_plain": speedup, "target_met": speedup >= TARGET}
+    return {
+        "app_seconds": app_s,
+        "plain_seconds": sum(plain_s),
+        "plain_each_s": plain_s,
+        "speedup_app_vs_plain": speedup,
+        "target_met": speedup >= TARGET,
+    }
 
 
 def run_dataset(name: str, args: Any, home: Path) -> dict[str, Any]:
     """Both sides on one data set; the speed-up is plain seconds / app seconds."""
     source, what = source_csv(name, args, home)
     epochs = args.epochs if name == "large" else args.small_epochs
-    spec = c.TrainSpec(arch=args.arch, img_size=args.img_size, bs=args.bs, epochs=epochs, seed=args.seed,
-                       app_workers=args.app_workers, plain_workers=args.plain_workers)
+    spec = c.TrainSpec(
+        arch=args.arch,
+        img_size=args.img_size,
+        bs=args.bs,
+        epochs=epochs,
+        seed=args.seed,
+        app_workers=args.app_workers,
+        plain_workers=args.plain_workers,
+    )
     cfg = c.run_config(spec, source)
     cfg.data.split.k_folds, cfg.data.split.seed = args.k, args.seed
     items, folds = same_folds(cfg)
@@ -162,8 +188,16 @@ def run_dataset(name: str, args: Any, home: Path) -> dict[str, Any]:
     plain = plain_side(items, folds, spec, home)
     plain["wall_s"] = time.perf_counter() - t0
     speedup = c.ratio(plain["seconds"], app["seconds"])
-    out = {"data": what, "k": args.k, "spec": c.spec_dict(spec), "app": app, "plain": plain,
-           "speedup_app_vs_plain": speedup, "target": TARGET, "target_met": speedup >= TARGET}
+    out = {
+        "data": what,
+        "k": args.k,
+        "spec": c.spec_dict(spec),
+        "app": app,
+        "plain": plain,
+        "speedup_app_vs_plain": speedup,
+        "target": TARGET,
+        "target_met": speedup >= TARGET,
+    }
     if args.separate:
         out["separate_runs"] = separate_runs(cfg, items, folds, spec, home, name)
     return out
@@ -178,15 +212,22 @@ def main() -> None:
         return
     c.warmup()
     names = [s.strip() for s in args.datasets.split(",") if s.strip()]
-    result: dict[str, Any] = {"benchmark": "kfold", "smoke": args.smoke, "machine": c.machine(), "datasets": {}}
+    result: dict[str, Any] = {
+        "benchmark": "kfold",
+        "smoke": args.smoke,
+        "machine": c.machine(),
+        "datasets": {},
+    }
     with c.app_home() as home:
         for name in names:
             result["datasets"][name] = run_dataset(name, args, home)
     result["machine_after"] = {"load_avg": c.machine()["load_avg"]}
-    result["notes"] = ["app time = core.train.kfold_run end to end (scan+validate, k fits, k saved models, OOF)",
-                       "plain time = sum of k in-process runs of from_folder + vision_learner + fit_one_cycle",
-                       "separate_runs = the same work as fresh python processes (app: 1, plain: k), imports included",
-                       "accuracy/roc_auc = mean over folds"]
+    result["notes"] = [
+        "app time = core.train.kfold_run end to end (scan+validate, k fits, k saved models, OOF)",
+        "plain time = sum of k in-process runs of from_folder + vision_learner + fit_one_cycle",
+        "separate_runs = the same work as fresh python processes (app: 1, plain: k), imports included",
+        "accuracy/roc_auc = mean over folds",
+    ]
     c.emit(result)
 
 

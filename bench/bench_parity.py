@@ -29,36 +29,53 @@ PNEU_CLASSES = ("normal", "pneumonia")  # label 0, 1
 TARGET_DIFF = -0.01  # test ACC and AUC >= plain - 0.01
 
 SIZES: dict[str, dict[str, dict[str, Any]]] = {  # data set -> size -> settings
-    "pneumonia": {"full": dict(n=None, img_size=64, bs=64, epochs=8),
-                  "medium": dict(n=(800, 270, 468), img_size=64, bs=64, epochs=8),
-                  "small": dict(n=(240, 80, 160), img_size=64, bs=64, epochs=2),
-                  "smoke": dict(n=(24, 12, 12), img_size=32, bs=8, epochs=1)},
-    "chest": {"full": dict(n=None, img_size=128, bs=32, epochs=8),
-              "medium": dict(n=None, img_size=64, bs=32, epochs=8),
-              "small": dict(n=160, img_size=64, bs=32, epochs=2),
-              "smoke": dict(n=24, img_size=32, bs=8, epochs=1)},
-    "sample": {"full": dict(n=None, img_size=64, bs=16, epochs=8),
-               "medium": dict(n=None, img_size=64, bs=16, epochs=8),
-               "small": dict(n=None, img_size=64, bs=16, epochs=3),
-               "smoke": dict(n=None, img_size=32, bs=8, epochs=1)},
+    "pneumonia": {
+        "full": dict(n=None, img_size=64, bs=64, epochs=8),
+        "medium": dict(n=(800, 270, 468), img_size=64, bs=64, epochs=8),
+        "small": dict(n=(240, 80, 160), img_size=64, bs=64, epochs=2),
+        "smoke": dict(n=(24, 12, 12), img_size=32, bs=8, epochs=1),
+    },
+    "chest": {
+        "full": dict(n=None, img_size=128, bs=32, epochs=8),
+        "medium": dict(n=None, img_size=64, bs=32, epochs=8),
+        "small": dict(n=160, img_size=64, bs=32, epochs=2),
+        "smoke": dict(n=24, img_size=32, bs=8, epochs=1),
+    },
+    "sample": {
+        "full": dict(n=None, img_size=64, bs=16, epochs=8),
+        "medium": dict(n=None, img_size=64, bs=16, epochs=8),
+        "small": dict(n=None, img_size=64, bs=16, epochs=3),
+        "smoke": dict(n=None, img_size=32, bs=8, epochs=1),
+    },
 }
 
 
 def parse() -> Any:
     """Command-line options."""
     p = c.base_parser(__doc__.splitlines()[0])
-    p.add_argument("--datasets", default="pneumonia,chest,sample", help="comma list of pneumonia,chest,sample")
-    p.add_argument("--full", action="store_true", help="the real sizes (PneumoniaMNIST 64 px / 8 epochs, ...)")
-    p.add_argument("--medium", action="store_true",
-                   help="full epochs and image sizes on less data (PneumoniaMNIST 800 training images, chest at 64 px)")
+    p.add_argument(
+        "--datasets", default="pneumonia,chest,sample", help="comma list of pneumonia,chest,sample"
+    )
+    p.add_argument(
+        "--full", action="store_true", help="the real sizes (PneumoniaMNIST 64 px / 8 epochs, ...)"
+    )
+    p.add_argument(
+        "--medium",
+        action="store_true",
+        help="full epochs and image sizes on less data (PneumoniaMNIST 800 training images, chest at 64 px)",
+    )
     p.add_argument("--seeds", type=int, default=3, help="training seeds per side (seed, seed+1, ...)")
     p.add_argument("--epochs", type=int, default=0, help="override the size's epochs")
     p.add_argument("--img-size", type=int, default=0, help="override the size's image size")
     p.add_argument("--lr", type=float, default=3e-3, help="both sides (the app's from-scratch default)")
     p.add_argument("--arch", default="resnet18")
     p.add_argument("--sides", default="app,plain", help="comma list of app, plain and variant names")
-    p.add_argument("--variant", action="append", default=[],
-                   help="NAME:key=value,... an app run with other settings (dotted RunConfig keys)")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="NAME:key=value,... an app run with other settings (dotted RunConfig keys)",
+    )
     p.add_argument("--plain-workers", type=int, default=-1, help="-1: fastai's default")
     p.add_argument("--keep", default="", help="keep run folders under this folder (default: temporary)")
     args = p.parse_args()
@@ -105,7 +122,9 @@ def table_split(table: pd.DataFrame, root: Path, n: int | None, seed: int = 42) 
     if n and n < len(table):
         rng = np.random.default_rng(seed)
         per = n // table["label"].nunique()
-        keep = [rng.choice(ix, min(per, len(ix)), replace=False) for ix in table.groupby("label").indices.values()]
+        keep = [
+            rng.choice(ix, min(per, len(ix)), replace=False) for ix in table.groupby("label").indices.values()
+        ]
         table = table.iloc[np.sort(np.concatenate(keep))].reset_index(drop=True)
     items = from_df(table, root, group_col="patient_id").items
     split = assign_splits(items, SplitConfig(method="group", valid_pct=0.2, test_pct=0.2, seed=seed))
@@ -118,8 +137,13 @@ def dataset(name: str, size: dict[str, Any], home: Path) -> dict[str, Any]:
     if name == "pneumonia":
         root = pneumonia_folders(size["n"])
         counts = {p: sum(1 for _ in (root / p).rglob("*.png")) for p in ("train", "val", "test")}
-        return {"source": {"kind": "folder", "root": str(root)}, "split": "folder", "plain": root, "valid": "val",
-                "what": f"PneumoniaMNIST 28 px grey PNGs, its own train/val/test {counts}"}
+        return {
+            "source": {"kind": "folder", "root": str(root)},
+            "split": "folder",
+            "plain": root,
+            "valid": "val",
+            "what": f"PneumoniaMNIST 28 px grey PNGs, its own train/val/test {counts}",
+        }
     if name == "chest":
         root = c.require(c.CHEST, "chest_xray_224")
         table = pd.read_csv(root / "labels.csv")
@@ -132,13 +156,29 @@ def dataset(name: str, size: dict[str, Any], home: Path) -> dict[str, Any]:
         what = "the built-in synthetic sample (8/16-bit PNGs), patient split 60/20/20"
     split = table_split(table, root, size["n"])
     csv = home / f"{name}-split.csv"
-    pd.DataFrame({"path": split["relpath"], "label": split["label"], "patient_id": split["group"],
-                  "split": split["split"]}).to_csv(csv, index=False)
+    pd.DataFrame(
+        {
+            "path": split["relpath"],
+            "label": split["label"],
+            "patient_id": split["group"],
+            "split": split["split"],
+        }
+    ).to_csv(csv, index=False)
     plain = _symlinks(split, home / f"plain-{name}")
     counts = split["split"].value_counts().to_dict()
-    return {"source": {"kind": "csv", "csv_path": str(csv), "root": str(root), "group_col": "patient_id",
-                       "split_col": "split"}, "split": "column", "plain": plain, "valid": "valid",
-            "what": f"{what} {counts}"}
+    return {
+        "source": {
+            "kind": "csv",
+            "csv_path": str(csv),
+            "root": str(root),
+            "group_col": "patient_id",
+            "split_col": "split",
+        },
+        "split": "column",
+        "plain": plain,
+        "valid": "valid",
+        "what": f"{what} {counts}",
+    }
 
 
 def _symlinks(items: pd.DataFrame, dest: Path) -> Path:
@@ -154,7 +194,9 @@ def _symlinks(items: pd.DataFrame, dest: Path) -> Path:
 # ---------------------------------------------------------------- the two sides
 
 
-def app_config(ds: dict[str, Any], size: dict[str, Any], args: Any, seed: int, overrides: dict[str, Any]) -> Any:
+def app_config(
+    ds: dict[str, Any], size: dict[str, Any], args: Any, seed: int, overrides: dict[str, Any]
+) -> Any:
     """The app's RunConfig: its defaults, plus only the settings both sides share (and a variant's overrides)."""
     from core.config import RunConfig, SourceConfig
 
@@ -173,8 +215,9 @@ def app_config(ds: dict[str, Any], size: dict[str, Any], args: Any, seed: int, o
     return cfg.validate()
 
 
-def app_run(ds: dict[str, Any], size: dict[str, Any], args: Any, seed: int, overrides: dict[str, Any],
-            run_dir: Path) -> dict[str, Any]:
+def app_run(
+    ds: dict[str, Any], size: dict[str, Any], args: Any, seed: int, overrides: dict[str, Any], run_dir: Path
+) -> dict[str, Any]:
     """One training job in this process; test metrics of the saved model and of the other weights choice."""
     from core.config import to_dict
     from core.jobs import run_inline
@@ -186,10 +229,17 @@ def app_run(ds: dict[str, Any], size: dict[str, Any], args: Any, seed: int, over
     seconds = time.perf_counter() - t0
     test = summary["metrics"]["test"]
     hist = pd.read_csv(RunFolder(run_dir).history)
-    out = {"seconds": seconds, "accuracy": test["accuracy"], "roc_auc": test["roc_auc"],
-           "valid_accuracy": summary["metrics"]["valid"]["accuracy"], "model_epoch": summary.get("model_epoch"),
-           "weights": summary.get("model_weights"), "best_epoch": summary["best_epoch"], "epochs_run": len(hist),
-           "epoch_s": list(np.diff([0.0, *hist["time_s"]]))}
+    out = {
+        "seconds": seconds,
+        "accuracy": test["accuracy"],
+        "roc_auc": test["roc_auc"],
+        "valid_accuracy": summary["metrics"]["valid"]["accuracy"],
+        "model_epoch": summary.get("model_epoch"),
+        "weights": summary.get("model_weights"),
+        "best_epoch": summary["best_epoch"],
+        "epochs_run": len(hist),
+        "epoch_s": list(np.diff([0.0, *hist["time_s"]])),
+    }
     other = _other_weights(run_dir, summary)
     if other:
         out["other"] = other
@@ -214,7 +264,12 @@ def _other_weights(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any] | N
     test = pd.read_csv(run.predictions("test"))
     df, _ = pred.predict_paths(test["path"].tolist(), labels=test["label"].astype(str).tolist())
     m = evaluate.metrics_from_frame(df, summary["classes"])
-    return {"weights": "best", "epoch": summary["best_epoch"], "accuracy": m["accuracy"], "roc_auc": m["roc_auc"]}
+    return {
+        "weights": "best",
+        "epoch": summary["best_epoch"],
+        "accuracy": m["accuracy"],
+        "roc_auc": m["roc_auc"],
+    }
 
 
 def plain_run(ds: dict[str, Any], size: dict[str, Any], args: Any, seed: int) -> dict[str, Any]:
@@ -229,14 +284,25 @@ def plain_run(ds: dict[str, Any], size: dict[str, Any], args: Any, seed: int) ->
     set_seed(seed, reproducible=True)
     t0 = time.perf_counter()
     kw = {} if args.plain_workers < 0 else {"num_workers": args.plain_workers}
-    dls = ImageDataLoaders.from_folder(ds["plain"], train="train", valid=ds["valid"], bs=size["bs"], seed=seed,
-                                       item_tfms=Resize(size["img_size"]), batch_tfms=aug_transforms(), **kw)
-    learn = vision_learner(dls, {"resnet18": resnet18, "resnet34": resnet34}[args.arch], pretrained=False,
-                           metrics=accuracy)
+    dls = ImageDataLoaders.from_folder(
+        ds["plain"],
+        train="train",
+        valid=ds["valid"],
+        bs=size["bs"],
+        seed=seed,
+        item_tfms=Resize(size["img_size"]),
+        batch_tfms=aug_transforms(),
+        **kw,
+    )
+    learn = vision_learner(
+        dls, {"resnet18": resnet18, "resnet34": resnet34}[args.arch], pretrained=False, metrics=accuracy
+    )
     with learn.no_bar(), learn.no_logging():
         learn.fit_one_cycle(size["epochs"], args.lr)
         learn.get_preds()  # the notebook looks at validation too
-        probs, y = learn.get_preds(dl=dls.test_dl(get_image_files(Path(ds["plain"]) / "test"), with_labels=True))
+        probs, y = learn.get_preds(
+            dl=dls.test_dl(get_image_files(Path(ds["plain"]) / "test"), with_labels=True)
+        )
     seconds = time.perf_counter() - t0
     m = c._score(y.numpy(), probs.float().numpy(), list(dls.vocab))
     del learn, dls
@@ -267,8 +333,10 @@ def _value(text: str) -> Any:
 def mean_sd(values: list[float]) -> dict[str, float]:
     """Mean and sample sd (0 for one value)."""
     vals = [v for v in values if v is not None]
-    return {"mean": statistics.fmean(vals) if vals else float("nan"),
-            "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0}
+    return {
+        "mean": statistics.fmean(vals) if vals else float("nan"),
+        "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+    }
 
 
 def side_summary(runs: list[dict[str, Any]], n_train: int, epochs: int) -> dict[str, Any]:
@@ -288,8 +356,13 @@ def compare(sides: dict[str, Any], name: str) -> dict[str, Any]:
     d_acc = a["accuracy"]["mean"] - p["accuracy"]["mean"]
     d_auc = a["roc_auc"]["mean"] - p["roc_auc"]["mean"]
     time_ratio = c.ratio(p["seconds"]["mean"], a["seconds"]["mean"])
-    return {"acc_diff": d_acc, "auc_diff": d_auc, "time_ratio_plain_over_app": time_ratio,
-            "accuracy_target_met": d_acc >= TARGET_DIFF and d_auc >= TARGET_DIFF, "speed_target_met": time_ratio >= 1.0}
+    return {
+        "acc_diff": d_acc,
+        "auc_diff": d_auc,
+        "time_ratio_plain_over_app": time_ratio,
+        "accuracy_target_met": d_acc >= TARGET_DIFF and d_auc >= TARGET_DIFF,
+        "speed_target_met": time_ratio >= 1.0,
+    }
 
 
 def run_dataset(name: str, args: Any, home: Path) -> dict[str, Any]:
@@ -302,27 +375,39 @@ def run_dataset(name: str, args: Any, home: Path) -> dict[str, Any]:
     names = list(sides)
     for k in range(args.seeds):
         seed = args.seed + k
-        order = names[k % len(names):] + names[:k % len(names)]
+        order = names[k % len(names) :] + names[: k % len(names)]
         for side in order:
             c.log(f"{name}: seed {seed}: {side}")
             run_dir = home / "runs" / f"{name}-{side}-{seed}"
             if sides[side] is not None:
                 c.fresh_cache(home, f"{name}-{side}-{seed}")  # a cold decode cache: first-run costs counted
-            r = (plain_run(ds, size, args, seed) if sides[side] is None
-                 else app_run(ds, size, args, seed, sides[side], run_dir))
+            r = (
+                plain_run(ds, size, args, seed)
+                if sides[side] is None
+                else app_run(ds, size, args, seed, sides[side], run_dir)
+            )
             r["seed"] = seed
             runs[side].append(r)
-            c.log(f"{name}: seed {seed}: {side}: {r['seconds']:.1f}s test acc={r['accuracy']:.3f} "
-                  f"auc={r['roc_auc']:.3f}" + (f" (best ckpt acc={r['other']['accuracy']:.3f})" if "other" in r else ""))
+            c.log(
+                f"{name}: seed {seed}: {side}: {r['seconds']:.1f}s test acc={r['accuracy']:.3f} "
+                f"auc={r['roc_auc']:.3f}"
+                + (f" (best ckpt acc={r['other']['accuracy']:.3f})" if "other" in r else "")
+            )
             c.log("RUN " + json.dumps(c._clean({"dataset": name, "side": side, **r})))
             if not args.keep:
                 shutil.rmtree(run_dir, ignore_errors=True)
     n_train = _n_train(ds)
     summary = {s: side_summary(rs, n_train, size["epochs"]) for s, rs in runs.items()}
-    result: dict[str, Any] = {"benchmark": "parity", "smoke": args.smoke, "dataset": name, "size": args.size,
-                              "data": ds["what"], "settings": {**size, "lr": args.lr, "arch": args.arch,
-                                                                "seeds": args.seeds, "first_seed": args.seed},
-                              "variants": {s: o for s, o in sides.items() if o}, "sides": summary}
+    result: dict[str, Any] = {
+        "benchmark": "parity",
+        "smoke": args.smoke,
+        "dataset": name,
+        "size": args.size,
+        "data": ds["what"],
+        "settings": {**size, "lr": args.lr, "arch": args.arch, "seeds": args.seeds, "first_seed": args.seed},
+        "variants": {s: o for s, o in sides.items() if o},
+        "sides": summary,
+    }
     if "plain" in summary:
         result["vs_plain"] = {s: compare(summary, s) for s in summary if s != "plain"}
     return result

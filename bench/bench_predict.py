@@ -39,9 +39,17 @@ def save_model(arch: str, img_size: int, out: Path) -> Path:
     from core.data import IMAGENET_STATS
 
     model = create_model(arch, 2)
-    manifest = {"arch": arch, "classes": ["NORMAL", "PNEUMONIA"], "n_in": 3, "img_size": img_size, "channels": "rgb",
-                "resize": "squish", "normalize": {"mean": IMAGENET_STATS[0], "std": IMAGENET_STATS[1]},
-                "window": None, "frame": 0}
+    manifest = {
+        "arch": arch,
+        "classes": ["NORMAL", "PNEUMONIA"],
+        "n_in": 3,
+        "img_size": img_size,
+        "channels": "rgb",
+        "resize": "squish",
+        "normalize": {"mean": IMAGENET_STATS[0], "std": IMAGENET_STATS[1]},
+        "window": None,
+        "frame": 0,
+    }
     savedmodel.save_model(model, out, manifest)
     return out
 
@@ -56,8 +64,12 @@ def single(pred: Any, paths: list[str]) -> dict[str, Any]:
         _, t_model = c.timed(lambda x=x: pred.probs(x[None]))
         total.append(t), load.append(t_load), model.append(t_model)
     ms = {k: 1000 * c.median(v) for k, v in {"total": total, "load": load, "model": model}.items()}
-    return {"total_ms": ms["total"], "load_ms": ms["load"], "model_ms": ms["model"],
-            "model_share": c.ratio(ms["model"], ms["load"] + ms["model"])}
+    return {
+        "total_ms": ms["total"],
+        "load_ms": ms["load"],
+        "model_ms": ms["model"],
+        "model_share": c.ratio(ms["model"], ms["load"] + ms["model"]),
+    }
 
 
 def raw_pass(model: Any, n: int, bs: int, size: int) -> float:
@@ -79,7 +91,9 @@ def app_pass(pred: Any, paths: list[str], bs: int) -> float:
     """Images/s of Predictor.predict_paths on files (decode threads one batch ahead of the model)."""
     (df, problems), seconds = c.timed(lambda: pred.predict_paths(paths, batch_size=bs))
     if len(df) != len(paths):
-        raise SystemExit(f"predict_paths predicted {len(df)} of {len(paths)} files: {problems.head(3).to_dict('records')}")
+        raise SystemExit(
+            f"predict_paths predicted {len(df)} of {len(paths)} files: {problems.head(3).to_dict('records')}"
+        )
     return len(paths) / seconds
 
 
@@ -99,25 +113,47 @@ def main() -> None:
         with torch.no_grad():
             pred.model(torch.randn(2, 3, args.img_size, args.img_size))  # warm-up
         one = single(pred, list(items["path"])[: args.singles])
-        plain = copy.deepcopy(pred.model).to(memory_format=torch.contiguous_format)  # a script's default layout
+        plain = copy.deepcopy(pred.model).to(
+            memory_format=torch.contiguous_format
+        )  # a script's default layout
         raw, app, nchw = [], [], []
         for r in range(args.rounds):
             raw.append(raw_pass(pred.model, len(paths), args.bs, args.img_size))
             app.append(app_pass(pred, paths, args.bs))
             nchw.append(raw_pass(plain, len(paths), args.bs, args.img_size))
-            c.log(f"round {r + 1}: raw {raw[-1]:.1f} img/s, app {app[-1]:.1f} img/s, raw NCHW {nchw[-1]:.1f} img/s")
+            c.log(
+                f"round {r + 1}: raw {raw[-1]:.1f} img/s, app {app[-1]:.1f} img/s, raw NCHW {nchw[-1]:.1f} img/s"
+            )
     ratio = c.ratio(c.median(app), c.median(raw))
-    c.emit({"benchmark": "predict", "smoke": args.smoke, "machine": c.machine(), "arch": args.arch,
-            "img_size": args.img_size, "bs": args.bs, "n": len(paths), "model_load_s": load_s, "single": one,
-            "batch": {"app_images_per_s": c.median(app), "raw_forward_images_per_s": c.median(raw),
-                      "ratio_app_vs_raw": ratio, "target": TARGET_BATCH, "target_met": ratio >= TARGET_BATCH,
-                      "raw_forward_nchw_images_per_s": c.median(nchw),
-                      "ratio_app_vs_raw_nchw": c.ratio(c.median(app), c.median(nchw))},
+    c.emit(
+        {
+            "benchmark": "predict",
+            "smoke": args.smoke,
+            "machine": c.machine(),
+            "arch": args.arch,
+            "img_size": args.img_size,
+            "bs": args.bs,
+            "n": len(paths),
+            "model_load_s": load_s,
+            "single": one,
+            "batch": {
+                "app_images_per_s": c.median(app),
+                "raw_forward_images_per_s": c.median(raw),
+                "ratio_app_vs_raw": ratio,
+                "target": TARGET_BATCH,
+                "target_met": ratio >= TARGET_BATCH,
+                "raw_forward_nchw_images_per_s": c.median(nchw),
+                "ratio_app_vs_raw_nchw": c.ratio(c.median(app), c.median(nchw)),
+            },
             "single_dominated_by_model": one["model_share"] >= 0.5,
-            "notes": ["data: real 224 px chest X-ray JPEGs; random weights (same cost as trained ones)",
-                      "single: load = decode + downscale + validation Resize + to tensor; model = normalise + forward",
-                      "raw = the Predictor's own model (channels_last) on ready tensors; raw_nchw = the same weights "
-                      "in PyTorch's default layout, as a plain script runs them"]})
+            "notes": [
+                "data: real 224 px chest X-ray JPEGs; random weights (same cost as trained ones)",
+                "single: load = decode + downscale + validation Resize + to tensor; model = normalise + forward",
+                "raw = the Predictor's own model (channels_last) on ready tensors; raw_nchw = the same weights "
+                "in PyTorch's default layout, as a plain script runs them",
+            ],
+        }
+    )
 
 
 if __name__ == "__main__":

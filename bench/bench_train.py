@@ -21,14 +21,18 @@ def parse() -> Any:
     p.add_argument("--cases", default="small,large", help="comma list of small,large")
     p.add_argument("--n-small", type=int, default=200, help="real chest X-rays used (max 600)")
     p.add_argument("--large-n", type=int, default=40, help="generated large images used")
-    p.add_argument("--large-pool", type=int, default=60, help="size of the generated set (shared with bench_kfold)")
+    p.add_argument(
+        "--large-pool", type=int, default=60, help="size of the generated set (shared with bench_kfold)"
+    )
     p.add_argument("--large-size", type=int, default=2000, help="side of the generated images")
     p.add_argument("--img-size", type=int, default=64)
     p.add_argument("--bs", type=int, default=32)
     p.add_argument("--epochs", type=int, default=2, help="epochs for the small case")
     p.add_argument("--large-epochs", type=int, default=4, help="epochs for the large case")
     p.add_argument("--arch", default="resnet18")
-    p.add_argument("--repeats", type=int, default=4, help="small case: runs per side, interleaved app/plain/plain/app")
+    p.add_argument(
+        "--repeats", type=int, default=4, help="small case: runs per side, interleaved app/plain/plain/app"
+    )
     p.add_argument("--large-repeats", type=int, default=1, help="large case: runs per side")
     p.add_argument("--app-workers", type=int, default=0, help="the app's DataLoader workers (DataConfig)")
     p.add_argument("--plain-workers", type=int, default=-1, help="-1: fastai's default")
@@ -36,15 +40,30 @@ def parse() -> Any:
     p.add_argument("--plain-mode", default="fit_one_cycle", choices=["fit_one_cycle", "fine_tune"])
     args = p.parse_args()
     if args.smoke:
-        args.n_small, args.large_n, args.large_pool, args.large_size, args.img_size, args.bs = 16, 8, 8, 128, 32, 8
+        args.n_small, args.large_n, args.large_pool, args.large_size, args.img_size, args.bs = (
+            16,
+            8,
+            8,
+            128,
+            32,
+            8,
+        )
         args.epochs, args.large_epochs, args.plain_workers, args.repeats = 1, 1, 0, 1
     return args
 
 
 def spec_for(args: Any, epochs: int) -> c.TrainSpec:
     """The shared settings of one case."""
-    return c.TrainSpec(arch=args.arch, img_size=args.img_size, bs=args.bs, epochs=epochs, seed=args.seed,
-                       app_workers=args.app_workers, plain_workers=args.plain_workers, plain_mode=args.plain_mode)
+    return c.TrainSpec(
+        arch=args.arch,
+        img_size=args.img_size,
+        bs=args.bs,
+        epochs=epochs,
+        seed=args.seed,
+        app_workers=args.app_workers,
+        plain_workers=args.plain_workers,
+        plain_mode=args.plain_mode,
+    )
 
 
 def case_items(name: str, args: Any) -> tuple[Any, float, str]:
@@ -83,8 +102,13 @@ def run_case(name: str, args: Any, home: Path) -> dict[str, Any]:
             c.fresh_cache(home, f"{name}-loader")
         out["loader_only"] = c.loader_only(items, layout, spec, cold=name == "small")
         c.log(f"{name}: loader only {out['loader_only']}")
-    out.update(data=what, spec=c.spec_dict(spec), app_scan_validate_s=scan_s, target_ratio=TARGETS[name],
-               target_met=out["ratio_app_vs_plain"] >= TARGETS[name])
+    out.update(
+        data=what,
+        spec=c.spec_dict(spec),
+        app_scan_validate_s=scan_s,
+        target_ratio=TARGETS[name],
+        target_met=out["ratio_app_vs_plain"] >= TARGETS[name],
+    )
     return out
 
 

@@ -61,13 +61,20 @@ def emit(result: dict[str, Any]) -> None:
 
 def machine() -> dict[str, Any]:
     """Where and when the numbers were taken (load average included: the machine is shared)."""
-    out = {"date": dt.datetime.now().isoformat(timespec="seconds"), "cpus": os.cpu_count(),
-           "load_avg": [round(v, 2) for v in os.getloadavg()], "python": platform.python_version()}
+    out = {
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "load_avg": [round(v, 2) for v in os.getloadavg()],
+        "python": platform.python_version(),
+    }
     torch = sys.modules.get("torch")  # not imported just for this: the ingest and app scripts do not need it
     if torch is not None:
         cuda = torch.cuda.is_available()
-        out.update(torch=torch.__version__, torch_threads=torch.get_num_threads(),
-                   device=torch.cuda.get_device_name(0) if cuda else "cpu")
+        out.update(
+            torch=torch.__version__,
+            torch_threads=torch.get_num_threads(),
+            device=torch.cuda.get_device_name(0) if cuda else "cpu",
+        )
     return out
 
 
@@ -93,8 +100,12 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--smoke", action="store_true", help="tiny sizes, seconds: checks the script still works")
     p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--threads", type=int, default=int(os.environ.get("XRT_BENCH_THREADS", "0")),
-                   help="torch intra-op threads (0 = torch default)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=int(os.environ.get("XRT_BENCH_THREADS", "0")),
+        help="torch intra-op threads (0 = torch default)",
+    )
     return p
 
 
@@ -162,7 +173,10 @@ def chest_items(n: int | None, seed: int) -> pd.DataFrame:
     if n and n < len(table):
         rng = np.random.default_rng(seed)
         per = n // table["label"].nunique()
-        keep = [rng.choice(idx, min(per, len(idx)), replace=False) for idx in table.groupby("label").indices.values()]
+        keep = [
+            rng.choice(idx, min(per, len(idx)), replace=False)
+            for idx in table.groupby("label").indices.values()
+        ]
         table = table.iloc[np.sort(np.concatenate(keep))]
     items = from_df(table.reset_index(drop=True), CHEST, group_col="patient_id").items
     return items.sort_values("path").reset_index(drop=True)
@@ -230,7 +244,9 @@ def _write_large_png(pixels: np.ndarray, path: Path, size: int, rng: np.random.G
     """Upscale a [0, 1] picture to size x size, add fine detector noise, save as 16-bit PNG (12-bit values)."""
     from PIL import Image
 
-    big = np.asarray(Image.fromarray(pixels.astype(np.float32), "F").resize((size, size), Image.Resampling.BILINEAR))
+    big = np.asarray(
+        Image.fromarray(pixels.astype(np.float32), "F").resize((size, size), Image.Resampling.BILINEAR)
+    )
     big = np.clip(big + rng.normal(0, 0.01, big.shape).astype(np.float32), 0, 1)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.round(big * 4095).astype(np.uint16)).save(path, compress_level=1)
@@ -281,8 +297,18 @@ def run_config(spec: TrainSpec, source: Any = None) -> Any:
     from core.choices import Choices, build_config
     from core.config import RunConfig, SourceConfig
 
-    chosen = Choices(name="bench", arch=spec.arch, pretrained=False, epochs=spec.epochs, lr=spec.lr, seed=spec.seed,
-                     img_size=spec.img_size, batch_size=spec.bs, num_workers=spec.app_workers, split_method="group")
+    chosen = Choices(
+        name="bench",
+        arch=spec.arch,
+        pretrained=False,
+        epochs=spec.epochs,
+        lr=spec.lr,
+        seed=spec.seed,
+        img_size=spec.img_size,
+        batch_size=spec.bs,
+        num_workers=spec.app_workers,
+        split_method="group",
+    )
     return build_config(chosen, base=RunConfig(), source=source or SourceConfig())
 
 
@@ -303,8 +329,14 @@ def app_fit(items: pd.DataFrame, spec: TrainSpec, run_dir: Path, valid_idx: Any 
     out.learn.dls = None
     del out
     free_memory()
-    return {"seconds": seconds, "epoch_s": list(np.diff([0.0, *epochs])), "accuracy": m["accuracy"],
-            "roc_auc": m["roc_auc"], "n_train": n_train, "n_valid": n_valid}
+    return {
+        "seconds": seconds,
+        "epoch_s": list(np.diff([0.0, *epochs])),
+        "accuracy": m["accuracy"],
+        "roc_auc": m["roc_auc"],
+        "n_train": n_train,
+        "n_valid": n_valid,
+    }
 
 
 def plain_dls(path: Path, spec: TrainSpec) -> Any:
@@ -314,10 +346,26 @@ def plain_dls(path: Path, spec: TrainSpec) -> Any:
 
     kw = {} if spec.plain_workers < 0 else {"num_workers": spec.plain_workers}
     return ImageDataLoaders.from_folder(
-        path, train="train", valid="valid", bs=spec.bs, seed=spec.seed,
+        path,
+        train="train",
+        valid="valid",
+        bs=spec.bs,
+        seed=spec.seed,
         item_tfms=Resize(spec.img_size, method=ResizeMethod.Squish),
-        batch_tfms=[*aug_transforms(max_rotate=10, max_zoom=1.1, max_warp=0.1, max_lighting=0.2, p_affine=0.75,
-                                    p_lighting=0.75, pad_mode="zeros"), Normalize.from_stats(*imagenet_stats)], **kw)
+        batch_tfms=[
+            *aug_transforms(
+                max_rotate=10,
+                max_zoom=1.1,
+                max_warp=0.1,
+                max_lighting=0.2,
+                p_affine=0.75,
+                p_lighting=0.75,
+                pad_mode="zeros",
+            ),
+            Normalize.from_stats(*imagenet_stats),
+        ],
+        **kw,
+    )
 
 
 def plain_script(path: Path, spec: TrainSpec) -> dict[str, Any]:
@@ -349,7 +397,12 @@ def plain_script(path: Path, spec: TrainSpec) -> dict[str, Any]:
         probs, y = learn.get_preds()
     seconds = time.perf_counter() - t0
     out = _score(y.numpy(), probs.float().numpy(), list(dls.vocab))
-    out.update(seconds=seconds, epoch_s=list(np.diff(timer.marks)), n_train=len(dls.train_ds), n_valid=len(dls.valid_ds))
+    out.update(
+        seconds=seconds,
+        epoch_s=list(np.diff(timer.marks)),
+        n_train=len(dls.train_ds),
+        n_valid=len(dls.valid_ds),
+    )
     del learn, dls
     free_memory()
     return out
@@ -409,12 +462,17 @@ def summarize(runs: dict[str, list[dict[str, Any]]], epochs: int) -> dict[str, A
     """Median images/s and accuracy/AUC per side, and the app/plain throughput ratio."""
     out: dict[str, Any] = {}
     for side, rs in runs.items():
-        out[side] = {"images_per_s": median([throughput(r, epochs) for r in rs]),
-                     "images_per_s_each": [throughput(r, epochs) for r in rs],
-                     "seconds": median([r["seconds"] for r in rs]),
-                     "accuracy": median([r["accuracy"] for r in rs]), "roc_auc": median([r["roc_auc"] for r in rs]),
-                     "n_train": rs[0]["n_train"], "n_valid": rs[0]["n_valid"],
-                     "epoch_s": rs[0]["epoch_s"], "runs": len(rs)}
+        out[side] = {
+            "images_per_s": median([throughput(r, epochs) for r in rs]),
+            "images_per_s_each": [throughput(r, epochs) for r in rs],
+            "seconds": median([r["seconds"] for r in rs]),
+            "accuracy": median([r["accuracy"] for r in rs]),
+            "roc_auc": median([r["roc_auc"] for r in rs]),
+            "n_train": rs[0]["n_train"],
+            "n_valid": rs[0]["n_valid"],
+            "epoch_s": rs[0]["epoch_s"],
+            "runs": len(rs),
+        }
     out["ratio_app_vs_plain"] = ratio(out["app"]["images_per_s"], out["plain"]["images_per_s"])
     return out
 
@@ -460,11 +518,28 @@ def parity_rows(results: list[dict[str, Any]]) -> list[list[str]]:
         ms = "{:.3f} ± {:.3f}"
         name = f"parity {d['dataset']} ({d['size']}, {d['settings']['seeds']} seeds)"
         for key, label in (("accuracy", "test ACC"), ("roc_auc", "test AUC")):
-            rows.append([name, label, ms.format(a[key]["mean"], a[key]["sd"]), ms.format(p[key]["mean"], p[key]["sd"]),
-                         f"{v['acc_diff' if key == 'accuracy' else 'auc_diff']:+.3f}", ">= -0.01",
-                         "yes" if v["accuracy_target_met"] else "no"])
-        rows.append([name, "seconds per run (ratio: plain / app)", _f(a["seconds"]["mean"], 1), _f(p["seconds"]["mean"], 1),
-                     _f(v["time_ratio_plain_over_app"]), ">= 1.0", "yes" if v["speed_target_met"] else "no"])
+            rows.append(
+                [
+                    name,
+                    label,
+                    ms.format(a[key]["mean"], a[key]["sd"]),
+                    ms.format(p[key]["mean"], p[key]["sd"]),
+                    f"{v['acc_diff' if key == 'accuracy' else 'auc_diff']:+.3f}",
+                    ">= -0.01",
+                    "yes" if v["accuracy_target_met"] else "no",
+                ]
+            )
+        rows.append(
+            [
+                name,
+                "seconds per run (ratio: plain / app)",
+                _f(a["seconds"]["mean"], 1),
+                _f(p["seconds"]["mean"], 1),
+                _f(v["time_ratio_plain_over_app"]),
+                ">= 1.0",
+                "yes" if v["speed_target_met"] else "no",
+            ]
+        )
     return rows
 
 
@@ -479,59 +554,165 @@ def _load(folder: Path, name: str) -> dict[str, Any]:
 def summary_rows(folder: Path) -> list[list[str]]:
     """Markdown table rows: benchmark, measure, app, reference, ratio, target, met."""
     rows: list[list[str]] = []
-    train, kfold, ingest = _load(folder, "bench_train"), _load(folder, "bench_kfold"), _load(folder, "bench_ingest")
+    train, kfold, ingest = (
+        _load(folder, "bench_train"),
+        _load(folder, "bench_kfold"),
+        _load(folder, "bench_ingest"),
+    )
     predict, app, gpu = _load(folder, "bench_predict"), _load(folder, "bench_app"), _load(folder, "bench_gpu")
     for case, d in train.get("cases", {}).items():
         a, p = d["app"], d["plain"]
-        rows.append([f"train {case}", "images/s end to end", _f(a["images_per_s"]), _f(p["images_per_s"]),
-                     _f(d["ratio_app_vs_plain"]), f">= {d['target_ratio']}", "yes" if d["target_met"] else "no"])
-        rows.append([f"train {case}", "valid accuracy / AUC", f"{_f(a['accuracy'])} / {_f(a['roc_auc'])}",
-                     f"{_f(p['accuracy'])} / {_f(p['roc_auc'])}", "", "within noise", ""])
+        rows.append(
+            [
+                f"train {case}",
+                "images/s end to end",
+                _f(a["images_per_s"]),
+                _f(p["images_per_s"]),
+                _f(d["ratio_app_vs_plain"]),
+                f">= {d['target_ratio']}",
+                "yes" if d["target_met"] else "no",
+            ]
+        )
+        rows.append(
+            [
+                f"train {case}",
+                "valid accuracy / AUC",
+                f"{_f(a['accuracy'])} / {_f(a['roc_auc'])}",
+                f"{_f(p['accuracy'])} / {_f(p['roc_auc'])}",
+                "",
+                "within noise",
+                "",
+            ]
+        )
         lo = d.get("loader_only")
         if lo:
-            rows.append([f"train {case}", "data path only, images/s (app warm; cold)",
-                         f"{_f(lo['app_warm_images_per_s'], 1)}; {_f(lo.get('app_cold_images_per_s'), 1)}",
-                         _f(lo["plain_images_per_s"], 1), _f(lo["ratio_app_warm_vs_plain"]), "", ""])
+            rows.append(
+                [
+                    f"train {case}",
+                    "data path only, images/s (app warm; cold)",
+                    f"{_f(lo['app_warm_images_per_s'], 1)}; {_f(lo.get('app_cold_images_per_s'), 1)}",
+                    _f(lo["plain_images_per_s"], 1),
+                    _f(lo["ratio_app_warm_vs_plain"]),
+                    "",
+                    "",
+                ]
+            )
     rows += parity_rows(_load_all(folder, "bench_parity"))
     for name, d in kfold.get("datasets", {}).items():
-        rows.append([f"{d['k']}-fold {name}", "wall s in process (app incl. scan)", _f(d["app"]["seconds"], 1),
-                     _f(d["plain"]["seconds"], 1), _f(d["speedup_app_vs_plain"]), f">= {d['target']}x faster",
-                     "yes" if d["target_met"] else "no"])
+        rows.append(
+            [
+                f"{d['k']}-fold {name}",
+                "wall s in process (app incl. scan)",
+                _f(d["app"]["seconds"], 1),
+                _f(d["plain"]["seconds"], 1),
+                _f(d["speedup_app_vs_plain"]),
+                f">= {d['target']}x faster",
+                "yes" if d["target_met"] else "no",
+            ]
+        )
         sep = d.get("separate_runs")
         if sep:
-            rows.append([f"{d['k']}-fold {name}", f"wall s as separate runs (1 app job vs {d['k']} scripts)",
-                         _f(sep["app_seconds"], 1), _f(sep["plain_seconds"], 1), _f(sep["speedup_app_vs_plain"]),
-                         f">= {d['target']}x faster", "yes" if sep["target_met"] else "no"])
+            rows.append(
+                [
+                    f"{d['k']}-fold {name}",
+                    f"wall s as separate runs (1 app job vs {d['k']} scripts)",
+                    _f(sep["app_seconds"], 1),
+                    _f(sep["plain_seconds"], 1),
+                    _f(sep["speedup_app_vs_plain"]),
+                    f">= {d['target']}x faster",
+                    "yes" if sep["target_met"] else "no",
+                ]
+            )
     for name, d in ingest.get("cases", {}).items():
         runs = d.get("runs", [d])
         rate = " / ".join(f"{_f(r['files_per_s'], 0)} ({r['files']})" for r in runs)
         mem = d.get("memory_bounded")
-        rows.append([f"ingest {name}", "files/s (files)", rate, "", "", "bounded memory" if mem is not None else "",
-                     "" if mem is None else ("yes" if mem else "no")])
+        rows.append(
+            [
+                f"ingest {name}",
+                "files/s (files)",
+                rate,
+                "",
+                "",
+                "bounded memory" if mem is not None else "",
+                "" if mem is None else ("yes" if mem else "no"),
+            ]
+        )
     if predict:
         b, s = predict["batch"], predict["single"]
-        rows.append(["predict batch", "images/s", _f(b["app_images_per_s"], 1), _f(b["raw_forward_images_per_s"], 1),
-                     _f(b["ratio_app_vs_raw"]), f">= {b['target']}", "yes" if b["target_met"] else "no"])
+        rows.append(
+            [
+                "predict batch",
+                "images/s",
+                _f(b["app_images_per_s"], 1),
+                _f(b["raw_forward_images_per_s"], 1),
+                _f(b["ratio_app_vs_raw"]),
+                f">= {b['target']}",
+                "yes" if b["target_met"] else "no",
+            ]
+        )
         if "raw_forward_nchw_images_per_s" in b:
-            rows.append(["predict batch", "images/s vs raw forward in default NCHW layout", _f(b["app_images_per_s"], 1),
-                         _f(b["raw_forward_nchw_images_per_s"], 1), _f(b["ratio_app_vs_raw_nchw"]), "", ""])
-        rows.append(["predict single", "ms (load + model)", f"{_f(s['total_ms'], 0)} ({_f(s['load_ms'], 0)} + "
-                     f"{_f(s['model_ms'], 0)})", "", f"model {_f(100 * s['model_share'], 0)} %", "model dominates",
-                     "yes" if predict["single_dominated_by_model"] else "no"])
+            rows.append(
+                [
+                    "predict batch",
+                    "images/s vs raw forward in default NCHW layout",
+                    _f(b["app_images_per_s"], 1),
+                    _f(b["raw_forward_nchw_images_per_s"], 1),
+                    _f(b["ratio_app_vs_raw_nchw"]),
+                    "",
+                    "",
+                ]
+            )
+        rows.append(
+            [
+                "predict single",
+                "ms (load + model)",
+                f"{_f(s['total_ms'], 0)} ({_f(s['load_ms'], 0)} + {_f(s['model_ms'], 0)})",
+                "",
+                f"model {_f(100 * s['model_share'], 0)} %",
+                "model dominates",
+                "yes" if predict["single_dominated_by_model"] else "no",
+            ]
+        )
     if app:
         fp, st = app.get("first_page", {}), app.get("start_to_progress", {})
-        rows.append(["app", f"streamlit run -> healthy / title / page done, s ({app.get('client')})",
-                     f"{_f(fp.get('server_healthy_s'), 1)} / {_f(fp.get('title_s'), 1)} / "
-                     f"{_f(fp.get('page_complete_s'), 1)}", "", "", "", ""])
-        rows.append(["app", "Start -> first progress / first batch, s", f"{_f(st.get('first_progress_s'), 1)} / "
-                     f"{_f(st.get('first_batch_s'), 1)}", "", "", "", ""])
+        rows.append(
+            [
+                "app",
+                f"streamlit run -> healthy / title / page done, s ({app.get('client')})",
+                f"{_f(fp.get('server_healthy_s'), 1)} / {_f(fp.get('title_s'), 1)} / "
+                f"{_f(fp.get('page_complete_s'), 1)}",
+                "",
+                "",
+                "",
+                "",
+            ]
+        )
+        rows.append(
+            [
+                "app",
+                "Start -> first progress / first batch, s",
+                f"{_f(st.get('first_progress_s'), 1)} / {_f(st.get('first_batch_s'), 1)}",
+                "",
+                "",
+                "",
+                "",
+            ]
+        )
     if gpu.get("skipped"):
         rows.append(["gpu", "", f"skipped: {gpu['skipped']}", "", "", "", ""])
     for arch, d in gpu.get("archs", {}).items():
-        rows.append([f"gpu {arch}", "images/s e2e warm (cold) vs ready tensors",
-                     f"{_f(d['e2e_warm_images_per_s'], 0)} ({_f(d['e2e_cold_images_per_s'], 0)})",
-                     _f(d["raw_ready_tensors_images_per_s"], 0), _f(d["ratio_e2e_vs_raw"]), f">= {d['target']}",
-                     "yes" if d["target_met"] else "no"])
+        rows.append(
+            [
+                f"gpu {arch}",
+                "images/s e2e warm (cold) vs ready tensors",
+                f"{_f(d['e2e_warm_images_per_s'], 0)} ({_f(d['e2e_cold_images_per_s'], 0)})",
+                _f(d["raw_ready_tensors_images_per_s"], 0),
+                _f(d["ratio_e2e_vs_raw"]),
+                f">= {d['target']}",
+                "yes" if d["target_met"] else "no",
+            ]
+        )
     return rows
 
 

@@ -43,7 +43,9 @@ def gradient(size: int = 32) -> np.ndarray:
 
 def noise_png(path: Path, size: int = 64, fmt: str = "PNG") -> Path:
     """A noisy RGB image (compresses badly, so a cut copy is really truncated)."""
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path, format=fmt)
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)).save(
+        path, format=fmt
+    )
     return path
 
 
@@ -72,7 +74,9 @@ def real_png(path: Path, width: int, height: int, bit_depth: int = 8, colour_typ
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, colour_type, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -125,18 +129,22 @@ def _encapsulated(path: Path, ts: str, frame: bytes, rows: int = 32) -> Path:
 
 def _bytes(name: str, data: bytes) -> Callable[[Path], Path]:
     """A class that is just these bytes under this name."""
+
     def make(d: Path) -> Path:
         (d / name).write_bytes(data)
         return d / name
+
     return make
 
 
 def _cut(name: str, fmt: str) -> Callable[[Path], Path]:
     """A valid noisy image cut to 60 % of its bytes."""
+
     def make(d: Path) -> Path:
         p = noise_png(d / name, fmt=fmt)
         p.write_bytes(p.read_bytes()[: p.stat().st_size * 6 // 10])
         return p
+
     return make
 
 
@@ -180,7 +188,7 @@ def _damaged_meta(d: Path) -> Path:
     p = write_dicom(dicom_dataset(gradient()), d / "damaged_meta.dcm")
     raw = p.read_bytes()
     meta_len = struct.unpack("<I", raw[140:144])[0]  # (0002,0000) File Meta Information Group Length
-    p.write_bytes(raw[:144 + meta_len])
+    p.write_bytes(raw[: 144 + meta_len])
     return p
 
 
@@ -212,17 +220,30 @@ FAILURE_CLASSES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "random_bytes_dcm": (_bytes("random.dcm", np.random.default_rng(2).bytes(4096)), "not a DICOM file"),
     "html_as_png": (_bytes("page.png", b"<!DOCTYPE html><html><body>404</body></html>"), r"looks like HTML"),
     "exe_as_png": (_bytes("tool.png", b"MZ\x90\x00" + b"\x00" * 300), "looks like a Windows executable"),
-    "lfs_pointer_png": (_bytes("lfs.png", b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 9\n"),
-                        "looks like a Git LFS pointer"),
+    "lfs_pointer_png": (
+        _bytes("lfs.png", b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 9\n"),
+        "looks like a Git LFS pointer",
+    ),
     "pillow_bomb_png": (lambda d: png_header(d / "bomb.png", 10000, 9000), "too large"),
     "rgba_9400_png": (lambda d: png_header(d / "rgba_9400.png", 9400, 9400, 8, 6), TOO_BIG),
     "grey16_9400_png": (lambda d: png_header(d / "grey16_9400.png", 9400, 9400, 16, 0), TOO_BIG),
-    "deflated_image_frames_dcm": (_ts("deflate_frames.dcm", "1.2.840.10008.1.2.8.1"),
-                                  CANNOT + r": Deflated Image Frame Compression"),
-    "jpeg_xl_lossless_dcm": (_ts("jxl_lossless.dcm", "1.2.840.10008.1.2.4.110"), CANNOT + ": JPEG XL Lossless"),
-    "jpeg_xl_recompression_dcm": (_ts("jxl_recomp.dcm", "1.2.840.10008.1.2.4.111"), CANNOT + ": JPEG XL JPEG"),
+    "deflated_image_frames_dcm": (
+        _ts("deflate_frames.dcm", "1.2.840.10008.1.2.8.1"),
+        CANNOT + r": Deflated Image Frame Compression",
+    ),
+    "jpeg_xl_lossless_dcm": (
+        _ts("jxl_lossless.dcm", "1.2.840.10008.1.2.4.110"),
+        CANNOT + ": JPEG XL Lossless",
+    ),
+    "jpeg_xl_recompression_dcm": (
+        _ts("jxl_recomp.dcm", "1.2.840.10008.1.2.4.111"),
+        CANNOT + ": JPEG XL JPEG",
+    ),
     "jpeg_xl_dcm": (_ts("jxl.dcm", "1.2.840.10008.1.2.4.112"), CANNOT + r": JPEG XL \("),
-    "made_up_ts_dcm": (_ts("made_up.dcm", "1.2.3.4.5.6.7"), CANNOT + r": an unknown transfer syntax \(1.2.3.4.5.6.7\)"),
+    "made_up_ts_dcm": (
+        _ts("made_up.dcm", "1.2.3.4.5.6.7"),
+        CANNOT + r": an unknown transfer syntax \(1.2.3.4.5.6.7\)",
+    ),
     "mpeg2_dcm": (_ts("mpeg2.dcm", "1.2.840.10008.1.2.4.100"), CANNOT + ": MPEG2"),
     "no_pixel_data_dcm": (_no_pixels, "DICOM has no image data"),
     "jpeg_renamed_dcm": (_jpeg_as_dcm, r"not a DICOM file \(looks like JPEG\)"),
@@ -236,8 +257,11 @@ FAILURE_CLASSES: dict[str, tuple[Callable[[Path], Path], str]] = {
 }
 
 # A reason a user sees: one plain sentence, no object reprs, library chains, exception class names or paths.
-UNCLEAR = re.compile(r"<[^>]*>|\b0x[0-9a-f]{4,}|Traceback|Errno|\w+Error\b|\w+Exception\b|gdcm:|pillow:|pylibjpeg:"
-                     r"|looks like DICOM\)|unexpected error|\n|[\x00-\x08]", re.IGNORECASE)
+UNCLEAR = re.compile(
+    r"<[^>]*>|\b0x[0-9a-f]{4,}|Traceback|Errno|\w+Error\b|\w+Exception\b|gdcm:|pillow:|pylibjpeg:"
+    r"|looks like DICOM\)|unexpected error|\n|[\x00-\x08]",
+    re.IGNORECASE,
+)
 
 
 def unclear(reason: str) -> bool:
@@ -263,8 +287,12 @@ def mutants(folder: Path, n: int, seed: int = 0) -> list[Path]:
         buf = io.BytesIO()
         Image.fromarray(gradient(48)).save(buf, format=fmt)
         bases.append((ext, buf.getvalue()))
-    bases.append(("dcm", write_dicom(dicom_dataset(gradient(48).astype(np.uint16) * 16), folder / "base.dcm")
-                  .read_bytes()))
+    bases.append(
+        (
+            "dcm",
+            write_dicom(dicom_dataset(gradient(48).astype(np.uint16) * 16), folder / "base.dcm").read_bytes(),
+        )
+    )
     (folder / "base.dcm").unlink()
     out = []
     for i in range(n):
@@ -369,6 +397,7 @@ def _feed(p: Path, tally: Tally, cache: Any) -> None:
         reason = uploads.check_content(p)
         if reason:
             raise imaging.ImageError(reason)
+
     tally.run(f"uploads.check_content({name})", upload_check, bad)
 
 
@@ -400,7 +429,11 @@ def csv_paths(tables: list[Path], tally: Tally) -> None:
     from core import sources
 
     for t in tables:
-        tally.run(f"from_csv({t.name})", lambda t=t: sources.from_csv(t, t.parent, workers=1), (sources.SourceError,))
+        tally.run(
+            f"from_csv({t.name})",
+            lambda t=t: sources.from_csv(t, t.parent, workers=1),
+            (sources.SourceError,),
+        )
 
 
 # ---------------------------------------------------------------- memory probe (fresh processes)
@@ -430,8 +463,9 @@ def _probe(path: Path) -> dict[str, Any]:
     """Decode one file in a fresh python: outcome, peak RSS growth over the idle process, seconds."""
     if not Path("/proc/self/clear_refs").exists():
         return {"skipped": "needs Linux /proc"}
-    out = subprocess.run([sys.executable, "-c", _PROBE, str(ROOT), str(path)], capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(ROOT), str(path)], capture_output=True, text=True, timeout=300
+    )
     if out.returncode:
         return {"crashed": out.stderr.strip().splitlines()[-1:] or [f"exit {out.returncode}"]}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -453,8 +487,10 @@ def largest_accepted(folder: Path) -> dict[str, Path]:
 def memory_probe(folder: Path, smoke: bool) -> dict[str, Any]:
     """Peak RSS to decode hostile 9400x9400 PNGs (refused cheaply) and the largest accepted files."""
     folder.mkdir(parents=True, exist_ok=True)
-    files = {"hostile_rgba_9400_png": real_png(folder / "rgba_9400.png", 9400, 9400, 8, 6),
-             "hostile_grey16_9400_png": real_png(folder / "grey16_9400.png", 9400, 9400, 16, 0)}
+    files = {
+        "hostile_rgba_9400_png": real_png(folder / "rgba_9400.png", 9400, 9400, 8, 6),
+        "hostile_grey16_9400_png": real_png(folder / "grey16_9400.png", 9400, 9400, 16, 0),
+    }
     if not smoke:
         files.update(largest_accepted(folder))
     out = {}
@@ -475,7 +511,9 @@ def main() -> None:
     """Generate, feed, count, print one JSON line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mutants", type=int, default=400, help="randomly damaged copies of valid files")
-    ap.add_argument("--smoke", action="store_true", help="a few seconds: fewer mutants, no largest-file probe")
+    ap.add_argument(
+        "--smoke", action="store_true", help="a few seconds: fewer mutants, no largest-file probe"
+    )
     ap.add_argument("--no-memory", action="store_true", help="skip the decode-memory probe")
     args = ap.parse_args()
     n_mutants = 40 if args.smoke else args.mutants
@@ -494,15 +532,24 @@ def main() -> None:
         memory = {} if args.no_memory else memory_probe(tmp_p / "memory", args.smoke)
     crashed_memory = sum(1 for v in memory.values() if "crashed" in v)
     result = {
-        "benchmark": "fault_inject", "smoke": bool(args.smoke),
+        "benchmark": "fault_inject",
+        "smoke": bool(args.smoke),
         "tried": sum(g.tried for g in groups.values()),
         "refused": sum(g.refused for g in groups.values()),
         "accepted": sum(g.accepted for g in groups.values()),
         "crashed": sum(g.crashed for g in groups.values()) + crashed_memory,
         "unclear_reasons": sum(g.unclear for g in groups.values()),
         "failure_classes": len(FAILURE_CLASSES),
-        "groups": {k: {"tried": g.tried, "refused": g.refused, "accepted": g.accepted, "crashed": g.crashed,
-                       "unclear": g.unclear} for k, g in groups.items()},
+        "groups": {
+            k: {
+                "tried": g.tried,
+                "refused": g.refused,
+                "accepted": g.accepted,
+                "crashed": g.crashed,
+                "unclear": g.unclear,
+            }
+            for k, g in groups.items()
+        },
         "examples": [e for g in groups.values() for e in g.examples][:10],
         "memory_probe": memory,
         "decode_budget_mb": round(__import__("core.imaging", fromlist=["x"]).decode_budget_bytes() / 1e6),

@@ -79,7 +79,9 @@ def fastai_arch(arch: str) -> Callable | str:
     return torchvision_builder(arch) if arch_family(arch) == "torchvision" else arch
 
 
-def create_model(arch: str, n_out: int, n_in: int = 3, start: Mapping[str, Any] | None = None) -> torch.nn.Module:
+def create_model(
+    arch: str, n_out: int, n_in: int = 3, start: Mapping[str, Any] | None = None
+) -> torch.nn.Module:
     """The nn.Module fastai's vision_learner builds (body + fastai head), without a DataLoaders.
 
     From scratch unless `start` is given: core.pretrained.learner_args of the same arch (ImageNet or a local file).

@@ -13,7 +13,9 @@ from core.config import DataConfig, SplitConfig
 from core.data import assign_splits, group_leaks, kfold_splits, make_datablock, split_summary
 
 
-def preview_augmentations(items: pd.DataFrame, data_cfg: DataConfig, n: int = 8, seed: int = 0) -> list[np.ndarray]:
+def preview_augmentations(
+    items: pd.DataFrame, data_cfg: DataConfig, n: int = 8, seed: int = 0
+) -> list[np.ndarray]:
     """`n` augmented training samples (uint8 HxWxC, C = 1 grey or 3 RGB) made by the training transforms."""
     import torch
     from fastai.torch_core import set_seed
@@ -48,6 +50,12 @@ def fold_preview(items: pd.DataFrame, split_cfg: SplitConfig) -> pd.DataFrame:
         part = assigned.iloc[valid_idx]
         counts = part["label"].astype(str).value_counts()
         groups = part["group"].fillna("").astype(str) if "group" in part else pd.Series([], dtype=str)
-        rows.append({"fold": i + 1, "valid items": len(part), **{c: int(counts.get(c, 0)) for c in classes},
-                     "patients": int(groups[groups != ""].nunique())})
+        rows.append(
+            {
+                "fold": i + 1,
+                "valid items": len(part),
+                **{c: int(counts.get(c, 0)) for c in classes},
+                "patients": int(groups[groups != ""].nunique()),
+            }
+        )
     return pd.DataFrame(rows)

@@ -29,14 +29,29 @@ MATCH_GRID = 16  # hash candidates are confirmed on 16 x 16 grey thumbnails ...
 MIN_CORRELATION = 0.99  # ... whose pixel correlation must reach this (re-saves, resizes, re-encodes: > 0.999)
 FEATURE_SIZE = 224  # decode-cache size the features read (the default training size: entries usually exist)
 CV_FOLDS = 5
-DICOM_TEXT_TAGS = ("Modality", "Manufacturer", "ManufacturerModelName", "ViewPosition", "PhotometricInterpretation",
-                   "BodyPartExamined", "PresentationIntentType", "StudyDescription", "SeriesDescription")
+DICOM_TEXT_TAGS = (
+    "Modality",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "ViewPosition",
+    "PhotometricInterpretation",
+    "BodyPartExamined",
+    "PresentationIntentType",
+    "StudyDescription",
+    "SeriesDescription",
+)
 DICOM_NUMBER_TAGS = ("PixelSpacing", "ImagerPixelSpacing", "BitsStored", "KVP")
 TEXT_FEATURES = ("format",) + DICOM_TEXT_TAGS
 PIXEL_FEATURES = ("mean", "std")
 FEATURE_WORDS = {
-    "width": "image width", "height": "image height", "aspect": "the aspect ratio", "file_size": "file size",
-    "bits": "bit depth", "format": "the file format", "mean": "mean brightness", "std": "contrast (brightness spread)",
+    "width": "image width",
+    "height": "image height",
+    "aspect": "the aspect ratio",
+    "file_size": "file size",
+    "bits": "bit depth",
+    "format": "the file format",
+    "mean": "mean brightness",
+    "std": "contrast (brightness spread)",
     **{t: f"the DICOM tag {t}" for t in DICOM_TEXT_TAGS + DICOM_NUMBER_TAGS},
 }
 EXCLUDED = "(excluded)"
@@ -55,7 +70,9 @@ def phash(im: Image.Image) -> int:
     """64-bit perceptual hash: signs of the 8 x 8 lowest DCT frequencies of a 32 x 32 grey copy vs their median."""
     from scipy.fft import dctn
 
-    small = np.asarray(im.convert("L").resize((HASH_GRID, HASH_GRID), Image.Resampling.BILINEAR), dtype=np.float32)
+    small = np.asarray(
+        im.convert("L").resize((HASH_GRID, HASH_GRID), Image.Resampling.BILINEAR), dtype=np.float32
+    )
     low = dctn(small, norm="ortho")[:HASH_SIZE, :HASH_SIZE].ravel()
     bits = low > np.median(low)
     return int(np.packbits(bits).view(">u8")[0])
@@ -96,16 +113,25 @@ def _one(path: str, kind: str, cache: imaging.DecodeCache, size: int) -> dict[st
         row: dict[str, Any] = {"file_size": float(os.stat(path).st_size), **_header(path, kind)}
         im = cache.get(path, size)
         grey = np.asarray(im.convert("L"), dtype=np.float32) / 255.0
-        match = np.asarray(im.convert("L").resize((MATCH_GRID, MATCH_GRID), Image.Resampling.BILINEAR), np.uint8)
-        row.update(mean=float(grey.mean()), std=float(grey.std()), phash=phash(im), md5=_file_md5(path),
-                   match=match.ravel(), error="")
+        match = np.asarray(
+            im.convert("L").resize((MATCH_GRID, MATCH_GRID), Image.Resampling.BILINEAR), np.uint8
+        )
+        row.update(
+            mean=float(grey.mean()),
+            std=float(grey.std()),
+            phash=phash(im),
+            md5=_file_md5(path),
+            match=match.ravel(),
+            error="",
+        )
         return row
     except Exception as err:  # one odd file must not stop a check
         return {"error": str(err) if isinstance(err, imaging.ImageError) else type(err).__name__}
 
 
-def image_features(items: pd.DataFrame, size: int = FEATURE_SIZE, cache: imaging.DecodeCache | None = None,
-                   workers: int = 4) -> pd.DataFrame:
+def image_features(
+    items: pd.DataFrame, size: int = FEATURE_SIZE, cache: imaging.DecodeCache | None = None, workers: int = 4
+) -> pd.DataFrame:
     """One row per item (same order): metadata, thumbnail mean/std, 64-bit pHash, file md5, error."""
     cache = cache or imaging.DecodeCache()
     kinds = items["kind"] if "kind" in items else pd.Series("image", index=items.index)
@@ -128,8 +154,16 @@ def image_features(items: pd.DataFrame, size: int = FEATURE_SIZE, cache: imaging
 
 def _design(feats: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Numeric design matrix (text features as category codes, NaN kept); the constant columns left out."""
-    cols = ["width", "height", "aspect", "file_size", "bits", *PIXEL_FEATURES, "format",
-            *[c for c in DICOM_TEXT_TAGS + DICOM_NUMBER_TAGS if c in feats]]
+    cols = [
+        "width",
+        "height",
+        "aspect",
+        "file_size",
+        "bits",
+        *PIXEL_FEATURES,
+        "format",
+        *[c for c in DICOM_TEXT_TAGS + DICOM_NUMBER_TAGS if c in feats],
+    ]
     x = pd.DataFrame(index=feats.index)
     for c in cols:
         if c in TEXT_FEATURES:
@@ -148,8 +182,9 @@ def _folds(y: np.ndarray, groups: np.ndarray | None, k: int, seed: int) -> tuple
     k = max(2, min(k, int(np.bincount(y).min())))
     x = np.zeros(len(y))
     if groups is not None and len(set(groups)) >= k:
-        return list(StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(x, y, groups)), \
-            f"{k}-fold cross-validation grouped by patient"
+        return list(
+            StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(x, y, groups)
+        ), f"{k}-fold cross-validation grouped by patient"
     return list(StratifiedKFold(k, shuffle=True, random_state=seed).split(x, y)), f"{k}-fold cross-validation"
 
 
@@ -169,8 +204,13 @@ def _gbm(n: int):
     """The multi-feature model: small gradient-boosted trees (NaN-aware, seconds on 100k rows); leaves fit n rows."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    return HistGradientBoostingClassifier(max_iter=60, max_leaf_nodes=15, learning_rate=0.1, random_state=0,
-                                          min_samples_leaf=max(2, min(20, n // 20)))
+    return HistGradientBoostingClassifier(
+        max_iter=60,
+        max_leaf_nodes=15,
+        learning_rate=0.1,
+        random_state=0,
+        min_samples_leaf=max(2, min(20, n // 20)),
+    )
 
 
 def _stump():
@@ -190,16 +230,29 @@ def _groups_of(items: pd.DataFrame) -> np.ndarray | None:
     return np.where(g == "", np.array([f"__row{i}" for i in range(len(g))]), g)
 
 
-def shortcut_check(items: pd.DataFrame, feats: pd.DataFrame, threshold: float = SHORTCUT_AUC, k: int = CV_FOLDS,
-                   seed: int = 0, n_boot: int = 1000) -> dict[str, Any]:
+def shortcut_check(
+    items: pd.DataFrame,
+    feats: pd.DataFrame,
+    threshold: float = SHORTCUT_AUC,
+    k: int = CV_FOLDS,
+    seed: int = 0,
+    n_boot: int = 1000,
+) -> dict[str, Any]:
     """Can the label be predicted from metadata alone? Cross-validated AUC with a 95 % CI, per-feature AUCs, warning."""
     ok = (feats["error"] == "").to_numpy()
     labels = items["label"].astype(str).to_numpy()[ok]
     classes = sorted(set(labels))
     base = {"threshold": threshold, "classes": classes, "n": int(ok.sum()), "n_unreadable": int((~ok).sum())}
     if len(classes) < 2 or np.bincount(np.searchsorted(classes, labels)).min() < 2:
-        return {**base, "auc": None, "features": [], "constant": [], "flagged": False,
-                "warning": "", "note": "needs at least 2 classes with 2 images each"}
+        return {
+            **base,
+            "auc": None,
+            "features": [],
+            "constant": [],
+            "flagged": False,
+            "warning": "",
+            "note": "needs at least 2 classes with 2 images each",
+        }
     y = np.searchsorted(classes, labels)
     x, constant = _design(feats[ok])
     groups = _groups_of(items[ok].reset_index(drop=True))
@@ -211,8 +264,14 @@ def shortcut_check(items: pd.DataFrame, feats: pd.DataFrame, threshold: float = 
         auc = evaluate.bootstrap_ci(y, probs, classes, n_resamples=n_boot, seed=seed)["roc_auc"]
     else:
         auc = {"value": 0.5, "lo": 0.5, "hi": 0.5}
-    out = {**base, "auc": auc, "cv": how, "features": per_feature, "constant": constant,
-           "flagged": bool(auc["value"] >= threshold)}
+    out = {
+        **base,
+        "auc": auc,
+        "cv": how,
+        "features": per_feature,
+        "constant": constant,
+        "flagged": bool(auc["value"] >= threshold),
+    }
     out["warning"] = shortcut_warning(out)
     return out
 
@@ -233,11 +292,15 @@ def shortcut_warning(res: dict[str, Any]) -> str:
     ci = f"AUC {auc['value']:.2f}, 95% CI {auc['lo']:.2f}-{auc['hi']:.2f}"
     if top and top["auc"] >= res["threshold"]:
         what = top["what"][0].upper() + top["what"][1:]
-        text = (f"{what} alone separates the classes (AUC {top['auc']:.2f}; all metadata "
-                f"together: {ci}): the model may learn the scanner, not the disease.")
+        text = (
+            f"{what} alone separates the classes (AUC {top['auc']:.2f}; all metadata "
+            f"together: {ci}): the model may learn the scanner, not the disease."
+        )
     else:
-        text = (f"Image metadata together predict the label ({ci}) without looking at the anatomy: the model may "
-                "learn the scanner, not the disease.")
+        text = (
+            f"Image metadata together predict the label ({ci}) without looking at the anatomy: the model may "
+            "learn the scanner, not the disease."
+        )
     if top.get("kind") == "pixels":
         text += " Brightness can be real signal (an opacity is brighter); check how each class was acquired."
     return text
@@ -272,7 +335,7 @@ def hash_pairs(hashes: np.ndarray, max_distance: int = NEAR_DISTANCE) -> pd.Data
         order = np.argsort(key, kind="stable")
         _, starts, counts = np.unique(key[order], return_index=True, return_counts=True)
         for s, c in zip(starts[counts > 1], counts[counts > 1]):
-            found.append(_close_in_bucket(h, np.sort(order[s:s + c]), max_distance))
+            found.append(_close_in_bucket(h, np.sort(order[s : s + c]), max_distance))
     if not found:
         return pd.DataFrame({"i": [], "j": [], "distance": []}, dtype=int)
     pairs = np.unique(np.concatenate(found), axis=0)
@@ -283,7 +346,7 @@ def _close_in_bucket(h: np.ndarray, idx: np.ndarray, max_distance: int, chunk: i
     """(i, j, distance) rows of the pairs within one bucket that are within max_distance (chunked)."""
     rows = []
     for a in range(0, len(idx), chunk):
-        left = idx[a:a + chunk]
+        left = idx[a : a + chunk]
         d = _popcount(h[left][:, None] ^ h[idx][None, :])
         ii, jj = np.nonzero((d <= max_distance) & (left[:, None] < idx[None, :]))
         rows.append(np.stack([left[ii], idx[jj], d[ii, jj]], axis=1))
@@ -317,8 +380,12 @@ def correlation(feats: pd.DataFrame, i: np.ndarray, j: np.ndarray) -> np.ndarray
     return np.divide((a * b).sum(1), den, out=np.where(den == 0, 1.0, 0.0), where=den > 0)
 
 
-def find_duplicates(items: pd.DataFrame, feats: pd.DataFrame, max_distance: int = NEAR_DISTANCE,
-                    min_correlation: float = MIN_CORRELATION) -> pd.DataFrame:
+def find_duplicates(
+    items: pd.DataFrame,
+    feats: pd.DataFrame,
+    max_distance: int = NEAR_DISTANCE,
+    min_correlation: float = MIN_CORRELATION,
+) -> pd.DataFrame:
     """Pairs of identical or near-identical images with what makes them leak (split, fold, patient, label).
 
     Candidates are pHash pairs within max_distance bits (hash_pairs), confirmed by thumbnail correlation (chest
@@ -334,23 +401,43 @@ def find_duplicates(items: pd.DataFrame, feats: pd.DataFrame, max_distance: int 
     keep = (corr >= min_correlation) | (md5[i] == md5[j])
     i, j, corr, pairs = i[keep], j[keep], corr[keep], pairs[keep]
     rel, label = _col(items, "relpath"), _col(items, "label")
-    out = pd.DataFrame({"i": i, "j": j, "a": rel[i], "b": rel[j], "distance": pairs["distance"].to_numpy(),
-                        "correlation": np.round(corr, 4), "kind": np.where(md5[i] == md5[j], "identical file", "near"),
-                        "label_a": label[i], "label_b": label[j]})
+    out = pd.DataFrame(
+        {
+            "i": i,
+            "j": j,
+            "a": rel[i],
+            "b": rel[j],
+            "distance": pairs["distance"].to_numpy(),
+            "correlation": np.round(corr, 4),
+            "kind": np.where(md5[i] == md5[j], "identical file", "near"),
+            "label_a": label[i],
+            "label_b": label[j],
+        }
+    )
     for flag, col in (("cross_split", "split"), ("cross_fold", "fold"), ("cross_patient", "group")):
         v = _col(items, col)
         out[flag] = (v[i] != "") & (v[j] != "") & (v[i] != v[j]) & (v[i] != "-1") & (v[j] != "-1")
     out["cross_label"] = out["label_a"] != out["label_b"]
     out["leak"] = out[["cross_split", "cross_fold", "cross_patient", "cross_label"]].any(axis=1)
-    return out.sort_values(["leak", "distance"], ascending=[False, True], kind="stable").reset_index(drop=True)
+    return out.sort_values(["leak", "distance"], ascending=[False, True], kind="stable").reset_index(
+        drop=True
+    )
 
 
 def duplicate_summary(dups: pd.DataFrame, n_items: int) -> dict[str, Any]:
     """Counts of a find_duplicates table."""
     members = set(dups["i"]).union(dups["j"])
-    return {"pairs": len(dups), "identical_files": int((dups["kind"] == "identical file").sum()),
-            "near": int((dups["kind"] == "near").sum()), "items_involved": len(members), "n_items": n_items,
-            **{k: int(dups[k].sum()) for k in ("cross_split", "cross_fold", "cross_patient", "cross_label", "leak")}}
+    return {
+        "pairs": len(dups),
+        "identical_files": int((dups["kind"] == "identical file").sum()),
+        "near": int((dups["kind"] == "near").sum()),
+        "items_involved": len(members),
+        "n_items": n_items,
+        **{
+            k: int(dups[k].sum())
+            for k in ("cross_split", "cross_fold", "cross_patient", "cross_label", "leak")
+        },
+    }
 
 
 def keep_duplicates_together(items: pd.DataFrame, dups: pd.DataFrame) -> pd.DataFrame:
@@ -371,13 +458,23 @@ def keep_duplicates_together(items: pd.DataFrame, dups: pd.DataFrame) -> pd.Data
     return out
 
 
-def check_source(items: pd.DataFrame, size: int = FEATURE_SIZE, max_distance: int = NEAR_DISTANCE,
-                 workers: int = 4, n_boot: int = 1000, cache: imaging.DecodeCache | None = None) -> dict[str, Any]:
+def check_source(
+    items: pd.DataFrame,
+    size: int = FEATURE_SIZE,
+    max_distance: int = NEAR_DISTANCE,
+    workers: int = 4,
+    n_boot: int = 1000,
+    cache: imaging.DecodeCache | None = None,
+) -> dict[str, Any]:
     """Both checks on an items table: {"shortcut": ..., "duplicates": summary, "pairs": table, "features": table}."""
     feats = image_features(items, size=size, cache=cache, workers=workers)
     dups = find_duplicates(items, feats, max_distance)
-    return {"shortcut": shortcut_check(items, feats, n_boot=n_boot), "duplicates": duplicate_summary(dups, len(items)),
-            "pairs": dups, "features": feats}
+    return {
+        "shortcut": shortcut_check(items, feats, n_boot=n_boot),
+        "duplicates": duplicate_summary(dups, len(items)),
+        "pairs": dups,
+        "features": feats,
+    }
 
 
 # ---------------------------------------------------------------- suspect labels
@@ -448,8 +545,9 @@ def corrections_dir() -> Path:
     return sub(CORRECTIONS)
 
 
-def write_corrections(items: pd.DataFrame, changes: list[Correction], name: str = "",
-                      base: Path | None = None) -> tuple[Path, dict[str, str]]:
+def write_corrections(
+    items: pd.DataFrame, changes: list[Correction], name: str = "", base: Path | None = None
+) -> tuple[Path, dict[str, str]]:
     """Write a corrected labels CSV (+ changes.csv) under `base` (default: the app home's corrections folder);
     returns its folder and the fields of a CSV SourceConfig that reads it.
 
@@ -466,20 +564,41 @@ def write_corrections(items: pd.DataFrame, changes: list[Correction], name: str 
         raise ValueError(f"{len(unknown)} corrected item(s) are not in this data source")
     root = Path(os.path.commonpath([str(Path(p).parent) for p in paths]))
     new = [by_path[p].new_label if p in by_path else lbl for p, lbl in zip(paths, items["label"].astype(str))]
-    table = pd.DataFrame({"path": [Path(os.path.relpath(p, root)).as_posix() for p in paths], "label": new,
-                          "old_label": items["label"].astype(str).to_numpy(),
-                          "why": [by_path[p].why if p in by_path else "" for p in paths],
-                          "group": [privacy.pseudonym(g) for g in _col(items, "group")], "split": _col(items, "split")})
+    table = pd.DataFrame(
+        {
+            "path": [Path(os.path.relpath(p, root)).as_posix() for p in paths],
+            "label": new,
+            "old_label": items["label"].astype(str).to_numpy(),
+            "why": [by_path[p].why if p in by_path else "" for p in paths],
+            "group": [privacy.pseudonym(g) for g in _col(items, "group")],
+            "split": _col(items, "split"),
+        }
+    )
     table = table[table["label"] != EXCLUDED]
     folder = (base or corrections_dir()) / _folder_name(name)
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_text(folder / "labels.csv", table.to_csv(index=False))
-    log = pd.DataFrame([{"path": c.path, "old_label": str(items.loc[paths == c.path, "label"].iloc[0]),
-                         "new_label": c.new_label, "why": c.why} for c in changes])
+    log = pd.DataFrame(
+        [
+            {
+                "path": c.path,
+                "old_label": str(items.loc[paths == c.path, "label"].iloc[0]),
+                "new_label": c.new_label,
+                "why": c.why,
+            }
+            for c in changes
+        ]
+    )
     atomic_write_text(folder / "changes.csv", log.to_csv(index=False))
-    src = {"kind": "csv", "csv_path": str(folder / "labels.csv"), "root": str(root), "path_col": "path",
-           "label_col": "label", "group_col": "group" if (table["group"] != "").any() else "",
-           "split_col": "split" if (table["split"] != "").any() else ""}
+    src = {
+        "kind": "csv",
+        "csv_path": str(folder / "labels.csv"),
+        "root": str(root),
+        "path_col": "path",
+        "label_col": "label",
+        "group_col": "group" if (table["group"] != "").any() else "",
+        "split_col": "split" if (table["split"] != "").any() else "",
+    }
     return folder, src
 
 

@@ -49,7 +49,9 @@ def default_split(source: SourceConfig) -> str:
     return "group" if source.group_col or source.group_tag else "stratified"
 
 
-def default_config(source: SourceConfig | None = None, gpu: bool | None = None, pretrained: bool = True) -> RunConfig:
+def default_config(
+    source: SourceConfig | None = None, gpu: bool | None = None, pretrained: bool = True
+) -> RunConfig:
     """Starting values of a run: device defaults, ImageNet weights (or from scratch), split by patient when known."""
     cfg = RunConfig(source=copy.deepcopy(source) if source is not None else SourceConfig())
     dd = device_defaults(gpu)
@@ -72,7 +74,9 @@ class Choices:
     epochs: int | None = None
     freeze_epochs: int | None = None
     lr: float | None = None
-    default_lr: bool = False  # True: no learning rate of one's own (the schedule's default), even over a base's
+    default_lr: bool = (
+        False  # True: no learning rate of one's own (the schedule's default), even over a base's
+    )
     weight_decay: float | None = None
     early_stop_patience: int | None = None
     monitor: str | None = None
@@ -106,19 +110,40 @@ class Choices:
 
 
 _TARGETS = {  # Choices field -> (RunConfig section, attribute); fields not listed have rules of their own
-    "arch": ("train", "arch"), "pretrained": ("train", "pretrained"), "weights_path": ("train", "weights_path"),
-    "epochs": ("train", "epochs"), "freeze_epochs": ("train", "freeze_epochs"), "lr": ("train", "lr"),
-    "weight_decay": ("train", "weight_decay"), "early_stop_patience": ("train", "early_stop_patience"),
-    "monitor": ("train", "monitor"), "final_weights": ("train", "final_weights"), "imbalance": ("train", "imbalance"),
-    "final_model_on_all": ("train", "final_model_on_all"), "torch_threads": ("train", "torch_threads"),
-    "mixed_precision": ("train", "mixed_precision"), "channels_last": ("train", "channels_last"),
-    "img_size": ("data", "img_size"), "channels": ("data", "channels"), "resize": ("data", "resize"),
-    "batch_size": ("data", "batch_size"), "normalize": ("data", "normalize"), "num_workers": ("data", "num_workers"),
-    "augment": ("aug", "enabled"), "flip": ("aug", "flip"), "vertical_flip": ("aug", "vertical_flip"),
-    "rotate": ("aug", "rotate"), "zoom": ("aug", "zoom"), "warp": ("aug", "warp"),
-    "brightness": ("aug", "brightness"), "contrast": ("aug", "contrast"),
-    "split_method": ("split", "method"), "valid_pct": ("split", "valid_pct"), "test_pct": ("split", "test_pct"),
-    "k_folds": ("split", "k_folds"), "keep_duplicates": ("split", "keep_duplicates"),
+    "arch": ("train", "arch"),
+    "pretrained": ("train", "pretrained"),
+    "weights_path": ("train", "weights_path"),
+    "epochs": ("train", "epochs"),
+    "freeze_epochs": ("train", "freeze_epochs"),
+    "lr": ("train", "lr"),
+    "weight_decay": ("train", "weight_decay"),
+    "early_stop_patience": ("train", "early_stop_patience"),
+    "monitor": ("train", "monitor"),
+    "final_weights": ("train", "final_weights"),
+    "imbalance": ("train", "imbalance"),
+    "final_model_on_all": ("train", "final_model_on_all"),
+    "torch_threads": ("train", "torch_threads"),
+    "mixed_precision": ("train", "mixed_precision"),
+    "channels_last": ("train", "channels_last"),
+    "img_size": ("data", "img_size"),
+    "channels": ("data", "channels"),
+    "resize": ("data", "resize"),
+    "batch_size": ("data", "batch_size"),
+    "normalize": ("data", "normalize"),
+    "num_workers": ("data", "num_workers"),
+    "augment": ("aug", "enabled"),
+    "flip": ("aug", "flip"),
+    "vertical_flip": ("aug", "vertical_flip"),
+    "rotate": ("aug", "rotate"),
+    "zoom": ("aug", "zoom"),
+    "warp": ("aug", "warp"),
+    "brightness": ("aug", "brightness"),
+    "contrast": ("aug", "contrast"),
+    "split_method": ("split", "method"),
+    "valid_pct": ("split", "valid_pct"),
+    "test_pct": ("split", "test_pct"),
+    "k_folds": ("split", "k_folds"),
+    "keep_duplicates": ("split", "keep_duplicates"),
 }
 
 
@@ -127,8 +152,12 @@ def _sections(cfg: RunConfig) -> dict[str, object]:
     return {"train": cfg.train, "data": cfg.data, "aug": cfg.data.aug, "split": cfg.data.split}
 
 
-def build_config(choices: Choices, base: RunConfig | None = None, source: SourceConfig | None = None,
-                 gpu: bool | None = None) -> RunConfig:
+def build_config(
+    choices: Choices,
+    base: RunConfig | None = None,
+    source: SourceConfig | None = None,
+    gpu: bool | None = None,
+) -> RunConfig:
     """The validated RunConfig of `choices` over `base` (None: this machine's defaults for `source`)."""
     cfg = copy.deepcopy(base) if base is not None else default_config(source, gpu)
     if base is not None and source is not None:

@@ -19,8 +19,12 @@ class CliError(Exception):
 
 def _source_args(p: argparse.ArgumentParser) -> None:
     """Options that describe a data source (shared by several commands)."""
-    p.add_argument("--kind", choices=["folder", "csv", "dicom", "sample"], default=None,
-                   help="source kind (default: csv when --csv is given, else folder)")
+    p.add_argument(
+        "--kind",
+        choices=["folder", "csv", "dicom", "sample"],
+        default=None,
+        help="source kind (default: csv when --csv is given, else folder)",
+    )
     p.add_argument("--root", default="", help="image folder (folder per class), or image root for --csv")
     p.add_argument("--csv", dest="csv_path", default="", help="CSV of file names and labels")
     p.add_argument("--path-col", default="path", help="CSV column with file paths (default path)")
@@ -39,9 +43,18 @@ def source_config(ns: argparse.Namespace) -> SourceConfig:
         raise CliError(f"--root is required for a {kind} source")
     if kind == "csv" and not ns.csv_path:
         raise CliError("--csv is required for a csv source")
-    return SourceConfig(kind=kind, root=ns.root, csv_path=ns.csv_path, path_col=ns.path_col,
-                        label_col=ns.label_col, group_col=ns.group_col, split_col=ns.split_col,
-                        label_tag=ns.label_tag, group_tag=ns.group_tag, test_root=ns.test_root)
+    return SourceConfig(
+        kind=kind,
+        root=ns.root,
+        csv_path=ns.csv_path,
+        path_col=ns.path_col,
+        label_col=ns.label_col,
+        group_col=ns.group_col,
+        split_col=ns.split_col,
+        label_tag=ns.label_tag,
+        group_tag=ns.group_tag,
+        test_root=ns.test_root,
+    )
 
 
 def cmd_sample(ns: argparse.Namespace) -> dict[str, Any]:
@@ -49,8 +62,13 @@ def cmd_sample(ns: argparse.Namespace) -> dict[str, Any]:
     from core.sample import ensure_sample
 
     root = ensure_sample(Path(ns.root) if ns.root else None)
-    return {"root": str(root), "folder": str(root / "folder"), "csv": str(root / "labels.csv"),
-            "dicom": str(root / "dicom"), "note": "SYNTHETIC images for trying the app, not real X-rays"}
+    return {
+        "root": str(root),
+        "folder": str(root / "folder"),
+        "csv": str(root / "labels.csv"),
+        "dicom": str(root / "dicom"),
+        "note": "SYNTHETIC images for trying the app, not real X-rays",
+    }
 
 
 def cmd_scan(ns: argparse.Namespace) -> dict[str, Any]:
@@ -81,9 +99,14 @@ def cmd_check(ns: argparse.Namespace) -> dict[str, Any]:
     if ns.pairs_out:
         res["pairs"].to_csv(ns.pairs_out, index=False)
     pairs = res["pairs"].drop(columns=["i", "j"]).head(ns.show)
-    return {"n_items": len(ds.items), "n_problems": len(ds.problems), "shortcut": res["shortcut"],
-            "duplicates": res["duplicates"], "pairs": pairs.to_dict("records"),
-            "seconds": round(time.perf_counter() - t0, 2)}
+    return {
+        "n_items": len(ds.items),
+        "n_problems": len(ds.problems),
+        "shortcut": res["shortcut"],
+        "duplicates": res["duplicates"],
+        "pairs": pairs.to_dict("records"),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
 
 
 def _train_args(p: argparse.ArgumentParser, kfold: bool = False) -> None:
@@ -100,84 +123,193 @@ def _train_args(p: argparse.ArgumentParser, kfold: bool = False) -> None:
     )
 
     d, t, a, s = DataConfig(), TrainConfig(), AugConfig(), DataConfig().split
-    p.add_argument("--config", default="", help=f"a {runs.CONFIG} (RunConfig); the options given here override it")
+    p.add_argument(
+        "--config", default="", help=f"a {runs.CONFIG} (RunConfig); the options given here override it"
+    )
     g = p.add_argument_group("model and schedule")
-    g.add_argument("--arch", default=None, choices=list(ARCHS), metavar="ARCH",
-                   help=f"architecture: {', '.join(ARCHS)} (default {t.arch})")
-    g.add_argument("--no-pretrained", action="store_true",
-                   help="train from scratch (random weights): no frozen phase, exactly --epochs epochs "
-                        "(default: ImageNet weights, fine-tuned)")
-    g.add_argument("--weights", default=None, help="local ImageNet weights file (.pth / .safetensors) to fine-tune")
-    g.add_argument("--epochs", type=int, default=None,
-                   help=f"epochs of the whole network (default {on_devices('epochs')}); pretrained runs first add "
-                        "--freeze-epochs head-only epochs, from-scratch runs train exactly this many")
-    g.add_argument("--freeze-epochs", type=int, default=None,
-                   help=f"head-only epochs before the whole network, pretrained only (default {t.freeze_epochs}; "
-                        "ignored from scratch)")
-    g.add_argument("--lr", type=float, default=None,
-                   help="base learning rate of the one-cycle schedule (default 2e-3 fine-tuning, 3e-3 from scratch)")
+    g.add_argument(
+        "--arch",
+        default=None,
+        choices=list(ARCHS),
+        metavar="ARCH",
+        help=f"architecture: {', '.join(ARCHS)} (default {t.arch})",
+    )
+    g.add_argument(
+        "--no-pretrained",
+        action="store_true",
+        help="train from scratch (random weights): no frozen phase, exactly --epochs epochs "
+        "(default: ImageNet weights, fine-tuned)",
+    )
+    g.add_argument(
+        "--weights", default=None, help="local ImageNet weights file (.pth / .safetensors) to fine-tune"
+    )
+    g.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"epochs of the whole network (default {on_devices('epochs')}); pretrained runs first add "
+        "--freeze-epochs head-only epochs, from-scratch runs train exactly this many",
+    )
+    g.add_argument(
+        "--freeze-epochs",
+        type=int,
+        default=None,
+        help=f"head-only epochs before the whole network, pretrained only (default {t.freeze_epochs}; "
+        "ignored from scratch)",
+    )
+    g.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="base learning rate of the one-cycle schedule (default 2e-3 fine-tuning, 3e-3 from scratch)",
+    )
     g.add_argument("--wd", type=float, default=None, help="weight decay (default: fastai's, 0.01)")
-    g.add_argument("--patience", type=int, default=None,
-                   help=f"early stopping: stop after this many epochs without improvement (default "
-                        f"{t.early_stop_patience} = off)")
-    g.add_argument("--monitor", default=None, choices=MONITORS,
-                   help=f"what the best checkpoint and early stopping watch (default {t.monitor})")
-    g.add_argument("--final-weights", default=None, choices=FINAL_WEIGHTS,
-                   help="the saved model: the last epoch, or the best checkpoint by --monitor (default auto: "
-                        "best only with early stopping, else the last epoch of the schedule)")
-    g.add_argument("--imbalance", default=None, choices=IMBALANCE, help=f"class imbalance (default {t.imbalance})")
+    g.add_argument(
+        "--patience",
+        type=int,
+        default=None,
+        help=f"early stopping: stop after this many epochs without improvement (default "
+        f"{t.early_stop_patience} = off)",
+    )
+    g.add_argument(
+        "--monitor",
+        default=None,
+        choices=MONITORS,
+        help=f"what the best checkpoint and early stopping watch (default {t.monitor})",
+    )
+    g.add_argument(
+        "--final-weights",
+        default=None,
+        choices=FINAL_WEIGHTS,
+        help="the saved model: the last epoch, or the best checkpoint by --monitor (default auto: "
+        "best only with early stopping, else the last epoch of the schedule)",
+    )
+    g.add_argument(
+        "--imbalance", default=None, choices=IMBALANCE, help=f"class imbalance (default {t.imbalance})"
+    )
     g.add_argument("--seed", type=int, default=None, help=f"training and split seed (default {t.seed})")
     g = p.add_argument_group("images and batches")
     g.add_argument("--bs", type=int, default=None, help=f"batch size (default {on_devices('batch_size')})")
-    g.add_argument("--img-size", type=int, default=None,
-                   help=f"image size in pixels (default {on_devices('img_size')})")
-    g.add_argument("--channels", choices=["rgb", "grey"], default=None, help=f"colour channels (default {d.channels})")
-    g.add_argument("--resize", choices=RESIZE_METHODS, default=None,
-                   help=f"squish: stretch to a square; pad: keep the aspect with black bars; crop: cut a square "
-                        f"(default {d.resize})")
-    g.add_argument("--normalize", choices=NORMALIZE, default=None,
-                   help=f"input statistics: ImageNet's, the training images' own, or none (default {d.normalize})")
+    g.add_argument(
+        "--img-size", type=int, default=None, help=f"image size in pixels (default {on_devices('img_size')})"
+    )
+    g.add_argument(
+        "--channels", choices=["rgb", "grey"], default=None, help=f"colour channels (default {d.channels})"
+    )
+    g.add_argument(
+        "--resize",
+        choices=RESIZE_METHODS,
+        default=None,
+        help=f"squish: stretch to a square; pad: keep the aspect with black bars; crop: cut a square "
+        f"(default {d.resize})",
+    )
+    g.add_argument(
+        "--normalize",
+        choices=NORMALIZE,
+        default=None,
+        help=f"input statistics: ImageNet's, the training images' own, or none (default {d.normalize})",
+    )
     g = p.add_argument_group("augmentation (training images only)")
-    g.add_argument("--aug-preset", choices=list(AUG_PRESETS), default=None,
-                   help="start from a preset, then apply the options below: default = the app's X-ray-safe set, "
-                        "fastai = aug_transforms() defaults (warp 0.2), none = no augmentation")
-    g.add_argument("--no-augment", action="store_true", help="no augmentation at all (same as --aug-preset none)")
-    g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                   help=f"random left-right flips (default {'on' if a.flip else 'off'})")
-    g.add_argument("--vflip", action=argparse.BooleanOptionalAction, default=None,
-                   help="random up-down flips (default off; rarely right for X-rays)")
-    g.add_argument("--rotate", type=float, default=None, help=f"max rotation in degrees (default {a.rotate:g})")
+    g.add_argument(
+        "--aug-preset",
+        choices=list(AUG_PRESETS),
+        default=None,
+        help="start from a preset, then apply the options below: default = the app's X-ray-safe set, "
+        "fastai = aug_transforms() defaults (warp 0.2), none = no augmentation",
+    )
+    g.add_argument(
+        "--no-augment", action="store_true", help="no augmentation at all (same as --aug-preset none)"
+    )
+    g.add_argument(
+        "--flip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"random left-right flips (default {'on' if a.flip else 'off'})",
+    )
+    g.add_argument(
+        "--vflip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random up-down flips (default off; rarely right for X-rays)",
+    )
+    g.add_argument(
+        "--rotate", type=float, default=None, help=f"max rotation in degrees (default {a.rotate:g})"
+    )
     g.add_argument("--zoom", type=float, default=None, help=f"max zoom scale >= 1 (default {a.zoom:g})")
     g.add_argument("--warp", type=float, default=None, help=f"max perspective warp 0..1 (default {a.warp:g})")
-    g.add_argument("--brightness", type=float, default=None, help=f"max brightness change 0..1 (default {a.brightness:g})")
-    g.add_argument("--contrast", type=float, default=None, help=f"max contrast change 0..1 (default {a.contrast:g})")
+    g.add_argument(
+        "--brightness",
+        type=float,
+        default=None,
+        help=f"max brightness change 0..1 (default {a.brightness:g})",
+    )
+    g.add_argument(
+        "--contrast", type=float, default=None, help=f"max contrast change 0..1 (default {a.contrast:g})"
+    )
     g = p.add_argument_group("split")
-    g.add_argument("--split", choices=["random", "stratified", "group", "column", "folder"], default=None,
-                   help="how to split (default: group when --group-col/--group-tag is given, else stratified; "
-                        "folder = the source's train/val/test folders)")
-    g.add_argument("--valid-pct", type=float, default=None, help=f"validation fraction (default {s.valid_pct:g})")
-    g.add_argument("--test-pct", type=float, default=None, help=f"holdout test fraction (default {s.test_pct:g})")
-    g.add_argument("--keep-duplicates", action="store_true",
-                   help="near-duplicate images (perceptual hash) stay in one split / fold (default off)")
+    g.add_argument(
+        "--split",
+        choices=["random", "stratified", "group", "column", "folder"],
+        default=None,
+        help="how to split (default: group when --group-col/--group-tag is given, else stratified; "
+        "folder = the source's train/val/test folders)",
+    )
+    g.add_argument(
+        "--valid-pct", type=float, default=None, help=f"validation fraction (default {s.valid_pct:g})"
+    )
+    g.add_argument(
+        "--test-pct", type=float, default=None, help=f"holdout test fraction (default {s.test_pct:g})"
+    )
+    g.add_argument(
+        "--keep-duplicates",
+        action="store_true",
+        help="near-duplicate images (perceptual hash) stay in one split / fold (default off)",
+    )
     if kfold:
         g.add_argument("--k-folds", type=int, default=None, help=f"number of folds (default {KFOLD_DEFAULT})")
-        g.add_argument("--final-model", action="store_true",
-                       help="after the folds, also train one model on all training data for prediction (default off)")
+        g.add_argument(
+            "--final-model",
+            action="store_true",
+            help="after the folds, also train one model on all training data for prediction (default off)",
+        )
     else:
-        g.add_argument("--k-folds", type=int, default=None,
-                       help="k-fold cross-validation with k folds (default 0 = one train/valid split)")
-        g.add_argument("--final-model", action="store_true",
-                       help="with --k-folds: also train one model on all training data (default off)")
+        g.add_argument(
+            "--k-folds",
+            type=int,
+            default=None,
+            help="k-fold cross-validation with k folds (default 0 = one train/valid split)",
+        )
+        g.add_argument(
+            "--final-model",
+            action="store_true",
+            help="with --k-folds: also train one model on all training data (default off)",
+        )
     g = p.add_argument_group("speed")
-    g.add_argument("--workers", type=int, default=None,
-                   help="DataLoader worker processes (default -1 = auto: 0 on a CPU, where workers measured no "
-                        "faster, several on a GPU)")
-    g.add_argument("--threads", type=int, default=None,
-                   help="torch threads (default 0 = auto: $XRT_TORCH_THREADS, else every core the job may use)")
-    g.add_argument("--mixed-precision", choices=["auto", "on", "off"], default=None,
-                   help=f"bf16/fp16 training (default {t.mixed_precision}: on a CUDA GPU only)")
-    g.add_argument("--channels-last", choices=["auto", "on", "off"], default=None,
-                   help=f"channels_last memory layout (default {t.channels_last}: on a GPU, and on a CPU from 128 px)")
+    g.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="DataLoader worker processes (default -1 = auto: 0 on a CPU, where workers measured no "
+        "faster, several on a GPU)",
+    )
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default 0 = auto: $XRT_TORCH_THREADS, else every core the job may use)",
+    )
+    g.add_argument(
+        "--mixed-precision",
+        choices=["auto", "on", "off"],
+        default=None,
+        help=f"bf16/fp16 training (default {t.mixed_precision}: on a CUDA GPU only)",
+    )
+    g.add_argument(
+        "--channels-last",
+        choices=["auto", "on", "off"],
+        default=None,
+        help=f"channels_last memory layout (default {t.channels_last}: on a GPU, and on a CPU from 128 px)",
+    )
     p.add_argument("--name", default="", help="run name (default: none)")
     p.add_argument("--background", action="store_true", help="queue as a job and return its id at once")
 
@@ -186,16 +318,44 @@ def train_choices(ns: argparse.Namespace) -> Choices:
     """The training options given on the command line (None: not given, the base config's value stays)."""
     k_folds = ns.k_folds or (KFOLD_DEFAULT if getattr(ns, "kfold", False) else None)
     return Choices(
-        name=ns.name or None, arch=ns.arch, pretrained=False if ns.no_pretrained else None, weights_path=ns.weights,
-        epochs=ns.epochs, freeze_epochs=ns.freeze_epochs, lr=ns.lr, weight_decay=ns.wd,
-        early_stop_patience=ns.patience, monitor=ns.monitor, final_weights=ns.final_weights, imbalance=ns.imbalance,
-        seed=ns.seed, final_model_on_all=True if ns.final_model else None, img_size=ns.img_size,
-        channels=ns.channels, resize=ns.resize, batch_size=ns.bs, normalize=ns.normalize, num_workers=ns.workers,
-        aug_preset=ns.aug_preset, augment=False if ns.no_augment else None, flip=ns.flip, vertical_flip=ns.vflip,
-        rotate=ns.rotate, zoom=ns.zoom, warp=ns.warp, brightness=ns.brightness, contrast=ns.contrast,
-        split_method=ns.split, valid_pct=ns.valid_pct, test_pct=ns.test_pct, k_folds=k_folds,
-        keep_duplicates=True if getattr(ns, "keep_duplicates", False) else None, torch_threads=ns.threads,
-        mixed_precision=ns.mixed_precision, channels_last=ns.channels_last)
+        name=ns.name or None,
+        arch=ns.arch,
+        pretrained=False if ns.no_pretrained else None,
+        weights_path=ns.weights,
+        epochs=ns.epochs,
+        freeze_epochs=ns.freeze_epochs,
+        lr=ns.lr,
+        weight_decay=ns.wd,
+        early_stop_patience=ns.patience,
+        monitor=ns.monitor,
+        final_weights=ns.final_weights,
+        imbalance=ns.imbalance,
+        seed=ns.seed,
+        final_model_on_all=True if ns.final_model else None,
+        img_size=ns.img_size,
+        channels=ns.channels,
+        resize=ns.resize,
+        batch_size=ns.bs,
+        normalize=ns.normalize,
+        num_workers=ns.workers,
+        aug_preset=ns.aug_preset,
+        augment=False if ns.no_augment else None,
+        flip=ns.flip,
+        vertical_flip=ns.vflip,
+        rotate=ns.rotate,
+        zoom=ns.zoom,
+        warp=ns.warp,
+        brightness=ns.brightness,
+        contrast=ns.contrast,
+        split_method=ns.split,
+        valid_pct=ns.valid_pct,
+        test_pct=ns.test_pct,
+        k_folds=k_folds,
+        keep_duplicates=True if getattr(ns, "keep_duplicates", False) else None,
+        torch_threads=ns.threads,
+        mixed_precision=ns.mixed_precision,
+        channels_last=ns.channels_last,
+    )
 
 
 def run_config(ns: argparse.Namespace) -> RunConfig:
@@ -278,7 +438,11 @@ def cmd_lr_find(ns: argparse.Namespace) -> dict[str, Any]:
     from core.config import to_dict
 
     cfg = run_config(ns)
-    return _run_job("lr_find", {"config": to_dict(cfg), "num_it": ns.num_it or device_defaults().lr_find_steps}, ns.background)
+    return _run_job(
+        "lr_find",
+        {"config": to_dict(cfg), "num_it": ns.num_it or device_defaults().lr_find_steps},
+        ns.background,
+    )
 
 
 def cmd_runs(ns: argparse.Namespace) -> list[dict[str, Any]] | dict[str, Any]:
@@ -289,8 +453,10 @@ def cmd_runs(ns: argparse.Namespace) -> list[dict[str, Any]] | dict[str, Any]:
         return _experiment_summary(ns.experiment)
     store = jobs.JobStore()
     store.reap()
-    return [{"job": j.id, "kind": j.kind, "status": j.status, "run_dir": j.run_dir, "error": j.error or None}
-            for j in store.list(limit=ns.limit)]
+    return [
+        {"job": j.id, "kind": j.kind, "status": j.status, "run_dir": j.run_dir, "error": j.error or None}
+        for j in store.list(limit=ns.limit)
+    ]
 
 
 def cmd_cancel(ns: argparse.Namespace) -> dict[str, Any]:
@@ -327,18 +493,39 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
     from core import experiments
 
     g = p.add_argument_group("sweep")
-    g.add_argument("--sweep", action="append", default=[], metavar="NAME=VALUES",
-                   help="a setting and its values: V1,V2,... or LO:HI[:N|:logN] (see below); repeat per setting")
+    g.add_argument(
+        "--sweep",
+        action="append",
+        default=[],
+        metavar="NAME=VALUES",
+        help="a setting and its values: V1,V2,... or LO:HI[:N|:logN] (see below); repeat per setting",
+    )
     mode = g.add_mutually_exclusive_group()
-    mode.add_argument("--grid", dest="mode", action="store_const", const="grid", help="every combination (default)")
-    mode.add_argument("--random", dest="mode", action="store_const", const="random",
-                      help=f"random draws (default {experiments.DEFAULT_RANDOM_TRIALS} trials)")
+    mode.add_argument(
+        "--grid", dest="mode", action="store_const", const="grid", help="every combination (default)"
+    )
+    mode.add_argument(
+        "--random",
+        dest="mode",
+        action="store_const",
+        const="random",
+        help=f"random draws (default {experiments.DEFAULT_RANDOM_TRIALS} trials)",
+    )
     g.add_argument("--trials", type=int, default=0, help="most trials (grid: a seeded subset of the points)")
     g.add_argument("--budget-min", type=float, default=0.0, help="time budget in minutes (0 = none)")
-    g.add_argument("--metric", choices=experiments.METRICS, default="balanced_accuracy",
-                   help="validation metric that ranks trials (default balanced_accuracy)")
-    g.add_argument("--median-stop", type=int, default=0, metavar="EPOCH",
-                   help="stop trials below the median of finished ones after this epoch (0 = off)")
+    g.add_argument(
+        "--metric",
+        choices=experiments.METRICS,
+        default="balanced_accuracy",
+        help="validation metric that ranks trials (default balanced_accuracy)",
+    )
+    g.add_argument(
+        "--median-stop",
+        type=int,
+        default=0,
+        metavar="EPOCH",
+        help="stop trials below the median of finished ones after this epoch (0 = off)",
+    )
     g.add_argument("--sweep-seed", type=int, default=0, help="seed of the random search (default 0)")
     p.set_defaults(mode="grid")
 
@@ -350,14 +537,25 @@ def cmd_sweep(ns: argparse.Namespace) -> dict[str, Any]:
     from core import experiments, jobs
 
     base = run_config(ns)
-    spec = experiments.SweepSpec(axes=ns.sweep, mode=ns.mode, trials=ns.trials, budget_min=ns.budget_min,
-                                 metric=ns.metric, median_stop_epoch=ns.median_stop, seed=ns.sweep_seed,
-                                 name=base.name)
+    spec = experiments.SweepSpec(
+        axes=ns.sweep,
+        mode=ns.mode,
+        trials=ns.trials,
+        budget_min=ns.budget_min,
+        metric=ns.metric,
+        median_stop_epoch=ns.median_stop,
+        seed=ns.sweep_seed,
+        name=base.name,
+    )
     base.name = ""
     store = jobs.JobStore()
     record = experiments.start(spec, base, store=store)
     if ns.background:
-        return {"experiment": record["id"], "name": record["name"], "trials": [t["job"] for t in record["trials"]]}
+        return {
+            "experiment": record["id"],
+            "name": record["name"],
+            "trials": [t["job"] for t in record["trials"]],
+        }
     try:
         while experiments.refresh(record["id"], store)["status"] in jobs.ACTIVE:
             time.sleep(2)
@@ -383,8 +581,15 @@ def cmd_experiments(ns: argparse.Namespace) -> list[dict[str, Any]]:
     out = []
     for exp_id in experiments.list_ids()[: ns.limit]:
         rec = experiments.refresh(exp_id, store)
-        out.append({"experiment": exp_id, "name": rec["name"], "dataset": experiments.dataset_text(
-            experiments.base_of(rec)), "status": rec["status"], "counts": rec["counts"]})
+        out.append(
+            {
+                "experiment": exp_id,
+                "name": rec["name"],
+                "dataset": experiments.dataset_text(experiments.base_of(rec)),
+                "status": rec["status"],
+                "counts": rec["counts"],
+            }
+        )
     return out
 
 
@@ -394,8 +599,9 @@ def _model_path(arg: str) -> Path:
 
     p = Path(arg) if Path(arg).exists() else runs.run_folder(arg).path
     if not p.exists():
-        raise CliError(f"no model at {arg} (give a run folder, its {runs.MODEL_DIR}/ folder or a "
-                       f"{runs.MODEL_MANIFEST})")
+        raise CliError(
+            f"no model at {arg} (give a run folder, its {runs.MODEL_DIR}/ folder or a {runs.MODEL_MANIFEST})"
+        )
     return savedmodel.find_manifest(p)
 
 
@@ -418,17 +624,24 @@ def cmd_predict(ns: argparse.Namespace) -> dict[str, Any]:
     pred = Predictor(_model_path(ns.model))
     opts = dict(batch_size=ns.bs, tta=ns.tta, threshold=ns.threshold)
     if ns.csv_path:
-        preds, problems = predict_csv(pred, ns.csv_path, path_col=ns.path_col, label_col=ns.label_col,
-                                      image_root=ns.root, **opts)
+        preds, problems = predict_csv(
+            pred, ns.csv_path, path_col=ns.path_col, label_col=ns.label_col, image_root=ns.root, **opts
+        )
     elif Path(ns.input).is_dir():
         preds, problems = predict_folder(pred, ns.input, **opts)
     else:
         preds, problems = pred.predict_paths([str(ns.input)], **opts)
     if ns.out:
         preds.to_csv(ns.out, index=False)
-    return {"predicted": len(preds), "problems": problems.to_dict("records"), "out": ns.out or None,
-            "threshold": pred.threshold_used(ns.threshold), "tta": ns.tta,
-            "scored": _scored(preds, pred.classes, ns.threshold), "rows": preds.head(ns.show).to_dict("records")}
+    return {
+        "predicted": len(preds),
+        "problems": problems.to_dict("records"),
+        "out": ns.out or None,
+        "threshold": pred.threshold_used(ns.threshold),
+        "tta": ns.tta,
+        "scored": _scored(preds, pred.classes, ns.threshold),
+        "rows": preds.head(ns.show).to_dict("records"),
+    }
 
 
 def cmd_evaluate(ns: argparse.Namespace) -> dict[str, Any]:
@@ -441,20 +654,31 @@ def cmd_evaluate(ns: argparse.Namespace) -> dict[str, Any]:
     df = scored.predictions
     if ns.out:
         df.to_csv(ns.out, index=False)
-    out = {"n": len(df), "metrics": scored.metrics, "problems": len(scored.problems), "out": ns.out or None,
-           "scored": _scored(df, pred.classes, ns.threshold)}
+    out = {
+        "n": len(df),
+        "metrics": scored.metrics,
+        "problems": len(scored.problems),
+        "out": ns.out or None,
+        "scored": _scored(df, pred.classes, ns.threshold),
+    }
     run = runs.of_model(model)
     if ns.no_report:
         return out
     if run is None:
         out["report"] = None
-        out["report_note"] = "the model is not inside a run folder: no validation metrics to set beside the test"
+        out["report_note"] = (
+            "the model is not inside a run folder: no validation metrics to set beside the test"
+        )
         return out
     from core.report import build_report
 
-    rep = build_report(run.path, ns.report_dir or run.report_folder(external=True), test_predictions=df,
-                       threshold=ns.threshold,
-                       png=False if ns.no_png else None)
+    rep = build_report(
+        run.path,
+        ns.report_dir or run.report_folder(external=True),
+        test_predictions=df,
+        threshold=ns.threshold,
+        png=False if ns.no_png else None,
+    )
     out.update(report=rep["report"], comparison=rep["comparison"], png_note=rep["png_note"] or None)
     return out
 
@@ -466,9 +690,14 @@ def _finished_run(arg: str) -> Path:
         return run.path
     from core.finish import why_not_finishable
 
-    hint = f"; make a model from its best checkpoint with `python -m core finish {run}`" if (
-        run.path.is_dir() and not why_not_finishable(run)) else ""
-    raise CliError(f"no finished run at {arg} (a run folder holds {runs.METRICS} once training is done){hint}")
+    hint = (
+        f"; make a model from its best checkpoint with `python -m core finish {run}`"
+        if (run.path.is_dir() and not why_not_finishable(run))
+        else ""
+    )
+    raise CliError(
+        f"no finished run at {arg} (a run folder holds {runs.METRICS} once training is done){hint}"
+    )
 
 
 def cmd_report(ns: argparse.Namespace) -> dict[str, Any]:
@@ -476,10 +705,18 @@ def cmd_report(ns: argparse.Namespace) -> dict[str, Any]:
     from core.report import build_report
 
     run = _finished_run(ns.run)
-    rep = build_report(run, ns.out or None, threshold=ns.threshold, prevalence=ns.prevalence,
-                       n_resamples=ns.n_boot, seed=ns.seed, png=False if ns.no_png else None)
+    rep = build_report(
+        run,
+        ns.out or None,
+        threshold=ns.threshold,
+        prevalence=ns.prevalence,
+        n_resamples=ns.n_boot,
+        seed=ns.seed,
+        png=False if ns.no_png else None,
+    )
     return {k: rep[k] for k in ("report", "metrics", "png_ok", "png_note", "headline", "comparison")} | {
-        "figures": len(rep["figures"])}
+        "figures": len(rep["figures"])
+    }
 
 
 def cmd_finish(ns: argparse.Namespace) -> dict[str, Any]:
@@ -490,15 +727,25 @@ def cmd_finish(ns: argparse.Namespace) -> dict[str, Any]:
     if not run.path.is_dir():
         raise CliError(f"no run folder at {ns.run}")
     summary = finish_from_checkpoint(run.path)
-    return {"run": str(run), "model": str(run.model_dir), "metrics": summary["metrics"],
-            "note": summary["finished_from_checkpoint"]["note"]}
+    return {
+        "run": str(run),
+        "model": str(run.model_dir),
+        "metrics": summary["metrics"],
+        "note": summary["finished_from_checkpoint"]["note"],
+    }
 
 
 def _decision_args(p: argparse.ArgumentParser) -> None:
     """--threshold and --tta (prediction and evaluation)."""
-    p.add_argument("--threshold", type=float, default=None,
-                   help="binary models: predict the second class when its probability >= this (default 0.5)")
-    p.add_argument("--tta", action="store_true", help="test-time augmentation: average with the mirrored image")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="binary models: predict the second class when its probability >= this (default 0.5)",
+    )
+    p.add_argument(
+        "--tta", action="store_true", help="test-time augmentation: average with the mirrored image"
+    )
 
 
 def cmd_export(ns: argparse.Namespace) -> dict[str, Any]:
@@ -508,10 +755,16 @@ def cmd_export(ns: argparse.Namespace) -> dict[str, Any]:
     model, manifest = savedmodel.load_model(_model_path(ns.model))
     result = onnx_export.export_onnx(model, manifest, ns.onnx, verify=not ns.no_verify)
     if not ns.no_verify and not result.get("verified"):
-        raise CliError(f"ONNX output differs from PyTorch (max abs diff {result.get('max_abs_diff')})"
-                       if result.get("max_abs_diff") is not None else result.get("note", "not verified"))
-    return {**result, "classes": manifest["classes"], "input": [1, manifest.get("n_in", 3),
-                                                                 manifest["img_size"], manifest["img_size"]]}
+        raise CliError(
+            f"ONNX output differs from PyTorch (max abs diff {result.get('max_abs_diff')})"
+            if result.get("max_abs_diff") is not None
+            else result.get("note", "not verified")
+        )
+    return {
+        **result,
+        "classes": manifest["classes"],
+        "input": [1, manifest.get("n_in", 3), manifest["img_size"], manifest["img_size"]],
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -527,41 +780,59 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--problems-out", default="", help="write the problems table to this CSV")
     p.add_argument("--show-problems", type=int, default=20, help="problems listed in the output (default 20)")
     p.set_defaults(func=cmd_scan)
-    p = sub.add_parser("check", help="checks of the data: metadata shortcuts, duplicates across splits/patients")
+    p = sub.add_parser(
+        "check", help="checks of the data: metadata shortcuts, duplicates across splits/patients"
+    )
     _source_args(p)
-    p.add_argument("--size", type=int, default=224, help="decode-cache size the features read (training size)")
-    p.add_argument("--max-distance", type=int, default=4, help="perceptual-hash bits (of 64) for near-duplicates")
+    p.add_argument(
+        "--size", type=int, default=224, help="decode-cache size the features read (training size)"
+    )
+    p.add_argument(
+        "--max-distance", type=int, default=4, help="perceptual-hash bits (of 64) for near-duplicates"
+    )
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the AUC's 95%% CI")
     p.add_argument("--pairs-out", default="", help="write every duplicate pair to this CSV")
     p.add_argument("--show", type=int, default=20, help="duplicate pairs shown in the JSON")
     p.set_defaults(func=cmd_check)
-    p = sub.add_parser("train", help="train a model (k-fold with --k-folds); writes a run folder",
-                       description="Train one model on a train/valid(/test) split and write a run folder "
-                                   f"(config, history, model, predictions, {runs.METRICS}).")
+    p = sub.add_parser(
+        "train",
+        help="train a model (k-fold with --k-folds); writes a run folder",
+        description="Train one model on a train/valid(/test) split and write a run folder "
+        f"(config, history, model, predictions, {runs.METRICS}).",
+    )
     _source_args(p)
     _train_args(p)
     p.set_defaults(func=cmd_train)
-    p = sub.add_parser("kfold", help=f"k-fold cross-validation (default k={KFOLD_DEFAULT}): one model per fold",
-                       description="k-fold cross-validation: k models, each validated on one fold (patients kept "
-                                   "in one fold when groups are known); out-of-fold predictions for every item, "
-                                   "metrics per fold and their mean +- sd. Test rows stay out of every fold. "
-                                   "--final-model adds one model on all training data for prediction.")
+    p = sub.add_parser(
+        "kfold",
+        help=f"k-fold cross-validation (default k={KFOLD_DEFAULT}): one model per fold",
+        description="k-fold cross-validation: k models, each validated on one fold (patients kept "
+        "in one fold when groups are known); out-of-fold predictions for every item, "
+        "metrics per fold and their mean +- sd. Test rows stay out of every fold. "
+        "--final-model adds one model on all training data for prediction.",
+    )
     _source_args(p)
     _train_args(p, kfold=True)
     p.set_defaults(func=cmd_train, kfold=True)
     p = sub.add_parser("lr-find", help="LR finder: loss vs learning rate and suggestions")
     _source_args(p)
     _train_args(p)
-    p.add_argument("--num-it", type=int, default=None, help=f"LR finder steps (default {on_devices('lr_find_steps')})")
+    p.add_argument(
+        "--num-it", type=int, default=None, help=f"LR finder steps (default {on_devices('lr_find_steps')})"
+    )
     p.set_defaults(func=cmd_lr_find)
     p = sub.add_parser("runs", help="list runs/jobs and their status")
     p.add_argument("--limit", type=int, default=50, help="most recent runs listed (default 50)")
     p.add_argument("--experiment", default="", help="the trials of this experiment (sweep) instead")
     p.set_defaults(func=cmd_runs)
-    p = sub.add_parser("sweep", help="a sweep (experiment): one training run per combination of settings",
-                       description="Train one ordinary run per trial of a grid or random search over settings, "
-                                   "all on the same split; the options below set the base run.",
-                       epilog=SWEEP_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = sub.add_parser(
+        "sweep",
+        help="a sweep (experiment): one training run per combination of settings",
+        description="Train one ordinary run per trial of a grid or random search over settings, "
+        "all on the same split; the options below set the base run.",
+        epilog=SWEEP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _source_args(p)
     _train_args(p)
     _sweep_args(p)
@@ -589,7 +860,9 @@ def build_parser() -> argparse.ArgumentParser:
     _source_args(p)
     p.add_argument("--out", default="", help="CSV file for the per-item predictions")
     _decision_args(p)
-    p.add_argument("--report-dir", default="", help=f"where the report goes (default: <run>/{runs.EXTERNAL_REPORT_DIR})")
+    p.add_argument(
+        "--report-dir", default="", help=f"where the report goes (default: <run>/{runs.EXTERNAL_REPORT_DIR})"
+    )
     p.add_argument("--no-report", action="store_true", help="metrics only, no report")
     p.add_argument("--no-png", action="store_true", help="HTML figures only")
     p.set_defaults(func=cmd_evaluate)
@@ -597,7 +870,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder (or its name under the runs folder)")
     p.add_argument("--out", default="", help=f"output folder (default: <run>/{runs.REPORT_DIR})")
     p.add_argument("--threshold", type=float, default=None, help="binary decision threshold (default 0.5)")
-    p.add_argument("--prevalence", type=float, default=None, help="prevalence for PPV/NPV (default: the sample's)")
+    p.add_argument(
+        "--prevalence", type=float, default=None, help="prevalence for PPV/NPV (default: the sample's)"
+    )
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--no-png", action="store_true", help="HTML figures only")

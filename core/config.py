@@ -77,7 +77,9 @@ class SplitConfig:
         """Check fractions and fold counts."""
         _choice("split method", self.method, SPLIT_METHODS)
         if not 0 <= self.valid_pct < 1 or not 0 <= self.test_pct < 1 or self.valid_pct + self.test_pct >= 1:
-            raise ConfigError(f"valid_pct={self.valid_pct} and test_pct={self.test_pct} must leave training data")
+            raise ConfigError(
+                f"valid_pct={self.valid_pct} and test_pct={self.test_pct} must leave training data"
+            )
         if self.k_folds == 1 or self.k_folds < 0:
             raise ConfigError(f"k_folds must be 0 (no cross-validation) or >= 2, got {self.k_folds}")
 
@@ -108,7 +110,9 @@ class AugConfig:
                 raise ConfigError(f"{name} must be within 0..1, got {getattr(self, name)}")
 
 
-AUG_PRESETS: dict[str, dict[str, Any]] = {  # name -> AugConfig overrides ("fastai": aug_transforms() defaults; lighting as brightness+contrast)
+AUG_PRESETS: dict[
+    str, dict[str, Any]
+] = {  # name -> AugConfig overrides ("fastai": aug_transforms() defaults; lighting as brightness+contrast)
     "default": {},
     "fastai": {"warp": 0.2},
     "none": {"enabled": False},
@@ -172,7 +176,9 @@ class TrainConfig:
     channels_last: str = "auto"
     early_stop_patience: int = 0
     monitor: str = "valid_loss"
-    final_weights: str = "auto"  # the saved model: "last" epoch, "best" checkpoint; auto = best only with early stopping
+    final_weights: str = (
+        "auto"  # the saved model: "last" epoch, "best" checkpoint; auto = best only with early stopping
+    )
     imbalance: str = "none"
     seed: int = 42
     final_model_on_all: bool = False
@@ -189,7 +195,9 @@ class TrainConfig:
     def validate(self) -> None:
         """Check epochs, learning rate and choices."""
         if self.epochs < 1 or self.freeze_epochs < 0:
-            raise ConfigError(f"epochs must be >= 1 and freeze_epochs >= 0 (got {self.epochs}, {self.freeze_epochs})")
+            raise ConfigError(
+                f"epochs must be >= 1 and freeze_epochs >= 0 (got {self.epochs}, {self.freeze_epochs})"
+            )
         if self.torch_threads < 0:
             raise ConfigError(f"torch_threads must be >= 0 (0 = auto), got {self.torch_threads}")
         if self.lr is not None and not 0 < self.lr < 10:

@@ -58,7 +58,9 @@ def assign_splits(items: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
         test_idx = _holdout(out.iloc[pool], cfg.test_pct, method, cfg.seed)
         out.loc[pool[test_idx], "split"] = "test"
         pool = np.flatnonzero((out["split"] == "train").to_numpy())
-    valid_pct = cfg.valid_pct / (1 - cfg.test_pct) if cfg.test_pct > 0 and not fixed_test.any() else cfg.valid_pct
+    valid_pct = (
+        cfg.valid_pct / (1 - cfg.test_pct) if cfg.test_pct > 0 and not fixed_test.any() else cfg.valid_pct
+    )
     if valid_pct > 0:
         valid_idx = _holdout(out.iloc[pool], valid_pct, method, cfg.seed + 1)
         out.loc[pool[valid_idx], "split"] = "valid"
@@ -145,7 +147,9 @@ def _group_holdout(labels: np.ndarray, groups: np.ndarray, pct: float, seed: int
     return np.sort(held)
 
 
-def kfold_splits(items: pd.DataFrame, k: int, method: str = "stratified", seed: int = 42) -> list[tuple[np.ndarray, np.ndarray]]:
+def kfold_splits(
+    items: pd.DataFrame, k: int, method: str = "stratified", seed: int = 42
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train_idx, valid_idx) positions for k folds over the non-test rows of `items`.
 
     Positions index `items` itself; test rows never appear. "group" keeps every patient in one fold
@@ -167,7 +171,9 @@ def kfold_splits(items: pd.DataFrame, k: int, method: str = "stratified", seed: 
         if len(set(groups)) < k:
             raise SplitError(f"{len(set(groups))} patients cannot make {k} folds without sharing a patient")
         min_class = pd.Series(labels).value_counts().min()
-        splitter = StratifiedGroupKFold(k, shuffle=True, random_state=seed) if min_class >= k else GroupKFold(k)
+        splitter = (
+            StratifiedGroupKFold(k, shuffle=True, random_state=seed) if min_class >= k else GroupKFold(k)
+        )
         folds = splitter.split(x, labels, groups)
     elif method == "stratified" and pd.Series(labels).value_counts().min() >= k:
         folds = StratifiedKFold(k, shuffle=True, random_state=seed).split(x, labels)
@@ -266,8 +272,15 @@ def batch_transforms(cfg: DataConfig, stats: tuple[list[float], list[float]] | N
     a = cfg.aug
     if a.enabled:
         tfms += aug_transforms(
-            do_flip=a.flip, flip_vert=a.vertical_flip, max_rotate=a.rotate, max_zoom=a.zoom,
-            max_warp=a.warp, max_lighting=0.0, p_affine=a.p_affine, p_lighting=0.0, pad_mode="zeros",
+            do_flip=a.flip,
+            flip_vert=a.vertical_flip,
+            max_rotate=a.rotate,
+            max_zoom=a.zoom,
+            max_warp=a.warp,
+            max_lighting=0.0,
+            p_affine=a.p_affine,
+            p_lighting=0.0,
+            pad_mode="zeros",
         )
         if a.brightness > 0:
             tfms.append(Brightness(max_lighting=a.brightness, p=a.p_lighting))
@@ -289,7 +302,10 @@ def make_datablock(classes: list[str], cfg: DataConfig, valid_idx, stats=None):
     method = {"squish": ResizeMethod.Squish, "pad": ResizeMethod.Pad, "crop": ResizeMethod.Crop}[cfg.resize]
     reader = ImageReader(cfg.img_size, cfg.channels, cfg.window, cfg.frame, cfg.use_cache)
     return DataBlock(
-        blocks=(ImageBlock(cls=PILImageBW if cfg.channels == "grey" else PILImage), CategoryBlock(vocab=classes)),
+        blocks=(
+            ImageBlock(cls=PILImageBW if cfg.channels == "grey" else PILImage),
+            CategoryBlock(vocab=classes),
+        ),
         get_x=reader,
         get_y=label_of,
         splitter=IndexSplitter(list(valid_idx)),
@@ -311,8 +327,15 @@ def train_valid_frame(items: pd.DataFrame, valid_idx=None) -> tuple[pd.DataFrame
     return frame, np.flatnonzero((frame["split"] == "valid").to_numpy())
 
 
-def build_dataloaders(items: pd.DataFrame, cfg: DataConfig, valid_idx=None, classes: list[str] | None = None,
-                      oversample: bool = False, device=None, require_valid: bool = True):
+def build_dataloaders(
+    items: pd.DataFrame,
+    cfg: DataConfig,
+    valid_idx=None,
+    classes: list[str] | None = None,
+    oversample: bool = False,
+    device=None,
+    require_valid: bool = True,
+):
     """fastai DataLoaders from an items table whose splits are set (or with explicit fold `valid_idx`).
 
     Test rows are never used here. `classes` fixes the label order (default: sorted labels).
@@ -377,16 +400,22 @@ def class_balance_weights(labels: np.ndarray, reference: np.ndarray | None = Non
     return np.array([1.0 / counts.get(label, 1) for label in labels])
 
 
-def dataset_stats(frame: pd.DataFrame, cfg: DataConfig, max_items: int = 256) -> tuple[list[float], list[float]]:
+def dataset_stats(
+    frame: pd.DataFrame, cfg: DataConfig, max_items: int = 256
+) -> tuple[list[float], list[float]]:
     """Per-channel mean/std of up to `max_items` training images (after resize, scaled to 0..1)."""
     reader = ImageReader(cfg.img_size, cfg.channels, cfg.window, cfg.frame, cfg.use_cache)
     rng = np.random.default_rng(0)
     paths = frame["path"].to_numpy()
     chosen = rng.choice(paths, size=min(max_items, len(paths)), replace=False)
     mode = "L" if cfg.channels == "grey" else "RGB"
-    pixels = np.concatenate([
-        (np.asarray(reader.load(p).convert(mode), dtype=np.float32) / 255.0).reshape(-1, 1 if mode == "L" else 3)
-        for p in chosen
-    ])
+    pixels = np.concatenate(
+        [
+            (np.asarray(reader.load(p).convert(mode), dtype=np.float32) / 255.0).reshape(
+                -1, 1 if mode == "L" else 3
+            )
+            for p in chosen
+        ]
+    )
     std = np.maximum(pixels.std(0), 1e-3)
     return pixels.mean(0).tolist(), std.tolist()

@@ -83,8 +83,10 @@ def mean_sd(per_fold: list[dict[str, float]]) -> dict[str, dict[str, float]]:
     for k in keys:
         vals = np.array([d.get(k, math.nan) for d in per_fold], dtype=float)
         vals = vals[~np.isnan(vals)]
-        out[k] = {"mean": float(vals.mean()) if len(vals) else math.nan,
-                  "sd": float(vals.std(ddof=1)) if len(vals) > 1 else math.nan}
+        out[k] = {
+            "mean": float(vals.mean()) if len(vals) else math.nan,
+            "sd": float(vals.std(ddof=1)) if len(vals) > 1 else math.nan,
+        }
     return out
 
 
@@ -125,7 +127,9 @@ def labelled(df: pd.DataFrame) -> pd.DataFrame:
 
 def is_binary(classes_or_probs) -> bool:
     """True for a two-class problem (a class list or a probability matrix)."""
-    return (classes_or_probs.shape[1] if isinstance(classes_or_probs, np.ndarray) else len(classes_or_probs)) == 2
+    return (
+        classes_or_probs.shape[1] if isinstance(classes_or_probs, np.ndarray) else len(classes_or_probs)
+    ) == 2
 
 
 def predict_labels(probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
@@ -154,7 +158,9 @@ def apply_threshold(df: pd.DataFrame, classes: list[str], threshold: float | Non
 
 def confusion(y_true: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
     """Confusion matrix counts: rows = true class, columns = predicted class."""
-    return confusion_matrix(np.asarray(y_true, dtype=int), np.asarray(pred, dtype=int), labels=list(range(n_classes)))
+    return confusion_matrix(
+        np.asarray(y_true, dtype=int), np.asarray(pred, dtype=int), labels=list(range(n_classes))
+    )
 
 
 def normalize_rows(cm: np.ndarray) -> np.ndarray:
@@ -202,19 +208,28 @@ def pr_auc(y_true: np.ndarray, probs: np.ndarray) -> float:
     return float(np.nanmean(per)) if np.isfinite(per).any() else math.nan
 
 
-def per_class_table(y_true: np.ndarray, probs: np.ndarray, classes: list[str],
-                    threshold: float | None = None) -> pd.DataFrame:
+def per_class_table(
+    y_true: np.ndarray, probs: np.ndarray, classes: list[str], threshold: float | None = None
+) -> pd.DataFrame:
     """Per class: precision, recall (= sensitivity), specificity, F1, support, ROC AUC and PR AUC."""
     y_true = np.asarray(y_true, dtype=int)
     pred = predict_labels(probs, threshold)
     labels = list(range(len(classes)))
     prec, rec, f1, sup = precision_recall_fscore_support(y_true, pred, labels=labels, zero_division=np.nan)
     cm = confusion(y_true, pred, len(classes))
-    return pd.DataFrame({
-        "class": classes, "precision": prec, "recall": rec, "sensitivity": rec, "specificity": specificities(cm),
-        "f1": f1, "support": sup.astype(int), "roc_auc": roc_auc_per_class(y_true, probs),
-        "pr_auc": pr_auc_per_class(y_true, probs),
-    })
+    return pd.DataFrame(
+        {
+            "class": classes,
+            "precision": prec,
+            "recall": rec,
+            "sensitivity": rec,
+            "specificity": specificities(cm),
+            "f1": f1,
+            "support": sup.astype(int),
+            "roc_auc": roc_auc_per_class(y_true, probs),
+            "pr_auc": pr_auc_per_class(y_true, probs),
+        }
+    )
 
 
 # ---------------------------------------------------------------- operating point (binary)
@@ -229,8 +244,9 @@ def ppv_npv(sensitivity: float, specificity: float, prevalence: float) -> tuple[
     return (tp / (tp + fp) if tp + fp > 0 else math.nan), (tn / (tn + fn) if tn + fn > 0 else math.nan)
 
 
-def metrics_at_threshold(y_true: np.ndarray, p_pos: np.ndarray, threshold: float,
-                         prevalence: float | None = None) -> dict[str, float]:
+def metrics_at_threshold(
+    y_true: np.ndarray, p_pos: np.ndarray, threshold: float, prevalence: float | None = None
+) -> dict[str, float]:
     """Binary metrics when p >= threshold means positive; PPV/NPV at `prevalence` (default: the sample's)."""
     y = np.asarray(y_true, dtype=int) == 1
     hit = np.asarray(p_pos, dtype=float) >= threshold
@@ -245,10 +261,22 @@ def metrics_at_threshold(y_true: np.ndarray, p_pos: np.ndarray, threshold: float
     else:
         ppv, npv = ppv_npv(sens, spec, prevalence)
     f1 = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else math.nan
-    return {"threshold": float(threshold), "tp": tp, "fp": fp, "tn": tn, "fn": fn, "sensitivity": sens,
-            "specificity": spec, "ppv": ppv, "npv": npv, "prevalence": prev if prev is not None else math.nan,
-            "accuracy": (tp + tn) / len(y) if len(y) else math.nan, "f1": f1,
-            "balanced_accuracy": (sens + spec) / 2, "youden_j": sens + spec - 1}
+    return {
+        "threshold": float(threshold),
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+        "sensitivity": sens,
+        "specificity": spec,
+        "ppv": ppv,
+        "npv": npv,
+        "prevalence": prev if prev is not None else math.nan,
+        "accuracy": (tp + tn) / len(y) if len(y) else math.nan,
+        "f1": f1,
+        "balanced_accuracy": (sens + spec) / 2,
+        "youden_j": sens + spec - 1,
+    }
 
 
 def _roc(y_true: np.ndarray, p_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -283,8 +311,13 @@ def youden_threshold(y_true: np.ndarray, p_pos: np.ndarray) -> float:
     return _finite(thr[int(np.argmax(tpr - fpr))], p_pos)
 
 
-def operating_points(y_true: np.ndarray, p_pos: np.ndarray, prevalence: float | None = None,
-                     threshold: float | None = None, targets: tuple[float, ...] = TARGETS) -> pd.DataFrame:
+def operating_points(
+    y_true: np.ndarray,
+    p_pos: np.ndarray,
+    prevalence: float | None = None,
+    threshold: float | None = None,
+    targets: tuple[float, ...] = TARGETS,
+) -> pd.DataFrame:
     """Metrics at the usual thresholds: 0.5, Youden's J, sensitivity and specificity targets (+ a chosen one)."""
     rows = [("default 0.5", 0.5)]
     if threshold is not None:
@@ -295,7 +328,9 @@ def operating_points(y_true: np.ndarray, p_pos: np.ndarray, prevalence: float | 
         rows += [(f"specificity >= {t:.2f}", threshold_for_specificity(y_true, p_pos, t)) for t in targets]
     except ValueError:
         pass  # one class only: no curve to choose from
-    return pd.DataFrame([{"rule": name, **metrics_at_threshold(y_true, p_pos, t, prevalence)} for name, t in rows])
+    return pd.DataFrame(
+        [{"rule": name, **metrics_at_threshold(y_true, p_pos, t, prevalence)} for name, t in rows]
+    )
 
 
 # ---------------------------------------------------------------- curves
@@ -354,12 +389,21 @@ def reliability_curve(y_true: np.ndarray, probs: np.ndarray, n_bins: int = CALIB
     conf = np.bincount(ids, weights=score, minlength=n_bins)
     obs = np.bincount(ids, weights=outcome, minlength=n_bins)
     keep = count > 0
-    return pd.DataFrame({"bin": np.arange(n_bins)[keep], "lower": edges[:-1][keep], "upper": edges[1:][keep],
-                         "confidence": conf[keep] / count[keep], "observed": obs[keep] / count[keep],
-                         "count": count[keep]})
+    return pd.DataFrame(
+        {
+            "bin": np.arange(n_bins)[keep],
+            "lower": edges[:-1][keep],
+            "upper": edges[1:][keep],
+            "confidence": conf[keep] / count[keep],
+            "observed": obs[keep] / count[keep],
+            "count": count[keep],
+        }
+    )
 
 
-def expected_calibration_error(y_true: np.ndarray, probs: np.ndarray, n_bins: int = CALIBRATION_BINS) -> float:
+def expected_calibration_error(
+    y_true: np.ndarray, probs: np.ndarray, n_bins: int = CALIBRATION_BINS
+) -> float:
     """ECE: count-weighted mean |observed - predicted| over the reliability curve's bins."""
     curve = reliability_curve(y_true, probs, n_bins)
     if not len(curve):
@@ -382,8 +426,12 @@ def brier_score(y_true: np.ndarray, probs: np.ndarray) -> float:
 # ---------------------------------------------------------------- bootstrap
 
 
-def bootstrap_indices(y_true: np.ndarray, n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
-                      stratified: bool = True) -> np.ndarray:
+def bootstrap_indices(
+    y_true: np.ndarray,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    stratified: bool = True,
+) -> np.ndarray:
     """An n_resamples x n matrix of resampled row positions (with replacement).
 
     Stratified (the default used for every CI here): each true class is resampled within itself, so class
@@ -413,8 +461,9 @@ def _fast_auc(pos_cols: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return (ranks[:, pos_cols].sum(1) - n1 * (n1 + 1) / 2) / (n1 * n0)
 
 
-def _boot_stats(y: np.ndarray, probs: np.ndarray, pred: np.ndarray, idx: np.ndarray,
-                classes: list[str]) -> dict[str, np.ndarray]:
+def _boot_stats(
+    y: np.ndarray, probs: np.ndarray, pred: np.ndarray, idx: np.ndarray, classes: list[str]
+) -> dict[str, np.ndarray]:
     """Every bootstrapped statistic for one chunk of resamples (rows of idx)."""
     yy, pp = y[idx[0]], pred[idx]  # stratified: the true class of each column is the same in every row
     correct = pp == yy
@@ -438,8 +487,9 @@ def _boot_stats(y: np.ndarray, probs: np.ndarray, pred: np.ndarray, idx: np.ndar
     return out
 
 
-def point_stats(y_true: np.ndarray, probs: np.ndarray, classes: list[str],
-                threshold: float | None = None) -> dict[str, float]:
+def point_stats(
+    y_true: np.ndarray, probs: np.ndarray, classes: list[str], threshold: float | None = None
+) -> dict[str, float]:
     """The statistics that get bootstrap CIs, on the full sample (same names as bootstrap_ci)."""
     y_true = np.asarray(y_true, dtype=int)
     idx = np.argsort(y_true, kind="stable")[None]
@@ -447,9 +497,15 @@ def point_stats(y_true: np.ndarray, probs: np.ndarray, classes: list[str],
     return {k: float(v[0]) for k, v in stats.items()}
 
 
-def bootstrap_ci(y_true: np.ndarray, probs: np.ndarray, classes: list[str], threshold: float | None = None,
-                 n_resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED,
-                 level: float = CI_LEVEL) -> dict[str, dict[str, float]]:
+def bootstrap_ci(
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    classes: list[str],
+    threshold: float | None = None,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    level: float = CI_LEVEL,
+) -> dict[str, dict[str, float]]:
     """Percentile bootstrap CIs (class-stratified resampling) for accuracy, balanced accuracy, ROC AUC,
     sensitivity and specificity (binary: of the positive = second class; multi-class: one-vs-rest per class).
 
@@ -462,13 +518,15 @@ def bootstrap_ci(y_true: np.ndarray, probs: np.ndarray, classes: list[str], thre
     idx = bootstrap_indices(y_true, n_resamples, seed)
     pred = predict_labels(probs, threshold)
     step = max(1, _BOOT_CELLS // max(1, len(y_true)))
-    chunks = [_boot_stats(y_true, probs, pred, idx[i:i + step], classes) for i in range(0, n_resamples, step)]
+    chunks = [
+        _boot_stats(y_true, probs, pred, idx[i : i + step], classes) for i in range(0, n_resamples, step)
+    ]
     alpha = (1 - level) / 2
     out = {}
     for k, v in point.items():
         draws = np.concatenate([c[k] for c in chunks])
         draws = draws[np.isfinite(draws)]
-        lo, hi = (np.quantile(draws, [alpha, 1 - alpha]) if len(draws) else (math.nan, math.nan))
+        lo, hi = np.quantile(draws, [alpha, 1 - alpha]) if len(draws) else (math.nan, math.nan)
         out[k] = {"value": v, "lo": float(lo), "hi": float(hi)}
     return out
 
@@ -476,9 +534,16 @@ def bootstrap_ci(y_true: np.ndarray, probs: np.ndarray, classes: list[str], thre
 # ---------------------------------------------------------------- a whole evaluation
 
 
-def evaluate_predictions(y_true: np.ndarray, probs: np.ndarray, classes: list[str], threshold: float | None = None,
-                         prevalence: float | None = None, n_resamples: int = BOOTSTRAP_RESAMPLES,
-                         seed: int = BOOTSTRAP_SEED, n_bins: int = CALIBRATION_BINS) -> dict[str, Any]:
+def evaluate_predictions(
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    classes: list[str],
+    threshold: float | None = None,
+    prevalence: float | None = None,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    n_bins: int = CALIBRATION_BINS,
+) -> dict[str, Any]:
     """Every metric of one labelled set as plain JSON-able values (NaN where undefined).
 
     Binary problems use the second class as positive with `threshold` (default 0.5); multi-class uses argmax.
@@ -488,28 +553,53 @@ def evaluate_predictions(y_true: np.ndarray, probs: np.ndarray, classes: list[st
     t = (0.5 if threshold is None else float(threshold)) if binary else None
     pred = predict_labels(probs, t)
     cm = confusion(y_true, pred, len(classes))
-    metrics = {**basic_metrics(y_true, probs, classes), "pr_auc": pr_auc(y_true, probs) if len(y_true) else math.nan,
-               "brier": brier_score(y_true, probs), "ece": expected_calibration_error(y_true, probs, n_bins)}
+    metrics = {
+        **basic_metrics(y_true, probs, classes),
+        "pr_auc": pr_auc(y_true, probs) if len(y_true) else math.nan,
+        "brier": brier_score(y_true, probs),
+        "ece": expected_calibration_error(y_true, probs, n_bins),
+    }
     if t is not None:  # binary
-        metrics.update({k: v for k, v in metrics_at_threshold(y_true, probs[:, 1], t, prevalence).items()
-                        if k in ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1")})
+        metrics.update(
+            {
+                k: v
+                for k, v in metrics_at_threshold(y_true, probs[:, 1], t, prevalence).items()
+                if k in ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1")
+            }
+        )
     per_class = per_class_table(y_true, probs, classes, t)
     metrics.update({f"recall_{c}": float(r) for c, r in zip(classes, per_class["recall"])})
     counts = np.bincount(y_true, minlength=len(classes)).tolist()
     out: dict[str, Any] = {
-        "n": int(len(y_true)), "classes": list(classes), "counts": dict(zip(classes, counts)),
-        "threshold": t, "positive_class": classes[1] if binary else None, "prevalence": prevalence,
-        "metrics": metrics, "ci": bootstrap_ci(y_true, probs, classes, t, n_resamples, seed),
+        "n": int(len(y_true)),
+        "classes": list(classes),
+        "counts": dict(zip(classes, counts)),
+        "threshold": t,
+        "positive_class": classes[1] if binary else None,
+        "prevalence": prevalence,
+        "metrics": metrics,
+        "ci": bootstrap_ci(y_true, probs, classes, t, n_resamples, seed),
         "per_class": per_class.to_dict("records"),
-        "confusion": cm.tolist(), "confusion_normalized": normalize_rows(cm).tolist(),
-        "calibration": {"ece": metrics["ece"], "brier": metrics["brier"], "n_bins": n_bins,
-                        "mode": _calibration_target(y_true, probs)[2],
-                        "curve": reliability_curve(y_true, probs, n_bins).to_dict("records")},
-        "bootstrap": {"n_resamples": n_resamples, "seed": seed, "level": CI_LEVEL,
-                      "method": "percentile, resampled within each true class"},
+        "confusion": cm.tolist(),
+        "confusion_normalized": normalize_rows(cm).tolist(),
+        "calibration": {
+            "ece": metrics["ece"],
+            "brier": metrics["brier"],
+            "n_bins": n_bins,
+            "mode": _calibration_target(y_true, probs)[2],
+            "curve": reliability_curve(y_true, probs, n_bins).to_dict("records"),
+        },
+        "bootstrap": {
+            "n_resamples": n_resamples,
+            "seed": seed,
+            "level": CI_LEVEL,
+            "method": "percentile, resampled within each true class",
+        },
     }
     if binary:
-        out["operating_points"] = operating_points(y_true, probs[:, 1], prevalence, threshold).to_dict("records")
+        out["operating_points"] = operating_points(y_true, probs[:, 1], prevalence, threshold).to_dict(
+            "records"
+        )
     return out
 
 
@@ -525,8 +615,15 @@ def fold_table(oof: pd.DataFrame, classes: list[str], threshold: float | None = 
     for fold, part in oof.groupby("fold", sort=True):
         y, probs = labels_and_probs(part, classes)
         stats = point_stats(y, probs, classes, threshold)
-        rows.append({"fold": int(fold), "n": len(part), **stats, "pr_auc": pr_auc(y, probs),
-                     "brier": brier_score(y, probs)})
+        rows.append(
+            {
+                "fold": int(fold),
+                "n": len(part),
+                **stats,
+                "pr_auc": pr_auc(y, probs),
+                "brier": brier_score(y, probs),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -548,13 +645,20 @@ def run_summary(run_dir: str | Path) -> dict[str, Any]:
     """metrics.json of a run folder (type, classes, best epoch ...); refuses a run that has not finished."""
     run = runs.RunFolder(run_dir)
     if not run.is_finished():
-        raise FileNotFoundError(f"{run_dir} has no {run.metrics.name}: the run has not finished (or is not a run folder)")
+        raise FileNotFoundError(
+            f"{run_dir} has no {run.metrics.name}: the run has not finished (or is not a run folder)"
+        )
     return json.loads(run.metrics.read_text())
 
 
-def evaluate_run(run_dir: str | Path, threshold: float | None = None, external: pd.DataFrame | None = None,
-                 prevalence: float | None = None, n_resamples: int = BOOTSTRAP_RESAMPLES,
-                 seed: int = BOOTSTRAP_SEED) -> dict[str, Any]:
+def evaluate_run(
+    run_dir: str | Path,
+    threshold: float | None = None,
+    external: pd.DataFrame | None = None,
+    prevalence: float | None = None,
+    n_resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> dict[str, Any]:
     """Evaluate every prediction set of a run folder (+ an external labelled test table), side by side.
 
     k-fold runs add per-fold values with mean and sd; their "oof" set is the pooled out-of-fold evaluation.
@@ -565,9 +669,14 @@ def evaluate_run(run_dir: str | Path, threshold: float | None = None, external: 
     if external is not None:
         sets["external"] = external
     kw = dict(threshold=threshold, prevalence=prevalence, n_resamples=n_resamples, seed=seed)
-    out: dict[str, Any] = {"run_dir": str(run_dir), "type": summary.get("type", "single"), "classes": classes,
-                           "best_epoch": summary.get("best_epoch"), "monitor": summary.get("monitor"),
-                           "sets": {name: evaluate_frame(labelled(df), classes, **kw) for name, df in sets.items()}}
+    out: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "type": summary.get("type", "single"),
+        "classes": classes,
+        "best_epoch": summary.get("best_epoch"),
+        "monitor": summary.get("monitor"),
+        "sets": {name: evaluate_frame(labelled(df), classes, **kw) for name, df in sets.items()},
+    }
     if "oof" in sets and "fold" in sets["oof"]:
         table = fold_table(sets["oof"], classes, out["sets"]["oof"]["threshold"])
         stats = [{k: v for k, v in r.items() if k not in ("fold", "n")} for r in table.to_dict("records")]
@@ -581,21 +690,32 @@ def provenance(summary: dict[str, Any]) -> str:
         weights = {f.get("model_weights", "best") for f in summary.get("metrics", {}).get("per_fold", [])}
         if weights == {"last"}:
             return "Each fold's model is the last epoch of its schedule; the out-of-fold metrics did not choose it."
-        return ("Each fold's model is its best checkpoint, chosen on that fold's validation items: the out-of-fold "
-                "metrics are optimistic.")
+        return (
+            "Each fold's model is its best checkpoint, chosen on that fold's validation items: the out-of-fold "
+            "metrics are optimistic."
+        )
     if "model_weights" not in summary:  # a run from before the rule was recorded: it kept the best epoch
         best = summary.get("best_epoch")
         where = f" (epoch {int(best) + 1})" if isinstance(best, int) and best >= 0 else ""
-        return (f"Model: the best checkpoint by {summary.get('monitor', 'valid_loss')}{where}, chosen on the "
-                "validation set, so the validation metrics are optimistic.")
-    epoch, planned = int(summary.get("model_epoch", -1)) + 1, summary.get("epochs_planned", summary.get("epochs_run"))
+        return (
+            f"Model: the best checkpoint by {summary.get('monitor', 'valid_loss')}{where}, chosen on the "
+            "validation set, so the validation metrics are optimistic."
+        )
+    epoch, planned = (
+        int(summary.get("model_epoch", -1)) + 1,
+        summary.get("epochs_planned", summary.get("epochs_run")),
+    )
     if summary["model_weights"] == "best":
-        text = (f"Model: epoch {epoch} of {summary.get('epochs_run')} run, the best checkpoint by "
-                f"{summary.get('monitor', 'valid_loss')} (early stopping). It was chosen on the validation set, "
-                "so the validation metrics are optimistic.")
+        text = (
+            f"Model: epoch {epoch} of {summary.get('epochs_run')} run, the best checkpoint by "
+            f"{summary.get('monitor', 'valid_loss')} (early stopping). It was chosen on the validation set, "
+            "so the validation metrics are optimistic."
+        )
     else:
-        text = (f"Model: epoch {epoch} of {planned}, the last epoch of the schedule; the validation set did not "
-                "choose it.")
+        text = (
+            f"Model: epoch {epoch} of {planned}, the last epoch of the schedule; the validation set did not "
+            "choose it."
+        )
     if summary.get("headline_set") == "test":
         text += " Headline: the held-out test set, never seen in training or in choosing the epoch."
     return text
@@ -613,16 +733,25 @@ def comparison_table(sets: dict[str, dict[str, Any]], metrics: tuple[str, ...] |
     for m in names:
         row = {"metric": m}
         for set_name, ev in sets.items():
-            row[set_name] = (fmt.with_ci(ev["ci"][m], missing="-") if m in ev["ci"]
-                             else fmt.number(ev["metrics"].get(m), missing="-"))
+            row[set_name] = (
+                fmt.with_ci(ev["ci"][m], missing="-")
+                if m in ev["ci"]
+                else fmt.number(ev["metrics"].get(m), missing="-")
+            )
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def class_distribution(items: pd.DataFrame) -> pd.DataFrame:
     """Item counts per split (rows) and class (columns) from an items table."""
-    split = items["split"].fillna("").replace("", "unsplit") if "split" in items else pd.Series("all", index=items.index)
-    order = [s for s in ("train", "valid", "test") if (split == s).any()] + sorted(set(split) - {"train", "valid", "test"})
+    split = (
+        items["split"].fillna("").replace("", "unsplit")
+        if "split" in items
+        else pd.Series("all", index=items.index)
+    )
+    order = [s for s in ("train", "valid", "test") if (split == s).any()] + sorted(
+        set(split) - {"train", "valid", "test"}
+    )
     table = pd.crosstab(split, items["label"].astype(str)).reindex(order)
     table.index.name, table.columns.name = "split", None
     return table

@@ -152,8 +152,9 @@ class LocalExecutor:
 
     def start(self, store: JobQueue) -> None:
         """Spawn supervisors while fewer than max_concurrent are alive and jobs are queued."""
-        start_supervisors(store, ["core.worker", "--supervise", "--max", str(self.max_concurrent)],
-                          self.max_concurrent)
+        start_supervisors(
+            store, ["core.worker", "--supervise", "--max", str(self.max_concurrent)], self.max_concurrent
+        )
 
 
 class RayExecutor:

@@ -29,7 +29,11 @@ from core import jobs, runs
 from core.config import AUG_PRESETS, IMBALANCE, ConfigError, RunConfig, aug_preset, from_dict, to_dict
 
 MODES = ("grid", "random")
-METRICS = ("balanced_accuracy", "accuracy", "roc_auc")  # validation metrics with bootstrap CIs; higher is better
+METRICS = (
+    "balanced_accuracy",
+    "accuracy",
+    "roc_auc",
+)  # validation metrics with bootstrap CIs; higher is better
 DEFAULT_RANDOM_TRIALS = 8
 DEFAULT_GRID_POINTS = 3  # points of a range without a count in grid mode
 MIN_COMPLETED_FOR_MEDIAN = 2  # median stopping needs this many finished trials to compare with
@@ -59,8 +63,10 @@ SETTINGS: dict[str, Setting] = {
     "seed": Setting(int, "train.seed", "training seed (the split keeps the base seed)"),
 }
 ALIASES = {"bs": "batch_size", "size": "img_size", "fraction": "train_fraction", "augment": "aug"}
-SYNTAX = ("NAME=V1,V2,... (a list) or NAME=LO:HI[:N] (N evenly spaced points; LO:HI:logN log-spaced); "
-          "random search draws from LO:HI uniformly (LO:HI:log: log-uniformly)")
+SYNTAX = (
+    "NAME=V1,V2,... (a list) or NAME=LO:HI[:N] (N evenly spaced points; LO:HI:logN log-spaced); "
+    "random search draws from LO:HI uniformly (LO:HI:log: log-uniformly)"
+)
 
 
 # ---------------------------------------------------------------- axes (what varies) and their values
@@ -186,7 +192,9 @@ def plan_trials(spec: SweepSpec) -> list[dict[str, Any]]:
     axes = spec.parsed()
     rng = np.random.default_rng(spec.seed)
     if spec.mode == "grid":
-        points = [dict(zip([a.name for a in axes], combo)) for combo in itertools.product(*(a.grid() for a in axes))]
+        points = [
+            dict(zip([a.name for a in axes], combo)) for combo in itertools.product(*(a.grid() for a in axes))
+        ]
         if spec.trials and spec.trials < len(points):
             keep = np.sort(rng.choice(len(points), size=spec.trials, replace=False))
             points = [points[i] for i in keep]
@@ -236,22 +244,39 @@ def settings_text(settings: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- the record
 
 
-def start(spec: SweepSpec, base: RunConfig, owner: str = "", store: jobs.JobStore | None = None) -> dict[str, Any]:
+def start(
+    spec: SweepSpec, base: RunConfig, owner: str = "", store: jobs.JobStore | None = None
+) -> dict[str, Any]:
     """Plan the trials, queue one ordinary training job per trial, write experiment.json; returns the record."""
     store = store or jobs.JobStore()
-    configs = [(s, apply_settings(base, s)) for s in plan_trials(spec)]  # every trial checked before any is queued
+    configs = [
+        (s, apply_settings(base, s)) for s in plan_trials(spec)
+    ]  # every trial checked before any is queued
     exp_id, now = jobs.new_job_id(), time.time()
     deadline = now + spec.budget_min * 60 if spec.budget_min else None
     name = spec.name or f"sweep {exp_id[:15]}"
     trials = []
     for i, (settings, cfg) in enumerate(configs):
         cfg.name = f"{name} #{i + 1}: {settings_text(settings)}"
-        params = {"config": to_dict(cfg), "experiment": exp_id, "trial": i,
-                  **({"not_after": deadline} if deadline else {})}
+        params = {
+            "config": to_dict(cfg),
+            "experiment": exp_id,
+            "trial": i,
+            **({"not_after": deadline} if deadline else {}),
+        }
         job = jobs.submit_and_start("train", params, owner=owner, store=store)
         trials.append({"job": job.id, "run_dir": job.run_dir, "settings": settings, "name": cfg.name})
-    record = {"id": exp_id, "name": name, "owner": owner, "created": now, "deadline": deadline,
-              "spec": to_dict(spec), "base_config": to_dict(base), "trials": trials, "stopped": {}}
+    record = {
+        "id": exp_id,
+        "name": name,
+        "owner": owner,
+        "created": now,
+        "deadline": deadline,
+        "spec": to_dict(spec),
+        "base_config": to_dict(base),
+        "trials": trials,
+        "stopped": {},
+    }
     runs.write_json(runs.experiment_file(exp_id), record)
     return record
 
@@ -275,7 +300,9 @@ def exists(exp_id: str) -> bool:
 def list_ids(owner: str | None = None) -> list[str]:
     """Experiment ids, newest first (only `owner`'s when given)."""
     found = sorted((p.parent.name for p in runs.experiments_dir().glob(f"*/{runs.EXPERIMENT}")), reverse=True)
-    return [i for i in found if owner is None or runs.read_json(runs.experiment_file(i)).get("owner") == owner]
+    return [
+        i for i in found if owner is None or runs.read_json(runs.experiment_file(i)).get("owner") == owner
+    ]
 
 
 def spec_of(record: dict[str, Any]) -> SweepSpec:
@@ -365,16 +392,26 @@ def median_stop(record: dict[str, Any], store: jobs.JobStore) -> dict[str, str]:
         return {}
     by_id = {t["job"]: t for t in record["trials"]}
     states = child_jobs(record, store)
-    done = [value_at_epoch(by_id[i]["run_dir"], spec.metric, epoch) for i, j in states.items() if j and j.status == "done"]
+    done = [
+        value_at_epoch(by_id[i]["run_dir"], spec.metric, epoch)
+        for i, j in states.items()
+        if j and j.status == "done"
+    ]
     done = [v for v in done if v is not None]
     if len(done) < MIN_COMPLETED_FOR_MEDIAN:
         return {}
     median, stopped = float(np.median(done)), {}
     for job_id, job in states.items():
-        value = value_at_epoch(by_id[job_id]["run_dir"], spec.metric, epoch) if job and job.status == "running" else None
+        value = (
+            value_at_epoch(by_id[job_id]["run_dir"], spec.metric, epoch)
+            if job and job.status == "running"
+            else None
+        )
         if value is not None and value < median and job_id not in record.get("stopped", {}):
             store.cancel(job_id)
-            stopped[job_id] = f"{spec.metric} {value:.3f} after epoch {epoch} < median {median:.3f} of finished trials"
+            stopped[job_id] = (
+                f"{spec.metric} {value:.3f} after epoch {epoch} < median {median:.3f} of finished trials"
+            )
     return stopped
 
 
@@ -416,11 +453,15 @@ def trial_metric(run_dir: str, metric: str, n_boot: int = 1000) -> dict[str, flo
     if not classes or table is None:
         return None
     stat = table.stat()
-    return _metric_ci(str(table), tuple(str(c) for c in classes), metric, n_boot, stat.st_mtime_ns, stat.st_size)
+    return _metric_ci(
+        str(table), tuple(str(c) for c in classes), metric, n_boot, stat.st_mtime_ns, stat.st_size
+    )
 
 
 @functools.lru_cache(maxsize=512)
-def _metric_ci(path: str, classes: tuple[str, ...], metric: str, n_boot: int, _mtime_ns: int, _size: int) -> dict | None:
+def _metric_ci(
+    path: str, classes: tuple[str, ...], metric: str, n_boot: int, _mtime_ns: int, _size: int
+) -> dict | None:
     """The bootstrap CI of one predictions table, cached per file version (the page polls every 2 s)."""
     from core import evaluate
 
@@ -444,13 +485,21 @@ def trial_table(record: dict[str, Any], store: jobs.JobStore, n_boot: int = 1000
         job = states.get(t["job"])
         ci = trial_metric(t["run_dir"], metric, n_boot) if job and job.status == "done" else None
         started, finished = (job.started, job.finished) if job else (None, None)
-        rows.append({"trial": i + 1, "name": t.get("name", ""), "status": job.status if job else "interrupted",
-                     **{n: t["settings"].get(n) for n in varying(record)},
-                     metric: ci["value"] if ci else math.nan, "ci_lo": ci["lo"] if ci else math.nan,
-                     "ci_hi": ci["hi"] if ci else math.nan,
-                     "duration_s": ((finished or now) - started) if started else math.nan,
-                     "progress": progress_text(t["run_dir"]) if job and job.status == "running" else "",
-                     "note": record.get("stopped", {}).get(t["job"], job.error if job else ""), "job": t["job"]})
+        rows.append(
+            {
+                "trial": i + 1,
+                "name": t.get("name", ""),
+                "status": job.status if job else "interrupted",
+                **{n: t["settings"].get(n) for n in varying(record)},
+                metric: ci["value"] if ci else math.nan,
+                "ci_lo": ci["lo"] if ci else math.nan,
+                "ci_hi": ci["hi"] if ci else math.nan,
+                "duration_s": ((finished or now) - started) if started else math.nan,
+                "progress": progress_text(t["run_dir"]) if job and job.status == "running" else "",
+                "note": record.get("stopped", {}).get(t["job"], job.error if job else ""),
+                "job": t["job"],
+            }
+        )
     table = pd.DataFrame(rows)
     table["best"] = False
     best = best_trial(table, metric)
@@ -492,6 +541,13 @@ def summary(exp_id: str, store: jobs.JobStore | None = None, n_boot: int = 1000)
     record = refresh(exp_id, store)
     table = trial_table(record, store, n_boot)
     metric = spec_of(record).metric
-    return {"experiment": exp_id, "name": record["name"], "dataset": dataset_text(base_of(record)),
-            "status": record["status"], "counts": record["counts"], "metric": f"valid {metric}",
-            "best": best_trial(table, metric), "trials": runs.json_safe(table.to_dict(orient="records"))}
+    return {
+        "experiment": exp_id,
+        "name": record["name"],
+        "dataset": dataset_text(base_of(record)),
+        "status": record["status"],
+        "counts": record["counts"],
+        "metric": f"valid {metric}",
+        "best": best_trial(table, metric),
+        "trials": runs.json_safe(table.to_dict(orient="records")),
+    }

@@ -17,14 +17,28 @@ EPS = 1e-7  # probabilities are clipped to [EPS, 1 - EPS] before taking logs
 OVERLAY_ALPHA = 0.45
 _HOOK_LOCK = threading.Lock()  # hooks are added to a shared (cached) model: one Grad-CAM at a time
 # A perceptually ordered blue -> cyan -> green -> yellow -> red colour map (anchors, linearly interpolated).
-_CMAP = np.array([[48, 18, 59], [70, 107, 227], [40, 188, 235], [50, 241, 152], [164, 252, 60],
-                  [239, 205, 58], [251, 128, 34], [210, 48, 5], [122, 4, 3]], dtype=np.float32)
+_CMAP = np.array(
+    [
+        [48, 18, 59],
+        [70, 107, 227],
+        [40, 188, 235],
+        [50, 241, 152],
+        [164, 252, 60],
+        [239, 205, 58],
+        [251, 128, 34],
+        [210, 48, 5],
+        [122, 4, 3],
+    ],
+    dtype=np.float32,
+)
 
 
 # ---------------------------------------------------------------- top losses
 
 
-def top_losses(df: pd.DataFrame, classes: list[str], k: int | None = None, errors_only: bool = False) -> pd.DataFrame:
+def top_losses(
+    df: pd.DataFrame, classes: list[str], k: int | None = None, errors_only: bool = False
+) -> pd.DataFrame:
     """Labelled predictions ranked by cross-entropy loss -log p(true class), highest first.
 
     Columns: rank, path, label, pred, prob_true, prob_pred, loss, correct (+ fold / any extra columns kept).
@@ -48,7 +62,11 @@ def most_confused(df: pd.DataFrame, min_count: int = 1) -> pd.DataFrame:
     """(true, predicted, count) pairs of the errors, most frequent first."""
     wrong = df[df["label"].astype(str) != df["pred"].astype(str)]
     pairs = wrong.groupby(["label", "pred"]).size().reset_index(name="count")
-    return pairs[pairs["count"] >= min_count].sort_values("count", ascending=False, kind="stable").reset_index(drop=True)
+    return (
+        pairs[pairs["count"] >= min_count]
+        .sort_values("count", ascending=False, kind="stable")
+        .reset_index(drop=True)
+    )
 
 
 # ---------------------------------------------------------------- Grad-CAM
@@ -67,8 +85,9 @@ class CamResult:
     probs: dict[str, float]
 
 
-def grad_cam(model: torch.nn.Module, layer: torch.nn.Module, x: torch.Tensor,
-             class_index: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def grad_cam(
+    model: torch.nn.Module, layer: torch.nn.Module, x: torch.Tensor, class_index: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """(map, probabilities) for one normalised 1 x C x H x W input: ReLU(sum_k mean(dy/dA_k) * A_k), upsampled
     to H x W and scaled to 0..1 (all zeros when nothing supports the class). Default class: the predicted one."""
     acts: list[torch.Tensor] = []
@@ -114,12 +133,16 @@ def colorize(heatmap: np.ndarray) -> np.ndarray:
     return (_CMAP[lo] * (1 - frac) + _CMAP[hi] * frac).astype(np.uint8)
 
 
-def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = OVERLAY_ALPHA, size: int | None = None) -> Image.Image:
+def overlay(
+    image: Image.Image, heatmap: np.ndarray, alpha: float = OVERLAY_ALPHA, size: int | None = None
+) -> Image.Image:
     """The image with the coloured heatmap blended on top (weight rising with the map), optionally enlarged."""
     base = image.convert("RGB")
     if size and size != base.size[0]:
         base = base.resize((size, round(size * base.size[1] / base.size[0])), Image.Resampling.BICUBIC)
-    heat = Image.fromarray((np.clip(heatmap, 0, 1) * 255).astype(np.uint8)).resize(base.size, Image.Resampling.BILINEAR)
+    heat = Image.fromarray((np.clip(heatmap, 0, 1) * 255).astype(np.uint8)).resize(
+        base.size, Image.Resampling.BILINEAR
+    )
     h = np.asarray(heat, dtype=np.float32)[..., None] / 255.0
     colours = colorize(h[..., 0])
     w = alpha * (0.25 + 0.75 * h)
@@ -127,8 +150,13 @@ def overlay(image: Image.Image, heatmap: np.ndarray, alpha: float = OVERLAY_ALPH
     return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
 
 
-def explain(predictor, path: str | Path, class_name: str | int | None = None, display_size: int | None = 448,
-            alpha: float = OVERLAY_ALPHA) -> CamResult:
+def explain(
+    predictor,
+    path: str | Path,
+    class_name: str | int | None = None,
+    display_size: int | None = 448,
+    alpha: float = OVERLAY_ALPHA,
+) -> CamResult:
     """Grad-CAM for one file with a loaded core.predict.Predictor (its preprocessing and model, reused).
 
     The heatmap has the model's input size; the overlay is drawn on the image the model saw, enlarged to
@@ -143,8 +171,15 @@ def explain(predictor, path: str | Path, class_name: str | int | None = None, di
     idx = int(probs.argmax()) if idx is None else idx
     img = _to_image(t)
     size = display_size if display_size and display_size > img.size[0] else None
-    return CamResult(heat, overlay(img, heat, alpha, size), img, predictor.classes[idx], idx, float(probs[idx]),
-                     dict(zip(predictor.classes, map(float, probs))))
+    return CamResult(
+        heat,
+        overlay(img, heat, alpha, size),
+        img,
+        predictor.classes[idx],
+        idx,
+        float(probs[idx]),
+        dict(zip(predictor.classes, map(float, probs))),
+    )
 
 
 def _class_index(classes: list[str], class_name: str | int | None) -> int | None:
@@ -163,4 +198,6 @@ def _class_index(classes: list[str], class_name: str | int | None) -> int | None
 def _to_image(t: torch.Tensor) -> Image.Image:
     """A C x H x W 0..1 tensor back to a PIL image (grey or RGB)."""
     arr = (t.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
-    return Image.fromarray(arr[0], "L") if arr.shape[0] == 1 else Image.fromarray(arr.transpose(1, 2, 0), "RGB")
+    return (
+        Image.fromarray(arr[0], "L") if arr.shape[0] == 1 else Image.fromarray(arr.transpose(1, 2, 0), "RGB")
+    )

@@ -33,7 +33,7 @@ def run_status(run_dir: Path) -> tuple[str, str]:
 
 
 def why_not_finishable(run_dir: str | os.PathLike) -> str:
-    """"" when the run can be finished from its checkpoint, else the reason in user terms."""
+    """ "" when the run can be finished from its checkpoint, else the reason in user terms."""
     run = runs.RunFolder(run_dir)
     if not run.config.is_file() or not run.items.is_file():
         return f"{run} is not a training run folder (no {run.config.name} / {run.items.name})"
@@ -103,16 +103,27 @@ def finish_from_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
     epoch, recorded = best_epoch(run.path, cfg.train.monitor)
     status, error = run_status(run.path)
     planned = cfg.train.planned_epochs()
-    origin = {"epoch": epoch, "epochs_recorded": recorded, "epochs_planned": planned, "run_status": status,
-              "run_error": error, "checkpoint": run.relative(run.best_checkpoint),
-              "note": f"model from epoch {epoch + 1 if epoch >= 0 else '?'} of {planned} of a run that "
-                      f"{ENDED.get(status, 'ended as ' + status)} (its best checkpoint); training did not complete"}
+    origin = {
+        "epoch": epoch,
+        "epochs_recorded": recorded,
+        "epochs_planned": planned,
+        "run_status": status,
+        "run_error": error,
+        "checkpoint": run.relative(run.best_checkpoint),
+        "note": f"model from epoch {epoch + 1 if epoch >= 0 else '?'} of {planned} of a run that "
+        f"{ENDED.get(status, 'ended as ' + status)} (its best checkpoint); training did not complete",
+    }
     model = archs.create_model(cfg.train.arch, len(classes), 1 if cfg.data.channels == "grey" else 3)
     weightfiles.load_weights_into(model, load_file(str(run.best_checkpoint)), strict=True)
-    stats = (data.dataset_stats(items[items["split"] == "train"], cfg.data) if cfg.data.normalize == "dataset"
-             else data.normalize_stats(cfg.data))  # what the run's DataLoaders applied
-    manifest = {**manifest_for(cfg, classes, {}, stats, epoch, epoch, "best"),
-                "finished_from_checkpoint": {k: v for k, v in origin.items() if k != "run_error"}}
+    stats = (
+        data.dataset_stats(items[items["split"] == "train"], cfg.data)
+        if cfg.data.normalize == "dataset"
+        else data.normalize_stats(cfg.data)
+    )  # what the run's DataLoaders applied
+    manifest = {
+        **manifest_for(cfg, classes, {}, stats, epoch, epoch, "best"),
+        "finished_from_checkpoint": {k: v for k, v in origin.items() if k != "run_error"},
+    }
     savedmodel.save_model(model, run.model_dir, manifest)
     metrics, unreadable = {}, 0
     for split in ("valid", "test"):
@@ -122,10 +133,16 @@ def finish_from_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
             frame.to_csv(run.predictions(split), index=False)
             metrics[split], unreadable = evaluate.metrics_from_frame(frame, classes), unreadable + bad
     savedmodel.save_model(model, run.model_dir, {**manifest, "metrics": metrics})
-    summary = {"type": "single", "classes": classes, "metrics": metrics, "best_epoch": epoch,
-               "monitor": cfg.train.monitor, "stopped_early": False, "epochs_run": recorded,
-               "finished_from_checkpoint": {**origin, "unreadable_items": unreadable}}
+    summary = {
+        "type": "single",
+        "classes": classes,
+        "metrics": metrics,
+        "best_epoch": epoch,
+        "monitor": cfg.train.monitor,
+        "stopped_early": False,
+        "epochs_run": recorded,
+        "finished_from_checkpoint": {**origin, "unreadable_items": unreadable},
+    }
     run.write(runs.ENV, env_info())
     run.write(runs.METRICS, summary)
     return summary
-

@@ -26,9 +26,10 @@ def number(x: Any, digits: int = 3, missing: str = MISSING) -> str:
     return f"{x:.{digits}f}" if _finite(x) else missing
 
 
-def with_ci(ci: Mapping[str, float] | float | None, digits: int = 3, missing: str = MISSING,
-            brackets: str = "()") -> str:
-    """"0.912 (0.871-0.948)" from {"value", "lo", "hi"} or a number; the interval only when it is finite.
+def with_ci(
+    ci: Mapping[str, float] | float | None, digits: int = 3, missing: str = MISSING, brackets: str = "()"
+) -> str:
+    """ "0.912 (0.871-0.948)" from {"value", "lo", "hi"} or a number; the interval only when it is finite.
 
     brackets="[]" where the text already sits inside parentheses (a figure legend).
     """
@@ -43,7 +44,7 @@ def with_ci(ci: Mapping[str, float] | float | None, digits: int = 3, missing: st
 
 
 def mean_sd(mean: Any, sd: Any, digits: int = 3) -> str:
-    """"0.850 ± 0.071" (k-fold summaries)."""
+    """ "0.850 ± 0.071" (k-fold summaries)."""
     return f"{number(mean, digits)} ± {number(sd, digits)}"
 
 

@@ -17,8 +17,9 @@ from core.fsutil import inside, is_hidden
 from core.uploads import UploadError, UploadLimits, list_datasets, upload_dir
 
 TRUE = ("1", "true", "yes", "on")
-HOSTED_PATH_ERROR = ("server paths are disabled in hosted mode: choose a configured data folder "
-                     "or your own uploads")
+HOSTED_PATH_ERROR = (
+    "server paths are disabled in hosted mode: choose a configured data folder or your own uploads"
+)
 MAX_LISTED = 200
 
 
@@ -107,8 +108,12 @@ def allowed_csvs(owner: str, depth: int = 2) -> list[Path]:
     for base in [*data_roots(), *list_datasets(owner)]:
         level = [base]
         for _ in range(depth + 1):
-            found += sorted(p for d in level for p in _files(d)
-                            if p.suffix.lower() in (".csv", ".tsv") and _allowed(p.resolve(), owner))
+            found += sorted(
+                p
+                for d in level
+                for p in _files(d)
+                if p.suffix.lower() in (".csv", ".tsv") and _allowed(p.resolve(), owner)
+            )
             level = [s for d in level for s in _subfolders(d)]
     return found[:MAX_LISTED]
 
@@ -121,14 +126,42 @@ def _files(folder: Path) -> list[Path]:
         return []
 
 
-__all__ = ["UploadError", "allowed_bases", "allowed_csvs", "allowed_folders", "check_server_path", "check_source",
-           "data_roots", "hosted", "max_files", "max_upload_bytes", "upload_limits"]
+__all__ = [
+    "UploadError",
+    "allowed_bases",
+    "allowed_csvs",
+    "allowed_folders",
+    "check_server_path",
+    "check_source",
+    "data_roots",
+    "hosted",
+    "max_files",
+    "max_upload_bytes",
+    "upload_limits",
+]
 
 
-USER_FACING = ("PretrainedUnavailable", "TrainingError", "SplitError", "SourceError", "UnsafePathError",
-               "ConfigError", "JobCancelled", "OutOfMemoryError", "MemoryError", "ImageError")
-USER_FACING_TEXT = ("out of memory", "disk full", "worker process died", "training refused", "cancelled",
-                    "stopped by force", "interrupted")
+USER_FACING = (
+    "PretrainedUnavailable",
+    "TrainingError",
+    "SplitError",
+    "SourceError",
+    "UnsafePathError",
+    "ConfigError",
+    "JobCancelled",
+    "OutOfMemoryError",
+    "MemoryError",
+    "ImageError",
+)
+USER_FACING_TEXT = (
+    "out of memory",
+    "disk full",
+    "worker process died",
+    "training refused",
+    "cancelled",
+    "stopped by force",
+    "interrupted",
+)
 _PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][^\s'\"`,;:()\[\]{}<>\\/]+){2,}[\\/]?")
 
 

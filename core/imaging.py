@@ -44,9 +44,28 @@ DEFAULT_DECODE_MEMORY_MB = 1024
 # copies (alpha compositing in uint16, 16-bit/float stretch in float32, EXIF transpose). Measured peak RSS per
 # pixel at 3000x3000 (VmHWM after a reset): L 2.0, RGB 8.0-8.4, RGBA 25.3, LA 17.3, P 13.9-19.3, I;16 11.1,
 # I/F 17.5, CMYK 12.3, 1 3.0; the table adds about 20 % headroom.
-_RASTER_BYTES_PER_PIXEL = {"1": 4, "L": 3, "P": 24, "PA": 32, "LA": 21, "La": 21, "RGB": 10, "RGBA": 30, "RGBa": 30,
-                           "CMYK": 15, "YCbCr": 10, "LAB": 10, "HSV": 10, "RGBX": 15, "I;16": 14, "I;16L": 14,
-                           "I;16B": 14, "I;16N": 14, "I": 21, "F": 21}
+_RASTER_BYTES_PER_PIXEL = {
+    "1": 4,
+    "L": 3,
+    "P": 24,
+    "PA": 32,
+    "LA": 21,
+    "La": 21,
+    "RGB": 10,
+    "RGBA": 30,
+    "RGBa": 30,
+    "CMYK": 15,
+    "YCbCr": 10,
+    "LAB": 10,
+    "HSV": 10,
+    "RGBX": 15,
+    "I;16": 14,
+    "I;16L": 14,
+    "I;16B": 14,
+    "I;16N": 14,
+    "I": 21,
+    "F": 21,
+}
 _RASTER_DEFAULT_BPP = 32
 # DICOM: per sample, the stored frame and pydicom's copy (2 x stored bytes) plus float32 modality values and the
 # window's float32 working copy, plus the uint8 results (~14 bytes); measured 13.4 B/px for 8- and 16-bit grey
@@ -61,30 +80,96 @@ _TS_NAMES = {  # transfer syntaxes newer than pydicom's list
 }
 
 ALLOWED_TAGS = (
-    "Modality", "SOPClassUID", "BodyPartExamined", "ViewPosition", "ImageLaterality", "Laterality",
-    "PatientOrientation", "ImageType", "PhotometricInterpretation", "Rows", "Columns", "SamplesPerPixel",
-    "BitsAllocated", "BitsStored", "HighBit", "PixelRepresentation", "PixelSpacing", "ImagerPixelSpacing",
-    "WindowCenter", "WindowWidth", "VOILUTFunction", "RescaleSlope", "RescaleIntercept", "RescaleType",
-    "NumberOfFrames", "TransferSyntaxUID", "Manufacturer", "ManufacturerModelName", "StudyDescription",
-    "SeriesDescription", "PatientSex", "PatientAge", "KVP", "Exposure", "LossyImageCompression",
+    "Modality",
+    "SOPClassUID",
+    "BodyPartExamined",
+    "ViewPosition",
+    "ImageLaterality",
+    "Laterality",
+    "PatientOrientation",
+    "ImageType",
+    "PhotometricInterpretation",
+    "Rows",
+    "Columns",
+    "SamplesPerPixel",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "PixelSpacing",
+    "ImagerPixelSpacing",
+    "WindowCenter",
+    "WindowWidth",
+    "VOILUTFunction",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "RescaleType",
+    "NumberOfFrames",
+    "TransferSyntaxUID",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "StudyDescription",
+    "SeriesDescription",
+    "PatientSex",
+    "PatientAge",
+    "KVP",
+    "Exposure",
+    "LossyImageCompression",
     "PresentationIntentType",
 )
 PHI_TAGS = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientBirthTime", "OtherPatientIDs",
-    "OtherPatientNames", "PatientAddress", "PatientTelephoneNumbers", "PatientMotherBirthName",
-    "MedicalRecordLocator", "InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName",
-    "ReferringPhysicianName", "PerformingPhysicianName", "OperatorsName", "PhysiciansOfRecord",
-    "NameOfPhysiciansReadingStudy", "RequestingPhysician", "AccessionNumber", "StudyID", "StudyDate",
-    "StudyTime", "SeriesDate", "AcquisitionDate", "ContentDate", "InstanceCreationDate", "StudyInstanceUID",
-    "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID", "DeviceSerialNumber", "StationName",
-    "IssuerOfPatientID", "OtherPatientIDsSequence",
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientBirthTime",
+    "OtherPatientIDs",
+    "OtherPatientNames",
+    "PatientAddress",
+    "PatientTelephoneNumbers",
+    "PatientMotherBirthName",
+    "MedicalRecordLocator",
+    "InstitutionName",
+    "InstitutionAddress",
+    "InstitutionalDepartmentName",
+    "ReferringPhysicianName",
+    "PerformingPhysicianName",
+    "OperatorsName",
+    "PhysiciansOfRecord",
+    "NameOfPhysiciansReadingStudy",
+    "RequestingPhysician",
+    "AccessionNumber",
+    "StudyID",
+    "StudyDate",
+    "StudyTime",
+    "SeriesDate",
+    "AcquisitionDate",
+    "ContentDate",
+    "InstanceCreationDate",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "FrameOfReferenceUID",
+    "DeviceSerialNumber",
+    "StationName",
+    "IssuerOfPatientID",
+    "OtherPatientIDsSequence",
 )
 
 _MAGIC = (
-    (b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF8", "GIF"), (b"II*\x00", "TIFF"),
-    (b"MM\x00*", "TIFF"), (b"%PDF", "PDF"), (b"MZ", "a Windows executable"), (b"\x7fELF", "a Linux executable"),
-    (b"PK\x03\x04", "ZIP"), (b"\x1f\x8b", "GZIP"), (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"), (b"BM", "BMP"),
-    (b"version https://git-lfs", "a Git LFS pointer"), (b"RIFF", "RIFF/WebP"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF8", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"%PDF", "PDF"),
+    (b"MZ", "a Windows executable"),
+    (b"\x7fELF", "a Linux executable"),
+    (b"PK\x03\x04", "ZIP"),
+    (b"\x1f\x8b", "GZIP"),
+    (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+    (b"BM", "BMP"),
+    (b"version https://git-lfs", "a Git LFS pointer"),
+    (b"RIFF", "RIFF/WebP"),
 )
 _BITS = {"1": 1, "I;16": 16, "I;16L": 16, "I;16B": 16, "I;16N": 16, "I": 32, "F": 32}
 
@@ -122,8 +207,10 @@ def check_decode_bytes(nbytes: int) -> None:
     """Refuse a decode whose estimated memory exceeds the budget (before any pixel is allocated)."""
     total = decode_budget_bytes()
     if nbytes > total:
-        raise ImageError(f"image too large to decode safely: it needs about {megabytes(nbytes)} of memory, more than "
-                         f"this app's decode limit of {megabytes(total)} (set {DECODE_MEMORY_ENV} to change it)")
+        raise ImageError(
+            f"image too large to decode safely: it needs about {megabytes(nbytes)} of memory, more than "
+            f"this app's decode limit of {megabytes(total)} (set {DECODE_MEMORY_ENV} to change it)"
+        )
 
 
 class _DecodeBudget:
@@ -355,8 +442,12 @@ def _wants_dicom(path: Path) -> bool:
 
 @_one_reason
 @_quiet
-def inspect_image(path: str | os.PathLike, verify: bool = True,
-                  decode: Callable[[Path], object] | None = None, refuse_flat: bool = False) -> ImageInfo:
+def inspect_image(
+    path: str | os.PathLike,
+    verify: bool = True,
+    decode: Callable[[Path], object] | None = None,
+    refuse_flat: bool = False,
+) -> ImageInfo:
     """Size, kind, mode, frames and bit depth; verify=True also decodes the pixels (catches truncation).
 
     `decode(path)` replaces the verifying `read_image(path)` when given, e.g. a DecodeCache.warm partial so
@@ -393,7 +484,9 @@ def check_not_flat(im: Image.Image) -> Image.Image:
     bands = cast("list[tuple[float, float]]", [ext] if im.mode == "L" else list(ext))
     lo, hi = min(b[0] for b in bands), max(b[1] for b in bands)
     if lo == hi:
-        raise ImageError(f"every pixel of the decoded image has the same value ({lo}): a blank image, left out")
+        raise ImageError(
+            f"every pixel of the decoded image has the same value ({lo}): a blank image, left out"
+        )
     return im
 
 
@@ -410,7 +503,9 @@ def _pillow_guard() -> Iterator[None]:
     except ImageError:
         raise
     except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-        raise ImageError(f"image too large (over {Image.MAX_IMAGE_PIXELS} pixels; a decompression bomb?)") from None
+        raise ImageError(
+            f"image too large (over {Image.MAX_IMAGE_PIXELS} pixels; a decompression bomb?)"
+        ) from None
     except MemoryError:
         raise ImageError(user_reason(MemoryError())) from None
     except OSError as e:
@@ -558,7 +653,9 @@ def apply_window(arr: np.ndarray, center: float, width: float, function: str = "
     c, w = float(center), float(width)
     fn = (function or "LINEAR").strip().upper()
     if not (np.isfinite(c) and window_ok(w, fn)):
-        raise ValueError(f"window width {width} is not valid for a {fn} window (LINEAR needs >= 1, others > 0)")
+        raise ValueError(
+            f"window width {width} is not valid for a {fn} window (LINEAR needs >= 1, others > 0)"
+        )
     x = np.asarray(arr, dtype=np.float32)  # float32 halves the memory of large radiographs
     if fn == "SIGMOID":
         y = np.subtract(x, c, dtype=np.float32)
@@ -785,8 +882,16 @@ def _decode_encapsulated(path: Path, ds: Any, frame: int) -> np.ndarray:
     raise ImageError(_decode_reason(first or ValueError("unable to decode"), ds))
 
 
-_JPEG_FAMILY = frozenset({"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
-                          "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"})
+_JPEG_FAMILY = frozenset(
+    {
+        "1.2.840.10008.1.2.4.50",
+        "1.2.840.10008.1.2.4.51",
+        "1.2.840.10008.1.2.4.57",
+        "1.2.840.10008.1.2.4.70",
+        "1.2.840.10008.1.2.4.80",
+        "1.2.840.10008.1.2.4.81",
+    }
+)
 _SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC} | {0xF7}  # JPEG SOF0-15 and JPEG-LS SOF55
 
 
@@ -819,8 +924,8 @@ def _jpeg_stream_ok(b: bytes, rows: int, cols: int, samples: int) -> bool:
             continue
         if m == 0xD9:
             return False  # end of image before any scan
-        length = int.from_bytes(b[i + 2:i + 4], "big")
-        seg = b[i + 4:i + 2 + length]
+        length = int.from_bytes(b[i + 2 : i + 4], "big")
+        seg = b[i + 4 : i + 2 + length]
         if length < 2 or len(seg) != length - 2:
             return False
         if m in _SOF:
@@ -831,7 +936,13 @@ def _jpeg_stream_ok(b: bytes, rows: int, cols: int, samples: int) -> bool:
                 return False
             sof = True
         if m == 0xDA:
-            return sof and len(seg) >= 1 and 1 <= seg[0] <= 4 and len(seg) == 1 + 2 * seg[0] + 3 and i + 2 + length < len(b)
+            return (
+                sof
+                and len(seg) >= 1
+                and 1 <= seg[0] <= 4
+                and len(seg) == 1 + 2 * seg[0] + 3
+                and i + 2 + length < len(b)
+            )
         i += 2 + length
     return False
 
@@ -859,7 +970,9 @@ def _check_native_length(ds: Any) -> None:
     bits = _int(ds, "Rows") * _int(ds, "Columns") * spp * _frames(ds) * _int(ds, "BitsAllocated", 8)
     need = (bits + 7) // 8
     if have < need:
-        raise ImageError(f"truncated pixel data: the file holds {have} of the {need} bytes its header declares")
+        raise ImageError(
+            f"truncated pixel data: the file holds {have} of the {need} bytes its header declares"
+        )
 
 
 def _decode_reason(exc: BaseException, ds: Any) -> str:
@@ -871,7 +984,9 @@ def _decode_reason(exc: BaseException, ds: Any) -> str:
     name = _ts_name(ts)
     if "no pixel data" in low or "no 'pixel data'" in low:
         return "DICOM has no image data (Pixel Data element missing; e.g. a report or RT plan)"
-    if any(s in low for s in ("missing dependencies", "no available", "not supported", "no pixel data decoders")):
+    if any(
+        s in low for s in ("missing dependencies", "no available", "not supported", "no pixel data decoders")
+    ):
         return f"{CANNOT_DECODE}: {name}"
     if ts.is_encapsulated:
         return f"truncated or corrupt pixel data: the {name} compressed image cannot be decoded"
@@ -972,7 +1087,9 @@ def _voi(arr: np.ndarray, ds: Any, window: Window | None) -> np.ndarray:
     if c is not None and w is not None:
         if window_ok(w, fn):
             return apply_window(arr, c, w, fn)
-        log.warning("the file's %s window width %s is not usable (DICOM needs >= 1); shown min-max instead", fn, w)
+        log.warning(
+            "the file's %s window width %s is not usable (DICOM needs >= 1); shown min-max instead", fn, w
+        )
     return stretch(arr)
 
 
@@ -1086,7 +1203,9 @@ class DecodeCache:
         self.hits = 0
         self.misses = 0
 
-    def key(self, path: str | os.PathLike, size: int | None, window: Window | None = None, frame: int = 0) -> str:
+    def key(
+        self, path: str | os.PathLike, size: int | None, window: Window | None = None, frame: int = 0
+    ) -> str:
         """sha1 of the file's identity (path, mtime, size) and the decode settings."""
         p = Path(path).absolute()
         try:
@@ -1115,7 +1234,9 @@ class DecodeCache:
         self._store(im, entry)
         return im
 
-    def warm(self, path: str | os.PathLike, size: int | None, window: Window | None = None, frame: int = 0) -> bool:
+    def warm(
+        self, path: str | os.PathLike, size: int | None, window: Window | None = None, frame: int = 0
+    ) -> bool:
         """Make sure the entry exists: True when it already did, else decode and store (ImageError if unreadable).
 
         An entry exists only for a file decoded successfully with these settings at this mtime and size, so
@@ -1149,4 +1270,7 @@ class DecodeCache:
             with atomic_writer(entry, durable=False) as tmp, open(tmp, "wb") as f:
                 im.save(f, format="PNG", compress_level=1)
         except (OSError, ValueError, zlib.error) as e:
-            log.warning("decode cache: could not write an entry (%s)", getattr(e, "strerror", None) or type(e).__name__)
+            log.warning(
+                "decode cache: could not write an entry (%s)",
+                getattr(e, "strerror", None) or type(e).__name__,
+            )

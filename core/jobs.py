@@ -66,7 +66,13 @@ EXTRA_TASKS_ENV = "XRT_EXTRA_TASKS"  # "kind=module:function,..." read by worker
 HEARTBEAT_S = 5.0  # supervisors refresh their heartbeat this often
 STALE_S = 60.0  # a heartbeat older than this means dead (used where pids cannot be checked)
 # The run-folder names jobs use, as core.runs spells them (these aliases serve older importers).
-PROGRESS_FILE, STOP_FILE, LOG_FILE, JOB_FILE, WORKER_LOG = runs.PROGRESS, runs.STOP, runs.LOG, runs.JOB, runs.WORKER_LOG
+PROGRESS_FILE, STOP_FILE, LOG_FILE, JOB_FILE, WORKER_LOG = (
+    runs.PROGRESS,
+    runs.STOP,
+    runs.LOG,
+    runs.JOB,
+    runs.WORKER_LOG,
+)
 HOST = socket.gethostname()
 
 
@@ -358,7 +364,10 @@ CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created);
 CREATE TABLE IF NOT EXISTS workers (
     pid INTEGER NOT NULL, token TEXT, host TEXT NOT NULL DEFAULT '', started REAL, heartbeat REAL);
 """
-_ADDED_COLUMNS = {"slot": "slot INTEGER", "parent_id": "parent_id TEXT NOT NULL DEFAULT ''"}  # since the first schema
+_ADDED_COLUMNS = {
+    "slot": "slot INTEGER",
+    "parent_id": "parent_id TEXT NOT NULL DEFAULT ''",
+}  # since the first schema
 
 
 class JobStore:
@@ -482,7 +491,9 @@ class JobStore:
             owner=owner,
             parent_id=parent_id,
         )
-        atomic_write_json(runs.RunFolder(rdir).job, job.to_dict())  # before the row exists: a worker may rewrite it
+        atomic_write_json(
+            runs.RunFolder(rdir).job, job.to_dict()
+        )  # before the row exists: a worker may rewrite it
         while True:
             try:
                 with self._write() as con:

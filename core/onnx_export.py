@@ -59,8 +59,16 @@ def _onnx_export(model: torch.nn.Module, dummy: torch.Tensor, path: Path) -> Non
     batch = torch.export.Dim("batch", min=1, max=1024)
     with warnings.catch_warnings():  # the exporter's own chatter, not problems of the model
         warnings.filterwarnings("ignore", module=r"(torch\.onnx|torch\.export|torch\.jit|onnxscript|onnx_ir)")
-        program = torch.onnx.export(model, (dummy,), dynamo=True, input_names=["image"], output_names=["logits"],
-                                    dynamic_shapes=({0: batch},), opset_version=18, verbose=False)
+        program = torch.onnx.export(
+            model,
+            (dummy,),
+            dynamo=True,
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_shapes=({0: batch},),
+            opset_version=18,
+            verbose=False,
+        )
     if program is None:
         raise ModelFileError("ONNX export produced nothing")
     program.save(str(path))

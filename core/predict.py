@@ -19,7 +19,9 @@ from core.config import SourceConfig, Window
 from core.data import ImageReader
 
 DEFAULT_THRESHOLD = 0.5
-DECODE_WORKERS = min(4, os.cpu_count() or 1)  # threads decoding images while the model runs on the previous batch
+DECODE_WORKERS = min(
+    4, os.cpu_count() or 1
+)  # threads decoding images while the model runs on the previous batch
 
 
 class Predictor:
@@ -35,8 +37,9 @@ class Predictor:
         m = self.manifest
         self.classes: list[str] = list(m["classes"])
         window = Window(**m["window"]) if m.get("window") else None
-        self.reader = ImageReader(int(m["img_size"]), m.get("channels", "rgb"), window, int(m.get("frame", 0)),
-                                  use_cache=False)
+        self.reader = ImageReader(
+            int(m["img_size"]), m.get("channels", "rgb"), window, int(m.get("frame", 0)), use_cache=False
+        )
         norm = m.get("normalize")
         self.mean = torch.tensor(norm["mean"]).view(1, -1, 1, 1) if norm else None
         self.std = torch.tensor(norm["std"]).view(1, -1, 1, 1) if norm else None
@@ -61,8 +64,9 @@ class Predictor:
 
         img = self.image_for(path)
         method = {"squish": ResizeMethod.Squish, "pad": ResizeMethod.Pad, "crop": ResizeMethod.Crop}
-        img = Resize(self.reader.size, method=method[self.manifest.get("resize", "squish")], pad_mode="zeros")(
-            img, split_idx=1)
+        img = Resize(
+            self.reader.size, method=method[self.manifest.get("resize", "squish")], pad_mode="zeros"
+        )(img, split_idx=1)
         arr = np.asarray(img, dtype=np.float32) / 255.0
         arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
         return torch.from_numpy(np.ascontiguousarray(arr))
@@ -94,28 +98,37 @@ class Predictor:
 
     def decide(self, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
         """Predicted class indices: binary -> second class when p >= threshold (default 0.5); else argmax."""
-        return evaluate.predict_labels(probs, (DEFAULT_THRESHOLD if threshold is None else threshold)
-                                       if self.binary else None)
+        return evaluate.predict_labels(
+            probs, (DEFAULT_THRESHOLD if threshold is None else threshold) if self.binary else None
+        )
 
-    def predict_one(self, path: str | Path, tta: bool = False, threshold: float | None = None) -> dict[str, Any]:
+    def predict_one(
+        self, path: str | Path, tta: bool = False, threshold: float | None = None
+    ) -> dict[str, Any]:
         """Class probabilities, the predicted class and the threshold used, for one file."""
         p = self.probs(self.checked_tensor(path)[None], tta=tta)
-        return {"pred": self.classes[int(self.decide(p, threshold)[0])], "probs": dict(zip(self.classes, map(float, p[0]))),
-                "threshold": self.threshold_used(threshold)}
+        return {
+            "pred": self.classes[int(self.decide(p, threshold)[0])],
+            "probs": dict(zip(self.classes, map(float, p[0]))),
+            "threshold": self.threshold_used(threshold),
+        }
 
     def threshold_used(self, threshold: float | None) -> float | str:
         """What the threshold column says: the binary threshold, or "argmax" for multi-class."""
         return float(DEFAULT_THRESHOLD if threshold is None else threshold) if self.binary else "argmax"
 
-    def _decoded(self, paths: list[str], batch_size: int, workers: int) -> Iterator[tuple[list[str], list, list]]:
+    def _decoded(
+        self, paths: list[str], batch_size: int, workers: int
+    ) -> Iterator[tuple[list[str], list, list]]:
         """Batches of (paths, tensors, problems), decoded by a thread pool one batch ahead of the model."""
+
         def one(p: str) -> torch.Tensor | str:
             try:
                 return self.checked_tensor(p)
             except imaging.ImageError as err:  # a batch never stops for one file
                 return str(err)
 
-        chunks = [paths[i:i + batch_size] for i in range(0, len(paths), batch_size)]
+        chunks = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
         with ThreadPoolExecutor(max(1, workers)) as pool:
             pending = [pool.map(one, c) for c in chunks[:2]]
             for k, chunk in enumerate(chunks):
@@ -123,12 +136,22 @@ class Predictor:
                 if k + 2 < len(chunks):
                     pending.append(pool.map(one, chunks[k + 2]))
                 good = [(p, r) for p, r in zip(chunk, results) if isinstance(r, torch.Tensor)]
-                bad = [{"path": str(p), "reason": r} for p, r in zip(chunk, results) if not isinstance(r, torch.Tensor)]
+                bad = [
+                    {"path": str(p), "reason": r}
+                    for p, r in zip(chunk, results)
+                    if not isinstance(r, torch.Tensor)
+                ]
                 yield [p for p, _ in good], [r for _, r in good], bad
 
-    def predict_paths(self, paths: list[str], batch_size: int = 32, labels: list[str] | None = None,
-                      tta: bool = False, threshold: float | None = None,
-                      workers: int = DECODE_WORKERS) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def predict_paths(
+        self,
+        paths: list[str],
+        batch_size: int = 32,
+        labels: list[str] | None = None,
+        tta: bool = False,
+        threshold: float | None = None,
+        workers: int = DECODE_WORKERS,
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(predictions, problems) for many files; a broken file is reported, the rest are predicted.
 
         Batches go to the GPU when there is one. The table has every class probability, the predicted class
@@ -144,8 +167,12 @@ class Predictor:
         probs_arr = np.concatenate(probs) if probs else np.zeros((0, len(self.classes)))
         df = self._frame(good, probs_arr, threshold)
         if labels is not None:
-            label_of = dict(zip(paths, ["" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
-                                        for v in labels]))
+            label_of = dict(
+                zip(
+                    paths,
+                    ["" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in labels],
+                )
+            )
             df.insert(1, "label", [label_of.get(p, "") for p in good])
         return df, pd.DataFrame(problems, columns=["path", "reason"])
 
@@ -175,15 +202,21 @@ def folder_paths(folder: str | Path) -> list[str]:
     return sorted(str(p) for p in walk_files(root.resolve()) if p.suffix.lower() in exts)
 
 
-def predict_folder(model_path: str | Path | Predictor, folder: str | Path, batch_size: int = 32, tta: bool = False,
-                   threshold: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def predict_folder(
+    model_path: str | Path | Predictor,
+    folder: str | Path,
+    batch_size: int = 32,
+    tta: bool = False,
+    threshold: float | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Predict every image/DICOM under a folder (recursively; hidden files skipped)."""
     paths = folder_paths(folder)
     return as_predictor(model_path).predict_paths(paths, batch_size=batch_size, tta=tta, threshold=threshold)
 
 
-def read_path_table(csv_path: str | Path, path_col: str = "path", label_col: str = "label",
-                    image_root: str | Path = "") -> tuple[list[str], list[str] | None, pd.DataFrame]:
+def read_path_table(
+    csv_path: str | Path, path_col: str = "path", label_col: str = "label", image_root: str | Path = ""
+) -> tuple[list[str], list[str] | None, pd.DataFrame]:
     """(files, labels or None, problems) from a CSV of paths relative to image_root (default: the CSV's folder).
 
     The label column is optional: without it (or with --label-col "") the table is names only. Paths that
@@ -193,7 +226,9 @@ def read_path_table(csv_path: str | Path, path_col: str = "path", label_col: str
 
     df = read_table(csv_path)
     if path_col not in df:
-        raise ValueError(f"the table has no path column '{path_col}'; its columns are: {', '.join(df.columns)}")
+        raise ValueError(
+            f"the table has no path column '{path_col}'; its columns are: {', '.join(df.columns)}"
+        )
     root = Path(image_root) if str(image_root).strip() else Path(csv_path).expanduser().resolve().parent
     labelled = bool(label_col) and label_col in df
     files, labels, problems = [], [], []
@@ -212,13 +247,21 @@ def read_path_table(csv_path: str | Path, path_col: str = "path", label_col: str
     return files, labels if labelled else None, pd.DataFrame(problems, columns=["path", "reason"])
 
 
-def predict_csv(model_path: str | Path | Predictor, csv_path: str | Path, path_col: str = "path",
-                label_col: str = "label", image_root: str | Path = "", batch_size: int = 32, tta: bool = False,
-                threshold: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+def predict_csv(
+    model_path: str | Path | Predictor,
+    csv_path: str | Path,
+    path_col: str = "path",
+    label_col: str = "label",
+    image_root: str | Path = "",
+    batch_size: int = 32,
+    tta: bool = False,
+    threshold: float | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Predict the files a CSV lists; a labelled CSV's labels come along (score them with score_predictions)."""
     files, labels, problems = read_path_table(csv_path, path_col, label_col, image_root)
-    df, bad = as_predictor(model_path).predict_paths(files, batch_size=batch_size, labels=labels, tta=tta,
-                                                     threshold=threshold)
+    df, bad = as_predictor(model_path).predict_paths(
+        files, batch_size=batch_size, labels=labels, tta=tta, threshold=threshold
+    )
     return df, pd.concat([problems, bad], ignore_index=True) if len(problems) else bad
 
 
@@ -231,8 +274,13 @@ class SourceScore:
     metrics: dict[str, float]
 
 
-def score_source(model: str | Path | Predictor, source: SourceConfig, batch_size: int = 32, tta: bool = False,
-                 threshold: float | None = None) -> SourceScore:
+def score_source(
+    model: str | Path | Predictor,
+    source: SourceConfig,
+    batch_size: int = 32,
+    tta: bool = False,
+    threshold: float | None = None,
+) -> SourceScore:
     """Load a labelled source, check its labels are classes of the model, predict it with its labels, measure."""
     from core.sources import load_source
 
@@ -244,14 +292,16 @@ def score_source(model: str | Path | Predictor, source: SourceConfig, batch_size
         raise ValueError(f"test labels {unknown} are not classes of this model ({', '.join(pred.classes)})")
     if ds.items.empty:
         raise ValueError("the test set has no usable images")
-    df, bad = pred.predict_paths(ds.items["path"].tolist(), batch_size=batch_size, labels=labels.tolist(), tta=tta,
-                                 threshold=threshold)
+    df, bad = pred.predict_paths(
+        ds.items["path"].tolist(), batch_size=batch_size, labels=labels.tolist(), tta=tta, threshold=threshold
+    )
     problems = pd.concat([ds.problems[["path", "reason"]], bad], ignore_index=True)
     return SourceScore(df, problems, evaluate.metrics_from_frame(df, pred.classes))
 
 
-def score_predictions(df: pd.DataFrame, classes: list[str], threshold: float | None = None,
-                      **kwargs: Any) -> dict[str, Any] | None:
+def score_predictions(
+    df: pd.DataFrame, classes: list[str], threshold: float | None = None, **kwargs: Any
+) -> dict[str, Any] | None:
     """Full evaluation of the labelled rows of a predictions table (None when no row has a label).
 
     Labels that are not classes of the model are refused with the list of them.

@@ -48,10 +48,10 @@ class PretrainedUnavailable(RuntimeError):
 # ---------------------------------------------------------------- where ImageNet weights come from
 
 
-
 def hub_checkpoints() -> Path:
     """torch hub's download cache folder (torchvision and URL-hosted timm weights)."""
     return Path(torch.hub.get_dir()) / "checkpoints"  # not a run folder
+
 
 def _tv_url(arch: str) -> str:
     """Download URL of torchvision's default ImageNet weights."""
@@ -76,7 +76,9 @@ def hf_source(arch: str) -> tuple[str, list[str]]:
     name = cfg.hf_hub_filename or "pytorch_model.bin"  # file names on the hub (timm's), not ours
     if name.endswith(".safetensors"):
         return cfg.hf_hub_id, [name]
-    safe = "model.safetensors" if name == "pytorch_model.bin" else f"{Path(name).stem}.safetensors"  # not a run folder
+    safe = (
+        "model.safetensors" if name == "pytorch_model.bin" else f"{Path(name).stem}.safetensors"
+    )  # not a run folder
     return cfg.hf_hub_id, [safe, name]
 
 
@@ -119,11 +121,7 @@ def weights_cache_path(arch: str) -> Path | None:
         return hub_checkpoints() / os.path.basename(urlparse(_tv_url(arch)).path)
     cfg = _timm_cfg(arch)
     if not cfg.hf_hub_id:
-        return (
-            hub_checkpoints() / os.path.basename(urlparse(cfg.url).path)
-            if cfg.url
-            else None
-        )
+        return hub_checkpoints() / os.path.basename(urlparse(cfg.url).path) if cfg.url else None
     repo, names = hf_source(arch)
     return _hf_cached(repo, names) or _hf_cache_dir() / f"models--{repo.replace('/', '--')}"
 
@@ -150,12 +148,20 @@ def weights_obtainable(arch: str, timeout: float = 1.5) -> tuple[bool, str]:
         return True, "ImageNet weights are in the local cache."
     host = _weights_host(arch)
     if not host:
-        return False, f"ImageNet weights for {arch} are not in the cache and cannot be downloaded (offline mode)."
+        return (
+            False,
+            f"ImageNet weights for {arch} are not in the cache and cannot be downloaded (offline mode).",
+        )
     if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True, f"ImageNet weights will be downloaded from {host} through the proxy when training starts."
+        return (
+            True,
+            f"ImageNet weights will be downloaded from {host} through the proxy when training starts.",
+        )
     if not host_reachable(host, timeout):
-        return False, (f"ImageNet weights for {arch} are not in the cache and {host} cannot be reached from this "
-                       "server (no internet?).")
+        return False, (
+            f"ImageNet weights for {arch} are not in the cache and {host} cannot be reached from this "
+            "server (no internet?)."
+        )
     return True, f"ImageNet weights will be downloaded from {host} when training starts."
 
 

@@ -64,7 +64,9 @@ def installation_key() -> bytes:
         _create_key_file(path)
     key = path.read_text(encoding="utf-8").strip().encode("utf-8")
     if len(key) < 32:
-        raise RuntimeError(f"the installation key file {path} is damaged; restore it from a backup or delete it")
+        raise RuntimeError(
+            f"the installation key file {path} is damaged; restore it from a backup or delete it"
+        )
     _cache[str(path)] = key
     return key
 

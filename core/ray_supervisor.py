@@ -167,8 +167,13 @@ class RaySupervisor:
         """ray.init against the cluster; the task's options and the capacity from its resources."""
         import ray
 
-        ray.init(address=self.address, runtime_env={"env_vars": forwarded_env()}, namespace="xrt",
-                 log_to_driver=False, logging_level="WARNING")
+        ray.init(
+            address=self.address,
+            runtime_env={"env_vars": forwarded_env()},
+            namespace="xrt",
+            log_to_driver=False,
+            logging_level="WARNING",
+        )
         self.ray = ray
         resources = ray.cluster_resources()
         options = task_options(resources)
@@ -176,7 +181,9 @@ class RaySupervisor:
         self.capacity = capacity(resources, options, nodes)
         self.remote = ray.remote(max_calls=1)(run_remote).options(**options)  # a fresh process per job
         signal.signal(signal.SIGTERM, self._on_term)  # ours again after ray.init's crash handlers
-        print(f"connected to {self.address}: {resources}; task {options}; {self.capacity} at once", flush=True)
+        print(
+            f"connected to {self.address}: {resources}; task {options}; {self.capacity} at once", flush=True
+        )
 
     def connect_error(self, exc: BaseException) -> str:
         """What users are told when the cluster cannot be reached."""
@@ -265,7 +272,10 @@ class RaySupervisor:
             if cur is not None and cur.cancel_requested:
                 status, error = "cancelled", "stopped by force: the task did not stop by itself"
             else:
-                status, error = "interrupted", "interrupted: the Ray supervisor was stopped (server shutting down?)"
+                status, error = (
+                    "interrupted",
+                    "interrupted: the Ray supervisor was stopped (server shutting down?)",
+                )
             if self.store.finish(flight.job.id, status, error=error):
                 worker.log_outcome(flight.job, status, error, time.time() - flight.started)
         self.flights.clear()

@@ -218,7 +218,7 @@ class RunFolder:
         """(fold index, model folder) of each saved fold model, in fold order."""
         found = []
         for p in self.folds_dir.glob(f"{FOLD_PREFIX}*"):
-            idx = p.name[len(FOLD_PREFIX):]
+            idx = p.name[len(FOLD_PREFIX) :]
             if idx.isdigit() and (p / MODEL_MANIFEST).is_file():
                 found.append((int(idx), p))
         yield from sorted(found)

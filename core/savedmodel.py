@@ -46,8 +46,14 @@ def save_model(model: torch.nn.Module, out_dir: str | Path, manifest: dict) -> P
     with atomic_writer(out_dir / MODEL_WEIGHTS) as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT})
         digest = sha256_file(tmp)
-    full = {**manifest, "n_in": int(manifest.get("n_in", 3)), "format": FORMAT,
-            "manifest_version": MANIFEST_VERSION, "weights": MODEL_WEIGHTS, "sha256": digest}
+    full = {
+        **manifest,
+        "n_in": int(manifest.get("n_in", 3)),
+        "format": FORMAT,
+        "manifest_version": MANIFEST_VERSION,
+        "weights": MODEL_WEIGHTS,
+        "sha256": digest,
+    }
     full.setdefault("software", _versions())
     path = out_dir / MODEL_MANIFEST
     write_json(path, full)
@@ -97,10 +103,13 @@ def find_manifest(path: str | Path) -> Path:
             raise ModelFileError(
                 f"{p.name} is a weights file, not a model saved by this app: the app loads its own model folders "
                 f"({MODEL_MANIFEST} + {MODEL_WEIGHTS}, e.g. <run folder>/{MODEL_DIR}). To use a weights file, train "
-                f"from it: choose it as the starting weights on the setup page, or `python -m core train --weights {p} ...`")
+                f"from it: choose it as the starting weights on the setup page, or `python -m core train --weights {p} ...`"
+            )
         return p
     if not p.is_dir():
-        raise ModelFileError(f"no model at {p} (give a run folder, its {MODEL_DIR}/ folder or a {MODEL_MANIFEST})")
+        raise ModelFileError(
+            f"no model at {p} (give a run folder, its {MODEL_DIR}/ folder or a {MODEL_MANIFEST})"
+        )
     run = RunFolder(p)
     for cand in (p / MODEL_MANIFEST, run.model_dir / MODEL_MANIFEST):
         if cand.is_file():
@@ -113,14 +122,27 @@ def _why_no_model(run: RunFolder) -> str:
     p = run.path
     if run.folds_dir.is_dir():
         folds = [d.relative_to(p).as_posix() for _, d in run.fold_models()]
-        which = f"give one of its fold models ({', '.join(folds)})" if folds else "none of its fold models is saved yet"
-        return (f"{p.name} is a k-fold run without a final model: {which}, "
-                "or train with --final-model to get one model on all the data")
+        which = (
+            f"give one of its fold models ({', '.join(folds)})"
+            if folds
+            else "none of its fold models is saved yet"
+        )
+        return (
+            f"{p.name} is a k-fold run without a final model: {which}, "
+            "or train with --final-model to get one model on all the data"
+        )
     if run.config.is_file():
-        return (f"the run {p.name} has no saved model ({run.model_dir / MODEL_MANIFEST} is missing: it did not finish)"
-                + (f"; make one from its best checkpoint with `python -m core finish {p}`"
-                   if run.has_checkpoint() else ""))
-    return f"no model in {p}: expected {p / MODEL_MANIFEST} or a run folder holding {MODEL_DIR}/{MODEL_MANIFEST}"
+        return (
+            f"the run {p.name} has no saved model ({run.model_dir / MODEL_MANIFEST} is missing: it did not finish)"
+            + (
+                f"; make one from its best checkpoint with `python -m core finish {p}`"
+                if run.has_checkpoint()
+                else ""
+            )
+        )
+    return (
+        f"no model in {p}: expected {p / MODEL_MANIFEST} or a run folder holding {MODEL_DIR}/{MODEL_MANIFEST}"
+    )
 
 
 def read_manifest(path: str | Path) -> tuple[dict, Path]:

@@ -39,8 +39,11 @@ def settings_path(user: str) -> Path:
 
 def save(user: str, saved: Saved) -> None:
     """Write a user's settings atomically (a crash leaves the previous file)."""
-    data = {"run_config": to_dict(saved.run_config) if saved.run_config else None,
-            "source": to_dict(saved.source) if saved.source else None, "lr_job": saved.lr_job}
+    data = {
+        "run_config": to_dict(saved.run_config) if saved.run_config else None,
+        "source": to_dict(saved.source) if saved.source else None,
+        "lr_job": saved.lr_job,
+    }
     fsutil.atomic_write_json(settings_path(user), data)
 
 
@@ -63,5 +66,8 @@ def load(user: str) -> Saved:
     if not isinstance(data, dict):
         return Saved()
     lr_job = data.get("lr_job")
-    return Saved(_parse(RunConfig, data.get("run_config")), _parse(SourceConfig, data.get("source")),
-                 lr_job if isinstance(lr_job, str) else "")
+    return Saved(
+        _parse(RunConfig, data.get("run_config")),
+        _parse(SourceConfig, data.get("source")),
+        lr_job if isinstance(lr_job, str) else "",
+    )

@@ -31,8 +31,16 @@ from core.fsutil import inside, is_hidden
 
 ITEM_COLUMNS = ["path", "relpath", "label", "group", "split", "source", "kind", "width", "height"]
 PROBLEM_COLUMNS = ["path", "reason"]
-SPLIT_NAMES = {"train": "train", "training": "train", "valid": "valid", "val": "valid",
-               "validation": "valid", "test": "test", "testing": "test", "holdout": "test"}
+SPLIT_NAMES = {
+    "train": "train",
+    "training": "train",
+    "valid": "valid",
+    "val": "valid",
+    "validation": "valid",
+    "test": "test",
+    "testing": "test",
+    "holdout": "test",
+}
 SPLIT_FOLDERS = {"train": "train", "valid": "valid", "val": "valid", "test": "test"}
 DELIMITERS = (",", ";", "\t", "|")
 
@@ -74,14 +82,23 @@ class Dataset:
         """Counts for the explorer: items, problems, per class, per split, groups, ignored."""
         groups = self.items["group"] if len(self.items) else pd.Series([], dtype=str)
         splits = self.items["split"].value_counts() if len(self.items) else {}
-        return {"n_items": len(self.items), "n_problems": len(self.problems), "n_classes": len(self.classes),
-                "per_class": self.class_counts(), "per_split": {str(k): int(v) for k, v in dict(splits).items()},
-                "n_groups": int(groups[groups != ""].nunique()), "ignored": dict(self.ignored)}
+        return {
+            "n_items": len(self.items),
+            "n_problems": len(self.problems),
+            "n_classes": len(self.classes),
+            "per_class": self.class_counts(),
+            "per_split": {str(k): int(v) for k, v in dict(splits).items()},
+            "n_groups": int(groups[groups != ""].nunique()),
+            "ignored": dict(self.ignored),
+        }
 
     def check_trainable(self) -> list[str]:
         """Reasons training must be refused on this dataset (empty list = it can train)."""
         if not len(self.items):
-            return ["no usable images were found" + (f" ({len(self.problems)} files have problems)" if len(self.problems) else "")]
+            return [
+                "no usable images were found"
+                + (f" ({len(self.problems)} files have problems)" if len(self.problems) else "")
+            ]
         counts, reasons = self.class_counts(), []
         if len(counts) < 2:
             reasons.append(f"only one class ({', '.join(counts)}): a classifier needs at least 2 classes")
@@ -90,8 +107,10 @@ class Dataset:
             reasons.append("no images are assigned to training (every item is in valid or test)")
         if self.label_conflicts:
             n, first = len(self.label_conflicts), self.label_conflicts[0]
-            reasons.append(f"{n} image{'s are' if n > 1 else ' is'} listed with different labels (first: {first}; "
-                           "see the problems list): give each image one label in the table")
+            reasons.append(
+                f"{n} image{'s are' if n > 1 else ' is'} listed with different labels (first: {first}; "
+                "see the problems list): give each image one label in the table"
+            )
         return reasons
 
 
@@ -106,7 +125,9 @@ def _relative(rel: str) -> str:
     if rel.startswith(("\\\\", "//")):
         raise UnsafePathError(f"network (UNC) paths are not allowed: {rel}")
     if re.match(r"^[A-Za-z]:", rel) or rel.startswith(("/", "\\", "~")):
-        raise UnsafePathError(f"absolute paths are not allowed; give a path relative to the image folder: {rel}")
+        raise UnsafePathError(
+            f"absolute paths are not allowed; give a path relative to the image folder: {rel}"
+        )
     norm = posixpath.normpath(rel.replace("\\", "/"))
     if norm == ".." or norm.startswith("../"):
         raise UnsafePathError(f"path escapes the image folder: {rel}")
@@ -176,11 +197,14 @@ def _check_kind(path: Path, kind: str, dicom_only: bool) -> None:
     if dicom_only:
         raise imaging.ImageError("not a DICOM file (the content is an ordinary image)")
     if path.suffix.lower() in imaging.DICOM_EXTS:
-        raise imaging.ImageError(f"named {path.suffix} but the content is not DICOM (it is an ordinary image)")
+        raise imaging.ImageError(
+            f"named {path.suffix} but the content is not DICOM (it is an ordinary image)"
+        )
 
 
-def _inspect(path: Path, verify: bool, dicom_only: bool, label_tag: str, group_tag: str,
-             decode: Decode | None = None) -> tuple[imaging.ImageInfo, str, str]:
+def _inspect(
+    path: Path, verify: bool, dicom_only: bool, label_tag: str, group_tag: str, decode: Decode | None = None
+) -> tuple[imaging.ImageInfo, str, str]:
     """Inspect one file; (info, label, group), the last two from DICOM tags when given ("" otherwise). Raises."""
     info = imaging.inspect_image(path, verify=verify, decode=decode, refuse_flat=True)
     _check_kind(path, info.kind, dicom_only)
@@ -190,8 +214,9 @@ def _inspect(path: Path, verify: bool, dicom_only: bool, label_tag: str, group_t
     return info, label, _tag(path, group_tag) if group_tag else ""
 
 
-def _probe(c: _Cand, verify: bool, dicom_only: bool, label_tag: str, group_tag: str,
-           decode: Decode | None = None) -> dict[str, Any]:
+def _probe(
+    c: _Cand, verify: bool, dicom_only: bool, label_tag: str, group_tag: str, decode: Decode | None = None
+) -> dict[str, Any]:
     """Inspect one file: an item row, or a problem row (has a 'reason') - never raises."""
     try:
         info, label, group = _inspect(c.path, verify, dicom_only, label_tag, group_tag, decode)
@@ -202,25 +227,48 @@ def _probe(c: _Cand, verify: bool, dicom_only: bool, label_tag: str, group_tag: 
         return _problem(c.path, c.where + str(e))
     except Exception as e:  # one odd file must never stop a scan
         return _problem(c.path, c.where + imaging.user_reason(e))
-    return {"path": str(c.path), "relpath": c.relpath, "label": label,
-            "group": group if group_tag else c.group, "split": c.split,
-            "kind": info.kind, "width": int(info.width), "height": int(info.height), **c.extra}
+    return {
+        "path": str(c.path),
+        "relpath": c.relpath,
+        "label": label,
+        "group": group if group_tag else c.group,
+        "split": c.split,
+        "kind": info.kind,
+        "width": int(info.width),
+        "height": int(info.height),
+        **c.extra,
+    }
 
 
-def _probe_all(cands: list[_Cand], validate: bool, workers: int, dicom_only: bool = False,
-               label_tag: str = "", group_tag: str = "", decode: Decode | None = None
-               ) -> tuple[list[dict], list[dict]]:
+def _probe_all(
+    cands: list[_Cand],
+    validate: bool,
+    workers: int,
+    dicom_only: bool = False,
+    label_tag: str = "",
+    group_tag: str = "",
+    decode: Decode | None = None,
+) -> tuple[list[dict], list[dict]]:
     """Probe every candidate in a thread pool; split the results into items and problems (order kept)."""
     rows: list[dict[str, Any]] = [{}] * len(cands)
 
     def fn(i: int) -> None:
         rows[i] = _probe(cands[i], validate, dicom_only, label_tag, group_tag, decode)
+
     _run_chunked(fn, len(cands), workers)
     return [r for r in rows if "reason" not in r], [r for r in rows if "reason" in r]
 
 
-def _make(items: list[dict] | pd.DataFrame, problems: list[dict], root: Path, source: str, ignored: Counter,
-          extra_cols: Iterable[str] = (), sort: bool = True, conflicts: Iterable[str] = ()) -> Dataset:
+def _make(
+    items: list[dict] | pd.DataFrame,
+    problems: list[dict],
+    root: Path,
+    source: str,
+    ignored: Counter,
+    extra_cols: Iterable[str] = (),
+    sort: bool = True,
+    conflicts: Iterable[str] = (),
+) -> Dataset:
     """Assemble a Dataset with typed, ordered columns."""
     cols = ITEM_COLUMNS + [c for c in extra_cols if c not in ITEM_COLUMNS]
     df = items.reindex(columns=cols) if isinstance(items, pd.DataFrame) else pd.DataFrame(items, columns=cols)
@@ -229,8 +277,14 @@ def _make(items: list[dict] | pd.DataFrame, problems: list[dict], root: Path, so
     probs = pd.DataFrame(problems, columns=PROBLEM_COLUMNS)
     if sort:
         df, probs = df.sort_values("path", kind="stable"), probs.sort_values("path", kind="stable")
-    return Dataset(df.reset_index(drop=True), probs.reset_index(drop=True), str(root), source,
-                   {k: int(v) for k, v in sorted(ignored.items()) if v}, list(conflicts))
+    return Dataset(
+        df.reset_index(drop=True),
+        probs.reset_index(drop=True),
+        str(root),
+        source,
+        {k: int(v) for k, v in sorted(ignored.items()) if v},
+        list(conflicts),
+    )
 
 
 # ---------------------------------------------------------------- folders
@@ -308,8 +362,14 @@ def _folder_label(parts: tuple[str, ...], split_layout: bool) -> tuple[str, str,
     return (parts[0], "", "") if len(parts) > 1 else ("", "", UNLABELLED)
 
 
-def _folder_cands(root: Path, ignored: Counter, problems: list[dict], dicom_only: bool = False,
-                  by_folder: bool = True, display_root: Path | None = None) -> list[_Cand]:
+def _folder_cands(
+    root: Path,
+    ignored: Counter,
+    problems: list[dict],
+    dicom_only: bool = False,
+    by_folder: bool = True,
+    display_root: Path | None = None,
+) -> list[_Cand]:
     """Candidates of a folder tree, labelled by class folder (or unlabelled when by_folder=False)."""
     layout = by_folder and _split_layout(root)
     cands = []
@@ -318,7 +378,9 @@ def _folder_cands(root: Path, ignored: Counter, problems: list[dict], dicom_only
         if verdict.startswith("ignore:"):
             ignored[verdict[7:]] += 1
             continue
-        label, split, reason = _folder_label(path.relative_to(root).parts, layout) if by_folder else ("", "", "")
+        label, split, reason = (
+            _folder_label(path.relative_to(root).parts, layout) if by_folder else ("", "", "")
+        )
         reason = reason if verdict == "ok" else verdict
         if reason == UNLABELLED:  # decoded anyway: a broken file reports its real problem, not this one
             cands.append(_Cand(path, _display(path, display_root or root), "", split=split))
@@ -335,8 +397,13 @@ def _no_files(root: Path, ignored: Counter, what: str = "image") -> SourceError:
     return SourceError(f"no {what} files found in {root}" + (f" (ignored: {seen})" if seen else ""))
 
 
-def scan_folder(root: str | Path, test_root: str | Path = "", validate: bool = True, workers: int = 4,
-                decode: Decode | None = None) -> Dataset:
+def scan_folder(
+    root: str | Path,
+    test_root: str | Path = "",
+    validate: bool = True,
+    workers: int = 4,
+    decode: Decode | None = None,
+) -> Dataset:
     """Items from class folders (root/<class>/**), optionally inside train/valid(val)/test folders.
 
     `test_root` is a separate folder with the same layout whose items all get split="test".
@@ -395,8 +462,15 @@ def read_table(csv_path: str | Path) -> pd.DataFrame:
     try:
         with warnings.catch_warnings():  # extra trailing fields (Excel's "a.png,1,") are dropped, not shifted
             warnings.simplefilter("ignore", pd.errors.ParserWarning)
-            df = pd.read_csv(io.StringIO(text), sep=_sniff_delimiter(text), dtype=str, keep_default_na=False,
-                             skip_blank_lines=True, skipinitialspace=True, index_col=False)
+            df = pd.read_csv(
+                io.StringIO(text),
+                sep=_sniff_delimiter(text),
+                dtype=str,
+                keep_default_na=False,
+                skip_blank_lines=True,
+                skipinitialspace=True,
+                index_col=False,
+            )
     except (pd.errors.ParserError, csv.Error, ValueError) as e:
         raise SourceError(f"cannot read the label table {path.name}: {e}") from e
     df.columns = [str(c).strip() for c in df.columns]
@@ -428,7 +502,9 @@ def _cells(col: pd.Series) -> pd.Series:
     return col.map(_cell).astype(object)
 
 
-SUSPICIOUS = r"\\|\x00|//|(?:^|/)\.\.?(?:/|$)|^[~/]|^[A-Za-z]:|/$|^$"  # rows whose path needs _relative's full check
+SUSPICIOUS = (
+    r"\\|\x00|//|(?:^|/)\.\.?(?:/|$)|^[~/]|^[A-Za-z]:|/$|^$"  # rows whose path needs _relative's full check
+)
 OK, OUTSIDE, MISSING, NOT_FILE = 0, 1, 2, 3
 STATES = {"": OK, "outside": OUTSIDE, "missing": MISSING, "not a file": NOT_FILE}
 SMALL_FOLDER = 64  # folders with fewer listed rows are checked with one lstat a row instead of a listing
@@ -474,8 +550,10 @@ def _listing(folder: str) -> dict[str, int] | None:
     """{name: OK | NOT_FILE | -1 (a link)} of a folder's entries from one scandir (no stat a file); None if unreadable."""
     try:
         with os.scandir(folder) as it:
-            return {e.name: -1 if e.is_symlink() else (OK if e.is_file(follow_symlinks=False) else NOT_FILE)
-                    for e in it}
+            return {
+                e.name: -1 if e.is_symlink() else (OK if e.is_file(follow_symlinks=False) else NOT_FILE)
+                for e in it
+            }
     except OSError:
         return None
 
@@ -527,7 +605,7 @@ def _locate_all(base: str, norm: pd.Series, valid: np.ndarray) -> tuple[np.ndarr
     folder_of = np.full(len(rows), -1, np.int64)
     renamed: dict[int, str] = {}  # position -> real name, for links and names resolved one by one
     for j, par in enumerate(enc.dictionary.to_pylist()):
-        group = order[bounds[j]:bounds[j + 1]]
+        group = order[bounds[j] : bounds[j + 1]]
         real = os.path.realpath(os.path.join(base, par)) if par else base
         within = real == base or real.startswith(prefix)
         listing = _listing(real) if within and len(group) >= SMALL_FOLDER else None
@@ -546,12 +624,15 @@ def _locate_all(base: str, norm: pd.Series, valid: np.ndarray) -> tuple[np.ndarr
     if renamed:
         at = np.zeros(len(rows), bool)
         at[list(renamed)] = True
-        names = pc.replace_with_mask(names, pa.array(at), pa.array([renamed[k] for k in sorted(renamed)],
-                                                                    pa.large_string()))
+        names = pc.replace_with_mask(
+            names, pa.array(at), pa.array([renamed[k] for k in sorted(renamed)], pa.large_string())
+        )
     if os.path.normcase("A") == "a":
         names = pc.utf8_lower(names)
     name_id = pc.dictionary_encode(names).indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    file_id[rows] = pd.factorize(folder_of * (int(name_id.max()) + 1) + name_id)[0]  # one id per (folder, name)
+    file_id[rows] = pd.factorize(folder_of * (int(name_id.max()) + 1) + name_id)[
+        0
+    ]  # one id per (folder, name)
     return state, file_id
 
 
@@ -568,7 +649,9 @@ def _first_rows(file_id: np.ndarray, rows: np.ndarray) -> np.ndarray:
 def _duplicate_reason(n: int, first: int, label: str, first_label: str) -> str:
     """The problem of row n (1-based) that repeats row first (1-based); names a label conflict."""
     if label and first_label and label != first_label:
-        return f"row {n}: listed twice with different labels: {first_label} (row {first}) and {label} (row {n})"
+        return (
+            f"row {n}: listed twice with different labels: {first_label} (row {first}) and {label} (row {n})"
+        )
     return f"row {n}: duplicate of row {first}"
 
 
@@ -578,8 +661,9 @@ def _joined(base: str, rel: pd.Series) -> pd.Series:
     return (base.rstrip(os.sep) + os.sep) + sep_rel.astype(object if rel.dtype == object else rel.dtype)
 
 
-def _table_cands(df: pd.DataFrame, root: Path, cols: dict[str, str], need_label: bool = True
-                 ) -> tuple[pd.DataFrame, list[dict], dict[str, str], list[str]]:
+def _table_cands(
+    df: pd.DataFrame, root: Path, cols: dict[str, str], need_label: bool = True
+) -> tuple[pd.DataFrame, list[dict], dict[str, str], list[str]]:
     """Candidates (a frame with a `_row` column) and row problems of a table, label conflicts; extras renamed.
 
     The root is resolved once, each folder once and listed once; labels, splits and duplicates are checked on
@@ -590,7 +674,9 @@ def _table_cands(df: pd.DataFrame, root: Path, cols: dict[str, str], need_label:
     rename = {c: (f"csv_{c}" if c in ITEM_COLUMNS else str(c)) for c in df.columns if c not in used}
     base, n = str(Path(root).resolve()), len(df)
     blank = pd.Series([""] * n, dtype=object)
-    raw, label, group, split = (_cells(df[cols[k]]) if cols[k] else blank for k in ("path", "label", "group", "split"))
+    raw, label, group, split = (
+        _cells(df[cols[k]]) if cols[k] else blank for k in ("path", "label", "group", "split")
+    )
     norm, unsafe = _relatives(raw)
     ok = np.ones(n, bool)
     ok[list(unsafe)] = False
@@ -613,7 +699,9 @@ def _table_cands(df: pd.DataFrame, root: Path, cols: dict[str, str], need_label:
         elif i in unsafe:
             problems.append(_problem(raw.iat[i], where + unsafe[i]))
         elif state[i] == OUTSIDE:
-            problems.append(_problem(raw.iat[i], where + f"link points outside the image folder: {raw.iat[i]}"))
+            problems.append(
+                _problem(raw.iat[i], where + f"link points outside the image folder: {raw.iat[i]}")
+            )
         elif first[i] != i:
             f = int(first[i])
             reason = _duplicate_reason(r, f + 1, label.iat[i], label.iat[f])
@@ -623,9 +711,13 @@ def _table_cands(df: pd.DataFrame, root: Path, cols: dict[str, str], need_label:
         elif need_label and not label.iat[i]:
             problems.append(_problem(full, where + "empty label"))
         elif cols["split"] and split_low.iat[i] not in SPLIT_NAMES:
-            problems.append(_problem(full, where + f"unknown split value '{split.iat[i]}' (use train, valid or test)"))
+            problems.append(
+                _problem(full, where + f"unknown split value '{split.iat[i]}' (use train, valid or test)")
+            )
         else:
-            problems.append(_problem(full, where + ("file not found" if state[i] == MISSING else "not a file")))
+            problems.append(
+                _problem(full, where + ("file not found" if state[i] == MISSING else "not a file"))
+            )
     keep = np.flatnonzero(~bad)
     del state, file_id, first, checked, ok, bad
 
@@ -635,8 +727,16 @@ def _table_cands(df: pd.DataFrame, root: Path, cols: dict[str, str], need_label:
 
     rel = kept(norm)
     split_col = kept(split_low).map(SPLIT_NAMES).fillna("") if cols["split"] else kept(blank)
-    cands = pd.DataFrame({"path": _joined(base, rel), "relpath": rel, "label": kept(label), "group": kept(group),
-                          "split": split_col, "_row": keep + 1})
+    cands = pd.DataFrame(
+        {
+            "path": _joined(base, rel),
+            "relpath": rel,
+            "label": kept(label),
+            "group": kept(group),
+            "split": split_col,
+            "_row": keep + 1,
+        }
+    )
     for c, new in rename.items():
         cands[new] = kept(df[c])
     return cands, problems, rename, list(dict.fromkeys(conflicts))
@@ -653,8 +753,14 @@ def _run_chunked(fn: Callable[[int], None], n: int, workers: int, chunk: int = 2
             list(ex.map(fn, range(start, min(n, start + chunk))))
 
 
-def _probe_frame(cands: pd.DataFrame, validate: bool, workers: int, dicom_only: bool = False, group_tag: str = "",
-                 decode: Decode | None = None) -> tuple[pd.DataFrame, list[dict]]:
+def _probe_frame(
+    cands: pd.DataFrame,
+    validate: bool,
+    workers: int,
+    dicom_only: bool = False,
+    group_tag: str = "",
+    decode: Decode | None = None,
+) -> tuple[pd.DataFrame, list[dict]]:
     """Probe every candidate row of a table: the items frame (with kind, width, height) and problem rows."""
     n = len(cands)
     kinds, groups = [""] * n, [""] * n
@@ -685,9 +791,18 @@ def _probe_frame(cands: pd.DataFrame, validate: bool, workers: int, dicom_only: 
     return items[good].reset_index(drop=True), problems
 
 
-def from_df(df: pd.DataFrame, image_root: str | Path, path_col: str = "path", label_col: str = "label",
-            group_col: str = "", split_col: str = "", source: str = "csv", validate: bool = True,
-            workers: int = 4, decode: Decode | None = None) -> Dataset:
+def from_df(
+    df: pd.DataFrame,
+    image_root: str | Path,
+    path_col: str = "path",
+    label_col: str = "label",
+    group_col: str = "",
+    split_col: str = "",
+    source: str = "csv",
+    validate: bool = True,
+    workers: int = 4,
+    decode: Decode | None = None,
+) -> Dataset:
     """Items from a table of relative paths and labels; row numbers in reasons are 1-based data rows.
 
     Extra columns are kept after the item columns (renamed csv_<name> when they clash with one).
@@ -699,16 +814,36 @@ def from_df(df: pd.DataFrame, image_root: str | Path, path_col: str = "path", la
     cols = {"path": path_col, "label": label_col, "group": group_col, "split": split_col}
     cands, problems, rename, conflicts = _table_cands(df, root, cols)
     items, bad = _probe_frame(cands, validate, workers, dicom_only=source == "dicom", decode=decode)
-    return _make(items, problems + bad, root, source, Counter(), rename.values(), sort=False, conflicts=conflicts)
+    return _make(
+        items, problems + bad, root, source, Counter(), rename.values(), sort=False, conflicts=conflicts
+    )
 
 
-def from_csv(csv_path: str | Path, image_root: str | Path = "", path_col: str = "path", label_col: str = "label",
-             group_col: str = "", split_col: str = "", validate: bool = True, workers: int = 4,
-             decode: Decode | None = None) -> Dataset:
+def from_csv(
+    csv_path: str | Path,
+    image_root: str | Path = "",
+    path_col: str = "path",
+    label_col: str = "label",
+    group_col: str = "",
+    split_col: str = "",
+    validate: bool = True,
+    workers: int = 4,
+    decode: Decode | None = None,
+) -> Dataset:
     """Items from a CSV (paths relative to image_root, default the CSV's folder); see from_df."""
     root = image_root if str(image_root).strip() else Path(csv_path).expanduser().resolve().parent
-    return from_df(read_table(csv_path), root, path_col, label_col, group_col, split_col, "csv", validate, workers,
-                   decode)
+    return from_df(
+        read_table(csv_path),
+        root,
+        path_col,
+        label_col,
+        group_col,
+        split_col,
+        "csv",
+        validate,
+        workers,
+        decode,
+    )
 
 
 # ---------------------------------------------------------------- DICOM folders
@@ -721,9 +856,19 @@ def _check_keywords(*keywords: str) -> None:
             raise SourceError(f"'{kw}' is not a DICOM attribute keyword (e.g. PatientID, BodyPartExamined)")
 
 
-def scan_dicom_folder(root: str | Path, labels_csv: str | Path = "", label_tag: str = "", group_tag: str = "",
-                      path_col: str = "path", label_col: str = "label", validate: bool = True, workers: int = 4,
-                      group_col: str = "", split_col: str = "", decode: Decode | None = None) -> Dataset:
+def scan_dicom_folder(
+    root: str | Path,
+    labels_csv: str | Path = "",
+    label_tag: str = "",
+    group_tag: str = "",
+    path_col: str = "path",
+    label_col: str = "label",
+    validate: bool = True,
+    workers: int = 4,
+    group_col: str = "",
+    split_col: str = "",
+    decode: Decode | None = None,
+) -> Dataset:
     """Items from a folder of DICOM files; labels from class folders, a table, or a header tag.
 
     Priority: labels_csv (paths relative to root) > label_tag > class folders. group_tag (e.g.
@@ -759,9 +904,20 @@ def _sample(cfg: SourceConfig, decode: Decode | None = None) -> Dataset:
 
 LOADERS: dict[str, Callable[[SourceConfig, Decode | None], Dataset]] = {
     "folder": lambda c, d: scan_folder(c.root, c.test_root, decode=d),
-    "csv": lambda c, d: from_csv(c.csv_path, c.root, c.path_col, c.label_col, c.group_col, c.split_col, decode=d),
-    "dicom": lambda c, d: scan_dicom_folder(c.root, c.csv_path, c.label_tag, c.group_tag, c.path_col, c.label_col,
-                                            group_col=c.group_col, split_col=c.split_col, decode=d),
+    "csv": lambda c, d: from_csv(
+        c.csv_path, c.root, c.path_col, c.label_col, c.group_col, c.split_col, decode=d
+    ),
+    "dicom": lambda c, d: scan_dicom_folder(
+        c.root,
+        c.csv_path,
+        c.label_tag,
+        c.group_tag,
+        c.path_col,
+        c.label_col,
+        group_col=c.group_col,
+        split_col=c.split_col,
+        decode=d,
+    ),
     "sample": _sample,
 }
 

@@ -56,8 +56,15 @@ def auc_metric():
     """fastai metric: ROC AUC from softmax probabilities (binary, or macro one-vs-rest)."""
     from fastai.metrics import AccumMetric, ActivationType
 
-    return AccumMetric(_auc_fn, dim_argmax=-1, activation=ActivationType.Softmax, to_np=True, invert_arg=True,
-                       flatten=False, name="roc_auc")  # dim_argmax: the softmax axis (None warns)
+    return AccumMetric(
+        _auc_fn,
+        dim_argmax=-1,
+        activation=ActivationType.Softmax,
+        to_np=True,
+        invert_arg=True,
+        flatten=False,
+        name="roc_auc",
+    )  # dim_argmax: the softmax axis (None warns)
 
 
 def _auc_fn(targ: np.ndarray, probs: np.ndarray) -> float:
@@ -70,8 +77,9 @@ def balanced_accuracy_metric():
     from fastai.metrics import AccumMetric
     from sklearn.metrics import balanced_accuracy_score
 
-    return AccumMetric(balanced_accuracy_score, dim_argmax=-1, to_np=True, invert_arg=True,
-                       name="balanced_accuracy")
+    return AccumMetric(
+        balanced_accuracy_score, dim_argmax=-1, to_np=True, invert_arg=True, name="balanced_accuracy"
+    )
 
 
 class _ClassRecall:
@@ -90,8 +98,10 @@ def recall_metrics(classes: list[str]) -> list:
     """One fastai metric per class: recall (sensitivity) of that class."""
     from fastai.metrics import AccumMetric
 
-    return [AccumMetric(_ClassRecall(i), dim_argmax=-1, to_np=True, invert_arg=True, name=f"recall_{c}")
-            for i, c in enumerate(classes)]
+    return [
+        AccumMetric(_ClassRecall(i), dim_argmax=-1, to_np=True, invert_arg=True, name=f"recall_{c}")
+        for i, c in enumerate(classes)
+    ]
 
 
 def class_weights(labels: pd.Series, classes: list[str]) -> torch.Tensor:
@@ -136,8 +146,12 @@ def make_learner(dls, cfg: RunConfig, train_labels: pd.Series | None = None):
     if t.imbalance == "weighted_loss" and train_labels is not None:
         loss = CrossEntropyLossFlat(weight=class_weights(train_labels, classes).to(dls.device))
     learn = vision_learner(
-        dls, **pretrained.learner_args(t.arch, t.pretrained, t.weights_path), n_in=n_in, normalize=False,
-        loss_func=loss, wd=t.weight_decay,
+        dls,
+        **pretrained.learner_args(t.arch, t.pretrained, t.weights_path),
+        n_in=n_in,
+        normalize=False,
+        loss_func=loss,
+        wd=t.weight_decay,
         metrics=[accuracy, balanced_accuracy_metric(), auc_metric(), *recall_metrics(classes)],
     )
     learn.remove_cb(ProgressCallback)  # progress goes to progress.json (TrainProgress) instead
@@ -204,10 +218,13 @@ class CancelOnStop(Callback):
 class TrainProgress(CancelOnStop):
     """progress.json while training: batch, epoch, loss, elapsed and ETA; written at once at each epoch's end."""
 
-    order = 63  # its epoch-end write comes after the history row and the checkpoint news, before early stopping
+    order = (
+        63  # its epoch-end write comes after the history row and the checkpoint news, before early stopping
+    )
 
-    def __init__(self, progress: Progress, clock: EpochClock, n_epochs: int, fold: int | None = None,
-                 n_folds: int = 0):
+    def __init__(
+        self, progress: Progress, clock: EpochClock, n_epochs: int, fold: int | None = None, n_folds: int = 0
+    ):
         super().__init__(progress)
         self.clock, self.n_epochs, self.fold, self.n_folds = clock, n_epochs, fold, n_folds
 
@@ -218,10 +235,18 @@ class TrainProgress(CancelOnStop):
             return
         elapsed = time.time() - self.t0
         done = self.clock.now() + self.iter / max(1, self.n_iter)
-        self.progress.update(phase="training", fold=self.fold, n_folds=self.n_folds, epoch=self.clock.now(),
-                             n_epochs=self.n_epochs, batch=self.iter + 1, n_batches=self.n_iter,
-                             train_loss=float(self.smooth_loss), eta_s=eta(elapsed, done, self.n_epochs),
-                             elapsed_s=elapsed)
+        self.progress.update(
+            phase="training",
+            fold=self.fold,
+            n_folds=self.n_folds,
+            epoch=self.clock.now(),
+            n_epochs=self.n_epochs,
+            batch=self.iter + 1,
+            n_batches=self.n_iter,
+            train_loss=float(self.smooth_loss),
+            eta_s=eta(elapsed, done, self.n_epochs),
+            elapsed_s=elapsed,
+        )
 
     def after_epoch(self):
         """Write the epoch's fields (its row, the best epoch so far) now."""
@@ -240,9 +265,14 @@ class LrFindProgress(CancelOnStop):
         super().after_batch()
         if self.training:
             elapsed = time.time() - self.t0
-            self.progress.update(phase="lr_find", batch=self.train_iter, n_batches=self.num_it,
-                                 train_loss=float(self.smooth_loss), elapsed_s=elapsed,
-                                 eta_s=eta(elapsed, self.train_iter, self.num_it))
+            self.progress.update(
+                phase="lr_find",
+                batch=self.train_iter,
+                n_batches=self.num_it,
+                train_loss=float(self.smooth_loss),
+                elapsed_s=elapsed,
+                eta_s=eta(elapsed, self.train_iter, self.num_it),
+            )
 
 
 def epoch_values(recorder) -> dict[str, float]:
@@ -256,13 +286,23 @@ class HistoryCSV(Callback):
     order = 61  # after Recorder, so this epoch's metrics are there
 
     def __init__(self, path: Path, progress: Progress, clock: EpochClock, fold: int | None = None):
-        self.file, self.progress, self.clock, self.fold, self.t0 = Path(path), progress, clock, fold, time.time()
+        self.file, self.progress, self.clock, self.fold, self.t0 = (
+            Path(path),
+            progress,
+            clock,
+            fold,
+            time.time(),
+        )
         self.rows: list[dict[str, Any]] = []
 
     def after_epoch(self):
         """Record the epoch's row (in memory, in history.csv and as progress's last_epoch)."""
-        row = {"epoch": self.clock.now(), "phase": "frozen" if self.clock.frozen() else "unfrozen",
-               **epoch_values(self.recorder), "time_s": round(time.time() - self.t0, 2)}
+        row = {
+            "epoch": self.clock.now(),
+            "phase": "frozen" if self.clock.frozen() else "unfrozen",
+            **epoch_values(self.recorder),
+            "time_s": round(time.time() - self.t0, 2),
+        }
         if self.fold is not None:
             row = {"fold": self.fold, **row}
         self.rows.append(row)
@@ -297,8 +337,11 @@ class _Tracker(Callback):
         value, lower = values.get(self.monitor), self.monitor in LOWER_IS_BETTER
         if value is None or math.isnan(value):
             value, lower = values.get("valid_loss"), True
-        self.new_best = value is not None and not math.isnan(value) and (
-            self.best is None or (value < self.best if lower else value > self.best))
+        self.new_best = (
+            value is not None
+            and not math.isnan(value)
+            and (self.best is None or (value < self.best if lower else value > self.best))
+        )
         if self.new_best:
             self.best, self.best_epoch = float(value), self.clock.now()
 
@@ -382,13 +425,18 @@ class Monitors:
         return [self.clock, self.progress, self.history, self.checkpoint, self.early_stop]
 
 
-def monitors(run: runs.RunFolder, progress: Progress, t, fold: int | None = None, n_folds: int = 0) -> Monitors:
+def monitors(
+    run: runs.RunFolder, progress: Progress, t, fold: int | None = None, n_folds: int = 0
+) -> Monitors:
     """Progress + cancel, history.csv, best checkpoint and early stopping for one fit of a run (t: TrainConfig)."""
     clock = EpochClock()
-    return Monitors(clock, TrainProgress(progress, clock, t.planned_epochs(), fold, n_folds),
-                    HistoryCSV(run.history, progress, clock, fold),
-                    BestCheckpoint(run.checkpoint(fold), progress, t.monitor, clock),
-                    EarlyStop(t.monitor, t.early_stop_patience, clock))
+    return Monitors(
+        clock,
+        TrainProgress(progress, clock, t.planned_epochs(), fold, n_folds),
+        HistoryCSV(run.history, progress, clock, fold),
+        BestCheckpoint(run.checkpoint(fold), progress, t.monitor, clock),
+        EarlyStop(t.monitor, t.early_stop_patience, clock),
+    )
 
 
 # ---------------------------------------------------------------- one fit
@@ -417,8 +465,16 @@ def keeps_best(t) -> bool:
     return t.final_weights == "best" or (t.final_weights == "auto" and t.early_stop_patience > 0)
 
 
-def fit_one(items: pd.DataFrame, cfg: RunConfig, run_dir: Path, progress: Progress, valid_idx=None,
-            fold: int | None = None, n_folds: int = 0, classes: list[str] | None = None) -> FitOutcome:
+def fit_one(
+    items: pd.DataFrame,
+    cfg: RunConfig,
+    run_dir: Path,
+    progress: Progress,
+    valid_idx=None,
+    fold: int | None = None,
+    n_folds: int = 0,
+    classes: list[str] | None = None,
+) -> FitOutcome:
     """Build DataLoaders + learner, fine-tune, restore the best epoch, predict the validation items.
 
     An explicit empty `valid_idx` trains on every non-test item (no validation, no checkpoint choice).
@@ -427,12 +483,26 @@ def fit_one(items: pd.DataFrame, cfg: RunConfig, run_dir: Path, progress: Progre
 
     set_seed(cfg.train.seed, reproducible=True)
     t = cfg.train
-    dls = build_dataloaders(items, cfg.data, valid_idx=valid_idx, classes=classes,
-                            oversample=t.imbalance == "oversample", require_valid=valid_idx is None or len(valid_idx) > 0)
+    dls = build_dataloaders(
+        items,
+        cfg.data,
+        valid_idx=valid_idx,
+        classes=classes,
+        oversample=t.imbalance == "oversample",
+        require_valid=valid_idx is None or len(valid_idx) > 0,
+    )
     learn = make_learner(dls, cfg, train_labels=dls.train_ds.items["label"])
     mon = monitors(runs.RunFolder(run_dir), progress, t, fold=fold, n_folds=n_folds)
-    progress.update(force=True, phase="training", fold=fold, n_folds=n_folds, epoch=0, eta_s=None, elapsed_s=0.0,
-                    n_epochs=t.planned_epochs())
+    progress.update(
+        force=True,
+        phase="training",
+        fold=fold,
+        n_folds=n_folds,
+        epoch=0,
+        eta_s=None,
+        elapsed_s=0.0,
+        n_epochs=t.planned_epochs(),
+    )
     if t.fine_tunes():
         learn.fine_tune(t.epochs, base_lr=t.lr or 2e-3, freeze_epochs=t.freeze_epochs, cbs=mon.callbacks())
     else:  # a random body gains nothing from a frozen phase: train everything, exactly t.epochs epochs
@@ -446,8 +516,15 @@ def fit_one(items: pd.DataFrame, cfg: RunConfig, run_dir: Path, progress: Progre
         mon.checkpoint.restore(learn.model)
         weights, epoch = "best", best
     valid = predict_items(learn, dls.valid_ds.items) if len(dls.valid_ds) else pd.DataFrame()
-    return FitOutcome(learn, valid, mon.history.rows, best_epoch=best, stopped_early=mon.early_stop.stopped,
-                      model_epoch=epoch, weights=weights)
+    return FitOutcome(
+        learn,
+        valid,
+        mon.history.rows,
+        best_epoch=best,
+        stopped_early=mon.early_stop.stopped,
+        model_epoch=epoch,
+        weights=weights,
+    )
 
 
 def predict_items(learn, frame: pd.DataFrame) -> pd.DataFrame:
@@ -521,24 +598,41 @@ def warm_decoder(cfg: RunConfig):
     return partial(DecodeCache().warm, size=d.img_size, window=d.window, frame=d.frame)
 
 
-def manifest_for(cfg: RunConfig, classes: list[str], metrics: dict[str, Any],
-                 stats: tuple[list[float], list[float]] | None, best_epoch: int, model_epoch: int,
-                 model_weights: str) -> dict[str, Any]:
+def manifest_for(
+    cfg: RunConfig,
+    classes: list[str],
+    metrics: dict[str, Any],
+    stats: tuple[list[float], list[float]] | None,
+    best_epoch: int,
+    model_epoch: int,
+    model_weights: str,
+) -> dict[str, Any]:
     """What a saved model needs to be rebuilt and used for prediction; `stats` = the normalisation it was trained with."""
     return {
-        "arch": cfg.train.arch, "classes": classes, "n_in": 1 if cfg.data.channels == "grey" else 3,
-        "img_size": cfg.data.img_size, "channels": cfg.data.channels, "resize": cfg.data.resize,
+        "arch": cfg.train.arch,
+        "classes": classes,
+        "n_in": 1 if cfg.data.channels == "grey" else 3,
+        "img_size": cfg.data.img_size,
+        "channels": cfg.data.channels,
+        "resize": cfg.data.resize,
         "normalize": {"mean": stats[0], "std": stats[1]} if stats else None,
-        "window": to_dict(cfg.data.window) if cfg.data.window else None, "frame": cfg.data.frame,
-        "train_config": to_dict(cfg.train), "metrics": metrics, "best_epoch": best_epoch,
-        "model_epoch": model_epoch, "model_weights": model_weights,
+        "window": to_dict(cfg.data.window) if cfg.data.window else None,
+        "frame": cfg.data.frame,
+        "train_config": to_dict(cfg.train),
+        "metrics": metrics,
+        "best_epoch": best_epoch,
+        "model_epoch": model_epoch,
+        "model_weights": model_weights,
     }
 
 
-def outcome_manifest(cfg: RunConfig, classes: list[str], metrics: dict[str, Any], out: FitOutcome) -> dict[str, Any]:
+def outcome_manifest(
+    cfg: RunConfig, classes: list[str], metrics: dict[str, Any], out: FitOutcome
+) -> dict[str, Any]:
     """The manifest of a fitted model: the normalisation its DataLoaders applied, the epoch its weights are from."""
-    return manifest_for(cfg, classes, metrics, loader_stats(out.learn.dls), out.best_epoch,
-                        out.model_epoch, out.weights)
+    return manifest_for(
+        cfg, classes, metrics, loader_stats(out.learn.dls), out.best_epoch, out.model_epoch, out.weights
+    )
 
 
 def resolve_threads(setting: int) -> tuple[int, str]:
@@ -569,11 +663,18 @@ def env_info(cfg: RunConfig | None = None) -> dict[str, Any]:
     import torchvision
 
     return {
-        "python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-        "fastai": fastai.__version__, "timm": timm.__version__, "pydicom": pydicom.__version__,
-        "pillow": PIL.__version__, "numpy": np.__version__, "pandas": pd.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "fastai": fastai.__version__,
+        "timm": timm.__version__,
+        "pydicom": pydicom.__version__,
+        "pillow": PIL.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "platform": platform.platform(), "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "torch_threads": torch.get_num_threads(),
         "torch_threads_from": resolve_threads(cfg.train.torch_threads if cfg else 0)[1],
     }
 
@@ -596,10 +697,17 @@ def train_run(cfg: RunConfig, run_dir: Path, progress: Progress) -> dict[str, An
         test_pred = predict_items(out.learn, test)
         test_pred.to_csv(run.predictions("test"), index=False)
         metrics["test"] = evaluate.metrics_from_frame(test_pred, classes)
-    summary = {"type": "single", "classes": classes, "metrics": metrics, "best_epoch": out.best_epoch,
-               "monitor": cfg.train.monitor, "stopped_early": out.stopped_early,
-               "epochs_run": len(out.rows), "train_seconds": round(time.time() - t0, 2),
-               **model_provenance(out, cfg, {"valid": len(out.valid), "test": len(test)})}
+    summary = {
+        "type": "single",
+        "classes": classes,
+        "metrics": metrics,
+        "best_epoch": out.best_epoch,
+        "monitor": cfg.train.monitor,
+        "stopped_early": out.stopped_early,
+        "epochs_run": len(out.rows),
+        "train_seconds": round(time.time() - t0, 2),
+        **model_provenance(out, cfg, {"valid": len(out.valid), "test": len(test)}),
+    }
     savedmodel.save_model(out.learn.model, run.model_dir, outcome_manifest(cfg, classes, metrics, out))
     _finish(run_dir, summary, progress, cfg)
     return summary
@@ -608,14 +716,26 @@ def train_run(cfg: RunConfig, run_dir: Path, progress: Progress) -> dict[str, An
 def model_provenance(out: FitOutcome, cfg: RunConfig, n_items: dict[str, int]) -> dict[str, Any]:
     """Which epoch the saved model is from, which set each metric is measured on, and which is the headline."""
     best = out.weights == "best"
-    sets = {"valid": f"validation split ({n_items['valid']} items), seen after every epoch"
-                     + (f"; it chose the saved epoch by {cfg.train.monitor}, so its metrics are optimistic" if best
-                        else "; not used to choose the saved epoch")}
+    sets = {
+        "valid": f"validation split ({n_items['valid']} items), seen after every epoch"
+        + (
+            f"; it chose the saved epoch by {cfg.train.monitor}, so its metrics are optimistic"
+            if best
+            else "; not used to choose the saved epoch"
+        )
+    }
     if n_items.get("test"):
-        sets["test"] = f"held-out test split ({n_items['test']} items), never seen in training or epoch choice"
-    return {"model_epoch": out.model_epoch, "model_weights": out.weights, "epochs_planned": cfg.train.planned_epochs(),
-            "headline_set": "test" if n_items.get("test") else "valid", "valid_used_for_selection": best,
-            "sets": sets}
+        sets["test"] = (
+            f"held-out test split ({n_items['test']} items), never seen in training or epoch choice"
+        )
+    return {
+        "model_epoch": out.model_epoch,
+        "model_weights": out.weights,
+        "epochs_planned": cfg.train.planned_epochs(),
+        "headline_set": "test" if n_items.get("test") else "valid",
+        "valid_used_for_selection": best,
+        "sets": sets,
+    }
 
 
 def kfold_run(cfg: RunConfig, run_dir: Path, progress: Progress) -> dict[str, Any]:
@@ -635,28 +755,52 @@ def kfold_run(cfg: RunConfig, run_dir: Path, progress: Progress) -> dict[str, An
         out.valid["fold"] = i
         oof.append(out.valid)
         m = evaluate.metrics_from_frame(out.valid, classes)
-        per_fold.append({"fold": i, "best_epoch": out.best_epoch, "model_epoch": out.model_epoch,
-                         "model_weights": out.weights, **m})
-        savedmodel.save_model(out.learn.model, run.fold_dir(i), outcome_manifest(cfg, classes, {"valid": m}, out))
+        per_fold.append(
+            {
+                "fold": i,
+                "best_epoch": out.best_epoch,
+                "model_epoch": out.model_epoch,
+                "model_weights": out.weights,
+                **m,
+            }
+        )
+        savedmodel.save_model(
+            out.learn.model, run.fold_dir(i), outcome_manifest(cfg, classes, {"valid": m}, out)
+        )
         progress.update(force=True, folds_done=i + 1, per_fold=per_fold)
         _free(out)
     oof_df = pd.concat(oof, ignore_index=True)
     oof_df.to_csv(run.predictions("oof"), index=False)
     metric_names = [n for n in per_fold[0] if n not in ("fold", "best_epoch", "model_epoch", "model_weights")]
-    metrics = {"per_fold": per_fold,
-               "mean_sd": evaluate.mean_sd([{n: f[n] for n in metric_names} for f in per_fold]),
-               "pooled_oof": evaluate.metrics_from_frame(oof_df, classes)}
-    summary = {"type": "kfold", "k": k, "classes": classes, "metrics": metrics,
-               "train_seconds": round(time.time() - t0, 2)}
+    metrics = {
+        "per_fold": per_fold,
+        "mean_sd": evaluate.mean_sd([{n: f[n] for n in metric_names} for f in per_fold]),
+        "pooled_oof": evaluate.metrics_from_frame(oof_df, classes),
+    }
+    summary = {
+        "type": "kfold",
+        "k": k,
+        "classes": classes,
+        "metrics": metrics,
+        "train_seconds": round(time.time() - t0, 2),
+    }
     if cfg.train.final_model_on_all:
-        summary["final_model"] = final_model(items, cfg, run_dir, progress, classes,
-                                             [f["model_epoch"] for f in per_fold], metrics["mean_sd"])
+        summary["final_model"] = final_model(
+            items, cfg, run_dir, progress, classes, [f["model_epoch"] for f in per_fold], metrics["mean_sd"]
+        )
     _finish(run_dir, summary, progress, cfg)
     return summary
 
 
-def final_model(items: pd.DataFrame, cfg: RunConfig, run_dir: Path, progress: Progress, classes: list[str],
-                best_epochs: list[int], cv_metrics: dict[str, Any]) -> dict[str, Any]:
+def final_model(
+    items: pd.DataFrame,
+    cfg: RunConfig,
+    run_dir: Path,
+    progress: Progress,
+    classes: list[str],
+    best_epochs: list[int],
+    cv_metrics: dict[str, Any],
+) -> dict[str, Any]:
     """After k-fold: one model on all non-test items, trained for the folds' median saved-epoch count."""
     from core import savedmodel
 
@@ -668,7 +812,9 @@ def final_model(items: pd.DataFrame, cfg: RunConfig, run_dir: Path, progress: Pr
     progress.log(f"final model on all training data for {total} epoch(s)")
     out = fit_one(items, final, run_dir, progress, valid_idx=[], fold=None, classes=classes)
     run = runs.RunFolder(run_dir)
-    savedmodel.save_model(out.learn.model, run.model_dir, outcome_manifest(final, classes, {"kfold_mean_sd": cv_metrics}, out))
+    savedmodel.save_model(
+        out.learn.model, run.model_dir, outcome_manifest(final, classes, {"kfold_mean_sd": cv_metrics}, out)
+    )
     _free(out)
     return {"epochs": total, "model": run.relative(run.model_manifest)}
 

@@ -52,8 +52,14 @@ class UploadLimits:
     def from_totals(cls, max_total_bytes: int, max_files: int) -> UploadLimits:
         """Limits derived from the raw upload cap: 4x unpacked, 5x per owner, one file at most 256 MB."""
         unpacked = 4 * int(max_total_bytes)
-        return cls(int(max_total_bytes), int(max_files), unpacked, min(unpacked, 256_000_000),
-                   100.0, 5 * int(max_total_bytes))
+        return cls(
+            int(max_total_bytes),
+            int(max_files),
+            unpacked,
+            min(unpacked, 256_000_000),
+            100.0,
+            5 * int(max_total_bytes),
+        )
 
 
 # ---------------------------------------------------------------- owners and names
@@ -168,12 +174,16 @@ def _zip_entries(zf: zipfile.ZipFile, limits: UploadLimits) -> list[zipfile.ZipI
         raise UploadError(f"the zip holds {len(files)} files; at most {limits.max_files} are allowed")
     total = sum(i.file_size for i in files)
     if total > limits.max_unpacked_bytes:
-        raise UploadError(f"the zip unpacks to {megabytes(total)}; at most "
-                          f"{megabytes(limits.max_unpacked_bytes)} are allowed")
+        raise UploadError(
+            f"the zip unpacks to {megabytes(total)}; at most "
+            f"{megabytes(limits.max_unpacked_bytes)} are allowed"
+        )
     for i in files:
         if i.file_size > limits.max_file_bytes:
-            raise UploadError(f"a file in the zip is {megabytes(i.file_size)}; at most "
-                              f"{megabytes(limits.max_file_bytes)} per file")
+            raise UploadError(
+                f"a file in the zip is {megabytes(i.file_size)}; at most "
+                f"{megabytes(limits.max_file_bytes)} per file"
+            )
         if i.file_size > 1_000_000 and i.file_size > limits.max_ratio * max(1, i.compress_size):
             raise UploadError("the zip is compressed suspiciously well (a zip bomb?); it was refused")
     return files
@@ -196,7 +206,9 @@ def _copy_limited(src: IO[bytes], dst: Path, limit: int) -> int:
     return n
 
 
-def _strip_common_top(members: list[tuple[zipfile.ZipInfo, list[str]]]) -> list[tuple[zipfile.ZipInfo, list[str]]]:
+def _strip_common_top(
+    members: list[tuple[zipfile.ZipInfo, list[str]]],
+) -> list[tuple[zipfile.ZipInfo, list[str]]]:
     """Drop one wrapping folder (data/<class>/x.png -> <class>/x.png) when every member sits below it."""
     tops = {parts[0] for _, parts in members}
     if len(tops) == 1 and all(len(parts) >= 3 for _, parts in members):
@@ -204,8 +216,9 @@ def _strip_common_top(members: list[tuple[zipfile.ZipInfo, list[str]]]) -> list[
     return members
 
 
-def _zip_plan(zf: zipfile.ZipFile, limits: UploadLimits, label: str,
-              problems: list[dict]) -> list[tuple[zipfile.ZipInfo, list[str]]]:
+def _zip_plan(
+    zf: zipfile.ZipFile, limits: UploadLimits, label: str, problems: list[dict]
+) -> list[tuple[zipfile.ZipInfo, list[str]]]:
     """Which members to extract and where (relative parts); skipped ones become problems or are dropped."""
     members = []
     for info in _zip_entries(zf, limits):
@@ -217,7 +230,9 @@ def _zip_plan(zf: zipfile.ZipFile, limits: UploadLimits, label: str,
         if _is_link(info):
             problems.append({"path": info.filename, "reason": "symbolic link; skipped"})
         elif _kept_kind(parts[-1]) == "archive":
-            problems.append({"path": info.filename, "reason": "archives inside the zip are not opened; skipped"})
+            problems.append(
+                {"path": info.filename, "reason": "archives inside the zip are not opened; skipped"}
+            )
         else:
             members.append((info, parts))
     members = _strip_common_top(members)
@@ -227,8 +242,9 @@ def _zip_plan(zf: zipfile.ZipFile, limits: UploadLimits, label: str,
     return [(i, [label, *p] if len(p) == 1 else p) for i, p in members]
 
 
-def _extract(zf: zipfile.ZipFile, plan: list[tuple[zipfile.ZipInfo, list[str]]], stage: Path,
-             limits: UploadLimits) -> list[tuple[Path, str]]:
+def _extract(
+    zf: zipfile.ZipFile, plan: list[tuple[zipfile.ZipInfo, list[str]]], stage: Path, limits: UploadLimits
+) -> list[tuple[Path, str]]:
     """Write the planned members under `stage` with streamed size limits; (path, display name) pairs."""
     out, taken, total = [], set[Path](), 0
     for info, parts in plan:
@@ -242,8 +258,9 @@ def _extract(zf: zipfile.ZipFile, plan: list[tuple[zipfile.ZipInfo, list[str]]],
     return out
 
 
-def _stage_zip(data: bytes, stage: Path, limits: UploadLimits, label: str,
-               problems: list[dict]) -> list[tuple[Path, str]]:
+def _stage_zip(
+    data: bytes, stage: Path, limits: UploadLimits, label: str, problems: list[dict]
+) -> list[tuple[Path, str]]:
     """Unpack one zip into the staging folder (checks first); (staged path, name in the zip) pairs."""
     import io
 
@@ -285,8 +302,10 @@ def _publish(kept: list[Path], stage: Path, dest: Path, limits: UploadLimits, ow
     new = sum(p.stat().st_size for p in kept)
     used = folder_bytes(owner_dir) - folder_bytes(stage)
     if used + new > limits.max_owner_bytes:
-        raise UploadError(f"your uploads would use {megabytes(used + new)}; at most "
-                          f"{megabytes(limits.max_owner_bytes)} per session. Delete some uploads first")
+        raise UploadError(
+            f"your uploads would use {megabytes(used + new)}; at most "
+            f"{megabytes(limits.max_owner_bytes)} per session. Delete some uploads first"
+        )
     taken: set[Path] = set()
     for path in kept:
         target = _unique(dest / _final_name(path.relative_to(stage)), taken)
@@ -300,7 +319,9 @@ def dataset_dir(owner: str, dataset: str = "upload") -> Path:
     return upload_dir(owner) / name
 
 
-def _stage_loose(name: str, data: bytes, stage: Path, label: str, taken: set[Path]) -> tuple[Path, str] | None:
+def _stage_loose(
+    name: str, data: bytes, stage: Path, label: str, taken: set[Path]
+) -> tuple[Path, str] | None:
     """Write one loose (non-zip) file under stage/<label>/; None when its name is unusable."""
     clean = clean_name(Path(name.replace("\\", "/")).name)
     if not clean:
@@ -325,8 +346,9 @@ def _is_zip(data: bytes) -> bool:
     return data[:4] in (b"PK\x03\x04", b"PK\x05\x06")
 
 
-def _stage_all(files: list[tuple[str, bytes]], stage: Path, limits: UploadLimits, label: str,
-               problems: list[dict]) -> list[tuple[Path, str]]:
+def _stage_all(
+    files: list[tuple[str, bytes]], stage: Path, limits: UploadLimits, label: str, problems: list[dict]
+) -> list[tuple[Path, str]]:
     """Stage every uploaded file: zips unpacked, loose files under the class label."""
     staged: list[tuple[Path, str]] = []
     taken: set[Path] = set()
@@ -344,8 +366,9 @@ def _stage_all(files: list[tuple[str, bytes]], stage: Path, limits: UploadLimits
     return staged
 
 
-def _upload(owner: str, files: list[tuple[str, bytes]], limits: UploadLimits, label: str,
-            dataset: str) -> tuple[Path, list[dict]]:
+def _upload(
+    owner: str, files: list[tuple[str, bytes]], limits: UploadLimits, label: str, dataset: str
+) -> tuple[Path, list[dict]]:
     """Check, stage, verify and publish one upload; the dataset folder and the problems found."""
     _check_batch(files, limits)
     label = clean_name(label).lstrip("_") if label else ""
@@ -360,13 +383,21 @@ def _upload(owner: str, files: list[tuple[str, bytes]], limits: UploadLimits, la
     return dest, problems
 
 
-def save_uploads(owner: str, files: list[tuple[str, bytes]], max_total_bytes: int, max_files: int,
-                 label: str = "", dataset: str = "upload") -> tuple[Path, list[dict]]:
+def save_uploads(
+    owner: str,
+    files: list[tuple[str, bytes]],
+    max_total_bytes: int,
+    max_files: int,
+    label: str = "",
+    dataset: str = "upload",
+) -> tuple[Path, list[dict]]:
     """Store uploaded images/DICOMs/zips (checked by content) as class folders; (dataset root, problems)."""
     return _upload(owner, files, UploadLimits.from_totals(max_total_bytes, max_files), label, dataset)
 
 
-def extract_zip(owner: str, data: bytes, limits: UploadLimits, dataset: str = "upload", label: str = "") -> Path:
+def extract_zip(
+    owner: str, data: bytes, limits: UploadLimits, dataset: str = "upload", label: str = ""
+) -> Path:
     """Unpack one uploaded zip safely into the owner's dataset folder; its root (problems are dropped)."""
     return _upload(owner, [("upload.zip", data)], limits, label, dataset)[0]
 

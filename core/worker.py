@@ -79,7 +79,9 @@ def execute(job: Job, store: JobStore | None = None, on_sigterm: bool = True) ->
 def log_outcome(job: Job, status: str, error: str, seconds: float) -> None:
     """One line in the run's log.txt saying how the job ended."""
     with contextlib.suppress(OSError):
-        Progress(job.run_dir).log(f"job {job.id} {status} after {seconds:.1f}s" + (f": {error}" if error else ""))
+        Progress(job.run_dir).log(
+            f"job {job.id} {status} after {seconds:.1f}s" + (f": {error}" if error else "")
+        )
 
 
 def run_job(store: JobStore, job_id: str) -> int:

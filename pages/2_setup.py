@@ -15,7 +15,9 @@ def render() -> None:
     st.title("Training setup")
     sf.restore_saved()
     src, is_default = common.current_source()
-    st.session_state.setdefault(common.SOURCE_CONFIG, src)  # the source as chosen, before this page's split column
+    st.session_state.setdefault(
+        common.SOURCE_CONFIG, src
+    )  # the source as chosen, before this page's split column
     gpu = choices.has_gpu()
     carried = st.session_state.get(common.RUN_CONFIG)
     base = from_dict(RunConfig, carried) if carried else common.default_run_config(src)

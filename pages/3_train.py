@@ -18,8 +18,10 @@ def render() -> None:
     job_id = rv.runs_section(owner)
     if job_id:
         rv.watch(job_id)
-    st.caption("Runs go on in the background: closing or refreshing this page does not stop them."
-               + (f" You see only your own runs{common.signed_in_as()}." if hosting.hosted() else ""))
+    st.caption(
+        "Runs go on in the background: closing or refreshing this page does not stop them."
+        + (f" You see only your own runs{common.signed_in_as()}." if hosting.hosted() else "")
+    )
 
 
 render()

@@ -16,8 +16,10 @@ def render() -> None:
     exp_id = ev.experiments_section()
     if exp_id:
         ev.watch(exp_id)
-    st.caption("Each trial is an ordinary training run (also listed on the Training run page); closing or "
-               "refreshing this page does not stop them.")
+    st.caption(
+        "Each trial is an ordinary training run (also listed on the Training run page); closing or "
+        "refreshing this page does not stop them."
+    )
 
 
 render()

@@ -20,15 +20,27 @@ def fake_train(params: dict, run_dir: Path, progress: Progress) -> dict:
     runs.write_json(folder.config, cfg)
     lr, epochs = float(cfg["train"]["lr"] or 1e-3), int(cfg["train"]["epochs"])
     skill = min(0.95, 0.5 + 40 * lr)
-    pd.DataFrame({"epoch": range(epochs), "valid_loss": [1 / (e + 1) for e in range(epochs)],
-                  "balanced_accuracy": [skill * (e + 1) / epochs for e in range(epochs)],
-                  "accuracy": [skill * (e + 1) / epochs for e in range(epochs)]}).to_csv(folder.history, index=False)
+    pd.DataFrame(
+        {
+            "epoch": range(epochs),
+            "valid_loss": [1 / (e + 1) for e in range(epochs)],
+            "balanced_accuracy": [skill * (e + 1) / epochs for e in range(epochs)],
+            "accuracy": [skill * (e + 1) / epochs for e in range(epochs)],
+        }
+    ).to_csv(folder.history, index=False)
     rng = np.random.default_rng(0)
     labels = np.array(["a", "b"] * 20)
     hit = rng.random(40) < skill
     p_b = np.where((labels == "b") == hit, 0.8, 0.2)
-    pd.DataFrame({"path": [f"x{i}.png" for i in range(40)], "label": labels, "pred": np.where(p_b > 0.5, "b", "a"),
-                  "prob_a": 1 - p_b, "prob_b": p_b}).to_csv(folder.predictions("valid"), index=False)
+    pd.DataFrame(
+        {
+            "path": [f"x{i}.png" for i in range(40)],
+            "label": labels,
+            "pred": np.where(p_b > 0.5, "b", "a"),
+            "prob_a": 1 - p_b,
+            "prob_b": p_b,
+        }
+    ).to_csv(folder.predictions("valid"), index=False)
     runs.write_json(folder.metrics, {"type": "single", "classes": ["a", "b"]})
     progress.update(force=True, pid=os.getpid())
     return {"lr": lr}

@@ -9,7 +9,9 @@ import pandas as pd
 from PIL import Image
 
 
-def blob_dataset(root: Path, n_per_class: int = 40, size: int = 32, per_patient: int = 2, seed: int = 0) -> Path:
+def blob_dataset(
+    root: Path, n_per_class: int = 40, size: int = 32, per_patient: int = 2, seed: int = 0
+) -> Path:
     """Folder-per-class PNGs: 'blob' images carry a bright spot, 'plain' ones do not; labels.csv with patient ids."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:size, :size]
@@ -23,13 +25,25 @@ def blob_dataset(root: Path, n_per_class: int = 40, size: int = 32, per_patient:
                 img += 120 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (size / 10) ** 2))
             path = root / label / f"{label}_{i:03d}.png"
             Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(path)
-            rows.append({"path": f"{label}/{path.name}", "label": label, "patient_id": f"{label[0]}{i // per_patient:03d}"})
+            rows.append(
+                {
+                    "path": f"{label}/{path.name}",
+                    "label": label,
+                    "patient_id": f"{label[0]}{i // per_patient:03d}",
+                }
+            )
     pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
     return root
 
 
-def smooth_dataset(root: Path, n: int = 60, size: int = 32, big_class_size: int | None = None, seed: int = 0,
-                   copies: bool = False) -> Path:
+def smooth_dataset(
+    root: Path,
+    n: int = 60,
+    size: int = 32,
+    big_class_size: int | None = None,
+    seed: int = 0,
+    copies: bool = False,
+) -> Path:
     """Two classes 'a'/'b' of random smooth pictures (labels carry no signal); labels.csv with patient ids.
 
     big_class_size saves class 'b' at another size (a planted metadata shortcut); copies adds a JPEG re-save of
@@ -48,10 +62,14 @@ def smooth_dataset(root: Path, n: int = 60, size: int = 32, big_class_size: int 
             Image.fromarray(img).save(root / rel)
             rows.append({"path": rel, "label": label, "patient_id": f"{label}{i // 2}"})
     if copies:
-        Image.open(root / "a/a003.png").resize((size - 8, size - 8)).save(root / "b/copy_resaved.jpg", quality=85)
+        Image.open(root / "a/a003.png").resize((size - 8, size - 8)).save(
+            root / "b/copy_resaved.jpg", quality=85
+        )
         (root / "a/copy_same.png").write_bytes((root / "a/a010.png").read_bytes())
-        rows += [{"path": "b/copy_resaved.jpg", "label": "b", "patient_id": "zz1"},
-                 {"path": "a/copy_same.png", "label": "a", "patient_id": "zz2"}]
+        rows += [
+            {"path": "b/copy_resaved.jpg", "label": "b", "patient_id": "zz1"},
+            {"path": "a/copy_same.png", "label": "a", "patient_id": "zz2"},
+        ]
     pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
     return root / "labels.csv"
 
@@ -71,5 +89,13 @@ def tiny_dls(root: Path, n: int = 20, size: int = 32):
         fnames.append(path)
         labels.append(label)
     return ImageDataLoaders.from_lists(
-        root, fnames, labels, valid_pct=0.25, seed=0, item_tfms=Resize(size), bs=4, num_workers=0, device="cpu"
+        root,
+        fnames,
+        labels,
+        valid_pct=0.25,
+        seed=0,
+        item_tfms=Resize(size),
+        bs=4,
+        num_workers=0,
+        device="cpu",
     )

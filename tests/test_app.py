@@ -6,7 +6,13 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ["pages/1_dataset.py", "pages/2_setup.py", "pages/3_train.py", "pages/4_evaluate.py", "pages/5_predict.py"]
+PAGES = [
+    "pages/1_dataset.py",
+    "pages/2_setup.py",
+    "pages/3_train.py",
+    "pages/4_evaluate.py",
+    "pages/5_predict.py",
+]
 
 
 def test_entry_point_routes_and_renders_default_page():

@@ -83,10 +83,19 @@ def kfold_run_with_images(root: Path, flipped: int = 3) -> Path:
     items.assign(label=np.array(["a", "b"])[given]).to_csv(csv, index=False)  # the source says so too
     run = root / "kf"
     run.mkdir()
-    evaluate.predictions_frame(paths, given, np.stack([1 - p1, p1], 1), ["a", "b"],
-                               fold=np.arange(len(y)) % 3).to_csv(run / "oof_predictions.csv", index=False)
-    (run / "metrics.json").write_text(json.dumps({"type": "kfold", "k": 3, "classes": ["a", "b"], "metrics": {
-        "per_fold": [{"fold": f, "best_epoch": 1} for f in range(3)]}}))
+    evaluate.predictions_frame(
+        paths, given, np.stack([1 - p1, p1], 1), ["a", "b"], fold=np.arange(len(y)) % 3
+    ).to_csv(run / "oof_predictions.csv", index=False)
+    (run / "metrics.json").write_text(
+        json.dumps(
+            {
+                "type": "kfold",
+                "k": 3,
+                "classes": ["a", "b"],
+                "metrics": {"per_fold": [{"fold": f, "best_epoch": 1} for f in range(3)]},
+            }
+        )
+    )
     cfg = RunConfig(source=SourceConfig(kind="csv", csv_path=str(csv), group_col="patient_id"))
     (run / "config.json").write_text(json.dumps(to_dict(cfg)))
     return run
@@ -95,7 +104,9 @@ def kfold_run_with_images(root: Path, flipped: int = 3) -> Path:
 def test_evaluation_opens_a_confusion_cell_and_ranks_suspect_labels(tmp_path):
     run = kfold_run_with_images(tmp_path)
     store = jobs.JobStore()
-    job = store.submit("train", {"config": json.loads((run / "config.json").read_text())}, run_dir=run, owner=OWNER)
+    job = store.submit(
+        "train", {"config": json.loads((run / "config.json").read_text())}, run_dir=run, owner=OWNER
+    )
     store.finish(job.id, "done", result={}, only_if_running=False)
     at = app(EVAL).run()
     assert not at.exception, at.exception

@@ -33,9 +33,11 @@ def trained(tmp_path_factory) -> dict[str, Path]:
         mp.setenv("XRT_HOME", str(base / "home"))
         torch.set_num_threads(1)
         sample = ensure_sample(base / "sample", n_patients=10)
-        cfg = RunConfig(source=SourceConfig(kind="folder", root=str(sample / "folder")),
-                        data=DataConfig(img_size=32, aug=AugConfig(enabled=False), split=SplitConfig()),
-                        train=TrainConfig(pretrained=False, epochs=1, freeze_epochs=0))
+        cfg = RunConfig(
+            source=SourceConfig(kind="folder", root=str(sample / "folder")),
+            data=DataConfig(img_size=32, aug=AugConfig(enabled=False), split=SplitConfig()),
+            train=TrainConfig(pretrained=False, epochs=1, freeze_epochs=0),
+        )
         run = paths.runs_dir() / "tiny"
         try:
             jobs.run_inline("train", {"config": to_dict(cfg)}, run_dir=run)
@@ -78,12 +80,26 @@ def fake_kfold_run(root: Path) -> Path:
     logits = rng.normal(size=(60, 3))
     logits[np.arange(60), y] += 1.5
     p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    evaluate.predictions_frame([f"/nowhere/{i}.png" for i in range(60)], y, p, ["a", "b", "c"],
-                               fold=np.arange(60) % 3).to_csv(root / "oof_predictions.csv", index=False)
-    pd.DataFrame([{"fold": f, "epoch": e, "train_loss": 1 - e / 5, "valid_loss": 1.1 - e / 6, "accuracy": 0.5}
-                  for f in range(3) for e in range(2)]).to_csv(root / "history.csv", index=False)
-    (root / "metrics.json").write_text(json.dumps({"type": "kfold", "k": 3, "classes": ["a", "b", "c"], "metrics": {
-        "per_fold": [{"fold": f, "best_epoch": 1} for f in range(3)]}}))
+    evaluate.predictions_frame(
+        [f"/nowhere/{i}.png" for i in range(60)], y, p, ["a", "b", "c"], fold=np.arange(60) % 3
+    ).to_csv(root / "oof_predictions.csv", index=False)
+    pd.DataFrame(
+        [
+            {"fold": f, "epoch": e, "train_loss": 1 - e / 5, "valid_loss": 1.1 - e / 6, "accuracy": 0.5}
+            for f in range(3)
+            for e in range(2)
+        ]
+    ).to_csv(root / "history.csv", index=False)
+    (root / "metrics.json").write_text(
+        json.dumps(
+            {
+                "type": "kfold",
+                "k": 3,
+                "classes": ["a", "b", "c"],
+                "metrics": {"per_fold": [{"fold": f, "best_epoch": 1} for f in range(3)]},
+            }
+        )
+    )
     return root
 
 
@@ -154,7 +170,9 @@ def test_predict_folder_with_a_broken_file(trained, run_id, tmp_path):
     assert len(preds) >= 20 and set(preds["threshold"]) == {0.5}
     assert [Path(p).name for p in problems["path"]] == ["broken.png"]
     assert [d.label for d in at.get("download_button")] == ["Download CSV"]
-    assert not [w for w in at.warning if "used by this model's run" in w.value]  # a copy: not the training files
+    assert not [
+        w for w in at.warning if "used by this model's run" in w.value
+    ]  # a copy: not the training files
     assert len(at.image) == 2  # the image and its Grad-CAM
     at.slider(key=f"pr_thr_{run_id}").set_value(0.0).run()
     assert set(at.dataframe[0].value["pred"]) == {"opacity"}
@@ -167,8 +185,9 @@ def test_hosted_mode_has_no_free_text_paths(trained, monkeypatch):
     monkeypatch.setenv("XRT_HOSTED", "1")
     monkeypatch.setenv("XRT_DATA_ROOTS", str(trained["sample"]))
     store = jobs.JobStore()  # hosted: the run belongs to who signed in (not to an owner id in the URL)
-    job = store.submit("train", {"config": trained["config"]}, run_dir=trained["run"],
-                       owner=signin.owner_for("user:carol"))
+    job = store.submit(
+        "train", {"config": trained["config"]}, run_dir=trained["run"], owner=signin.owner_for("user:carol")
+    )
     store.finish(job.id, "done", only_if_running=False)
     at = app(PREDICT)
     at.session_state["auth_identity"] = "user:carol"
@@ -196,12 +215,16 @@ def test_predict_names_files_and_grad_cam_picker_follows_the_result(trained, run
     at.text_input(key="pr_folder").input(str(folders["a"])).run()
     at.button(key="pr_go").click().run()
     assert not at.exception, at.exception
-    assert all(p.startswith("a_") and "/" not in p for p in at.dataframe[0].value["path"])  # names, no server path
+    assert all(
+        p.startswith("a_") and "/" not in p for p in at.dataframe[0].value["path"]
+    )  # names, no server path
     at.selectbox(key="pr_pick_1").select(2).run()
     at.text_input(key="pr_folder").input(str(folders["b"])).run()
     at.button(key="pr_go").click().run()
     assert not at.exception, at.exception
-    pick = at.selectbox(key="pr_pick_2")  # a new result: a new picker, at its first row, naming this result's files
+    pick = at.selectbox(
+        key="pr_pick_2"
+    )  # a new result: a new picker, at its first row, naming this result's files
     assert pick.value == 0 and all(o.startswith("b_") for o in pick.options)
     first = at.dataframe[0].value["path"].iloc[0]
     assert pick.options[0].startswith(first) and at.image[0].proto.imgs[0].caption == first

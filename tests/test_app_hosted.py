@@ -13,7 +13,11 @@ from streamlit import config as st_config
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
-DATASET, SETUP, ENTRY = str(ROOT / "pages/1_dataset.py"), str(ROOT / "pages/2_setup.py"), str(ROOT / "streamlit_app.py")
+DATASET, SETUP, ENTRY = (
+    str(ROOT / "pages/1_dataset.py"),
+    str(ROOT / "pages/2_setup.py"),
+    str(ROOT / "streamlit_app.py"),
+)
 USER = "user:alice"  # who signed in (hosted ownership follows the identity, never a URL token)
 
 
@@ -27,7 +31,9 @@ def owner_of(identity: str = USER) -> str:
 def png(seed: int, size: int = 24) -> bytes:
     """A small noisy PNG."""
     buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (size, size), dtype=np.uint8)).save(buf, "PNG")
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (size, size), dtype=np.uint8)).save(
+        buf, "PNG"
+    )
     return buf.getvalue()
 
 
@@ -91,10 +97,15 @@ def test_upload_flow_builds_a_private_dataset(hosted):
         zf.writestr("__MACOSX/opacity/._o0.png", b"junk")
     at = app(DATASET, "upload").run()
     assert not at.exception
-    at.file_uploader(key="up_files").set_value([("n0.png", png(1), "image/png"), ("n1.png", png(2), "image/png"),
-                                                ("n2.png", png(3), "image/png"),
-                                                ("page.png", b"<html>not an image</html>", "image/png"),
-                                                ("set.zip", zipped.getvalue(), "application/zip")])
+    at.file_uploader(key="up_files").set_value(
+        [
+            ("n0.png", png(1), "image/png"),
+            ("n1.png", png(2), "image/png"),
+            ("n2.png", png(3), "image/png"),
+            ("page.png", b"<html>not an image</html>", "image/png"),
+            ("set.zip", zipped.getvalue(), "application/zip"),
+        ]
+    )
     at.text_input(key="up_label").input("normal")
     at.run()
     at.button(key="up_save").click().run()
@@ -173,7 +184,9 @@ def test_hosted_setup_offers_weights_upload_and_listed_test_folders(hosted):
     at.get("file_uploader")[0].set_value(("w.safetensors", weights, "application/octet-stream")).run()
     assert not at.exception
     assert at.text_input(key="su_weights_path").value.endswith("/_weights/w.safetensors")
-    assert "weights file" not in str(at.session_state["run_config_error"] if "run_config_error" in at.session_state else "")
+    assert "weights file" not in str(
+        at.session_state["run_config_error"] if "run_config_error" in at.session_state else ""
+    )
 
 
 def test_dicom_window_presets_filter_and_paging():
@@ -226,8 +239,11 @@ def test_hosted_ownership_follows_the_sign_in_not_the_link(hosted, monkeypatch):
     bob.switch_page("pages/3_train.py").run()
     assert not bob.exception
     assert not bob.dataframe and any("No runs yet" in i.value for i in bob.info)  # nothing of alice's
-    for token, signed in ((make_token("user:alice"), True), (make_token("user:alice", ttl_s=-1), False),
-                          (make_token("user:alice")[:-2] + "00", False)):
+    for token, signed in (
+        (make_token("user:alice"), True),
+        (make_token("user:alice", ttl_s=-1), False),
+        (make_token("user:alice")[:-2] + "00", False),
+    ):
         monkeypatch.setattr(auth, "_cookie_value", lambda token=token: token)
         again = AppTest.from_file(ENTRY, default_timeout=60)  # a reload: the cookie is all the browser sends
         again.session_state["src_choice"] = "folder"

@@ -65,12 +65,27 @@ def running_job(kind: str = "train", owner: str = "someone") -> jobs.Job:
 def write_progress(job: jobs.Job) -> None:
     """progress.json mid-epoch and two epochs of history.csv, by hand."""
     rdir = Path(job.run_dir)
-    (rdir / "progress.json").write_text(json.dumps({
-        "phase": "training", "epoch": 1, "n_epochs": 4, "batch": 5, "n_batches": 10, "train_loss": 0.5,
-        "eta_s": 125.0, "elapsed_s": 30.0, "fold": None, "n_folds": 0,
-        "last_epoch": {"epoch": 0, "valid_loss": 0.6}}))
-    (rdir / "history.csv").write_text("epoch,phase,train_loss,valid_loss,accuracy,balanced_accuracy,roc_auc,time_s\n"
-                                      "0,frozen,0.9,0.8,0.6,0.6,0.65,10\n1,unfrozen,0.7,0.6,0.7,0.7,0.75,20\n")
+    (rdir / "progress.json").write_text(
+        json.dumps(
+            {
+                "phase": "training",
+                "epoch": 1,
+                "n_epochs": 4,
+                "batch": 5,
+                "n_batches": 10,
+                "train_loss": 0.5,
+                "eta_s": 125.0,
+                "elapsed_s": 30.0,
+                "fold": None,
+                "n_folds": 0,
+                "last_epoch": {"epoch": 0, "valid_loss": 0.6},
+            }
+        )
+    )
+    (rdir / "history.csv").write_text(
+        "epoch,phase,train_loss,valid_loss,accuracy,balanced_accuracy,roc_auc,time_s\n"
+        "0,frozen,0.9,0.8,0.6,0.6,0.65,10\n1,unfrozen,0.7,0.6,0.7,0.7,0.75,20\n"
+    )
 
 
 # ---------------------------------------------------------------- setup page
@@ -135,9 +150,15 @@ def test_lr_finder_button_submits_job_and_applies_suggestion(submitted):
     store = JobStore()
     job = store.claim(os.getpid(), 5)
     lrs = [1e-5 * 1.2**i for i in range(40)]
-    Path(job.run_dir, "lr_find.json").write_text(json.dumps({
-        "lrs": lrs, "losses": [1.0 - 0.01 * i for i in range(40)],
-        "suggestions": {"minimum": 1e-2, "steep": 3e-4, "valley": 1.23e-3, "slide": 2e-3}}))
+    Path(job.run_dir, "lr_find.json").write_text(
+        json.dumps(
+            {
+                "lrs": lrs,
+                "losses": [1.0 - 0.01 * i for i in range(40)],
+                "suggestions": {"minimum": 1e-2, "steep": 3e-4, "valley": 1.23e-3, "slide": 2e-3},
+            }
+        )
+    )
     store.finish(job.id, "done")
     at.run()
     assert not at.exception and len(at.get("plotly_chart")) == 1
@@ -217,9 +238,20 @@ def test_crashed_run_with_a_checkpoint_offers_finish_from_checkpoint(monkeypatch
 
     def fake_finish(run_dir):
         calls.append(run_dir)
-        (Path(run_dir) / "metrics.json").write_text(json.dumps({
-            "type": "single", "classes": ["a", "b"], "best_epoch": 2, "metrics": {"valid": {"accuracy": 0.75}},
-            "finished_from_checkpoint": {"epoch": 2, "note": "model from epoch 3 of 10 of a run that failed"}}))
+        (Path(run_dir) / "metrics.json").write_text(
+            json.dumps(
+                {
+                    "type": "single",
+                    "classes": ["a", "b"],
+                    "best_epoch": 2,
+                    "metrics": {"valid": {"accuracy": 0.75}},
+                    "finished_from_checkpoint": {
+                        "epoch": 2,
+                        "note": "model from epoch 3 of 10 of a run that failed",
+                    },
+                }
+            )
+        )
 
     monkeypatch.setattr(finish, "finish_from_checkpoint", fake_finish)
     at = app(TRAIN).run()
@@ -250,10 +282,23 @@ def test_hosted_mode_hides_error_details_and_other_users_runs(monkeypatch):
 def test_done_kfold_run_shows_mean_sd_table():
     job = running_job()
     per_fold = [{"fold": i, "best_epoch": 1, "accuracy": a, "roc_auc": a} for i, a in enumerate((0.8, 0.9))]
-    Path(job.run_dir, "metrics.json").write_text(json.dumps({
-        "type": "kfold", "k": 2, "classes": ["a", "b"], "metrics": {
-            "per_fold": per_fold, "pooled_oof": {"accuracy": 0.85, "roc_auc": 0.85},
-            "mean_sd": {"accuracy": {"mean": 0.85, "sd": 0.0707}, "roc_auc": {"mean": 0.85, "sd": 0.0707}}}}))
+    Path(job.run_dir, "metrics.json").write_text(
+        json.dumps(
+            {
+                "type": "kfold",
+                "k": 2,
+                "classes": ["a", "b"],
+                "metrics": {
+                    "per_fold": per_fold,
+                    "pooled_oof": {"accuracy": 0.85, "roc_auc": 0.85},
+                    "mean_sd": {
+                        "accuracy": {"mean": 0.85, "sd": 0.0707},
+                        "roc_auc": {"mean": 0.85, "sd": 0.0707},
+                    },
+                },
+            }
+        )
+    )
     JobStore().finish(job.id, "done")
     at = app(TRAIN).run()
     assert not at.exception
@@ -287,5 +332,7 @@ def test_settings_upload_replaces_widgets():
         at.session_state[key] = value
     at.run()
     assert not at.exception
-    assert at.selectbox(key="su_arch").value == "densenet121" and at.number_input(key="su_img_size").value == 64
+    assert (
+        at.selectbox(key="su_arch").value == "densenet121" and at.number_input(key="su_img_size").value == 64
+    )
     assert at.session_state["run_config"]["data"]["split"]["method"] == "random"

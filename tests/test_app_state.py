@@ -7,7 +7,11 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 ROOT = Path(__file__).resolve().parents[1]
-ENTRY, SETUP, TRAIN = str(ROOT / "streamlit_app.py"), str(ROOT / "pages/2_setup.py"), str(ROOT / "pages/3_train.py")
+ENTRY, SETUP, TRAIN = (
+    str(ROOT / "streamlit_app.py"),
+    str(ROOT / "pages/2_setup.py"),
+    str(ROOT / "pages/3_train.py"),
+)
 
 
 def app(script: str = ENTRY) -> AppTest:
@@ -59,7 +63,10 @@ def test_settings_source_and_lr_finder_survive_a_reload(monkeypatch):
     reloaded = app()  # a browser refresh: a new session, nothing in session state
     reloaded.switch_page("pages/2_setup.py").run()
     assert not reloaded.exception
-    assert reloaded.number_input(key="su_epochs").value == 7 and reloaded.number_input(key="su_img_size").value == 96
+    assert (
+        reloaded.number_input(key="su_epochs").value == 7
+        and reloaded.number_input(key="su_img_size").value == 96
+    )
     assert reloaded.toggle(key="su_pretrained").value is False
     assert "class folders" in reloaded.info[0].value  # the chosen source, not the default CSV sample
     assert reloaded.session_state["lr_job_id"] == submitted[0]
@@ -75,7 +82,11 @@ def _weights(monkeypatch, ok: bool) -> None:
     from core import pretrained
     from ui import common
 
-    why = "weights are in the local cache." if ok else "download.pytorch.org cannot be reached from this server."
+    why = (
+        "weights are in the local cache."
+        if ok
+        else "download.pytorch.org cannot be reached from this server."
+    )
     monkeypatch.setattr(pretrained, "weights_obtainable", lambda arch, timeout=1.5: (ok, why))
     common._weights_status.clear()
 
@@ -111,11 +122,12 @@ def test_hosted_failure_shows_the_cause_without_server_paths(monkeypatch):
     monkeypatch.setenv("XRT_HOSTED", "1")
     owner = signin.owner_for("user:alice")
     store = JobStore()
-    causes = {"PretrainedUnavailable: ImageNet weights for resnet18 could not be downloaded (no internet). Options: "
-              "train from scratch (turn 'pretrained' off); or copy the file to /root/.cache/torch/hub/r18.pth.":
-              "could not be downloaded",
-              "TrainingError: training refused: only one class in /srv/lab/chest/labels.csv": "only one class",
-              "RuntimeError: internal /srv/secret/thing": "administrator"}
+    causes = {
+        "PretrainedUnavailable: ImageNet weights for resnet18 could not be downloaded (no internet). Options: "
+        "train from scratch (turn 'pretrained' off); or copy the file to /root/.cache/torch/hub/r18.pth.": "could not be downloaded",
+        "TrainingError: training refused: only one class in /srv/lab/chest/labels.csv": "only one class",
+        "RuntimeError: internal /srv/secret/thing": "administrator",
+    }
     for error in causes:
         job = store.submit("train", {"config": to_dict(RunConfig())}, owner=owner)
         store.finish(job.id, "failed", error=error, only_if_running=False)
@@ -144,15 +156,29 @@ def _running(kind: str, progress: dict, params: dict | None = None):
 
 
 def test_kfold_and_lr_finder_show_elapsed_and_time_left():
-    _running("kfold", {"phase": "training", "fold": 1, "n_folds": 3, "epoch": 0, "n_epochs": 2, "batch": 5,
-                       "n_batches": 10, "eta_s": 60.0, "elapsed_s": 20.0})
+    _running(
+        "kfold",
+        {
+            "phase": "training",
+            "fold": 1,
+            "n_folds": 3,
+            "epoch": 0,
+            "n_epochs": 2,
+            "batch": 5,
+            "n_batches": 10,
+            "eta_s": 60.0,
+            "elapsed_s": 20.0,
+        },
+    )
     at = AppTest.from_file(TRAIN, default_timeout=60).run()
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Time left (this fold)"] == "1 min 0 s" and metrics["Elapsed (this fold)"] == "20 s"
     whole = [c.value for c in at.caption if c.value.startswith("Whole job")]
     assert whole and "for 3 folds" in whole[0], whole
-    lr = _running("lr_find", {"phase": "lr_find", "batch": 6, "n_batches": 30, "elapsed_s": 12.0, "eta_s": 48.0})
+    lr = _running(
+        "lr_find", {"phase": "lr_find", "batch": 6, "n_batches": 30, "elapsed_s": 12.0, "eta_s": 48.0}
+    )
     setup = AppTest.from_file(SETUP, default_timeout=60)
     setup.session_state["lr_job_id"] = lr.id
     setup.run()
@@ -168,7 +194,9 @@ def test_flat_dicom_folder_labels_from_csv_or_tag_with_previews_and_real_reasons
     for i in range(6):
         dcm(flat / f"im{i}.dcm", patient=f"P{i}", body_part="CHEST" if i % 2 else "HAND")
     (flat / "broken.dcm").write_bytes(b"DICM" * 3)
-    (tmp_path / "labels.csv").write_text("file,finding\n" + "".join(f"im{i}.dcm,{'ab'[i % 2]}\n" for i in range(6)))
+    (tmp_path / "labels.csv").write_text(
+        "file,finding\n" + "".join(f"im{i}.dcm,{'ab'[i % 2]}\n" for i in range(6))
+    )
     at = AppTest.from_file(str(ROOT / "pages/1_dataset.py"), default_timeout=60)
     at.session_state["src_choice"] = "dicom"
     at.run()
@@ -176,7 +204,9 @@ def test_flat_dicom_folder_labels_from_csv_or_tag_with_previews_and_real_reasons
     assert not at.exception, at.exception
     assert any(s.value.startswith("Readable files without a label (6)") for s in at.subheader)
     assert len(at.image) == 6  # previews of the unlabelled files
-    reasons = dict(zip(at.dataframe[-1].value["path"].map(lambda p: Path(p).name), at.dataframe[-1].value["reason"]))
+    reasons = dict(
+        zip(at.dataframe[-1].value["path"].map(lambda p: Path(p).name), at.dataframe[-1].value["reason"])
+    )
     assert reasons["broken.dcm"] != "not inside a class folder", reasons
     at.radio(key="src_dcm_labels").set_value("csv").run()
     at.text_input(key="src_dcm_csv").input(str(tmp_path / "labels.csv"))
@@ -221,8 +251,14 @@ def test_queue_names_and_cancel_of_a_queued_run():
 def test_kfold_fold_table_is_numbered_from_one_as_text():
     from ui.run_view import metrics_tables
 
-    summary = {"type": "kfold", "metrics": {"per_fold": [{"fold": 0, "accuracy": 0.8}, {"fold": 1, "accuracy": 0.9}],
-                                            "pooled_oof": {"accuracy": 0.85}, "mean_sd": {}}}
+    summary = {
+        "type": "kfold",
+        "metrics": {
+            "per_fold": [{"fold": 0, "accuracy": 0.8}, {"fold": 1, "accuracy": 0.9}],
+            "pooled_oof": {"accuracy": 0.85},
+            "mean_sd": {},
+        },
+    }
     _, folds = metrics_tables(summary)
     assert list(folds["fold"]) == ["1", "2", "pooled (out-of-fold)"]
 

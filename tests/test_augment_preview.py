@@ -59,8 +59,11 @@ def test_default_flips_are_horizontal_only(items):
     kinds = []
     for img, path in zip(out, rows["path"]):
         ref = plain(path)
-        errs = {"plain": np.abs(img - ref).mean(), "hflip": np.abs(img - ref[:, ::-1]).mean(),
-                "vflip": np.abs(img - ref[::-1]).mean()}
+        errs = {
+            "plain": np.abs(img - ref).mean(),
+            "hflip": np.abs(img - ref[:, ::-1]).mean(),
+            "vflip": np.abs(img - ref[::-1]).mean(),
+        }
         kind = min(errs, key=errs.get)
         assert errs[kind] < 3, errs
         kinds.append(kind)

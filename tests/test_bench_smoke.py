@@ -15,23 +15,48 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 NEEDS_SHARED = {"bench_train", "bench_kfold", "bench_ingest", "bench_predict", "bench_parity"}
 EXPECTED: dict[str, list[tuple[str, ...]]] = {
-    "bench_train": [("cases", "small", "ratio_app_vs_plain"), ("cases", "large", "ratio_app_vs_plain"),
-                    ("cases", "small", "app", "accuracy"), ("cases", "large", "loader_only")],
-    "bench_kfold": [("datasets", "large", "speedup_app_vs_plain"), ("datasets", "large", "app", "seconds"),
-                    ("datasets", "large", "separate_runs", "speedup_app_vs_plain")],
-    "bench_ingest": [("cases", "images_validated", "runs"), ("cases", "dicom_dx_1024", "memory_bounded"),
-                     ("memory_bounded",)],
+    "bench_train": [
+        ("cases", "small", "ratio_app_vs_plain"),
+        ("cases", "large", "ratio_app_vs_plain"),
+        ("cases", "small", "app", "accuracy"),
+        ("cases", "large", "loader_only"),
+    ],
+    "bench_kfold": [
+        ("datasets", "large", "speedup_app_vs_plain"),
+        ("datasets", "large", "app", "seconds"),
+        ("datasets", "large", "separate_runs", "speedup_app_vs_plain"),
+    ],
+    "bench_ingest": [
+        ("cases", "images_validated", "runs"),
+        ("cases", "dicom_dx_1024", "memory_bounded"),
+        ("memory_bounded",),
+    ],
     "bench_predict": [("batch", "ratio_app_vs_raw"), ("single", "total_ms"), ("model_load_s",)],
-    "bench_app": [("first_page", "server_healthy_s"), ("first_page", "page_complete_s"),
-                  ("start_to_progress", "first_progress_s"), ("start_to_progress", "first_batch_s")],
+    "bench_app": [
+        ("first_page", "server_healthy_s"),
+        ("first_page", "page_complete_s"),
+        ("start_to_progress", "first_progress_s"),
+        ("start_to_progress", "first_batch_s"),
+    ],
     "bench_gpu": [("machine", "device")],
-    "fault_inject": [("tried",), ("refused",), ("crashed",), ("peak_rss_mb",),
-                     ("memory_probe", "hostile_rgba_9400_png", "peak_growth_mb")],
+    "fault_inject": [
+        ("tried",),
+        ("refused",),
+        ("crashed",),
+        ("peak_rss_mb",),
+        ("memory_probe", "hostile_rgba_9400_png", "peak_growth_mb"),
+    ],
     "bench_checks": [("ratio_warm_vs_scan",), ("warm", "shortcut_s"), ("cold", "features_s")],
-    "bench_parity": [("vs_plain", "app", "time_ratio_plain_over_app"), ("sides", "app", "accuracy", "mean"),
-                     ("sides", "plain", "roc_auc", "sd")],
+    "bench_parity": [
+        ("vs_plain", "app", "time_ratio_plain_over_app"),
+        ("sides", "app", "accuracy", "mean"),
+        ("sides", "plain", "roc_auc", "sd"),
+    ],
 }
-EXTRA_ARGS = {"bench_kfold": ["--datasets", "large"], "bench_parity": ["--datasets", "pneumonia", "--seeds", "2"]}
+EXTRA_ARGS = {
+    "bench_kfold": ["--datasets", "large"],
+    "bench_parity": ["--datasets", "pneumonia", "--seeds", "2"],
+}
 TIMEOUT_S = 240
 
 pytestmark = pytest.mark.slow
@@ -45,12 +70,23 @@ def _scripts() -> list[str]:
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory) -> dict[str, subprocess.CompletedProcess]:
     """Run every script's --smoke mode at once (one torch thread each) and collect their output."""
-    env = {**os.environ, "XRT_BENCH_THREADS": "1", "XRT_BENCH_DATA": str(tmp_path_factory.mktemp("bench-data")),
-           "PYTHONWARNINGS": "ignore"}
-    procs = {name: subprocess.Popen([sys.executable, str(ROOT / "bench" / f"{name}.py"), "--smoke",
-                                     *EXTRA_ARGS.get(name, [])],
-                                    cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for name in _scripts()}
+    env = {
+        **os.environ,
+        "XRT_BENCH_THREADS": "1",
+        "XRT_BENCH_DATA": str(tmp_path_factory.mktemp("bench-data")),
+        "PYTHONWARNINGS": "ignore",
+    }
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / f"{name}.py"), "--smoke", *EXTRA_ARGS.get(name, [])],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in _scripts()
+    }
     deadline, results = time.monotonic() + TIMEOUT_S, {}
     for name, proc in procs.items():
         try:

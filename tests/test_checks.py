@@ -57,7 +57,9 @@ def _with_copies(tmp_path):
 
 def test_planted_duplicates_found_and_flagged(tmp_path):
     ds = _with_copies(tmp_path)
-    items = ds.items.assign(split=["valid" if r.startswith("b/copy") else "train" for r in ds.items["relpath"]])
+    items = ds.items.assign(
+        split=["valid" if r.startswith("b/copy") else "train" for r in ds.items["relpath"]]
+    )
     dups = checks.find_duplicates(items, checks.image_features(items))
     found = {frozenset((a, b)) for a, b in zip(dups["a"], dups["b"])}
     assert frozenset((items["relpath"][3], "b/copy_resaved.jpg")) in found
@@ -76,14 +78,18 @@ def test_keep_duplicates_together_puts_copies_on_one_side(tmp_path):
     together = checks.keep_duplicates_together(ds.items, dups)
     pairs = [(int(i), int(j)) for i, j in zip(dups["i"], dups["j"])]
     for seed in range(6):
-        split = assign_splits(together, SplitConfig(method="stratified", valid_pct=0.5, seed=seed, keep_duplicates=True))
+        split = assign_splits(
+            together, SplitConfig(method="stratified", valid_pct=0.5, seed=seed, keep_duplicates=True)
+        )
         assert all(split["split"][i] == split["split"][j] for i, j in pairs)
         folds = kfold_splits(split, 4, seed=seed)
         fold_of = np.empty(len(split), int)
         for f, (_, va) in enumerate(folds):
             fold_of[va] = f
         assert all(fold_of[i] == fold_of[j] for i, j in pairs)
-    plain = [assign_splits(ds.items, SplitConfig(method="stratified", valid_pct=0.5, seed=s)) for s in range(6)]
+    plain = [
+        assign_splits(ds.items, SplitConfig(method="stratified", valid_pct=0.5, seed=s)) for s in range(6)
+    ]
     assert any(p["split"][i] != p["split"][j] for p in plain for i, j in pairs)  # without it they do separate
 
 
@@ -117,10 +123,18 @@ def _flipped_oof(n_flip=12, seed=0):
     flipped = rng.choice(n, n_flip, replace=False)
     given = y.copy()
     given[flipped] = 1 - given[flipped]
-    probs = cross_val_predict(LogisticRegression(max_iter=500), imgs.reshape(n, -1), given, cv=5, method="predict_proba")
+    probs = cross_val_predict(
+        LogisticRegression(max_iter=500), imgs.reshape(n, -1), given, cv=5, method="predict_proba"
+    )
     classes = ["clear", "opacity"]
-    df = pd.DataFrame({"path": [f"img{i}.png" for i in range(n)], "label": np.array(classes)[given],
-                       "prob_clear": probs[:, 0], "prob_opacity": probs[:, 1]})
+    df = pd.DataFrame(
+        {
+            "path": [f"img{i}.png" for i in range(n)],
+            "label": np.array(classes)[given],
+            "prob_clear": probs[:, 0],
+            "prob_opacity": probs[:, 1],
+        }
+    )
     return df, classes, {f"img{i}.png" for i in flipped}
 
 
@@ -142,9 +156,14 @@ def test_corrections_make_a_new_source_and_leave_user_files_alone(tmp_path):
     ds = _noise_set(tmp_path, n=10)
     before = (tmp_path / "labels.csv").read_bytes()
     first, second = ds.items["path"][0], ds.items["path"][1]
-    folder, src = checks.write_corrections(ds.items, [
-        checks.Correction(first, checks.EXCLUDED, "duplicate of a/a001.png"),
-        checks.Correction(second, "b", "suspect label: model says b (0.93)")], name="fix one")
+    folder, src = checks.write_corrections(
+        ds.items,
+        [
+            checks.Correction(first, checks.EXCLUDED, "duplicate of a/a001.png"),
+            checks.Correction(second, "b", "suspect label: model says b (0.93)"),
+        ],
+        name="fix one",
+    )
     assert folder.parent == checks.corrections_dir() and folder.name == "fix-one"
     assert (tmp_path / "labels.csv").read_bytes() == before
     new = load_source(SourceConfig(**src))
@@ -152,8 +171,12 @@ def test_corrections_make_a_new_source_and_leave_user_files_alone(tmp_path):
     assert new.items.set_index("path").loc[second, "label"] == "b"
     assert new.items["group"].str.startswith("anon-").all()  # patient ids are pseudonymised in the copy
     log = pd.read_csv(folder / "changes.csv")
-    assert log.to_dict("records")[1] == {"path": second, "old_label": "a", "new_label": "b",
-                                         "why": "suspect label: model says b (0.93)"}
+    assert log.to_dict("records")[1] == {
+        "path": second,
+        "old_label": "a",
+        "new_label": "b",
+        "why": "suspect label: model says b (0.93)",
+    }
     with pytest.raises(ValueError, match="not in this data source"):
         checks.write_corrections(ds.items, [checks.Correction("/elsewhere.png", "a", "x")])
 
@@ -161,8 +184,22 @@ def test_corrections_make_a_new_source_and_leave_user_files_alone(tmp_path):
 def test_cli_check(tmp_path, capsys):
     _noise_set(tmp_path, n=20, big_class_size=40)
     out = tmp_path / "pairs.csv"
-    assert cli.main(["check", "--csv", str(tmp_path / "labels.csv"), "--group-col", "patient_id",
-                     "--n-boot", "100", "--pairs-out", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "check",
+                "--csv",
+                str(tmp_path / "labels.csv"),
+                "--group-col",
+                "patient_id",
+                "--n-boot",
+                "100",
+                "--pairs-out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads(capsys.readouterr().out)
     assert res["shortcut"]["flagged"] and res["duplicates"]["pairs"] == 0 and out.is_file()
     assert res["n_items"] == 40 and "seconds" in res
@@ -174,8 +211,20 @@ def test_training_prepare_keeps_duplicates_together(tmp_path):
     from core.train import prepare
 
     csv = smooth_dataset(tmp_path / "data", n=40, size=48, copies=True)
-    ns = cli.build_parser().parse_args(["train", "--csv", str(csv), "--group-col", "patient_id", "--keep-duplicates",
-                                        "--split", "stratified", "--valid-pct", "0.5"])
+    ns = cli.build_parser().parse_args(
+        [
+            "train",
+            "--csv",
+            str(csv),
+            "--group-col",
+            "patient_id",
+            "--keep-duplicates",
+            "--split",
+            "stratified",
+            "--valid-pct",
+            "0.5",
+        ]
+    )
     cfg = cli.run_config(ns)
     assert cfg.data.split.keep_duplicates and isinstance(cfg, RunConfig) and isinstance(cfg.data, DataConfig)
     for seed in range(2):

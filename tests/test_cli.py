@@ -13,8 +13,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_scan_sample_csv(tmp_path, capsys):
     root = ensure_sample(tmp_path / "s", n_patients=8)
-    assert main(["scan", "--csv", str(root / "labels.csv"), "--group-col", "patient_id",
-                 "--problems-out", str(tmp_path / "p.csv")]) == 0
+    assert (
+        main(
+            [
+                "scan",
+                "--csv",
+                str(root / "labels.csv"),
+                "--group-col",
+                "patient_id",
+                "--problems-out",
+                str(tmp_path / "p.csv"),
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["n_problems"] == 0 and out["n_classes"] == 2 and out["n_groups"] == 8
     assert (tmp_path / "p.csv").exists()
@@ -29,8 +41,13 @@ def test_scan_reports_bad_files(tmp_path, capsys):
 
 
 def test_bad_input_exits_non_zero_without_traceback(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "core", "scan", "--root", str(tmp_path / "missing")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    res = subprocess.run(
+        [sys.executable, "-m", "core", "scan", "--root", str(tmp_path / "missing")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 1
     assert res.stderr.startswith("error:") and "Traceback" not in res.stderr
 
@@ -49,20 +66,67 @@ def _cfg(*args: str):
 
 
 def test_every_training_flag_reaches_the_run_config():
-    cfg = _cfg("--arch", "resnet34", "--no-pretrained", "--epochs", "7", "--lr", "1e-3", "--wd", "0.05",
-               "--resize", "pad", "--normalize", "dataset", "--aug-preset", "fastai", "--no-flip", "--rotate", "5",
-               "--zoom", "1.2", "--brightness", "0.1", "--contrast", "0.3", "--vflip", "--workers", "2",
-               "--threads", "3", "--mixed-precision", "off", "--channels-last", "on", "--final-weights", "best",
-               "--patience", "2", "--bs", "16", "--img-size", "96")
+    cfg = _cfg(
+        "--arch",
+        "resnet34",
+        "--no-pretrained",
+        "--epochs",
+        "7",
+        "--lr",
+        "1e-3",
+        "--wd",
+        "0.05",
+        "--resize",
+        "pad",
+        "--normalize",
+        "dataset",
+        "--aug-preset",
+        "fastai",
+        "--no-flip",
+        "--rotate",
+        "5",
+        "--zoom",
+        "1.2",
+        "--brightness",
+        "0.1",
+        "--contrast",
+        "0.3",
+        "--vflip",
+        "--workers",
+        "2",
+        "--threads",
+        "3",
+        "--mixed-precision",
+        "off",
+        "--channels-last",
+        "on",
+        "--final-weights",
+        "best",
+        "--patience",
+        "2",
+        "--bs",
+        "16",
+        "--img-size",
+        "96",
+    )
     d, t, a = cfg.data, cfg.train, cfg.data.aug
     assert (t.arch, t.pretrained, t.epochs, t.lr, t.weight_decay) == ("resnet34", False, 7, 1e-3, 0.05)
     assert (d.resize, d.normalize, d.num_workers, d.batch_size, d.img_size) == ("pad", "dataset", 2, 16, 96)
-    assert (a.enabled, a.flip, a.vertical_flip, a.rotate, a.zoom, a.warp) == (True, False, True, 5.0, 1.2, 0.2)
+    assert (a.enabled, a.flip, a.vertical_flip, a.rotate, a.zoom, a.warp) == (
+        True,
+        False,
+        True,
+        5.0,
+        1.2,
+        0.2,
+    )
     assert (a.brightness, a.contrast) == (0.1, 0.3)
     assert (t.torch_threads, t.mixed_precision, t.channels_last, t.final_weights) == (3, "off", "on", "best")
     assert t.early_stop_patience == 2
     assert _cfg("--aug-preset", "none").data.aug.enabled is False
-    assert _cfg().data.aug == _cfg("--aug-preset", "default").data.aug  # the preset named default = the defaults
+    assert (
+        _cfg().data.aug == _cfg("--aug-preset", "default").data.aug
+    )  # the preset named default = the defaults
 
 
 def test_training_help_states_choices_and_real_defaults(capsys):

@@ -62,7 +62,9 @@ def test_decode_cache_holds_every_training_item_resized(sample):
     cache = imaging.DecodeCache()
     key_files = list(cache.root.rglob("*.png"))
     assert len(key_files) >= len(dls.train_ds)  # every training item has a cached, resized entry
-    img = cache.get(dls.train_ds.items["path"].iloc[0], 32)  # a training item (the split follows keyed pseudonyms)
+    img = cache.get(
+        dls.train_ds.items["path"].iloc[0], 32
+    )  # a training item (the split follows keyed pseudonyms)
     assert min(img.size) == 32 and cache.hits >= 1
 
 

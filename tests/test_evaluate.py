@@ -51,7 +51,9 @@ def test_point_metrics_match_sklearn(k):
         assert m["pr_auc"] == pytest.approx(average_precision_score(y, p[:, 1]))
     else:
         assert m["roc_auc"] == pytest.approx(roc_auc_score(y, p, multi_class="ovr"))
-        assert m["pr_auc"] == pytest.approx(np.mean([average_precision_score(y == c, p[:, c]) for c in range(k)]))
+        assert m["pr_auc"] == pytest.approx(
+            np.mean([average_precision_score(y == c, p[:, c]) for c in range(k)])
+        )
     cm = confusion_matrix(y, pred)
     assert np.array_equal(out["confusion"], cm)
     assert np.allclose(out["confusion_normalized"], cm / cm.sum(1, keepdims=True))
@@ -79,8 +81,10 @@ def test_bootstrap_ci_contains_estimate_and_narrows_with_n(k):
     small = ev.bootstrap_ci(*_data(80, k, seed=1), classes, n_resamples=300)
     large = ev.bootstrap_ci(*_data(2000, k, seed=1), classes, n_resamples=300)
     expected = {"accuracy", "balanced_accuracy", "roc_auc"} | (
-        {"sensitivity", "specificity"} if k == 2 else {f"{m}_{c}" for m in ("sensitivity", "specificity", "roc_auc")
-                                                        for c in classes})
+        {"sensitivity", "specificity"}
+        if k == 2
+        else {f"{m}_{c}" for m in ("sensitivity", "specificity", "roc_auc") for c in classes}
+    )
     assert set(small) == expected
     for name in expected:
         for ci in (small[name], large[name]):
@@ -98,7 +102,9 @@ def test_bootstrap_is_seeded_and_documented():
     assert out["bootstrap"]["n_resamples"] == 1000 and out["bootstrap"]["level"] == 0.95
     idx = ev.bootstrap_indices(y, 50, seed=0)
     assert idx.shape == (50, len(y))
-    assert all(np.bincount(y[row], minlength=2).tolist() == np.bincount(y).tolist() for row in idx)  # stratified
+    assert all(
+        np.bincount(y[row], minlength=2).tolist() == np.bincount(y).tolist() for row in idx
+    )  # stratified
 
 
 def test_point_stats_match_threshold_metrics():
@@ -188,8 +194,11 @@ def _fake_run(tmp_path, kfold: bool):
     else:
         df.to_csv(tmp_path / "valid_predictions.csv", index=False)
         _frame(*_data(60, seed=12), classes).to_csv(tmp_path / "test_predictions.csv", index=False)
-    (tmp_path / "metrics.json").write_text(json.dumps({"type": "kfold" if kfold else "single", "classes": classes,
-                                                       "best_epoch": 1, "metrics": {}}))
+    (tmp_path / "metrics.json").write_text(
+        json.dumps(
+            {"type": "kfold" if kfold else "single", "classes": classes, "best_epoch": 1, "metrics": {}}
+        )
+    )
     (tmp_path / "config.json").write_text("{}")
     return tmp_path, df
 
@@ -215,29 +224,38 @@ def test_evaluate_run_kfold_per_fold_and_pooled(tmp_path):
     assert table["fold"].tolist() == [0, 1, 2] and table["n"].sum() == len(df)
     for _, row in table.iterrows():
         part = df[df["fold"] == row["fold"]]
-        assert row["roc_auc"] == pytest.approx(roc_auc_score(part["label"] == "pneumonia", part["prob_pneumonia"]))
+        assert row["roc_auc"] == pytest.approx(
+            roc_auc_score(part["label"] == "pneumonia", part["prob_pneumonia"])
+        )
     ms = out["folds"]["mean_sd"]["roc_auc"]
-    assert ms["mean"] == pytest.approx(table["roc_auc"].mean()) and ms["sd"] == pytest.approx(table["roc_auc"].std())
+    assert ms["mean"] == pytest.approx(table["roc_auc"].mean()) and ms["sd"] == pytest.approx(
+        table["roc_auc"].std()
+    )
 
 
 @pytest.mark.filterwarnings("ignore:A single label was found")
 def test_class_distribution_and_unfinished_run(tmp_path):
-    items = pd.DataFrame({"label": ["a", "a", "b", "b", "b"], "split": ["train", "valid", "train", "train", "test"]})
+    items = pd.DataFrame(
+        {"label": ["a", "a", "b", "b", "b"], "split": ["train", "valid", "train", "train", "test"]}
+    )
     table = ev.class_distribution(items)
     assert table.index.tolist() == ["train", "valid", "test"]
     assert table.loc["train", "b"] == 2 and table.loc["test", "a"] == 0
     with pytest.raises(FileNotFoundError, match="not finished"):
         ev.evaluate_run(tmp_path)
-    one_class = ev.evaluate_predictions(np.zeros(4, int), np.array([[0.6, 0.3, 0.1]] * 4), ["a", "b", "c"],
-                                        n_resamples=20)
+    one_class = ev.evaluate_predictions(
+        np.zeros(4, int), np.array([[0.6, 0.3, 0.1]] * 4), ["a", "b", "c"], n_resamples=20
+    )
     assert math.isnan(one_class["metrics"]["roc_auc"]) and one_class["metrics"]["accuracy"] == 1.0
 
 
 def test_comparison_table_lists_each_metric_once():
     from core.evaluate import comparison_table
 
-    ev = {"ci": {"roc_auc": {"value": 0.9, "lo": 0.8, "hi": 0.95}},
-          "metrics": {"roc_auc": 0.9, "accuracy": 0.8}}
+    ev = {
+        "ci": {"roc_auc": {"value": 0.9, "lo": 0.8, "hi": 0.95}},
+        "metrics": {"roc_auc": 0.9, "accuracy": 0.8},
+    }
     table = comparison_table({"validation": ev, "test": ev})
     assert list(table["metric"]) == ["roc_auc", "accuracy"]
     assert table.loc[0, "test"] == "0.900 (0.800-0.950)"
@@ -246,13 +264,28 @@ def test_comparison_table_lists_each_metric_once():
 def test_provenance_says_which_epoch_and_set_and_where_validation_is_optimistic():
     from core.evaluate import provenance
 
-    last = {"type": "single", "model_epoch": 7, "model_weights": "last", "epochs_planned": 8, "headline_set": "test"}
+    last = {
+        "type": "single",
+        "model_epoch": 7,
+        "model_weights": "last",
+        "epochs_planned": 8,
+        "headline_set": "test",
+    }
     assert provenance(last).startswith("Model: epoch 8 of 8, the last epoch")
     assert "Headline: the held-out test" in provenance(last) and "optimistic" not in provenance(last)
-    best = {"type": "single", "model_epoch": 2, "model_weights": "best", "epochs_run": 5, "monitor": "valid_loss",
-            "headline_set": "valid"}
-    assert "epoch 3 of 5 run" in provenance(best) and "optimistic" in provenance(best) and "Headline" not in provenance(best)
+    best = {
+        "type": "single",
+        "model_epoch": 2,
+        "model_weights": "best",
+        "epochs_run": 5,
+        "monitor": "valid_loss",
+        "headline_set": "valid",
+    }
+    assert (
+        "epoch 3 of 5 run" in provenance(best)
+        and "optimistic" in provenance(best)
+        and "Headline" not in provenance(best)
+    )
     assert "optimistic" in provenance({"type": "single", "best_epoch": 1})  # older runs kept the best epoch
     folds = {"type": "kfold", "metrics": {"per_fold": [{"model_weights": "last"}, {"model_weights": "last"}]}}
     assert "last epoch" in provenance(folds) and "optimistic" not in provenance(folds)
-

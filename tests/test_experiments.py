@@ -29,7 +29,9 @@ from tests.test_jobs import _kill_leftovers  # noqa: E402
 
 def base_config(root: Path) -> RunConfig:
     """A CPU-cheap base run on the blob dataset, split by patient."""
-    cfg = RunConfig(source=SourceConfig(kind="csv", csv_path=str(root / "labels.csv"), group_col="patient_id"))
+    cfg = RunConfig(
+        source=SourceConfig(kind="csv", csv_path=str(root / "labels.csv"), group_col="patient_id")
+    )
     cfg.data.img_size, cfg.data.batch_size, cfg.data.aug.enabled = 32, 16, False
     cfg.data.split.method = "group"
     cfg.train.pretrained, cfg.train.freeze_epochs, cfg.train.epochs, cfg.train.lr = False, 0, 1, 3e-3
@@ -51,7 +53,15 @@ def test_axis_lists_ranges_and_aliases():
     assert ex.parse_axis("img_size=64:128:3").grid() == [64, 96, 128]
     assert ex.parse_axis("train_fraction=0.25:1").grid() == [0.25, 0.625, 1.0]  # no count: 3 points
     assert ex.parse_axis("aug=none,fastai").grid() == ["none", "fastai"]
-    for bad in ("epochs", "colour=1,2", "lr=1e-2:1e-4", "lr=0:1:log3", "aug=wild", "epochs=a,b", "lr=1:2:3:4"):
+    for bad in (
+        "epochs",
+        "colour=1,2",
+        "lr=1e-2:1e-4",
+        "lr=0:1:log3",
+        "aug=wild",
+        "epochs=a,b",
+        "lr=1:2:3:4",
+    ):
         with pytest.raises(ConfigError):
             ex.parse_axis(bad)
 
@@ -66,11 +76,17 @@ def test_grid_is_every_combination_and_a_seeded_subset_when_trials_are_fewer():
 
 
 def test_random_draws_stay_in_range_are_seeded_and_distinct():
-    spec = ex.SweepSpec(axes=["lr=1e-5:1e-1:log", "img_size=32:64", "arch=resnet18,resnet34"], mode="random",
-                        trials=12, seed=3)
+    spec = ex.SweepSpec(
+        axes=["lr=1e-5:1e-1:log", "img_size=32:64", "arch=resnet18,resnet34"],
+        mode="random",
+        trials=12,
+        seed=3,
+    )
     plan = ex.plan_trials(spec)
     assert len(plan) == 12 and plan == ex.plan_trials(spec)
-    assert all(1e-5 <= p["lr"] <= 1e-1 and 32 <= p["img_size"] <= 64 and isinstance(p["img_size"], int) for p in plan)
+    assert all(
+        1e-5 <= p["lr"] <= 1e-1 and 32 <= p["img_size"] <= 64 and isinstance(p["img_size"], int) for p in plan
+    )
     assert len({json.dumps(p, sort_keys=True) for p in plan}) == 12
     assert np.median([np.log10(p["lr"]) for p in plan]) < -2  # log-uniform, not crowded at the top
     small = ex.SweepSpec(axes=["epochs=1,2"], mode="random", trials=5)
@@ -78,17 +94,27 @@ def test_random_draws_stay_in_range_are_seeded_and_distinct():
 
 
 def test_spec_refuses_what_cannot_run():
-    for spec in (ex.SweepSpec(), ex.SweepSpec(axes=["epochs=1"], mode="bayes"),
-                 ex.SweepSpec(axes=["epochs=1"], metric="valid_loss"), ex.SweepSpec(axes=["epochs=1", "epochs=2"]),
-                 ex.SweepSpec(axes=["epochs=1"], trials=-1)):
+    for spec in (
+        ex.SweepSpec(),
+        ex.SweepSpec(axes=["epochs=1"], mode="bayes"),
+        ex.SweepSpec(axes=["epochs=1"], metric="valid_loss"),
+        ex.SweepSpec(axes=["epochs=1", "epochs=2"]),
+        ex.SweepSpec(axes=["epochs=1"], trials=-1),
+    ):
         with pytest.raises(ConfigError):
             spec.validate()
 
 
 def test_apply_settings_preset_strength_fraction_and_training_seed_only(blobs):
     base = base_config(blobs)
-    cfg = ex.apply_settings(base, {"aug": "fastai", "aug_strength": 2.0, "train_fraction": 0.5, "seed": 7, "bs": 8})
-    assert cfg.data.aug.warp == pytest.approx(0.4) and cfg.data.aug.rotate == 20 and cfg.data.aug.zoom == pytest.approx(1.2)
+    cfg = ex.apply_settings(
+        base, {"aug": "fastai", "aug_strength": 2.0, "train_fraction": 0.5, "seed": 7, "bs": 8}
+    )
+    assert (
+        cfg.data.aug.warp == pytest.approx(0.4)
+        and cfg.data.aug.rotate == 20
+        and cfg.data.aug.zoom == pytest.approx(1.2)
+    )
     assert cfg.data.train_fraction == 0.5 and cfg.data.batch_size == 8
     assert cfg.train.seed == 7 and cfg.data.split.seed == base.data.split.seed  # same split for every trial
     assert base.data.train_fraction == 1.0 and base.train.seed == 42  # the base is not changed
@@ -114,8 +140,11 @@ def test_train_subset_drops_training_rows_only_stratified_and_seeded(blobs):
     half = train_subset(split, 0.5, seed=44)
     keyed = ["path", "split"]
     for part in ("valid", "test"):
-        assert half[half["split"] == part][keyed].reset_index(drop=True).equals(
-            split[split["split"] == part][keyed].reset_index(drop=True))
+        assert (
+            half[half["split"] == part][keyed]
+            .reset_index(drop=True)
+            .equals(split[split["split"] == part][keyed].reset_index(drop=True))
+        )
     n_train = (split["split"] == "train").sum()
     kept = half[half["split"] == "train"]
     assert len(kept) == round(n_train / 2) and set(kept["path"]) <= set(split["path"])
@@ -136,7 +165,9 @@ def test_children_of_a_sweep_share_the_split(blobs, tmp_path):
     full = splits[-1][1]
     for fraction, items in splits:
         for part in ("valid", "test"):
-            assert set(items[items["split"] == part]["relpath"]) == set(full[full["split"] == part]["relpath"])
+            assert set(items[items["split"] == part]["relpath"]) == set(
+                full[full["split"] == part]["relpath"]
+            )
         train = set(items[items["split"] == "train"]["relpath"])
         assert train <= set(full[full["split"] == "train"]["relpath"])
         assert len(train) == (full["split"] == "train").sum() if fraction == 1 else len(train) < len(full)
@@ -167,22 +198,38 @@ class _Store:
         self.statuses, self.cancelled = statuses, []
 
     def get(self, job_id: str) -> jobs.Job:
-        return jobs.Job(id=job_id, kind="train", status=self.statuses[job_id], params={}, run_dir="", created=0.0)
+        return jobs.Job(
+            id=job_id, kind="train", status=self.statuses[job_id], params={}, run_dir="", created=0.0
+        )
 
     def cancel(self, job_id: str) -> None:
         self.cancelled.append(job_id)
 
 
 def test_median_stopping_stops_a_running_trial_below_the_median(tmp_path):
-    values = {"d1": [0.6, 0.8], "d2": [0.7, 0.9], "d3": [0.65, 0.85], "slow": [0.5], "good": [0.9], "young": []}
+    values = {
+        "d1": [0.6, 0.8],
+        "d2": [0.7, 0.9],
+        "d3": [0.65, 0.85],
+        "slow": [0.5],
+        "good": [0.9],
+        "young": [],
+    }
     trials = []
     for job_id, accs in values.items():
         (tmp_path / job_id).mkdir()
         pd.DataFrame({"epoch": range(len(accs)), "balanced_accuracy": accs}).to_csv(
-            runs.RunFolder(tmp_path / job_id).history, index=False)
+            runs.RunFolder(tmp_path / job_id).history, index=False
+        )
         trials.append({"job": job_id, "run_dir": str(tmp_path / job_id), "settings": {}})
-    record = {"spec": to_dict(ex.SweepSpec(axes=["epochs=1"], median_stop_epoch=1)), "trials": trials, "stopped": {}}
-    store = _Store({"d1": "done", "d2": "done", "d3": "done", "slow": "running", "good": "running", "young": "running"})
+    record = {
+        "spec": to_dict(ex.SweepSpec(axes=["epochs=1"], median_stop_epoch=1)),
+        "trials": trials,
+        "stopped": {},
+    }
+    store = _Store(
+        {"d1": "done", "d2": "done", "d3": "done", "slow": "running", "good": "running", "young": "running"}
+    )
     stopped = ex.median_stop(record, store)
     assert store.cancelled == ["slow"] and "median 0.650" in stopped["slow"]
     record["spec"]["median_stop_epoch"] = 0
@@ -195,7 +242,9 @@ def test_median_stopping_stops_a_running_trial_below_the_median(tmp_path):
 @pytest.fixture
 def fake_train(monkeypatch):
     """Workers run the stand-in tasks of tests/sweeptasks.py as "train"; leftovers killed afterwards."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
+    )
     monkeypatch.delenv("XRT_MAX_JOBS", raising=False)
     saved = dict(jobs.TASKS), dict(jobs._REGISTERED)
 
@@ -212,7 +261,9 @@ def fake_train(monkeypatch):
 
 def _wait_done(exp_id: str, store: jobs.JobStore, timeout: float = 120) -> dict:
     """Refresh until the experiment is no longer queued / running."""
-    return wait_for(lambda: (r := ex.refresh(exp_id, store))["status"] not in jobs.ACTIVE and r, timeout=timeout)
+    return wait_for(
+        lambda: (r := ex.refresh(exp_id, store))["status"] not in jobs.ACTIVE and r, timeout=timeout
+    )
 
 
 @pytest.mark.slow
@@ -221,19 +272,34 @@ def test_sweep_runs_children_ranks_them_and_a_new_process_reads_the_same(blobs, 
 
     fake_train("fake_train")
     store = jobs.JobStore()
-    record = ex.start(ex.SweepSpec(axes=["lr=1e-3,1e-2"], name="lr sweep"), base_config(blobs), owner="me", store=store)
+    record = ex.start(
+        ex.SweepSpec(axes=["lr=1e-3,1e-2"], name="lr sweep"), base_config(blobs), owner="me", store=store
+    )
     assert [store.get(t["job"]).kind for t in record["trials"]] == ["train", "train"]
-    assert record["trials"][1]["name"].startswith("lr sweep #2") and store.get(record["trials"][1]["job"]).owner == "me"
+    assert (
+        record["trials"][1]["name"].startswith("lr sweep #2")
+        and store.get(record["trials"][1]["job"]).owner == "me"
+    )
     done = _wait_done(record["id"], store)
     assert done["status"] == "done" and done["counts"] == {"done": 2}
     table = ex.trial_table(done, store, n_boot=100)
     assert table["best"].tolist() == [False, True] and table["ci_lo"].le(table["balanced_accuracy"]).all()
     assert list(table["lr"]) == [1e-3, 1e-2] and table["duration_s"].gt(0).all()
     code = f"import json; from core import experiments as ex; print(json.dumps(ex.summary({record['id']!r}, n_boot=100)))"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     fresh = json.loads(out.stdout)
-    assert fresh["status"] == "done" and fresh["best"] == record["trials"][1]["job"] and fresh["dataset"].startswith("csv")
+    assert (
+        fresh["status"] == "done"
+        and fresh["best"] == record["trials"][1]["job"]
+        and fresh["dataset"].startswith("csv")
+    )
     assert cli.main(["runs", "--experiment", record["id"]]) == 0
     assert json.loads(capsys.readouterr().out)["best"] == fresh["best"]
     assert ex.trial_config(record, fresh["best"]).train.lr == 1e-2
@@ -282,7 +348,9 @@ def test_real_trials_share_the_split_and_get_metrics_with_cis(blobs):
     assert done["status"] == "done", [store.get(t["job"]).error for t in record["trials"]]
     half, full = (pd.read_csv(runs.RunFolder(t["run_dir"]).items) for t in record["trials"])
     for part in ("valid", "test"):
-        assert half[half["split"] == part]["relpath"].tolist() == full[full["split"] == part]["relpath"].tolist()
+        assert (
+            half[half["split"] == part]["relpath"].tolist() == full[full["split"] == part]["relpath"].tolist()
+        )
     assert (half["split"] == "train").sum() < (full["split"] == "train").sum()
     table = ex.trial_table(done, store, n_boot=100)
     assert table["balanced_accuracy"].notna().all() and table["best"].sum() == 1
@@ -296,13 +364,33 @@ def test_cli_sweep_background_list_cancel_and_bad_syntax(monkeypatch, capsys):
         return (store or jobs.JobStore()).submit(kind, params, owner=owner)
 
     monkeypatch.setattr(jobs, "submit_and_start", queue_only)
-    args = ["sweep", "--kind", "sample", "--no-pretrained", "--epochs", "1", "--img-size", "32", "--name", "cli try",
-            "--sweep", "lr=1e-3:1e-2:log2", "--sweep", "bs=8", "--budget-min", "5", "--background"]
+    args = [
+        "sweep",
+        "--kind",
+        "sample",
+        "--no-pretrained",
+        "--epochs",
+        "1",
+        "--img-size",
+        "32",
+        "--name",
+        "cli try",
+        "--sweep",
+        "lr=1e-3:1e-2:log2",
+        "--sweep",
+        "bs=8",
+        "--budget-min",
+        "5",
+        "--background",
+    ]
     assert cli.main(args) == 0
     started = json.loads(capsys.readouterr().out)
     record = ex.read(started["experiment"])
     assert len(started["trials"]) == 2 and record["name"] == "cli try" and record["spec"]["budget_min"] == 5
-    assert [t["settings"] for t in record["trials"]] == [{"lr": 1e-3, "batch_size": 8}, {"lr": 1e-2, "batch_size": 8}]
+    assert [t["settings"] for t in record["trials"]] == [
+        {"lr": 1e-3, "batch_size": 8},
+        {"lr": 1e-2, "batch_size": 8},
+    ]
     assert ex.base_of(record).data.img_size == 32 and ex.base_of(record).name == ""
     assert cli.main(["cancel", started["experiment"]]) == 0
     assert sorted(json.loads(capsys.readouterr().out)["cancelled"]) == sorted(started["trials"])
@@ -318,16 +406,29 @@ def test_cli_sweep_background_list_cancel_and_bad_syntax(monkeypatch, capsys):
 def test_sweep_figures_show_each_trial_the_best_and_the_curves():
     from core import plots
 
-    table = pd.DataFrame({"trial": [1, 2, 3], "lr": [1e-4, 1e-3, 1e-2], "aug": ["none", "default", "none"],
-                          "epochs": [1, 2, 3], "balanced_accuracy": [0.6, 0.8, np.nan], "ci_lo": [0.5, 0.7, np.nan],
-                          "ci_hi": [0.7, 0.9, np.nan], "best": [False, True, False]})
+    table = pd.DataFrame(
+        {
+            "trial": [1, 2, 3],
+            "lr": [1e-4, 1e-3, 1e-2],
+            "aug": ["none", "default", "none"],
+            "epochs": [1, 2, 3],
+            "balanced_accuracy": [0.6, 0.8, np.nan],
+            "ci_lo": [0.5, 0.7, np.nan],
+            "ci_hi": [0.7, 0.9, np.nan],
+            "best": [False, True, False],
+        }
+    )
     fig = plots.sweep_metric(table, "lr", "balanced_accuracy")
     assert list(fig.data[0].y) == [0.6, 0.8] and fig.layout.xaxis.type == "log"  # unfinished trial left out
-    assert list(fig.data[0].marker.symbol) == ["circle", "star"] and list(fig.data[0].error_y.array) == pytest.approx([0.1, 0.1])
+    assert list(fig.data[0].marker.symbol) == ["circle", "star"] and list(
+        fig.data[0].error_y.array
+    ) == pytest.approx([0.1, 0.1])
     assert plots.sweep_metric(table, "aug", "balanced_accuracy").layout.xaxis.type == "category"
     par = plots.sweep_parallel(table, ["lr", "aug", "epochs"], "balanced_accuracy")
     dims = par.data[0].dimensions
-    assert [d.label for d in dims] == ["lr", "aug", "epochs", "balanced_accuracy"] and list(dims[1].ticktext) == ["default", "none"]
+    assert [d.label for d in dims] == ["lr", "aug", "epochs", "balanced_accuracy"] and list(
+        dims[1].ticktext
+    ) == ["default", "none"]
     curves = pd.DataFrame({"trial": [1, 1, 2], "balanced_accuracy": [0.5, 0.6, 0.7]})
     lines = plots.sweep_curves(curves, "balanced_accuracy").data
     assert [t.name for t in lines] == ["trial 1", "trial 2"] and list(lines[0].x) == [1, 2]
@@ -338,10 +439,26 @@ def test_cli_sweep_waits_for_its_trials_and_prints_the_comparison(blobs, fake_tr
     from core import cli
 
     fake_train("fake_train")
-    args = ["sweep", "--csv", str(blobs / "labels.csv"), "--group-col", "patient_id", "--no-pretrained",
-            "--epochs", "2", "--sweep", "lr=2e-3,8e-3", "--metric", "accuracy"]
+    args = [
+        "sweep",
+        "--csv",
+        str(blobs / "labels.csv"),
+        "--group-col",
+        "patient_id",
+        "--no-pretrained",
+        "--epochs",
+        "2",
+        "--sweep",
+        "lr=2e-3,8e-3",
+        "--metric",
+        "accuracy",
+    ]
     assert cli.main(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["status"] == "done" and out["metric"] == "valid accuracy" and len(out["trials"]) == 2
     best = next(t for t in out["trials"] if t["best"])
-    assert best["job"] == out["best"] and best["lr"] == 8e-3 and best["ci_lo"] <= best["accuracy"] <= best["ci_hi"]
+    assert (
+        best["job"] == out["best"]
+        and best["lr"] == 8e-3
+        and best["ci_lo"] <= best["accuracy"] <= best["ci_hi"]
+    )

@@ -15,15 +15,22 @@ from tests.test_predict import trained_run
 
 def test_top_losses_ranked_by_cross_entropy():
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.05, 0.95]])
-    df = evaluate.predictions_frame([f"{i}.png" for i in range(4)], [0, 0, 1, 1], probs, ["a", "b"], fold=[0, 1, 0, 1])
+    df = evaluate.predictions_frame(
+        [f"{i}.png" for i in range(4)], [0, 0, 1, 1], probs, ["a", "b"], fold=[0, 1, 0, 1]
+    )
     top = explain.top_losses(df, ["a", "b"])
     assert top["path"].tolist() == ["1.png", "2.png", "0.png", "3.png"]
     assert np.allclose(top["loss"], -np.log([0.2, 0.4, 0.9, 0.95]))
     assert top["rank"].tolist() == [1, 2, 3, 4] and top["correct"].tolist() == [False, False, True, True]
     assert top.loc[0, "prob_true"] == pytest.approx(0.2) and top.loc[0, "prob_pred"] == pytest.approx(0.8)
-    assert "fold" in top and explain.top_losses(df, ["a", "b"], k=1, errors_only=True)["path"].tolist() == ["1.png"]
+    assert "fold" in top and explain.top_losses(df, ["a", "b"], k=1, errors_only=True)["path"].tolist() == [
+        "1.png"
+    ]
     confused = explain.most_confused(df)
-    assert confused.to_dict("records") == [{"label": "a", "pred": "b", "count": 1}, {"label": "b", "pred": "a", "count": 1}]
+    assert confused.to_dict("records") == [
+        {"label": "a", "pred": "b", "count": 1},
+        {"label": "b", "pred": "a", "count": 1},
+    ]
 
 
 def _blob_batch(n: int, rng: np.random.Generator, size: int = 32, side: int = 6):
@@ -35,7 +42,7 @@ def _blob_batch(n: int, rng: np.random.Generator, size: int = 32, side: int = 6)
         r, c = rng.integers(2, size - side - 2, 2)
         boxes.append((r, c))
         if y[i]:
-            x[i, 0, r:r + side, c:c + side] += 1.0
+            x[i, 0, r : r + side, c : c + side] += 1.0
     return torch.from_numpy(x), torch.from_numpy(y), boxes
 
 
@@ -64,11 +71,11 @@ def test_grad_cam_highlights_the_discriminative_region(one_thread):
         assert (model(x).argmax(1) == y).float().mean() > 0.9  # the task is learnt
     hits, ratios = 0, []
     for i in np.flatnonzero(y.numpy() == 1)[:10]:
-        heat, probs = explain.grad_cam(model, body[-1], x[i:i + 1], class_index=1)
+        heat, probs = explain.grad_cam(model, body[-1], x[i : i + 1], class_index=1)
         assert heat.shape == (32, 32) and heat.min() >= 0 and heat.max() == pytest.approx(1.0)
         r, c = boxes[i]
         inside = np.zeros((32, 32), bool)
-        inside[max(0, r - 2):r + 8, max(0, c - 2):c + 8] = True
+        inside[max(0, r - 2) : r + 8, max(0, c - 2) : c + 8] = True
         hits += inside.flat[int(heat.argmax())]
         ratios.append(heat[inside].mean() / max(heat[~inside].mean(), 1e-6))
         assert probs.sum() == pytest.approx(1.0, abs=1e-5)
@@ -91,7 +98,9 @@ def test_explain_with_the_trained_model(predictor):
     size = pred.manifest["img_size"]
     assert res.heatmap.shape == (size, size) and res.heatmap.dtype == np.float32
     assert 0 <= res.heatmap.min() and res.heatmap.max() <= 1
-    assert isinstance(res.overlay, Image.Image) and res.overlay.size == (128, 128) and res.overlay.mode == "RGB"
+    assert (
+        isinstance(res.overlay, Image.Image) and res.overlay.size == (128, 128) and res.overlay.mode == "RGB"
+    )
     assert res.image.size == (size, size) and res.class_name == "opacity" and res.class_index == 1
     assert res.prob == pytest.approx(valid["prob_opacity"][0], abs=1e-4)
     default = explain.explain(pred, valid["path"][0], display_size=None)
@@ -115,6 +124,8 @@ def test_overlay_and_colour_map():
     img = Image.new("L", (8, 8), 128)
     out = np.asarray(explain.overlay(img, heat, size=32), dtype=int)
     assert out.shape == (32, 32, 3)
-    assert abs(out[12, 12, 0] - out[12, 12, 2]) > abs(out[28, 28, 0] - out[28, 28, 2])  # hot cells coloured most
+    assert abs(out[12, 12, 0] - out[12, 12, 2]) > abs(
+        out[28, 28, 0] - out[28, 28, 2]
+    )  # hot cells coloured most
     cmap = explain.colorize(np.array([[0.0, 1.0]]))
     assert cmap[0, 0, 2] > cmap[0, 0, 0] and cmap[0, 1, 0] > cmap[0, 1, 2]  # blue low, red high

@@ -20,7 +20,9 @@ pytestmark = pytest.mark.slow
 
 def _config(root: Path) -> RunConfig:
     """A CPU-cheap run on the blob dataset that would go on for a long time."""
-    cfg = RunConfig(source=SourceConfig(kind="csv", csv_path=str(root / "labels.csv"), group_col="patient_id"))
+    cfg = RunConfig(
+        source=SourceConfig(kind="csv", csv_path=str(root / "labels.csv"), group_col="patient_id")
+    )
     cfg.data.img_size, cfg.data.batch_size, cfg.data.aug.enabled = 32, 16, False
     cfg.train.pretrained, cfg.train.freeze_epochs, cfg.train.epochs, cfg.train.lr = False, 0, 200, 3e-3
     return cfg
@@ -35,8 +37,11 @@ def test_a_killed_run_is_finished_from_its_best_checkpoint(tmp_path, capsys):
     job = jobs.submit_and_start("train", {"config": to_dict(_config(data))}, store=store)
     run = Path(job.run_dir)
     try:
-        wait_for(lambda: len(pd.read_csv(run / "history.csv")) >= 2 if (run / "history.csv").exists() else False,
-                 timeout=240, poll=0.2)
+        wait_for(
+            lambda: len(pd.read_csv(run / "history.csv")) >= 2 if (run / "history.csv").exists() else False,
+            timeout=240,
+            poll=0.2,
+        )
         os.kill(store.get(job.id).pid, signal.SIGKILL)
         assert jobs.wait(job.id, store=store, timeout=60).status == "failed"
     finally:
@@ -70,7 +75,9 @@ def test_what_cannot_be_finished_says_why(tmp_path):
     run.mkdir()
     (run / "config.json").write_text(json.dumps(to_dict(RunConfig())))
     (run / "items.csv").write_text("relpath,label,split\n")
-    assert "no checkpoint" in finish.why_not_finishable(run) and "first epoch" in finish.why_not_finishable(run)
+    assert "no checkpoint" in finish.why_not_finishable(run) and "first epoch" in finish.why_not_finishable(
+        run
+    )
     (run / "checkpoints").mkdir()
     (run / "checkpoints" / "best.safetensors").write_bytes(b"x")
     (run / jobs.JOB_FILE).write_text(json.dumps({"status": "running"}))

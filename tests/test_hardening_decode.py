@@ -42,7 +42,9 @@ def fake_predictor():
     from core.predict import Predictor
 
     pred = Predictor.__new__(Predictor)
-    pred.model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2)).eval()
+    pred.model = torch.nn.Sequential(
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2)
+    ).eval()
     pred.manifest, pred.classes, pred.device = {"resize": "squish"}, ["a", "b"], torch.device("cpu")
     pred.reader = ImageReader(16, "rgb", None, 0, use_cache=False)
     pred.mean = pred.std = None
@@ -59,7 +61,9 @@ def test_every_failure_class_is_one_plain_image_error_in_every_decode_entry_poin
     calls = {
         "read_image": lambda: read_image(path),
         "inspect_image": lambda: inspect_image(path),
-        "read_dicom_array": lambda: imaging.read_dicom_array(path) if path.suffix == ".dcm" else read_image(path),
+        "read_dicom_array": lambda: (
+            imaging.read_dicom_array(path) if path.suffix == ".dcm" else read_image(path)
+        ),
         "DecodeCache.get": lambda: cache.get(path, 32),
         "DecodeCache.warm": lambda: cache.warm(path, 32),
         "Predictor.predict_one": lambda: fake_predictor().predict_one(path),
@@ -126,23 +130,29 @@ def test_cli_predict_reports_the_bad_file_and_predicts_the_rest(hostile, tmp_pat
     assert out["problems"][0]["reason"].startswith("compressed with a method this app cannot decode: JPEG XL")
 
 
-@pytest.mark.parametrize("uid, name", [
-    ("1.2.840.10008.1.2.8.1", "Deflated Image Frame Compression (1.2.840.10008.1.2.8.1)"),
-    ("1.2.840.10008.1.2.4.110", "JPEG XL Lossless (1.2.840.10008.1.2.4.110)"),
-    ("1.2.840.10008.1.2.4.111", "JPEG XL JPEG Recompression (1.2.840.10008.1.2.4.111)"),
-    ("1.2.840.10008.1.2.4.112", "JPEG XL (1.2.840.10008.1.2.4.112)"),
-    ("1.2.826.0.1.99999.1", "an unknown transfer syntax (1.2.826.0.1.99999.1)"),
-])
+@pytest.mark.parametrize(
+    "uid, name",
+    [
+        ("1.2.840.10008.1.2.8.1", "Deflated Image Frame Compression (1.2.840.10008.1.2.8.1)"),
+        ("1.2.840.10008.1.2.4.110", "JPEG XL Lossless (1.2.840.10008.1.2.4.110)"),
+        ("1.2.840.10008.1.2.4.111", "JPEG XL JPEG Recompression (1.2.840.10008.1.2.4.111)"),
+        ("1.2.840.10008.1.2.4.112", "JPEG XL (1.2.840.10008.1.2.4.112)"),
+        ("1.2.826.0.1.99999.1", "an unknown transfer syntax (1.2.826.0.1.99999.1)"),
+    ],
+)
 def test_unknown_transfer_syntaxes_are_named(tmp_path, uid, name):
     path = fi.write_dicom(fi.dicom_dataset(fi.gradient()), tmp_path / "x.dcm", uid)
     for fn in (read_image, inspect_image, lambda p: inspect_image(p, verify=False)):
-        with pytest.raises(ImageError, match="^" + re.escape(f"compressed with a method this app cannot decode: {name}")):
+        with pytest.raises(
+            ImageError, match="^" + re.escape(f"compressed with a method this app cannot decode: {name}")
+        ):
             fn(path)
     assert imaging.dicom_metadata(path)["Modality"] == "DX"  # the header itself is still readable
 
 
 def test_a_library_panic_is_an_image_error(tmp_path, monkeypatch):
     """Rust decoders (pylibjpeg-rle) panic with pyo3's PanicException, which is not an Exception."""
+
     class PanicException(BaseException):
         pass
 
@@ -177,10 +187,15 @@ def test_gdcm_only_sees_well_formed_jpeg_streams():
 def test_hostile_9400_rgba_png_is_refused_from_its_header(tmp_path, monkeypatch):
     path = fi.real_png(tmp_path / "rgba.png", 9400, 9400, 8, 6)  # a complete, valid ~350 KB file
     assert path.stat().st_size < 1_000_000
-    monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("decoded pixels of an over-budget image"))
+    monkeypatch.setattr(
+        Image.Image, "load", lambda self: pytest.fail("decoded pixels of an over-budget image")
+    )
     for fn in (read_image, inspect_image, lambda p: inspect_image(p, verify=False)):
-        with pytest.raises(ImageError, match=r"too large to decode safely: it needs about 2,651 MB .* limit of "
-                                             r"1,024 MB \(set XRT_DECODE_MEMORY_MB"):
+        with pytest.raises(
+            ImageError,
+            match=r"too large to decode safely: it needs about 2,651 MB .* limit of "
+            r"1,024 MB \(set XRT_DECODE_MEMORY_MB",
+        ):
             fn(path)
     assert "too large to decode safely" in uploads.check_content(path)
 
@@ -230,7 +245,9 @@ def test_concurrent_decodes_share_one_budget(monkeypatch):
 
 def test_upload_checks_four_at_a_time_stay_inside_one_budget(tmp_path, monkeypatch):
     """The web server checks uploads 4 at a time: together they never hold more than the budget."""
-    monkeypatch.setenv(imaging.DECODE_MEMORY_ENV, "70")  # room for two 1000x1000 RGBA decodes (30 MB each), not 4
+    monkeypatch.setenv(
+        imaging.DECODE_MEMORY_ENV, "70"
+    )  # room for two 1000x1000 RGBA decodes (30 MB each), not 4
     monkeypatch.setattr(imaging, "_BUDGET", imaging._DecodeBudget())
     staged = []
     for i in range(6):
@@ -333,7 +350,10 @@ def test_corrupt_compressed_dicom_reason_has_no_library_chain(hostile):
     with pytest.raises(ImageError) as info:
         read_image(hostile["corrupt_jpeg_in_dcm"])
     text = str(info.value)
-    assert text == "truncated or corrupt pixel data: the JPEG Baseline (Process 1) compressed image cannot be decoded"
+    assert (
+        text
+        == "truncated or corrupt pixel data: the JPEG Baseline (Process 1) compressed image cannot be decoded"
+    )
 
 
 def test_unexpected_library_errors_in_batch_paths_are_plain(tmp_path, monkeypatch):
@@ -357,7 +377,9 @@ def test_unexpected_library_errors_in_batch_paths_are_plain(tmp_path, monkeypatc
 UNEXPECTED = "the file could not be read as an image (its decoder failed on it unexpectedly)"
 
 
-SAFETENSORS_FULL = 'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+SAFETENSORS_FULL = (
+    'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+)
 
 
 def _after_epoch_failure(tmp_path: Path, monkeypatch, error: BaseException) -> BaseException:
@@ -377,7 +399,9 @@ def _after_epoch_failure(tmp_path: Path, monkeypatch, error: BaseException) -> B
             train.save_state_atomic(torch.nn.Linear(2, 2), tmp_path / "run" / "best.safetensors")
 
     with pytest.raises(BaseException) as info:
-        TrainMonitor()("after_epoch")  # fastai rewords it: "Exception occured in `TrainMonitor` when calling ..."
+        TrainMonitor()(
+            "after_epoch"
+        )  # fastai rewords it: "Exception occured in `TrainMonitor` when calling ..."
     assert "Exception occured in `TrainMonitor`" in str(info.value)
     return info.value
 
@@ -386,7 +410,10 @@ def test_full_disk_during_training_is_reported_plainly(tmp_path, monkeypatch):
     from safetensors import SafetensorError
 
     exc = _after_epoch_failure(tmp_path, monkeypatch, SafetensorError(SAFETENSORS_FULL))
-    assert jobs.describe_error(exc) == "the disk holding the run folder is full; free some space and start the run again"
+    assert (
+        jobs.describe_error(exc)
+        == "the disk holding the run folder is full; free some space and start the run again"
+    )
     exc = _after_epoch_failure(tmp_path, monkeypatch, OSError(errno.ENOSPC, "No space left on device"))
     assert jobs.describe_error(exc).startswith("the disk holding the run folder is full")
     assert not list((tmp_path / "run").glob("*.tmp*"))  # the half-written checkpoint is gone

@@ -56,7 +56,9 @@ def noise_image(path: Path, size: int = 96, fmt: str | None = None) -> Path:
     return path
 
 
-def dicom(arr: np.ndarray, photometric: str = "MONOCHROME2", bits_stored: int | None = None, **attrs) -> Dataset:
+def dicom(
+    arr: np.ndarray, photometric: str = "MONOCHROME2", bits_stored: int | None = None, **attrs
+) -> Dataset:
     """An uncompressed Secondary Capture dataset around `arr` (HxW, FxHxW or HxWx3), with PHI in it."""
     ds = Dataset()
     ds.SOPClassUID = SecondaryCaptureImageStorage
@@ -187,7 +189,11 @@ def test_alpha_is_composited_over_black(tmp_path):
     Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
     g, c = read_image(tmp_path / "la.png"), read_image(tmp_path / "rgba.png")
     assert g.mode == "L" and list(arr_of(g)[0]) == [0, 100, 200]
-    assert c.mode == "RGB" and tuple(c.getpixel((0, 0))) == (255, 100, 0) and tuple(c.getpixel((1, 0))) == (0, 0, 0)
+    assert (
+        c.mode == "RGB"
+        and tuple(c.getpixel((0, 0))) == (255, 100, 0)
+        and tuple(c.getpixel((1, 0))) == (0, 0, 0)
+    )
 
 
 def test_one_bit_becomes_l_and_grey_rgb_stays_rgb(tmp_path):
@@ -214,7 +220,14 @@ def test_multipage_tiff_frame_choice(tmp_path):
 def test_inspect_raster_reports_header_fields(tmp_path):
     Image.fromarray(_gradient16()).save(tmp_path / "g.png")
     info = inspect_image(tmp_path / "g.png")
-    assert (info.width, info.height, info.kind, info.mode, info.frames, info.bits) == (64, 32, "image", "I;16", 1, 16)
+    assert (info.width, info.height, info.kind, info.mode, info.frames, info.bits) == (
+        64,
+        32,
+        "image",
+        "I;16",
+        1,
+        16,
+    )
 
 
 # ---------------------------------------------------------------- bad raster files and bombs
@@ -368,7 +381,9 @@ def test_multiframe_decodes_only_the_requested_frame(tmp_path, monkeypatch):
 
     calls = []
     real = pydicom.pixels.pixel_array
-    monkeypatch.setattr(pydicom.pixels, "pixel_array", lambda *a, **k: calls.append(k.get("index")) or real(*a, **k))
+    monkeypatch.setattr(
+        pydicom.pixels, "pixel_array", lambda *a, **k: calls.append(k.get("index")) or real(*a, **k)
+    )
     arr, _ = read_dicom_array(path, frame=1)
     assert calls == [1] and arr.shape == (16, 16) and arr[0, 0] == 256
 
@@ -383,12 +398,19 @@ def test_rgb_dicom_and_palette_colour(tmp_path):
     lut = {"Red": [65535, 0, 0, 65535], "Green": [0, 65535, 0, 65535], "Blue": [0, 0, 65535, 65535]}
     for c, data in lut.items():
         setattr(pal, f"{c}PaletteColorLookupTableDescriptor", desc)
-        pal.add_new(pydicom.datadict.tag_for_keyword(f"{c}PaletteColorLookupTableData"), "OW",
-                    np.array(data, "<u2").tobytes())
+        pal.add_new(
+            pydicom.datadict.tag_for_keyword(f"{c}PaletteColorLookupTableData"),
+            "OW",
+            np.array(data, "<u2").tobytes(),
+        )
     out = read_image(save(pal, tmp_path / "pal.dcm"))
     assert out.mode == "RGB"
     assert [out.getpixel(p) for p in [(0, 0), (1, 0), (0, 1), (1, 1)]] == [
-        (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)]
+        (255, 0, 0),
+        (0, 255, 0),
+        (0, 0, 255),
+        (255, 255, 255),
+    ]
 
 
 def test_no_meta_dicoms_are_detected_and_decoded(tmp_path):
@@ -488,8 +510,17 @@ def test_bundled_compressed_and_odd_dicoms_decode(name, mode, size):
     assert a.max() > a.min()  # real content, not a blank image
 
 
-@pytest.mark.parametrize("name", ["MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm",
-                                  "MR_small_bigendian.dcm", "MR_small_implicit.dcm", "MR_small_expb.dcm"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "MR_small_RLE.dcm",
+        "MR_small_jp2klossless.dcm",
+        "MR_small_jpeg_ls_lossless.dcm",
+        "MR_small_bigendian.dcm",
+        "MR_small_implicit.dcm",
+        "MR_small_expb.dcm",
+    ],
+)
 def test_lossless_syntaxes_give_the_same_values_as_uncompressed(name):
     ref, _ = read_dicom_array(bundled("MR_small.dcm"))
     arr, _ = read_dicom_array(bundled(name))
@@ -515,8 +546,17 @@ def test_jpeg_lossless_process14_decodes(tmp_path):
     assert np.array_equal(read_dicom_array(out)[0], read_dicom_array(src)[0])
 
 
-@pytest.mark.parametrize("name", ["SC_rgb_dcmtk_+eb+cy+np.dcm", "SC_rgb_jpeg_dcmtk.dcm", "SC_ybr_full_422_uncompressed.dcm",
-                                  "SC_rgb_dcmtk_+eb+cy+n1.dcm", "SC_rgb_jpeg_lossy_gdcm.dcm", "SC_rgb_rle_16bit.dcm"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "SC_rgb_dcmtk_+eb+cy+np.dcm",
+        "SC_rgb_jpeg_dcmtk.dcm",
+        "SC_ybr_full_422_uncompressed.dcm",
+        "SC_rgb_dcmtk_+eb+cy+n1.dcm",
+        "SC_rgb_jpeg_lossy_gdcm.dcm",
+        "SC_rgb_rle_16bit.dcm",
+    ],
+)
 def test_ybr_and_rgb_colour_come_out_as_rgb(name):
     im = read_image(bundled(name))
     assert im.mode == "RGB"
@@ -537,7 +577,11 @@ def test_bundled_multiframe_and_no_pixel_data():
 def pydicom_corpus() -> list[Path]:
     """Every DICOM bundled inside the pydicom package (listed locally: get_testdata_files tries downloads)."""
     root = Path(pydicom.data.__file__).parent / "test_files"
-    files = [p for p in sorted(root.iterdir()) if p.is_file() and p.suffix.lower() not in (".txt", ".json", ".gz", ".dump", ".icc")]
+    files = [
+        p
+        for p in sorted(root.iterdir())
+        if p.is_file() and p.suffix.lower() not in (".txt", ".json", ".gz", ".dump", ".icc")
+    ]
     return [p for p in files if p.suffix.lower() == ".dcm" or imaging.is_dicom(p)]
 
 
@@ -577,7 +621,14 @@ def test_metadata_allow_list_hides_phi(tmp_path):
     assert meta["Rows"] == "32" and meta["TransferSyntaxUID"] == "Explicit VR Little Endian"
     for value in PHI + ("General Hospital", "ACC999"):
         assert value not in text
-    for key in ("PatientName", "PatientID", "PatientBirthDate", "InstitutionName", "AccessionNumber", "SOPInstanceUID"):
+    for key in (
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "InstitutionName",
+        "AccessionNumber",
+        "SOPInstanceUID",
+    ):
         assert key not in meta
     full = imaging.dicom_metadata(path, include_phi=True)
     assert full["PatientID"] == "MRN123" and full["PatientName"] == "Doe^Jane"
@@ -619,7 +670,9 @@ def test_errors_warnings_and_logs_never_carry_phi(tmp_path, caplog):
                     fn(path)
                 messages.append(str(err.value))
             imaging.dicom_metadata(path)
-            assert imaging.dicom_metadata(path, include_phi=True)["PatientBirthDate"]  # returned, never logged
+            assert imaging.dicom_metadata(path, include_phi=True)[
+                "PatientBirthDate"
+            ]  # returned, never logged
             imaging.dicom_tag_value(path, "PatientID")
     assert len(messages) == 9 and any("truncated" in m for m in messages)
     text = "\n".join(messages + [str(w.message) for w in caught] + [caplog.text])
@@ -698,7 +751,9 @@ def test_shared_broken_dicoms(shared_data, name, reason):
 
 
 def test_cache_hit_miss_and_downscale(tmp_path):
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 300), dtype=np.uint8)).save(tmp_path / "a.png")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 300), dtype=np.uint8)).save(
+        tmp_path / "a.png"
+    )
     cache = DecodeCache(tmp_path / "cache")
     first = cache.get(tmp_path / "a.png", 100)
     second = cache.get(tmp_path / "a.png", 100)
@@ -720,7 +775,12 @@ def test_cache_default_root_is_the_app_cache_dir(tmp_path, monkeypatch):
 def test_cache_key_follows_file_and_settings(tmp_path):
     path, _ = _mono1(tmp_path)
     cache = DecodeCache(tmp_path / "cache")
-    keys = {cache.key(path, 16), cache.key(path, 32), cache.key(path, 16, Window(0, 100)), cache.key(path, 16, frame=1)}
+    keys = {
+        cache.key(path, 16),
+        cache.key(path, 32),
+        cache.key(path, 16, Window(0, 100)),
+        cache.key(path, 16, frame=1),
+    }
     assert len(keys) == 4
     a = cache.get(path, 16)
     b = cache.get(path, 16, Window(0, 100))
@@ -751,7 +811,9 @@ def test_cache_errors_are_image_errors(tmp_path):
 
 
 def test_cache_warm_stores_once_and_vouches_for_the_file(tmp_path, monkeypatch):
-    Image.linear_gradient("L").resize((80, 40)).save(tmp_path / "a.png")  # not flat: warm refuses blank images
+    Image.linear_gradient("L").resize((80, 40)).save(
+        tmp_path / "a.png"
+    )  # not flat: warm refuses blank images
     cache = DecodeCache(tmp_path / "cache")
     assert cache.warm(tmp_path / "a.png", 20) is False  # decoded and stored
     assert arr_of(cache.get(tmp_path / "a.png", 20)).shape == (20, 40) and cache.hits == 1
@@ -780,9 +842,16 @@ def test_cache_concurrent_threads_and_processes(tmp_path):
     with ThreadPoolExecutor(8) as pool:
         outs = list(pool.map(lambda _: arr_of(cache.get(tmp_path / "a.png", 64)), range(16)))
     with get_context("spawn").Pool(2) as pool:
-        outs += [arr_of(im) for im in pool.map(partial(DecodeCache(tmp_path / "cache").get, size=64), [tmp_path / "a.png"] * 4)]
+        outs += [
+            arr_of(im)
+            for im in pool.map(
+                partial(DecodeCache(tmp_path / "cache").get, size=64), [tmp_path / "a.png"] * 4
+            )
+        ]
     assert all(np.array_equal(o, outs[0]) for o in outs)
-    assert len(list((tmp_path / "cache").rglob("*.png"))) == 1 and not list((tmp_path / "cache").rglob("*.tmp"))
+    assert len(list((tmp_path / "cache").rglob("*.png"))) == 1 and not list(
+        (tmp_path / "cache").rglob("*.tmp")
+    )
 
 
 if __name__ == "__main__":  # python tests/test_imaging.py: the pydicom corpus summary for the issue note

@@ -54,7 +54,13 @@ def _tasks(monkeypatch):
     monkeypatch.setenv(
         "PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
     )
-    for name in ("XRT_MAX_JOBS", "XRT_JOBS_PER_GPU", "XRT_CANCEL_GRACE", "XRT_TORCH_THREADS", executors.RAY_ADDRESS_ENV):
+    for name in (
+        "XRT_MAX_JOBS",
+        "XRT_JOBS_PER_GPU",
+        "XRT_CANCEL_GRACE",
+        "XRT_TORCH_THREADS",
+        executors.RAY_ADDRESS_ENV,
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # slots as on a CPU machine (tests with GPUs fake them)
     monkeypatch.setenv(jobs.EXTRA_TASKS_ENV, "")  # restored afterwards, like TASKS
@@ -66,8 +72,6 @@ def _tasks(monkeypatch):
     _kill_leftovers(db)
     jobs.TASKS.clear()
     jobs.TASKS.update(saved)
-
-
 
 
 def running_pid(store: JobStore, job_id: str) -> jobs.Job:
@@ -140,7 +144,9 @@ def test_liveness_works_without_proc(monkeypatch):
         return real_read(self, *a, **k)
 
     monkeypatch.setattr(Path, "read_text", no_proc_read)
-    monkeypatch.setattr(Path, "exists", lambda self: False if str(self).startswith("/proc") else real_exists(self))
+    monkeypatch.setattr(
+        Path, "exists", lambda self: False if str(self).startswith("/proc") else real_exists(self)
+    )
     me, token = os.getpid(), jobs.proc_token(os.getpid())
     assert token and jobs.pid_alive(me, token) and not jobs.pid_alive(me, token + "1")
     done = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -211,11 +217,14 @@ def test_run_inline_success_and_failure(tmp_path):
 def test_describe_error_and_signal_reason():
     assert jobs.describe_error(ValueError("x")) == "ValueError: x"
     full = OSError(errno.ENOSPC, "No space left on device", "/r/model.pth")
-    assert jobs.describe_error(full).startswith("the disk holding the run folder is full (while writing model.pth)")
+    assert jobs.describe_error(full).startswith(
+        "the disk holding the run folder is full (while writing model.pth)"
+    )
     assert "signal 9 (SIGKILL), perhaps out of memory" in jobs.signal_reason(-9)
     assert "exited with code 3" in jobs.signal_reason(3)
     assert jobs.describe_error(sqlite3.OperationalError("database or disk is full")).startswith(
-        "the disk holding the job database is full")
+        "the disk holding the job database is full"
+    )
     with open("/dev/full", "wb", buffering=0) as fh, pytest.raises(OSError) as info:  # a real ENOSPC
         fh.write(b"x")
     assert jobs.describe_error(info.value).startswith("the disk holding the run folder is full;")
@@ -264,7 +273,9 @@ def test_atomic_write_survives_writer_killed_mid_write(tmp_path):
 def test_atomic_writer_names_the_file_on_disk_full(tmp_path):
     with pytest.raises(OSError) as info, atomic_writer(tmp_path / "model.pth"):
         raise OSError(errno.ENOSPC, "No space left on device")
-    assert jobs.describe_error(info.value).startswith("the disk holding the run folder is full (while writing model.pth)")
+    assert jobs.describe_error(info.value).startswith(
+        "the disk holding the run folder is full (while writing model.pth)"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -481,8 +492,15 @@ def test_executor_is_chosen_from_configuration_without_importing_ray(monkeypatch
         "core.executors.executor()\n"
         "bad = [m for m in ('streamlit', 'torch', 'fastai', 'ray') if m in sys.modules]\nprint(bad)"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=paths.REPO_ROOT, env=executors.worker_env(),
-                         capture_output=True, text=True, timeout=60, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=paths.REPO_ROOT,
+        env=executors.worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
     assert out.strip() == "[]"
 
 
@@ -547,7 +565,9 @@ def test_jobs_run_pinned_to_their_own_gpu(monkeypatch):
 def test_cpu_slots_run_side_by_side_with_their_share_of_threads(monkeypatch):
     monkeypatch.setenv("XRT_MAX_JOBS", "2")
     store = JobStore()
-    done = [jobs.wait(j.id, store, timeout=60)
-            for j in [jobs.submit_and_start("where", {"s": 0.5}, store=store) for _ in range(2)]]
+    done = [
+        jobs.wait(j.id, store, timeout=60)
+        for j in [jobs.submit_and_start("where", {"s": 0.5}, store=store) for _ in range(2)]
+    ]
     share = str(max(1, executors.cpu_cores() // 2))
     assert [d.result["XRT_TORCH_THREADS"] for d in done] == [share, share]

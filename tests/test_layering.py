@@ -16,32 +16,95 @@ PACKAGES = ("core", "ui", "pages")
 # The layers, bottom first: (name, modules, whether its modules may import each other).
 LAYERS: list[tuple[str, tuple[str, ...], bool]] = [
     # where state lives, how files are written, typed settings, keyed pseudonyms
-    ("foundation", ("core.__init__", "core.paths", "core.fsutil", "core.config", "core.privacy", "core.eta",
-                    "core.choices", "core.fmt"), True),
+    (
+        "foundation",
+        (
+            "core.__init__",
+            "core.paths",
+            "core.fsutil",
+            "core.config",
+            "core.privacy",
+            "core.eta",
+            "core.choices",
+            "core.fmt",
+        ),
+        True,
+    ),
     # the run folder's files, and the job store with the progress channel training reports through; the queue
     # names its tasks ("core.train:run_task") and core.worker imports them, so jobs needs nothing above it
     ("runs and jobs", ("core.runs", "core.jobs", "core.executors"), True),
     # any file -> an image; sources -> an items table; items -> DataLoaders
-    ("images and data", ("core.imaging", "core.sample", "core.sources", "core.data", "core.augment_preview"), True),
+    (
+        "images and data",
+        ("core.imaging", "core.sample", "core.sources", "core.data", "core.augment_preview"),
+        True,
+    ),
     # the architecture catalogue, and weight files checked before anything is loaded (each stands alone)
     ("network parts", ("core.archs", "core.weightfiles"), False),
     # starting weights for training, the saved-model format prediction loads through, the ONNX export: apart from
     # each other, so loading a model for prediction never reaches the download code
     ("models", ("core.pretrained", "core.savedmodel", "core.onnx_export"), False),
     # training, prediction and everything measured or drawn from a run
-    ("learning", ("core.evaluate", "core.plots", "core.checks", "core.explain", "core.predict", "core.train",
-                  "core.finish", "core.report", "core.experiments"), True),
+    (
+        "learning",
+        (
+            "core.evaluate",
+            "core.plots",
+            "core.checks",
+            "core.explain",
+            "core.predict",
+            "core.train",
+            "core.finish",
+            "core.report",
+            "core.experiments",
+        ),
+        True,
+    ),
     # the doors into core: the web server's uploads, hosting rules, sign-in and kept settings; the worker; the CLI
-    ("doors", ("core.uploads", "core.hosting", "core.signin", "core.settings_store", "core.worker", "core.ray_supervisor",
-               "core.cli", "core.__main__"), True),
+    (
+        "doors",
+        (
+            "core.uploads",
+            "core.hosting",
+            "core.signin",
+            "core.settings_store",
+            "core.worker",
+            "core.ray_supervisor",
+            "core.cli",
+            "core.__main__",
+        ),
+        True,
+    ),
     # what the views share: Streamlit caches, session keys, run-folder readers, sign-in
     ("ui shared", ("ui.__init__", "ui.auth", "ui.common"), True),
     # one module of widgets per page; views never import each other
-    ("ui views", ("ui.setup_form", "ui.run_view", "ui.eval_view", "ui.predict_view", "ui.checks_view",
-                   "ui.explorer_view", "ui.experiment_view"), False),
+    (
+        "ui views",
+        (
+            "ui.setup_form",
+            "ui.run_view",
+            "ui.eval_view",
+            "ui.predict_view",
+            "ui.checks_view",
+            "ui.explorer_view",
+            "ui.experiment_view",
+        ),
+        False,
+    ),
     # the router and the pages (thin); pages never import each other
-    ("app", ("streamlit_app", "pages.1_dataset", "pages.2_setup", "pages.3_train", "pages.4_evaluate",
-             "pages.5_predict", "pages.6_experiments"), False),
+    (
+        "app",
+        (
+            "streamlit_app",
+            "pages.1_dataset",
+            "pages.2_setup",
+            "pages.3_train",
+            "pages.4_evaluate",
+            "pages.5_predict",
+            "pages.6_experiments",
+        ),
+        False,
+    ),
 ]
 
 # Imports that break the rules, each with why it is still here; the test fails when one is gone, so that this list
@@ -99,7 +162,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str]:
         stack.append(m)
         for d in sorted(graph[m]):
             if state.get(d) == 1:
-                return stack[stack.index(d):] + [d]
+                return stack[stack.index(d) :] + [d]
             if d not in state and (found := visit(d)):
                 return found
         stack.pop()
@@ -112,18 +175,30 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str]:
     return []
 
 
-def layer_breaks(graph: dict[str, set[str]], layers: list[tuple[str, tuple[str, ...], bool]]) -> list[tuple[str, str]]:
+def layer_breaks(
+    graph: dict[str, set[str]], layers: list[tuple[str, tuple[str, ...], bool]]
+) -> list[tuple[str, str]]:
     """(module, what it imports) for every import into a higher layer, or across a layer whose modules stand apart."""
     level = {m: (i, sideways) for i, (_, mods, sideways) in enumerate(layers) for m in mods}
-    return [(m, d) for m, deps in sorted(graph.items()) for d in sorted(deps)
-            if level[d][0] > level[m][0] or (level[d][0] == level[m][0] and not level[m][1])]
+    return [
+        (m, d)
+        for m, deps in sorted(graph.items())
+        for d in sorted(deps)
+        if level[d][0] > level[m][0] or (level[d][0] == level[m][0] and not level[m][1])
+    ]
 
 
 def test_no_import_cycles_and_core_never_imports_ui():
     graph = import_graph()
     assert "core.savedmodel" in graph and "ui.run_view" in graph and "pages.4_evaluate" in graph
     assert find_cycle(graph) == [], " -> ".join(find_cycle(graph))
-    assert not [(m, d) for m, deps in graph.items() if m.startswith("core.") for d in deps if not d.startswith("core.")]
+    assert not [
+        (m, d)
+        for m, deps in graph.items()
+        if m.startswith("core.")
+        for d in deps
+        if not d.startswith("core.")
+    ]
     assert find_cycle({"a": {"b"}, "b": {"a"}}) == ["a", "b", "a"]  # the check itself finds a cycle
 
 
@@ -138,7 +213,9 @@ def test_views_never_import_each_other():
 def test_every_module_has_one_layer():
     placed = [m for _, mods, _ in LAYERS for m in mods]
     assert len(placed) == len(set(placed)), "a module is placed twice"
-    assert sorted(placed) == sorted(product_files()), "place each new module in LAYERS (and a removed one out)"
+    assert sorted(placed) == sorted(product_files()), (
+        "place each new module in LAYERS (and a removed one out)"
+    )
 
 
 def test_imports_point_down_the_layers():

@@ -66,7 +66,9 @@ def test_roc_and_pr_curves_traces_and_legend(k):
         assert np.allclose(trace.x, df["fpr"]) and np.allclose(trace.y, df["tpr"])
     prs = ev.pr_curves(y, p, classes)
     per = ev.per_class_table(y, p, classes).set_index("class")
-    fig = plots.pr_curves(prs, {c: per.loc[c, "pr_auc"] for c in prs}, {c: float(np.mean(y == classes.index(c))) for c in prs})
+    fig = plots.pr_curves(
+        prs, {c: per.loc[c, "pr_auc"] for c in prs}, {c: float(np.mean(y == classes.index(c))) for c in prs}
+    )
     assert len(fig.data) == 2 * len(prs)
     assert fig.data[0].name == f"{list(prs)[0]} (PR AUC {per.loc[list(prs)[0], 'pr_auc']:.3f})"
     assert np.allclose(fig.data[1].y, np.mean(y == classes.index(list(prs)[0])))
@@ -77,10 +79,18 @@ def test_roc_and_pr_curves_traces_and_legend(k):
 def test_reliability_diagram(k):
     y, p = _data(300, k)
     curve = ev.reliability_curve(y, p)
-    fig = plots.reliability_diagram(curve, ev.expected_calibration_error(y, p), ev.brier_score(y, p),
-                                    mode="positive class" if k == 2 else "top label")
+    fig = plots.reliability_diagram(
+        curve,
+        ev.expected_calibration_error(y, p),
+        ev.brier_score(y, p),
+        mode="positive class" if k == 2 else "top label",
+    )
     diag, model = fig.data
-    assert list(diag.x) == [0, 1] and np.allclose(model.x, curve["confidence"]) and np.allclose(model.y, curve["observed"])
+    assert (
+        list(diag.x) == [0, 1]
+        and np.allclose(model.x, curve["confidence"])
+        and np.allclose(model.y, curve["observed"])
+    )
     assert "ECE" in model.name and "Brier" in model.name
     assert ("positive" in fig.layout.xaxis.title.text) == (k == 2)
 
@@ -93,9 +103,17 @@ def test_threshold_tradeoff_marks_threshold():
 
 
 def test_training_curves_single_and_kfold():
-    hist = pd.DataFrame({"epoch": [0, 1, 2], "phase": ["frozen", "unfrozen", "unfrozen"],
-                         "train_loss": [0.9, 0.6, 0.4], "valid_loss": [0.8, 0.5, 0.55], "accuracy": [0.6, 0.7, 0.72],
-                         "roc_auc": [0.7, 0.8, 0.82], "time_s": [1.0, 2.0, 3.0]})
+    hist = pd.DataFrame(
+        {
+            "epoch": [0, 1, 2],
+            "phase": ["frozen", "unfrozen", "unfrozen"],
+            "train_loss": [0.9, 0.6, 0.4],
+            "valid_loss": [0.8, 0.5, 0.55],
+            "accuracy": [0.6, 0.7, 0.72],
+            "roc_auc": [0.7, 0.8, 0.82],
+            "time_s": [1.0, 2.0, 3.0],
+        }
+    )
     fig = plots.training_curves(hist, best_epoch=1)
     names = [t.name for t in fig.data]
     assert names == ["train_loss", "valid_loss", "accuracy", "roc_auc"]
@@ -123,7 +141,11 @@ def test_class_distribution_and_fold_bars():
     items = pd.DataFrame({"label": ["a"] * 5 + ["b"] * 3, "split": ["train"] * 4 + ["valid"] * 4})
     fig = plots.class_distribution(ev.class_distribution(items))
     assert [t.name for t in fig.data] == ["a", "b"]
-    assert list(fig.data[0].x) == ["train", "valid"] and list(fig.data[0].y) == [4, 1] and list(fig.data[1].y) == [0, 3]
+    assert (
+        list(fig.data[0].x) == ["train", "valid"]
+        and list(fig.data[0].y) == [4, 1]
+        and list(fig.data[1].y) == [0, 3]
+    )
     table = pd.DataFrame({"fold": [0, 1, 2], "accuracy": [0.7, 0.8, 0.9], "roc_auc": [0.8, 0.85, 0.9]})
     fig = plots.fold_bars(table, ("accuracy", "roc_auc", "missing_metric"))
     assert [t.name for t in fig.data] == ["fold 0", "fold 1", "fold 2", "mean +/- sd"]

@@ -34,7 +34,8 @@ def trained_run(base: Path) -> Path:
         cfg = RunConfig(
             source=SourceConfig(kind="csv", csv_path=str(sample / "labels.csv"), group_col="patient_id"),
             data=DataConfig(img_size=32, batch_size=32, split=SplitConfig(method="group")),
-            train=TrainConfig(pretrained=False, epochs=2, freeze_epochs=0))
+            train=TrainConfig(pretrained=False, epochs=2, freeze_epochs=0),
+        )
         try:
             jobs.run_inline("train", {"config": to_dict(cfg)}, run_dir=run)
         finally:
@@ -68,7 +69,9 @@ def test_probabilities_match_validation(run, predictor):
 def test_channels_last_layout_gives_the_same_probabilities(run, predictor):
     import torch
 
-    conv = next(m for m in predictor.model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1)
+    conv = next(
+        m for m in predictor.model.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size[0] > 1
+    )
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     paths = pd.read_csv(run / "valid_predictions.csv")["path"].tolist()[:16]
     default = Predictor(run / "model", device="cpu", channels_last=False)
@@ -115,7 +118,8 @@ def test_csv_unlabelled_and_labelled(run, predictor, tmp_path):
     scored = score_predictions(df, predictor.classes, n_resamples=100)
     assert scored["n"] == len(valid)
     assert scored["metrics"]["roc_auc"] == pytest.approx(
-        json.loads((run / "metrics.json").read_text())["metrics"]["valid"]["roc_auc"], abs=1e-3)
+        json.loads((run / "metrics.json").read_text())["metrics"]["valid"]["roc_auc"], abs=1e-3
+    )
     files, labels, _ = read_path_table(labelled, label_col="")
     assert labels is None and len(files) == len(valid)
 
@@ -170,8 +174,9 @@ def test_cli_predict_folder_and_labelled_csv(run, tmp_path, capsys):
     assert {"path", "pred", "prob_pred", "threshold"} <= set(table.columns) and result["scored"] is None
     root = folder.parents[1]
     csv = root / "cli_labelled.csv"
-    pd.DataFrame({"img": [str(Path(p).relative_to(root)) for p in valid["path"]], "label": valid["label"]}).to_csv(
-        csv, index=False)
+    pd.DataFrame(
+        {"img": [str(Path(p).relative_to(root)) for p in valid["path"]], "label": valid["label"]}
+    ).to_csv(csv, index=False)
     code = main(["predict", "--model", str(run / "model"), "--csv", str(csv), "--path-col", "img", "--tta"])
     result = json.loads(capsys.readouterr().out)
     assert code == 0 and result["predicted"] == len(valid) and result["tta"] is True

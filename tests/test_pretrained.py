@@ -141,7 +141,9 @@ def test_weights_obtainable_from_cache_host_or_not(torch_home, hf_offline, monke
     cached = pretrained.weights_cache_path("resnet18")
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"x")
-    monkeypatch.setattr(pretrained, "host_reachable", lambda host, timeout: pytest.fail("a cached file needs no network"))
+    monkeypatch.setattr(
+        pretrained, "host_reachable", lambda host, timeout: pytest.fail("a cached file needs no network")
+    )
     assert pretrained.weights_obtainable("resnet18") == (True, "ImageNet weights are in the local cache.")
 
 
@@ -169,7 +171,9 @@ def test_local_weights_file(tmp_path, dls):
     tstate = timm.create_model("efficientnet_b0", pretrained=False).state_dict()
     tpath = tmp_path / "effnet.safetensors"
     save_file({k: v.contiguous() for k, v in tstate.items()}, str(tpath))
-    tmodel = archs.create_model("efficientnet_b0", 2, start=pretrained.learner_args("efficientnet_b0", False, str(tpath)))
+    tmodel = archs.create_model(
+        "efficientnet_b0", 2, start=pretrained.learner_args("efficientnet_b0", False, str(tpath))
+    )
     assert torch.equal(tmodel[0].model.conv_stem.weight, tstate["conv_stem.weight"])
 
     wrong = tmp_path / "resnet34.pth"

@@ -56,8 +56,10 @@ def test_concurrent_first_use_agrees_on_one_key(tmp_path):
     env = {**os.environ, "XRT_HOME": str(tmp_path)}
     env.pop(privacy.KEY_ENV, None)
     code = "from core.privacy import pseudonym; print(pseudonym('42'))"
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
-             for _ in range(4)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
     outs = {p.communicate(timeout=60)[0].strip() for p in procs}
     assert len(outs) == 1 and outs.pop().startswith("anon-")
 

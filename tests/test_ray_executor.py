@@ -31,8 +31,13 @@ pytestmark = pytest.mark.slow
 def ray_address():
     """A local 2-CPU Ray cluster for this module (started once, shut down after)."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=100 * 1024**2, log_to_driver=False,
-             namespace="xrt-tests")
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=100 * 1024**2,
+        log_to_driver=False,
+        namespace="xrt-tests",
+    )
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
@@ -42,7 +47,9 @@ def ray_address():
 @pytest.fixture
 def on_ray(ray_address, monkeypatch):
     """Jobs of this test go to the cluster; test tasks registered; supervisors stopped afterwards."""
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
+    )
     monkeypatch.setenv(executors.RAY_ADDRESS_ENV, ray_address)
     monkeypatch.setenv("XRT_MAX_JOBS", "2")
     monkeypatch.setenv("XRT_TORCH_THREADS", "1")
@@ -67,13 +74,19 @@ def on_ray(ray_address, monkeypatch):
 
 def task_pid(store: JobStore, job_id: str) -> int:
     """The pid the task itself reported in progress.json (on the Ray worker)."""
-    return wait_for(lambda: (store.get(job_id).status == "running" and jobs.read_progress(
-        store.get(job_id).run_dir).get("pid")), timeout=120)
+    return wait_for(
+        lambda: (
+            store.get(job_id).status == "running" and jobs.read_progress(store.get(job_id).run_dir).get("pid")
+        ),
+        timeout=120,
+    )
 
 
 def tiny_kfold(root: Path) -> dict:
     """Params of a 2-fold, 1-epoch, 32 px run from scratch on the blob data."""
-    cfg = RunConfig(source=SourceConfig(kind="csv", csv_path=str(root / "labels.csv"), group_col="patient_id"))
+    cfg = RunConfig(
+        source=SourceConfig(kind="csv", csv_path=str(root / "labels.csv"), group_col="patient_id")
+    )
     cfg.data.img_size, cfg.data.batch_size, cfg.data.aug.enabled = 32, 8, False
     cfg.data.split.k_folds = 2
     cfg.train.pretrained, cfg.train.freeze_epochs, cfg.train.epochs = False, 0, 1
@@ -85,10 +98,15 @@ def test_kfold_on_ray_gives_the_local_out_of_fold_probabilities(on_ray, tmp_path
     local_store, ray_store = JobStore(tmp_path / "local.sqlite3"), JobStore(tmp_path / "ray.sqlite3")
     local = jobs.submit_and_start("train", params, store=local_store, executor=executors.LocalExecutor())
     remote = jobs.submit_and_start("train", params, store=ray_store)  # XRT_RAY_ADDRESS: the Ray executor
-    local, remote = jobs.wait(local.id, local_store, timeout=400), jobs.wait(remote.id, ray_store, timeout=400)
+    local, remote = (
+        jobs.wait(local.id, local_store, timeout=400),
+        jobs.wait(remote.id, ray_store, timeout=400),
+    )
     assert local.status == remote.status == "done", (local.error, remote.error)
     assert remote.supervisor_pid != local.supervisor_pid and remote.pid is None  # ran on Ray, not in a child
-    oof = [pd.read_csv(runs.RunFolder(j.run_dir).predictions("oof")).sort_values("path") for j in (local, remote)]
+    oof = [
+        pd.read_csv(runs.RunFolder(j.run_dir).predictions("oof")).sort_values("path") for j in (local, remote)
+    ]
     probs = [o.filter(like="prob_").to_numpy() for o in oof]
     assert list(oof[0]["path"]) == list(oof[1]["path"]) and len(probs[0]) == 24
     assert abs(probs[0] - probs[1]).max() <= 1e-6
@@ -104,7 +122,9 @@ def test_cancel_on_ray_is_cooperative_first_then_forced(on_ray, monkeypatch):
         task_pid(store, job.id)
         store.cancel(job.id)
     polite, deaf = jobs.wait(polite.id, store, timeout=60), jobs.wait(deaf.id, store, timeout=60)
-    assert polite.status == "cancelled" and polite.result["steps"] >= 0  # it stopped itself and kept its result
+    assert (
+        polite.status == "cancelled" and polite.result["steps"] >= 0
+    )  # it stopped itself and kept its result
     assert deaf.status == "cancelled" and "stopped by force" in deaf.error  # as a local supervisor says it
 
 

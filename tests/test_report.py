@@ -18,6 +18,7 @@ pytestmark = pytest.mark.slow
 
 def _strict_json(path: Path) -> dict:
     """Parse JSON refusing NaN / Infinity (which browsers and other tools reject)."""
+
     def refuse(token: str):
         raise ValueError(f"non-standard JSON constant {token}")
 
@@ -38,8 +39,15 @@ def test_report_of_a_run(run, tmp_path):
     assert page.count(get_plotlyjs()[:300]) == 1  # plotly.js embedded once, figures follow without it
     assert page.count("Plotly.newPlot") >= 7
     figs = {Path(p).stem for p in out["figures"]}
-    assert {"class_distribution", "training_curves", "valid_confusion", "valid_roc", "valid_pr",
-            "valid_reliability", "valid_threshold"} <= figs
+    assert {
+        "class_distribution",
+        "training_curves",
+        "valid_confusion",
+        "valid_roc",
+        "valid_pr",
+        "valid_reliability",
+        "valid_threshold",
+    } <= figs
     folder = tmp_path / "rep" / "figures"
     assert (folder / "plotly.min.js").is_file() and all((folder / f"{f}.html").is_file() for f in figs)
     assert "plotly.min.js" in (folder / "valid_roc.html").read_text()
@@ -52,7 +60,10 @@ def test_report_of_a_run(run, tmp_path):
     valid = pd.read_csv(run / "valid_predictions.csv")
     assert data["sets"]["valid"]["n"] == len(valid)
     assert out["headline"]["valid"]["roc_auc"]["value"] == pytest.approx(
-        evaluate.roc_auc((valid["label"] == "opacity").astype(int), valid[["prob_clear", "prob_opacity"]].to_numpy()))
+        evaluate.roc_auc(
+            (valid["label"] == "opacity").astype(int), valid[["prob_clear", "prob_opacity"]].to_numpy()
+        )
+    )
     assert "Top losses" in page and "data:image/jpeg;base64," in page
     assert out["png_ok"] is False and out["png_note"] == "PNG export not asked"
 
@@ -60,11 +71,14 @@ def test_report_of_a_run(run, tmp_path):
 def test_report_with_external_test_side_by_side(run, tmp_path):
     valid = pd.read_csv(run / "valid_predictions.csv")
     external = valid.sample(frac=0.8, random_state=0).reset_index(drop=True)
-    out = report.build_report(run, tmp_path / "ext", test_predictions=external, threshold=0.4, n_resamples=100,
-                              png=False)
+    out = report.build_report(
+        run, tmp_path / "ext", test_predictions=external, threshold=0.4, n_resamples=100, png=False
+    )
     table = pd.DataFrame(out["comparison"]).set_index("metric")
     assert list(table.columns) == ["valid", "external"]
-    assert table.loc["roc_auc", "external"].startswith(f"{out['headline']['external']['roc_auc']['value']:.3f}")
+    assert table.loc["roc_auc", "external"].startswith(
+        f"{out['headline']['external']['roc_auc']['value']:.3f}"
+    )
     data = _strict_json(Path(out["metrics"]))
     assert data["sets"]["external"]["n"] == len(external) and data["sets"]["external"]["threshold"] == 0.4
     assert "External test" in Path(out["report"]).read_text()
@@ -78,18 +92,53 @@ def _fake_kfold_run(root: Path) -> Path:
     logits = rng.normal(size=(150, 3))
     logits[np.arange(150), y] += 1.5
     p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    evaluate.predictions_frame([f"/nowhere/{i}.png" for i in range(150)], y, p, classes,
-                               fold=np.arange(150) % 3).to_csv(root / "oof_predictions.csv", index=False)
-    hist = pd.DataFrame([{"fold": f, "epoch": e, "phase": "unfrozen", "train_loss": 1 - e / 5, "valid_loss": 1.1 - e / 6,
-                          "accuracy": 0.5 + e / 10, "time_s": e} for f in range(3) for e in range(3)])
+    evaluate.predictions_frame(
+        [f"/nowhere/{i}.png" for i in range(150)], y, p, classes, fold=np.arange(150) % 3
+    ).to_csv(root / "oof_predictions.csv", index=False)
+    hist = pd.DataFrame(
+        [
+            {
+                "fold": f,
+                "epoch": e,
+                "phase": "unfrozen",
+                "train_loss": 1 - e / 5,
+                "valid_loss": 1.1 - e / 6,
+                "accuracy": 0.5 + e / 10,
+                "time_s": e,
+            }
+            for f in range(3)
+            for e in range(3)
+        ]
+    )
     hist.to_csv(root / "history.csv", index=False)
-    (root / "lr_find.json").write_text(json.dumps({"lrs": list(np.logspace(-6, 0, 20)), "losses": list(np.linspace(2, 1, 20)),
-                                                   "suggestions": {"valley": 1e-3, "slide": 1e-2}}))
-    pd.DataFrame({"relpath": [f"{i}.png" for i in range(150)], "label": [classes[i] for i in y], "split": "train",
-                  "fold": np.arange(150) % 3}).to_csv(root / "items.csv", index=False)
+    (root / "lr_find.json").write_text(
+        json.dumps(
+            {
+                "lrs": list(np.logspace(-6, 0, 20)),
+                "losses": list(np.linspace(2, 1, 20)),
+                "suggestions": {"valley": 1e-3, "slide": 1e-2},
+            }
+        )
+    )
+    pd.DataFrame(
+        {
+            "relpath": [f"{i}.png" for i in range(150)],
+            "label": [classes[i] for i in y],
+            "split": "train",
+            "fold": np.arange(150) % 3,
+        }
+    ).to_csv(root / "items.csv", index=False)
     (root / "config.json").write_text("{}")
-    (root / "metrics.json").write_text(json.dumps({"type": "kfold", "k": 3, "classes": classes, "metrics": {
-        "per_fold": [{"fold": f, "best_epoch": 2} for f in range(3)]}}))
+    (root / "metrics.json").write_text(
+        json.dumps(
+            {
+                "type": "kfold",
+                "k": 3,
+                "classes": classes,
+                "metrics": {"per_fold": [{"fold": f, "best_epoch": 2} for f in range(3)]},
+            }
+        )
+    )
     return root
 
 
@@ -135,10 +184,23 @@ def test_cli_report_and_evaluate(run, tmp_path, capsys):
     valid = pd.read_csv(run / "valid_predictions.csv")
     root = Path(valid["path"][0]).parents[2]
     csv = root / "external.csv"
-    pd.DataFrame({"path": [str(Path(p).relative_to(root)) for p in valid["path"]], "label": valid["label"]}).to_csv(
-        csv, index=False)
-    code = main(["evaluate", "--model", str(run / "model"), "--csv", str(csv), "--no-png",
-                 "--report-dir", str(tmp_path / "e"), "--out", str(tmp_path / "e.csv")])
+    pd.DataFrame(
+        {"path": [str(Path(p).relative_to(root)) for p in valid["path"]], "label": valid["label"]}
+    ).to_csv(csv, index=False)
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(run / "model"),
+            "--csv",
+            str(csv),
+            "--no-png",
+            "--report-dir",
+            str(tmp_path / "e"),
+            "--out",
+            str(tmp_path / "e.csv"),
+        ]
+    )
     result = json.loads(capsys.readouterr().out)
     assert code == 0 and result["n"] == len(valid) and Path(result["report"]).is_file()
     table = pd.DataFrame(result["comparison"]).set_index("metric")

@@ -17,13 +17,28 @@ ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("core", "ui", "pages", "bench", "streamlit_app.py")
 ALLOWED = {"core/runs.py"}
 
-NAMES = {v for k, v in vars(runs).items() if k.isupper() and isinstance(v, str) and not v.startswith(".")}  # not
+NAMES = {
+    v for k, v in vars(runs).items() if k.isupper() and isinstance(v, str) and not v.startswith(".")
+}  # not
 # a bare extension (".safetensors" is a file format, not a name in the run folder)
 NAMES |= {runs.predictions_name(s) for s in runs.PREDICTION_SETS}
 FILES = {n for n in NAMES if "." in n}  # "metrics.json", "_predictions.csv": a run file wherever they appear
-WORDS = NAMES - FILES  # "model", "folds", "STOP", "checkpoints" ...: also ordinary words, so only as path parts
+WORDS = (
+    NAMES - FILES
+)  # "model", "folds", "STOP", "checkpoints" ...: also ordinary words, so only as path parts
 NOT_RUN = "not a run folder"  # a comment on a line that names another folder so (torch hub's "checkpoints")
-PATH_CALLS = {"join", "joinpath", "glob", "rglob", "Path", "PurePath", "with_name", "exists", "is_file", "is_dir"}
+PATH_CALLS = {
+    "join",
+    "joinpath",
+    "glob",
+    "rglob",
+    "Path",
+    "PurePath",
+    "with_name",
+    "exists",
+    "is_file",
+    "is_dir",
+}
 PATH_NAME_ENDS = ("_FILE", "_DIR", "_NAME", "_PATH", "_FOLDER")
 PLACEHOLDER = "\0"  # stands for a formatted value in an f-string's text
 
@@ -137,7 +152,15 @@ def f(run: Path, i: int):
     MODEL_DIR, LOG = "model", "log"
 '''
     found = {name for _, name in literal_run_names(src)}
-    assert found == {"metrics.json", "folds", "fold", "valid_predictions.csv", "_predictions.csv", "STOP", "model"}
+    assert found == {
+        "metrics.json",
+        "folds",
+        "fold",
+        "valid_predictions.csv",
+        "_predictions.csv",
+        "STOP",
+        "model",
+    }
     lines = {line for line, _ in literal_run_names(src)}
     assert lines == {7, 8, 10, 11, 12, 13, 16}
 
@@ -148,7 +171,9 @@ def test_no_run_folder_file_name_outside_core_runs():
         rel = path.relative_to(ROOT).as_posix()
         if rel in ALLOWED:
             continue
-        offenders += [f"{rel}:{line}: {name!r}" for line, name in literal_run_names(path.read_text(encoding="utf-8"))]
+        offenders += [
+            f"{rel}:{line}: {name!r}" for line, name in literal_run_names(path.read_text(encoding="utf-8"))
+        ]
     assert not offenders, "run-folder names spelled outside core/runs.py:\n" + "\n".join(offenders)
 
 

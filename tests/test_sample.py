@@ -113,7 +113,9 @@ def test_all_three_forms_load_through_sources(root):
     table = sources.from_csv(root / "labels.csv", group_col="patient_id")
     dicom = sources.scan_dicom_folder(root / "dicom")
     tagged = sources.scan_dicom_folder(root / "dicom", group_tag="PatientID")
-    listed = sources.scan_dicom_folder(root / "dicom", labels_csv=root / "dicom_labels.csv", group_col="patient_id")
+    listed = sources.scan_dicom_folder(
+        root / "dicom", labels_csv=root / "dicom_labels.csv", group_col="patient_id"
+    )
     for ds in (folder, table, dicom, tagged, listed):
         assert len(ds.problems) == 0 and ds.classes == list(SAMPLE_CLASSES) and ds.check_trainable() == []
     assert len(folder.items) == len(table.items) and table.summary()["n_groups"] == 60

@@ -102,7 +102,11 @@ def test_a_run_folder_is_accepted_wherever_a_model_is_asked_for(tmp_path, capsys
     (run / "config.json").parent.mkdir(parents=True)
     (run / "config.json").write_text("{}")
     savedmodel.save_model(model, run / "model", MANIFEST)
-    assert savedmodel.find_manifest(run) == run / "model" / "model.json" == savedmodel.find_manifest(run / "model")
+    assert (
+        savedmodel.find_manifest(run)
+        == run / "model" / "model.json"
+        == savedmodel.find_manifest(run / "model")
+    )
     assert Predictor(run, device="cpu").classes == MANIFEST["classes"]
     img = tmp_path / "x.png"
     Image.new("RGB", (40, 36), 90).save(img)
@@ -124,7 +128,9 @@ def test_model_errors_name_the_right_path(tmp_path, capsys):
     (failed / "checkpoints").mkdir(parents=True)
     (failed / "config.json").write_text("{}")
     save_file({"w": torch.zeros(1)}, str(failed / "checkpoints" / "best.safetensors"))
-    with pytest.raises(ModelFileError, match="model.json is missing: it did not finish.*python -m core finish"):
+    with pytest.raises(
+        ModelFileError, match="model.json is missing: it did not finish.*python -m core finish"
+    ):
         savedmodel.load_model(failed)
     assert main(["export", "--model", str(failed), "--onnx", str(tmp_path / "m.onnx")]) == 1
     err = capsys.readouterr().err

@@ -21,13 +21,17 @@ def weights_available(monkeypatch):
     from core import pretrained
     from ui import common
 
-    monkeypatch.setattr(pretrained, "weights_obtainable", lambda arch, timeout=1.5: (True, "weights are cached."))
+    monkeypatch.setattr(
+        pretrained, "weights_obtainable", lambda arch, timeout=1.5: (True, "weights are cached.")
+    )
     common._weights_status.clear()
 
 
 def from_cli(*args: str, command: str = "train") -> RunConfig:
     """The RunConfig the CLI would submit for these options on the CSV source."""
-    return cli.run_config(cli.build_parser().parse_args([command, "--csv", CSV, "--group-col", "patient_id", *args]))
+    return cli.run_config(
+        cli.build_parser().parse_args([command, "--csv", CSV, "--group-col", "patient_id", *args])
+    )
 
 
 def from_ui(changes: dict, base: RunConfig | None = None, source: SourceConfig = SOURCE) -> RunConfig:
@@ -44,17 +48,50 @@ CASES = {  # name: (CLI options, setup widgets changed)
     "k-fold": (["--k-folds", "3"], {"su_kfold": True, "su_k": 3}),
     "from scratch": (["--no-pretrained", "--epochs", "7"], {"su_pretrained": False, "su_epochs": 7}),
     "no augmentation": (["--no-augment"], {"su_aug_enabled": False}),
-    "augmentation preset fastai": (["--aug-preset", "fastai", "--vflip", "--rotate", "5"],
-                                   {"su_warp": 0.2, "su_vflip": True, "su_rotate": 5.0}),
-    "model and schedule": (["--arch", "resnet34", "--img-size", "96", "--bs", "16", "--lr", "1e-3",
-                            "--freeze-epochs", "2", "--patience", "2", "--monitor", "roc_auc",
-                            "--imbalance", "weighted_loss"],
-                           {"su_arch": "resnet34", "su_img_size": 96, "su_batch_size": 16, "su_lr": "1e-3",
-                            "su_freeze_epochs": 2, "su_patience": 2, "su_monitor": "roc_auc",
-                            "su_imbalance": "weighted_loss"}),
-    "split": (["--split", "random", "--valid-pct", "0.3", "--test-pct", "0.1", "--seed", "7", "--keep-duplicates"],
-              {"su_split_method": "random", "su_valid_pct": 30, "su_test_pct": 10, "su_seed": 7,
-               "su_keep_dups": True}),
+    "augmentation preset fastai": (
+        ["--aug-preset", "fastai", "--vflip", "--rotate", "5"],
+        {"su_warp": 0.2, "su_vflip": True, "su_rotate": 5.0},
+    ),
+    "model and schedule": (
+        [
+            "--arch",
+            "resnet34",
+            "--img-size",
+            "96",
+            "--bs",
+            "16",
+            "--lr",
+            "1e-3",
+            "--freeze-epochs",
+            "2",
+            "--patience",
+            "2",
+            "--monitor",
+            "roc_auc",
+            "--imbalance",
+            "weighted_loss",
+        ],
+        {
+            "su_arch": "resnet34",
+            "su_img_size": 96,
+            "su_batch_size": 16,
+            "su_lr": "1e-3",
+            "su_freeze_epochs": 2,
+            "su_patience": 2,
+            "su_monitor": "roc_auc",
+            "su_imbalance": "weighted_loss",
+        },
+    ),
+    "split": (
+        ["--split", "random", "--valid-pct", "0.3", "--test-pct", "0.1", "--seed", "7", "--keep-duplicates"],
+        {
+            "su_split_method": "random",
+            "su_valid_pct": 30,
+            "su_test_pct": 10,
+            "su_seed": 7,
+            "su_keep_dups": True,
+        },
+    ),
     "run name": (["--name", "first try"], {"su_name": "first try"}),
 }
 
@@ -71,7 +108,9 @@ def test_the_kfold_command_and_the_kfold_switch_agree():
 
 
 def test_a_settings_file_with_a_dicom_window_gives_the_same_run_config(tmp_path: Path):
-    cfg = choices.default_config(SourceConfig(kind="dicom", root=str(tmp_path), group_tag="PatientID"), gpu=False)
+    cfg = choices.default_config(
+        SourceConfig(kind="dicom", root=str(tmp_path), group_tag="PatientID"), gpu=False
+    )
     cfg.data.window, cfg.data.frame, cfg.data.normalize = Window(-600.0, 1500.0), 1, "dataset"
     path = tmp_path / "settings.json"
     path.write_text(json.dumps(to_dict(cfg)))
@@ -88,7 +127,10 @@ def test_device_defaults_are_the_same_at_every_door():
     expected = choices.device_defaults()
     for cfg in (from_cli(), from_ui({})):
         assert (cfg.data.img_size, cfg.train.epochs, cfg.data.batch_size) == (
-            expected.img_size, expected.epochs, expected.batch_size)
+            expected.img_size,
+            expected.epochs,
+            expected.batch_size,
+        )
     assert (choices.CPU_DEFAULTS.img_size, choices.CPU_DEFAULTS.epochs) == (128, 3)
     assert (choices.GPU_DEFAULTS.img_size, choices.GPU_DEFAULTS.epochs) == (224, 5)
 
@@ -96,7 +138,10 @@ def test_device_defaults_are_the_same_at_every_door():
 def test_patient_ids_give_a_group_split_at_every_door():
     plain = SourceConfig(kind="folder", root="x")
     assert from_ui({}, source=plain).data.split.method == "stratified"
-    assert cli.run_config(cli.build_parser().parse_args(["train", "--root", "x"])).data.split.method == "stratified"
+    assert (
+        cli.run_config(cli.build_parser().parse_args(["train", "--root", "x"])).data.split.method
+        == "stratified"
+    )
     assert from_cli().data.split.method == from_ui({}).data.split.method == "group"
 
 
@@ -111,4 +156,6 @@ def test_help_states_the_device_defaults(capsys):
         cli.build_parser().parse_args(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "image size in pixels (default 128 on a CPU, 224 on a GPU)" in text
-    assert "default 3 on a CPU, 5 on a GPU" in text and "batch size (default 32 on a CPU, 64 on a GPU)" in text
+    assert (
+        "default 3 on a CPU, 5 on a GPU" in text and "batch size (default 32 on a CPU, 64 on a GPU)" in text
+    )

@@ -35,12 +35,18 @@ def to_plain(src: SourceConfig) -> dict:
 def test_public_error_keeps_user_causes_and_hides_internals():
     from core.hosting import public_error
 
-    text = public_error("PretrainedUnavailable: weights for resnet18 could not be downloaded (no internet); "
-                        "or copy the file to /root/.cache/torch/hub/checkpoints/r18.pth.")
+    text = public_error(
+        "PretrainedUnavailable: weights for resnet18 could not be downloaded (no internet); "
+        "or copy the file to /root/.cache/torch/hub/checkpoints/r18.pth."
+    )
     assert text.startswith("PretrainedUnavailable: weights for resnet18") and "/root" not in text
-    assert public_error("TrainingError: training refused: only one class in /srv/lab/a/labels.csv") == \
-        "TrainingError: training refused: only one class in labels.csv"
-    assert "out of memory" in public_error("worker process died (killed by signal 9 (SIGKILL), perhaps out of memory)")
+    assert (
+        public_error("TrainingError: training refused: only one class in /srv/lab/a/labels.csv")
+        == "TrainingError: training refused: only one class in labels.csv"
+    )
+    assert "out of memory" in public_error(
+        "worker process died (killed by signal 9 (SIGKILL), perhaps out of memory)"
+    )
     assert public_error("RuntimeError: secret /srv/data/path") is None
     assert public_error("ValueError: x\nTraceback (most recent call last): ...") is None
 

@@ -26,7 +26,9 @@ def png(path: Path, size: tuple[int, int] = (24, 20), mode: str = "L", value: in
     """Write a small valid image (a gradient, format from the suffix; blank images are refused) and return its path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
-    Image.linear_gradient("L").resize(size).point(lambda v: (v + value) % 256).convert(mode).save(path, format=fmt)
+    Image.linear_gradient("L").resize(size).point(lambda v: (v + value) % 256).convert(mode).save(
+        path, format=fmt
+    )
     return path
 
 
@@ -90,7 +92,9 @@ def test_scan_folder_nested_and_uppercase(tmp_path):
     assert ds.items["path"].tolist() == sorted(ds.items["path"])
     deep = ds.items[ds.items["relpath"] == "NORMAL/a/b/deep.png"].iloc[0]
     assert (deep["label"], deep["width"], deep["height"], deep["kind"]) == ("NORMAL", 30, 10, "image")
-    assert Path(deep["path"]).is_absolute() and set(ds.items["split"]) == {""} and set(ds.items["group"]) == {""}
+    assert (
+        Path(deep["path"]).is_absolute() and set(ds.items["split"]) == {""} and set(ds.items["group"]) == {""}
+    )
     assert ds.items["width"].dtype.kind == "i" and ds.check_trainable() == []
 
 
@@ -154,7 +158,10 @@ def test_bad_files_are_problems_and_the_rest_loads(tmp_path):
     write(tmp_path / "A" / "random.png", np.random.default_rng(0).bytes(2000))
     write(tmp_path / "B" / "page.png", "<!DOCTYPE html><html><body>Not found</body></html>")
     good = (tmp_path / "B" / "b0.png").read_bytes()
-    write(tmp_path / "B" / "truncated.png", png(tmp_path / "big.png", size=(300, 300), mode="RGB").read_bytes()[:400])
+    write(
+        tmp_path / "B" / "truncated.png",
+        png(tmp_path / "big.png", size=(300, 300), mode="RGB").read_bytes()[:400],
+    )
     (tmp_path / "big.png").unlink()
     ds = sources.scan_folder(tmp_path, workers=2)
     r = reasons(ds)
@@ -171,16 +178,23 @@ def test_validating_decode_can_fill_the_decode_cache(tmp_path):
     from core.imaging import DecodeCache
 
     data = two_classes(tmp_path / "data", n=3)
-    write(data / "B" / "truncated.png", png(tmp_path / "big.png", size=(300, 300), mode="RGB").read_bytes()[:400])
+    write(
+        data / "B" / "truncated.png",
+        png(tmp_path / "big.png", size=(300, 300), mode="RGB").read_bytes()[:400],
+    )
     plain = sources.scan_folder(data, workers=2)
     cache = DecodeCache(tmp_path / "cache")
     cfg = SourceConfig(kind="folder", root=str(data))
     warmed = sources.load_source(cfg, decode=partial(cache.warm, size=8))
     assert reasons(warmed) == reasons(plain) and set(reasons(plain)) == {"truncated.png"}  # same verdicts
     pd.testing.assert_frame_equal(warmed.items, plain.items)
-    assert cache.misses == 7 and len(list((tmp_path / "cache").rglob("*.png"))) == 6  # one entry per good file
+    assert (
+        cache.misses == 7 and len(list((tmp_path / "cache").rglob("*.png"))) == 6
+    )  # one entry per good file
     again = sources.load_source(cfg, decode=partial(cache.warm, size=8))
-    assert cache.hits == 6 and cache.misses == 7 + 1 and len(again.items) == 6  # only the bad file is re-tried
+    assert (
+        cache.hits == 6 and cache.misses == 7 + 1 and len(again.items) == 6
+    )  # only the bad file is re-tried
 
 
 def test_unexpected_error_becomes_a_problem(tmp_path, monkeypatch):
@@ -194,7 +208,9 @@ def test_unexpected_error_becomes_a_problem(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sources.imaging, "inspect_image", flaky)
     ds = sources.scan_folder(tmp_path)
-    assert reasons(ds) == {"a1.png": "the file could not be read as an image (its decoder failed on it unexpectedly)"}
+    assert reasons(ds) == {
+        "a1.png": "the file could not be read as an image (its decoder failed on it unexpectedly)"
+    }
     assert len(ds.items) == 3
 
 
@@ -254,14 +270,20 @@ def test_check_trainable_reasons(tmp_path):
     assert len(only.check_trainable()) == 1 and "only one class" in only.check_trainable()[0]
     two_classes(tmp_path / "thin", n=2)
     (tmp_path / "thin" / "B" / "b1.png").unlink()
-    assert sources.scan_folder(tmp_path / "thin").check_trainable() == ["class 'B' has only 1 image (need at least 2)"]
+    assert sources.scan_folder(tmp_path / "thin").check_trainable() == [
+        "class 'B' has only 1 image (need at least 2)"
+    ]
     write(tmp_path / "bad" / "A" / "x.png", b"")
     write(tmp_path / "bad" / "B" / "y.png", b"")
     bad = sources.scan_folder(tmp_path / "bad")
-    assert len(bad.items) == 0 and bad.classes == [] and bad.check_trainable()[0].startswith("no usable images")
+    assert (
+        len(bad.items) == 0 and bad.classes == [] and bad.check_trainable()[0].startswith("no usable images")
+    )
     for split in ("valid", "test"):
         two_classes(tmp_path / "nosplit" / split)
-    assert "no images are assigned to training" in sources.scan_folder(tmp_path / "nosplit").check_trainable()[0]
+    assert (
+        "no images are assigned to training" in sources.scan_folder(tmp_path / "nosplit").check_trainable()[0]
+    )
 
 
 def test_summary(tmp_path):
@@ -275,8 +297,21 @@ def test_summary(tmp_path):
 # ---------------------------------------------------------------- safe_join
 
 
-@pytest.mark.parametrize("rel", ["../x.png", "a/../../x.png", "/etc/passwd", "\\\\server\\share\\x.png",
-                                 "//server/share/x.png", "C:\\data\\x.png", "c:/x.png", "~/x.png", "..", ""])
+@pytest.mark.parametrize(
+    "rel",
+    [
+        "../x.png",
+        "a/../../x.png",
+        "/etc/passwd",
+        "\\\\server\\share\\x.png",
+        "//server/share/x.png",
+        "C:\\data\\x.png",
+        "c:/x.png",
+        "~/x.png",
+        "..",
+        "",
+    ],
+)
 def test_safe_join_refuses_escapes(tmp_path, rel):
     with pytest.raises(ValueError):
         safe_join(tmp_path, rel)
@@ -298,7 +333,11 @@ def test_safe_join_accepts_relative(tmp_path):
 def test_read_table_sniffs_delimiter_bom_and_header_spaces(tmp_path, delim):
     text = delim.join([" path ", "label", "note"]) + "\n" + delim.join(["A/a.png", "0", '"x, y; z"']) + "\n"
     df = read_table(write(tmp_path / "t.csv", b"\xef\xbb\xbf" + text.encode()))
-    assert list(df.columns) == ["path", "label", "note"] and df.iloc[0].tolist() == ["A/a.png", "0", "x, y; z"]
+    assert list(df.columns) == ["path", "label", "note"] and df.iloc[0].tolist() == [
+        "A/a.png",
+        "0",
+        "x, y; z",
+    ]
 
 
 def test_read_table_trailing_fields_do_not_shift_columns(tmp_path):
@@ -321,18 +360,20 @@ def test_from_csv_row_problems(tmp_path):
     root = two_classes(tmp_path / "imgs")
     outside = png(tmp_path / "outside.png")
     write(root / "broken.png", b"")
-    rows = ["path;label;site",
-            "A/a0.png;0;s1",          # 1 ok
-            "B/b0.png;1;s1",          # 2 ok
-            "A/a0.png;0;s1",          # 3 duplicate of row 1
-            "A/a1.png;;s2",           # 4 empty label
-            "B/missing.png;1;s2",     # 5 missing file
-            "../outside.png;1;s2",    # 6 escape
-            f"{outside};1;s2",        # 7 absolute
-            "\\\\srv\\share\\x.png;1;s2",  # 8 UNC
-            ";1;s2",                  # 9 empty path
-            "broken.png;1;s3",        # 10 unreadable
-            "B/b1.png; 1 ;s3"]        # 11 ok, label stripped
+    rows = [
+        "path;label;site",
+        "A/a0.png;0;s1",  # 1 ok
+        "B/b0.png;1;s1",  # 2 ok
+        "A/a0.png;0;s1",  # 3 duplicate of row 1
+        "A/a1.png;;s2",  # 4 empty label
+        "B/missing.png;1;s2",  # 5 missing file
+        "../outside.png;1;s2",  # 6 escape
+        f"{outside};1;s2",  # 7 absolute
+        "\\\\srv\\share\\x.png;1;s2",  # 8 UNC
+        ";1;s2",  # 9 empty path
+        "broken.png;1;s3",  # 10 unreadable
+        "B/b1.png; 1 ;s3",
+    ]  # 11 ok, label stripped
     ds = from_csv(write(root / "labels.csv", "\n".join(rows) + "\n"))
     assert ds.items["relpath"].tolist() == ["A/a0.png", "B/b0.png", "B/b1.png"]
     assert ds.items["label"].tolist() == ["0", "1", "1"] and ds.classes == ["0", "1"]
@@ -347,14 +388,23 @@ def test_from_csv_row_problems(tmp_path):
 
 def test_duplicate_with_another_label_names_the_conflict_and_refuses_training(tmp_path):
     root = two_classes(tmp_path, n=3)
-    rows = ["path,label", "A/a0.png,A", "A/a1.png,A", "B/b0.png,B", "B/b1.png,B",
-            "A/a0.png,A",            # 5 plain duplicate of row 1
-            "./B/../A/a0.png,B",     # 6 the same file, another label
-            "B/b1.png,"]             # 7 duplicate with an empty label: not a conflict
+    rows = [
+        "path,label",
+        "A/a0.png,A",
+        "A/a1.png,A",
+        "B/b0.png,B",
+        "B/b1.png,B",
+        "A/a0.png,A",  # 5 plain duplicate of row 1
+        "./B/../A/a0.png,B",  # 6 the same file, another label
+        "B/b1.png,",
+    ]  # 7 duplicate with an empty label: not a conflict
     ds = from_csv(write(root / "labels.csv", "\n".join(rows) + "\n"))
     got = ds.problems["reason"].tolist()
-    assert got == ["row 5: duplicate of row 1", "row 6: listed twice with different labels: A (row 1) and B (row 6)",
-                   "row 7: duplicate of row 4"]
+    assert got == [
+        "row 5: duplicate of row 1",
+        "row 6: listed twice with different labels: A (row 1) and B (row 6)",
+        "row 7: duplicate of row 4",
+    ]
     assert ds.label_conflicts == ["A/a0.png"]
     refused = ds.check_trainable()
     assert len(refused) == 1 and "1 image is listed with different labels (first: A/a0.png" in refused[0]
@@ -387,11 +437,17 @@ def test_table_rows_resolve_the_root_once_not_per_row(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os.path, "realpath", counting_realpath)
     monkeypatch.setattr(Path, "resolve", counting_resolve)
-    cands, problems, _, _ = sources._table_cands(df, root, {"path": "path", "label": "label", "group": "", "split": ""})
+    cands, problems, _, _ = sources._table_cands(
+        df, root, {"path": "path", "label": "label", "group": "", "split": ""}
+    )
     assert calls["n"] <= 10  # the root and 3 folders once each, plus the 2 links; never once per row
     assert len(cands) == 121 and [p["reason"] for p in problems] == [
-        "row 122: link points outside the image folder: d1/out.png"]
-    assert cands["path"].iloc[0] == str(root.resolve() / "d0" / "0.png") and cands["relpath"].iloc[-1] == "d1/link.png"
+        "row 122: link points outside the image folder: d1/out.png"
+    ]
+    assert (
+        cands["path"].iloc[0] == str(root.resolve() / "d0" / "0.png")
+        and cands["relpath"].iloc[-1] == "d1/link.png"
+    )
 
 
 @pytest.mark.skipif(os.name == "nt", reason="symlinks")
@@ -403,17 +459,28 @@ def test_large_folders_are_listed_once_with_the_same_verdicts(tmp_path):
     os.symlink(root / "big" / "3.png", root / "big" / "same.png")
     os.symlink(png(tmp_path / "out.png"), root / "big" / "out.png")
     os.symlink(root / "big", root / "alias")
-    paths = [f"big/{i}.png" for i in range(80)] + ["big/sub", "big/nope.png", "big/same.png", "big/out.png",
-                                                   "alias/5.png", "big//7.png", "big/./8.png"]
+    paths = [f"big/{i}.png" for i in range(80)] + [
+        "big/sub",
+        "big/nope.png",
+        "big/same.png",
+        "big/out.png",
+        "alias/5.png",
+        "big//7.png",
+        "big/./8.png",
+    ]
     labels = ["A"] * len(paths)
     labels[82] = labels[86] = "B"
     ds = from_df(pd.DataFrame({"path": paths, "label": labels}), root, validate=False)
     assert len(ds.items) == 80 and ds.items["relpath"].tolist() == [f"big/{i}.png" for i in range(80)]
     assert ds.problems["reason"].tolist() == [
-        "row 81: not a file", "row 82: file not found",
+        "row 81: not a file",
+        "row 82: file not found",
         "row 83: listed twice with different labels: A (row 4) and B (row 83)",
-        "row 84: link points outside the image folder: big/out.png", "row 85: duplicate of row 6",
-        "row 86: duplicate of row 8", "row 87: listed twice with different labels: A (row 9) and B (row 87)"]
+        "row 84: link points outside the image folder: big/out.png",
+        "row 85: duplicate of row 6",
+        "row 86: duplicate of row 8",
+        "row 87: listed twice with different labels: A (row 9) and B (row 87)",
+    ]
     assert ds.label_conflicts == ["big/3.png", "big/8.png"] and ds.check_trainable()
 
 
@@ -424,7 +491,9 @@ def test_arrow_columns_in_chunks_as_large_csvs_give_them(tmp_path):
     df = pd.DataFrame({"path": pd.arrays.ArrowStringArray(paths), "label": ["A", "A", "B", "B", "B"]})
     ds = from_df(df, tmp_path)
     assert ds.items["relpath"].tolist() == ["A/a0.png", "A/a1.png", "B/b0.png", "B/b1.png"]
-    assert ds.problems["reason"].tolist() == ["row 4: listed twice with different labels: A (row 1) and B (row 4)"]
+    assert ds.problems["reason"].tolist() == [
+        "row 4: listed twice with different labels: A (row 1) and B (row 4)"
+    ]
 
 
 def test_from_csv_tab_delimiter_and_image_root(tmp_path):
@@ -453,8 +522,10 @@ def test_one_class_csv_is_returned_but_not_trainable(tmp_path):
 
 def test_split_column_normalised(tmp_path):
     two_classes(tmp_path, n=3)
-    text = ("path,label,fold\nA/a0.png,A,Training\nA/a1.png,A,VAL\nA/a2.png,A,holdout\n"
-            "B/b0.png,B,train\nB/b1.png,B,validation\nB/b2.png,B,bogus\n")
+    text = (
+        "path,label,fold\nA/a0.png,A,Training\nA/a1.png,A,VAL\nA/a2.png,A,holdout\n"
+        "B/b0.png,B,train\nB/b1.png,B,validation\nB/b2.png,B,bogus\n"
+    )
     ds = from_csv(write(tmp_path / "t.csv", text), split_col="fold")
     assert ds.items["split"].tolist() == ["train", "valid", "test", "train", "valid"]
     assert ds.problems["reason"].tolist() == ["row 6: unknown split value 'bogus' (use train, valid or test)"]
@@ -462,12 +533,24 @@ def test_split_column_normalised(tmp_path):
 
 def test_from_df_group_column_and_values(tmp_path):
     two_classes(tmp_path)
-    df = pd.DataFrame({"path": ["A/a0.png", "A/a1.png", "B/b0.png", "B/b1.png"], "label": [0, 0, 1.0, 1],
-                       "patient": ["p1", np.nan, 7.0, "p1"], "group": ["g"] * 4, "age": [30, 40, 50, 60]})
+    df = pd.DataFrame(
+        {
+            "path": ["A/a0.png", "A/a1.png", "B/b0.png", "B/b1.png"],
+            "label": [0, 0, 1.0, 1],
+            "patient": ["p1", np.nan, 7.0, "p1"],
+            "group": ["g"] * 4,
+            "age": [30, 40, 50, 60],
+        }
+    )
     ds = from_df(df, tmp_path, group_col="patient")
     assert ds.items["label"].tolist() == ["0", "0", "1", "1"]
     assert ds.items["group"].tolist() == ["p1", "", "7", "p1"] and ds.summary()["n_groups"] == 2
-    assert list(ds.items.columns) == ITEM_COLUMNS + ["csv_group", "age"] and ds.items["age"].tolist() == [30, 40, 50, 60]
+    assert list(ds.items.columns) == ITEM_COLUMNS + ["csv_group", "age"] and ds.items["age"].tolist() == [
+        30,
+        40,
+        50,
+        60,
+    ]
     with pytest.raises(SourceError, match="image folder not found"):
         from_df(df, tmp_path / "missing")
 
@@ -526,7 +609,11 @@ def test_dicom_labels_from_csv(tmp_path):
     table = write(tmp_path / "labels.csv", text)
     ds = sources.scan_dicom_folder(root, labels_csv=table, group_col="site")
     assert ds.items["relpath"].tolist() == ["A/a1.dcm", "B/b1.dcm", "B/IMG0002"]
-    assert ds.items["label"].tolist() == ["neg", "pos", "pos"] and ds.items["group"].tolist() == ["x", "y", "z"]
+    assert ds.items["label"].tolist() == ["neg", "pos", "pos"] and ds.items["group"].tolist() == [
+        "x",
+        "y",
+        "z",
+    ]
     assert ds.problems["reason"].str.startswith(("row 3: not a DICOM", "row 4: path escapes")).all()
     tagged = sources.scan_dicom_folder(root, labels_csv=table, group_tag="PatientID")
     assert tagged.items["group"].str.startswith("anon-").all()
@@ -550,7 +637,11 @@ def test_load_source_dispatch(tmp_path):
     got = sources.load_source(SourceConfig(kind="dicom", root=str(tmp_path / "dcm"), group_tag="PatientID"))
     assert len(got.items) == 4 and got.items["group"].str.startswith("anon-").all()
     sample = sources.load_source(SourceConfig(kind="sample"))
-    assert sample.classes == ["clear", "opacity"] and len(sample.problems) == 0 and sample.check_trainable() == []
+    assert (
+        sample.classes == ["clear", "opacity"]
+        and len(sample.problems) == 0
+        and sample.check_trainable() == []
+    )
     assert (sample.items["group"] != "").all()  # patient ids: splits by patient work on the sample
     with pytest.raises(SourceError, match="unknown source kind"):
         sources.load_source(SourceConfig(kind="zip"))
@@ -566,7 +657,9 @@ def test_real_chest_xray_csv_and_folder(shared_data):
     assert len(ds.items) == 600 and ds.classes == ["NORMAL", "PNEUMONIA"] and len(ds.problems) == 0
     assert ds.items.groupby("group").size().max() > 1 and ds.check_trainable() == []
     folder = sources.scan_folder(root / "train", validate=False)
-    assert len(folder.items) == 600 and folder.classes == ["NORMAL", "PNEUMONIA"] and len(folder.problems) == 0
+    assert (
+        len(folder.items) == 600 and folder.classes == ["NORMAL", "PNEUMONIA"] and len(folder.problems) == 0
+    )
     assert set(sources.scan_folder(root, validate=False).items["split"]) == {"train"}
 
 
@@ -575,7 +668,9 @@ def test_real_dicom_samples_report_broken_files(shared_data, tmp_path):
     src = shared_data / "dicom_samples"
     broken = {"dx_chest_truncated_60pct.dcm", "dx_chest_no_pixeldata.dcm", "jpeg_renamed_as.dcm"}
     names = sorted(p.name for p in src.glob("*.dcm"))
-    table = write(tmp_path / "labels.csv", "path,label\n" + "".join(f"{n},{'ab'[i % 2]}\n" for i, n in enumerate(names)))
+    table = write(
+        tmp_path / "labels.csv", "path,label\n" + "".join(f"{n},{'ab'[i % 2]}\n" for i, n in enumerate(names))
+    )
     ds = sources.scan_dicom_folder(src, labels_csv=table, validate=True)
     assert broken <= set(reasons(ds)) and "dx_chest_nih_mono2.dcm" in set(ds.items["relpath"])
     assert len(ds.items) + len(ds.problems) == len(names)
@@ -607,4 +702,6 @@ def test_flat_dicom_folder_reports_real_problems_and_takes_labels_from_csv_or_ta
     by_csv = sources.scan_dicom_folder(flat, tmp_path / "labels.csv", path_col="file", label_col="diagnosis")
     assert sorted(by_csv.items["label"]) == ["a", "a", "b", "b"]
     by_tag = sources.scan_dicom_folder(flat, label_tag="BodyPartExamined")
-    assert sorted(by_tag.items["label"]) == ["CHEST", "CHEST", "HAND", "HAND"] and "broken.dcm" in reasons(by_tag)
+    assert sorted(by_tag.items["label"]) == ["CHEST", "CHEST", "HAND", "HAND"] and "broken.dcm" in reasons(
+        by_tag
+    )

@@ -27,7 +27,9 @@ def test_every_row_gets_a_split_and_is_reproducible(method):
     assert (a["split"] == b["split"]).all()
     frac = (a["split"] == "valid").mean()
     assert 0.1 < frac < 0.3
-    assert (a["split"] != assign_splits(items, SplitConfig(method=method, test_pct=0.1, seed=8))["split"]).any()
+    assert (
+        a["split"] != assign_splits(items, SplitConfig(method=method, test_pct=0.1, seed=8))["split"]
+    ).any()
 
 
 def test_group_split_never_leaks_a_patient():

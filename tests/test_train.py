@@ -32,7 +32,9 @@ def blobs(tmp_path_factory) -> Path:
 
 def tiny_config(root: Path, **train) -> RunConfig:
     """A CPU-cheap run config on the blob dataset, split by patient."""
-    cfg = RunConfig(source=SourceConfig(kind="csv", csv_path=str(root / "labels.csv"), group_col="patient_id"))
+    cfg = RunConfig(
+        source=SourceConfig(kind="csv", csv_path=str(root / "labels.csv"), group_col="patient_id")
+    )
     cfg.data.img_size, cfg.data.batch_size, cfg.data.aug.enabled = 32, 16, False
     cfg.data.split.method = "group"
     cfg.train.pretrained, cfg.train.freeze_epochs, cfg.train.epochs, cfg.train.lr = False, 0, 4, 3e-3
@@ -46,7 +48,9 @@ def trained(blobs, tmp_path_factory):
     """One finished single run shared by several tests."""
     run_dir = tmp_path_factory.mktemp("run")
     cfg = tiny_config(blobs)
-    cfg.data.batch_size = 8  # 8 steps per epoch: the saved last epoch is settled (at 16 it ended at 0.75-0.81)
+    cfg.data.batch_size = (
+        8  # 8 steps per epoch: the saved last epoch is settled (at 16 it ended at 0.75-0.81)
+    )
     result = run_inline("train", {"config": to_dict(cfg)}, run_dir=run_dir)
     return run_dir, result
 
@@ -55,12 +59,23 @@ def test_run_learns_and_writes_a_complete_run_folder(trained):
     run_dir, result = trained
     assert result["metrics"]["valid"]["accuracy"] >= 0.8  # chance is 0.5
     assert result["metrics"]["valid"]["roc_auc"] >= 0.85
-    for name in ("config.json", "items.csv", "history.csv", "valid_predictions.csv", "metrics.json",
-                 "env.json", "progress.json", "model/model.json", "model/model.safetensors"):
+    for name in (
+        "config.json",
+        "items.csv",
+        "history.csv",
+        "valid_predictions.csv",
+        "metrics.json",
+        "env.json",
+        "progress.json",
+        "model/model.json",
+        "model/model.safetensors",
+    ):
         assert (run_dir / name).exists(), name
     hist = pd.read_csv(run_dir / "history.csv")
     assert list(hist["epoch"]) == [0, 1, 2, 3]
-    assert {"train_loss", "valid_loss", "accuracy", "balanced_accuracy", "roc_auc", "recall_blob"} <= set(hist)
+    assert {"train_loss", "valid_loss", "accuracy", "balanced_accuracy", "roc_auc", "recall_blob"} <= set(
+        hist
+    )
     env = json.loads((run_dir / "env.json").read_text())
     assert env["torch"] == torch.__version__ and "fastai" in env
     assert env["torch_threads"] == torch.get_num_threads() >= 1 and env["torch_threads_from"]
@@ -70,7 +85,9 @@ def test_run_learns_and_writes_a_complete_run_folder(trained):
 def test_no_patient_id_in_run_folder(trained, blobs):
     run_dir, _ = trained
     raw_ids = set(pd.read_csv(blobs / "labels.csv")["patient_id"])
-    text = "".join(p.read_text(errors="ignore") for p in run_dir.rglob("*") if p.suffix in (".csv", ".json", ".txt"))
+    text = "".join(
+        p.read_text(errors="ignore") for p in run_dir.rglob("*") if p.suffix in (".csv", ".json", ".txt")
+    )
     assert not any(f",{pid}," in text or f'"{pid}"' in text for pid in raw_ids)
     groups = pd.read_csv(run_dir / "items.csv")["group"]
     assert groups.str.startswith("anon-").all()
@@ -92,7 +109,9 @@ def test_final_model_is_the_last_epoch_without_early_stopping(trained):
     assert result["valid_used_for_selection"] is False and result["headline_set"] == "valid"
     pred = pd.read_csv(run_dir / "valid_predictions.csv")
     # predictions were made with the last epoch's weights: their loss is the last epoch's valid loss
-    assert valid_loss_of(pred, result["classes"]) == pytest.approx(hist["valid_loss"].iloc[-1], rel=1e-3, abs=1e-4)
+    assert valid_loss_of(pred, result["classes"]) == pytest.approx(
+        hist["valid_loss"].iloc[-1], rel=1e-3, abs=1e-4
+    )
     manifest = json.loads((run_dir / "model" / "model.json").read_text())
     assert manifest["model_epoch"] == 3 and manifest["model_weights"] == "last"
 
@@ -101,11 +120,25 @@ def assert_fresh_process_predicts_the_run(run_dir: Path, tmp_path: Path) -> None
     """The saved model, loaded in a fresh process, gives the run's own validation probabilities back."""
     pred = pd.read_csv(run_dir / "valid_predictions.csv")
     out = tmp_path / "fresh.csv"
-    code = ("import sys; from core.predict import Predictor; import pandas as pd\n"
-            "p = Predictor(sys.argv[1], device='cpu'); paths = pd.read_csv(sys.argv[2])['path'].tolist()\n"
-            "df, probs = p.predict_paths(paths); df.to_csv(sys.argv[3], index=False)\n")
-    res = subprocess.run([sys.executable, "-c", code, str(run_dir / "model"), str(run_dir / "valid_predictions.csv"),
-                          str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    code = (
+        "import sys; from core.predict import Predictor; import pandas as pd\n"
+        "p = Predictor(sys.argv[1], device='cpu'); paths = pd.read_csv(sys.argv[2])['path'].tolist()\n"
+        "df, probs = p.predict_paths(paths); df.to_csv(sys.argv[3], index=False)\n"
+    )
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            str(run_dir / "model"),
+            str(run_dir / "valid_predictions.csv"),
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     fresh = pd.read_csv(out)
     assert list(fresh["path"]) == list(pred["path"])
@@ -141,7 +174,9 @@ def test_each_file_is_decoded_once_per_run_and_not_at_all_when_cached(blobs, tmp
 
 
 def test_early_stopping_stops(blobs, tmp_path):
-    cfg = tiny_config(blobs, epochs=12, lr=0.5, early_stop_patience=1)  # a huge LR: valid loss stops improving
+    cfg = tiny_config(
+        blobs, epochs=12, lr=0.5, early_stop_patience=1
+    )  # a huge LR: valid loss stops improving
     result = run_inline("train", {"config": to_dict(cfg)}, run_dir=tmp_path / "run")
     assert result["stopped_early"] is True
     assert result["epochs_run"] < 12
@@ -152,8 +187,13 @@ def test_early_stopping_stops(blobs, tmp_path):
     assert result["valid_used_for_selection"] is True and "optimistic" in result["sets"]["valid"]
     from safetensors.torch import load_file
 
-    saved, ckpt = (load_file(str(tmp_path / "run" / p)) for p in ("model/model.safetensors", "checkpoints/best.safetensors"))
-    assert saved.keys() == ckpt.keys() and all(torch.equal(saved[k], ckpt[k]) for k in saved)  # the best epoch's weights
+    saved, ckpt = (
+        load_file(str(tmp_path / "run" / p))
+        for p in ("model/model.safetensors", "checkpoints/best.safetensors")
+    )
+    assert saved.keys() == ckpt.keys() and all(
+        torch.equal(saved[k], ckpt[k]) for k in saved
+    )  # the best epoch's weights
 
 
 @pytest.fixture(scope="module")
@@ -258,15 +298,15 @@ def test_torch_hub_cache_gives_offline_pretrained_training(blobs, tmp_path, monk
 
     home = tmp_path / "torch_home"
     (home / "hub" / "checkpoints").mkdir(parents=True)
-    torch.save(torchvision.models.resnet18().state_dict(), home / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
+    torch.save(
+        torchvision.models.resnet18().state_dict(), home / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
+    )
     monkeypatch.setenv("TORCH_HOME", str(home))
     cfg = tiny_config(blobs, pretrained=True, freeze_epochs=1, epochs=1)
     result = run_inline("train", {"config": to_dict(cfg)}, run_dir=tmp_path / "r")
     hist = pd.read_csv(tmp_path / "r" / "history.csv")
     assert list(hist["phase"]) == ["frozen", "unfrozen"]  # fine_tune: head first, then the whole network
     assert result["epochs_run"] == 2
-
-
 
 
 @pytest.fixture

@@ -28,8 +28,9 @@ def png(seed: int = 0, size: int = 24) -> bytes:
     return buf.getvalue()
 
 
-def make_zip(members: dict[str, bytes], links: dict[str, str] | None = None,
-             method: int = zipfile.ZIP_DEFLATED) -> bytes:
+def make_zip(
+    members: dict[str, bytes], links: dict[str, str] | None = None, method: int = zipfile.ZIP_DEFLATED
+) -> bytes:
     """A zip built in memory (member name -> bytes; links: name -> symlink target)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", method) as zf:
@@ -59,8 +60,13 @@ def hosted(monkeypatch, tmp_path):
 
 
 def test_loose_files_go_under_the_class_label_and_html_png_is_refused():
-    files = [("a.png", png(1)), ("b.PNG", png(2)), ("page.png", b"<!doctype html><html>hi</html>"),
-             (".DS_Store", b"junk"), ("../../evil.png", png(3))]
+    files = [
+        ("a.png", png(1)),
+        ("b.PNG", png(2)),
+        ("page.png", b"<!doctype html><html>hi</html>"),
+        (".DS_Store", b"junk"),
+        ("../../evil.png", png(3)),
+    ]
     root, problems = save_uploads(ALICE, files, 10 * MB, 100, label="normal")
     assert stored_files(root) == ["normal/a.png", "normal/b.PNG", "normal/evil.png"]
     assert [p["path"] for p in problems] == ["page.png"] and "HTML" in problems[0]["reason"]
@@ -71,15 +77,25 @@ def test_loose_files_need_a_label_and_dicom_is_kept_by_content():
     with pytest.raises(UploadError, match="class"):
         save_uploads(ALICE, [("a.png", png())], 10 * MB, 100)
     dcm = Path(get_testdata_file("CT_small.dcm")).read_bytes()
-    root, problems = save_uploads(ALICE, [("1.2.840.113", dcm), ("fake.dcm", png())], 10 * MB, 100, label="ct")
+    root, problems = save_uploads(
+        ALICE, [("1.2.840.113", dcm), ("fake.dcm", png())], 10 * MB, 100, label="ct"
+    )
     assert stored_files(root) == ["ct/1.2.840.113.dcm"]
     assert "DICOM" in problems[0]["reason"] and problems[0]["path"] == "fake.dcm"
 
 
 def test_zip_folders_become_classes_hidden_skipped_csv_kept():
-    data = make_zip({"xray/normal/a.png": png(1), "xray/normal/b.png": png(2), "xray/opacity/c.png": png(3),
-                     "__MACOSX/xray/normal/._a.png": b"junk", "xray/normal/.hidden.png": png(4),
-                     "xray/opacity/Thumbs.db": b"junk", "xray/inner/nested.zip": make_zip({"n.png": png(5)})})
+    data = make_zip(
+        {
+            "xray/normal/a.png": png(1),
+            "xray/normal/b.png": png(2),
+            "xray/opacity/c.png": png(3),
+            "__MACOSX/xray/normal/._a.png": b"junk",
+            "xray/normal/.hidden.png": png(4),
+            "xray/opacity/Thumbs.db": b"junk",
+            "xray/inner/nested.zip": make_zip({"n.png": png(5)}),
+        }
+    )
     root, problems = save_uploads(ALICE, [("data.zip", data)], 10 * MB, 100)
     assert stored_files(root) == ["normal/a.png", "normal/b.png", "opacity/c.png"]
     assert [p["reason"] for p in problems] == ["archives inside the zip are not opened; skipped"]
@@ -91,8 +107,16 @@ def test_zip_folders_become_classes_hidden_skipped_csv_kept():
 
 
 def test_zip_slip_absolute_and_symlink_members_never_leave_the_folder(tmp_path):
-    data = make_zip({"../../escape.png": png(1), "/abs/root.png": png(2), "C:/win/c.png": png(3),
-                     "ok/good.png": png(4), "ok/..\\..\\back.png": png(5)}, links={"ok/link.png": "/etc/passwd"})
+    data = make_zip(
+        {
+            "../../escape.png": png(1),
+            "/abs/root.png": png(2),
+            "C:/win/c.png": png(3),
+            "ok/good.png": png(4),
+            "ok/..\\..\\back.png": png(5),
+        },
+        links={"ok/link.png": "/etc/passwd"},
+    )
     root, problems = save_uploads(ALICE, [("evil.zip", data)], 10 * MB, 100)
     assert stored_files(root) == ["ok/good.png"]
     reasons = {p["path"]: p["reason"] for p in problems}
@@ -110,8 +134,9 @@ def test_zip_bombs_are_refused_before_extraction():
     many = make_zip({f"cls/{i}.png": b"x" for i in range(30)})
     with pytest.raises(UploadError, match="30 files"):
         save_uploads(ALICE, [("many.zip", many)], 10 * MB, 20)
-    big = make_zip({f"cls/{i}.bin": np.random.default_rng(i).bytes(600_000) for i in range(8)},
-                   method=zipfile.ZIP_STORED)
+    big = make_zip(
+        {f"cls/{i}.bin": np.random.default_rng(i).bytes(600_000) for i in range(8)}, method=zipfile.ZIP_STORED
+    )
     limits = UploadLimits(max_total_bytes=10 * MB, max_unpacked_bytes=4 * MB, max_file_bytes=4 * MB)
     with pytest.raises(UploadError, match="unpacks to"):
         extract_zip(ALICE, big, limits)

@@ -139,8 +139,9 @@ def login_page() -> None:
         st.write("This X-ray trainer is private to the lab. Sign in to continue.")
         for name in providers or [""]:
             label = f"Log in with {name.title()}" if name else "Log in"
-            st.button(label, key=f"auth_login_{name or 'default'}", on_click=st.login,
-                      args=(name,) if name else ())
+            st.button(
+                label, key=f"auth_login_{name or 'default'}", on_click=st.login, args=(name,) if name else ()
+            )
         return
     with st.form("auth_form"):
         st.text_input("Your user name (your runs and uploads are kept under it)", key="auth_user")
@@ -186,8 +187,6 @@ def gate() -> None:
         st.sidebar.button("Log out", key="auth_logout", on_click=_log_out)
 
 
-
-
 def next_page(pages: list) -> Any | None:
     """The page asked for before sign-in (once), when it is one of `pages` other than the one shown."""
     wanted = st.session_state.pop(NEXT, "")
@@ -197,8 +196,11 @@ def next_page(pages: list) -> Any | None:
 def _write_cookie(token: str, max_age: float) -> None:
     """Set (or with max_age 0, delete) the sign-in cookie in the browser."""
     value = json.dumps(f"{COOKIE}={token}; Max-Age={int(max_age)}; Path=/; SameSite=Strict")
-    st.html(f"<script>document.cookie = {value} + (location.protocol === 'https:' ? '; Secure' : '');</script>",
-            unsafe_allow_javascript=True, width=1)
+    st.html(
+        f"<script>document.cookie = {value} + (location.protocol === 'https:' ? '; Secure' : '');</script>",
+        unsafe_allow_javascript=True,
+        width=1,
+    )
 
 
 def _log_out() -> None:

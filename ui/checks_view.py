@@ -57,8 +57,10 @@ def results(cfg: SourceConfig, run: bool = False, size: int = checks.FEATURE_SIZ
 def dataset_checks(ds: sources.Dataset, cfg: SourceConfig) -> None:
     """Explorer section: can metadata predict the label, duplicates across patients / labels / splits, actions."""
     st.subheader("Checks of the data")
-    st.caption("Can the label be predicted without looking at the anatomy (image size, file size, format, bit depth, "
-               "brightness, DICOM tags)? Are the same images in the set twice, under other patients, labels or splits?")
+    st.caption(
+        "Can the label be predicted without looking at the anatomy (image size, file size, format, bit depth, "
+        "brightness, DICOM tags)? Are the same images in the set twice, under other patients, labels or splits?"
+    )
     res = results(cfg)
     if res is None:
         if not st.button("Run the checks", key="chk_run"):
@@ -79,14 +81,21 @@ def shortcut_panel(sc: dict[str, Any]) -> None:
     if sc["flagged"]:
         st.warning(f"Possible shortcut: {sc['warning']}")
     else:
-        st.success(f"No shortcut found: image metadata alone predict the label with {text}, below the warning "
-                   f"level of {sc['threshold']:.2f} (0.50 = chance).")
+        st.success(
+            f"No shortcut found: image metadata alone predict the label with {text}, below the warning "
+            f"level of {sc['threshold']:.2f} (0.50 = chance)."
+        )
     if sc["features"]:
-        st.plotly_chart(plots.shortcut_features(sc["features"], auc, sc["threshold"]), width="stretch",
-                        key="chk_fig_shortcut")
+        st.plotly_chart(
+            plots.shortcut_features(sc["features"], auc, sc["threshold"]),
+            width="stretch",
+            key="chk_fig_shortcut",
+        )
     same = ", ".join(checks.FEATURE_WORDS.get(c, c) for c in sc["constant"])
-    st.caption(f"{sc['cv'].capitalize()} of small gradient-boosted trees on metadata only ({sc['n']} images)."
-               + (f" The same for every image (so no shortcut): {same}." if same else ""))
+    st.caption(
+        f"{sc['cv'].capitalize()} of small gradient-boosted trees on metadata only ({sc['n']} images)."
+        + (f" The same for every image (so no shortcut): {same}." if same else "")
+    )
 
 
 def duplicates_panel(ds: sources.Dataset, res: dict[str, Any], cfg: SourceConfig) -> None:
@@ -101,9 +110,11 @@ def duplicates_panel(ds: sources.Dataset, res: dict[str, Any], cfg: SourceConfig
         st.caption("No duplicate or near-duplicate images (perceptual hash, confirmed on thumbnails).")
         return
     if d["leak"]:
-        st.warning(f"{d['leak']} duplicate pair(s) sit under different patients, labels or splits: the same "
-                   "picture in training and validation inflates every metric. Exclude one of each, or tick "
-                   "'Keep near-duplicate images together' on the Training setup page.")
+        st.warning(
+            f"{d['leak']} duplicate pair(s) sit under different patients, labels or splits: the same "
+            "picture in training and validation inflates every metric. Exclude one of each, or tick "
+            "'Keep near-duplicate images together' on the Training setup page."
+        )
     shown = pairs.drop(columns=["i", "j"])
     st.dataframe(shown, hide_index=True, width="stretch")
     for row in pairs.head(3).itertuples():
@@ -125,12 +136,17 @@ def setup_checks(src: SourceConfig) -> None:
             st.warning(f"Possible shortcut: {res['shortcut']['warning']}")
         d = res["duplicates"]
         if d["pairs"]:
-            st.warning(f"{d['pairs']} near-duplicate image pair(s) ({d['cross_patient']} across patients, "
-                       f"{d['cross_label']} across labels): keep them together so none spans two splits.")
+            st.warning(
+                f"{d['pairs']} near-duplicate image pair(s) ({d['cross_patient']} across patients, "
+                f"{d['cross_label']} across labels): keep them together so none spans two splits."
+            )
         elif not res["shortcut"].get("flagged"):
             st.caption("Checks of the data: no metadata shortcut and no duplicate images found.")
-    st.checkbox("Keep near-duplicate images together (one split / fold per duplicate group)", key="su_keep_dups",
-                help="Near-duplicates (perceptual hash) are grouped like one patient before splitting.")
+    st.checkbox(
+        "Keep near-duplicate images together (one split / fold per duplicate group)",
+        key="su_keep_dups",
+        help="Near-duplicates (perceptual hash) are grouped like one patient before splitting.",
+    )
 
 
 # ---------------------------------------------------------------- galleries
@@ -148,7 +164,7 @@ def gallery(rows: pd.DataFrame, caption) -> None:
     """Thumbnails in rows of GALLERY_COLS, captioned by caption(row)."""
     records = rows.to_dict("records")
     for start in range(0, len(records), GALLERY_COLS):
-        for col, row in zip(st.columns(GALLERY_COLS), records[start:start + GALLERY_COLS]):
+        for col, row in zip(st.columns(GALLERY_COLS), records[start : start + GALLERY_COLS]):
             _image(col, row["path"], caption(row))
 
 
@@ -169,8 +185,12 @@ def cam_picker(job: jobs.Job, rows: pd.DataFrame, key: str, class_col: str = "pr
     if model is None:
         st.caption("This run has no saved model to explain with.")
         return
-    common.show_cam(model, str(row["path"]), str(row[class_col]),
-                    caption=f"given {row['label']}, model says {row[class_col]}")
+    common.show_cam(
+        model,
+        str(row["path"]),
+        str(row[class_col]),
+        caption=f"given {row['label']}, model says {row[class_col]}",
+    )
 
 
 # ---------------------------------------------------------------- corrections
@@ -190,8 +210,9 @@ def action_picker(rows: pd.DataFrame, classes: list[str], cfg: SourceConfig, key
     options = rows["path"].astype(str).tolist()
     labels = dict(zip(options, rows["label"].astype(str)))
     c1, c2, c3 = st.columns([3, 2, 2])
-    chosen = c1.multiselect("Images", options, key=f"{key}_items",
-                            format_func=lambda p: f"{Path(p).name} ({labels[p]})")
+    chosen = c1.multiselect(
+        "Images", options, key=f"{key}_items", format_func=lambda p: f"{Path(p).name} ({labels[p]})"
+    )
     actions = ["exclude", *[f"label as {c}" for c in classes]]
     action = c2.selectbox("Action", actions, key=f"{key}_action")
     reason = c3.text_input("Why", why, key=f"{key}_why")
@@ -209,10 +230,14 @@ def corrections_panel(cfg: SourceConfig) -> None:
     if not changes:
         return
     st.subheader(f"Corrections ({len(changes)})")
-    st.caption("Your images and label files are never changed: the corrections become a new labels CSV in the app's "
-               "folder, which you can then train on.")
+    st.caption(
+        "Your images and label files are never changed: the corrections become a new labels CSV in the app's "
+        "folder, which you can then train on."
+    )
     table = pd.DataFrame([{"path": p, **c} for p, c in changes.items()])
-    st.dataframe(table.assign(path=[common.shown_path(p) for p in table["path"]]), hide_index=True, width="stretch")
+    st.dataframe(
+        table.assign(path=[common.shown_path(p) for p in table["path"]]), hide_index=True, width="stretch"
+    )
     c1, c2, c3 = st.columns([2, 1, 1])
     name = c1.text_input("Name of the corrected set", key="chk_corr_name")
     if c3.button("Forget these corrections", key="chk_corr_clear"):
@@ -222,8 +247,10 @@ def corrections_panel(cfg: SourceConfig) -> None:
         _write(cfg, changes, name)
     done = st.session_state.get("chk_written")
     if done:
-        st.success(f"Wrote {common.shown_path(done['csv'])} ({done['n']} images; {done['changed']} changed or left "
-                   "out, listed in changes.csv). It is now the data source of the Training setup page.")
+        st.success(
+            f"Wrote {common.shown_path(done['csv'])} ({done['n']} images; {done['changed']} changed or left "
+            "out, listed in changes.csv). It is now the data source of the Training setup page."
+        )
 
 
 def _write(cfg: SourceConfig, changes: dict[str, dict[str, str]], name: str) -> None:
@@ -231,8 +258,11 @@ def _write(cfg: SourceConfig, changes: dict[str, dict[str, str]], name: str) -> 
     try:
         ds = common.load_dataset(cfg)
         folder, src = checks.write_corrections(
-            ds.items, [checks.Correction(p, c["new_label"], c["why"]) for p, c in changes.items()], name,
-            base=_corrections_base())
+            ds.items,
+            [checks.Correction(p, c["new_label"], c["why"]) for p, c in changes.items()],
+            name,
+            base=_corrections_base(),
+        )
     except (ValueError, OSError, sources.SourceError, uploads.UploadError) as err:
         st.error(f"Cannot write the corrections: {err}")
         return
@@ -295,16 +325,26 @@ def _set_cell(key: str, classes: list[str]) -> None:
             return
 
 
-def confusion_cells(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.DataFrame], set_name: str,
-                    src: SourceConfig | None) -> None:
+def confusion_cells(
+    job: jobs.Job,
+    ev: dict[str, Any],
+    frames: dict[str, pd.DataFrame],
+    set_name: str,
+    src: SourceConfig | None,
+) -> None:
     """Click a cell (or pick it) to see its images sorted by loss, with Grad-CAM and actions."""
     st.subheader("Open a confusion-matrix cell")
     classes, set_ev = ev["classes"], ev["sets"][set_name]
     df = evaluate.apply_threshold(frames[set_name].dropna(subset=["label"]), classes, set_ev["threshold"])
     df = df[df["label"].astype(str).isin(classes)]
     cm = set_ev["confusion"]
-    st.plotly_chart(plots.confusion_matrix_cells(cm, classes, "Click a cell to see its images"), width="stretch",
-                    key="chk_cm", on_select=lambda: _set_cell("chk_cm", classes), selection_mode="points")
+    st.plotly_chart(
+        plots.confusion_matrix_cells(cm, classes, "Click a cell to see its images"),
+        width="stretch",
+        key="chk_cm",
+        on_select=lambda: _set_cell("chk_cm", classes),
+        selection_mode="points",
+    )
     n = len(classes)
     cells = [ALL, *[f"{t},{p}" for t in range(n) for p in range(n)]]
     errors = [c for c in cells[1:] if _tp(c)[0] != _tp(c)[1] and cm[_tp(c)[0]][_tp(c)[1]]]
@@ -327,28 +367,47 @@ def confusion_cells(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.Data
         st.info("No images in this cell.")
         return
     st.caption(f"{name(cell)}: the {len(rows)} with the highest loss first.")
-    gallery(rows, lambda r: f"#{r['rank']} true {r['label']} · pred {r['pred']} ({r['prob_pred']:.2f}) "
-                            f"loss {r['loss']:.2f}")
-    cam_picker(job, rows, f"chk_cell_cam_{cell.replace(',', '_')}")  # per cell: a picked row never carries over
+    gallery(
+        rows,
+        lambda r: (
+            f"#{r['rank']} true {r['label']} · pred {r['pred']} ({r['prob_pred']:.2f}) loss {r['loss']:.2f}"
+        ),
+    )
+    cam_picker(
+        job, rows, f"chk_cell_cam_{cell.replace(',', '_')}"
+    )  # per cell: a picked row never carries over
     if src is not None and set_name != "external":  # external images are not in the run's source
-        action_picker(rows, classes, src, f"chk_cell_act_{cell.replace(',', '_')}", f"top loss ({name(cell)})")
+        action_picker(
+            rows, classes, src, f"chk_cell_act_{cell.replace(',', '_')}", f"top loss ({name(cell)})"
+        )
 
 
-def suspect_section(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.DataFrame], src: SourceConfig | None) -> None:
+def suspect_section(
+    job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.DataFrame], src: SourceConfig | None
+) -> None:
     """Items whose given label the out-of-fold model disagrees with (k-fold runs), most suspect first."""
     st.subheader("Suspect labels")
     if "oof" not in frames:
-        st.caption("Suspect labels need a k-fold run: out-of-fold predictions give every image an honest second "
-                   "opinion. Turn on k-fold on the Training setup page.")
+        st.caption(
+            "Suspect labels need a k-fold run: out-of-fold predictions give every image an honest second "
+            "opinion. Turn on k-fold on the Training setup page."
+        )
         return
     classes = ev["classes"]
     ranked = checks.suspect_labels(frames["oof"].dropna(subset=["label"]), classes)
     n_issue = int(ranked["issue"].sum())
-    st.caption(f"{n_issue} of {len(ranked)} images look mislabelled (confident learning on the out-of-fold "
-               "probabilities); the most suspect first. The model can be wrong too: look before changing a label.")
+    st.caption(
+        f"{n_issue} of {len(ranked)} images look mislabelled (confident learning on the out-of-fold "
+        "probabilities); the most suspect first. The model can be wrong too: look before changing a label."
+    )
     top = ranked.head(TOP_K)
-    gallery(top, lambda r: f"#{r['rank']} given {r['label']} · suggested {r['suggested']} ({r['p_suggested']:.2f})"
-                           + (" ⚠" if r["issue"] else ""))
+    gallery(
+        top,
+        lambda r: (
+            f"#{r['rank']} given {r['label']} · suggested {r['suggested']} ({r['p_suggested']:.2f})"
+            + (" ⚠" if r["issue"] else "")
+        ),
+    )
     cam_picker(job, top, "chk_suspect_cam", class_col="suggested")
     if src is not None:
         action_picker(top, classes, src, "chk_suspect_act", "suspect label (out-of-fold model disagrees)")

@@ -32,11 +32,32 @@ from core.sample import ensure_sample
 
 OWNER_KEY = "owner_id"
 # Session keys more than one view reads (the views never import each other; they meet here)
-RUN_CONFIG, RUN_CONFIG_ERROR, SOURCE_CONFIG, LR_JOB = "run_config", "run_config_error", "source_config", "lr_job_id"
-APPLY_SETTINGS = "apply_settings"  # a view handed settings to Training setup: it re-seeds its widgets from them
-TRAIN_JOB, PICK = "train_job_id", "tr_pick"  # Training run: the run this session started last, the run watched
-EVAL_RUN, LAST_EVAL_RUN, CHOSEN = "ev_run", "ev_last_run", "chosen_thresholds"  # Evaluation's run and thresholds
-METRICS = evaluate.HEADLINE + ("pr_auc", "brier", "ece", "ppv", "npv", "f1")  # shown per set: Evaluation, Predict
+RUN_CONFIG, RUN_CONFIG_ERROR, SOURCE_CONFIG, LR_JOB = (
+    "run_config",
+    "run_config_error",
+    "source_config",
+    "lr_job_id",
+)
+APPLY_SETTINGS = (
+    "apply_settings"  # a view handed settings to Training setup: it re-seeds its widgets from them
+)
+TRAIN_JOB, PICK = (
+    "train_job_id",
+    "tr_pick",
+)  # Training run: the run this session started last, the run watched
+EVAL_RUN, LAST_EVAL_RUN, CHOSEN = (
+    "ev_run",
+    "ev_last_run",
+    "chosen_thresholds",
+)  # Evaluation's run and thresholds
+METRICS = evaluate.HEADLINE + (
+    "pr_auc",
+    "brier",
+    "ece",
+    "ppv",
+    "npv",
+    "f1",
+)  # shown per set: Evaluation, Predict
 
 
 @st.cache_resource(show_spinner="Generating the synthetic sample dataset (first start only)...")
@@ -235,14 +256,20 @@ def page_link(path: str, label: str, icon: str | None = None) -> None:
 
 # ---------------------------------------------------------------- finished runs, models, server paths
 
+
 def finished_runs(with_model: bool = False, limit: int = 200) -> list[jobs.Job]:
     """Finished training runs this session may see (done, or crashed and finished from a checkpoint);
     with_model: only runs with a model. k-fold runs are "train" jobs too."""
 
     from core.finish import finished_from_checkpoint
 
-    done = [j for j in visible_jobs(limit) if j.kind == "train" and RunFolder(j.run_dir).is_finished()
-            and (j.status == "done" or finished_from_checkpoint(j.run_dir))]
+    done = [
+        j
+        for j in visible_jobs(limit)
+        if j.kind == "train"
+        and RunFolder(j.run_dir).is_finished()
+        and (j.status == "done" or finished_from_checkpoint(j.run_dir))
+    ]
     return [j for j in done if RunFolder(j.run_dir).models()] if with_model else done
 
 
@@ -284,8 +311,10 @@ def folder_picker(label: str, key: str) -> str:
         return st.text_input(label, key=key).strip()
     options = [str(p) for p in hosting.allowed_folders(owner_id())]
     if not options:
-        st.info("No data folders are configured on this server and you have not uploaded anything yet "
-                "(upload on the Dataset explorer page).")
+        st.info(
+            "No data folders are configured on this server and you have not uploaded anything yet "
+            "(upload on the Dataset explorer page)."
+        )
         return ""
     return st.selectbox(label, options, format_func=shown_path, key=key + "_pick") or ""
 
@@ -321,8 +350,13 @@ def _cam(model_path: str, version: tuple, path: str, file_version_: tuple, class
     from core import explain
 
     res = explain.explain(predictor(model_path), path, class_name)
-    return {"image": np.asarray(res.image), "overlay": np.asarray(res.overlay), "class": res.class_name,
-            "prob": res.prob, "probs": res.probs}
+    return {
+        "image": np.asarray(res.image),
+        "overlay": np.asarray(res.overlay),
+        "class": res.class_name,
+        "prob": res.prob,
+        "probs": res.probs,
+    }
 
 
 def grad_cam(model_path: str, path: str, class_name: str | None = None) -> dict:
@@ -340,8 +374,12 @@ def show_cam(model_path: str, path: str, class_name: str | None = None, caption:
         return
     left, right, _ = st.columns([2, 2, 1])
     left.image(thumbnail(path, 448), caption=caption or Path(path).name, width="stretch")
-    right.image(cam["overlay"], caption=f"Grad-CAM for '{cam['class']}' (p = {cam['prob']:.3f}): "
-                                        "red = regions that raised this class's score", width="stretch")
+    right.image(
+        cam["overlay"],
+        caption=f"Grad-CAM for '{cam['class']}' (p = {cam['prob']:.3f}): "
+        "red = regions that raised this class's score",
+        width="stretch",
+    )
 
 
 # ---------------------------------------------------------------- shared by the views
@@ -380,14 +418,18 @@ def hand_to_setup(cfg: RunConfig) -> None:
     state = st.session_state
     state[RUN_CONFIG], state[SOURCE_CONFIG], state[APPLY_SETTINGS] = to_dict(cfg), cfg.source, True
     try:
-        settings_store.save(settings_user(), settings_store.Saved(cfg, cfg.source, str(state.get(LR_JOB) or "")))
+        settings_store.save(
+            settings_user(), settings_store.Saved(cfg, cfg.source, str(state.get(LR_JOB) or ""))
+        )
     except OSError:  # a full or read-only disk: the settings still reach the setup page in this session
         pass
 
 
 def default_run_config(source: SourceConfig) -> RunConfig:
     """This machine's starting settings (core.choices); from scratch when ImageNet weights cannot be had."""
-    return choices.default_config(source, choices.has_gpu(), pretrained=weights_status(RunConfig().train.arch)[0])
+    return choices.default_config(
+        source, choices.has_gpu(), pretrained=weights_status(RunConfig().train.arch)[0]
+    )
 
 
 # ---------------------------------------------------------------- run-folder readers and widgets the views share
@@ -439,9 +481,11 @@ def config_caption(cfg: dict) -> str:
     valid = f"{split.k_folds} folds" if split.k_folds >= 2 else f"valid {split.valid_pct:.0%}"
     where = c.source.csv_path or c.source.root
     data = f" on {Path(where).name}" if where else ""
-    return (f"{c.train.arch} ({weights}){data}, {c.data.img_size} px {c.data.channels}, batch {c.data.batch_size}, "
-            f"{schedule_text(c)}, lr {c.train.lr or 'default'}, "
-            f"split {split.method} ({valid}, test {split.test_pct:.0%}){folds}")
+    return (
+        f"{c.train.arch} ({weights}){data}, {c.data.img_size} px {c.data.channels}, batch {c.data.batch_size}, "
+        f"{schedule_text(c)}, lr {c.train.lr or 'default'}, "
+        f"split {split.method} ({valid}, test {split.test_pct:.0%}){folds}"
+    )
 
 
 def run_label(job: jobs.Job) -> str:

@@ -23,7 +23,12 @@ from ui.common import CHOSEN, METRICS, run_label  # shared with the Predict view
 
 LAST_RUN, RUN = common.LAST_EVAL_RUN, common.EVAL_RUN
 COMPARE, SET, PREV, EXTERNAL = "ev_compare", "ev_set", "ev_prevalence", "ev_external"
-SET_NAMES = {"valid": "validation", "oof": "out-of-fold (k-fold)", "test": "hold-out test", "external": "external test"}
+SET_NAMES = {
+    "valid": "validation",
+    "oof": "out-of-fold (k-fold)",
+    "test": "hold-out test",
+    "external": "external test",
+}
 FOLD_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "sensitivity", "specificity")
 TOP_K, GALLERY_COLS, THUMB = 12, 6, 160
 
@@ -56,19 +61,30 @@ def predictions(run_dir: str, version: tuple) -> dict[str, pd.DataFrame]:
 
 
 @st.cache_data(max_entries=64, show_spinner="Computing metrics with bootstrap confidence intervals...")
-def evaluation(run_dir: str, version: tuple, threshold: float | None, prevalence: float | None,
-               external: pd.DataFrame | None = None) -> dict[str, Any]:
+def evaluation(
+    run_dir: str,
+    version: tuple,
+    threshold: float | None,
+    prevalence: float | None,
+    external: pd.DataFrame | None = None,
+) -> dict[str, Any]:
     """evaluate_run of a run folder (+ external set) at a threshold and prevalence."""
     return evaluate.evaluate_run(run_dir, threshold=threshold, external=external, prevalence=prevalence)
 
 
 @st.cache_data(max_entries=8, show_spinner="Writing the report (metrics, figures, top losses)...")
-def report_html(run_dir: str, version: tuple, threshold: float | None, prevalence: float | None,
-                external: pd.DataFrame | None = None) -> tuple[bytes, str]:
+def report_html(
+    run_dir: str,
+    version: tuple,
+    threshold: float | None,
+    prevalence: float | None,
+    external: pd.DataFrame | None = None,
+) -> tuple[bytes, str]:
     """report.html built into the run folder (report/ or report_external/); (its bytes, its path)."""
     out = RunFolder(run_dir).report_folder(external=external is not None)
-    rep = report.build_report(run_dir, out, test_predictions=external, threshold=threshold, prevalence=prevalence,
-                              png=False)
+    rep = report.build_report(
+        run_dir, out, test_predictions=external, threshold=threshold, prevalence=prevalence, png=False
+    )
     return Path(rep["report"]).read_bytes(), rep["report"]
 
 
@@ -77,7 +93,9 @@ def report_html(run_dir: str, version: tuple, threshold: float | None, prevalenc
 
 def no_runs() -> None:
     """The empty state: where runs come from."""
-    st.info("No finished training runs yet. Start one on the **Training run** page; it appears here when done.")
+    st.info(
+        "No finished training runs yet. Start one on the **Training run** page; it appears here when done."
+    )
     common.page_link("pages/3_train.py", "Training run", icon=":material/model_training:")
 
 
@@ -85,7 +103,9 @@ def pick_run(runs: list[jobs.Job]) -> jobs.Job:
     """The run to evaluate (default: the one watched on the Training run page, else the newest)."""
     ids = [j.id for j in runs]
     if st.session_state.get(RUN) not in ids:
-        st.session_state[RUN] = st.session_state.get(common.PICK) if st.session_state.get(common.PICK) in ids else ids[0]
+        st.session_state[RUN] = (
+            st.session_state.get(common.PICK) if st.session_state.get(common.PICK) in ids else ids[0]
+        )
     labels = {j.id: run_label(j) for j in runs}
     chosen = st.selectbox("Run", ids, key=RUN, format_func=labels.get)
     st.session_state[LAST_RUN] = chosen  # kept when this page's widget state is dropped (Predict reads it)
@@ -117,27 +137,46 @@ def threshold_panel(job: jobs.Job, classes: list[str], df: pd.DataFrame) -> tupl
     both = 0 < int(y.sum()) < len(y)
     c = st.columns([1, 1, 1, 2])
     if both:
-        c[0].button("90 % sensitivity", key="ev_t90", on_click=_set_threshold, width="stretch",
-                    args=(key, floor3(evaluate.threshold_for_sensitivity(y, p_pos, 0.90))),
-                    help="The highest threshold that still finds at least 90 % of the positive images")
-        c[1].button("Youden", key="ev_youden", on_click=_set_threshold, width="stretch",
-                    args=(key, floor3(evaluate.youden_threshold(y, p_pos))),
-                    help="The threshold that maximises sensitivity + specificity - 1 (Youden's J)")
+        c[0].button(
+            "90 % sensitivity",
+            key="ev_t90",
+            on_click=_set_threshold,
+            width="stretch",
+            args=(key, floor3(evaluate.threshold_for_sensitivity(y, p_pos, 0.90))),
+            help="The highest threshold that still finds at least 90 % of the positive images",
+        )
+        c[1].button(
+            "Youden",
+            key="ev_youden",
+            on_click=_set_threshold,
+            width="stretch",
+            args=(key, floor3(evaluate.youden_threshold(y, p_pos))),
+            help="The threshold that maximises sensitivity + specificity - 1 (Youden's J)",
+        )
     c[2].button("Default 0.5", key="ev_t50", on_click=_set_threshold, args=(key, 0.5), width="stretch")
-    prev = c[3].number_input("Prevalence for PPV/NPV (0 = as in this set)", 0.0, 0.999, 0.0, 0.01, key=PREV,
-                             format="%.3f")
+    prev = c[3].number_input(
+        "Prevalence for PPV/NPV (0 = as in this set)", 0.0, 0.999, 0.0, 0.01, key=PREV, format="%.3f"
+    )
     st.session_state.setdefault(key, st.session_state.get(CHOSEN, {}).get(job.id, 0.5))
-    t = st.slider(f"P({classes[1]}) at or above which an image is called {classes[1]}", 0.0, 1.0, step=0.001,
-                  format="%.3f", key=key)
+    t = st.slider(
+        f"P({classes[1]}) at or above which an image is called {classes[1]}",
+        0.0,
+        1.0,
+        step=0.001,
+        format="%.3f",
+        key=key,
+    )
     prevalence = float(prev) if prev > 0 else None
     m = evaluate.metrics_at_threshold(y, p_pos, t, prevalence)
     cols = st.columns(4)
     for col, name in zip(cols, ("sensitivity", "specificity", "ppv", "npv")):
         col.metric(name.upper() if len(name) == 3 else name.capitalize(), fmt.number(m[name]))
-    st.caption(f"On the {len(y)} {'out-of-fold' if 'fold' in df else 'validation'} images: TP {m['tp']}, "
-               f"FP {m['fp']}, TN {m['tn']}, FN {m['fn']}; PPV/NPV at prevalence {fmt.number(m['prevalence'])}. "
-               "Thresholds are chosen on validation data, never on a test set. The chosen threshold is carried "
-               "to the Predict page for this run.")
+    st.caption(
+        f"On the {len(y)} {'out-of-fold' if 'fold' in df else 'validation'} images: TP {m['tp']}, "
+        f"FP {m['fp']}, TN {m['tn']}, FN {m['fn']}; PPV/NPV at prevalence {fmt.number(m['prevalence'])}. "
+        "Thresholds are chosen on validation data, never on a test set. The chosen threshold is carried "
+        "to the Predict page for this run."
+    )
     st.session_state.setdefault(CHOSEN, {})[job.id] = float(t)
     return float(t), prevalence
 
@@ -153,9 +192,14 @@ def metrics_section(ev: dict[str, Any]) -> None:
     st.dataframe(table, hide_index=True, width="stretch", height="content")
     first = next(iter(ev["sets"].values()))
     boot = first["bootstrap"]
-    st.caption(f"Intervals: {boot['method']} bootstrap, {boot['n_resamples']} resamples. "
-               + (f"Decision threshold {first['threshold']:.3f}." if first["threshold"] is not None
-                  else "Predicted class = the most probable one."))
+    st.caption(
+        f"Intervals: {boot['method']} bootstrap, {boot['n_resamples']} resamples. "
+        + (
+            f"Decision threshold {first['threshold']:.3f}."
+            if first["threshold"] is not None
+            else "Predicted class = the most probable one."
+        )
+    )
 
 
 def compare_section(job: jobs.Job, runs: list[jobs.Job], prevalence: float | None) -> None:
@@ -181,12 +225,16 @@ def figures_section(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.Data
     name = st.selectbox("Figures for", names, key=SET, format_func=lambda n: SET_NAMES.get(n, n))
     set_ev = ev["sets"][name]
     figs = report.set_figures(name, set_ev, frames[name])
-    tabs = st.tabs(["Confusion matrix", "ROC curve", "Precision-recall", "Calibration", "Training curves"]
-                   + (["Threshold"] if f"{name}_threshold" in figs else []))
+    tabs = st.tabs(
+        ["Confusion matrix", "ROC curve", "Precision-recall", "Calibration", "Training curves"]
+        + (["Threshold"] if f"{name}_threshold" in figs else [])
+    )
     for tab, key in zip(tabs, ("confusion", "roc", "pr", "reliability")):
         tab.plotly_chart(figs[f"{name}_{key}"], width="stretch", key=f"ev_fig_{key}")
     cal = set_ev["calibration"]
-    tabs[3].caption(f"ECE {fmt.number(cal['ece'])} (lower is better; {cal['n_bins']} bins), Brier score {fmt.number(cal['brier'])}.")
+    tabs[3].caption(
+        f"ECE {fmt.number(cal['ece'])} (lower is better; {cal['n_bins']} bins), Brier score {fmt.number(cal['brier'])}."
+    )
     with tabs[4]:
         common.curves(job, common.best_epochs(RunFolder(job.run_dir).read_metrics(), {}))
     if len(tabs) > 5:
@@ -203,13 +251,28 @@ def folds_section(ev: dict[str, Any]) -> None:
     st.subheader("Per fold")
     table = pd.DataFrame(ev["folds"]["table"])
     ms = ev["folds"]["mean_sd"]
-    rows = [{"fold": "mean ± sd", "n": int(table["n"].sum()),
-             **{k: fmt.mean_sd(v["mean"], v["sd"]) for k, v in ms.items() if k in table}}]
+    rows = [
+        {
+            "fold": "mean ± sd",
+            "n": int(table["n"].sum()),
+            **{k: fmt.mean_sd(v["mean"], v["sd"]) for k, v in ms.items() if k in table},
+        }
+    ]
     pooled = ev["sets"]["oof"]["metrics"]
-    rows.append({"fold": "pooled out-of-fold", "n": ev["sets"]["oof"]["n"],
-                 **{k: fmt.number(pooled[k]) for k in table.columns if k in pooled}})
-    shown = pd.concat([table.map(lambda v: fmt.number(v) if isinstance(v, float) else v).astype(str),
-                       pd.DataFrame(rows).astype(str)], ignore_index=True)
+    rows.append(
+        {
+            "fold": "pooled out-of-fold",
+            "n": ev["sets"]["oof"]["n"],
+            **{k: fmt.number(pooled[k]) for k in table.columns if k in pooled},
+        }
+    )
+    shown = pd.concat(
+        [
+            table.map(lambda v: fmt.number(v) if isinstance(v, float) else v).astype(str),
+            pd.DataFrame(rows).astype(str),
+        ],
+        ignore_index=True,
+    )
     st.dataframe(shown, hide_index=True, width="stretch")
     st.plotly_chart(plots.fold_bars(table, FOLD_METRICS), width="stretch", key="ev_fig_folds")
 
@@ -238,7 +301,9 @@ def _thumb(col, row: dict) -> None:
         col.caption(f"{caption}: image unavailable ({err})")
 
 
-def top_losses_section(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.DataFrame], set_name: str) -> None:
+def top_losses_section(
+    job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.DataFrame], set_name: str
+) -> None:
     """The images the model got most wrong (highest loss) of the chosen set, and Grad-CAM for one of them."""
     st.subheader(f"Top losses ({SET_NAMES.get(set_name, set_name)})")
     classes, set_ev = ev["classes"], ev["sets"][set_name]
@@ -250,7 +315,7 @@ def top_losses_section(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.D
         return
     records = losses.to_dict("records")
     for start in range(0, len(records), GALLERY_COLS):
-        for col, row in zip(st.columns(GALLERY_COLS), records[start:start + GALLERY_COLS]):
+        for col, row in zip(st.columns(GALLERY_COLS), records[start : start + GALLERY_COLS]):
             _thumb(col, row)
     c1, c2 = st.columns(2)
     names = {r["rank"]: f"#{r['rank']} {Path(str(r['path'])).name}" for r in records}
@@ -270,9 +335,16 @@ def top_losses_section(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.D
 
 def _external_source() -> SourceConfig | None:
     """Folder (class sub-folders, images or DICOM) or CSV (path, label) of the external test set."""
-    kind = st.radio("Labelled test set", ["folder", "csv"], horizontal=True, key="ev_ext_kind",
-                    format_func={"folder": "A folder (one sub-folder per class; images or DICOM)",
-                                 "csv": "A CSV of paths and labels"}.get)
+    kind = st.radio(
+        "Labelled test set",
+        ["folder", "csv"],
+        horizontal=True,
+        key="ev_ext_kind",
+        format_func={
+            "folder": "A folder (one sub-folder per class; images or DICOM)",
+            "csv": "A CSV of paths and labels",
+        }.get,
+    )
     if kind == "folder":
         root = common.folder_picker("Test folder", "ev_ext_root")
         return SourceConfig(kind="folder", root=root) if root else None
@@ -280,7 +352,11 @@ def _external_source() -> SourceConfig | None:
     c1, c2 = st.columns(2)
     path_col = c1.text_input("Path column", "path", key="ev_ext_pathcol")
     label_col = c2.text_input("Label column", "label", key="ev_ext_labelcol")
-    return SourceConfig(kind="csv", csv_path=csv_path, path_col=path_col, label_col=label_col) if csv_path else None
+    return (
+        SourceConfig(kind="csv", csv_path=csv_path, path_col=path_col, label_col=label_col)
+        if csv_path
+        else None
+    )
 
 
 def _predict_external(job: jobs.Job, cfg: SourceConfig, model: str, tta: bool) -> None:
@@ -292,8 +368,13 @@ def _predict_external(job: jobs.Job, cfg: SourceConfig, model: str, tta: bool) -
     except (sources.SourceError, uploads.UploadError, ValueError, OSError) as err:
         st.error(f"Cannot use this test set: {err}")
         return
-    st.session_state[EXTERNAL] = {"run": job.id, "model": model, "df": scored.predictions,
-                                  "source": cfg.root or cfg.csv_path, "problems": scored.problems}
+    st.session_state[EXTERNAL] = {
+        "run": job.id,
+        "model": model,
+        "df": scored.predictions,
+        "source": cfg.root or cfg.csv_path,
+        "problems": scored.problems,
+    }
     st.rerun()
 
 
@@ -308,8 +389,10 @@ def external_section(job: jobs.Job) -> None:
     mine = ext.get("run") == job.id
     with st.expander("External labelled test set", expanded=mine):
         if mine:
-            st.success(f"External test set: {len(ext['df'])} images from {common.shown_path(ext['source'])} "
-                       "(metrics above, in the 'external test' column).")
+            st.success(
+                f"External test set: {len(ext['df'])} images from {common.shown_path(ext['source'])} "
+                "(metrics above, in the 'external test' column)."
+            )
             if len(ext["problems"]):
                 st.dataframe(shown_frame(ext["problems"]), hide_index=True, width="stretch")
             st.button("Forget this test set", key="ev_ext_clear", on_click=_forget_external)
@@ -334,22 +417,44 @@ def external_frame(job: jobs.Job) -> pd.DataFrame | None:
 # ---------------------------------------------------------------- downloads
 
 
-def downloads(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.DataFrame], threshold: float | None,
-              prevalence: float | None, external: pd.DataFrame | None) -> None:
+def downloads(
+    job: jobs.Job,
+    ev: dict[str, Any],
+    frames: dict[str, pd.DataFrame],
+    threshold: float | None,
+    prevalence: float | None,
+    external: pd.DataFrame | None,
+) -> None:
     """The HTML report (built on request, into the run folder) and every set's predictions as CSV."""
     st.subheader("Downloads")
-    all_sets = pd.concat([evaluate.apply_threshold(frames[n], ev["classes"], threshold).assign(set=n)
-                          for n in ev["sets"] if n in frames], ignore_index=True)
+    all_sets = pd.concat(
+        [
+            evaluate.apply_threshold(frames[n], ev["classes"], threshold).assign(set=n)
+            for n in ev["sets"]
+            if n in frames
+        ],
+        ignore_index=True,
+    )
     c1, c2 = st.columns(2)
-    c1.download_button("Download predictions (CSV)", shown_frame(all_sets).to_csv(index=False).encode(),
-                       file_name=f"predictions_{job.id}.csv", mime="text/csv", key="ev_dl_preds")
+    c1.download_button(
+        "Download predictions (CSV)",
+        shown_frame(all_sets).to_csv(index=False).encode(),
+        file_name=f"predictions_{job.id}.csv",
+        mime="text/csv",
+        key="ev_dl_preds",
+    )
     key = (job.id, threshold, prevalence, external is not None)
     if c2.button("Build the report (HTML)", key="ev_report"):
         st.session_state["ev_report_for"] = key
     if st.session_state.get("ev_report_for") == key:
         data, path = report_html(job.run_dir, run_version(job.run_dir), threshold, prevalence, external)
-        c2.download_button("Download report (HTML)", data, file_name=f"report_{job.id}.html", mime="text/html",
-                           key="ev_dl_report")
+        c2.download_button(
+            "Download report (HTML)",
+            data,
+            file_name=f"report_{job.id}.html",
+            mime="text/html",
+            key="ev_dl_report",
+        )
         if not hosting.hosted():
             c2.caption(f"Also saved as {path} (with figures/ and metrics_report.json).")
 
@@ -357,7 +462,9 @@ def downloads(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.DataFrame]
 # ---------------------------------------------------------------- the page
 
 
-def frames_with_external(frames: dict[str, pd.DataFrame], external: pd.DataFrame | None) -> dict[str, pd.DataFrame]:
+def frames_with_external(
+    frames: dict[str, pd.DataFrame], external: pd.DataFrame | None
+) -> dict[str, pd.DataFrame]:
     """The run's prediction tables plus the external set's."""
     return {**frames, "external": external} if external is not None else dict(frames)
 
@@ -378,8 +485,11 @@ def show_run(job: jobs.Job, runs: list[jobs.Job], checks: SetChecks | None = Non
         return
     external = external_frame(job)
     try:
-        threshold, prevalence = (threshold_panel(job, classes, evaluate.labelled(frames[primary])) if len(classes) == 2
-                                 else (None, None))
+        threshold, prevalence = (
+            threshold_panel(job, classes, evaluate.labelled(frames[primary]))
+            if len(classes) == 2
+            else (None, None)
+        )
         ev = evaluation(job.run_dir, version, threshold, prevalence, external)
     except ValueError as err:  # predictions that do not match the run's classes (an edited or partial folder)
         st.error(f"This run's predictions cannot be evaluated: {err}")
@@ -395,4 +505,3 @@ def show_run(job: jobs.Job, runs: list[jobs.Job], checks: SetChecks | None = Non
         checks(job, ev, all_frames, set_name)
     external_section(job)
     downloads(job, ev, all_frames, threshold, prevalence, external)
-

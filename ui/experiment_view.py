@@ -28,7 +28,10 @@ DEFAULT_SWEPT = ["lr"]
 def base_config() -> tuple[RunConfig | None, str]:
     """The working settings of Training setup (kept per user), else the setup defaults; with a note."""
     if st.session_state.get(common.RUN_CONFIG_ERROR):
-        return None, f"The settings on the Training setup page are not valid: {st.session_state[common.RUN_CONFIG_ERROR]}"
+        return (
+            None,
+            f"The settings on the Training setup page are not valid: {st.session_state[common.RUN_CONFIG_ERROR]}",
+        )
     carried = st.session_state.get(common.RUN_CONFIG)
     if carried:
         try:
@@ -43,11 +46,17 @@ def suggested_values(cfg: RunConfig, name: str) -> str:
     """A starting text for a setting's values, around the base config's value."""
     d, t = cfg.data, cfg.train
     return {
-        "epochs": f"{t.epochs},{t.epochs * 2}", "lr": f"{t.lr / 3:.2g},{t.lr * 3:.2g}" if t.lr else "1e-3,1e-2",
-        "wd": "1e-4:1e-1:log3", "img_size": f"{max(16, d.img_size // 2)},{d.img_size}",
-        "batch_size": f"{max(1, d.batch_size // 2)},{d.batch_size}", "arch": f"{t.arch},resnet34",
-        "aug": "none,default,fastai", "aug_strength": "0.5,1,2", "imbalance": "none,weighted_loss,oversample",
-        "train_fraction": "0.25,0.5,1", "seed": "1,2,3",
+        "epochs": f"{t.epochs},{t.epochs * 2}",
+        "lr": f"{t.lr / 3:.2g},{t.lr * 3:.2g}" if t.lr else "1e-3,1e-2",
+        "wd": "1e-4:1e-1:log3",
+        "img_size": f"{max(16, d.img_size // 2)},{d.img_size}",
+        "batch_size": f"{max(1, d.batch_size // 2)},{d.batch_size}",
+        "arch": f"{t.arch},resnet34",
+        "aug": "none,default,fastai",
+        "aug_strength": "0.5,1,2",
+        "imbalance": "none,weighted_loss,oversample",
+        "train_fraction": "0.25,0.5,1",
+        "seed": "1,2,3",
     }.get(name, "")
 
 
@@ -61,14 +70,20 @@ def fmt_metric(row: pd.Series, metric: str) -> str:
 
 def shown_table(table: pd.DataFrame, metric: str, settings: list[str]) -> pd.DataFrame:
     """The trial table as the page shows it: best starred, metric with CI, duration readable."""
-    return pd.DataFrame({
-        "best": ["★" if b else "" for b in table["best"]], "trial": table["trial"], "name": table["name"],
-        "status": table["status"], **{s: table[s].astype(str) for s in settings},
-        f"valid {metric} (95% CI)": [fmt_metric(r, metric) for _, r in table.iterrows()],
-        "progress": table["progress"],
-        "duration": ["" if math.isnan(d) else fmt.seconds(d) for d in table["duration_s"]],
-        "note": table["note"].fillna(""), "job": table["job"],
-    })
+    return pd.DataFrame(
+        {
+            "best": ["★" if b else "" for b in table["best"]],
+            "trial": table["trial"],
+            "name": table["name"],
+            "status": table["status"],
+            **{s: table[s].astype(str) for s in settings},
+            f"valid {metric} (95% CI)": [fmt_metric(r, metric) for _, r in table.iterrows()],
+            "progress": table["progress"],
+            "duration": ["" if math.isnan(d) else fmt.seconds(d) for d in table["duration_s"]],
+            "note": table["note"].fillna(""),
+            "job": table["job"],
+        }
+    )
 
 
 def experiment_label(record: dict) -> str:
@@ -84,9 +99,15 @@ def spec_from_state(chosen: list[str]) -> experiments.SweepSpec:
     """The SweepSpec the form's widgets describe."""
     state = st.session_state
     axes = [f"{name}={state.get(f'ex_val_{name}', '')}" for name in chosen]
-    return experiments.SweepSpec(axes=axes, mode=state.get("ex_mode", "grid"), trials=int(state.get("ex_trials", 0)),
-                                 budget_min=float(state.get("ex_budget", 0.0)), metric=state.get("ex_metric", experiments.METRICS[0]),
-                                 median_stop_epoch=int(state.get("ex_median", 0)), name=str(state.get("ex_name", "")).strip())
+    return experiments.SweepSpec(
+        axes=axes,
+        mode=state.get("ex_mode", "grid"),
+        trials=int(state.get("ex_trials", 0)),
+        budget_min=float(state.get("ex_budget", 0.0)),
+        metric=state.get("ex_metric", experiments.METRICS[0]),
+        median_stop_epoch=int(state.get("ex_median", 0)),
+        name=str(state.get("ex_name", "")).strip(),
+    )
 
 
 def start_section() -> None:
@@ -96,20 +117,36 @@ def start_section() -> None:
         st.warning(note)
         common.page_link(SETUP_PAGE, "Training setup", icon=":material/tune:")
         return
-    st.caption(f"Every trial starts from {note}: {experiments.dataset_text(cfg)}, {cfg.train.arch}, "
-               f"{cfg.data.img_size} px, {cfg.train.epochs} epochs; only the settings chosen here vary.")
-    chosen = st.multiselect("Settings to sweep", list(experiments.SETTINGS), default=DEFAULT_SWEPT, key="ex_settings",
-                            format_func=lambda n: f"{n} - {experiments.SETTINGS[n].help}")
+    st.caption(
+        f"Every trial starts from {note}: {experiments.dataset_text(cfg)}, {cfg.train.arch}, "
+        f"{cfg.data.img_size} px, {cfg.train.epochs} epochs; only the settings chosen here vary."
+    )
+    chosen = st.multiselect(
+        "Settings to sweep",
+        list(experiments.SETTINGS),
+        default=DEFAULT_SWEPT,
+        key="ex_settings",
+        format_func=lambda n: f"{n} - {experiments.SETTINGS[n].help}",
+    )
     for name in chosen:
-        st.text_input(f"Values of {name}", value=suggested_values(cfg, name), key=f"ex_val_{name}",
-                      help=experiments.SYNTAX)
+        st.text_input(
+            f"Values of {name}",
+            value=suggested_values(cfg, name),
+            key=f"ex_val_{name}",
+            help=experiments.SYNTAX,
+        )
     c1, c2, c3, c4, c5 = st.columns(5)
     c1.radio("Search", experiments.MODES, key="ex_mode", horizontal=True)
     c2.number_input("Trials (0 = every grid point)", 0, 500, key="ex_trials")
     c3.number_input("Time budget (minutes, 0 = none)", 0.0, 10_000.0, step=5.0, key="ex_budget")
     c4.selectbox("Rank trials by", experiments.METRICS, key="ex_metric")
-    c5.number_input("Median stop after epoch (0 = off)", 0, 1000, key="ex_median",
-                    help="a running trial below the median of finished trials after this epoch is stopped")
+    c5.number_input(
+        "Median stop after epoch (0 = off)",
+        0,
+        1000,
+        key="ex_median",
+        help="a running trial below the median of finished trials after this epoch is stopped",
+    )
     st.text_input("Experiment name", key="ex_name", placeholder="e.g. learning rate vs augmentation")
     spec = spec_from_state(chosen)
     try:
@@ -147,10 +184,23 @@ def experiments_section() -> str | None:
     if not records:
         st.info("No experiments yet. Choose settings above and press **Start sweep**.")
         return None
-    st.dataframe(pd.DataFrame([{"id": i, "name": r["name"], "dataset": experiments.dataset_text(experiments.base_of(r)),
-                                "status": r["status"], "trials": len(r["trials"]),
-                                "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"]))}
-                               for i, r in records.items()]), hide_index=True, width="stretch")
+    st.dataframe(
+        pd.DataFrame(
+            [
+                {
+                    "id": i,
+                    "name": r["name"],
+                    "dataset": experiments.dataset_text(experiments.base_of(r)),
+                    "status": r["status"],
+                    "trials": len(r["trials"]),
+                    "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(r["created"])),
+                }
+                for i, r in records.items()
+            ]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
     ids = list(records)
     if st.session_state.get(PICK) not in ids:
         st.session_state[PICK] = ids[0]
@@ -163,8 +213,10 @@ def watch(exp_id: str) -> None:
     record = experiments.refresh(exp_id, store)
     st.subheader(f"Experiment {record['name']}")
     spec = experiments.spec_of(record)
-    st.caption(f"{experiments.dataset_text(experiments.base_of(record))} · {spec.mode} search over "
-               f"{', '.join(spec.axes)} · ranked by validation {spec.metric} (the test set is for the chosen model only)")
+    st.caption(
+        f"{experiments.dataset_text(experiments.base_of(record))} · {spec.mode} search over "
+        f"{', '.join(spec.axes)} · ranked by validation {spec.metric} (the test set is for the chosen model only)"
+    )
     if record["status"] in jobs.ACTIVE:
         cancel_controls(record)
         live_panel(exp_id)
@@ -229,8 +281,13 @@ def use_section(record: dict) -> None:
     ids = [t["job"] for t in done]
     names = {t["job"]: t["name"] + (" (best)" if t["job"] == best else "") for t in done}
     c1, c2 = st.columns([3, 1])
-    pick = c1.selectbox("Trial to reuse", ids, index=ids.index(best) if best in ids else 0, format_func=names.get,
-                        key="ex_use_pick")
+    pick = c1.selectbox(
+        "Trial to reuse",
+        ids,
+        index=ids.index(best) if best in ids else 0,
+        format_func=names.get,
+        key="ex_use_pick",
+    )
     if c2.button("Use these settings", key="ex_use", type="primary"):
         use_settings(experiments.trial_config(record, pick))
 

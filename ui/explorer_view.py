@@ -49,8 +49,15 @@ def _source_label(key: str) -> str:
 def _csv_columns(cfg: SourceConfig) -> SourceConfig:
     """Column-name inputs for a CSV source (names, not paths: fine in every mode)."""
     c1, c2, c3, c4 = st.columns(4)
-    for key, default in (("src_pathcol", "path"), ("src_labelcol", "label"), ("src_groupcol", ""), ("src_splitcol", "")):
-        st.session_state.setdefault(key, default)  # defaults via state: kept settings may have set them already
+    for key, default in (
+        ("src_pathcol", "path"),
+        ("src_labelcol", "label"),
+        ("src_groupcol", ""),
+        ("src_splitcol", ""),
+    ):
+        st.session_state.setdefault(
+            key, default
+        )  # defaults via state: kept settings may have set them already
     cfg.path_col = c1.text_input("Path column", key="src_pathcol")
     cfg.label_col = c2.text_input("Label column", key="src_labelcol")
     cfg.group_col = c3.text_input("Patient column (optional)", key="src_groupcol")
@@ -97,12 +104,16 @@ def _hosted_source(choice: str) -> SourceConfig | None:
         if not options:
             st.info("No CSV files in the configured data folders or in your uploads.")
             return None
-        csv_path = st.selectbox("CSV file", options, format_func=lambda p: _place(p, owner), key="src_csv_pick")
+        csv_path = st.selectbox(
+            "CSV file", options, format_func=lambda p: _place(p, owner), key="src_csv_pick"
+        )
         return _csv_columns(SourceConfig(kind="csv", csv_path=csv_path))
     options = [str(p) for p in hosting.allowed_folders(owner)]
     if not options:
-        st.info("No data folders are configured on this server and you have not uploaded anything yet: "
-                "choose 'Upload images or a zip', or the built-in sample.")
+        st.info(
+            "No data folders are configured on this server and you have not uploaded anything yet: "
+            "choose 'Upload images or a zip', or the built-in sample."
+        )
         return None
     root = st.selectbox("Folder", options, format_func=lambda p: _place(p, owner), key="src_root_pick")
     return _dicom_source(root) if choice == "dicom" else SourceConfig(kind=choice, root=root)
@@ -110,12 +121,14 @@ def _hosted_source(choice: str) -> SourceConfig | None:
 
 def _dicom_source(root: str) -> SourceConfig | None:
     """A DICOM folder's labels: class folders, a CSV (file name or path -> label) or a header tag; None until given."""
-    how = st.radio("Labels from", list(DICOM_LABELS), format_func=DICOM_LABELS.get, horizontal=True,
-                   key="src_dcm_labels")
+    how = st.radio(
+        "Labels from", list(DICOM_LABELS), format_func=DICOM_LABELS.get, horizontal=True, key="src_dcm_labels"
+    )
     cfg = SourceConfig(kind="dicom", root=root)
     if how == "csv":
-        cfg.csv_path = common.csv_picker("Label table (CSV: file names or paths relative to the DICOM folder)",
-                                         "src_dcm_csv")
+        cfg.csv_path = common.csv_picker(
+            "Label table (CSV: file names or paths relative to the DICOM folder)", "src_dcm_csv"
+        )
         c1, c2 = st.columns(2)
         for key, default in (("src_dcm_pathcol", "path"), ("src_dcm_labelcol", "label")):
             st.session_state.setdefault(key, default)
@@ -125,14 +138,28 @@ def _dicom_source(root: str) -> SourceConfig | None:
             return None
     elif how == "tag":
         st.session_state.setdefault("src_ltag", "BodyPartExamined")
-        cfg.label_tag = st.text_input("Label from the DICOM tag (keyword, e.g. BodyPartExamined, ViewPosition)",
-                                      key="src_ltag").strip()
+        cfg.label_tag = st.text_input(
+            "Label from the DICOM tag (keyword, e.g. BodyPartExamined, ViewPosition)", key="src_ltag"
+        ).strip()
     cfg.group_tag = st.text_input("Group by DICOM tag (e.g. PatientID)", key="src_gtag").strip()
     return cfg
 
 
-KEPT_KEYS = ("src_csv", "src_csv_root", "src_root", "src_pathcol", "src_labelcol", "src_groupcol", "src_splitcol",
-             "src_gtag", "src_dcm_labels", "src_dcm_csv", "src_dcm_pathcol", "src_dcm_labelcol", "src_ltag")
+KEPT_KEYS = (
+    "src_csv",
+    "src_csv_root",
+    "src_root",
+    "src_pathcol",
+    "src_labelcol",
+    "src_groupcol",
+    "src_splitcol",
+    "src_gtag",
+    "src_dcm_labels",
+    "src_dcm_csv",
+    "src_dcm_pathcol",
+    "src_dcm_labelcol",
+    "src_ltag",
+)
 
 
 def source_form() -> SourceConfig | None:
@@ -156,10 +183,20 @@ def handle_upload(owner: str, files: list, label: str, name: str) -> tuple[Path 
     limits = hosting.upload_limits()
     total = sum(int(getattr(f, "size", 0) or 0) for f in files)
     if total > limits.max_total_bytes:  # checked before reading anything into the app
-        return None, [], f"the upload is {fmt.megabytes(total)}; at most {fmt.megabytes(limits.max_total_bytes)}"
+        return (
+            None,
+            [],
+            f"the upload is {fmt.megabytes(total)}; at most {fmt.megabytes(limits.max_total_bytes)}",
+        )
     try:
-        root, problems = uploads.save_uploads(owner, [(f.name, f.getvalue()) for f in files],
-                                              limits.max_total_bytes, limits.max_files, label=label, dataset=name)
+        root, problems = uploads.save_uploads(
+            owner,
+            [(f.name, f.getvalue()) for f in files],
+            limits.max_total_bytes,
+            limits.max_files,
+            label=label,
+            dataset=name,
+        )
     except uploads.UploadError as err:
         return None, [], str(err)
     common.forget_datasets()  # scans of an upload dataset are stale once files were added
@@ -169,9 +206,11 @@ def handle_upload(owner: str, files: list, label: str, name: str) -> tuple[Path 
 def _upload_widgets(owner: str) -> None:
     """The uploader, class label, dataset name and save button; shows what was refused."""
     limits = hosting.upload_limits()
-    st.caption(f"PNG, JPEG, TIFF, BMP or DICOM files, or a .zip with one folder per class (a CSV inside is "
-               f"kept). At most {fmt.megabytes(limits.max_total_bytes)} and {limits.max_files} files per "
-               "upload. Every file is checked by its content; only this session can see its uploads.")
+    st.caption(
+        f"PNG, JPEG, TIFF, BMP or DICOM files, or a .zip with one folder per class (a CSV inside is "
+        f"kept). At most {fmt.megabytes(limits.max_total_bytes)} and {limits.max_files} files per "
+        "upload. Every file is checked by its content; only this session can see its uploads."
+    )
     files = st.file_uploader("Images or a zip", accept_multiple_files=True, key="up_files")
     c1, c2 = st.columns(2)
     label = c1.text_input("Class of the loose images (zips take classes from their folders)", key="up_label")
@@ -181,7 +220,10 @@ def _upload_widgets(owner: str) -> None:
         if error:
             st.error(f"Upload refused: {error}")
         else:
-            st.success(f"Saved to your dataset '{root.name}'." + (f" {len(problems)} file(s) refused:" if problems else ""))
+            st.success(
+                f"Saved to your dataset '{root.name}'."
+                + (f" {len(problems)} file(s) refused:" if problems else "")
+            )
             st.session_state["up_dataset"] = root.name
         if problems:
             st.dataframe(pd.DataFrame(problems), hide_index=True, width="stretch")
@@ -206,8 +248,14 @@ def upload_source() -> SourceConfig | None:
     c1, c2 = st.columns([3, 1])
     root = uploads.dataset_dir(owner, c1.selectbox("Uploaded dataset", names, key="up_dataset"))
     c2.button("Delete all my uploads", key="up_delete", on_click=_delete_uploads)
-    tables = sorted(p.relative_to(root).as_posix() for p in sources.walk_files(root) if p.suffix.lower() == ".csv")
-    labels_from = st.selectbox("Labels from", ["class folders", *tables], key="up_labels") if tables else "class folders"
+    tables = sorted(
+        p.relative_to(root).as_posix() for p in sources.walk_files(root) if p.suffix.lower() == ".csv"
+    )
+    labels_from = (
+        st.selectbox("Labels from", ["class folders", *tables], key="up_labels")
+        if tables
+        else "class folders"
+    )
     if labels_from == "class folders":
         return SourceConfig(kind="folder", root=str(root))
     return _csv_columns(SourceConfig(kind="csv", csv_path=str(root / labels_from)))
@@ -229,8 +277,12 @@ def windowed(path: str, center: float, width: float, size: int = THUMB):
 def window_control() -> Window | None:
     """Window / level presets for DICOM previews; None = the file's own window."""
     c1, c2, c3 = st.columns([2, 1, 1])
-    preset = c1.selectbox("DICOM window / level", list(PRESETS), key="dicom_preset",
-                          help="Centre/width in the image's units (Hounsfield units for CT).")
+    preset = c1.selectbox(
+        "DICOM window / level",
+        list(PRESETS),
+        key="dicom_preset",
+        help="Centre/width in the image's units (Hounsfield units for CT).",
+    )
     if preset != "Custom":
         return PRESETS[preset]
     center = c2.number_input("Centre (level)", -5000.0, 70000.0, 40.0, key="dicom_center")
@@ -253,8 +305,10 @@ def _problems_table(ds: sources.Dataset) -> pd.DataFrame:
     if not hosting.hosted():
         return ds.problems
     root = Path(ds.root)
-    shown = [Path(p).relative_to(root).as_posix() if Path(p).is_relative_to(root) else Path(p).name
-             for p in ds.problems["path"]]
+    shown = [
+        Path(p).relative_to(root).as_posix() if Path(p).is_relative_to(root) else Path(p).name
+        for p in ds.problems["path"]
+    ]
     return ds.problems.assign(path=shown)
 
 
@@ -287,7 +341,9 @@ def overview(ds: sources.Dataset) -> None:
     left.plotly_chart(plots.class_counts(ds.class_counts()), width="stretch")
     sizes = ds.items[["width", "height"]].drop_duplicates()
     if len(sizes) == 1:  # one dot says less than one sentence
-        right.metric("Image size (all images)", f"{int(sizes['width'].iloc[0])} x {int(sizes['height'].iloc[0])} px")
+        right.metric(
+            "Image size (all images)", f"{int(sizes['width'].iloc[0])} x {int(sizes['height'].iloc[0])} px"
+        )
     else:
         right.plotly_chart(plots.image_sizes(ds.items), width="stretch")
     if (ds.items["group"] != "").any():
@@ -306,8 +362,10 @@ def unlabelled(ds: sources.Dataset) -> None:
     if rows.empty:
         return
     st.subheader(f"Readable files without a label ({len(rows)})")
-    st.caption("These files decode fine but sit outside any class folder. For a flat folder of DICOMs choose "
-               "'Labels from' a CSV table or a DICOM header tag above; otherwise sort them into class folders.")
+    st.caption(
+        "These files decode fine but sit outside any class folder. For a flat folder of DICOMs choose "
+        "'Labels from' a CSV table or a DICOM header tag above; otherwise sort them into class folders."
+    )
     cols = st.columns(PER_PAGE)
     for col, path in zip(cols, rows["path"].head(PER_PAGE)):
         try:
@@ -338,7 +396,7 @@ def samples(ds: sources.Dataset, window: Window | None = None) -> None:
     page = c3.number_input(f"Page (of {pages})", 1, pages, key="sample_page") - 1
     st.caption(f"{len(part)} image(s) in '{label}'" + (f" matching '{text}'" if text else ""))
     cols = st.columns(PER_PAGE)
-    for col, (_, row) in zip(cols, part.iloc[page * PER_PAGE:(page + 1) * PER_PAGE].iterrows()):
+    for col, (_, row) in zip(cols, part.iloc[page * PER_PAGE : (page + 1) * PER_PAGE].iterrows()):
         try:
             col.image(preview(row, window), caption=Path(row["relpath"]).name, width="stretch")
         except imaging.ImageError as err:  # the file changed since the scan
@@ -358,4 +416,3 @@ def dicom_panel(ds: sources.Dataset, window: Window | None = None) -> None:
         right.image(preview(row, window, 384), caption="Preview with the chosen window", width="stretch")
     except imaging.ImageError as err:
         right.caption(f"No preview: {err}")
-

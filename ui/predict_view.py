@@ -20,7 +20,10 @@ from ui import common
 
 RUN, MODEL, SOURCE, RESULT, UPLOAD = "pr_run", "pr_model", "pr_input", "pr_result", "pr_upload"
 SOURCES = {"upload": "Upload images, DICOMs or a zip", "folder": "A folder", "csv": "A CSV of file paths"}
-HOSTED_SOURCES = {"folder": "A configured data folder or your uploads", "csv": "A CSV in a data folder or your uploads"}
+HOSTED_SOURCES = {
+    "folder": "A configured data folder or your uploads",
+    "csv": "A CSV in a data folder or your uploads",
+}
 
 
 # ---------------------------------------------------------------- model choice
@@ -47,8 +50,10 @@ def pick_model(job: jobs.Job) -> str:
     """The run's final model, or a fold's model for a k-fold run (said so when there is no final model)."""
     models = {k: str(v) for k, v in RunFolder(job.run_dir).models().items()}
     if "final model" not in models:
-        st.info("This k-fold run has no final model trained on all the data (tick 'final model on all data' when "
-                "training to get one). Pick one fold's model: each was trained on the other folds' images only.")
+        st.info(
+            "This k-fold run has no final model trained on all the data (tick 'final model on all data' when "
+            "training to get one). Pick one fold's model: each was trained on the other folds' images only."
+        )
     if len(models) == 1:
         return next(iter(models.values()))
     return models[st.selectbox("Model", list(models), key=MODEL)]
@@ -81,9 +86,14 @@ def save_upload(files: list) -> tuple[str, pd.DataFrame]:
     limits = hosting.upload_limits()
     if sum(int(f.size or 0) for f in files) > limits.max_total_bytes:
         raise uploads.UploadError(f"the upload is larger than {fmt.megabytes(limits.max_total_bytes)}")
-    root, problems = uploads.save_uploads(common.owner_id(), [(f.name, f.getvalue()) for f in files],
-                                          limits.max_total_bytes, limits.max_files, label="images",
-                                          dataset=f"predict-{sig}")
+    root, problems = uploads.save_uploads(
+        common.owner_id(),
+        [(f.name, f.getvalue()) for f in files],
+        limits.max_total_bytes,
+        limits.max_files,
+        label="images",
+        dataset=f"predict-{sig}",
+    )
     table = pd.DataFrame(problems, columns=["path", "reason"])
     st.session_state[UPLOAD] = {"sig": sig, "root": str(root), "problems": table}
     return str(root), table
@@ -92,13 +102,21 @@ def save_upload(files: list) -> tuple[str, pd.DataFrame]:
 def input_form() -> dict[str, Any] | None:
     """Widgets describing what to predict: {"kind", ...}; None until complete."""
     names = HOSTED_SOURCES if hosting.hosted() else {}
-    kind = st.radio("Images to predict", list(SOURCES), horizontal=True, key=SOURCE,
-                    format_func=lambda k: names.get(k, SOURCES[k]))
+    kind = st.radio(
+        "Images to predict",
+        list(SOURCES),
+        horizontal=True,
+        key=SOURCE,
+        format_func=lambda k: names.get(k, SOURCES[k]),
+    )
     if kind == "upload":
         limits = hosting.upload_limits()
-        files = st.file_uploader(f"PNG, JPEG, TIFF, BMP, DICOM or a .zip (at most {fmt.megabytes(limits.max_total_bytes)}"
-                                 "; every file is checked by its content)", accept_multiple_files=True,
-                                 key="pr_files")
+        files = st.file_uploader(
+            f"PNG, JPEG, TIFF, BMP, DICOM or a .zip (at most {fmt.megabytes(limits.max_total_bytes)}"
+            "; every file is checked by its content)",
+            accept_multiple_files=True,
+            key="pr_files",
+        )
         return {"kind": "upload", "files": files} if files else None
     if kind == "folder":
         folder = common.folder_picker("Folder of images or DICOMs (searched recursively)", "pr_folder")
@@ -108,8 +126,11 @@ def input_form() -> dict[str, Any] | None:
     path_col = c1.text_input("Path column", "path", key="pr_pathcol")
     label_col = c2.text_input("Label column (optional: scores the model)", "label", key="pr_labelcol")
     root = "" if hosting.hosted() else c3.text_input("Image root (default: the CSV's folder)", key="pr_root")
-    return {"kind": "csv", "csv": csv_path, "path_col": path_col, "label_col": label_col, "root": root} \
-        if csv_path else None
+    return (
+        {"kind": "csv", "csv": csv_path, "path_col": path_col, "label_col": label_col, "root": root}
+        if csv_path
+        else None
+    )
 
 
 def options(job: jobs.Job, classes: list[str]) -> tuple[float | None, bool]:
@@ -119,10 +140,14 @@ def options(job: jobs.Job, classes: list[str]) -> tuple[float | None, bool]:
     if len(classes) == 2:
         key = f"pr_thr_{job.id}"
         st.session_state.setdefault(key, st.session_state.get(common.CHOSEN, {}).get(job.id, 0.5))
-        threshold = float(c1.slider(f"Threshold on P({classes[1]})", 0.0, 1.0, step=0.001, format="%.3f", key=key))
+        threshold = float(
+            c1.slider(f"Threshold on P({classes[1]})", 0.0, 1.0, step=0.001, format="%.3f", key=key)
+        )
     else:
         c1.caption("Multi-class model: the predicted class is the most probable one.")
-    tta = c2.checkbox("Test-time augmentation", key="pr_tta", help="Average with the mirror image (2x slower).")
+    tta = c2.checkbox(
+        "Test-time augmentation", key="pr_tta", help="Average with the mirror image (2x slower)."
+    )
     return threshold, tta
 
 
@@ -144,8 +169,11 @@ def run_prediction(model: str, spec: dict[str, Any], tta: bool) -> dict[str, Any
     else:
         folder = str(hosting.check_server_path(spec["folder"], owner))
     df, problems = predict.predict_folder(pred, folder, tta=tta)
-    return {"df": df, "problems": pd.concat([refused, problems], ignore_index=True) if len(refused) else problems,
-            "root": folder}
+    return {
+        "df": df,
+        "problems": pd.concat([refused, problems], ignore_index=True) if len(refused) else problems,
+        "root": folder,
+    }
 
 
 def predict_button(model: str, spec: dict[str, Any] | None, tta: bool) -> None:
@@ -155,7 +183,10 @@ def predict_button(model: str, spec: dict[str, Any] | None, tta: bool) -> None:
     try:
         with st.spinner("Predicting..."):
             out = run_prediction(model, spec, tta)
-    except (ValueError, OSError) as err:  # UploadError, ModelFileError, SourceError, missing files are ValueErrors
+    except (
+        ValueError,
+        OSError,
+    ) as err:  # UploadError, ModelFileError, SourceError, missing files are ValueErrors
         st.error(f"Cannot predict: {err}")
         return
     seq = int((st.session_state.get(RESULT) or {}).get("seq", 0)) + 1
@@ -170,8 +201,12 @@ def shown(df: pd.DataFrame, root: str) -> pd.DataFrame:
     if df.empty:
         return df
     base = Path(root)
-    return df.assign(path=[Path(p).relative_to(base).as_posix() if Path(p).is_relative_to(base) else Path(p).name
-                           for p in df["path"].astype(str)])
+    return df.assign(
+        path=[
+            Path(p).relative_to(base).as_posix() if Path(p).is_relative_to(base) else Path(p).name
+            for p in df["path"].astype(str)
+        ]
+    )
 
 
 @st.cache_data(max_entries=8, show_spinner="Scoring the labelled rows...")
@@ -186,17 +221,29 @@ def results(result: dict[str, Any], classes: list[str], threshold: float | None)
     table = shown(df, result["root"])
     st.subheader(f"Predictions ({len(df)})")
     if df.empty:
-        st.warning("No image could be predicted." if len(result["problems"]) else "No image or DICOM files found.")
+        st.warning(
+            "No image could be predicted." if len(result["problems"]) else "No image or DICOM files found."
+        )
     else:
         overlap_warning(df, result["model"])
         counts = df["pred"].astype(str).value_counts()
         st.caption("Predicted per class: " + ", ".join(f"{c} {int(counts.get(c, 0))}" for c in classes))
         st.dataframe(table, hide_index=True, width="stretch")
-        st.caption(f"Paths relative to {common.shown_path(result['root'])}." if result.get("kind") != "upload"
-                   else "Uploaded files, by name.")
-        full = table if hosting.hosted() else df  # locally the download keeps full paths (scripts can open them)
-        st.download_button("Download CSV", full.to_csv(index=False).encode(), file_name="predictions.csv",
-                           mime="text/csv", key="pr_download")
+        st.caption(
+            f"Paths relative to {common.shown_path(result['root'])}."
+            if result.get("kind") != "upload"
+            else "Uploaded files, by name."
+        )
+        full = (
+            table if hosting.hosted() else df
+        )  # locally the download keeps full paths (scripts can open them)
+        st.download_button(
+            "Download CSV",
+            full.to_csv(index=False).encode(),
+            file_name="predictions.csv",
+            mime="text/csv",
+            key="pr_download",
+        )
     problems(result)
     labelled_metrics(df, classes, threshold)
     if not df.empty:
@@ -213,7 +260,9 @@ def _seen(run_dir: str, version: tuple) -> dict[str, str]:
         items = pd.read_csv(run.items, keep_default_na=False)
     except (OSError, ValueError):
         return {}
-    return {str((base / r).resolve()): str(sp) for r, sp in zip(items.get("relpath", []), items.get("split", []))}
+    return {
+        str((base / r).resolve()): str(sp) for r, sp in zip(items.get("relpath", []), items.get("split", []))
+    }
 
 
 def seen_in_training(df: pd.DataFrame, model: str) -> pd.Series:
@@ -232,8 +281,10 @@ def overlap_warning(df: pd.DataFrame, model: str) -> None:
     if counts.empty:
         return
     parts = ", ".join(f"{n} in its {split} set" for split, n in counts.items())
-    st.warning(f"{int(counts.sum())} of these {len(df)} images were used by this model's run ({parts}): "
-               "predictions on training or validation images overrate the model. Use new images to judge it.")
+    st.warning(
+        f"{int(counts.sum())} of these {len(df)} images were used by this model's run ({parts}): "
+        "predictions on training or validation images overrate the model. Use new images to judge it."
+    )
 
 
 def problems(result: dict[str, Any]) -> None:
@@ -254,7 +305,11 @@ def labelled_metrics(df: pd.DataFrame, classes: list[str], threshold: float | No
         return
     if ev_ is not None:
         st.subheader(f"Metrics on the {ev_['n']} labelled images (95 % CIs)")
-        st.dataframe(evaluate.comparison_table({"labelled rows": ev_}, common.METRICS), hide_index=True, width="stretch")
+        st.dataframe(
+            evaluate.comparison_table({"labelled rows": ev_}, common.METRICS),
+            hide_index=True,
+            width="stretch",
+        )
 
 
 def explain_one(df: pd.DataFrame, table: pd.DataFrame, model: str, seq: int = 0) -> None:
@@ -264,7 +319,11 @@ def explain_one(df: pd.DataFrame, table: pd.DataFrame, model: str, seq: int = 0)
     result's choice or label while the map shows another file.
     """
     st.subheader("Image and Grad-CAM")
-    labels = {i: f"{table['path'].iloc[i]} → {df['pred'].iloc[i]} ({df['prob_pred'].iloc[i]:.3f})"
-              for i in range(len(df))}
+    labels = {
+        i: f"{table['path'].iloc[i]} → {df['pred'].iloc[i]} ({df['prob_pred'].iloc[i]:.3f})"
+        for i in range(len(df))
+    }
     i = st.selectbox("Image", list(labels), key=f"pr_pick_{seq}", format_func=labels.get)
-    common.show_cam(model, str(df["path"].iloc[i]), str(df["pred"].iloc[i]), caption=str(table["path"].iloc[i]))
+    common.show_cam(
+        model, str(df["path"].iloc[i]), str(df["pred"].iloc[i]), caption=str(table["path"].iloc[i])
+    )

@@ -18,15 +18,19 @@ from core.runs import RunFolder
 from ui import common
 from ui.common import PICK, TRAIN_JOB, best_epochs, config_caption, curves, lr_find_figure  # shared
 
-PHASES = {"starting": "Starting (loading the training libraries)", "scanning": "Reading the dataset", "training": "Training", "testing": "Predicting the test set",
-          "lr_find": "Finding a learning rate", "done": "Finished"}
+PHASES = {
+    "starting": "Starting (loading the training libraries)",
+    "scanning": "Reading the dataset",
+    "training": "Training",
+    "testing": "Predicting the test set",
+    "lr_find": "Finding a learning rate",
+    "done": "Finished",
+}
 REAP_EVERY_S = 10.0
 _last_reap = [0.0]  # process-wide throttle for reaping dead workers (no user data)
 
 
 # ---------------------------------------------------------------- plain helpers
-
-
 
 
 def maybe_reap(store: jobs.JobStore) -> None:
@@ -46,11 +50,24 @@ def run_name(job: jobs.Job) -> tuple[str, str]:
 
 def runs_frame(job_list: list[jobs.Job], owner: str) -> pd.DataFrame:
     """The runs table: id, name, dataset, kind, status, created, yours, error."""
-    rows = [{"id": j.id, "name": run_name(j)[0], "dataset": run_name(j)[1], "kind": j.kind, "status": j.status,
-             "created": fmt.timestamp(j.created), "yours": j.owner == owner,
-             "error": ((hosting.public_error(j.error) or "details hidden") if hosting.hosted() else j.error)
-             if j.error else ""} for j in job_list]
-    return pd.DataFrame(rows, columns=["id", "name", "dataset", "kind", "status", "created", "yours", "error"])
+    rows = [
+        {
+            "id": j.id,
+            "name": run_name(j)[0],
+            "dataset": run_name(j)[1],
+            "kind": j.kind,
+            "status": j.status,
+            "created": fmt.timestamp(j.created),
+            "yours": j.owner == owner,
+            "error": ((hosting.public_error(j.error) or "details hidden") if hosting.hosted() else j.error)
+            if j.error
+            else "",
+        }
+        for j in job_list
+    ]
+    return pd.DataFrame(
+        rows, columns=["id", "name", "dataset", "kind", "status", "created", "yours", "error"]
+    )
 
 
 def default_pick(job_list: list[jobs.Job], owner: str, attached: str | None, hosted: bool) -> str | None:
@@ -71,18 +88,33 @@ def metrics_tables(summary: dict) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     m = summary.get("metrics", {})
     if summary.get("type") == "kfold":
         ms = m.get("mean_sd", {})
-        main = pd.DataFrame([{"metric": k, "mean": v.get("mean"), "sd": v.get("sd"),
-                              "mean ± sd": fmt.mean_sd(v.get("mean"), v.get("sd"))} for k, v in ms.items()])
+        main = pd.DataFrame(
+            [
+                {
+                    "metric": k,
+                    "mean": v.get("mean"),
+                    "sd": v.get("sd"),
+                    "mean ± sd": fmt.mean_sd(v.get("mean"), v.get("sd")),
+                }
+                for k, v in ms.items()
+            ]
+        )
         folds = pd.DataFrame(m.get("per_fold", []))
         if m.get("pooled_oof"):
-            folds = pd.concat([folds.assign(fold=folds["fold"].astype(int).add(1).astype(str)) if "fold" in folds
-                               else folds, pd.DataFrame([{"fold": "pooled (out-of-fold)", **m["pooled_oof"]}])],
-                              ignore_index=True)  # folds numbered 1..k as in the progress bar; one column type
+            folds = pd.concat(
+                [
+                    folds.assign(fold=folds["fold"].astype(int).add(1).astype(str))
+                    if "fold" in folds
+                    else folds,
+                    pd.DataFrame([{"fold": "pooled (out-of-fold)", **m["pooled_oof"]}]),
+                ],
+                ignore_index=True,
+            )  # folds numbered 1..k as in the progress bar; one column type
         return main, folds
-    order = sorted((k for k, v in m.items() if isinstance(v, dict)), key=lambda k: k != "test")  # test = headline
+    order = sorted(
+        (k for k, v in m.items() if isinstance(v, dict)), key=lambda k: k != "test"
+    )  # test = headline
     return pd.DataFrame([{"split": "test (headline)" if k == "test" else k, **m[k]} for k in order]), None
-
-
 
 
 # ---------------------------------------------------------------- widgets
@@ -96,7 +128,9 @@ def carried_config() -> tuple[dict | None, str]:
         return None, f"The settings on the Training setup page are not valid: {err}"
     if cfg is None:
         default = common.default_run_config(common.current_source()[0])
-        return to_dict(default), "Default settings (the Training setup page has not been opened in this session)."
+        return to_dict(
+            default
+        ), "Default settings (the Training setup page has not been opened in this session)."
     try:
         from_dict(RunConfig, cfg).validate()
     except ConfigError as e:
@@ -111,7 +145,9 @@ def start_section() -> None:
         st.error(note)
     else:
         st.caption(("" if not note else note + " ") + "Settings: " + config_caption(cfg))
-    attached = common.job_store().get(st.session_state[TRAIN_JOB]) if st.session_state.get(TRAIN_JOB) else None
+    attached = (
+        common.job_store().get(st.session_state[TRAIN_JOB]) if st.session_state.get(TRAIN_JOB) else None
+    )
     if attached is not None and attached.active:
         st.caption(f"Your run {attached.id} is still {attached.status}; another run would queue behind it.")
     if st.button("Start training", key="tr_start", type="primary", disabled=cfg is None):
@@ -128,12 +164,20 @@ def runs_section(owner: str) -> str | None:
     if not job_list:
         st.info("No runs yet. Press **Start training** to queue one.")
         return None
-    st.dataframe(runs_frame(job_list, owner), hide_index=True, width="stretch",
-                 column_config={"yours": st.column_config.CheckboxColumn("yours")})
+    st.dataframe(
+        runs_frame(job_list, owner),
+        hide_index=True,
+        width="stretch",
+        column_config={"yours": st.column_config.CheckboxColumn("yours")},
+    )
     ids = [j.id for j in job_list]
     if st.session_state.get(PICK) not in ids:
-        st.session_state[PICK] = default_pick(job_list, owner, st.session_state.get(TRAIN_JOB), hosting.hosted())
-    label = {j.id: f"{j.id} · {j.kind}" for j in job_list}  # status lives in the table (a keyed label would go stale)
+        st.session_state[PICK] = default_pick(
+            job_list, owner, st.session_state.get(TRAIN_JOB), hosting.hosted()
+        )
+    label = {
+        j.id: f"{j.id} · {j.kind}" for j in job_list
+    }  # status lives in the table (a keyed label would go stale)
     return st.selectbox("Watch run", ids, key=PICK, format_func=label.get)
 
 
@@ -148,7 +192,9 @@ def watch(job_id: str) -> None:
     if job.active:
         if st.button("Cancel run", key="tr_cancel"):
             job = store.cancel(job.id)
-            st.toast("Cancel requested: the run stops after the current batch." if job.active else "Run cancelled.")
+            st.toast(
+                "Cancel requested: the run stops after the current batch." if job.active else "Run cancelled."
+            )
             st.rerun()  # the start caption, the table and this panel all show the new status
     if job.active:
         live_panel(job.id)
@@ -182,19 +228,25 @@ def progress_panel(job: jobs.Job, prog: dict) -> None:
     if job.status == "queued":
         ahead, running = queue_position(job)
         if ahead or running:
-            st.info(f"Queued: {ahead + running} run(s) ahead of this one ({running} running, {ahead} queued). "
-                    "It starts when a worker is free.")
+            st.info(
+                f"Queued: {ahead + running} run(s) ahead of this one ({running} running, {ahead} queued). "
+                "It starts when a worker is free."
+            )
         else:
             st.info("Queued: starting a worker...")
         return
     if job.cancel_requested:
         st.warning("Cancel requested: stopping after the current batch...")
     phase = prog.get("phase") or "starting"
-    st.markdown(f"**Status:** running · **phase:** {PHASES.get(phase, phase)}"
-                + (f" · {prog['message']}" if prog.get("message") and phase != "training" else ""))
+    st.markdown(
+        f"**Status:** running · **phase:** {PHASES.get(phase, phase)}"
+        + (f" · {prog['message']}" if prog.get("message") and phase != "training" else "")
+    )
     n_folds, fold = int(prog.get("n_folds") or 0), prog.get("fold")
     if n_folds and fold is not None:
-        st.progress(min(1.0, int(prog.get("folds_done") or fold) / n_folds), text=f"Fold {int(fold) + 1} / {n_folds}")
+        st.progress(
+            min(1.0, int(prog.get("folds_done") or fold) / n_folds), text=f"Fold {int(fold) + 1} / {n_folds}"
+        )
     n_batches, batch = int(prog.get("n_batches") or 0), int(prog.get("batch") or 0)
     if job.kind != "lr_find" and prog.get("n_epochs"):
         n_epochs, epoch = int(prog["n_epochs"]), int(prog.get("epoch") or 0)
@@ -204,14 +256,22 @@ def progress_panel(job: jobs.Job, prog: dict) -> None:
         st.progress(min(1.0, batch / n_batches), text=f"Batch {batch} / {n_batches}")
     cols = st.columns(4)
     left = prog.get("eta_s")
-    cols[0].metric("Time left" + (" (this fold)" if n_folds else ""),
-                   fmt.seconds(left) if left is not None else "after the first batch")
+    cols[0].metric(
+        "Time left" + (" (this fold)" if n_folds else ""),
+        fmt.seconds(left) if left is not None else "after the first batch",
+    )
     cols[1].metric("Elapsed" + (" (this fold)" if n_folds else ""), fmt.seconds(prog.get("elapsed_s")))
     if n_folds:
         job_elapsed = time.time() - job.started if job.started else None
         whole = eta.job_eta(prog, job_elapsed)
-        st.caption(f"Whole job: elapsed {fmt.seconds(job_elapsed)} · time left "
-                   + (f"about {fmt.seconds(whole)} for {n_folds} folds" if whole is not None else "after the first batch"))
+        st.caption(
+            f"Whole job: elapsed {fmt.seconds(job_elapsed)} · time left "
+            + (
+                f"about {fmt.seconds(whole)} for {n_folds} folds"
+                if whole is not None
+                else "after the first batch"
+            )
+        )
     if prog.get("train_loss") is not None:
         cols[2].metric("Train loss (smoothed)", f"{prog['train_loss']:.4f}")
     last = prog.get("last_epoch") or {}
@@ -250,8 +310,10 @@ def finish_offer(job: jobs.Job) -> None:
         st.info(f"Finished from its checkpoint: {origin.get('note', '')}.")
         final_metrics(job)
     elif not finish.why_not_finishable(job.run_dir):
-        st.caption("Its best checkpoint survived: it can become a usable model, with validation predictions "
-                   "and metrics, labelled as coming from an interrupted run.")
+        st.caption(
+            "Its best checkpoint survived: it can become a usable model, with validation predictions "
+            "and metrics, labelled as coming from an interrupted run."
+        )
         if st.button("Finish from checkpoint", key="tr_finish"):
             try:
                 with st.spinner("Making the model from the checkpoint..."):
@@ -275,8 +337,11 @@ def final_metrics(job: jobs.Job) -> None:
         with st.expander("Per fold"):
             st.dataframe(folds, hide_index=True, width="stretch")
     else:
-        notes = [f"best epoch {int(summary['best_epoch']) + 1}" if summary.get("best_epoch", -1) >= 0 else "",
-                 "stopped early" if summary.get("stopped_early") else "", f"monitor {summary.get('monitor', '')}"]
+        notes = [
+            f"best epoch {int(summary['best_epoch']) + 1}" if summary.get("best_epoch", -1) >= 0 else "",
+            "stopped early" if summary.get("stopped_early") else "",
+            f"monitor {summary.get('monitor', '')}",
+        ]
         st.markdown("**Final metrics** (" + ", ".join(n for n in notes if n) + ")")
         st.dataframe(main, hide_index=True, width="stretch")
     st.caption(evaluate.provenance(summary))

@@ -63,16 +63,26 @@ def describe_source(src: SourceConfig) -> str:
     sample = str(Path(common.sample_root()))
     where = src.csv_path or src.root
     if hosting.hosted():  # never show the server's folder layout to hosted users
-        src = dataclasses.replace(src, csv_path=Path(src.csv_path).name if src.csv_path else "",
-                                  root=Path(src.root).name if src.root else "")
+        src = dataclasses.replace(
+            src,
+            csv_path=Path(src.csv_path).name if src.csv_path else "",
+            root=Path(src.root).name if src.root else "",
+        )
     prefix = "the built-in SYNTHETIC sample, " if where.startswith(sample) else ""
     if src.kind == "csv":
         extra = f", patients from column '{src.group_col}'" if src.group_col else ""
         return f"{prefix}CSV table `{src.csv_path}`{extra}"
     if src.kind == "dicom":
-        labels = (f", labels from `{src.csv_path}`" if src.csv_path else
-                  f", labels from tag {src.label_tag}" if src.label_tag else "")
-        return f"{prefix}DICOM folder `{src.root}`{labels}" + (f", patients from tag {src.group_tag}" if src.group_tag else "")
+        labels = (
+            f", labels from `{src.csv_path}`"
+            if src.csv_path
+            else f", labels from tag {src.label_tag}"
+            if src.label_tag
+            else ""
+        )
+        return f"{prefix}DICOM folder `{src.root}`{labels}" + (
+            f", patients from tag {src.group_tag}" if src.group_tag else ""
+        )
     if src.kind == "sample":
         return "the built-in SYNTHETIC sample (class folders)"
     return f"{prefix}class folders in `{src.root}`"
@@ -90,18 +100,36 @@ def config_to_state(cfg: RunConfig) -> dict[str, Any]:
     """Widget values (by key) that show `cfg`."""
     d, t, a, s = cfg.data, cfg.train, cfg.data.aug, cfg.data.split
     return {
-        "su_name": cfg.name, "su_arch": t.arch if t.arch in archs.ARCHS else "resnet18",
-        "su_pretrained": bool(t.pretrained), "su_weights_path": t.weights_path,
-        "su_img_size": int(d.img_size), "su_channels": d.channels, "su_resize": d.resize,
-        "su_batch_size": int(d.batch_size), "su_epochs": int(t.epochs), "su_freeze_epochs": int(t.freeze_epochs),
+        "su_name": cfg.name,
+        "su_arch": t.arch if t.arch in archs.ARCHS else "resnet18",
+        "su_pretrained": bool(t.pretrained),
+        "su_weights_path": t.weights_path,
+        "su_img_size": int(d.img_size),
+        "su_channels": d.channels,
+        "su_resize": d.resize,
+        "su_batch_size": int(d.batch_size),
+        "su_epochs": int(t.epochs),
+        "su_freeze_epochs": int(t.freeze_epochs),
         "su_lr": "" if t.lr is None else f"{t.lr:.3g}",
-        "su_aug_enabled": bool(a.enabled), "su_flip": bool(a.flip), "su_vflip": bool(a.vertical_flip),
-        "su_rotate": float(a.rotate), "su_zoom": float(a.zoom), "su_warp": float(a.warp),
-        "su_brightness": float(a.brightness), "su_contrast": float(a.contrast),
-        "su_split_method": s.method, "su_valid_pct": _pct(s.valid_pct), "su_test_pct": _pct(s.test_pct),
-        "su_kfold": s.k_folds >= 2, "su_k": max(2, int(s.k_folds) or KFOLD_DEFAULT), "su_seed": int(t.seed),
-        "su_split_col": cfg.source.split_col or "split", "su_test_root": cfg.source.test_root,
-        "su_imbalance": t.imbalance, "su_patience": int(t.early_stop_patience), "su_monitor": t.monitor,
+        "su_aug_enabled": bool(a.enabled),
+        "su_flip": bool(a.flip),
+        "su_vflip": bool(a.vertical_flip),
+        "su_rotate": float(a.rotate),
+        "su_zoom": float(a.zoom),
+        "su_warp": float(a.warp),
+        "su_brightness": float(a.brightness),
+        "su_contrast": float(a.contrast),
+        "su_split_method": s.method,
+        "su_valid_pct": _pct(s.valid_pct),
+        "su_test_pct": _pct(s.test_pct),
+        "su_kfold": s.k_folds >= 2,
+        "su_k": max(2, int(s.k_folds) or KFOLD_DEFAULT),
+        "su_seed": int(t.seed),
+        "su_split_col": cfg.source.split_col or "split",
+        "su_test_root": cfg.source.test_root,
+        "su_imbalance": t.imbalance,
+        "su_patience": int(t.early_stop_patience),
+        "su_monitor": t.monitor,
         "su_keep_dups": bool(s.keep_duplicates),
     }
 
@@ -129,17 +157,36 @@ def choices_from_state(state: Any) -> Choices:
     """The setup widgets' values as the user's choices (core.choices maps them onto the RunConfig)."""
     lr = parse_lr(state["su_lr"])
     return Choices(
-        name=str(state["su_name"]), arch=state["su_arch"], pretrained=bool(state["su_pretrained"]),
-        weights_path=state["su_weights_path"].strip(), img_size=int(state["su_img_size"]),
-        channels=state["su_channels"], resize=state["su_resize"], batch_size=int(state["su_batch_size"]),
-        epochs=int(state["su_epochs"]), freeze_epochs=int(state["su_freeze_epochs"]), lr=lr, default_lr=lr is None,
-        augment=bool(state["su_aug_enabled"]), flip=bool(state["su_flip"]), vertical_flip=bool(state["su_vflip"]),
-        rotate=float(state["su_rotate"]), zoom=float(state["su_zoom"]), warp=float(state["su_warp"]),
-        brightness=float(state["su_brightness"]), contrast=float(state["su_contrast"]),
-        split_method=state["su_split_method"], valid_pct=state["su_valid_pct"] / 100,
-        test_pct=state["su_test_pct"] / 100, k_folds=int(state["su_k"]) if state["su_kfold"] else 0,
-        seed=int(state["su_seed"]), keep_duplicates=bool(state["su_keep_dups"]) if "su_keep_dups" in state else None,
-        imbalance=state["su_imbalance"], early_stop_patience=int(state["su_patience"]), monitor=state["su_monitor"])
+        name=str(state["su_name"]),
+        arch=state["su_arch"],
+        pretrained=bool(state["su_pretrained"]),
+        weights_path=state["su_weights_path"].strip(),
+        img_size=int(state["su_img_size"]),
+        channels=state["su_channels"],
+        resize=state["su_resize"],
+        batch_size=int(state["su_batch_size"]),
+        epochs=int(state["su_epochs"]),
+        freeze_epochs=int(state["su_freeze_epochs"]),
+        lr=lr,
+        default_lr=lr is None,
+        augment=bool(state["su_aug_enabled"]),
+        flip=bool(state["su_flip"]),
+        vertical_flip=bool(state["su_vflip"]),
+        rotate=float(state["su_rotate"]),
+        zoom=float(state["su_zoom"]),
+        warp=float(state["su_warp"]),
+        brightness=float(state["su_brightness"]),
+        contrast=float(state["su_contrast"]),
+        split_method=state["su_split_method"],
+        valid_pct=state["su_valid_pct"] / 100,
+        test_pct=state["su_test_pct"] / 100,
+        k_folds=int(state["su_k"]) if state["su_kfold"] else 0,
+        seed=int(state["su_seed"]),
+        keep_duplicates=bool(state["su_keep_dups"]) if "su_keep_dups" in state else None,
+        imbalance=state["su_imbalance"],
+        early_stop_patience=int(state["su_patience"]),
+        monitor=state["su_monitor"],
+    )
 
 
 def source_from_state(state: Any, source: SourceConfig) -> SourceConfig:
@@ -181,24 +228,45 @@ RESTORED, KEPT = "kept_restored", "kept_last"
 def explorer_state(src: SourceConfig) -> dict[str, Any]:
     """Dataset explorer widget values (by key) that show `src` (sample forms, folders, CSVs, DICOM folders)."""
     root = Path(common.sample_root())
-    sample = {str(root / "labels.csv"): "sample_csv", str(root / "folder"): "sample", str(root / "dicom"): "sample_dicom"}
+    sample = {
+        str(root / "labels.csv"): "sample_csv",
+        str(root / "folder"): "sample",
+        str(root / "dicom"): "sample_dicom",
+    }
     choice = sample.get(src.csv_path if src.kind == "csv" else src.root)
     if choice:
         return {"src_choice": choice}
     state: dict[str, Any] = {"src_choice": src.kind if src.kind in ("folder", "csv", "dicom") else "folder"}
     if src.kind == "csv":
-        state.update({"src_pathcol": src.path_col, "src_labelcol": src.label_col, "src_groupcol": src.group_col,
-                      "src_splitcol": src.split_col})
-        state.update({"src_csv_pick": src.csv_path} if hosting.hosted() else
-                     {"src_csv": src.csv_path, "src_csv_root": src.root})
+        state.update(
+            {
+                "src_pathcol": src.path_col,
+                "src_labelcol": src.label_col,
+                "src_groupcol": src.group_col,
+                "src_splitcol": src.split_col,
+            }
+        )
+        state.update(
+            {"src_csv_pick": src.csv_path}
+            if hosting.hosted()
+            else {"src_csv": src.csv_path, "src_csv_root": src.root}
+        )
     else:
         state["src_root_pick" if hosting.hosted() else "src_root"] = src.root
         if src.kind == "dicom":
             state["src_gtag"] = src.group_tag
             state["src_dcm_labels"] = "csv" if src.csv_path else "tag" if src.label_tag else "folders"
-            state.update({"src_dcm_csv_pick" if hosting.hosted() else "src_dcm_csv": src.csv_path,
-                          "src_dcm_pathcol": src.path_col, "src_dcm_labelcol": src.label_col} if src.csv_path
-                         else {"src_ltag": src.label_tag} if src.label_tag else {})
+            state.update(
+                {
+                    "src_dcm_csv_pick" if hosting.hosted() else "src_dcm_csv": src.csv_path,
+                    "src_dcm_pathcol": src.path_col,
+                    "src_dcm_labelcol": src.label_col,
+                }
+                if src.csv_path
+                else {"src_ltag": src.label_tag}
+                if src.label_tag
+                else {}
+            )
     return state
 
 
@@ -226,8 +294,11 @@ def persist(state: MutableMapping | None = None) -> None:
     """Keep the working settings, the chosen source and the last LR finder on the server (when they changed)."""
     state = st.session_state if state is None else state
     carried, src = state.get(RUN_CONFIG), state.get(SOURCE_CONFIG)
-    saved = settings_store.Saved(from_dict(RunConfig, carried) if carried else None,
-                                 src if isinstance(src, SourceConfig) else None, str(state.get(LR_JOB) or ""))
+    saved = settings_store.Saved(
+        from_dict(RunConfig, carried) if carried else None,
+        src if isinstance(src, SourceConfig) else None,
+        str(state.get(LR_JOB) or ""),
+    )
     signature = json.dumps([carried, to_dict(src) if saved.source else None, saved.lr_job], sort_keys=True)
     if state.get(KEPT) == signature:
         return
@@ -282,8 +353,13 @@ def save_load(cfg: RunConfig | None) -> None:
     left, right = st.columns(2)
     if cfg is not None:
         name = (cfg.name or "xray-run").replace(" ", "_")
-        left.download_button("Download settings (JSON)", json.dumps(to_dict(cfg), indent=2), f"{name}.json",
-                             "application/json", key="su_download")
+        left.download_button(
+            "Download settings (JSON)",
+            json.dumps(to_dict(cfg), indent=2),
+            f"{name}.json",
+            "application/json",
+            key="su_download",
+        )
     else:
         left.caption("Fix the settings above to download them.")
     right.file_uploader("Load settings (JSON)", type=["json"], key="su_upload", on_change=_on_upload)
@@ -312,33 +388,55 @@ def _on_weights_upload() -> None:
 def model_section(gpu: bool) -> None:
     """Architecture, weights, image size, channels, batch size, epochs."""
     c1, c2, c3 = st.columns(3)
-    arch = c1.selectbox("Architecture", list(archs.ARCHS), key="su_arch",
-                        format_func=lambda a: archs.ARCHS[a]["label"])
+    arch = c1.selectbox(
+        "Architecture", list(archs.ARCHS), key="su_arch", format_func=lambda a: archs.ARCHS[a]["label"]
+    )
     c2.toggle("Start from ImageNet weights (pretrained)", key="su_pretrained")
-    c3.text_input("Or a local weights file (.pth / .safetensors, optional)", key="su_weights_path",
-                  disabled=hosting.hosted(), help="ImageNet-style weights for the chosen architecture, read "
-                  "without running code. On a shared (hosted) server: upload the file below instead.")
+    c3.text_input(
+        "Or a local weights file (.pth / .safetensors, optional)",
+        key="su_weights_path",
+        disabled=hosting.hosted(),
+        help="ImageNet-style weights for the chosen architecture, read "
+        "without running code. On a shared (hosted) server: upload the file below instead.",
+    )
     if hosting.hosted():
-        c3.file_uploader("Upload a weights file", type=["safetensors", "pth", "pt"], key="su_weights_upload",
-                         on_change=_on_weights_upload)
+        c3.file_uploader(
+            "Upload a weights file",
+            type=["safetensors", "pth", "pt"],
+            key="su_weights_upload",
+            on_change=_on_weights_upload,
+        )
         if st.session_state.get("su_weights_error"):
             c3.error(f"Weights file refused: {st.session_state['su_weights_error']}")
     if not st.session_state["su_weights_path"]:
         weights_note(arch, bool(st.session_state["su_pretrained"]))
     c1, c2, c3, c4, c5 = st.columns(5)
     c1.number_input("Image size (pixels)", 16, 2048, step=16, key="su_img_size")
-    c2.radio("Colour", CHANNELS, key="su_channels", horizontal=True,
-             format_func={"rgb": "RGB", "grey": "Grey"}.get)
+    c2.radio(
+        "Colour", CHANNELS, key="su_channels", horizontal=True, format_func={"rgb": "RGB", "grey": "Grey"}.get
+    )
     c3.number_input("Batch size", 1, 1024, key="su_batch_size")
     c4.number_input("Epochs", 1, 1000, key="su_epochs")
-    c5.number_input("Frozen epochs first", 0, 100, key="su_freeze_epochs",
-                    help="Epochs that train only the new head before the whole network (pretrained only).")
-    st.selectbox("Resize", RESIZE_METHODS, key="su_resize", help="squish: stretch to a square; pad: keep the "
-                 "aspect ratio with black bars; crop: cut to a square (random position in training).")
+    c5.number_input(
+        "Frozen epochs first",
+        0,
+        100,
+        key="su_freeze_epochs",
+        help="Epochs that train only the new head before the whole network (pretrained only).",
+    )
+    st.selectbox(
+        "Resize",
+        RESIZE_METHODS,
+        key="su_resize",
+        help="squish: stretch to a square; pad: keep the "
+        "aspect ratio with black bars; crop: cut to a square (random position in training).",
+    )
     if not gpu:
-        st.caption(f"No GPU found: the defaults suit a CPU (image size {CPU_DEFAULTS.img_size}, {CPU_DEFAULTS.epochs} "
-                   f"epochs, batch {CPU_DEFAULTS.batch_size}). Training works, "
-                   "but each epoch takes much longer than on a GPU; larger images and models cost more.")
+        st.caption(
+            f"No GPU found: the defaults suit a CPU (image size {CPU_DEFAULTS.img_size}, {CPU_DEFAULTS.epochs} "
+            f"epochs, batch {CPU_DEFAULTS.batch_size}). Training works, "
+            "but each epoch takes much longer than on a GPU; larger images and models cost more."
+        )
 
 
 def weights_note(arch: str, pretrained: bool) -> None:
@@ -349,8 +447,10 @@ def weights_note(arch: str, pretrained: bool) -> None:
             st.caption(why)
         return
     if pretrained:
-        st.warning(f"{why} A pretrained run would fail: turn 'pretrained' off to train from scratch, or "
-                   + ("upload a weights file." if hosting.hosted() else "give a local weights file."))
+        st.warning(
+            f"{why} A pretrained run would fail: turn 'pretrained' off to train from scratch, or "
+            + ("upload a weights file." if hosting.hosted() else "give a local weights file.")
+        )
     else:
         st.caption(f"{why} So 'pretrained' is off by default: training starts from scratch.")
 
@@ -360,12 +460,20 @@ def lr_section(cfg: RunConfig | None) -> None:
     c1, c2, c3 = st.columns([2, 1, 1])
     c1.text_input("Learning rate (blank: default 2e-3 pretrained, 3e-3 from scratch)", key="su_lr")
     st.session_state.setdefault("su_lr_num_it", device_defaults().lr_find_steps)
-    c2.number_input("LR finder steps", 10, 1000, step=10, key="su_lr_num_it",
-                    help="One training batch per step. The default finishes in about a minute on a CPU; "
-                         "more steps give a smoother curve.")
+    c2.number_input(
+        "LR finder steps",
+        10,
+        1000,
+        step=10,
+        key="su_lr_num_it",
+        help="One training batch per step. The default finishes in about a minute on a CPU; "
+        "more steps give a smoother curve.",
+    )
     c3.write("")
     if c3.button("Run the LR finder", key="su_lr_find", disabled=cfg is None):
-        job = common.submit_job("lr_find", {"config": to_dict(cfg), "num_it": int(st.session_state["su_lr_num_it"])})
+        job = common.submit_job(
+            "lr_find", {"config": to_dict(cfg), "num_it": int(st.session_state["su_lr_num_it"])}
+        )
         if job is not None:
             st.session_state[LR_JOB] = job.id
     job_id = st.session_state.get(LR_JOB)
@@ -398,7 +506,8 @@ def _lr_live(job_id: str) -> None:
     if phase == "lr_find" and prog.get("elapsed_s") is not None:
         left = prog.get("eta_s")
         timing = f" · elapsed {fmt.seconds(prog['elapsed_s'])} · " + (
-            f"about {fmt.seconds(left)} left" if left is not None else "time left: after the first step")
+            f"about {fmt.seconds(left)} left" if left is not None else "time left: after the first step"
+        )
     st.progress(min(1.0, done / max(1, total)), text=f"LR finder ({phase}): step {done} / {total}{timing}")
 
 
@@ -417,12 +526,19 @@ def lr_result(job: jobs.Job) -> None:
     sugg = data.get("suggestions", {})
     names = [n for n in SUGGESTION_ORDER if sugg.get(n) and LR_PLAUSIBLE[0] <= sugg[n] <= LR_PLAUSIBLE[1]]
     if not names:
-        st.caption("The curve gives no plausible learning rate (all suggestions are below 1e-5 or above 1); "
-                   "leave the field blank for the default, or run the finder with more steps.")
+        st.caption(
+            "The curve gives no plausible learning rate (all suggestions are below 1e-5 or above 1); "
+            "leave the field blank for the default, or run the finder with more steps."
+        )
     cols = st.columns(max(1, len(names)))
     for col, name in zip(cols, names):
-        col.button(f"Use {name}: {sugg[name]:.2g}", key=f"su_lr_use_{name}", on_click=_use_lr, args=(sugg[name],),
-                   help="valley is usually a good choice" if name == "valley" else None)
+        col.button(
+            f"Use {name}: {sugg[name]:.2g}",
+            key=f"su_lr_use_{name}",
+            on_click=_use_lr,
+            args=(sugg[name],),
+            help="valley is usually a good choice" if name == "valley" else None,
+        )
 
 
 def augment_section(items: pd.DataFrame | None, cfg: RunConfig | None) -> None:
@@ -438,11 +554,15 @@ def augment_section(items: pd.DataFrame | None, cfg: RunConfig | None) -> None:
     c4.slider("Brightness", 0.0, 1.0, step=0.05, key="su_brightness", disabled=off)
     c4.slider("Contrast", 0.0, 1.0, step=0.05, key="su_contrast", disabled=off)
     if st.session_state["su_vflip"] and not off:
-        st.caption("Up-down flips make anatomy upside down; use them only when that can happen in your images.")
+        st.caption(
+            "Up-down flips make anatomy upside down; use them only when that can happen in your images."
+        )
     if items is None or items.empty or cfg is None:
         return
     left, right = st.columns([4, 1])
-    left.caption("Preview: random training samples after the same transforms training uses (before normalisation).")
+    left.caption(
+        "Preview: random training samples after the same transforms training uses (before normalisation)."
+    )
     if right.button("Shuffle preview", key="su_aug_shuffle"):
         st.session_state["su_aug_seed"] = st.session_state.get("su_aug_seed", 0) + 1
     try:
@@ -461,7 +581,9 @@ def _preview(paths: tuple[str, ...], labels: tuple[str, ...], data_json: str, se
     from core.config import DataConfig
 
     items = pd.DataFrame({"path": list(paths), "label": list(labels)})
-    return augment_preview.preview_augmentations(items, from_dict(DataConfig, json.loads(data_json)), n=8, seed=seed)
+    return augment_preview.preview_augmentations(
+        items, from_dict(DataConfig, json.loads(data_json)), n=8, seed=seed
+    )
 
 
 def preview(items: pd.DataFrame, cfg: RunConfig, seed: int) -> list:
@@ -488,19 +610,30 @@ def split_section(src: SourceConfig, items: pd.DataFrame | None, cfg: RunConfig 
     """Split method, fractions, k-fold, seed; a summary table per split and any patient leak (returned as problems)."""
     c1, c2, c3 = st.columns([2, 1, 1])
     method = c1.selectbox("Split", SPLIT_METHODS, key="su_split_method", format_func=SPLIT_LABELS.get)
-    c2.slider("Validation %", 0, 90, key="su_valid_pct", disabled=bool(st.session_state.get("su_kfold")),
-              help="With k-fold cross-validation each fold validates in turn; this fraction is not used.")
+    c2.slider(
+        "Validation %",
+        0,
+        90,
+        key="su_valid_pct",
+        disabled=bool(st.session_state.get("su_kfold")),
+        help="With k-fold cross-validation each fold validates in turn; this fraction is not used.",
+    )
     c3.slider("Test % (held out until the end)", 0, 90, key="su_test_pct")
     if method == "column" and src.kind in ("csv", "dicom"):
         st.text_input("Split column in the CSV", key="su_split_col")
     if src.kind == "folder":
         test_folder_input()
     if method == "group" and not (src.group_col or src.group_tag):
-        st.warning("This source has no patient ids: each image counts as its own patient. "
-                   "Name a patient column or DICOM tag on the Dataset explorer page.")
+        st.warning(
+            "This source has no patient ids: each image counts as its own patient. "
+            "Name a patient column or DICOM tag on the Dataset explorer page."
+        )
     c1, c2, c3 = st.columns(3)
-    c1.toggle("k-fold cross-validation", key="su_kfold",
-              help="Train k models, each validated on a different fold; reports mean ± sd.")
+    c1.toggle(
+        "k-fold cross-validation",
+        key="su_kfold",
+        help="Train k models, each validated on a different fold; reports mean ± sd.",
+    )
     c2.number_input("k (folds)", 2, 20, key="su_k", disabled=not st.session_state["su_kfold"])
     c3.number_input("Seed (splits and training)", 0, 2**31 - 1, key="su_seed")
     if items is None or items.empty or cfg is None:
@@ -513,8 +646,10 @@ def split_section(src: SourceConfig, items: pd.DataFrame | None, cfg: RunConfig 
         return [f"the split cannot be made: {err}"]
     st.dataframe(summary, hide_index=True, width="stretch")
     if leaks:
-        st.error(f"Patient leak: {len(leaks)} patient(s) have images in more than one split, so validation "
-                 "would overrate the model. Split by patient, or fix the split column.")
+        st.error(
+            f"Patient leak: {len(leaks)} patient(s) have images in more than one split, so validation "
+            "would overrate the model. Split by patient, or fix the split column."
+        )
     if folds is not None:
         st.caption("Validation part of each fold (test items never join a fold):")
         st.dataframe(folds, hide_index=True, width="stretch")

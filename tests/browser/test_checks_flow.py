@@ -29,9 +29,11 @@ def tiny_run(home: Path) -> str:
     import torch
 
     sample = home / "sample"
-    cfg = RunConfig(source=SourceConfig(kind="csv", csv_path=str(sample / "labels.csv"), group_col="patient_id"),
-                    data=DataConfig(img_size=32, aug=AugConfig(enabled=False), split=SplitConfig(method="group")),
-                    train=TrainConfig(pretrained=False, epochs=1, freeze_epochs=0))
+    cfg = RunConfig(
+        source=SourceConfig(kind="csv", csv_path=str(sample / "labels.csv"), group_col="patient_id"),
+        data=DataConfig(img_size=32, aug=AugConfig(enabled=False), split=SplitConfig(method="group")),
+        train=TrainConfig(pretrained=False, epochs=1, freeze_epochs=0),
+    )
     store = jobs.JobStore(home / "jobs.sqlite3")
     job = store.submit("train", {"config": to_dict(cfg)}, run_dir=home / "runs" / "checks-tiny")
     threads = torch.get_num_threads()
@@ -42,15 +44,20 @@ def tiny_run(home: Path) -> str:
             jobs.run_inline("train", {"config": to_dict(cfg)}, run_dir=Path(job.run_dir))
         finally:
             torch.set_num_threads(threads)
-    store.finish(job.id, "done", result=json.loads((Path(job.run_dir) / "metrics.json").read_text()),
-                 only_if_running=False)
+    store.finish(
+        job.id,
+        "done",
+        result=json.loads((Path(job.run_dir) / "metrics.json").read_text()),
+        only_if_running=False,
+    )
     return job.id
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
-def test_open_a_cell_exclude_an_image_and_train_on_the_corrected_source(app_url: str, app_home: Path, page,
-                                                                       screenshot) -> None:
+def test_open_a_cell_exclude_an_image_and_train_on_the_corrected_source(
+    app_url: str, app_home: Path, page, screenshot
+) -> None:
     """Evaluation: click a confusion cell -> gallery -> exclude one image -> corrected CSV -> a run trains on it."""
     open_app(page, app_url)  # the server generates the sample under app_home
     labels_before = (app_home / "sample" / "labels.csv").read_bytes()
@@ -64,11 +71,15 @@ def test_open_a_cell_exclude_an_image_and_train_on_the_corrected_source(app_url:
     points = chart.locator(".scatterlayer .point")
     expect(points).to_have_count(4)
     cell_box = page.get_by_role("combobox", name="Cell")
-    expect(cell_box).not_to_have_value(re.compile(r"^true clear → predicted clear"))  # starts on an error cell
+    expect(cell_box).not_to_have_value(
+        re.compile(r"^true clear → predicted clear")
+    )  # starts on an error cell
     points.nth(0).click(force=True)  # true clear -> predicted clear
     settle(page)
     expect(cell_box).to_have_value(re.compile(r"^true clear → predicted clear \(\d+\)$"))
-    expect(page.get_by_text(re.compile(r"^true clear → predicted clear \(\d+\): the \d+ with"))).to_be_visible()
+    expect(
+        page.get_by_text(re.compile(r"^true clear → predicted clear \(\d+\): the \d+ with"))
+    ).to_be_visible()
     gallery = page.locator('[data-testid="stImage"]')
     assert gallery.count() >= 1
     screenshot(page, "1-cell-gallery")
@@ -86,7 +97,9 @@ def test_open_a_cell_exclude_an_image_and_train_on_the_corrected_source(app_url:
     expect(page.get_by_role("heading", name="Corrections (1)")).to_be_visible()
     page.get_by_role("button", name="Write the corrected labels CSV").click()
     settle(page)
-    expect(page.get_by_text(re.compile(r"It is now the data source of the Training setup page"))).to_be_visible()
+    expect(
+        page.get_by_text(re.compile(r"It is now the data source of the Training setup page"))
+    ).to_be_visible()
     screenshot(page, "2-corrections")
     written = sorted((app_home / "corrections").glob("*/labels.csv"))
     assert len(written) == 1
@@ -98,10 +111,19 @@ def test_open_a_cell_exclude_an_image_and_train_on_the_corrected_source(app_url:
     expect(page.get_by_text(re.compile(r"^Data: CSV table .*corrections/.*/labels\.csv"))).to_be_visible()
     set_switch(page, "Start from ImageNet weights (pretrained)", on=False)
     set_switch(page, "Augment training images", on=False)
-    for label, value in (("Image size (pixels)", 32), ("Batch size", 16), ("Epochs", 1), ("Frozen epochs first", 0)):
+    for label, value in (
+        ("Image size (pixels)", 32),
+        ("Batch size", 16),
+        ("Epochs", 1),
+        ("Frozen epochs first", 0),
+    ):
         set_number(page, label, value)
     go_to(page, "Training run")
-    expect(page.get_by_text(re.compile(r"Settings: resnet18 \(from scratch\) on labels\.csv, 32 px .*, 1 epochs"))).to_be_visible()
+    expect(
+        page.get_by_text(
+            re.compile(r"Settings: resnet18 \(from scratch\) on labels\.csv, 32 px .*, 1 epochs")
+        )
+    ).to_be_visible()
     new_id = start_training(page, app_home)
     expect(page.get_by_text(re.compile(r"^Finished \("))).to_be_visible(timeout=600_000)
     job = jobs.JobStore(app_home / "jobs.sqlite3").get(new_id)

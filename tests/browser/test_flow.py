@@ -37,9 +37,13 @@ RUN_HEADING = re.compile(r"^Run (\d{8}-\d{6}-\d+-[0-9a-f]+) \(train\)$")
 TRAIN_TIMEOUT_MS = 420_000
 PROGRESS_TIMEOUT_S = 180.0
 # widget label -> (value, path of the field in the settings JSON; None: not a RunConfig field)
-FAST = {"Image size (pixels)": (64, "data.img_size"), "Batch size": (16, "data.batch_size"),
-        "Epochs": (2, "train.epochs"), "Frozen epochs first": (0, "train.freeze_epochs"),
-        "LR finder steps": (10, None)}
+FAST = {
+    "Image size (pixels)": (64, "data.img_size"),
+    "Batch size": (16, "data.batch_size"),
+    "Epochs": (2, "train.epochs"),
+    "Frozen epochs first": (0, "train.freeze_epochs"),
+    "LR finder steps": (10, None),
+}
 LONG = {**FAST, "Epochs": (30, "train.epochs")}
 
 

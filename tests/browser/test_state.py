@@ -60,7 +60,12 @@ def lr_finder_eta_step(page: Page, shot) -> None:
     """Small settings, then the LR finder: its bar shows elapsed time and time left while it runs."""
     set_switch(page, "Start from ImageNet weights (pretrained)", on=False)
     set_switch(page, "Augment training images", on=False)
-    for label, value in (("Image size (pixels)", 32), ("Batch size", 16), ("Epochs", 2), ("LR finder steps", 10)):
+    for label, value in (
+        ("Image size (pixels)", 32),
+        ("Batch size", 16),
+        ("Epochs", 2),
+        ("LR finder steps", 10),
+    ):
         set_number(page, label, value)
     page.get_by_role("button", name="Run the LR finder").click()
     bar = page.locator('[data-testid="stProgress"]', has_text=re.compile(r"step \d+ / 10 · elapsed .* left"))
@@ -76,13 +81,16 @@ def kept_step(page: Page) -> None:
     expect(page.get_by_label("Image size (pixels)", exact=True)).to_have_value("32")
     expect(page.get_by_label("Epochs", exact=True)).to_have_value("2")
     expect(page.get_by_role("switch", name="Start from ImageNet weights (pretrained)")).not_to_be_checked()
-    expect(page.get_by_role("button", name=re.compile(r"^Use (valley|slide|steep|minimum): ")).first).to_be_visible()
+    expect(
+        page.get_by_role("button", name=re.compile(r"^Use (valley|slide|steep|minimum): ")).first
+    ).to_be_visible()
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_verdict_eta_and_settings_kept_across_refresh_and_devices(app_url: str, page: Page, page_factory,
-                                                                   screenshot) -> None:
+def test_verdict_eta_and_settings_kept_across_refresh_and_devices(
+    app_url: str, page: Page, page_factory, screenshot
+) -> None:
     """One verdict; LR-finder ETA; a refresh and a second browser (same local user) keep settings and curve."""
     start = time.monotonic()
     open_app(page, app_url)
@@ -99,12 +107,15 @@ def test_verdict_eta_and_settings_kept_across_refresh_and_devices(app_url: str, 
         go_to(other, "Training setup")
         kept_step(other)
         go_to(other, "Training run")
-        expect(other.get_by_text(re.compile(r"Settings: resnet18 \(from scratch\) on \S+, 32 px .*, 2 epochs"))).to_be_visible()
+        expect(
+            other.get_by_text(re.compile(r"Settings: resnet18 \(from scratch\) on \S+, 32 px .*, 2 epochs"))
+        ).to_be_visible()
         screenshot(other, "5-run-other-device")
     finally:
         other.context.close()
     Path(screenshot(page, "6-end")).parent.joinpath("browser_state_time.txt").write_text(
-        f"{time.monotonic() - start:.1f} s wall time of test_verdict_eta_and_settings_kept\n")
+        f"{time.monotonic() - start:.1f} s wall time of test_verdict_eta_and_settings_kept\n"
+    )
 
 
 # ---------------------------------------------------------------- hosted: sign-in, ownership, offline weights
@@ -119,8 +130,15 @@ def hosted_app(_browser_requirements, tmp_path_factory):
 
     home = tmp_path_factory.mktemp("browser_hosted_home")
     port = free_port()
-    env = {**os.environ, "XRT_HOME": str(home), "XRT_MAX_JOBS": "1", "XRT_HOSTED": "1", "XRT_PASSWORD": "pw",
-           "XRT_DATA_ROOTS": str(home / "sample"), "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "XRT_HOME": str(home),
+        "XRT_MAX_JOBS": "1",
+        "XRT_HOSTED": "1",
+        "XRT_PASSWORD": "pw",
+        "XRT_DATA_ROOTS": str(home / "sample"),
+        "PYTHONUNBUFFERED": "1",
+    }
     env.pop("XRT_CACHE_DIR", None)
     with serve(env, home, port) as url:
         yield url, home
@@ -143,18 +161,25 @@ def owned_run(home: Path, name: str) -> str:
     from core import jobs
     from core.config import RunConfig, to_dict
 
-    owner = hmac.new((home / "secret.key").read_text().strip().encode(), f"owner:user:{name}".encode(), hashlib.sha256).hexdigest()[:32]
+    owner = hmac.new(
+        (home / "secret.key").read_text().strip().encode(), f"owner:user:{name}".encode(), hashlib.sha256
+    ).hexdigest()[:32]
     db = jobs.JobStore(home / "jobs.sqlite3")
     job = db.submit("train", {"config": to_dict(RunConfig())}, owner=owner)
-    db.finish(job.id, "failed", error="TrainingError: training refused: only one class in /srv/lab/x.csv",
-              only_if_running=False)
+    db.finish(
+        job.id,
+        "failed",
+        error="TrainingError: training refused: only one class in /srv/lab/x.csv",
+        only_if_running=False,
+    )
     return job.id
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(420)
-def test_hosted_sign_in_owns_runs_survives_reload_and_says_weights_offline(hosted_app, page: Page, page_factory,
-                                                                           screenshot) -> None:
+def test_hosted_sign_in_owns_runs_survives_reload_and_says_weights_offline(
+    hosted_app, page: Page, page_factory, screenshot
+) -> None:
     """Deep link after sign-in; the owner follows the user name, not the URL; a reload stays signed in; the
     setup page decides 'pretrained' from whether weights can be had (this machine is offline)."""
     url, home = hosted_app
@@ -183,7 +208,9 @@ def test_hosted_sign_in_owns_runs_survives_reload_and_says_weights_offline(hoste
         screenshot(bob, "3-hosted-bob-sees-nothing")
         go_to(bob, "Training setup")
         expect(bob.get_by_role("switch", name="Start from ImageNet weights (pretrained)")).not_to_be_checked()
-        expect(bob.get_by_text(re.compile(r"cannot be reached from this server.*from scratch"))).to_be_visible()
+        expect(
+            bob.get_by_text(re.compile(r"cannot be reached from this server.*from scratch"))
+        ).to_be_visible()
         screenshot(bob, "4-hosted-setup-offline")
     finally:
         bob.context.close()

@@ -55,8 +55,9 @@ def fill(page: Page, label: str, text: str) -> None:
 
 
 @pytest.mark.timeout(900)
-def test_sweep_start_watch_compare_and_reuse(app_url: str, app_home: Path, page: Page, screenshot,
-                                             monkeypatch) -> None:
+def test_sweep_start_watch_compare_and_reuse(
+    app_url: str, app_home: Path, page: Page, screenshot, monkeypatch
+) -> None:
     monkeypatch.setenv("XRT_HOME", str(app_home))  # read the server's experiments and jobs
     cancel_leftovers(app_home)
     open_app(page, app_url)
@@ -87,7 +88,9 @@ def test_sweep_start_watch_compare_and_reuse(app_url: str, app_home: Path, page:
     expect(page.locator(CHARTS)).to_have_count(2)  # metric vs lr, overlaid curves
     screenshot(page, "compared")
     final = experiments.refresh(new[0], store(app_home))
-    best = experiments.best_trial(experiments.trial_table(final, store(app_home), n_boot=100), "balanced_accuracy")
+    best = experiments.best_trial(
+        experiments.trial_table(final, store(app_home), n_boot=100), "balanced_accuracy"
+    )
     best_fraction = next(t["settings"]["train_fraction"] for t in record["trials"] if t["job"] == best)
     page.get_by_role("button", name="Use these settings").click()
     expect(page.locator("h1", has_text="Training setup")).to_be_visible(timeout=90_000)
