@@ -76,9 +76,8 @@ def hf_source(arch: str) -> tuple[str, list[str]]:
     name = cfg.hf_hub_filename or "pytorch_model.bin"  # file names on the hub (timm's), not ours
     if name.endswith(".safetensors"):
         return cfg.hf_hub_id, [name]
-    safe = (
-        "model.safetensors" if name == "pytorch_model.bin" else f"{Path(name).stem}.safetensors"
-    )  # not a run folder
+    hub_default = "model.safetensors"  # not a run folder: the hub's name for a converted pytorch_model.bin
+    safe = hub_default if name == "pytorch_model.bin" else f"{Path(name).stem}.safetensors"
     return cfg.hf_hub_id, [safe, name]
 
 
