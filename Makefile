@@ -22,14 +22,16 @@ run: install
 test: install-dev
 	$(VENV)/bin/python -m ruff check core pages ui tests streamlit_app.py
 	$(VENV)/bin/python -m ruff format --check core pages ui tests bench streamlit_app.py
+	$(VENV)/bin/python -m mypy
 	$(VENV)/bin/python -m pytest
 
 lint: install-dev
 	$(VENV)/bin/python -m ruff check core pages ui tests streamlit_app.py
 	$(VENV)/bin/python -m ruff format --check core pages ui tests bench streamlit_app.py
+	$(VENV)/bin/python -m mypy
 
 bench: install
 	bash bench/run_all.sh
 
 clean:
-	rm -rf workspace .pytest_cache
+	rm -rf workspace .pytest_cache .mypy_cache

@@ -100,10 +100,10 @@ def gradcam_layer(model: torch.nn.Module, arch: str) -> torch.nn.Module:
     """The last convolutional block of the body of a fastai-built model (target for Grad-CAM)."""
     if not is_cnn_supported(arch):
         raise ValueError(f"Grad-CAM is not supported for {arch}")
-    body = model[0]
+    body = list(model.children())[0]  # fastai builds nn.Sequential(body, head)
     if arch_family(arch) == "torchvision":
-        return body[-1]
-    inner = getattr(body, "model", body)
+        return list(body.children())[-1]
+    inner: Any = getattr(body, "model", body)  # a timm model: its last block is found by attribute name
     if hasattr(inner, "stages"):
         return inner.stages[-1]
     if hasattr(inner, "bn2"):

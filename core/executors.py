@@ -117,7 +117,7 @@ def detached_popen(args: list[str], log_path: Path) -> subprocess.Popen:
     """Start a process in its own session (survives reruns/refreshes), output appended to `log_path`."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     kwargs: dict[str, Any] = {"start_new_session": True}
-    if os.name == "nt":  # pragma: no cover - Windows
+    if sys.platform == "win32":  # pragma: no cover - Windows (spelled so mypy knows the flags exist there)
         kwargs = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP | subprocess.DETACHED_PROCESS}
     with open(log_path, "ab") as log:
         return subprocess.Popen(

@@ -199,7 +199,8 @@ def plan_trials(spec: SweepSpec) -> list[dict[str, Any]]:
             keep = np.sort(rng.choice(len(points), size=spec.trials, replace=False))
             points = [points[i] for i in keep]
         return points
-    want, found, tries = spec.trials or DEFAULT_RANDOM_TRIALS, {}, 0
+    want, tries = spec.trials or DEFAULT_RANDOM_TRIALS, 0
+    found: dict[str, dict[str, Any]] = {}
     while len(found) < want and tries < 50 * want:
         draw = {a.name: a.draw(rng) for a in axes}
         found.setdefault(repr(sorted(draw.items())), draw)
@@ -392,12 +393,12 @@ def median_stop(record: dict[str, Any], store: jobs.JobStore) -> dict[str, str]:
         return {}
     by_id = {t["job"]: t for t in record["trials"]}
     states = child_jobs(record, store)
-    done = [
+    values = [
         value_at_epoch(by_id[i]["run_dir"], spec.metric, epoch)
         for i, j in states.items()
         if j and j.status == "done"
     ]
-    done = [v for v in done if v is not None]
+    done = [v for v in values if v is not None]
     if len(done) < MIN_COMPLETED_FOR_MEDIAN:
         return {}
     median, stopped = float(np.median(done)), {}

@@ -13,6 +13,7 @@ File systems: the SQLite database (WAL) is opened by processes on the server's h
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import dataclasses
 import errno
@@ -28,7 +29,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psutil
 
@@ -437,9 +438,7 @@ class JobStore:
         con.execute("CREATE INDEX IF NOT EXISTS jobs_parent ON jobs(parent_id, created)")
 
     @staticmethod
-    def _job(row: sqlite3.Row | None) -> Job | None:
-        if row is None:
-            return None
+    def _job(row: sqlite3.Row) -> Job:
         return Job(
             id=row["id"],
             kind=row["kind"],
@@ -461,7 +460,15 @@ class JobStore:
         )
 
     def _get(self, con: sqlite3.Connection, job_id: str) -> Job | None:
-        return self._job(con.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone())
+        row = con.execute("SELECT * FROM jobs WHERE id=?", (job_id,)).fetchone()
+        return None if row is None else self._job(row)
+
+    def _must_get(self, con: sqlite3.Connection, job_id: str) -> Job:
+        """The job; KeyError when there is none."""
+        job = self._get(con, job_id)
+        if job is None:
+            raise KeyError(f"no job {job_id!r}")
+        return job
 
     # -- public API
     def submit(
@@ -534,9 +541,7 @@ class JobStore:
     def cancel(self, job_id: str) -> Job:
         """Queued -> cancelled now; running -> cancel_requested + STOP file (the task stops itself)."""
         with self._write() as con:
-            job = self._get(con, job_id)
-            if job is None:
-                raise KeyError(f"no job {job_id!r}")
+            job = self._must_get(con, job_id)
             if job.status == "queued":
                 con.execute(
                     "UPDATE jobs SET status='cancelled', finished=?, error='cancelled before it started' "
@@ -545,7 +550,7 @@ class JobStore:
                 )
             elif job.status == "running":
                 con.execute("UPDATE jobs SET cancel_requested=1 WHERE id=?", (job_id,))
-            job = self._get(con, job_id)
+            job = self._must_get(con, job_id)
         if job.status == "running":
             with contextlib.suppress(OSError):
                 Path(job.run_dir).mkdir(parents=True, exist_ok=True)
@@ -597,7 +602,7 @@ class JobStore:
             row["sup_pid"], row["sup_token"], host, hb
         )
 
-    def _reap(self, con: sqlite3.Connection) -> list[str]:
+    def _reap(self, con: sqlite3.Connection) -> builtins.list[str]:
         changed = []
         for row in con.execute("SELECT * FROM jobs WHERE status='running'").fetchall():
             if self._job_alive(row):
@@ -619,7 +624,7 @@ class JobStore:
             changed.append(row["id"])
         return changed
 
-    def reap(self) -> list[str]:
+    def reap(self) -> builtins.list[str]:
         """Running jobs whose processes are gone -> interrupted (cancelled if asked); returns their ids."""
         with self._write() as con:
             changed = self._reap(con)
@@ -656,7 +661,7 @@ class JobStore:
         with self._write() as con:
             con.execute("DELETE FROM workers WHERE pid=? AND host=?", (pid, HOST))
 
-    def claim(self, worker_pid: int, max_running: int, release: bool = True) -> Job | str | None:
+    def claim(self, worker_pid: int, max_running: int, release: bool = True) -> Job | Literal["busy"] | None:
         """Atomically take the oldest queued job and the lowest free slot (0..max_running-1); "busy" if all
         slots are taken; None if nothing is queued (then, with `release`, the supervisor's slot is given back)."""
         now = time.time()
@@ -667,6 +672,7 @@ class JobStore:
                 "SELECT id FROM jobs WHERE status='queued' ORDER BY created, id LIMIT 1"
             ).fetchone()
             free = next((s for s in range(max_running) if s not in taken), None)
+            job: Job | Literal["busy"] | None
             if queued is None:
                 if release:
                     con.execute("DELETE FROM workers WHERE pid=? AND host=?", (worker_pid, HOST))

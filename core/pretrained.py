@@ -32,6 +32,8 @@ LOCAL_WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 class PretrainedUnavailable(RuntimeError):
     """ImageNet weights could not be obtained; the message tells the user what to do instead."""
 
+    original: BaseException  # the download's own exception, when it raised one (set by _run_with_timeout)
+
     def __init__(self, arch: str, cause: str, cache_path: Path | None = None):
         self.arch, self.cause, self.cache_path = arch, cause, cache_path
         where = f"; or copy the file to {cache_path}" if cache_path is not None and cache_path.suffix else ""

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -172,7 +173,7 @@ class RaySupervisor:
             runtime_env={"env_vars": forwarded_env()},
             namespace="xrt",
             log_to_driver=False,
-            logging_level="WARNING",
+            logging_level=logging.WARNING,
         )
         self.ray = ray
         resources = ray.cluster_resources()

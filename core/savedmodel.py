@@ -74,7 +74,7 @@ def _refuse_phi(obj: Any, where: str = "manifest") -> None:
 
 def _versions() -> dict[str, str]:
     """Library versions the model was saved with (for the record)."""
-    out = {"torch": torch.__version__}
+    out: dict[str, str] = {"torch": torch.__version__}
     for mod in ("torchvision", "timm", "fastai"):
         try:
             out[mod] = __import__(mod).__version__

@@ -748,7 +748,8 @@ def kfold_run(cfg: RunConfig, run_dir: Path, progress: Progress) -> dict[str, An
     k = cfg.data.split.k_folds
     folds = kfold_splits(items, k, method=cfg.data.split.method, seed=cfg.data.split.seed)
     _save_folds(run_dir, items, folds)
-    oof, per_fold = [], []
+    oof: list[pd.DataFrame] = []
+    per_fold: list[dict[str, Any]] = []
     for i, (_, valid_idx) in enumerate(folds):
         progress.log(f"fold {i + 1}/{k}: {len(valid_idx)} validation items")
         out = fit_one(items, cfg, run_dir, progress, valid_idx=valid_idx, fold=i, n_folds=k, classes=classes)
@@ -772,7 +773,7 @@ def kfold_run(cfg: RunConfig, run_dir: Path, progress: Progress) -> dict[str, An
     oof_df = pd.concat(oof, ignore_index=True)
     oof_df.to_csv(run.predictions("oof"), index=False)
     metric_names = [n for n in per_fold[0] if n not in ("fold", "best_epoch", "model_epoch", "model_weights")]
-    metrics = {
+    metrics: dict[str, Any] = {
         "per_fold": per_fold,
         "mean_sd": evaluate.mean_sd([{n: f[n] for n in metric_names} for f in per_fold]),
         "pooled_oof": evaluate.metrics_from_frame(oof_df, classes),

@@ -220,6 +220,7 @@ def _scan_pickle(f: Any, name: str) -> Any:
     memo: dict[int, Any] = {}
     recent: list[Any] = []  # values pushed by the last value-producing opcodes (None: not a known string)
     last_int, n_values = None, 0
+    arg: Any  # an opcode's argument (typeshed: Any | None); int(None) would fail below as a corrupt file
     try:
         for op, arg, _pos in pickletools.genops(f):
             opname = op.name

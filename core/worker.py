@@ -151,7 +151,7 @@ class Supervisor:
             )
             return
         self.store.set_pid(job.id, self.child.pid)
-        rc = self.watch(job)
+        rc = self.watch(job, self.child)
         self.child = None
         after = self.store.get(job.id)
         if after is None or after.status != "running":
@@ -166,9 +166,9 @@ class Supervisor:
             with contextlib.suppress(OSError):
                 Progress(folder.path).log(f"job {job.id} {status}: {error}")
 
-    def watch(self, job: jobs.Job) -> int:
+    def watch(self, job: jobs.Job, child: subprocess.Popen) -> int:
         """Wait for the child; heartbeat; escalate an unanswered cancel (SIGTERM, then SIGKILL)."""
-        child, grace = self.child, cancel_grace()
+        grace = cancel_grace()
         next_beat, cancel_seen, term_sent = 0.0, None, None
         while True:
             try:
