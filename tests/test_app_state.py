@@ -157,7 +157,7 @@ def _running(kind: str, progress: dict, params: dict | None = None):
 
 def test_kfold_and_lr_finder_show_elapsed_and_time_left():
     _running(
-        "kfold",
+        "train",  # a k-fold run is a "train" job whose progress names its folds
         {
             "phase": "training",
             "fold": 1,

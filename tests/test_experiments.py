@@ -246,7 +246,8 @@ def fake_train(monkeypatch):
         "PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
     )
     monkeypatch.delenv("XRT_MAX_JOBS", raising=False)
-    saved = dict(jobs.TASKS), dict(jobs._REGISTERED)
+    monkeypatch.setenv(jobs.EXTRA_TASKS_ENV, os.environ.get(jobs.EXTRA_TASKS_ENV, ""))  # restored after the test
+    saved = dict(jobs.TASKS)
 
     def use(task: str) -> None:
         jobs.register_task("train", f"sweeptasks:{task}")
@@ -254,9 +255,7 @@ def fake_train(monkeypatch):
     yield use
     _kill_leftovers(jobs.JobStore().db_path)
     jobs.TASKS.clear()
-    jobs.TASKS.update(saved[0])
-    jobs._REGISTERED.clear()
-    jobs._REGISTERED.update(saved[1])
+    jobs.TASKS.update(saved)
 
 
 def _wait_done(exp_id: str, store: jobs.JobStore, timeout: float = 120) -> dict:
