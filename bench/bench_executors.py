@@ -107,7 +107,7 @@ def ray_part(data: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 def slots_part(data: Path, args: argparse.Namespace) -> dict[str, Any]:
     """`--trials` single-split jobs (different seeds) with 1 slot, then with 2 slots."""
-    from core import executors
+    from core import executors, paths
 
     params = [job_params(data, args, k_folds=0, seed=s) for s in range(args.trials)]
     out: dict[str, Any] = {}
@@ -117,9 +117,9 @@ def slots_part(data: Path, args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "executors_slots",
         "trials": args.trials,
-        "cores": executors.cpu_cores(),
+        "cores": paths.cpu_cores(),
         "total_s": {"1_slot": out[1]["total_s"], "2_slots": out[2]["total_s"]},
-        "threads_per_job": {"1_slot": executors.cpu_cores(), "2_slots": max(1, executors.cpu_cores() // 2)},
+        "threads_per_job": {"1_slot": paths.cpu_cores(), "2_slots": max(1, paths.cpu_cores() // 2)},
         "throughput_ratio_2_vs_1": c.ratio(out[1]["total_s"], out[2]["total_s"]),
     }
 

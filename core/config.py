@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from core.fsutil import atomic_write_text
+
 if typing.TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
@@ -267,7 +269,7 @@ def _convert(tp: Any, value: Any) -> Any:
 
 def save_json(cfg: Any, path: str | Path) -> None:
     """Write a config as indented JSON."""
-    Path(path).write_text(json.dumps(to_dict(cfg), indent=2))
+    atomic_write_text(path, json.dumps(to_dict(cfg), indent=2))
 
 
 def load_json(cls: type[T], path: str | Path) -> T:

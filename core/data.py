@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -17,6 +16,7 @@ from sklearn.model_selection import (
     train_test_split,
 )
 
+from core import paths
 from core.config import ConfigError, DataConfig, SplitConfig, Window
 
 if TYPE_CHECKING:
@@ -376,12 +376,7 @@ def resolve_workers(n: int, cuda: bool) -> int:
     """
     if n >= 0:
         return n
-    return max(1, min(MAX_AUTO_WORKERS, _cpus() - 2)) if cuda else 0
-
-
-def _cpus() -> int:
-    """CPU cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(MAX_AUTO_WORKERS, paths.cpu_cores() - 2)) if cuda else 0
 
 
 def loader_kwargs(cfg: DataConfig, device=None) -> dict:

@@ -43,14 +43,6 @@ class Executor(Protocol):
 
 
 # ------------------------------------------------------------------------------------------------ slots
-def env_int(name: str, default: int, minimum: int = 1) -> int:
-    """A whole number from the environment; `default` when unset or unreadable; at least `minimum`."""
-    try:
-        return max(minimum, int(os.environ.get(name, "").strip() or default))
-    except ValueError:
-        return max(minimum, default)
-
-
 @functools.lru_cache(maxsize=1)
 def _nvidia_smi_gpus() -> int:
     """GPUs nvidia-smi lists (0 without it); asks the driver only, so no CUDA context is made here."""
@@ -80,13 +72,8 @@ def visible_gpus() -> list[str]:
 def max_jobs() -> int:
     """Jobs running at once: $XRT_MAX_JOBS, else $XRT_JOBS_PER_GPU (default 1) per visible GPU, 1 on a CPU."""
     n_gpus = len(visible_gpus())
-    default = n_gpus * env_int("XRT_JOBS_PER_GPU", 1) if n_gpus else 1
-    return env_int("XRT_MAX_JOBS", default)
-
-
-def cpu_cores() -> int:
-    """CPU cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    default = n_gpus * paths.env_int("XRT_JOBS_PER_GPU", 1) if n_gpus else 1
+    return paths.env_int("XRT_MAX_JOBS", default)
 
 
 def slot_env(slot: int | None, n_slots: int) -> dict[str, str]:
@@ -97,7 +84,7 @@ def slot_env(slot: int | None, n_slots: int) -> dict[str, str]:
     if gpus:
         return {"CUDA_VISIBLE_DEVICES": gpus[slot % len(gpus)]}
     if n_slots > 1 and not os.environ.get("XRT_TORCH_THREADS"):
-        return {"XRT_TORCH_THREADS": str(max(1, cpu_cores() // n_slots))}
+        return {"XRT_TORCH_THREADS": str(max(1, paths.cpu_cores() // n_slots))}
     return {}
 
 

@@ -17,6 +17,20 @@ def env_int(name: str, default: int, minimum: int = 1) -> int:
     return value if value >= minimum else default
 
 
+def env_float(name: str, default: float, minimum: float = 0.0) -> float:
+    """A number setting from the environment; `default` when unset, not a number or below `minimum`."""
+    try:
+        value = float(os.environ.get(name, "").strip() or default)
+    except ValueError:
+        return default
+    return value if value >= minimum else default
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may use (its affinity where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def app_home() -> Path:
     """The app's working folder ($XRT_HOME, default ./workspace beside the code)."""
     home = Path(os.environ.get("XRT_HOME", REPO_ROOT / "workspace")).expanduser().resolve()

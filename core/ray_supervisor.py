@@ -72,18 +72,6 @@ def run_remote(fields: dict) -> dict:
 
 
 # ---------------------------------------------------------------------------------------- on this host
-def env_float(name: str, default: float) -> float:
-    """A non-negative number from the environment; `default` when unset; ValueError names a bad value."""
-    text = os.environ.get(name, "").strip()
-    try:
-        value = float(text) if text else default
-    except ValueError:
-        raise ValueError(f"${name} must be a number, got {text!r}") from None
-    if value < 0:
-        raise ValueError(f"${name} must not be negative, got {text!r}")
-    return value
-
-
 def forwarded_env() -> dict[str, str]:
     """Environment for the tasks on every node: the XRT_* settings, the app home, the code on sys.path."""
     env = {k: v for k, v in os.environ.items() if k.startswith("XRT_") and k != executors.RAY_ADDRESS_ENV}
@@ -95,8 +83,8 @@ def forwarded_env() -> dict[str, str]:
 
 def task_options(resources: dict[str, float]) -> dict[str, Any]:
     """Ray options of a job task: one GPU (or the configured share; none on a CPU-only cluster), no retry."""
-    gpus = env_float(GPUS_ENV, 1.0 if resources.get("GPU", 0) >= 1 else 0.0)
-    return {"num_gpus": gpus, "num_cpus": env_float(CPUS_ENV, 1.0), "max_retries": 0}
+    gpus = paths.env_float(GPUS_ENV, 1.0 if resources.get("GPU", 0) >= 1 else 0.0)
+    return {"num_gpus": gpus, "num_cpus": paths.env_float(CPUS_ENV, 1.0), "max_retries": 0}
 
 
 def capacity(resources: dict[str, float], options: dict[str, Any], nodes: int) -> int:
@@ -105,7 +93,7 @@ def capacity(resources: dict[str, float], options: dict[str, Any], nodes: int) -
         default = int(resources.get("GPU", 0) // options["num_gpus"])
     else:
         default = nodes
-    return executors.env_int("XRT_MAX_JOBS", max(1, default))
+    return paths.env_int("XRT_MAX_JOBS", max(1, default))
 
 
 def lost_reason(exc: BaseException) -> str:

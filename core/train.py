@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import gc
 import math
-import os
 import platform
 import time
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ import pandas as pd
 import torch
 from fastai.callback.core import Callback, CancelFitException
 
-from core import evaluate, runs
+from core import evaluate, paths, runs
 from core.config import RunConfig, from_dict, save_json, to_dict
 from core.data import (
     assign_splits,
@@ -38,7 +37,7 @@ from core.data import (
     train_subset,
 )
 from core.eta import eta
-from core.fsutil import atomic_writer
+from core.fsutil import atomic_write_text, atomic_writer
 from core.jobs import JobCancelled, Progress
 from core.privacy import pseudonym
 
@@ -564,7 +563,7 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: Progress) -> pd.DataFrame:
     snapshot["group"] = [pseudonym(g) for g in items["group"].fillna("").astype(str)]
     snapshot.to_csv(run.items, index=False)
     ds.problems.to_csv(run.problems, index=False)
-    run.splits.write_text(split_summary(items).to_json(orient="records"))
+    atomic_write_text(run.splits, split_summary(items).to_json(orient="records"))
     return items
 
 
@@ -637,14 +636,11 @@ def outcome_manifest(
 
 def resolve_threads(setting: int) -> tuple[int, str]:
     """(torch intra-op threads, where the number came from): the setting, $XRT_TORCH_THREADS, or every core given."""
-    from core.data import _cpus
-
     if setting > 0:
         return setting, "config"
-    env = os.environ.get("XRT_TORCH_THREADS", "").strip()
-    if env.isdigit() and int(env) > 0:
-        return int(env), "XRT_TORCH_THREADS"
-    return _cpus(), "cores available to the process"
+    if (env := paths.env_int("XRT_TORCH_THREADS", 0)) > 0:
+        return env, "XRT_TORCH_THREADS"
+    return paths.cpu_cores(), "cores available to the process"
 
 
 def apply_threads(cfg: RunConfig) -> None:

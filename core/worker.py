@@ -18,7 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
-from core import executors, jobs, runs
+from core import executors, jobs, paths, runs
 from core.jobs import Job, JobCancelled, JobStore, Progress
 
 POLL_S = 0.25
@@ -35,10 +35,7 @@ def _raise_terminated(signum, frame):  # noqa: ARG001 - signal handler signature
 
 def cancel_grace() -> float:
     """Seconds a task gets to honour a cancel before the supervisor stops it by force ($XRT_CANCEL_GRACE)."""
-    try:
-        return max(0.0, float(os.environ.get("XRT_CANCEL_GRACE", "30")))
-    except ValueError:
-        return 30.0
+    return paths.env_float("XRT_CANCEL_GRACE", 30.0)
 
 
 # ---------------------------------------------------------------------------------------------- child

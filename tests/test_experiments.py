@@ -246,7 +246,9 @@ def fake_train(monkeypatch):
         "PYTHONPATH", os.pathsep.join(filter(None, [str(TESTS), os.environ.get("PYTHONPATH")]))
     )
     monkeypatch.delenv("XRT_MAX_JOBS", raising=False)
-    monkeypatch.setenv(jobs.EXTRA_TASKS_ENV, os.environ.get(jobs.EXTRA_TASKS_ENV, ""))  # restored after the test
+    monkeypatch.setenv(
+        jobs.EXTRA_TASKS_ENV, os.environ.get(jobs.EXTRA_TASKS_ENV, "")
+    )  # restored after the test
     saved = dict(jobs.TASKS)
 
     def use(task: str) -> None:

@@ -524,7 +524,7 @@ def test_slots_default_to_one_per_visible_gpu(monkeypatch):
 
 def test_cpu_slots_share_the_cores(monkeypatch):
     assert executors.slot_env(0, 1) == {} and executors.slot_env(None, 2) == {}
-    assert executors.slot_env(1, 2) == {"XRT_TORCH_THREADS": str(max(1, executors.cpu_cores() // 2))}
+    assert executors.slot_env(1, 2) == {"XRT_TORCH_THREADS": str(max(1, paths.cpu_cores() // 2))}
     monkeypatch.setenv("XRT_TORCH_THREADS", "3")  # a user's own setting wins
     assert executors.slot_env(1, 2) == {}
 
@@ -569,5 +569,5 @@ def test_cpu_slots_run_side_by_side_with_their_share_of_threads(monkeypatch):
         jobs.wait(j.id, store, timeout=60)
         for j in [jobs.submit_and_start("where", {"s": 0.5}, store=store) for _ in range(2)]
     ]
-    share = str(max(1, executors.cpu_cores() // 2))
+    share = str(max(1, paths.cpu_cores() // 2))
     assert [d.result["XRT_TORCH_THREADS"] for d in done] == [share, share]
