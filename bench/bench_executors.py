@@ -29,6 +29,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, default=4, help="jobs in the slots comparison")
     p.add_argument("--k", type=int, default=2, help="folds in the k-fold slots comparison")
     p.add_argument("--parts", default="ray,slots,kfold", help="comma list of ray,slots,kfold")
+    p.add_argument(
+        "--kfold-threads",
+        type=int,
+        default=0,
+        help="torch threads of every k-fold job (0: each slot's share of the cores, all of them with 1 slot)",
+    )
     p.add_argument("--no-ray", action="store_true", help="skip the Ray part")
     return p
 
@@ -141,6 +147,8 @@ def kfold_part(data: Path, args: argparse.Namespace) -> dict[str, Any]:
 
     params = [job_params(data, args, k_folds=args.k)]
     out, oof = {}, {}
+    if args.kfold_threads:
+        os.environ["XRT_TORCH_THREADS"] = str(args.kfold_threads)
     for slots in (1, args.k):
         os.environ["XRT_MAX_JOBS"] = str(slots)  # the k-fold job splits into fold jobs from max_jobs() > 1
         try:
@@ -150,15 +158,14 @@ def kfold_part(data: Path, args: argparse.Namespace) -> dict[str, Any]:
                 oof[slots] = table.sort_values("path").filter(like="prob_").to_numpy()
         finally:
             os.environ.pop("XRT_MAX_JOBS", None)
+    os.environ.pop("XRT_TORCH_THREADS", None)
+    share = args.kfold_threads or max(1, executors.cpu_cores() // args.k)
     return {
         "benchmark": "executors_kfold_slots",
         "k": args.k,
         "cores": executors.cpu_cores(),
         "total_s": {"1_slot": out[1]["total_s"], "k_slots": out[args.k]["total_s"]},
-        "threads_per_job": {
-            "1_slot": executors.cpu_cores(),
-            "k_slots": max(1, executors.cpu_cores() // args.k),
-        },
+        "threads_per_job": {"1_slot": args.kfold_threads or executors.cpu_cores(), "k_slots": share},
         "speedup_k_slots_vs_1": c.ratio(out[1]["total_s"], out[args.k]["total_s"]),
         "oof_prob_max_abs_diff": float(abs(oof[1] - oof[args.k]).max()),
     }

@@ -4,6 +4,10 @@ Every run writes a run folder (its files are named in core/runs.py): config.json
 progress.json, model/ (weights + manifest), predictions, metrics.json and env.json. Training talks to
 fastai through small callbacks: EpochClock, TrainProgress (progress + cancel), HistoryCSV, BestCheckpoint,
 EarlyStop; the LR finder shares the cancel part (LrFindProgress).
+
+k-fold: `train_fold` trains one fold and `combine_folds` makes the summary, whether the folds run in
+sequence inside the "train" job (one slot) or as "fold" child jobs side by side (several slots, see
+`kfold_run`); a fold job's results wait in its folder (fold_jobs/fold<i>/) until the parent combines them.
 """
 
 from __future__ import annotations
