@@ -43,8 +43,8 @@ def folds_eta(folds: list[tuple[str, dict[str, Any]]]) -> float | None:
     queued = sum(1 for s, _ in folds if s == "queued")
     if not running:
         return 0.0 if not queued and folds else None
-    lefts = [p.get("eta_s") for p in running]
-    if any(v is None for v in lefts):
+    lefts = [float(p["eta_s"]) for p in running if p.get("eta_s") is not None]
+    if len(lefts) < len(running):
         return None
-    lengths = [float(p.get("elapsed_s") or 0.0) + float(p["eta_s"]) for p in running]
+    lengths = [float(p.get("elapsed_s") or 0.0) + left for p, left in zip(running, lefts)]
     return max(lefts) + math.ceil(queued / len(running)) * sum(lengths) / len(lengths)

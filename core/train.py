@@ -947,7 +947,9 @@ def combine_fold_jobs(cfg: RunConfig, run: runs.RunFolder, progress: Progress) -
     progress.update(force=True, phase="combining", message="combining the folds", n_folds=k, folds_done=k)
     items = read_fold_items(run)
     classes = sorted(items["label"].astype(str).unique())
-    results = [read_fold_job(run, i) for i in range(k)]
+    results = [r for r in (read_fold_job(run, i) for i in range(k)) if r is not None]
+    if len(results) < k:
+        raise TrainingError(f"{k - len(results)} fold job(s) left no results in {runs.FOLD_JOBS_DIR}/")
     run.history.unlink(missing_ok=True)  # this step may run again (e.g. after a crash of its worker)
     for i in range(k):
         _append_csv(run.history, runs.RunFolder(run.fold_job_dir(i)).history)
