@@ -251,9 +251,11 @@ def test_kfold_final_model_on_all_data_with_oversampling(blobs, tmp_path):
 
 
 def test_kfold_folds_as_child_jobs_on_two_slots_match_one_slot(blobs, tmp_path, store, monkeypatch):
+    from safetensors.torch import load_file
+
     monkeypatch.setenv("XRT_TORCH_THREADS", "1")  # same intra-op threads on both sides: same summation order
     threads = torch.get_num_threads()
-    cfg = tiny_config(blobs, epochs=1)
+    cfg = tiny_config(blobs, epochs=1, final_model_on_all=True)
     cfg.data.split.k_folds = 2
     params = {"config": to_dict(cfg)}
     try:
@@ -273,13 +275,17 @@ def test_kfold_folds_as_child_jobs_on_two_slots_match_one_slot(blobs, tmp_path, 
     probs = [o.filter(like="prob_").to_numpy() for o in oof]
     assert np.abs(probs[0] - probs[1]).max() <= 1e-6
     hist = [pd.read_csv(r.history) for r in (one, two)]
-    assert list(hist[0]["fold"]) == list(hist[1]["fold"]) == [0, 1]
+    assert list(hist[0]["fold"].fillna(-1)) == list(hist[1]["fold"].fillna(-1)) == [0, 1, -1]  # -1: final
+    assert np.allclose(hist[0]["train_loss"], hist[1]["train_loss"], atol=1e-6)
     summary = [r.read_metrics() for r in (one, two)]
     assert summary[1]["type"] == "kfold" and [f["fold"] for f in summary[1]["metrics"]["per_fold"]] == [0, 1]
     assert summary[0]["metrics"]["pooled_oof"] == pytest.approx(
         summary[1]["metrics"]["pooled_oof"], abs=1e-6, nan_ok=True
     )
     assert [i for i, _ in two.fold_models()] == [0, 1]
+    assert summary[0]["final_model"] == summary[1]["final_model"]  # trained by the parent's second run
+    weights = [load_file(str(r.model_dir / "model.safetensors")) for r in (one, two)]
+    assert max(float((weights[0][n] - weights[1][n]).abs().max()) for n in weights[0]) <= 1e-6
 
 
 @pytest.mark.parametrize("arch,imbalance", [("efficientnet_b0", "weighted_loss"), ("resnet34", "none")])
