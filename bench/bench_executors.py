@@ -3,8 +3,10 @@
 Prints JSON lines. "executors_ray": local Ray cluster start-up, submit -> the job's first progress from its
 own process (the supervisor's start and, for Ray, its connection included), and the total of a 2-fold job
 on each executor (same machine, one after the other). "executors_slots": wall time of `--trials` tiny
-training jobs with 2 slots (each job gets half the cores' threads) vs 1 slot. Ray is reported as skipped
-when it is not installed (pip install -r requirements-ray.txt).
+training jobs with 2 slots (each job gets half the cores' threads) vs 1 slot. "executors_kfold_slots": one
+`--k`-fold job with k slots (its folds run as k child jobs side by side) vs 1 slot (folds in sequence in one
+job), and how far apart their out-of-fold probabilities are. Ray is reported as skipped when it is not
+installed (pip install -r requirements-ray.txt).
 """
 
 from __future__ import annotations
@@ -25,6 +27,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--img", type=int, default=32, help="image size in px")
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--trials", type=int, default=4, help="jobs in the slots comparison")
+    p.add_argument("--k", type=int, default=2, help="folds in the k-fold slots comparison")
+    p.add_argument("--parts", default="ray,slots,kfold", help="comma list of ray,slots,kfold")
+    p.add_argument(
+        "--kfold-threads",
+        type=int,
+        default=0,
+        help="torch threads of every k-fold job (0: each slot's share of the cores, all of them with 1 slot)",
+    )
     p.add_argument("--no-ray", action="store_true", help="skip the Ray part")
     return p
 
@@ -48,7 +58,8 @@ def job_params(root: Path, args: argparse.Namespace, k_folds: int, seed: int = 4
 
 
 def run_batch(params: list[dict[str, Any]], executor: Any) -> dict[str, Any]:
-    """Submit jobs at once; wall time until all ended and each job's submit -> first progress of its own."""
+    """Submit jobs at once; wall time until all ended and each job's submit -> first progress of its own;
+    the finished jobs' run folders."""
     from core import jobs, worker
 
     store = jobs.JobStore()
@@ -68,7 +79,11 @@ def run_batch(params: list[dict[str, Any]], executor: Any) -> dict[str, Any]:
     bad = [f"{j.status}: {j.error}" for j in ended if j.status != "done"]
     if bad:
         raise RuntimeError("; ".join(bad))
-    return {"total_s": total, "first_progress_s": [first.get(j.id) for j in submitted]}
+    return {
+        "total_s": total,
+        "first_progress_s": [first.get(j.id) for j in submitted],
+        "run_dirs": [j.run_dir for j in ended],
+    }
 
 
 def ray_part(data: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -124,6 +139,38 @@ def slots_part(data: Path, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def kfold_part(data: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """One `--k`-fold job with 1 slot (folds in sequence in the job) and with k slots (folds as child jobs)."""
+    import pandas as pd
+
+    from core import executors, runs
+
+    params = [job_params(data, args, k_folds=args.k)]
+    out, oof = {}, {}
+    if args.kfold_threads:
+        os.environ["XRT_TORCH_THREADS"] = str(args.kfold_threads)
+    for slots in (1, args.k):
+        os.environ["XRT_MAX_JOBS"] = str(slots)  # the k-fold job splits into fold jobs from max_jobs() > 1
+        try:
+            with c.app_home(f"xrt-bench-kfold{slots}-"):
+                out[slots] = run_batch(params, executors.LocalExecutor(slots))
+                table = pd.read_csv(runs.RunFolder(out[slots]["run_dirs"][0]).predictions("oof"))
+                oof[slots] = table.sort_values("path").filter(like="prob_").to_numpy()
+        finally:
+            os.environ.pop("XRT_MAX_JOBS", None)
+    os.environ.pop("XRT_TORCH_THREADS", None)
+    share = args.kfold_threads or max(1, executors.cpu_cores() // args.k)
+    return {
+        "benchmark": "executors_kfold_slots",
+        "k": args.k,
+        "cores": executors.cpu_cores(),
+        "total_s": {"1_slot": out[1]["total_s"], "k_slots": out[args.k]["total_s"]},
+        "threads_per_job": {"1_slot": args.kfold_threads or executors.cpu_cores(), "k_slots": share},
+        "speedup_k_slots_vs_1": c.ratio(out[1]["total_s"], out[args.k]["total_s"]),
+        "oof_prob_max_abs_diff": float(abs(oof[1] - oof[args.k]).max()),
+    }
+
+
 def main() -> None:
     """Run both parts and print their JSON lines."""
     args = parser().parse_args()
@@ -137,9 +184,13 @@ def main() -> None:
     with c.app_home("xrt-bench-data-") as home:
         data = blob_dataset(home / "blobs", n_per_class=args.n_per_class, size=args.img)
         size = {"n_images": 2 * args.n_per_class, "img": args.img, "epochs": args.epochs}
-        if not args.no_ray:
+        parts = set(args.parts.split(",")) - ({"ray"} if args.no_ray else set())
+        if "ray" in parts:
             c.emit({**ray_part(data, args), **size, "machine": c.machine()})
-        c.emit({**slots_part(data, args), **size, "machine": c.machine()})
+        if "slots" in parts:
+            c.emit({**slots_part(data, args), **size, "machine": c.machine()})
+        if "kfold" in parts:
+            c.emit({**kfold_part(data, args), **size, "machine": c.machine()})
 
 
 if __name__ == "__main__":

@@ -34,3 +34,17 @@ def job_eta(prog: dict[str, Any], job_elapsed: float | None) -> float | None:
     if frac is None:
         return None
     return eta(job_elapsed, int(prog["fold"]) + frac, n_folds)
+
+
+def folds_eta(folds: list[tuple[str, dict[str, Any]]]) -> float | None:
+    """Time left for folds running as parallel jobs, from (status, progress) per fold: the slowest running
+    fold's time left, plus the queued folds in rounds of as many as run now at a running fold's length."""
+    running = [p for s, p in folds if s == "running"]
+    queued = sum(1 for s, _ in folds if s == "queued")
+    if not running:
+        return 0.0 if not queued and folds else None
+    lefts = [float(p["eta_s"]) for p in running if p.get("eta_s") is not None]
+    if len(lefts) < len(running):
+        return None
+    lengths = [float(p.get("elapsed_s") or 0.0) + left for p, left in zip(running, lefts)]
+    return max(lefts) + math.ceil(queued / len(running)) * sum(lengths) / len(lengths)

@@ -7,6 +7,13 @@ supervisors claim queued jobs (each claim takes a free slot) and run each in a c
 "running" rows whose processes are gone (pid + start time via psutil, so a reused pid is not mistaken
 for the worker). A job may have a parent (`parent_id`): the seam for folds and trials as child jobs.
 
+Child jobs: a task may end a run of itself by raising `WaitForChildren` (k-fold folds on several slots).
+The parent then stays "running" but `waiting`: no process, no slot, its children queued. Its state comes
+from its children whenever the store is read by a claim or a reap (`_settle_waiting`): all done -> the
+parent is queued again and its task runs once more (it finds the children's results and combines them);
+a child failed / interrupted / cancelled -> the parent ends the same way with that child's reason and its
+other children are cancelled. Cancelling a waiting parent ends it at once and cancels its children.
+
 File systems: the SQLite database (WAL) is opened by processes on the server's host only; run folders
 (progress.json, STOP, log, results) must be one shared file system for everything that runs a job.
 """
@@ -26,7 +33,7 @@ import socket
 import sqlite3
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -40,6 +47,8 @@ __all__ = [
     "STATUSES",
     "Job",
     "JobCancelled",
+    "WaitForChildren",
+    "record",
     "Progress",
     "read_progress",
     "TASKS",
@@ -60,6 +69,7 @@ ACTIVE = ("queued", "running")
 
 TASKS: dict[str, str] = {
     "train": "core.train:run_task",
+    "fold": "core.train:fold_task",  # one fold of a k-fold "train" job, when folds run as child jobs
     "lr_find": "core.train:lr_find_task",
 }
 EXTRA_TASKS_ENV = "XRT_EXTRA_TASKS"  # "kind=module:function,..." read by workers
@@ -79,6 +89,18 @@ HOST = socket.gethostname()
 
 class JobCancelled(Exception):
     """Raised by a task (or by the worker) to end a job as "cancelled"."""
+
+
+class WaitForChildren(Exception):
+    """Raised by a task to hand its work to child jobs and run again once they are all done.
+
+    Each child is {"kind", "params", "run_dir", "label"} ("label" names it in the parent's error, e.g. "fold 2/5").
+    Only a task whose `Progress.can_spawn` is true may raise it (a worker's, not `run_inline`'s).
+    """
+
+    def __init__(self, children: list[dict]):
+        super().__init__(f"waiting for {len(children)} child job(s)")
+        self.children = children
 
 
 # ----------------------------------------------------------------------------------------------- jobs
@@ -103,6 +125,7 @@ class Job:
     heartbeat: float | None = None
     slot: int | None = None
     parent_id: str = ""
+    waiting: bool = False  # running through its child jobs: no process or slot of its own
 
     @property
     def active(self) -> bool:
@@ -208,8 +231,15 @@ class Progress:
     FORCE_KEYS = ("epoch", "stage", "fold", "phase")  # a change of these is written at once
     DB_CHECK_S = 1.0
 
-    def __init__(self, run_dir: str | os.PathLike, job_id: str = "", store: JobStore | None = None):
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        job_id: str = "",
+        store: JobStore | None = None,
+        can_spawn: bool = False,
+    ):
         self.run_dir = Path(run_dir)
+        self.can_spawn = can_spawn  # the task may raise WaitForChildren (a worker records it)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.folder = runs.RunFolder(self.run_dir)
         self.job_id, self.store = job_id, store
@@ -343,6 +373,43 @@ def _sync_job_json(job: Job | None) -> None:
         atomic_write_json(runs.RunFolder(job.run_dir).job, job.to_dict())
 
 
+def _stop_or_sync(touched: Sequence[Job | None]) -> None:
+    """After a cancel: a running job gets its STOP file (it stops itself); any other gets its job.json."""
+    for job in filter(None, touched):
+        if job.status == "running" and not job.waiting:
+            with contextlib.suppress(OSError):
+                Path(job.run_dir).mkdir(parents=True, exist_ok=True)
+                runs.RunFolder(job.run_dir).stop.touch()
+        else:
+            _sync_job_json(job)
+
+
+def _new_job(kind: str, params: dict, run_dir: str | os.PathLike | None, owner: str, parent_id: str) -> Job:
+    """A queued job not yet in the store: kind and params checked, its run folder made with job.json."""
+    load_extra_tasks()
+    if kind not in TASKS:
+        raise ValueError(f"unknown job kind {kind!r}; known: {', '.join(sorted(TASKS))}")
+    try:
+        params_json = json.dumps(params if params is not None else {})
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"job params must be JSON-serialisable: {err}") from err
+    job_id, rdir = prepare_run_dir(run_dir)
+    job = Job(
+        id=job_id,
+        kind=kind,
+        status="queued",
+        params=json.loads(params_json),
+        run_dir=str(rdir),
+        created=time.time(),
+        owner=owner,
+        parent_id=parent_id,
+    )
+    atomic_write_json(
+        runs.RunFolder(rdir).job, job.to_dict()
+    )  # before the row exists: a worker may rewrite it
+    return job
+
+
 def _note_reaped(reaped: list[Job | None]) -> None:
     """Tell the run folders of reaped jobs (job.json, log.txt) what happened."""
     for job in filter(None, reaped):
@@ -359,7 +426,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished REAL, error TEXT NOT NULL DEFAULT '', pid INTEGER, pid_token TEXT, sup_pid INTEGER,
     sup_token TEXT, host TEXT NOT NULL DEFAULT '', heartbeat REAL,
     cancel_requested INTEGER NOT NULL DEFAULT 0, result TEXT NOT NULL DEFAULT '{}', slot INTEGER,
-    parent_id TEXT NOT NULL DEFAULT '');
+    parent_id TEXT NOT NULL DEFAULT '', waiting INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS jobs_status_created ON jobs(status, created);
 CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created);
 CREATE TABLE IF NOT EXISTS workers (
@@ -368,6 +435,7 @@ CREATE TABLE IF NOT EXISTS workers (
 _ADDED_COLUMNS = {
     "slot": "slot INTEGER",
     "parent_id": "parent_id TEXT NOT NULL DEFAULT ''",
+    "waiting": "waiting INTEGER NOT NULL DEFAULT 0",
 }  # since the first schema
 
 
@@ -457,6 +525,7 @@ class JobStore:
             heartbeat=row["heartbeat"],
             slot=row["slot"],
             parent_id=row["parent_id"] or "",
+            waiting=bool(row["waiting"]),
         )
 
     def _get(self, con: sqlite3.Connection, job_id: str) -> Job | None:
@@ -480,40 +549,64 @@ class JobStore:
         parent_id: str = "",
     ) -> Job:
         """Queue a job (a child of `parent_id` if given); its run folder gets job.json (default: runs_dir()/<id>)."""
-        load_extra_tasks()
-        if kind not in TASKS:
-            raise ValueError(f"unknown job kind {kind!r}; known: {', '.join(sorted(TASKS))}")
-        try:
-            params_json = json.dumps(params if params is not None else {})
-        except (TypeError, ValueError) as err:
-            raise TypeError(f"job params must be JSON-serialisable: {err}") from err
-        job_id, rdir = prepare_run_dir(run_dir)
-        job = Job(
-            id=job_id,
-            kind=kind,
-            status="queued",
-            params=json.loads(params_json),
-            run_dir=str(rdir),
-            created=time.time(),
-            owner=owner,
-            parent_id=parent_id,
-        )
-        atomic_write_json(
-            runs.RunFolder(rdir).job, job.to_dict()
-        )  # before the row exists: a worker may rewrite it
+        job = _new_job(kind, params, run_dir, owner, parent_id)
+        with self._write() as con:
+            self._insert(con, job)
+        return job
+
+    @staticmethod
+    def _insert(con: sqlite3.Connection, job: Job) -> None:
+        """Add a queued job's row (a new id when the same one was drawn in the same millisecond)."""
         while True:
             try:
-                with self._write() as con:
-                    con.execute(
-                        "INSERT INTO jobs (id, kind, status, params, run_dir, owner, created, parent_id) "
-                        "VALUES (?,?,?,?,?,?,?,?)",
-                        (job.id, kind, "queued", params_json, job.run_dir, owner, job.created, parent_id),
-                    )
-                break
-            except sqlite3.IntegrityError:  # same id in the same millisecond (given run_dir): draw again
+                con.execute(
+                    "INSERT INTO jobs (id, kind, status, params, run_dir, owner, created, parent_id) "
+                    "VALUES (?,?,?,?,?,?,?,?)",
+                    (
+                        job.id,
+                        job.kind,
+                        "queued",
+                        json.dumps(job.params),
+                        job.run_dir,
+                        job.owner,
+                        job.created,
+                        job.parent_id,
+                    ),
+                )
+                return
+            except sqlite3.IntegrityError:
                 job.id = new_job_id()
-                atomic_write_json(runs.RunFolder(rdir).job, job.to_dict())
-        return job
+                atomic_write_json(runs.RunFolder(job.run_dir).job, job.to_dict())
+
+    def wait_for_children(self, job_id: str, children: list[dict]) -> bool:
+        """A running job hands its work to `children` (see WaitForChildren): they are queued and it waits
+        without a slot; a job asked to cancel meanwhile is cancelled instead. True if the row changed."""
+        parent = self.get(job_id)
+        if parent is None or parent.status != "running":
+            return False
+        kids = [
+            _new_job(
+                c["kind"], {**c["params"], "label": c.get("label", "")}, c["run_dir"], parent.owner, job_id
+            )
+            for c in children
+        ]
+        with self._write() as con:
+            row = con.execute("SELECT status, cancel_requested FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if row is None or row["status"] != "running":
+                return False
+            if row["cancel_requested"]:
+                con.execute(
+                    "UPDATE jobs SET status='cancelled', finished=? WHERE id=?", (time.time(), job_id)
+                )
+            else:
+                for kid in kids:
+                    self._insert(con, kid)
+                con.execute(
+                    "UPDATE jobs SET waiting=1, slot=NULL, pid=NULL, pid_token=NULL WHERE id=?", (job_id,)
+                )
+            job = self._get(con, job_id)
+        _sync_job_json(job)
+        return True
 
     def get(self, job_id: str) -> Job | None:
         """The job, or None."""
@@ -542,22 +635,65 @@ class JobStore:
         """Queued -> cancelled now; running -> cancel_requested + STOP file (the task stops itself)."""
         with self._write() as con:
             job = self._must_get(con, job_id)
-            if job.status == "queued":
+            if job.status == "queued" or job.waiting:
+                error = "cancelled while its child jobs ran" if job.waiting else "cancelled before it started"
                 con.execute(
-                    "UPDATE jobs SET status='cancelled', finished=?, error='cancelled before it started' "
-                    "WHERE id=?",
-                    (time.time(), job_id),
+                    "UPDATE jobs SET status='cancelled', waiting=0, finished=?, error=? WHERE id=?",
+                    (time.time(), error, job_id),
                 )
             elif job.status == "running":
                 con.execute("UPDATE jobs SET cancel_requested=1 WHERE id=?", (job_id,))
+            kids = self._cancel_children(con, job_id)
             job = self._must_get(con, job_id)
-        if job.status == "running":
-            with contextlib.suppress(OSError):
-                Path(job.run_dir).mkdir(parents=True, exist_ok=True)
-                runs.RunFolder(job.run_dir).stop.touch()
-        else:
-            _sync_job_json(job)
+        _stop_or_sync([job, *kids])
         return job
+
+    def _cancel_children(self, con: sqlite3.Connection, job_id: str) -> builtins.list[Job]:
+        """Cancel a job's queued / running children (running ones are asked to stop); returns those touched."""
+        active = con.execute(
+            "SELECT id FROM jobs WHERE parent_id=? AND status IN ('queued', 'running')", (job_id,)
+        ).fetchall()
+        con.execute(
+            "UPDATE jobs SET status='cancelled', finished=?, error='cancelled with its parent job' "
+            "WHERE parent_id=? AND status='queued'",
+            (time.time(), job_id),
+        )
+        con.execute("UPDATE jobs SET cancel_requested=1 WHERE parent_id=? AND status='running'", (job_id,))
+        return [self._must_get(con, r["id"]) for r in active]
+
+    def _settle_waiting(self, con: sqlite3.Connection) -> tuple[builtins.list[str], builtins.list[Job]]:
+        """Waiting parents whose children ended: all done -> queued again (to finish their work); a child
+        failed / interrupted / cancelled -> the parent ends so, with its reason, and the other children are
+        cancelled. Returns (ended parent ids, children asked to stop)."""
+        ended: builtins.list[str] = []
+        stopped: builtins.list[Job] = []
+        for row in con.execute("SELECT id FROM jobs WHERE status='running' AND waiting=1").fetchall():
+            kids = [
+                self._job(r)
+                for r in con.execute(
+                    "SELECT * FROM jobs WHERE parent_id=? ORDER BY created, id", (row["id"],)
+                ).fetchall()
+            ]
+            bad = next(
+                (k for s in ("failed", "interrupted", "cancelled") for k in kids if k.status == s), None
+            )
+            if bad is not None:
+                name = bad.params.get("label") or f"child job {bad.id}"
+                verb = "failed" if bad.status == "failed" else f"was {bad.status}"
+                con.execute(
+                    "UPDATE jobs SET status=?, error=?, waiting=0, finished=? WHERE id=?",
+                    (
+                        bad.status,
+                        f"{name} {verb}: {bad.error}" if bad.error else f"{name} {verb}",
+                        time.time(),
+                        row["id"],
+                    ),
+                )
+                ended.append(row["id"])
+                stopped += self._cancel_children(con, row["id"])
+            elif not any(k.active for k in kids):
+                con.execute("UPDATE jobs SET status='queued', waiting=0 WHERE id=?", (row["id"],))
+        return ended, stopped
 
     def finish(
         self,
@@ -597,6 +733,8 @@ class JobStore:
 
     def _job_alive(self, row: sqlite3.Row) -> bool:
         """Is someone still looking after this running job (its child or its supervisor)?"""
+        if row["waiting"]:  # no process of its own: its children decide (_settle_waiting)
+            return True
         host, hb = row["host"], row["heartbeat"]
         return pid_alive(row["pid"], row["pid_token"], host, hb) or pid_alive(
             row["sup_pid"], row["sup_token"], host, hb
@@ -628,9 +766,11 @@ class JobStore:
         """Running jobs whose processes are gone -> interrupted (cancelled if asked); returns their ids."""
         with self._write() as con:
             changed = self._reap(con)
-            reaped = [self._get(con, i) for i in changed]
+            ended, stopped = self._settle_waiting(con)
+            reaped = [self._get(con, i) for i in changed + ended]
         _note_reaped(reaped)
-        return changed
+        _stop_or_sync(stopped)
+        return changed + ended
 
     # -- used by supervisors (core.worker)
     def _live_workers(self, con: sqlite3.Connection) -> int:
@@ -667,7 +807,12 @@ class JobStore:
         now = time.time()
         with self._write() as con:
             changed = self._reap(con)
-            taken = [r[0] for r in con.execute("SELECT slot FROM jobs WHERE status='running'").fetchall()]
+            ended, stopped = self._settle_waiting(con)
+            changed += ended
+            taken = [
+                r[0]
+                for r in con.execute("SELECT slot FROM jobs WHERE status='running' AND waiting=0").fetchall()
+            ]
             queued = con.execute(
                 "SELECT id FROM jobs WHERE status='queued' ORDER BY created, id LIMIT 1"
             ).fetchone()
@@ -681,13 +826,14 @@ class JobStore:
                 job = "busy"
             else:
                 con.execute(
-                    "UPDATE jobs SET status='running', started=?, sup_pid=?, sup_token=?, host=?, heartbeat=?, "
+                    "UPDATE jobs SET status='running', started=COALESCE(started, ?), sup_pid=?, sup_token=?, host=?, heartbeat=?, "
                     "pid=NULL, pid_token=NULL, slot=? WHERE id=? AND status='queued'",
                     (now, worker_pid, proc_token(worker_pid), HOST, now, free, queued["id"]),
                 )
                 job = self._get(con, queued["id"])
             reaped = [self._get(con, i) for i in changed]
         _note_reaped(reaped)
+        _stop_or_sync(stopped)
         if isinstance(job, Job):
             _sync_job_json(job)
         return job
@@ -708,6 +854,24 @@ def submit_and_start(
     job = store.submit(kind, params, run_dir=run_dir, owner=owner, parent_id=parent_id)
     (executor or executors.executor()).start(store)
     return job
+
+
+def record(
+    store: JobStore,
+    job_id: str,
+    status: str,
+    error: str = "",
+    result: dict | None = None,
+    executor: executors.Executor | None = None,
+) -> bool:
+    """Record how one run of a job ended: a final status, or "waiting" with its children (result["children"])
+    queued and the executor asked to run them. True if the row changed."""
+    if status != "waiting":
+        return store.finish(job_id, status, error=error, result=result)
+    changed = store.wait_for_children(job_id, (result or {}).get("children", []))
+    if changed:
+        (executor or executors.executor()).start(store)
+    return changed
 
 
 def run_inline(kind: str, params: dict, run_dir: str | os.PathLike | None = None) -> dict:

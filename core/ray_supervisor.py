@@ -219,7 +219,7 @@ class RaySupervisor:
         for flight in [f for f in self.flights.values() if f.ref in ready]:
             del self.flights[flight.job.id]
             status, error, result = self.outcome(flight)
-            if self.store.finish(flight.job.id, status, error=error, result=result):
+            if jobs.record(self.store, flight.job.id, status, error=error, result=result):
                 worker.log_outcome(flight.job, status, error, time.time() - flight.started)
 
     def outcome(self, flight: Flight) -> tuple[str, str, dict]:

@@ -38,6 +38,8 @@ BEST_CHECKPOINT = "best.safetensors"
 MODEL_DIR = "model"
 FOLDS_DIR = "folds"
 FOLD_PREFIX = "fold"
+FOLD_JOBS_DIR = "fold_jobs"  # k-fold with several slots: one child job's run folder per fold
+FOLD_ITEMS = "fold_items.csv"  # ... and the items table (path, label, split, fold) they train on
 REPORT_DIR = "report"
 EXTERNAL_REPORT_DIR = "report_external"
 # Inside a model folder (the saved-model format, core.savedmodel, reads and writes these).
@@ -188,6 +190,14 @@ class RunFolder:
     def fold_dir(self, i: int) -> Path:
         """Folder of fold i's model (0-based, as the code counts; shown to users as i + 1)."""
         return self.path / FOLDS_DIR / f"{FOLD_PREFIX}{i}"
+
+    def fold_job_dir(self, i: int) -> Path:
+        """Run folder of fold i's child job (k-fold with several slots: each fold trains as its own job)."""
+        return self.path / FOLD_JOBS_DIR / f"{FOLD_PREFIX}{i}"
+
+    @property
+    def fold_items(self) -> Path:
+        return self.path / FOLD_ITEMS
 
     def predictions(self, which: str) -> Path:
         """The predictions table of one set: valid / oof / test."""

@@ -3,7 +3,8 @@
 A supervisor (the local executor's) takes a place (at most N alive), claims queued jobs one after another,
 runs each in its own child process pinned to the job's slot (`executors.slot_env`: its GPU, or its share
 of the cores), and reports a child that died without a result (kill -9, OOM) as failed with the signal.
-A child runs the task (`execute`: the same job runner a Ray task uses) and records done / failed / cancelled.
+A child runs the task (`execute`: the same job runner a Ray task uses) and records done / failed / cancelled,
+or "waiting" when the task handed its work to child jobs (`jobs.WaitForChildren`, e.g. k-fold folds).
 """
 
 from __future__ import annotations
@@ -41,11 +42,12 @@ def cancel_grace() -> float:
 # ---------------------------------------------------------------------------------------------- child
 def execute(job: Job, store: JobStore | None = None, on_sigterm: bool = True) -> tuple[str, str, dict]:
     """Run a claimed job's task in this process: (status, error, result); cancel through the STOP file
-    (and the store's flag when given); with `on_sigterm`, SIGTERM ends it as interrupted."""
+    (and the store's flag when given); with `on_sigterm`, SIGTERM ends it as interrupted. A task that raised
+    WaitForChildren ends as "waiting" with result {"children": [...]} (for `jobs.record`)."""
     if on_sigterm:
         signal.signal(signal.SIGTERM, _raise_terminated)
     job_id, run_dir = job.id, Path(job.run_dir)
-    progress = Progress(run_dir, job_id, store)
+    progress = Progress(run_dir, job_id, store, can_spawn=True)
     status, error, result = "failed", "", {}
     try:
         progress.log(f"job {job_id} ({job.kind}) started on {jobs.HOST}, pid {os.getpid()}")
@@ -56,6 +58,9 @@ def execute(job: Job, store: JobStore | None = None, on_sigterm: bool = True) ->
         status = "cancelled" if progress.cancelled() else "done"
     except JobCancelled:
         status = "cancelled"
+    except jobs.WaitForChildren as wait:
+        status, result = "waiting", {"children": wait.children}
+        progress.log(f"job {job_id} handed its work to {len(wait.children)} child job(s)")
     except Terminated:
         status = "cancelled" if progress.cancelled() else "interrupted"
         error = (
@@ -88,7 +93,7 @@ def run_job(store: JobStore, job_id: str) -> int:
         return 0
     t0 = time.time()
     status, error, result = execute(job, store)
-    store.finish(job_id, status, error=error, result=result)
+    jobs.record(store, job_id, status, error=error, result=result)
     log_outcome(job, status, error, time.time() - t0)
     return 0
 
@@ -151,7 +156,7 @@ class Supervisor:
         rc = self.watch(job, self.child)
         self.child = None
         after = self.store.get(job.id)
-        if after is None or after.status != "running":
+        if after is None or after.status != "running" or after.waiting:
             return
         if after.cancel_requested:
             status, error = "cancelled", "stopped by force: the task did not stop by itself"

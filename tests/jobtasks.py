@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import time
 from pathlib import Path
 
-from core.jobs import JobCancelled, Progress
+from core.jobs import JobCancelled, Progress, WaitForChildren
 
 
 def ok(params: dict, run_dir: Path, progress: Progress) -> dict:
@@ -73,7 +74,37 @@ def where(params: dict, run_dir: Path, progress: Progress) -> dict:
     return {name: os.environ.get(name) for name in ("CUDA_VISIBLE_DEVICES", "XRT_TORCH_THREADS")}
 
 
+def parent(params: dict, run_dir: Path, progress: Progress) -> dict:
+    """Hand `n` jobs of kind `child` to the store; run again once they are done, report their results."""
+    kids = run_dir / "kids"
+    if kids.is_dir():
+        found = sorted(kids.iterdir(), key=lambda p: p.name)
+        return {"runs": 2, "children": [json.loads((p / "job.json").read_text())["result"] for p in found]}
+    raise WaitForChildren(
+        [
+            {
+                "kind": params["child"],
+                "params": {"x": i},
+                "run_dir": str(kids / str(i)),
+                "label": f"part {i + 1}",
+            }
+            for i in range(int(params.get("n", 2)))
+        ]
+    )
+
+
 ALL = {
     name: f"jobtasks:{name}"
-    for name in ("ok", "boom", "loop", "loop_raise", "deaf", "sleepy", "disk_full", "cancelled_exc", "where")
+    for name in (
+        "ok",
+        "boom",
+        "loop",
+        "loop_raise",
+        "deaf",
+        "sleepy",
+        "disk_full",
+        "cancelled_exc",
+        "where",
+        "parent",
+    )
 }

@@ -278,3 +278,39 @@ def test_explorer_keeps_typed_values_across_source_kinds_and_kfold_disables_vali
     assert not setup.slider(key="su_valid_pct").disabled
     setup.toggle(key="su_kfold").set_value(True).run()
     assert setup.slider(key="su_valid_pct").disabled
+
+
+def test_kfold_with_folds_as_child_jobs_shows_each_folds_progress():
+    import json
+    import os
+
+    from core import runs
+    from core.config import RunConfig, to_dict
+    from core.jobs import JobStore
+
+    store = JobStore()
+    cfg = to_dict(RunConfig())
+    parent = store.submit("train", {"config": cfg})
+    parent = store.claim(os.getpid(), 5)
+    folder = runs.RunFolder(parent.run_dir)
+    kids = [
+        {
+            "kind": "fold",
+            "params": {"config": cfg, "parent_run": parent.run_dir, "fold": i},
+            "run_dir": str(folder.fold_job_dir(i)),
+            "label": f"fold {i + 1}/2",
+        }
+        for i in range(2)
+    ]
+    assert store.wait_for_children(parent.id, kids)
+    first = store.claim(os.getpid(), 1)  # fold 1 runs, fold 2 waits for a slot
+    progress = {"phase": "training", "fold": 0, "n_folds": 2, "epoch": 0, "n_epochs": 2, "elapsed_s": 10.0}
+    Path(first.run_dir, "progress.json").write_text(json.dumps({**progress, "eta_s": 30.0}))
+    at = app(TRAIN)
+    at.session_state["tr_pick"] = parent.id
+    at.run()
+    assert not at.exception
+    bars = [p.proto.text for p in at.get("progress")]
+    assert bars == ["fold 1/2: running · epoch 1 / 2 · time left 30 s", "fold 2/2: queued"], bars
+    whole = [c.value for c in at.caption if c.value.startswith("Whole job")]
+    assert whole and "time left about 1 min 10 s" in whole[0], whole  # 30 s, then fold 2 for about 40 s

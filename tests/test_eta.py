@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.eta import eta, job_eta, step_fraction
+from core.eta import eta, folds_eta, job_eta, step_fraction
 
 
 def test_eta_and_fractions():
@@ -20,3 +20,16 @@ def test_job_eta_counts_the_folds_still_to_come():
     prog = {"n_folds": 5, "fold": 1, "elapsed_s": 30.0, "eta_s": 30.0}  # fold 2 of 5, half done
     assert job_eta(prog, 150.0) == pytest.approx(150.0 / 1.5 * 3.5)
     assert job_eta({"n_folds": 0}, 10.0) is None and job_eta({"n_folds": 3, "fold": 0}, 10.0) is None
+
+
+def test_folds_eta_of_folds_running_side_by_side():
+    running = [
+        ("running", {"elapsed_s": 10.0, "eta_s": 30.0}),
+        ("running", {"elapsed_s": 20.0, "eta_s": 20.0}),
+    ]
+    assert folds_eta(running) == pytest.approx(30.0)  # the slowest running fold
+    assert folds_eta([*running, ("queued", {}), ("queued", {}), ("queued", {})]) == pytest.approx(
+        30.0 + 2 * 40.0
+    )
+    assert folds_eta([("running", {"phase": "scanning"}), ("queued", {})]) is None  # no pace yet
+    assert folds_eta([("done", {}), ("done", {})]) == 0.0 and folds_eta([("queued", {})]) is None

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
 
@@ -571,3 +572,46 @@ def test_cpu_slots_run_side_by_side_with_their_share_of_threads(monkeypatch):
     ]
     share = str(max(1, paths.cpu_cores() // 2))
     assert [d.result["XRT_TORCH_THREADS"] for d in done] == [share, share]
+
+
+# ------------------------------------------------------------------------------------------ child jobs
+def test_a_parent_waits_for_its_children_without_a_slot_and_runs_again_when_they_are_done():
+    store = JobStore()
+    job = jobs.submit_and_start("parent", {"child": "ok", "n": 2}, store=store, executor=LocalExecutor())
+    done = jobs.wait(job.id, store, timeout=60)  # one slot: the waiting parent does not hold it
+    assert done.status == "done" and not done.waiting, done.error
+    assert done.result == {"runs": 2, "children": [{"double": 0, "pid": ANY}, {"double": 2, "pid": ANY}]}
+    kids = sorted(store.list(parent_id=job.id), key=lambda k: k.params["x"])
+    assert [k.status for k in kids] == ["done", "done"] and [k.params["label"] for k in kids] == [
+        "part 1",
+        "part 2",
+    ]
+    assert all(Path(k.run_dir).parent == Path(done.run_dir) / "kids" for k in kids)
+    assert done.started < kids[0].started < kids[1].started < done.finished  # its first start is kept
+
+
+def test_a_failed_child_fails_its_parent_with_its_reason_and_cancels_the_others():
+    store = JobStore()
+    job = jobs.submit_and_start("parent", {"child": "boom", "n": 2}, store=store, executor=LocalExecutor())
+    done = jobs.wait(job.id, store, timeout=60)
+    assert done.status == "failed" and done.error == "part 1 failed: ValueError: bad value 0"
+    kids = sorted(store.list(parent_id=job.id), key=lambda k: k.params["x"])
+    assert [k.status for k in kids] == ["failed", "cancelled"] and "with its parent" in kids[1].error
+    assert json.loads((Path(done.run_dir) / "job.json").read_text())["status"] == "failed"
+
+
+def test_cancelling_a_waiting_parent_cancels_its_running_and_queued_children():
+    store = JobStore()
+    job = jobs.submit_and_start("parent", {"child": "loop", "n": 3}, store=store, executor=LocalExecutor())
+    wait_for(
+        lambda: any(jobs.read_progress(k.run_dir).get("step") for k in store.list(parent_id=job.id)),
+        timeout=60,
+    )
+    waiting = store.get(job.id)
+    assert waiting.status == "running" and waiting.waiting and waiting.slot is None and waiting.pid is None
+    assert sorted(k.status for k in store.list(parent_id=job.id)) == ["queued", "queued", "running"]
+    assert store.cancel(job.id).status == "cancelled"
+    kids = [jobs.wait(k.id, store, timeout=60) for k in store.list(parent_id=job.id)]
+    assert [k.status for k in kids] == ["cancelled"] * 3
+    assert sorted(k.error for k in kids).count("cancelled with its parent job") == 2  # the queued two
+    assert store.reap() == [] and store.get(job.id).status == "cancelled"

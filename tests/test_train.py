@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from core import jobs
+from core import jobs, runs
 from core.config import RunConfig, SourceConfig, to_dict
 from core.jobs import run_inline
 from tests.helpers import wait_for
@@ -248,6 +248,44 @@ def test_kfold_final_model_on_all_data_with_oversampling(blobs, tmp_path):
     assert result["final_model"]["epochs"] >= 1
     manifest = json.loads((tmp_path / "kf" / "model" / "model.json").read_text())
     assert manifest["classes"] == ["blob", "plain"] and "kfold_mean_sd" in manifest["metrics"]
+
+
+def test_kfold_folds_as_child_jobs_on_two_slots_match_one_slot(blobs, tmp_path, store, monkeypatch):
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("XRT_TORCH_THREADS", "1")  # same intra-op threads on both sides: same summation order
+    threads = torch.get_num_threads()
+    cfg = tiny_config(blobs, epochs=1, final_model_on_all=True)
+    cfg.data.split.k_folds = 2
+    params = {"config": to_dict(cfg)}
+    try:
+        run_inline("train", params, run_dir=tmp_path / "one")  # one slot: the folds in sequence, one job
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.setenv("XRT_MAX_JOBS", "2")
+    job = jobs.submit_and_start("train", params, store=store)
+    done = jobs.wait(job.id, store=store, timeout=900)
+    assert done.status == "done", done.error
+    kids = sorted(store.list(parent_id=job.id), key=lambda k: k.params["fold"])
+    assert [(k.kind, k.status, k.params["fold"]) for k in kids] == [("fold", "done", 0), ("fold", "done", 1)]
+    one, two = runs.RunFolder(tmp_path / "one"), runs.RunFolder(done.run_dir)
+    assert pd.read_csv(one.items).equals(pd.read_csv(two.items))  # same items in the same folds
+    oof = [pd.read_csv(r.predictions("oof")) for r in (one, two)]
+    assert list(oof[0]["path"]) == list(oof[1]["path"]) and list(oof[0]["fold"]) == list(oof[1]["fold"])
+    probs = [o.filter(like="prob_").to_numpy() for o in oof]
+    assert np.abs(probs[0] - probs[1]).max() <= 1e-6
+    hist = [pd.read_csv(r.history) for r in (one, two)]
+    assert list(hist[0]["fold"].fillna(-1)) == list(hist[1]["fold"].fillna(-1)) == [0, 1, -1]  # -1: final
+    assert np.allclose(hist[0]["train_loss"], hist[1]["train_loss"], atol=1e-6)
+    summary = [r.read_metrics() for r in (one, two)]
+    assert summary[1]["type"] == "kfold" and [f["fold"] for f in summary[1]["metrics"]["per_fold"]] == [0, 1]
+    assert summary[0]["metrics"]["pooled_oof"] == pytest.approx(
+        summary[1]["metrics"]["pooled_oof"], abs=1e-6, nan_ok=True
+    )
+    assert [i for i, _ in two.fold_models()] == [0, 1]
+    assert summary[0]["final_model"] == summary[1]["final_model"]  # trained by the parent's second run
+    weights = [load_file(str(r.model_dir / "model.safetensors")) for r in (one, two)]
+    assert max(float((weights[0][n] - weights[1][n]).abs().max()) for n in weights[0]) <= 1e-6
 
 
 @pytest.mark.parametrize("arch,imbalance", [("efficientnet_b0", "weighted_loss"), ("resnet34", "none")])

@@ -24,6 +24,8 @@ PHASES = {
     "training": "Training",
     "testing": "Predicting the test set",
     "lr_find": "Finding a learning rate",
+    "folds": "Training the folds (one job each)",
+    "combining": "Combining the folds",
     "done": "Finished",
 }
 REAP_EVERY_S = 10.0
@@ -237,6 +239,9 @@ def progress_panel(job: jobs.Job, prog: dict) -> None:
         return
     if job.cancel_requested:
         st.warning("Cancel requested: stopping after the current batch...")
+    if job.waiting:
+        folds_panel(job)
+        return
     phase = prog.get("phase") or "starting"
     st.markdown(
         f"**Status:** running · **phase:** {PHASES.get(phase, phase)}"
@@ -277,6 +282,33 @@ def progress_panel(job: jobs.Job, prog: dict) -> None:
     last = prog.get("last_epoch") or {}
     if last.get("valid_loss") is not None:
         cols[3].metric("Valid loss (last epoch)", fmt.number(last.get("valid_loss")))
+
+
+def folds_panel(job: jobs.Job) -> None:
+    """A k-fold run whose folds train as child jobs: one bar per fold, and the whole run's time left."""
+    kids = sorted(common.job_store().list(parent_id=job.id), key=lambda j: int(j.params.get("fold", 0)))
+    folds = [(kid.status, jobs.read_progress(kid.run_dir)) for kid in kids]
+    st.markdown(f"**Status:** running · **phase:** {PHASES['folds']}")
+    for kid, (status, prog) in zip(kids, folds):
+        frac = 1.0 if status == "done" else eta.step_fraction(prog) or 0.0
+        left = prog.get("eta_s") if status == "running" else None
+        extra = (
+            f" · epoch {min(int(prog.get('epoch') or 0) + 1, int(prog['n_epochs']))} / {prog['n_epochs']}"
+            if status == "running" and prog.get("n_epochs")
+            else ""
+        )
+        extra += f" · time left {fmt.seconds(left)}" if left is not None else ""
+        st.progress(min(1.0, frac), text=f"{kid.params.get('label') or kid.id}: {status}{extra}")
+    whole = eta.folds_eta(folds)
+    job_elapsed = time.time() - job.started if job.started else None
+    st.caption(
+        f"Whole job: elapsed {fmt.seconds(job_elapsed)} · time left "
+        + (
+            f"about {fmt.seconds(whole)}"
+            if whole is not None
+            else "after the first batch of each running fold"
+        )
+    )
 
 
 def outcome(job: jobs.Job) -> None:
