@@ -1,6 +1,6 @@
 """Weight files from users and downloads, checked before anything is loaded; safe state-dict loading.
 
-A pickle runs code when it is loaded, so nothing here calls pickle.load, torch.load(weights_only=False) or
+A pickle runs code when it is loaded, so this module never calls pickle.load, torch.load(weights_only=False) or
 fastai's load_learner. A file is inspected first (size, Git LFS pointer, web page, archive integrity, safetensors
 header, pickle opcodes against an allow-list), and only then read: safetensors directly, .pth/.pt/.bin with
 torch.load(weights_only=True). `load_weights_into` refuses weights that do not fit a model, naming the difference.
