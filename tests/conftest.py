@@ -24,3 +24,19 @@ def shared_data() -> Path:
     if not SHARED.is_dir():
         pytest.skip("../shared/data is not present")
     return SHARED
+
+
+@pytest.fixture
+def submitted(monkeypatch) -> list[dict]:
+    """Replace jobs.submit_and_start: the job row is queued for real, no worker process is started."""
+    from core import jobs
+
+    calls: list[dict] = []
+
+    def fake(kind, params, run_dir=None, owner="", store=None, executor=None):
+        job = (store or jobs.JobStore()).submit(kind, params, owner=owner)
+        calls.append({"kind": kind, "params": params, "owner": owner, "id": job.id})
+        return job
+
+    monkeypatch.setattr(jobs, "submit_and_start", fake)
+    return calls

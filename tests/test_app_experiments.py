@@ -6,7 +6,6 @@ import os
 import sys
 from pathlib import Path
 
-import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import experiments, jobs, settings_store
@@ -18,20 +17,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 import sweeptasks  # noqa: E402
 
 EXPERIMENTS = "pages/6_experiments.py"
-
-
-@pytest.fixture
-def submitted(monkeypatch) -> list[dict]:
-    """Replace jobs.submit_and_start: the job row is queued for real, no worker process is started."""
-    calls: list[dict] = []
-
-    def fake(kind, params, run_dir=None, owner="", store=None, executor=None):
-        job = (store or JobStore()).submit(kind, params, owner=owner)
-        calls.append({"kind": kind, "params": params, "owner": owner, "id": job.id})
-        return job
-
-    monkeypatch.setattr(jobs, "submit_and_start", fake)
-    return calls
 
 
 def app() -> AppTest:

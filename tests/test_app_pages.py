@@ -39,20 +39,6 @@ def texts(at: AppTest) -> str:
     return "\n".join(out)
 
 
-@pytest.fixture
-def submitted(monkeypatch) -> list[dict]:
-    """Replace jobs.submit_and_start: the job row is queued for real, no worker process is started."""
-    calls: list[dict] = []
-
-    def fake(kind, params, run_dir=None, owner="", store=None, executor=None):
-        job = (store or JobStore()).submit(kind, params, owner=owner)
-        calls.append({"kind": kind, "params": params, "owner": owner, "id": job.id})
-        return job
-
-    monkeypatch.setattr(jobs, "submit_and_start", fake)
-    return calls
-
-
 def running_job(kind: str = "train", owner: str = "someone") -> jobs.Job:
     """A job row marked running, looked after by this (live) test process."""
     store = JobStore()
