@@ -350,13 +350,22 @@ def build_dataloaders(
     stats = normalize_stats(cfg)
     if cfg.normalize == "dataset":
         stats = dataset_stats(frame.iloc[np.setdiff1d(np.arange(len(frame)), vidx)], cfg)
+    from core.memloader import MemoryDL, MemoryWeightedDL
+
     block = make_datablock(classes, cfg, vidx, stats)
     kwargs = loader_kwargs(cfg, device)
-    if oversample:
-        train_labels = np.delete(frame["label"].astype(str).to_numpy(), vidx)
-        wgts = class_balance_weights(frame["label"].astype(str).to_numpy(), train_labels)
-        return block.weighted_dataloaders(frame, wgts=wgts, **kwargs)  # fastai keeps the training part
-    return block.dataloaders(frame, **kwargs)
+    if not oversample:
+        return block.dataloaders(frame, dl_type=MemoryDL, **kwargs)
+    train_labels = np.delete(frame["label"].astype(str).to_numpy(), vidx)
+    wgts = class_balance_weights(frame["label"].astype(str).to_numpy(), train_labels)
+    dsets = block.datasets(frame)  # what fastai's weighted_dataloaders does, with the in-memory loader type
+    return dsets.dataloaders(
+        dl_type=MemoryWeightedDL,
+        dl_kwargs=({"wgts": wgts[dsets.splits[0]]}, {}),
+        after_item=block.item_tfms,
+        after_batch=block.batch_tfms,
+        **kwargs,
+    )
 
 
 def _uses_cuda(device) -> bool:

@@ -74,3 +74,53 @@ def test_user_window_changes_dicom_pixels(sample):
     a = imaging.read_image(path)
     b = imaging.read_image(path, window=Window(center=0, width=50))
     assert a.size == b.size and a.tobytes() != b.tobytes()
+
+
+def _epoch_batches(dls, seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every training batch of one epoch after seeding (augmentation included), on the CPU."""
+    from fastai.torch_core import set_seed
+
+    set_seed(seed, reproducible=True)
+    return [(x.clone(), y.clone()) for x, y in dls.train]
+
+
+@pytest.mark.parametrize("oversample", [False, True])
+def test_stored_items_give_the_same_batches_as_building_them(sample, monkeypatch, oversample):
+    """Epoch 2 from the in-memory store equals epoch 2 built item by item (same seed, augmentation on)."""
+    from fastai.torch_core import set_seed
+
+    from core.memloader import MemoryItemsMixin
+
+    ds = load_source(SOURCES["csv"](sample))
+    items = assign_splits(ds.items, SplitConfig(method="group", valid_pct=0.25, seed=0))
+    cfg = DataConfig(img_size=32, batch_size=8)
+    runs = {}
+    for budget in ("64", "0"):  # 64 MB: stored; 0: the store is off, every item is built each epoch
+        monkeypatch.setenv("XRT_LOADER_MEMORY_MB", budget)
+        set_seed(0, reproducible=True)  # the loader's own shuffling generator is drawn when it is built
+        dls = build_dataloaders(items, cfg, oversample=oversample, device=torch.device("cpu"))
+        assert isinstance(dls.train, MemoryItemsMixin) and isinstance(dls.valid, MemoryItemsMixin)
+        runs[budget] = [_epoch_batches(dls, seed) for seed in (1, 2)]
+        store = dls.train._store
+        if budget == "64":
+            assert store is not None and store.filled.sum() > 0.8 * len(dls.train_ds)
+        else:
+            assert store is None
+    for stored, built in zip(runs["64"], runs["0"]):
+        assert len(stored) == len(built)
+        for (xs, ys), (xb, yb) in zip(stored, built):
+            assert type(xs) is type(xb) and torch.equal(ys, yb)
+            assert torch.allclose(xs, xb, atol=1e-6)
+
+
+def test_random_crop_on_the_training_side_is_not_stored(sample):
+    """A random resize position differs each epoch: the training loader builds items; validation stores them."""
+    ds = load_source(SOURCES["folder"](sample))
+    items = assign_splits(ds.items, SplitConfig(method="stratified", valid_pct=0.25, seed=0))
+    dls = build_dataloaders(items, DataConfig(img_size=32, batch_size=8, resize="crop"))
+    for _ in dls.train:
+        pass
+    for _ in dls.valid:
+        pass
+    assert dls.train._store is None and dls.valid._store is not None
+    assert dls.valid._store.filled.all()

@@ -36,7 +36,14 @@ LAYERS: list[tuple[str, tuple[str, ...], bool]] = [
     # any file -> an image; sources -> an items table; items -> DataLoaders
     (
         "images and data",
-        ("core.imaging", "core.sample", "core.sources", "core.data", "core.augment_preview"),
+        (
+            "core.imaging",
+            "core.sample",
+            "core.sources",
+            "core.memloader",
+            "core.data",
+            "core.augment_preview",
+        ),
         True,
     ),
     # the architecture catalogue, and weight files checked before anything is loaded (each stands alone)
