@@ -322,3 +322,25 @@ def test_settings_upload_replaces_widgets():
         at.selectbox(key="su_arch").value == "densenet121" and at.number_input(key="su_img_size").value == 64
     )
     assert at.session_state["run_config"]["data"]["split"]["method"] == "random"
+
+
+def test_done_run_that_learned_nothing_says_so_plainly():
+    owner = "ab" * 16
+    job = running_job(owner=owner)
+    rdir = Path(job.run_dir)
+    (rdir / "metrics.json").write_text(
+        json.dumps(
+            {"type": "single", "classes": ["a", "b"], "best_epoch": 0, "metrics": {"valid": {"roc_auc": 0.5}}}
+        )
+    )
+    (rdir / "valid_predictions.csv").write_text(
+        "path,label,pred,prob_pred,prob_a,prob_b\n"
+        + "".join(f"{i}.png,{'ab'[i % 2]},a,0.9,0.9,0.1\n" for i in range(20))
+    )
+    JobStore().finish(job.id, "done")
+    at = app(TRAIN)
+    at.query_params["owner"] = owner  # this browser session's runs
+    at.run()
+    assert not at.exception, at.exception
+    warned = [w.value for w in at.warning if "calls 100% of the 20 images 'a'" in w.value]
+    assert warned and "about chance" in warned[0] and "more epochs" in warned[0]

@@ -377,7 +377,22 @@ def final_metrics(job: jobs.Job) -> None:
         st.markdown("**Final metrics** (" + ", ".join(n for n in notes if n) + ")")
         st.dataframe(main, hide_index=True, width="stretch")
     st.caption(evaluate.provenance(summary))
+    learned_nothing(job)
     common.page_link("pages/4_evaluate.py", "Evaluation", icon=":material/monitoring:")
+
+
+def learned_nothing(job: jobs.Job) -> None:
+    """A plain warning when the model predicts one class for (almost) everything or ranks at chance."""
+    try:
+        warnings = evaluate.run_warnings(job.run_dir)
+    except (
+        ValueError,
+        OSError,
+        KeyError,
+    ):  # predictions missing or not matching: the tables above say enough
+        return
+    if warnings:
+        st.warning("\n\n".join(warnings))
 
 
 def log_tail(job: jobs.Job, lines: int = 40) -> None:
