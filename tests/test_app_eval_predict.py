@@ -258,6 +258,20 @@ def test_predict_preselects_the_run_chosen_on_evaluation(trained, run_id):
     assert at.selectbox(key="pr_run").value == run_id
 
 
+def test_predict_follows_the_run_last_evaluated_and_its_threshold(trained, run_id):
+    newer = register(trained["run"], trained["config"])
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
+    at.switch_page("pages/5_predict.py").run()
+    assert at.selectbox(key="pr_run").value == newer  # nothing evaluated yet: the newest
+    at.switch_page("pages/4_evaluate.py").run()
+    at.selectbox(key="ev_run").select(run_id).run()
+    at.slider(key=f"ev_thr_{run_id}").set_value(0.3).run()
+    at.switch_page("pages/5_predict.py").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="pr_run").value == run_id  # the run just evaluated, not the one shown before
+    assert at.slider(key=f"pr_thr_{run_id}").value == pytest.approx(0.3)  # with the threshold chosen there
+
+
 def test_predict_warns_on_the_models_own_training_images(trained, run_id):
     at = app(PREDICT).run()
     at.radio(key="pr_input").set_value("folder").run()

@@ -156,7 +156,7 @@ def _running(kind: str, progress: dict, params: dict | None = None):
 
 
 def test_kfold_and_lr_finder_show_elapsed_and_time_left():
-    _running(
+    job = _running(
         "train",  # a k-fold run is a "train" job whose progress names its folds
         {
             "phase": "training",
@@ -170,7 +170,9 @@ def test_kfold_and_lr_finder_show_elapsed_and_time_left():
             "elapsed_s": 20.0,
         },
     )
-    at = AppTest.from_file(TRAIN, default_timeout=60).run()
+    at = AppTest.from_file(TRAIN, default_timeout=60)
+    at.session_state["tr_pick"] = job.id  # watched (a fresh session watches only its own runs by default)
+    at.run()
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Time left (this fold)"] == "1 min 0 s" and metrics["Elapsed (this fold)"] == "20 s"
