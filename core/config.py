@@ -31,11 +31,8 @@ class ConfigError(ValueError):
     """A configuration value that cannot work, with a message for the user."""
 
 
-WINDOW_MODES = (
-    "fixed",
-    "auto",
-    "full",
-)  # centre/width; each image's 1st-99th percentiles; each image's min-max
+# a fixed centre/width; each image's 1st-99th percentiles; each image's min-max
+WINDOW_MODES = ("fixed", "auto", "full")
 
 
 @dataclass
