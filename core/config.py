@@ -31,16 +31,22 @@ class ConfigError(ValueError):
     """A configuration value that cannot work, with a message for the user."""
 
 
+# a fixed centre/width; each image's 1st-99th percentiles; each image's min-max
+WINDOW_MODES = ("fixed", "auto", "full")
+
+
 @dataclass
 class Window:
-    """A DICOM display window (centre/width in modality units, after rescale)."""
+    """A DICOM display window: centre/width in modality units (after rescale), or one set per image ("auto", "full")."""
 
-    center: float
-    width: float
+    center: float = 0.0
+    width: float = 1.0
+    mode: str = "fixed"
 
     def validate(self) -> None:
-        """Refuse a window narrower than DICOM allows (PS3.3 C.11.2.1.2: a LINEAR width is at least 1)."""
-        if not self.width >= 1:
+        """Refuse an unknown mode, and a fixed window narrower than DICOM allows (PS3.3 C.11.2.1.2: LINEAR >= 1)."""
+        _choice("window mode", self.mode, WINDOW_MODES)
+        if self.mode == "fixed" and not self.width >= 1:
             raise ConfigError(f"window width must be at least 1, got {self.width}")
 
 

@@ -531,6 +531,48 @@ def bootstrap_ci(
     return out
 
 
+# ---------------------------------------------------------------- a model that learned nothing
+
+ONE_CLASS_SHARE = 0.95  # at least this share of the items predicted as one class (more than are that class)
+CHANCE_MARGIN = 0.05  # |ROC AUC - 0.5| below this is about chance
+ADVICE = (
+    "What to try: train for more epochs; another learning rate (the LR finder on the Training setup page); "
+    "class balancing (weighted loss or oversampling) when one class dominates the data; and check that the "
+    "labels are right and that the classes differ visibly in the images."
+)
+
+
+def model_warnings(
+    y_true: np.ndarray, probs: np.ndarray, classes: list[str], threshold: float | None = None
+) -> list[str]:
+    """Plain sentences when a model predicts (almost) one class for everything or ranks at chance; [] otherwise.
+
+    The last sentence, when there are warnings, says what to try. Binary models decide at `threshold` (0.5).
+    """
+    y_true, probs = np.asarray(y_true, dtype=int), np.asarray(probs, dtype=float)
+    n = len(y_true)
+    if n == 0 or len(np.unique(y_true)) < 2:
+        return []
+    t = (0.5 if threshold is None else float(threshold)) if is_binary(classes) else None
+    pred = predict_labels(probs, t)
+    top = int(np.bincount(pred, minlength=len(classes)).argmax())
+    share, true_share = float((pred == top).mean()), float((y_true == top).mean())
+    out = []
+    if share >= ONE_CLASS_SHARE and share > true_share:
+        at = f" at threshold {t:.2f}" if t is not None else ""
+        out.append(
+            f"The model calls {share:.0%} of the {n} images '{classes[top]}'{at}, while {true_share:.0%} of "
+            "them are: it predicts one class for (almost) everything and has not learned to tell the classes apart."
+        )
+    auc = roc_auc(y_true, probs)
+    if math.isfinite(auc) and abs(auc - 0.5) < CHANCE_MARGIN:
+        out.append(
+            f"The ROC AUC is {auc:.2f}, about chance (0.5): the model's scores order the images no better "
+            "than guessing."
+        )
+    return [*out, ADVICE] if out else []
+
+
 # ---------------------------------------------------------------- a whole evaluation
 
 
@@ -596,6 +638,7 @@ def evaluate_predictions(
             "method": "percentile, resampled within each true class",
         },
     }
+    out["warnings"] = model_warnings(y_true, probs, classes, t)
     if binary:
         out["operating_points"] = operating_points(y_true, probs[:, 1], prevalence, threshold).to_dict(
             "records"
@@ -682,6 +725,17 @@ def evaluate_run(
         stats = [{k: v for k, v in r.items() if k not in ("fold", "n")} for r in table.to_dict("records")]
         out["folds"] = {"table": table.to_dict("records"), "mean_sd": mean_sd(stats)}
     return out
+
+
+def run_warnings(run_dir: str | Path) -> list[str]:
+    """model_warnings of a finished run's validation (k-fold: out-of-fold) predictions at the default decision."""
+    classes = list(run_summary(run_dir)["classes"])
+    sets = load_run_predictions(run_dir)
+    name = "oof" if "oof" in sets else "valid"
+    if name not in sets:
+        return []
+    y, probs = labels_and_probs(labelled(sets[name]), classes)
+    return model_warnings(y, probs, classes)
 
 
 def provenance(summary: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@ import contextlib
 import functools
 import hashlib
 import logging
+import math
 import os
 import re
 import struct
@@ -1073,11 +1074,8 @@ def _colour_8bit(arr: np.ndarray, ds: Any) -> np.ndarray:
 
 def _voi(arr: np.ndarray, ds: Any, window: Window | None) -> np.ndarray:
     """Modality values -> uint8: user window, else the file's VOI LUT / window, else min-max."""
-    if window is not None and window_ok(window.width):
-        return apply_window(arr, window.center, window.width)
     if window is not None:
-        log.warning("window width %s is not usable (DICOM needs >= 1); shown min-max instead", window.width)
-        return stretch(arr)
+        return user_window(arr, window)
     if ds.get("VOILUTSequence"):
         out = _voi_lut(arr, ds)
         if out is not None:
@@ -1091,6 +1089,43 @@ def _voi(arr: np.ndarray, ds: Any, window: Window | None) -> np.ndarray:
             "the file's %s window width %s is not usable (DICOM needs >= 1); shown min-max instead", fn, w
         )
     return stretch(arr)
+
+
+AUTO_PERCENTILES = (1.0, 99.0)  # an "auto" window spans these percentiles of each image's values
+_AUTO_SAMPLES = 1_000_000  # values the percentiles are computed from (a regular subsample of larger images)
+
+
+def user_window(arr: np.ndarray, window: Window) -> np.ndarray:
+    """Modality values -> uint8 by a user's Window: fixed centre/width, "auto" percentiles or "full" min-max."""
+    if window.mode == "auto":
+        return percentile_window(arr)
+    if window.mode == "full":
+        return stretch(arr)
+    if window_ok(window.width):
+        return apply_window(arr, window.center, window.width)
+    log.warning("window width %s is not usable (DICOM needs >= 1); shown min-max instead", window.width)
+    return stretch(arr)
+
+
+def percentile_window(arr: np.ndarray, percentiles: tuple[float, float] = AUTO_PERCENTILES) -> np.ndarray:
+    """A linear window from the image's own low and high percentiles (outliers clipped): X-rays' automatic window.
+
+    Percentiles come from a regular subsample of at most about a million values; min-max when they coincide.
+    """
+    a = np.asarray(arr)
+    step = max(1, int(math.sqrt(a.size / _AUTO_SAMPLES))) if a.ndim >= 2 else 1
+    sample = a[::step, ::step] if a.ndim >= 2 else a
+    sample = sample[np.isfinite(sample)]
+    if not sample.size:
+        return np.zeros(a.shape, np.uint8)
+    lo, hi = (float(v) for v in np.percentile(sample, percentiles))
+    if not hi > lo:
+        return stretch(a)
+    y = np.subtract(a, lo, dtype=np.float32)
+    y *= np.float32(255.0 / (hi - lo))
+    np.nan_to_num(y, copy=False, nan=0.0)
+    np.clip(y, 0, 255, out=y)
+    return np.rint(y, out=y).astype(np.uint8)
 
 
 def _voi_lut(arr: np.ndarray, ds: Any) -> np.ndarray | None:
@@ -1212,7 +1247,13 @@ class DecodeCache:
             st = p.stat()
         except OSError:
             raise ImageError("file not found") from None
-        win = None if window is None else (float(window.center), float(window.width))
+        win = (
+            None
+            if window is None
+            else (float(window.center), float(window.width))
+            if window.mode == "fixed"
+            else window.mode
+        )  # a fixed window keeps the key it had before window modes existed
         ident = repr((str(p), st.st_mtime_ns, st.st_size, size, win, int(frame), CACHE_VERSION))
         return hashlib.sha1(ident.encode("utf-8")).hexdigest()
 

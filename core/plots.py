@@ -245,28 +245,34 @@ def threshold_tradeoff(
 def training_curves(
     history: pd.DataFrame, best_epoch: int | Mapping[int, int] | None = None, title: str = "Training curves"
 ) -> go.Figure:
-    """Losses (top) and metrics (bottom) per epoch from history.csv; one set of lines per fold; best epoch marked."""
+    """Losses (top) and metrics (bottom) per epoch from history.csv; one set of lines per fold; best epoch marked.
+
+    history.csv and best epochs count from 0; the figure counts from 1, as the progress bar does. With one epoch
+    per line the values are drawn as labelled points, with a note that curves need a second epoch.
+    """
     skip = {"epoch", "phase", "train_loss", "valid_loss", "time_s", "fold"}
     metrics = [c for c in history.columns if c not in skip and pd.api.types.is_numeric_dtype(history[c])]
     fig = make_subplots(
         rows=2,
         cols=1,
         shared_xaxes=True,
-        vertical_spacing=0.08,
+        vertical_spacing=0.12,
         subplot_titles=("loss", "validation metrics"),
     )
     groups = list(history.groupby("fold", sort=True)) if "fold" in history else [(None, history)]
+    single = all(part["epoch"].nunique() <= 1 for _, part in groups)
     for g, (fold, part) in enumerate(groups):
         tag = "" if fold is None else f"fold {int(fold)} "
+        x = part["epoch"] + 1
         for j, col in enumerate(c for c in ("train_loss", "valid_loss") if c in part):
             fig.add_trace(
                 go.Scatter(
-                    x=part["epoch"],
+                    x=x,
                     y=part[col],
-                    mode="lines+markers",
                     name=f"{tag}{col}",
                     legendgroup=tag or col,
                     line={"color": colour(j if fold is None else g), "dash": "solid" if j else "dot"},
+                    **_epoch_marks(part[col], single),
                 ),
                 row=1,
                 col=1,
@@ -274,26 +280,52 @@ def training_curves(
         for j, col in enumerate(metrics):
             fig.add_trace(
                 go.Scatter(
-                    x=part["epoch"],
+                    x=x,
                     y=part[col],
-                    mode="lines+markers",
                     name=f"{tag}{col}",
                     legendgroup=tag or col,
                     line={"color": colour(2 + j if fold is None else g)},
                     visible=True if j < 3 or fold is None else "legendonly",
+                    **_epoch_marks(part[col], single),
                 ),
                 row=2,
                 col=1,
             )
-    for fold, epoch in _best_epochs(best_epoch):
-        fig.add_vline(
-            x=epoch,
-            line={"color": GUIDE, "dash": "dash", "width": 1},
-            annotation_text="best" if fold is None else f"best f{fold}",
-            annotation_position="top",
-        )
+    _mark_best(fig, _best_epochs(best_epoch))
     fig.update_xaxes(title_text="epoch", row=2, col=1, dtick=1)
+    if single:
+        fig.update_xaxes(range=[0.5, 1.5])
+        title += " (one epoch: values as points; curves from the second epoch)"
     return style(fig, title, height=600)
+
+
+def _epoch_marks(values: pd.Series, single: bool) -> dict:
+    """Scatter mode (and value labels when each line is a single point)."""
+    if not single:
+        return {"mode": "lines+markers"}
+    text = [f"{v:.3f}" if pd.notna(v) else "" for v in values]
+    return {"mode": "markers+text", "text": text, "textposition": "middle right", "marker": {"size": 10}}
+
+
+def _mark_best(fig: go.Figure, best: list[tuple[int | None, int]]) -> None:
+    """Dashed lines at the best epoch(s) (1-based) on both panels; one label per epoch inside the lower panel's
+    bottom edge, clear of the subplot titles above each panel."""
+    labels: dict[int, list[str]] = {}
+    for fold, epoch in best:
+        fig.add_vline(x=epoch + 1, line={"color": GUIDE, "dash": "dash", "width": 1})
+        labels.setdefault(epoch + 1, []).append("best" if fold is None else f"f{fold}")
+    for x, names in labels.items():
+        text = "best" if names == ["best"] else "best " + ", ".join(names)
+        fig.add_annotation(
+            x=x,
+            xref="x2",
+            y=0,
+            yref="y2 domain",
+            yanchor="bottom",
+            xanchor="left",
+            text=text,
+            showarrow=False,
+        )
 
 
 def _best_epochs(best: int | Mapping[int, int] | None) -> list[tuple[int | None, int]]:

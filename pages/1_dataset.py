@@ -27,6 +27,7 @@ def render() -> None:
         return
     xv.overview(ds)
     window = xv.window_control() if xv.has_dicom(ds) else None
+    sf.persist()  # the window is part of the kept settings
     xv.samples(ds, window)
     xv.problems(ds)
     checks_view.dataset_checks(ds, cfg)

@@ -156,6 +156,23 @@ def test_evaluate_kfold_run_shows_folds_and_compares_runs(tmp_path, run_id):
     assert any("different classes" in w.value for w in at.warning)
 
 
+def test_evaluate_page_warns_when_the_model_predicts_one_class(tmp_path):
+    root = tmp_path / "flat"
+    root.mkdir()
+    y = np.arange(40) % 2
+    probs = np.tile([0.8, 0.2], (40, 1))  # "a" for everything: AUC 0.5
+    evaluate.predictions_frame([f"/nowhere/{i}.png" for i in range(40)], y, probs, ["a", "b"]).to_csv(
+        root / "valid_predictions.csv", index=False
+    )
+    (root / "metrics.json").write_text(json.dumps({"type": "single", "classes": ["a", "b"], "metrics": {}}))
+    register(root, to_dict(RunConfig()))
+    at = app(EVAL).run()
+    assert not at.exception, at.exception
+    warned = [w.value for w in at.warning if "calls 100% of the 40 images 'a' at threshold 0.50" in w.value]
+    assert warned and "about chance" in warned[0] and "more epochs" in warned[0]
+    assert warned[0].startswith("**Validation:**")
+
+
 def test_predict_folder_with_a_broken_file(trained, run_id, tmp_path):
     folder = tmp_path / "images"
     shutil.copytree(trained["sample"] / "folder", folder)
@@ -239,6 +256,20 @@ def test_predict_preselects_the_run_chosen_on_evaluation(trained, run_id):
     at.switch_page("pages/5_predict.py").run()  # the Evaluation page's widget state is dropped here
     assert not at.exception, at.exception
     assert at.selectbox(key="pr_run").value == run_id
+
+
+def test_predict_follows_the_run_last_evaluated_and_its_threshold(trained, run_id):
+    newer = register(trained["run"], trained["config"])
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
+    at.switch_page("pages/5_predict.py").run()
+    assert at.selectbox(key="pr_run").value == newer  # nothing evaluated yet: the newest
+    at.switch_page("pages/4_evaluate.py").run()
+    at.selectbox(key="ev_run").select(run_id).run()
+    at.slider(key=f"ev_thr_{run_id}").set_value(0.3).run()
+    at.switch_page("pages/5_predict.py").run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="pr_run").value == run_id  # the run just evaluated, not the one shown before
+    assert at.slider(key=f"pr_thr_{run_id}").value == pytest.approx(0.3)  # with the threshold chosen there
 
 
 def test_predict_warns_on_the_models_own_training_images(trained, run_id):

@@ -193,9 +193,9 @@ def test_dicom_window_presets_filter_and_paging():
     at = app(DATASET, "sample_dicom").run()
     assert not at.exception
     assert len(at.get("image")) == 9  # 8 samples + the header preview
-    at.selectbox(key="dicom_preset").select("Bone (300/1500)").run()
+    at.selectbox(key="dicom_preset").select("Automatic (1st-99th percentile of each image)").run()
     assert not at.exception and len(at.get("image")) == 9
-    at.selectbox(key="dicom_preset").select("Custom").run()
+    at.selectbox(key="dicom_preset").select("Custom centre / width").run()
     at.number_input(key="dicom_width").set_value(800.0).run()
     assert not at.exception
     at.number_input(key="sample_page").set_value(2).run()

@@ -17,9 +17,14 @@ ROOT = Path(__file__).resolve().parents[1]
 SETUP, TRAIN = str(ROOT / "pages/2_setup.py"), str(ROOT / "pages/3_train.py")
 
 
+OWNER = "ef" * 16  # the browser session of these tests (local mode keeps it in the URL)
+
+
 def app(page: str) -> AppTest:
-    """A fresh session of one page."""
-    return AppTest.from_file(page, default_timeout=60)
+    """A fresh session of one page, in the browser session that owns running_job()'s runs."""
+    at = AppTest.from_file(page, default_timeout=60)
+    at.query_params["owner"] = OWNER
+    return at
 
 
 def texts(at: AppTest) -> str:
@@ -39,7 +44,7 @@ def texts(at: AppTest) -> str:
     return "\n".join(out)
 
 
-def running_job(kind: str = "train", owner: str = "someone") -> jobs.Job:
+def running_job(kind: str = "train", owner: str = OWNER) -> jobs.Job:
     """A job row marked running, looked after by this (live) test process."""
     store = JobStore()
     store.submit(kind, {"config": to_dict(RunConfig())}, owner=owner)
@@ -187,7 +192,9 @@ def test_run_page_reattaches_and_shows_live_progress():
     write_progress(job)
     at = app(TRAIN).run()
     assert not at.exception, at.exception
-    assert at.session_state["tr_pick"] == job.id  # a fresh session picks the active run
+    assert (
+        at.session_state["tr_pick"] == job.id
+    )  # a reload (same owner in the URL) re-attaches to its active run
     shown = texts(at)
     assert "Epoch 2 / 4" in shown and "Batch 5 / 10" in shown and "2 min 5 s" in shown
     assert len(at.get("plotly_chart")) == 1  # loss and metric curves from history.csv
@@ -322,3 +329,36 @@ def test_settings_upload_replaces_widgets():
         at.selectbox(key="su_arch").value == "densenet121" and at.number_input(key="su_img_size").value == 64
     )
     assert at.session_state["run_config"]["data"]["split"]["method"] == "random"
+
+
+def test_done_run_that_learned_nothing_says_so_plainly():
+    job = running_job()
+    rdir = Path(job.run_dir)
+    (rdir / "metrics.json").write_text(
+        json.dumps(
+            {"type": "single", "classes": ["a", "b"], "best_epoch": 0, "metrics": {"valid": {"roc_auc": 0.5}}}
+        )
+    )
+    (rdir / "valid_predictions.csv").write_text(
+        "path,label,pred,prob_pred,prob_a,prob_b\n"
+        + "".join(f"{i}.png,{'ab'[i % 2]},a,0.9,0.9,0.1\n" for i in range(20))
+    )
+    JobStore().finish(job.id, "done")
+    at = app(TRAIN).run()
+    assert not at.exception, at.exception
+    warned = [w.value for w in at.warning if "calls 100% of the 20 images 'a'" in w.value]
+    assert warned and "about chance" in warned[0] and "more epochs" in warned[0]
+
+
+def test_fresh_session_never_watches_another_sessions_run():
+    theirs = running_job(owner="12" * 16)  # another browser session's (or user's) active run
+    at = AppTest.from_file(TRAIN, default_timeout=60).run()  # a new tab: a new owner
+    assert not at.exception, at.exception
+    assert list(at.dataframe[0].value["id"]) == [theirs.id]  # listed (local mode shows every run) ...
+    assert at.selectbox(key="tr_pick").value is None  # ... but not watched unless chosen
+    assert "choose one above to watch it" in texts(at) and not [b for b in at.button if b.key == "tr_cancel"]
+    at.selectbox(key="tr_pick").select(theirs.id).run()
+    assert not at.exception and f"Run {theirs.id} (train)" in texts(at)
+    mine = running_job()  # this session's own run (its owner is in the URL) is picked over theirs
+    at = app(TRAIN).run()
+    assert at.selectbox(key="tr_pick").value == mine.id

@@ -156,7 +156,7 @@ def _running(kind: str, progress: dict, params: dict | None = None):
 
 
 def test_kfold_and_lr_finder_show_elapsed_and_time_left():
-    _running(
+    job = _running(
         "train",  # a k-fold run is a "train" job whose progress names its folds
         {
             "phase": "training",
@@ -170,7 +170,9 @@ def test_kfold_and_lr_finder_show_elapsed_and_time_left():
             "elapsed_s": 20.0,
         },
     )
-    at = AppTest.from_file(TRAIN, default_timeout=60).run()
+    at = AppTest.from_file(TRAIN, default_timeout=60)
+    at.session_state["tr_pick"] = job.id  # watched (a fresh session watches only its own runs by default)
+    at.run()
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Time left (this fold)"] == "1 min 0 s" and metrics["Elapsed (this fold)"] == "20 s"
@@ -314,3 +316,28 @@ def test_kfold_with_folds_as_child_jobs_shows_each_folds_progress():
     assert bars == ["fold 1/2: running · epoch 1 / 2 · time left 30 s", "fold 2/2: queued"], bars
     whole = [c.value for c in at.caption if c.value.startswith("Whole job")]
     assert whole and "time left about 1 min 10 s" in whole[0], whole  # 30 s, then fold 2 for about 40 s
+
+
+def test_explorer_window_is_for_xrays_and_used_for_training(submitted):
+    from core.config import RunConfig, Window, from_dict
+
+    at = app()
+    at.session_state["src_choice"] = "sample_dicom"
+    at.run()
+    assert not at.exception, at.exception
+    options = at.selectbox(key="dicom_preset").options
+    assert options[0].startswith("From the file") and any(o.startswith("Automatic") for o in options)
+    assert not any("Bone" in o or "Lung" in o for o in options)  # no CT Hounsfield presets for X-rays
+    at.selectbox(key="dicom_preset").select("Automatic (1st-99th percentile of each image)").run()
+    assert not at.exception, at.exception
+    assert any("Training decodes the DICOMs with this window too" in c.value for c in at.caption)
+    assert from_dict(RunConfig, at.session_state["run_config"]).data.window == Window(mode="auto")
+    at.switch_page("pages/2_setup.py").run()  # the setup page keeps it (no widget of its own)
+    at.switch_page("pages/3_train.py").run()
+    assert any("DICOM window automatic" in c.value for c in at.caption)
+    at.button(key="tr_start").click().run()
+    assert submitted[0]["params"]["config"]["data"]["window"] == {"center": 0.0, "width": 1.0, "mode": "auto"}
+    again = app()  # a reload: the kept settings bring the window back to the explorer's choice
+    again.session_state["src_choice"] = "sample_dicom"
+    again.run()
+    assert again.selectbox(key="dicom_preset").value.startswith("Automatic")

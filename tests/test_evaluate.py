@@ -289,3 +289,40 @@ def test_provenance_says_which_epoch_and_set_and_where_validation_is_optimistic(
     assert "optimistic" in provenance({"type": "single", "best_epoch": 1})  # older runs kept the best epoch
     folds = {"type": "kfold", "metrics": {"per_fold": [{"model_weights": "last"}, {"model_weights": "last"}]}}
     assert "last epoch" in provenance(folds) and "optimistic" not in provenance(folds)
+
+
+def test_model_warnings_for_one_class_and_chance_auc(tmp_path):
+    classes = ["normal", "pneumonia"]
+    y, p = _data(200, seed=3, signal=3.0)
+    assert ev.model_warnings(y, p, classes) == []  # a model that learned something: no warning
+    flat = np.column_stack([np.full(200, 0.8), np.full(200, 0.2)])  # "normal" for everything, no ranking
+    warned = ev.model_warnings(y, flat, classes)
+    assert "calls 100% of the 200 images 'normal' at threshold 0.50" in warned[0]
+    assert "about chance" in warned[1] and warned[-1] == ev.ADVICE and "more epochs" in ev.ADVICE
+    pairs = np.tile([0, 1], 100)  # both classes predicted, but each score is given to one item of each class
+    score = np.repeat(np.linspace(0.05, 0.95, 100), 2)
+    chance = ev.model_warnings(pairs, np.column_stack([1 - score, score]), classes)
+    assert len(chance) == 2 and "about chance" in chance[0]
+    assert ev.model_warnings(y, flat, classes, threshold=0.1)[0].startswith(
+        "The model calls 100% of the 200 images 'pneumonia'"
+    )
+    y3, p3 = _data(300, k=3, seed=4, signal=3.0)
+    one = np.tile([0.2, 0.7, 0.1], (300, 1))
+    assert (
+        ev.model_warnings(y3, p3, ["a", "b", "c"]) == []
+        and "'b'" in ev.model_warnings(y3, one, ["a", "b", "c"])[0]
+    )
+    imbalanced = np.array(
+        [0] * 97 + [1] * 3
+    )  # a majority class predicted a bit less often than it occurs: fine
+    probs = np.column_stack(
+        [np.r_[np.full(96, 0.9), np.full(4, 0.1)], np.r_[np.full(96, 0.1), np.full(4, 0.9)]]
+    )
+    assert not any("calls" in w for w in ev.model_warnings(imbalanced, probs, classes))
+    run, df = _fake_run(tmp_path, kfold=False)
+    assert (
+        ev.run_warnings(run) == [] and ev.evaluate_run(run, n_resamples=10)["sets"]["valid"]["warnings"] == []
+    )
+    df.assign(prob_normal=0.9, prob_pneumonia=0.1).to_csv(run / "valid_predictions.csv", index=False)
+    assert len(ev.run_warnings(run)) == 3
+    assert len(ev.evaluate_run(run, n_resamples=10)["sets"]["valid"]["warnings"]) == 3

@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from core import imaging
-from core.config import Window
+from core.config import ConfigError, Window
 from core.imaging import DecodeCache, ImageError, apply_window, inspect_image, read_dicom_array, read_image
 
 PHI = ("Doe^Jane", "Doe", "Jane", "MRN123", "19800101")
@@ -339,6 +339,37 @@ def test_user_window_overrides_file_window(tmp_path):
     modality = raw.astype(np.float32) * 2 - 1024
     out = arr_of(read_image(path, window=Window(center=0, width=500)))
     assert np.array_equal(out, 255 - apply_window(modality, 0, 500).astype(np.int64))
+
+
+def test_auto_and_full_windows_for_xrays(tmp_path):
+    raw = np.full((40, 50), 1000, np.uint16)
+    raw[:, 25:] = 3000  # two tissues, and one saturated marker pixel far outside them
+    raw[0, 0] = 65000
+    path = save(dicom(raw, WindowCenter=40, WindowWidth=400), tmp_path / "dx.dcm")  # a CT-like file window
+    assert set(np.unique(arr_of(read_image(path)))) == {255}  # the file's window: all white
+    auto = arr_of(read_image(path, window=Window(mode="auto")))
+    assert auto[5, 5] == 0 and auto[5, 40] == 255 and auto[0, 0] == 255  # percentiles: the marker is clipped
+    full = arr_of(read_image(path, window=Window(mode="full")))
+    assert (
+        full[0, 0] == 255 and full[5, 5] == 0 and 0 < full[5, 40] < 20
+    )  # min-max: the marker takes the range
+    ramp = np.linspace(0, 1000, 10_000, dtype=np.float32).reshape(100, 100)
+    out = imaging.percentile_window(ramp)
+    assert out.min() == 0 and out.max() == 255 and (out == 0).mean() == pytest.approx(0.01, abs=0.002)
+    assert not imaging.percentile_window(np.full((4, 4), 7.0)).any()  # flat: min-max's zero image
+    with pytest.raises(ConfigError):
+        Window(mode="lung").validate()
+    Window(mode="auto", width=0).validate()  # only a fixed window needs a width
+
+
+def test_cache_key_tells_window_modes_apart(tmp_path):
+    path, _ = _mono1(tmp_path)
+    cache = DecodeCache(tmp_path / "cache")
+    keys = [cache.key(path, 16, w) for w in (None, Window(mode="auto"), Window(mode="full"), Window(0, 100))]
+    assert len(set(keys)) == 4
+    assert cache.key(path, 16, Window(0, 100, "fixed")) == keys[3]  # fixed windows keep their key
+    a, b = cache.get(path, 16, Window(mode="auto")), cache.get(path, 16, Window(mode="full"))
+    assert cache.misses == 2 and not np.array_equal(arr_of(a), arr_of(b))
 
 
 def test_multivalued_window_uses_the_first_and_no_window_means_min_max(tmp_path):

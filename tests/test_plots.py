@@ -118,12 +118,37 @@ def test_training_curves_single_and_kfold():
     names = [t.name for t in fig.data]
     assert names == ["train_loss", "valid_loss", "accuracy", "roc_auc"]
     assert list(fig.data[1].y) == [0.8, 0.5, 0.55] and fig.data[2].yaxis == "y2"
-    assert {s.x0 for s in fig.layout.shapes} == {1}  # on both panels
+    assert {s.x0 for s in fig.layout.shapes} == {
+        2
+    }  # on both panels; epochs shown from 1 (best_epoch is 0-based)
     folds = pd.concat([hist.assign(fold=0), hist.assign(fold=1)])
     fig = plots.training_curves(folds, best_epoch={0: 1, 1: 2})
     assert len(fig.data) == 8 and fig.data[4].name == "fold 1 train_loss"
-    assert {s.x0 for s in fig.layout.shapes} == {1, 2}
+    assert {s.x0 for s in fig.layout.shapes} == {2, 3}
     _theme_neutral(fig)
+
+
+def test_training_curves_count_epochs_from_one_and_keep_best_labels_off_the_titles():
+    hist = pd.DataFrame(
+        {"epoch": [0, 1], "train_loss": [0.9, 0.6], "valid_loss": [0.8, 0.5], "accuracy": [0.6, 0.7]}
+    )
+    fig = plots.training_curves(hist, best_epoch=1)
+    assert list(fig.data[0].x) == [1, 2]  # as the progress bar says "Epoch 2 / 2"
+    titles = [a for a in fig.layout.annotations if a.text in ("loss", "validation metrics")]
+    best = [a for a in fig.layout.annotations if a.text.startswith("best")]
+    assert len(titles) == 2 and len(best) == 1  # one label, not one per panel
+    assert best[0].yref == "y2 domain" and best[0].y == 0 and best[0].yanchor == "bottom" and best[0].x == 2
+    folds = pd.concat([hist.assign(fold=0), hist.assign(fold=1)])
+    labels = [a.text for a in plots.training_curves(folds, {0: 1, 1: 1}).layout.annotations]
+    assert labels.count("best f0, f1") == 1  # folds sharing a best epoch share one label
+
+
+def test_training_curves_with_one_epoch_label_the_points():
+    hist = pd.DataFrame({"epoch": [0], "train_loss": [0.9], "valid_loss": [0.8], "accuracy": [0.6]})
+    fig = plots.training_curves(hist, best_epoch=0)
+    assert {t.mode for t in fig.data} == {"markers+text"}
+    assert [t.text[0] for t in fig.data] == ["0.900", "0.800", "0.600"]
+    assert tuple(fig.layout.xaxis2.range) == (0.5, 1.5) and "one epoch" in fig.layout.title.text
 
 
 def test_lr_finder_marks_suggestions():

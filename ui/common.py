@@ -26,7 +26,7 @@ from core import (
     settings_store,
     sources,
 )
-from core.config import ConfigError, RunConfig, SourceConfig, from_dict, to_dict
+from core.config import ConfigError, RunConfig, SourceConfig, Window, from_dict, to_dict
 from core.runs import RunFolder
 from core.sample import ensure_sample
 
@@ -425,6 +425,38 @@ def hand_to_setup(cfg: RunConfig) -> None:
         pass
 
 
+def carried_window() -> Window | None:
+    """The DICOM window of the working settings (None: each file's own window)."""
+    carried = st.session_state.get(RUN_CONFIG)
+    try:
+        return from_dict(RunConfig, carried).data.window if carried else None
+    except (ConfigError, TypeError):
+        return None
+
+
+def carry_window(window: Window | None) -> None:
+    """Make a DICOM window part of the working settings, so training (and its model) decode with it."""
+    if window == carried_window():
+        return
+    carried = st.session_state.get(RUN_CONFIG)
+    try:
+        cfg = from_dict(RunConfig, carried) if carried else default_run_config(current_source()[0])
+    except (ConfigError, TypeError):  # settings that no longer fit: the setup page says so
+        return
+    cfg.data.window = window
+    st.session_state[RUN_CONFIG] = to_dict(cfg)
+
+
+def window_text(window: Window | None) -> str:
+    """How DICOMs are windowed, in words."""
+    if window is None:
+        return "each file's own window"
+    return {
+        "auto": "automatic (1st-99th percentile of each image)",
+        "full": "full range (each image's min-max)",
+    }.get(window.mode, f"centre {window.center:g}, width {window.width:g}")
+
+
 def default_run_config(source: SourceConfig) -> RunConfig:
     """This machine's starting settings (core.choices); from scratch when ImageNet weights cannot be had."""
     return choices.default_config(
@@ -481,10 +513,11 @@ def config_caption(cfg: dict) -> str:
     valid = f"{split.k_folds} folds" if split.k_folds >= 2 else f"valid {split.valid_pct:.0%}"
     where = c.source.csv_path or c.source.root
     data = f" on {Path(where).name}" if where else ""
+    window = f", DICOM window {window_text(c.data.window)}" if c.data.window is not None else ""
     return (
         f"{c.train.arch} ({weights}){data}, {c.data.img_size} px {c.data.channels}, batch {c.data.batch_size}, "
         f"{schedule_text(c)}, lr {c.train.lr or 'default'}, "
-        f"split {split.method} ({valid}, test {split.test_pct:.0%}){folds}"
+        f"split {split.method} ({valid}, test {split.test_pct:.0%}){folds}{window}"
     )
 
 

@@ -202,6 +202,17 @@ def metrics_section(ev: dict[str, Any]) -> None:
     )
 
 
+def warnings_section(ev: dict[str, Any]) -> None:
+    """core.evaluate's warnings (one class for everything, AUC about chance) of every set, the advice once."""
+    found = {name: s["warnings"] for name, s in ev["sets"].items() if s.get("warnings")}
+    if not found:
+        return
+    lines = [
+        f"**{SET_NAMES.get(name, name).capitalize()}:** {w}" for name, ws in found.items() for w in ws[:-1]
+    ]
+    st.warning("\n\n".join([*lines, next(iter(found.values()))[-1]]))
+
+
 def compare_section(job: jobs.Job, runs: list[jobs.Job], prevalence: float | None) -> None:
     """Optionally, this run's headline metrics beside another run's (each at its default decision rule)."""
     others = [j for j in runs if j.id != job.id]
@@ -495,6 +506,7 @@ def show_run(job: jobs.Job, runs: list[jobs.Job], checks: SetChecks | None = Non
         st.error(f"This run's predictions cannot be evaluated: {err}")
         return
     metrics_section(ev)
+    warnings_section(ev)
     st.caption(evaluate.provenance(summary))
     compare_section(job, runs, prevalence)
     all_frames = frames_with_external(frames, external)

@@ -26,12 +26,12 @@ HOSTED_SOURCES = {
     "csv": "A CSV in a configured data folder or your uploads",
     "dicom": "A folder of DICOM files (configured data folders or your uploads)",
 }
-PRESETS: dict[str, Window | None] = {
-    "Default (from file)": None,
-    "Lung (-600/1500)": Window(-600, 1500),
-    "Bone (300/1500)": Window(300, 1500),
-    "Soft tissue (40/400)": Window(40, 400),
-    "Custom": None,
+CUSTOM = "Custom centre / width"
+WINDOWS: dict[str, Window | None] = {  # for X-rays (DX / CR): per-image choices; a fixed window is "Custom"
+    "From the file (its own window or VOI LUT)": None,
+    "Automatic (1st-99th percentile of each image)": Window(mode="auto"),
+    "Full range (each image's min-max)": Window(mode="full"),
+    CUSTOM: None,
 }
 DICOM_LABELS = {"folders": "Class folders", "csv": "A CSV table (file -> label)", "tag": "A DICOM header tag"}
 PER_PAGE = 8
@@ -265,35 +265,53 @@ def upload_source() -> SourceConfig | None:
 
 
 @st.cache_data(max_entries=2000, show_spinner=False)
-def windowed(path: str, center: float, width: float, size: int = THUMB):
+def windowed(path: str, center: float, width: float, mode: str, size: int = THUMB):
     """A DICOM preview with a user window (numpy array), cached per file and window."""
     import numpy as np
 
-    img = imaging.read_image(path, window=Window(center, width))
+    img = imaging.read_image(path, window=Window(center, width, mode))
     img.thumbnail((size, size))
     return np.asarray(img)
 
 
+def window_state(window: Window | None) -> dict[str, object]:
+    """Widget values (by key) that show a window."""
+    label = next((k for k, v in WINDOWS.items() if v == window), CUSTOM)
+    if label != CUSTOM:
+        return {"dicom_preset": label}
+    assert window is not None  # None is the first choice
+    return {"dicom_preset": CUSTOM, "dicom_center": float(window.center), "dicom_width": float(window.width)}
+
+
 def window_control() -> Window | None:
-    """Window / level presets for DICOM previews; None = the file's own window."""
+    """The DICOM window for previews and training (seeded from the working settings); None = the file's own."""
+    for key, value in window_state(common.carried_window()).items():
+        st.session_state.setdefault(key, value)
     c1, c2, c3 = st.columns([2, 1, 1])
     preset = c1.selectbox(
-        "DICOM window / level",
-        list(PRESETS),
+        "DICOM window (previews and training)",
+        list(WINDOWS),
         key="dicom_preset",
-        help="Centre/width in the image's units (Hounsfield units for CT).",
+        help="Radiographs (DX / CR) have no fixed units: the file's own window or the automatic one usually "
+        "work best. A custom centre/width is in the image's units after rescale (Hounsfield units for CT).",
     )
-    if preset != "Custom":
-        return PRESETS[preset]
-    center = c2.number_input("Centre (level)", -5000.0, 70000.0, 40.0, key="dicom_center")
-    width = c3.number_input("Width", 1.0, 140000.0, 400.0, key="dicom_width")
-    return Window(float(center), float(width))
+    window = WINDOWS[preset]
+    if preset == CUSTOM:
+        center = c2.number_input("Centre (level)", -5000.0, 70000.0, 40.0, key="dicom_center")
+        width = c3.number_input("Width", 1.0, 140000.0, 400.0, key="dicom_width")
+        window = Window(float(center), float(width))
+    common.carry_window(window)
+    st.caption(
+        f"Training decodes the DICOMs with this window too ({common.window_text(window)}); it is kept with the "
+        "settings and the trained model, so prediction uses it as well."
+    )
+    return window
 
 
 def preview(row: pd.Series, window: Window | None, size: int = THUMB):
     """A cached preview of one item: the user window for DICOMs when one is chosen."""
     if row["kind"] == "dicom" and window is not None:
-        return windowed(row["path"], window.center, window.width, size)
+        return windowed(row["path"], window.center, window.width, window.mode, size)
     return common.thumbnail(row["path"], size)
 
 

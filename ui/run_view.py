@@ -72,17 +72,17 @@ def runs_frame(job_list: list[jobs.Job], owner: str) -> pd.DataFrame:
     )
 
 
-def default_pick(job_list: list[jobs.Job], owner: str, attached: str | None, hosted: bool) -> str | None:
-    """Which run to watch: the one this session started, else the latest active of this owner (or anyone's locally)."""
+def default_pick(job_list: list[jobs.Job], owner: str, attached: str | None) -> str | None:
+    """Which run to watch: the one this session started, else this owner's latest active one, else its newest.
+
+    None when this owner has no run here: another session's run is never picked for it (local mode lists
+    everyone's runs, and the user chooses one).
+    """
     ids = [j.id for j in job_list]
     if attached in ids:
         return attached
-    for pool in ([j for j in job_list if j.owner == owner], [] if hosted else job_list):
-        active = [j for j in pool if j.active]
-        if active:
-            return active[0].id
     mine = [j for j in job_list if j.owner == owner]
-    return (mine or job_list)[0].id if job_list else None
+    return next((j.id for j in mine if j.active), mine[0].id if mine else None)
 
 
 def metrics_tables(summary: dict) -> tuple[pd.DataFrame, pd.DataFrame | None]:
@@ -174,13 +174,23 @@ def runs_section(owner: str) -> str | None:
     )
     ids = [j.id for j in job_list]
     if st.session_state.get(PICK) not in ids:
-        st.session_state[PICK] = default_pick(
-            job_list, owner, st.session_state.get(TRAIN_JOB), hosting.hosted()
-        )
+        pick = default_pick(job_list, owner, st.session_state.get(TRAIN_JOB))
+        if pick is None:
+            st.session_state.pop(PICK, None)
+        else:
+            st.session_state[PICK] = pick
     label = {
         j.id: f"{j.id} · {j.kind}" for j in job_list
     }  # status lives in the table (a keyed label would go stale)
-    return st.selectbox("Watch run", ids, key=PICK, format_func=label.get)
+    chosen = st.selectbox(
+        "Watch run", ids, key=PICK, index=None, placeholder="Choose a run to watch", format_func=label.get
+    )
+    if chosen is None:
+        st.caption(
+            "No run here was started in this browser session: choose one above to watch it, "
+            "or press **Start training**."
+        )
+    return chosen
 
 
 def watch(job_id: str) -> None:
@@ -377,7 +387,22 @@ def final_metrics(job: jobs.Job) -> None:
         st.markdown("**Final metrics** (" + ", ".join(n for n in notes if n) + ")")
         st.dataframe(main, hide_index=True, width="stretch")
     st.caption(evaluate.provenance(summary))
+    learned_nothing(job)
     common.page_link("pages/4_evaluate.py", "Evaluation", icon=":material/monitoring:")
+
+
+def learned_nothing(job: jobs.Job) -> None:
+    """A plain warning when the model predicts one class for (almost) everything or ranks at chance."""
+    try:
+        warnings = evaluate.run_warnings(job.run_dir)
+    except (
+        ValueError,
+        OSError,
+        KeyError,
+    ):  # predictions missing or not matching: the tables above say enough
+        return
+    if warnings:
+        st.warning("\n\n".join(warnings))
 
 
 def log_tail(job: jobs.Job, lines: int = 40) -> None:
