@@ -66,3 +66,8 @@ def megabytes(n: int) -> str:
 def timestamp(t: float | None) -> str:
     """A Unix time as local date and time ('' when missing)."""
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else ""
+
+
+def fold(i: Any) -> str:
+    """A fold as users see it: numbered 1..k (the code and the files count from 0)."""
+    return f"fold {int(i) + 1}"

@@ -15,6 +15,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from core import fmt
+
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#999999")
 GRID = "rgba(128, 128, 128, 0.3)"
 GUIDE = "rgba(128, 128, 128, 0.8)"  # chance lines, best-epoch markers
@@ -262,7 +264,7 @@ def training_curves(
     groups = list(history.groupby("fold", sort=True)) if "fold" in history else [(None, history)]
     single = all(part["epoch"].nunique() <= 1 for _, part in groups)
     for g, (fold, part) in enumerate(groups):
-        tag = "" if fold is None else f"fold {int(fold)} "
+        tag = "" if fold is None else fmt.fold(fold) + " "
         x = part["epoch"] + 1
         for j, col in enumerate(c for c in ("train_loss", "valid_loss") if c in part):
             fig.add_trace(
@@ -313,7 +315,7 @@ def _mark_best(fig: go.Figure, best: list[tuple[int | None, int]]) -> None:
     labels: dict[int, list[str]] = {}
     for fold, epoch in best:
         fig.add_vline(x=epoch + 1, line={"color": GUIDE, "dash": "dash", "width": 1})
-        labels.setdefault(epoch + 1, []).append("best" if fold is None else f"f{fold}")
+        labels.setdefault(epoch + 1, []).append("best" if fold is None else f"f{int(fold) + 1}")
     for x, names in labels.items():
         text = "best" if names == ["best"] else "best " + ", ".join(names)
         fig.add_annotation(
@@ -448,9 +450,9 @@ def fold_bars(
             go.Bar(
                 x=metrics,
                 y=[row[m] for m in metrics],
-                name=f"fold {int(row['fold'])}",
+                name=fmt.fold(row["fold"]),
                 marker_color=colour(i),
-                hovertemplate="%{x}: %{y:.3f}<extra>fold " + str(int(row["fold"])) + "</extra>",
+                hovertemplate="%{x}: %{y:.3f}<extra>" + fmt.fold(row["fold"]) + "</extra>",
             )
         )
     mean = [float(table[m].mean()) for m in metrics]

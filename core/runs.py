@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import paths
+from core import fmt, paths
 from core.fsutil import atomic_write_text
 
 # Files of a run folder (and of a model folder inside it).
@@ -253,7 +253,7 @@ class RunFolder:
     def models(self) -> dict[str, Path]:
         """The saved models of this run: {"final model": model/, "fold 1": folds/fold0/, ...} (existing only)."""
         found = {"final model": self.model_dir} if self.has_final_model() else {}
-        found.update({f"fold {i + 1}": p for i, p in self.fold_models()})
+        found.update({fmt.fold(i): p for i, p in self.fold_models()})
         return found
 
     def has_checkpoint(self) -> bool:

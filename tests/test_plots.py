@@ -123,7 +123,7 @@ def test_training_curves_single_and_kfold():
     }  # on both panels; epochs shown from 1 (best_epoch is 0-based)
     folds = pd.concat([hist.assign(fold=0), hist.assign(fold=1)])
     fig = plots.training_curves(folds, best_epoch={0: 1, 1: 2})
-    assert len(fig.data) == 8 and fig.data[4].name == "fold 1 train_loss"
+    assert len(fig.data) == 8 and fig.data[4].name == "fold 2 train_loss"  # folds shown 1..k
     assert {s.x0 for s in fig.layout.shapes} == {2, 3}
     _theme_neutral(fig)
 
@@ -140,7 +140,7 @@ def test_training_curves_count_epochs_from_one_and_keep_best_labels_off_the_titl
     assert best[0].yref == "y2 domain" and best[0].y == 0 and best[0].yanchor == "bottom" and best[0].x == 2
     folds = pd.concat([hist.assign(fold=0), hist.assign(fold=1)])
     labels = [a.text for a in plots.training_curves(folds, {0: 1, 1: 1}).layout.annotations]
-    assert labels.count("best f0, f1") == 1  # folds sharing a best epoch share one label
+    assert labels.count("best f1, f2") == 1  # folds shown 1..k; sharing a best epoch share one label
 
 
 def test_training_curves_with_one_epoch_label_the_points():
@@ -173,16 +173,18 @@ def test_class_distribution_and_fold_bars():
     )
     table = pd.DataFrame({"fold": [0, 1, 2], "accuracy": [0.7, 0.8, 0.9], "roc_auc": [0.8, 0.85, 0.9]})
     fig = plots.fold_bars(table, ("accuracy", "roc_auc", "missing_metric"))
-    assert [t.name for t in fig.data] == ["fold 0", "fold 1", "fold 2", "mean +/- sd"]
+    assert [t.name for t in fig.data] == ["fold 1", "fold 2", "fold 3", "mean +/- sd"]  # shown 1..k
     assert list(fig.data[0].x) == ["accuracy", "roc_auc"]
     assert np.allclose(fig.data[-1].y, [0.8, 0.85]) and np.allclose(fig.data[-1].error_y.array, [0.1, 0.05])
 
 
 def test_plots_only_draw():
-    """core/plots imports plotly, numpy and pandas only: no metric computation, no streamlit."""
+    """core/plots imports plotly, numpy and pandas (and core.fmt for labels) only: no metric computation, no streamlit."""
     tree = ast.parse((REPO / "core" / "plots.py").read_text())
     mods = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    mods |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    froms = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
+    assert all([a.name for a in n.names] == ["fmt"] for n in froms if n.module == "core")
+    mods |= {n.module.split(".")[0] for n in froms if n.module != "core"}
     assert mods <= {"__future__", "math", "collections", "numpy", "pandas", "plotly"}
 
 

@@ -279,7 +279,9 @@ def folds_section(ev: dict[str, Any]) -> None:
     )
     shown = pd.concat(
         [
-            table.map(lambda v: fmt.number(v) if isinstance(v, float) else v).astype(str),
+            table.assign(fold=table["fold"].map(fmt.fold))
+            .map(lambda v: fmt.number(v) if isinstance(v, float) else v)
+            .astype(str),
             pd.DataFrame(rows).astype(str),
         ],
         ignore_index=True,
