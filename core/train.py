@@ -554,7 +554,7 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: Progress) -> pd.DataFrame:
     run.path.mkdir(parents=True, exist_ok=True)
     save_json(cfg, run.config)
     progress.update(force=True, phase="scanning", message="reading the dataset")
-    ds = load_source(cfg.source, decode=warm_decoder(cfg))
+    ds = load_source(cfg.source, decode=warm_decoder(cfg), every_file=True)  # each file decodes before training
     reasons = ds.check_trainable()
     if reasons:
         raise TrainingError("training refused: " + "; ".join(reasons))
