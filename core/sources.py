@@ -43,9 +43,8 @@ SPLIT_NAMES = {
 }
 SPLIT_FOLDERS = {"train": "train", "valid": "valid", "val": "valid", "test": "test"}
 DELIMITERS = (",", ";", "\t", "|")
-PROBE_MAX = (
-    20_000  # files of a table opened when it is loaded; a longer table is read from a sample this size
-)
+# Files of a table opened (headers read / decoded) when it loads; a longer table opens a sample this size.
+PROBE_MAX = 20_000
 PROBE_SEED = 0  # the same table always gives the same sample
 
 
@@ -547,10 +546,8 @@ def _cells(col: pd.Series) -> pd.Series:
     """A column as stripped strings (see _cell), 0-based index; vectorised when it already holds only strings."""
     col = col.reset_index(drop=True)
     if pd.api.types.infer_dtype(col, skipna=False) == "string":
-        stripped = col.str.strip()
-        return (
-            col if stripped.str.len().sum() == col.str.len().sum() else stripped
-        )  # the column itself if clean
+        stripped = col.str.strip()  # kept only when it differs: a clean column is returned itself, uncopied
+        return col if stripped.str.len().sum() == col.str.len().sum() else stripped
     return col.map(_cell).astype(object)
 
 
@@ -683,8 +680,10 @@ def _folder_states(
     names,
     state: np.ndarray,
 ) -> tuple[np.ndarray, dict[int, str]]:
-    """Fill state[rows] folder by folder; (real folder id of each of rows, {position: real name} of links and
-    names resolved one by one)."""
+    """Fill state[rows] folder by folder; return each row's real folder id and {position: real name} of renamed rows.
+
+    Renamed rows are links, names a listing lacks and rows of small folders: each resolved with one _locate.
+    """
     import pyarrow as pa
 
     order = np.argsort(codes, kind="stable")
