@@ -8,7 +8,6 @@ Nothing is dropped silently and one bad file never stops a scan.
 from __future__ import annotations
 
 import csv
-import io
 import os
 import posixpath
 import re
@@ -28,6 +27,7 @@ from pydicom.datadict import tag_for_keyword
 from core import imaging
 from core.config import SourceConfig
 from core.fsutil import inside, is_hidden
+from core.paths import env_int
 
 ITEM_COLUMNS = ["path", "relpath", "label", "group", "split", "source", "kind", "width", "height"]
 PROBLEM_COLUMNS = ["path", "reason"]
@@ -43,10 +43,18 @@ SPLIT_NAMES = {
 }
 SPLIT_FOLDERS = {"train": "train", "valid": "valid", "val": "valid", "test": "test"}
 DELIMITERS = (",", ";", "\t", "|")
+# Files of a table opened (headers read / decoded) when it loads; a longer table opens a sample this size.
+PROBE_MAX = 20_000
+PROBE_SEED = 0  # the same table always gives the same sample
 
 
 Decode = Callable[[Path], object]
 """A validating decode of one file: raises imaging.ImageError when the file cannot be used."""
+
+
+def probe_max() -> int:
+    """Files of a table opened when it loads (XRT_PROBE_MAX, default PROBE_MAX); training opens every one."""
+    return env_int("XRT_PROBE_MAX", PROBE_MAX)
 
 
 class SourceError(ValueError):
@@ -67,6 +75,23 @@ class Dataset:
     source: str
     ignored: dict[str, int] = field(default_factory=dict)
     label_conflicts: list[str] = field(default_factory=list)  # relpaths a table lists with different labels
+    unread: int = 0  # items whose files were not opened (a table above XRT_PROBE_MAX is read from a sample)
+
+    @property
+    def read_items(self) -> pd.DataFrame:
+        """The items whose files were opened (width, height and kind known): all of them unless only a sample was."""
+        return self.items[self.items["width"].notna()] if self.unread else self.items
+
+    def sample_note(self) -> str:
+        """A sentence saying that only a sample of the files was opened ("" when every file was)."""
+        if not self.unread:
+            return ""
+        return (
+            f"{self.unread:,} of {len(self.items):,} listed images were not opened: a table of more than "
+            f"{probe_max():,} rows (XRT_PROBE_MAX) is checked from a random sample of that many files, and "
+            "image sizes are those of the sample. A training run still decodes every file before it starts "
+            "and reports any it cannot read."
+        )
 
     @property
     def classes(self) -> list[str]:
@@ -90,6 +115,7 @@ class Dataset:
             "per_split": {str(k): int(v) for k, v in dict(splits).items()},
             "n_groups": int(groups[groups != ""].nunique()),
             "ignored": dict(self.ignored),
+            **({"not_opened": self.unread, "note": self.sample_note()} if self.unread else {}),
         }
 
     def check_trainable(self) -> list[str]:
@@ -268,12 +294,14 @@ def _make(
     extra_cols: Iterable[str] = (),
     sort: bool = True,
     conflicts: Iterable[str] = (),
+    unread: int = 0,
 ) -> Dataset:
-    """Assemble a Dataset with typed, ordered columns."""
+    """Assemble a Dataset with typed, ordered columns (sizes stay float, NaN, for `unread` files not opened)."""
     cols = ITEM_COLUMNS + [c for c in extra_cols if c not in ITEM_COLUMNS]
     df = items.reindex(columns=cols) if isinstance(items, pd.DataFrame) else pd.DataFrame(items, columns=cols)
     df["source"] = source
-    df = df.astype({"width": int, "height": int})
+    if not unread:
+        df = df.astype({"width": int, "height": int})
     probs = pd.DataFrame(problems, columns=PROBLEM_COLUMNS)
     if sort:
         df, probs = df.sort_values("path", kind="stable"), probs.sort_values("path", kind="stable")
@@ -284,6 +312,7 @@ def _make(
         source,
         {k: int(v) for k, v in sorted(ignored.items()) if v},
         list(conflicts),
+        unread,
     )
 
 
@@ -439,14 +468,33 @@ def _sniff_delimiter(text: str) -> str:
     return best
 
 
-def _decode(raw: bytes) -> str:
-    """Text of a table file: UTF-8 (BOM stripped), UTF-16 with BOM, else Latin-1."""
-    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return raw.decode("utf-16")
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
+TABLE_HEAD = 1 << 16  # bytes of a table read to choose its encoding and delimiter
+TABLE_CHUNK = 100_000  # rows parsed at a time: no whole-file text copy, Arrow columns built chunk by chunk
+
+
+def _encodings(head: bytes) -> tuple[str, ...]:
+    """Encodings to try, in order: UTF-16 with BOM, else UTF-8 (BOM stripped) then Latin-1."""
+    return ("utf-16",) if head.startswith((b"\xff\xfe", b"\xfe\xff")) else ("utf-8-sig", "latin-1")
+
+
+def _parse(path: Path, encoding: str, sep: str) -> pd.DataFrame:
+    """The table as str columns, parsed from the file in chunks (extra trailing fields dropped, not shifted)."""
+    with warnings.catch_warnings():  # Excel's "a.png,1," rows
+        warnings.simplefilter("ignore", pd.errors.ParserWarning)
+        reader = pd.read_csv(
+            path,
+            encoding=encoding,
+            sep=sep,
+            dtype=str,
+            keep_default_na=False,
+            skip_blank_lines=True,
+            skipinitialspace=True,
+            index_col=False,
+            chunksize=TABLE_CHUNK,
+        )
+        with reader:
+            chunks = list(reader)
+    return chunks[0] if len(chunks) == 1 else pd.concat(chunks, ignore_index=True)
 
 
 def read_table(csv_path: str | Path) -> pd.DataFrame:
@@ -456,23 +504,23 @@ def read_table(csv_path: str | Path) -> pd.DataFrame:
     path = Path(csv_path).expanduser()
     if not path.is_file():
         raise SourceError(f"label table not found: {csv_path}")
-    text = _decode(path.read_bytes())
-    if not text.strip():
+    with path.open("rb") as f:
+        head = f.read(TABLE_HEAD)
+    encodings = _encodings(head)
+    text = head.decode(encodings[0], errors="ignore")
+    if not text.strip() and len(head) < TABLE_HEAD:
         raise SourceError(f"label table is empty: {csv_path}")
-    try:
-        with warnings.catch_warnings():  # extra trailing fields (Excel's "a.png,1,") are dropped, not shifted
-            warnings.simplefilter("ignore", pd.errors.ParserWarning)
-            df = pd.read_csv(
-                io.StringIO(text),
-                sep=_sniff_delimiter(text),
-                dtype=str,
-                keep_default_na=False,
-                skip_blank_lines=True,
-                skipinitialspace=True,
-                index_col=False,
-            )
-    except (pd.errors.ParserError, csv.Error, ValueError) as e:
-        raise SourceError(f"cannot read the label table {path.name}: {e}") from e
+    sep = _sniff_delimiter(text)
+    for encoding in encodings:
+        try:
+            df = _parse(path, encoding, sep)
+            break
+        except UnicodeDecodeError:
+            continue  # not UTF-8: the next encoding (Latin-1 decodes any bytes)
+        except pd.errors.EmptyDataError:
+            raise SourceError(f"label table is empty: {csv_path}") from None
+        except (pd.errors.ParserError, csv.Error, ValueError) as e:
+            raise SourceError(f"cannot read the label table {path.name}: {e}") from e
     df.columns = [str(c).strip() for c in df.columns]
     return df
 
@@ -498,7 +546,8 @@ def _cells(col: pd.Series) -> pd.Series:
     """A column as stripped strings (see _cell), 0-based index; vectorised when it already holds only strings."""
     col = col.reset_index(drop=True)
     if pd.api.types.infer_dtype(col, skipna=False) == "string":
-        return col.str.strip()
+        stripped = col.str.strip()  # kept only when it differs: a clean column is returned itself, uncopied
+        return col if stripped.str.len().sum() == col.str.len().sum() else stripped
     return col.map(_cell).astype(object)
 
 
@@ -507,7 +556,9 @@ SUSPICIOUS = (
 )
 OK, OUTSIDE, MISSING, NOT_FILE = 0, 1, 2, 3
 STATES = {"": OK, "outside": OUTSIDE, "missing": MISSING, "not a file": NOT_FILE}
+DICOM_NAME = r"(?:\.dcm|\.dicom|\.\d+|(?:^|[/\\])[^/\\.]*)$"  # names read as DICOM (see _maybe_dicom_name)
 SMALL_FOLDER = 64  # folders with fewer listed rows are checked with one lstat a row instead of a listing
+BLOCK_ROWS = 65_536  # rows handled at a time where a whole-column intermediate would be a copy of the column
 
 
 def _relatives(raw: pd.Series) -> tuple[pd.Series, dict[int, str]]:
@@ -527,23 +578,43 @@ def _relatives(raw: pd.Series) -> tuple[pd.Series, dict[int, str]]:
 
 
 def _arrow_text(col: pd.Series):
-    """A text column as a pyarrow large_string array (no copy when pandas already holds it in Arrow)."""
+    """A text column as pyarrow large_string (chunked as read from a CSV; no copy when pandas holds it in Arrow)."""
     import pyarrow as pa
 
-    arr = pa.array(col.astype(str), from_pandas=True)
-    if isinstance(arr, pa.ChunkedArray):  # large columns read from a CSV come in chunks
-        arr = arr.combine_chunks()
-    return arr.cast(pa.large_string())
+    return pa.array(col.astype(str), from_pandas=True).cast(pa.large_string())
 
 
 def _split_parent(text):
-    """(parent folder, file name) of every normalised relative path (pyarrow arrays, vectorised)."""
+    """(parent folders as a chunked array, file names as one array: fast to `take`) of normalised relative paths.
+
+    Split a block of rows at a time, so the intermediate list arrays never hold a copy of the whole column.
+    """
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    empty, slash = pa.scalar("", pa.large_string()), pa.scalar("/", pa.large_string())
-    parts = pc.split_pattern(pc.binary_join_element_wise(empty, text, slash), "/", max_splits=1, reverse=True)
-    return pc.utf8_slice_codeunits(pc.list_element(parts, 0), 1), pc.list_element(parts, 1)
+    large = pa.large_string()
+    empty, slash = pa.scalar("", large), pa.scalar("/", large)
+    parents, names = [], []
+    for start in range(0, len(text), BLOCK_ROWS):
+        part = text.slice(start, BLOCK_ROWS)
+        part = part.combine_chunks() if isinstance(part, pa.ChunkedArray) else part
+        pieces = pc.split_pattern(
+            pc.binary_join_element_wise(empty, part, slash), "/", max_splits=1, reverse=True
+        )
+        parents.append(pc.utf8_slice_codeunits(pc.list_element(pieces, 0), 1))
+        names.append(pc.list_element(pieces, 1))
+    return pa.chunked_array(parents, large), pa.concat_arrays(names) if names else pa.array([], large)
+
+
+def _codes(col) -> tuple[np.ndarray, list[str]]:
+    """(integer code of each value, the distinct values) of a chunked Arrow text column."""
+    import pyarrow.compute as pc
+
+    enc = pc.dictionary_encode(col).unify_dictionaries()
+    if not enc.num_chunks:
+        return np.zeros(0, np.int64), []
+    codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in enc.chunks])
+    return codes.astype(np.int64), enc.chunk(0).dictionary.to_pylist()
 
 
 def _listing(folder: str) -> dict[str, int] | None:
@@ -583,67 +654,90 @@ def _locate(base: str, norm: str, parents: dict[str, str]) -> tuple[str, str]:
 
 
 def _locate_all(base: str, norm: pd.Series, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(state, same-file id) of every row (-1 where not valid): each folder resolved and listed once, links one by one.
+    """(state, first row naming the same file) of every row (-1 where not valid): folders resolved and listed once.
 
     Two rows name the same file when their real folder and real name agree (case-folded where the OS does).
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
     n = len(norm)
-    state, file_id = np.full(n, MISSING, np.int8), np.full(n, -1, np.int64)
+    state, first = np.full(n, MISSING, np.int8), np.full(n, -1, np.int64)
     rows = np.flatnonzero(valid)
     if not len(rows):
-        return state, file_id
-    parent, names = _split_parent(_arrow_text(norm.iloc[rows]))
-    enc = pc.dictionary_encode(parent)
-    codes = enc.indices.to_numpy(zero_copy_only=False)
+        return state, first
+    parent, names = _split_parent(_arrow_text(norm if len(rows) == n else norm.iloc[rows]))
+    codes, parents = _codes(parent)
+    del parent
+    folder_of, renamed = _folder_states(base, norm, rows, codes, parents, names, state)
+    _first_of_files(rows, folder_of, names, renamed, first)
+    return state, first
+
+
+def _folder_states(
+    base: str,
+    norm: pd.Series,
+    rows: np.ndarray,
+    codes: np.ndarray,
+    parents: list[str],
+    names,
+    state: np.ndarray,
+) -> tuple[np.ndarray, dict[int, str]]:
+    """Fill state[rows] folder by folder; return each row's real folder id and {position: real name} of renamed rows.
+
+    Renamed rows are links, names a listing lacks and rows of small folders: each resolved with one _locate.
+    """
+    import pyarrow as pa
+
     order = np.argsort(codes, kind="stable")
-    bounds = np.searchsorted(codes[order], np.arange(len(enc.dictionary) + 1))
+    bounds = np.searchsorted(codes[order], np.arange(len(parents) + 1))
     prefix = base if base.endswith(os.sep) else base + os.sep
     folders: dict[str, int] = {}
     folder_of = np.full(len(rows), -1, np.int64)
-    renamed: dict[int, str] = {}  # position -> real name, for links and names resolved one by one
-    for j, par in enumerate(enc.dictionary.to_pylist()):
+    renamed: dict[int, str] = {}
+    for j, par in enumerate(parents):
         group = order[bounds[j] : bounds[j + 1]]
         real = os.path.realpath(os.path.join(base, par)) if par else base
         within = real == base or real.startswith(prefix)
         listing = _listing(real) if within and len(group) >= SMALL_FOLDER else None
-        fid = folders.setdefault(os.path.normcase(real), len(folders))
-        group_names = names.take(pa.array(group)).to_pylist()
-        for g, nm in zip(group, group_names):
-            st = (listing.get(nm, -1) if listing is not None else -1) if within else OUTSIDE
-            if st == -1:  # a link, a name the listing lacks (case-insensitive disks), or a small folder
-                full, found = _locate(base, norm.iat[rows[g]], {par: real})
-                st = STATES[found]
-                head, renamed[int(g)] = os.path.split(full)
-                folder_of[g] = folders.setdefault(os.path.normcase(head), len(folders))
-            else:
-                folder_of[g] = fid
-            state[rows[g]] = st
-    if renamed:
-        at = np.zeros(len(rows), bool)
-        at[list(renamed)] = True
-        names = pc.replace_with_mask(
-            names, pa.array(at), pa.array([renamed[k] for k in sorted(renamed)], pa.large_string())
+        folder_of[group] = folders.setdefault(os.path.normcase(real), len(folders))
+        if not within:
+            state[rows[group]] = OUTSIDE
+            continue
+        found = names.take(pa.array(group)).to_pylist() if listing is not None else []
+        sts = np.array(
+            [listing.get(nm, -1) for nm in found] if listing is not None else [-1] * len(group), np.int8
         )
-    if os.path.normcase("A") == "a":
-        names = pc.utf8_lower(names)
-    name_id = pc.dictionary_encode(names).indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    file_id[rows] = pd.factorize(folder_of * (int(name_id.max()) + 1) + name_id)[
-        0
-    ]  # one id per (folder, name)
-    return state, file_id
+        for k in np.flatnonzero(sts == -1).tolist():  # a link, a name the listing lacks, or a small folder
+            g = int(group[k])
+            full, verdict = _locate(base, norm.iat[rows[g]], {par: real})
+            sts[k] = STATES[verdict]
+            head, renamed[g] = os.path.split(full)
+            folder_of[g] = folders.setdefault(os.path.normcase(head), len(folders))
+        state[rows[group]] = sts
+    return folder_of, renamed
 
 
-def _first_rows(file_id: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """For each of `rows`, the first of `rows` naming the same file (itself when it is the first)."""
-    if not len(rows):
-        return rows
-    ids = file_id[rows]
-    first = np.full(int(ids.max()) + 1, -1, np.int64)
-    first[ids[::-1]] = rows[::-1]  # the last write wins: the earliest row of each file
-    return first[ids]
+def _first_of_files(
+    rows: np.ndarray, folder_of: np.ndarray, names, renamed: dict[int, str], first: np.ndarray
+) -> None:
+    """first[rows] = the earliest of `rows` naming the same file: rows in folder order, one name dict per folder."""
+    import pyarrow as pa
+
+    caseless = os.path.normcase("A") == "a"
+    order = np.argsort(folder_of, kind="stable")  # stable: each folder's rows stay in row order
+    seen: dict[str, int] = {}
+    current = -1
+    for start in range(0, len(order), BLOCK_ROWS):
+        block = order[start : start + BLOCK_ROWS]
+        at = rows[block]
+        out = np.empty(len(block), np.int64)
+        names_at = names.take(pa.array(block)).to_pylist()
+        for k, (g, row, folder, name) in enumerate(
+            zip(block.tolist(), at.tolist(), folder_of[block].tolist(), names_at)
+        ):
+            if folder != current:
+                seen, current = {}, folder
+            name = renamed.get(g, name)
+            out[k] = seen.setdefault(name.lower() if caseless else name, row)
+        first[at] = out
 
 
 def _duplicate_reason(n: int, first: int, label: str, first_label: str) -> str:
@@ -673,18 +767,16 @@ def _table_cands(
     used = {c for c in cols.values() if c}
     rename = {c: (f"csv_{c}" if c in ITEM_COLUMNS else str(c)) for c in df.columns if c not in used}
     base, n = str(Path(root).resolve()), len(df)
-    blank = pd.Series([""] * n, dtype=object)
+    blank = pd.Series("", index=pd.RangeIndex(n), dtype="str")
     raw, label, group, split = (
         _cells(df[cols[k]]) if cols[k] else blank for k in ("path", "label", "group", "split")
     )
     norm, unsafe = _relatives(raw)
     ok = np.ones(n, bool)
     ok[list(unsafe)] = False
-    state, file_id = _locate_all(base, norm, ok)
+    state, first = _locate_all(base, norm, ok)
     ok &= state != OUTSIDE
-    checked = np.flatnonzero(ok)
-    first = np.full(n, -1, np.int64)
-    first[checked] = _first_rows(file_id, checked)
+    first[~ok] = -1
     split_low = split.str.lower() if cols["split"] else split
     bad = ~ok | (first != np.arange(n)) | (state != OK)
     if need_label:
@@ -719,7 +811,7 @@ def _table_cands(
                 _problem(full, where + ("file not found" if state[i] == MISSING else "not a file"))
             )
     keep = np.flatnonzero(~bad)
-    del state, file_id, first, checked, ok, bad
+    del state, first, ok, bad
 
     def kept(col: pd.Series) -> pd.Series:
         """The kept rows of a column (the column itself, uncopied, when every row is kept)."""
@@ -753,6 +845,37 @@ def _run_chunked(fn: Callable[[int], None], n: int, workers: int, chunk: int = 2
             list(ex.map(fn, range(start, min(n, start + chunk))))
 
 
+def _opened_rows(n: int, limit: int | None) -> np.ndarray:
+    """The rows whose files are opened: all of them, or a seeded random sample of `limit` (in row order)."""
+    if limit is None or n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(PROBE_SEED).choice(n, limit, replace=False))
+
+
+def _kinds_from_names(paths: pd.Series, dicom_only: bool, opened: np.ndarray, kinds: list[str]) -> pd.Series:
+    """The kind column: `kinds` of the opened rows, for the others 'dicom' or 'image' guessed from the name
+    (a DICOM extension, a numeric one or none), built in Arrow (no Python string per row)."""
+    import pyarrow as pa
+
+    if dicom_only:
+        dicom = np.ones(len(paths), np.int8)
+    else:
+        dicom = paths.str.contains(DICOM_NAME, case=False, regex=True, na=False).to_numpy(dtype=np.int8)
+    dicom[opened] = [k == "dicom" for k in kinds]
+    words = pa.array(["image", "dicom"], pa.large_string())
+    return pd.Series(
+        pa.DictionaryArray.from_arrays(pa.array(dicom), words).cast(pa.large_string()), dtype="str"
+    )
+
+
+def _kept_rows(frame: pd.DataFrame, keep: np.ndarray) -> pd.DataFrame:
+    """The rows of `frame` where keep is True (0-based index); columns move one at a time, emptying `frame`."""
+    if keep.all():
+        return frame.reset_index(drop=True)
+    at = np.flatnonzero(keep)
+    return pd.DataFrame({c: frame.pop(c).iloc[at].reset_index(drop=True) for c in list(frame.columns)})
+
+
 def _probe_frame(
     cands: pd.DataFrame,
     validate: bool,
@@ -760,35 +883,52 @@ def _probe_frame(
     dicom_only: bool = False,
     group_tag: str = "",
     decode: Decode | None = None,
-) -> tuple[pd.DataFrame, list[dict]]:
-    """Probe every candidate row of a table: the items frame (with kind, width, height) and problem rows."""
+    limit: int | None = None,
+) -> tuple[pd.DataFrame, list[dict], int]:
+    """Open the candidate rows' files (a seeded sample of `limit` when there are more): items, problems, rows unread.
+
+    Rows not opened keep NaN width and height and a kind guessed from the name. `cands` is consumed: its
+    columns move into the items. With a DICOM group tag every file is opened (each row needs its tag).
+    """
     n = len(cands)
-    kinds, groups = [""] * n, [""] * n
-    width, height = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    opened = _opened_rows(n, None if group_tag else limit)
+    m = len(opened)
+    kinds, groups = [""] * m, [""] * m
+    width, height = np.zeros(m, np.int64), np.zeros(m, np.int64)
     failed: dict[int, str] = {}
     paths = cands["path"]
 
-    def fn(i: int) -> None:
+    def fn(k: int) -> None:
         try:
-            info, _, groups[i] = _inspect(Path(paths.iat[i]), validate, dicom_only, "", group_tag, decode)
+            info, _, groups[k] = _inspect(
+                Path(paths.iat[opened[k]]), validate, dicom_only, "", group_tag, decode
+            )
         except imaging.ImageError as e:
-            failed[i] = str(e)
+            failed[k] = str(e)
             return
         except Exception as e:  # one odd file must never stop a scan
-            failed[i] = imaging.user_reason(e)
+            failed[k] = imaging.user_reason(e)
             return
-        kinds[i], width[i], height[i] = info.kind, int(info.width), int(info.height)
+        kinds[k], width[k], height[k] = info.kind, int(info.width), int(info.height)
 
-    _run_chunked(fn, n, workers)
-    rows = cands["_row"].to_numpy()
-    problems = [_problem(paths.iat[i], f"row {rows[i]}: {failed[i]}") for i in sorted(failed)]
-    good = np.ones(n, bool)
-    good[list(failed)] = False
-    items = cands.drop(columns="_row")
-    items["kind"], items["width"], items["height"] = kinds, width, height
+    _run_chunked(fn, m, workers)
+    rows = cands.pop("_row").to_numpy()
+    problems = [_problem(paths.iat[opened[k]], f"row {rows[opened[k]]}: {failed[k]}") for k in sorted(failed)]
+    if m == n:
+        cands["kind"], cands["width"], cands["height"] = kinds, width, height
+    else:
+        w, h = np.full(n, np.nan), np.full(n, np.nan)
+        w[opened], h[opened] = width, height
+        cands["kind"], cands["width"], cands["height"] = (
+            _kinds_from_names(paths, dicom_only, opened, kinds),
+            w,
+            h,
+        )
     if group_tag:
-        items["group"] = groups
-    return items[good].reset_index(drop=True), problems
+        cands["group"] = groups
+    keep = np.ones(n, bool)
+    keep[opened[sorted(failed)]] = False
+    return _kept_rows(cands, keep), problems, n - m
 
 
 def from_df(
@@ -802,10 +942,13 @@ def from_df(
     validate: bool = True,
     workers: int = 4,
     decode: Decode | None = None,
+    every_file: bool = False,
 ) -> Dataset:
     """Items from a table of relative paths and labels; row numbers in reasons are 1-based data rows.
 
-    Extra columns are kept after the item columns (renamed csv_<name> when they clash with one).
+    Extra columns are kept after the item columns (renamed csv_<name> when they clash with one). Every row is
+    checked, but above probe_max() rows only a seeded sample of that many files is opened (Dataset.unread);
+    every_file=True opens each one (training: every file must decode before it starts).
     """
     root = _root_dir(image_root)
     _need_columns(df, path=path_col, label=label_col, group=group_col, split=split_col)
@@ -813,10 +956,10 @@ def from_df(
         raise SourceError("the label table has no rows")
     cols = {"path": path_col, "label": label_col, "group": group_col, "split": split_col}
     cands, problems, rename, conflicts = _table_cands(df, root, cols)
-    items, bad = _probe_frame(cands, validate, workers, dicom_only=source == "dicom", decode=decode)
-    return _make(
-        items, problems + bad, root, source, Counter(), rename.values(), sort=False, conflicts=conflicts
-    )
+    limit = None if every_file else probe_max()
+    items, bad, unread = _probe_frame(cands, validate, workers, source == "dicom", decode=decode, limit=limit)
+    del cands
+    return _make(items, problems + bad, root, source, Counter(), rename.values(), False, conflicts, unread)
 
 
 def from_csv(
@@ -829,6 +972,7 @@ def from_csv(
     validate: bool = True,
     workers: int = 4,
     decode: Decode | None = None,
+    every_file: bool = False,
 ) -> Dataset:
     """Items from a CSV (paths relative to image_root, default the CSV's folder); see from_df."""
     root = image_root if str(image_root).strip() else Path(csv_path).expanduser().resolve().parent
@@ -843,6 +987,7 @@ def from_csv(
         validate,
         workers,
         decode,
+        every_file,
     )
 
 
@@ -868,11 +1013,13 @@ def scan_dicom_folder(
     group_col: str = "",
     split_col: str = "",
     decode: Decode | None = None,
+    every_file: bool = False,
 ) -> Dataset:
     """Items from a folder of DICOM files; labels from class folders, a table, or a header tag.
 
     Priority: labels_csv (paths relative to root) > label_tag > class folders. group_tag (e.g.
-    PatientID, returned pseudonymised) overrides group_col. Non-DICOM content is a problem row.
+    PatientID, returned pseudonymised) overrides group_col. Non-DICOM content is a problem row. A table
+    opens at most probe_max() files unless every_file or group_tag (see from_df); a folder opens each.
     """
     base, ignored, problems = _root_dir(root, "DICOM folder"), Counter[str](), list[dict]()
     _check_keywords(label_tag, group_tag)
@@ -883,8 +1030,9 @@ def scan_dicom_folder(
         table, problems, rename, conflicts = _table_cands(df, base, cols)
         if not len(table) and not problems:
             raise _no_files(base, ignored, "DICOM")
-        items, bad = _probe_frame(table, validate, workers, True, group_tag, decode)
-        return _make(items, problems + bad, base, "dicom", ignored, rename.values(), False, conflicts)
+        limit = None if every_file else probe_max()
+        items, bad, unread = _probe_frame(table, validate, workers, True, group_tag, decode, limit)
+        return _make(items, problems + bad, base, "dicom", ignored, rename.values(), False, conflicts, unread)
     cands = _folder_cands(base, ignored, problems, dicom_only=True, by_folder=not label_tag)
     if not cands and not problems:
         raise _no_files(base, ignored, "DICOM")
@@ -895,19 +1043,21 @@ def scan_dicom_folder(
 # ---------------------------------------------------------------- dispatch
 
 
-def _sample(cfg: SourceConfig, decode: Decode | None = None) -> Dataset:
+def _sample(cfg: SourceConfig, decode: Decode | None = None, every_file: bool = False) -> Dataset:
     """The built-in synthetic sample (CSV form with patient ids, so splits can be by patient)."""
     from core.sample import ensure_sample
 
-    return from_csv(ensure_sample() / "labels.csv", group_col="patient_id", decode=decode)
+    return from_csv(
+        ensure_sample() / "labels.csv", group_col="patient_id", decode=decode, every_file=every_file
+    )
 
 
-LOADERS: dict[str, Callable[[SourceConfig, Decode | None], Dataset]] = {
-    "folder": lambda c, d: scan_folder(c.root, c.test_root, decode=d),
-    "csv": lambda c, d: from_csv(
-        c.csv_path, c.root, c.path_col, c.label_col, c.group_col, c.split_col, decode=d
+LOADERS: dict[str, Callable[[SourceConfig, Decode | None, bool], Dataset]] = {
+    "folder": lambda c, d, e: scan_folder(c.root, c.test_root, decode=d),
+    "csv": lambda c, d, e: from_csv(
+        c.csv_path, c.root, c.path_col, c.label_col, c.group_col, c.split_col, decode=d, every_file=e
     ),
-    "dicom": lambda c, d: scan_dicom_folder(
+    "dicom": lambda c, d, e: scan_dicom_folder(
         c.root,
         c.csv_path,
         c.label_tag,
@@ -917,6 +1067,7 @@ LOADERS: dict[str, Callable[[SourceConfig, Decode | None], Dataset]] = {
         group_col=c.group_col,
         split_col=c.split_col,
         decode=d,
+        every_file=e,
     ),
     "sample": _sample,
 }
@@ -933,12 +1084,13 @@ def source_root(cfg: SourceConfig) -> Path:
     return Path(cfg.root).expanduser().resolve()
 
 
-def load_source(cfg: SourceConfig, decode: Decode | None = None) -> Dataset:
+def load_source(cfg: SourceConfig, decode: Decode | None = None, every_file: bool = False) -> Dataset:
     """Build the Dataset a SourceConfig describes.
 
-    `decode(path)` is the validating decode of every file (default imaging.read_image); training passes a
-    DecodeCache.warm partial with its image size and window so validating also fills its decode cache.
+    `decode(path)` is the validating decode of every file opened (default imaging.read_image); training passes
+    a DecodeCache.warm partial with its image size and window so validating also fills its decode cache, and
+    every_file=True: a table longer than probe_max() rows is otherwise opened only for a sample (see from_df).
     """
     if cfg.kind not in LOADERS:
         raise SourceError(f"unknown source kind '{cfg.kind}'; use one of {', '.join(LOADERS)}")
-    return LOADERS[cfg.kind](cfg, decode)
+    return LOADERS[cfg.kind](cfg, decode, every_file)

@@ -554,7 +554,8 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: Progress) -> pd.DataFrame:
     run.path.mkdir(parents=True, exist_ok=True)
     save_json(cfg, run.config)
     progress.update(force=True, phase="scanning", message="reading the dataset")
-    ds = load_source(cfg.source, decode=warm_decoder(cfg))
+    # every file, however long the table (XRT_PROBE_MAX bounds scans only): each must decode before training
+    ds = load_source(cfg.source, decode=warm_decoder(cfg), every_file=True)
     reasons = ds.check_trainable()
     if reasons:
         raise TrainingError("training refused: " + "; ".join(reasons))

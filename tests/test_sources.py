@@ -705,3 +705,109 @@ def test_flat_dicom_folder_reports_real_problems_and_takes_labels_from_csv_or_ta
     assert sorted(by_tag.items["label"]) == ["CHEST", "CHEST", "HAND", "HAND"] and "broken.dcm" in reasons(
         by_tag
     )
+
+
+# ---------------------------------------------------------------- tables longer than XRT_PROBE_MAX
+
+
+def sized_table(root: Path, n: int, broken: tuple[int, ...] = ()) -> Path:
+    """root/<class>/<i>.png of two sizes (rows in `broken` hold random bytes) and root/labels.csv listing them."""
+    rows = ["path,label,patient"]
+    for i in range(n):
+        label = "AB"[i % 2]
+        path = root / label / f"{i:03d}.png"
+        if i in broken:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(os.urandom(300))
+        else:
+            png(path, size=(24, 20) if i % 3 else (30, 18))
+        rows.append(f"{label}/{i:03d}.png,{label},p{i // 2}")
+    return write(root / "labels.csv", "\n".join(rows) + "\n")
+
+
+def test_table_above_the_probe_bound_opens_a_seeded_sample(tmp_path, monkeypatch):
+    monkeypatch.setenv("XRT_PROBE_MAX", "8")
+    csv = sized_table(tmp_path, 40)
+    ds = from_csv(csv, group_col="patient")
+    assert len(ds.items) == 40 and ds.problems.empty and ds.unread == 32
+    read = ds.read_items
+    assert len(read) == 8 and set(zip(read["width"], read["height"])) <= {(24, 20), (30, 18)}
+    unread = ds.items[ds.items["width"].isna()]
+    assert len(unread) == 32 and unread["height"].isna().all() and (unread["kind"] == "image").all()
+    again = from_csv(csv, group_col="patient")
+    assert again.read_items["relpath"].tolist() == read["relpath"].tolist()  # seeded: the same sample
+    s = ds.summary()
+    assert s["not_opened"] == 32 and "XRT_PROBE_MAX" in s["note"] and "random sample" in ds.sample_note()
+    assert ds.check_trainable() == [] and ds.class_counts() == {"A": 20, "B": 20}
+    every = from_csv(csv, group_col="patient", every_file=True)
+    assert every.unread == 0 and every.items["width"].dtype == np.int64 and len(every.items) == 40
+
+
+def test_small_tables_open_every_file_as_before(tmp_path, monkeypatch):
+    monkeypatch.setenv("XRT_PROBE_MAX", "40")
+    ds = from_csv(sized_table(tmp_path, 40, broken=(7,)))
+    assert ds.unread == 0 and ds.read_items is ds.items and "not_opened" not in ds.summary()
+    assert ds.items["width"].dtype == np.int64 and ds.items["height"].dtype == np.int64
+    assert len(ds.items) == 39 and ds.problems["reason"].str.startswith("row 8: ").tolist() == [True]
+    assert ds.sample_note() == ""
+
+
+def test_rows_not_opened_are_safe_for_plots_checks_and_splits(tmp_path, monkeypatch):
+    from core import checks, plots
+    from core.config import SplitConfig
+    from core.data import assign_splits, kfold_splits
+
+    monkeypatch.setenv("XRT_PROBE_MAX", "6")
+    ds = from_csv(sized_table(tmp_path, 24, broken=(5, 11)), group_col="patient")
+    assert ds.unread >= 16 and ds.items["width"].isna().any()
+    for items in (ds.items, ds.read_items):
+        fig = plots.image_sizes(items)
+        assert sum(len([v for v in t.x if v == v]) for t in fig.data) == len(ds.read_items)
+    feats = checks.image_features(ds.items, size=16, workers=1)
+    unreadable = set(ds.items["relpath"][feats["error"] != ""])
+    assert unreadable == {"B/005.png", "B/011.png"} & set(ds.items["relpath"])  # the broken files not opened
+    assert feats.loc[feats["error"] == "", "mean"].notna().all()
+    split = assign_splits(ds.items, SplitConfig(method="group", valid_pct=0.25))
+    assert set(split["split"]) == {"train", "valid"} and len(split) == len(ds.items)
+    assert len(kfold_splits(split, 3, method="group", seed=0)) == 3
+
+
+def test_training_decodes_every_row_a_sampled_scan_did_not_open(tmp_path, monkeypatch):
+    from core.config import RunConfig
+    from core.jobs import Progress
+    from core.runs import RunFolder
+    from core.train import prepare
+
+    monkeypatch.setenv("XRT_PROBE_MAX", "2")
+    csv = sized_table(tmp_path / "data", 24, broken=(3, 10, 17))
+    source = SourceConfig(kind="csv", csv_path=str(csv), group_col="patient")
+    scanned = sources.load_source(source)
+    unopened = {f"{'AB'[i % 2]}/{i:03d}.png" for i in (3, 10, 17)} & set(scanned.items["relpath"])
+    assert scanned.unread and unopened  # the scan left at least one broken file unopened, as an item
+    run = tmp_path / "run"
+    items = prepare(RunConfig(source=source), run, Progress(run))
+    assert len(items) == 21 and not set(items["relpath"]) & unopened
+    problems = pd.read_csv(RunFolder(run).problems)
+    assert len(problems) == 3 and problems["reason"].str.match(r"row \d+: ").all()
+
+
+def test_read_table_in_chunks_falls_back_to_latin1_after_the_first_chunk(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "TABLE_CHUNK", 3)
+    rows = [b"path;label"] + [f"A/a{i}.png;x".encode() for i in range(10)] + [b"A/caf\xe9.png;y"]
+    df = read_table(write(tmp_path / "t.csv", b"\n".join(rows) + b"\n"))
+    assert len(df) == 11 and df["path"].iloc[-1] == "A/café.png" and list(df.columns) == ["path", "label"]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="symlinks")
+def test_a_file_link_into_another_listed_folder_is_a_duplicate(tmp_path):
+    root = tmp_path / "imgs"
+    for d in ("big", "small"):
+        for i in range(70 if d == "big" else 3):
+            png(root / d / f"{i}.png", size=(4, 4))
+    os.symlink(root / "big" / "5.png", root / "small" / "to5.png")
+    os.symlink(root / "small" / "1.png", root / "big" / "to1.png")
+    paths = ["small/to5.png"] + [f"big/{i}.png" for i in range(70)] + [f"small/{i}.png" for i in range(3)]
+    paths += ["big/to1.png"]
+    ds = from_df(pd.DataFrame({"path": paths, "label": ["A"] * len(paths)}), root, validate=False)
+    assert ds.problems["reason"].tolist() == ["row 7: duplicate of row 1", "row 75: duplicate of row 73"]
+    assert len(ds.items) == len(paths) - 2

@@ -350,6 +350,8 @@ def summary(ds: sources.Dataset) -> None:
     c[3].metric("Patients", s.get("n_groups", 0))
     for reason in ds.check_trainable():
         st.warning(f"Training would be refused: {reason}")
+    if ds.unread:
+        st.info(ds.sample_note())
     unlabelled(ds)
 
 
@@ -357,13 +359,15 @@ def overview(ds: sources.Dataset) -> None:
     """Images per class, the image size distribution, patients per class."""
     left, right = st.columns(2)
     left.plotly_chart(plots.class_counts(ds.class_counts()), width="stretch")
-    sizes = ds.items[["width", "height"]].drop_duplicates()
+    read = ds.read_items  # a sample when the table is longer than XRT_PROBE_MAX
+    sizes = read[["width", "height"]].drop_duplicates()
+    what = "sampled images" if ds.unread else "all images"
     if len(sizes) == 1:  # one dot says less than one sentence
         right.metric(
-            "Image size (all images)", f"{int(sizes['width'].iloc[0])} x {int(sizes['height'].iloc[0])} px"
+            f"Image size ({what})", f"{int(sizes['width'].iloc[0])} x {int(sizes['height'].iloc[0])} px"
         )
     else:
-        right.plotly_chart(plots.image_sizes(ds.items), width="stretch")
+        right.plotly_chart(plots.image_sizes(read), width="stretch")
     if (ds.items["group"] != "").any():
         per = ds.items[ds.items["group"] != ""].groupby("label")["group"].nunique()
         st.caption("Patients per class: " + ", ".join(f"{k}: {v}" for k, v in per.items()))
