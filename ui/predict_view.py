@@ -19,6 +19,7 @@ from core.runs import RunFolder
 from ui import common
 
 RUN, MODEL, SOURCE, RESULT, UPLOAD = "pr_run", "pr_model", "pr_input", "pr_result", "pr_upload"
+UPLOADED = "images"  # the folder of an upload that loose files (and a zip's top-level files) are saved in
 SOURCES = {"upload": "Upload images, DICOMs or a zip", "folder": "A folder", "csv": "A CSV of file paths"}
 HOSTED_SOURCES = {
     "folder": "A configured data folder or your uploads",
@@ -91,7 +92,7 @@ def save_upload(files: list) -> tuple[str, pd.DataFrame]:
         [(f.name, f.getvalue()) for f in files],
         limits.max_total_bytes,
         limits.max_files,
-        label="images",
+        label=UPLOADED,
         dataset=f"predict-{sig}",
     )
     table = pd.DataFrame(problems, columns=["path", "reason"])
@@ -172,7 +173,7 @@ def run_prediction(model: str, spec: dict[str, Any], tta: bool) -> dict[str, Any
     return {
         "df": df,
         "problems": pd.concat([refused, problems], ignore_index=True) if len(refused) else problems,
-        "root": folder,
+        "root": str(Path(folder) / UPLOADED) if spec["kind"] == "upload" else folder,  # uploads: by file name
     }
 
 

@@ -220,6 +220,41 @@ def app_url(_browser_requirements: None, app_home: Path) -> Iterator[str]:
         yield url
 
 
+def train_tiny_run(home: Path) -> str:
+    """A finished one-epoch 32 px run on the sample under `home`, trained in this process and registered in its job store."""
+    import torch
+
+    from core import jobs
+    from core.config import AugConfig, DataConfig, RunConfig, SourceConfig, SplitConfig, TrainConfig, to_dict
+    from core.runs import RunFolder
+    from core.sample import ensure_sample
+
+    sample = ensure_sample(home / "sample")  # what the server generates there (a no-op once it has)
+    cfg = RunConfig(
+        source=SourceConfig(kind="csv", csv_path=str(sample / "labels.csv"), group_col="patient_id"),
+        data=DataConfig(img_size=32, aug=AugConfig(enabled=False), split=SplitConfig(method="group")),
+        train=TrainConfig(pretrained=False, epochs=1, freeze_epochs=0),
+    )
+    store = jobs.JobStore(home / "jobs.sqlite3")
+    job = store.submit("train", {"config": to_dict(cfg)}, run_dir=home / "runs" / "checks-tiny")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XRT_HOME", str(home))
+        try:
+            jobs.run_inline("train", {"config": to_dict(cfg)}, run_dir=Path(job.run_dir))
+        finally:
+            torch.set_num_threads(threads)
+    store.finish(job.id, "done", result=RunFolder(job.run_dir).read_metrics(), only_if_running=False)
+    return job.id
+
+
+@pytest.fixture(scope="session")
+def tiny_run_id(app_url: str, app_home: Path) -> str:
+    """The id of one tiny finished run on the server's sample, trained once and shared by the tests that read it."""
+    return train_tiny_run(app_home)
+
+
 @pytest.fixture(scope="session")
 def browser(_browser_requirements: None) -> Iterator:
     """Headless Debian Chromium driven by playwright (never `playwright install`)."""

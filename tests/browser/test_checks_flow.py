@@ -3,7 +3,6 @@ image, and train on the corrected source the app wrote (the user's files untouch
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -11,7 +10,6 @@ import pandas as pd
 import pytest
 
 from core import jobs
-from core.config import AugConfig, DataConfig, RunConfig, SourceConfig, SplitConfig, TrainConfig, to_dict
 from tests.browser.test_flow import (
     expect,
     go_to,
@@ -24,44 +22,15 @@ from tests.browser.test_flow import (
 )
 
 
-def tiny_run(home: Path) -> str:
-    """A finished one-epoch run on the app's sample, trained in this process and registered in the app's job store."""
-    import torch
-
-    sample = home / "sample"
-    cfg = RunConfig(
-        source=SourceConfig(kind="csv", csv_path=str(sample / "labels.csv"), group_col="patient_id"),
-        data=DataConfig(img_size=32, aug=AugConfig(enabled=False), split=SplitConfig(method="group")),
-        train=TrainConfig(pretrained=False, epochs=1, freeze_epochs=0),
-    )
-    store = jobs.JobStore(home / "jobs.sqlite3")
-    job = store.submit("train", {"config": to_dict(cfg)}, run_dir=home / "runs" / "checks-tiny")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("XRT_HOME", str(home))
-        try:
-            jobs.run_inline("train", {"config": to_dict(cfg)}, run_dir=Path(job.run_dir))
-        finally:
-            torch.set_num_threads(threads)
-    store.finish(
-        job.id,
-        "done",
-        result=json.loads((Path(job.run_dir) / "metrics.json").read_text()),
-        only_if_running=False,
-    )
-    return job.id
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 def test_open_a_cell_exclude_an_image_and_train_on_the_corrected_source(
-    app_url: str, app_home: Path, page, screenshot
+    app_url: str, app_home: Path, tiny_run_id: str, page, screenshot
 ) -> None:
     """Evaluation: click a confusion cell -> gallery -> exclude one image -> corrected CSV -> a run trains on it."""
     open_app(page, app_url)  # the server generates the sample under app_home
     labels_before = (app_home / "sample" / "labels.csv").read_bytes()
-    job_id = tiny_run(app_home)
+    job_id = tiny_run_id  # trained once per session (conftest), shared with the Predict test
     go_to(page, "Evaluation")
     pick_run(page, "Run", job_id)
     expect(page.get_by_text("Open a confusion-matrix cell")).to_be_visible(timeout=180_000)
