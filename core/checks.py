@@ -82,9 +82,11 @@ def _header(path: str, kind: str) -> dict[str, Any]:
     """Format, bit depth and (DICOM) allow-listed tags from the file header, without decoding pixels."""
     if kind != "dicom":
         with Image.open(path) as im:
-            return {"format": str(im.format or ""), "bits": _bits(im.mode)}
+            w, h = im.size
+            return {"format": str(im.format or ""), "bits": _bits(im.mode), "_width": w, "_height": h}
     meta = imaging.dicom_metadata(path)  # allow-listed tags only (never identifying ones)
     out: dict[str, Any] = {"format": "DICOM", "bits": _number(meta.get("BitsStored", ""))}
+    out.update(_width=_number(meta.get("Columns", "")), _height=_number(meta.get("Rows", "")))
     out.update({t: meta.get(t, "") for t in DICOM_TEXT_TAGS})
     out.update({t: _number(meta.get(t, "")) for t in DICOM_NUMBER_TAGS})
     return out
@@ -139,8 +141,9 @@ def image_features(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
         rows = list(ex.map(lambda a: _one(a[0], a[1], cache, size), args))
     out = pd.DataFrame(rows, index=items.index)
-    out["width"] = items["width"].astype(float).to_numpy()
-    out["height"] = items["height"].astype(float).to_numpy()
+    for side in ("width", "height"):  # a large table's unopened rows (NaN) get the size this header read saw
+        seen = out.pop(f"_{side}") if f"_{side}" in out else np.nan
+        out[side] = pd.Series(items[side].astype(float).to_numpy(), index=out.index).fillna(seen)
     out["aspect"] = out["width"] / out["height"].replace(0, np.nan)
     for col in ("format", "bits", "mean", "std", "file_size", "phash", "md5", "match", "error"):
         if col not in out:

@@ -767,6 +767,9 @@ def test_rows_not_opened_are_safe_for_plots_checks_and_splits(tmp_path, monkeypa
     unreadable = set(ds.items["relpath"][feats["error"] != ""])
     assert unreadable == {"B/005.png", "B/011.png"} & set(ds.items["relpath"])  # the broken files not opened
     assert feats.loc[feats["error"] == "", "mean"].notna().all()
+    assert (
+        feats.loc[feats["error"] == "", ["width", "height"]].notna().all().all()
+    )  # the check's own header read
     split = assign_splits(ds.items, SplitConfig(method="group", valid_pct=0.25))
     assert set(split["split"]) == {"train", "valid"} and len(split) == len(ds.items)
     assert len(kfold_splits(split, 3, method="group", seed=0)) == 3
