@@ -135,7 +135,8 @@ NOTES = [
     "both keep the last epoch (the app's default since the parity ablation; bench_parity.py)",
     "plain script on 16-bit PNG: PIL converts I;16 to RGB by clamping at 255 (70-93 % white), so it cannot learn",
     "images/s = training images x epochs / end-to-end seconds (DataLoaders, fit with validation, predictions)",
-    "loader_only = one pass over the training DataLoader without a model (app: cold cache, then warm)",
+    "loader_only = one pass over the training DataLoader without a model (app: cold decode cache; warm cache with "
+    "an empty item store = epoch 1 of a rerun; stored = the same loader's second pass, epoch 2 onwards)",
 ]
 
 
