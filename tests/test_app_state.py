@@ -341,3 +341,16 @@ def test_explorer_window_is_for_xrays_and_used_for_training(submitted):
     again.session_state["src_choice"] = "sample_dicom"
     again.run()
     assert again.selectbox(key="dicom_preset").value.startswith("Automatic")
+
+
+def test_kfold_setup_shows_the_fold_pool_not_a_train_valid_split():
+    setup = app(SETUP)
+    setup.session_state["su_kfold"], setup.session_state["su_k"] = True, 3
+    setup.run()
+    assert not setup.exception
+    tables = [d.value for d in setup.dataframe]
+    splits = next(t for t in tables if "split" in t)
+    assert "train" not in set(splits["split"]) and "valid" not in set(splits["split"]), splits
+    assert splits["split"].iloc[0] == "3 folds (train + valid in turn)"
+    folds = next(t for t in tables if "fold" in t)
+    assert list(folds["fold"]) == [1, 2, 3] and folds["valid items"].sum() == splits["items"].iloc[0]
