@@ -354,3 +354,25 @@ def test_kfold_setup_shows_the_fold_pool_not_a_train_valid_split():
     assert splits["split"].iloc[0] == "3 folds (train + valid in turn)"
     folds = next(t for t in tables if "fold" in t)
     assert list(folds["fold"]) == [1, 2, 3] and folds["valid items"].sum() == splits["items"].iloc[0]
+
+
+def test_an_old_lr_finder_error_goes_once_the_settings_change(submitted):
+    import os
+
+    from core.jobs import JobStore
+
+    at = app(SETUP).run()
+    at.button(key="su_lr_find").click().run()
+    store = JobStore()
+    store.finish(store.claim(os.getpid(), 5).id, "failed", error="out of memory at 128 px")
+    at.run()
+    assert [e.value for e in at.error if e.value.startswith("LR finder failed")], [e.value for e in at.error]
+    at.text_input(key="su_lr").input("fast").run()  # settings that cannot work: the old error is no cause now
+    assert not at.exception
+    assert not [e.value for e in at.error if e.value.startswith("LR finder")], [e.value for e in at.error]
+    at.text_input(key="su_lr").input("").run()
+    at.number_input(key="su_img_size").set_value(
+        64
+    ).run()  # other settings: the failure was with earlier ones
+    assert not [e.value for e in at.error if e.value.startswith("LR finder")]
+    assert any("earlier settings" in c.value for c in at.caption)
