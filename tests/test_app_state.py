@@ -376,3 +376,39 @@ def test_an_old_lr_finder_error_goes_once_the_settings_change(submitted):
     ).run()  # other settings: the failure was with earlier ones
     assert not [e.value for e in at.error if e.value.startswith("LR finder")]
     assert any("earlier settings" in c.value for c in at.caption)
+
+
+def test_runs_table_and_sidebar_counts_are_redrawn_with_the_live_progress(monkeypatch):
+    import os
+
+    from streamlit.testing.v1 import local_script_runner
+
+    from core.config import RunConfig, to_dict
+    from core.jobs import JobStore
+
+    sent: list = []
+    parse = local_script_runner.parse_tree_from_messages
+    monkeypatch.setattr(
+        local_script_runner, "parse_tree_from_messages", lambda msgs: parse(sent.extend(msgs) or msgs)
+    )
+
+    def fragment_of(kind: str, text: str = "") -> list[str]:
+        """The fragment ids of the drawn elements of a kind (whose text starts with `text`)."""
+        elements = [m.delta for m in sent if m.HasField("delta") and m.delta.HasField("new_element")]
+        return [
+            d.fragment_id
+            for d in elements
+            if d.new_element.WhichOneof("type") == kind
+            and (not text or d.new_element.markdown.body.startswith(text))
+        ]
+
+    store = JobStore()
+    store.submit("train", {"config": to_dict(RunConfig(name="first"))})
+    store.claim(os.getpid(), 5)
+    store.submit("train", {"config": to_dict(RunConfig(name="second"))})
+    at = app().run()  # the sidebar, here on the default page
+    assert not at.exception
+    assert fragment_of("markdown", "Jobs: running 1 / queued 1") and all(fragment_of("markdown", "Jobs:"))
+    sent.clear()
+    assert not app(TRAIN).run().exception
+    assert fragment_of("dataframe") and all(fragment_of("dataframe"))  # the runs table

@@ -492,7 +492,7 @@ def lr_section(cfg: RunConfig | None) -> None:
         st.error(f"LR finder {job.status}: {common.job_error_text(job)}")
 
 
-@st.fragment(run_every=2)
+@st.fragment(run_every=common.LIVE_EVERY_S)
 def _lr_live(job_id: str) -> None:
     """Progress of a running LR finder with elapsed time and ETA; a full rerun when it ends (then the curve shows)."""
     job = common.job_store().get(job_id)
