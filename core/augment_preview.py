@@ -35,9 +35,20 @@ def preview_augmentations(
 
 
 def split_preview(items: pd.DataFrame, split_cfg: SplitConfig) -> tuple[pd.DataFrame, list[str]]:
-    """Counts per class and patients per split, and the patients found in more than one split."""
+    """Counts per class and patients per split, and the patients found in more than one split.
+
+    With k-fold cross-validation the folds rotate over all non-test items: train and valid are one row
+    ("k folds"), and only a patient shared with the test part is a leak.
+    """
     assigned = assign_splits(items, split_cfg)
-    return split_summary(assigned), group_leaks(assigned)
+    if split_cfg.k_folds < 2:
+        return split_summary(assigned), group_leaks(assigned)
+    assigned["split"] = assigned["split"].where(assigned["split"] == "test", "train")
+    summary = split_summary(assigned)
+    summary["split"] = summary["split"].replace(
+        {"train": f"{split_cfg.k_folds} folds (train + valid in turn)"}
+    )
+    return summary, group_leaks(assigned)
 
 
 def fold_preview(items: pd.DataFrame, split_cfg: SplitConfig) -> pd.DataFrame:

@@ -341,3 +341,74 @@ def test_explorer_window_is_for_xrays_and_used_for_training(submitted):
     again.session_state["src_choice"] = "sample_dicom"
     again.run()
     assert again.selectbox(key="dicom_preset").value.startswith("Automatic")
+
+
+def test_kfold_setup_shows_the_fold_pool_not_a_train_valid_split():
+    setup = app(SETUP)
+    setup.session_state["su_kfold"], setup.session_state["su_k"] = True, 3
+    setup.run()
+    assert not setup.exception
+    tables = [d.value for d in setup.dataframe]
+    splits = next(t for t in tables if "split" in t)
+    assert "train" not in set(splits["split"]) and "valid" not in set(splits["split"]), splits
+    assert splits["split"].iloc[0] == "3 folds (train + valid in turn)"
+    folds = next(t for t in tables if "fold" in t)
+    assert list(folds["fold"]) == [1, 2, 3] and folds["valid items"].sum() == splits["items"].iloc[0]
+
+
+def test_an_old_lr_finder_error_goes_once_the_settings_change(submitted):
+    import os
+
+    from core.jobs import JobStore
+
+    at = app(SETUP).run()
+    at.button(key="su_lr_find").click().run()
+    store = JobStore()
+    store.finish(store.claim(os.getpid(), 5).id, "failed", error="out of memory at 128 px")
+    at.run()
+    assert [e.value for e in at.error if e.value.startswith("LR finder failed")], [e.value for e in at.error]
+    at.text_input(key="su_lr").input("fast").run()  # settings that cannot work: the old error is no cause now
+    assert not at.exception
+    assert not [e.value for e in at.error if e.value.startswith("LR finder")], [e.value for e in at.error]
+    at.text_input(key="su_lr").input("").run()
+    at.number_input(key="su_img_size").set_value(
+        64
+    ).run()  # other settings: the failure was with earlier ones
+    assert not [e.value for e in at.error if e.value.startswith("LR finder")]
+    assert any("earlier settings" in c.value for c in at.caption)
+
+
+def test_runs_table_and_sidebar_counts_are_redrawn_with_the_live_progress(monkeypatch):
+    import os
+
+    from streamlit.testing.v1 import local_script_runner
+
+    from core.config import RunConfig, to_dict
+    from core.jobs import JobStore
+
+    sent: list = []
+    parse = local_script_runner.parse_tree_from_messages
+    monkeypatch.setattr(
+        local_script_runner, "parse_tree_from_messages", lambda msgs: parse(sent.extend(msgs) or msgs)
+    )
+
+    def fragment_of(kind: str, text: str = "") -> list[str]:
+        """The fragment ids of the drawn elements of a kind (whose text starts with `text`)."""
+        elements = [m.delta for m in sent if m.HasField("delta") and m.delta.HasField("new_element")]
+        return [
+            d.fragment_id
+            for d in elements
+            if d.new_element.WhichOneof("type") == kind
+            and (not text or d.new_element.markdown.body.startswith(text))
+        ]
+
+    store = JobStore()
+    store.submit("train", {"config": to_dict(RunConfig(name="first"))})
+    store.claim(os.getpid(), 5)
+    store.submit("train", {"config": to_dict(RunConfig(name="second"))})
+    at = app().run()  # the sidebar, here on the default page
+    assert not at.exception
+    assert fragment_of("markdown", "Jobs: running 1 / queued 1") and all(fragment_of("markdown", "Jobs:"))
+    sent.clear()
+    assert not app(TRAIN).run().exception
+    assert fragment_of("dataframe") and all(fragment_of("dataframe"))  # the runs table

@@ -7,6 +7,7 @@ import os
 import re
 import secrets
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -31,6 +32,7 @@ from core.runs import RunFolder
 from core.sample import ensure_sample
 
 OWNER_KEY = "owner_id"
+LIVE_EVERY_S = 2.0  # seconds between redraws of what follows running jobs (progress, runs table, job counts)
 # Session keys more than one view reads (the views never import each other; they meet here)
 RUN_CONFIG, RUN_CONFIG_ERROR, SOURCE_CONFIG, LR_JOB = (
     "run_config",
@@ -236,11 +238,29 @@ def check_paths(cfg: RunConfig) -> None:
         hosting.check_server_path(cfg.train.weights_path, owner_id())
 
 
-def jobs_caption() -> None:
-    """'Jobs: running N / queued M' for the sidebar (every user's jobs: the shared queue)."""
+def polled(draw: Callable[..., None], live: bool) -> Callable[..., None]:
+    """`draw` as a fragment redrawn every LIVE_EVERY_S seconds while `live` (jobs queued or running), else as is."""
+    return st.fragment(draw, run_every=LIVE_EVERY_S) if live else draw
+
+
+def job_counts() -> dict[str, int] | None:
+    """Jobs per status (every user's: the shared queue); None when the job database cannot be read."""
     try:
-        counts = job_store().counts()
+        return job_store().counts()
     except (OSError, sqlite3.Error):  # the sidebar must never break a page (locked or unwritable database)
+        return None
+
+
+def jobs_caption() -> None:
+    """'Jobs: running N / queued M' for the sidebar, kept live while any job is queued or running."""
+    counts = job_counts()
+    polled(_jobs_line, bool(counts and (counts["running"] or counts["queued"])))()
+
+
+def _jobs_line() -> None:
+    """The sidebar's job counts, read now."""
+    counts = job_counts()
+    if counts is None:
         st.caption("Jobs: unknown (job database unavailable)")
         return
     st.caption(f"Jobs: running {counts['running']} / queued {counts['queued']}")

@@ -166,12 +166,7 @@ def runs_section(owner: str) -> str | None:
     if not job_list:
         st.info("No runs yet. Press **Start training** to queue one.")
         return None
-    st.dataframe(
-        runs_frame(job_list, owner),
-        hide_index=True,
-        width="stretch",
-        column_config={"yours": st.column_config.CheckboxColumn("yours")},
-    )
+    common.polled(runs_table, any(j.active for j in job_list))(owner)
     ids = [j.id for j in job_list]
     if st.session_state.get(PICK) not in ids:
         pick = default_pick(job_list, owner, st.session_state.get(TRAIN_JOB))
@@ -191,6 +186,16 @@ def runs_section(owner: str) -> str | None:
             "or press **Start training**."
         )
     return chosen
+
+
+def runs_table(owner: str) -> None:
+    """The runs table, read now (polled while runs are queued or running: statuses change under it)."""
+    st.dataframe(
+        runs_frame(common.visible_jobs(), owner),
+        hide_index=True,
+        width="stretch",
+        column_config={"yours": st.column_config.CheckboxColumn("yours")},
+    )
 
 
 def watch(job_id: str) -> None:
@@ -214,7 +219,7 @@ def watch(job_id: str) -> None:
         outcome(job)
 
 
-@st.fragment(run_every=2)
+@st.fragment(run_every=common.LIVE_EVERY_S)
 def live_panel(job_id: str) -> None:
     """Polled every 2 s: status, progress bars, ETA and curves; a full rerun once the job ends."""
     store = common.job_store()

@@ -484,13 +484,15 @@ def lr_section(cfg: RunConfig | None) -> None:
         _lr_live(job.id)
     elif job.status == "done":
         lr_result(job)
-    elif cfg is not None and (job.params or {}).get("config") != to_dict(cfg):
+    elif cfg is None:  # settings that cannot work: the verdict says why, an old failure is no cause now
+        return
+    elif (job.params or {}).get("config") != to_dict(cfg):
         st.caption(f"The last LR finder run {job.status} with earlier settings; run it again for these.")
     else:
         st.error(f"LR finder {job.status}: {common.job_error_text(job)}")
 
 
-@st.fragment(run_every=2)
+@st.fragment(run_every=common.LIVE_EVERY_S)
 def _lr_live(job_id: str) -> None:
     """Progress of a running LR finder with elapsed time and ETA; a full rerun when it ends (then the curve shows)."""
     job = common.job_store().get(job_id)
