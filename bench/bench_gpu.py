@@ -124,7 +124,7 @@ def app_rates(arch: str, args: Any, device: Any, items: Any) -> dict[str, float]
     spec = c.TrainSpec(arch=arch, img_size=args.img_size, bs=args.bs, epochs=2, app_workers=args.workers)
     cfg = c.run_config(spec)
     cfg.train.mixed_precision = cfg.train.channels_last = "auto"
-    dls = build_dataloaders(items, cfg.data, device=device)
+    dls = build_dataloaders(items, cfg.data, device=device, from_weights=cfg.train.fine_tunes())
     learn = make_learner(dls, cfg)
     clock = _Clock(device)
     learn.fit(2, 1e-3, cbs=[clock.cb])

@@ -422,7 +422,8 @@ def loader_only(items: pd.DataFrame, layout: Path, spec: TrainSpec, cold: bool =
     from core.data import build_dataloaders
 
     def fresh():
-        return build_dataloaders(items, run_config(spec).data).train
+        cfg = run_config(spec)
+        return build_dataloaders(items, cfg.data, from_weights=cfg.train.fine_tunes()).train
 
     out = {"app_cold_images_per_s": loader_images_per_s(fresh())} if cold else {}
     dl = fresh()

@@ -207,7 +207,8 @@ def _train_args(p: argparse.ArgumentParser, kfold: bool = False) -> None:
         "--normalize",
         choices=NORMALIZE,
         default=None,
-        help=f"input statistics: ImageNet's, the training images' own, or none (default {d.normalize})",
+        help="input statistics: ImageNet's, the training images' own, or none (default auto: ImageNet's "
+        "with pretrained or given weights, the training images' own from scratch)",
     )
     g = p.add_argument_group("augmentation (training images only)")
     g.add_argument(

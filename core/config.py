@@ -21,7 +21,7 @@ SOURCE_KINDS = ("folder", "csv", "dicom", "sample")
 SPLIT_METHODS = ("random", "stratified", "group", "column", "folder")
 RESIZE_METHODS = ("squish", "pad", "crop")
 CHANNELS = ("rgb", "grey")
-NORMALIZE = ("imagenet", "dataset", "none")
+NORMALIZE = ("auto", "imagenet", "dataset", "none")
 IMBALANCE = ("none", "weighted_loss", "oversample")
 MONITORS = ("valid_loss", "accuracy", "balanced_accuracy", "roc_auc")
 FINAL_WEIGHTS = ("auto", "last", "best")
@@ -142,7 +142,9 @@ class DataConfig:
     resize: str = "squish"
     batch_size: int = 32
     num_workers: int = -1  # DataLoader worker processes; negative = auto (0 on CPU, several on a GPU)
-    normalize: str = "imagenet"
+    normalize: str = (
+        "auto"  # auto: ImageNet's statistics when starting from weights, the data's own from scratch
+    )
     window: Window | None = None
     frame: int = 0
     use_cache: bool = True

@@ -246,10 +246,29 @@ def label_of(row: pd.Series) -> str:
     return str(row["label"])
 
 
-def normalize_stats(cfg: DataConfig) -> tuple[list[float], list[float]] | None:
-    """Mean/std used for normalisation, or None for no normalisation ("dataset" is computed later)."""
-    if cfg.normalize == "none":
+def normalization(cfg: DataConfig, from_weights: bool) -> str:
+    """The normalisation a run applies: the setting, with "auto" made concrete.
+
+    auto = ImageNet statistics when training starts from weights (pretrained ones were learnt on inputs
+    normalised so); from scratch, the training images' own statistics. From scratch those measured better
+    than ImageNet's on the test sets of bench/bench_parity.py, and, unlike no normalisation (fastai's choice),
+    they keep a dim, low-contrast data set trainable: centred inputs keep BatchNorm's running statistics
+    usable for evaluation (see bench/README.md).
+    """
+    if cfg.normalize != "auto":
+        return cfg.normalize
+    return "imagenet" if from_weights else "dataset"
+
+
+def input_stats(
+    train_frame: pd.DataFrame, cfg: DataConfig, from_weights: bool
+) -> tuple[list[float], list[float]] | None:
+    """Mean/std a run normalises its inputs with, or None for none: ImageNet's, or the training rows' own."""
+    applied = normalization(cfg, from_weights)
+    if applied == "none":
         return None
+    if applied == "dataset":
+        return dataset_stats(train_frame, cfg)
     return GREY_IMAGENET_STATS if cfg.channels == "grey" else IMAGENET_STATS
 
 
@@ -335,21 +354,21 @@ def build_dataloaders(
     oversample: bool = False,
     device=None,
     require_valid: bool = True,
+    from_weights: bool = True,
 ):
     """fastai DataLoaders from an items table whose splits are set (or with explicit fold `valid_idx`).
 
     Test rows are never used here. `classes` fixes the label order (default: sorted labels).
     `oversample` draws training batches with class-balancing weights. `require_valid=False` allows an
-    empty validation set (a final model trained on all data).
+    empty validation set (a final model trained on all data). `from_weights` (the model starts from
+    pretrained or given weights, `TrainConfig.fine_tunes()`) decides what `normalize="auto"` applies.
     """
     cfg.validate()
     frame, vidx = train_valid_frame(items, valid_idx)
     if len(vidx) == len(frame) or (require_valid and len(vidx) == 0):
         raise SplitError("need both training and validation items; check the split settings")
     classes = classes or sorted(frame["label"].astype(str).unique())
-    stats = normalize_stats(cfg)
-    if cfg.normalize == "dataset":
-        stats = dataset_stats(frame.iloc[np.setdiff1d(np.arange(len(frame)), vidx)], cfg)
+    stats = input_stats(frame.iloc[np.setdiff1d(np.arange(len(frame)), vidx)], cfg, from_weights)
     from core.memloader import MemoryDL, MemoryWeightedDL
 
     block = make_datablock(classes, cfg, vidx, stats)

@@ -115,10 +115,8 @@ def finish_from_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
     }
     model = archs.create_model(cfg.train.arch, len(classes), 1 if cfg.data.channels == "grey" else 3)
     weightfiles.load_weights_into(model, load_file(str(run.best_checkpoint)), strict=True)
-    stats = (
-        data.dataset_stats(items[items["split"] == "train"], cfg.data)
-        if cfg.data.normalize == "dataset"
-        else data.normalize_stats(cfg.data)
+    stats = data.input_stats(
+        items[items["split"] == "train"], cfg.data, cfg.train.fine_tunes()
     )  # what the run's DataLoaders applied
     manifest = {
         **manifest_for(cfg, classes, {}, stats, epoch, epoch, "best"),

@@ -493,6 +493,7 @@ def fit_one(
         classes=classes,
         oversample=t.imbalance == "oversample",
         require_valid=valid_idx is None or len(valid_idx) > 0,
+        from_weights=t.fine_tunes(),
     )
     learn = make_learner(dls, cfg, train_labels=dls.train_ds.items["label"])
     mon = monitors(runs.RunFolder(run_dir), progress, t, fold=fold, n_folds=n_folds)
@@ -986,7 +987,7 @@ def lr_find_run(cfg: RunConfig, run_dir: Path, progress: Progress, num_it: int =
 
     items = prepare(cfg, run_dir, progress)
     set_seed(cfg.train.seed, reproducible=True)
-    dls = build_dataloaders(items, cfg.data)
+    dls = build_dataloaders(items, cfg.data, from_weights=cfg.train.fine_tunes())
     learn = make_learner(dls, cfg, train_labels=dls.train_ds.items["label"])
     mon = LrFindProgress(progress, num_it)
     progress.update(force=True, phase="lr_find", batch=0, n_batches=num_it)

@@ -42,6 +42,31 @@ def test_batch_from_each_source_form(sample, form, channels):
     assert 0.5 < x.std() < 2.0  # normalised, not all-white or all-black
 
 
+@pytest.mark.parametrize(
+    "setting, from_weights, applied",
+    [
+        ("auto", True, "imagenet"),  # pretrained or given weights were learnt on ImageNet-normalised inputs
+        ("auto", False, "dataset"),  # from scratch: the training images' own statistics
+        ("imagenet", False, "imagenet"),  # an explicit choice is kept either way
+        ("none", True, "none"),
+        ("dataset", False, "dataset"),
+    ],
+)
+def test_auto_normalisation_follows_the_starting_weights(sample, setting, from_weights, applied):
+    from core.data import IMAGENET_STATS, loader_stats, normalization
+
+    cfg = DataConfig(img_size=32, batch_size=4, normalize=setting)
+    assert normalization(cfg, from_weights) == applied
+    items = assign_splits(load_source(SOURCES["csv"](sample)).items, SplitConfig(method="group", seed=0))
+    stats = loader_stats(build_dataloaders(items, cfg, from_weights=from_weights))
+    if applied == "none":
+        assert stats is None
+    elif applied == "imagenet":
+        assert stats == (pytest.approx(IMAGENET_STATS[0]), pytest.approx(IMAGENET_STATS[1]))
+    else:
+        assert stats is not None and stats[0] != pytest.approx(IMAGENET_STATS[0], abs=1e-3)
+
+
 def test_fold_dataloaders_use_fold_indices(sample):
     ds = load_source(SOURCES["csv"](sample))
     items = assign_splits(ds.items, SplitConfig(method="group"))

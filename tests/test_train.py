@@ -148,6 +148,13 @@ def assert_fresh_process_predicts_the_run(run_dir: Path, tmp_path: Path) -> None
 
 def test_saved_model_predicts_identically_in_a_fresh_process(trained, tmp_path):
     run_dir, _ = trained
+    manifest = json.loads((run_dir / "model" / "model.json").read_text())
+    assert manifest["normalize"]["mean"] != pytest.approx(
+        [0.485, 0.456, 0.406], abs=1e-3
+    )  # auto from scratch:
+    assert manifest["normalize"]["mean"][0] == pytest.approx(
+        0.35, abs=0.05
+    )  # the blob images' own statistics
     assert_fresh_process_predicts_the_run(run_dir, tmp_path)
 
 
@@ -175,8 +182,8 @@ def test_each_file_is_decoded_once_per_run_and_not_at_all_when_cached(blobs, tmp
 
 def test_early_stopping_stops(blobs, tmp_path):
     cfg = tiny_config(
-        blobs, epochs=12, lr=0.5, early_stop_patience=1
-    )  # a huge LR: valid loss stops improving
+        blobs, epochs=12, lr=3.0, early_stop_patience=1
+    )  # a huge LR: valid loss stops improving (0.5 is not enough once the inputs are normalised)
     result = run_inline("train", {"config": to_dict(cfg)}, run_dir=tmp_path / "run")
     assert result["stopped_early"] is True
     assert result["epochs_run"] < 12
