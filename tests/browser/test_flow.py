@@ -42,7 +42,7 @@ FAST = {
     "Batch size": (16, "data.batch_size"),
     "Epochs": (2, "train.epochs"),
     "Frozen epochs first": (0, "train.freeze_epochs"),
-    "LR finder steps": (10, None),
+    "LR finder steps": (20, None),  # 10 are too coarse for a plausible suggestion on every setting
 }
 LONG = {**FAST, "Epochs": (30, "train.epochs")}
 

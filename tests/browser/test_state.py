@@ -64,11 +64,11 @@ def lr_finder_eta_step(page: Page, shot) -> None:
         ("Image size (pixels)", 32),
         ("Batch size", 16),
         ("Epochs", 2),
-        ("LR finder steps", 10),
+        ("LR finder steps", 20),  # 10 steps are too coarse for a plausible suggestion on every setting
     ):
         set_number(page, label, value)
     page.get_by_role("button", name="Run the LR finder").click()
-    bar = page.locator('[data-testid="stProgress"]', has_text=re.compile(r"step \d+ / 10 · elapsed .* left"))
+    bar = page.locator('[data-testid="stProgress"]', has_text=re.compile(r"step \d+ / 20 · elapsed .* left"))
     expect(bar.first).to_be_visible(timeout=240_000)
     shot(page, "3-lr-finder-eta")
     use = page.get_by_role("button", name=re.compile(r"^Use (valley|slide|steep|minimum): "))
