@@ -142,9 +142,8 @@ class DataConfig:
     resize: str = "squish"
     batch_size: int = 32
     num_workers: int = -1  # DataLoader worker processes; negative = auto (0 on CPU, several on a GPU)
-    normalize: str = (
-        "auto"  # auto: ImageNet's statistics when starting from weights, the data's own from scratch
-    )
+    # auto: ImageNet's statistics when starting from weights, the training images' own from scratch
+    normalize: str = "auto"
     window: Window | None = None
     frame: int = 0
     use_cache: bool = True
