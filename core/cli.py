@@ -309,7 +309,7 @@ def _train_args(p: argparse.ArgumentParser, kfold: bool = False) -> None:
         "--channels-last",
         choices=["auto", "on", "off"],
         default=None,
-        help=f"channels_last memory layout (default {t.channels_last}: on a GPU, and on a CPU from 128 px)",
+        help=f"channels_last memory layout for training (default {t.channels_last}: on a CUDA GPU only)",
     )
     p.add_argument("--name", default="", help="run name (default: none)")
     p.add_argument("--background", action="store_true", help="queue as a job and return its id at once")

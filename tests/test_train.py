@@ -403,3 +403,28 @@ def test_cli_points_kfold_runs_to_their_fold_models(tmp_path, capsys):
     (tmp_path / "kf" / "folds" / "fold0").mkdir(parents=True)
     assert main(["predict", "--model", str(tmp_path / "kf"), str(tmp_path)]) == 1
     assert "fold" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "setting, cuda, layout",
+    [
+        ("auto", False, torch.contiguous_format),  # a CPU at 128 px: channels_last cost test accuracy there
+        ("auto", True, torch.channels_last),
+        ("on", False, torch.channels_last),  # an explicit choice is kept
+        ("off", True, torch.contiguous_format),
+    ],
+)
+def test_channels_last_for_training_is_a_gpu_default_only(blobs, monkeypatch, setting, cuda, layout):
+    from core.data import assign_splits, build_dataloaders
+    from core.sources import load_source
+    from core.train import make_learner, use_channels_last
+
+    cfg = tiny_config(blobs, channels_last=setting, mixed_precision="off")  # no fp16 on a pretend GPU
+    cfg.data.img_size = 128  # the size from which the CPU default used to switch it on
+    items = assign_splits(load_source(cfg.source).items, cfg.data.split)
+    dls = build_dataloaders(items, cfg.data, device=torch.device("cpu"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)  # the learner's choice on this "machine"
+    assert use_channels_last(setting) == (layout is torch.channels_last)
+    learn = make_learner(dls, cfg)
+    conv = next(m for m in learn.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=layout)
