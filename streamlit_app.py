@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core import hosting
+from core.web import hosting
 from ui import auth, common, setup_form
 
 st.set_page_config(page_title="X-ray trainer", page_icon="🩻", layout="wide")

@@ -152,8 +152,8 @@ def first_page(home: Path, client: str, timeout: float, page: Any = None) -> dic
 
 def start_to_progress(kind: str, timeout: float) -> dict[str, Any]:
     """Submit a training job as the Start button does; seconds to the first progress and the first batch."""
-    from core import jobs
-    from core.config import DataConfig, RunConfig, SourceConfig, SplitConfig, TrainConfig, to_dict
+    from core.base.config import DataConfig, RunConfig, SourceConfig, SplitConfig, TrainConfig, to_dict
+    from core.runs import jobs
 
     cfg = RunConfig(
         name="bench-start",
@@ -184,7 +184,7 @@ def start_to_progress(kind: str, timeout: float) -> dict[str, Any]:
 
 def wait_gone(pid: int | None, timeout: float) -> None:
     """Wait until a process has exited (zombies count as gone)."""
-    from core import jobs
+    from core.runs import jobs
 
     deadline = time.monotonic() + timeout
     while pid and jobs.proc_token(pid) is not None and time.monotonic() < deadline:
@@ -193,8 +193,8 @@ def wait_gone(pid: int | None, timeout: float) -> None:
 
 def main() -> None:
     """Measure and print the JSON line."""
-    from core import jobs
-    from core.sample import ensure_sample
+    from core.data.sample import ensure_sample
+    from core.runs import jobs
 
     args = parse()
     c.setup(args, torch_needed=False)

@@ -31,7 +31,7 @@ def parse() -> Any:
 
 def checks_once(items, args) -> dict[str, float]:
     """Seconds of each part of the checks (features, shortcut, duplicates) and a few results."""
-    from core import checks
+    from core.evaluation import checks
 
     t0 = time.perf_counter()
     feats = checks.image_features(items, size=args.cache_size, workers=args.workers)
@@ -55,8 +55,8 @@ def main() -> None:
     """Run the benchmark and print one JSON line."""
     args = parse()
     c.setup(args, torch_needed=False)
-    from core.imaging import DecodeCache
-    from core.sources import from_csv
+    from core.data.decode_cache import DecodeCache
+    from core.data.tables import from_csv
 
     csv = c.large_csv(args.n, args.n, args.size, args.seed)
     with c.app_home("xrt-bench-checks-") as home:

@@ -41,7 +41,7 @@ def parser() -> argparse.ArgumentParser:
 
 def job_params(root: Path, args: argparse.Namespace, k_folds: int, seed: int = 42) -> dict[str, Any]:
     """A train job's params: from scratch, `--epochs` at `--img` px on the generated data."""
-    from core.config import RunConfig, SourceConfig, to_dict
+    from core.base.config import RunConfig, SourceConfig, to_dict
 
     cfg = RunConfig(
         source=SourceConfig(kind="csv", csv_path=str(root / "labels.csv"), group_col="patient_id")
@@ -60,7 +60,7 @@ def job_params(root: Path, args: argparse.Namespace, k_folds: int, seed: int = 4
 def run_batch(params: list[dict[str, Any]], executor: Any) -> dict[str, Any]:
     """Submit jobs at once; wall time until all ended and each job's submit -> first progress of its own;
     the finished jobs' run folders."""
-    from core import jobs, worker
+    from core.runs import jobs, worker
 
     store = jobs.JobStore()
     t0 = time.perf_counter()
@@ -88,7 +88,7 @@ def run_batch(params: list[dict[str, Any]], executor: Any) -> dict[str, Any]:
 
 def ray_part(data: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Cluster start, then the same 2-fold job on the Ray executor and on the local executor."""
-    from core import executors
+    from core.runs import executors
 
     try:
         import ray
@@ -122,7 +122,8 @@ def ray_part(data: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 def slots_part(data: Path, args: argparse.Namespace) -> dict[str, Any]:
     """`--trials` single-split jobs (different seeds) with 1 slot, then with 2 slots."""
-    from core import executors, paths
+    from core.base import paths
+    from core.runs import executors
 
     params = [job_params(data, args, k_folds=0, seed=s) for s in range(args.trials)]
     out: dict[str, Any] = {}
@@ -143,7 +144,7 @@ def kfold_part(data: Path, args: argparse.Namespace) -> dict[str, Any]:
     """One `--k`-fold job with 1 slot (folds in sequence in the job) and with k slots (folds as child jobs)."""
     import pandas as pd
 
-    from core import executors, runs
+    from core.runs import executors, rundir
 
     params = [job_params(data, args, k_folds=args.k)]
     out, oof = {}, {}
@@ -154,7 +155,7 @@ def kfold_part(data: Path, args: argparse.Namespace) -> dict[str, Any]:
         try:
             with c.app_home(f"xrt-bench-kfold{slots}-"):
                 out[slots] = run_batch(params, executors.LocalExecutor(slots))
-                table = pd.read_csv(runs.RunFolder(out[slots]["run_dirs"][0]).predictions("oof"))
+                table = pd.read_csv(rundir.RunFolder(out[slots]["run_dirs"][0]).predictions("oof"))
                 oof[slots] = table.sort_values("path").filter(like="prob_").to_numpy()
         finally:
             os.environ.pop("XRT_MAX_JOBS", None)

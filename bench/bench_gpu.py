@@ -88,7 +88,7 @@ def raw_rate(arch: str, args: Any, device: Any) -> float:
     """Plain PyTorch: the same nn.Module, AdamW (fused on GPU), autocast, channels_last."""
     import torch
 
-    from core.archs import create_model
+    from core.models.archs import create_model
 
     model = create_model(arch, 2).to(device).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=device.type == "cuda")
@@ -118,8 +118,8 @@ class _Clock:
 
 def app_rates(arch: str, args: Any, device: Any, items: Any) -> dict[str, float]:
     """The app's learner: framework-only rate on a ready batch, and end to end over 2 epochs (cold, warm)."""
-    from core.data import build_dataloaders, resolve_workers
-    from core.train import make_learner
+    from core.data.loaders import build_dataloaders, resolve_workers
+    from core.train.learner import make_learner
 
     spec = c.TrainSpec(arch=arch, img_size=args.img_size, bs=args.bs, epochs=2, app_workers=args.workers)
     cfg = c.run_config(spec)

@@ -198,7 +198,8 @@ def csv_tree(dest: Path, n: int) -> tuple[Any, Path]:
 
 def per_row_reference(df: Any, root: Path, cols: dict[str, str]) -> tuple[list[Any], list[dict]]:
     """The row checks as they were: one safe_join (root and path resolved) + resolve + is_file per row."""
-    from core.sources import SPLIT_NAMES, UnsafePathError, _cell, _display, _problem, safe_join
+    from core.data.items import SPLIT_NAMES, UnsafePathError, _display, _problem, safe_join
+    from core.data.tables import _cell
 
     seen, cands, problems = {}, [], []
     for n, row in enumerate(df.to_dict("records"), start=1):
@@ -234,8 +235,10 @@ def _load_child(csv_path: str, warm_csv: str, root: str, bound: int, conn: Any) 
     """In a fresh process: load the table as the CLI's scan does and measure it (after a warm-up load)."""
     if bound:
         os.environ["XRT_PROBE_MAX"] = str(bound)
-    from core.config import SourceConfig
-    from core.sources import load_source, probe_max, read_table
+    from core.base.config import SourceConfig
+    from core.data.items import probe_max
+    from core.data.sources import load_source
+    from core.data.tables import read_table
 
     def cfg(path: str) -> SourceConfig:
         """The CSV source as the CLI builds it."""
@@ -280,7 +283,7 @@ def old_load_reference(ref: Any, root: Path, workers: int) -> dict[str, Any]:
     The opening cost is the app's from_df(every_file=True) minus its own row checks on the same rows; also
     with headers only (validate=False), the cheapest the old load could have been.
     """
-    from core.sources import _table_cands, from_df
+    from core.data.tables import _table_cands, from_df
 
     (old, old_bad), old_rows_s = c.timed(lambda: per_row_reference(ref, root.resolve(), CSV_COLS))
     (new, new_bad, *_), new_rows_s = c.timed(lambda: _table_cands(ref, root, CSV_COLS))
@@ -352,7 +355,7 @@ def csv_case(tmp: Path, args: Any) -> dict[str, Any]:
 
 def folder_cases(tmp: Path, args: Any) -> dict[str, Any]:
     """Scan an image folder (validated and header-only) and DICOM folders at 1x and scale x."""
-    from core.sources import scan_dicom_folder, scan_folder
+    from core.data.folders import scan_dicom_folder, scan_folder
 
     jpgs = local_copies(chest_files(min(args.n_images, 600)), tmp / "src-jpg")
     dx = local_copies(

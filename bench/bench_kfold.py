@@ -58,7 +58,7 @@ def parse() -> Any:
 
 def source_csv(name: str, args: Any, home: Path) -> tuple[Any, str]:
     """A CSV source (path, label, patient_id) for the data set, and a description."""
-    from core.config import SourceConfig
+    from core.base.config import SourceConfig
 
     if name == "large":
         csv = c.large_csv(args.large_n, args.large_pool, args.large_size, args.seed)
@@ -75,8 +75,8 @@ def source_csv(name: str, args: Any, home: Path) -> tuple[Any, str]:
 
 def same_folds(cfg: Any) -> tuple[Any, list]:
     """The items and folds the app's kfold_run will use (same functions, same settings)."""
-    from core.data import assign_splits, kfold_splits
-    from core.sources import load_source
+    from core.data.sources import load_source
+    from core.data.splits import assign_splits, kfold_splits
 
     items = assign_splits(load_source(cfg.source).items, cfg.data.split)
     s = cfg.data.split
@@ -85,8 +85,8 @@ def same_folds(cfg: Any) -> tuple[Any, list]:
 
 def app_side(cfg: Any, run_dir: Path) -> dict[str, Any]:
     """The app's whole k-fold run (scan, folds, per-fold models, out-of-fold predictions)."""
-    from core.jobs import Progress
-    from core.train import kfold_run
+    from core.runs.jobs import Progress
+    from core.train.kfold import kfold_run
 
     summary, seconds = c.timed(lambda: kfold_run(cfg, run_dir, Progress(run_dir)))
     mean = summary["metrics"]["mean_sd"]
@@ -111,7 +111,7 @@ def child_main(args: Any) -> None:
     """One separate run (in a fresh interpreter): the app's whole k-fold, or one plain fold."""
     spec_in = json.loads(Path(args.child_input).read_text())
     if args.child == "app":
-        from core.config import RunConfig, from_dict
+        from core.base.config import RunConfig, from_dict
 
         result = app_side(from_dict(RunConfig, spec_in["config"]), Path(spec_in["run_dir"]))
     else:
@@ -137,7 +137,7 @@ def separate_runs(
     cfg: Any, items: Any, folds: list, spec: c.TrainSpec, home: Path, name: str
 ) -> dict[str, Any]:
     """The app's k-fold as one fresh process (cold cache) vs k fresh plain processes, one per fold."""
-    from core.config import to_dict
+    from core.base.config import to_dict
 
     c.fresh_cache(home, f"kfold-{name}-separate")
     app_s = child_run(
@@ -223,7 +223,7 @@ def main() -> None:
             result["datasets"][name] = run_dataset(name, args, home)
     result["machine_after"] = {"load_avg": c.machine()["load_avg"]}
     result["notes"] = [
-        "app time = core.train.kfold_run end to end (scan+validate, k fits, k saved models, OOF)",
+        "app time = core.train.kfold.kfold_run end to end (scan+validate, k fits, k saved models, OOF)",
         "plain time = sum of k in-process runs of from_folder + vision_learner + fit_one_cycle",
         "separate_runs = the same work as fresh python processes (app: 1, plain: k), imports included",
         "accuracy/roc_auc = mean over folds",

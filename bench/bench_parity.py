@@ -1,6 +1,6 @@
 """Parity on held-out test sets: the app's training job vs a plain fastai notebook, same split, N seeds.
 
-App side = the job path the CLI and the UI use (`core.jobs.run_inline("train", ...)` -> `core.train.train_run`:
+App side = the job path the CLI and the UI use (`core.runs.jobs.run_inline("train", ...)` -> `core.train.run.train_run`:
 scan + validate, DataLoaders, fit, predictions, saved model) with the app's DEFAULTS apart from what both
 sides share: resnet18 from scratch, image size, batch size, epochs, lr, seed. Plain side = the notebook a
 user writes: `ImageDataLoaders.from_folder(item_tfms=Resize(size), batch_tfms=aug_transforms())`,
@@ -115,9 +115,9 @@ def _balanced(labels: np.ndarray, n: int) -> np.ndarray:
 
 def table_split(table: pd.DataFrame, root: Path, n: int | None, seed: int = 42) -> pd.DataFrame:
     """A class-balanced subset of (path, label, patient_id) with the app's patient split, 20 % valid + 20 % test."""
-    from core.config import SplitConfig
-    from core.data import assign_splits
-    from core.sources import from_df
+    from core.base.config import SplitConfig
+    from core.data.splits import assign_splits
+    from core.data.tables import from_df
 
     if n and n < len(table):
         rng = np.random.default_rng(seed)
@@ -149,7 +149,7 @@ def dataset(name: str, size: dict[str, Any], home: Path) -> dict[str, Any]:
         table = pd.read_csv(root / "labels.csv")
         what = "chest_xray_224 real JPEGs, patient split 60/20/20"
     else:
-        from core.sample import ensure_sample
+        from core.data.sample import ensure_sample
 
         root = ensure_sample(c.DATA_CACHE / "sample")
         table = pd.read_csv(root / "labels.csv")
@@ -198,7 +198,7 @@ def app_config(
     ds: dict[str, Any], size: dict[str, Any], args: Any, seed: int, overrides: dict[str, Any]
 ) -> Any:
     """The app's RunConfig: its defaults, plus only the settings both sides share (and a variant's overrides)."""
-    from core.config import RunConfig, SourceConfig
+    from core.base.config import RunConfig, SourceConfig
 
     cfg = RunConfig(name="parity", source=SourceConfig(**ds["source"]))
     cfg.data.img_size, cfg.data.batch_size, cfg.data.split.method = size["img_size"], size["bs"], ds["split"]
@@ -219,9 +219,9 @@ def app_run(
     ds: dict[str, Any], size: dict[str, Any], args: Any, seed: int, overrides: dict[str, Any], run_dir: Path
 ) -> dict[str, Any]:
     """One training job in this process; test metrics of the saved model and of the other weights choice."""
-    from core.config import to_dict
-    from core.jobs import run_inline
-    from core.runs import RunFolder
+    from core.base.config import to_dict
+    from core.runs.jobs import run_inline
+    from core.runs.rundir import RunFolder
 
     cfg = app_config(ds, size, args, seed, overrides)
     t0 = time.perf_counter()
@@ -249,9 +249,9 @@ def app_run(
 
 def _other_weights(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any] | None:
     """Test metrics of the best-valid-loss checkpoint when the saved model is the last epoch (free ablation)."""
-    from core import evaluate
-    from core.predict import Predictor
-    from core.runs import RunFolder
+    from core.evaluation import evaluate
+    from core.evaluation.predict import Predictor
+    from core.runs.rundir import RunFolder
 
     run = RunFolder(run_dir)
     ckpt = run.best_checkpoint

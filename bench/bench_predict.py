@@ -1,7 +1,7 @@
 """Prediction: single-image latency of a loaded model and batch images/s, vs a raw PyTorch forward pass.
 
 The model is a saved app model (weights + manifest, random weights: no download here). The app side is
-core.predict.Predictor (decode, validation resize, normalise, forward); the raw side is the same nn.Module
+core.evaluation.predict.Predictor (decode, validation resize, normalise, forward); the raw side is the same nn.Module
 on tensors already in memory, same batch size, no_grad, eval mode.
 """
 
@@ -33,10 +33,10 @@ def parse() -> Any:
 
 
 def save_model(arch: str, img_size: int, out: Path) -> Path:
-    """A randomly initialised app model on disk (core.savedmodel format)."""
-    from core import savedmodel
-    from core.archs import create_model
-    from core.data import IMAGENET_STATS
+    """A randomly initialised app model on disk (core.models.savedmodel format)."""
+    from core.data.loaders import IMAGENET_STATS
+    from core.models import savedmodel
+    from core.models.archs import create_model
 
     model = create_model(arch, 2)
     manifest = {
@@ -99,7 +99,7 @@ def app_pass(pred: Any, paths: list[str], bs: int) -> float:
 
 def main() -> None:
     """Time load, single images and batches; print the JSON line."""
-    from core.predict import Predictor
+    from core.evaluation.predict import Predictor
 
     args = parse()
     c.setup(args)

@@ -128,7 +128,7 @@ def main() -> None:
 
 
 NOTES = [
-    "app: core.train.fit_one, pretrained=False -> fit_one_cycle(epochs) of the whole net, cold decode cache per run",
+    "app: core.train.fit.fit_one, pretrained=False -> fit_one_cycle(epochs) of the whole net, cold decode cache per run",
     "plain: ImageDataLoaders.from_folder + vision_learner(pretrained=False) + fit_one_cycle(epochs), same split",
     "both: same augmentation values (flip, rotate 10, zoom 1.1, warp 0.1, lighting 0.2, p 0.75, zero padding), "
     "squish resize, ImageNet normalisation; the app applies brightness and contrast as two transforms",

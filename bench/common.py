@@ -31,8 +31,8 @@ if str(REPO) not in sys.path:
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from core import fmt  # noqa: E402
-from core.runs import json_safe  # noqa: E402
+from core.base import fmt  # noqa: E402
+from core.runs.rundir import json_safe  # noqa: E402
 
 SHARED = Path(os.environ.get("XRT_SHARED_DATA", REPO.parent / "shared" / "data"))
 CHEST = SHARED / "chest_xray_224"
@@ -50,7 +50,7 @@ def log(*parts: Any) -> None:
 
 
 def _clean(x: Any) -> Any:
-    """Valid, readable JSON values: core.runs.json_safe (NaN -> None, numpy -> Python), paths as text, floats to 4 places."""
+    """Valid, readable JSON values: core.runs.rundir.json_safe (NaN -> None, numpy -> Python), paths as text, floats to 4 places."""
     return json.loads(json.dumps(json_safe(x), default=str), parse_float=lambda s: round(float(s), 4))
 
 
@@ -167,7 +167,7 @@ def require(path: Path, what: str) -> Path:
 
 def chest_items(n: int | None, seed: int) -> pd.DataFrame:
     """The real chest X-rays as an app items table (path, label, group=patient), `n` rows class-balanced."""
-    from core.sources import from_df
+    from core.data.tables import from_df
 
     table = pd.read_csv(require(CHEST, "chest_xray_224") / "labels.csv")
     if n and n < len(table):
@@ -184,8 +184,8 @@ def chest_items(n: int | None, seed: int) -> pd.DataFrame:
 
 def split_items(items: pd.DataFrame, valid_pct: float, seed: int) -> pd.DataFrame:
     """Train/valid split by patient (the app's own splitter), so both sides use the same split."""
-    from core.config import SplitConfig
-    from core.data import assign_splits
+    from core.base.config import SplitConfig
+    from core.data.splits import assign_splits
 
     return assign_splits(items, SplitConfig(method="group", valid_pct=valid_pct, seed=seed))
 
@@ -232,7 +232,7 @@ def _mkdir(path: Path) -> Path:
 
 def _large_pictures(n: int, seed: int) -> list:
     """`n` pictures of the app's synthetic sample generator, one per patient (classes alternate)."""
-    from core.sample import _pictures
+    from core.data.sample import _pictures
 
     firsts: dict[int, Any] = {}
     for p in _pictures(n, seed):
@@ -264,7 +264,7 @@ def large_csv(n: int, pool: int, size: int, seed: int) -> Path:
 
 def large_items(csv: Path) -> pd.DataFrame:
     """Items table of a generated large data set (through the app's CSV source, validated)."""
-    from core.sources import from_csv
+    from core.data.tables import from_csv
 
     return from_csv(csv, group_col="patient_id").items
 
@@ -293,9 +293,9 @@ def spec_dict(spec: TrainSpec) -> dict[str, Any]:
 
 
 def run_config(spec: TrainSpec, source: Any = None) -> Any:
-    """The app's RunConfig for this spec (core.choices): from scratch, fit_one_cycle(epochs), default augmentation."""
-    from core.choices import Choices, build_config
-    from core.config import RunConfig, SourceConfig
+    """The app's RunConfig for this spec (core.base.choices): from scratch, fit_one_cycle(epochs), default augmentation."""
+    from core.base.choices import Choices, build_config
+    from core.base.config import RunConfig, SourceConfig
 
     chosen = Choices(
         name="bench",
@@ -313,10 +313,10 @@ def run_config(spec: TrainSpec, source: Any = None) -> Any:
 
 
 def app_fit(items: pd.DataFrame, spec: TrainSpec, run_dir: Path, valid_idx: Any = None) -> dict[str, Any]:
-    """The app's training path (core.train.fit_one): DataLoaders through the decode cache, fit, best epoch, preds."""
-    from core import evaluate
-    from core.jobs import Progress
-    from core.train import fit_one
+    """The app's training path (core.train.fit.fit_one): DataLoaders through the decode cache, fit, best epoch, preds."""
+    from core.evaluation import evaluate
+    from core.runs.jobs import Progress
+    from core.train.fit import fit_one
 
     cfg = run_config(spec)
     classes = sorted(items["label"].astype(str).unique())
@@ -419,7 +419,7 @@ def loader_only(items: pd.DataFrame, layout: Path, spec: TrainSpec, cold: bool =
     """Data path alone: the app's loader (cold = filling an empty decode cache; warm = a new loader on a warm cache,
     i.e. epoch 1 of a rerun; stored = that loader's second pass, epoch 2 onwards from the in-memory item store), and
     the plain script's loader."""
-    from core.data import build_dataloaders
+    from core.data.loaders import build_dataloaders
 
     def fresh():
         cfg = run_config(spec)
@@ -439,7 +439,7 @@ def loader_only(items: pd.DataFrame, layout: Path, spec: TrainSpec, cold: bool =
 
 def _score(y: np.ndarray, probs: np.ndarray, classes: list[str]) -> dict[str, float]:
     """Accuracy and ROC AUC with the app's own metric functions."""
-    from core import evaluate
+    from core.evaluation import evaluate
 
     m = evaluate.basic_metrics(y, probs, classes)
     return {"accuracy": m["accuracy"], "roc_auc": m["roc_auc"]}
@@ -456,8 +456,8 @@ def warmup() -> None:
     import torch
     from torchvision.models import resnet18
 
-    import core.evaluate  # noqa: F401
-    import core.train  # noqa: F401
+    import core.evaluation.evaluate  # noqa: F401
+    import core.train.tasks  # noqa: F401
 
     m = resnet18(num_classes=2)
     m(torch.randn(4, 3, 64, 64)).sum().backward()
@@ -507,7 +507,7 @@ def smoke_job_task(params: dict, run_dir: Path, progress: Any) -> dict:
 
 
 def _f(x: Any, digits: int = 2) -> str:
-    """A number for the table (core.fmt, 2 decimals, '-' when missing)."""
+    """A number for the table (core.base.fmt, 2 decimals, '-' when missing)."""
     return fmt.number(x, digits, missing="-")
 
 

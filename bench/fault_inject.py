@@ -374,16 +374,17 @@ class Tally:
 
 def decode_paths(files: list[Path], tally: Tally, cache_root: Path) -> None:
     """Feed every file to each decode entry point (read, inspect, cache, metadata, upload check)."""
-    from core import imaging
+    from core.data import decode_cache
 
-    cache = imaging.DecodeCache(cache_root)
+    cache = decode_cache.DecodeCache(cache_root)
     for p in files:
         _feed(p, tally, cache)
 
 
 def _feed(p: Path, tally: Tally, cache: Any) -> None:
     """One file through read_image, inspect_image (both ways), DecodeCache.warm, dicom_metadata, check_content."""
-    from core import imaging, uploads
+    from core.data import imaging
+    from core.web import uploads
 
     name, bad = p.name, (imaging.ImageError,)
     tally.run(f"read_image({name})", lambda: imaging.read_image(p), bad)
@@ -403,12 +404,13 @@ def _feed(p: Path, tally: Tally, cache: Any) -> None:
 
 def scan_folder(folder: Path, tally: Tally) -> None:
     """A folder scan of the hostile files (as one class) must finish with each one a plain problem row."""
-    from core import sources
+    from core.data.folders import scan_folder
+    from core.data.items import SourceError
 
     tally.tried += 1
     try:
-        ds = sources.scan_folder(folder, workers=2)
-    except sources.SourceError as e:
+        ds = scan_folder(folder, workers=2)
+    except SourceError as e:
         tally.refused += 1
         if unclear(str(e)):
             tally.unclear += 1
@@ -426,13 +428,14 @@ def scan_folder(folder: Path, tally: Tally) -> None:
 
 def csv_paths(tables: list[Path], tally: Tally) -> None:
     """Each hostile CSV through the CSV source: a Dataset with problem rows, or a SourceError with a reason."""
-    from core import sources
+    from core.data.items import SourceError
+    from core.data.tables import from_csv
 
     for t in tables:
         tally.run(
             f"from_csv({t.name})",
-            lambda t=t: sources.from_csv(t, t.parent, workers=1),
-            (sources.SourceError,),
+            lambda t=t: from_csv(t, t.parent, workers=1),
+            (SourceError,),
         )
 
 
@@ -441,7 +444,8 @@ def csv_paths(tables: list[Path], tally: Tally) -> None:
 _PROBE = r"""
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
-from core import imaging
+from core.data import decode_cache
+from core.data import imaging
 def status(key):
     for ln in open("/proc/self/status"):
         if ln.startswith(key):
@@ -473,7 +477,7 @@ def _probe(path: Path) -> dict[str, Any]:
 
 def largest_accepted(folder: Path) -> dict[str, Path]:
     """The largest RGBA PNG and 16-bit DICOM the default budget accepts (complete files, zeros + a ramp)."""
-    from core import imaging
+    from core.data import imaging
 
     budget = imaging.decode_budget_bytes()
     side = int((budget / imaging.raster_decode_bytes(1, 1, "RGBA")) ** 0.5) - 8
@@ -552,7 +556,9 @@ def main() -> None:
         },
         "examples": [e for g in groups.values() for e in g.examples][:10],
         "memory_probe": memory,
-        "decode_budget_mb": round(__import__("core.imaging", fromlist=["x"]).decode_budget_bytes() / 1e6),
+        "decode_budget_mb": round(
+            __import__("core.data.imaging", fromlist=["x"]).decode_budget_bytes() / 1e6
+        ),
         "peak_rss_mb": _peak_rss_mb(),
         "seconds": round(time.perf_counter() - t0, 1),
     }

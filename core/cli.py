@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from core import fmt, runs
-from core.choices import KFOLD_DEFAULT, Choices, build_config, device_defaults, on_devices
-from core.config import DataConfig, RunConfig, SourceConfig, TrainConfig, load_json
+from core.base import fmt
+from core.base.choices import KFOLD_DEFAULT, Choices, build_config, device_defaults, on_devices
+from core.base.config import DataConfig, RunConfig, SourceConfig, TrainConfig, load_json
+from core.runs import rundir
 
 
 class CliError(Exception):
@@ -59,7 +60,7 @@ def source_config(ns: argparse.Namespace) -> SourceConfig:
 
 def cmd_sample(ns: argparse.Namespace) -> dict[str, Any]:
     """Generate (once) the built-in synthetic sample dataset and say where it is."""
-    from core.sample import ensure_sample
+    from core.data.sample import ensure_sample
 
     root = ensure_sample(Path(ns.root) if ns.root else None)
     return {
@@ -73,7 +74,7 @@ def cmd_sample(ns: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_scan(ns: argparse.Namespace) -> dict[str, Any]:
     """Scan a source: summary as JSON, items and problems optionally to CSV."""
-    from core.sources import load_source
+    from core.data.sources import load_source
 
     ds = load_source(source_config(ns))
     if ns.items_out:
@@ -90,8 +91,8 @@ def cmd_check(ns: argparse.Namespace) -> dict[str, Any]:
     """Checks of the data: metadata shortcut (AUC with CI, per feature) and (near-)duplicates with leak flags."""
     import time
 
-    from core import checks
-    from core.sources import load_source
+    from core.data.sources import load_source
+    from core.evaluation import checks
 
     t0 = time.perf_counter()
     ds = load_source(source_config(ns))
@@ -111,8 +112,7 @@ def cmd_check(ns: argparse.Namespace) -> dict[str, Any]:
 
 def _train_args(p: argparse.ArgumentParser, kfold: bool = False) -> None:
     """Options of a training run; every help states the real default (from the typed configs)."""
-    from core.archs import ARCHS
-    from core.config import (
+    from core.base.config import (
         AUG_PRESETS,
         FINAL_WEIGHTS,
         IMBALANCE,
@@ -121,10 +121,11 @@ def _train_args(p: argparse.ArgumentParser, kfold: bool = False) -> None:
         RESIZE_METHODS,
         AugConfig,
     )
+    from core.models.archs import ARCHS
 
     d, t, a, s = DataConfig(), TrainConfig(), AugConfig(), DataConfig().split
     p.add_argument(
-        "--config", default="", help=f"a {runs.CONFIG} (RunConfig); the options given here override it"
+        "--config", default="", help=f"a {rundir.CONFIG} (RunConfig); the options given here override it"
     )
     g = p.add_argument_group("model and schedule")
     g.add_argument(
@@ -360,7 +361,7 @@ def train_choices(ns: argparse.Namespace) -> Choices:
 
 
 def run_config(ns: argparse.Namespace) -> RunConfig:
-    """A RunConfig from --config (else this machine's defaults) plus command-line overrides (core.choices)."""
+    """A RunConfig from --config (else this machine's defaults) plus command-line overrides (core.base.choices)."""
     base = load_json(RunConfig, ns.config) if ns.config else None
     source = source_config(ns) if ns.kind or ns.root or ns.csv_path or not ns.config else None
     return build_config(train_choices(ns), base=base, source=source)
@@ -368,7 +369,7 @@ def run_config(ns: argparse.Namespace) -> RunConfig:
 
 def _run_job(kind: str, params: dict, background: bool) -> dict[str, Any]:
     """Queue a job in a worker process; unless `background`, wait for it with a progress line (Ctrl+C cancels)."""
-    from core import jobs
+    from core.runs import jobs
 
     store = jobs.JobStore()
     job = jobs.submit_and_start(kind, params, store=store)
@@ -387,7 +388,9 @@ def _run_job(kind: str, params: dict, background: bool) -> dict[str, Any]:
             watcher.stop()
     out = {"job": job.id, "status": job.status, "run_dir": job.run_dir, "result": job.result}
     if job.status != "done":
-        raise CliError(f"job {job.id} {job.status}: {job.error or f'see {runs.RunFolder(job.run_dir).log}'}")
+        raise CliError(
+            f"job {job.id} {job.status}: {job.error or f'see {rundir.RunFolder(job.run_dir).log}'}"
+        )
     return out
 
 
@@ -412,7 +415,7 @@ class _TerminalProgress:
 
     def _loop(self) -> None:
         """Redraw twice a second."""
-        from core.jobs import read_progress
+        from core.runs.jobs import read_progress
 
         while not self._stop.wait(0.5):
             p = read_progress(self.run_dir)
@@ -428,7 +431,7 @@ class _TerminalProgress:
 
 def cmd_train(ns: argparse.Namespace) -> dict[str, Any]:
     """Train (single split, or k-fold with --k-folds) and print the run summary."""
-    from core.config import to_dict
+    from core.base.config import to_dict
 
     cfg = run_config(ns)
     return _run_job("train", {"config": to_dict(cfg)}, ns.background)
@@ -436,7 +439,7 @@ def cmd_train(ns: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_lr_find(ns: argparse.Namespace) -> dict[str, Any]:
     """Run the LR finder; print the suggestions (the curve is in the run folder's lr_find.json)."""
-    from core.config import to_dict
+    from core.base.config import to_dict
 
     cfg = run_config(ns)
     return _run_job(
@@ -448,7 +451,7 @@ def cmd_lr_find(ns: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_runs(ns: argparse.Namespace) -> list[dict[str, Any]] | dict[str, Any]:
     """List jobs/runs with their status (orphaned running jobs are marked first); --experiment: its trials."""
-    from core import jobs
+    from core.runs import jobs
 
     if getattr(ns, "experiment", ""):
         return _experiment_summary(ns.experiment)
@@ -462,7 +465,8 @@ def cmd_runs(ns: argparse.Namespace) -> list[dict[str, Any]] | dict[str, Any]:
 
 def cmd_cancel(ns: argparse.Namespace) -> dict[str, Any]:
     """Ask a queued or running job to stop."""
-    from core import experiments, jobs
+    from core.runs import jobs
+    from core.train import experiments
 
     if experiments.exists(ns.job):  # an experiment id: every queued / running trial
         return {"experiment": ns.job, "cancelled": experiments.cancel(ns.job)}
@@ -491,7 +495,7 @@ examples:
 
 def _sweep_args(p: argparse.ArgumentParser) -> None:
     """Options of a sweep (the base run's options come from _train_args)."""
-    from core import experiments
+    from core.train import experiments
 
     g = p.add_argument_group("sweep")
     g.add_argument(
@@ -535,7 +539,8 @@ def cmd_sweep(ns: argparse.Namespace) -> dict[str, Any]:
     """Start a sweep: one ordinary training job per trial; wait for all of them unless --background."""
     import time
 
-    from core import experiments, jobs
+    from core.runs import jobs
+    from core.train import experiments
 
     base = run_config(ns)
     spec = experiments.SweepSpec(
@@ -567,7 +572,7 @@ def cmd_sweep(ns: argparse.Namespace) -> dict[str, Any]:
 
 def _experiment_summary(exp_id: str) -> dict[str, Any]:
     """An experiment's trials, metric with CI and best trial; CliError when there is no such experiment."""
-    from core import experiments
+    from core.train import experiments
 
     if not experiments.exists(exp_id):
         raise CliError(f"no experiment {exp_id!r} (list them with: python -m core experiments)")
@@ -576,7 +581,8 @@ def _experiment_summary(exp_id: str) -> dict[str, Any]:
 
 def cmd_experiments(ns: argparse.Namespace) -> list[dict[str, Any]]:
     """List experiments: id, name, dataset, derived status, trial counts."""
-    from core import experiments, jobs
+    from core.runs import jobs
+    from core.train import experiments
 
     store = jobs.JobStore()
     out = []
@@ -596,19 +602,19 @@ def cmd_experiments(ns: argparse.Namespace) -> list[dict[str, Any]]:
 
 def _model_path(arg: str) -> Path:
     """The manifest of a run folder (or its name), model folder or manifest; see savedmodel.find_manifest."""
-    from core import savedmodel
+    from core.models import savedmodel
 
-    p = Path(arg) if Path(arg).exists() else runs.run_folder(arg).path
+    p = Path(arg) if Path(arg).exists() else rundir.run_folder(arg).path
     if not p.exists():
         raise CliError(
-            f"no model at {arg} (give a run folder, its {runs.MODEL_DIR}/ folder or a {runs.MODEL_MANIFEST})"
+            f"no model at {arg} (give a run folder, its {rundir.MODEL_DIR}/ folder or a {rundir.MODEL_MANIFEST})"
         )
     return savedmodel.find_manifest(p)
 
 
 def _scored(df, classes: list[str], threshold: float | None) -> dict[str, Any] | None:
     """Headline metrics with CIs of the labelled rows of a predictions table (None when unlabelled)."""
-    from core.predict import score_predictions
+    from core.evaluation.predict import score_predictions
 
     ev = score_predictions(df, classes, threshold=threshold)
     if ev is None:
@@ -618,7 +624,7 @@ def _scored(df, classes: list[str], threshold: float | None) -> dict[str, Any] |
 
 def cmd_predict(ns: argparse.Namespace) -> dict[str, Any]:
     """Predict a folder, a single file or a CSV of paths to CSV; a labelled CSV is also scored."""
-    from core.predict import Predictor, predict_csv, predict_folder
+    from core.evaluation.predict import Predictor, predict_csv, predict_folder
 
     if not ns.input and not ns.csv_path:
         raise CliError("give an image/DICOM file or folder, or --csv with a table of paths")
@@ -647,7 +653,7 @@ def cmd_predict(ns: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_evaluate(ns: argparse.Namespace) -> dict[str, Any]:
     """Score a saved model on a labelled test set (folder or CSV, DICOM included); report beside validation."""
-    from core.predict import Predictor, score_source
+    from core.evaluation.predict import Predictor, score_source
 
     model = _model_path(ns.model)
     pred = Predictor(model)
@@ -662,7 +668,7 @@ def cmd_evaluate(ns: argparse.Namespace) -> dict[str, Any]:
         "out": ns.out or None,
         "scored": _scored(df, pred.classes, ns.threshold),
     }
-    run = runs.of_model(model)
+    run = rundir.of_model(model)
     if ns.no_report:
         return out
     if run is None:
@@ -671,7 +677,7 @@ def cmd_evaluate(ns: argparse.Namespace) -> dict[str, Any]:
             "the model is not inside a run folder: no validation metrics to set beside the test"
         )
         return out
-    from core.report import build_report
+    from core.evaluation.report import build_report
 
     rep = build_report(
         run.path,
@@ -686,10 +692,10 @@ def cmd_evaluate(ns: argparse.Namespace) -> dict[str, Any]:
 
 def _finished_run(arg: str) -> Path:
     """A finished run folder given by path or by its name under the runs folder."""
-    run = runs.run_folder(arg)
+    run = rundir.run_folder(arg)
     if run.is_finished():
         return run.path
-    from core.finish import why_not_finishable
+    from core.train.finish import why_not_finishable
 
     hint = (
         f"; make a model from its best checkpoint with `python -m core finish {run}`"
@@ -697,13 +703,13 @@ def _finished_run(arg: str) -> Path:
         else ""
     )
     raise CliError(
-        f"no finished run at {arg} (a run folder holds {runs.METRICS} once training is done){hint}"
+        f"no finished run at {arg} (a run folder holds {rundir.METRICS} once training is done){hint}"
     )
 
 
 def cmd_report(ns: argparse.Namespace) -> dict[str, Any]:
     """A run's evaluation report: metrics with CIs, figures (HTML, PNG when possible), report.html."""
-    from core.report import build_report
+    from core.evaluation.report import build_report
 
     run = _finished_run(ns.run)
     rep = build_report(
@@ -722,9 +728,9 @@ def cmd_report(ns: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_finish(ns: argparse.Namespace) -> dict[str, Any]:
     """Turn a crashed / interrupted run's best checkpoint into a model folder with predictions and metrics."""
-    from core.finish import finish_from_checkpoint
+    from core.train.finish import finish_from_checkpoint
 
-    run = runs.run_folder(ns.run)
+    run = rundir.run_folder(ns.run)
     if not run.path.is_dir():
         raise CliError(f"no run folder at {ns.run}")
     summary = finish_from_checkpoint(run.path)
@@ -751,7 +757,7 @@ def _decision_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_export(ns: argparse.Namespace) -> dict[str, Any]:
     """Export a saved model to ONNX; verified against PyTorch with onnxruntime unless --no-verify."""
-    from core import onnx_export, savedmodel
+    from core.models import onnx_export, savedmodel
 
     model, manifest = savedmodel.load_model(_model_path(ns.model))
     result = onnx_export.export_onnx(model, manifest, ns.onnx, verify=not ns.no_verify)
@@ -799,7 +805,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train a model (k-fold with --k-folds); writes a run folder",
         description="Train one model on a train/valid(/test) split and write a run folder "
-        f"(config, history, model, predictions, {runs.METRICS}).",
+        f"(config, history, model, predictions, {rundir.METRICS}).",
     )
     _source_args(p)
     _train_args(p)
@@ -845,7 +851,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("job")
     p.set_defaults(func=cmd_cancel)
     p = sub.add_parser("predict", help="predict a folder or a file with a trained model; CSV out")
-    p.add_argument("--model", required=True, help=f"run folder, model folder or {runs.MODEL_MANIFEST}")
+    p.add_argument("--model", required=True, help=f"run folder, model folder or {rundir.MODEL_MANIFEST}")
     p.add_argument("input", nargs="?", default="", help="image/DICOM file or folder (or use --csv)")
     p.add_argument("--csv", dest="csv_path", default="", help="CSV of paths (labelled or names only)")
     p.add_argument("--path-col", default="path")
@@ -857,19 +863,21 @@ def build_parser() -> argparse.ArgumentParser:
     _decision_args(p)
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("evaluate", help="score a trained model on a labelled test folder/CSV")
-    p.add_argument("--model", required=True, help=f"run folder, model folder or {runs.MODEL_MANIFEST}")
+    p.add_argument("--model", required=True, help=f"run folder, model folder or {rundir.MODEL_MANIFEST}")
     _source_args(p)
     p.add_argument("--out", default="", help="CSV file for the per-item predictions")
     _decision_args(p)
     p.add_argument(
-        "--report-dir", default="", help=f"where the report goes (default: <run>/{runs.EXTERNAL_REPORT_DIR})"
+        "--report-dir",
+        default="",
+        help=f"where the report goes (default: <run>/{rundir.EXTERNAL_REPORT_DIR})",
     )
     p.add_argument("--no-report", action="store_true", help="metrics only, no report")
     p.add_argument("--no-png", action="store_true", help="HTML figures only")
     p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser("report", help="evaluation report of a run: metrics with CIs, figures, report.html")
     p.add_argument("run", help="run folder (or its name under the runs folder)")
-    p.add_argument("--out", default="", help=f"output folder (default: <run>/{runs.REPORT_DIR})")
+    p.add_argument("--out", default="", help=f"output folder (default: <run>/{rundir.REPORT_DIR})")
     p.add_argument("--threshold", type=float, default=None, help="binary decision threshold (default 0.5)")
     p.add_argument(
         "--prevalence", type=float, default=None, help="prevalence for PPV/NPV (default: the sample's)"
@@ -882,7 +890,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run folder (or its id)")
     p.set_defaults(func=cmd_finish)
     p = sub.add_parser("export", help="export a trained model to ONNX (checked against PyTorch)")
-    p.add_argument("--model", required=True, help=f"run folder, model folder or {runs.MODEL_MANIFEST}")
+    p.add_argument("--model", required=True, help=f"run folder, model folder or {rundir.MODEL_MANIFEST}")
     p.add_argument("--onnx", required=True, help="output .onnx file")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime comparison")
     p.set_defaults(func=cmd_export)

@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from core import choices
-from core.config import ConfigError, RunConfig, from_dict, to_dict
-from core.sources import SourceError
+from core.base import choices
+from core.base.config import ConfigError, RunConfig, from_dict, to_dict
+from core.data.items import SourceError
 from ui import checks_view, common
 from ui import setup_form as sf
 

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from core import hosting
+from core.web import hosting
 from ui import common
 from ui import run_view as rv
 

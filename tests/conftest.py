@@ -29,7 +29,7 @@ def shared_data() -> Path:
 @pytest.fixture
 def submitted(monkeypatch) -> list[dict]:
     """Replace jobs.submit_and_start: the job row is queued for real, no worker process is started."""
-    from core import jobs
+    from core.runs import jobs
 
     calls: list[dict] = []
 

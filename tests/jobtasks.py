@@ -8,7 +8,7 @@ import os
 import time
 from pathlib import Path
 
-from core.jobs import JobCancelled, Progress, WaitForChildren
+from core.runs.jobs import JobCancelled, Progress, WaitForChildren
 
 
 def ok(params: dict, run_dir: Path, progress: Progress) -> dict:

@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core import runs
-from core.jobs import Progress
+from core.runs import rundir
+from core.runs.jobs import Progress
 
 
 def fake_train(params: dict, run_dir: Path, progress: Progress) -> dict:
     """Write what a finished run holds (config, history, valid predictions, metrics); accuracy grows with lr."""
     cfg = params["config"]
-    folder = runs.RunFolder(run_dir)
-    runs.write_json(folder.config, cfg)
+    folder = rundir.RunFolder(run_dir)
+    rundir.write_json(folder.config, cfg)
     lr, epochs = float(cfg["train"]["lr"] or 1e-3), int(cfg["train"]["epochs"])
     skill = min(0.95, 0.5 + 40 * lr)
     pd.DataFrame(
@@ -41,7 +41,7 @@ def fake_train(params: dict, run_dir: Path, progress: Progress) -> dict:
             "prob_b": p_b,
         }
     ).to_csv(folder.predictions("valid"), index=False)
-    runs.write_json(folder.metrics, {"type": "single", "classes": ["a", "b"]})
+    rundir.write_json(folder.metrics, {"type": "single", "classes": ["a", "b"]})
     progress.update(force=True, pid=os.getpid())
     return {"lr": lr}
 

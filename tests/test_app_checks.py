@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 from streamlit.testing.v1 import AppTest
 
-from core import checks, evaluate, jobs
-from core.config import RunConfig, SourceConfig, to_dict
+from core.base.config import RunConfig, SourceConfig, to_dict
+from core.evaluation import checks, evaluate
+from core.runs import jobs
 from tests.synth import smooth_dataset
 from ui.checks_view import cell_of_point
 

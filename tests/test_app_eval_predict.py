@@ -12,8 +12,10 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from core import evaluate, jobs, paths
-from core.config import AugConfig, DataConfig, RunConfig, SourceConfig, SplitConfig, TrainConfig, to_dict
+from core.base import paths
+from core.base.config import AugConfig, DataConfig, RunConfig, SourceConfig, SplitConfig, TrainConfig, to_dict
+from core.evaluation import evaluate
+from core.runs import jobs
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +27,7 @@ OWNER = "cd" * 16
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict[str, Path]:
     """A tiny finished run on the synthetic sample (32 px, 1 epoch, from scratch, no augmentation)."""
-    from core.sample import ensure_sample
+    from core.data.sample import ensure_sample
 
     base = tmp_path_factory.mktemp("evpred")
     threads = torch.get_num_threads()
@@ -197,7 +199,7 @@ def test_predict_folder_with_a_broken_file(trained, run_id, tmp_path):
 
 
 def test_hosted_mode_has_no_free_text_paths(trained, monkeypatch):
-    from core import signin
+    from core.web import signin
 
     monkeypatch.setenv("XRT_HOSTED", "1")
     monkeypatch.setenv("XRT_DATA_ROOTS", str(trained["sample"]))

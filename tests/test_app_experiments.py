@@ -8,9 +8,11 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from core import experiments, jobs, settings_store
-from core.config import RunConfig, from_dict
-from core.jobs import JobStore
+from core.base.config import RunConfig, from_dict
+from core.runs import jobs
+from core.runs.jobs import JobStore
+from core.train import experiments
+from core.web import settings_store
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))

@@ -23,7 +23,7 @@ USER = "user:alice"  # who signed in (hosted ownership follows the identity, nev
 
 def owner_of(identity: str = USER) -> str:
     """The owner id the app derives for a signed-in identity (this test's installation secret)."""
-    from core import signin
+    from core.web import signin
 
     return signin.owner_for(identity)
 
@@ -113,7 +113,7 @@ def test_upload_flow_builds_a_private_dataset(hosted):
     assert any("Saved" in s.value for s in at.success)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Usable images"] == "6" and metrics["Classes"] == "2" and metrics["Unusable files"] == "0"
-    from core import hosting, uploads
+    from core.web import hosting, uploads
 
     root = uploads.dataset_dir(owner_of(), "upload")
     assert sorted(p.name for p in root.iterdir()) == ["normal", "opacity"]
@@ -167,7 +167,7 @@ def test_hosted_entry_point_hides_error_details(hosted):
 
 
 def test_hosted_setup_offers_weights_upload_and_listed_test_folders(hosted):
-    from core.config import SourceConfig
+    from core.base.config import SourceConfig
 
     (hosted / "empty").mkdir()  # no images: the page skips the (slow) augmentation preview
     at = app(SETUP)
@@ -210,9 +210,9 @@ def tampered(token: str) -> str:
 
 
 def test_hosted_ownership_follows_the_sign_in_not_the_link(hosted, monkeypatch):
-    from core.config import RunConfig, to_dict
-    from core.jobs import JobStore
-    from core.signin import make_token
+    from core.base.config import RunConfig, to_dict
+    from core.runs.jobs import JobStore
+    from core.web.signin import make_token
     from ui import auth
 
     monkeypatch.setenv("XRT_PASSWORD", "pw")

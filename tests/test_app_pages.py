@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import jobs
-from core.config import RunConfig, from_dict, to_dict
-from core.jobs import JobStore
+from core.base.config import RunConfig, from_dict, to_dict
+from core.runs import jobs
+from core.runs.jobs import JobStore
 
 ROOT = Path(__file__).resolve().parents[1]
 SETUP, TRAIN = str(ROOT / "pages/2_setup.py"), str(ROOT / "pages/3_train.py")
@@ -218,7 +218,7 @@ def test_failed_job_shows_its_error():
 
 
 def test_crashed_run_with_a_checkpoint_offers_finish_from_checkpoint(monkeypatch):
-    from core import finish
+    from core.train import finish
 
     job = running_job()
     JobStore().finish(job.id, "failed", error="killed by signal 9 (SIGKILL)")
@@ -256,7 +256,7 @@ def test_crashed_run_with_a_checkpoint_offers_finish_from_checkpoint(monkeypatch
 
 
 def test_hosted_mode_hides_error_details_and_other_users_runs(monkeypatch):
-    from core import signin
+    from core.web import signin
 
     monkeypatch.setenv("XRT_HOSTED", "1")
     owner = signin.owner_for("user:alice")
@@ -301,7 +301,7 @@ def test_done_kfold_run_shows_mean_sd_table():
 
 
 def test_settings_file_round_trip_and_refusals():
-    from core.config import ConfigError
+    from core.base.config import ConfigError
     from ui.setup_form import load_config_json
 
     cfg = RunConfig(name="x")

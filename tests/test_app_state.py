@@ -41,8 +41,8 @@ def test_setup_gives_one_verdict_and_run_page_disables_start():
 
 
 def test_settings_source_and_lr_finder_survive_a_reload(monkeypatch):
-    from core import jobs
-    from core.jobs import JobStore
+    from core.runs import jobs
+    from core.runs.jobs import JobStore
 
     submitted: list[str] = []
 
@@ -79,7 +79,7 @@ def test_settings_source_and_lr_finder_survive_a_reload(monkeypatch):
 
 def _weights(monkeypatch, ok: bool) -> None:
     """Pretend ImageNet weights can (or cannot) be had on this server; forget the app's cached answer."""
-    from core import pretrained
+    from core.models import pretrained
     from ui import common
 
     why = (
@@ -105,7 +105,7 @@ def test_offline_server_defaults_to_from_scratch_and_says_so(monkeypatch):
     at.toggle(key="su_pretrained").set_value(True).run()  # turned on anyway: a warning, not a silent failure
     assert any("A pretrained run would fail" in w.value for w in at.warning)
     _weights(monkeypatch, ok=True)
-    from core import paths
+    from core.base import paths
 
     for f in (paths.app_home() / "settings").glob("*.json"):  # no kept settings: the default decides
         f.unlink()
@@ -115,9 +115,9 @@ def test_offline_server_defaults_to_from_scratch_and_says_so(monkeypatch):
 
 
 def test_hosted_failure_shows_the_cause_without_server_paths(monkeypatch):
-    from core import signin
-    from core.config import RunConfig, to_dict
-    from core.jobs import JobStore
+    from core.base.config import RunConfig, to_dict
+    from core.runs.jobs import JobStore
+    from core.web import signin
 
     monkeypatch.setenv("XRT_HOSTED", "1")
     owner = signin.owner_for("user:alice")
@@ -145,8 +145,8 @@ def _running(kind: str, progress: dict, params: dict | None = None):
     import json
     import os
 
-    from core.config import RunConfig, to_dict
-    from core.jobs import JobStore
+    from core.base.config import RunConfig, to_dict
+    from core.runs.jobs import JobStore
 
     store = JobStore()
     store.submit(kind, {"config": to_dict(RunConfig()), **(params or {})})
@@ -227,8 +227,8 @@ def test_flat_dicom_folder_labels_from_csv_or_tag_with_previews_and_real_reasons
 def test_queue_names_and_cancel_of_a_queued_run():
     import os
 
-    from core.config import RunConfig, to_dict
-    from core.jobs import JobStore
+    from core.base.config import RunConfig, to_dict
+    from core.runs.jobs import JobStore
 
     store = JobStore()
     cfg = RunConfig(name="first try")
@@ -286,15 +286,15 @@ def test_kfold_with_folds_as_child_jobs_shows_each_folds_progress():
     import json
     import os
 
-    from core import runs
-    from core.config import RunConfig, to_dict
-    from core.jobs import JobStore
+    from core.base.config import RunConfig, to_dict
+    from core.runs import rundir
+    from core.runs.jobs import JobStore
 
     store = JobStore()
     cfg = to_dict(RunConfig())
     parent = store.submit("train", {"config": cfg})
     parent = store.claim(os.getpid(), 5)
-    folder = runs.RunFolder(parent.run_dir)
+    folder = rundir.RunFolder(parent.run_dir)
     kids = [
         {
             "kind": "fold",
@@ -319,7 +319,7 @@ def test_kfold_with_folds_as_child_jobs_shows_each_folds_progress():
 
 
 def test_explorer_window_is_for_xrays_and_used_for_training(submitted):
-    from core.config import RunConfig, Window, from_dict
+    from core.base.config import RunConfig, Window, from_dict
 
     at = app()
     at.session_state["src_choice"] = "sample_dicom"
@@ -359,7 +359,7 @@ def test_kfold_setup_shows_the_fold_pool_not_a_train_valid_split():
 def test_an_old_lr_finder_error_goes_once_the_settings_change(submitted):
     import os
 
-    from core.jobs import JobStore
+    from core.runs.jobs import JobStore
 
     at = app(SETUP).run()
     at.button(key="su_lr_find").click().run()
@@ -383,8 +383,8 @@ def test_runs_table_and_sidebar_counts_are_redrawn_with_the_live_progress(monkey
 
     from streamlit.testing.v1 import local_script_runner
 
-    from core.config import RunConfig, to_dict
-    from core.jobs import JobStore
+    from core.base.config import RunConfig, to_dict
+    from core.runs.jobs import JobStore
 
     sent: list = []
     parse = local_script_runner.parse_tree_from_messages

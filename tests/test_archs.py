@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core import archs
+from core.models import archs
 from tests.synth import tiny_dls
 
 

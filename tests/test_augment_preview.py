@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from core.augment_preview import fold_preview, preview_augmentations, split_preview
-from core.config import AugConfig, DataConfig, SplitConfig
+from core.base.config import AugConfig, DataConfig, SplitConfig
+from core.data.augment_preview import fold_preview, preview_augmentations, split_preview
 
 SIZE = 32
 

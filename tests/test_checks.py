@@ -9,10 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import checks, cli
-from core.config import SourceConfig, SplitConfig
-from core.data import assign_splits, kfold_splits
-from core.sources import from_csv, load_source
+from core import cli
+from core.base.config import SourceConfig, SplitConfig
+from core.data.sources import load_source
+from core.data.splits import assign_splits, kfold_splits
+from core.data.tables import from_csv
+from core.evaluation import checks
 from tests.synth import smooth_dataset
 
 
@@ -39,7 +41,7 @@ def test_set_without_shortcut_is_not_flagged(tmp_path):
 
 
 def test_dicom_tag_matching_the_label_is_caught():
-    from core.sample import ensure_sample
+    from core.data.sample import ensure_sample
 
     ds = load_source(SourceConfig(kind="dicom", root=str(ensure_sample() / "dicom"), group_tag="PatientID"))
     res = checks.shortcut_check(ds.items, checks.image_features(ds.items), n_boot=100)
@@ -206,9 +208,9 @@ def test_cli_check(tmp_path, capsys):
 
 
 def test_training_prepare_keeps_duplicates_together(tmp_path):
-    from core.config import DataConfig, RunConfig
-    from core.jobs import Progress
-    from core.train import prepare
+    from core.base.config import DataConfig, RunConfig
+    from core.runs.jobs import Progress
+    from core.train.prepare import prepare
 
     csv = smooth_dataset(tmp_path / "data", n=40, size=48, copies=True)
     ns = cli.build_parser().parse_args(

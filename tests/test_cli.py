@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from core.cli import main
-from core.sample import ensure_sample
+from core.data.sample import ensure_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from core.config import (
+from core.base.config import (
     ConfigError,
     DataConfig,
     RunConfig,

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core import imaging
-from core.config import DataConfig, SourceConfig, SplitConfig, Window
-from core.data import assign_splits, build_dataloaders, kfold_splits
-from core.sample import ensure_sample
-from core.sources import load_source
+from core.base.config import DataConfig, SourceConfig, SplitConfig, Window
+from core.data import decode_cache, imaging
+from core.data.loaders import build_dataloaders
+from core.data.sample import ensure_sample
+from core.data.sources import load_source
+from core.data.splits import assign_splits, kfold_splits
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def test_batch_from_each_source_form(sample, form, channels):
     ],
 )
 def test_auto_normalisation_follows_the_starting_weights(sample, setting, from_weights, applied):
-    from core.data import IMAGENET_STATS, loader_stats, normalization
+    from core.data.loaders import IMAGENET_STATS, loader_stats, normalization
 
     cfg = DataConfig(img_size=32, batch_size=4, normalize=setting)
     assert normalization(cfg, from_weights) == applied
@@ -84,7 +85,7 @@ def test_decode_cache_holds_every_training_item_resized(sample):
     for _ in range(2):  # two epochs over the data
         for _ in dls.train:
             pass
-    cache = imaging.DecodeCache()
+    cache = decode_cache.DecodeCache()
     key_files = list(cache.root.rglob("*.png"))
     assert len(key_files) >= len(dls.train_ds)  # every training item has a cached, resized entry
     img = cache.get(
@@ -114,7 +115,7 @@ def test_stored_items_give_the_same_batches_as_building_them(sample, monkeypatch
     """Epoch 2 from the in-memory store equals epoch 2 built item by item (same seed, augmentation on)."""
     from fastai.torch_core import set_seed
 
-    from core.memloader import MemoryItemsMixin
+    from core.data.memloader import MemoryItemsMixin
 
     ds = load_source(SOURCES["csv"](sample))
     items = assign_splits(ds.items, SplitConfig(method="group", valid_pct=0.25, seed=0))

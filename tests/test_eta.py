@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.eta import eta, folds_eta, job_eta, step_fraction
+from core.base.eta import eta, folds_eta, job_eta, step_fraction
 
 
 def test_eta_and_fractions():

@@ -19,7 +19,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from core import evaluate as ev
+from core.evaluation import evaluate as ev
 
 
 def _data(n: int, k: int = 2, seed: int = 0, signal: float = 1.2) -> tuple[np.ndarray, np.ndarray]:
@@ -250,7 +250,7 @@ def test_class_distribution_and_unfinished_run(tmp_path):
 
 
 def test_comparison_table_lists_each_metric_once():
-    from core.evaluate import comparison_table
+    from core.evaluation.evaluate import comparison_table
 
     ev = {
         "ci": {"roc_auc": {"value": 0.9, "lo": 0.8, "hi": 0.95}},
@@ -262,7 +262,7 @@ def test_comparison_table_lists_each_metric_once():
 
 
 def test_provenance_says_which_epoch_and_set_and_where_validation_is_optimistic():
-    from core.evaluate import provenance
+    from core.evaluation.evaluate import provenance
 
     last = {
         "type": "single",

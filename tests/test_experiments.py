@@ -18,10 +18,10 @@ ROOT = TESTS.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from core import experiments as ex  # noqa: E402
-from core import jobs, runs  # noqa: E402
-from core.config import ConfigError, RunConfig, SourceConfig, to_dict  # noqa: E402
-from core.data import assign_splits, train_subset  # noqa: E402
+from core.base.config import ConfigError, RunConfig, SourceConfig, to_dict  # noqa: E402
+from core.data.splits import assign_splits, train_subset  # noqa: E402
+from core.runs import jobs, rundir  # noqa: E402
+from core.train import experiments as ex  # noqa: E402
 from tests.helpers import wait_for  # noqa: E402
 from tests.synth import blob_dataset  # noqa: E402
 from tests.test_jobs import _kill_leftovers  # noqa: E402
@@ -153,14 +153,14 @@ def test_train_subset_drops_training_rows_only_stratified_and_seeded(blobs):
 
 
 def test_children_of_a_sweep_share_the_split(blobs, tmp_path):
-    from core.train import prepare
+    from core.train.prepare import prepare
 
     spec = ex.SweepSpec(axes=["train_fraction=0.5,1", "seed=1,2", "img_size=32,48"])
     splits = []
     for i, settings in enumerate(ex.plan_trials(spec)):
         cfg = ex.apply_settings(base_config(blobs), settings)
         prepare(cfg, tmp_path / f"t{i}", jobs.Progress(tmp_path / f"t{i}"))
-        items = pd.read_csv(runs.RunFolder(tmp_path / f"t{i}").items)
+        items = pd.read_csv(rundir.RunFolder(tmp_path / f"t{i}").items)
         splits.append((settings["train_fraction"], items))
     full = splits[-1][1]
     for fraction, items in splits:
@@ -176,7 +176,7 @@ def test_children_of_a_sweep_share_the_split(blobs, tmp_path):
 
 
 def test_a_trial_claimed_after_the_deadline_cancels_itself(blobs, tmp_path):
-    from core.train import run_task
+    from core.train.tasks import run_task
 
     params = {"config": to_dict(base_config(blobs)), "not_after": time.time() - 1}
     with pytest.raises(jobs.JobCancelled, match="time budget"):
@@ -219,7 +219,7 @@ def test_median_stopping_stops_a_running_trial_below_the_median(tmp_path):
     for job_id, accs in values.items():
         (tmp_path / job_id).mkdir()
         pd.DataFrame({"epoch": range(len(accs)), "balanced_accuracy": accs}).to_csv(
-            runs.RunFolder(tmp_path / job_id).history, index=False
+            rundir.RunFolder(tmp_path / job_id).history, index=False
         )
         trials.append({"job": job_id, "run_dir": str(tmp_path / job_id), "settings": {}})
     record = {
@@ -286,7 +286,7 @@ def test_sweep_runs_children_ranks_them_and_a_new_process_reads_the_same(blobs, 
     table = ex.trial_table(done, store, n_boot=100)
     assert table["best"].tolist() == [False, True] and table["ci_lo"].le(table["balanced_accuracy"]).all()
     assert list(table["lr"]) == [1e-3, 1e-2] and table["duration_s"].gt(0).all()
-    code = f"import json; from core import experiments as ex; print(json.dumps(ex.summary({record['id']!r}, n_boot=100)))"
+    code = f"import json; from core.train import experiments as ex; print(json.dumps(ex.summary({record['id']!r}, n_boot=100)))"
     out = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
@@ -347,7 +347,7 @@ def test_real_trials_share_the_split_and_get_metrics_with_cis(blobs):
         ex.cancel(record["id"], store=store)
         _kill_leftovers(store.db_path)
     assert done["status"] == "done", [store.get(t["job"]).error for t in record["trials"]]
-    half, full = (pd.read_csv(runs.RunFolder(t["run_dir"]).items) for t in record["trials"])
+    half, full = (pd.read_csv(rundir.RunFolder(t["run_dir"]).items) for t in record["trials"])
     for part in ("valid", "test"):
         assert (
             half[half["split"] == part]["relpath"].tolist() == full[full["split"] == part]["relpath"].tolist()
@@ -405,7 +405,7 @@ def test_cli_sweep_background_list_cancel_and_bad_syntax(monkeypatch, capsys):
 
 
 def test_sweep_figures_show_each_trial_the_best_and_the_curves():
-    from core import plots
+    from core.evaluation import plots
 
     table = pd.DataFrame(
         {

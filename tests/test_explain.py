@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from core import archs, evaluate, explain
+from core.evaluation import evaluate, explain
+from core.models import archs
 from tests.test_predict import trained_run
 
 
@@ -86,7 +87,7 @@ def test_grad_cam_highlights_the_discriminative_region(one_thread):
 @pytest.fixture(scope="module")
 def predictor(tmp_path_factory):
     """The shared tiny trained run's model, loaded once."""
-    from core.predict import Predictor
+    from core.evaluation.predict import Predictor
 
     run = trained_run(tmp_path_factory.getbasetemp())
     return Predictor(run / "model", device="cpu"), pd.read_csv(run / "valid_predictions.csv")

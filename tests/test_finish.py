@@ -10,8 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core import finish, jobs
-from core.config import RunConfig, SourceConfig, to_dict
+from core.base.config import RunConfig, SourceConfig, to_dict
+from core.runs import jobs
+from core.train import finish
 from tests.helpers import wait_for
 from tests.synth import blob_dataset
 
@@ -30,7 +31,7 @@ def _config(root: Path) -> RunConfig:
 
 def test_a_killed_run_is_finished_from_its_best_checkpoint(tmp_path, capsys):
     from core.cli import main
-    from core.predict import Predictor
+    from core.evaluation.predict import Predictor
 
     data = blob_dataset(tmp_path / "blobs", n_per_class=20)
     store = jobs.JobStore()

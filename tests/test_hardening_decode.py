@@ -18,8 +18,12 @@ import torch
 from PIL import Image
 
 from bench import fault_inject as fi
-from core import imaging, jobs, sources, uploads
-from core.imaging import DecodeCache, ImageError, apply_window, inspect_image, read_image
+from core.data import imaging
+from core.data.decode_cache import DecodeCache
+from core.data.folders import scan_folder
+from core.data.imaging import ImageError, apply_window, inspect_image, read_image
+from core.runs import jobs
+from core.web import uploads
 
 CLASSES = sorted(fi.FAILURE_CLASSES)
 
@@ -38,8 +42,8 @@ def plain(reason: str) -> str:
 
 def fake_predictor():
     """A Predictor with a tiny untrained model (no training, no files): exercises the per-file handling only."""
-    from core.data import ImageReader
-    from core.predict import Predictor
+    from core.data.loaders import ImageReader
+    from core.evaluation.predict import Predictor
 
     pred = Predictor.__new__(Predictor)
     pred.model = torch.nn.Sequential(
@@ -98,7 +102,7 @@ def test_batch_prediction_and_scan_never_stop_for_one_file(hostile, tmp_path):
     assert len(preds) == 3 and set(problems["path"]) == {str(p) for p in hostile.values()}
     for reason in problems["reason"]:
         plain(reason)
-    ds = sources.scan_folder(Path(next(iter(hostile.values()))).parent.parent, workers=2)
+    ds = scan_folder(Path(next(iter(hostile.values()))).parent.parent, workers=2)
     assert len(ds.items) == 0 and len(ds.problems) == len(hostile)
     for reason in ds.problems["reason"]:
         plain(reason)
@@ -107,8 +111,8 @@ def test_batch_prediction_and_scan_never_stop_for_one_file(hostile, tmp_path):
 def test_cli_predict_reports_the_bad_file_and_predicts_the_rest(hostile, tmp_path, monkeypatch, capsys):
     import json
 
-    from core import predict
     from core.cli import main
+    from core.evaluation import predict
 
     folder = tmp_path / "in"
     folder.mkdir()
@@ -305,7 +309,7 @@ def test_unusable_file_window_falls_back_to_min_max_with_a_warning(tmp_path, cap
     ds = fi.dicom_dataset(raw)
     ds.WindowCenter, ds.WindowWidth = 100, 0.5  # LINEAR needs a width >= 1
     path = fi.write_dicom(ds, tmp_path / "w.dcm")
-    with caplog.at_level(logging.WARNING, logger="core.imaging"):
+    with caplog.at_level(logging.WARNING, logger="core.data.imaging"):
         out = np.asarray(read_image(path))
     assert np.array_equal(out, imaging.stretch(raw.astype(np.float32)))  # not constant white
     assert out.min() == 0 and out.max() == 255
@@ -313,7 +317,7 @@ def test_unusable_file_window_falls_back_to_min_max_with_a_warning(tmp_path, cap
 
 
 def test_user_window_must_be_at_least_one_wide():
-    from core.config import ConfigError, Window
+    from core.base.config import ConfigError, Window
 
     Window(40, 1).validate()
     with pytest.raises(ConfigError, match="at least 1"):
@@ -328,7 +332,7 @@ def test_blank_images_are_problems_in_scans_and_refused_by_the_training_cache(tm
     Image.new("L", (32, 32), 77).save(tmp_path / "A" / "blank.png")
     ds = fi.dicom_dataset(np.full((16, 16), 900, np.uint16))
     fi.write_dicom(ds, tmp_path / "B" / "flat.dcm")
-    scan = sources.scan_folder(tmp_path, workers=1)
+    scan = scan_folder(tmp_path, workers=1)
     reasons = dict(zip(scan.problems["path"].map(lambda p: Path(p).name), scan.problems["reason"]))
     assert set(reasons) == {"blank.png", "flat.dcm"} and len(scan.items) == 4
     assert all("every pixel of the decoded image has the same value" in r for r in reasons.values())
@@ -363,7 +367,9 @@ def test_unexpected_library_errors_in_batch_paths_are_plain(tmp_path, monkeypatc
         raise ValueError("UID is not a transfer syntax.")
 
     pred = fake_predictor()
-    monkeypatch.setattr(imaging, "_downscale", boom)  # fails after the decode, inside the predictor
+    monkeypatch.setattr(
+        "core.data.decode_cache.downscale", boom
+    )  # fails after the decode, inside the predictor
     preds, problems = pred.predict_paths([str(tmp_path / "a.png")])
     assert len(preds) == 0 and plain(problems["reason"][0]) == UNEXPECTED
     with pytest.raises(ImageError, match=re.escape(UNEXPECTED)):
@@ -383,11 +389,11 @@ SAFETENSORS_FULL = (
 
 
 def _after_epoch_failure(tmp_path: Path, monkeypatch, error: BaseException) -> BaseException:
-    """What a fit's after_epoch raises when the checkpoint write (train.save_state_atomic) fails with `error`."""
+    """What a fit's after_epoch raises when the checkpoint write (callbacks.save_state_atomic) fails with `error`."""
     import safetensors.torch
     from fastai.callback.core import Callback
 
-    from core import train
+    from core.train import callbacks
 
     def full(*a, **k):
         raise error
@@ -396,7 +402,7 @@ def _after_epoch_failure(tmp_path: Path, monkeypatch, error: BaseException) -> B
 
     class TrainMonitor(Callback):
         def after_epoch(self):
-            train.save_state_atomic(torch.nn.Linear(2, 2), tmp_path / "run" / "best.safetensors")
+            callbacks.save_state_atomic(torch.nn.Linear(2, 2), tmp_path / "run" / "best.safetensors")
 
     with pytest.raises(BaseException) as info:
         TrainMonitor()(

@@ -1,4 +1,4 @@
-"""core.imaging: raster modes, bad files, bombs, DICOM pipeline, PHI, decode cache (all offline, small)."""
+"""core.data.imaging: raster modes, bad files, bombs, DICOM pipeline, PHI, decode cache (all offline, small)."""
 
 from __future__ import annotations
 
@@ -22,9 +22,10 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from core import imaging
-from core.config import ConfigError, Window
-from core.imaging import DecodeCache, ImageError, apply_window, inspect_image, read_dicom_array, read_image
+from core.base.config import ConfigError, Window
+from core.data import imaging
+from core.data.decode_cache import DecodeCache
+from core.data.imaging import ImageError, apply_window, inspect_image, read_dicom_array, read_image
 
 PHI = ("Doe^Jane", "Doe", "Jane", "MRN123", "19800101")
 
@@ -667,7 +668,7 @@ def test_metadata_allow_list_hides_phi(tmp_path):
 
 def test_tag_values_pseudonymise_identifying_tags(tmp_path):
     path, _ = _mono1(tmp_path)
-    from core.privacy import pseudonym
+    from core.base.privacy import pseudonym
 
     assert imaging.dicom_tag_value(path, "PatientID") == pseudonym("MRN123")  # keyed (tests/test_privacy.py)
     assert imaging.dicom_tag_value(path, "PatientID") != "anon-" + hashlib.sha256(b"MRN123").hexdigest()[:12]
@@ -848,7 +849,7 @@ def test_cache_warm_stores_once_and_vouches_for_the_file(tmp_path, monkeypatch):
     cache = DecodeCache(tmp_path / "cache")
     assert cache.warm(tmp_path / "a.png", 20) is False  # decoded and stored
     assert arr_of(cache.get(tmp_path / "a.png", 20)).shape == (20, 40) and cache.hits == 1
-    monkeypatch.setattr("core.imaging.read_image", lambda *a, **k: pytest.fail("decoded again"))
+    monkeypatch.setattr("core.data.imaging.read_image", lambda *a, **k: pytest.fail("decoded again"))
     assert cache.warm(tmp_path / "a.png", 20) is True  # present: no decode at all
     (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
     monkeypatch.undo()

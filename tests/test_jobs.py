@@ -22,10 +22,11 @@ if str(TESTS.parent) not in sys.path:  # plain `pytest` (not `python -m pytest`)
 
 import jobtasks  # noqa: E402
 
-from core import executors, jobs, paths  # noqa: E402
-from core.executors import LocalExecutor  # noqa: E402
-from core.fsutil import atomic_write_bytes, atomic_writer  # noqa: E402
-from core.jobs import JobStore, Progress  # noqa: E402
+from core.base import paths  # noqa: E402
+from core.base.fsutil import atomic_write_bytes, atomic_writer  # noqa: E402
+from core.runs import executors, jobs  # noqa: E402
+from core.runs.executors import LocalExecutor  # noqa: E402
+from core.runs.jobs import JobStore, Progress  # noqa: E402
 from tests.helpers import wait_for  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -253,7 +254,7 @@ def test_atomic_write_survives_writer_killed_mid_write(tmp_path):
     target = tmp_path / "ckpt.pth"
     atomic_write_bytes(target, b"good")
     code = (
-        "import sys, time; from core.fsutil import atomic_writer\n"
+        "import sys, time; from core.base.fsutil import atomic_writer\n"
         "with atomic_writer(sys.argv[1]) as tmp, open(tmp, 'wb') as fh:\n"
         "    fh.write(b'x' * 100000); fh.flush(); print('writing', flush=True); time.sleep(60)\n"
     )
@@ -320,9 +321,7 @@ def test_progress_visible_from_another_process_and_cancel_is_quick():
     store = JobStore()
     job = jobs.submit_and_start("loop", {}, store=store)
     running_pid(store, job.id)
-    code = (
-        "import json, sys; from core.jobs import read_progress; print(json.dumps(read_progress(sys.argv[1])))"
-    )
+    code = "import json, sys; from core.runs.jobs import read_progress; print(json.dumps(read_progress(sys.argv[1])))"
     out = subprocess.run(
         [sys.executable, "-c", code, job.run_dir],
         cwd=paths.REPO_ROOT,
@@ -427,7 +426,7 @@ def test_orphans_resume_queued_jobs_on_server_start():
 
 def test_two_users_submitting_at_once_get_queued_not_a_crash():
     code = (
-        "import sys\nfrom core import jobs\n"
+        "import sys\nfrom core.runs import jobs\n"
         "for i in range(5):\n    jobs.submit_and_start('ok', {'x': i}, owner=sys.argv[1])\n"
     )
     env = executors.worker_env()
@@ -467,7 +466,7 @@ def test_two_users_submitting_at_once_get_queued_not_a_crash():
 
 def test_core_jobs_imports_stay_light():
     code = (
-        "import sys, core.jobs, core.worker\n"
+        "import sys, core.runs.jobs, core.runs.worker\n"
         "bad = [m for m in ('streamlit', 'torch', 'fastai') if m in sys.modules]\nprint(bad)"
     )
     out = subprocess.run(
@@ -489,8 +488,8 @@ def test_executor_is_chosen_from_configuration_without_importing_ray(monkeypatch
     chosen = executors.executor()
     assert isinstance(chosen, executors.RayExecutor) and chosen.address == "ray://head:10001"
     code = (
-        "import sys, core.jobs, core.worker, core.executors\n"
-        "core.executors.executor()\n"
+        "import sys, core.runs.jobs, core.runs.worker, core.runs.executors\n"
+        "core.runs.executors.executor()\n"
         "bad = [m for m in ('streamlit', 'torch', 'fastai', 'ray') if m in sys.modules]\nprint(bad)"
     )
     out = subprocess.run(

@@ -1,8 +1,9 @@
 """Layering rules: core never imports streamlit or ui; no import cycles; imports point down the layers below.
 
-The product's modules stand in the layers of LAYERS, bottom first. A module imports modules of its own layer or of
-lower ones, never of a higher one; the views of the UI (and the pages) never import each other: what they share sits
-in a layer below them. Imports inside functions count as much as those at the top of a file.
+The product's modules stand in the layers of LAYERS, bottom first, each named by a package (or module) prefix, so a new
+module needs no row: it belongs to the layer of the longest prefix it starts with. A module imports modules of its own
+layer or of lower ones, never of a higher one; the views of the UI (and the pages) never import each other: what they
+share sits in a layer below them. Imports inside functions count as much as those at the top of a file.
 """
 
 import ast
@@ -13,105 +14,33 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("core", "ui", "pages")
 
-# The layers, bottom first: (name, modules, whether its modules may import each other).
+# The layers, bottom first: (name, module or package prefixes, whether its modules may import each other). The core
+# packages follow the data flow: source -> items table -> DataLoaders -> Learner -> run folder -> evaluation.
 LAYERS: list[tuple[str, tuple[str, ...], bool]] = [
-    # where state lives, how files are written, typed settings, keyed pseudonyms
-    (
-        "foundation",
-        (
-            "core.__init__",
-            "core.paths",
-            "core.fsutil",
-            "core.config",
-            "core.privacy",
-            "core.eta",
-            "core.choices",
-            "core.fmt",
-        ),
-        True,
-    ),
-    # the run folder's files, and the job store with the progress channel training reports through; the queue
-    # names its tasks ("core.train:run_task") and core.worker imports them, so jobs needs nothing above it
-    ("runs and jobs", ("core.runs", "core.jobs", "core.executors"), True),
-    # any file -> an image; sources -> an items table; items -> DataLoaders
-    (
-        "images and data",
-        (
-            "core.imaging",
-            "core.sample",
-            "core.sources",
-            "core.memloader",
-            "core.data",
-            "core.augment_preview",
-        ),
-        True,
-    ),
-    # the architecture catalogue, and weight files checked before anything is loaded (each stands alone)
-    ("network parts", ("core.archs", "core.weightfiles"), False),
-    # starting weights for training, the saved-model format prediction loads through, the ONNX export: apart from
-    # each other, so loading a model for prediction never reaches the download code
-    ("models", ("core.pretrained", "core.savedmodel", "core.onnx_export"), False),
-    # training, prediction and everything measured or drawn from a run
-    (
-        "learning",
-        (
-            "core.evaluate",
-            "core.plots",
-            "core.checks",
-            "core.explain",
-            "core.predict",
-            "core.train",
-            "core.finish",
-            "core.report",
-            "core.experiments",
-        ),
-        True,
-    ),
-    # the doors into core: the web server's uploads, hosting rules, sign-in and kept settings; the worker; the CLI
-    (
-        "doors",
-        (
-            "core.uploads",
-            "core.hosting",
-            "core.signin",
-            "core.settings_store",
-            "core.worker",
-            "core.ray_supervisor",
-            "core.cli",
-            "core.__main__",
-        ),
-        True,
-    ),
+    # paths and the app home's layout, atomic files, the settings schema, keyed pseudonyms, formatting
+    ("base", ("core.__init__", "core.base"), True),
+    # a run: its folder, the job store with the progress channel training reports through, executors, workers; the
+    # queue names its tasks ("core.train.tasks:run_task") and the worker imports them by name, so runs needs
+    # nothing above it
+    ("runs", ("core.runs",), True),
+    # any file -> an image; sources -> an items table; splits; items -> DataLoaders
+    ("data", ("core.data",), True),
+    # architectures, weight-file checks, starting weights, the saved-model format (+ manifest), ONNX export
+    ("models", ("core.models",), True),
+    # metrics as arrays, plots from them, data checks, explanations, prediction, the report
+    ("evaluation", ("core.evaluation",), True),
+    # learner, callbacks, fit, k-fold, LR finder, the job tasks, finishing a run, experiments
+    ("train", ("core.train",), True),
+    # what a hosted server needs: uploads, hosting rules, sign-in, kept settings
+    ("web", ("core.web",), True),
+    # the command line: everything the UI does is scriptable
+    ("cli", ("core.cli", "core.__main__"), True),
     # what the views share: Streamlit caches, session keys, run-folder readers, sign-in
     ("ui shared", ("ui.__init__", "ui.auth", "ui.common"), True),
     # one module of widgets per page; views never import each other
-    (
-        "ui views",
-        (
-            "ui.setup_form",
-            "ui.run_view",
-            "ui.eval_view",
-            "ui.predict_view",
-            "ui.checks_view",
-            "ui.explorer_view",
-            "ui.experiment_view",
-        ),
-        False,
-    ),
+    ("ui views", ("ui",), False),
     # the router and the pages (thin); pages never import each other
-    (
-        "app",
-        (
-            "streamlit_app",
-            "pages.1_dataset",
-            "pages.2_setup",
-            "pages.3_train",
-            "pages.4_evaluate",
-            "pages.5_predict",
-            "pages.6_experiments",
-        ),
-        False,
-    ),
+    ("app", ("streamlit_app", "pages"), False),
 ]
 
 # Imports that break the rules, each with why it is still here; the test fails when one is gone, so that this list
@@ -119,18 +48,37 @@ LAYERS: list[tuple[str, tuple[str, ...], bool]] = [
 KNOWN_BREAKS: dict[tuple[str, str], str] = {}
 
 
+def layer_of(module: str, layers: list[tuple[str, tuple[str, ...], bool]] = LAYERS) -> int:
+    """The index of a module's layer: the one with the longest prefix it starts with (-1: none)."""
+    best, found = -1, -1
+    for i, (_, prefixes, _) in enumerate(layers):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+                best, found = len(prefix), i
+    return found
+
+
+def module_names() -> list[str]:
+    """Every core module by dotted name (packages included), for importing them all."""
+    return sorted(
+        ".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        for p in (ROOT / "core").rglob("*.py")
+        if p.name != "__main__.py"
+    )
+
+
 def test_core_never_imports_streamlit():
-    modules = sorted(p.stem for p in (ROOT / "core").glob("*.py") if p.stem not in ("__main__",))
+    modules = module_names()
     code = (
         "import importlib, sys\n"
         f"for m in {modules!r}:\n"
-        "    importlib.import_module('core.' + m if m != '__init__' else 'core')\n"
+        "    importlib.import_module(m)\n"
         "bad = [m for m in sys.modules if m == 'streamlit' or m.startswith('streamlit.')]\n"
         "print(len(bad)); sys.exit(1 if bad else 0)\n"
     )
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "train" in modules and "imaging" in modules and "sources" in modules
+    assert {"core.train.fit", "core.data.imaging", "core.data.sources"} <= set(modules)
 
 
 def _imports(path: Path, packages: tuple[str, ...]) -> set[str]:
@@ -149,7 +97,11 @@ def _imports(path: Path, packages: tuple[str, ...]) -> set[str]:
 
 def product_files() -> dict[str, Path]:
     """module name -> file, over core/, ui/, pages/ and the router."""
-    files = {f"{p.parent.name}.{p.stem}": p for pkg in PACKAGES for p in sorted((ROOT / pkg).glob("*.py"))}
+    files = {
+        ".".join(p.relative_to(ROOT).with_suffix("").parts): p
+        for pkg in PACKAGES
+        for p in sorted((ROOT / pkg).rglob("*.py"))
+    }
     return {**files, "streamlit_app": ROOT / "streamlit_app.py"}
 
 
@@ -186,18 +138,18 @@ def layer_breaks(
     graph: dict[str, set[str]], layers: list[tuple[str, tuple[str, ...], bool]]
 ) -> list[tuple[str, str]]:
     """(module, what it imports) for every import into a higher layer, or across a layer whose modules stand apart."""
-    level = {m: (i, sideways) for i, (_, mods, sideways) in enumerate(layers) for m in mods}
+    level = {m: layer_of(m, layers) for m in graph}
     return [
         (m, d)
         for m, deps in sorted(graph.items())
         for d in sorted(deps)
-        if level[d][0] > level[m][0] or (level[d][0] == level[m][0] and not level[m][1])
+        if level[d] > level[m] or (level[d] == level[m] and not layers[level[m]][2])
     ]
 
 
 def test_no_import_cycles_and_core_never_imports_ui():
     graph = import_graph()
-    assert "core.savedmodel" in graph and "ui.run_view" in graph and "pages.4_evaluate" in graph
+    assert "core.models.savedmodel" in graph and "ui.run_view" in graph and "pages.4_evaluate" in graph
     assert find_cycle(graph) == [], " -> ".join(find_cycle(graph))
     assert not [
         (m, d)
@@ -217,12 +169,33 @@ def test_views_never_import_each_other():
     assert {m: graph[m] & views for m in views if graph[m] & views} == {}
 
 
-def test_every_module_has_one_layer():
-    placed = [m for _, mods, _ in LAYERS for m in mods]
-    assert len(placed) == len(set(placed)), "a module is placed twice"
-    assert sorted(placed) == sorted(product_files()), (
-        "place each new module in LAYERS (and a removed one out)"
-    )
+def test_every_module_has_a_layer_by_its_package():
+    prefixes = [p for _, ps, _ in LAYERS for p in ps]
+    assert len(prefixes) == len(set(prefixes)), "a prefix is placed twice"
+    assert [m for m in product_files() if layer_of(m) < 0] == [], "a module outside every layer's prefix"
+    assert layer_of("core.data.new_source_kind") == layer_of("core.data.sources")  # a new module needs no row
+    assert layer_of("ui.common") < layer_of("ui.run_view") < layer_of("pages.3_train")
+
+
+def test_core_is_packages_along_the_data_flow():
+    flat = sorted(p.name for p in (ROOT / "core").glob("*.py"))
+    assert flat == ["__init__.py", "__main__.py", "cli.py"], "core/ holds packages; a new module goes in one"
+    assert [(ROOT / "core" / pkg / "__init__.py").read_text() for pkg in ("base", "data", "train")] == [
+        "",
+        "",
+        "",
+    ]
+
+
+def test_loading_a_model_never_reaches_the_download_code():
+    graph = import_graph()
+    seen, todo = set(), ["core.evaluation.predict", "core.models.savedmodel", "core.models.onnx_export"]
+    while todo:
+        m = todo.pop()
+        if m not in seen:
+            seen.add(m)
+            todo += sorted(graph[m])
+    assert "core.models.pretrained" not in seen
 
 
 def test_imports_point_down_the_layers():
@@ -233,5 +206,6 @@ def test_imports_point_down_the_layers():
 
 def test_the_layer_check_finds_upward_and_sideways_imports():
     layers = [("low", ("a",), True), ("views", ("v", "w"), False)]
+    assert layer_of("a.b", layers) == 0 and layer_of("ab", layers) == -1
     assert layer_breaks({"a": {"v"}, "v": {"a"}, "w": set()}, layers) == [("a", "v")]
     assert layer_breaks({"a": set(), "v": {"w"}, "w": set()}, layers) == [("v", "w")]

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from core import archs, onnx_export
-from core.weightfiles import ModelFileError
+from core.models import archs, onnx_export
+from core.models.weightfiles import ModelFileError
 
 MANIFEST = {"arch": "resnet18", "classes": ["normal", "pneumonia"], "n_in": 3, "img_size": 32}
 

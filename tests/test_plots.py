@@ -11,8 +11,8 @@ import plotly.graph_objects as go
 import plotly.io as pio
 import pytest
 
-from core import evaluate as ev
-from core import plots
+from core.evaluation import evaluate as ev
+from core.evaluation import plots
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -179,12 +179,13 @@ def test_class_distribution_and_fold_bars():
 
 
 def test_plots_only_draw():
-    """core/plots imports plotly, numpy and pandas (and core.fmt for labels) only: no metric computation, no streamlit."""
-    tree = ast.parse((REPO / "core" / "plots.py").read_text())
+    """core/plots imports plotly, numpy and pandas (and core.base.fmt for labels) only: no metric computation, no streamlit."""
+    tree = ast.parse((REPO / "core" / "evaluation" / "plots.py").read_text())
     mods = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     froms = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
-    assert all([a.name for a in n.names] == ["fmt"] for n in froms if n.module == "core")
-    mods |= {n.module.split(".")[0] for n in froms if n.module != "core"}
+    assert all([a.name for a in n.names] == ["fmt"] for n in froms if n.module == "core.base")
+    assert not [n.module for n in froms if n.module.startswith("core") and n.module != "core.base"]
+    mods |= {n.module.split(".")[0] for n in froms if not n.module.startswith("core")}
     assert mods <= {"__future__", "math", "collections", "numpy", "pandas", "plotly"}
 
 

@@ -11,17 +11,17 @@ import pandas as pd
 import pytest
 import torch
 
-from core import savedmodel
-from core.predict import Predictor, predict_csv, predict_folder, read_path_table, score_predictions
+from core.evaluation.predict import Predictor, predict_csv, predict_folder, read_path_table, score_predictions
+from core.models import savedmodel
 
 pytestmark = pytest.mark.slow
 
 
 def trained_run(base: Path) -> Path:
     """A tiny finished run on the synthetic sample (trained once per test session, reused by other modules)."""
-    from core import jobs
-    from core.config import DataConfig, RunConfig, SourceConfig, SplitConfig, TrainConfig, to_dict
-    from core.sample import ensure_sample
+    from core.base.config import DataConfig, RunConfig, SourceConfig, SplitConfig, TrainConfig, to_dict
+    from core.data.sample import ensure_sample
+    from core.runs import jobs
 
     run = base / "eval_run"
     if (run / "metrics.json").is_file():

@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from core import archs, pretrained
-from core.pretrained import PretrainedUnavailable
-from core.weightfiles import ModelFileError
+from core.models import archs, pretrained
+from core.models.pretrained import PretrainedUnavailable
+from core.models.weightfiles import ModelFileError
 from tests.synth import tiny_dls
 
 

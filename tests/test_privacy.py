@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from core import privacy
+from core.base import privacy
 
 
 def _sha_prefix(value: str) -> str:
@@ -55,7 +55,7 @@ def test_different_keys_give_different_pseudonyms(monkeypatch, tmp_path):
 def test_concurrent_first_use_agrees_on_one_key(tmp_path):
     env = {**os.environ, "XRT_HOME": str(tmp_path)}
     env.pop(privacy.KEY_ENV, None)
-    code = "from core.privacy import pseudonym; print(pseudonym('42'))"
+    code = "from core.base.privacy import pseudonym; print(pseudonym('42'))"
     procs = [
         subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
         for _ in range(4)
@@ -72,6 +72,6 @@ def test_damaged_key_file_is_refused(monkeypatch, _isolated_home):
 
 
 def test_run_folder_groups_use_the_keyed_pseudonym():
-    from core import train
+    from core.train.prepare import pseudonym
 
-    assert train.pseudonym is privacy.pseudonym
+    assert pseudonym is privacy.pseudonym

@@ -17,10 +17,10 @@ if str(TESTS) not in sys.path:  # jobtasks, as in test_jobs
 
 import jobtasks  # noqa: E402
 
-from core import executors, jobs, runs  # noqa: E402
-from core.config import RunConfig, SourceConfig, to_dict  # noqa: E402
-from core.jobs import Job, JobStore  # noqa: E402
-from core.ray_supervisor import storage_problem  # noqa: E402
+from core.base.config import RunConfig, SourceConfig, to_dict  # noqa: E402
+from core.runs import executors, jobs, rundir  # noqa: E402
+from core.runs.jobs import Job, JobStore  # noqa: E402
+from core.runs.ray_supervisor import storage_problem  # noqa: E402
 from tests.helpers import wait_for  # noqa: E402
 from tests.synth import blob_dataset  # noqa: E402
 
@@ -105,12 +105,13 @@ def test_kfold_on_ray_gives_the_local_out_of_fold_probabilities(on_ray, tmp_path
     assert local.status == remote.status == "done", (local.error, remote.error)
     assert remote.supervisor_pid != local.supervisor_pid and remote.pid is None  # ran on Ray, not in a child
     oof = [
-        pd.read_csv(runs.RunFolder(j.run_dir).predictions("oof")).sort_values("path") for j in (local, remote)
+        pd.read_csv(rundir.RunFolder(j.run_dir).predictions("oof")).sort_values("path")
+        for j in (local, remote)
     ]
     probs = [o.filter(like="prob_").to_numpy() for o in oof]
     assert list(oof[0]["path"]) == list(oof[1]["path"]) and len(probs[0]) == 24
     assert abs(probs[0] - probs[1]).max() <= 1e-6
-    assert "started on" in runs.RunFolder(remote.run_dir).log.read_text()
+    assert "started on" in rundir.RunFolder(remote.run_dir).log.read_text()
     assert jobs.read_progress(remote.run_dir)["job_id"] == remote.id
 
 
@@ -135,7 +136,7 @@ def test_a_killed_ray_task_fails_like_a_local_kill9(on_ray):
     done = jobs.wait(job.id, store, timeout=60)
     local_words = jobs.signal_reason(-9).split(" (")[0]
     assert done.status == "failed" and done.error.startswith(local_words + " (")
-    assert "failed" in runs.RunFolder(done.run_dir).log.read_text()
+    assert "failed" in rundir.RunFolder(done.run_dir).log.read_text()
 
 
 def test_a_node_without_the_shared_storage_refuses_the_job(tmp_path):

@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from core import evaluate, report
+from core.evaluation import evaluate, report
 from tests.test_predict import trained_run
 
 pytestmark = pytest.mark.slow
@@ -211,8 +211,8 @@ def test_cli_report_and_evaluate(run, tmp_path, capsys):
 
 
 def test_score_source_predicts_a_labelled_source_and_refuses_foreign_labels(run, tmp_path):
-    from core.config import SourceConfig
-    from core.predict import score_source
+    from core.base.config import SourceConfig
+    from core.evaluation.predict import score_source
 
     valid = pd.read_csv(run / "valid_predictions.csv")
     root = Path(valid["path"][0]).parents[2]

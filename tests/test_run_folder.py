@@ -1,4 +1,4 @@
-"""The run folder: its file names are spelled only in core/runs.py, and RunFolder answers the questions about a run."""
+"""The run folder: its file names are spelled only in core/runs/rundir.py, and RunFolder answers the questions about a run."""
 
 from __future__ import annotations
 
@@ -10,18 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from core import runs
-from core.runs import RunFolder
+from core.runs import rundir
+from core.runs.rundir import RunFolder
 
 ROOT = Path(__file__).resolve().parents[1]
 SCANNED = ("core", "ui", "pages", "bench", "streamlit_app.py")
-ALLOWED = {"core/runs.py"}
+ALLOWED = {"core/runs/rundir.py"}
 
 NAMES = {
-    v for k, v in vars(runs).items() if k.isupper() and isinstance(v, str) and not v.startswith(".")
+    v for k, v in vars(rundir).items() if k.isupper() and isinstance(v, str) and not v.startswith(".")
 }  # not
 # a bare extension (".safetensors" is a file format, not a name in the run folder)
-NAMES |= {runs.predictions_name(s) for s in runs.PREDICTION_SETS}
+NAMES |= {rundir.predictions_name(s) for s in rundir.PREDICTION_SETS}
 FILES = {n for n in NAMES if "." in n}  # "metrics.json", "_predictions.csv": a run file wherever they appear
 WORDS = (
     NAMES - FILES
@@ -174,7 +174,7 @@ def test_no_run_folder_file_name_outside_core_runs():
         offenders += [
             f"{rel}:{line}: {name!r}" for line, name in literal_run_names(path.read_text(encoding="utf-8"))
         ]
-    assert not offenders, "run-folder names spelled outside core/runs.py:\n" + "\n".join(offenders)
+    assert not offenders, "run-folder names spelled outside core/runs/rundir.py:\n" + "\n".join(offenders)
 
 
 # ---------------------------------------------------------------- RunFolder
@@ -183,8 +183,8 @@ def test_no_run_folder_file_name_outside_core_runs():
 def _model(folder: Path) -> Path:
     """A model folder as the saved-model format leaves it (the manifest is what marks it)."""
     folder.mkdir(parents=True)
-    (folder / runs.MODEL_MANIFEST).write_text("{}")
-    (folder / runs.MODEL_WEIGHTS).write_bytes(b"")
+    (folder / rundir.MODEL_MANIFEST).write_text("{}")
+    (folder / rundir.MODEL_WEIGHTS).write_bytes(b"")
     return folder
 
 
@@ -192,8 +192,8 @@ def _finished(path: Path) -> RunFolder:
     """A run folder whose training ended with results."""
     run = RunFolder(path)
     path.mkdir(parents=True, exist_ok=True)
-    run.write(runs.CONFIG, {})
-    run.write(runs.METRICS, {"type": "single", "accuracy": float("nan")})
+    run.write(rundir.CONFIG, {})
+    run.write(rundir.METRICS, {"type": "single", "accuracy": float("nan")})
     return run
 
 
@@ -218,36 +218,40 @@ def test_is_finished_needs_metrics(tmp_path):
     run = RunFolder(tmp_path / "r")
     assert not run.is_finished()
     run.path.mkdir()
-    run.write(runs.CONFIG, {})
+    run.write(rundir.CONFIG, {})
     assert not run.is_finished()  # training started, no results yet
-    run.write(runs.METRICS, {"x": float("inf")})
+    run.write(rundir.METRICS, {"x": float("inf")})
     assert run.is_finished() and run.read_metrics() == {"x": None}
 
 
 def test_of_model_finds_the_run_of_a_final_or_fold_model(tmp_path):
     run = _finished(tmp_path / "run")
     final, fold = _model(run.model_dir), _model(run.fold_dir(1))
-    assert runs.of_model(final) == run
-    assert runs.of_model(final / runs.MODEL_MANIFEST) == run
-    assert runs.of_model(fold / runs.MODEL_MANIFEST) == run
-    assert runs.of_model(_model(tmp_path / "alone")) is None
-    assert runs.of_model(_model(tmp_path / "unfinished" / runs.MODEL_DIR)) is None
+    assert rundir.of_model(final) == run
+    assert rundir.of_model(final / rundir.MODEL_MANIFEST) == run
+    assert rundir.of_model(fold / rundir.MODEL_MANIFEST) == run
+    assert rundir.of_model(_model(tmp_path / "alone")) is None
+    assert rundir.of_model(_model(tmp_path / "unfinished" / rundir.MODEL_DIR)) is None
 
 
 def test_run_folder_by_path_or_by_name(tmp_path, monkeypatch):
     monkeypatch.setenv("XRT_HOME", str(tmp_path / "home"))
-    from core import paths
+    from core.base import paths
 
     named = paths.runs_dir() / "abc123"
     named.mkdir(parents=True)
-    assert runs.run_folder("abc123").path == named
-    assert runs.run_folder(tmp_path / "elsewhere").path == tmp_path / "elsewhere"
+    assert rundir.run_folder("abc123").path == named
+    assert rundir.run_folder(tmp_path / "elsewhere").path == tmp_path / "elsewhere"
 
 
 def test_checkpoint_names_and_prediction_sets(tmp_path):
     run = RunFolder(tmp_path)
     assert run.checkpoint() == run.best_checkpoint
     assert run.checkpoint(2).parent == run.checkpoints and run.checkpoint(2) != run.checkpoint(1)
-    assert {p.name for p in run.result_files()} >= {runs.METRICS, runs.HISTORY, runs.predictions_name("oof")}
+    assert {p.name for p in run.result_files()} >= {
+        rundir.METRICS,
+        rundir.HISTORY,
+        rundir.predictions_name("oof"),
+    }
     with pytest.raises(ValueError, match="unknown prediction set"):
         run.predictions("train")

@@ -12,8 +12,11 @@ import pydicom
 import pytest
 from PIL import Image
 
-from core import imaging, paths, sample, sources
-from core.sample import SAMPLE_CLASSES, ensure_sample
+from core.base import paths
+from core.data import imaging, sample
+from core.data.folders import scan_dicom_folder, scan_folder
+from core.data.sample import SAMPLE_CLASSES, ensure_sample
+from core.data.tables import from_csv
 
 
 @pytest.fixture(scope="module")
@@ -109,13 +112,11 @@ def test_dicoms_are_valid_and_varied(root):
 
 
 def test_all_three_forms_load_through_sources(root):
-    folder = sources.scan_folder(root / "folder")
-    table = sources.from_csv(root / "labels.csv", group_col="patient_id")
-    dicom = sources.scan_dicom_folder(root / "dicom")
-    tagged = sources.scan_dicom_folder(root / "dicom", group_tag="PatientID")
-    listed = sources.scan_dicom_folder(
-        root / "dicom", labels_csv=root / "dicom_labels.csv", group_col="patient_id"
-    )
+    folder = scan_folder(root / "folder")
+    table = from_csv(root / "labels.csv", group_col="patient_id")
+    dicom = scan_dicom_folder(root / "dicom")
+    tagged = scan_dicom_folder(root / "dicom", group_tag="PatientID")
+    listed = scan_dicom_folder(root / "dicom", labels_csv=root / "dicom_labels.csv", group_col="patient_id")
     for ds in (folder, table, dicom, tagged, listed):
         assert len(ds.problems) == 0 and ds.classes == list(SAMPLE_CLASSES) and ds.check_trainable() == []
     assert len(folder.items) == len(table.items) and table.summary()["n_groups"] == 60

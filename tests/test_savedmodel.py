@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from core import archs, savedmodel
-from core.weightfiles import ModelFileError
+from core.models import archs, savedmodel
+from core.models.weightfiles import ModelFileError
 
 REPO = Path(__file__).resolve().parents[1]
 MANIFEST = {
@@ -46,7 +46,7 @@ def test_save_load_round_trip_in_fresh_process(tmp_path):
         expected = model(x)
     save_file({"x": x}, str(tmp_path / "x.safetensors"))
     code = (
-        "import sys; from safetensors.torch import load_file, save_file; import torch; from core import savedmodel;"
+        "import sys; from safetensors.torch import load_file, save_file; import torch; from core.models import savedmodel;"
         "m, man = savedmodel.load_model(sys.argv[1]); x = load_file(sys.argv[2])['x'];"
         "assert not m.training and man['arch'] == 'efficientnet_b0';"
         "out = m(x).detach(); save_file({'y': out}, sys.argv[3])"
@@ -95,7 +95,7 @@ def test_tampered_weights_refused(tmp_path):
 @pytest.mark.slow
 def test_a_run_folder_is_accepted_wherever_a_model_is_asked_for(tmp_path, capsys):
     from core.cli import main
-    from core.predict import Predictor
+    from core.evaluation.predict import Predictor
 
     model = archs.create_model("resnet18", 2).eval()
     run = tmp_path / "run"

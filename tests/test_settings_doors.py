@@ -1,4 +1,4 @@
-"""The command line and the setup page turn the same choices into the same RunConfig (core.choices)."""
+"""The command line and the setup page turn the same choices into the same RunConfig (core.base.choices)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from core import choices, cli
-from core.config import RunConfig, SourceConfig, Window, from_dict, to_dict
+from core import cli
+from core.base import choices
+from core.base.config import RunConfig, SourceConfig, Window, from_dict, to_dict
 from ui import setup_form as sf
 
 CSV = "labels.csv"
@@ -18,7 +19,7 @@ SOURCE = SourceConfig(kind="csv", csv_path=CSV, group_col="patient_id")
 @pytest.fixture(autouse=True)
 def weights_available(monkeypatch):
     """ImageNet weights can be had (the setup page then starts pretrained, as the CLI does)."""
-    from core import pretrained
+    from core.models import pretrained
     from ui import common
 
     monkeypatch.setattr(

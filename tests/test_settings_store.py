@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from core import settings_store as ss
-from core.config import RunConfig, SourceConfig
+from core.base.config import RunConfig, SourceConfig
+from core.web import settings_store as ss
 
 
 def test_round_trip_per_user_and_unusable_files():
@@ -27,13 +27,13 @@ def test_round_trip_per_user_and_unusable_files():
 
 def to_plain(src: SourceConfig) -> dict:
     """A SourceConfig as the store writes it."""
-    from core.config import to_dict
+    from core.base.config import to_dict
 
     return to_dict(src)
 
 
 def test_public_error_keeps_user_causes_and_hides_internals():
-    from core.hosting import public_error
+    from core.web.hosting import public_error
 
     text = public_error(
         "PretrainedUnavailable: weights for resnet18 could not be downloaded (no internet); "
@@ -54,7 +54,7 @@ def test_public_error_keeps_user_causes_and_hides_internals():
 def test_signin_tokens_and_owner_ids():
     import pytest
 
-    from core import signin
+    from core.web import signin
 
     alice = signin.owner_for("user:alice")
     assert alice == signin.owner_for("user:alice") != signin.owner_for("user:bob") and len(alice) == 32

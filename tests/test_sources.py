@@ -15,9 +15,19 @@ from pydicom.dataset import Dataset as DicomDataset
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from core import sources
-from core.config import SourceConfig
-from core.sources import ITEM_COLUMNS, PROBLEM_COLUMNS, SourceError, from_csv, from_df, read_table, safe_join
+from core.base.config import SourceConfig
+from core.data import imaging, sources
+from core.data.folders import scan_dicom_folder, scan_folder
+from core.data.items import (
+    ITEM_COLUMNS,
+    PROBLEM_COLUMNS,
+    UNLABELLED,
+    Dataset,
+    SourceError,
+    UnsafePathError,
+    safe_join,
+)
+from core.data.tables import _table_cands, from_csv, from_df, read_table
 
 # ---------------------------------------------------------------- helpers
 
@@ -73,7 +83,7 @@ def two_classes(root: Path, n: int = 2) -> Path:
     return root
 
 
-def reasons(ds: sources.Dataset) -> dict[str, str]:
+def reasons(ds: Dataset) -> dict[str, str]:
     """Problems as {file name: reason}."""
     return {Path(p).name: r for p, r in zip(ds.problems["path"], ds.problems["reason"])}
 
@@ -86,7 +96,7 @@ def test_scan_folder_nested_and_uppercase(tmp_path):
     png(tmp_path / "NORMAL" / "UPPER.PNG")
     png(tmp_path / "PNEUMONIA" / "x.JPG")
     png(tmp_path / "PNEUMONIA" / "y.jpeg")
-    ds = sources.scan_folder(tmp_path)
+    ds = scan_folder(tmp_path)
     assert list(ds.items.columns) == ITEM_COLUMNS and list(ds.problems.columns) == PROBLEM_COLUMNS
     assert ds.classes == ["NORMAL", "PNEUMONIA"] and ds.source == "folder" and len(ds.problems) == 0
     assert ds.items["path"].tolist() == sorted(ds.items["path"])
@@ -101,7 +111,7 @@ def test_scan_folder_nested_and_uppercase(tmp_path):
 def test_split_folder_layout(tmp_path):
     for split in ("train", "val", "test"):
         two_classes(tmp_path / split)
-    ds = sources.scan_folder(tmp_path)
+    ds = scan_folder(tmp_path)
     assert ds.classes == ["A", "B"]
     assert ds.items.groupby("split").size().to_dict() == {"train": 4, "valid": 4, "test": 4}
     assert ds.summary()["per_split"] == {"train": 4, "valid": 4, "test": 4}
@@ -110,7 +120,7 @@ def test_split_folder_layout(tmp_path):
 def test_train_only_folder_is_split_layout(tmp_path):
     two_classes(tmp_path / "train")
     write(tmp_path / "labels.csv", "path,label\n")
-    ds = sources.scan_folder(tmp_path)
+    ds = scan_folder(tmp_path)
     assert ds.classes == ["A", "B"] and set(ds.items["split"]) == {"train"} and ds.ignored == {"not_image": 1}
 
 
@@ -119,18 +129,18 @@ def test_split_layout_stray_files_are_problems(tmp_path):
     two_classes(tmp_path / "valid")
     png(tmp_path / "train" / "loose.png")
     png(tmp_path / "other" / "A" / "x.png")
-    r = reasons(sources.scan_folder(tmp_path))
+    r = reasons(scan_folder(tmp_path))
     assert r == {"loose.png": "not inside a class folder", "x.png": "not inside a train/valid/test folder"}
 
 
 def test_separate_test_root(tmp_path):
     two_classes(tmp_path / "data")
     two_classes(tmp_path / "holdout", n=1)
-    ds = sources.scan_folder(tmp_path / "data", test_root=tmp_path / "holdout")
+    ds = scan_folder(tmp_path / "data", test_root=tmp_path / "holdout")
     assert ds.items.groupby("split").size().to_dict() == {"": 4, "test": 2}
     assert ds.items.loc[ds.items["split"] == "test", "relpath"].str.startswith("../holdout/").all()
     with pytest.raises(SourceError, match="test folder not found"):
-        sources.scan_folder(tmp_path / "data", test_root=tmp_path / "missing")
+        scan_folder(tmp_path / "data", test_root=tmp_path / "missing")
 
 
 def test_hidden_and_non_image_files_counted(tmp_path):
@@ -140,7 +150,7 @@ def test_hidden_and_non_image_files_counted(tmp_path):
     png(tmp_path / "__MACOSX" / "A" / "._a0.png")
     write(tmp_path / "A" / "notes.txt", "hello")
     write(tmp_path / "B" / "meta.json", "{}")
-    ds = sources.scan_folder(tmp_path)
+    ds = scan_folder(tmp_path)
     assert len(ds.items) == 4 and len(ds.problems) == 0
     assert ds.ignored == {"hidden": 3, "not_image": 2} and ds.summary()["ignored"] == ds.ignored
 
@@ -148,7 +158,7 @@ def test_hidden_and_non_image_files_counted(tmp_path):
 def test_file_in_root_is_a_problem(tmp_path):
     two_classes(tmp_path)
     png(tmp_path / "orphan.png")
-    ds = sources.scan_folder(tmp_path)
+    ds = scan_folder(tmp_path)
     assert reasons(ds) == {"orphan.png": "not inside a class folder"} and len(ds.items) == 4
 
 
@@ -163,26 +173,26 @@ def test_bad_files_are_problems_and_the_rest_loads(tmp_path):
         png(tmp_path / "big.png", size=(300, 300), mode="RGB").read_bytes()[:400],
     )
     (tmp_path / "big.png").unlink()
-    ds = sources.scan_folder(tmp_path, workers=2)
+    ds = scan_folder(tmp_path, workers=2)
     r = reasons(ds)
     assert set(r) == {"zero.png", "random.png", "page.png", "truncated.png"}
     assert all(len(reason) > 5 and "\n" not in reason for reason in r.values())
     assert len(ds.items) == 6 and ds.check_trainable() == [] and len(good) > 0
-    fast = sources.scan_folder(tmp_path, validate=False)
+    fast = scan_folder(tmp_path, validate=False)
     assert {"zero.png", "random.png", "page.png"} <= set(reasons(fast)) and len(fast.items) >= 6
 
 
 def test_validating_decode_can_fill_the_decode_cache(tmp_path):
     from functools import partial
 
-    from core.imaging import DecodeCache
+    from core.data.decode_cache import DecodeCache
 
     data = two_classes(tmp_path / "data", n=3)
     write(
         data / "B" / "truncated.png",
         png(tmp_path / "big.png", size=(300, 300), mode="RGB").read_bytes()[:400],
     )
-    plain = sources.scan_folder(data, workers=2)
+    plain = scan_folder(data, workers=2)
     cache = DecodeCache(tmp_path / "cache")
     cfg = SourceConfig(kind="folder", root=str(data))
     warmed = sources.load_source(cfg, decode=partial(cache.warm, size=8))
@@ -199,15 +209,15 @@ def test_validating_decode_can_fill_the_decode_cache(tmp_path):
 
 def test_unexpected_error_becomes_a_problem(tmp_path, monkeypatch):
     two_classes(tmp_path)
-    real = sources.imaging.inspect_image
+    real = imaging.inspect_image
 
     def flaky(path, verify=True, decode=None, refuse_flat=False):
         if Path(path).name == "a1.png":
             raise RuntimeError("boom")
         return real(path, verify=verify, decode=decode, refuse_flat=refuse_flat)
 
-    monkeypatch.setattr(sources.imaging, "inspect_image", flaky)
-    ds = sources.scan_folder(tmp_path)
+    monkeypatch.setattr(imaging, "inspect_image", flaky)
+    ds = scan_folder(tmp_path)
     assert reasons(ds) == {
         "a1.png": "the file could not be read as an image (its decoder failed on it unexpectedly)"
     }
@@ -221,7 +231,7 @@ def test_dicom_in_folder_source(tmp_path):
     dcm(tmp_path / "B" / "scan.DCM")
     write(tmp_path / "B" / "photo.dcm", jpeg_bytes())
     write(tmp_path / "B" / "README", "plain text without extension")
-    ds = sources.scan_folder(tmp_path)
+    ds = scan_folder(tmp_path)
     kinds = dict(zip(ds.items["relpath"], ds.items["kind"]))
     assert kinds["A/IM0001"] == kinds["B/1.2.840.1234.7"] == kinds["B/scan.DCM"] == "dicom"
     assert list(reasons(ds)) == ["photo.dcm"] and ds.ignored == {"not_image": 1}
@@ -229,14 +239,14 @@ def test_dicom_in_folder_source(tmp_path):
 
 def test_folder_source_errors(tmp_path):
     with pytest.raises(SourceError, match="not found"):
-        sources.scan_folder(tmp_path / "nope")
+        scan_folder(tmp_path / "nope")
     with pytest.raises(SourceError, match="not a folder"):
-        sources.scan_folder(write(tmp_path / "f.png", b"x"))
+        scan_folder(write(tmp_path / "f.png", b"x"))
     with pytest.raises(SourceError, match="no image folder"):
-        sources.scan_folder("")
+        scan_folder("")
     write(tmp_path / "empty" / "A" / "notes.txt", "x")
     with pytest.raises(SourceError, match=r"no image files found.*1 not image"):
-        sources.scan_folder(tmp_path / "empty")
+        scan_folder(tmp_path / "empty")
 
 
 @pytest.mark.skipif(os.name == "nt", reason="symlinks")
@@ -247,7 +257,7 @@ def test_symlinks_outside_root_are_problems(tmp_path):
     os.symlink(root / "A" / "a0.png", root / "B" / "inside.png")
     os.symlink(tmp_path / "gone.png", root / "B" / "broken.png")
     os.symlink(tmp_path, root / "B" / "loop")
-    ds = sources.scan_folder(root)
+    ds = scan_folder(root)
     assert reasons(ds) == {"link.png": "link points outside the data folder", "broken.png": "broken link"}
     assert "B/inside.png" in set(ds.items["relpath"]) and ds.ignored == {"folder_link": 1}
 
@@ -255,7 +265,7 @@ def test_symlinks_outside_root_are_problems(tmp_path):
 def test_workers_do_not_change_results(tmp_path):
     two_classes(tmp_path, n=5)
     write(tmp_path / "A" / "bad.png", b"nope")
-    one, many = sources.scan_folder(tmp_path, workers=1), sources.scan_folder(tmp_path, workers=8)
+    one, many = scan_folder(tmp_path, workers=1), scan_folder(tmp_path, workers=8)
     pd.testing.assert_frame_equal(one.items, many.items)
     pd.testing.assert_frame_equal(one.problems, many.problems)
 
@@ -266,30 +276,28 @@ def test_workers_do_not_change_results(tmp_path):
 def test_check_trainable_reasons(tmp_path):
     png(tmp_path / "one" / "A" / "x.png")
     png(tmp_path / "one" / "A" / "y.png")
-    only = sources.scan_folder(tmp_path / "one")
+    only = scan_folder(tmp_path / "one")
     assert len(only.check_trainable()) == 1 and "only one class" in only.check_trainable()[0]
     two_classes(tmp_path / "thin", n=2)
     (tmp_path / "thin" / "B" / "b1.png").unlink()
-    assert sources.scan_folder(tmp_path / "thin").check_trainable() == [
+    assert scan_folder(tmp_path / "thin").check_trainable() == [
         "class 'B' has only 1 image (need at least 2)"
     ]
     write(tmp_path / "bad" / "A" / "x.png", b"")
     write(tmp_path / "bad" / "B" / "y.png", b"")
-    bad = sources.scan_folder(tmp_path / "bad")
+    bad = scan_folder(tmp_path / "bad")
     assert (
         len(bad.items) == 0 and bad.classes == [] and bad.check_trainable()[0].startswith("no usable images")
     )
     for split in ("valid", "test"):
         two_classes(tmp_path / "nosplit" / split)
-    assert (
-        "no images are assigned to training" in sources.scan_folder(tmp_path / "nosplit").check_trainable()[0]
-    )
+    assert "no images are assigned to training" in scan_folder(tmp_path / "nosplit").check_trainable()[0]
 
 
 def test_summary(tmp_path):
     two_classes(tmp_path, n=3)
     write(tmp_path / "A" / "bad.png", b"")
-    s = sources.scan_folder(tmp_path).summary()
+    s = scan_folder(tmp_path).summary()
     assert (s["n_items"], s["n_problems"], s["n_classes"], s["per_class"]) == (6, 1, 2, {"A": 3, "B": 3})
     assert s["n_groups"] == 0 and s["ignored"] == {}
 
@@ -322,7 +330,7 @@ def test_safe_join_accepts_relative(tmp_path):
     assert safe_join(tmp_path, " ./A/../B/c.png ") == tmp_path.resolve() / "B" / "c.png"
     if os.name != "nt":
         os.symlink(tmp_path.parent, tmp_path / "up")
-        with pytest.raises(sources.UnsafePathError, match="outside"):
+        with pytest.raises(UnsafePathError, match="outside"):
             safe_join(tmp_path, "up/x.png")
 
 
@@ -437,7 +445,7 @@ def test_table_rows_resolve_the_root_once_not_per_row(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os.path, "realpath", counting_realpath)
     monkeypatch.setattr(Path, "resolve", counting_resolve)
-    cands, problems, _, _ = sources._table_cands(
+    cands, problems, _, _ = _table_cands(
         df, root, {"path": "path", "label": "label", "group": "", "split": ""}
     )
     assert calls["n"] <= 10  # the root and 3 folders once each, plus the 2 links; never once per row
@@ -577,7 +585,7 @@ def dicom_tree(root: Path) -> Path:
 
 
 def test_dicom_labels_from_folders(tmp_path):
-    ds = sources.scan_dicom_folder(dicom_tree(tmp_path))
+    ds = scan_dicom_folder(dicom_tree(tmp_path))
     assert ds.source == "dicom" and ds.classes == ["A", "B"] and set(ds.items["kind"]) == {"dicom"}
     assert ds.items["relpath"].tolist() == ["A/a1.dcm", "A/a2.dcm", "B/IMG0002", "B/b1.dcm"]
     assert set(reasons(ds)) == {"photo.dcm", "report.dcm"} and ds.ignored == {"not_dicom": 1}
@@ -586,7 +594,7 @@ def test_dicom_labels_from_folders(tmp_path):
 
 
 def test_dicom_group_from_patient_id_is_pseudonymised(tmp_path):
-    ds = sources.scan_dicom_folder(dicom_tree(tmp_path), group_tag="PatientID")
+    ds = scan_dicom_folder(dicom_tree(tmp_path), group_tag="PatientID")
     groups = dict(zip(ds.items["relpath"], ds.items["group"]))
     assert all(g.startswith("anon-") for g in groups.values())
     assert groups["A/a1.dcm"] == groups["A/a2.dcm"] != groups["B/b1.dcm"] == groups["B/IMG0002"]
@@ -598,7 +606,7 @@ def test_dicom_labels_from_tag(tmp_path):
     root = dicom_tree(tmp_path)
     dcm(root / "loose.dcm", body_part="CHEST")
     dcm(root / "nobody.dcm", body_part="")
-    ds = sources.scan_dicom_folder(root, label_tag="BodyPartExamined")
+    ds = scan_dicom_folder(root, label_tag="BodyPartExamined")
     assert ds.items.groupby("label").size().to_dict() == {"CHEST": 3, "HAND": 2}
     assert "no BodyPartExamined value" in reasons(ds)["nobody.dcm"]
 
@@ -607,7 +615,7 @@ def test_dicom_labels_from_csv(tmp_path):
     root = dicom_tree(tmp_path / "dicoms")
     text = "path,label,site\nA/a1.dcm,neg,x\nB/b1.dcm,pos,y\nB/photo.dcm,pos,y\n../x.dcm,pos,y\nB/IMG0002,pos,z\n"
     table = write(tmp_path / "labels.csv", text)
-    ds = sources.scan_dicom_folder(root, labels_csv=table, group_col="site")
+    ds = scan_dicom_folder(root, labels_csv=table, group_col="site")
     assert ds.items["relpath"].tolist() == ["A/a1.dcm", "B/b1.dcm", "B/IMG0002"]
     assert ds.items["label"].tolist() == ["neg", "pos", "pos"] and ds.items["group"].tolist() == [
         "x",
@@ -615,14 +623,14 @@ def test_dicom_labels_from_csv(tmp_path):
         "z",
     ]
     assert ds.problems["reason"].str.startswith(("row 3: not a DICOM", "row 4: path escapes")).all()
-    tagged = sources.scan_dicom_folder(root, labels_csv=table, group_tag="PatientID")
+    tagged = scan_dicom_folder(root, labels_csv=table, group_tag="PatientID")
     assert tagged.items["group"].str.startswith("anon-").all()
 
 
 def test_dicom_folder_without_dicoms(tmp_path):
     png(tmp_path / "A" / "x.png")
     with pytest.raises(SourceError, match=r"no DICOM files found.*1 not dicom"):
-        sources.scan_dicom_folder(tmp_path)
+        scan_dicom_folder(tmp_path)
 
 
 # ---------------------------------------------------------------- dispatch
@@ -656,11 +664,11 @@ def test_real_chest_xray_csv_and_folder(shared_data):
     ds = from_csv(root / "labels.csv", group_col="patient_id")
     assert len(ds.items) == 600 and ds.classes == ["NORMAL", "PNEUMONIA"] and len(ds.problems) == 0
     assert ds.items.groupby("group").size().max() > 1 and ds.check_trainable() == []
-    folder = sources.scan_folder(root / "train", validate=False)
+    folder = scan_folder(root / "train", validate=False)
     assert (
         len(folder.items) == 600 and folder.classes == ["NORMAL", "PNEUMONIA"] and len(folder.problems) == 0
     )
-    assert set(sources.scan_folder(root, validate=False).items["split"]) == {"train"}
+    assert set(scan_folder(root, validate=False).items["split"]) == {"train"}
 
 
 @pytest.mark.shared
@@ -671,21 +679,21 @@ def test_real_dicom_samples_report_broken_files(shared_data, tmp_path):
     table = write(
         tmp_path / "labels.csv", "path,label\n" + "".join(f"{n},{'ab'[i % 2]}\n" for i, n in enumerate(names))
     )
-    ds = sources.scan_dicom_folder(src, labels_csv=table, validate=True)
+    ds = scan_dicom_folder(src, labels_csv=table, validate=True)
     assert broken <= set(reasons(ds)) and "dx_chest_nih_mono2.dcm" in set(ds.items["relpath"])
     assert len(ds.items) + len(ds.problems) == len(names)
     for name in names:
         dest = tmp_path / "copy" / ("A" if "mono2" in name or name in broken else "B") / name
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(src / name, dest)
-    folder = sources.scan_dicom_folder(tmp_path / "copy")
+    folder = scan_dicom_folder(tmp_path / "copy")
     assert broken <= set(reasons(folder)) and "A/dx_chest_nih_mono2.dcm" in set(folder.items["relpath"])
 
 
 def test_dicom_unknown_keyword_is_a_source_error(tmp_path):
     dicom_tree(tmp_path)
     with pytest.raises(SourceError, match="'PatientIdd' is not a DICOM attribute keyword"):
-        sources.scan_dicom_folder(tmp_path, group_tag="PatientIdd")
+        scan_dicom_folder(tmp_path, group_tag="PatientIdd")
 
 
 def test_flat_dicom_folder_reports_real_problems_and_takes_labels_from_csv_or_tag(tmp_path):
@@ -694,14 +702,14 @@ def test_flat_dicom_folder_reports_real_problems_and_takes_labels_from_csv_or_ta
     for i in range(4):
         dcm(flat / f"im{i}.dcm", body_part="CHEST" if i % 2 else "HAND")
     (flat / "broken.dcm").write_bytes(b"DICM" * 3)
-    by_folder = sources.scan_dicom_folder(flat)
+    by_folder = scan_dicom_folder(flat)
     r = reasons(by_folder)
-    assert {r[f"im{i}.dcm"] for i in range(4)} == {sources.UNLABELLED}
-    assert r["broken.dcm"] != sources.UNLABELLED  # the real reason, not "not inside a class folder"
+    assert {r[f"im{i}.dcm"] for i in range(4)} == {UNLABELLED}
+    assert r["broken.dcm"] != UNLABELLED  # the real reason, not "not inside a class folder"
     write(tmp_path / "labels.csv", "file,diagnosis\nim0.dcm,a\nim1.dcm,b\nim2.dcm,a\nim3.dcm,b\n")
-    by_csv = sources.scan_dicom_folder(flat, tmp_path / "labels.csv", path_col="file", label_col="diagnosis")
+    by_csv = scan_dicom_folder(flat, tmp_path / "labels.csv", path_col="file", label_col="diagnosis")
     assert sorted(by_csv.items["label"]) == ["a", "a", "b", "b"]
-    by_tag = sources.scan_dicom_folder(flat, label_tag="BodyPartExamined")
+    by_tag = scan_dicom_folder(flat, label_tag="BodyPartExamined")
     assert sorted(by_tag.items["label"]) == ["CHEST", "CHEST", "HAND", "HAND"] and "broken.dcm" in reasons(
         by_tag
     )
@@ -753,9 +761,9 @@ def test_small_tables_open_every_file_as_before(tmp_path, monkeypatch):
 
 
 def test_rows_not_opened_are_safe_for_plots_checks_and_splits(tmp_path, monkeypatch):
-    from core import checks, plots
-    from core.config import SplitConfig
-    from core.data import assign_splits, kfold_splits
+    from core.base.config import SplitConfig
+    from core.data.splits import assign_splits, kfold_splits
+    from core.evaluation import checks, plots
 
     monkeypatch.setenv("XRT_PROBE_MAX", "6")
     ds = from_csv(sized_table(tmp_path, 24, broken=(5, 11)), group_col="patient")
@@ -776,10 +784,10 @@ def test_rows_not_opened_are_safe_for_plots_checks_and_splits(tmp_path, monkeypa
 
 
 def test_training_decodes_every_row_a_sampled_scan_did_not_open(tmp_path, monkeypatch):
-    from core.config import RunConfig
-    from core.jobs import Progress
-    from core.runs import RunFolder
-    from core.train import prepare
+    from core.base.config import RunConfig
+    from core.runs.jobs import Progress
+    from core.runs.rundir import RunFolder
+    from core.train.prepare import prepare
 
     monkeypatch.setenv("XRT_PROBE_MAX", "2")
     csv = sized_table(tmp_path / "data", 24, broken=(3, 10, 17))
@@ -795,7 +803,7 @@ def test_training_decodes_every_row_a_sampled_scan_did_not_open(tmp_path, monkey
 
 
 def test_read_table_in_chunks_falls_back_to_latin1_after_the_first_chunk(tmp_path, monkeypatch):
-    monkeypatch.setattr(sources, "TABLE_CHUNK", 3)
+    monkeypatch.setattr("core.data.tables.TABLE_CHUNK", 3)
     rows = [b"path;label"] + [f"A/a{i}.png;x".encode() for i in range(10)] + [b"A/caf\xe9.png;y"]
     df = read_table(write(tmp_path / "t.csv", b"\n".join(rows) + b"\n"))
     assert len(df) == 11 and df["path"].iloc[-1] == "A/café.png" and list(df.columns) == ["path", "label"]

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.config import SplitConfig
-from core.data import SplitError, assign_splits, group_leaks, kfold_splits, split_summary
+from core.base.config import SplitConfig
+from core.data.splits import SplitError, assign_splits, group_leaks, kfold_splits, split_summary
 
 
 def make_items(n_patients=40, per_patient=(1, 5), seed=0, imbalance=0.5):
@@ -112,7 +112,7 @@ def test_split_summary_counts():
 
 
 def test_class_balance_weights_equalise_classes():
-    from core.data import class_balance_weights
+    from core.data.loaders import class_balance_weights
 
     labels = np.array(["a"] * 90 + ["b"] * 10)
     w = class_balance_weights(labels)

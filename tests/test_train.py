@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 import torch
 
-from core import jobs, runs
-from core import train as train_mod
-from core.config import RunConfig, SourceConfig, to_dict
-from core.jobs import run_inline
+from core.base.config import RunConfig, SourceConfig, to_dict
+from core.runs import jobs, rundir
+from core.runs.jobs import run_inline
+from core.train import callbacks
 from tests.helpers import wait_for
 from tests.synth import blob_dataset
 
@@ -122,7 +122,7 @@ def assert_fresh_process_predicts_the_run(run_dir: Path, tmp_path: Path) -> None
     pred = pd.read_csv(run_dir / "valid_predictions.csv")
     out = tmp_path / "fresh.csv"
     code = (
-        "import sys; from core.predict import Predictor; import pandas as pd\n"
+        "import sys; from core.evaluation.predict import Predictor; import pandas as pd\n"
         "p = Predictor(sys.argv[1], device='cpu'); paths = pd.read_csv(sys.argv[2])['path'].tolist()\n"
         "df, probs = p.predict_paths(paths); df.to_csv(sys.argv[3], index=False)\n"
     )
@@ -159,7 +159,7 @@ def test_saved_model_predicts_identically_in_a_fresh_process(trained, tmp_path):
 def test_each_file_is_decoded_once_per_run_and_not_at_all_when_cached(blobs, tmp_path, monkeypatch):
     from collections import Counter
 
-    from core import imaging
+    from core.data import imaging
 
     reads: Counter = Counter()
     real = imaging.read_image
@@ -182,17 +182,19 @@ def test_early_stopping_stops(blobs, tmp_path, monkeypatch):
     # the validation losses are scripted (1.0, 0.6, then worse), so the rule is decided by the test's own input and
     # not by what the model happens to learn on this machine's thread count
     script = [1.0, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6]
-    real = train_mod.epoch_values
+    real = callbacks.epoch_values
 
     def scripted(recorder):
         values = real(recorder)
         return {**values, "valid_loss": script[len(recorder.values) - 1]}
 
-    monkeypatch.setattr(train_mod, "epoch_values", scripted)
+    monkeypatch.setattr(callbacks, "epoch_values", scripted)
     cfg = tiny_config(blobs, epochs=12, early_stop_patience=1, monitor="valid_loss")
     result = run_inline("train", {"config": to_dict(cfg)}, run_dir=tmp_path / "run")
     assert result["stopped_early"] is True
-    assert result["epochs_run"] == 3 and result["best_epoch"] == 1  # epoch 2 was worse than epoch 1: patience 1
+    assert (
+        result["epochs_run"] == 3 and result["best_epoch"] == 1
+    )  # epoch 2 was worse than epoch 1: patience 1
     hist = pd.read_csv(tmp_path / "run" / "history.csv")
     assert len(hist) == result["epochs_run"] and result["best_epoch"] == int(hist["valid_loss"].idxmin())
     # with early stopping the saved model is the best checkpoint, labelled so, and validation is optimistic
@@ -281,7 +283,7 @@ def test_kfold_folds_as_child_jobs_on_two_slots_match_one_slot(blobs, tmp_path, 
     assert done.status == "done", done.error
     kids = sorted(store.list(parent_id=job.id), key=lambda k: k.params["fold"])
     assert [(k.kind, k.status, k.params["fold"]) for k in kids] == [("fold", "done", 0), ("fold", "done", 1)]
-    one, two = runs.RunFolder(tmp_path / "one"), runs.RunFolder(done.run_dir)
+    one, two = rundir.RunFolder(tmp_path / "one"), rundir.RunFolder(done.run_dir)
     assert pd.read_csv(one.items).equals(pd.read_csv(two.items))  # same items in the same folds
     oof = [pd.read_csv(r.predictions("oof")) for r in (one, two)]
     assert list(oof[0]["path"]) == list(oof[1]["path"]) and list(oof[0]["fold"]) == list(oof[1]["fold"])
@@ -424,9 +426,10 @@ def test_cli_points_kfold_runs_to_their_fold_models(tmp_path, capsys):
     ],
 )
 def test_channels_last_for_training_is_a_gpu_default_only(blobs, monkeypatch, setting, cuda, layout):
-    from core.data import assign_splits, build_dataloaders
-    from core.sources import load_source
-    from core.train import make_learner, use_channels_last
+    from core.data.loaders import build_dataloaders
+    from core.data.sources import load_source
+    from core.data.splits import assign_splits
+    from core.train.learner import make_learner, use_channels_last
 
     cfg = tiny_config(blobs, channels_last=setting, mixed_precision="off")  # no fp16 on a pretend GPU
     cfg.data.img_size = 128  # the size from which the CPU default used to switch it on

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from core import hosting, uploads
-from core.sources import scan_folder
-from core.uploads import UploadError, UploadLimits, extract_zip, save_uploads, upload_dir
+from core.data.folders import scan_folder
+from core.web import hosting, uploads
+from core.web.uploads import UploadError, UploadLimits, extract_zip, save_uploads, upload_dir
 
 ALICE, BOB = "alice-0001", "bob-000002"
 MB = 1_000_000
@@ -203,7 +203,7 @@ def test_one_owner_cannot_reach_another_owners_uploads(hosted, monkeypatch):
 
 
 def test_check_source_and_env_limits(hosted, monkeypatch):
-    from core.config import SourceConfig
+    from core.base.config import SourceConfig
 
     hosting.check_source(SourceConfig(kind="folder", root=str(hosted / "chest")), ALICE)
     with pytest.raises(UploadError):

@@ -12,9 +12,9 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
-from core import archs, weightfiles
-from core.pretrained import check_local_weights
-from core.weightfiles import ModelFileError
+from core.models import archs, weightfiles
+from core.models.pretrained import check_local_weights
+from core.models.weightfiles import ModelFileError
 
 
 class _Evil:

@@ -1,7 +1,7 @@
 """Optional login gate: OIDC via st.login when [auth] is in the secrets, else a shared password, else open.
 
 The shared password comes from `password` in .streamlit/secrets.toml or $XRT_PASSWORD; with it each person
-types a user name, and that name (or the OIDC identity) is who owns runs and uploads (core.signin). Until
+types a user name, and that name (or the OIDC identity) is who owns runs and uploads (core.web.signin). Until
 the visitor is signed in, the app's navigation holds only the sign-in page, so no page script runs; the
 page asked for is remembered and opened after sign-in. A password sign-in is kept across reloads by a
 signed, expiring cookie (OIDC: Streamlit's own cookie).
@@ -20,7 +20,7 @@ from typing import Any
 
 import streamlit as st
 
-from core import hosting, signin
+from core.web import hosting, signin
 
 AUTH_OK = "auth_ok"
 FAILS = "auth_fails"

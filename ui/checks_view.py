@@ -11,9 +11,13 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import checks, evaluate, explain, hosting, imaging, jobs, plots, sources, uploads
-from core.config import RunConfig, SourceConfig, from_dict
-from core.runs import RunFolder
+from core.base.config import RunConfig, SourceConfig, from_dict
+from core.data import imaging
+from core.data.items import Dataset, SourceError
+from core.evaluation import checks, evaluate, explain, plots
+from core.runs import jobs
+from core.runs.rundir import RunFolder
+from core.web import hosting, uploads
 from ui import common
 
 RAN = "chk_ran"  # source keys whose checks ran in this session
@@ -54,7 +58,7 @@ def results(cfg: SourceConfig, run: bool = False, size: int = checks.FEATURE_SIZ
 # ---------------------------------------------------------------- explorer and setup
 
 
-def dataset_checks(ds: sources.Dataset, cfg: SourceConfig) -> None:
+def dataset_checks(ds: Dataset, cfg: SourceConfig) -> None:
     """Explorer section: can metadata predict the label, duplicates across patients / labels / splits, actions."""
     st.subheader("Checks of the data")
     st.caption(
@@ -98,7 +102,7 @@ def shortcut_panel(sc: dict[str, Any]) -> None:
     )
 
 
-def duplicates_panel(ds: sources.Dataset, res: dict[str, Any], cfg: SourceConfig) -> None:
+def duplicates_panel(ds: Dataset, res: dict[str, Any], cfg: SourceConfig) -> None:
     """Duplicate and near-duplicate pairs, the ones that leak first, with a gallery and an exclude action."""
     d, pairs = res["duplicates"], res["pairs"]
     c = st.columns(4)
@@ -263,7 +267,7 @@ def _write(cfg: SourceConfig, changes: dict[str, dict[str, str]], name: str) -> 
             name,
             base=_corrections_base(),
         )
-    except (ValueError, OSError, sources.SourceError, uploads.UploadError) as err:
+    except (ValueError, OSError, SourceError, uploads.UploadError) as err:
         st.error(f"Cannot write the corrections: {err}")
         return
     new = SourceConfig(**src)

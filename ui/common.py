@@ -14,22 +14,15 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import (
-    choices,
-    evaluate,
-    executors,
-    hosting,
-    imaging,
-    jobs,
-    paths,
-    plots,
-    runs,
-    settings_store,
-    sources,
-)
-from core.config import ConfigError, RunConfig, SourceConfig, Window, from_dict, to_dict
-from core.runs import RunFolder
-from core.sample import ensure_sample
+from core.base import choices, paths
+from core.base.config import ConfigError, RunConfig, SourceConfig, Window, from_dict, to_dict
+from core.data import imaging, sources
+from core.data.items import Dataset
+from core.data.sample import ensure_sample
+from core.evaluation import evaluate, plots
+from core.runs import executors, jobs, rundir
+from core.runs.rundir import RunFolder
+from core.web import hosting, settings_store
 
 OWNER_KEY = "owner_id"
 LIVE_EVERY_S = 2.0  # seconds between redraws of what follows running jobs (progress, runs table, job counts)
@@ -69,12 +62,12 @@ def sample_root() -> str:
 
 
 @st.cache_data(show_spinner="Scanning the dataset...", max_entries=16)
-def _load(cfg_items: tuple) -> sources.Dataset:
+def _load(cfg_items: tuple) -> Dataset:
     """Scan a source once per distinct configuration."""
     return sources.load_source(SourceConfig(**dict(cfg_items)))
 
 
-def load_dataset(cfg: SourceConfig) -> sources.Dataset:
+def load_dataset(cfg: SourceConfig) -> Dataset:
     """Cached scan of a source this session may read (hosted mode: data roots and own uploads only)."""
     hosting.check_source(cfg, owner_id())
     return _load(tuple(sorted(dataclasses.asdict(cfg).items())))
@@ -108,15 +101,15 @@ def dicom_header(path: str) -> dict:
 
 @st.cache_data(ttl=600, show_spinner="Checking whether ImageNet weights can be downloaded...")
 def _weights_status(arch: str, cache_present: bool) -> tuple[bool, str]:
-    """core.pretrained.weights_obtainable, asked again every 10 minutes or when the cache file appears."""
-    from core import pretrained
+    """core.models.pretrained.weights_obtainable, asked again every 10 minutes or when the cache file appears."""
+    from core.models import pretrained
 
     return pretrained.weights_obtainable(arch)
 
 
 def weights_status(arch: str) -> tuple[bool, str]:
     """(whether ImageNet weights of `arch` can be had now, a sentence saying so) - cached briefly."""
-    from core import pretrained
+    from core.models import pretrained
 
     cached = pretrained.weights_cache_path(arch)
     return _weights_status(arch, cached is not None and cached.is_file())
@@ -164,7 +157,7 @@ def owner_id() -> str:
     a random id per browser session, also kept in the page URL (?owner=...) so a refresh re-attaches.
     """
     if hosting.hosted():
-        from core import signin
+        from core.web import signin
         from ui import auth
 
         owner = signin.owner_for(auth.identity())
@@ -281,7 +274,7 @@ def finished_runs(with_model: bool = False, limit: int = 200) -> list[jobs.Job]:
     """Finished training runs this session may see (done, or crashed and finished from a checkpoint);
     with_model: only runs with a model. k-fold runs are "train" jobs too."""
 
-    from core.finish import finished_from_checkpoint
+    from core.train.finish import finished_from_checkpoint
 
     done = [
         j
@@ -308,7 +301,7 @@ def file_version(*files: str | os.PathLike) -> tuple:
 @st.cache_resource(max_entries=4, show_spinner="Loading the model...")
 def _predictor(model_path: str, version: tuple):
     """One loaded Predictor per model file version (shared by every session: never mutate it)."""
-    from core.predict import Predictor
+    from core.evaluation.predict import Predictor
 
     return Predictor(model_path)
 
@@ -321,7 +314,7 @@ def model_version(model_path: str) -> tuple:
 
 
 def predictor(model_path: str):
-    """A cached core.predict.Predictor for a model folder / model.json; a rewritten model is loaded again."""
+    """A cached core.evaluation.predict.Predictor for a model folder / model.json; a rewritten model is loaded again."""
     return _predictor(str(model_path), model_version(model_path))
 
 
@@ -353,7 +346,7 @@ def csv_picker(label: str, key: str) -> str:
 def shown_path(path: str) -> str:
     """How a path is shown: as is locally; hosted: 'My uploads / x' for own uploads (no server layout)."""
 
-    from core import uploads
+    from core.web import uploads
 
     if not hosting.hosted():
         return path
@@ -367,7 +360,7 @@ def _cam(model_path: str, version: tuple, path: str, file_version_: tuple, class
     """Grad-CAM of one file with the cached model: the model's input image, the overlay, class and probabilities."""
     import numpy as np
 
-    from core import explain
+    from core.evaluation import explain
 
     res = explain.explain(predictor(model_path), path, class_name)
     return {
@@ -406,7 +399,7 @@ def show_cam(model_path: str, path: str, class_name: str | None = None, caption:
 
 
 def lr_find_figure(data: dict) -> go.Figure:
-    """Loss against learning rate (log x) with the finder's suggestions marked (core.plots)."""
+    """Loss against learning rate (log x) with the finder's suggestions marked (core.evaluation.plots)."""
     return plots.lr_finder(data.get("lrs", []), data.get("losses", []), data.get("suggestions") or {})
 
 
@@ -478,7 +471,7 @@ def window_text(window: Window | None) -> str:
 
 
 def default_run_config(source: SourceConfig) -> RunConfig:
-    """This machine's starting settings (core.choices); from scratch when ImageNet weights cannot be had."""
+    """This machine's starting settings (core.base.choices); from scratch when ImageNet weights cannot be had."""
     return choices.default_config(
         source, choices.has_gpu(), pretrained=weights_status(RunConfig().train.arch)[0]
     )
@@ -490,7 +483,7 @@ def default_run_config(source: SourceConfig) -> RunConfig:
 def read_history(run_dir: str | Path) -> pd.DataFrame | None:
     """history.csv of a run (one row per epoch); None when there is none yet."""
     try:
-        df = pd.read_csv(runs.RunFolder(run_dir).history)
+        df = pd.read_csv(rundir.RunFolder(run_dir).history)
     except (OSError, ValueError):
         return None
     return df if len(df) and "epoch" in df else None
@@ -506,7 +499,7 @@ def best_epochs(summary: dict, prog: dict) -> int | dict[int, int] | None:
 
 
 def curves(job: jobs.Job, best: int | dict[int, int] | None = None) -> None:
-    """Loss and metric curves per epoch from history.csv (core.plots), best epoch(s) marked."""
+    """Loss and metric curves per epoch from history.csv (core.evaluation.plots), best epoch(s) marked."""
     df = read_history(job.run_dir)
     if df is None:
         if job.kind != "lr_find":

@@ -15,9 +15,14 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import evaluate, explain, fmt, hosting, imaging, jobs, plots, predict, report, sources, uploads
-from core.config import SourceConfig
-from core.runs import RunFolder
+from core.base import fmt
+from core.base.config import SourceConfig
+from core.data import imaging
+from core.data.items import SourceError
+from core.evaluation import evaluate, explain, plots, predict, report
+from core.runs import jobs
+from core.runs.rundir import RunFolder
+from core.web import hosting, uploads
 from ui import common
 from ui.common import CHOSEN, METRICS, run_label  # shared with the Predict view
 
@@ -203,7 +208,7 @@ def metrics_section(ev: dict[str, Any]) -> None:
 
 
 def warnings_section(ev: dict[str, Any]) -> None:
-    """core.evaluate's warnings (one class for everything, AUC about chance) of every set, the advice once."""
+    """core.evaluation.evaluate's warnings (one class for everything, AUC about chance) of every set, the advice once."""
     found = {name: s["warnings"] for name, s in ev["sets"].items() if s.get("warnings")}
     if not found:
         return
@@ -373,12 +378,12 @@ def _external_source() -> SourceConfig | None:
 
 
 def _predict_external(job: jobs.Job, cfg: SourceConfig, model: str, tta: bool) -> None:
-    """Scan the test set, predict it with the chosen model (core.predict.score_source), keep it for this run."""
+    """Scan the test set, predict it with the chosen model (core.evaluation.predict.score_source), keep it for this run."""
     try:
         hosting.check_source(cfg, common.owner_id())
         with st.spinner("Predicting the test images..."):
             scored = predict.score_source(common.predictor(model), cfg, tta=tta)
-    except (sources.SourceError, uploads.UploadError, ValueError, OSError) as err:
+    except (SourceError, uploads.UploadError, ValueError, OSError) as err:
         st.error(f"Cannot use this test set: {err}")
         return
     st.session_state[EXTERNAL] = {

@@ -13,8 +13,12 @@ import time
 import pandas as pd
 import streamlit as st
 
-from core import experiments, fmt, hosting, jobs, plots
-from core.config import ConfigError, RunConfig, from_dict
+from core.base import fmt
+from core.base.config import ConfigError, RunConfig, from_dict
+from core.evaluation import plots
+from core.runs import jobs
+from core.train import experiments
+from core.web import hosting
 from ui import common
 
 PICK = "ex_pick"

@@ -7,9 +7,13 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import fmt, hosting, imaging, plots, sources, uploads
-from core.config import SourceConfig, Window
-from core.sources import SourceError
+from core.base import fmt
+from core.base.config import SourceConfig, Window
+from core.data import imaging
+from core.data.folders import walk_files
+from core.data.items import UNLABELLED, Dataset, SourceError
+from core.evaluation import plots
+from core.web import hosting, uploads
 from ui import common
 
 SOURCES = {  # the first is the default: the sample with patient ids, so splits are by patient from the start
@@ -248,9 +252,7 @@ def upload_source() -> SourceConfig | None:
     c1, c2 = st.columns([3, 1])
     root = uploads.dataset_dir(owner, c1.selectbox("Uploaded dataset", names, key="up_dataset"))
     c2.button("Delete all my uploads", key="up_delete", on_click=_delete_uploads)
-    tables = sorted(
-        p.relative_to(root).as_posix() for p in sources.walk_files(root) if p.suffix.lower() == ".csv"
-    )
+    tables = sorted(p.relative_to(root).as_posix() for p in walk_files(root) if p.suffix.lower() == ".csv")
     labels_from = (
         st.selectbox("Labels from", ["class folders", *tables], key="up_labels")
         if tables
@@ -318,7 +320,7 @@ def preview(row: pd.Series, window: Window | None, size: int = THUMB):
 # ---------------------------------------------------------------- the scanned dataset
 
 
-def _problems_table(ds: sources.Dataset) -> pd.DataFrame:
+def _problems_table(ds: Dataset) -> pd.DataFrame:
     """The problems table; hosted mode shows paths relative to the data folder (no server layout)."""
     if not hosting.hosted():
         return ds.problems
@@ -330,7 +332,7 @@ def _problems_table(ds: sources.Dataset) -> pd.DataFrame:
     return ds.problems.assign(path=shown)
 
 
-def load(cfg: SourceConfig) -> sources.Dataset | None:
+def load(cfg: SourceConfig) -> Dataset | None:
     """The scanned dataset, or None after showing why it cannot be read."""
     try:
         hosting.check_source(cfg, common.owner_id())
@@ -340,7 +342,7 @@ def load(cfg: SourceConfig) -> sources.Dataset | None:
         return None
 
 
-def summary(ds: sources.Dataset) -> None:
+def summary(ds: Dataset) -> None:
     """Headline counts, why training would be refused, and readable files without a label."""
     s = ds.summary()
     c = st.columns(4)
@@ -355,7 +357,7 @@ def summary(ds: sources.Dataset) -> None:
     unlabelled(ds)
 
 
-def overview(ds: sources.Dataset) -> None:
+def overview(ds: Dataset) -> None:
     """Images per class, the image size distribution, patients per class."""
     left, right = st.columns(2)
     left.plotly_chart(plots.class_counts(ds.class_counts()), width="stretch")
@@ -373,14 +375,14 @@ def overview(ds: sources.Dataset) -> None:
         st.caption("Patients per class: " + ", ".join(f"{k}: {v}" for k, v in per.items()))
 
 
-def has_dicom(ds: sources.Dataset) -> bool:
+def has_dicom(ds: Dataset) -> bool:
     """True when the dataset holds DICOM files (window / level and the header panel apply)."""
     return bool((ds.items["kind"] == "dicom").any())
 
 
-def unlabelled(ds: sources.Dataset) -> None:
+def unlabelled(ds: Dataset) -> None:
     """A preview of files that decode but have no label, and how to give them one."""
-    rows = ds.problems[ds.problems["reason"] == sources.UNLABELLED] if not ds.problems.empty else ds.problems
+    rows = ds.problems[ds.problems["reason"] == UNLABELLED] if not ds.problems.empty else ds.problems
     if rows.empty:
         return
     st.subheader(f"Readable files without a label ({len(rows)})")
@@ -396,14 +398,14 @@ def unlabelled(ds: sources.Dataset) -> None:
             col.caption(f"{Path(path).name}: {err}")
 
 
-def problems(ds: sources.Dataset) -> None:
+def problems(ds: Dataset) -> None:
     """Every file that cannot be used, with its reason."""
     if not ds.problems.empty:
         st.subheader(f"Files that cannot be used ({len(ds.problems)})")
         st.dataframe(_problems_table(ds), width="stretch", hide_index=True)
 
 
-def samples(ds: sources.Dataset, window: Window | None = None) -> None:
+def samples(ds: Dataset, window: Window | None = None) -> None:
     """A grid of sample images per class, filtered by file name, with paging."""
     st.subheader("Samples")
     c1, c2, c3 = st.columns([2, 2, 1])
@@ -425,7 +427,7 @@ def samples(ds: sources.Dataset, window: Window | None = None) -> None:
             col.caption(f"{Path(row['relpath']).name}: {err}")
 
 
-def dicom_panel(ds: sources.Dataset, window: Window | None = None) -> None:
+def dicom_panel(ds: Dataset, window: Window | None = None) -> None:
     """Allow-listed header of one DICOM file (patient identifiers are never shown) and its preview."""
     st.subheader("DICOM header (identifiers hidden)")
     dcm = ds.items[ds.items["kind"] == "dicom"]

@@ -14,8 +14,12 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import evaluate, fmt, hosting, jobs, predict, runs, savedmodel, uploads, weightfiles
-from core.runs import RunFolder
+from core.base import fmt
+from core.evaluation import evaluate, predict
+from core.models import savedmodel, weightfiles
+from core.runs import jobs, rundir
+from core.runs.rundir import RunFolder
+from core.web import hosting, uploads
 from ui import common
 
 RUN, MODEL, SOURCE, RESULT, UPLOAD = "pr_run", "pr_model", "pr_input", "pr_result", "pr_upload"
@@ -268,7 +272,7 @@ def _seen(run_dir: str, version: tuple) -> dict[str, str]:
 
 def seen_in_training(df: pd.DataFrame, model: str) -> pd.Series:
     """The split ('train', 'valid', 'test') in which the model's run used each predicted file ('' if unseen)."""
-    run = runs.of_model(model)
+    run = rundir.of_model(model)
     if run is None:  # a model outside any run: none of the files can be its training images
         return pd.Series("", index=df.index)
     seen = _seen(str(run), common.file_version(run.items, run.config))

@@ -12,9 +12,12 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core import eta, evaluate, fmt, hosting, jobs
-from core.config import ConfigError, RunConfig, from_dict, to_dict
-from core.runs import RunFolder
+from core.base import eta, fmt
+from core.base.config import ConfigError, RunConfig, from_dict, to_dict
+from core.evaluation import evaluate
+from core.runs import jobs
+from core.runs.rundir import RunFolder
+from core.web import hosting
 from ui import common
 from ui.common import PICK, TRAIN_JOB, best_epochs, config_caption, curves, lr_find_figure  # shared
 
@@ -350,7 +353,7 @@ def outcome(job: jobs.Job) -> None:
 
 def finish_offer(job: jobs.Job) -> None:
     """A crashed run: its finished-from-checkpoint metrics, or a button making the model from its checkpoint."""
-    from core import finish
+    from core.train import finish
 
     origin = finish.finished_from_checkpoint(job.run_dir)
     if origin:

@@ -17,9 +17,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core import archs, augment_preview, fmt, hosting, jobs, settings_store, uploads
-from core.choices import CPU_DEFAULTS, KFOLD_DEFAULT, Choices, build_config, device_defaults
-from core.config import (
+from core.base import fmt
+from core.base.choices import CPU_DEFAULTS, KFOLD_DEFAULT, Choices, build_config, device_defaults
+from core.base.config import (
     CHANNELS,
     IMBALANCE,
     MONITORS,
@@ -31,9 +31,13 @@ from core.config import (
     from_dict,
     to_dict,
 )
-from core.data import SplitError
-from core.runs import RunFolder
-from core.uploads import UploadError
+from core.data import augment_preview
+from core.data.splits import SplitError
+from core.models import archs
+from core.runs import jobs
+from core.runs.rundir import RunFolder
+from core.web import hosting, settings_store, uploads
+from core.web.uploads import UploadError
 from ui import common
 from ui.common import (  # session keys shared with other views
     LR_JOB,
@@ -154,7 +158,7 @@ def parse_lr(text: str) -> float | None:
 
 
 def choices_from_state(state: Any) -> Choices:
-    """The setup widgets' values as the user's choices (core.choices maps them onto the RunConfig)."""
+    """The setup widgets' values as the user's choices (core.base.choices maps them onto the RunConfig)."""
     lr = parse_lr(state["su_lr"])
     return Choices(
         name=str(state["su_name"]),
@@ -580,7 +584,7 @@ def augment_section(items: pd.DataFrame | None, cfg: RunConfig | None) -> None:
 @st.cache_data(max_entries=64, show_spinner="Drawing augmented samples...")
 def _preview(paths: tuple[str, ...], labels: tuple[str, ...], data_json: str, seed: int) -> list:
     """Cached preview by item paths, data settings and seed."""
-    from core.config import DataConfig
+    from core.base.config import DataConfig
 
     items = pd.DataFrame({"path": list(paths), "label": list(labels)})
     return augment_preview.preview_augmentations(

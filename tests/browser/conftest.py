@@ -204,7 +204,7 @@ def _fresh_working_settings(request: pytest.FixtureRequest) -> None:
     if "app_url" in request.fixturenames:
         import shutil
 
-        from core import settings_store
+        from core.web import settings_store
 
         shutil.rmtree(request.getfixturevalue("app_home") / settings_store.FOLDER, ignore_errors=True)
 
@@ -224,10 +224,18 @@ def train_tiny_run(home: Path) -> str:
     """A finished one-epoch 32 px run on the sample under `home`, trained in this process and registered in its job store."""
     import torch
 
-    from core import jobs
-    from core.config import AugConfig, DataConfig, RunConfig, SourceConfig, SplitConfig, TrainConfig, to_dict
-    from core.runs import RunFolder
-    from core.sample import ensure_sample
+    from core.base.config import (
+        AugConfig,
+        DataConfig,
+        RunConfig,
+        SourceConfig,
+        SplitConfig,
+        TrainConfig,
+        to_dict,
+    )
+    from core.data.sample import ensure_sample
+    from core.runs import jobs
+    from core.runs.rundir import RunFolder
 
     sample = ensure_sample(home / "sample")  # what the server generates there (a no-op once it has)
     cfg = RunConfig(

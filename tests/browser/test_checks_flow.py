@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core import jobs
+from core.runs import jobs
 from tests.browser.test_flow import (
     expect,
     go_to,
@@ -45,8 +45,12 @@ def test_open_a_cell_exclude_an_image_and_train_on_the_corrected_source(
     counts = preds.groupby(["label", "pred"]).size()
     true_name, pred_name = counts.idxmax()
     t, p = classes.index(true_name), classes.index(pred_name)
-    cell = preds[(preds["label"] == true_name) & (preds["pred"] == pred_name)].sort_values(f"prob_{true_name}")
-    errors = [(i, j) for i in range(n) for j in range(n) if i != j and counts.get((classes[i], classes[j]), 0)]
+    cell = preds[(preds["label"] == true_name) & (preds["pred"] == pred_name)].sort_values(
+        f"prob_{true_name}"
+    )
+    errors = [
+        (i, j) for i in range(n) for j in range(n) if i != j and counts.get((classes[i], classes[j]), 0)
+    ]
     chart = page.locator(".st-key-chk_cm")
     chart.scroll_into_view_if_needed()
     points = chart.locator(".scatterlayer .point")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from core import jobs
+from core.runs import jobs
 
 try:
     from playwright.sync_api import expect

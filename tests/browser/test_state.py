@@ -158,8 +158,8 @@ def owned_run(home: Path, name: str) -> str:
     import hashlib
     import hmac
 
-    from core import jobs
-    from core.config import RunConfig, to_dict
+    from core.base.config import RunConfig, to_dict
+    from core.runs import jobs
 
     owner = hmac.new(
         (home / "secret.key").read_text().strip().encode(), f"owner:user:{name}".encode(), hashlib.sha256

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from core import experiments, settings_store
+from core.train import experiments
+from core.web import settings_store
 from tests.browser.test_flow import cancel_leftovers, go_to, open_app, set_number, settle, store
 
 try:

@@ -1,0 +1,73 @@
+"""Previews for the training setup: augmented training samples and the split a config would make.
+
+The augmentation preview runs a few items through the very DataBlock training uses
+(`core.data.loaders.make_datablock`: reader, Resize, `batch_transforms`), without Normalize, on the CPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from core.base.config import DataConfig, SplitConfig
+from core.data.loaders import make_datablock
+from core.data.splits import assign_splits, group_leaks, kfold_splits, split_summary
+
+
+def preview_augmentations(
+    items: pd.DataFrame, data_cfg: DataConfig, n: int = 8, seed: int = 0
+) -> list[np.ndarray]:
+    """`n` augmented training samples (uint8 HxWxC, C = 1 grey or 3 RGB) made by the training transforms."""
+    import torch
+    from fastai.torch_core import set_seed
+
+    data_cfg.validate()
+    if items.empty or n < 1:
+        return []
+    rows = items.sample(n=n, replace=len(items) < n, random_state=seed).reset_index(drop=True)
+    classes = sorted(rows["label"].astype(str).unique())
+    block = make_datablock(classes, data_cfg, valid_idx=[], stats=None)
+    dls = block.dataloaders(rows, bs=n, num_workers=0, device=torch.device("cpu"))
+    loader = dls.train.new(shuffle=False, drop_last=False)
+    set_seed(seed, reproducible=True)
+    xb = next(iter(loader))[0].as_subclass(torch.Tensor)
+    arr = (xb.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return [a for a in arr]
+
+
+def split_preview(items: pd.DataFrame, split_cfg: SplitConfig) -> tuple[pd.DataFrame, list[str]]:
+    """Counts per class and patients per split, and the patients found in more than one split.
+
+    With k-fold cross-validation the folds rotate over all non-test items: train and valid are one row
+    ("k folds"), and only a patient shared with the test part is a leak.
+    """
+    assigned = assign_splits(items, split_cfg)
+    if split_cfg.k_folds < 2:
+        return split_summary(assigned), group_leaks(assigned)
+    assigned["split"] = assigned["split"].where(assigned["split"] == "test", "train")
+    summary = split_summary(assigned)
+    summary["split"] = summary["split"].replace(
+        {"train": f"{split_cfg.k_folds} folds (train + valid in turn)"}
+    )
+    return summary, group_leaks(assigned)
+
+
+def fold_preview(items: pd.DataFrame, split_cfg: SplitConfig) -> pd.DataFrame:
+    """One row per cross-validation fold: validation items per class and patients."""
+    assigned = assign_splits(items, split_cfg)
+    folds = kfold_splits(assigned, split_cfg.k_folds, method=split_cfg.method, seed=split_cfg.seed)
+    classes = sorted(assigned["label"].astype(str).unique())
+    rows = []
+    for i, (_, valid_idx) in enumerate(folds):
+        part = assigned.iloc[valid_idx]
+        counts = part["label"].astype(str).value_counts()
+        groups = part["group"].fillna("").astype(str) if "group" in part else pd.Series([], dtype=str)
+        rows.append(
+            {
+                "fold": i + 1,
+                "valid items": len(part),
+                **{c: int(counts.get(c, 0)) for c in classes},
+                "patients": int(groups[groups != ""].nunique()),
+            }
+        )
+    return pd.DataFrame(rows)

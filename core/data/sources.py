@@ -1,0 +1,70 @@
+"""Data sources (class folders, CSV tables, DICOM folders) -> one items table plus a problems table.
+
+Every file or row that cannot be used becomes a row of `Dataset.problems` with a reason; files
+that are simply not images (hidden files, notes, spreadsheets) are counted in `Dataset.ignored`.
+Nothing is dropped silently and one bad file never stops a scan."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from core.base.config import SourceConfig
+from core.data.folders import scan_dicom_folder, scan_folder
+from core.data.items import Dataset, Decode, SourceError
+from core.data.tables import from_csv
+
+# ---------------------------------------------------------------- dispatch
+
+
+def _sample(cfg: SourceConfig, decode: Decode | None = None, every_file: bool = False) -> Dataset:
+    """The built-in synthetic sample (CSV form with patient ids, so splits can be by patient)."""
+    from core.data.sample import ensure_sample
+
+    return from_csv(
+        ensure_sample() / "labels.csv", group_col="patient_id", decode=decode, every_file=every_file
+    )
+
+
+LOADERS: dict[str, Callable[[SourceConfig, Decode | None, bool], Dataset]] = {
+    "folder": lambda c, d, e: scan_folder(c.root, c.test_root, decode=d),
+    "csv": lambda c, d, e: from_csv(
+        c.csv_path, c.root, c.path_col, c.label_col, c.group_col, c.split_col, decode=d, every_file=e
+    ),
+    "dicom": lambda c, d, e: scan_dicom_folder(
+        c.root,
+        c.csv_path,
+        c.label_tag,
+        c.group_tag,
+        c.path_col,
+        c.label_col,
+        group_col=c.group_col,
+        split_col=c.split_col,
+        decode=d,
+        every_file=e,
+    ),
+    "sample": _sample,
+}
+
+
+def source_root(cfg: SourceConfig) -> Path:
+    """The folder the relative paths (items' relpath) of a source's items are relative to."""
+    if cfg.kind == "sample":
+        from core.data.sample import ensure_sample
+
+        return ensure_sample().resolve()
+    if cfg.kind == "csv" and not str(cfg.root).strip():
+        return Path(cfg.csv_path).expanduser().resolve().parent
+    return Path(cfg.root).expanduser().resolve()
+
+
+def load_source(cfg: SourceConfig, decode: Decode | None = None, every_file: bool = False) -> Dataset:
+    """Build the Dataset a SourceConfig describes.
+
+    `decode(path)` is the validating decode of every file opened (default imaging.read_image); training passes
+    a DecodeCache.warm partial with its image size and window so validating also fills its decode cache, and
+    every_file=True: a table longer than probe_max() rows is otherwise opened only for a sample (see from_df).
+    """
+    if cfg.kind not in LOADERS:
+        raise SourceError(f"unknown source kind '{cfg.kind}'; use one of {', '.join(LOADERS)}")
+    return LOADERS[cfg.kind](cfg, decode, every_file)

@@ -1,0 +1,315 @@
+"""Predict with a saved model (weights + manifest, never a pickle): one image, many, a folder or a CSV of paths."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from core.base.config import SourceConfig, Window
+from core.data import decode_cache, imaging
+from core.data.loaders import ImageReader
+from core.evaluation import evaluate
+from core.models import savedmodel
+
+DEFAULT_THRESHOLD = 0.5
+DECODE_WORKERS = min(
+    4, os.cpu_count() or 1
+)  # threads decoding images while the model runs on the previous batch
+
+
+class Predictor:
+    """A loaded model plus the exact preprocessing it was trained with; reuse it for many calls."""
+
+    def __init__(self, model_path: str | Path, device: str | None = None, channels_last: bool = True):
+        """Load weights + manifest; channels_last (same outputs) measured ~25 % faster on CPU at 224 px."""
+        self.model, self.manifest = savedmodel.load_model(model_path)
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model.to(self.device).eval()
+        if channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        m = self.manifest
+        self.classes: list[str] = list(m["classes"])
+        window = Window(**m["window"]) if m.get("window") else None
+        self.reader = ImageReader(
+            int(m["img_size"]), m.get("channels", "rgb"), window, int(m.get("frame", 0)), use_cache=False
+        )
+        norm = m.get("normalize")
+        self.mean = torch.tensor(norm["mean"]).view(1, -1, 1, 1) if norm else None
+        self.std = torch.tensor(norm["std"]).view(1, -1, 1, 1) if norm else None
+
+    @property
+    def binary(self) -> bool:
+        """True for a two-class model (a threshold on the second class applies)."""
+        return len(self.classes) == 2
+
+    def image_for(self, path: str | Path):
+        """The fastai PIL image the model sees before resizing: decoded and downscaled as training's cache does."""
+        from fastai.vision.core import PILImage, PILImageBW
+
+        img = decode_cache.downscale(self.reader.load(str(path)), self.reader.size)
+        if self.reader.channels == "grey":
+            return PILImageBW.create(img.convert("L"))
+        return PILImage.create(img.convert("RGB"))
+
+    def tensor_for(self, path: str | Path) -> torch.Tensor:
+        """Decode, resize as in validation, scale to 0..1: a C x H x W float tensor."""
+        from fastai.vision.augment import Resize, ResizeMethod
+
+        img = self.image_for(path)
+        method = {"squish": ResizeMethod.Squish, "pad": ResizeMethod.Pad, "crop": ResizeMethod.Crop}
+        img = Resize(
+            self.reader.size, method=method[self.manifest.get("resize", "squish")], pad_mode="zeros"
+        )(img, split_idx=1)
+        arr = np.asarray(img, dtype=np.float32) / 255.0
+        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+        return torch.from_numpy(np.ascontiguousarray(arr))
+
+    def checked_tensor(self, path: str | Path) -> torch.Tensor:
+        """tensor_for, with every failure of the file as an ImageError of one plain sentence."""
+        try:
+            return self.tensor_for(path)
+        except imaging.ImageError:
+            raise
+        except Exception as err:  # noqa: BLE001 - whatever a decoder raises for one file is that file's reason
+            raise imaging.ImageError(imaging.user_reason(err)) from None
+
+    def normalized(self, batch: torch.Tensor) -> torch.Tensor:
+        """A batch of 0..1 tensors on the model's device, normalised as in training."""
+        x = batch.to(self.device, non_blocking=True)
+        if self.mean is not None and self.std is not None:
+            x = (x - self.mean.to(self.device)) / self.std.to(self.device)
+        return x
+
+    @torch.no_grad()
+    def probs(self, batch: torch.Tensor, tta: bool = False) -> np.ndarray:
+        """Softmax probabilities for a batch of preprocessed tensors (tta: averaged with the mirror image)."""
+        x = self.normalized(batch)
+        p = torch.softmax(self.model(x).float(), dim=1)
+        if tta:
+            p = (p + torch.softmax(self.model(torch.flip(x, dims=[3])).float(), dim=1)) / 2
+        return p.cpu().numpy()
+
+    def decide(self, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
+        """Predicted class indices: binary -> second class when p >= threshold (default 0.5); else argmax."""
+        return evaluate.predict_labels(
+            probs, (DEFAULT_THRESHOLD if threshold is None else threshold) if self.binary else None
+        )
+
+    def predict_one(
+        self, path: str | Path, tta: bool = False, threshold: float | None = None
+    ) -> dict[str, Any]:
+        """Class probabilities, the predicted class and the threshold used, for one file."""
+        p = self.probs(self.checked_tensor(path)[None], tta=tta)
+        return {
+            "pred": self.classes[int(self.decide(p, threshold)[0])],
+            "probs": dict(zip(self.classes, map(float, p[0]))),
+            "threshold": self.threshold_used(threshold),
+        }
+
+    def threshold_used(self, threshold: float | None) -> float | str:
+        """What the threshold column says: the binary threshold, or "argmax" for multi-class."""
+        return float(DEFAULT_THRESHOLD if threshold is None else threshold) if self.binary else "argmax"
+
+    def _decoded(
+        self, paths: list[str], batch_size: int, workers: int
+    ) -> Iterator[tuple[list[str], list, list]]:
+        """Batches of (paths, tensors, problems), decoded by a thread pool one batch ahead of the model."""
+
+        def one(p: str) -> torch.Tensor | str:
+            try:
+                return self.checked_tensor(p)
+            except imaging.ImageError as err:  # a batch never stops for one file
+                return str(err)
+
+        chunks = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            pending = [pool.map(one, c) for c in chunks[:2]]
+            for k, chunk in enumerate(chunks):
+                results = list(pending[k])
+                if k + 2 < len(chunks):
+                    pending.append(pool.map(one, chunks[k + 2]))
+                good = [(p, r) for p, r in zip(chunk, results) if isinstance(r, torch.Tensor)]
+                bad = [
+                    {"path": str(p), "reason": r}
+                    for p, r in zip(chunk, results)
+                    if not isinstance(r, torch.Tensor)
+                ]
+                yield [p for p, _ in good], [r for _, r in good], bad
+
+    def predict_paths(
+        self,
+        paths: list[str],
+        batch_size: int = 32,
+        labels: list[str] | None = None,
+        tta: bool = False,
+        threshold: float | None = None,
+        workers: int = DECODE_WORKERS,
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(predictions, problems) for many files; a broken file is reported, the rest are predicted.
+
+        Batches go to the GPU when there is one. The table has every class probability, the predicted class
+        and the threshold used; with `labels` (unknown or empty ones are left blank) it also has `label`.
+        """
+        paths = [str(p) for p in paths]
+        good, probs, problems = [], [], []
+        for ok, tensors, bad in self._decoded(paths, batch_size, workers):
+            problems += bad
+            if tensors:
+                probs.append(self.probs(torch.stack(tensors), tta=tta))
+                good += ok
+        probs_arr = np.concatenate(probs) if probs else np.zeros((0, len(self.classes)))
+        df = self._frame(good, probs_arr, threshold)
+        if labels is not None:
+            label_of = dict(
+                zip(
+                    paths,
+                    ["" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v) for v in labels],
+                )
+            )
+            df.insert(1, "label", [label_of.get(p, "") for p in good])
+        return df, pd.DataFrame(problems, columns=["path", "reason"])
+
+    def _frame(self, paths: list[str], probs: np.ndarray, threshold: float | None) -> pd.DataFrame:
+        """The predictions table: path, pred, prob_pred, prob_<class>..., threshold."""
+        pred = self.decide(probs, threshold) if len(probs) else np.zeros(0, dtype=int)
+        df = evaluate.predictions_frame(paths, None, probs, self.classes)
+        df["pred"] = [self.classes[i] for i in pred]
+        df["prob_pred"] = probs[np.arange(len(probs)), pred].astype(float) if len(probs) else []
+        df["threshold"] = self.threshold_used(threshold)
+        return df
+
+
+def as_predictor(model: str | Path | Predictor) -> Predictor:
+    """A Predictor from a model path, or the given one (so callers can reuse a loaded model)."""
+    return model if isinstance(model, Predictor) else Predictor(model)
+
+
+def folder_paths(folder: str | Path) -> list[str]:
+    """Every image/DICOM file under a folder (recursively; hidden files and folders skipped), sorted."""
+    from core.data.folders import walk_files
+
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"folder not found: {folder}")
+    exts = imaging.IMAGE_EXTS | imaging.DICOM_EXTS
+    return sorted(str(p) for p in walk_files(root.resolve()) if p.suffix.lower() in exts)
+
+
+def predict_folder(
+    model_path: str | Path | Predictor,
+    folder: str | Path,
+    batch_size: int = 32,
+    tta: bool = False,
+    threshold: float | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Predict every image/DICOM under a folder (recursively; hidden files skipped)."""
+    paths = folder_paths(folder)
+    return as_predictor(model_path).predict_paths(paths, batch_size=batch_size, tta=tta, threshold=threshold)
+
+
+def read_path_table(
+    csv_path: str | Path, path_col: str = "path", label_col: str = "label", image_root: str | Path = ""
+) -> tuple[list[str], list[str] | None, pd.DataFrame]:
+    """(files, labels or None, problems) from a CSV of paths relative to image_root (default: the CSV's folder).
+
+    The label column is optional: without it (or with --label-col "") the table is names only. Paths that
+    leave the image folder (../, absolute, UNC) and missing files are problems, never read.
+    """
+    from core.data.items import UnsafePathError, safe_join
+    from core.data.tables import read_table
+
+    df = read_table(csv_path)
+    if path_col not in df:
+        raise ValueError(
+            f"the table has no path column '{path_col}'; its columns are: {', '.join(df.columns)}"
+        )
+    root = Path(image_root) if str(image_root).strip() else Path(csv_path).expanduser().resolve().parent
+    labelled = bool(label_col) and label_col in df
+    files, labels, problems = [], [], []
+    for n, row in enumerate(df.to_dict("records"), start=1):
+        raw = str(row[path_col]).strip()
+        try:
+            path = safe_join(root, raw)
+        except UnsafePathError as err:
+            problems.append({"path": raw or f"row {n}", "reason": f"row {n}: {err}"})
+            continue
+        if not path.is_file():
+            problems.append({"path": str(path), "reason": f"row {n}: file not found"})
+            continue
+        files.append(str(path))
+        labels.append(str(row[label_col]).strip() if labelled else "")
+    return files, labels if labelled else None, pd.DataFrame(problems, columns=["path", "reason"])
+
+
+def predict_csv(
+    model_path: str | Path | Predictor,
+    csv_path: str | Path,
+    path_col: str = "path",
+    label_col: str = "label",
+    image_root: str | Path = "",
+    batch_size: int = 32,
+    tta: bool = False,
+    threshold: float | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Predict the files a CSV lists; a labelled CSV's labels come along (score them with score_predictions)."""
+    files, labels, problems = read_path_table(csv_path, path_col, label_col, image_root)
+    df, bad = as_predictor(model_path).predict_paths(
+        files, batch_size=batch_size, labels=labels, tta=tta, threshold=threshold
+    )
+    return df, pd.concat([problems, bad], ignore_index=True) if len(problems) else bad
+
+
+@dataclass
+class SourceScore:
+    """A model applied to a labelled source: per-item predictions, unusable files, headline metrics."""
+
+    predictions: pd.DataFrame
+    problems: pd.DataFrame  # path, reason: files the scan or the prediction could not use
+    metrics: dict[str, float]
+
+
+def score_source(
+    model: str | Path | Predictor,
+    source: SourceConfig,
+    batch_size: int = 32,
+    tta: bool = False,
+    threshold: float | None = None,
+) -> SourceScore:
+    """Load a labelled source, check its labels are classes of the model, predict it with its labels, measure."""
+    from core.data.sources import load_source
+
+    pred = as_predictor(model)
+    ds = load_source(source)
+    labels = ds.items["label"].astype(str)
+    unknown = sorted(set(labels) - set(pred.classes))
+    if unknown:
+        raise ValueError(f"test labels {unknown} are not classes of this model ({', '.join(pred.classes)})")
+    if ds.items.empty:
+        raise ValueError("the test set has no usable images")
+    df, bad = pred.predict_paths(
+        ds.items["path"].tolist(), batch_size=batch_size, labels=labels.tolist(), tta=tta, threshold=threshold
+    )
+    problems = pd.concat([ds.problems[["path", "reason"]], bad], ignore_index=True)
+    return SourceScore(df, problems, evaluate.metrics_from_frame(df, pred.classes))
+
+
+def score_predictions(
+    df: pd.DataFrame, classes: list[str], threshold: float | None = None, **kwargs: Any
+) -> dict[str, Any] | None:
+    """Full evaluation of the labelled rows of a predictions table (None when no row has a label).
+
+    Labels that are not classes of the model are refused with the list of them.
+    """
+    labelled = evaluate.labelled(df)
+    if not len(labelled):
+        return None
+    return evaluate.evaluate_frame(labelled, classes, threshold=threshold, **kwargs)

@@ -1,0 +1,54 @@
+"""A training run: prepare, fit, evaluate, save the model and its manifest, write the run folder (k-fold runs
+go to core.train.tasks.kfold).
+
+Every run writes a run folder (its files are named in core/runs/rundir.py): config.json, items.csv, history.csv,
+progress.json, model/ (weights + manifest), predictions, metrics.json and env.json."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from core.base.config import RunConfig
+from core.evaluation import evaluate
+from core.runs import rundir
+from core.runs.jobs import Progress
+from core.train.fit import fit_one, predict_items
+from core.train.kfold import kfold_run
+from core.train.outputs import _finish, model_provenance, outcome_manifest
+from core.train.prepare import prepare
+
+
+def train_run(cfg: RunConfig, run_dir: Path, progress: Progress) -> dict[str, Any]:
+    """A single train/valid(/test) run; k-fold when cfg.data.split.k_folds >= 2."""
+    from core.models import savedmodel
+
+    if cfg.data.split.k_folds >= 2:
+        return kfold_run(cfg, run_dir, progress)
+    t0, run = time.time(), rundir.RunFolder(run_dir)
+    items = prepare(cfg, run_dir, progress)
+    classes = sorted(items["label"].astype(str).unique())
+    out = fit_one(items, cfg, run_dir, progress, classes=classes)
+    out.valid.to_csv(run.predictions("valid"), index=False)
+    metrics = {"valid": evaluate.metrics_from_frame(out.valid, classes)}
+    test = items[items["split"] == "test"]
+    if len(test):
+        progress.update(force=True, phase="testing")
+        test_pred = predict_items(out.learn, test)
+        test_pred.to_csv(run.predictions("test"), index=False)
+        metrics["test"] = evaluate.metrics_from_frame(test_pred, classes)
+    summary = {
+        "type": "single",
+        "classes": classes,
+        "metrics": metrics,
+        "best_epoch": out.best_epoch,
+        "monitor": cfg.train.monitor,
+        "stopped_early": out.stopped_early,
+        "epochs_run": len(out.rows),
+        "train_seconds": round(time.time() - t0, 2),
+        **model_provenance(out, cfg, {"valid": len(out.valid), "test": len(test)}),
+    }
+    savedmodel.save_model(out.learn.model, run.model_dir, outcome_manifest(cfg, classes, metrics, out))
+    _finish(run_dir, summary, progress, cfg)
+    return summary
