@@ -1,5 +1,5 @@
 """A training run: prepare, fit, evaluate, save the model and its manifest, write the run folder (k-fold runs
-go to core.train.tasks.kfold).
+go to core.train.kfold).
 
 Every run writes a run folder (its files are named in core/runs/rundir.py): config.json, items.csv, history.csv,
 progress.json, model/ (weights + manifest), predictions, metrics.json and env.json."""

@@ -1,4 +1,4 @@
-"""The job entry points of training (named in core.runs.rundir.jobs.TASKS): train, one fold, LR finder."""
+"""The job entry points of training (named in core.runs.jobs.TASKS): train, one fold, LR finder."""
 
 from __future__ import annotations
 
