@@ -24,6 +24,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from core.base.config import Window
 from core.base.fmt import megabytes
+from core.base.paths import env_float
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -192,13 +193,8 @@ class ImageInfo:
 
 
 def decode_budget_bytes() -> int:
-    """Bytes all decodes of this process may hold together: $XRT_DECODE_MEMORY_MB (default 1024 MB)."""
-    raw = os.environ.get(DECODE_MEMORY_ENV, "").strip()
-    try:
-        mb = float(raw) if raw else DEFAULT_DECODE_MEMORY_MB
-    except ValueError:
-        mb = DEFAULT_DECODE_MEMORY_MB
-    return int(max(mb, 1) * 1_000_000)
+    """Bytes all decodes of this process may hold together: $XRT_DECODE_MEMORY_MB (default 1024 MB, at least 1 MB)."""
+    return int(max(env_float(DECODE_MEMORY_ENV, DEFAULT_DECODE_MEMORY_MB), 1) * 1_000_000)
 
 
 def check_decode_bytes(nbytes: int) -> None:

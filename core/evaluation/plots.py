@@ -44,18 +44,6 @@ def style(fig: go.Figure, title: str = "", height: int = 420) -> go.Figure:
     return fig
 
 
-def _ci_text(ci: Mapping[str, float] | float | None) -> str:
-    """ "0.912 [0.871-0.948]" or "0.912" from a {"value", "lo", "hi"} dict or a number."""
-    if ci is None:
-        return ""
-    if not isinstance(ci, Mapping):
-        return f"{ci:.3f}" if math.isfinite(ci) else "n/a"
-    v, lo, hi = ci.get("value", math.nan), ci.get("lo", math.nan), ci.get("hi", math.nan)
-    if not math.isfinite(v):
-        return "n/a"
-    return f"{v:.3f} [{lo:.3f}-{hi:.3f}]" if math.isfinite(lo) and math.isfinite(hi) else f"{v:.3f}"
-
-
 # ---------------------------------------------------------------- classification results
 
 
@@ -97,7 +85,11 @@ def roc_curves(
     """One ROC line per class (fpr/tpr tables) with its AUC and CI in the legend, plus the chance line."""
     fig = go.Figure()
     for i, (name, df) in enumerate(curves.items()):
-        label = f"{name} (AUC {_ci_text((auc or {}).get(name))})" if auc and name in auc else name
+        label = (
+            f"{name} (AUC {fmt.with_ci((auc or {}).get(name), brackets='[]')})"
+            if auc and name in auc
+            else name
+        )
         fig.add_trace(
             go.Scatter(
                 x=df["fpr"],
@@ -134,7 +126,7 @@ def pr_curves(
     """One precision-recall line per class with its PR AUC, plus the no-skill line at the class prevalence."""
     fig = go.Figure()
     for i, (name, df) in enumerate(curves.items()):
-        label = f"{name} (PR AUC {_ci_text(ap[name])})" if ap and name in ap else name
+        label = f"{name} (PR AUC {fmt.with_ci(ap[name], brackets='[]')})" if ap and name in ap else name
         fig.add_trace(
             go.Scatter(
                 x=df["recall"],
@@ -517,7 +509,7 @@ def shortcut_features(
     fig.add_vline(x=0.5, line={"dash": "dot", "color": GUIDE}, annotation_text="chance")
     fig.add_vline(x=threshold, line={"dash": "dash", "color": GUIDE}, annotation_text="warning")
     if auc:
-        title = f"{title} (all together: AUC {_ci_text(auc)})"
+        title = f"{title} (all together: AUC {fmt.with_ci(auc, brackets='[]')})"
     fig.update_xaxes(title_text="AUC of this feature alone (cross-validated)", range=[0.4, 1.0])
     return style(fig, title, height=max(260, 36 * len(rows) + 120))
 
