@@ -13,7 +13,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from core.base import fmt
+from core.base import fmt, schema
 from core.base.config import ConfigError, RunConfig, from_dict
 from core.evaluation import plots
 from core.runs import jobs
@@ -61,7 +61,13 @@ def suggested_values(cfg: RunConfig, name: str) -> str:
         "imbalance": "none,weighted_loss,oversample",
         "train_fraction": "0.25,0.5,1",
         "seed": "1,2,3",
-    }.get(name, "")
+    }.get(name) or _current(cfg, name)
+
+
+def _current(cfg: RunConfig, name: str) -> str:
+    """A setting's choices, else the base config's value (a setting without a suggestion of its own)."""
+    s = experiments.SETTINGS[name]
+    return ",".join(s.options()) if s.meta.choices else str(schema.get(cfg, s.path)) if s.path else ""
 
 
 def fmt_metric(row: pd.Series, metric: str) -> str:
@@ -130,7 +136,7 @@ def start_section() -> None:
         list(experiments.SETTINGS),
         default=DEFAULT_SWEPT,
         key="ex_settings",
-        format_func=lambda n: f"{n} - {experiments.SETTINGS[n].help}",
+        format_func=lambda n: f"{n} - {experiments.SETTINGS[n].meta.sweep}",
     )
     for name in chosen:
         st.text_input(
