@@ -138,7 +138,7 @@ class SplitConfig:
             group=SPLIT,
             help="near-duplicate images (perceptual hash) stay in one split / fold (default {default})",
             widget="checkbox",
-            label="Keep near-duplicates in one split",
+            label="Keep near-duplicate images together (one split / fold per duplicate group)",
             state="su_keep_dups",
         ),
     )

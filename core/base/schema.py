@@ -217,3 +217,43 @@ def given(ns: argparse.Namespace, settings: Iterable[Setting]) -> dict[str, Any]
         if value is not None:
             out[s.name] = False if s.meta.bool_flag == "negate" else value
     return out
+
+
+# ---------------------------------------------------------------- derived: the setup form's widget values
+
+
+def to_state(cfg: Any, settings: Iterable[Setting]) -> dict[str, Any]:
+    """Widget values (by state key) that show `cfg`, one per setting with a widget; an unknown choice is refused."""
+    return {s.state_key: _to_widget(s, s.check(get(cfg, s.path))) for s in settings if s.meta.widget}
+
+
+def from_state(state: Mapping[str, Any], settings: Iterable[Setting]) -> dict[str, Any]:
+    """The choices the widgets show, by setting name (a widget missing from `state` keeps the base's value)."""
+    return {
+        s.name: _from_widget(s, state[s.state_key])
+        for s in settings
+        if s.meta.widget and s.state_key in state
+    }
+
+
+def _to_widget(s: Setting, value: Any) -> Any:
+    """A config value as its widget holds it."""
+    if s.meta.form == "pct":
+        return int(round(float(value) * 100))
+    if s.meta.form == "lr_text":
+        return "" if value is None else f"{value:.3g}"
+    return s.kind(value)
+
+
+def _from_widget(s: Setting, value: Any) -> Any:
+    """A widget's value as the config holds it."""
+    if s.meta.form == "pct":
+        return value / 100
+    if s.meta.form == "lr_text":
+        text = str(value or "").strip()
+        try:
+            return float(text) if text else None
+        except ValueError:
+            what = s.meta.label.split(" (")[0].lower()
+            raise ConfigError(f"{what} must be a number such as 0.001 or 1e-3, got {text!r}") from None
+    return cast(s, value)
