@@ -163,7 +163,12 @@ def test_no_import_cycles_and_core_never_imports_ui():
 
 def test_views_never_import_each_other():
     graph = import_graph()
-    below = {"ui.common", "ui.auth", "ui.__init__", "ui.working_settings"}  # what the views share sits here, below them
+    below = {
+        "ui.common",
+        "ui.auth",
+        "ui.__init__",
+        "ui.working_settings",
+    }  # what the views share sits here, below them
     views = {m for m in graph if m.startswith("ui.") and m not in below}
     assert {"ui.explorer_view", "ui.eval_view", "ui.setup_form"} <= views
     assert {m: graph[m] & views for m in views if graph[m] & views} == {}
