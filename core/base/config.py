@@ -557,6 +557,20 @@ class TrainConfig:
             sweep="class imbalance handling",
         ),
     )
+    label_smoothing: float = field(
+        default=0.0,
+        metadata=setting(
+            flag="--label-smoothing",
+            range=(0.0, 0.3),
+            group=MODEL,
+            help="label smoothing for the cross-entropy loss (0 = off; default {default})",
+            widget="slider",
+            label="Label smoothing (0 = off)",
+            step=0.05,
+            section=TRAINING,
+            sweep="label smoothing for the cross-entropy loss (0 = off)",
+        ),
+    )
     seed: int = field(
         default=42,
         metadata=setting(
