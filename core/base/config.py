@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from core.base.fsutil import atomic_write_text
-from core.base.schema import ConfigError, get, setting, walk
+from core.base.schema import ConfigError, check_declared, setting
 
 if typing.TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -144,8 +144,8 @@ class SplitConfig:
     )
 
     def validate(self) -> None:
-        """Check fractions and fold counts."""
-        _choice("split method", self.method, SPLIT_METHODS)
+        """Check fractions and fold counts, and the declared choices and ranges."""
+        check_declared(self)
         if not 0 <= self.valid_pct < 1 or not 0 <= self.test_pct < 1 or self.valid_pct + self.test_pct >= 1:
             raise ConfigError(
                 f"valid_pct={self.valid_pct} and test_pct={self.test_pct} must leave training data"
@@ -263,7 +263,8 @@ class AugConfig:
     p_lighting: float = 0.75
 
     def validate(self) -> None:
-        """Check ranges of augmentation strengths."""
+        """Check ranges of augmentation strengths, and the declared choices and ranges."""
+        check_declared(self)
         if self.rotate < 0 or self.rotate > 180:
             raise ConfigError(f"rotate must be within 0..180 degrees, got {self.rotate}")
         if self.zoom < 1:
@@ -381,14 +382,12 @@ class DataConfig:
     )
 
     def validate(self) -> None:
-        """Check every field and nested config."""
+        """Check sizes, batches, the window and nested configs, and the declared choices and ranges."""
+        check_declared(self)
         if not 16 <= self.img_size <= 2048:
             raise ConfigError(f"img_size must be within 16..2048, got {self.img_size}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        _choice("channels", self.channels, CHANNELS)
-        _choice("resize", self.resize, RESIZE_METHODS)
-        _choice("normalize", self.normalize, NORMALIZE)
         if self.window is not None:
             self.window.validate()
         self.aug.validate()
@@ -612,7 +611,8 @@ class TrainConfig:
         return self.epochs + (self.freeze_epochs if self.fine_tunes() else 0)
 
     def validate(self) -> None:
-        """Check epochs, learning rate and choices."""
+        """Check epochs, threads and learning rate, and the declared choices and ranges."""
+        check_declared(self)
         if self.epochs < 1 or self.freeze_epochs < 0:
             raise ConfigError(
                 f"epochs must be >= 1 and freeze_epochs >= 0 (got {self.epochs}, {self.freeze_epochs})"
@@ -621,11 +621,6 @@ class TrainConfig:
             raise ConfigError(f"torch_threads must be >= 0 (0 = auto), got {self.torch_threads}")
         if self.lr is not None and not 0 < self.lr < 10:
             raise ConfigError(f"learning rate must be within (0, 10), got {self.lr}")
-        _choice("monitor", self.monitor, MONITORS)
-        _choice("final_weights", self.final_weights, FINAL_WEIGHTS)
-        _choice("imbalance", self.imbalance, IMBALANCE)
-        _choice("mixed_precision", self.mixed_precision, AUTO_ON_OFF)
-        _choice("channels_last", self.channels_last, AUTO_ON_OFF)
 
 
 @dataclass
@@ -643,10 +638,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> RunConfig:
-        """Validate every section (and every setting's declared range); return self for chaining."""
-        for s in walk(RunConfig).values():
-            if s.meta.range is not None:
-                s.check(get(self, s.path))
+        """Validate every section; return self for chaining."""
         self.source.validate()
         self.data.validate()
         self.train.validate()

@@ -257,3 +257,11 @@ def _from_widget(s: Setting, value: Any) -> Any:
             what = s.meta.label.split(" (")[0].lower()
             raise ConfigError(f"{what} must be a number such as 0.001 or 1e-3, got {text!r}") from None
     return cast(s, value)
+
+
+def check_declared(obj: Any) -> None:
+    """Refuse a value of a section's own settings outside their declared choices or range (nested ones check theirs)."""
+    cls: type = obj.__class__
+    for s in walk(cls).values():
+        if "." not in s.path and (s.meta.choices or s.meta.range is not None):
+            s.check(getattr(obj, s.path))
