@@ -474,7 +474,7 @@ class TrainConfig:
             help="base learning rate of the one-cycle schedule (default 2e-3 fine-tuning, 3e-3 from scratch)",
             widget="text",
             label="Learning rate (blank: default 2e-3 pretrained, 3e-3 from scratch)",
-            form="lr_text",
+            form="number_text",
             sweep="learning rate",
         ),
     )

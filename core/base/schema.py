@@ -23,11 +23,8 @@ from typing import Any
 
 KEY = "setting"  # the dataclass metadata key that marks a user setting
 BOOL_FLAGS = ("", "negate", "set", "both")  # --no-X sets False; --X sets True; --X / --no-X
-FORMS = (
-    "",
-    "pct",
-    "lr_text",
-)  # widget value conversions: a fraction as a whole percentage; blank text = None
+# widget value conversions: a fraction shown as a whole percentage; a number typed as text, blank = None
+FORMS = ("", "pct", "number_text")
 WIDGETS = ("", "number", "slider", "select", "radio", "toggle", "checkbox", "text")
 
 
@@ -39,16 +36,15 @@ class ConfigError(ValueError):
 class Meta:
     """What a setting declares beside its field (see `setting`)."""
 
-    name: str = (
-        ""  # short name: the choices key, the sweep axis and (by default) "su_<name>" on the setup page
-    )
+    # short name: the choices key, the sweep axis and (by default) "su_<name>" on the setup page
+    name: str = ""
     flag: str = ""  # command-line option ("" = none)
     bool_flag: str = ""  # for bool fields: "negate" (--no-X -> False), "set" (--X -> True), "both"
     help: str = ""  # help text; "{default}" is replaced by the field's real default
     choices: tuple[str, ...] | str = ()  # allowed values, or "module:ATTR" of a catalogue owned higher up
     metavar: str | None = None
     group: str = ""  # command-line option group
-    range: tuple[float, float] | None = None  # allowed values, checked by `check_value`
+    range: tuple[float, float] | None = None  # allowed values, checked by `Setting.check`
     label: str = ""  # widget label on the setup page
     widget: str = ""  # widget kind ("" = no widget)
     lo: float | None = None  # widget bounds and step, in the widget's units (default: `range`)
@@ -168,15 +164,8 @@ def put(cfg: Any, path: str, value: Any) -> None:
 
 
 def cast(s: Setting, value: Any) -> Any:
-    """A value (text from a command line, a widget or a sweep) as the setting's type; ValueError when it is not."""
-    if value is None or isinstance(value, bool) and s.kind is bool:
-        return value
-    if s.kind is bool:
-        text = str(value).strip().lower()
-        if text not in ("true", "false", "1", "0", "on", "off"):
-            raise ValueError(f"{s.name} is on or off, got {value!r}")
-        return text in ("true", "1", "on")
-    return s.kind(value.strip() if isinstance(value, str) else value)
+    """A widget's value as the setting's type (text stripped; None stays None)."""
+    return None if value is None else s.kind(value.strip() if isinstance(value, str) else value)
 
 
 # ---------------------------------------------------------------- derived: command-line options
@@ -240,7 +229,7 @@ def _to_widget(s: Setting, value: Any) -> Any:
     """A config value as its widget holds it."""
     if s.meta.form == "pct":
         return int(round(float(value) * 100))
-    if s.meta.form == "lr_text":
+    if s.meta.form == "number_text":
         return "" if value is None else f"{value:.3g}"
     return s.kind(value)
 
@@ -249,7 +238,7 @@ def _from_widget(s: Setting, value: Any) -> Any:
     """A widget's value as the config holds it."""
     if s.meta.form == "pct":
         return value / 100
-    if s.meta.form == "lr_text":
+    if s.meta.form == "number_text":
         text = str(value or "").strip()
         try:
             return float(text) if text else None
