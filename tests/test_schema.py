@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from core import cli
@@ -137,3 +139,12 @@ def test_the_setup_page_draws_the_label_smoothing_widget():
     at.slider(key="su_label_smoothing").set_value(0.1).run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert from_dict(RunConfig, at.session_state["run_config"]).train.label_smoothing == 0.1
+
+
+def test_a_settings_file_with_an_unknown_architecture_is_refused_with_the_choices():
+    cfg = choices.default_config(SOURCE, gpu=False)
+    data = to_dict(cfg)
+    data["train"]["arch"] = "vgg99"
+    state: dict = {}
+    reason = sf.apply_settings(json.dumps(data).encode(), state)
+    assert "resnet18, resnet34" in reason and "vgg99" in reason and not state

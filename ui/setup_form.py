@@ -175,7 +175,6 @@ def apply_settings(raw: bytes, state: MutableMapping) -> str:
     """Load a settings file into `state` (widgets, carried config, source); the reason when refused, else ''."""
     try:
         cfg = load_config_json(raw)
-        config_to_state(cfg)  # a value no widget offers (an unknown architecture) is refused, never replaced
         common.check_paths(cfg)
     except ConfigError as err:
         return str(err)
