@@ -3,7 +3,8 @@
 import streamlit as st
 
 from core.web import hosting
-from ui import auth, common, setup_form
+from ui import auth, common
+from ui import working_settings as ws
 
 st.set_page_config(page_title="X-ray trainer", page_icon="🩻", layout="wide")
 if hosting.hosted():  # tracebacks stay in the server log; the browser sees a generic message
@@ -19,7 +20,7 @@ PAGES = [
     st.Page("pages/6_experiments.py", title="Experiments", icon=":material/science:"),
 ]
 
-setup_form.restore_saved()  # a reload, or another device of the same user, gets the kept settings back
+ws.restore()  # a reload, or another device of the same user, gets the kept settings back
 nav = st.navigation(PAGES)
 target = auth.next_page(PAGES)  # a deep link asked for before sign-in
 if target is not None and target.url_path != nav.url_path:

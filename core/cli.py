@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from core.base import fmt
-from core.base.choices import KFOLD_DEFAULT, Choices, build_config, device_defaults, on_devices
-from core.base.config import DataConfig, RunConfig, SourceConfig, TrainConfig, load_json
+from core.base import fmt, schema
+from core.base.choices import KFOLD_DEFAULT, SETTINGS, Choices, build_config, device_defaults, on_devices
+from core.base.config import AUG, AUG_PRESETS, OPTION_GROUPS, RunConfig, SourceConfig, load_json
 from core.runs import rundir
 
 
@@ -110,254 +110,35 @@ def cmd_check(ns: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _train_args(p: argparse.ArgumentParser, kfold: bool = False) -> None:
-    """Options of a training run; every help states the real default (from the typed configs)."""
-    from core.base.config import (
-        AUG_PRESETS,
-        FINAL_WEIGHTS,
-        IMBALANCE,
-        MONITORS,
-        NORMALIZE,
-        RESIZE_METHODS,
-        AugConfig,
-    )
-    from core.models.archs import ARCHS
+KFOLD_HELPS = {  # the kfold command's own wording of two split options
+    "k_folds": f"number of folds (default {KFOLD_DEFAULT})",
+    "final_model_on_all": "after the folds, also train one model on all training data for prediction (default off)",
+}
 
-    d, t, a, s = DataConfig(), TrainConfig(), AugConfig(), DataConfig().split
+
+def _run_args(p: argparse.ArgumentParser, kfold: bool = False) -> None:
+    """Options of a training run, one per setting declared in core.base.config (help states the real default)."""
     p.add_argument(
         "--config", default="", help=f"a {rundir.CONFIG} (RunConfig); the options given here override it"
     )
-    g = p.add_argument_group("model and schedule")
-    g.add_argument(
-        "--arch",
-        default=None,
-        choices=list(ARCHS),
-        metavar="ARCH",
-        help=f"architecture: {', '.join(ARCHS)} (default {t.arch})",
-    )
-    g.add_argument(
-        "--no-pretrained",
-        action="store_true",
-        help="train from scratch (random weights): no frozen phase, exactly --epochs epochs "
-        "(default: ImageNet weights, fine-tuned)",
-    )
-    g.add_argument(
-        "--weights", default=None, help="local ImageNet weights file (.pth / .safetensors) to fine-tune"
-    )
-    g.add_argument(
-        "--epochs",
-        type=int,
-        default=None,
-        help=f"epochs of the whole network (default {on_devices('epochs')}); pretrained runs first add "
-        "--freeze-epochs head-only epochs, from-scratch runs train exactly this many",
-    )
-    g.add_argument(
-        "--freeze-epochs",
-        type=int,
-        default=None,
-        help=f"head-only epochs before the whole network, pretrained only (default {t.freeze_epochs}; "
-        "ignored from scratch)",
-    )
-    g.add_argument(
-        "--lr",
-        type=float,
-        default=None,
-        help="base learning rate of the one-cycle schedule (default 2e-3 fine-tuning, 3e-3 from scratch)",
-    )
-    g.add_argument("--wd", type=float, default=None, help="weight decay (default: fastai's, 0.01)")
-    g.add_argument(
-        "--patience",
-        type=int,
-        default=None,
-        help=f"early stopping: stop after this many epochs without improvement (default "
-        f"{t.early_stop_patience} = off)",
-    )
-    g.add_argument(
-        "--monitor",
-        default=None,
-        choices=MONITORS,
-        help=f"what the best checkpoint and early stopping watch (default {t.monitor})",
-    )
-    g.add_argument(
-        "--final-weights",
-        default=None,
-        choices=FINAL_WEIGHTS,
-        help="the saved model: the last epoch, or the best checkpoint by --monitor (default auto: "
-        "best only with early stopping, else the last epoch of the schedule)",
-    )
-    g.add_argument(
-        "--imbalance", default=None, choices=IMBALANCE, help=f"class imbalance (default {t.imbalance})"
-    )
-    g.add_argument("--seed", type=int, default=None, help=f"training and split seed (default {t.seed})")
-    g = p.add_argument_group("images and batches")
-    g.add_argument("--bs", type=int, default=None, help=f"batch size (default {on_devices('batch_size')})")
-    g.add_argument(
-        "--img-size", type=int, default=None, help=f"image size in pixels (default {on_devices('img_size')})"
-    )
-    g.add_argument(
-        "--channels", choices=["rgb", "grey"], default=None, help=f"colour channels (default {d.channels})"
-    )
-    g.add_argument(
-        "--resize",
-        choices=RESIZE_METHODS,
-        default=None,
-        help=f"squish: stretch to a square; pad: keep the aspect with black bars; crop: cut a square "
-        f"(default {d.resize})",
-    )
-    g.add_argument(
-        "--normalize",
-        choices=NORMALIZE,
-        default=None,
-        help="input statistics: ImageNet's, the training images' own, or none (default auto: ImageNet's "
-        "with pretrained or given weights, the training images' own from scratch)",
-    )
-    g = p.add_argument_group("augmentation (training images only)")
-    g.add_argument(
+    groups = schema.add_options(p, SETTINGS.values(), OPTION_GROUPS, KFOLD_HELPS if kfold else None)
+    groups[AUG].add_argument(
         "--aug-preset",
         choices=list(AUG_PRESETS),
         default=None,
         help="start from a preset, then apply the options below: default = the app's X-ray-safe set, "
-        "fastai = aug_transforms() defaults (warp 0.2), none = no augmentation",
+        "fastai = aug_transforms() defaults (warp 0.2), none = no augmentation (default: none applied, the "
+        "base settings stay)",
     )
-    g.add_argument(
-        "--no-augment", action="store_true", help="no augmentation at all (same as --aug-preset none)"
-    )
-    g.add_argument(
-        "--flip",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help=f"random left-right flips (default {'on' if a.flip else 'off'})",
-    )
-    g.add_argument(
-        "--vflip",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="random up-down flips (default off; rarely right for X-rays)",
-    )
-    g.add_argument(
-        "--rotate", type=float, default=None, help=f"max rotation in degrees (default {a.rotate:g})"
-    )
-    g.add_argument("--zoom", type=float, default=None, help=f"max zoom scale >= 1 (default {a.zoom:g})")
-    g.add_argument("--warp", type=float, default=None, help=f"max perspective warp 0..1 (default {a.warp:g})")
-    g.add_argument(
-        "--brightness",
-        type=float,
-        default=None,
-        help=f"max brightness change 0..1 (default {a.brightness:g})",
-    )
-    g.add_argument(
-        "--contrast", type=float, default=None, help=f"max contrast change 0..1 (default {a.contrast:g})"
-    )
-    g = p.add_argument_group("split")
-    g.add_argument(
-        "--split",
-        choices=["random", "stratified", "group", "column", "folder"],
-        default=None,
-        help="how to split (default: group when --group-col/--group-tag is given, else stratified; "
-        "folder = the source's train/val/test folders)",
-    )
-    g.add_argument(
-        "--valid-pct", type=float, default=None, help=f"validation fraction (default {s.valid_pct:g})"
-    )
-    g.add_argument(
-        "--test-pct", type=float, default=None, help=f"holdout test fraction (default {s.test_pct:g})"
-    )
-    g.add_argument(
-        "--keep-duplicates",
-        action="store_true",
-        help="near-duplicate images (perceptual hash) stay in one split / fold (default off)",
-    )
-    if kfold:
-        g.add_argument("--k-folds", type=int, default=None, help=f"number of folds (default {KFOLD_DEFAULT})")
-        g.add_argument(
-            "--final-model",
-            action="store_true",
-            help="after the folds, also train one model on all training data for prediction (default off)",
-        )
-    else:
-        g.add_argument(
-            "--k-folds",
-            type=int,
-            default=None,
-            help="k-fold cross-validation with k folds (default 0 = one train/valid split)",
-        )
-        g.add_argument(
-            "--final-model",
-            action="store_true",
-            help="with --k-folds: also train one model on all training data (default off)",
-        )
-    g = p.add_argument_group("speed")
-    g.add_argument(
-        "--workers",
-        type=int,
-        default=None,
-        help="DataLoader worker processes (default -1 = auto: 0 on a CPU, where workers measured no "
-        "faster, several on a GPU)",
-    )
-    g.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch threads (default 0 = auto: $XRT_TORCH_THREADS, else every core the job may use)",
-    )
-    g.add_argument(
-        "--mixed-precision",
-        choices=["auto", "on", "off"],
-        default=None,
-        help=f"bf16/fp16 training (default {t.mixed_precision}: on a CUDA GPU only)",
-    )
-    g.add_argument(
-        "--channels-last",
-        choices=["auto", "on", "off"],
-        default=None,
-        help=f"channels_last memory layout for training (default {t.channels_last}: on a CUDA GPU only)",
-    )
-    p.add_argument("--name", default="", help="run name (default: none)")
     p.add_argument("--background", action="store_true", help="queue as a job and return its id at once")
 
 
 def train_choices(ns: argparse.Namespace) -> Choices:
-    """The training options given on the command line (None: not given, the base config's value stays)."""
-    k_folds = ns.k_folds or (KFOLD_DEFAULT if getattr(ns, "kfold", False) else None)
-    return Choices(
-        name=ns.name or None,
-        arch=ns.arch,
-        pretrained=False if ns.no_pretrained else None,
-        weights_path=ns.weights,
-        epochs=ns.epochs,
-        freeze_epochs=ns.freeze_epochs,
-        lr=ns.lr,
-        weight_decay=ns.wd,
-        early_stop_patience=ns.patience,
-        monitor=ns.monitor,
-        final_weights=ns.final_weights,
-        imbalance=ns.imbalance,
-        seed=ns.seed,
-        final_model_on_all=True if ns.final_model else None,
-        img_size=ns.img_size,
-        channels=ns.channels,
-        resize=ns.resize,
-        batch_size=ns.bs,
-        normalize=ns.normalize,
-        num_workers=ns.workers,
-        aug_preset=ns.aug_preset,
-        augment=False if ns.no_augment else None,
-        flip=ns.flip,
-        vertical_flip=ns.vflip,
-        rotate=ns.rotate,
-        zoom=ns.zoom,
-        warp=ns.warp,
-        brightness=ns.brightness,
-        contrast=ns.contrast,
-        split_method=ns.split,
-        valid_pct=ns.valid_pct,
-        test_pct=ns.test_pct,
-        k_folds=k_folds,
-        keep_duplicates=True if getattr(ns, "keep_duplicates", False) else None,
-        torch_threads=ns.threads,
-        mixed_precision=ns.mixed_precision,
-        channels_last=ns.channels_last,
-    )
+    """The training options given on the command line (not given: the base config's value stays)."""
+    chosen = schema.given(ns, SETTINGS.values()) | {"aug_preset": ns.aug_preset}
+    if getattr(ns, "kfold", False) and not chosen.get("k_folds"):
+        chosen["k_folds"] = KFOLD_DEFAULT
+    return chosen
 
 
 def run_config(ns: argparse.Namespace) -> RunConfig:
@@ -479,9 +260,8 @@ SWEEP_EPILOG = """\
   a list       epochs=2,4,8   arch=resnet18,resnet34   aug=none,default,fastai   imbalance=none,oversample
   a range      lr=1e-4:1e-2:log3 (3 log-spaced points)   img_size=64:128:3 (3 evenly spaced, ints rounded)
                a range without a count gives 3 grid points; --random draws from LO:HI (LO:HI:log log-uniformly)
-settings: epochs, lr, wd, img_size, batch_size (bs), arch, aug (preset), aug_strength (x the rotation, zoom,
-  warp, lighting), imbalance, train_fraction (share of the training split: would more data help?), seed
-  (training seed; the split keeps --seed, so every trial has the same validation and test sets)
+settings (the split keeps --seed, so every trial has the same validation and test sets):
+{settings}
 Every trial is an ordinary training job (its own run folder, cancellable with `cancel JOB`); `cancel EXP`
 cancels all. --budget-min: trials not started by then are cancelled. --median-stop N: a running trial whose
 metric after epoch N is below the median of finished trials there is stopped.
@@ -493,8 +273,19 @@ examples:
 """
 
 
+def sweep_epilog() -> str:
+    """The sweep command's epilog, listing every sweepable setting (core.base.config declares which)."""
+    from core.train import experiments
+
+    rows = [
+        f"  {s.name}{' (' + ', '.join(s.meta.aliases) + ')' if s.meta.aliases else ''}: {s.meta.sweep}"
+        for s in experiments.SETTINGS.values()
+    ]
+    return SWEEP_EPILOG.format(settings="\n".join(rows))
+
+
 def _sweep_args(p: argparse.ArgumentParser) -> None:
-    """Options of a sweep (the base run's options come from _train_args)."""
+    """Options of a sweep (the base run's options come from _run_args)."""
     from core.train import experiments
 
     g = p.add_argument_group("sweep")
@@ -774,10 +565,8 @@ def cmd_export(ns: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argparse tree of all commands."""
-    parser = argparse.ArgumentParser(prog="python -m core", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _data_commands(sub: Any) -> None:
+    """Commands that read a data source: sample, scan, check."""
     p = sub.add_parser("sample", help="generate the built-in synthetic sample dataset")
     p.add_argument("--root", default="", help="where (default: workspace/sample)")
     p.set_defaults(func=cmd_sample)
@@ -801,6 +590,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs-out", default="", help="write every duplicate pair to this CSV")
     p.add_argument("--show", type=int, default=20, help="duplicate pairs shown in the JSON")
     p.set_defaults(func=cmd_check)
+
+
+def _training_commands(sub: Any) -> None:
+    """Commands that train: train, kfold, lr-find, sweep."""
     p = sub.add_parser(
         "train",
         help="train a model (k-fold with --k-folds); writes a run folder",
@@ -808,7 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"(config, history, model, predictions, {rundir.METRICS}).",
     )
     _source_args(p)
-    _train_args(p)
+    _run_args(p)
     p.set_defaults(func=cmd_train)
     p = sub.add_parser(
         "kfold",
@@ -819,37 +612,48 @@ def build_parser() -> argparse.ArgumentParser:
         "--final-model adds one model on all training data for prediction.",
     )
     _source_args(p)
-    _train_args(p, kfold=True)
+    _run_args(p, kfold=True)
     p.set_defaults(func=cmd_train, kfold=True)
     p = sub.add_parser("lr-find", help="LR finder: loss vs learning rate and suggestions")
     _source_args(p)
-    _train_args(p)
+    _run_args(p)
     p.add_argument(
         "--num-it", type=int, default=None, help=f"LR finder steps (default {on_devices('lr_find_steps')})"
     )
     p.set_defaults(func=cmd_lr_find)
-    p = sub.add_parser("runs", help="list runs/jobs and their status")
-    p.add_argument("--limit", type=int, default=50, help="most recent runs listed (default 50)")
-    p.add_argument("--experiment", default="", help="the trials of this experiment (sweep) instead")
-    p.set_defaults(func=cmd_runs)
     p = sub.add_parser(
         "sweep",
         help="a sweep (experiment): one training run per combination of settings",
         description="Train one ordinary run per trial of a grid or random search over settings, "
         "all on the same split; the options below set the base run.",
-        epilog=SWEEP_EPILOG,
+        epilog=sweep_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _source_args(p)
-    _train_args(p)
+    _run_args(p)
     _sweep_args(p)
     p.set_defaults(func=cmd_sweep)
+
+
+def _job_commands(sub: Any) -> None:
+    """Commands about jobs and runs: runs, experiments, cancel, finish."""
+    p = sub.add_parser("runs", help="list runs/jobs and their status")
+    p.add_argument("--limit", type=int, default=50, help="most recent runs listed (default 50)")
+    p.add_argument("--experiment", default="", help="the trials of this experiment (sweep) instead")
+    p.set_defaults(func=cmd_runs)
     p = sub.add_parser("experiments", help="list experiments (sweeps) and their status")
     p.add_argument("--limit", type=int, default=50, help="most recent experiments listed (default 50)")
     p.set_defaults(func=cmd_experiments)
     p = sub.add_parser("cancel", help="cancel a queued or running job")
     p.add_argument("job")
     p.set_defaults(func=cmd_cancel)
+    p = sub.add_parser("finish", help="make a model from the best checkpoint of a failed or interrupted run")
+    p.add_argument("run", help="run folder (or its id)")
+    p.set_defaults(func=cmd_finish)
+
+
+def _model_commands(sub: Any) -> None:
+    """Commands that use a trained model: predict, evaluate, report, export."""
     p = sub.add_parser("predict", help="predict a folder or a file with a trained model; CSV out")
     p.add_argument("--model", required=True, help=f"run folder, model folder or {rundir.MODEL_MANIFEST}")
     p.add_argument("input", nargs="?", default="", help="image/DICOM file or folder (or use --csv)")
@@ -886,14 +690,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--no-png", action="store_true", help="HTML figures only")
     p.set_defaults(func=cmd_report)
-    p = sub.add_parser("finish", help="make a model from the best checkpoint of a failed or interrupted run")
-    p.add_argument("run", help="run folder (or its id)")
-    p.set_defaults(func=cmd_finish)
     p = sub.add_parser("export", help="export a trained model to ONNX (checked against PyTorch)")
     p.add_argument("--model", required=True, help=f"run folder, model folder or {rundir.MODEL_MANIFEST}")
     p.add_argument("--onnx", required=True, help="output .onnx file")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime comparison")
     p.set_defaults(func=cmd_export)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse tree of all commands."""
+    parser = argparse.ArgumentParser(prog="python -m core", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_data_commands, _training_commands, _job_commands, _model_commands):
+        add(sub)
     return parser
 
 

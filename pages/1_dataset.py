@@ -4,14 +4,14 @@ import streamlit as st
 
 from ui import checks_view, common
 from ui import explorer_view as xv
-from ui import setup_form as sf
+from ui import working_settings as ws
 
 
 def render() -> None:
     """Draw the page."""
     common.require_entry()  # never shown without the entry's sign-in gate
     st.title("Dataset explorer")
-    sf.restore_saved()
+    ws.restore()
     cfg = xv.source_form()
     if cfg is None:
         st.info("Choose a folder, CSV or upload to explore.")
@@ -19,15 +19,15 @@ def render() -> None:
     ds = xv.load(cfg)
     if ds is None:
         return
-    st.session_state[common.SOURCE_CONFIG] = cfg
-    sf.persist()
+    ws.set_source(cfg)
+    ws.persist()
     xv.summary(ds)
     if ds.items.empty:
         xv.problems(ds)
         return
     xv.overview(ds)
     window = xv.window_control() if xv.has_dicom(ds) else None
-    sf.persist()  # the window is part of the kept settings
+    ws.persist()  # the window is part of the kept settings
     xv.samples(ds, window)
     xv.problems(ds)
     checks_view.dataset_checks(ds, cfg)

@@ -3,31 +3,32 @@
 import streamlit as st
 
 from core.base import choices
-from core.base.config import ConfigError, RunConfig, from_dict, to_dict
+from core.base.config import ConfigError
 from core.data.items import SourceError
 from ui import checks_view, common
 from ui import setup_form as sf
+from ui import working_settings as ws
 
 
 def render() -> None:
     """Draw the page."""
     common.require_entry()  # never shown without the entry's sign-in gate
     st.title("Training setup")
-    sf.restore_saved()
-    src, is_default = common.current_source()
+    ws.restore()
+    src, is_default = ws.current_source()
     st.session_state.setdefault(
         common.SOURCE_CONFIG, src
     )  # the source as chosen, before this page's split column
     gpu = choices.has_gpu()
-    carried = st.session_state.get(common.RUN_CONFIG)
-    base = from_dict(RunConfig, carried) if carried else common.default_run_config(src)
-    sf.seed_state(base, overwrite=bool(st.session_state.pop(common.APPLY_SETTINGS, False)))
+    base, refused = sf.seed_working(src, overwrite=bool(st.session_state.pop(common.APPLY_SETTINGS, False)))
     hint = " Choose another on the **Dataset explorer** page." if is_default else ""
     st.info(f"Data: {sf.describe_source(src)}.{hint}")
+    if refused:
+        st.error(refused[0].upper() + refused[1:])
     problems: list[str] = []
     try:
         cfg = sf.config_from_state(st.session_state, base, src)
-        st.session_state[common.RUN_CONFIG] = to_dict(cfg)
+        ws.put(cfg)
     except ConfigError as err:
         cfg = None
         problems.append(str(err))
@@ -53,7 +54,7 @@ def render() -> None:
     sf.training_section()
     st.divider()
     sf.verdict(problems)
-    sf.persist()
+    ws.persist()
     sf.save_load(cfg)
 
 

@@ -35,8 +35,8 @@ LAYERS: list[tuple[str, tuple[str, ...], bool]] = [
     ("web", ("core.web",), True),
     # the command line: everything the UI does is scriptable
     ("cli", ("core.cli", "core.__main__"), True),
-    # what the views share: Streamlit caches, session keys, run-folder readers, sign-in
-    ("ui shared", ("ui.__init__", "ui.auth", "ui.common"), True),
+    # what the views share: Streamlit caches, session keys, run-folder readers, sign-in, the working settings
+    ("ui shared", ("ui.__init__", "ui.auth", "ui.common", "ui.working_settings"), True),
     # one module of widgets per page; views never import each other
     ("ui views", ("ui",), False),
     # the router and the pages (thin); pages never import each other
@@ -163,7 +163,12 @@ def test_no_import_cycles_and_core_never_imports_ui():
 
 def test_views_never_import_each_other():
     graph = import_graph()
-    below = {"ui.common", "ui.auth", "ui.__init__"}  # what the views share sits here, below them
+    below = {
+        "ui.common",
+        "ui.auth",
+        "ui.__init__",
+        "ui.working_settings",
+    }  # what the views share sits here, below them
     views = {m for m in graph if m.startswith("ui.") and m not in below}
     assert {"ui.explorer_view", "ui.eval_view", "ui.setup_form"} <= views
     assert {m: graph[m] & views for m in views if graph[m] & views} == {}

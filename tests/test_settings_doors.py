@@ -11,6 +11,7 @@ from core import cli
 from core.base import choices
 from core.base.config import RunConfig, SourceConfig, Window, from_dict, to_dict
 from ui import setup_form as sf
+from ui.common import RUN_CONFIG, SOURCE_CONFIG
 
 CSV = "labels.csv"
 SOURCE = SourceConfig(kind="csv", csv_path=CSV, group_col="patient_id")
@@ -117,8 +118,8 @@ def test_a_settings_file_with_a_dicom_window_gives_the_same_run_config(tmp_path:
     path.write_text(json.dumps(to_dict(cfg)))
     state: dict = {}
     assert sf.apply_settings(path.read_bytes(), state) == ""  # the setup page's "Load settings"
-    loaded = from_dict(RunConfig, state[sf.RUN_CONFIG])
-    ui = sf.config_from_state(state | {"su_epochs": 2}, loaded, state[sf.SOURCE_CONFIG])
+    loaded = from_dict(RunConfig, state[RUN_CONFIG])
+    ui = sf.config_from_state(state | {"su_epochs": 2}, loaded, state[SOURCE_CONFIG])
     via_cli = cli.run_config(cli.build_parser().parse_args(["train", "--config", str(path), "--epochs", "2"]))
     assert to_dict(via_cli) == to_dict(ui)
     assert via_cli.data.window == Window(-600.0, 1500.0) and via_cli.data.split.method == "group"

@@ -19,6 +19,7 @@ from core.runs import jobs
 from core.runs.rundir import RunFolder
 from core.web import hosting, uploads
 from ui import common
+from ui import working_settings as ws
 
 RAN = "chk_ran"  # source keys whose checks ran in this session
 CORR = "chk_corrections"  # {"source": SourceConfig as dict, "changes": {path: {"new_label", "why"}}}
@@ -146,9 +147,9 @@ def setup_checks(src: SourceConfig) -> None:
             )
         elif not res["shortcut"].get("flagged"):
             st.caption("Checks of the data: no metadata shortcut and no duplicate images found.")
-    st.checkbox(
-        "Keep near-duplicate images together (one split / fold per duplicate group)",
-        key="su_keep_dups",
+    ws.widget(
+        st,
+        "keep_duplicates",
         help="Near-duplicates (perceptual hash) are grouped like one patient before splitting.",
     )
 
@@ -271,8 +272,8 @@ def _write(cfg: SourceConfig, changes: dict[str, dict[str, str]], name: str) -> 
         st.error(f"Cannot write the corrections: {err}")
         return
     new = SourceConfig(**src)
-    st.session_state[SOURCE_CONFIG] = new
-    st.session_state.pop(common.RUN_CONFIG, None)  # the setup page rebuilds its settings for the new source
+    ws.set_source(new)
+    ws.drop()  # the setup page rebuilds its settings for the new source
     n = len(pd.read_csv(folder / "labels.csv"))
     st.session_state["chk_written"] = {"csv": src["csv_path"], "n": n, "changed": len(changes)}
 

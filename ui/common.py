@@ -15,14 +15,14 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.base import choices, paths
-from core.base.config import ConfigError, RunConfig, SourceConfig, Window, from_dict, to_dict
+from core.base.config import ConfigError, RunConfig, SourceConfig, Window, from_dict
 from core.data import imaging, sources
 from core.data.items import Dataset
 from core.data.sample import ensure_sample
 from core.evaluation import evaluate, plots
 from core.runs import executors, jobs, rundir
 from core.runs.rundir import RunFolder
-from core.web import hosting, settings_store
+from core.web import hosting
 
 OWNER_KEY = "owner_id"
 LIVE_EVERY_S = 2.0  # seconds between redraws of what follows running jobs (progress, runs table, job counts)
@@ -411,53 +411,9 @@ def sample_source() -> SourceConfig:
     return SourceConfig(kind="csv", csv_path=str(Path(sample_root()) / "labels.csv"), group_col="patient_id")
 
 
-def current_source() -> tuple[SourceConfig, bool]:
-    """The source chosen on the Dataset explorer (or loaded with a config); else the sample. Flag: is default."""
-    src = st.session_state.get(SOURCE_CONFIG)
-    if isinstance(src, SourceConfig):
-        return dataclasses.replace(src), src.csv_path == sample_source().csv_path
-    carried = st.session_state.get(RUN_CONFIG)
-    src = from_dict(RunConfig, carried).source if carried else sample_source()
-    return src, src.csv_path == sample_source().csv_path
-
-
 def settings_user() -> str:
     """Whose settings these are: the signed-in owner when hosted; locally the one person at the machine."""
     return owner_id() if hosting.hosted() else "local"
-
-
-def hand_to_setup(cfg: RunConfig) -> None:
-    """Make `cfg` the working settings (this session and kept on the server); Training setup re-seeds from it."""
-    state = st.session_state
-    state[RUN_CONFIG], state[SOURCE_CONFIG], state[APPLY_SETTINGS] = to_dict(cfg), cfg.source, True
-    try:
-        settings_store.save(
-            settings_user(), settings_store.Saved(cfg, cfg.source, str(state.get(LR_JOB) or ""))
-        )
-    except OSError:  # a full or read-only disk: the settings still reach the setup page in this session
-        pass
-
-
-def carried_window() -> Window | None:
-    """The DICOM window of the working settings (None: each file's own window)."""
-    carried = st.session_state.get(RUN_CONFIG)
-    try:
-        return from_dict(RunConfig, carried).data.window if carried else None
-    except (ConfigError, TypeError):
-        return None
-
-
-def carry_window(window: Window | None) -> None:
-    """Make a DICOM window part of the working settings, so training (and its model) decode with it."""
-    if window == carried_window():
-        return
-    carried = st.session_state.get(RUN_CONFIG)
-    try:
-        cfg = from_dict(RunConfig, carried) if carried else default_run_config(current_source()[0])
-    except (ConfigError, TypeError):  # settings that no longer fit: the setup page says so
-        return
-    cfg.data.window = window
-    st.session_state[RUN_CONFIG] = to_dict(cfg)
 
 
 def window_text(window: Window | None) -> str:

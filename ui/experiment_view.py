@@ -13,13 +13,14 @@ import time
 import pandas as pd
 import streamlit as st
 
-from core.base import fmt
-from core.base.config import ConfigError, RunConfig, from_dict
+from core.base import fmt, schema
+from core.base.config import ConfigError, RunConfig
 from core.evaluation import plots
 from core.runs import jobs
 from core.train import experiments
 from core.web import hosting
 from ui import common
+from ui import working_settings as ws
 
 PICK = "ex_pick"
 SETUP_PAGE = "pages/2_setup.py"
@@ -31,19 +32,12 @@ DEFAULT_SWEPT = ["lr"]
 
 def base_config() -> tuple[RunConfig | None, str]:
     """The working settings of Training setup (kept per user), else the setup defaults; with a note."""
-    if st.session_state.get(common.RUN_CONFIG_ERROR):
-        return (
-            None,
-            f"The settings on the Training setup page are not valid: {st.session_state[common.RUN_CONFIG_ERROR]}",
-        )
-    carried = st.session_state.get(common.RUN_CONFIG)
-    if carried:
-        try:
-            return from_dict(RunConfig, carried).validate(), "the working settings of Training setup"
-        except ConfigError as err:
-            return None, f"The working settings are not valid: {err}"
-    src, _ = common.current_source()
-    return common.default_run_config(src), "the default settings (Training setup not opened yet)"
+    cfg, why = ws.validate()
+    if cfg is not None:
+        return cfg, "the working settings of Training setup"
+    if why:
+        return None, why
+    return ws.get_or_default(), "the default settings (Training setup not opened yet)"
 
 
 def suggested_values(cfg: RunConfig, name: str) -> str:
@@ -61,7 +55,13 @@ def suggested_values(cfg: RunConfig, name: str) -> str:
         "imbalance": "none,weighted_loss,oversample",
         "train_fraction": "0.25,0.5,1",
         "seed": "1,2,3",
-    }.get(name, "")
+    }.get(name) or _current(cfg, name)
+
+
+def _current(cfg: RunConfig, name: str) -> str:
+    """A setting's choices, else the base config's value (a setting without a suggestion of its own)."""
+    s = experiments.SETTINGS[name]
+    return ",".join(s.options()) if s.meta.choices else str(schema.get(cfg, s.path)) if s.path else ""
 
 
 def fmt_metric(row: pd.Series, metric: str) -> str:
@@ -130,7 +130,7 @@ def start_section() -> None:
         list(experiments.SETTINGS),
         default=DEFAULT_SWEPT,
         key="ex_settings",
-        format_func=lambda n: f"{n} - {experiments.SETTINGS[n].help}",
+        format_func=lambda n: f"{n} - {experiments.SETTINGS[n].meta.sweep}",
     )
     for name in chosen:
         st.text_input(
@@ -298,5 +298,5 @@ def use_section(record: dict) -> None:
 
 def use_settings(cfg: RunConfig) -> None:
     """Make `cfg` the working settings (session and kept on the server) and open Training setup."""
-    common.hand_to_setup(cfg)
+    ws.hand_to_setup(cfg)
     st.switch_page(SETUP_PAGE)

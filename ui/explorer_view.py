@@ -15,6 +15,7 @@ from core.data.items import UNLABELLED, Dataset, SourceError
 from core.evaluation import plots
 from core.web import hosting, uploads
 from ui import common
+from ui import working_settings as ws
 
 SOURCES = {  # the first is the default: the sample with patient ids, so splits are by patient from the start
     "sample_csv": "Built-in SYNTHETIC sample (CSV + patient ids)",
@@ -287,7 +288,7 @@ def window_state(window: Window | None) -> dict[str, object]:
 
 def window_control() -> Window | None:
     """The DICOM window for previews and training (seeded from the working settings); None = the file's own."""
-    for key, value in window_state(common.carried_window()).items():
+    for key, value in window_state(ws.window()).items():
         st.session_state.setdefault(key, value)
     c1, c2, c3 = st.columns([2, 1, 1])
     preset = c1.selectbox(
@@ -302,7 +303,7 @@ def window_control() -> Window | None:
         center = c2.number_input("Centre (level)", -5000.0, 70000.0, 40.0, key="dicom_center")
         width = c3.number_input("Width", 1.0, 140000.0, 400.0, key="dicom_width")
         window = Window(float(center), float(width))
-    common.carry_window(window)
+    ws.carry_window(window)
     st.caption(
         f"Training decodes the DICOMs with this window too ({common.window_text(window)}); it is kept with the "
         "settings and the trained model, so prediction uses it as well."

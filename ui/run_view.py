@@ -13,12 +13,13 @@ import pandas as pd
 import streamlit as st
 
 from core.base import eta, fmt
-from core.base.config import ConfigError, RunConfig, from_dict, to_dict
+from core.base.config import to_dict
 from core.evaluation import evaluate
 from core.runs import jobs
 from core.runs.rundir import RunFolder
 from core.web import hosting
 from ui import common
+from ui import working_settings as ws
 from ui.common import PICK, TRAIN_JOB, best_epochs, config_caption, curves, lr_find_figure  # shared
 
 PHASES = {
@@ -127,20 +128,14 @@ def metrics_tables(summary: dict) -> tuple[pd.DataFrame, pd.DataFrame | None]:
 
 def carried_config() -> tuple[dict | None, str]:
     """The config from the Training setup page (validated), or the default one; with a note for the user."""
-    err = st.session_state.get(common.RUN_CONFIG_ERROR)
-    cfg = st.session_state.get(common.RUN_CONFIG)
-    if err:
-        return None, f"The settings on the Training setup page are not valid: {err}"
-    if cfg is None:
-        default = common.default_run_config(common.current_source()[0])
-        return to_dict(
-            default
-        ), "Default settings (the Training setup page has not been opened in this session)."
-    try:
-        from_dict(RunConfig, cfg).validate()
-    except ConfigError as e:
-        return None, f"The carried settings are not valid: {e}"
-    return cfg, ""
+    cfg, why = ws.validate()
+    if cfg is not None:
+        return to_dict(cfg), ""
+    if why:
+        return None, why
+    return to_dict(
+        ws.get_or_default()
+    ), "Default settings (the Training setup page has not been opened in this session)."
 
 
 def start_section() -> None:

@@ -17,33 +17,21 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core.base import fmt
-from core.base.choices import CPU_DEFAULTS, KFOLD_DEFAULT, Choices, build_config, device_defaults
-from core.base.config import (
-    CHANNELS,
-    IMBALANCE,
-    MONITORS,
-    RESIZE_METHODS,
-    SPLIT_METHODS,
-    ConfigError,
-    RunConfig,
-    SourceConfig,
-    from_dict,
-    to_dict,
-)
+from core.base import fmt, schema
+from core.base.choices import CPU_DEFAULTS, KFOLD_DEFAULT, SETTINGS, Choices, build_config, device_defaults
+from core.base.config import TRAINING, ConfigError, RunConfig, SourceConfig, from_dict, to_dict
 from core.data import augment_preview
 from core.data.splits import SplitError
 from core.models import archs
 from core.runs import jobs
 from core.runs.rundir import RunFolder
-from core.web import hosting, settings_store, uploads
+from core.web import hosting, uploads
 from core.web.uploads import UploadError
 from ui import common
+from ui import working_settings as ws
 from ui.common import (  # session keys shared with other views
     LR_JOB,
-    RUN_CONFIG,
     RUN_CONFIG_ERROR,
-    SOURCE_CONFIG,
 )
 
 UPLOAD_LIMIT = 1_000_000  # bytes; a config is a few kB
@@ -55,6 +43,7 @@ SPLIT_LABELS = {
     "folder": "From folders (train / valid / test sub-folders, or a separate test folder)",
 }
 IMBALANCE_LABELS = {"none": "None", "weighted_loss": "Weighted loss", "oversample": "Oversample rare classes"}
+FORMATS = {"imbalance": IMBALANCE_LABELS.get}  # option labels of the settings the training section draws
 SUGGESTION_ORDER = ("valley", "slide", "steep", "minimum")
 LR_PLAUSIBLE = (1e-5, 1.0)  # suggestions outside are artefacts of the curve's first or last steps
 
@@ -95,46 +84,14 @@ def describe_source(src: SourceConfig) -> str:
 # ---------------------------------------------------------------- config <-> widget state
 
 
-def _pct(x: float) -> int:
-    """A fraction as a whole percentage."""
-    return int(round(float(x) * 100))
-
-
 def config_to_state(cfg: RunConfig) -> dict[str, Any]:
-    """Widget values (by key) that show `cfg`."""
-    d, t, a, s = cfg.data, cfg.train, cfg.data.aug, cfg.data.split
-    return {
-        "su_name": cfg.name,
-        "su_arch": t.arch if t.arch in archs.ARCHS else "resnet18",
-        "su_pretrained": bool(t.pretrained),
-        "su_weights_path": t.weights_path,
-        "su_img_size": int(d.img_size),
-        "su_channels": d.channels,
-        "su_resize": d.resize,
-        "su_batch_size": int(d.batch_size),
-        "su_epochs": int(t.epochs),
-        "su_freeze_epochs": int(t.freeze_epochs),
-        "su_lr": "" if t.lr is None else f"{t.lr:.3g}",
-        "su_aug_enabled": bool(a.enabled),
-        "su_flip": bool(a.flip),
-        "su_vflip": bool(a.vertical_flip),
-        "su_rotate": float(a.rotate),
-        "su_zoom": float(a.zoom),
-        "su_warp": float(a.warp),
-        "su_brightness": float(a.brightness),
-        "su_contrast": float(a.contrast),
-        "su_split_method": s.method,
-        "su_valid_pct": _pct(s.valid_pct),
-        "su_test_pct": _pct(s.test_pct),
-        "su_kfold": s.k_folds >= 2,
-        "su_k": max(2, int(s.k_folds) or KFOLD_DEFAULT),
-        "su_seed": int(t.seed),
+    """Widget values (by key) that show `cfg`; ConfigError for a value no widget offers (an unknown architecture)."""
+    split = cfg.data.split
+    return schema.to_state(cfg, SETTINGS.values()) | {
+        "su_kfold": split.k_folds >= 2,  # k-fold is a switch and a number here
+        "su_k": max(2, int(split.k_folds) or KFOLD_DEFAULT),
         "su_split_col": cfg.source.split_col or "split",
         "su_test_root": cfg.source.test_root,
-        "su_imbalance": t.imbalance,
-        "su_patience": int(t.early_stop_patience),
-        "su_monitor": t.monitor,
-        "su_keep_dups": bool(s.keep_duplicates),
     }
 
 
@@ -146,51 +103,24 @@ def seed_state(cfg: RunConfig, overwrite: bool = False, state: MutableMapping | 
             state[key] = value
 
 
-def parse_lr(text: str) -> float | None:
-    """The learning-rate field: blank means the default; otherwise a positive number like 1e-3."""
-    text = (text or "").strip()
-    if not text:
-        return None
+def seed_working(source: SourceConfig, overwrite: bool) -> tuple[RunConfig, str]:
+    """Seed the widgets from the working settings (their base); refused ones (an unknown choice): the defaults, and why."""
     try:
-        return float(text)
-    except ValueError:
-        raise ConfigError(f"learning rate must be a number such as 0.001 or 1e-3, got {text!r}") from None
+        base = ws.get_or_default()
+        seed_state(base, overwrite=overwrite)
+        return base, ""
+    except ConfigError as err:
+        base = common.default_run_config(source)
+        seed_state(base, overwrite=True)
+        return base, f"the working settings were refused ({err}); the defaults are shown instead"
 
 
 def choices_from_state(state: Any) -> Choices:
     """The setup widgets' values as the user's choices (core.base.choices maps them onto the RunConfig)."""
-    lr = parse_lr(state["su_lr"])
-    return Choices(
-        name=str(state["su_name"]),
-        arch=state["su_arch"],
-        pretrained=bool(state["su_pretrained"]),
-        weights_path=state["su_weights_path"].strip(),
-        img_size=int(state["su_img_size"]),
-        channels=state["su_channels"],
-        resize=state["su_resize"],
-        batch_size=int(state["su_batch_size"]),
-        epochs=int(state["su_epochs"]),
-        freeze_epochs=int(state["su_freeze_epochs"]),
-        lr=lr,
-        default_lr=lr is None,
-        augment=bool(state["su_aug_enabled"]),
-        flip=bool(state["su_flip"]),
-        vertical_flip=bool(state["su_vflip"]),
-        rotate=float(state["su_rotate"]),
-        zoom=float(state["su_zoom"]),
-        warp=float(state["su_warp"]),
-        brightness=float(state["su_brightness"]),
-        contrast=float(state["su_contrast"]),
-        split_method=state["su_split_method"],
-        valid_pct=state["su_valid_pct"] / 100,
-        test_pct=state["su_test_pct"] / 100,
-        k_folds=int(state["su_k"]) if state["su_kfold"] else 0,
-        seed=int(state["su_seed"]),
-        keep_duplicates=bool(state["su_keep_dups"]) if "su_keep_dups" in state else None,
-        imbalance=state["su_imbalance"],
-        early_stop_patience=int(state["su_patience"]),
-        monitor=state["su_monitor"],
-    )
+    chosen = schema.from_state(state, SETTINGS.values())
+    chosen["default_lr"] = "lr" in chosen and chosen["lr"] is None  # blank: the schedule's default
+    chosen["k_folds"] = int(state["su_k"]) if state["su_kfold"] else 0
+    return chosen
 
 
 def source_from_state(state: Any, source: SourceConfig) -> SourceConfig:
@@ -224,95 +154,6 @@ def checked_path(text: str, what: str) -> Path:
         raise ConfigError(f"{what}: {err}") from None
 
 
-# ---------------------------------------------------------------- kept on the server per user
-
-RESTORED, KEPT = "kept_restored", "kept_last"
-
-
-def explorer_state(src: SourceConfig) -> dict[str, Any]:
-    """Dataset explorer widget values (by key) that show `src` (sample forms, folders, CSVs, DICOM folders)."""
-    root = Path(common.sample_root())
-    sample = {
-        str(root / "labels.csv"): "sample_csv",
-        str(root / "folder"): "sample",
-        str(root / "dicom"): "sample_dicom",
-    }
-    choice = sample.get(src.csv_path if src.kind == "csv" else src.root)
-    if choice:
-        return {"src_choice": choice}
-    state: dict[str, Any] = {"src_choice": src.kind if src.kind in ("folder", "csv", "dicom") else "folder"}
-    if src.kind == "csv":
-        state.update(
-            {
-                "src_pathcol": src.path_col,
-                "src_labelcol": src.label_col,
-                "src_groupcol": src.group_col,
-                "src_splitcol": src.split_col,
-            }
-        )
-        state.update(
-            {"src_csv_pick": src.csv_path}
-            if hosting.hosted()
-            else {"src_csv": src.csv_path, "src_csv_root": src.root}
-        )
-    else:
-        state["src_root_pick" if hosting.hosted() else "src_root"] = src.root
-        if src.kind == "dicom":
-            state["src_gtag"] = src.group_tag
-            state["src_dcm_labels"] = "csv" if src.csv_path else "tag" if src.label_tag else "folders"
-            state.update(
-                {
-                    "src_dcm_csv_pick" if hosting.hosted() else "src_dcm_csv": src.csv_path,
-                    "src_dcm_pathcol": src.path_col,
-                    "src_dcm_labelcol": src.label_col,
-                }
-                if src.csv_path
-                else {"src_ltag": src.label_tag}
-                if src.label_tag
-                else {}
-            )
-    return state
-
-
-def restore_saved(state: MutableMapping | None = None) -> bool:
-    """Once per browser session: put this user's kept settings (config, source, LR finder) back; True if any."""
-    state = st.session_state if state is None else state
-    if state.get(RESTORED):
-        return False
-    state[RESTORED] = True
-    if RUN_CONFIG in state or SOURCE_CONFIG in state:
-        return False
-    saved = settings_store.load(common.settings_user())
-    if saved.run_config is not None:
-        state[RUN_CONFIG] = to_dict(saved.run_config)
-    if saved.source is not None:
-        state[SOURCE_CONFIG] = saved.source
-        for key, value in explorer_state(saved.source).items():
-            state.setdefault(key, value)
-    if saved.lr_job:
-        state[LR_JOB] = saved.lr_job
-    return saved.run_config is not None or saved.source is not None
-
-
-def persist(state: MutableMapping | None = None) -> None:
-    """Keep the working settings, the chosen source and the last LR finder on the server (when they changed)."""
-    state = st.session_state if state is None else state
-    carried, src = state.get(RUN_CONFIG), state.get(SOURCE_CONFIG)
-    saved = settings_store.Saved(
-        from_dict(RunConfig, carried) if carried else None,
-        src if isinstance(src, SourceConfig) else None,
-        str(state.get(LR_JOB) or ""),
-    )
-    signature = json.dumps([carried, to_dict(src) if saved.source else None, saved.lr_job], sort_keys=True)
-    if state.get(KEPT) == signature:
-        return
-    try:
-        settings_store.save(common.settings_user(), saved)
-    except OSError:  # a full or read-only disk must not break the page; the settings stay in this session
-        return
-    state[KEPT] = signature
-
-
 # ---------------------------------------------------------------- save / load
 
 
@@ -339,8 +180,8 @@ def apply_settings(raw: bytes, state: MutableMapping) -> str:
         return str(err)
     except ValueError as err:
         return f"settings refused: {err}"
-    state[RUN_CONFIG] = to_dict(cfg)
-    state[SOURCE_CONFIG] = cfg.source
+    ws.put(cfg, state)
+    ws.set_source(cfg.source, state)
     seed_state(cfg, overwrite=True, state=state)
     return ""
 
@@ -392,13 +233,11 @@ def _on_weights_upload() -> None:
 def model_section(gpu: bool) -> None:
     """Architecture, weights, image size, channels, batch size, epochs."""
     c1, c2, c3 = st.columns(3)
-    arch = c1.selectbox(
-        "Architecture", list(archs.ARCHS), key="su_arch", format_func=lambda a: archs.ARCHS[a]["label"]
-    )
-    c2.toggle("Start from ImageNet weights (pretrained)", key="su_pretrained")
-    c3.text_input(
-        "Or a local weights file (.pth / .safetensors, optional)",
-        key="su_weights_path",
+    arch = ws.widget(c1, "arch", format_func=lambda a: archs.ARCHS[a]["label"])
+    ws.widget(c2, "pretrained")
+    ws.widget(
+        c3,
+        "weights_path",
         disabled=hosting.hosted(),
         help="ImageNet-style weights for the chosen architecture, read "
         "without running code. On a shared (hosted) server: upload the file below instead.",
@@ -415,23 +254,18 @@ def model_section(gpu: bool) -> None:
     if not st.session_state["su_weights_path"]:
         weights_note(arch, bool(st.session_state["su_pretrained"]))
     c1, c2, c3, c4, c5 = st.columns(5)
-    c1.number_input("Image size (pixels)", 16, 2048, step=16, key="su_img_size")
-    c2.radio(
-        "Colour", CHANNELS, key="su_channels", horizontal=True, format_func={"rgb": "RGB", "grey": "Grey"}.get
-    )
-    c3.number_input("Batch size", 1, 1024, key="su_batch_size")
-    c4.number_input("Epochs", 1, 1000, key="su_epochs")
-    c5.number_input(
-        "Frozen epochs first",
-        0,
-        100,
-        key="su_freeze_epochs",
+    ws.widget(c1, "img_size")
+    ws.widget(c2, "channels", horizontal=True, format_func={"rgb": "RGB", "grey": "Grey"}.get)
+    ws.widget(c3, "batch_size")
+    ws.widget(c4, "epochs")
+    ws.widget(
+        c5,
+        "freeze_epochs",
         help="Epochs that train only the new head before the whole network (pretrained only).",
     )
-    st.selectbox(
-        "Resize",
-        RESIZE_METHODS,
-        key="su_resize",
+    ws.widget(
+        st,
+        "resize",
         help="squish: stretch to a square; pad: keep the "
         "aspect ratio with black bars; crop: cut to a square (random position in training).",
     )
@@ -462,7 +296,7 @@ def weights_note(arch: str, pretrained: bool) -> None:
 def lr_section(cfg: RunConfig | None) -> None:
     """Learning rate field and the LR finder (a background job), its curve and one-click suggestions."""
     c1, c2, c3 = st.columns([2, 1, 1])
-    c1.text_input("Learning rate (blank: default 2e-3 pretrained, 3e-3 from scratch)", key="su_lr")
+    ws.widget(c1, "lr")
     st.session_state.setdefault("su_lr_num_it", device_defaults().lr_find_steps)
     c2.number_input(
         "LR finder steps",
@@ -549,16 +383,13 @@ def lr_result(job: jobs.Job) -> None:
 
 def augment_section(items: pd.DataFrame | None, cfg: RunConfig | None) -> None:
     """Augmentation switches and strengths, and a grid of augmented training samples."""
-    st.toggle("Augment training images", key="su_aug_enabled")
+    ws.widget(st, "augment")
     off = not st.session_state["su_aug_enabled"]
     c1, c2, c3, c4 = st.columns(4)
-    c1.checkbox("Flip left-right", key="su_flip", disabled=off)
-    c1.checkbox("Flip up-down", key="su_vflip", disabled=off, help="Rarely right for X-rays.")
-    c2.slider("Rotation (max degrees)", 0.0, 180.0, step=1.0, key="su_rotate", disabled=off)
-    c2.slider("Zoom (max scale)", 1.0, 2.0, step=0.05, key="su_zoom", disabled=off)
-    c3.slider("Warp (perspective)", 0.0, 1.0, step=0.05, key="su_warp", disabled=off)
-    c4.slider("Brightness", 0.0, 1.0, step=0.05, key="su_brightness", disabled=off)
-    c4.slider("Contrast", 0.0, 1.0, step=0.05, key="su_contrast", disabled=off)
+    ws.widget(c1, "flip", disabled=off)
+    ws.widget(c1, "vertical_flip", disabled=off, help="Rarely right for X-rays.")
+    for where, name in ((c2, "rotate"), (c2, "zoom"), (c3, "warp"), (c4, "brightness"), (c4, "contrast")):
+        ws.widget(where, name, disabled=off)
     if st.session_state["su_vflip"] and not off:
         st.caption(
             "Up-down flips make anatomy upside down; use them only when that can happen in your images."
@@ -615,16 +446,14 @@ def test_folder_input() -> None:
 def split_section(src: SourceConfig, items: pd.DataFrame | None, cfg: RunConfig | None) -> list[str]:
     """Split method, fractions, k-fold, seed; a summary table per split and any patient leak (returned as problems)."""
     c1, c2, c3 = st.columns([2, 1, 1])
-    method = c1.selectbox("Split", SPLIT_METHODS, key="su_split_method", format_func=SPLIT_LABELS.get)
-    c2.slider(
-        "Validation %",
-        0,
-        90,
-        key="su_valid_pct",
+    method = ws.widget(c1, "split_method", format_func=SPLIT_LABELS.get)
+    ws.widget(
+        c2,
+        "valid_pct",
         disabled=bool(st.session_state.get("su_kfold")),
         help="With k-fold cross-validation each fold validates in turn; this fraction is not used.",
     )
-    c3.slider("Test % (held out until the end)", 0, 90, key="su_test_pct")
+    ws.widget(c3, "test_pct")
     if method == "column" and src.kind in ("csv", "dicom"):
         st.text_input("Split column in the CSV", key="su_split_col")
     if src.kind == "folder":
@@ -641,7 +470,7 @@ def split_section(src: SourceConfig, items: pd.DataFrame | None, cfg: RunConfig 
         help="Train k models, each validated on a different fold; reports mean ± sd.",
     )
     c2.number_input("k (folds)", 2, 20, key="su_k", disabled=not st.session_state["su_kfold"])
-    c3.number_input("Seed (splits and training)", 0, 2**31 - 1, key="su_seed")
+    ws.widget(c3, "seed")
     if items is None or items.empty or cfg is None:
         return []
     try:
@@ -674,9 +503,10 @@ def verdict(problems: list[str]) -> None:
 
 
 def training_section() -> None:
-    """Class imbalance, early stopping and the run name."""
-    c1, c2, c3, c4 = st.columns(4)
-    c1.selectbox("Class imbalance", IMBALANCE, key="su_imbalance", format_func=IMBALANCE_LABELS.get)
-    c2.number_input("Early stopping patience (epochs, 0 = off)", 0, 100, key="su_patience")
-    c3.selectbox("Monitor (best epoch, early stopping)", MONITORS, key="su_monitor")
-    c4.text_input("Run name (optional)", key="su_name")
+    """The settings declared for this section (class imbalance, early stopping, label smoothing...), the run name."""
+    names = [s.name for s in SETTINGS.values() if s.meta.section == TRAINING]
+    cols = st.columns(len(names) + 1)
+    for col, name in zip(cols, names):
+        extra = {"format_func": FORMATS[name]} if name in FORMATS else {}
+        ws.widget(col, name, help=SETTINGS[name].help_text(), **extra)
+    ws.widget(cols[-1], "name")

@@ -1,15 +1,19 @@
 """A user's training choices -> RunConfig: the defaults and the one mapping shared by the CLI, the UI and benchmarks.
 
-Both doors (CLI flags, setup-page widgets) turn what the user chose into a `Choices` and call `build_config`;
-device-dependent defaults (CPU vs GPU) come from `device_defaults` only.
+Both doors (CLI flags, setup-page widgets) turn what the user chose into `Choices` (setting name -> value, the names of
+the schema declared beside RunConfig's fields) and call `build_config`; device-dependent defaults (CPU vs GPU) are
+declared on their fields (cpu=, gpu=) and read through `device_defaults` only.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
 
-from core.base.config import RunConfig, SourceConfig, aug_preset
+from core.base.config import ConfigError, RunConfig, SourceConfig, aug_preset
+from core.base.schema import put, walk
 
 
 @dataclass(frozen=True)
@@ -22,8 +26,10 @@ class DeviceDefaults:
     lr_find_steps: int  # LR finder steps: about a minute on a CPU at the CPU defaults
 
 
-CPU_DEFAULTS = DeviceDefaults(img_size=128, epochs=3, batch_size=32, lr_find_steps=30)
-GPU_DEFAULTS = DeviceDefaults(img_size=224, epochs=5, batch_size=64, lr_find_steps=100)
+SETTINGS = walk(RunConfig)  # every user setting, declared beside its field in core.base.config
+DEVICE_SETTINGS = [s for s in SETTINGS.values() if s.meta.cpu is not None]  # img_size, epochs, batch_size
+CPU_DEFAULTS = DeviceDefaults(**{s.name: s.meta.cpu for s in DEVICE_SETTINGS}, lr_find_steps=30)
+GPU_DEFAULTS = DeviceDefaults(**{s.name: s.meta.gpu for s in DEVICE_SETTINGS}, lr_find_steps=100)
 KFOLD_DEFAULT = 5  # folds when k-fold cross-validation is asked for without a number
 
 
@@ -55,7 +61,8 @@ def default_config(
     """Starting values of a run: device defaults, ImageNet weights (or from scratch), split by patient when known."""
     cfg = RunConfig(source=copy.deepcopy(source) if source is not None else SourceConfig())
     dd = device_defaults(gpu)
-    cfg.data.img_size, cfg.train.epochs, cfg.data.batch_size = dd.img_size, dd.epochs, dd.batch_size
+    for s in DEVICE_SETTINGS:
+        put(cfg, s.path, getattr(dd, s.name))
     cfg.train.pretrained = pretrained
     if not pretrained:
         cfg.train.freeze_epochs = 0  # no frozen phase from scratch
@@ -63,97 +70,24 @@ def default_config(
     return cfg
 
 
-@dataclass
-class Choices:
-    """What a user chose at either door; None keeps the base config's value."""
-
-    name: str | None = None
-    arch: str | None = None
-    pretrained: bool | None = None
-    weights_path: str | None = None
-    epochs: int | None = None
-    freeze_epochs: int | None = None
-    lr: float | None = None
-    default_lr: bool = (
-        False  # True: no learning rate of one's own (the schedule's default), even over a base's
-    )
-    weight_decay: float | None = None
-    early_stop_patience: int | None = None
-    monitor: str | None = None
-    final_weights: str | None = None
-    imbalance: str | None = None
-    seed: int | None = None  # training and split seed
-    final_model_on_all: bool | None = None
-    img_size: int | None = None
-    channels: str | None = None
-    resize: str | None = None
-    batch_size: int | None = None
-    normalize: str | None = None
-    num_workers: int | None = None
-    aug_preset: str | None = None  # applied first; the single augmentation choices below override it
-    augment: bool | None = None
-    flip: bool | None = None
-    vertical_flip: bool | None = None
-    rotate: float | None = None
-    zoom: float | None = None
-    warp: float | None = None
-    brightness: float | None = None
-    contrast: float | None = None
-    split_method: str | None = None
-    valid_pct: float | None = None
-    test_pct: float | None = None
-    k_folds: int | None = None
-    keep_duplicates: bool | None = None
-    torch_threads: int | None = None
-    mixed_precision: str | None = None
-    channels_last: str | None = None
-
-
-_TARGETS = {  # Choices field -> (RunConfig section, attribute); fields not listed have rules of their own
-    "arch": ("train", "arch"),
-    "pretrained": ("train", "pretrained"),
-    "weights_path": ("train", "weights_path"),
-    "epochs": ("train", "epochs"),
-    "freeze_epochs": ("train", "freeze_epochs"),
-    "lr": ("train", "lr"),
-    "weight_decay": ("train", "weight_decay"),
-    "early_stop_patience": ("train", "early_stop_patience"),
-    "monitor": ("train", "monitor"),
-    "final_weights": ("train", "final_weights"),
-    "imbalance": ("train", "imbalance"),
-    "final_model_on_all": ("train", "final_model_on_all"),
-    "torch_threads": ("train", "torch_threads"),
-    "mixed_precision": ("train", "mixed_precision"),
-    "channels_last": ("train", "channels_last"),
-    "img_size": ("data", "img_size"),
-    "channels": ("data", "channels"),
-    "resize": ("data", "resize"),
-    "batch_size": ("data", "batch_size"),
-    "normalize": ("data", "normalize"),
-    "num_workers": ("data", "num_workers"),
-    "augment": ("aug", "enabled"),
-    "flip": ("aug", "flip"),
-    "vertical_flip": ("aug", "vertical_flip"),
-    "rotate": ("aug", "rotate"),
-    "zoom": ("aug", "zoom"),
-    "warp": ("aug", "warp"),
-    "brightness": ("aug", "brightness"),
-    "contrast": ("aug", "contrast"),
-    "split_method": ("split", "method"),
-    "valid_pct": ("split", "valid_pct"),
-    "test_pct": ("split", "test_pct"),
-    "k_folds": ("split", "k_folds"),
-    "keep_duplicates": ("split", "keep_duplicates"),
+Choices = dict[str, Any]  # setting name (SETTINGS) or an EXTRAS name -> value; None keeps the base's value
+EXTRAS = {  # choices that are no single field, with their own rules in build_config
+    "aug_preset": "a named augmentation preset, applied before the single augmentation settings",
+    "default_lr": "True: no learning rate of one's own (the schedule's default), even over a base's",
 }
 
 
-def _sections(cfg: RunConfig) -> dict[str, object]:
-    """The parts of a RunConfig that choices land in, by name."""
-    return {"train": cfg.train, "data": cfg.data, "aug": cfg.data.aug, "split": cfg.data.split}
+def check_names(choices: Mapping[str, Any]) -> None:
+    """Refuse a choice that names no setting, listing the known ones."""
+    unknown = sorted(set(choices) - set(SETTINGS) - set(EXTRAS))
+    if unknown:
+        raise ConfigError(
+            f"unknown setting(s) {', '.join(unknown)}; known: {', '.join([*SETTINGS, *EXTRAS])}"
+        )
 
 
 def build_config(
-    choices: Choices,
+    choices: Mapping[str, Any],
     base: RunConfig | None = None,
     source: SourceConfig | None = None,
     gpu: bool | None = None,
@@ -162,20 +96,18 @@ def build_config(
     cfg = copy.deepcopy(base) if base is not None else default_config(source, gpu)
     if base is not None and source is not None:
         cfg.source = copy.deepcopy(source)
-    if choices.aug_preset is not None:
-        cfg.data.aug = aug_preset(choices.aug_preset)
-    parts = _sections(cfg)
-    for f in fields(choices):
-        value = getattr(choices, f.name)
-        if value is not None and f.name in _TARGETS:
-            section, attr = _TARGETS[f.name]
-            setattr(parts[section], attr, value)
-    if choices.default_lr:
+    check_names(choices)
+    if choices.get("aug_preset") is not None:
+        cfg.data.aug = aug_preset(choices["aug_preset"])
+    for name, value in choices.items():
+        if value is None or name in EXTRAS:
+            continue
+        s = SETTINGS[name]
+        value = s.check(value.strip() if isinstance(value, str) else value)
+        for path in (s.path, *s.meta.also):
+            put(cfg, path, value)
+    if choices.get("default_lr"):
         cfg.train.lr = None
-    if choices.seed is not None:
-        cfg.train.seed = cfg.data.split.seed = choices.seed
-    if choices.name is not None:
-        cfg.name = choices.name.strip()
     if not cfg.train.fine_tunes():
         cfg.train.freeze_epochs = 0  # from scratch there is no frozen phase: the config says what runs
     return cfg.validate()

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from core.base.fsutil import atomic_write_text
+from core.base.schema import ConfigError, check_declared, setting
 
 if typing.TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -25,11 +26,18 @@ NORMALIZE = ("auto", "imagenet", "dataset", "none")
 IMBALANCE = ("none", "weighted_loss", "oversample")
 MONITORS = ("valid_loss", "accuracy", "balanced_accuracy", "roc_auc")
 FINAL_WEIGHTS = ("auto", "last", "best")
-
-
-class ConfigError(ValueError):
-    """A configuration value that cannot work, with a message for the user."""
-
+AUTO_ON_OFF = ("auto", "on", "off")
+ARCHS = "core.models.archs:ARCHS"  # the architectures the app offers (a catalogue of core.models, named here)
+# command-line option groups of a training run, in the order `--help` lists them (each setting names its own)
+MODEL, IMAGES, AUG, SPLIT, SPEED = (
+    "model and schedule",
+    "images and batches",
+    "augmentation (training images only)",
+    "split",
+    "speed",
+)
+OPTION_GROUPS = (MODEL, IMAGES, AUG, SPLIT, SPEED)
+TRAINING = "training"  # the setup page's section of settings drawn without a layout of their own
 
 # a fixed centre/width; each image's 1st-99th percentiles; each image's min-max
 WINDOW_MODES = ("fixed", "auto", "full")
@@ -74,16 +82,70 @@ class SourceConfig:
 class SplitConfig:
     """How items are split into train / valid / test, and k-fold settings."""
 
-    method: str = "stratified"
-    valid_pct: float = 0.2
-    test_pct: float = 0.0
-    k_folds: int = 0
-    seed: int = 42
-    keep_duplicates: bool = False  # near-duplicate images (perceptual hash) stay in one split / fold
+    method: str = field(
+        default="stratified",
+        metadata=setting(
+            name="split_method",
+            flag="--split",
+            choices=SPLIT_METHODS,
+            group=SPLIT,
+            help="how to split (default: group when --group-col/--group-tag is given, else stratified; "
+            "folder = the source's train/val/test folders)",
+            widget="select",
+            label="Split",
+        ),
+    )
+    valid_pct: float = field(
+        default=0.2,
+        metadata=setting(
+            flag="--valid-pct",
+            group=SPLIT,
+            help="validation fraction (default {default})",
+            widget="slider",
+            label="Validation %",
+            form="pct",
+            lo=0,
+            hi=90,
+        ),
+    )
+    test_pct: float = field(
+        default=0.0,
+        metadata=setting(
+            flag="--test-pct",
+            group=SPLIT,
+            help="holdout test fraction (default {default})",
+            widget="slider",
+            label="Test % (held out until the end)",
+            form="pct",
+            lo=0,
+            hi=90,
+        ),
+    )
+    k_folds: int = field(  # the setup page: a switch and a number (ui.setup_form)
+        default=0,
+        metadata=setting(
+            flag="--k-folds",
+            group=SPLIT,
+            help="k-fold cross-validation with k folds (default {default} = one train/valid split)",
+        ),
+    )
+    seed: int = 42  # chosen with the training seed (TrainConfig.seed); a sweep of the seed keeps it
+    keep_duplicates: bool = field(  # near-duplicate images (perceptual hash) stay in one split / fold
+        default=False,
+        metadata=setting(
+            flag="--keep-duplicates",
+            bool_flag="set",
+            group=SPLIT,
+            help="near-duplicate images (perceptual hash) stay in one split / fold (default {default})",
+            widget="checkbox",
+            label="Keep near-duplicate images together (one split / fold per duplicate group)",
+            state="su_keep_dups",
+        ),
+    )
 
     def validate(self) -> None:
-        """Check fractions and fold counts."""
-        _choice("split method", self.method, SPLIT_METHODS)
+        """Check fractions and fold counts, and the declared choices and ranges."""
+        check_declared(self)
         if not 0 <= self.valid_pct < 1 or not 0 <= self.test_pct < 1 or self.valid_pct + self.test_pct >= 1:
             raise ConfigError(
                 f"valid_pct={self.valid_pct} and test_pct={self.test_pct} must leave training data"
@@ -96,19 +158,113 @@ class SplitConfig:
 class AugConfig:
     """Augmentation with X-ray-safe defaults (horizontal flip only, mild affine and lighting)."""
 
-    enabled: bool = True
-    flip: bool = True
-    vertical_flip: bool = False
-    rotate: float = 10.0
-    zoom: float = 1.1
-    warp: float = 0.1
-    brightness: float = 0.2
-    contrast: float = 0.2
+    enabled: bool = field(
+        default=True,
+        metadata=setting(
+            name="augment",
+            flag="--no-augment",
+            bool_flag="negate",
+            group=AUG,
+            help="no augmentation at all (same as --aug-preset none; default: augmentation {default})",
+            widget="toggle",
+            label="Augment training images",
+            state="su_aug_enabled",
+        ),
+    )
+    flip: bool = field(
+        default=True,
+        metadata=setting(
+            flag="--flip",
+            bool_flag="both",
+            group=AUG,
+            help="random left-right flips (default {default})",
+            widget="checkbox",
+            label="Flip left-right",
+        ),
+    )
+    vertical_flip: bool = field(
+        default=False,
+        metadata=setting(
+            flag="--vflip",
+            bool_flag="both",
+            group=AUG,
+            help="random up-down flips (default {default}; rarely right for X-rays)",
+            widget="checkbox",
+            label="Flip up-down",
+            state="su_vflip",
+        ),
+    )
+    rotate: float = field(
+        default=10.0,
+        metadata=setting(
+            flag="--rotate",
+            group=AUG,
+            help="max rotation in degrees (default {default})",
+            widget="slider",
+            label="Rotation (max degrees)",
+            lo=0.0,
+            hi=180.0,
+            step=1.0,
+        ),
+    )
+    zoom: float = field(
+        default=1.1,
+        metadata=setting(
+            flag="--zoom",
+            group=AUG,
+            help="max zoom scale >= 1 (default {default})",
+            widget="slider",
+            label="Zoom (max scale)",
+            lo=1.0,
+            hi=2.0,
+            step=0.05,
+        ),
+    )
+    warp: float = field(
+        default=0.1,
+        metadata=setting(
+            flag="--warp",
+            group=AUG,
+            help="max perspective warp 0..1 (default {default})",
+            widget="slider",
+            label="Warp (perspective)",
+            lo=0.0,
+            hi=1.0,
+            step=0.05,
+        ),
+    )
+    brightness: float = field(
+        default=0.2,
+        metadata=setting(
+            flag="--brightness",
+            group=AUG,
+            help="max brightness change 0..1 (default {default})",
+            widget="slider",
+            label="Brightness",
+            lo=0.0,
+            hi=1.0,
+            step=0.05,
+        ),
+    )
+    contrast: float = field(
+        default=0.2,
+        metadata=setting(
+            flag="--contrast",
+            group=AUG,
+            help="max contrast change 0..1 (default {default})",
+            widget="slider",
+            label="Contrast",
+            lo=0.0,
+            hi=1.0,
+            step=0.05,
+        ),
+    )
     p_affine: float = 0.75
     p_lighting: float = 0.75
 
     def validate(self) -> None:
-        """Check ranges of augmentation strengths."""
+        """Check ranges of augmentation strengths, and the declared choices and ranges."""
+        check_declared(self)
         if self.rotate < 0 or self.rotate > 180:
             raise ConfigError(f"rotate must be within 0..180 degrees, got {self.rotate}")
         if self.zoom < 1:
@@ -137,29 +293,101 @@ def aug_preset(name: str) -> AugConfig:
 class DataConfig:
     """How items become batches: size, channels, resize, batches, augmentation, split."""
 
-    img_size: int = 224
-    channels: str = "rgb"
-    resize: str = "squish"
-    batch_size: int = 32
-    num_workers: int = -1  # DataLoader worker processes; negative = auto (0 on CPU, several on a GPU)
+    img_size: int = field(
+        default=224,
+        metadata=setting(
+            flag="--img-size",
+            group=IMAGES,
+            help="image size in pixels (default {default})",
+            cpu=128,
+            gpu=224,
+            widget="number",
+            label="Image size (pixels)",
+            lo=16,
+            hi=2048,
+            step=16,
+            sweep="image size in pixels",
+            aliases=("size",),
+        ),
+    )
+    channels: str = field(
+        default="rgb",
+        metadata=setting(
+            flag="--channels",
+            choices=CHANNELS,
+            group=IMAGES,
+            help="colour channels (default {default})",
+            widget="radio",
+            label="Colour",
+        ),
+    )
+    resize: str = field(
+        default="squish",
+        metadata=setting(
+            flag="--resize",
+            choices=RESIZE_METHODS,
+            group=IMAGES,
+            help="squish: stretch to a square; pad: keep the aspect with black bars; crop: cut a square "
+            "(default {default})",
+            widget="select",
+            label="Resize",
+        ),
+    )
+    batch_size: int = field(
+        default=32,
+        metadata=setting(
+            flag="--bs",
+            group=IMAGES,
+            help="batch size (default {default})",
+            cpu=32,
+            gpu=64,
+            widget="number",
+            label="Batch size",
+            lo=1,
+            hi=1024,
+            sweep="batch size",
+            aliases=("bs",),
+        ),
+    )
+    num_workers: int = field(  # DataLoader worker processes; negative = auto (0 on CPU, several on a GPU)
+        default=-1,
+        metadata=setting(
+            flag="--workers",
+            group=SPEED,
+            help="DataLoader worker processes (default {default} = auto: 0 on a CPU, where workers measured no "
+            "faster, several on a GPU)",
+        ),
+    )
     # auto: ImageNet's statistics when starting from weights, the training images' own from scratch
-    normalize: str = "auto"
+    normalize: str = field(
+        default="auto",
+        metadata=setting(
+            flag="--normalize",
+            choices=NORMALIZE,
+            group=IMAGES,
+            help="input statistics: ImageNet's, the training images' own, or none (default {default}: ImageNet's "
+            "with pretrained or given weights, the training images' own from scratch)",
+        ),
+    )
     window: Window | None = None
     frame: int = 0
     use_cache: bool = True
     aug: AugConfig = field(default_factory=AugConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
-    train_fraction: float = 1.0  # share of the training split used (seeded, stratified); valid/test unchanged
+    train_fraction: float = (
+        field(  # share of the training split used (seeded, stratified); valid/test unchanged
+            default=1.0,
+            metadata=setting(sweep="share of the training split used (0..1]", aliases=("fraction",)),
+        )
+    )
 
     def validate(self) -> None:
-        """Check every field and nested config."""
+        """Check sizes, batches, the window and nested configs, and the declared choices and ranges."""
+        check_declared(self)
         if not 16 <= self.img_size <= 2048:
             raise ConfigError(f"img_size must be within 16..2048, got {self.img_size}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
-        _choice("channels", self.channels, CHANNELS)
-        _choice("resize", self.resize, RESIZE_METHODS)
-        _choice("normalize", self.normalize, NORMALIZE)
         if self.window is not None:
             self.window.validate()
         self.aug.validate()
@@ -174,24 +402,205 @@ class DataConfig:
 class TrainConfig:
     """Model and optimisation settings."""
 
-    arch: str = "resnet18"
-    pretrained: bool = True
-    weights_path: str = ""
-    epochs: int = 5
-    freeze_epochs: int = 1
-    lr: float | None = None
-    weight_decay: float | None = None
-    mixed_precision: str = "auto"
-    channels_last: str = "auto"
-    early_stop_patience: int = 0
-    monitor: str = "valid_loss"
-    final_weights: str = (
-        "auto"  # the saved model: "last" epoch, "best" checkpoint; auto = best only with early stopping
+    arch: str = field(
+        default="resnet18",
+        metadata=setting(
+            flag="--arch",
+            choices=ARCHS,
+            metavar="ARCH",
+            group=MODEL,
+            help="architecture: {choices} (default {default})",
+            widget="select",
+            label="Architecture",
+            sweep="architecture",
+        ),
     )
-    imbalance: str = "none"
-    seed: int = 42
-    final_model_on_all: bool = False
-    torch_threads: int = 0  # 0 = auto: $XRT_TORCH_THREADS, else every core this process may use
+    pretrained: bool = field(
+        default=True,
+        metadata=setting(
+            flag="--no-pretrained",
+            bool_flag="negate",
+            group=MODEL,
+            help="train from scratch (random weights): no frozen phase, exactly --epochs epochs "
+            "(default: ImageNet weights, fine-tuned)",
+            widget="toggle",
+            label="Start from ImageNet weights (pretrained)",
+        ),
+    )
+    weights_path: str = field(
+        default="",
+        metadata=setting(
+            flag="--weights",
+            group=MODEL,
+            help="local ImageNet weights file (.pth / .safetensors) to fine-tune (default: none)",
+            widget="text",
+            label="Or a local weights file (.pth / .safetensors, optional)",
+        ),
+    )
+    epochs: int = field(
+        default=5,
+        metadata=setting(
+            flag="--epochs",
+            group=MODEL,
+            help="epochs of the whole network (default {default}); pretrained runs first add --freeze-epochs "
+            "head-only epochs, from-scratch runs train exactly this many",
+            cpu=3,
+            gpu=5,
+            widget="number",
+            label="Epochs",
+            lo=1,
+            hi=1000,
+            sweep="training epochs (after the frozen epoch when fine-tuning)",
+        ),
+    )
+    freeze_epochs: int = field(
+        default=1,
+        metadata=setting(
+            flag="--freeze-epochs",
+            group=MODEL,
+            help="head-only epochs before the whole network, pretrained only (default {default}; ignored from "
+            "scratch)",
+            widget="number",
+            label="Frozen epochs first",
+            lo=0,
+            hi=100,
+        ),
+    )
+    lr: float | None = field(  # None: the schedule's default
+        default=None,
+        metadata=setting(
+            flag="--lr",
+            group=MODEL,
+            help="base learning rate of the one-cycle schedule (default 2e-3 fine-tuning, 3e-3 from scratch)",
+            widget="text",
+            label="Learning rate (blank: default 2e-3 pretrained, 3e-3 from scratch)",
+            form="number_text",
+            sweep="learning rate",
+        ),
+    )
+    weight_decay: float | None = field(
+        default=None,
+        metadata=setting(
+            name="wd",
+            flag="--wd",
+            group=MODEL,
+            help="weight decay (default: fastai's, 0.01)",
+            sweep="weight decay",
+            aliases=("weight_decay",),
+        ),
+    )
+    mixed_precision: str = field(
+        default="auto",
+        metadata=setting(
+            flag="--mixed-precision",
+            choices=AUTO_ON_OFF,
+            group=SPEED,
+            help="bf16/fp16 training (default {default}: on a CUDA GPU only)",
+        ),
+    )
+    channels_last: str = field(
+        default="auto",
+        metadata=setting(
+            flag="--channels-last",
+            choices=AUTO_ON_OFF,
+            group=SPEED,
+            help="channels_last memory layout for training (default {default}: on a CUDA GPU only)",
+        ),
+    )
+    early_stop_patience: int = field(
+        default=0,
+        metadata=setting(
+            flag="--patience",
+            group=MODEL,
+            help="early stopping: stop after this many epochs without improvement (default {default} = off)",
+            widget="number",
+            label="Early stopping patience (epochs, 0 = off)",
+            lo=0,
+            hi=100,
+            state="su_patience",
+            section=TRAINING,
+        ),
+    )
+    monitor: str = field(
+        default="valid_loss",
+        metadata=setting(
+            flag="--monitor",
+            choices=MONITORS,
+            group=MODEL,
+            help="what the best checkpoint and early stopping watch (default {default})",
+            widget="select",
+            label="Monitor (best epoch, early stopping)",
+            section=TRAINING,
+        ),
+    )
+    final_weights: str = field(  # the saved model: "last" epoch, "best" checkpoint; auto = best only with early stopping
+        default="auto",
+        metadata=setting(
+            flag="--final-weights",
+            choices=FINAL_WEIGHTS,
+            group=MODEL,
+            help="the saved model: the last epoch, or the best checkpoint by --monitor (default {default}: "
+            "best only with early stopping, else the last epoch of the schedule)",
+        ),
+    )
+    imbalance: str = field(
+        default="none",
+        metadata=setting(
+            flag="--imbalance",
+            choices=IMBALANCE,
+            group=MODEL,
+            help="class imbalance (default {default})",
+            widget="select",
+            label="Class imbalance",
+            section=TRAINING,
+            sweep="class imbalance handling",
+        ),
+    )
+    label_smoothing: float = field(
+        default=0.0,
+        metadata=setting(
+            flag="--label-smoothing",
+            range=(0.0, 0.3),
+            group=MODEL,
+            help="label smoothing for the cross-entropy loss (0 = off; default {default})",
+            widget="slider",
+            label="Label smoothing (0 = off)",
+            step=0.05,
+            section=TRAINING,
+            sweep="label smoothing for the cross-entropy loss (0 = off)",
+        ),
+    )
+    seed: int = field(
+        default=42,
+        metadata=setting(
+            flag="--seed",
+            group=MODEL,
+            help="training and split seed (default {default})",
+            also=("data.split.seed",),
+            widget="number",
+            label="Seed (splits and training)",
+            lo=0,
+            hi=2**31 - 1,
+            sweep="training seed (the split keeps the base seed)",
+        ),
+    )
+    final_model_on_all: bool = field(
+        default=False,
+        metadata=setting(
+            flag="--final-model",
+            bool_flag="set",
+            group=SPLIT,
+            help="with --k-folds: also train one model on all training data (default {default})",
+        ),
+    )
+    torch_threads: int = field(  # 0 = auto: $XRT_TORCH_THREADS, else every core this process may use
+        default=0,
+        metadata=setting(
+            flag="--threads",
+            group=SPEED,
+            help="torch threads (default {default} = auto: $XRT_TORCH_THREADS, else every core the job may use)",
+        ),
+    )
 
     def fine_tunes(self) -> bool:
         """True when training starts from weights (ImageNet or a file): fine_tune with a frozen phase first."""
@@ -202,7 +611,8 @@ class TrainConfig:
         return self.epochs + (self.freeze_epochs if self.fine_tunes() else 0)
 
     def validate(self) -> None:
-        """Check epochs, learning rate and choices."""
+        """Check epochs, threads and learning rate, and the declared choices and ranges."""
+        check_declared(self)
         if self.epochs < 1 or self.freeze_epochs < 0:
             raise ConfigError(
                 f"epochs must be >= 1 and freeze_epochs >= 0 (got {self.epochs}, {self.freeze_epochs})"
@@ -211,18 +621,18 @@ class TrainConfig:
             raise ConfigError(f"torch_threads must be >= 0 (0 = auto), got {self.torch_threads}")
         if self.lr is not None and not 0 < self.lr < 10:
             raise ConfigError(f"learning rate must be within (0, 10), got {self.lr}")
-        _choice("monitor", self.monitor, MONITORS)
-        _choice("final_weights", self.final_weights, FINAL_WEIGHTS)
-        _choice("imbalance", self.imbalance, IMBALANCE)
-        _choice("mixed_precision", self.mixed_precision, ("auto", "on", "off"))
-        _choice("channels_last", self.channels_last, ("auto", "on", "off"))
 
 
 @dataclass
 class RunConfig:
     """Everything needed to reproduce one run."""
 
-    name: str = ""
+    name: str = field(
+        default="",
+        metadata=setting(
+            flag="--name", help="run name (default: none)", widget="text", label="Run name (optional)"
+        ),
+    )
     source: SourceConfig = field(default_factory=SourceConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -25,7 +25,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.base.config import AUG_PRESETS, IMBALANCE, ConfigError, RunConfig, aug_preset, from_dict, to_dict
+from core.base import choices
+from core.base.config import AUG_PRESETS, ConfigError, RunConfig, aug_preset, from_dict, to_dict
+from core.base.schema import Meta, Setting, put
 from core.runs import jobs, rundir
 
 MODES = ("grid", "random")
@@ -39,30 +41,27 @@ DEFAULT_GRID_POINTS = 3  # points of a range without a count in grid mode
 MIN_COMPLETED_FOR_MEDIAN = 2  # median stopping needs this many finished trials to compare with
 
 
-@dataclass(frozen=True)
-class Setting:
-    """A setting a sweep may vary: its type, where it lives in RunConfig and its allowed choices."""
-
-    kind: type
-    path: str  # "section.field" of RunConfig; "" for the special aug / aug_strength
-    help: str
-    choices: tuple[str, ...] = ()
-
-
-SETTINGS: dict[str, Setting] = {
-    "epochs": Setting(int, "train.epochs", "training epochs (after the frozen epoch when fine-tuning)"),
-    "lr": Setting(float, "train.lr", "learning rate"),
-    "wd": Setting(float, "train.weight_decay", "weight decay"),
-    "img_size": Setting(int, "data.img_size", "image size in pixels"),
-    "batch_size": Setting(int, "data.batch_size", "batch size"),
-    "arch": Setting(str, "train.arch", "architecture"),
-    "aug": Setting(str, "", "augmentation preset", tuple(AUG_PRESETS)),
-    "aug_strength": Setting(float, "", "augmentation strength: multiplies rotation, zoom, warp and lighting"),
-    "imbalance": Setting(str, "train.imbalance", "class imbalance handling", IMBALANCE),
-    "train_fraction": Setting(float, "data.train_fraction", "share of the training split used (0..1]"),
-    "seed": Setting(int, "train.seed", "training seed (the split keeps the base seed)"),
-}
-ALIASES = {"bs": "batch_size", "size": "img_size", "fraction": "train_fraction", "augment": "aug"}
+SPECIAL = (  # sweep axes that are no single field (path ""): applied by apply_settings, preset before strength
+    Setting(
+        "aug",
+        "",
+        str,
+        False,
+        "default",
+        Meta(sweep="augmentation preset", choices=tuple(AUG_PRESETS), aliases=("augment",)),
+    ),
+    Setting(
+        "aug_strength",
+        "",
+        float,
+        False,
+        1.0,
+        Meta(sweep="augmentation strength: multiplies rotation, zoom, warp and lighting"),
+    ),
+)
+# the settings a sweep may vary: those declared sweepable beside their field (core.base.config), then SPECIAL
+SETTINGS: dict[str, Setting] = {s.name: s for s in (*choices.SETTINGS.values(), *SPECIAL) if s.meta.sweep}
+ALIASES = {alias: s.name for s in SETTINGS.values() for alias in s.meta.aliases}
 SYNTAX = (
     "NAME=V1,V2,... (a list) or NAME=LO:HI[:N] (N evenly spaced points; LO:HI:logN log-spaced); "
     "random search draws from LO:HI uniformly (LO:HI:log: log-uniformly)"
@@ -115,10 +114,7 @@ def cast(name: str, value: Any) -> Any:
         return int(round(float(value)))
     if setting.kind is float:
         return float(f"{float(value):.4g}")
-    text = str(value).strip()
-    if setting.choices and text not in setting.choices:
-        raise ConfigError(f"{name} must be one of {', '.join(setting.choices)}; got {text!r}")
-    return text
+    return setting.check(str(value).strip())
 
 
 def parse_axis(text: str) -> Axis:
@@ -225,15 +221,9 @@ def apply_settings(base: RunConfig, settings: dict[str, Any]) -> RunConfig:
     if "aug_strength" in settings:
         scale_aug(cfg, float(settings["aug_strength"]))
     for name, value in settings.items():
-        path = SETTINGS[canonical(name)].path
-        if path:
-            section, attr = path.split(".")
-            setattr(getattr(cfg, section), attr, value)
-    if "arch" in settings:
-        from core.models.archs import ARCHS
-
-        if settings["arch"] not in ARCHS:
-            raise ConfigError(f"unknown architecture {settings['arch']!r}; known: {', '.join(ARCHS)}")
+        setting = SETTINGS[canonical(name)]
+        if setting.path:
+            put(cfg, setting.path, setting.check(value))
     return cfg.validate()
 
 

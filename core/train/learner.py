@@ -101,10 +101,24 @@ def use_channels_last(setting: str) -> bool:
     return torch.cuda.is_available()
 
 
+def loss_func(cfg: RunConfig, classes: list[str], train_labels: pd.Series | None, device=None):
+    """The loss: cross-entropy weighted by class (imbalance "weighted_loss") and/or label-smoothed; None = fastai's."""
+    from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
+
+    t = cfg.train
+    weight = None
+    if t.imbalance == "weighted_loss" and train_labels is not None:
+        weight = class_weights(train_labels, classes).to(device)
+    if (
+        t.label_smoothing > 0
+    ):  # with class weights, fastai weights the target term (F.nll_loss), not the smoothing
+        return LabelSmoothingCrossEntropyFlat(eps=t.label_smoothing, weight=weight)
+    return CrossEntropyLossFlat(weight=weight) if weight is not None else None
+
+
 def make_learner(dls, cfg: RunConfig, train_labels: pd.Series | None = None):
     """vision_learner with the app's metrics, loss weighting and GPU settings."""
     from fastai.callback.progress import ProgressCallback
-    from fastai.losses import CrossEntropyLossFlat
     from fastai.metrics import accuracy
     from fastai.vision.learner import vision_learner
 
@@ -113,9 +127,7 @@ def make_learner(dls, cfg: RunConfig, train_labels: pd.Series | None = None):
     t = cfg.train
     classes = list(dls.vocab)
     n_in = 1 if cfg.data.channels == "grey" else 3
-    loss = None
-    if t.imbalance == "weighted_loss" and train_labels is not None:
-        loss = CrossEntropyLossFlat(weight=class_weights(train_labels, classes).to(dls.device))
+    loss = loss_func(cfg, classes, train_labels, dls.device)
     learn = vision_learner(
         dls,
         **pretrained.learner_args(t.arch, t.pretrained, t.weights_path),
