@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]  # core/base/paths.py -> the repository
 
 
 def env_int(name: str, default: int, minimum: int = 1) -> int:
