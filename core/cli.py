@@ -415,18 +415,18 @@ class _TerminalProgress:
 
     def _loop(self) -> None:
         """Redraw twice a second."""
-        from core.runs.jobs import read_progress
+        from core.runs.progress import ProgressRecord
 
         while not self._stop.wait(0.5):
-            p = read_progress(self.run_dir)
-            if not p:
+            p = ProgressRecord.read(self.run_dir)
+            if not p.written:
                 continue
-            fold = f"fold {p['fold'] + 1}/{p['n_folds']} " if p.get("fold") is not None else ""
-            ep = f"epoch {p.get('epoch', 0) + 1}/{p.get('n_epochs', '?')} " if "n_epochs" in p else ""
-            bt = f"batch {p.get('batch', 0)}/{p.get('n_batches', '?')} " if "n_batches" in p else ""
-            loss = f"loss {p['train_loss']:.4f} " if isinstance(p.get("train_loss"), float) else ""
-            eta = f"ETA {fmt.seconds(p['eta_s'])}" if isinstance(p.get("eta_s"), float) else ""
-            print(f"\r{p.get('phase', '')}: {fold}{ep}{bt}{loss}{eta}".ljust(100), end="", file=sys.stderr)
+            fold = f"fold {p.fold + 1}/{p.n_folds} " if p.fold is not None else ""
+            ep = f"epoch {p.epoch + 1}/{p.n_epochs} " if p.n_epochs else ""
+            bt = f"batch {p.batch}/{p.n_batches} " if p.n_batches else ""
+            loss = f"loss {p.train_loss:.4f} " if p.train_loss is not None else ""
+            eta = f"ETA {fmt.seconds(p.eta_s)}" if p.eta_s is not None else ""
+            print(f"\r{p.phase}: {fold}{ep}{bt}{loss}{eta}".ljust(100), end="", file=sys.stderr)
 
 
 def cmd_train(ns: argparse.Namespace) -> dict[str, Any]:

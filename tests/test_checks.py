@@ -209,7 +209,7 @@ def test_cli_check(tmp_path, capsys):
 
 def test_training_prepare_keeps_duplicates_together(tmp_path):
     from core.base.config import DataConfig, RunConfig
-    from core.runs.jobs import Progress
+    from core.runs.progress import Progress
     from core.train.prepare import prepare
 
     csv = smooth_dataset(tmp_path / "data", n=40, size=48, copies=True)

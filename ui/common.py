@@ -21,6 +21,7 @@ from core.data.items import Dataset
 from core.data.sample import ensure_sample
 from core.evaluation import evaluate, plots
 from core.runs import executors, jobs, rundir
+from core.runs.progress import ProgressRecord
 from core.runs.rundir import RunFolder
 from core.web import hosting, settings_store
 
@@ -489,13 +490,14 @@ def read_history(run_dir: str | Path) -> pd.DataFrame | None:
     return df if len(df) and "epoch" in df else None
 
 
-def best_epochs(summary: dict, prog: dict) -> int | dict[int, int] | None:
+def best_epochs(summary: dict, prog: ProgressRecord | None = None) -> int | dict[int, int] | None:
     """Best epoch(s) to mark on the curves: per fold for k-fold runs, else one (from metrics or progress)."""
     per_fold = summary.get("metrics", {}).get("per_fold") if summary else None
     if per_fold:
         return {int(f["fold"]): int(f["best_epoch"]) for f in per_fold if f.get("best_epoch") is not None}
-    best = summary.get("best_epoch") if summary else prog.get("best_epoch")
-    return int(best) if best is not None and not prog.get("n_folds") else None
+    prog = prog or ProgressRecord()
+    best = summary.get("best_epoch") if summary else prog.best_epoch
+    return int(best) if best is not None and not prog.n_folds else None
 
 
 def curves(job: jobs.Job, best: int | dict[int, int] | None = None) -> None:

@@ -27,6 +27,7 @@ import pandas as pd
 
 from core.base.config import AUG_PRESETS, IMBALANCE, ConfigError, RunConfig, aug_preset, from_dict, to_dict
 from core.runs import jobs, rundir
+from core.runs.progress import ProgressRecord
 
 MODES = ("grid", "random")
 METRICS = (
@@ -513,11 +514,11 @@ def trial_table(record: dict[str, Any], store: jobs.JobStore, n_boot: int = 1000
 
 def progress_text(run_dir: str) -> str:
     """'epoch 1/3, batch 4/7' from a running trial's progress.json ('' before training starts)."""
-    p = rundir.RunFolder(run_dir).read_progress()
-    if "n_epochs" not in p:
-        return str(p.get("phase", ""))
-    batch = f", batch {p['batch']}/{p['n_batches']}" if "n_batches" in p else ""
-    return f"epoch {int(p.get('epoch', 0)) + 1}/{p['n_epochs']}{batch}"
+    p = ProgressRecord.read(run_dir)
+    if not p.n_epochs:
+        return p.phase
+    batch = f", batch {p.batch}/{p.n_batches}" if p.n_batches else ""
+    return f"epoch {p.epoch + 1}/{p.n_epochs}{batch}"
 
 
 def best_trial(table: pd.DataFrame, metric: str) -> str | None:

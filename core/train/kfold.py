@@ -16,7 +16,8 @@ from core.base.config import RunConfig, from_dict, to_dict
 from core.data.splits import kfold_splits
 from core.evaluation import evaluate
 from core.runs import rundir
-from core.runs.jobs import Progress, WaitForChildren
+from core.runs.jobs import WaitForChildren
+from core.runs.progress import Progress
 from core.train.fit import fit_one
 from core.train.learner import TrainingError
 from core.train.outputs import _append_csv, _finish, _free, outcome_manifest

@@ -13,7 +13,7 @@ import torch
 from core.base.config import RunConfig, to_dict
 from core.data.loaders import loader_stats
 from core.runs import rundir
-from core.runs.jobs import Progress
+from core.runs.progress import Progress
 from core.train.callbacks import append_csv_row
 from core.train.fit import FitOutcome
 from core.train.prepare import env_info

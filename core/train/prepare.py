@@ -16,7 +16,7 @@ from core.base.fsutil import atomic_write_text
 from core.base.privacy import pseudonym
 from core.data.splits import assign_splits, group_leaks, split_summary, train_subset
 from core.runs import rundir
-from core.runs.jobs import Progress
+from core.runs.progress import Progress
 from core.train.learner import TrainingError
 
 # ---------------------------------------------------------------- run tasks

@@ -8,7 +8,7 @@ from typing import Any
 
 from core.base.config import RunConfig, from_dict
 from core.runs import rundir
-from core.runs.jobs import JobCancelled, Progress
+from core.runs.progress import JobCancelled, Progress
 from core.train.kfold import read_fold_items, train_fold, write_fold_job
 from core.train.lr_find import lr_find_run
 from core.train.prepare import apply_threads
