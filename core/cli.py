@@ -769,8 +769,8 @@ def cmd_export(ns: argparse.Namespace) -> dict[str, Any]:
         )
     return {
         **result,
-        "classes": manifest["classes"],
-        "input": [1, manifest.get("n_in", 3), manifest["img_size"], manifest["img_size"]],
+        "classes": manifest.classes,
+        "input": [1, manifest.n_in, manifest.img_size, manifest.img_size],
     }
 
 

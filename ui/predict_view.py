@@ -67,7 +67,7 @@ def pick_model(job: jobs.Job) -> str:
 def model_classes(model: str) -> list[str] | None:
     """The model's classes from its manifest (cheap; no weights loaded); None after showing why it is unusable."""
     try:
-        return list(savedmodel.read_manifest(model)[0]["classes"])
+        return list(savedmodel.read_manifest(model)[0].classes)
     except (weightfiles.ModelFileError, OSError) as err:
         st.error(f"This model cannot be used: {err}")
         return None

@@ -9,6 +9,7 @@ not continue: checkpoints hold weights only (no optimiser or scheduler state).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -122,10 +123,10 @@ def finish_from_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
     stats = loaders.input_stats(
         items[items["split"] == "train"], cfg.data, cfg.train.fine_tunes()
     )  # what the run's DataLoaders applied
-    manifest = {
-        **manifest_for(cfg, classes, {}, stats, epoch, epoch, "best"),
-        "finished_from_checkpoint": {k: v for k, v in origin.items() if k != "run_error"},
-    }
+    manifest = dataclasses.replace(
+        manifest_for(cfg, classes, {}, stats, epoch, epoch, "best"),
+        finished_from_checkpoint={k: v for k, v in origin.items() if k != "run_error"},
+    )
     savedmodel.save_model(model, run.model_dir, manifest)
     metrics, unreadable = {}, 0
     for split in ("valid", "test"):
@@ -134,7 +135,7 @@ def finish_from_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
             frame, bad = _predict(run.model_dir, part, classes)
             frame.to_csv(run.predictions(split), index=False)
             metrics[split], unreadable = evaluate.metrics_from_frame(frame, classes), unreadable + bad
-    savedmodel.save_model(model, run.model_dir, {**manifest, "metrics": metrics})
+    savedmodel.save_model(model, run.model_dir, dataclasses.replace(manifest, metrics=metrics))
     summary = {
         "type": "single",
         "classes": classes,
