@@ -484,7 +484,7 @@ def default_run_config(source: SourceConfig) -> RunConfig:
 def read_history(run_dir: str | Path) -> pd.DataFrame | None:
     """history.csv of a run (one row per epoch); None when there is none yet."""
     try:
-        df = pd.read_csv(rundir.RunFolder(run_dir).history)
+        df = rundir.RunFolder(run_dir).read_history()
     except (OSError, ValueError):
         return None
     return df if len(df) and "epoch" in df else None

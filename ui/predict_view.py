@@ -262,7 +262,7 @@ def _seen(run_dir: str, version: tuple) -> dict[str, str]:
     cfg = run.read_config_dict().get("source") or {}
     base = Path(cfg.get("root") or (Path(cfg["csv_path"]).parent if cfg.get("csv_path") else ""))
     try:
-        items = pd.read_csv(run.items, keep_default_na=False)
+        items = run.read_items()
     except (OSError, ValueError):
         return {}
     return {

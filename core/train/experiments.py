@@ -377,9 +377,8 @@ def enforce_budget(record: dict[str, Any], store: jobs.JobStore, now: float | No
 
 def value_at_epoch(run_dir: str, metric: str, epoch: int) -> float | None:
     """The metric of a run's history after `epoch` epochs (1-based, frozen epochs included), or None."""
-    path = rundir.RunFolder(run_dir).history
     try:
-        hist = pd.read_csv(path)
+        hist = rundir.RunFolder(run_dir).read_history()
     except (OSError, ValueError, pd.errors.EmptyDataError):
         return None
     if metric not in hist or len(hist) < epoch:
@@ -532,7 +531,7 @@ def trial_curves(record: dict[str, Any]) -> pd.DataFrame:
     frames = []
     for i, t in enumerate(record["trials"]):
         try:
-            hist = pd.read_csv(rundir.RunFolder(t["run_dir"]).history)
+            hist = rundir.RunFolder(t["run_dir"]).read_history()
         except (OSError, ValueError, pd.errors.EmptyDataError):
             continue
         frames.append(hist.assign(trial=i + 1))

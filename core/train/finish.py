@@ -60,7 +60,7 @@ def best_epoch(run_dir: Path, monitor: str) -> tuple[int, int]:
     from core.train.learner import LOWER_IS_BETTER
 
     try:
-        hist = pd.read_csv(rundir.RunFolder(run_dir).history)
+        hist = rundir.RunFolder(run_dir).read_history()
     except (OSError, ValueError):
         return -1, 0
     col = monitor if monitor in hist and hist[monitor].notna().any() else "valid_loss"
@@ -101,7 +101,7 @@ def finish_from_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
     if reason:
         raise TrainingError(f"cannot finish {run.name}: {reason}")
     cfg = load_json(RunConfig, run.config)
-    items = pd.read_csv(run.items, keep_default_na=False, dtype=str)
+    items = run.read_items()
     root = source_root(cfg.source)
     items["path"] = [os.path.normpath(os.path.join(root, r)) for r in items["relpath"]]
     classes = sorted(items["label"].astype(str).unique())

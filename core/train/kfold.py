@@ -168,10 +168,10 @@ def _save_folds(run_dir: Path, items: pd.DataFrame, folds) -> np.ndarray:
     fold_of = np.full(len(items), -1)
     for i, (_, v) in enumerate(folds):
         fold_of[v] = i
-    path = rundir.RunFolder(run_dir).items
-    snap = pd.read_csv(path, keep_default_na=False)
+    run = rundir.RunFolder(run_dir)
+    snap = run.read_items()
     snap["fold"] = fold_of
-    snap.to_csv(path, index=False)
+    snap.to_csv(run.items, index=False)
     return fold_of
 
 
@@ -201,8 +201,7 @@ def spawn_folds(
 
 def read_fold_items(run: rundir.RunFolder) -> pd.DataFrame:
     """The items table the fold jobs of a run train on (as the parent had it in memory)."""
-    items = pd.read_csv(run.fold_items, dtype=str, keep_default_na=False)
-    return items.assign(fold=items["fold"].astype(int))
+    return run.read_fold_items()
 
 
 def write_fold_job(folder: rundir.RunFolder, result: FoldResult, classes: list[str]) -> None:
