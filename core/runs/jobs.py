@@ -41,7 +41,6 @@ from typing import Literal
 import psutil
 
 from core.base import paths
-from core.base.fsutil import atomic_write_json
 from core.runs import executors, rundir
 from core.runs.progress import JobCancelled, Progress
 
@@ -282,7 +281,12 @@ def _sync_job_json(job: Job | None) -> None:
     if job is None:
         return
     with contextlib.suppress(OSError):
-        atomic_write_json(rundir.RunFolder(job.run_dir).job, job.to_dict())
+        _write_job_json(job)
+
+
+def _write_job_json(job: Job) -> None:
+    """job.json in the job's run folder: the job row as it is now (through the run folder's one JSON writer)."""
+    rundir.RunFolder(job.run_dir).write(rundir.JOB, job.to_dict())
 
 
 def _stop_or_sync(touched: Sequence[Job | None]) -> None:
@@ -316,9 +320,7 @@ def _new_job(kind: str, params: dict, run_dir: str | os.PathLike | None, owner: 
         owner=owner,
         parent_id=parent_id,
     )
-    atomic_write_json(
-        rundir.RunFolder(rdir).job, job.to_dict()
-    )  # before the row exists: a worker may rewrite it
+    _write_job_json(job)  # before the row exists: a worker may rewrite it
     return job
 
 
@@ -488,7 +490,7 @@ class JobStore:
                 return
             except sqlite3.IntegrityError:
                 job.id = new_job_id()
-                atomic_write_json(rundir.RunFolder(job.run_dir).job, job.to_dict())
+                _write_job_json(job)
 
     def wait_for_children(self, job_id: str, children: list[dict]) -> bool:
         """A running job hands its work to `children` (see WaitForChildren): they are queued and it waits
@@ -801,7 +803,7 @@ def run_inline(kind: str, params: dict, run_dir: str | os.PathLike | None = None
         pid=os.getpid(),
         owner="inline",
     )
-    atomic_write_json(rundir.RunFolder(rdir).job, job.to_dict())
+    _write_job_json(job)
     progress = Progress(rdir, job_id)
     try:
         result = resolve_task(kind)(params, rdir, progress) or {}
