@@ -60,14 +60,14 @@ def source_config(ns: argparse.Namespace) -> SourceConfig:
 
 def cmd_sample(ns: argparse.Namespace) -> dict[str, Any]:
     """Generate (once) the built-in synthetic sample dataset and say where it is."""
-    from core.data.sample import ensure_sample
+    from core.data import sample
 
-    root = ensure_sample(Path(ns.root) if ns.root else None)
+    root = sample.ensure_sample(Path(ns.root) if ns.root else None)
     return {
         "root": str(root),
-        "folder": str(root / "folder"),
-        "csv": str(root / "labels.csv"),
-        "dicom": str(root / "dicom"),
+        "folder": str(sample.folder_root(root)),
+        "csv": str(sample.labels_csv(root)),
+        "dicom": str(sample.dicom_root(root)),
         "note": "SYNTHETIC images for trying the app, not real X-rays",
     }
 

@@ -16,9 +16,8 @@ import streamlit as st
 
 from core.base import choices, paths
 from core.base.config import ConfigError, RunConfig, SourceConfig, Window, from_dict, to_dict
-from core.data import imaging, sources
+from core.data import imaging, sample, sources
 from core.data.items import Dataset
-from core.data.sample import ensure_sample
 from core.evaluation import evaluate, plots
 from core.runs import executors, jobs, rundir
 from core.runs.progress import ProgressRecord
@@ -59,7 +58,7 @@ METRICS = evaluate.HEADLINE + (
 @st.cache_resource(show_spinner="Generating the synthetic sample dataset (first start only)...")
 def sample_root() -> str:
     """Generate the built-in sample once per server process."""
-    return str(ensure_sample())
+    return str(sample.ensure_sample())
 
 
 @st.cache_data(show_spinner="Scanning the dataset...", max_entries=16)
@@ -408,8 +407,8 @@ def lr_find_figure(data: dict) -> go.Figure:
 
 
 def sample_source() -> SourceConfig:
-    """The built-in synthetic sample in its CSV form (patient ids in column patient_id)."""
-    return SourceConfig(kind="csv", csv_path=str(Path(sample_root()) / "labels.csv"), group_col="patient_id")
+    """The built-in synthetic sample in its CSV form (patient ids, so splits can be by patient)."""
+    return sample.source(sample_root())
 
 
 def current_source() -> tuple[SourceConfig, bool]:
