@@ -199,11 +199,6 @@ def spawn_folds(
     )
 
 
-def read_fold_items(run: rundir.RunFolder) -> pd.DataFrame:
-    """The items table the fold jobs of a run train on (as the parent had it in memory)."""
-    return run.read_fold_items()
-
-
 def write_fold_job(folder: rundir.RunFolder, result: FoldResult, classes: list[str]) -> None:
     """A fold job's results in its own folder: validation predictions, then metrics.json (written last)."""
     result.valid.to_csv(folder.predictions("valid"), index=False)
@@ -226,7 +221,7 @@ def combine_fold_jobs(cfg: RunConfig, run: rundir.RunFolder, progress: Progress)
     """The parent's second run: the fold jobs' histories merged in fold order, then combine_folds."""
     k = cfg.data.split.k_folds
     progress.update(force=True, phase="combining", message="combining the folds", n_folds=k, folds_done=k)
-    items = read_fold_items(run)
+    items = run.read_fold_items()
     classes = sorted(items["label"].astype(str).unique())
     results = [r for r in (read_fold_job(run, i) for i in range(k)) if r is not None]
     if len(results) < k:
