@@ -70,3 +70,25 @@ def test_a_diverged_loss_is_written_as_strict_json_and_reads_back_as_nan(tmp_pat
     assert read_progress(tmp_path)["train_loss"] == "nan"
     rec = ProgressRecord.read(tmp_path)
     assert math.isnan(rec.train_loss or 0.0) and rec.last_valid_loss() is None
+
+
+def test_every_field_the_app_writes_is_a_field_of_the_record():
+    """What core writes through Progress.update lands in a typed field, never in `extra` (a typo would)."""
+    import ast
+    from dataclasses import fields
+    from pathlib import Path
+
+    names = {f.name for f in fields(ProgressRecord)} - {"written", "extra"}
+    written: set[str] = set()
+    for path in (Path(__file__).resolve().parents[1] / "core").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "update"
+            ):
+                target = ast.unparse(node.func.value)
+                if "progress" in target.lower():
+                    written |= {k.arg for k in node.keywords if k.arg and k.arg != "force"}
+    assert {"phase", "epoch", "n_batches", "last_epoch", "best_epoch"} <= written  # the scan sees the writers
+    assert written <= names, written - names
