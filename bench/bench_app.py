@@ -154,6 +154,7 @@ def start_to_progress(kind: str, timeout: float) -> dict[str, Any]:
     """Submit a training job as the Start button does; seconds to the first progress and the first batch."""
     from core.base.config import DataConfig, RunConfig, SourceConfig, SplitConfig, TrainConfig, to_dict
     from core.runs import jobs
+    from core.runs.progress import ProgressRecord
 
     cfg = RunConfig(
         name="bench-start",
@@ -167,10 +168,10 @@ def start_to_progress(kind: str, timeout: float) -> dict[str, Any]:
     out: dict[str, Any] = {"submit_s": time.perf_counter() - t0}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and "first_batch_s" not in out:
-        prog = jobs.read_progress(job.run_dir)
-        if prog and "first_progress_s" not in out:
-            out["first_progress_s"], out["first_phase"] = time.perf_counter() - t0, prog.get("phase")
-        if prog.get("phase") == "training" and (prog.get("batch") or 0) >= 1:
+        prog = ProgressRecord.read(job.run_dir)
+        if prog.written and "first_progress_s" not in out:
+            out["first_progress_s"], out["first_phase"] = time.perf_counter() - t0, prog.phase or None
+        if prog.phase == "training" and prog.batch >= 1:
             out["first_batch_s"] = time.perf_counter() - t0
         if not store.get(job.id).active:
             break

@@ -61,6 +61,7 @@ def run_batch(params: list[dict[str, Any]], executor: Any) -> dict[str, Any]:
     """Submit jobs at once; wall time until all ended and each job's submit -> first progress of its own;
     the finished jobs' run folders."""
     from core.runs import jobs, worker
+    from core.runs.progress import ProgressRecord
 
     store = jobs.JobStore()
     t0 = time.perf_counter()
@@ -68,7 +69,7 @@ def run_batch(params: list[dict[str, Any]], executor: Any) -> dict[str, Any]:
     first: dict[str, float] = {}
     while any(store.get(j.id).active for j in submitted):
         for j in submitted:
-            if j.id not in first and jobs.read_progress(j.run_dir).get("message") == worker.STARTING:
+            if j.id not in first and ProgressRecord.read(j.run_dir).message == worker.STARTING:
                 first[j.id] = time.perf_counter() - t0
         time.sleep(0.05)
     total = time.perf_counter() - t0

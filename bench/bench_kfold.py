@@ -85,7 +85,7 @@ def same_folds(cfg: Any) -> tuple[Any, list]:
 
 def app_side(cfg: Any, run_dir: Path) -> dict[str, Any]:
     """The app's whole k-fold run (scan, folds, per-fold models, out-of-fold predictions)."""
-    from core.runs.jobs import Progress
+    from core.runs.progress import Progress
     from core.train.kfold import kfold_run
 
     summary, seconds = c.timed(lambda: kfold_run(cfg, run_dir, Progress(run_dir)))

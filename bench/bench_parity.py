@@ -228,7 +228,7 @@ def app_run(
     summary = run_inline("train", {"config": to_dict(cfg)}, run_dir=run_dir)
     seconds = time.perf_counter() - t0
     test = summary["metrics"]["test"]
-    hist = pd.read_csv(RunFolder(run_dir).history)
+    hist = RunFolder(run_dir).read_history()
     out = {
         "seconds": seconds,
         "accuracy": test["accuracy"],

@@ -39,17 +39,13 @@ def save_model(arch: str, img_size: int, out: Path) -> Path:
     from core.models.archs import create_model
 
     model = create_model(arch, 2)
-    manifest = {
-        "arch": arch,
-        "classes": ["NORMAL", "PNEUMONIA"],
-        "n_in": 3,
-        "img_size": img_size,
-        "channels": "rgb",
-        "resize": "squish",
-        "normalize": {"mean": IMAGENET_STATS[0], "std": IMAGENET_STATS[1]},
-        "window": None,
-        "frame": 0,
-    }
+    manifest = savedmodel.Manifest(
+        arch=arch,
+        classes=["NORMAL", "PNEUMONIA"],
+        img_size=img_size,
+        mean=list(IMAGENET_STATS[0]),
+        std=list(IMAGENET_STATS[1]),
+    )
     savedmodel.save_model(model, out, manifest)
     return out
 

@@ -315,7 +315,7 @@ def run_config(spec: TrainSpec, source: Any = None) -> Any:
 def app_fit(items: pd.DataFrame, spec: TrainSpec, run_dir: Path, valid_idx: Any = None) -> dict[str, Any]:
     """The app's training path (core.train.fit.fit_one): DataLoaders through the decode cache, fit, best epoch, preds."""
     from core.evaluation import evaluate
-    from core.runs.jobs import Progress
+    from core.runs.progress import Progress
     from core.train.fit import fit_one
 
     cfg = run_config(spec)

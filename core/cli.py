@@ -60,14 +60,14 @@ def source_config(ns: argparse.Namespace) -> SourceConfig:
 
 def cmd_sample(ns: argparse.Namespace) -> dict[str, Any]:
     """Generate (once) the built-in synthetic sample dataset and say where it is."""
-    from core.data.sample import ensure_sample
+    from core.data import sample
 
-    root = ensure_sample(Path(ns.root) if ns.root else None)
+    root = sample.ensure_sample(Path(ns.root) if ns.root else None)
     return {
         "root": str(root),
-        "folder": str(root / "folder"),
-        "csv": str(root / "labels.csv"),
-        "dicom": str(root / "dicom"),
+        "folder": str(sample.folder_root(root)),
+        "csv": str(sample.labels_csv(root)),
+        "dicom": str(sample.dicom_root(root)),
         "note": "SYNTHETIC images for trying the app, not real X-rays",
     }
 
@@ -196,18 +196,18 @@ class _TerminalProgress:
 
     def _loop(self) -> None:
         """Redraw twice a second."""
-        from core.runs.jobs import read_progress
+        from core.runs.progress import ProgressRecord
 
         while not self._stop.wait(0.5):
-            p = read_progress(self.run_dir)
-            if not p:
+            p = ProgressRecord.read(self.run_dir)
+            if not p.written:
                 continue
-            fold = f"fold {p['fold'] + 1}/{p['n_folds']} " if p.get("fold") is not None else ""
-            ep = f"epoch {p.get('epoch', 0) + 1}/{p.get('n_epochs', '?')} " if "n_epochs" in p else ""
-            bt = f"batch {p.get('batch', 0)}/{p.get('n_batches', '?')} " if "n_batches" in p else ""
-            loss = f"loss {p['train_loss']:.4f} " if isinstance(p.get("train_loss"), float) else ""
-            eta = f"ETA {fmt.seconds(p['eta_s'])}" if isinstance(p.get("eta_s"), float) else ""
-            print(f"\r{p.get('phase', '')}: {fold}{ep}{bt}{loss}{eta}".ljust(100), end="", file=sys.stderr)
+            fold = f"fold {p.fold + 1}/{p.n_folds} " if p.fold is not None else ""
+            ep = f"epoch {p.epoch + 1}/{p.n_epochs} " if p.n_epochs else ""
+            bt = f"batch {p.batch}/{p.n_batches} " if p.n_batches else ""
+            loss = f"loss {p.train_loss:.4f} " if p.train_loss is not None else ""
+            eta = f"ETA {fmt.seconds(p.eta_s)}" if p.eta_s is not None else ""
+            print(f"\r{p.phase}: {fold}{ep}{bt}{loss}{eta}".ljust(100), end="", file=sys.stderr)
 
 
 def cmd_train(ns: argparse.Namespace) -> dict[str, Any]:
@@ -560,8 +560,8 @@ def cmd_export(ns: argparse.Namespace) -> dict[str, Any]:
         )
     return {
         **result,
-        "classes": manifest["classes"],
-        "input": [1, manifest.get("n_in", 3), manifest["img_size"], manifest["img_size"]],
+        "classes": manifest.classes,
+        "input": [1, manifest.n_in, manifest.img_size, manifest.img_size],
     }
 
 

@@ -8,7 +8,8 @@ import os
 import time
 from pathlib import Path
 
-from core.runs.jobs import JobCancelled, Progress, WaitForChildren
+from core.runs.jobs import WaitForChildren
+from core.runs.progress import JobCancelled, Progress
 
 
 def ok(params: dict, run_dir: Path, progress: Progress) -> dict:

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from core.runs import rundir
-from core.runs.jobs import Progress
+from core.runs.progress import Progress
 
 
 def fake_train(params: dict, run_dir: Path, progress: Progress) -> dict:

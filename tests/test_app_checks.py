@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 from streamlit.testing.v1 import AppTest
 
+from core.base import paths
 from core.base.config import RunConfig, SourceConfig, to_dict
 from core.evaluation import checks, evaluate
 from core.runs import jobs
@@ -50,7 +51,7 @@ def test_explorer_checks_find_duplicates_and_write_a_corrected_source(tmp_path):
     at.text_input(key="chk_corr_name").input("no copies").run()
     at.button(key="chk_corr_write").click().run()
     assert not at.exception, at.exception
-    out = checks.corrections_dir() / "no-copies"
+    out = paths.corrections_dir() / "no-copies"
     table = pd.read_csv(out / "labels.csv")
     assert "b/copy_resaved.jpg" not in set(table["path"]) and len(table) == 41
     assert pd.read_csv(out / "changes.csv")["new_label"].tolist() == [checks.EXCLUDED]

@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 from core.base.config import RunConfig, from_dict
 from core.runs import jobs
 from core.runs.jobs import JobStore
+from core.runs.progress import Progress
 from core.train import experiments
 from core.web import settings_store
 
@@ -30,7 +31,7 @@ def app() -> AppTest:
 def finish_all(store: JobStore) -> None:
     """Run every queued trial's stand-in training in this process and mark it done."""
     while isinstance(job := store.claim(os.getpid(), 5), jobs.Job):
-        sweeptasks.fake_train(job.params, Path(job.run_dir), jobs.Progress(job.run_dir))
+        sweeptasks.fake_train(job.params, Path(job.run_dir), Progress(job.run_dir))
         store.finish(job.id, "done")
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from core import cli
+from core.base import paths
 from core.base.config import SourceConfig, SplitConfig
 from core.data.sources import load_source
 from core.data.splits import assign_splits, kfold_splits
@@ -166,7 +167,7 @@ def test_corrections_make_a_new_source_and_leave_user_files_alone(tmp_path):
         ],
         name="fix one",
     )
-    assert folder.parent == checks.corrections_dir() and folder.name == "fix-one"
+    assert folder.parent == paths.corrections_dir() and folder.name == "fix-one"
     assert (tmp_path / "labels.csv").read_bytes() == before
     new = load_source(SourceConfig(**src))
     assert len(new.items) == len(ds.items) - 1 and first not in set(new.items["path"])
@@ -209,7 +210,7 @@ def test_cli_check(tmp_path, capsys):
 
 def test_training_prepare_keeps_duplicates_together(tmp_path):
     from core.base.config import DataConfig, RunConfig
-    from core.runs.jobs import Progress
+    from core.runs.progress import Progress
     from core.train.prepare import prepare
 
     csv = smooth_dataset(tmp_path / "data", n=40, size=48, copies=True)

@@ -21,6 +21,7 @@ if str(ROOT) not in sys.path:
 from core.base.config import ConfigError, RunConfig, SourceConfig, to_dict  # noqa: E402
 from core.data.splits import assign_splits, train_subset  # noqa: E402
 from core.runs import jobs, rundir  # noqa: E402
+from core.runs.progress import JobCancelled, Progress  # noqa: E402
 from core.train import experiments as ex  # noqa: E402
 from tests.helpers import wait_for  # noqa: E402
 from tests.synth import blob_dataset  # noqa: E402
@@ -159,7 +160,7 @@ def test_children_of_a_sweep_share_the_split(blobs, tmp_path):
     splits = []
     for i, settings in enumerate(ex.plan_trials(spec)):
         cfg = ex.apply_settings(base_config(blobs), settings)
-        prepare(cfg, tmp_path / f"t{i}", jobs.Progress(tmp_path / f"t{i}"))
+        prepare(cfg, tmp_path / f"t{i}", Progress(tmp_path / f"t{i}"))
         items = pd.read_csv(rundir.RunFolder(tmp_path / f"t{i}").items)
         splits.append((settings["train_fraction"], items))
     full = splits[-1][1]
@@ -179,8 +180,8 @@ def test_a_trial_claimed_after_the_deadline_cancels_itself(blobs, tmp_path):
     from core.train.tasks import run_task
 
     params = {"config": to_dict(base_config(blobs)), "not_after": time.time() - 1}
-    with pytest.raises(jobs.JobCancelled, match="time budget"):
-        run_task(params, tmp_path, jobs.Progress(tmp_path))
+    with pytest.raises(JobCancelled, match="time budget"):
+        run_task(params, tmp_path, Progress(tmp_path))
 
 
 def test_status_is_derived_from_the_children():

@@ -96,7 +96,7 @@ def predictor(tmp_path_factory):
 def test_explain_with_the_trained_model(predictor):
     pred, valid = predictor
     res = explain.explain(pred, valid["path"][0], "opacity", display_size=128)
-    size = pred.manifest["img_size"]
+    size = pred.manifest.img_size
     assert res.heatmap.shape == (size, size) and res.heatmap.dtype == np.float32
     assert 0 <= res.heatmap.min() and res.heatmap.max() <= 1
     assert (

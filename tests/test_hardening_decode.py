@@ -44,12 +44,14 @@ def fake_predictor():
     """A Predictor with a tiny untrained model (no training, no files): exercises the per-file handling only."""
     from core.data.loaders import ImageReader
     from core.evaluation.predict import Predictor
+    from core.models.savedmodel import Manifest
 
     pred = Predictor.__new__(Predictor)
     pred.model = torch.nn.Sequential(
         torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 2)
     ).eval()
-    pred.manifest, pred.classes, pred.device = {"resize": "squish"}, ["a", "b"], torch.device("cpu")
+    pred.manifest = Manifest.from_dict({"resize": "squish"})
+    pred.classes, pred.device = ["a", "b"], torch.device("cpu")
     pred.reader = ImageReader(16, "rgb", None, 0, use_cache=False)
     pred.mean = pred.std = None
     return pred

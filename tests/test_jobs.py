@@ -26,7 +26,8 @@ from core.base import paths  # noqa: E402
 from core.base.fsutil import atomic_write_bytes, atomic_writer  # noqa: E402
 from core.runs import executors, jobs  # noqa: E402
 from core.runs.executors import LocalExecutor  # noqa: E402
-from core.runs.jobs import JobStore, Progress  # noqa: E402
+from core.runs.jobs import JobStore  # noqa: E402
+from core.runs.progress import JobCancelled, Progress, read_progress  # noqa: E402
 from tests.helpers import wait_for  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -78,9 +79,7 @@ def _tasks(monkeypatch):
 
 def running_pid(store: JobStore, job_id: str) -> jobs.Job:
     """Wait until the job's task reports progress (so its child pid is recorded and the task is running)."""
-    return wait_for(
-        lambda: (j := store.get(job_id)) and j.pid and jobs.read_progress(j.run_dir).get("pid") and j
-    )
+    return wait_for(lambda: (j := store.get(job_id)) and j.pid and read_progress(j.run_dir).get("pid") and j)
 
 
 # ------------------------------------------------------------------------------------------ store only
@@ -178,27 +177,27 @@ def test_reap_sees_through_pid_reuse():
 
 def test_progress_throttles_merges_and_flags(tmp_path):
     prog = Progress(tmp_path, "j1")
-    assert jobs.read_progress(tmp_path) == {}
+    assert read_progress(tmp_path) == {}
     prog.update(epoch=0, loss=1.0)
-    assert jobs.read_progress(tmp_path)["loss"] == 1.0
+    assert read_progress(tmp_path)["loss"] == 1.0
     for i in range(200):  # cheap per batch: only the first hits the disk within the interval
         prog.update(batch=i)
-    assert jobs.read_progress(tmp_path).get("batch") in (None, 0)
+    assert read_progress(tmp_path).get("batch") in (None, 0)
     prog.update(epoch=1)  # a stage change is written at once
-    data = jobs.read_progress(tmp_path)
+    data = read_progress(tmp_path)
     assert data["epoch"] == 1 and data["batch"] == 199 and data["job_id"] == "j1" and data["updated"] > 0
     prog.update(batch=5)
     prog.flush()
-    assert jobs.read_progress(tmp_path)["batch"] == 5
+    assert read_progress(tmp_path)["batch"] == 5
     assert not prog.cancelled()
     (tmp_path / "STOP").touch()
     assert prog.cancelled()
-    with pytest.raises(jobs.JobCancelled):
+    with pytest.raises(JobCancelled):
         prog.check()
     prog.log("hello\nworld")
     assert (tmp_path / "log.txt").read_text().splitlines()[1].endswith(" world")
     (tmp_path / "progress.json").write_text('{"epoch": 3, "los')  # torn file: tolerated
-    assert jobs.read_progress(tmp_path) == {}
+    assert read_progress(tmp_path) == {}
     assert list(tmp_path.glob("*.tmp")) == []
 
 
@@ -206,7 +205,7 @@ def test_run_inline_success_and_failure(tmp_path):
     assert jobs.run_inline("ok", {"x": 4}, run_dir=tmp_path / "a")["double"] == 8
     meta = json.loads((tmp_path / "a" / "job.json").read_text())
     assert meta["status"] == "done" and meta["result"]["double"] == 8
-    assert jobs.read_progress(tmp_path / "a")["stage"] == "work"
+    assert read_progress(tmp_path / "a")["stage"] == "work"
     with pytest.raises(ValueError, match="bad value 2"):
         jobs.run_inline("boom", {"x": 2}, run_dir=tmp_path / "b")
     meta = json.loads((tmp_path / "b" / "job.json").read_text())
@@ -321,7 +320,7 @@ def test_progress_visible_from_another_process_and_cancel_is_quick():
     store = JobStore()
     job = jobs.submit_and_start("loop", {}, store=store)
     running_pid(store, job.id)
-    code = "import json, sys; from core.runs.jobs import read_progress; print(json.dumps(read_progress(sys.argv[1])))"
+    code = "import json, sys; from core.runs.progress import read_progress; print(json.dumps(read_progress(sys.argv[1])))"
     out = subprocess.run(
         [sys.executable, "-c", code, job.run_dir],
         cwd=paths.REPO_ROOT,
@@ -603,7 +602,7 @@ def test_cancelling_a_waiting_parent_cancels_its_running_and_queued_children():
     store = JobStore()
     job = jobs.submit_and_start("parent", {"child": "loop", "n": 3}, store=store, executor=LocalExecutor())
     wait_for(
-        lambda: any(jobs.read_progress(k.run_dir).get("step") for k in store.list(parent_id=job.id)),
+        lambda: any(read_progress(k.run_dir).get("step") for k in store.list(parent_id=job.id)),
         timeout=60,
     )
     waiting = store.get(job.id)

@@ -10,9 +10,10 @@ import pytest
 import torch
 
 from core.models import archs, onnx_export
+from core.models.savedmodel import Manifest
 from core.models.weightfiles import ModelFileError
 
-MANIFEST = {"arch": "resnet18", "classes": ["normal", "pneumonia"], "n_in": 3, "img_size": 32}
+MANIFEST = Manifest(arch="resnet18", classes=["normal", "pneumonia"], n_in=3, img_size=32)
 
 
 def test_onnx_export_verified(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from core.base import privacy
+from core.base import paths, privacy
 
 
 def _sha_prefix(value: str) -> str:
@@ -31,7 +31,7 @@ def test_pseudonym_is_keyed_not_a_plain_hash(monkeypatch):
 def test_key_file_created_once_with_mode_0600(monkeypatch, _isolated_home):
     monkeypatch.delenv(privacy.KEY_ENV, raising=False)
     first = privacy.pseudonym("MRN1")
-    path = _isolated_home / privacy.KEY_FILE
+    path = _isolated_home / paths.SECRET_KEY
     assert path.is_file() and stat.S_IMODE(path.stat().st_mode) == 0o600
     key = path.read_text()
     privacy._cache.clear()
@@ -66,7 +66,7 @@ def test_concurrent_first_use_agrees_on_one_key(tmp_path):
 
 def test_damaged_key_file_is_refused(monkeypatch, _isolated_home):
     monkeypatch.delenv(privacy.KEY_ENV, raising=False)
-    (_isolated_home / privacy.KEY_FILE).write_text("short\n")
+    (_isolated_home / paths.SECRET_KEY).write_text("short\n")
     with pytest.raises(RuntimeError, match="damaged"):
         privacy.pseudonym("1")
 

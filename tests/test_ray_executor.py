@@ -20,6 +20,7 @@ import jobtasks  # noqa: E402
 from core.base.config import RunConfig, SourceConfig, to_dict  # noqa: E402
 from core.runs import executors, jobs, rundir  # noqa: E402
 from core.runs.jobs import Job, JobStore  # noqa: E402
+from core.runs.progress import read_progress  # noqa: E402
 from core.runs.ray_supervisor import storage_problem  # noqa: E402
 from tests.helpers import wait_for  # noqa: E402
 from tests.synth import blob_dataset  # noqa: E402
@@ -75,9 +76,7 @@ def on_ray(ray_address, monkeypatch):
 def task_pid(store: JobStore, job_id: str) -> int:
     """The pid the task itself reported in progress.json (on the Ray worker)."""
     return wait_for(
-        lambda: (
-            store.get(job_id).status == "running" and jobs.read_progress(store.get(job_id).run_dir).get("pid")
-        ),
+        lambda: store.get(job_id).status == "running" and read_progress(store.get(job_id).run_dir).get("pid"),
         timeout=120,
     )
 
@@ -112,7 +111,7 @@ def test_kfold_on_ray_gives_the_local_out_of_fold_probabilities(on_ray, tmp_path
     assert list(oof[0]["path"]) == list(oof[1]["path"]) and len(probs[0]) == 24
     assert abs(probs[0] - probs[1]).max() <= 1e-6
     assert "started on" in rundir.RunFolder(remote.run_dir).log.read_text()
-    assert jobs.read_progress(remote.run_dir)["job_id"] == remote.id
+    assert read_progress(remote.run_dir)["job_id"] == remote.id
 
 
 def test_cancel_on_ray_is_cooperative_first_then_forced(on_ray, monkeypatch):

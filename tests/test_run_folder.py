@@ -255,3 +255,36 @@ def test_checkpoint_names_and_prediction_sets(tmp_path):
     }
     with pytest.raises(ValueError, match="unknown prediction set"):
         run.predictions("train")
+
+
+def test_items_read_back_as_the_text_written(tmp_path):
+    run = RunFolder(tmp_path)
+    run.items.write_text(
+        "relpath,label,split,kind,group\n"
+        "a/1.png,0,train,png,007\n"
+        "a/2.png,1,valid,png,\n"
+        "a/3.png,01,test,dicom,NA\n"
+    )
+    items = run.read_items()
+    assert items["label"].tolist() == ["0", "1", "01"] and items["group"].tolist() == ["007", "", "NA"]
+    assert items["relpath"].tolist() == ["a/1.png", "a/2.png", "a/3.png"] and items["kind"].iloc[2] == "dicom"
+    items.assign(fold=[0, 1, -1]).to_csv(run.items, index=False)  # k-fold adds its fold column
+    again = run.read_items()
+    assert again["label"].tolist() == ["0", "1", "01"] and again["group"].tolist() == ["007", "", "NA"]
+    assert again["fold"].tolist() == [0, 1, -1] and again["fold"].dtype.kind == "i"
+    again[["relpath", "label", "split", "fold"]].rename(columns={"relpath": "path"}).to_csv(
+        run.fold_items, index=False
+    )
+    assert run.read_fold_items()["label"].tolist() == ["0", "1", "01"]
+
+
+def test_history_reads_numbers_as_numbers_and_the_phase_as_text(tmp_path):
+    run = RunFolder(tmp_path)
+    run.history.write_text(
+        "epoch,phase,train_loss,valid_loss,time_s\n0,frozen,0.9,nan,1.0\n1,unfrozen,0.5,0.4,2.0\n"
+    )
+    hist = run.read_history()
+    assert hist["epoch"].tolist() == [0, 1] and hist["phase"].tolist() == ["frozen", "unfrozen"]
+    assert hist["valid_loss"].isna().tolist() == [True, False] and hist["train_loss"].dtype.kind == "f"
+    with pytest.raises(OSError):
+        RunFolder(tmp_path / "none").read_history()

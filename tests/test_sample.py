@@ -149,3 +149,30 @@ def test_learnable_but_not_by_mean_brightness(root):
     assert model.score(x[~train], y[~train]) > 0.7
     mean = raw.mean(1)
     assert max(((mean > t) == y).mean() for t in np.unique(mean)) < 0.75
+
+
+def test_the_layout_is_named_once_and_each_form_is_a_source(root):
+    assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == sorted(sample.PARTS)
+    csv = sample.source(root)
+    assert (
+        csv.kind == "csv" and Path(csv.csv_path) == sample.labels_csv(root) and csv.group_col == "patient_id"
+    )
+    assert pd.read_csv(csv.csv_path).columns.tolist() == ["path", "label", sample.GROUP_COLUMN]
+    folder, dicom = sample.source(root, "folder"), sample.source(root, "dicom")
+    assert Path(folder.root) == sample.folder_root(root) and sorted(
+        p.name for p in Path(folder.root).iterdir()
+    ) == [*SAMPLE_CLASSES]
+    assert Path(dicom.root) == sample.dicom_root(root) and dicom.group_tag == "PatientID"
+    with pytest.raises(ValueError, match="unknown sample form"):
+        sample.source(root, "zip")
+
+
+def test_the_app_home_layout_is_named_in_paths(tmp_path, monkeypatch):
+    monkeypatch.setenv("XRT_HOME", str(tmp_path))
+    assert paths.uploads_dir() == tmp_path / "uploads" and paths.settings_dir() == tmp_path / "settings"
+    assert (
+        paths.corrections_dir() == tmp_path / "corrections"
+        and paths.secret_key_file() == tmp_path / "secret.key"
+    )
+    assert paths.workers_log() == tmp_path / "logs" / "workers.log" == paths.workers_log(tmp_path)
+    assert paths.jobs_db() == tmp_path / "jobs.sqlite3" and paths.runs_dir() == tmp_path / "runs"

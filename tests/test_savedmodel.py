@@ -48,7 +48,7 @@ def test_save_load_round_trip_in_fresh_process(tmp_path):
     code = (
         "import sys; from safetensors.torch import load_file, save_file; import torch; from core.models import savedmodel;"
         "m, man = savedmodel.load_model(sys.argv[1]); x = load_file(sys.argv[2])['x'];"
-        "assert not m.training and man['arch'] == 'efficientnet_b0';"
+        "assert not m.training and man.arch == 'efficientnet_b0';"
         "out = m(x).detach(); save_file({'y': out}, sys.argv[3])"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -75,7 +75,7 @@ def test_tampered_weights_refused(tmp_path):
     model = archs.create_model("resnet18", 2)
     path = savedmodel.save_model(model, tmp_path, MANIFEST)
     loaded, manifest = savedmodel.load_model(tmp_path)
-    assert manifest["img_size"] == 32 and not loaded.training
+    assert manifest.img_size == 32 and not loaded.training
     weights = tmp_path / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-10] ^= 0xFF
@@ -155,3 +155,67 @@ def test_manifest_with_phi_keys_refused(tmp_path, extra):
     with pytest.raises(ValueError, match="patient-identifying"):
         savedmodel.save_model(model, tmp_path, {**MANIFEST, **extra})
     assert not (tmp_path / "model.json").exists()
+
+
+# A manifest as the code before `Manifest` wrote it (train.outputs.manifest_for + save_model), field for field.
+OLD_MANIFEST = {
+    "arch": "resnet18",
+    "classes": ["0", "01"],
+    "n_in": 1,
+    "img_size": 32,
+    "channels": "grey",
+    "resize": "pad",
+    "normalize": {"mean": [0.3], "std": [0.2]},
+    "window": {"center": 40.0, "width": 400.0, "mode": "fixed"},
+    "frame": 2,
+    "train_config": {"arch": "resnet18", "epochs": 1},
+    "metrics": {"valid": {"accuracy": 0.5}},
+    "best_epoch": 0,
+    "model_epoch": 0,
+    "model_weights": "last",
+    "format": "xray-trainer-model",
+    "manifest_version": 1,
+    "weights": "model.safetensors",
+    "software": {"torch": "2.0"},
+}
+
+
+def test_a_manifest_written_by_earlier_versions_loads_typed(tmp_path):
+    from core.base.config import Window
+    from core.evaluation.predict import Predictor
+
+    model = archs.create_model("resnet18", 2, 1).eval()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    old = {**OLD_MANIFEST, "sha256": savedmodel.sha256_file(tmp_path / "model.safetensors"), "note": "kept"}
+    (tmp_path / "model.json").write_text(json.dumps(old))
+    loaded, man = savedmodel.load_model(tmp_path)
+    assert isinstance(man, savedmodel.Manifest) and not loaded.training
+    assert (man.arch, man.classes, man.n_in, man.img_size, man.channels, man.resize) == (
+        "resnet18",
+        ["0", "01"],
+        1,
+        32,
+        "grey",
+        "pad",
+    )
+    assert man.stats == ([0.3], [0.2]) and man.window == Window(40.0, 400.0, "fixed") and man.frame == 2
+    assert (man.model_epoch, man.model_weights, man.metrics["valid"]["accuracy"]) == (0, "last", 0.5)
+    assert man.extra == {"note": "kept"} and man.to_dict() == old  # the JSON on disk, unchanged
+    pred = Predictor(tmp_path, device="cpu")
+    assert pred.classes == ["0", "01"] and pred.reader.channels == "grey" and pred.reader.window == man.window
+
+
+def test_manifest_round_trip_and_missing_keys(tmp_path):
+    man = savedmodel.Manifest(
+        arch="resnet18", classes=["a", "b"], img_size=32, mean=[0.5] * 3, std=[0.25] * 3
+    )
+    path = savedmodel.save_model(archs.create_model("resnet18", 2), tmp_path, man)
+    on_disk = json.loads(path.read_text())
+    assert on_disk["normalize"] == {"mean": [0.5] * 3, "std": [0.25] * 3} and on_disk["window"] is None
+    assert set(on_disk) == set(OLD_MANIFEST) | {"sha256"}
+    back, weights = savedmodel.read_manifest(tmp_path)
+    assert back == savedmodel.Manifest.from_dict(on_disk) and weights == tmp_path / "model.safetensors"
+    assert back.to_dict() == on_disk and len(back.sha256) == 64 and back.software
+    bare = savedmodel.Manifest.from_dict({"arch": "resnet18", "classes": ["a", "b"]})
+    assert (bare.n_in, bare.img_size, bare.channels, bare.resize, bare.frame) == (3, 224, "rgb", "squish", 0)
+    assert bare.stats is None and bare.window is None and bare.model_epoch is None and bare.extra == {}

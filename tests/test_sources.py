@@ -785,7 +785,7 @@ def test_rows_not_opened_are_safe_for_plots_checks_and_splits(tmp_path, monkeypa
 
 def test_training_decodes_every_row_a_sampled_scan_did_not_open(tmp_path, monkeypatch):
     from core.base.config import RunConfig
-    from core.runs.jobs import Progress
+    from core.runs.progress import Progress
     from core.runs.rundir import RunFolder
     from core.train.prepare import prepare
 

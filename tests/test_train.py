@@ -17,6 +17,7 @@ import torch
 from core.base.config import RunConfig, SourceConfig, to_dict
 from core.runs import jobs, rundir
 from core.runs.jobs import run_inline
+from core.runs.progress import read_progress
 from core.train import callbacks
 from tests.helpers import wait_for
 from tests.synth import blob_dataset
@@ -379,7 +380,7 @@ def store():
 def test_cancel_a_running_training_job(blobs, store):
     cfg = tiny_config(blobs, epochs=200)
     job = jobs.submit_and_start("train", {"config": to_dict(cfg)}, store=store)
-    wait_for(lambda: jobs.read_progress(job.run_dir).get("batch", 0) >= 1, timeout=120, poll=0.2)
+    wait_for(lambda: read_progress(job.run_dir).get("batch", 0) >= 1, timeout=120, poll=0.2)
     store.cancel(job.id)
     done = jobs.wait(job.id, store=store, timeout=60)
     assert done.status == "cancelled"
@@ -390,7 +391,7 @@ def test_cancel_a_running_training_job(blobs, store):
 def test_kill_9_of_a_training_worker_is_detected(blobs, store):
     cfg = tiny_config(blobs, epochs=200)
     job = jobs.submit_and_start("train", {"config": to_dict(cfg)}, store=store)
-    wait_for(lambda: jobs.read_progress(job.run_dir).get("batch", 0) >= 1, timeout=120, poll=0.2)
+    wait_for(lambda: read_progress(job.run_dir).get("batch", 0) >= 1, timeout=120, poll=0.2)
     pid = store.get(job.id).pid
     os.kill(pid, signal.SIGKILL)
     done = jobs.wait(job.id, store=store, timeout=60)

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from core.base import paths
 from core.base.config import RunConfig, SourceConfig, from_dict
 from core.data import imaging
 from core.data.items import Dataset, SourceError
@@ -274,13 +275,13 @@ def _write(cfg: SourceConfig, changes: dict[str, dict[str, str]], name: str) -> 
     new = SourceConfig(**src)
     ws.set_source(new)
     ws.drop()  # the setup page rebuilds its settings for the new source
-    n = len(pd.read_csv(folder / "labels.csv"))
+    n = len(pd.read_csv(folder / checks.CORRECTED_LABELS))
     st.session_state["chk_written"] = {"csv": src["csv_path"], "n": n, "changed": len(changes)}
 
 
 def _corrections_base() -> Path | None:
     """Where corrected sets go: the app home; hosted: this session's uploads (so the session may read them)."""
-    return uploads.upload_dir(common.owner_id()) / checks.CORRECTIONS if hosting.hosted() else None
+    return uploads.upload_dir(common.owner_id()) / paths.CORRECTIONS_DIR if hosting.hosted() else None
 
 
 # ---------------------------------------------------------------- evaluation page

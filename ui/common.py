@@ -16,11 +16,11 @@ import streamlit as st
 
 from core.base import choices, paths
 from core.base.config import ConfigError, RunConfig, SourceConfig, Window, from_dict
-from core.data import imaging, sources
+from core.data import imaging, sample, sources
 from core.data.items import Dataset
-from core.data.sample import ensure_sample
 from core.evaluation import evaluate, plots
 from core.runs import executors, jobs, rundir
+from core.runs.progress import ProgressRecord
 from core.runs.rundir import RunFolder
 from core.web import hosting
 
@@ -58,7 +58,7 @@ METRICS = evaluate.HEADLINE + (
 @st.cache_resource(show_spinner="Generating the synthetic sample dataset (first start only)...")
 def sample_root() -> str:
     """Generate the built-in sample once per server process."""
-    return str(ensure_sample())
+    return str(sample.ensure_sample())
 
 
 @st.cache_data(show_spinner="Scanning the dataset...", max_entries=16)
@@ -407,8 +407,8 @@ def lr_find_figure(data: dict) -> go.Figure:
 
 
 def sample_source() -> SourceConfig:
-    """The built-in synthetic sample in its CSV form (patient ids in column patient_id)."""
-    return SourceConfig(kind="csv", csv_path=str(Path(sample_root()) / "labels.csv"), group_col="patient_id")
+    """The built-in synthetic sample in its CSV form (patient ids, so splits can be by patient)."""
+    return sample.source(sample_root())
 
 
 def settings_user() -> str:
@@ -439,19 +439,20 @@ def default_run_config(source: SourceConfig) -> RunConfig:
 def read_history(run_dir: str | Path) -> pd.DataFrame | None:
     """history.csv of a run (one row per epoch); None when there is none yet."""
     try:
-        df = pd.read_csv(rundir.RunFolder(run_dir).history)
+        df = rundir.RunFolder(run_dir).read_history()
     except (OSError, ValueError):
         return None
     return df if len(df) and "epoch" in df else None
 
 
-def best_epochs(summary: dict, prog: dict) -> int | dict[int, int] | None:
+def best_epochs(summary: dict, prog: ProgressRecord | None = None) -> int | dict[int, int] | None:
     """Best epoch(s) to mark on the curves: per fold for k-fold runs, else one (from metrics or progress)."""
     per_fold = summary.get("metrics", {}).get("per_fold") if summary else None
     if per_fold:
         return {int(f["fold"]): int(f["best_epoch"]) for f in per_fold if f.get("best_epoch") is not None}
-    best = summary.get("best_epoch") if summary else prog.get("best_epoch")
-    return int(best) if best is not None and not prog.get("n_folds") else None
+    prog = prog or ProgressRecord()
+    best = summary.get("best_epoch") if summary else prog.best_epoch
+    return int(best) if best is not None and not prog.n_folds else None
 
 
 def curves(job: jobs.Job, best: int | dict[int, int] | None = None) -> None:

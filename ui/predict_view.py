@@ -67,7 +67,7 @@ def pick_model(job: jobs.Job) -> str:
 def model_classes(model: str) -> list[str] | None:
     """The model's classes from its manifest (cheap; no weights loaded); None after showing why it is unusable."""
     try:
-        return list(savedmodel.read_manifest(model)[0]["classes"])
+        return list(savedmodel.read_manifest(model)[0].classes)
     except (weightfiles.ModelFileError, OSError) as err:
         st.error(f"This model cannot be used: {err}")
         return None
@@ -262,7 +262,7 @@ def _seen(run_dir: str, version: tuple) -> dict[str, str]:
     cfg = run.read_config_dict().get("source") or {}
     base = Path(cfg.get("root") or (Path(cfg["csv_path"]).parent if cfg.get("csv_path") else ""))
     try:
-        items = pd.read_csv(run.items, keep_default_na=False)
+        items = run.read_items()
     except (OSError, ValueError):
         return {}
     return {

@@ -16,6 +16,7 @@ from core.base import eta, fmt
 from core.base.config import to_dict
 from core.evaluation import evaluate
 from core.runs import jobs
+from core.runs.progress import ProgressRecord
 from core.runs.rundir import RunFolder
 from core.web import hosting
 from ui import common
@@ -225,7 +226,7 @@ def live_panel(job_id: str) -> None:
     job = store.get(job_id)
     if job is None or not job.active:
         st.rerun()
-    prog = jobs.read_progress(job.run_dir)
+    prog = ProgressRecord.read(job.run_dir)
     progress_panel(job, prog)
     curves(job, best_epochs({}, prog))
 
@@ -238,7 +239,7 @@ def queue_position(job: jobs.Job) -> tuple[int, int]:
     return ahead, sum(1 for j in listed if j.status == "running")
 
 
-def progress_panel(job: jobs.Job, prog: dict) -> None:
+def progress_panel(job: jobs.Job, prog: ProgressRecord) -> None:
     """Phase, fold/epoch/batch bars, ETA and the latest losses."""
     if job.status == "queued":
         ahead, running = queue_position(job)
@@ -255,30 +256,28 @@ def progress_panel(job: jobs.Job, prog: dict) -> None:
     if job.waiting:
         folds_panel(job)
         return
-    phase = prog.get("phase") or "starting"
+    phase = prog.phase or "starting"
     st.markdown(
         f"**Status:** running · **phase:** {PHASES.get(phase, phase)}"
-        + (f" · {prog['message']}" if prog.get("message") and phase != "training" else "")
+        + (f" · {prog.message}" if prog.message and phase != "training" else "")
     )
-    n_folds, fold = int(prog.get("n_folds") or 0), prog.get("fold")
+    n_folds, fold = prog.n_folds, prog.fold
     if n_folds and fold is not None:
-        st.progress(
-            min(1.0, int(prog.get("folds_done") or fold) / n_folds), text=f"Fold {int(fold) + 1} / {n_folds}"
-        )
-    n_batches, batch = int(prog.get("n_batches") or 0), int(prog.get("batch") or 0)
-    if job.kind != "lr_find" and prog.get("n_epochs"):
-        n_epochs, epoch = int(prog["n_epochs"]), int(prog.get("epoch") or 0)
+        st.progress(min(1.0, (prog.folds_done or fold) / n_folds), text=f"Fold {fold + 1} / {n_folds}")
+    n_batches, batch = prog.n_batches, prog.batch
+    if job.kind != "lr_find" and prog.n_epochs:
+        n_epochs, epoch = prog.n_epochs, prog.epoch
         frac = (epoch + (batch / n_batches if n_batches else 0)) / max(1, n_epochs)
         st.progress(min(1.0, frac), text=f"Epoch {min(epoch + 1, n_epochs)} / {n_epochs}")
     if n_batches:
         st.progress(min(1.0, batch / n_batches), text=f"Batch {batch} / {n_batches}")
     cols = st.columns(4)
-    left = prog.get("eta_s")
+    left = prog.eta_s
     cols[0].metric(
         "Time left" + (" (this fold)" if n_folds else ""),
         fmt.seconds(left) if left is not None else "after the first batch",
     )
-    cols[1].metric("Elapsed" + (" (this fold)" if n_folds else ""), fmt.seconds(prog.get("elapsed_s")))
+    cols[1].metric("Elapsed" + (" (this fold)" if n_folds else ""), fmt.seconds(prog.elapsed_s))
     if n_folds:
         job_elapsed = time.time() - job.started if job.started else None
         whole = eta.job_eta(prog, job_elapsed)
@@ -290,24 +289,23 @@ def progress_panel(job: jobs.Job, prog: dict) -> None:
                 else "after the first batch"
             )
         )
-    if prog.get("train_loss") is not None:
-        cols[2].metric("Train loss (smoothed)", f"{prog['train_loss']:.4f}")
-    last = prog.get("last_epoch") or {}
-    if last.get("valid_loss") is not None:
-        cols[3].metric("Valid loss (last epoch)", fmt.number(last.get("valid_loss")))
+    if prog.train_loss is not None:
+        cols[2].metric("Train loss (smoothed)", f"{prog.train_loss:.4f}")
+    if prog.last_epoch.get("valid_loss") is not None:
+        cols[3].metric("Valid loss (last epoch)", fmt.number(prog.last_epoch["valid_loss"]))
 
 
 def folds_panel(job: jobs.Job) -> None:
     """A k-fold run whose folds train as child jobs: one bar per fold, and the whole run's time left."""
     kids = sorted(common.job_store().list(parent_id=job.id), key=lambda j: int(j.params.get("fold", 0)))
-    folds = [(kid.status, jobs.read_progress(kid.run_dir)) for kid in kids]
+    folds = [(kid.status, ProgressRecord.read(kid.run_dir)) for kid in kids]
     st.markdown(f"**Status:** running · **phase:** {PHASES['folds']}")
     for kid, (status, prog) in zip(kids, folds):
         frac = 1.0 if status == "done" else eta.step_fraction(prog) or 0.0
-        left = prog.get("eta_s") if status == "running" else None
+        left = prog.eta_s if status == "running" else None
         extra = (
-            f" · epoch {min(int(prog.get('epoch') or 0) + 1, int(prog['n_epochs']))} / {prog['n_epochs']}"
-            if status == "running" and prog.get("n_epochs")
+            f" · epoch {min(prog.epoch + 1, prog.n_epochs)} / {prog.n_epochs}"
+            if status == "running" and prog.n_epochs
             else ""
         )
         extra += f" · time left {fmt.seconds(left)}" if left is not None else ""
@@ -343,7 +341,7 @@ def outcome(job: jobs.Job) -> None:
         st.warning(f"The run was {job.status}: {common.job_error_text(job)}")
     if job.status != "done" and job.kind == "train":
         finish_offer(job)
-    curves(job, best_epochs(RunFolder(job.run_dir).read_metrics(), {}))
+    curves(job, best_epochs(RunFolder(job.run_dir).read_metrics()))
 
 
 def finish_offer(job: jobs.Job) -> None:

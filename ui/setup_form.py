@@ -24,6 +24,7 @@ from core.data import augment_preview
 from core.data.splits import SplitError
 from core.models import archs
 from core.runs import jobs
+from core.runs.progress import ProgressRecord
 from core.runs.rundir import RunFolder
 from core.web import hosting, uploads
 from core.web.uploads import UploadError
@@ -336,16 +337,16 @@ def _lr_live(job_id: str) -> None:
     job = common.job_store().get(job_id)
     if job is None or not job.active:
         st.rerun()
-    prog = jobs.read_progress(job.run_dir)
+    prog = ProgressRecord.read(job.run_dir)
     if job.status == "queued":
         st.progress(0.0, text="LR finder waiting in the queue...")
         return
-    done, total = int(prog.get("batch") or 0), int(prog.get("n_batches") or 1)
-    phase = prog.get("phase", "starting")
+    done, total = prog.batch, prog.n_batches or 1
+    phase = prog.phase or "starting"
     timing = ""
-    if phase == "lr_find" and prog.get("elapsed_s") is not None:
-        left = prog.get("eta_s")
-        timing = f" · elapsed {fmt.seconds(prog['elapsed_s'])} · " + (
+    if phase == "lr_find" and prog.elapsed_s is not None:
+        left = prog.eta_s
+        timing = f" · elapsed {fmt.seconds(prog.elapsed_s)} · " + (
             f"about {fmt.seconds(left)} left" if left is not None else "time left: after the first step"
         )
     st.progress(min(1.0, done / max(1, total)), text=f"LR finder ({phase}): step {done} / {total}{timing}")

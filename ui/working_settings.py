@@ -10,13 +10,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import MutableMapping
-from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
 from core.base.choices import SETTINGS
 from core.base.config import ConfigError, RunConfig, SourceConfig, Window, from_dict, to_dict
+from core.data import sample as samples
 from core.web import hosting, settings_store
 from ui import common
 from ui.common import APPLY_SETTINGS, LR_JOB, RUN_CONFIG, RUN_CONFIG_ERROR, SOURCE_CONFIG
@@ -119,11 +119,11 @@ def carry_window(win: Window | None) -> None:
 
 def explorer_state(src: SourceConfig) -> dict[str, Any]:
     """Dataset explorer widget values (by key) that show `src` (sample forms, folders, CSVs, DICOM folders)."""
-    root = Path(common.sample_root())
+    root = common.sample_root()
     sample = {
-        str(root / "labels.csv"): "sample_csv",
-        str(root / "folder"): "sample",
-        str(root / "dicom"): "sample_dicom",
+        str(samples.labels_csv(root)): "sample_csv",
+        str(samples.folder_root(root)): "sample",
+        str(samples.dicom_root(root)): "sample_dicom",
     }
     choice = sample.get(src.csv_path if src.kind == "csv" else src.root)
     if choice:

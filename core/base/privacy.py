@@ -20,14 +20,13 @@ from core.base import paths
 from core.base.fsutil import temp_path_for
 
 KEY_ENV = "XRT_SECRET"
-KEY_FILE = "secret.key"
 PREFIX = "anon-"
 _cache: dict[str, bytes] = {}
 
 
 def key_path() -> Path:
     """Where this installation's secret key lives."""
-    return paths.app_home() / KEY_FILE
+    return paths.secret_key_file()
 
 
 def _create_key_file(path: Path) -> None:

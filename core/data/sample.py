@@ -23,13 +23,24 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from core.base import paths
+from core.base.config import SourceConfig
 from core.base.fsutil import atomic_write_text
 
 GENERATOR_VERSION = 2
 SAMPLE_CLASSES = ("clear", "opacity")
 SIZE = 128
 MARKER = ".sample_version"
-PARTS = ("folder", "dicom", "labels.csv", "dicom_labels.csv", "README.txt")
+# The sample's layout under its root (paths.sample_dir()), named here once: the sources, the CLI and the views ask
+# `folder_root`, `dicom_root`, `labels_csv` and `source` instead of spelling it.
+FOLDER = "folder"  # folder/<class>/*.png: every image
+DICOM = "dicom"  # dicom/<class>/*.dcm: a subset as DICOM
+LABELS = "labels.csv"  # path (relative to the root), label, patient id
+DICOM_LABELS = "dicom_labels.csv"  # path (relative to dicom/), label, patient id
+README_NAME = "README.txt"
+GROUP_COLUMN = "patient_id"  # the tables' patient column
+GROUP_TAG = "PatientID"  # the DICOM form's patient tag
+PARTS = (FOLDER, DICOM, LABELS, DICOM_LABELS, README_NAME)
+FORMS = ("csv", "folder", "dicom")  # the source kinds the sample comes as
 SOP_CLASSES = {"DX": "1.2.840.10008.5.1.4.1.1.1.1", "CR": "1.2.840.10008.5.1.4.1.1.1"}
 # DICOM variants cycled over the DICOM subset: (modality, photometric, bits stored)
 VARIANTS = (
@@ -64,6 +75,32 @@ class _Picture:
     def name(self) -> str:
         """File stem (no patient id in file names: ids live in the tables and DICOM headers)."""
         return f"img{self.index:04d}"
+
+
+def folder_root(root: str | os.PathLike) -> Path:
+    """The class-folder form of a sample generated under root."""
+    return Path(root) / FOLDER
+
+
+def dicom_root(root: str | os.PathLike) -> Path:
+    """The DICOM form (class folders of .dcm files)."""
+    return Path(root) / DICOM
+
+
+def labels_csv(root: str | os.PathLike) -> Path:
+    """The CSV form: every image with its label and patient id."""
+    return Path(root) / LABELS
+
+
+def source(root: str | os.PathLike, form: str = "csv") -> SourceConfig:
+    """The sample under root as a source: its CSV form (patient ids, so splits can be by patient), folders or DICOM."""
+    if form == "csv":
+        return SourceConfig(kind="csv", csv_path=str(labels_csv(root)), group_col=GROUP_COLUMN)
+    if form == "dicom":
+        return SourceConfig(kind="dicom", root=str(dicom_root(root)), group_tag=GROUP_TAG)
+    if form == "folder":
+        return SourceConfig(kind="folder", root=str(folder_root(root)))
+    raise ValueError(f"unknown sample form {form!r} (one of {', '.join(FORMS)})")
 
 
 def patient_id(p: int) -> str:
@@ -227,21 +264,21 @@ def _dicom_subset(pics: list[_Picture]) -> list[_Picture]:
 def _write_all(out: Path, n_patients: int, seed: int) -> None:
     """Generate every part of the sample under `out`."""
     pics = _pictures(n_patients, seed)
-    rows, drows = ["path,label,patient_id"], ["path,label,patient_id"]
+    rows, drows = [f"path,label,{GROUP_COLUMN}"], [f"path,label,{GROUP_COLUMN}"]
     for c in SAMPLE_CLASSES:
-        (out / "folder" / c).mkdir(parents=True)
-        (out / "dicom" / c).mkdir(parents=True)
+        (folder_root(out) / c).mkdir(parents=True)
+        (dicom_root(out) / c).mkdir(parents=True)
     for q in pics:
-        _write_png(q, out / "folder" / q.label / f"{q.name}.png")
-        rows.append(f"folder/{q.label}/{q.name}.png,{q.label},{patient_id(q.patient)}")
+        _write_png(q, folder_root(out) / q.label / f"{q.name}.png")
+        rows.append(f"{FOLDER}/{q.label}/{q.name}.png,{q.label},{patient_id(q.patient)}")
     for j, q in enumerate(_dicom_subset(pics)):
         _dicom(q, VARIANTS[j % len(VARIANTS)], seed).save_as(
-            out / "dicom" / q.label / f"{q.name}.dcm", enforce_file_format=True
+            dicom_root(out) / q.label / f"{q.name}.dcm", enforce_file_format=True
         )
         drows.append(f"{q.label}/{q.name}.dcm,{q.label},{patient_id(q.patient)}")
-    (out / "labels.csv").write_text("\n".join(rows) + "\n")
-    (out / "dicom_labels.csv").write_text("\n".join(drows) + "\n")
-    (out / "README.txt").write_text(README.format(version=GENERATOR_VERSION, seed=seed))
+    labels_csv(out).write_text("\n".join(rows) + "\n")
+    (out / DICOM_LABELS).write_text("\n".join(drows) + "\n")
+    (out / README_NAME).write_text(README.format(version=GENERATOR_VERSION, seed=seed))
 
 
 def _marker(n_patients: int, seed: int) -> str:

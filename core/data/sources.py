@@ -19,11 +19,10 @@ from core.data.tables import from_csv
 
 def _sample(cfg: SourceConfig, decode: Decode | None = None, every_file: bool = False) -> Dataset:
     """The built-in synthetic sample (CSV form with patient ids, so splits can be by patient)."""
-    from core.data.sample import ensure_sample
+    from core.data import sample
 
-    return from_csv(
-        ensure_sample() / "labels.csv", group_col="patient_id", decode=decode, every_file=every_file
-    )
+    src = sample.source(sample.ensure_sample())
+    return from_csv(src.csv_path, group_col=src.group_col, decode=decode, every_file=every_file)
 
 
 LOADERS: dict[str, Callable[[SourceConfig, Decode | None, bool], Dataset]] = {

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from core.base import paths as app_paths
 from core.base import privacy
 from core.data import decode_cache, imaging
 from core.evaluation import evaluate
@@ -57,7 +58,6 @@ FEATURE_WORDS = {
     **{t: f"the DICOM tag {t}" for t in DICOM_TEXT_TAGS + DICOM_NUMBER_TAGS},
 }
 EXCLUDED = "(excluded)"
-CORRECTIONS = "corrections"
 
 
 # ---------------------------------------------------------------- per-image features
@@ -546,11 +546,9 @@ class Correction:
     why: str
 
 
-def corrections_dir() -> Path:
-    """Where corrected label tables are written (inside the app home)."""
-    from core.base.paths import sub
-
-    return sub(CORRECTIONS)
+# A corrections set's layout (one folder per set, under paths.corrections_dir() or a hosted user's uploads).
+CORRECTED_LABELS = "labels.csv"  # the corrected table a CSV source reads
+CORRECTION_LOG = "changes.csv"  # every decision: path, old_label, new_label, why
 
 
 def write_corrections(
@@ -583,9 +581,9 @@ def write_corrections(
         }
     )
     table = table[table["label"] != EXCLUDED]
-    folder = (base or corrections_dir()) / _folder_name(name)
+    folder = (base or app_paths.corrections_dir()) / _folder_name(name)
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / "labels.csv", table.to_csv(index=False))
+    atomic_write_text(folder / CORRECTED_LABELS, table.to_csv(index=False))
     log = pd.DataFrame(
         [
             {
@@ -597,10 +595,10 @@ def write_corrections(
             for c in changes
         ]
     )
-    atomic_write_text(folder / "changes.csv", log.to_csv(index=False))
+    atomic_write_text(folder / CORRECTION_LOG, log.to_csv(index=False))
     src = {
         "kind": "csv",
-        "csv_path": str(folder / "labels.csv"),
+        "csv_path": str(folder / CORRECTED_LABELS),
         "root": str(root),
         "path_col": "path",
         "label_col": "label",

@@ -165,7 +165,7 @@ def explain(
     from core.models import archs
 
     idx = _class_index(predictor.classes, class_name)
-    layer = archs.gradcam_layer(predictor.model, predictor.manifest["arch"])
+    layer = archs.gradcam_layer(predictor.model, predictor.manifest.arch)
     t = predictor.tensor_for(path)
     heat, probs = grad_cam(predictor.model, layer, predictor.normalized(t[None]), idx)
     idx = int(probs.argmax()) if idx is None else idx

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from core.base.config import SourceConfig, Window
+from core.base.config import SourceConfig
 from core.data import decode_cache, imaging
 from core.data.loaders import ImageReader
 from core.evaluation import evaluate
@@ -37,14 +37,11 @@ class Predictor:
         if channels_last:
             self.model.to(memory_format=torch.channels_last)
         m = self.manifest
-        self.classes: list[str] = list(m["classes"])
-        window = Window(**m["window"]) if m.get("window") else None
-        self.reader = ImageReader(
-            int(m["img_size"]), m.get("channels", "rgb"), window, int(m.get("frame", 0)), use_cache=False
-        )
-        norm = m.get("normalize")
-        self.mean = torch.tensor(norm["mean"]).view(1, -1, 1, 1) if norm else None
-        self.std = torch.tensor(norm["std"]).view(1, -1, 1, 1) if norm else None
+        self.classes: list[str] = list(m.classes)
+        self.reader = ImageReader(m.img_size, m.channels, m.window, m.frame, use_cache=False)
+        norm = m.stats
+        self.mean = torch.tensor(norm[0]).view(1, -1, 1, 1) if norm else None
+        self.std = torch.tensor(norm[1]).view(1, -1, 1, 1) if norm else None
 
     @property
     def binary(self) -> bool:
@@ -66,9 +63,9 @@ class Predictor:
 
         img = self.image_for(path)
         method = {"squish": ResizeMethod.Squish, "pad": ResizeMethod.Pad, "crop": ResizeMethod.Crop}
-        img = Resize(
-            self.reader.size, method=method[self.manifest.get("resize", "squish")], pad_mode="zeros"
-        )(img, split_idx=1)
+        img = Resize(self.reader.size, method=method[self.manifest.resize], pad_mode="zeros")(
+            img, split_idx=1
+        )
         arr = np.asarray(img, dtype=np.float32) / 255.0
         arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
         return torch.from_numpy(np.ascontiguousarray(arr))

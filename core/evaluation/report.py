@@ -81,10 +81,10 @@ def run_figures(run_dir: Path, ev: dict[str, Any]) -> dict[str, go.Figure]:
     figs: dict[str, go.Figure] = {}
     run = rundir.RunFolder(run_dir)
     if run.items.is_file():
-        items = pd.read_csv(run.items, keep_default_na=False)
+        items = run.read_items()
         figs["class_distribution"] = plots.class_distribution(evaluate.class_distribution(items))
     if run.history.is_file():
-        hist = pd.read_csv(run.history)
+        hist = run.read_history()
         best: Any = ev.get("best_epoch")
         if "folds" in ev:
             summary = evaluate.run_summary(run_dir)

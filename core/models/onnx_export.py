@@ -13,11 +13,12 @@ from typing import Any
 import torch
 
 from core.base.fsutil import atomic_writer
+from core.models.savedmodel import Manifest
 from core.models.weightfiles import ModelFileError
 
 
 def export_onnx(
-    model: torch.nn.Module, manifest: dict, out_path: str | Path, verify: bool = True, atol: float = 1e-4
+    model: torch.nn.Module, manifest: Manifest, out_path: str | Path, verify: bool = True, atol: float = 1e-4
 ) -> dict:
     """Export to ONNX with a dynamic batch axis; optionally check onnxruntime agrees with PyTorch within atol."""
     try:
@@ -25,7 +26,7 @@ def export_onnx(
     except ImportError:
         raise ModelFileError("ONNX export needs the 'onnx' package: pip install onnx") from None
     out_path = Path(out_path)
-    n_in, size = int(manifest.get("n_in", 3)), int(manifest.get("img_size", 224))
+    n_in, size = manifest.n_in, manifest.img_size
     model = model.eval().to("cpu")
     dummy = torch.randn(1, n_in, size, size)
     with atomic_writer(out_path) as tmp:

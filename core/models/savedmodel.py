@@ -1,6 +1,6 @@
 """The saved-model format: a model folder holds safetensors weights + a JSON manifest, and is rebuilt from code.
 
-The manifest names the architecture, classes, input size, channels and normalisation, the preprocessing (resize,
+The manifest (`Manifest`, model.json) names the architecture, classes, input size, channels and normalisation, the preprocessing (resize,
 DICOM window, frame) and the sha256 of the weights; it never holds a patient identifier. `load_model` rebuilds the
 network with core.models.archs and loads the weights strictly (core.models.weightfiles): no pickle is ever read. A run folder
 stands for its final model wherever a model is asked for (`find_manifest`). File names come from core.runs.rundir.
@@ -8,15 +8,18 @@ stands for its final model wherever a model is asked for (`find_manifest`). File
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from core.base.config import Window
 from core.base.fsutil import atomic_writer
 from core.models import archs
 from core.models.weightfiles import ModelFileError, first_line, load_weights_into, read_safetensors
@@ -32,31 +35,121 @@ WEIGHT_SUFFIXES = {".pth", ".pt", ".bin", ".safetensors", ".ckpt", ".pkl", ".pic
 # ---------------------------------------------------------------- saving
 
 
-def save_model(model: torch.nn.Module, out_dir: str | Path, manifest: dict) -> Path:
+@dataclass(frozen=True)
+class Manifest:
+    """A saved model's manifest (model.json): what rebuilds the network and preprocesses its input, and its record.
+
+    On disk it stays the JSON object earlier versions wrote ("normalize": {"mean", "std"}, "window": {...}); keys this
+    class does not know are kept in `extra` and written back, so reading and re-saving loses nothing.
+    """
+
+    arch: str
+    classes: list[str]
+    n_in: int = 3
+    img_size: int = 224
+    channels: str = "rgb"
+    resize: str = "squish"
+    mean: list[float] | None = None  # the normalisation the model was trained with (None: none)
+    std: list[float] | None = None
+    window: Window | None = None  # the DICOM window training decoded with
+    frame: int = 0
+    train_config: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    best_epoch: int | None = None
+    model_epoch: int | None = None
+    model_weights: str = ""  # "best" or "last": which epoch's weights these are
+    finished_from_checkpoint: dict[str, Any] | None = (
+        None  # set when made from an interrupted run's checkpoint
+    )
+    # written by save_model
+    format: str = FORMAT
+    manifest_version: int = MANIFEST_VERSION
+    weights: str = MODEL_WEIGHTS
+    sha256: str = ""
+    software: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Manifest:
+        """The manifest of a model.json object; missing keys take their defaults (read_manifest checks the rest)."""
+        d = dict(data)
+        known = {f.name for f in fields(cls)} - {"mean", "std", "extra"}
+        norm = d.get("normalize") if isinstance(d.get("normalize"), Mapping) else {}
+        window = d.get("window")
+        return cls(
+            arch=str(d.get("arch") or ""),
+            classes=[str(c) for c in d.get("classes") or []],
+            n_in=int(d.get("n_in") or 3),
+            img_size=int(d.get("img_size") or 224),
+            channels=str(d.get("channels") or "rgb"),
+            resize=str(d.get("resize") or "squish"),
+            mean=[float(v) for v in norm["mean"]] if norm and norm.get("mean") is not None else None,
+            std=[float(v) for v in norm["std"]] if norm and norm.get("std") is not None else None,
+            window=Window(**window) if isinstance(window, Mapping) else None,
+            frame=int(d.get("frame") or 0),
+            train_config=dict(d.get("train_config") or {}),
+            metrics=dict(d.get("metrics") or {}),
+            best_epoch=_maybe_int(d.get("best_epoch")),
+            model_epoch=_maybe_int(d.get("model_epoch")),
+            model_weights=str(d.get("model_weights") or ""),
+            finished_from_checkpoint=d.get("finished_from_checkpoint"),
+            format=str(d.get("format") or ""),
+            manifest_version=_maybe_int(d.get("manifest_version")) or 0,
+            weights=str(d.get("weights") or ""),
+            sha256=str(d.get("sha256") or ""),
+            software=dict(d.get("software") or {}),
+            extra={k: v for k, v in d.items() if k not in known and k != "normalize"},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON object model.json holds (the format earlier versions wrote and read)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("mean", "std", "extra")}
+        out["normalize"] = {"mean": self.mean, "std": self.std} if self.mean is not None else None
+        out["window"] = dataclasses.asdict(self.window) if self.window else None
+        if self.finished_from_checkpoint is None:  # only a model finished from a checkpoint says so
+            del out["finished_from_checkpoint"]
+        return {**out, **self.extra}
+
+    @property
+    def stats(self) -> tuple[list[float], list[float]] | None:
+        """(mean, std) of the normalisation, None when the model was trained without one."""
+        return (self.mean, self.std) if self.mean is not None and self.std is not None else None
+
+
+def _maybe_int(v: Any) -> int | None:
+    """An int from a JSON value, None when absent or not a number."""
+    try:
+        return None if v is None or isinstance(v, bool) else int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def save_model(model: torch.nn.Module, out_dir: str | Path, manifest: Manifest | Mapping[str, Any]) -> Path:
     """Write the weights and the manifest (with their sha256) into `out_dir` atomically; return the manifest path."""
     from safetensors.torch import save_file
 
-    _refuse_phi(manifest)
-    if not manifest.get("arch"):
+    given = manifest.to_dict() if isinstance(manifest, Manifest) else dict(manifest)
+    _refuse_phi(given)
+    if not given.get("arch"):
         raise ValueError("manifest needs 'arch'")
-    if not isinstance(manifest.get("classes"), (list, tuple)) or not manifest["classes"]:
+    if not isinstance(given.get("classes"), (list, tuple)) or not given["classes"]:
         raise ValueError("manifest needs 'classes' (an ordered list of class names)")
     out_dir = Path(out_dir)
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
     with atomic_writer(out_dir / MODEL_WEIGHTS) as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT})
         digest = sha256_file(tmp)
-    full = {
-        **manifest,
-        "n_in": int(manifest.get("n_in", 3)),
-        "format": FORMAT,
-        "manifest_version": MANIFEST_VERSION,
-        "weights": MODEL_WEIGHTS,
-        "sha256": digest,
-    }
-    full.setdefault("software", _versions())
+    full = dataclasses.replace(
+        Manifest.from_dict(given),
+        format=FORMAT,
+        manifest_version=MANIFEST_VERSION,
+        weights=MODEL_WEIGHTS,
+        sha256=digest,
+    )
+    if not given.get("software"):  # the versions it is saved with, unless the record names them
+        full = dataclasses.replace(full, software=_versions())
     path = out_dir / MODEL_MANIFEST
-    write_json(path, full)
+    write_json(path, full.to_dict())
     return path
 
 
@@ -145,48 +238,52 @@ def _why_no_model(run: RunFolder) -> str:
     )
 
 
-def read_manifest(path: str | Path) -> tuple[dict, Path]:
+def read_manifest(path: str | Path) -> tuple[Manifest, Path]:
     """Read and check a manifest (or a model / run folder, see find_manifest); return (manifest, weights path)."""
     path = find_manifest(path)
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError):
         raise ModelFileError(f"{path.name}: not a valid JSON model manifest") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ModelFileError(f"{path.name}: not a model saved by this app (format is not {FORMAT!r})")
     try:
-        version = int(manifest.get("manifest_version", 0))
+        version = int(data.get("manifest_version", 0))
     except (TypeError, ValueError):
         version = MANIFEST_VERSION + 1
     if version > MANIFEST_VERSION:
         raise ModelFileError(
-            f"{path.name}: saved by a newer version of the app (manifest v{manifest['manifest_version']})"
+            f"{path.name}: saved by a newer version of the app (manifest v{data['manifest_version']})"
         )
     for key in ("arch", "classes", "sha256", "weights"):
-        if not manifest.get(key):
+        if not data.get(key):
             raise ModelFileError(f"{path.name}: manifest has no {key!r}")
-    wname = str(manifest["weights"])
+    wname = str(data["weights"])
     if Path(wname).name != wname or wname in (".", ".."):
         raise ModelFileError(f"{path.name}: weights must be a file beside the manifest, got {wname!r}")
+    try:
+        manifest = Manifest.from_dict(data)
+    except (TypeError, ValueError) as e:
+        raise ModelFileError(f"{path.name}: manifest has a malformed field ({first_line(e)})") from None
     return manifest, path.parent / wname
 
 
 # ---------------------------------------------------------------- loading
 
 
-def load_model(path: str | Path) -> tuple[torch.nn.Module, dict]:
+def load_model(path: str | Path) -> tuple[torch.nn.Module, Manifest]:
     """Rebuild a saved model (manifest, model or run folder) from code; sha256 checked, strict load, eval mode."""
     manifest, weights = read_manifest(path)
     if not weights.is_file():
         raise ModelFileError(f"weights file {weights.name} is missing beside the manifest")
-    if sha256_file(weights) != manifest["sha256"]:
+    if sha256_file(weights) != manifest.sha256:
         raise ModelFileError(
             f"{weights.name} does not match its manifest (sha256 differs): the file was changed or is incomplete"
         )
     state = read_safetensors(weights)
     try:
-        model = archs.create_model(manifest["arch"], len(manifest["classes"]), int(manifest.get("n_in", 3)))
+        model = archs.create_model(manifest.arch, len(manifest.classes), manifest.n_in)
     except (KeyError, ValueError, RuntimeError) as e:
-        raise ModelFileError(f"cannot rebuild architecture {manifest['arch']!r}: {first_line(e)}") from None
+        raise ModelFileError(f"cannot rebuild architecture {manifest.arch!r}: {first_line(e)}") from None
     load_weights_into(model, state, strict=True)
     return model.eval(), manifest

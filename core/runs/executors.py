@@ -127,7 +127,7 @@ def start_supervisors(store: JobQueue, args: list[str], wanted: int) -> None:
     missing = min(store.counts()["queued"], wanted - store.live_workers())
     cmd = [sys.executable, "-m", *args, "--db", str(store.db_path)]
     for _ in range(max(0, missing)):
-        _SPAWNED.append(detached_popen(cmd, store.db_path.parent / "logs" / "workers.log"))
+        _SPAWNED.append(detached_popen(cmd, paths.workers_log(store.db_path.parent)))
 
 
 # ---------------------------------------------------------------------------------------------- executors

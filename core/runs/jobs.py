@@ -36,22 +36,19 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import psutil
 
 from core.base import paths
-from core.base.fsutil import atomic_write_bytes, atomic_write_json
 from core.runs import executors, rundir
+from core.runs.progress import JobCancelled, Progress
 
 __all__ = [
     "STATUSES",
     "Job",
-    "JobCancelled",
     "WaitForChildren",
     "record",
-    "Progress",
-    "read_progress",
     "TASKS",
     "register_task",
     "resolve_task",
@@ -86,10 +83,6 @@ PROGRESS_FILE, STOP_FILE, LOG_FILE, JOB_FILE, WORKER_LOG = (
     rundir.WORKER_LOG,
 )
 HOST = socket.gethostname()
-
-
-class JobCancelled(Exception):
-    """Raised by a task (or by the worker) to end a job as "cancelled"."""
 
 
 class WaitForChildren(Exception):
@@ -219,89 +212,6 @@ def signal_reason(returncode: int) -> str:
     return f"worker process exited with code {returncode} before reporting a result; see {rundir.WORKER_LOG}"
 
 
-# ------------------------------------------------------------------------------------------- progress
-def read_progress(run_dir: str | os.PathLike) -> dict:
-    """The run's progress; {} when absent or unreadable (e.g. caught mid-write on odd filesystems)."""
-    return rundir.RunFolder(run_dir).read_progress()
-
-
-class Progress:
-    """Handed to a running task: progress fields, cancel flag, log lines; all in the run folder."""
-
-    MIN_INTERVAL = 0.2  # at most 5 disk writes a second unless forced
-    FORCE_KEYS = ("epoch", "stage", "fold", "phase")  # a change of these is written at once
-    DB_CHECK_S = 1.0
-
-    def __init__(
-        self,
-        run_dir: str | os.PathLike,
-        job_id: str = "",
-        store: JobStore | None = None,
-        can_spawn: bool = False,
-    ):
-        self.run_dir = Path(run_dir)
-        self.can_spawn = can_spawn  # the task may raise WaitForChildren (a worker records it)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.folder = rundir.RunFolder(self.run_dir)
-        self.job_id, self.store = job_id, store
-        self._data: dict[str, Any] = {"job_id": job_id} if job_id else {}
-        self._last_write = 0.0
-        self._dirty = False
-        self._stop = False
-        self._last_db_check = 0.0
-
-    def update(self, force: bool = False, **fields: Any) -> None:
-        """Merge fields into progress.json (atomic), throttled unless forced or a stage/epoch changed."""
-        force = force or any(k in self.FORCE_KEYS and self._data.get(k) != v for k, v in fields.items())
-        self._data.update(fields)
-        self._dirty = True
-        if force or time.time() - self._last_write >= self.MIN_INTERVAL:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write pending fields now."""
-        if not self._dirty:
-            return
-        now = time.time()
-        self._data["updated"] = now
-        atomic_write_bytes(self.folder.progress, json.dumps(self._data, default=str).encode())
-        self._last_write, self._dirty = now, False
-
-    def snapshot(self) -> dict:
-        """A copy of the fields set so far."""
-        return dict(self._data)
-
-    def cancelled(self) -> bool:
-        """True once cancel was requested (STOP file; the DB too, at most once a second)."""
-        if self._stop:
-            return True
-        self._stop = self.folder.stop.exists()
-        now = time.time()
-        if (
-            not self._stop
-            and self.store is not None
-            and self.job_id
-            and now - self._last_db_check >= self.DB_CHECK_S
-        ):
-            self._last_db_check = now
-            with contextlib.suppress(sqlite3.Error):
-                job = self.store.get(self.job_id)
-                self._stop = bool(job and job.cancel_requested)
-        return self._stop
-
-    def check(self) -> None:
-        """Raise JobCancelled if cancel was requested."""
-        if self.cancelled():
-            raise JobCancelled("cancelled by user")
-
-    def log(self, msg: str) -> None:
-        """Append a timestamped line to log.txt."""
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with open(self.folder.log, "a", encoding="utf-8") as fh:
-            for line in str(msg).rstrip("\n").splitlines() or [""]:
-                fh.write(f"{stamp} {line}\n")
-
-
 # ---------------------------------------------------------------------------------------------- tasks
 def register_task(kind: str, target: str) -> None:
     """Register `kind` -> "module:function" here and, through $XRT_EXTRA_TASKS, in the workers started later."""
@@ -371,7 +281,12 @@ def _sync_job_json(job: Job | None) -> None:
     if job is None:
         return
     with contextlib.suppress(OSError):
-        atomic_write_json(rundir.RunFolder(job.run_dir).job, job.to_dict())
+        _write_job_json(job)
+
+
+def _write_job_json(job: Job) -> None:
+    """job.json in the job's run folder: the job row as it is now (through the run folder's one JSON writer)."""
+    rundir.RunFolder(job.run_dir).write(rundir.JOB, job.to_dict())
 
 
 def _stop_or_sync(touched: Sequence[Job | None]) -> None:
@@ -405,9 +320,7 @@ def _new_job(kind: str, params: dict, run_dir: str | os.PathLike | None, owner: 
         owner=owner,
         parent_id=parent_id,
     )
-    atomic_write_json(
-        rundir.RunFolder(rdir).job, job.to_dict()
-    )  # before the row exists: a worker may rewrite it
+    _write_job_json(job)  # before the row exists: a worker may rewrite it
     return job
 
 
@@ -577,7 +490,7 @@ class JobStore:
                 return
             except sqlite3.IntegrityError:
                 job.id = new_job_id()
-                atomic_write_json(rundir.RunFolder(job.run_dir).job, job.to_dict())
+                _write_job_json(job)
 
     def wait_for_children(self, job_id: str, children: list[dict]) -> bool:
         """A running job hands its work to `children` (see WaitForChildren): they are queued and it waits
@@ -890,7 +803,7 @@ def run_inline(kind: str, params: dict, run_dir: str | os.PathLike | None = None
         pid=os.getpid(),
         owner="inline",
     )
-    atomic_write_json(rundir.RunFolder(rdir).job, job.to_dict())
+    _write_job_json(job)
     progress = Progress(rdir, job_id)
     try:
         result = resolve_task(kind)(params, rdir, progress) or {}

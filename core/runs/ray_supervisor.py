@@ -27,7 +27,8 @@ from typing import Any
 
 from core.base import paths
 from core.runs import executors, jobs, worker
-from core.runs.jobs import Job, JobStore, Progress
+from core.runs.jobs import Job, JobStore
+from core.runs.progress import Progress
 
 POLL_S = 0.25
 GPUS_ENV, CPUS_ENV = "XRT_RAY_GPUS_PER_TASK", "XRT_RAY_CPUS_PER_TASK"

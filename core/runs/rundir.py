@@ -14,10 +14,13 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.base import fmt, paths
 from core.base.fsutil import atomic_write_text
+
+if TYPE_CHECKING:  # pandas is imported where a table is read, not by everything that names a run's files
+    import pandas as pd
 
 # Files of a run folder (and of a model folder inside it).
 CONFIG = "config.json"
@@ -49,6 +52,30 @@ MODEL_WEIGHTS = "model.safetensors"
 PREDICTION_SETS = ("valid", "oof", "test")
 PREDICTIONS_SUFFIX = "_predictions.csv"
 CHECKPOINT_SUFFIX = ".safetensors"
+
+
+# The one dtype policy of a run's tables: names, labels, ids, groups and paths stay text exactly as written ("0", "01",
+# "007", "" for none); counters are integers; history's losses and metrics are numbers (NaN where not measured).
+HISTORY_TEXT_COLUMNS = ("phase",)
+ITEMS_INT_COLUMNS = ("fold",)
+
+
+def read_items_csv(path: str | os.PathLike) -> pd.DataFrame:
+    """An items table (items.csv, fold_items.csv): every column text, empty cells "" (never NaN); fold an int."""
+    import pandas as pd
+
+    items = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for col in ITEMS_INT_COLUMNS:
+        if col in items:
+            items[col] = pd.to_numeric(items[col], errors="coerce").fillna(-1).astype(int)
+    return items
+
+
+def read_history_csv(path: str | os.PathLike) -> pd.DataFrame:
+    """A history table: one row per epoch, numbers as numbers (NaN where not measured), the phase as text."""
+    import pandas as pd
+
+    return pd.read_csv(path, dtype={c: str for c in HISTORY_TEXT_COLUMNS})
 
 
 def predictions_name(which: str) -> str:
@@ -267,6 +294,18 @@ class RunFolder:
 
     def read_progress(self) -> dict:
         return read_json(self.progress)
+
+    def read_items(self) -> pd.DataFrame:
+        """items.csv (relpath, label, split, kind, group[, fold]) by the one dtype policy; OSError when absent."""
+        return read_items_csv(self.items)
+
+    def read_fold_items(self) -> pd.DataFrame:
+        """fold_items.csv (path, label, split, fold): the items the fold jobs of a run train on."""
+        return read_items_csv(self.fold_items)
+
+    def read_history(self) -> pd.DataFrame:
+        """history.csv by the one dtype policy; OSError when absent, ValueError when empty or torn."""
+        return read_history_csv(self.history)
 
     def read_lr_find(self) -> dict:
         return read_json(self.lr_find)

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from core.base import paths
 from core.runs import executors, jobs, rundir
-from core.runs.jobs import Job, JobCancelled, JobStore, Progress
+from core.runs.jobs import Job, JobStore
+from core.runs.progress import JobCancelled, Progress
 
 POLL_S = 0.25
 STARTING = "loading the training libraries"  # the job's first progress message, written from its own process

@@ -16,7 +16,7 @@ from fastai.callback.core import Callback, CancelFitException
 from core.base.eta import eta
 from core.base.fsutil import atomic_writer
 from core.runs import rundir
-from core.runs.jobs import Progress
+from core.runs.progress import Progress
 from core.train.learner import LOWER_IS_BETTER, TrainingError
 
 # ---------------------------------------------------------------- callbacks (each one job, as fastai's own)

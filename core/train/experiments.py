@@ -29,6 +29,7 @@ from core.base import choices
 from core.base.config import AUG_PRESETS, ConfigError, RunConfig, aug_preset, from_dict, to_dict
 from core.base.schema import Meta, Setting, put
 from core.runs import jobs, rundir
+from core.runs.progress import ProgressRecord
 
 MODES = ("grid", "random")
 METRICS = (
@@ -366,9 +367,8 @@ def enforce_budget(record: dict[str, Any], store: jobs.JobStore, now: float | No
 
 def value_at_epoch(run_dir: str, metric: str, epoch: int) -> float | None:
     """The metric of a run's history after `epoch` epochs (1-based, frozen epochs included), or None."""
-    path = rundir.RunFolder(run_dir).history
     try:
-        hist = pd.read_csv(path)
+        hist = rundir.RunFolder(run_dir).read_history()
     except (OSError, ValueError, pd.errors.EmptyDataError):
         return None
     if metric not in hist or len(hist) < epoch:
@@ -503,11 +503,11 @@ def trial_table(record: dict[str, Any], store: jobs.JobStore, n_boot: int = 1000
 
 def progress_text(run_dir: str) -> str:
     """'epoch 1/3, batch 4/7' from a running trial's progress.json ('' before training starts)."""
-    p = rundir.RunFolder(run_dir).read_progress()
-    if "n_epochs" not in p:
-        return str(p.get("phase", ""))
-    batch = f", batch {p['batch']}/{p['n_batches']}" if "n_batches" in p else ""
-    return f"epoch {int(p.get('epoch', 0)) + 1}/{p['n_epochs']}{batch}"
+    p = ProgressRecord.read(run_dir)
+    if not p.n_epochs:
+        return p.phase
+    batch = f", batch {p.batch}/{p.n_batches}" if p.n_batches else ""
+    return f"epoch {p.epoch + 1}/{p.n_epochs}{batch}"
 
 
 def best_trial(table: pd.DataFrame, metric: str) -> str | None:
@@ -521,7 +521,7 @@ def trial_curves(record: dict[str, Any]) -> pd.DataFrame:
     frames = []
     for i, t in enumerate(record["trials"]):
         try:
-            hist = pd.read_csv(rundir.RunFolder(t["run_dir"]).history)
+            hist = rundir.RunFolder(t["run_dir"]).read_history()
         except (OSError, ValueError, pd.errors.EmptyDataError):
             continue
         frames.append(hist.assign(trial=i + 1))

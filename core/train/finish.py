@@ -9,6 +9,7 @@ not continue: checkpoints hold weights only (no optimiser or scheduler state).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ def best_epoch(run_dir: Path, monitor: str) -> tuple[int, int]:
     from core.train.learner import LOWER_IS_BETTER
 
     try:
-        hist = pd.read_csv(rundir.RunFolder(run_dir).history)
+        hist = rundir.RunFolder(run_dir).read_history()
     except (OSError, ValueError):
         return -1, 0
     col = monitor if monitor in hist and hist[monitor].notna().any() else "valid_loss"
@@ -100,7 +101,7 @@ def finish_from_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
     if reason:
         raise TrainingError(f"cannot finish {run.name}: {reason}")
     cfg = load_json(RunConfig, run.config)
-    items = pd.read_csv(run.items, keep_default_na=False, dtype=str)
+    items = run.read_items()
     root = source_root(cfg.source)
     items["path"] = [os.path.normpath(os.path.join(root, r)) for r in items["relpath"]]
     classes = sorted(items["label"].astype(str).unique())
@@ -122,10 +123,10 @@ def finish_from_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
     stats = loaders.input_stats(
         items[items["split"] == "train"], cfg.data, cfg.train.fine_tunes()
     )  # what the run's DataLoaders applied
-    manifest = {
-        **manifest_for(cfg, classes, {}, stats, epoch, epoch, "best"),
-        "finished_from_checkpoint": {k: v for k, v in origin.items() if k != "run_error"},
-    }
+    manifest = dataclasses.replace(
+        manifest_for(cfg, classes, {}, stats, epoch, epoch, "best"),
+        finished_from_checkpoint={k: v for k, v in origin.items() if k != "run_error"},
+    )
     savedmodel.save_model(model, run.model_dir, manifest)
     metrics, unreadable = {}, 0
     for split in ("valid", "test"):
@@ -134,7 +135,7 @@ def finish_from_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
             frame, bad = _predict(run.model_dir, part, classes)
             frame.to_csv(run.predictions(split), index=False)
             metrics[split], unreadable = evaluate.metrics_from_frame(frame, classes), unreadable + bad
-    savedmodel.save_model(model, run.model_dir, {**manifest, "metrics": metrics})
+    savedmodel.save_model(model, run.model_dir, dataclasses.replace(manifest, metrics=metrics))
     summary = {
         "type": "single",
         "classes": classes,

@@ -15,7 +15,7 @@ from core.base.config import RunConfig
 from core.data.loaders import build_dataloaders
 from core.evaluation import evaluate
 from core.runs import rundir
-from core.runs.jobs import JobCancelled, Progress
+from core.runs.progress import JobCancelled, Progress
 from core.train.callbacks import monitors
 from core.train.learner import make_learner
 

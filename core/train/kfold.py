@@ -16,7 +16,8 @@ from core.base.config import RunConfig, from_dict, to_dict
 from core.data.splits import kfold_splits
 from core.evaluation import evaluate
 from core.runs import rundir
-from core.runs.jobs import Progress, WaitForChildren
+from core.runs.jobs import WaitForChildren
+from core.runs.progress import Progress
 from core.train.fit import fit_one
 from core.train.learner import TrainingError
 from core.train.outputs import _append_csv, _finish, _free, outcome_manifest
@@ -167,10 +168,10 @@ def _save_folds(run_dir: Path, items: pd.DataFrame, folds) -> np.ndarray:
     fold_of = np.full(len(items), -1)
     for i, (_, v) in enumerate(folds):
         fold_of[v] = i
-    path = rundir.RunFolder(run_dir).items
-    snap = pd.read_csv(path, keep_default_na=False)
+    run = rundir.RunFolder(run_dir)
+    snap = run.read_items()
     snap["fold"] = fold_of
-    snap.to_csv(path, index=False)
+    snap.to_csv(run.items, index=False)
     return fold_of
 
 
@@ -198,12 +199,6 @@ def spawn_folds(
     )
 
 
-def read_fold_items(run: rundir.RunFolder) -> pd.DataFrame:
-    """The items table the fold jobs of a run train on (as the parent had it in memory)."""
-    items = pd.read_csv(run.fold_items, dtype=str, keep_default_na=False)
-    return items.assign(fold=items["fold"].astype(int))
-
-
 def write_fold_job(folder: rundir.RunFolder, result: FoldResult, classes: list[str]) -> None:
     """A fold job's results in its own folder: validation predictions, then metrics.json (written last)."""
     result.valid.to_csv(folder.predictions("valid"), index=False)
@@ -226,7 +221,7 @@ def combine_fold_jobs(cfg: RunConfig, run: rundir.RunFolder, progress: Progress)
     """The parent's second run: the fold jobs' histories merged in fold order, then combine_folds."""
     k = cfg.data.split.k_folds
     progress.update(force=True, phase="combining", message="combining the folds", n_folds=k, folds_done=k)
-    items = read_fold_items(run)
+    items = run.read_fold_items()
     classes = sorted(items["label"].astype(str).unique())
     results = [r for r in (read_fold_job(run, i) for i in range(k)) if r is not None]
     if len(results) < k:

@@ -13,7 +13,7 @@ import torch
 from core.base.config import RunConfig
 from core.data.loaders import build_dataloaders
 from core.runs import rundir
-from core.runs.jobs import JobCancelled, Progress
+from core.runs.progress import JobCancelled, Progress
 from core.train.callbacks import LrFindProgress
 from core.train.learner import make_learner
 from core.train.prepare import prepare

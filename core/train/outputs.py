@@ -12,8 +12,9 @@ import torch
 
 from core.base.config import RunConfig, to_dict
 from core.data.loaders import loader_stats
+from core.models.savedmodel import Manifest
 from core.runs import rundir
-from core.runs.jobs import Progress
+from core.runs.progress import Progress
 from core.train.callbacks import append_csv_row
 from core.train.fit import FitOutcome
 from core.train.prepare import env_info
@@ -27,29 +28,30 @@ def manifest_for(
     best_epoch: int,
     model_epoch: int,
     model_weights: str,
-) -> dict[str, Any]:
+) -> Manifest:
     """What a saved model needs to be rebuilt and used for prediction; `stats` = the normalisation it was trained with."""
-    return {
-        "arch": cfg.train.arch,
-        "classes": classes,
-        "n_in": 1 if cfg.data.channels == "grey" else 3,
-        "img_size": cfg.data.img_size,
-        "channels": cfg.data.channels,
-        "resize": cfg.data.resize,
-        "normalize": {"mean": stats[0], "std": stats[1]} if stats else None,
-        "window": to_dict(cfg.data.window) if cfg.data.window else None,
-        "frame": cfg.data.frame,
-        "train_config": to_dict(cfg.train),
-        "metrics": metrics,
-        "best_epoch": best_epoch,
-        "model_epoch": model_epoch,
-        "model_weights": model_weights,
-    }
+    return Manifest(
+        arch=cfg.train.arch,
+        classes=list(classes),
+        n_in=1 if cfg.data.channels == "grey" else 3,
+        img_size=cfg.data.img_size,
+        channels=cfg.data.channels,
+        resize=cfg.data.resize,
+        mean=list(stats[0]) if stats else None,
+        std=list(stats[1]) if stats else None,
+        window=cfg.data.window or None,
+        frame=cfg.data.frame,
+        train_config=to_dict(cfg.train),
+        metrics=metrics,
+        best_epoch=best_epoch,
+        model_epoch=model_epoch,
+        model_weights=model_weights,
+    )
 
 
 def outcome_manifest(
     cfg: RunConfig, classes: list[str], metrics: dict[str, Any], out: FitOutcome
-) -> dict[str, Any]:
+) -> Manifest:
     """The manifest of a fitted model: the normalisation its DataLoaders applied, the epoch its weights are from."""
     return manifest_for(
         cfg, classes, metrics, loader_stats(out.learn.dls), out.best_epoch, out.model_epoch, out.weights

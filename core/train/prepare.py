@@ -11,12 +11,11 @@ import pandas as pd
 import torch
 
 from core.base import paths
-from core.base.config import RunConfig, save_json
-from core.base.fsutil import atomic_write_text
+from core.base.config import RunConfig, to_dict
 from core.base.privacy import pseudonym
 from core.data.splits import assign_splits, group_leaks, split_summary, train_subset
 from core.runs import rundir
-from core.runs.jobs import Progress
+from core.runs.progress import Progress
 from core.train.learner import TrainingError
 
 # ---------------------------------------------------------------- run tasks
@@ -29,7 +28,7 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: Progress) -> pd.DataFrame:
     cfg.validate()
     run = rundir.RunFolder(run_dir)
     run.path.mkdir(parents=True, exist_ok=True)
-    save_json(cfg, run.config)
+    run.write(rundir.CONFIG, to_dict(cfg))
     progress.update(force=True, phase="scanning", message="reading the dataset")
     # every file, however long the table (XRT_PROBE_MAX bounds scans only): each must decode before training
     ds = load_source(cfg.source, decode=warm_decoder(cfg), every_file=True)
@@ -45,7 +44,7 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: Progress) -> pd.DataFrame:
     snapshot["group"] = [pseudonym(g) for g in items["group"].fillna("").astype(str)]
     snapshot.to_csv(run.items, index=False)
     ds.problems.to_csv(run.problems, index=False)
-    atomic_write_text(run.splits, split_summary(items).to_json(orient="records"))
+    run.write(rundir.SPLITS, split_summary(items).to_dict(orient="records"))
     return items
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from core.base.config import RunConfig
 from core.evaluation import evaluate
 from core.runs import rundir
-from core.runs.jobs import Progress
+from core.runs.progress import Progress
 from core.train.fit import fit_one, predict_items
 from core.train.kfold import kfold_run
 from core.train.outputs import _finish, model_provenance, outcome_manifest

@@ -8,8 +8,8 @@ from typing import Any
 
 from core.base.config import RunConfig, from_dict
 from core.runs import rundir
-from core.runs.jobs import JobCancelled, Progress
-from core.train.kfold import read_fold_items, train_fold, write_fold_job
+from core.runs.progress import JobCancelled, Progress
+from core.train.kfold import train_fold, write_fold_job
 from core.train.lr_find import lr_find_run
 from core.train.prepare import apply_threads
 from core.train.run import train_run
@@ -34,7 +34,7 @@ def fold_task(params: dict, run_dir: Path, progress: Progress) -> dict[str, Any]
     cfg = from_dict(RunConfig, params["config"])
     apply_threads(cfg)
     parent, i = rundir.RunFolder(params["parent_run"]), int(params["fold"])
-    items = read_fold_items(parent)
+    items = parent.read_fold_items()
     classes = sorted(items["label"].astype(str).unique())
     result = train_fold(items, cfg, parent.path, i, progress, classes, work_dir=Path(run_dir))
     write_fold_job(rundir.RunFolder(run_dir), result, classes)

@@ -59,7 +59,7 @@ def _allowed(resolved: Path, owner: str) -> bool:
     """Inside an allowed base, and never inside another owner's upload folder (even below a data root)."""
     if not owner or not any(inside(resolved, base) for base in allowed_bases(owner)):
         return False
-    uploads = paths.sub("uploads").resolve()
+    uploads = paths.uploads_dir().resolve()
     return not inside(resolved, uploads) or inside(resolved, upload_dir(owner).resolve())
 
 

@@ -19,7 +19,6 @@ from core.base.config import ConfigError, RunConfig, SourceConfig, from_dict, to
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
-FOLDER = "settings"
 C = TypeVar("C", bound="DataclassInstance")
 
 
@@ -34,7 +33,7 @@ class Saved:
 
 def settings_path(user: str) -> Path:
     """The settings file of a user key (hashed: a file name never reveals who)."""
-    return paths.sub(FOLDER) / f"{hashlib.sha256(user.encode('utf-8')).hexdigest()[:32]}.json"
+    return paths.settings_dir() / f"{hashlib.sha256(user.encode('utf-8')).hexdigest()[:32]}.json"
 
 
 def save(user: str, saved: Saved) -> None:

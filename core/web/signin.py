@@ -14,9 +14,9 @@ import json
 import re
 import time
 
-from core.base import privacy
+from core.base import paths, privacy
 
-SECRET_FILE = privacy.KEY_FILE
+SECRET_FILE = paths.SECRET_KEY
 TOKEN_TTL_S = 7 * 24 * 3600
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 

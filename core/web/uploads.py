@@ -75,7 +75,7 @@ def check_owner(owner: str) -> str:
 
 def upload_dir(owner: str) -> Path:
     """This owner's private upload folder (app home/uploads/<owner>), created on demand."""
-    path = paths.sub("uploads") / check_owner(owner)
+    path = paths.uploads_dir() / check_owner(owner)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

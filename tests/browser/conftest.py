@@ -204,9 +204,9 @@ def _fresh_working_settings(request: pytest.FixtureRequest) -> None:
     if "app_url" in request.fixturenames:
         import shutil
 
-        from core.web import settings_store
+        from core.base import paths
 
-        shutil.rmtree(request.getfixturevalue("app_home") / settings_store.FOLDER, ignore_errors=True)
+        shutil.rmtree(request.getfixturevalue("app_home") / paths.SETTINGS_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
