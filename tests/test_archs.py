@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from core.base.config import ARCHS
 from core.models import archs
 from tests.synth import tiny_dls
 
@@ -23,11 +24,11 @@ def _learner(dls, arch, **kw):
 
 def test_archs_table():
     for name in ("resnet18", "resnet34", "resnet50", "densenet121", "efficientnet_b0", "convnext_tiny"):
-        entry = archs.ARCHS[name]
+        entry = ARCHS[name]
         assert entry["family"] in ("torchvision", "timm") and entry["label"] and entry["params_m"] > 1
         assert archs.is_cnn_supported(name)
     n = sum(p.numel() for p in archs.torchvision_builder("resnet18")().parameters()) / 1e6
-    assert abs(n - archs.ARCHS["resnet18"]["params_m"]) < 0.1
+    assert abs(n - ARCHS["resnet18"]["params_m"]) < 0.1
     with pytest.raises(ValueError, match="unknown architecture"):
         archs.arch_family("not_a_net")
 

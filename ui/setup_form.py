@@ -19,10 +19,9 @@ import streamlit as st
 
 from core.base import fmt, schema
 from core.base.choices import CPU_DEFAULTS, KFOLD_DEFAULT, SETTINGS, Choices, build_config, device_defaults
-from core.base.config import TRAINING, ConfigError, RunConfig, SourceConfig, from_dict, to_dict
+from core.base.config import ARCHS, TRAINING, ConfigError, RunConfig, SourceConfig, from_dict, to_dict
 from core.data import augment_preview
 from core.data.splits import SplitError
-from core.models import archs
 from core.runs import jobs
 from core.runs.progress import ProgressRecord
 from core.runs.rundir import RunFolder
@@ -234,7 +233,7 @@ def _on_weights_upload() -> None:
 def model_section(gpu: bool) -> None:
     """Architecture, weights, image size, channels, batch size, epochs."""
     c1, c2, c3 = st.columns(3)
-    arch = ws.widget(c1, "arch", format_func=lambda a: archs.ARCHS[a]["label"])
+    arch = ws.widget(c1, "arch", format_func=lambda a: ARCHS[a]["label"])
     ws.widget(c2, "pretrained")
     ws.widget(
         c3,

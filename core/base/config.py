@@ -27,7 +27,40 @@ IMBALANCE = ("none", "weighted_loss", "oversample")
 MONITORS = ("valid_loss", "accuracy", "balanced_accuracy", "roc_auc")
 FINAL_WEIGHTS = ("auto", "last", "best")
 AUTO_ON_OFF = ("auto", "on", "off")
-ARCHS = "core.models.archs:ARCHS"  # the architectures the app offers (a catalogue of core.models, named here)
+# The architectures the app offers, as data (a setting's choices); core.models.archs builds them by these names.
+ARCHS: dict[str, dict] = {
+    "resnet18": {
+        "family": "torchvision",
+        "label": "ResNet-18 (fast, a good first choice)",
+        "params_m": 11.7,
+        "cnn": True,
+    },
+    "resnet34": {"family": "torchvision", "label": "ResNet-34", "params_m": 21.8, "cnn": True},
+    "resnet50": {
+        "family": "torchvision",
+        "label": "ResNet-50 (larger, slower)",
+        "params_m": 25.6,
+        "cnn": True,
+    },
+    "densenet121": {
+        "family": "torchvision",
+        "label": "DenseNet-121 (CheXNet's choice)",
+        "params_m": 8.0,
+        "cnn": True,
+    },
+    "efficientnet_b0": {
+        "family": "timm",
+        "label": "EfficientNet-B0 (small, accurate)",
+        "params_m": 5.3,
+        "cnn": True,
+    },
+    "convnext_tiny": {
+        "family": "timm",
+        "label": "ConvNeXt-Tiny (modern, larger)",
+        "params_m": 28.6,
+        "cnn": True,
+    },
+}
 # command-line option groups of a training run, in the order `--help` lists them (each setting names its own)
 MODEL, IMAGES, AUG, SPLIT, SPEED = (
     "model and schedule",
@@ -406,7 +439,7 @@ class TrainConfig:
         default="resnet18",
         metadata=setting(
             flag="--arch",
-            choices=ARCHS,
+            choices=tuple(ARCHS),
             metavar="ARCH",
             group=MODEL,
             help="architecture: {choices} (default {default})",

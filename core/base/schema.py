@@ -4,9 +4,6 @@ A field is a user setting when its dataclass field has `metadata=setting(...)` (
 returns one `Setting` per such field, by its short name, in declaration order; the command line, the setup page's
 state mapping and the sweep axes are derived from that table (core.base.choices, core.cli, ui.setup_form,
 core.train.experiments), so a new setting is declared once, beside its field.
-
-A choice list owned by a package above core.base (the architectures of core.models.archs) is named by its import
-path ("module:ATTR") and resolved when it is first asked for, so this module imports nothing above it.
 """
 
 from __future__ import annotations
@@ -14,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import importlib
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -41,7 +37,7 @@ class Meta:
     flag: str = ""  # command-line option ("" = none)
     bool_flag: str = ""  # for bool fields: "negate" (--no-X -> False), "set" (--X -> True), "both"
     help: str = ""  # help text; "{default}" is replaced by the field's real default
-    choices: tuple[str, ...] | str = ()  # allowed values, or "module:ATTR" of a catalogue owned higher up
+    choices: tuple[str, ...] = ()  # allowed values
     metavar: str | None = None
     group: str = ""  # command-line option group
     range: tuple[float, float] | None = None  # allowed values, checked by `Setting.check`
@@ -85,8 +81,8 @@ class Setting:
         return self.meta.state or f"su_{self.name}"
 
     def options(self) -> tuple[str, ...]:
-        """The allowed values of a setting with choices (a catalogue is imported on first use)."""
-        return _resolve(self.meta.choices) if isinstance(self.meta.choices, str) else self.meta.choices
+        """The allowed values of a setting with choices."""
+        return self.meta.choices
 
     def default_text(self) -> str:
         """The default as a help text says it ('10', 'on', '128 on a CPU, 224 on a GPU')."""
@@ -111,13 +107,6 @@ class Setting:
         if lo_hi is not None and not lo_hi[0] <= value <= lo_hi[1]:
             raise ConfigError(f"{self.name} must be within {lo_hi[0]:g}..{lo_hi[1]:g}, got {value!r}")
         return value
-
-
-@functools.cache
-def _resolve(ref: str) -> tuple[str, ...]:
-    """The names of a catalogue given as "module:ATTR"."""
-    module, _, attr = ref.partition(":")
-    return tuple(getattr(importlib.import_module(module), attr))
 
 
 @functools.cache

@@ -12,39 +12,7 @@ from typing import Any
 
 import torch
 
-ARCHS: dict[str, dict] = {
-    "resnet18": {
-        "family": "torchvision",
-        "label": "ResNet-18 (fast, a good first choice)",
-        "params_m": 11.7,
-        "cnn": True,
-    },
-    "resnet34": {"family": "torchvision", "label": "ResNet-34", "params_m": 21.8, "cnn": True},
-    "resnet50": {
-        "family": "torchvision",
-        "label": "ResNet-50 (larger, slower)",
-        "params_m": 25.6,
-        "cnn": True,
-    },
-    "densenet121": {
-        "family": "torchvision",
-        "label": "DenseNet-121 (CheXNet's choice)",
-        "params_m": 8.0,
-        "cnn": True,
-    },
-    "efficientnet_b0": {
-        "family": "timm",
-        "label": "EfficientNet-B0 (small, accurate)",
-        "params_m": 5.3,
-        "cnn": True,
-    },
-    "convnext_tiny": {
-        "family": "timm",
-        "label": "ConvNeXt-Tiny (modern, larger)",
-        "params_m": 28.6,
-        "cnn": True,
-    },
-}
+from core.base.config import ARCHS
 
 
 def arch_family(arch: str) -> str:
