@@ -4,6 +4,9 @@
 PY ?= python3
 VENV ?= .venv
 PORT ?= 8501
+# Empty: the address in .streamlit/config.toml (127.0.0.1, this machine only). A hosted server with a
+# sign-in is opened to the network on purpose: XRT_HOSTED=1 XRT_PASSWORD=... make run ADDRESS=0.0.0.0
+ADDRESS ?=
 
 .PHONY: run test install install-dev lint bench clean
 
@@ -17,7 +20,7 @@ install-dev:
 
 run: install
 	$(VENV)/bin/python -m core sample
-	$(VENV)/bin/python -m streamlit run streamlit_app.py --server.port $(PORT)
+	$(VENV)/bin/python -m streamlit run streamlit_app.py --server.port $(PORT) $(if $(ADDRESS),--server.address $(ADDRESS))
 
 test: install-dev
 	$(VENV)/bin/python -m ruff check core pages ui tests streamlit_app.py

@@ -1,8 +1,10 @@
 """Hosted demo mode: the switch, the folders a hosted user may read, upload limits (all from the environment).
 
-Local mode (the default) trusts the person at the keyboard: any existing path works. Hosted mode
-($XRT_HOSTED=1) serves lab members over the network: server paths are limited to the configured
-data roots ($XRT_DATA_ROOTS), the built-in sample and the user's own upload folder.
+Local mode (the default) trusts the person at the keyboard: any existing path works, and the server
+listens on localhost only (.streamlit/config.toml). Hosted mode ($XRT_HOSTED=1) serves lab members over
+the network: server paths are limited to the configured data roots ($XRT_DATA_ROOTS), the built-in sample
+and the user's own upload folder, and it refuses to serve without a sign-in unless the operator allows
+anonymous use ($XRT_ALLOW_ANONYMOUS=1).
 """
 
 from __future__ import annotations
@@ -21,11 +23,29 @@ HOSTED_PATH_ERROR = (
     "server paths are disabled in hosted mode: choose a configured data folder or your own uploads"
 )
 MAX_LISTED = 200
+NO_SIGN_IN = (
+    "This hosted X-ray trainer has no sign-in configured, so it serves nothing. The operator must set a "
+    "shared password ($XRT_PASSWORD, or password = \"...\" in .streamlit/secrets.toml) or OpenID Connect "
+    "(an [auth] section in .streamlit/secrets.toml), then restart the app. To serve without any sign-in "
+    "on purpose, set XRT_ALLOW_ANONYMOUS=1."
+)
 
 
 def hosted() -> bool:
     """True when $XRT_HOSTED is 1/true/yes/on."""
     return os.environ.get("XRT_HOSTED", "").strip().lower() in TRUE
+
+
+def allow_anonymous() -> bool:
+    """True when $XRT_ALLOW_ANONYMOUS is 1/true/yes/on: the operator lets a hosted server run without sign-in."""
+    return os.environ.get("XRT_ALLOW_ANONYMOUS", "").strip().lower() in TRUE
+
+
+def serve_refusal(hosted: bool, password: bool, oidc: bool, allow_anonymous: bool) -> str | None:
+    """Why this server must not serve pages (hosted, no sign-in configured, anonymous use not allowed), else None."""
+    if hosted and not (password or oidc or allow_anonymous):
+        return NO_SIGN_IN
+    return None
 
 
 def data_roots() -> list[Path]:
@@ -127,7 +147,9 @@ def _files(folder: Path) -> list[Path]:
 
 
 __all__ = [
+    "NO_SIGN_IN",
     "UploadError",
+    "allow_anonymous",
     "allowed_bases",
     "allowed_csvs",
     "allowed_folders",
@@ -137,6 +159,7 @@ __all__ = [
     "hosted",
     "max_files",
     "max_upload_bytes",
+    "serve_refusal",
     "upload_limits",
 ]
 
