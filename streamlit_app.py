@@ -9,7 +9,7 @@ from ui import working_settings as ws
 st.set_page_config(page_title="X-ray trainer", page_icon="🩻", layout="wide")
 if hosting.hosted():  # tracebacks stay in the server log; the browser sees a generic message
     st.set_option("client.showErrorDetails", "none")
-auth.gate()  # optional login (OIDC or shared password); shows only the sign-in page until then
+auth.gate()  # hosted without a sign-in: a refusal page only; else optional login (OIDC or shared password)
 
 PAGES = [
     st.Page("pages/1_dataset.py", title="Dataset explorer", icon=":material/folder_open:", default=True),

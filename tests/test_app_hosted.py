@@ -73,6 +73,7 @@ def hosted(monkeypatch, tmp_path) -> Path:
     monkeypatch.setenv("XRT_HOSTED", "1")
     monkeypatch.setenv("XRT_DATA_ROOTS", str(root))
     monkeypatch.delenv("XRT_PASSWORD", raising=False)
+    monkeypatch.delenv("XRT_ALLOW_ANONYMOUS", raising=False)
     return root
 
 
@@ -158,6 +159,31 @@ def test_password_from_environment_and_no_gate_without_one(monkeypatch):
     monkeypatch.delenv("XRT_PASSWORD")
     at = app(ENTRY, "upload").run()
     assert any("Dataset explorer" in t.value for t in at.title)
+
+
+def test_hosted_without_sign_in_refuses_to_serve_unless_anonymous_is_allowed(hosted, monkeypatch):
+    from core.web import hosting
+    from ui import auth
+
+    logged: list[tuple] = []
+    monkeypatch.setattr(auth.LOG, "error", lambda *args: logged.append(args))
+    at = app(ENTRY, "upload")  # even a session that claims an identity
+    at.context = {"url": "http://localhost:8501/train"}  # and a deep link
+    at.run()
+    assert not at.exception, at.exception
+    assert [t.value for t in at.title] == ["Not available"]
+    assert [e.value for e in at.error] == [hosting.NO_SIGN_IN]
+    assert not at.caption and not at.metric and not at.get("file_uploader")  # no page, no sidebar
+    assert len(logged) == 1 and hosting.NO_SIGN_IN in logged[0]
+    at.run()
+    assert [t.value for t in at.title] == ["Not available"] and len(logged) == 1  # logged once a session
+    monkeypatch.setenv("XRT_ALLOW_ANONYMOUS", "1")  # the operator allows anonymous use on purpose
+    anonymous = AppTest.from_file(ENTRY, default_timeout=60)
+    anonymous.session_state["src_choice"] = "upload"
+    anonymous.run()
+    assert not anonymous.exception, anonymous.exception
+    assert [t.value for t in anonymous.title] == ["Dataset explorer"]
+    assert anonymous.session_state["auth_identity"].startswith("anon:")
 
 
 def test_hosted_entry_point_hides_error_details(hosted):

@@ -4,7 +4,8 @@ The shared password comes from `password` in .streamlit/secrets.toml or $XRT_PAS
 types a user name, and that name (or the OIDC identity) is who owns runs and uploads (core.web.signin). Until
 the visitor is signed in, the app's navigation holds only the sign-in page, so no page script runs; the
 page asked for is remembered and opened after sign-in. A password sign-in is kept across reloads by a
-signed, expiring cookie (OIDC: Streamlit's own cookie).
+signed, expiring cookie (OIDC: Streamlit's own cookie). A hosted server with no sign-in configured shows
+only a page saying what to configure (core.web.hosting.serve_refusal) unless anonymous use is allowed.
 """
 
 from __future__ import annotations
@@ -19,13 +20,16 @@ from collections.abc import Mapping
 from typing import Any
 
 import streamlit as st
+from streamlit.logger import get_logger
 
 from core.web import hosting, signin
 
 AUTH_OK = "auth_ok"
 FAILS = "auth_fails"
 IDENTITY, NEXT, COOKIE_DONE = "auth_identity", "auth_next", "auth_cookie_done"
+REFUSAL_LOGGED = "auth_refusal_logged"
 COOKIE = "xrt_signin"
+LOG = get_logger(__name__)
 
 
 def _secret(key: str) -> Any:
@@ -164,18 +168,51 @@ def _requested_page() -> str:
     return path.rsplit("/", 1)[-1]
 
 
+def refusal() -> str | None:
+    """Why this server must not serve pages (hosted without any sign-in configured), else None."""
+    return hosting.serve_refusal(
+        hosting.hosted(),
+        password=bool(password()),
+        oidc=oidc_providers() is not None,
+        allow_anonymous=hosting.allow_anonymous(),
+    )
+
+
+def refusal_page() -> None:
+    """The only page of a hosted server that may not serve: what the operator must configure."""
+    st.title("Not available")
+    st.error(refusal() or "")
+
+
+def _wanted() -> str:
+    """The page path the browser asked for when it looks like one of ours ('' otherwise)."""
+    wanted = _requested_page()
+    return wanted if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", wanted) else ""
+
+
+def _only(page: Any, title: str, icon: str) -> None:
+    """Run `page` as the app's only page (at the deep link's path too: no "page not found"), then stop."""
+    wanted = _wanted()
+    pages = [st.Page(page, title=title, icon=icon, default=True)]
+    if wanted:
+        pages.append(st.Page(page, title=title, icon=icon, url_path=wanted))
+    st.navigation(pages, position="hidden").run()
+    st.stop()
+
+
 def gate() -> None:
-    """Show only the sign-in page (and stop) until the session is signed in; a log-out button after."""
+    """Refuse to serve when hosted without a sign-in; show only the sign-in page (and stop) until the session
+    is signed in; a log-out button after."""
+    reason = refusal()
+    if reason:
+        if not st.session_state.get(REFUSAL_LOGGED):
+            LOG.error("refusing to serve: %s", reason)
+            st.session_state[REFUSAL_LOGGED] = True
+        _only(refusal_page, "Not available", ":material/block:")
     if not signed_in():
-        wanted = _requested_page()
-        wanted = wanted if re.fullmatch(r"[A-Za-z0-9_-]{1,64}", wanted) else ""
-        st.session_state.setdefault(NEXT, wanted)  # a deep link opens after sign-in
+        st.session_state.setdefault(NEXT, _wanted())  # a deep link opens after sign-in
         _write_cookie("", 0)  # a stale or forged cookie is dropped
-        pages = [st.Page(login_page, title="Sign in", icon=":material/lock:", default=True)]
-        if wanted:  # the sign-in page answers at the deep link's path too (no "page not found")
-            pages.append(st.Page(login_page, title="Sign in", icon=":material/lock:", url_path=wanted))
-        st.navigation(pages, position="hidden").run()
-        st.stop()
+        _only(login_page, "Sign in", ":material/lock:")
     if oidc_providers() is not None:
         st.sidebar.button("Log out", key="auth_logout", on_click=st.logout)
         return

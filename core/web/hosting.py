@@ -25,9 +25,9 @@ HOSTED_PATH_ERROR = (
 MAX_LISTED = 200
 NO_SIGN_IN = (
     "This hosted X-ray trainer has no sign-in configured, so it serves nothing. The operator must set a "
-    "shared password ($XRT_PASSWORD, or password = \"...\" in .streamlit/secrets.toml) or OpenID Connect "
-    "(an [auth] section in .streamlit/secrets.toml), then restart the app. To serve without any sign-in "
-    "on purpose, set XRT_ALLOW_ANONYMOUS=1."
+    'shared password (`XRT_PASSWORD`, or `password = "..."` in `.streamlit/secrets.toml`) or OpenID Connect '
+    "(an `[auth]` section in `.streamlit/secrets.toml`), then restart the app. To serve without any sign-in "
+    "on purpose, set `XRT_ALLOW_ANONYMOUS=1`."
 )
 
 
