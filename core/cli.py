@@ -11,6 +11,7 @@ from typing import Any
 from core.base import fmt, schema
 from core.base.choices import KFOLD_DEFAULT, SETTINGS, Choices, build_config, device_defaults, on_devices
 from core.base.config import AUG, AUG_PRESETS, OPTION_GROUPS, RunConfig, SourceConfig, load_json
+from core.base.version import label
 from core.runs import rundir
 
 
@@ -700,6 +701,7 @@ def _model_commands(sub: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The argparse tree of all commands."""
     parser = argparse.ArgumentParser(prog="python -m core", description=__doc__)
+    parser.add_argument("--version", action="version", version=label())
     sub = parser.add_subparsers(dest="command", required=True)
     for add in (_data_commands, _training_commands, _job_commands, _model_commands):
         add(sub)

@@ -19,6 +19,9 @@ def test_entry_point_routes_and_renders_default_page():
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120).run()
     assert not at.exception
     assert any("Dataset explorer" in t.value for t in at.title)
+    from core.base.version import label
+
+    assert label() in [c.value for c in at.sidebar.caption]  # "xray-trainer 0.1.0"
 
 
 @pytest.mark.parametrize("page", PAGES)

@@ -16,6 +16,7 @@ import streamlit as st
 
 from core.base import choices, paths
 from core.base.config import ConfigError, RunConfig, SourceConfig, Window, from_dict
+from core.base.version import label as version_label
 from core.data import imaging, sample, sources
 from core.data.items import Dataset
 from core.evaluation import evaluate, plots
@@ -145,6 +146,7 @@ def sidebar() -> None:
         st.caption(f"Compute: {device_label()}")
         owner_id()
         jobs_caption()
+        st.caption(version_label())
 
 
 def owner_id() -> str:

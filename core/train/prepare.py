@@ -13,6 +13,7 @@ import torch
 from core.base import paths
 from core.base.config import RunConfig, to_dict
 from core.base.privacy import pseudonym
+from core.base.version import version
 from core.data.splits import assign_splits, group_leaks, split_summary, train_subset
 from core.runs import rundir
 from core.runs.progress import Progress
@@ -95,7 +96,7 @@ def apply_threads(cfg: RunConfig) -> None:
 
 
 def env_info(cfg: RunConfig | None = None) -> dict[str, Any]:
-    """Library versions and device, saved beside every run."""
+    """This product's and the libraries' versions and the device, saved beside every run."""
     import fastai
     import PIL
     import pydicom
@@ -103,6 +104,7 @@ def env_info(cfg: RunConfig | None = None) -> dict[str, Any]:
     import torchvision
 
     return {
+        "xray_trainer": version(),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
