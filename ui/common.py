@@ -153,7 +153,8 @@ def owner_id() -> str:
     """Who owns the runs and uploads of this session.
 
     Hosted mode ($XRT_HOSTED=1): derived from who signed in (the OIDC identity, or the user name typed at
-    the shared-password sign-in; without a login, one random identity per browser kept by a signed cookie),
+    the shared-password sign-in; with $XRT_ALLOW_ANONYMOUS=1 and no login, one random identity per browser
+    kept by a signed cookie),
     never from the URL: a pasted link carries no ownership, and the same user on another device gets the
     same runs. A user only sees their own runs. Local mode (one person, one machine; everyone sees all runs):
     a random id per browser session, also kept in the page URL (?owner=...) so a refresh re-attaches.
