@@ -1,4 +1,5 @@
-"""Optional login gate: OIDC via st.login when [auth] is in the secrets, else a shared password, else open.
+"""Sign-in gate: OIDC via st.login when [auth] is in the secrets, else a shared password, else open (locally, or
+hosted with $XRT_ALLOW_ANONYMOUS=1; a hosted app with no sign-in configured refuses to serve).
 
 The shared password comes from `password` in .streamlit/secrets.toml or $XRT_PASSWORD; with it each person
 types a user name, and that name (or the OIDC identity) is who owns runs and uploads (core.web.signin). Until
