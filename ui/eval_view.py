@@ -21,7 +21,7 @@ from core.data import imaging
 from core.data.items import SourceError
 from core.evaluation import evaluate, explain, plots, predict, report
 from core.runs import jobs
-from core.runs.rundir import RunFolder
+from core.runs.rundir import REPORT_METRICS, RunFolder
 from core.web import hosting, uploads
 from ui import common
 from ui.common import CHOSEN, METRICS, run_label  # shared with the Predict view
@@ -474,7 +474,7 @@ def downloads(
             key="ev_dl_report",
         )
         if not hosting.hosted():
-            c2.caption(f"Also saved as {path} (with figures/ and metrics_report.json).")
+            c2.caption(f"Also saved as {path} (with figures/ and {REPORT_METRICS}).")
 
 
 # ---------------------------------------------------------------- the page

@@ -1,0 +1,161 @@
+"""The model zip: its files, no PHI, refusals, and a fresh process that gets the run's probabilities back from both
+the safetensors model and the ONNX file (onnxruntime + the README's own preprocessing code)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.models import package
+from core.models.weightfiles import ModelFileError
+from tests.test_predict import trained_run
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+# Run in a fresh process with the unpacked folder and the validation table: probabilities from the safetensors
+# model (core.models.savedmodel.load_model + the app's preprocessing) and from the ONNX file (onnxruntime + the
+# python block of the zip's README, which reads its preprocessing from the ONNX metadata).
+FRESH = """
+import json, re, sys
+from pathlib import Path
+import numpy as np, pandas as pd, torch
+
+folder, valid_csv = Path(sys.argv[1]), sys.argv[2]
+valid = pd.read_csv(valid_csv)
+paths = valid["path"].tolist()
+from core.evaluation.predict import Predictor
+pred = Predictor(folder, device="cpu")
+pt = np.concatenate([pred.probs(torch.stack([pred.tensor_for(p) for p in paths[i:i + 32]]))
+                     for i in range(0, len(paths), 32)])
+code = re.findall(r"```python\\n(.*?)```", (folder / "README.md").read_text(), re.S)[-1]
+ns = {"__name__": "readme"}
+import os
+os.chdir(folder)
+exec(code, ns)
+onnx = ns["predict"](paths)
+print(json.dumps({"classes": pred.classes, "torch": pt.tolist(), "onnx": onnx.tolist(),
+                  "meta_classes": ns["meta"]["classes"]}))
+"""
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory) -> Path:
+    """The shared tiny trained run (tests/test_predict.py)."""
+    return trained_run(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def zipped(run, tmp_path_factory) -> tuple[Path, dict]:
+    """The run's model zip, written once for the module."""
+    out = tmp_path_factory.mktemp("zip") / "model.zip"
+    return out, package.package_model(run, out)
+
+
+def test_zip_holds_the_model_onnx_readme_and_metrics_and_nothing_with_paths(run, zipped):
+    out, result = zipped
+    names = zipfile.ZipFile(out).namelist()
+    folder = run.name
+    expected = {"model.safetensors", "model.json", "model.onnx", "README.md", "metrics.json"}
+    assert set(names) == {f"{folder}/{n}" for n in expected} and sorted(result["files"]) == sorted(names)
+    assert result["bytes"] == out.stat().st_size and result["threshold"] == 0.5
+    with zipfile.ZipFile(out) as zf:
+        assert zf.read(f"{folder}/model.safetensors") == (run / "model" / "model.safetensors").read_bytes()
+        assert zf.read(f"{folder}/model.json") == (run / "model" / "model.json").read_bytes()
+        readme = zf.read(f"{folder}/README.md").decode()
+        text = b"".join(zf.read(n) for n in names if n.endswith((".json", ".md"))).decode()
+    assert "python -m core predict --model" in readme and "create_model" in readme
+    assert "onnxruntime" in readme and "softmax" in readme
+    image_paths = pd.read_csv(run / "valid_predictions.csv")["path"].tolist()
+    assert not any(Path(p).name in text for p in image_paths)  # no image names (no items, no predictions)
+    assert not list(out.parent.glob("*.tmp*"))
+
+
+def test_fresh_process_gets_the_validation_probabilities_from_both_files(run, zipped, tmp_path):
+    out, _ = zipped
+    with zipfile.ZipFile(out) as zf:
+        zf.extractall(tmp_path)
+    folder = tmp_path / run.name
+    valid = run / "valid_predictions.csv"
+    proc = subprocess.run(
+        [sys.executable, "-c", FRESH, str(folder), str(valid)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    expected = pd.read_csv(valid)[[f"prob_{c}" for c in got["classes"]]].to_numpy()
+    assert got["meta_classes"] == got["classes"]
+    np.testing.assert_allclose(np.array(got["torch"]), expected, atol=1e-4)
+    np.testing.assert_allclose(np.array(got["onnx"]), expected, atol=1e-4)
+
+
+def test_kfold_run_without_final_model_says_what_is_missing(tmp_path):
+    run = tmp_path / "kf"
+    (run / "folds" / "fold0").mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"type": "kfold", "k": 2}))
+    with pytest.raises(ModelFileError, match="k-fold run without a final model.*--final-model"):
+        package.package_model(run, tmp_path / "m.zip")
+    assert not (tmp_path / "m.zip").exists()
+
+
+def test_too_large_a_zip_is_refused_and_leaves_nothing(run, tmp_path, monkeypatch):
+    monkeypatch.setattr(package, "max_bytes", lambda: 1000)
+    with pytest.raises(ModelFileError, match="over the"):
+        package.package_model(run, tmp_path / "m.zip")
+    assert not list(tmp_path.iterdir())
+
+
+def test_phi_key_in_a_metrics_file_is_refused(run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "metrics.json").write_text(json.dumps({"PatientName": "x"}))
+    with pytest.raises(ValueError, match="patient-identifying"):
+        package.package_model(copy, tmp_path / "m.zip")
+    assert not (tmp_path / "m.zip").exists()
+
+
+def readme_functions(meta: dict) -> dict:
+    """The README's onnxruntime example without its session, with `meta` given: its preprocess() to call."""
+    code = package.ONNX_EXAMPLE
+    for line in (
+        'sess = ort.InferenceSession("model.onnx", providers=["CPUExecutionProvider"])',
+        "meta = {k: json.loads(v) for k, v in sess.get_modelmeta().custom_metadata_map.items()}",
+    ):
+        assert line in code
+        code = code.replace(line, "")
+    g = {"__name__": "readme", "meta": meta}
+    exec(code, g)
+    return g
+
+
+@pytest.mark.parametrize("method", ["squish", "crop", "pad"])
+def test_readme_preprocessing_matches_the_apps(run, method, tmp_path):
+    """The README's numpy/Pillow preprocessing gives the app's input for each resize method (non-square images)."""
+    import dataclasses
+
+    from PIL import Image
+
+    from core.evaluation.predict import Predictor
+
+    pred = Predictor(run / "model", device="cpu")
+    pred.manifest = m = dataclasses.replace(pred.manifest, resize=method)
+    meta = {"img_size": m.img_size, "channels": m.channels, "resize": method, "mean": m.mean, "std": m.std}
+    preprocess = readme_functions(meta)["preprocess"]
+    rng = np.random.default_rng(0)
+    for i, (w, h) in enumerate([(90, 50), (50, 90), (33, 31), (20, 40), (32, 32)]):
+        p = tmp_path / f"{i}.png"
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(p)
+        want = pred.normalized(pred.tensor_for(p)[None])[0].numpy()
+        np.testing.assert_allclose(preprocess(p), want, atol=1e-5, err_msg=f"{method} {w}x{h}")
