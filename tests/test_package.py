@@ -21,7 +21,8 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 # Run in a fresh process with the unpacked folder and the validation table: probabilities from the safetensors
-# model (core.models.savedmodel.load_model + the app's preprocessing) and from the ONNX file (onnxruntime + the
+# model (core.models.savedmodel.load_model through Predictor, and the README's create_model + load_state_dict) and
+# from the ONNX file (onnxruntime + the
 # python block of the zip's README, which reads its preprocessing from the ONNX metadata).
 FRESH = """
 import json, re, sys
@@ -35,13 +36,20 @@ from core.evaluation.predict import Predictor
 pred = Predictor(folder, device="cpu")
 pt = np.concatenate([pred.probs(torch.stack([pred.tensor_for(p) for p in paths[i:i + 32]]))
                      for i in range(0, len(paths), 32)])
+from safetensors.torch import load_file
+from core.models.archs import create_model
+plain = create_model(pred.manifest.arch, len(pred.classes), pred.manifest.n_in)  # the README's PyTorch route
+plain.load_state_dict(load_file(str(folder / "model.safetensors")))
+with torch.no_grad():
+    x = pred.normalized(torch.stack([pred.tensor_for(p) for p in paths]))
+    plain_probs = torch.softmax(plain.eval()(x), dim=1).numpy()
 code = re.findall(r"```python\\n(.*?)```", (folder / "README.md").read_text(), re.S)[-1]
 ns = {"__name__": "readme"}
 import os
 os.chdir(folder)
 exec(code, ns)
 onnx = ns["predict"](paths)
-print(json.dumps({"classes": pred.classes, "torch": pt.tolist(), "onnx": onnx.tolist(),
+print(json.dumps({"classes": pred.classes, "torch": pt.tolist(), "onnx": onnx.tolist(), "plain": plain_probs.tolist(),
                   "meta_classes": ns["meta"]["classes"]}))
 """
 
@@ -96,6 +104,7 @@ def test_fresh_process_gets_the_validation_probabilities_from_both_files(run, zi
     expected = pd.read_csv(valid)[[f"prob_{c}" for c in got["classes"]]].to_numpy()
     assert got["meta_classes"] == got["classes"]
     np.testing.assert_allclose(np.array(got["torch"]), expected, atol=1e-4)
+    np.testing.assert_allclose(np.array(got["plain"]), expected, atol=1e-4)
     np.testing.assert_allclose(np.array(got["onnx"]), expected, atol=1e-4)
 
 

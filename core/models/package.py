@@ -204,8 +204,8 @@ def readme_text(
         f"(one per class; softmax gives probabilities). Preprocessing: decode to 8-bit "
         f"{'greyscale' if m.channels == 'grey' else 'RGB'}{window}; shrink so the shorter side is {m.img_size} px "
         f"(Lanczos); resize to {m.img_size} x {m.img_size} with method `{m.resize}` (bilinear); scale to 0..1; "
-        f"normalise: {norm}. The same values are in `model.json` and in the ONNX file's metadata.\n",
-        README_LOAD.format(n=len(m.classes), n_in=m.n_in, arch=m.arch),
+        f"normalise: {norm}. The same values are in `{MODEL_MANIFEST}` and in the ONNX file's metadata.\n",
+        README_LOAD.format(n=len(m.classes), n_in=m.n_in, arch=m.arch, weights=MODEL_WEIGHTS),
         "### 3. With onnxruntime only (numpy + Pillow, no PyTorch)\n",
         "Everything it needs is in the ONNX file's metadata. Save this as `predict_onnx.py` beside `model.onnx` and "
         "run `python predict_onnx.py image1.png image2.png` (ordinary image files; DICOM needs the window above):\n",
@@ -253,7 +253,7 @@ from safetensors.torch import load_file
 from core.models.archs import create_model
 
 model = create_model("{arch}", {n}, {n_in})
-model.load_state_dict(load_file("model.safetensors"))
+model.load_state_dict(load_file("{weights}"))
 model.eval()
 ```
 
