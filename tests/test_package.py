@@ -168,3 +168,18 @@ def test_readme_preprocessing_matches_the_apps(run, method, tmp_path):
         Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(p)
         want = pred.normalized(pred.tensor_for(p)[None])[0].numpy()
         np.testing.assert_allclose(preprocess(p), want, atol=1e-5, err_msg=f"{method} {w}x{h}")
+
+
+def test_cli_download_prints_json_and_refuses_a_kfold_run_without_a_model(run, tmp_path, capsys):
+    from core.cli import main
+
+    out = tmp_path / "m.zip"
+    assert main(["download", "--run", str(run), "--out", str(out)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["zip"] == str(out) and zipfile.is_zipfile(out) and result["onnx_max_abs_diff"] < 1e-4
+    kfold = tmp_path / "kf"
+    (kfold / "folds").mkdir(parents=True)
+    (kfold / "metrics.json").write_text("{}")
+    assert main(["download", "--run", str(kfold), "--out", str(tmp_path / "k.zip")]) == 1
+    assert "k-fold run without a final model" in capsys.readouterr().err
+    assert main(["download", "--run", str(tmp_path / "nowhere")]) == 1

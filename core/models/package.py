@@ -202,7 +202,7 @@ def readme_text(
         "## Input\n",
         f"A float32 array of shape (batch, {m.n_in}, {m.img_size}, {m.img_size}) named `image`; output `logits` "
         f"(one per class; softmax gives probabilities). Preprocessing: decode to 8-bit "
-        f"{'greyscale' if m.channels == 'grey' else 'RGB'}{window}; shrink so the shorter side is {m.img_size} px "
+        f"{'greyscale' if m.channels == 'grey' else 'RGB'} (16-bit or float greyscale stretched min-max){window}; shrink so the shorter side is {m.img_size} px "
         f"(Lanczos); resize to {m.img_size} x {m.img_size} with method `{m.resize}` (bilinear); scale to 0..1; "
         f"normalise: {norm}. The same values are in `{MODEL_MANIFEST}` and in the ONNX file's metadata.\n",
         README_LOAD.format(n=len(m.classes), n_in=m.n_in, arch=m.arch, weights=MODEL_WEIGHTS),
