@@ -37,25 +37,25 @@ def package_model(run_dir: str | Path, out_path: str | Path) -> dict[str, Any]:
     manifest_path = savedmodel.find_manifest(run.path)  # a k-fold run without a final model says so here
     if not run.is_finished():
         raise ModelFileError(f"the run {run.name} has not finished ({METRICS} is missing)")
+    files = {
+        MODEL_WEIGHTS: manifest_path.parent / MODEL_WEIGHTS,
+        MODEL_MANIFEST: manifest_path,
+        METRICS: run.metrics,
+    }
+    if (run.report_dir / REPORT_METRICS).is_file():
+        files[REPORT_METRICS] = run.report_dir / REPORT_METRICS
+    weights = files[MODEL_WEIGHTS]
+    _check_files(files, extra=weights.stat().st_size if weights.is_file() else 0)  # ONNX ~ the weights' size
     model, manifest = savedmodel.load_model(manifest_path)  # sha256 of the weights checked
     threshold = run_threshold(run, len(manifest.classes))
     out_path = Path(out_path)
     with tempfile.TemporaryDirectory(prefix="package-") as tmp:
-        onnx_path = Path(tmp) / ONNX_FILE
-        check = onnx_export.export_onnx(model, manifest, onnx_path, verify=True, threshold=threshold)
+        files[ONNX_FILE] = Path(tmp) / ONNX_FILE
+        check = onnx_export.export_onnx(model, manifest, files[ONNX_FILE], verify=True, threshold=threshold)
         if not check.get("verified"):
             raise ModelFileError(
                 f"the ONNX file could not be checked against PyTorch: {check.get('note', '')}"
             )
-        files = {
-            MODEL_WEIGHTS: manifest_path.parent / MODEL_WEIGHTS,
-            MODEL_MANIFEST: manifest_path,
-            ONNX_FILE: onnx_path,
-            METRICS: run.metrics,
-        }
-        report = run.report_dir / REPORT_METRICS
-        if report.is_file():
-            files[REPORT_METRICS] = report
         readme = readme_text(manifest, threshold, run.name, check.get("max_abs_diff"))
         size = _write_zip(out_path, run.name, files, readme)
     return {
@@ -87,17 +87,23 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _write_zip(out_path: Path, folder: str, files: dict[str, Path], readme: str) -> int:
-    """The zip (every file under `folder/`), refused above max_bytes() before and after writing; its size."""
+def _check_files(files: dict[str, Path], extra: int = 0) -> None:
+    """Refuse JSON files with a patient-identifying key, and files (+ extra bytes) above max_bytes()."""
     for name, path in files.items():
         if path.suffix == ".json":
             savedmodel.refuse_phi(_read_json(path), name)
     limit = max_bytes()
-    total = sum(p.stat().st_size for p in files.values())
+    total = sum(p.stat().st_size for p in files.values()) + extra
     if total > limit:
         raise ModelFileError(
             f"the model zip would be {total / 2**20:.0f} MB, over the {limit / 2**20:.0f} MB limit"
         )
+
+
+def _write_zip(out_path: Path, folder: str, files: dict[str, Path], readme: str) -> int:
+    """The zip (every file under `folder/`), refused above max_bytes() before and after writing; its size."""
+    _check_files(files)
+    limit = max_bytes()
     with atomic_writer(out_path) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for name, path in files.items():
