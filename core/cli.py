@@ -548,10 +548,13 @@ def _decision_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_export(ns: argparse.Namespace) -> dict[str, Any]:
     """Export a saved model to ONNX; verified against PyTorch with onnxruntime unless --no-verify."""
-    from core.models import onnx_export, savedmodel
+    from core.models import onnx_export, package, savedmodel
 
-    model, manifest = savedmodel.load_model(_model_path(ns.model))
-    result = onnx_export.export_onnx(model, manifest, ns.onnx, verify=not ns.no_verify)
+    path = _model_path(ns.model)
+    model, manifest = savedmodel.load_model(path)
+    run = rundir.of_model(path)  # a binary run's threshold (its report's, else 0.5) goes into the metadata
+    threshold = package.run_threshold(run, len(manifest.classes)) if run else None
+    result = onnx_export.export_onnx(model, manifest, ns.onnx, verify=not ns.no_verify, threshold=threshold)
     if not ns.no_verify and not result.get("verified"):
         raise CliError(
             f"ONNX output differs from PyTorch (max abs diff {result.get('max_abs_diff')})"

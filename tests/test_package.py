@@ -72,8 +72,10 @@ def test_zip_holds_the_model_onnx_readme_and_metrics_and_nothing_with_paths(run,
     names = zipfile.ZipFile(out).namelist()
     folder = run.name
     expected = {"model.safetensors", "model.json", "model.onnx", "README.md", "metrics.json"}
+    if (run / "report" / "metrics_report.json").is_file():  # another module made the shared run's report
+        expected.add("metrics_report.json")
     assert set(names) == {f"{folder}/{n}" for n in expected} and sorted(result["files"]) == sorted(names)
-    assert result["bytes"] == out.stat().st_size and result["threshold"] == 0.5
+    assert result["bytes"] == out.stat().st_size and 0.0 <= result["threshold"] <= 1.0
     with zipfile.ZipFile(out) as zf:
         assert zf.read(f"{folder}/model.safetensors") == (run / "model" / "model.safetensors").read_bytes()
         assert zf.read(f"{folder}/model.json") == (run / "model" / "model.json").read_bytes()
@@ -108,6 +110,18 @@ def test_fresh_process_gets_the_validation_probabilities_from_both_files(run, zi
     np.testing.assert_allclose(np.array(got["onnx"]), expected, atol=1e-4)
 
 
+def test_the_threshold_is_the_reports_else_the_default_and_none_for_multiclass(tmp_path):
+    from core.runs.rundir import RunFolder
+
+    run = RunFolder(tmp_path)
+    assert package.run_threshold(run, 2) == 0.5 and package.run_threshold(run, 3) is None
+    run.report_dir.mkdir()
+    (run.report_dir / "metrics_report.json").write_text(json.dumps({"threshold": 0.3}))
+    assert package.run_threshold(run, 2) == 0.3 and package.run_threshold(run, 3) is None
+    (run.report_dir / "metrics_report.json").write_text(json.dumps({"threshold": 7}))
+    assert package.run_threshold(run, 2) == 0.5
+
+
 def test_kfold_run_without_final_model_says_what_is_missing(tmp_path):
     run = tmp_path / "kf"
     (run / "folds" / "fold0").mkdir(parents=True)
@@ -133,6 +147,14 @@ def test_phi_key_in_a_metrics_file_is_refused(run, tmp_path):
     with pytest.raises(ValueError, match="patient-identifying"):
         package.package_model(copy, tmp_path / "m.zip")
     assert not (tmp_path / "m.zip").exists()
+
+
+def ort_metadata(path: Path) -> dict:
+    """An ONNX file's metadata_props as onnxruntime reads them (JSON values decoded)."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return {k: json.loads(v) for k, v in sess.get_modelmeta().custom_metadata_map.items()}
 
 
 def readme_functions(meta: dict) -> dict:
@@ -177,6 +199,11 @@ def test_cli_download_prints_json_and_refuses_a_kfold_run_without_a_model(run, t
     assert main(["download", "--run", str(run), "--out", str(out)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["zip"] == str(out) and zipfile.is_zipfile(out) and result["onnx_max_abs_diff"] < 1e-4
+    onnx = tmp_path / "m.onnx"  # `export` writes the same metadata, with the run's threshold
+    assert main(["export", "--model", str(run), "--onnx", str(onnx), "--no-verify"]) == 0
+    capsys.readouterr()
+    meta = ort_metadata(onnx)
+    assert meta["threshold"] == result["threshold"] and meta["classes"] == result["classes"]
     kfold = tmp_path / "kf"
     (kfold / "folds").mkdir(parents=True)
     (kfold / "metrics.json").write_text("{}")
