@@ -549,10 +549,13 @@ def _decision_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_export(ns: argparse.Namespace) -> dict[str, Any]:
     """Export a saved model to ONNX; verified against PyTorch with onnxruntime unless --no-verify."""
-    from core.models import onnx_export, savedmodel
+    from core.models import onnx_export, package, savedmodel
 
-    model, manifest = savedmodel.load_model(_model_path(ns.model))
-    result = onnx_export.export_onnx(model, manifest, ns.onnx, verify=not ns.no_verify)
+    path = _model_path(ns.model)
+    model, manifest = savedmodel.load_model(path)
+    run = rundir.of_model(path)  # a binary run's threshold (its report's, else 0.5) goes into the metadata
+    threshold = package.run_threshold(run, len(manifest.classes)) if run else None
+    result = onnx_export.export_onnx(model, manifest, ns.onnx, verify=not ns.no_verify, threshold=threshold)
     if not ns.no_verify and not result.get("verified"):
         raise CliError(
             f"ONNX output differs from PyTorch (max abs diff {result.get('max_abs_diff')})"
@@ -564,6 +567,17 @@ def cmd_export(ns: argparse.Namespace) -> dict[str, Any]:
         "classes": manifest.classes,
         "input": [1, manifest.n_in, manifest.img_size, manifest.img_size],
     }
+
+
+def cmd_download(ns: argparse.Namespace) -> dict[str, Any]:
+    """A finished run's model as a zip: weights + manifest, checked ONNX with its preprocessing, README, metrics."""
+    from core.models import package
+
+    run = rundir.run_folder(ns.run)
+    if not run.path.is_dir():
+        raise CliError(f"no run folder at {ns.run}")
+    out = Path(ns.out) if ns.out else Path(f"{run.name}_model.zip")
+    return package.package_model(run.path, out)
 
 
 def _data_commands(sub: Any) -> None:
@@ -654,7 +668,7 @@ def _job_commands(sub: Any) -> None:
 
 
 def _model_commands(sub: Any) -> None:
-    """Commands that use a trained model: predict, evaluate, report, export."""
+    """Commands that use a trained model: predict, evaluate, report, export, download."""
     p = sub.add_parser("predict", help="predict a folder or a file with a trained model; CSV out")
     p.add_argument("--model", required=True, help=f"run folder, model folder or {rundir.MODEL_MANIFEST}")
     p.add_argument("input", nargs="?", default="", help="image/DICOM file or folder (or use --csv)")
@@ -696,6 +710,13 @@ def _model_commands(sub: Any) -> None:
     p.add_argument("--onnx", required=True, help="output .onnx file")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime comparison")
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser(
+        "download",
+        help="a finished run's model as a zip a lab can take away: weights + manifest, ONNX, README, metrics",
+    )
+    p.add_argument("--run", required=True, help="run folder (or its name under the runs folder)")
+    p.add_argument("--out", default="", help="output .zip (default: <run name>_model.zip here)")
+    p.set_defaults(func=cmd_download)
 
 
 def build_parser() -> argparse.ArgumentParser:

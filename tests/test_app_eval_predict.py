@@ -282,3 +282,52 @@ def test_predict_warns_on_the_models_own_training_images(trained, run_id):
     assert not at.exception, at.exception
     warned = [w.value for w in at.warning if "used by this model's run" in w.value]
     assert warned and "in its train set" in warned[0], [w.value for w in at.warning]
+
+
+def model_buttons(at: AppTest) -> list:
+    """The "Download the model (.zip)" buttons on the page."""
+    return [b for b in at.get("download_button") if "Download the model" in str(b.proto.label)]
+
+
+def test_model_download_on_evaluation_and_training_run_pages(trained, run_id):
+    at = app(EVAL).run()
+    assert not at.exception, at.exception
+    assert len(model_buttons(at)) == 1
+    train = app(str(ROOT / "pages/3_train.py"))
+    train.session_state["tr_pick"] = run_id
+    train.run()
+    assert not train.exception, train.exception
+    assert len(model_buttons(train)) == 1
+
+
+def test_kfold_run_without_a_final_model_says_what_is_missing(tmp_path):
+    run = fake_kfold_run(tmp_path / "kf")
+    (run / "folds" / "fold0").mkdir(parents=True)
+    register(run, to_dict(RunConfig()))
+    at = app(EVAL).run()
+    assert not at.exception, at.exception
+    assert not model_buttons(at)
+    assert any("k-fold run without a final model" in c.value for c in at.caption)
+
+
+def test_hosted_another_owners_run_offers_no_model_download(trained, monkeypatch):
+    from core.web import signin
+    from ui import common
+
+    monkeypatch.setenv("XRT_HOSTED", "1")
+    monkeypatch.setenv("XRT_DATA_ROOTS", str(trained["sample"]))
+    store = jobs.JobStore()
+    job = store.submit(
+        "train", {"config": trained["config"]}, run_dir=trained["run"], owner=signin.owner_for("user:carol")
+    )
+    store.finish(job.id, "done", only_if_running=False)
+    for who, offered in (("user:carol", 1), ("user:dave", 0)):
+        for page in (EVAL, str(ROOT / "pages/3_train.py")):
+            at = app(page)
+            at.session_state["auth_identity"] = who
+            at.session_state["tr_pick"] = job.id  # dave asks for carol's run: it is not his to watch or take
+            at.run()
+            assert not at.exception, at.exception
+            assert len(model_buttons(at)) == offered, (who, page)
+    monkeypatch.setattr(common, "owner_id", lambda: signin.owner_for("user:dave"))
+    assert not common.own_run(job)  # even handed the job directly, the button is not drawn for another owner

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import warnings
 
@@ -51,3 +52,32 @@ def test_onnx_missing_package_message(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)
     with pytest.raises(ModelFileError, match="pip install onnx"):
         onnx_export.export_onnx(archs.create_model("resnet18", 2), MANIFEST, tmp_path / "m.onnx")
+
+
+def test_onnx_metadata_round_trips_through_onnxruntime(tmp_path):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    from core.base.config import Window
+
+    manifest = Manifest(
+        arch="resnet18",
+        classes=["normal", "pneumonia"],
+        img_size=32,
+        channels="grey",
+        resize="pad",
+        mean=[0.5, 0.5, 0.5],
+        std=[0.25, 0.25, 0.25],
+        window=Window(center=40.0, width=400.0),
+    )
+    path = tmp_path / "m.onnx"
+    onnx_export.export_onnx(archs.create_model("resnet18", 2), manifest, path, verify=False, threshold=0.3)
+    meta = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_modelmeta()
+    got = {k: json.loads(v) for k, v in meta.custom_metadata_map.items()}
+    assert got["classes"] == ["normal", "pneumonia"] and got["task"] == "single"
+    assert (got["img_size"], got["n_in"], got["channels"], got["resize"]) == (32, 3, "grey", "pad")
+    assert got["mean"] == [0.5] * 3 and got["std"] == [0.25] * 3 and got["threshold"] == 0.3
+    assert got["window"]["center"] == 40.0 and got["window"]["width"] == 400.0
+    assert got["input_shape"] == ["batch", 3, 32, 32] and got["input"] == "image"
+    multi = Manifest(arch="resnet18", classes=["a", "b", "c"], img_size=32)
+    assert json.loads(onnx_export.onnx_metadata(multi, threshold=0.3)["threshold"]) is None  # argmax
+    assert json.loads(onnx_export.onnx_metadata(multi)["mean"]) is None

@@ -7,6 +7,7 @@ import os
 import re
 import secrets
 import sqlite3
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -319,6 +320,59 @@ def model_version(model_path: str) -> tuple:
 def predictor(model_path: str):
     """A cached core.evaluation.predict.Predictor for a model folder / model.json; a rewritten model is loaded again."""
     return _predictor(str(model_path), model_version(model_path))
+
+
+# ---------------------------------------------------------------- the model as a zip
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _model_zip(run_dir: str, version: tuple) -> bytes:
+    """The run's model zip (core.models.package), built once per version of its files (bytes: never mutated)."""
+    from core.models import package
+
+    with tempfile.TemporaryDirectory(prefix="model-zip-") as tmp:
+        out = Path(tmp) / "model.zip"
+        package.package_model(run_dir, out)
+        return out.read_bytes()
+
+
+def model_zip_version(run_dir: str | Path) -> tuple:
+    """Cache key of a run's model zip: versions of its model files, metrics.json and the report's metrics."""
+    run = RunFolder(run_dir)
+    return model_version(str(run.model_dir)) + file_version(
+        run.metrics, run.report_dir / rundir.REPORT_METRICS
+    )
+
+
+def own_run(job: jobs.Job) -> bool:
+    """True when this session may take the run's files away: hosted, only the signed-in owner's runs."""
+    return not hosting.hosted() or job.owner == owner_id()
+
+
+def model_download(job: jobs.Job, key: str) -> None:
+    """ "Download the model (.zip)" for this session's own finished run (built on click, then cached); else why not."""
+    from core.models.savedmodel import find_manifest
+    from core.models.weightfiles import ModelFileError
+
+    if not own_run(job):
+        return
+    run_dir = str(job.run_dir)
+    try:
+        find_manifest(run_dir)
+    except ModelFileError as err:  # a k-fold run without a final model: say what is missing
+        st.caption(f"No model to download: {err}")
+        return
+    version = model_zip_version(run_dir)
+    st.download_button(
+        "Download the model (.zip)",
+        data=lambda: _model_zip(run_dir, version),
+        file_name=f"{RunFolder(run_dir).name}_model.zip",
+        mime="application/zip",
+        key=key,
+        on_click="ignore",
+        help="Weights (safetensors) + manifest, the same network as ONNX with its preprocessing, a README on "
+        "how to load it, and the run's metrics. Built when clicked (the ONNX export takes a few seconds).",
+    )
 
 
 def folder_picker(label: str, key: str) -> str:

@@ -21,7 +21,7 @@ from core.data import imaging
 from core.data.items import SourceError
 from core.evaluation import evaluate, explain, plots, predict, report
 from core.runs import jobs
-from core.runs.rundir import RunFolder
+from core.runs.rundir import REPORT_METRICS, RunFolder
 from core.web import hosting, uploads
 from ui import common
 from ui.common import CHOSEN, METRICS, run_label  # shared with the Predict view
@@ -443,7 +443,7 @@ def downloads(
     prevalence: float | None,
     external: pd.DataFrame | None,
 ) -> None:
-    """The HTML report (built on request, into the run folder) and every set's predictions as CSV."""
+    """The HTML report (built on request, into the run folder), every set's predictions as CSV, the model zip."""
     st.subheader("Downloads")
     all_sets = pd.concat(
         [
@@ -453,7 +453,9 @@ def downloads(
         ],
         ignore_index=True,
     )
-    c1, c2 = st.columns(2)
+    c1, c2, c3 = st.columns(3)
+    with c3:
+        common.model_download(job, key="ev_dl_model")
     c1.download_button(
         "Download predictions (CSV)",
         shown_frame(all_sets).to_csv(index=False).encode(),
@@ -474,7 +476,7 @@ def downloads(
             key="ev_dl_report",
         )
         if not hosting.hosted():
-            c2.caption(f"Also saved as {path} (with figures/ and metrics_report.json).")
+            c2.caption(f"Also saved as {path} (with figures/ and {REPORT_METRICS}).")
 
 
 # ---------------------------------------------------------------- the page

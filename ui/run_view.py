@@ -389,6 +389,7 @@ def final_metrics(job: jobs.Job) -> None:
         st.dataframe(main, hide_index=True, width="stretch")
     st.caption(evaluate.provenance(summary))
     learned_nothing(job)
+    common.model_download(job, key="tr_dl_model")
     common.page_link("pages/4_evaluate.py", "Evaluation", icon=":material/monitoring:")
 
 

@@ -198,10 +198,10 @@ def build_report(
     (out / "report.html").write_text(page, encoding="utf-8")
     comparison = evaluate.comparison_table(ev["sets"], evaluate.HEADLINE + ("pr_auc", "brier", "ece"))
     record = {**ev, "comparison": comparison.to_dict("records"), "figures": saved, "created": time.time()}
-    rundir.write_json(out / "metrics_report.json", record)
+    rundir.write_json(out / rundir.REPORT_METRICS, record)
     return {
         "report": str(out / "report.html"),
-        "metrics": str(out / "metrics_report.json"),
+        "metrics": str(out / rundir.REPORT_METRICS),
         "figures": saved["html"],
         "png": saved["png"],
         "png_ok": saved["png_ok"],

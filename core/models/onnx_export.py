@@ -1,11 +1,14 @@
 """Export a saved model to ONNX (for other runtimes), checked against PyTorch with onnxruntime when it is there.
 
 Kept apart from the saved-model format (core.models.savedmodel): the app never reads ONNX back, and the exporter's
-packages (onnx, onnxscript, onnxruntime) are optional; only `python -m core export` comes here.
+packages (onnx, onnxscript, onnxruntime) are optional; only `python -m core export` and the model zip
+(core.models.package) come here. The file carries what a runtime needs besides the graph as metadata_props.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -16,11 +19,47 @@ from core.base.fsutil import atomic_writer
 from core.models.savedmodel import Manifest
 from core.models.weightfiles import ModelFileError
 
+INPUT_NAME, OUTPUT_NAME = "image", "logits"
+TASK_SINGLE = "single"  # one label per image, softmax over the classes (the only task the app trains today)
+
+
+def onnx_metadata(manifest: Manifest, threshold: float | None = None) -> dict[str, str]:
+    """What a runtime needs besides the graph, as ONNX metadata_props (each value a JSON string).
+
+    Classes in output order, the task, the input (size, channels, resize method, normalisation, DICOM window and
+    frame) and, for a binary model, the decision threshold on the second class's probability.
+    """
+    binary = len(manifest.classes) == 2
+    meta: dict[str, object] = {
+        "format": "xray-trainer-onnx",
+        "classes": list(manifest.classes),
+        "task": TASK_SINGLE,
+        "output": f"{OUTPUT_NAME}: raw scores, one per class in 'classes' order; softmax gives probabilities",
+        "input": INPUT_NAME,
+        "input_shape": ["batch", manifest.n_in, manifest.img_size, manifest.img_size],
+        "img_size": manifest.img_size,
+        "n_in": manifest.n_in,
+        "channels": manifest.channels,
+        "resize": manifest.resize,
+        "mean": manifest.mean,
+        "std": manifest.std,
+        "window": dataclasses.asdict(manifest.window) if manifest.window else None,
+        "frame": manifest.frame,
+        "arch": manifest.arch,
+        "threshold": (0.5 if threshold is None else float(threshold)) if binary else None,
+    }
+    return {k: json.dumps(v) for k, v in meta.items()}
+
 
 def export_onnx(
-    model: torch.nn.Module, manifest: Manifest, out_path: str | Path, verify: bool = True, atol: float = 1e-4
+    model: torch.nn.Module,
+    manifest: Manifest,
+    out_path: str | Path,
+    verify: bool = True,
+    atol: float = 1e-4,
+    threshold: float | None = None,
 ) -> dict:
-    """Export to ONNX with a dynamic batch axis; optionally check onnxruntime agrees with PyTorch within atol."""
+    """Export to ONNX (with `onnx_metadata`) and a dynamic batch axis; optionally check onnxruntime agrees within atol."""
     try:
         import onnx  # noqa: F401
     except ImportError:
@@ -30,7 +69,7 @@ def export_onnx(
     model = model.eval().to("cpu")
     dummy = torch.randn(1, n_in, size, size)
     with atomic_writer(out_path) as tmp:
-        _onnx_export(model, dummy, tmp)
+        _onnx_export(model, dummy, tmp, onnx_metadata(manifest, threshold))
     result: dict[str, Any] = {"path": str(out_path), "max_abs_diff": None, "verified": False}
     if not verify:
         return result
@@ -51,8 +90,8 @@ def export_onnx(
     return result
 
 
-def _onnx_export(model: torch.nn.Module, dummy: torch.Tensor, path: Path) -> None:
-    """torch.onnx.export (the dynamo exporter) with input 'image', output 'logits' and a dynamic batch axis."""
+def _onnx_export(model: torch.nn.Module, dummy: torch.Tensor, path: Path, metadata: dict[str, str]) -> None:
+    """torch.onnx.export (the dynamo exporter) with input 'image', output 'logits', a dynamic batch axis, metadata."""
     try:
         import onnxscript  # noqa: F401  (the dynamo exporter needs it)
     except ImportError:
@@ -64,12 +103,13 @@ def _onnx_export(model: torch.nn.Module, dummy: torch.Tensor, path: Path) -> Non
             model,
             (dummy,),
             dynamo=True,
-            input_names=["image"],
-            output_names=["logits"],
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
             dynamic_shapes=({0: batch},),
             opset_version=18,
             verbose=False,
         )
     if program is None:
         raise ModelFileError("ONNX export produced nothing")
+    program.model.metadata_props.update(metadata)
     program.save(str(path))

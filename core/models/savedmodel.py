@@ -129,7 +129,7 @@ def save_model(model: torch.nn.Module, out_dir: str | Path, manifest: Manifest |
     from safetensors.torch import save_file
 
     given = manifest.to_dict() if isinstance(manifest, Manifest) else dict(manifest)
-    _refuse_phi(given)
+    refuse_phi(given)
     if not given.get("arch"):
         raise ValueError("manifest needs 'arch'")
     if not isinstance(given.get("classes"), (list, tuple)) or not given["classes"]:
@@ -153,16 +153,16 @@ def save_model(model: torch.nn.Module, out_dir: str | Path, manifest: Manifest |
     return path
 
 
-def _refuse_phi(obj: Any, where: str = "manifest") -> None:
+def refuse_phi(obj: Any, where: str = "manifest") -> None:
     """Refuse dicts (recursively) with keys that look like patient identifiers."""
     if isinstance(obj, Mapping):
         for k, v in obj.items():
             if re.sub(r"[^a-z]", "", str(k).lower()) in PHI_KEYS:
                 raise ValueError(f"refused: {where} contains a patient-identifying key {k!r}")
-            _refuse_phi(v, f"{where}.{k}")
+            refuse_phi(v, f"{where}.{k}")
     elif isinstance(obj, (list, tuple)):
         for v in obj:
-            _refuse_phi(v, where)
+            refuse_phi(v, where)
 
 
 def _versions() -> dict[str, str]:

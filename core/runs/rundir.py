@@ -45,6 +45,7 @@ FOLD_JOBS_DIR = "fold_jobs"  # k-fold with several slots: one child job's run fo
 FOLD_ITEMS = "fold_items.csv"  # ... and the items table (path, label, split, fold) they train on
 REPORT_DIR = "report"
 EXTERNAL_REPORT_DIR = "report_external"
+REPORT_METRICS = "metrics_report.json"  # inside a report folder: the report's metrics with CIs
 # Inside a model folder (the saved-model format, core.models.savedmodel, reads and writes these).
 MODEL_MANIFEST = "model.json"
 MODEL_WEIGHTS = "model.safetensors"
