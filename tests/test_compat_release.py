@@ -123,23 +123,15 @@ def test_scoring_the_release_source_as_an_external_test_set(run):
     assert len(scored.predictions) == len(pd.read_csv(run.items)) and scored.problems.empty
 
 
-def test_cli_predict_and_evaluate_the_release_run(run, home, tmp_path, capsys):
+def test_cli_lists_predicts_and_evaluates_the_release_run(run, home, tmp_path, capsys):
     from core.cli import main
 
-    assert (
-        main(
-            [
-                "predict",
-                "--model",
-                str(run.path),
-                str(home / "data" / "blob"),
-                "--out",
-                str(tmp_path / "p.csv"),
-            ]
-        )
-        == 0
-    )
-    assert json.loads(capsys.readouterr().out)["predicted"] == 12 == len(pd.read_csv(tmp_path / "p.csv"))
+    assert main(["runs"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert (listed["status"], Path(listed["run_dir"])) == ("done", run.path)
+    out = tmp_path / "p.csv"
+    assert main(["predict", "--model", str(run.path), str(home / "data" / "blob"), "--out", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["predicted"] == 12 == len(pd.read_csv(out))
     csv = str(home / "data" / "labels.csv")
     assert main(["evaluate", "--model", str(run.path), "--csv", csv, "--no-report"]) == 0
     assert json.loads(capsys.readouterr().out)["n"] == 24
