@@ -12,6 +12,7 @@ PAGES = [
     "pages/3_train.py",
     "pages/4_evaluate.py",
     "pages/5_predict.py",
+    "pages/6_experiments.py",
 ]
 
 
@@ -54,3 +55,18 @@ def test_explorer_reports_missing_folder():
     at.text_input(key="src_root").input("/definitely/not/here").run()
     assert not at.exception
     assert at.error and "not" in at.error[0].value.lower()
+
+
+def test_experiments_page_offers_a_sweep_and_says_there_are_none_yet():
+    at = AppTest.from_file(str(ROOT / "pages/6_experiments.py"), default_timeout=120).run()
+    assert not at.exception, at.exception
+    assert [t.value for t in at.title] == ["Experiments"] and [h.value for h in at.subheader] == [
+        "Experiments"
+    ]
+    assert at.expander[0].label == "Start a sweep"
+    assert at.multiselect(key="ex_settings").value  # the default swept setting, values suggested below it
+    captions = " ".join(c.value for c in at.caption)
+    assert "Every trial starts from" in captions and "trial(s), queued one after another" in captions
+    assert not at.button(key="ex_start").disabled  # a valid plan: Start sweep is offered
+    assert any("No experiments yet" in i.value for i in at.info)
+    assert "closing or refreshing this page does not stop them" in captions

@@ -9,7 +9,7 @@ import stat
 import warnings
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -337,6 +337,109 @@ def _joined(base: str, rel: pd.Series) -> pd.Series:
     return (base.rstrip(os.sep) + os.sep) + sep_rel.astype(object if rel.dtype == object else rel.dtype)
 
 
+class _Columns(NamedTuple):
+    """A table's path, label, group and split cells as strings (blank where a column is not given)."""
+
+    raw: pd.Series
+    norm: pd.Series  # normalised relative paths
+    unsafe: dict[int, str]  # row -> why its path is refused (absolute, escapes the root ...)
+    label: pd.Series
+    group: pd.Series
+    split: pd.Series
+    split_low: pd.Series  # lower-case split values (the blank split cells when there is no split column)
+
+
+class _Verdicts(NamedTuple):
+    """Per-row results of the whole-column checks."""
+
+    ok: np.ndarray  # a usable path inside the root
+    state: np.ndarray  # OK / MISSING / OUTSIDE / ... of each row's file
+    first: np.ndarray  # the first row naming the same file (-1 for unusable paths)
+    bad: np.ndarray  # refused, for whatever reason
+
+
+def _columns(df: pd.DataFrame, cols: dict[str, str]) -> _Columns:
+    """The table's cells as strings, its paths normalised and checked for safety."""
+    blank = pd.Series("", index=pd.RangeIndex(len(df)), dtype="str")
+    raw, label, group, split = (
+        _cells(df[cols[k]]) if cols[k] else blank for k in ("path", "label", "group", "split")
+    )
+    norm, unsafe = _relatives(raw)
+    return _Columns(raw, norm, unsafe, label, group, split, split.str.lower() if cols["split"] else split)
+
+
+def _verdicts(base: str, c: _Columns, need_label: bool, has_split: bool) -> _Verdicts:
+    """Which rows are refused, decided on whole columns (the root resolved once, each folder listed once)."""
+    n = len(c.raw)
+    ok = np.ones(n, bool)
+    ok[list(c.unsafe)] = False
+    state, first = _locate_all(base, c.norm, ok)
+    ok &= state != OUTSIDE
+    first[~ok] = -1
+    bad = ~ok | (first != np.arange(n)) | (state != OK)
+    if need_label:
+        bad |= (c.label == "").to_numpy(dtype=bool)
+    if has_split:
+        bad |= ~c.split_low.isin(list(SPLIT_NAMES)).to_numpy(dtype=bool)
+    return _Verdicts(ok, state, first, bad)
+
+
+def _row_problems(
+    base: str, c: _Columns, v: _Verdicts, need_label: bool, has_split: bool
+) -> tuple[list[dict], list[str]]:
+    """The problem of each refused row (its first reason by precedence) and the paths listed with two labels."""
+    problems, conflicts = [], []
+    for i in np.flatnonzero(v.bad).tolist():
+        r, where, full = int(i) + 1, f"row {int(i) + 1}: ", str(Path(base) / c.norm.iat[i]) if v.ok[i] else ""
+        if not c.raw.iat[i]:
+            problems.append(_problem(f"row {r}", where + "empty path"))
+        elif i in c.unsafe:
+            problems.append(_problem(c.raw.iat[i], where + c.unsafe[i]))
+        elif v.state[i] == OUTSIDE:
+            problems.append(
+                _problem(c.raw.iat[i], where + f"link points outside the image folder: {c.raw.iat[i]}")
+            )
+        elif v.first[i] != i:
+            f = int(v.first[i])
+            reason = _duplicate_reason(r, f + 1, c.label.iat[i], c.label.iat[f])
+            problems.append(_problem(full, reason))
+            if "different labels" in reason:
+                conflicts.append(c.norm.iat[f])
+        elif need_label and not c.label.iat[i]:
+            problems.append(_problem(full, where + "empty label"))
+        elif has_split and c.split_low.iat[i] not in SPLIT_NAMES:
+            problems.append(
+                _problem(full, where + f"unknown split value '{c.split.iat[i]}' (use train, valid or test)")
+            )
+        else:
+            problems.append(
+                _problem(full, where + ("file not found" if v.state[i] == MISSING else "not a file"))
+            )
+    return problems, conflicts
+
+
+def _kept(col: pd.Series, keep: np.ndarray) -> pd.Series:
+    """The kept rows of a column (the column itself, uncopied, when every row is kept)."""
+    return col.reset_index(drop=True) if len(keep) == len(col) else col.iloc[keep].reset_index(drop=True)
+
+
+def _candidates(base: str, c: _Columns, keep: np.ndarray, has_split: bool) -> pd.DataFrame:
+    """The kept rows: full and relative path, label, group, split name and `_row` (1-based row of the table)."""
+    rel = _kept(c.norm, keep)
+    return pd.DataFrame(
+        {
+            "path": _joined(base, rel),
+            "relpath": rel,
+            "label": _kept(c.label, keep),
+            "group": _kept(c.group, keep),
+            "split": _kept(c.split_low, keep).map(SPLIT_NAMES).fillna("")
+            if has_split
+            else _kept(c.split, keep),
+            "_row": keep + 1,
+        }
+    )
+
+
 def _table_cands(
     df: pd.DataFrame, root: Path, cols: dict[str, str], need_label: bool = True
 ) -> tuple[pd.DataFrame, list[dict], dict[str, str], list[str]]:
@@ -348,71 +451,15 @@ def _table_cands(
     """
     used = {c for c in cols.values() if c}
     rename = {c: (f"csv_{c}" if c in ITEM_COLUMNS else str(c)) for c in df.columns if c not in used}
-    base, n = str(Path(root).resolve()), len(df)
-    blank = pd.Series("", index=pd.RangeIndex(n), dtype="str")
-    raw, label, group, split = (
-        _cells(df[cols[k]]) if cols[k] else blank for k in ("path", "label", "group", "split")
-    )
-    norm, unsafe = _relatives(raw)
-    ok = np.ones(n, bool)
-    ok[list(unsafe)] = False
-    state, first = _locate_all(base, norm, ok)
-    ok &= state != OUTSIDE
-    first[~ok] = -1
-    split_low = split.str.lower() if cols["split"] else split
-    bad = ~ok | (first != np.arange(n)) | (state != OK)
-    if need_label:
-        bad |= (label == "").to_numpy(dtype=bool)
-    if cols["split"]:
-        bad |= ~split_low.isin(list(SPLIT_NAMES)).to_numpy(dtype=bool)
-    problems, conflicts = [], []
-    for i in np.flatnonzero(bad).tolist():
-        r, where, full = int(i) + 1, f"row {int(i) + 1}: ", str(Path(base) / norm.iat[i]) if ok[i] else ""
-        if not raw.iat[i]:
-            problems.append(_problem(f"row {r}", where + "empty path"))
-        elif i in unsafe:
-            problems.append(_problem(raw.iat[i], where + unsafe[i]))
-        elif state[i] == OUTSIDE:
-            problems.append(
-                _problem(raw.iat[i], where + f"link points outside the image folder: {raw.iat[i]}")
-            )
-        elif first[i] != i:
-            f = int(first[i])
-            reason = _duplicate_reason(r, f + 1, label.iat[i], label.iat[f])
-            problems.append(_problem(full, reason))
-            if "different labels" in reason:
-                conflicts.append(norm.iat[f])
-        elif need_label and not label.iat[i]:
-            problems.append(_problem(full, where + "empty label"))
-        elif cols["split"] and split_low.iat[i] not in SPLIT_NAMES:
-            problems.append(
-                _problem(full, where + f"unknown split value '{split.iat[i]}' (use train, valid or test)")
-            )
-        else:
-            problems.append(
-                _problem(full, where + ("file not found" if state[i] == MISSING else "not a file"))
-            )
-    keep = np.flatnonzero(~bad)
-    del state, first, ok, bad
-
-    def kept(col: pd.Series) -> pd.Series:
-        """The kept rows of a column (the column itself, uncopied, when every row is kept)."""
-        return col.reset_index(drop=True) if len(keep) == n else col.iloc[keep].reset_index(drop=True)
-
-    rel = kept(norm)
-    split_col = kept(split_low).map(SPLIT_NAMES).fillna("") if cols["split"] else kept(blank)
-    cands = pd.DataFrame(
-        {
-            "path": _joined(base, rel),
-            "relpath": rel,
-            "label": kept(label),
-            "group": kept(group),
-            "split": split_col,
-            "_row": keep + 1,
-        }
-    )
-    for c, new in rename.items():
-        cands[new] = kept(df[c])
+    base, has_split = str(Path(root).resolve()), bool(cols["split"])
+    c = _columns(df, cols)
+    v = _verdicts(base, c, need_label, has_split)
+    problems, conflicts = _row_problems(base, c, v, need_label, has_split)
+    keep = np.flatnonzero(~v.bad)
+    del v  # the per-row verdicts are done with before the candidates are built
+    cands = _candidates(base, c, keep, has_split)
+    for col, new in rename.items():
+        cands[new] = _kept(df[col], keep)
     return cands, problems, rename, list(dict.fromkeys(conflicts))
 
 

@@ -577,6 +577,57 @@ def model_warnings(
 # ---------------------------------------------------------------- a whole evaluation
 
 
+def _set_metrics(
+    y_true: np.ndarray,
+    probs: np.ndarray,
+    classes: list[str],
+    t: float | None,
+    prevalence: float | None,
+    n_bins: int,
+) -> tuple[dict[str, float], pd.DataFrame]:
+    """Point metrics of one set (at threshold `t` when binary, recall per class included) and its per-class table."""
+    metrics = {
+        **basic_metrics(y_true, probs, classes),
+        "pr_auc": pr_auc(y_true, probs) if len(y_true) else math.nan,
+        "brier": brier_score(y_true, probs),
+        "ece": expected_calibration_error(y_true, probs, n_bins),
+    }
+    if t is not None:  # binary
+        metrics.update(
+            {
+                k: v
+                for k, v in metrics_at_threshold(y_true, probs[:, 1], t, prevalence).items()
+                if k in ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1")
+            }
+        )
+    per_class = per_class_table(y_true, probs, classes, t)
+    metrics.update({f"recall_{c}": float(r) for c, r in zip(classes, per_class["recall"])})
+    return metrics, per_class
+
+
+def _calibration(
+    y_true: np.ndarray, probs: np.ndarray, metrics: dict[str, float], n_bins: int
+) -> dict[str, Any]:
+    """ECE and Brier score of one set beside its reliability curve and what it is measured on."""
+    return {
+        "ece": metrics["ece"],
+        "brier": metrics["brier"],
+        "n_bins": n_bins,
+        "mode": _calibration_target(y_true, probs)[2],
+        "curve": reliability_curve(y_true, probs, n_bins).to_dict("records"),
+    }
+
+
+def _bootstrap_note(n_resamples: int, seed: int) -> dict[str, Any]:
+    """How the confidence intervals were made (resamples, seed, level, method)."""
+    return {
+        "n_resamples": n_resamples,
+        "seed": seed,
+        "level": CI_LEVEL,
+        "method": "percentile, resampled within each true class",
+    }
+
+
 def evaluate_predictions(
     y_true: np.ndarray,
     probs: np.ndarray,
@@ -594,24 +645,8 @@ def evaluate_predictions(
     y_true, probs = np.asarray(y_true, dtype=int), np.asarray(probs, dtype=float)
     binary = is_binary(classes)
     t = (0.5 if threshold is None else float(threshold)) if binary else None
-    pred = predict_labels(probs, t)
-    cm = confusion(y_true, pred, len(classes))
-    metrics = {
-        **basic_metrics(y_true, probs, classes),
-        "pr_auc": pr_auc(y_true, probs) if len(y_true) else math.nan,
-        "brier": brier_score(y_true, probs),
-        "ece": expected_calibration_error(y_true, probs, n_bins),
-    }
-    if t is not None:  # binary
-        metrics.update(
-            {
-                k: v
-                for k, v in metrics_at_threshold(y_true, probs[:, 1], t, prevalence).items()
-                if k in ("accuracy", "balanced_accuracy", "sensitivity", "specificity", "ppv", "npv", "f1")
-            }
-        )
-    per_class = per_class_table(y_true, probs, classes, t)
-    metrics.update({f"recall_{c}": float(r) for c, r in zip(classes, per_class["recall"])})
+    cm = confusion(y_true, predict_labels(probs, t), len(classes))
+    metrics, per_class = _set_metrics(y_true, probs, classes, t, prevalence, n_bins)
     counts = np.bincount(y_true, minlength=len(classes)).tolist()
     out: dict[str, Any] = {
         "n": int(len(y_true)),
@@ -625,19 +660,8 @@ def evaluate_predictions(
         "per_class": per_class.to_dict("records"),
         "confusion": cm.tolist(),
         "confusion_normalized": normalize_rows(cm).tolist(),
-        "calibration": {
-            "ece": metrics["ece"],
-            "brier": metrics["brier"],
-            "n_bins": n_bins,
-            "mode": _calibration_target(y_true, probs)[2],
-            "curve": reliability_curve(y_true, probs, n_bins).to_dict("records"),
-        },
-        "bootstrap": {
-            "n_resamples": n_resamples,
-            "seed": seed,
-            "level": CI_LEVEL,
-            "method": "percentile, resampled within each true class",
-        },
+        "calibration": _calibration(y_true, probs, metrics, n_bins),
+        "bootstrap": _bootstrap_note(n_resamples, seed),
     }
     out["warnings"] = model_warnings(y_true, probs, classes, t)
     if binary:

@@ -12,11 +12,17 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from core.runs import jobs, rundir
+
+if TYPE_CHECKING:
+    import torch
+
+    from core.base.config import RunConfig
+    from core.models.savedmodel import Manifest
 
 NOT_FINISHABLE = ("queued", "running", "done")
 ENDED = {"failed": "failed", "interrupted": "was interrupted", "cancelled": "was cancelled"}
@@ -83,32 +89,21 @@ def _predict(model_dir: Path, items: pd.DataFrame, classes: list[str]) -> tuple[
     return evaluate.predictions_frame(df["path"], y, probs, classes), len(problems)
 
 
-def finish_from_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
-    """Turn an interrupted run's best checkpoint into model/, predictions and metrics.json; return the summary."""
-    from safetensors.torch import load_file
-
-    from core.base.config import RunConfig, load_json
-    from core.data import loaders
+def _run_items(run: rundir.RunFolder, cfg: RunConfig) -> tuple[pd.DataFrame, list[str]]:
+    """The run's items table with full paths under its source root, and its classes (sorted labels)."""
     from core.data.sources import source_root
-    from core.evaluation import evaluate
-    from core.models import archs, savedmodel, weightfiles
-    from core.train.learner import TrainingError
-    from core.train.outputs import manifest_for
-    from core.train.prepare import env_info
 
-    run = rundir.RunFolder(run_dir)
-    reason = why_not_finishable(run)
-    if reason:
-        raise TrainingError(f"cannot finish {run.name}: {reason}")
-    cfg = load_json(RunConfig, run.config)
     items = run.read_items()
     root = source_root(cfg.source)
     items["path"] = [os.path.normpath(os.path.join(root, r)) for r in items["relpath"]]
-    classes = sorted(items["label"].astype(str).unique())
-    epoch, recorded = best_epoch(run.path, cfg.train.monitor)
+    return items, sorted(items["label"].astype(str).unique())
+
+
+def _origin(run: rundir.RunFolder, cfg: RunConfig, epoch: int, recorded: int) -> dict[str, Any]:
+    """Where the model comes from: the checkpoint's epoch, epochs recorded and planned, how the run ended."""
     status, error = run_status(run.path)
     planned = cfg.train.planned_epochs()
-    origin = {
+    return {
         "epoch": epoch,
         "epochs_recorded": recorded,
         "epochs_planned": planned,
@@ -118,16 +113,36 @@ def finish_from_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
         "note": f"model from epoch {epoch + 1 if epoch >= 0 else '?'} of {planned} of a run that "
         f"{ENDED.get(status, 'ended as ' + status)} (its best checkpoint); training did not complete",
     }
+
+
+def _save_checkpoint_model(
+    run: rundir.RunFolder, cfg: RunConfig, items: pd.DataFrame, classes: list[str], origin: dict[str, Any]
+) -> tuple[torch.nn.Module, Manifest]:
+    """The best checkpoint rebuilt as a model and saved as model/ (manifest says so); (model, manifest)."""
+    from safetensors.torch import load_file
+
+    from core.data import loaders
+    from core.models import archs, savedmodel, weightfiles
+    from core.train.outputs import manifest_for
+
     model = archs.create_model(cfg.train.arch, len(classes), 1 if cfg.data.channels == "grey" else 3)
     weightfiles.load_weights_into(model, load_file(str(run.best_checkpoint)), strict=True)
     stats = loaders.input_stats(
         items[items["split"] == "train"], cfg.data, cfg.train.fine_tunes()
     )  # what the run's DataLoaders applied
+    epoch = origin["epoch"]
     manifest = dataclasses.replace(
         manifest_for(cfg, classes, {}, stats, epoch, epoch, "best"),
         finished_from_checkpoint={k: v for k, v in origin.items() if k != "run_error"},
     )
     savedmodel.save_model(model, run.model_dir, manifest)
+    return model, manifest
+
+
+def _predict_sets(run: rundir.RunFolder, items: pd.DataFrame, classes: list[str]) -> tuple[dict, int]:
+    """Predict the valid and test items with model/, write their tables; (metrics per set, unreadable files)."""
+    from core.evaluation import evaluate
+
     metrics, unreadable = {}, 0
     for split in ("valid", "test"):
         part = items[items["split"] == split]
@@ -135,6 +150,26 @@ def finish_from_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
             frame, bad = _predict(run.model_dir, part, classes)
             frame.to_csv(run.predictions(split), index=False)
             metrics[split], unreadable = evaluate.metrics_from_frame(frame, classes), unreadable + bad
+    return metrics, unreadable
+
+
+def finish_from_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """Turn an interrupted run's best checkpoint into model/, predictions and metrics.json; return the summary."""
+    from core.base.config import RunConfig, load_json
+    from core.models import savedmodel
+    from core.train.learner import TrainingError
+    from core.train.prepare import env_info
+
+    run = rundir.RunFolder(run_dir)
+    reason = why_not_finishable(run)
+    if reason:
+        raise TrainingError(f"cannot finish {run.name}: {reason}")
+    cfg = load_json(RunConfig, run.config)
+    items, classes = _run_items(run, cfg)
+    epoch, recorded = best_epoch(run.path, cfg.train.monitor)
+    origin = _origin(run, cfg, epoch, recorded)
+    model, manifest = _save_checkpoint_model(run, cfg, items, classes, origin)
+    metrics, unreadable = _predict_sets(run, items, classes)
     savedmodel.save_model(model, run.model_dir, dataclasses.replace(manifest, metrics=metrics))
     summary = {
         "type": "single",

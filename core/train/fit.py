@@ -11,12 +11,12 @@ import fastai.callback.fp16  # noqa: F401  (patches to_fp16 / to_bf16 onto Learn
 import fastai.callback.schedule  # noqa: F401  (patches fine_tune, fit_one_cycle, lr_find onto Learner)
 import pandas as pd
 
-from core.base.config import RunConfig
+from core.base.config import RunConfig, TrainConfig
 from core.data.loaders import build_dataloaders
 from core.evaluation import evaluate
 from core.runs import rundir
 from core.runs.progress import JobCancelled, Progress
-from core.train.callbacks import monitors
+from core.train.callbacks import Monitors, monitors
 from core.train.learner import make_learner
 
 # ---------------------------------------------------------------- one fit
@@ -43,6 +43,27 @@ def keeps_best(t) -> bool:
     noise of the best epoch (PneumoniaMNIST +0.009 ACC, chest -0.011, sample equal; bench/README.md).
     """
     return t.final_weights == "best" or (t.final_weights == "auto" and t.early_stop_patience > 0)
+
+
+def _train(learn, t: TrainConfig, mon: Monitors, progress: Progress, fold: int | None, n_folds: int) -> None:
+    """Announce the fit in progress, then fine-tune (from weights) or fit one cycle (from scratch); stop if cancelled."""
+    progress.update(
+        force=True,
+        phase="training",
+        fold=fold,
+        n_folds=n_folds,
+        epoch=0,
+        eta_s=None,
+        elapsed_s=0.0,
+        n_epochs=t.planned_epochs(),
+    )
+    if t.fine_tunes():
+        learn.fine_tune(t.epochs, base_lr=t.lr or 2e-3, freeze_epochs=t.freeze_epochs, cbs=mon.callbacks())
+    else:  # a random body gains nothing from a frozen phase: train everything, exactly t.epochs epochs
+        learn.unfreeze()
+        learn.fit_one_cycle(t.epochs, t.lr or 3e-3, cbs=mon.callbacks())
+    if mon.progress.cancelled:
+        raise JobCancelled("cancelled by the user")
 
 
 def fit_one(
@@ -74,23 +95,7 @@ def fit_one(
     )
     learn = make_learner(dls, cfg, train_labels=dls.train_ds.items["label"])
     mon = monitors(rundir.RunFolder(run_dir), progress, t, fold=fold, n_folds=n_folds)
-    progress.update(
-        force=True,
-        phase="training",
-        fold=fold,
-        n_folds=n_folds,
-        epoch=0,
-        eta_s=None,
-        elapsed_s=0.0,
-        n_epochs=t.planned_epochs(),
-    )
-    if t.fine_tunes():
-        learn.fine_tune(t.epochs, base_lr=t.lr or 2e-3, freeze_epochs=t.freeze_epochs, cbs=mon.callbacks())
-    else:  # a random body gains nothing from a frozen phase: train everything, exactly t.epochs epochs
-        learn.unfreeze()
-        learn.fit_one_cycle(t.epochs, t.lr or 3e-3, cbs=mon.callbacks())
-    if mon.progress.cancelled:
-        raise JobCancelled("cancelled by the user")
+    _train(learn, t, mon, progress, fold, n_folds)
     best = mon.checkpoint.best_epoch
     weights, epoch = "last", len(mon.history.rows) - 1
     if keeps_best(t) and best >= 0:
