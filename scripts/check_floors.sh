@@ -11,22 +11,25 @@ torch=${TORCH:-2.14.1}; torchvision=${TORCHVISION:-0.29.1}
 low=$(mktemp)
 trap 'rm -f "$low"' EXIT
 # requirements.txt's floors, as exact pins (a line without >= is an error: every dependency needs a floor)
-"$py" - requirements.txt "$torch" "$torchvision" > "$low" <<'PY'
+# (requirements-dev.txt's floors raise those the tests need, e.g. streamlit's testing API; its == pins stay)
+"$py" - requirements.txt requirements-dev.txt "$torch" "$torchvision" > "$low" <<'PY'
 import re, sys
-path, torch, tv = sys.argv[1:4]
-for line in open(path):
-    spec = line.split("#", 1)[0].strip()
-    if not spec:
-        continue
-    m = re.match(r"^([A-Za-z0-9_.\-\[\]]+)\s*>=\s*([^,\s]+)", spec)
-    if not m:
-        sys.exit(f"no floor (>=) in requirements.txt line: {spec}")
-    name, floor = m.groups()
-    floor = {"torch": torch, "torchvision": tv}.get(name.lower(), floor)
-    print(f"{name}=={floor}")
+runtime, dev, torch, tv = sys.argv[1:5]
+pins = {}
+for path in (runtime, dev):
+    for line in open(path):
+        spec = line.split("#", 1)[0].strip()
+        if not spec or spec.startswith("-r"):
+            continue
+        m = re.match(r"^([A-Za-z0-9_.\-\[\]]+)\s*(>=|==)\s*([^,\s]+)", spec)
+        if not m:
+            sys.exit(f"no floor (>=) or pin (==) in {path} line: {spec}")
+        name, _, version = m.groups()
+        pins[name.lower()] = (name, {"torch": torch, "torchvision": tv}.get(name.lower(), version))
+for name, version in pins.values():
+    if name.lower() not in ("mypy", "playwright", "ruff"):  # tools the fast tests do not run
+        print(f"{name}=={version}")
 PY
-# the test tools at the versions requirements-dev.txt pins
-grep -E '^(pytest|pytest-timeout)==' requirements-dev.txt >> "$low"
 echo "== floors:"; tr '\n' ' ' < "$low"; echo
 rm -rf "$venv"
 "$py" -m venv "$venv"
