@@ -13,7 +13,8 @@ trap 'rm -rf "$tmp"' EXIT
 "$tmp/venv/bin/python" -m pip install --quiet -r requirements-dev.txt -r requirements-ray.txt
 {
   echo "# Exact versions of the full resolved set (runtime + dev + Ray) that requirements*.txt install together,"
-  echo "# on $("$tmp/venv/bin/python" -c 'import platform; print("CPython", platform.python_version(), platform.machine())')."
+  echo "# on $("$tmp/venv/bin/python" -c 'import platform; print("CPython", platform.python_version(), platform.machine())'); scripts/install.sh uses it only on this Python:"
+  echo "# python $("$tmp/venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
   echo "# scripts/install.sh (make run / make test) installs every requirements file with -c constraints.txt, so two"
   echo "# installs a month apart get the same versions. Refresh: make lock (scripts/lock.sh). Do not edit by hand."
   "$tmp/venv/bin/python" -m pip freeze --exclude pip --exclude xray-trainer | LC_ALL=C sort -f
