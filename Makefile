@@ -8,7 +8,7 @@ PORT ?= 8501
 # sign-in is opened to the network on purpose: XRT_HOSTED=1 XRT_PASSWORD=... make run ADDRESS=0.0.0.0
 ADDRESS ?=
 
-.PHONY: run test install install-dev lint bench clean
+.PHONY: run test install install-dev lint bench clean lock
 
 install:
 	@bash scripts/install.sh $(PY) $(VENV) requirements.txt
@@ -32,6 +32,10 @@ lint: install-dev
 	$(VENV)/bin/python -m ruff check core pages ui tests streamlit_app.py
 	$(VENV)/bin/python -m ruff format --check core pages ui tests bench streamlit_app.py
 	$(VENV)/bin/python -m mypy
+
+# Refresh constraints.txt (exact versions of everything installed) from the ranges in requirements*.txt.
+lock:
+	bash scripts/lock.sh $(PY)
 
 bench: install
 	bash bench/run_all.sh

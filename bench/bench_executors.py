@@ -6,7 +6,7 @@ on each executor (same machine, one after the other). "executors_slots": wall ti
 training jobs with 2 slots (each job gets half the cores' threads) vs 1 slot. "executors_kfold_slots": one
 `--k`-fold job with k slots (its folds run as k child jobs side by side) vs 1 slot (folds in sequence in one
 job), and how far apart their out-of-fold probabilities are. Ray is reported as skipped when it is not
-installed (pip install -r requirements-ray.txt).
+installed (pip install -r requirements-ray.txt -c constraints.txt).
 """
 
 from __future__ import annotations
