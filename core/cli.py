@@ -322,6 +322,35 @@ def cmd_cancel(ns: argparse.Namespace) -> dict[str, Any]:
     return {"job": job.id, "status": job.status, "cancel_requested": job.cancel_requested}
 
 
+def cmd_delete(ns: argparse.Namespace) -> dict[str, Any]:
+    """Delete a finished run (its folder and job rows) or an experiment (its record and trial runs); without
+    --yes only say what would go and exit non-zero."""
+    from core.runs import removal
+    from core.train import experiments
+
+    try:
+        if experiments.exists(ns.target):
+            plan = experiments.deletion(ns.target)
+            what = {
+                "experiment": ns.target,
+                "name": plan["name"],
+                "folder": str(plan["folder"]),
+                "runs": [r.to_dict() for r in plan["runs"]],
+            }
+            if ns.yes:
+                experiments.delete(ns.target)
+        else:
+            what = removal.plan(ns.target).to_dict()
+            if ns.yes:
+                removal.delete(ns.target)
+    except removal.DeleteRefused as err:
+        raise CliError(str(err)) from err
+    if not ns.yes:
+        print(json.dumps({"would_delete": what}, indent=2, default=str))
+        raise CliError("nothing was deleted; run again with --yes to delete the above")
+    return {"deleted": what}
+
+
 SWEEP_EPILOG = """\
 --sweep NAME=VALUES, once per setting that varies:
   a list       epochs=2,4,8   arch=resnet18,resnet34   aug=none,default,fastai   imbalance=none,oversample
@@ -760,7 +789,7 @@ def _training_commands(sub: Any) -> None:
 
 
 def _job_commands(sub: Any) -> None:
-    """Commands about jobs and runs: runs, experiments, cancel, finish."""
+    """Commands about jobs and runs: runs, experiments, cancel, delete, finish."""
     p = sub.add_parser("runs", help="list runs/jobs and their status")
     p.add_argument("--limit", type=int, default=50, help="most recent runs listed (default 50)")
     p.add_argument("--experiment", default="", help="the trials of this experiment (sweep) instead")
@@ -771,6 +800,16 @@ def _job_commands(sub: Any) -> None:
     p = sub.add_parser("cancel", help="cancel a queued or running job")
     p.add_argument("job")
     p.set_defaults(func=cmd_cancel)
+    p = sub.add_parser(
+        "delete",
+        help="delete a finished run (folder + job) or an experiment (record + its trial runs)",
+        description="Delete a run that is not queued or running (its run folder and its job rows, fold jobs "
+        "included) or an experiment with no active trial (its record and every trial's run). Without --yes "
+        "it only prints what would be deleted and exits 1.",
+    )
+    p.add_argument("target", metavar="RUN_OR_EXPERIMENT_ID", help="job id, run folder, or experiment id")
+    p.add_argument("--yes", action="store_true", help="really delete")
+    p.set_defaults(func=cmd_delete)
     p = sub.add_parser("finish", help="make a model from the best checkpoint of a failed or interrupted run")
     p.add_argument("run", help="run folder (or its id)")
     p.set_defaults(func=cmd_finish)
