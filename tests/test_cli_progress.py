@@ -84,3 +84,19 @@ def test_sweep_waits_with_a_line_per_change(monkeypatch, capsys):
         "sweep E1: 0/2 trials done, 1 running, 1 queued",
         "sweep E1: 0/2 trials done, 0 running, 0 queued, 1 stopped or failed",
     ]
+
+
+def test_sweep_line_names_the_best_trial_so_far(monkeypatch):
+    import pandas as pd
+
+    from core.train import experiments
+
+    table = pd.DataFrame(
+        {"trial": [1, 2], "status": ["done", "done"], "balanced_accuracy": [0.7, 0.85], "job": ["a", "b"]}
+    )
+    monkeypatch.setattr(experiments, "spec_of", lambda record: experiments.SweepSpec(axes=["lr=1e-3,1e-2"]))
+    monkeypatch.setattr(experiments, "trial_table", lambda record, store, n_boot=1000: table)
+    record = {"counts": {"done": 2, "running": 1}, "trials": [{}, {}, {}]}
+    assert cli.sweep_line("E1", record, None) == (
+        "sweep E1: 2/3 trials done, 1 running, 0 queued; best so far: trial 2, valid balanced_accuracy 0.850"
+    )
