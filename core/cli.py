@@ -107,7 +107,7 @@ class StepLine:
     def _tqdm(self, what: str, done: int, total: int) -> bool:
         """Move the terminal bar; False when tqdm is not installed."""
         try:
-            from tqdm import tqdm  # type: ignore[import-untyped]
+            from tqdm import tqdm
         except ImportError:
             return False
         if self.bar is None:
