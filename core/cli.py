@@ -223,17 +223,15 @@ def _run_job(kind: str, params: dict, background: bool) -> dict[str, Any]:
     job = jobs.submit_and_start(kind, params, store=store)
     if background:
         return {"job": job.id, "status": job.status, "run_dir": job.run_dir}
-    watcher = _TerminalProgress(Path(job.run_dir)) if sys.stderr.isatty() else None
-    if watcher:
-        watcher.start()
+    watcher = _TerminalProgress(Path(job.run_dir), tty=sys.stderr.isatty())
+    watcher.start()
     try:
         job = jobs.wait(job.id, store=store, timeout=7 * 24 * 3600)
     except KeyboardInterrupt:
         store.cancel(job.id)
         job = jobs.wait(job.id, store=store, timeout=120)
     finally:
-        if watcher:
-            watcher.stop()
+        watcher.stop()
     out = {"job": job.id, "status": job.status, "run_dir": job.run_dir, "result": job.result}
     if job.status != "done":
         raise CliError(
@@ -243,12 +241,15 @@ def _run_job(kind: str, params: dict, background: bool) -> dict[str, Any]:
 
 
 class _TerminalProgress:
-    """A one-line progress display on stderr, read from the run's progress.json."""
+    """A job's progress on stderr, read from the run's progress.json: one line redrawn twice a second on a
+    terminal, else a plain line when the phase or epoch changes and at most every `every` seconds otherwise."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, tty: bool = True, every: float = 10.0):
         import threading
 
-        self.run_dir, self._stop = run_dir, threading.Event()
+        self.run_dir, self._stop, self.tty, self.every = run_dir, threading.Event(), tty, every
+        self._shown: tuple = ()
+        self._last = 0.0
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def start(self) -> None:
@@ -259,7 +260,8 @@ class _TerminalProgress:
         """Stop and end the line."""
         self._stop.set()
         self._thread.join(timeout=2)
-        print(file=sys.stderr)
+        if self.tty:
+            print(file=sys.stderr)
 
     def _loop(self) -> None:
         """Redraw twice a second."""
@@ -274,7 +276,19 @@ class _TerminalProgress:
             bt = f"batch {p.batch}/{p.n_batches} " if p.n_batches else ""
             loss = f"loss {p.train_loss:.4f} " if p.train_loss is not None else ""
             eta = f"ETA {fmt.seconds(p.eta_s)}" if p.eta_s is not None else ""
-            print(f"\r{p.phase}: {fold}{ep}{bt}{loss}{eta}".ljust(100), end="", file=sys.stderr)
+            text = f"{p.phase}: {fold}{ep}{bt}{loss}{eta}".rstrip()
+            if self.tty:
+                print(f"\r{text}".ljust(100), end="", file=sys.stderr)
+            elif self._due((p.phase, p.fold, p.epoch)):
+                print(text, file=sys.stderr, flush=True)
+
+    def _due(self, state: tuple) -> bool:
+        """A plain line is due: the phase, fold or epoch changed, or `every` seconds passed."""
+        now = time.monotonic()
+        if state == self._shown and now - self._last < self.every:
+            return False
+        self._shown, self._last = state, now
+        return True
 
 
 def cmd_train(ns: argparse.Namespace) -> dict[str, Any]:

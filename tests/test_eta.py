@@ -44,13 +44,15 @@ def test_folds_eta_of_folds_running_side_by_side():
     )
 
 
-def _scripted_fit(pace, epoch_lengths, n_batches=10, upto=None):
-    """Feed `pace` a fit whose epochs take the given seconds; the estimate after each batch, with the truth."""
-    total, now, out = sum(epoch_lengths), 0.0, []
-    for e, length in enumerate(epoch_lengths[:upto]):
+def _scripted_fit(pace, epoch_lengths, n_batches=10, valid=0.0):
+    """Feed `pace` a fit whose epochs' batches take the given seconds, each epoch then validating for `valid`
+    seconds; the estimate after each batch, with the true time left."""
+    total, now, out = sum(epoch_lengths) + valid * len(epoch_lengths), 0.0, []
+    for e, length in enumerate(epoch_lengths):
         for b in range(1, n_batches + 1):
             now += length / n_batches
             out.append((e, b, pace.tick(now, e, b / n_batches), total - now))
+        now += valid
         pace.end(now)
     return out
 
@@ -78,3 +80,11 @@ def test_epoch_pace_follows_a_change_of_speed_and_starts_without_history():
     r.add(10.0, 5)
     r.add(4.0, 1)
     assert r.value == pytest.approx(3.0) and r.left(2) == pytest.approx(6.0)
+
+
+def test_epoch_pace_counts_validation_time_the_batches_do_not_show():
+    lengths = [40.0] + [2.0] * 7  # training batches; each epoch then validates for 1 s (the first included)
+    est = _scripted_fit(EpochPace(len(lengths), t0=0.0), lengths, valid=1.0)
+    for e, _, left, truth in est:
+        if e >= 2:
+            assert left == pytest.approx(truth, rel=0.2, abs=1.0)

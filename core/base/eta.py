@@ -107,17 +107,19 @@ class EpochPace:
                 self.end(now)
             start = self.ended if self.ended is not None else self.t0 if self.t0 is not None else now
             self.epoch, self.started, self.ended = epoch, start, None
-        in_epoch = now - self.started
+        in_epoch, rest = now - self.started, max(0, self.n_epochs - epoch - 1)
+        pace = in_epoch / frac if frac > 0 else None  # this epoch's length at its training batches' pace
         rate = self.later.value
-        if rate is None and self.epoch > 0 and frac >= 0.1:  # second epoch under way: its own pace
-            rate = in_epoch / frac
-        rate = rate if rate is not None else self.first
-        rest = max(0, self.n_epochs - epoch - 1)
+        if (
+            rate is None and self.first is not None
+        ):  # second epoch: the first's length until half of it is done
+            rate = pace if pace is not None and frac >= 0.5 else self.first
         if rate is None:  # still in the first epoch: its own pace, for itself and (pessimistically) the rest
-            per = eta(in_epoch, frac, 1.0)
-            return None if per is None else per + rest * in_epoch / frac
-        now_left = max(0.0, rate - in_epoch) if frac < 0.1 else in_epoch / frac * (1 - frac)
-        return now_left + rest * rate
+            return None if pace is None else pace - in_epoch + rest * pace
+        # the rate's epoch length includes validation, which the batches do not show; an epoch running slower
+        # than the rate says (unfrozen after frozen) is followed at its own pace
+        now_left = max(rate, pace if pace is not None and frac >= 0.5 else 0.0) - in_epoch
+        return max(0.0, now_left) + rest * rate
 
     def end(self, now: float) -> None:
         """The current epoch (validation included) ended at `now`: the first is kept apart, later ones smoothed."""
