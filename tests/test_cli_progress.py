@@ -100,3 +100,14 @@ def test_sweep_line_names_the_best_trial_so_far(monkeypatch):
     assert cli.sweep_line("E1", record, None) == (
         "sweep E1: 2/3 trials done, 1 running, 0 queued; best so far: trial 2, valid balanced_accuracy 0.850"
     )
+
+
+def test_training_lines_off_a_terminal_come_per_epoch_or_every_few_seconds(tmp_path, monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(cli.time, "monotonic", clock)
+    watch = cli._TerminalProgress(tmp_path, tty=False, every=10.0)
+    assert watch._due(("training", None, 0))
+    assert not watch._due(("training", None, 0))  # same epoch, too soon
+    clock.t = 11.0
+    assert watch._due(("training", None, 0))  # same epoch, but 10 s went by
+    assert watch._due(("training", None, 1))  # a new epoch at once
