@@ -77,14 +77,14 @@ def test_hosted_another_owners_run_offers_no_delete(monkeypatch):
     assert jobs.JobStore().get(job.id) is not None
 
 
-def test_delete_experiment_with_its_trial_runs():
-    store = jobs.JobStore()
+def experiment(owner: str = "") -> tuple[str, jobs.Job]:
+    """An ended one-trial experiment record owned by `owner`."""
     exp_id = jobs.new_job_id()
-    trial = ended_run(experiment=exp_id, trial=0)
+    trial = ended_run(owner=owner, experiment=exp_id, trial=0)
     record = {
         "id": exp_id,
         "name": "lr sweep",
-        "owner": "",
+        "owner": owner,
         "created": 0.0,
         "deadline": None,
         "spec": {"axes": ["lr=1e-3"]},
@@ -93,9 +93,30 @@ def test_delete_experiment_with_its_trial_runs():
         "stopped": {},
     }
     rundir.write_json(rundir.experiment_file(exp_id), record)
+    return exp_id, trial
+
+
+def test_delete_experiment_with_its_trial_runs():
+    store = jobs.JobStore()
+    exp_id, trial = experiment()
     at = app(EXPERIMENTS, exp_id, "ex_pick")
     assert not at.exception, at.exception
     at.button(key=f"ex_delete_{exp_id}").click().run()
     at.button(key=f"ex_delete_{exp_id}_yes").click().run()
     assert not at.exception, at.exception
     assert not experiments.exists(exp_id) and store.get(trial.id) is None and not Path(trial.run_dir).exists()
+
+
+def test_hosted_another_owners_experiment_offers_no_delete(monkeypatch):
+    from core.web import signin
+
+    monkeypatch.setenv("XRT_HOSTED", "1")
+    exp_id, _ = experiment(owner=signin.owner_for("user:carol"))
+    for who, offered in (("user:carol", True), ("user:dave", False)):
+        at = AppTest.from_file(EXPERIMENTS, default_timeout=60)
+        at.session_state["auth_identity"] = who
+        at.session_state["ex_pick"] = exp_id
+        at.run()
+        assert not at.exception, at.exception
+        assert (f"ex_delete_{exp_id}" in buttons(at)) is offered, who
+    assert experiments.exists(exp_id)
