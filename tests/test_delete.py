@@ -149,3 +149,13 @@ def test_cli_delete_an_experiment_and_refuse_an_active_run(capsys):
     assert json.loads(capsys.readouterr().out)["deleted"]["experiment"] == exp_id
     busy = store.submit("train", {"config": {}})
     assert main(["delete", busy.id, "--yes"]) == 1 and "queued" in capsys.readouterr().err
+
+
+def test_an_experiment_whose_trial_job_row_is_gone_still_takes_its_folder():
+    store = jobs.JobStore()
+    exp_id, trials = _experiment(store, ["done", "done"])
+    store.delete([trials[1].id])  # e.g. a job store reset: the folder stays behind
+    plan = experiments.deletion(exp_id, store)
+    assert [r.job_ids for r in plan["runs"]] == [[trials[0].id], []]
+    experiments.delete(exp_id, store)
+    assert not any(os.path.exists(t.run_dir) for t in trials) and not experiments.exists(exp_id)

@@ -450,10 +450,10 @@ def deletion(exp_id: str, store: jobs.JobStore | None = None) -> dict[str, Any]:
             f"experiment {exp_id} has {len(busy)} queued or running trial(s); cancel them and wait before deleting it"
         )
     runs = []
-    for t in record["trials"]:
-        arg = t["job"] if store.get(t["job"]) else t["run_dir"]
-        if store.get(t["job"]) or Path(t["run_dir"]).exists() or Path(t["run_dir"]).is_symlink():
-            runs.append(removal.plan(arg, store, trial_of=exp_id))
+    for t in record["trials"]:  # a trial whose job row is gone may still have its folder
+        known, folder = store.get(t["job"]) is not None, Path(t["run_dir"])
+        if known or folder.exists() or folder.is_symlink():
+            runs.append(removal.plan(t["job"] if known else t["run_dir"], store, trial_of=exp_id))
     folder = removal.contained(
         rundir.experiment_file(exp_id).parent, rundir.experiments_dir(), "experiments folder"
     )
