@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from core.base import fmt, schema
 from core.base.choices import KFOLD_DEFAULT, SETTINGS, Choices, build_config, device_defaults, on_devices
@@ -59,6 +61,67 @@ def source_config(ns: argparse.Namespace) -> SourceConfig:
     )
 
 
+class StepLine:
+    """The CLI's progress display for a core step's `progress(what, done, total)` calls (core.base.steps), on
+    stderr: a tqdm bar when stderr is a terminal, else a plain line every `every` seconds and at the end
+    ("scan: 1200/5000 files, 42 s left"); the time left is from a smoothed rate (core.base.eta.Rate)."""
+
+    def __init__(
+        self,
+        command: str,
+        every: float = 5.0,
+        stream: TextIO | None = None,
+        tty: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.command, self.every, self.clock = command, every, clock
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty() if tty is None else tty
+        self.what, self.bar = "", None  # type: str, Any
+        self._reset("")
+
+    def _reset(self, what: str) -> None:
+        """A new kind of step begins (files, then images, ...): a fresh clock and rate."""
+        from core.base.eta import Rate
+
+        self.close()
+        self.what, self.rate, self.t0 = what, Rate(), self.clock()
+        self.last_t, self.last_done = self.t0, 0
+
+    def __call__(self, what: str, done: int, total: int) -> None:
+        """Show that `done` of `total` `what` are done."""
+        if what != self.what:
+            self._reset(what)
+        if self.tty and self._tqdm(what, done, total):
+            return
+        now = self.clock()
+        if done < total and now - self.last_t < self.every:
+            return
+        if done > self.last_done:
+            self.rate.add(now - self.last_t, done - self.last_done)
+        self.last_t, self.last_done = now, done
+        left = self.rate.left(total - done)
+        tail = f", {fmt.seconds(left)} left" if left is not None and done < total else ""
+        print(f"{self.command}: {done}/{total} {what}{tail}", file=self.stream, flush=True)
+
+    def _tqdm(self, what: str, done: int, total: int) -> bool:
+        """Move the terminal bar; False when tqdm is not installed."""
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return False
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc=self.command, unit=f" {what}", file=self.stream, leave=True)
+        self.bar.update(done - self.bar.n)
+        return True
+
+    def close(self) -> None:
+        """End the terminal bar, if one is drawn."""
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
 def cmd_sample(ns: argparse.Namespace) -> dict[str, Any]:
     """Generate (once) the built-in synthetic sample dataset and say where it is."""
     from core.data import sample
@@ -77,7 +140,9 @@ def cmd_scan(ns: argparse.Namespace) -> dict[str, Any]:
     """Scan a source: summary as JSON, items and problems optionally to CSV."""
     from core.data.sources import load_source
 
-    ds = load_source(source_config(ns))
+    line = StepLine("scan")
+    ds = load_source(source_config(ns), progress=line)
+    line.close()
     if ns.items_out:
         ds.items.to_csv(ns.items_out, index=False)
     if ns.problems_out:
@@ -90,14 +155,15 @@ def cmd_scan(ns: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_check(ns: argparse.Namespace) -> dict[str, Any]:
     """Checks of the data: metadata shortcut (AUC with CI, per feature) and (near-)duplicates with leak flags."""
-    import time
-
     from core.data.sources import load_source
     from core.evaluation import checks
 
-    t0 = time.perf_counter()
-    ds = load_source(source_config(ns))
-    res = checks.check_source(ds.items, size=ns.size, max_distance=ns.max_distance, n_boot=ns.n_boot)
+    t0, line = time.perf_counter(), StepLine("check")
+    ds = load_source(source_config(ns), progress=line)
+    res = checks.check_source(
+        ds.items, size=ns.size, max_distance=ns.max_distance, n_boot=ns.n_boot, progress=line
+    )
+    line.close()
     if ns.pairs_out:
         res["pairs"].to_csv(ns.pairs_out, index=False)
     pairs = res["pairs"].drop(columns=["i", "j"]).head(ns.show)
@@ -157,17 +223,15 @@ def _run_job(kind: str, params: dict, background: bool) -> dict[str, Any]:
     job = jobs.submit_and_start(kind, params, store=store)
     if background:
         return {"job": job.id, "status": job.status, "run_dir": job.run_dir}
-    watcher = _TerminalProgress(Path(job.run_dir)) if sys.stderr.isatty() else None
-    if watcher:
-        watcher.start()
+    watcher = _TerminalProgress(Path(job.run_dir), tty=sys.stderr.isatty())
+    watcher.start()
     try:
         job = jobs.wait(job.id, store=store, timeout=7 * 24 * 3600)
     except KeyboardInterrupt:
         store.cancel(job.id)
         job = jobs.wait(job.id, store=store, timeout=120)
     finally:
-        if watcher:
-            watcher.stop()
+        watcher.stop()
     out = {"job": job.id, "status": job.status, "run_dir": job.run_dir, "result": job.result}
     if job.status != "done":
         raise CliError(
@@ -177,12 +241,15 @@ def _run_job(kind: str, params: dict, background: bool) -> dict[str, Any]:
 
 
 class _TerminalProgress:
-    """A one-line progress display on stderr, read from the run's progress.json."""
+    """A job's progress on stderr, read from the run's progress.json: one line redrawn twice a second on a
+    terminal, else a plain line when the phase or epoch changes and at most every `every` seconds otherwise."""
 
-    def __init__(self, run_dir: Path):
+    def __init__(self, run_dir: Path, tty: bool = True, every: float = 10.0):
         import threading
 
-        self.run_dir, self._stop = run_dir, threading.Event()
+        self.run_dir, self._stop, self.tty, self.every = run_dir, threading.Event(), tty, every
+        self._shown: tuple = ()
+        self._last = 0.0
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def start(self) -> None:
@@ -193,7 +260,8 @@ class _TerminalProgress:
         """Stop and end the line."""
         self._stop.set()
         self._thread.join(timeout=2)
-        print(file=sys.stderr)
+        if self.tty:
+            print(file=sys.stderr)
 
     def _loop(self) -> None:
         """Redraw twice a second."""
@@ -208,7 +276,19 @@ class _TerminalProgress:
             bt = f"batch {p.batch}/{p.n_batches} " if p.n_batches else ""
             loss = f"loss {p.train_loss:.4f} " if p.train_loss is not None else ""
             eta = f"ETA {fmt.seconds(p.eta_s)}" if p.eta_s is not None else ""
-            print(f"\r{p.phase}: {fold}{ep}{bt}{loss}{eta}".ljust(100), end="", file=sys.stderr)
+            text = f"{p.phase}: {fold}{ep}{bt}{loss}{eta}".rstrip()
+            if self.tty:
+                print(f"\r{text}".ljust(100), end="", file=sys.stderr)
+            elif self._due((p.phase, p.fold, p.epoch)):
+                print(text, file=sys.stderr, flush=True)
+
+    def _due(self, state: tuple) -> bool:
+        """A plain line is due: the phase, fold or epoch changed, or `every` seconds passed."""
+        now = time.monotonic()
+        if state == self._shown and now - self._last < self.every:
+            return False
+        self._shown, self._last = state, now
+        return True
 
 
 def cmd_train(ns: argparse.Namespace) -> dict[str, Any]:
@@ -254,6 +334,35 @@ def cmd_cancel(ns: argparse.Namespace) -> dict[str, Any]:
         return {"experiment": ns.job, "cancelled": experiments.cancel(ns.job)}
     job = jobs.JobStore().cancel(ns.job)
     return {"job": job.id, "status": job.status, "cancel_requested": job.cancel_requested}
+
+
+def cmd_delete(ns: argparse.Namespace) -> dict[str, Any]:
+    """Delete a finished run (its folder and job rows) or an experiment (its record and trial runs); without
+    --yes only say what would go and exit non-zero."""
+    from core.runs import removal
+    from core.train import experiments
+
+    try:
+        if experiments.exists(ns.target):
+            plan = experiments.deletion(ns.target)
+            what = {
+                "experiment": ns.target,
+                "name": plan["name"],
+                "folder": str(plan["folder"]),
+                "runs": [r.to_dict() for r in plan["runs"]],
+            }
+            if ns.yes:
+                experiments.delete(ns.target)
+        else:
+            what = removal.plan(ns.target).to_dict()
+            if ns.yes:
+                removal.delete(ns.target)
+    except removal.DeleteRefused as err:
+        raise CliError(str(err)) from err
+    if not ns.yes:
+        print(json.dumps({"would_delete": what}, indent=2, default=str))
+        raise CliError("nothing was deleted; run again with --yes to delete the above")
+    return {"deleted": what}
 
 
 SWEEP_EPILOG = """\
@@ -329,8 +438,6 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_sweep(ns: argparse.Namespace) -> dict[str, Any]:
     """Start a sweep: one ordinary training job per trial; wait for all of them unless --background."""
-    import time
-
     from core.runs import jobs
     from core.train import experiments
 
@@ -355,11 +462,48 @@ def cmd_sweep(ns: argparse.Namespace) -> dict[str, Any]:
             "trials": [t["job"] for t in record["trials"]],
         }
     try:
-        while experiments.refresh(record["id"], store)["status"] in jobs.ACTIVE:
-            time.sleep(2)
+        _wait_sweep(record["id"], store)
     except KeyboardInterrupt:
         experiments.cancel(record["id"], store=store)
     return _experiment_summary(record["id"])
+
+
+def sweep_line(exp_id: str, record: dict[str, Any], store: Any) -> str:
+    """One line about a sweep under way: trials done / running / queued (and stopped), the best so far."""
+    from core.train import experiments
+
+    counts = record["counts"]
+    ended = sum(counts.get(s, 0) for s in ("failed", "cancelled", "interrupted"))
+    text = (
+        f"sweep {exp_id}: {counts.get('done', 0)}/{len(record['trials'])} trials done, "
+        f"{counts.get('running', 0)} running, {counts.get('queued', 0)} queued"
+        + (f", {ended} stopped or failed" if ended else "")
+    )
+    if not counts.get("done"):
+        return text
+    metric = experiments.spec_of(record).metric
+    table = experiments.trial_table(record, store, n_boot=200)
+    best = experiments.best_trial(table, metric)
+    if best is None:
+        return text
+    row = table[table["job"] == best].iloc[0]
+    return text + f"; best so far: trial {row['trial']}, valid {metric} {fmt.number(row[metric])}"
+
+
+def _wait_sweep(exp_id: str, store: Any, every: float = 2.0) -> None:
+    """Wait for a sweep's trials, printing a line to stderr whenever the counts change."""
+    from core.runs import jobs
+    from core.train import experiments
+
+    shown = None
+    while True:
+        record = experiments.refresh(exp_id, store)
+        if record["counts"] != shown:
+            shown = record["counts"]
+            print(sweep_line(exp_id, record, store), file=sys.stderr, flush=True)
+        if record["status"] not in jobs.ACTIVE:
+            return
+        time.sleep(every)
 
 
 def _experiment_summary(exp_id: str) -> dict[str, Any]:
@@ -421,7 +565,8 @@ def cmd_predict(ns: argparse.Namespace) -> dict[str, Any]:
     if not ns.input and not ns.csv_path:
         raise CliError("give an image/DICOM file or folder, or --csv with a table of paths")
     pred = Predictor(_model_path(ns.model))
-    opts = dict(batch_size=ns.bs, tta=ns.tta, threshold=ns.threshold)
+    line = StepLine("predict")
+    opts = dict(batch_size=ns.bs, tta=ns.tta, threshold=ns.threshold, progress=line)
     if ns.csv_path:
         preds, problems = predict_csv(
             pred, ns.csv_path, path_col=ns.path_col, label_col=ns.label_col, image_root=ns.root, **opts
@@ -430,6 +575,7 @@ def cmd_predict(ns: argparse.Namespace) -> dict[str, Any]:
         preds, problems = predict_folder(pred, ns.input, **opts)
     else:
         preds, problems = pred.predict_paths([str(ns.input)], **opts)
+    line.close()
     if ns.out:
         preds.to_csv(ns.out, index=False)
     return {
@@ -449,7 +595,9 @@ def cmd_evaluate(ns: argparse.Namespace) -> dict[str, Any]:
 
     model = _model_path(ns.model)
     pred = Predictor(model)
-    scored = score_source(pred, source_config(ns), tta=ns.tta, threshold=ns.threshold)
+    line = StepLine("evaluate")
+    scored = score_source(pred, source_config(ns), tta=ns.tta, threshold=ns.threshold, progress=line)
+    line.close()
     df = scored.predictions
     if ns.out:
         df.to_csv(ns.out, index=False)
@@ -477,7 +625,9 @@ def cmd_evaluate(ns: argparse.Namespace) -> dict[str, Any]:
         test_predictions=df,
         threshold=ns.threshold,
         png=False if ns.no_png else None,
+        progress=line,
     )
+    line.close()
     out.update(report=rep["report"], comparison=rep["comparison"], png_note=rep["png_note"] or None)
     return out
 
@@ -512,7 +662,9 @@ def cmd_report(ns: argparse.Namespace) -> dict[str, Any]:
         n_resamples=ns.n_boot,
         seed=ns.seed,
         png=False if ns.no_png else None,
+        progress=(line := StepLine("report")),
     )
+    line.close()
     return {k: rep[k] for k in ("report", "metrics", "png_ok", "png_note", "headline", "comparison")} | {
         "figures": len(rep["figures"])
     }
@@ -651,7 +803,7 @@ def _training_commands(sub: Any) -> None:
 
 
 def _job_commands(sub: Any) -> None:
-    """Commands about jobs and runs: runs, experiments, cancel, finish."""
+    """Commands about jobs and runs: runs, experiments, cancel, delete, finish."""
     p = sub.add_parser("runs", help="list runs/jobs and their status")
     p.add_argument("--limit", type=int, default=50, help="most recent runs listed (default 50)")
     p.add_argument("--experiment", default="", help="the trials of this experiment (sweep) instead")
@@ -662,6 +814,16 @@ def _job_commands(sub: Any) -> None:
     p = sub.add_parser("cancel", help="cancel a queued or running job")
     p.add_argument("job")
     p.set_defaults(func=cmd_cancel)
+    p = sub.add_parser(
+        "delete",
+        help="delete a finished run (folder + job) or an experiment (record + its trial runs)",
+        description="Delete a run that is not queued or running (its run folder and its job rows, fold jobs "
+        "included) or an experiment with no active trial (its record and every trial's run). Without --yes "
+        "it only prints what would be deleted and exits 1.",
+    )
+    p.add_argument("target", metavar="RUN_OR_EXPERIMENT_ID", help="job id, run folder, or experiment id")
+    p.add_argument("--yes", action="store_true", help="really delete")
+    p.set_defaults(func=cmd_delete)
     p = sub.add_parser("finish", help="make a model from the best checkpoint of a failed or interrupted run")
     p.add_argument("run", help="run folder (or its id)")
     p.set_defaults(func=cmd_finish)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.base.eta import eta, folds_eta, job_eta, step_fraction
+from core.base.eta import EpochPace, Rate, eta, folds_eta, job_eta, step_fraction
 from core.runs.progress import ProgressRecord
 
 rec = ProgressRecord.from_dict  # the estimators read a progress record
@@ -42,3 +42,49 @@ def test_folds_eta_of_folds_running_side_by_side():
     assert (
         folds_eta([("done", rec({})), ("done", rec({}))]) == 0.0 and folds_eta([("queued", rec({}))]) is None
     )
+
+
+def _scripted_fit(pace, epoch_lengths, n_batches=10, valid=0.0):
+    """Feed `pace` a fit whose epochs' batches take the given seconds, each epoch then validating for `valid`
+    seconds; the estimate after each batch, with the true time left."""
+    total, now, out = sum(epoch_lengths) + valid * len(epoch_lengths), 0.0, []
+    for e, length in enumerate(epoch_lengths):
+        for b in range(1, n_batches + 1):
+            now += length / n_batches
+            out.append((e, b, pace.tick(now, e, b / n_batches), total - now))
+        now += valid
+        pace.end(now)
+    return out
+
+
+def test_epoch_pace_sets_the_slow_first_epoch_apart():
+    lengths = [60.0] + [3.0] * 9  # epoch 1 fills the decode cache; the other nine take 3 s each
+    est = _scripted_fit(EpochPace(len(lengths), t0=0.0), lengths)
+    after_two = next((left, truth) for e, b, left, truth in est if e == 2 and b == 1)
+    assert after_two[0] == pytest.approx(after_two[1], rel=0.2)  # the old average said ~5x too much
+    assert eta(63.0 + 0.3, 2.1, 10) > 4 * after_two[1]
+    for e, _, left, truth in est:
+        if e >= 2:
+            assert left == pytest.approx(truth, rel=0.2, abs=1.0)
+    assert est[-1][2] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_epoch_pace_follows_a_change_of_speed_and_starts_without_history():
+    pace = EpochPace(6, t0=0.0)
+    assert pace.tick(5.0, 0, 0.5) == pytest.approx(5.0 + 5 * 10.0)  # first epoch only: its own pace
+    est = _scripted_fit(EpochPace(6, t0=0.0), [20.0, 2.0, 2.0, 6.0, 6.0, 6.0])  # unfrozen epochs are slower
+    left = next(v for e, b, v, _ in est if e == 5 and b == 5)
+    assert left == pytest.approx(3.0, rel=0.2)
+    r = Rate(alpha=0.5)
+    assert r.left(3) is None
+    r.add(10.0, 5)
+    r.add(4.0, 1)
+    assert r.value == pytest.approx(3.0) and r.left(2) == pytest.approx(6.0)
+
+
+def test_epoch_pace_counts_validation_time_the_batches_do_not_show():
+    lengths = [40.0] + [2.0] * 7  # training batches; each epoch then validates for 1 s (the first included)
+    est = _scripted_fit(EpochPace(len(lengths), t0=0.0), lengths, valid=1.0)
+    for e, _, left, truth in est:
+        if e >= 2:
+            assert left == pytest.approx(truth, rel=0.2, abs=1.0)

@@ -349,6 +349,34 @@ def own_run(job: jobs.Job) -> bool:
     return not hosting.hosted() or job.owner == owner_id()
 
 
+def delete_button(label: str, what: str, key: str, delete: Callable[[], object]) -> bool:
+    """A delete button that asks first: `label` -> a warning with **Yes, delete** / **Keep**; a refusal
+    (core.runs.removal.DeleteRefused) is shown in plain words. True once deleted (the caller reruns)."""
+    from core.runs.removal import DeleteRefused
+
+    asked = f"{key}_asked"
+    if not st.session_state.get(asked):
+        if st.button(label, key=key):
+            st.session_state[asked] = True
+            st.rerun()
+        return False
+    st.warning(f"Delete {what}? Its files are removed for good; this cannot be undone.")
+    yes, keep = st.columns(2)
+    if keep.button("Keep", key=f"{key}_keep"):
+        st.session_state.pop(asked, None)
+        st.rerun()
+    if not yes.button("Yes, delete", key=f"{key}_yes", type="primary"):
+        return False
+    st.session_state.pop(asked, None)
+    try:
+        delete()
+    except DeleteRefused as err:
+        st.error(str(err))
+        return False
+    st.toast(f"Deleted {what}.")
+    return True
+
+
 def model_download(job: jobs.Job, key: str) -> None:
     """ "Download the model (.zip)" for this session's own finished run (built on click, then cached); else why not."""
     from core.models.savedmodel import find_manifest

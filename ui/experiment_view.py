@@ -227,6 +227,24 @@ def watch(exp_id: str) -> None:
     else:
         trials_panel(record)
     use_section(record)
+    if record["status"] not in jobs.ACTIVE:
+        delete_offer(record)
+
+
+def delete_offer(record: dict) -> None:
+    """**Delete experiment** (asks first): its record and every trial's run; hosted, the owner's only."""
+    if hosting.hosted() and record.get("owner") != common.owner_id():
+        return
+    exp_id = record["id"]
+    what = f"experiment {record['name']} and its {len(record['trials'])} trial run(s)"
+    if common.delete_button("Delete experiment", what, f"ex_delete_{exp_id}", lambda: _delete(exp_id)):
+        st.session_state.pop(PICK, None)
+        st.rerun()
+
+
+def _delete(exp_id: str) -> None:
+    """Delete an experiment (refused while a trial is queued or running)."""
+    experiments.delete(exp_id, common.job_store())
 
 
 def cancel_controls(record: dict) -> None:

@@ -216,6 +216,31 @@ def watch(job_id: str) -> None:
         live_panel(job.id)
     else:
         outcome(job)
+        delete_offer(job)
+
+
+def delete_offer(job: jobs.Job) -> None:
+    """**Delete run** (asks first) for an ended run this session owns; a fold or a sweep trial goes with its parent."""
+    if not common.own_run(job):
+        return
+    exp = (job.params or {}).get("experiment")
+    if job.parent_id or exp:
+        st.caption(
+            f"This run is a fold of run {job.parent_id}: delete that run to remove it."
+            if job.parent_id
+            else f"This run is a trial of experiment {exp}: delete it on the Experiments page."
+        )
+        return
+    if common.delete_button("Delete run", f"run {job.id}", f"tr_delete_{job.id}", lambda: _delete(job.id)):
+        st.session_state.pop(PICK, None)
+        st.rerun()
+
+
+def _delete(job_id: str) -> None:
+    """Delete a run (folder and job rows; core.runs.removal refuses an active one)."""
+    from core.runs import removal
+
+    removal.delete(job_id, common.job_store())
 
 
 @st.fragment(run_every=common.LIVE_EVERY_S)

@@ -68,3 +68,65 @@ def folds_eta(folds: Sequence[tuple[str, Pace]]) -> float | None:
         return None
     lengths = [(p.elapsed_s or 0.0) + left for p, left in zip(running, lefts)]
     return max(lefts) + math.ceil(queued / len(running)) * sum(lengths) / len(lengths)
+
+
+class Rate:
+    """Seconds per unit of work, exponentially smoothed (`alpha`: the weight of the newest measurement)."""
+
+    def __init__(self, alpha: float = 0.3):
+        self.alpha = alpha
+        self.value: float | None = None
+
+    def add(self, seconds: float, units: float) -> None:
+        """Fold in `units` of work that took `seconds`."""
+        if units <= 0 or not math.isfinite(seconds):
+            return
+        per = seconds / units
+        self.value = per if self.value is None else self.alpha * per + (1 - self.alpha) * self.value
+
+    def left(self, units: float) -> float | None:
+        """Seconds for `units` more at the smoothed rate; None before any measurement."""
+        return None if self.value is None else max(0.0, self.value * units)
+
+
+class EpochPace:
+    """Time left of a fit whose first epoch is slow by design (it fills the decode cache): the first epoch is
+    timed apart, later epochs feed a smoothed per-epoch rate, and the estimate uses that rate once it exists."""
+
+    def __init__(self, n_epochs: int, t0: float | None = None, alpha: float = 0.5):
+        self.n_epochs, self.t0 = n_epochs, t0
+        self.first: float | None = None
+        self.later = Rate(alpha)
+        self.epoch, self.started = -1, 0.0
+        self.ended: float | None = None  # when the current epoch ended (validation included), if it has
+
+    def tick(self, now: float, epoch: int, frac: float) -> float | None:
+        """Seconds left at time `now`, `frac` (0..1) of the way through `epoch` (0-based, counted over the run)."""
+        if epoch != self.epoch:
+            if self.ended is None and self.epoch >= 0:
+                self.end(now)
+            start = self.ended if self.ended is not None else self.t0 if self.t0 is not None else now
+            self.epoch, self.started, self.ended = epoch, start, None
+        in_epoch, rest = now - self.started, max(0, self.n_epochs - epoch - 1)
+        pace = in_epoch / frac if frac > 0 else None  # this epoch's length at its training batches' pace
+        rate = self.later.value
+        if (
+            rate is None and self.first is not None
+        ):  # second epoch: the first's length until half of it is done
+            rate = pace if pace is not None and frac >= 0.5 else self.first
+        if rate is None:  # still in the first epoch: its own pace, for itself and (pessimistically) the rest
+            return None if pace is None else pace - in_epoch + rest * pace
+        # the rate's epoch length includes validation, which the batches do not show; an epoch running slower
+        # than the rate says (unfrozen after frozen) is followed at its own pace
+        now_left = max(rate, pace if pace is not None and frac >= 0.5 else 0.0) - in_epoch
+        return max(0.0, now_left) + rest * rate
+
+    def end(self, now: float) -> None:
+        """The current epoch (validation included) ended at `now`: the first is kept apart, later ones smoothed."""
+        if self.epoch < 0 or self.ended is not None:
+            return
+        self.ended, seconds = now, now - self.started
+        if self.first is None:
+            self.first = seconds
+        else:
+            self.later.add(seconds, 1)

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydicom.datadict import tag_for_keyword
 
 from core.base.fsutil import inside, is_hidden
+from core.base.steps import OnStep
 from core.data import imaging
 from core.data.items import (
     SPLIT_FOLDERS,
@@ -142,6 +143,7 @@ def scan_folder(
     validate: bool = True,
     workers: int = 4,
     decode: Decode | None = None,
+    progress: OnStep | None = None,
 ) -> Dataset:
     """Items from class folders (root/<class>/**), optionally inside train/valid(val)/test folders.
 
@@ -157,7 +159,7 @@ def scan_folder(
         cands += [_Cand(c.path, c.relpath, c.label, split="test") for c in tcands]
     if not cands and not problems:
         raise _no_files(base, ignored)
-    items, bad = _probe_all(cands, validate, workers, decode=decode)
+    items, bad = _probe_all(cands, validate, workers, decode=decode, progress=progress)
     return _make(items, problems + bad, base, "folder", ignored)
 
 
@@ -184,6 +186,7 @@ def scan_dicom_folder(
     split_col: str = "",
     decode: Decode | None = None,
     every_file: bool = False,
+    progress: OnStep | None = None,
 ) -> Dataset:
     """Items from a folder of DICOM files; labels from class folders, a table, or a header tag.
 
@@ -201,10 +204,10 @@ def scan_dicom_folder(
         if not len(table) and not problems:
             raise _no_files(base, ignored, "DICOM")
         limit = None if every_file else probe_max()
-        items, bad, unread = _probe_frame(table, validate, workers, True, group_tag, decode, limit)
+        items, bad, unread = _probe_frame(table, validate, workers, True, group_tag, decode, limit, progress)
         return _make(items, problems + bad, base, "dicom", ignored, rename.values(), False, conflicts, unread)
     cands = _folder_cands(base, ignored, problems, dicom_only=True, by_folder=not label_tag)
     if not cands and not problems:
         raise _no_files(base, ignored, "DICOM")
-    items, bad = _probe_all(cands, validate, workers, True, label_tag, group_tag, decode)
+    items, bad = _probe_all(cands, validate, workers, True, label_tag, group_tag, decode, progress)
     return _make(items, problems + bad, base, "dicom", ignored, [], True)

@@ -15,8 +15,10 @@ from typing import Any
 
 import pandas as pd
 
+from core.base import steps
 from core.base.fsutil import inside
 from core.base.paths import env_int
+from core.base.steps import OnStep
 from core.data import imaging
 
 ITEM_COLUMNS = ["path", "relpath", "label", "group", "split", "source", "kind", "width", "height"]
@@ -264,6 +266,7 @@ def _probe_all(
     label_tag: str = "",
     group_tag: str = "",
     decode: Decode | None = None,
+    progress: OnStep | None = None,
 ) -> tuple[list[dict], list[dict]]:
     """Probe every candidate in a thread pool; split the results into items and problems (order kept)."""
     rows: list[dict[str, Any]] = [{}] * len(cands)
@@ -271,7 +274,7 @@ def _probe_all(
     def fn(i: int) -> None:
         rows[i] = _probe(cands[i], validate, dicom_only, label_tag, group_tag, decode)
 
-    _run_chunked(fn, len(cands), workers)
+    _run_chunked(fn, len(cands), workers, progress=progress)
     return [r for r in rows if "reason" not in r], [r for r in rows if "reason" in r]
 
 
@@ -306,12 +309,19 @@ def _make(
     )
 
 
-def _run_chunked(fn: Callable[[int], None], n: int, workers: int, chunk: int = 2048) -> None:
-    """fn(i) for i in range(n), in threads a chunk at a time (never a million futures at once)."""
+def _run_chunked(
+    fn: Callable[[int], None], n: int, workers: int, chunk: int = 2048, progress: OnStep | None = None
+) -> None:
+    """fn(i) for i in range(n), in threads a chunk at a time (never a million futures at once); each file done is
+    reported to `progress` as "files"."""
     if workers <= 1 or n <= 1:
-        for i in range(n):
-            fn(i)
+        for _ in steps.counted(map(fn, range(n)), n, progress, "files"):
+            pass
         return
     with ThreadPoolExecutor(max_workers=workers) as ex:
+        done = 0
+        steps.report(progress, "files", 0, n)
         for start in range(0, n, chunk):
-            list(ex.map(fn, range(start, min(n, start + chunk))))
+            for _ in ex.map(fn, range(start, min(n, start + chunk))):
+                done += 1
+                steps.report(progress, "files", done, n)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from core.base.config import SourceConfig
+from core.base.steps import OnStep
 from core.data.folders import scan_dicom_folder, scan_folder
 from core.data.items import Dataset, Decode, SourceError
 from core.data.tables import from_csv
@@ -17,20 +18,32 @@ from core.data.tables import from_csv
 # ---------------------------------------------------------------- dispatch
 
 
-def _sample(cfg: SourceConfig, decode: Decode | None = None, every_file: bool = False) -> Dataset:
+def _sample(
+    cfg: SourceConfig, decode: Decode | None = None, every_file: bool = False, progress: OnStep | None = None
+) -> Dataset:
     """The built-in synthetic sample (CSV form with patient ids, so splits can be by patient)."""
     from core.data import sample
 
     src = sample.source(sample.ensure_sample())
-    return from_csv(src.csv_path, group_col=src.group_col, decode=decode, every_file=every_file)
+    return from_csv(
+        src.csv_path, group_col=src.group_col, decode=decode, every_file=every_file, progress=progress
+    )
 
 
-LOADERS: dict[str, Callable[[SourceConfig, Decode | None, bool], Dataset]] = {
-    "folder": lambda c, d, e: scan_folder(c.root, c.test_root, decode=d),
-    "csv": lambda c, d, e: from_csv(
-        c.csv_path, c.root, c.path_col, c.label_col, c.group_col, c.split_col, decode=d, every_file=e
+LOADERS: dict[str, Callable[[SourceConfig, Decode | None, bool, OnStep | None], Dataset]] = {
+    "folder": lambda c, d, e, p: scan_folder(c.root, c.test_root, decode=d, progress=p),
+    "csv": lambda c, d, e, p: from_csv(
+        c.csv_path,
+        c.root,
+        c.path_col,
+        c.label_col,
+        c.group_col,
+        c.split_col,
+        decode=d,
+        every_file=e,
+        progress=p,
     ),
-    "dicom": lambda c, d, e: scan_dicom_folder(
+    "dicom": lambda c, d, e, p: scan_dicom_folder(
         c.root,
         c.csv_path,
         c.label_tag,
@@ -41,6 +54,7 @@ LOADERS: dict[str, Callable[[SourceConfig, Decode | None, bool], Dataset]] = {
         split_col=c.split_col,
         decode=d,
         every_file=e,
+        progress=p,
     ),
     "sample": _sample,
 }
@@ -57,13 +71,16 @@ def source_root(cfg: SourceConfig) -> Path:
     return Path(cfg.root).expanduser().resolve()
 
 
-def load_source(cfg: SourceConfig, decode: Decode | None = None, every_file: bool = False) -> Dataset:
+def load_source(
+    cfg: SourceConfig, decode: Decode | None = None, every_file: bool = False, progress: OnStep | None = None
+) -> Dataset:
     """Build the Dataset a SourceConfig describes.
 
     `decode(path)` is the validating decode of every file opened (default imaging.read_image); training passes
     a DecodeCache.warm partial with its image size and window so validating also fills its decode cache, and
     every_file=True: a table longer than probe_max() rows is otherwise opened only for a sample (see from_df).
+    `progress(what, done, total)` hears of each file opened (core.base.steps).
     """
     if cfg.kind not in LOADERS:
         raise SourceError(f"unknown source kind '{cfg.kind}'; use one of {', '.join(LOADERS)}")
-    return LOADERS[cfg.kind](cfg, decode, every_file)
+    return LOADERS[cfg.kind](cfg, decode, every_file, progress)

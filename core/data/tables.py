@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from core.base.steps import OnStep
 from core.data import imaging
 from core.data.items import (
     DELIMITERS,
@@ -502,6 +503,7 @@ def _probe_frame(
     group_tag: str = "",
     decode: Decode | None = None,
     limit: int | None = None,
+    progress: OnStep | None = None,
 ) -> tuple[pd.DataFrame, list[dict], int]:
     """Open the candidate rows' files (a seeded sample of `limit` when there are more): items, problems, rows unread.
 
@@ -529,7 +531,7 @@ def _probe_frame(
             return
         kinds[k], width[k], height[k] = info.kind, int(info.width), int(info.height)
 
-    _run_chunked(fn, m, workers)
+    _run_chunked(fn, m, workers, progress=progress)
     rows = cands.pop("_row").to_numpy()
     problems = [_problem(paths.iat[opened[k]], f"row {rows[opened[k]]}: {failed[k]}") for k in sorted(failed)]
     if m == n:
@@ -561,6 +563,7 @@ def from_df(
     workers: int = 4,
     decode: Decode | None = None,
     every_file: bool = False,
+    progress: OnStep | None = None,
 ) -> Dataset:
     """Items from a table of relative paths and labels; row numbers in reasons are 1-based data rows.
 
@@ -575,7 +578,9 @@ def from_df(
     cols = {"path": path_col, "label": label_col, "group": group_col, "split": split_col}
     cands, problems, rename, conflicts = _table_cands(df, root, cols)
     limit = None if every_file else probe_max()
-    items, bad, unread = _probe_frame(cands, validate, workers, source == "dicom", decode=decode, limit=limit)
+    items, bad, unread = _probe_frame(
+        cands, validate, workers, source == "dicom", decode=decode, limit=limit, progress=progress
+    )
     del cands
     return _make(items, problems + bad, root, source, Counter(), rename.values(), False, conflicts, unread)
 
@@ -591,6 +596,7 @@ def from_csv(
     workers: int = 4,
     decode: Decode | None = None,
     every_file: bool = False,
+    progress: OnStep | None = None,
 ) -> Dataset:
     """Items from a CSV (paths relative to image_root, default the CSV's folder); see from_df."""
     root = image_root if str(image_root).strip() else Path(csv_path).expanduser().resolve().parent
@@ -606,4 +612,5 @@ def from_csv(
         workers,
         decode,
         every_file,
+        progress,
     )

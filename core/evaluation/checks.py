@@ -20,7 +20,8 @@ import pandas as pd
 from PIL import Image
 
 from core.base import paths as app_paths
-from core.base import privacy
+from core.base import privacy, steps
+from core.base.steps import OnStep
 from core.data import decode_cache, imaging
 from core.evaluation import evaluate
 
@@ -138,13 +139,18 @@ def image_features(
     size: int = FEATURE_SIZE,
     cache: decode_cache.DecodeCache | None = None,
     workers: int = 4,
+    progress: OnStep | None = None,
 ) -> pd.DataFrame:
     """One row per item (same order): metadata, thumbnail mean/std, 64-bit pHash, file md5, error."""
     cache = cache or decode_cache.DecodeCache()
     kinds = items["kind"] if "kind" in items else pd.Series("image", index=items.index)
     args = list(zip(items["path"].astype(str), kinds.astype(str)))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
-        rows = list(ex.map(lambda a: _one(a[0], a[1], cache, size), args))
+        rows = list(
+            steps.counted(
+                ex.map(lambda a: _one(a[0], a[1], cache, size), args), len(args), progress, "images"
+            )
+        )
     out = pd.DataFrame(rows, index=items.index)
     for side in ("width", "height"):  # a large table's unopened rows (NaN) get the size this header read saw
         seen = out.pop(f"_{side}") if f"_{side}" in out else np.nan
@@ -473,9 +479,10 @@ def check_source(
     workers: int = 4,
     n_boot: int = 1000,
     cache: decode_cache.DecodeCache | None = None,
+    progress: OnStep | None = None,
 ) -> dict[str, Any]:
     """Both checks on an items table: {"shortcut": ..., "duplicates": summary, "pairs": table, "features": table}."""
-    feats = image_features(items, size=size, cache=cache, workers=workers)
+    feats = image_features(items, size=size, cache=cache, workers=workers, progress=progress)
     dups = find_duplicates(items, feats, max_distance)
     return {
         "shortcut": shortcut_check(items, feats, n_boot=n_boot),

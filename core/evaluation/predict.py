@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from core.base import steps
 from core.base.config import SourceConfig
+from core.base.steps import OnStep
 from core.data import decode_cache, imaging
 from core.data.loaders import ImageReader
 from core.evaluation import evaluate
@@ -150,6 +152,7 @@ class Predictor:
         tta: bool = False,
         threshold: float | None = None,
         workers: int = DECODE_WORKERS,
+        progress: OnStep | None = None,
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(predictions, problems) for many files; a broken file is reported, the rest are predicted.
 
@@ -158,11 +161,13 @@ class Predictor:
         """
         paths = [str(p) for p in paths]
         good, probs, problems = [], [], []
+        steps.report(progress, "files", 0, len(paths))
         for ok, tensors, bad in self._decoded(paths, batch_size, workers):
             problems += bad
             if tensors:
                 probs.append(self.probs(torch.stack(tensors), tta=tta))
                 good += ok
+            steps.report(progress, "files", len(good) + len(problems), len(paths))
         probs_arr = np.concatenate(probs) if probs else np.zeros((0, len(self.classes)))
         df = self._frame(good, probs_arr, threshold)
         if labels is not None:
@@ -207,10 +212,13 @@ def predict_folder(
     batch_size: int = 32,
     tta: bool = False,
     threshold: float | None = None,
+    progress: OnStep | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Predict every image/DICOM under a folder (recursively; hidden files skipped)."""
     paths = folder_paths(folder)
-    return as_predictor(model_path).predict_paths(paths, batch_size=batch_size, tta=tta, threshold=threshold)
+    return as_predictor(model_path).predict_paths(
+        paths, batch_size=batch_size, tta=tta, threshold=threshold, progress=progress
+    )
 
 
 def read_path_table(
@@ -256,11 +264,12 @@ def predict_csv(
     batch_size: int = 32,
     tta: bool = False,
     threshold: float | None = None,
+    progress: OnStep | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Predict the files a CSV lists; a labelled CSV's labels come along (score them with score_predictions)."""
     files, labels, problems = read_path_table(csv_path, path_col, label_col, image_root)
     df, bad = as_predictor(model_path).predict_paths(
-        files, batch_size=batch_size, labels=labels, tta=tta, threshold=threshold
+        files, batch_size=batch_size, labels=labels, tta=tta, threshold=threshold, progress=progress
     )
     return df, pd.concat([problems, bad], ignore_index=True) if len(problems) else bad
 
@@ -280,12 +289,13 @@ def score_source(
     batch_size: int = 32,
     tta: bool = False,
     threshold: float | None = None,
+    progress: OnStep | None = None,
 ) -> SourceScore:
     """Load a labelled source, check its labels are classes of the model, predict it with its labels, measure."""
     from core.data.sources import load_source
 
     pred = as_predictor(model)
-    ds = load_source(source)
+    ds = load_source(source, progress=progress)
     labels = ds.items["label"].astype(str)
     unknown = sorted(set(labels) - set(pred.classes))
     if unknown:
@@ -293,7 +303,12 @@ def score_source(
     if ds.items.empty:
         raise ValueError("the test set has no usable images")
     df, bad = pred.predict_paths(
-        ds.items["path"].tolist(), batch_size=batch_size, labels=labels.tolist(), tta=tta, threshold=threshold
+        ds.items["path"].tolist(),
+        batch_size=batch_size,
+        labels=labels.tolist(),
+        tta=tta,
+        threshold=threshold,
+        progress=progress,
     )
     problems = pd.concat([ds.problems[["path", "reason"]], bad], ignore_index=True)
     return SourceScore(df, problems, evaluate.metrics_from_frame(df, pred.classes))

@@ -17,7 +17,8 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from core.base import fmt
+from core.base import fmt, steps
+from core.base.steps import OnStep
 from core.evaluation import evaluate, explain, plots
 from core.runs import rundir
 
@@ -34,6 +35,7 @@ SET_TITLES = {
     "external": "External test",
 }
 TOP_LOSSES_SHOWN = 12
+REPORT_STEPS = 4  # build_report tells its progress in these steps
 
 
 # ---------------------------------------------------------------- figures
@@ -169,12 +171,15 @@ def build_report(
     n_resamples: int = evaluate.BOOTSTRAP_RESAMPLES,
     seed: int = evaluate.BOOTSTRAP_SEED,
     png: bool | None = None,
+    progress: OnStep | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run folder (+ an external labelled test table) and write report.html, figures/ and
-    metrics_report.json under out_dir (default run_dir/report). png: None tries when kaleido is installed."""
+    metrics_report.json under out_dir (default run_dir/report). png: None tries when kaleido is installed.
+    `progress` hears of its REPORT_STEPS steps (metrics, figures, files, page)."""
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir else rundir.RunFolder(run_dir).report_folder()
     out.mkdir(parents=True, exist_ok=True)
+    steps.report(progress, "steps", 0, REPORT_STEPS)
     ev = evaluate.evaluate_run(
         run_dir,
         threshold=threshold,
@@ -186,10 +191,13 @@ def build_report(
     frames = evaluate.load_run_predictions(run_dir)
     if test_predictions is not None:
         frames["external"] = test_predictions
+    steps.report(progress, "steps", 1, REPORT_STEPS)
     figs = run_figures(run_dir, ev)
     for name, set_ev in ev["sets"].items():
         figs.update(set_figures(name, set_ev, frames[name]))
+    steps.report(progress, "steps", 2, REPORT_STEPS)
     saved = save_figures(figs, out / "figures", png)
+    steps.report(progress, "steps", 3, REPORT_STEPS)
     losses = {
         n: explain.top_losses(evaluate.labelled(frames[n]), ev["classes"], TOP_LOSSES_SHOWN)
         for n in ev["sets"]
@@ -199,6 +207,7 @@ def build_report(
     comparison = evaluate.comparison_table(ev["sets"], evaluate.HEADLINE + ("pr_auc", "brier", "ece"))
     record = {**ev, "comparison": comparison.to_dict("records"), "figures": saved, "created": time.time()}
     rundir.write_json(out / rundir.REPORT_METRICS, record)
+    steps.report(progress, "steps", REPORT_STEPS, REPORT_STEPS)
     return {
         "report": str(out / "report.html"),
         "metrics": str(out / rundir.REPORT_METRICS),

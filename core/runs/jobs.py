@@ -631,6 +631,19 @@ class JobStore:
         _sync_job_json(job)
         return bool(cur.rowcount)
 
+    def delete(self, job_ids: Sequence[str]) -> bool:
+        """Remove these job rows, all or none: False (nothing removed) when one is queued or running."""
+        marks = ",".join("?" * len(job_ids))
+        with self._write() as con:
+            busy = con.execute(
+                f"SELECT COUNT(*) FROM jobs WHERE id IN ({marks}) AND status IN ('queued', 'running')",
+                job_ids,
+            ).fetchone()[0]
+            if busy:
+                return False
+            con.execute(f"DELETE FROM jobs WHERE id IN ({marks})", job_ids)
+        return True
+
     def set_pid(self, job_id: str, pid: int) -> None:
         """Record the job's child process (with its start time, to see through pid reuse)."""
         with self._write() as con:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from fastai.callback.core import Callback, CancelFitException
 
-from core.base.eta import eta
+from core.base.eta import EpochPace, eta
 from core.base.fsutil import atomic_writer
 from core.runs import rundir
 from core.runs.progress import Progress
@@ -79,14 +79,15 @@ class TrainProgress(CancelOnStop):
     ):
         super().__init__(progress)
         self.clock, self.n_epochs, self.fold, self.n_folds = clock, n_epochs, fold, n_folds
+        self.pace = EpochPace(n_epochs, t0=self.t0)
 
     def after_batch(self):
         """Report the batch (training batches only)."""
         super().after_batch()
         if not self.training:
             return
-        elapsed = time.time() - self.t0
-        done = self.clock.now() + self.iter / max(1, self.n_iter)
+        now = time.time()
+        elapsed = now - self.t0
         self.progress.update(
             phase="training",
             fold=self.fold,
@@ -96,12 +97,13 @@ class TrainProgress(CancelOnStop):
             batch=self.iter + 1,
             n_batches=self.n_iter,
             train_loss=float(self.smooth_loss),
-            eta_s=eta(elapsed, done, self.n_epochs),
+            eta_s=self.pace.tick(now, self.clock.now(), (self.iter + 1) / max(1, self.n_iter)),
             elapsed_s=elapsed,
         )
 
     def after_epoch(self):
-        """Write the epoch's fields (its row, the best epoch so far) now."""
+        """Write the epoch's fields (its row, the best epoch so far) now; the epoch's length goes to the pace."""
+        self.pace.end(time.time())
         self.progress.update(force=True)
 
 

@@ -18,8 +18,10 @@ import copy
 import functools
 import itertools
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +30,7 @@ import pandas as pd
 from core.base import choices
 from core.base.config import AUG_PRESETS, ConfigError, RunConfig, aug_preset, from_dict, to_dict
 from core.base.schema import Meta, Setting, put
-from core.runs import jobs, rundir
+from core.runs import jobs, removal, rundir
 from core.runs.progress import ProgressRecord
 
 MODES = ("grid", "random")
@@ -433,6 +435,39 @@ def cancel(exp_id: str, job_id: str | None = None, store: jobs.JobStore | None =
     for i in active:
         store.cancel(i)
     return active
+
+
+def deletion(exp_id: str, store: jobs.JobStore | None = None) -> dict[str, Any]:
+    """What deleting an experiment removes (its record's folder and every trial's run); DeleteRefused while a
+    trial is queued or running, or when a folder is not inside the app home's folders."""
+    store = store or jobs.JobStore()
+    if not exists(exp_id):
+        raise removal.DeleteRefused(f"no experiment {exp_id!r}")
+    record = read(exp_id)
+    busy = [i for i, j in child_jobs(record, store).items() if j and j.active]
+    if busy:
+        raise removal.DeleteRefused(
+            f"experiment {exp_id} has {len(busy)} queued or running trial(s); cancel them and wait before deleting it"
+        )
+    runs = []
+    for t in record["trials"]:  # a trial whose job row is gone may still have its folder
+        known, folder = store.get(t["job"]) is not None, Path(t["run_dir"])
+        if known or folder.exists() or folder.is_symlink():
+            runs.append(removal.plan(t["job"] if known else t["run_dir"], store, trial_of=exp_id))
+    folder = removal.contained(
+        rundir.experiment_file(exp_id).parent, rundir.experiments_dir(), "experiments folder"
+    )
+    return {"experiment": exp_id, "name": record.get("name", ""), "runs": runs, "folder": folder}
+
+
+def delete(exp_id: str, store: jobs.JobStore | None = None) -> dict[str, Any]:
+    """Delete an experiment: every trial's run (job rows and folder), then its record; see `deletion`."""
+    store = store or jobs.JobStore()
+    plan = deletion(exp_id, store)
+    for run in plan["runs"]:
+        removal.delete(run.job_ids[0] if run.job_ids else str(run.folders[0]), store, trial_of=exp_id)
+    shutil.rmtree(plan["folder"])
+    return plan
 
 
 # ---------------------------------------------------------------- comparing trials
