@@ -54,6 +54,20 @@ print(json.dumps({"classes": pred.classes, "torch": pt.tolist(), "onnx": onnx.to
 """
 
 
+def fresh_routes(folder: Path, valid: Path) -> tuple[dict, np.ndarray]:
+    """FRESH run in a new process on an unpacked model folder: its output, and the run's validation probabilities."""
+    proc = subprocess.run(
+        [sys.executable, "-c", FRESH, str(folder), str(valid)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    return got, pd.read_csv(valid)[[f"prob_{c}" for c in got["classes"]]].to_numpy()
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory) -> Path:
     """The shared tiny trained run (tests/test_predict.py)."""
@@ -93,17 +107,7 @@ def test_fresh_process_gets_the_validation_probabilities_from_both_files(run, zi
     with zipfile.ZipFile(out) as zf:
         zf.extractall(tmp_path)
     folder = tmp_path / run.name
-    valid = run / "valid_predictions.csv"
-    proc = subprocess.run(
-        [sys.executable, "-c", FRESH, str(folder), str(valid)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
-    expected = pd.read_csv(valid)[[f"prob_{c}" for c in got["classes"]]].to_numpy()
+    got, expected = fresh_routes(folder, run / "valid_predictions.csv")
     assert got["meta_classes"] == got["classes"]
     np.testing.assert_allclose(np.array(got["torch"]), expected, atol=1e-4)
     np.testing.assert_allclose(np.array(got["plain"]), expected, atol=1e-4)

@@ -3,20 +3,15 @@ validation probabilities back from both its safetensors model and its ONNX file 
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from tests.browser.test_flow import expect, go_to, open_app, pick_run, settle
-from tests.test_package import FRESH
+from tests.test_package import fresh_routes
 
-REPO = Path(__file__).resolve().parents[2]
 BUTTON = "Download the model (.zip)"
 
 
@@ -55,16 +50,6 @@ def test_download_the_model_and_use_it_in_a_fresh_process(
         "model.onnx",
         "README.md",
     }
-    valid = run / "valid_predictions.csv"
-    proc = subprocess.run(
-        [sys.executable, "-c", FRESH, str(folder), str(valid)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
-    expected = pd.read_csv(valid)[[f"prob_{c}" for c in got["classes"]]].to_numpy()
+    got, expected = fresh_routes(folder, run / "valid_predictions.csv")
     for route in ("torch", "plain", "onnx"):
         np.testing.assert_allclose(np.array(got[route]), expected, atol=1e-4, err_msg=route)
