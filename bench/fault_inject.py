@@ -208,6 +208,24 @@ def _corrupt_j2k(d: Path) -> Path:
     return _encapsulated(d / "corrupt_j2k.dcm", "1.2.840.10008.1.2.4.90", garbage)
 
 
+def deflated_dicom(path: Path, padding: int = 0, cut: int = 0) -> Path:
+    """pydicom's valid deflated DICOM (image_dfl.dcm), its dataset followed by `padding` zero bytes before
+    deflating (a compression bomb: 1 GB of padding deflates to ~1 MB), or its deflated data cut by `cut` bytes."""
+    from pydicom.data import get_testdata_file
+
+    from core.data.deflate import dataset_offset
+
+    raw = Path(get_testdata_file("image_dfl.dcm")).read_bytes()
+    start = dataset_offset(Path(get_testdata_file("image_dfl.dcm"))) or 0
+    comp, zeros = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS), bytes(1 << 20)
+    parts = [comp.compress(zlib.decompress(raw[start:], -zlib.MAX_WBITS))]
+    for i in range(0, padding, len(zeros)):
+        parts.append(comp.compress(zeros[: min(len(zeros), padding - i)]))
+    body = b"".join(parts) + comp.flush()
+    path.write_bytes(raw[:start] + body[: len(body) - cut])
+    return path
+
+
 TOO_BIG = "too large to decode safely"
 CANNOT = "compressed with a method this app cannot decode"
 # name -> (make(folder) -> path, the reason every decode entry point must give, as a regex)
@@ -254,6 +272,7 @@ FAILURE_CLASSES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "bits_allocated_12_dcm": (_bad_bits, "unsupported DICOM bit depth"),
     "corrupt_jpeg_in_dcm": (_corrupt_jpeg, "truncated or corrupt pixel data"),
     "corrupt_j2k_in_dcm": (_corrupt_j2k, "truncated or corrupt pixel data"),
+    "deflated_cut_dcm": (lambda d: deflated_dicom(d / "deflated_cut.dcm", cut=400), "a damaged DICOM file"),
 }
 
 # A reason a user sees: one plain sentence, no object reprs, library chains, exception class names or paths.
@@ -494,6 +513,7 @@ def memory_probe(folder: Path, smoke: bool) -> dict[str, Any]:
     files = {
         "hostile_rgba_9400_png": real_png(folder / "rgba_9400.png", 9400, 9400, 8, 6),
         "hostile_grey16_9400_png": real_png(folder / "grey16_9400.png", 9400, 9400, 16, 0),
+        "deflated_dicom_bomb_1gb": deflated_dicom(folder / "deflated_bomb.dcm", padding=1 << 30),
     }
     if not smoke:
         files.update(largest_accepted(folder))
