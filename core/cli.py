@@ -886,7 +886,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description=__doc__)
     parser.add_argument("--version", action="version", version=label())
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_data_commands, _training_commands, _job_commands, _model_commands):
+    from core.web import users_cli
+
+    for add in (_data_commands, _training_commands, _job_commands, _model_commands, users_cli.add_commands):
         add(sub)
     return parser
 
