@@ -68,6 +68,13 @@ def data_paths(params: dict) -> list[Path]:
     return [Path(str(source[k])).expanduser() for k in SOURCE_PATHS if str(source.get(k) or "").strip()]
 
 
+def missing_data(params: dict) -> str:
+    """Why a job cannot run anywhere: a data path it names does not exist on the app's machine either ("" when
+    all exist). Checked before submitting, so a missing folder is not reported as a shared-storage problem."""
+    gone = [str(p) for p in data_paths(params) if not p.exists()]
+    return f"the data {' and '.join(gone)} does not exist (check the path)" if gone else ""
+
+
 def storage_problem(job: Job) -> str:
     """Why this node cannot run `job` (its run folder or data missing at the same path here), else ""."""
     missing = [] if Path(job.run_dir).is_dir() else [f"the run folder {job.run_dir}"]
@@ -262,7 +269,12 @@ class RaySupervisor:
         return True
 
     def submit(self, job: Job) -> None:
-        """Send one claimed job to the cluster."""
+        """Send one claimed job to the cluster (failed here when its data does not exist on this host either)."""
+        missing = missing_data(job.params)
+        if missing:
+            self.store.finish(job.id, "failed", error=missing)
+            worker.log_outcome(job, "failed", missing, 0.0)
+            return
         Progress(job.run_dir).update(force=True, phase="starting", message="waiting for a Ray node")
         self.flights[job.id] = Flight(job, self.remote.remote(job.to_dict()), time.time())
 
