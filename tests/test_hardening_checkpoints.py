@@ -3,8 +3,6 @@ anything is written; a checksum written inside each checkpoint finds a flipped b
 
 from __future__ import annotations
 
-import json
-import struct
 from pathlib import Path
 
 import pandas as pd
@@ -48,23 +46,6 @@ def _run_with(tmp_path: Path, checkpoint: bytes) -> rundir.RunFolder:
     return run
 
 
-def _flip_bit(raw: bytes) -> bytes:
-    """One bit flipped inside the tensor data (past the header)."""
-    (n,) = struct.unpack("<Q", raw[:8])
-    at = 8 + n + (len(raw) - 8 - n) // 2
-    return raw[:at] + bytes([raw[at] ^ 0x10]) + raw[at + 1 :]
-
-
-def _header_lies(raw: bytes) -> bytes:
-    """A header whose first tensor claims another dtype (the offsets no longer fit its shape)."""
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8 : 8 + n])
-    first = next(k for k in header if k != "__metadata__")
-    header[first]["dtype"] = "F64"
-    body = json.dumps(header).encode()
-    return struct.pack("<Q", len(body)) + body + raw[8 + n :]
-
-
 def _nan(path: Path) -> bytes:
     model = _model()
     with torch.no_grad():
@@ -78,15 +59,11 @@ def _other_shapes(path: Path) -> bytes:
     return path.read_bytes()
 
 
-TAMPERED = {
-    "truncated": (lambda raw, d: raw[: len(raw) // 2], "truncated or corrupt"),
-    "empty": (lambda raw, d: b"", "truncated or corrupt"),
-    "garbage header": (
-        lambda raw, d: struct.pack("<Q", 20) + b"{not json at all!!}" + raw[28:],
-        "truncated or corrupt",
-    ),
-    "header lies": (lambda raw, d: _header_lies(raw), "truncated or corrupt|does not match the checksum"),
-    "one flipped bit": (lambda raw, d: _flip_bit(raw), "does not match the checksum"),
+TAMPERED = {  # the byte-level tampers of the fault-injection bench, plus two made from a model
+    **{
+        name: (lambda raw, d, make=make: make(raw), why)
+        for name, (make, why) in fi.CHECKPOINT_TAMPERS.items()
+    },
     "NaN weight": (lambda raw, d: _nan(d / "nan.safetensors"), "NaN or infinite weights"),
     "another model's shapes": (lambda raw, d: _other_shapes(d / "3.safetensors"), "do not fit this model"),
 }
