@@ -159,3 +159,18 @@ def test_shared_password_sign_in_says_what_it_does_not_protect(monkeypatch):
     at.session_state["src_choice"] = "folder"
     at.run()
     assert any("anyone who knows it can sign in under any user name" in w.value for w in at.warning)
+
+
+def test_log_out_in_the_app_revokes_the_cookie_it_was_given(monkeypatch):
+    from ui import auth
+
+    monkeypatch.setenv("XRT_PASSWORD", "pw")
+    at = _sign_in("alice", "pw")
+    assert at.session_state["auth_identity"] == "user:alice"
+    token = at.session_state[auth.TOKEN]
+    assert (
+        signin.read_token(token, stamp_of=lambda w: accounts.stamp(w, shared_password="pw")) == "user:alice"
+    )
+    at.button(key="auth_logout").click().run()
+    assert not at.exception, at.exception
+    assert signin.read_token(token) is None  # a copy of the cookie no longer signs anyone in
