@@ -46,6 +46,17 @@ def test_deflated_bomb_is_refused_while_streaming_with_little_memory(tmp_path, m
     assert imaging.is_dicom(bomb)  # sniffing reads the DICM marker only: never inflates
 
 
+def test_an_uploaded_deflated_bomb_is_refused_and_not_kept(tmp_path, monkeypatch):
+    monkeypatch.setenv(imaging.DECODE_MEMORY_ENV, "40")
+    bomb = fi.deflated_dicom(tmp_path / "bomb.dcm", padding=64 << 20).read_bytes()
+    good = fi.deflated_dicom(tmp_path / "good.dcm").read_bytes()
+    root, problems = uploads.save_uploads(
+        "dora-00004", [("bomb.dcm", bomb), ("good.dcm", good)], 10_000_000, 10, label="c"
+    )
+    assert [p["reason"] for p in problems if "bomb" in str(p)] and "compression bomb" in str(problems)
+    assert sorted(p.name for p in root.rglob("*.dcm")) == ["good.dcm"]
+
+
 def test_deflated_file_under_the_limit_is_read_and_counted_at_its_inflated_size(tmp_path, monkeypatch):
     padded = fi.deflated_dicom(tmp_path / "padded.dcm", padding=1 << 20)
     monkeypatch.setenv(imaging.DECODE_MEMORY_ENV, "12")
