@@ -1,8 +1,10 @@
-"""Fault injection: hostile images, malformed DICOMs, hostile CSVs and a decode-memory probe, fed to every decode path.
+"""Fault injection: hostile images, malformed DICOMs, hostile CSVs, damaged checkpoints, CSV exports and a
+decode-memory probe (incl. a deflated-DICOM bomb through read_image and the hosted upload check), fed to every path.
 
 Prints one JSON line: files tried, refused with a reason, accepted, crashed (must be 0: any exception that is not
-the app's own one-line ImageError / SourceError, or a reason that is not a plain sentence), and peak RSS. The file
-classes are also the fixtures of tests/test_hardening_decode.py (one place for "every failure class").
+the app's own one-line ImageError / SourceError / ModelFileError, or a reason that is not a plain sentence), and
+peak RSS (this process, and a fresh process per memory-probe file). The file classes are also the fixtures of
+tests/test_hardening_decode.py and tests/test_hardening_checkpoints.py (one place for "every failure class").
 
     .venv/bin/python bench/fault_inject.py            # ~10-40 s on a 2-core machine
     .venv/bin/python bench/fault_inject.py --smoke    # a few seconds
@@ -77,6 +79,21 @@ def real_png(path: Path, width: int, height: int, bit_depth: int = 8, colour_typ
     path.write_bytes(
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"".join(parts)) + chunk(b"IEND", b"")
     )
+    return path
+
+
+def palette_zip(path: Path, side: int) -> Path:
+    """A zip of four copies of one side x side palette PNG (a gradient): the upload that took 1.3 GB of server
+    memory against a 1 GB decode budget when its files were checked on 4 threads."""
+    import zipfile
+
+    arr = ((np.arange(side * side, dtype=np.uint32).reshape(side, side) // 997) % 256).astype(np.uint8)
+    png = path.with_suffix(".png")
+    Image.fromarray(arr, "L").convert("P", palette=Image.Palette.ADAPTIVE, colors=256).save(png)
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for i in range(4):
+            zf.write(png, f"c/pal{i}.png")
+    png.unlink()
     return path
 
 
@@ -208,6 +225,24 @@ def _corrupt_j2k(d: Path) -> Path:
     return _encapsulated(d / "corrupt_j2k.dcm", "1.2.840.10008.1.2.4.90", garbage)
 
 
+def deflated_dicom(path: Path, padding: int = 0, cut: int = 0) -> Path:
+    """pydicom's valid deflated DICOM (image_dfl.dcm), its dataset followed by `padding` zero bytes before
+    deflating (a compression bomb: 1 GB of padding deflates to ~1 MB), or its deflated data cut by `cut` bytes."""
+    from pydicom.data import get_testdata_file
+
+    from core.data.deflate import dataset_offset
+
+    raw = Path(get_testdata_file("image_dfl.dcm")).read_bytes()
+    start = dataset_offset(Path(get_testdata_file("image_dfl.dcm"))) or 0
+    comp, zeros = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS), bytes(1 << 20)
+    parts = [comp.compress(zlib.decompress(raw[start:], -zlib.MAX_WBITS))]
+    for i in range(0, padding, len(zeros)):
+        parts.append(comp.compress(zeros[: min(len(zeros), padding - i)]))
+    body = b"".join(parts) + comp.flush()
+    path.write_bytes(raw[:start] + body[: len(body) - cut])
+    return path
+
+
 TOO_BIG = "too large to decode safely"
 CANNOT = "compressed with a method this app cannot decode"
 # name -> (make(folder) -> path, the reason every decode entry point must give, as a regex)
@@ -254,6 +289,7 @@ FAILURE_CLASSES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "bits_allocated_12_dcm": (_bad_bits, "unsupported DICOM bit depth"),
     "corrupt_jpeg_in_dcm": (_corrupt_jpeg, "truncated or corrupt pixel data"),
     "corrupt_j2k_in_dcm": (_corrupt_j2k, "truncated or corrupt pixel data"),
+    "deflated_cut_dcm": (lambda d: deflated_dicom(d / "deflated_cut.dcm", cut=400), "a damaged DICOM file"),
 }
 
 # A reason a user sees: one plain sentence, no object reprs, library chains, exception class names or paths.
@@ -339,6 +375,103 @@ def hostile_csvs(folder: Path) -> list[Path]:
     (folder / "latin1.csv").write_bytes("path,label\nimg/0.png,caf\xe9\nimg/1.png,b\n".encode("latin-1"))
     (folder / "utf16.csv").write_bytes("path,label\nimg/0.png,a\nimg/1.png,b\n".encode("utf-16"))
     return out + [folder / "binary.csv", folder / "latin1.csv", folder / "utf16.csv"]
+
+
+# ---------------------------------------------------------------- damaged checkpoints
+
+
+def _flip_bit(raw: bytes) -> bytes:
+    """One bit flipped inside the tensor data (past the safetensors header)."""
+    (n,) = struct.unpack("<Q", raw[:8])
+    at = 8 + n + (len(raw) - 8 - n) // 2
+    return raw[:at] + bytes([raw[at] ^ 0x10]) + raw[at + 1 :]
+
+
+def _header_lies(raw: bytes) -> bytes:
+    """A header whose first tensor claims another dtype."""
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    first = next(k for k in header if k != "__metadata__")
+    header[first]["dtype"] = "F64" if header[first]["dtype"] != "F64" else "F32"
+    body = json.dumps(header).encode()
+    return struct.pack("<Q", len(body)) + body + raw[8 + n :]
+
+
+CORRUPT = "truncated or corrupt"
+# name -> (bytes of a good checkpoint -> tampered bytes, the reason core.models.checkpoints must give, a regex)
+CHECKPOINT_TAMPERS: dict[str, tuple[Callable[[bytes], bytes], str]] = {
+    "truncated": (lambda raw: raw[: len(raw) // 2], CORRUPT),
+    "empty": (lambda raw: b"", CORRUPT),
+    "garbage_header": (lambda raw: struct.pack("<Q", 20) + b"{not json at all!!}" + raw[28:], CORRUPT),
+    "header_lies": (_header_lies, CORRUPT + "|does not match the checksum"),
+    "one_flipped_bit": (_flip_bit, "does not match the checksum"),
+    "tail_cut_by_one": (lambda raw: raw[:-1], CORRUPT),
+    "html_error_page": (lambda raw: b"<!DOCTYPE html><html>502 Bad Gateway</html>", CORRUPT),
+}
+
+
+def checkpoint_paths(folder: Path, tally: Tally) -> None:
+    """Every tampered checkpoint, plus NaN and inf weights, through the check `finish` runs before writing."""
+    import torch
+    from safetensors.torch import save
+
+    from core.models import checkpoints
+    from core.models.weightfiles import ModelFileError
+
+    def written(
+        state: dict,
+    ) -> bytes:  # as core.train.callbacks.save_state_atomic writes it (without fastai here)
+        return save(state, metadata=checkpoints.checkpoint_metadata(state))
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.Linear(8, 2))
+    good = written(model.state_dict())
+    cases = {name: make(good) for name, (make, _) in CHECKPOINT_TAMPERS.items()}
+    for value in ("nan", "inf"):
+        with torch.no_grad():
+            model[2].bias[0] = float(value)
+        cases[f"{value}_weight"] = written(model.state_dict())
+    for name, data in cases.items():
+        path = folder / f"{name}.safetensors"
+        path.write_bytes(data)
+        tally.run(
+            f"read_checkpoint({name})", lambda p=path: checkpoints.read_checkpoint(p), (ModelFileError,)
+        )
+
+
+def export_paths(tables: list[Path], tally: Tally) -> None:
+    """Hostile CSVs that load, written back for people: no cell a spreadsheet would run may remain."""
+    from core.base.config import SourceConfig
+    from core.base.exports import FORMULA_START, write_for_people
+    from core.data.items import SourceError
+    from core.data.sources import load_source
+
+    for p in tables:
+        try:
+            items = load_source(SourceConfig(kind="csv", csv_path=str(p), root=str(p.parent))).items
+        except SourceError:
+            continue
+        out = p.with_suffix(".export.csv")
+
+        def export(items: Any = items, out: Path = out) -> None:
+            write_for_people(items, out)
+            import pandas as pd
+
+            cells = pd.read_csv(out, dtype=str, keep_default_na=False).to_numpy().ravel()
+            live = [c for c in cells if c.startswith(FORMULA_START) and not _number(c)]
+            if live:
+                raise RuntimeError(f"live formula cells in an export: {live[:2]}")
+
+        tally.run(f"export({p.name})", export, ())
+
+
+def _number(text: str) -> bool:
+    """A signed number (left alone by the export rule)."""
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 # ---------------------------------------------------------------- running the decode paths
@@ -454,22 +587,34 @@ def status(key):
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")
 base, t = status("VmRSS"), time.perf_counter()
-try:
-    im = imaging.read_image(sys.argv[2]); outcome = f"accepted {im.size[0]}x{im.size[1]}"
-except imaging.ImageError as e:
-    outcome = "refused: " + str(e)
+if sys.argv[3:] == ["upload"] and sys.argv[2].endswith(".zip"):  # a zip upload, checked 4 files at a time
+    from pathlib import Path
+    from core.web import uploads
+    limits = uploads.UploadLimits.from_totals(200_000_000, 5000)
+    root = uploads.extract_zip("probe-00001", Path(sys.argv[2]).read_bytes(), limits)
+    outcome = f"accepted {len(list(root.rglob('*.png')))} files"
+elif sys.argv[3:] == ["upload"]:  # the hosted upload check, as the web server runs it
+    from pathlib import Path
+    from core.web import uploads
+    reason = uploads.check_content(Path(sys.argv[2])); outcome = "refused: " + reason if reason else "accepted"
+else:
+    try:
+        im = imaging.read_image(sys.argv[2]); outcome = f"accepted {im.size[0]}x{im.size[1]}"
+    except imaging.ImageError as e:
+        outcome = "refused: " + str(e)
 print(json.dumps({"outcome": outcome, "peak_growth_mb": round((status("VmHWM") - base) / 1e6, 1),
                   "peak_rss_mb": round(status("VmHWM") / 1e6, 1), "seconds": round(time.perf_counter() - t, 2)}))
 """
 
 
-def _probe(path: Path) -> dict[str, Any]:
-    """Decode one file in a fresh python: outcome, peak RSS growth over the idle process, seconds."""
+def _probe(path: Path, upload: bool = False, budget_mb: int = 0) -> dict[str, Any]:
+    """Decode (or upload-check) one file in a fresh python (with another decode budget when given): outcome,
+    peak RSS growth over the idle process, seconds."""
     if not Path("/proc/self/clear_refs").exists():
         return {"skipped": "needs Linux /proc"}
-    out = subprocess.run(
-        [sys.executable, "-c", _PROBE, str(ROOT), str(path)], capture_output=True, text=True, timeout=300
-    )
+    args = [sys.executable, "-c", _PROBE, str(ROOT), str(path)] + (["upload"] if upload else [])
+    env = {**os.environ, **({"XRT_DECODE_MEMORY_MB": str(budget_mb)} if budget_mb else {})}
+    out = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
     if out.returncode:
         return {"crashed": out.stderr.strip().splitlines()[-1:] or [f"exit {out.returncode}"]}
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -495,12 +640,24 @@ def memory_probe(folder: Path, smoke: bool) -> dict[str, Any]:
         "hostile_rgba_9400_png": real_png(folder / "rgba_9400.png", 9400, 9400, 8, 6),
         "hostile_grey16_9400_png": real_png(folder / "grey16_9400.png", 9400, 9400, 16, 0),
     }
+    bomb = "deflated_dicom_bomb_" + ("64mb_budget_100mb" if smoke else "1gb")  # a 64 KB / 1 MB file
+    files[bomb] = deflated_dicom(folder / "deflated_bomb.dcm", padding=(64 << 20) if smoke else (1 << 30))
     if not smoke:
         files.update(largest_accepted(folder))
+        zipped = palette_zip(folder / "palette_6500_x4.zip", 6500)
+        out_zip = {"file_kb": round(zipped.stat().st_size / 1e3), **_probe(zipped, upload=True)}
     out = {}
     for name, p in files.items():
-        out[name] = {"file_kb": round(p.stat().st_size / 1e3), **_probe(p)}
+        budget = 100 if name == bomb and smoke else 0
+        out[name] = {"file_kb": round(p.stat().st_size / 1e3), **_probe(p, budget_mb=budget)}
+        if name == bomb:
+            out[name + "_upload_check"] = {
+                "file_kb": round(p.stat().st_size / 1e3),
+                **_probe(p, upload=True, budget_mb=budget),
+            }
         p.unlink()
+    if not smoke:
+        out["upload_zip_4_palette_6500_png"] = out_zip
     return out
 
 
@@ -532,7 +689,10 @@ def main() -> None:
         files = mutants(tmp_p / "mutants" / "m", n_mutants)
         decode_paths(files, groups.setdefault("mutants", Tally()), tmp_p / "cache")
         scan_folder(tmp_p / "mutants", groups["mutants"])
-        csv_paths(hostile_csvs(tmp_p / "csv"), groups.setdefault("csvs", Tally()))
+        tables = hostile_csvs(tmp_p / "csv")
+        csv_paths(tables, groups.setdefault("csvs", Tally()))
+        export_paths(tables, groups.setdefault("exports", Tally()))
+        checkpoint_paths(tmp_p / "checkpoints", groups.setdefault("checkpoints", Tally()))
         memory = {} if args.no_memory else memory_probe(tmp_p / "memory", args.smoke)
     crashed_memory = sum(1 for v in memory.values() if "crashed" in v)
     result = {

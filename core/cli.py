@@ -138,15 +138,16 @@ def cmd_sample(ns: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_scan(ns: argparse.Namespace) -> dict[str, Any]:
     """Scan a source: summary as JSON, items and problems optionally to CSV."""
+    from core.base.exports import write_for_people
     from core.data.sources import load_source
 
     line = StepLine("scan")
     ds = load_source(source_config(ns), progress=line)
     line.close()
     if ns.items_out:
-        ds.items.to_csv(ns.items_out, index=False)
+        write_for_people(ds.items, ns.items_out)
     if ns.problems_out:
-        ds.problems.to_csv(ns.problems_out, index=False)
+        write_for_people(ds.problems, ns.problems_out)
     out = ds.summary()
     out["problems"] = ds.problems.head(ns.show_problems).to_dict("records")
     out["refused"] = ds.check_trainable()
@@ -886,7 +887,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description=__doc__)
     parser.add_argument("--version", action="version", version=label())
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_data_commands, _training_commands, _job_commands, _model_commands):
+    from core.web import users_cli
+
+    for add in (_data_commands, _training_commands, _job_commands, _model_commands, users_cli.add_commands):
         add(sub)
     return parser
 

@@ -238,6 +238,7 @@ def tampered(token: str) -> str:
 def test_hosted_ownership_follows_the_sign_in_not_the_link(hosted, monkeypatch):
     from core.base.config import RunConfig, to_dict
     from core.runs.jobs import JobStore
+    from core.web import accounts
     from core.web.signin import make_token
     from ui import auth
 
@@ -271,10 +272,12 @@ def test_hosted_ownership_follows_the_sign_in_not_the_link(hosted, monkeypatch):
     bob.switch_page("pages/3_train.py").run()
     assert not bob.exception
     assert not bob.dataframe and any("No runs yet" in i.value for i in bob.info)  # nothing of alice's
+    stamp = accounts.stamp("user:alice", shared_password="pw")  # sessions end when the password changes
     for token, signed in (
-        (make_token("user:alice"), True),
-        (make_token("user:alice", ttl_s=-1), False),
-        (tampered(make_token("user:alice")), False),
+        (make_token("user:alice", stamp=stamp), True),
+        (make_token("user:alice", ttl_s=-1, stamp=stamp), False),
+        (tampered(make_token("user:alice", stamp=stamp)), False),
+        (make_token("user:alice", stamp=accounts.stamp("user:alice", shared_password="old")), False),
     ):
         monkeypatch.setattr(auth, "_cookie_value", lambda token=token: token)
         again = AppTest.from_file(ENTRY, default_timeout=60)  # a reload: the cookie is all the browser sends

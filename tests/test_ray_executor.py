@@ -18,7 +18,7 @@ if str(TESTS) not in sys.path:  # jobtasks, as in test_jobs
 import jobtasks  # noqa: E402
 
 from core.base.config import RunConfig, SourceConfig, to_dict  # noqa: E402
-from core.runs import executors, jobs, rundir  # noqa: E402
+from core.runs import executors, jobs, ray_supervisor, rundir  # noqa: E402
 from core.runs.jobs import Job, JobStore  # noqa: E402
 from core.runs.progress import read_progress  # noqa: E402
 from core.runs.ray_supervisor import storage_problem  # noqa: E402
@@ -56,6 +56,7 @@ def on_ray(ray_address, monkeypatch):
     monkeypatch.setenv("XRT_TORCH_THREADS", "1")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     monkeypatch.setenv(jobs.EXTRA_TASKS_ENV, "")
+    monkeypatch.setenv(ray_supervisor.NO_AUTH_ENV, "1")  # the local test cluster has no token authentication
     saved = dict(jobs.TASKS)
     for kind, target in jobtasks.ALL.items():
         jobs.register_task(kind, target)

@@ -1,12 +1,15 @@
-"""Sign-in gate: OIDC via st.login when [auth] is in the secrets, else a shared password, else open (locally, or
+"""Sign-in gate: OIDC via st.login when [auth] is in the secrets, else password sign-in, else open (locally, or
 hosted with $XRT_ALLOW_ANONYMOUS=1; a hosted app with no sign-in configured refuses to serve).
 
-The shared password comes from `password` in .streamlit/secrets.toml or $XRT_PASSWORD; with it each person
-types a user name, and that name (or the OIDC identity) is who owns runs and uploads (core.web.signin). Until
-the visitor is signed in, the app's navigation holds only the sign-in page, so no page script runs; the
-page asked for is remembered and opened after sign-in. A password sign-in is kept across reloads by a
-signed, expiring cookie (OIDC: Streamlit's own cookie). A hosted server with no sign-in configured shows
-only a page saying what to configure (core.web.hosting.serve_refusal) unless anonymous use is allowed.
+Password sign-in checks each user's own scrypt hash when accounts exist (core.web.accounts: `python -m core users
+add NAME`, or a [users] table in secrets.toml); else one shared password (`password` in secrets.toml or
+$XRT_PASSWORD), with which each person types a user name and the page says plainly that this does not keep users
+apart. The name (or the OIDC identity) owns runs and uploads (core.web.signin). Failed sign-ins are counted per
+user name and client address with a lock-out (core.web.sessions). Until the visitor is signed in, the app's
+navigation holds only the sign-in page, so no page script runs; the page asked for is remembered and opened after
+sign-in. A password sign-in is kept across reloads by a cookie holding a server-side session id, revoked at
+log-out and by a password change (OIDC: Streamlit's own cookie). A hosted server with no sign-in configured
+shows only a page saying what to configure (core.web.hosting.serve_refusal) unless anonymous use is allowed.
 """
 
 from __future__ import annotations
@@ -16,18 +19,18 @@ import json
 import os
 import re
 import secrets
-import time
 from collections.abc import Mapping
 from typing import Any
 
 import streamlit as st
 from streamlit.logger import get_logger
 
-from core.web import hosting, signin
+from core.web import accounts, hosting, sessions, signin
 
 AUTH_OK = "auth_ok"
 FAILS = "auth_fails"
 IDENTITY, NEXT, COOKIE_DONE = "auth_identity", "auth_next", "auth_cookie_done"
+TOKEN = "auth_token"  # the session id this browser session was given (revoked at log-out)
 REFUSAL_LOGGED = "auth_refusal_logged"
 COOKIE = "xrt_signin"
 LOG = get_logger(__name__)
@@ -45,6 +48,27 @@ def password() -> str:
     """The shared password ('' when none is configured): secrets first, then $XRT_PASSWORD."""
     value = _secret("password")
     return str(value) if value else os.environ.get("XRT_PASSWORD", "")
+
+
+def listed_users() -> Mapping:
+    """The [users] table of secrets.toml (name = "scrypt$..." hash), {} when absent."""
+    value = _secret("users")
+    return value if isinstance(value, Mapping) else {}
+
+
+def per_user() -> bool:
+    """Whether password sign-in checks each user's own password (accounts exist) rather than one shared one."""
+    return bool(accounts.all_users(listed_users()))
+
+
+def password_login() -> bool:
+    """Whether sign-in is by user name and password (per-user accounts, or a shared password)."""
+    return per_user() or bool(password())
+
+
+def _stamp(identity: str) -> str:
+    """The credential stamp a kept sign-in must still match (a changed password ends old sessions)."""
+    return accounts.stamp(identity, listed_users(), "" if per_user() else password())
 
 
 def oidc_providers() -> list[str] | None:
@@ -72,14 +96,14 @@ def signed_in() -> bool:
     """Whether this session may see the app (always true when no login is configured)."""
     if oidc_providers() is not None:
         return _oidc_signed_in()
-    if password() and not st.session_state.get(AUTH_OK):
+    if password_login() and not st.session_state.get(AUTH_OK):
         _from_cookie("user:")
-    return not password() or bool(st.session_state.get(AUTH_OK))
+    return not password_login() or bool(st.session_state.get(AUTH_OK))
 
 
 def _from_cookie(prefix: str) -> None:
-    """Sign this session in from a valid, unexpired sign-in cookie of the given identity kind."""
-    identity = signin.read_token(_cookie_value())
+    """Sign this session in from the cookie of a live server-side session of the given identity kind."""
+    identity = signin.read_token(_cookie_value(), stamp_of=_stamp)
     if identity and identity.startswith(prefix):
         st.session_state[AUTH_OK], st.session_state[IDENTITY] = True, identity
         st.session_state[COOKIE_DONE] = True  # the browser already holds it
@@ -115,25 +139,62 @@ def identity() -> str:
     return st.session_state[IDENTITY]
 
 
+def _client_address() -> str:
+    """The browser's address as the server sees it ('' when unknown; behind a proxy, the proxy's)."""
+    try:
+        return str(st.context.ip_address or "")
+    except Exception:  # no browser context
+        return ""
+
+
+def _fail_keys(name: str) -> list[str]:
+    """What failed sign-ins are counted against: the typed user name and the client address."""
+    keys = ["name:" + (name or "").strip().lower()[:64]]
+    return keys + (["addr:" + _client_address()] if _client_address() else [])
+
+
+def _check(name: str, typed: str) -> tuple[str | None, str]:
+    """(identity, "") when the name and password are right; (None, why) otherwise."""
+    if per_user():
+        who = accounts.authenticate(name, typed, listed_users())
+        return (who, "") if who else (None, "Wrong user name or password.")
+    if not check_password(typed, password()):
+        return None, "Wrong password."
+    try:
+        return f"user:{signin.clean_user_name(name)}", ""
+    except ValueError as err:
+        return None, f"Type your user name: {err}."
+
+
 def _on_password() -> None:
-    """Form callback: check the typed password, remember success and the user name, slow down failures."""
+    """Form callback: refuse while locked out, check name + password, count failures per name and address."""
     typed = st.session_state.get("auth_password", "")
     st.session_state["auth_password"] = ""  # the typed password is not kept in the session
-    if check_password(typed, password()):
-        try:
-            name = signin.clean_user_name(st.session_state.get("auth_user", ""))
-        except ValueError as err:
-            st.session_state[FAILS + "_why"] = f"Type your user name: {err}."
-            return
-        st.session_state[AUTH_OK], st.session_state[IDENTITY] = True, f"user:{name}"
-        st.session_state.pop(FAILS, None)
-        st.session_state.pop(FAILS + "_why", None)
+    name = st.session_state.get("auth_user", "")
+    keys = _fail_keys(name)
+    wait = sessions.locked_for(keys)
+    if wait > 0:
+        st.session_state[FAILS + "_why"] = (
+            f"Too many failed sign-ins for this user name or from this address: try again in "
+            f"{max(1, round(wait / 60))} min."
+        )
         return
-    st.session_state[FAILS + "_why"] = "Wrong password."
-    fails = st.session_state.get(FAILS, 0) + 1
-    st.session_state[FAILS] = fails
-    if fails > 3:
-        time.sleep(min(5.0, float(fails - 3)))  # brute force gets slow
+    who, why = _check(name, typed)
+    if who is None:
+        if why.startswith("Wrong"):
+            sessions.record_failure(keys)
+        st.session_state[FAILS + "_why"] = why
+        return
+    sessions.clear_failures(keys[:1])
+    st.session_state[AUTH_OK], st.session_state[IDENTITY] = True, who
+    st.session_state.pop(FAILS + "_why", None)
+
+
+SHARED_NOTE = (
+    "This server uses one shared password. It keeps out people who do not know it, but anyone who knows it can "
+    "sign in under any user name and see that name's runs, uploads and kept settings. For private work ask the "
+    "operator for a personal account (`python -m core users add NAME`) or single sign-on."
+)
 
 
 def login_page() -> None:
@@ -148,6 +209,8 @@ def login_page() -> None:
                 label, key=f"auth_login_{name or 'default'}", on_click=st.login, args=(name,) if name else ()
             )
         return
+    if not per_user():
+        st.warning(SHARED_NOTE)
     with st.form("auth_form"):
         st.text_input("Your user name (your runs and uploads are kept under it)", key="auth_user")
         st.text_input("Password", type="password", key="auth_password")
@@ -173,7 +236,7 @@ def refusal() -> str | None:
     """Why this server must not serve pages (hosted without any sign-in configured), else None."""
     return hosting.serve_refusal(
         hosting.hosted(),
-        password=bool(password()),
+        password=password_login(),
         oidc=oidc_providers() is not None,
         allow_anonymous=hosting.allow_anonymous(),
     )
@@ -217,11 +280,12 @@ def gate() -> None:
     if oidc_providers() is not None:
         st.sidebar.button("Log out", key="auth_logout", on_click=st.logout)
         return
-    if password() or hosting.hosted():
+    if password_login() or hosting.hosted():
         if not st.session_state.get(COOKIE_DONE):
-            _write_cookie(signin.make_token(identity()), signin.TOKEN_TTL_S)
-            st.session_state[COOKIE_DONE] = True
-    if password():
+            token = signin.make_token(identity(), stamp=_stamp(identity()))
+            _write_cookie(token, signin.TOKEN_TTL_S)
+            st.session_state[COOKIE_DONE], st.session_state[TOKEN] = True, token
+    if password_login():
         st.sidebar.button("Log out", key="auth_logout", on_click=_log_out)
 
 
@@ -242,6 +306,9 @@ def _write_cookie(token: str, max_age: float) -> None:
 
 
 def _log_out() -> None:
-    """Forget the password sign-in of this session (the cookie is deleted on the sign-in page)."""
-    for key in (AUTH_OK, IDENTITY, COOKIE_DONE):
+    """End the server-side session (a copied cookie no longer signs in) and forget this session's sign-in
+    (the cookie is deleted on the sign-in page)."""
+    for token in {_cookie_value(), st.session_state.get(TOKEN, "")} - {""}:
+        signin.revoke_token(token)
+    for key in (AUTH_OK, IDENTITY, COOKIE_DONE, TOKEN):
         st.session_state.pop(key, None)

@@ -15,7 +15,7 @@ import streamlit as st
 from core.base import eta, fmt
 from core.base.config import to_dict
 from core.evaluation import evaluate
-from core.runs import jobs
+from core.runs import executors, jobs
 from core.runs.progress import ProgressRecord
 from core.runs.rundir import RunFolder
 from core.web import hosting
@@ -41,10 +41,11 @@ _last_reap = [0.0]  # process-wide throttle for reaping dead workers (no user da
 
 
 def maybe_reap(store: jobs.JobStore) -> None:
-    """Mark runs whose worker died, at most every REAP_EVERY_S seconds per server process."""
+    """Mark runs whose worker died and restart supervisors for queued jobs (a supervisor killed while jobs or
+    sweep trials were queued), at most every REAP_EVERY_S seconds per server process."""
     if time.time() - _last_reap[0] >= REAP_EVERY_S:
         _last_reap[0] = time.time()
-        store.reap()
+        jobs.revive(store, executors.executor())
 
 
 def run_name(job: jobs.Job) -> tuple[str, str]:

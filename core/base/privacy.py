@@ -5,6 +5,7 @@ as the key stays secret. The key comes from `$XRT_SECRET` (hosted deployments: s
 stable) or else from `$XRT_HOME/secret.key`, created once (random 32 bytes, mode 0600, written to a
 temp file and linked into place so concurrent first uses agree on one key). It is the one secret of an
 installation: `core.web.signin` derives owner ids and signs sign-in tokens with it (with its own prefixes).
+Pseudonyms use a key derived from it (`pseudonym_key`), the only key a Ray worker is given.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from core.base import paths
 from core.base.fsutil import temp_path_for
 
 KEY_ENV = "XRT_SECRET"
+PSEUDONYM_KEY_ENV = "XRT_PSEUDONYM_KEY"  # set for Ray workers only (core.runs.ray_supervisor.forwarded_env)
 PREFIX = "anon-"
 _cache: dict[str, bytes] = {}
 
@@ -75,8 +77,15 @@ def keyed_hash(data: bytes) -> str:
     return hmac.new(installation_key(), data, hashlib.sha256).hexdigest()
 
 
+def pseudonym_key() -> bytes:
+    """The key of pseudonyms only: $XRT_PSEUDONYM_KEY (what a Ray worker is given), else derived from the
+    installation secret. A worker that pseudonymises patient ids never holds the secret that signs sign-ins."""
+    env = os.environ.get(PSEUDONYM_KEY_ENV, "").strip()
+    return env.encode("utf-8") if env else keyed_hash(b"pseudonym-key:").encode("ascii")
+
+
 def pseudonym(value: str) -> str:
     """A stable stand-in for an identifying value: "anon-" + 12 hex of HMAC-SHA256 (''/'anon-...' unchanged)."""
     if not value or value.startswith(PREFIX):
         return value
-    return PREFIX + keyed_hash(value.encode("utf-8"))[:12]
+    return PREFIX + hmac.new(pseudonym_key(), value.encode("utf-8"), hashlib.sha256).hexdigest()[:12]

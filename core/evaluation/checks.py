@@ -566,8 +566,10 @@ def write_corrections(
 
     labels.csv has path (relative to the common folder of all items), label (the new one), old_label, why,
     group (pseudonymised) and split; excluded items are left out of it. changes.csv lists every decision:
-    path (absolute, the original file), old_label, new_label, why. The user's files are only read.
+    path (absolute, the original file), old_label, new_label, why. The user's files are only read. A set never
+    replaces an earlier one (a taken name gets "-2", "-3", ...); free-text cells are defused for spreadsheets.
     """
+    from core.base.exports import escape_formulas
     from core.base.fsutil import atomic_write_text
 
     by_path = {str(c.path): c for c in changes}
@@ -587,9 +589,10 @@ def write_corrections(
             "split": _col(items, "split"),
         }
     )
-    table = table[table["label"] != EXCLUDED]
-    folder = (base or app_paths.corrections_dir()) / _folder_name(name)
-    folder.mkdir(parents=True, exist_ok=True)
+    table = escape_formulas(
+        table[table["label"] != EXCLUDED], ["old_label", "why"]
+    )  # not the columns read back
+    folder = _new_folder(base or app_paths.corrections_dir(), _folder_name(name))
     atomic_write_text(folder / CORRECTED_LABELS, table.to_csv(index=False))
     log = pd.DataFrame(
         [
@@ -602,7 +605,7 @@ def write_corrections(
             for c in changes
         ]
     )
-    atomic_write_text(folder / CORRECTION_LOG, log.to_csv(index=False))
+    atomic_write_text(folder / CORRECTION_LOG, escape_formulas(log).to_csv(index=False))  # read by people
     src = {
         "kind": "csv",
         "csv_path": str(folder / CORRECTED_LABELS),
@@ -613,6 +616,19 @@ def write_corrections(
         "split_col": "split" if (table["split"] != "").any() else "",
     }
     return folder, src
+
+
+def _new_folder(base: Path, clean: str) -> Path:
+    """A folder for a new corrections set that replaces no earlier one: `clean`, else `clean-2`, `clean-3`, ..."""
+    base.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        folder = base / (clean if n == 1 else f"{clean}-{n}")
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise ValueError(f"too many corrections sets named {clean!r}: choose another name")
 
 
 def _folder_name(name: str) -> str:

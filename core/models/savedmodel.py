@@ -22,6 +22,7 @@ import torch
 from core.base.config import Window
 from core.base.fsutil import atomic_writer
 from core.models import archs
+from core.models.checkpoints import check_finite
 from core.models.weightfiles import ModelFileError, first_line, load_weights_into, read_safetensors
 from core.runs.rundir import MODEL_DIR, MODEL_MANIFEST, MODEL_WEIGHTS, RunFolder, write_json
 
@@ -281,6 +282,7 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, Manifest]:
             f"{weights.name} does not match its manifest (sha256 differs): the file was changed or is incomplete"
         )
     state = read_safetensors(weights)
+    check_finite(state, weights.name)
     try:
         model = archs.create_model(manifest.arch, len(manifest.classes), manifest.n_in)
     except (KeyError, ValueError, RuntimeError) as e:

@@ -706,6 +706,12 @@ class JobStore:
         con.executemany("DELETE FROM workers WHERE rowid=?", [(d,) for d in dead])
         return len(rows) - len(dead)
 
+    def forget_dead_workers(self) -> int:
+        """Drop the records of supervisors that died (killed, or lost with their machine); how many there were."""
+        with self._write() as con:
+            before = con.execute("SELECT COUNT(*) FROM workers").fetchone()[0]
+            return int(before) - self._live_workers(con)
+
     def live_workers(self) -> int:
         """Supervisor processes alive now."""
         with self._write() as con:
@@ -856,6 +862,15 @@ def wait(job_id: str, store: JobStore | None = None, timeout: float = 600, poll:
             store.reap()
             next_reap = time.time() + 2.0
         time.sleep(poll)
+
+
+def revive(store: JobStore, executor: executors.Executor) -> list[str]:
+    """As the app polls: reap dead runs; when a supervisor was found dead (its jobs reaped, or its record stale),
+    start supervisors for the jobs still queued, so they do not wait for an app restart. Returns reaped ids."""
+    changed = store.reap()
+    if changed or store.forget_dead_workers():
+        executor.start(store)
+    return changed
 
 
 def mark_orphans_interrupted(

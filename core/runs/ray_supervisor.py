@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core.base import paths
+from core.base import paths, privacy
 from core.runs import executors, jobs, worker
 from core.runs.jobs import Job, JobStore
 from core.runs.progress import Progress
@@ -33,6 +33,21 @@ from core.runs.progress import Progress
 POLL_S = 0.25
 GPUS_ENV, CPUS_ENV = "XRT_RAY_GPUS_PER_TASK", "XRT_RAY_CPUS_PER_TASK"
 SHARED_STORAGE = "data and run folders must be on storage every Ray node mounts at the same path"
+NO_AUTH_ENV = (
+    "XRT_RAY_ALLOW_NO_AUTH"  # "1": use a cluster without Ray's token authentication (a private network)
+)
+WORKER_SETTINGS = (  # the XRT_* settings a job reads on its node; nothing else travels
+    "XRT_CACHE_DIR",
+    "XRT_DATA_ROOTS",
+    "XRT_DECODE_MEMORY_MB",
+    "XRT_EXTRA_TASKS",
+    "XRT_HOSTED",
+    "XRT_LOADER_MEMORY_MB",
+    "XRT_MAX_FILES",
+    "XRT_PACKAGE_MAX_MB",
+    "XRT_PROBE_MAX",
+    "XRT_TORCH_THREADS",
+)
 SOURCE_PATHS = ("root", "csv_path", "test_root")  # the SourceConfig fields that name files on disk
 LOST = {  # Ray's exception for a task that ended without an answer -> what users are told
     "WorkerCrashedError": "the Ray worker running it was killed or crashed, perhaps out of memory",
@@ -51,6 +66,13 @@ def data_paths(params: dict) -> list[Path]:
     if not isinstance(source, dict):
         return []
     return [Path(str(source[k])).expanduser() for k in SOURCE_PATHS if str(source.get(k) or "").strip()]
+
+
+def missing_data(params: dict) -> str:
+    """Why a job cannot run anywhere: a data path it names does not exist on the app's machine either ("" when
+    all exist). Checked before submitting, so a missing folder is not reported as a shared-storage problem."""
+    gone = [str(p) for p in data_paths(params) if not p.exists()]
+    return f"the data {' and '.join(gone)} does not exist (check the path)" if gone else ""
 
 
 def storage_problem(job: Job) -> str:
@@ -75,12 +97,46 @@ def run_remote(fields: dict) -> dict:
 
 # ---------------------------------------------------------------------------------------- on this host
 def forwarded_env() -> dict[str, str]:
-    """Environment for the tasks on every node: the XRT_* settings, the app home, the code on sys.path."""
-    env = {k: v for k, v in os.environ.items() if k.startswith("XRT_") and k != executors.RAY_ADDRESS_ENV}
+    """Environment for the tasks on every node: the allow-listed XRT_* settings a job reads, the app home, a
+    pseudonym-only key, the code on sys.path. Never the sign-in password or the installation secret: every
+    process on the cluster (and, without token authentication, anyone who reaches it) can read a job's env."""
+    env = {k: os.environ[k] for k in WORKER_SETTINGS if os.environ.get(k)}
     env["XRT_HOME"] = str(paths.app_home())
+    env[privacy.PSEUDONYM_KEY_ENV] = privacy.pseudonym_key().decode("utf-8")
     env["PYTHONPATH"] = executors.worker_env()["PYTHONPATH"]
     env["PYTHONUNBUFFERED"] = "1"
     return env
+
+
+class UnprotectedClusterError(RuntimeError):
+    """The cluster accepts clients without Ray's token authentication."""
+
+
+def token_auth() -> bool | None:
+    """Whether this Ray client uses token authentication (a cluster that enforces it refuses clients that do
+    not); None when this Ray has no such setting."""
+    try:
+        from ray._private.authentication.authentication_utils import is_token_auth_enabled
+    except ImportError:
+        return None
+    return bool(is_token_auth_enabled())
+
+
+def check_auth(enabled: bool | None, address: str) -> str:
+    """Refuse (raise) a cluster reached without token authentication unless $XRT_RAY_ALLOW_NO_AUTH=1; the
+    warning to log when allowed or when this Ray cannot tell; "" when token authentication is on."""
+    if enabled:
+        return ""
+    if enabled is None:
+        return f"WARNING: this Ray cannot tell whether {address} uses token authentication"
+    what = (
+        f"the Ray cluster at {address} accepts clients without token authentication: anyone who reaches it "
+        "can read jobs' settings and run code on it. Start it with RAY_AUTH_MODE=token (see the README's "
+        "cluster section)"
+    )
+    if os.environ.get(NO_AUTH_ENV, "").strip() != "1":
+        raise UnprotectedClusterError(f"{what}, or set {NO_AUTH_ENV}=1 on a private network")
+    return f"WARNING: {what}; allowed by {NO_AUTH_ENV}=1"
 
 
 def task_options(resources: dict[str, float]) -> dict[str, Any]:
@@ -166,6 +222,9 @@ class RaySupervisor:
             logging_level=logging.WARNING,
         )
         self.ray = ray
+        warning = check_auth(token_auth(), self.address)
+        if warning:
+            print(warning, file=sys.stderr, flush=True)
         resources = ray.cluster_resources()
         options = task_options(resources)
         nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
@@ -178,6 +237,8 @@ class RaySupervisor:
 
     def connect_error(self, exc: BaseException) -> str:
         """What users are told when the cluster cannot be reached."""
+        if isinstance(exc, UnprotectedClusterError):
+            return f"refused to use the Ray cluster: {exc}"
         if isinstance(exc, ImportError):
             return "Ray is not installed on the server (pip install -r requirements-ray.txt), but XRT_RAY_ADDRESS is set"
         return f"could not connect to the Ray cluster at {self.address}: {jobs.describe_error(exc)}"
@@ -208,7 +269,12 @@ class RaySupervisor:
         return True
 
     def submit(self, job: Job) -> None:
-        """Send one claimed job to the cluster."""
+        """Send one claimed job to the cluster (failed here when its data does not exist on this host either)."""
+        missing = missing_data(job.params)
+        if missing:
+            self.store.finish(job.id, "failed", error=missing)
+            worker.log_outcome(job, "failed", missing, 0.0)
+            return
         Progress(job.run_dir).update(force=True, phase="starting", message="waiting for a Ray node")
         self.flights[job.id] = Flight(job, self.remote.remote(job.to_dict()), time.time())
 

@@ -253,13 +253,16 @@ def _num(v) -> float:
 
 
 def save_state_atomic(model: torch.nn.Module, path: Path) -> None:
-    """Write a model's weights as safetensors through a synced temp file and a rename (never a half-written file)."""
+    """Write a model's weights as safetensors through a synced temp file and a rename (never a half-written file),
+    with their checksum inside (core.models.checkpoints)."""
     from safetensors.torch import save_file
+
+    from core.models.checkpoints import checkpoint_metadata
 
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     try:
         with atomic_writer(path) as tmp:
-            save_file(state, str(tmp))
+            save_file(state, str(tmp), metadata=checkpoint_metadata(state))
     except OSError as err:
         raise TrainingError(f"could not write checkpoint {Path(path).name}: {err.strerror or err}") from err
 

@@ -119,14 +119,13 @@ def _save_checkpoint_model(
     run: rundir.RunFolder, cfg: RunConfig, items: pd.DataFrame, classes: list[str], origin: dict[str, Any]
 ) -> tuple[torch.nn.Module, Manifest]:
     """The best checkpoint rebuilt as a model and saved as model/ (manifest says so); (model, manifest)."""
-    from safetensors.torch import load_file
-
     from core.data import loaders
-    from core.models import archs, savedmodel, weightfiles
+    from core.models import archs, checkpoints, savedmodel, weightfiles
     from core.train.outputs import manifest_for
 
     model = archs.create_model(cfg.train.arch, len(classes), 1 if cfg.data.channels == "grey" else 3)
-    weightfiles.load_weights_into(model, load_file(str(run.best_checkpoint)), strict=True)
+    # readable, checksum unchanged, finite, the right shapes: checked before anything is written
+    weightfiles.load_weights_into(model, checkpoints.read_checkpoint(run.best_checkpoint), strict=True)
     stats = loaders.input_stats(
         items[items["split"] == "train"], cfg.data, cfg.train.fine_tunes()
     )  # what the run's DataLoaders applied

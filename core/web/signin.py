@@ -3,18 +3,20 @@
 Ownership follows the identity (an OIDC subject / e-mail, or the user name typed at the shared-password
 sign-in), never a token in a URL: the owner id is an HMAC of the identity with this installation's secret,
 so it can be neither guessed from a name nor pasted from a link. A sign-in token (kept in a browser
-cookie) carries the identity and an expiry, signed with the same secret.
+cookie) is a random session id with a keyed signature; who signed in, until when and with which credential
+stamp lives server-side (core.web.sessions), so log-out and a password change revoke it.
 """
 
 from __future__ import annotations
 
-import base64
 import hmac
-import json
 import re
+import secrets
 import time
+from collections.abc import Callable
 
 from core.base import paths, privacy
+from core.web import sessions
 
 SECRET_FILE = paths.SECRET_KEY
 TOKEN_TTL_S = 7 * 24 * 3600
@@ -39,22 +41,33 @@ def _mac(payload: bytes) -> str:
     return privacy.keyed_hash(b"signin:" + payload)
 
 
-def make_token(identity: str, ttl_s: float = TOKEN_TTL_S, now: float | None = None) -> str:
-    """A signed token saying who signed in, valid for ttl_s seconds."""
-    body = json.dumps({"id": identity, "exp": int((time.time() if now is None else now) + ttl_s)}).encode()
-    payload = base64.urlsafe_b64encode(body)
-    return f"{payload.decode()}.{_mac(payload)}"
+def make_token(identity: str, ttl_s: float = TOKEN_TTL_S, now: float | None = None, stamp: str = "") -> str:
+    """A new server-side session for `identity`, valid for ttl_s seconds: its cookie value (random id + signature).
+    `stamp` is the credential stamp at sign-in (see core.web.accounts.stamp): a later password change ends it."""
+    session_id = secrets.token_urlsafe(32)
+    sessions.create(session_id, identity, (time.time() if now is None else now) + ttl_s, stamp)
+    return f"{session_id}.{_mac(session_id.encode())}"
 
 
-def read_token(token: str, now: float | None = None) -> str | None:
-    """The identity in a token when its signature is right and it has not expired; else None."""
-    payload, _, mac = (token or "").partition(".")
-    if not payload or not hmac.compare_digest(mac, _mac(payload.encode())):
+def read_token(
+    token: str, now: float | None = None, stamp_of: Callable[[str], str] | None = None
+) -> str | None:
+    """The identity of a live session: the signature right, the session not revoked or expired, and (with
+    `stamp_of`) the identity's credential stamp unchanged since sign-in; else None."""
+    session_id, _, mac = (token or "").partition(".")
+    if not session_id or not hmac.compare_digest(mac, _mac(session_id.encode())):
         return None
-    try:
-        data = json.loads(base64.urlsafe_b64decode(payload.encode()))
-    except (ValueError, TypeError):
+    found = sessions.lookup(session_id, now)
+    if found is None:
         return None
-    if not isinstance(data, dict) or not isinstance(data.get("id"), str):
+    identity, stamp = found
+    if stamp_of is not None and not hmac.compare_digest(stamp, stamp_of(identity)):
         return None
-    return data["id"] if float(data.get("exp", 0)) > (time.time() if now is None else now) else None
+    return identity
+
+
+def revoke_token(token: str) -> None:
+    """End the session behind a cookie value (log-out); nothing for a malformed one."""
+    session_id, _, mac = (token or "").partition(".")
+    if session_id and hmac.compare_digest(mac, _mac(session_id.encode())):
+        sessions.revoke(session_id)

@@ -300,18 +300,23 @@ def _verify(staged: list[tuple[Path, str]], problems: list[dict]) -> list[Path]:
 
 def _publish(kept: list[Path], stage: Path, dest: Path, limits: UploadLimits, owner_dir: Path) -> None:
     """Move checked files from the stage into the dataset folder, within the owner's quota."""
-    new = sum(p.stat().st_size for p in kept)
-    used = folder_bytes(owner_dir) - folder_bytes(stage)
-    if used + new > limits.max_owner_bytes:
-        raise UploadError(
-            f"your uploads would use {megabytes(used + new)}; at most "
-            f"{megabytes(limits.max_owner_bytes)} per session. Delete some uploads first"
-        )
+    _check_quota(owner_dir, stage, sum(p.stat().st_size for p in kept), limits.max_owner_bytes)
     taken: set[Path] = set()
     for path in kept:
         target = _unique(dest / _final_name(path.relative_to(stage)), taken)
         target.parent.mkdir(parents=True, exist_ok=True)
         path.replace(target)
+
+
+def _check_quota(owner_dir: Path, stage: Path, new: int, max_owner_bytes: int, replaced: int = 0) -> None:
+    """Refuse `new` bytes that would take the owner's stored uploads (stage and a replaced file not counted)
+    past the owner quota."""
+    used = folder_bytes(owner_dir) - folder_bytes(stage) - replaced
+    if used + new > max_owner_bytes:
+        raise UploadError(
+            f"your uploads would use {megabytes(used + new)}; at most "
+            f"{megabytes(max_owner_bytes)} per session. Delete some uploads first"
+        )
 
 
 def dataset_dir(owner: str, dataset: str = "upload") -> Path:
@@ -418,7 +423,8 @@ def delete_uploads(owner: str) -> None:
 
 
 def save_weights(owner: str, name: str, data: bytes, max_bytes: int) -> Path:
-    """Store an uploaded weights file (.safetensors/.pth/.pt) after the no-unpickling check; its path."""
+    """Store an uploaded weights file (.safetensors/.pth/.pt) after the no-unpickling check, within the owner's
+    upload quota (5x `max_bytes`, shared with data uploads); its path."""
     from core.models import weightfiles  # heavy (torch); only when a weights file is uploaded
 
     clean = clean_name(Path(name.replace("\\", "/")).name)
@@ -435,6 +441,9 @@ def save_weights(owner: str, name: str, data: bytes, max_bytes: int) -> Path:
         except weightfiles.ModelFileError as err:
             raise UploadError(str(err)) from None
         target = upload_dir(owner) / WEIGHTS / clean
+        replaced = target.stat().st_size if target.is_file() else 0
+        quota = UploadLimits.from_totals(max_bytes, 1).max_owner_bytes  # the same owner quota as data uploads
+        _check_quota(upload_dir(owner), stage, len(data), quota, replaced)
         target.parent.mkdir(parents=True, exist_ok=True)
         staged.replace(target)
     finally:
