@@ -192,51 +192,6 @@ def test_status_is_derived_from_the_children():
     assert ex.derive_status(["failed", "interrupted", "cancelled"]) == "failed"
 
 
-class _Store:
-    """Just enough of a JobStore for median stopping: statuses by id, cancels recorded."""
-
-    def __init__(self, statuses: dict[str, str]):
-        self.statuses, self.cancelled = statuses, []
-
-    def get(self, job_id: str) -> jobs.Job:
-        return jobs.Job(
-            id=job_id, kind="train", status=self.statuses[job_id], params={}, run_dir="", created=0.0
-        )
-
-    def cancel(self, job_id: str) -> None:
-        self.cancelled.append(job_id)
-
-
-def test_median_stopping_stops_a_running_trial_below_the_median(tmp_path):
-    values = {
-        "d1": [0.6, 0.8],
-        "d2": [0.7, 0.9],
-        "d3": [0.65, 0.85],
-        "slow": [0.5],
-        "good": [0.9],
-        "young": [],
-    }
-    trials = []
-    for job_id, accs in values.items():
-        (tmp_path / job_id).mkdir()
-        pd.DataFrame({"epoch": range(len(accs)), "balanced_accuracy": accs}).to_csv(
-            rundir.RunFolder(tmp_path / job_id).history, index=False
-        )
-        trials.append({"job": job_id, "run_dir": str(tmp_path / job_id), "settings": {}})
-    record = {
-        "spec": to_dict(ex.SweepSpec(axes=["epochs=1"], median_stop_epoch=1)),
-        "trials": trials,
-        "stopped": {},
-    }
-    store = _Store(
-        {"d1": "done", "d2": "done", "d3": "done", "slow": "running", "good": "running", "young": "running"}
-    )
-    stopped = ex.median_stop(record, store)
-    assert store.cancelled == ["slow"] and "median 0.650" in stopped["slow"]
-    record["spec"]["median_stop_epoch"] = 0
-    assert ex.median_stop(record, _Store(store.statuses)) == {}
-
-
 # ---------------------------------------------------------------- through the local executor
 
 

@@ -169,6 +169,7 @@ class Supervisor:
         if self.store.finish(job.id, status, error=error):
             with contextlib.suppress(OSError):
                 Progress(folder.path).log(f"job {job.id} {status}: {error}")
+            jobs.run_end_hook(self.store.get(job.id))
 
     def watch(self, job: jobs.Job, child: subprocess.Popen) -> int:
         """Wait for the child; heartbeat; escalate an unanswered cancel (SIGTERM, then SIGKILL)."""
