@@ -245,3 +245,21 @@ def test_a_server_restart_mid_sweep_and_the_sweep_completes(blobs, fake_train, m
     done = wait_for(lambda: _finished(record["id"], store, 4), timeout=240, poll=0.3)
     statuses = ex.trial_table(done, store, n_boot=50)["status"].tolist()
     assert statuses.count("interrupted") == 1 and statuses.count("done") == 3
+
+
+def test_real_training_reports_each_epoch_and_a_pruned_trial_stops_itself(blobs, tmp_path):
+    from core.runs.progress import Progress
+    from core.train.tasks import run_task
+
+    rivals = [_trial_folder(tmp_path / n, [1.01, 1.01], True) for n in ("a", "b")]  # no real run beats them
+    me = tmp_path / "me"
+    spec = ex.SweepSpec(axes=["epochs=2"], pruner="median", prune_epoch=1)
+    record = {"id": "20990101-000000-000-11111111", "spec": to_dict(spec), "trials": rivals}
+    rundir.write_json(rundir.experiment_file(record["id"]), record)
+    cfg = base_config(blobs)
+    cfg.train.epochs = 2
+    params = {"config": to_dict(cfg), "experiment": record["id"], "metric": "balanced_accuracy"}
+    with pytest.raises(pruning.Pruned):
+        run_task(params, me, Progress(me))
+    assert pruning.pruned_info(me)["epoch"] == 1 and len(rundir.RunFolder(me).read_history()) == 1
+    assert not rundir.RunFolder(me).is_finished()
