@@ -70,10 +70,30 @@ def scripted(params: dict, run_dir: Path, progress: Progress) -> dict:
         progress.update(force=True, pid=os.getpid(), epoch=e, n_epochs=epochs)
         pruning.report(params, run_dir, e + 1, value)
         time.sleep(float(os.environ.get("XRT_TEST_EPOCH_S", "0.05")))
+    value = planted_predictions(folder, value)
     rundir.write_json(
         folder.metrics, {"type": "single", "classes": ["a", "b"], "metrics": {"valid": {metric: value}}}
     )
     return {"value": value}
+
+
+def planted_predictions(folder: rundir.RunFolder, value: float, n: int = 100) -> float:
+    """valid predictions with round(value * n) of the n items of each class right; returns their (balanced)
+    accuracy."""
+    k = int(round(value * n))
+    labels = np.array(["a"] * n + ["b"] * n)
+    right = np.tile(np.arange(n) < k, 2)
+    p_b = np.where((labels == "b") == right, 0.8, 0.2)
+    pd.DataFrame(
+        {
+            "path": [f"x{i}.png" for i in range(2 * n)],
+            "label": labels,
+            "pred": np.where(p_b > 0.5, "b", "a"),
+            "prob_a": 1 - p_b,
+            "prob_b": p_b,
+        }
+    ).to_csv(folder.predictions("valid"), index=False)
+    return k / n
 
 
 def hold(params: dict, run_dir: Path, progress: Progress) -> None:

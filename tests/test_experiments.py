@@ -316,11 +316,13 @@ def test_real_trials_share_the_split_and_get_metrics_with_cis(blobs):
 
 def test_cli_sweep_background_list_cancel_and_bad_syntax(monkeypatch, capsys):
     from core import cli
+    from core.runs import executors
 
-    def queue_only(kind, params, run_dir=None, owner="", store=None, executor=None):
-        return (store or jobs.JobStore()).submit(kind, params, owner=owner)
+    class QueueOnly:
+        def start(self, store) -> None:  # trials are queued, no worker runs them
+            pass
 
-    monkeypatch.setattr(jobs, "submit_and_start", queue_only)
+    monkeypatch.setattr(executors, "executor", QueueOnly)
     args = [
         "sweep",
         "--kind",
@@ -358,6 +360,25 @@ def test_cli_sweep_background_list_cancel_and_bad_syntax(monkeypatch, capsys):
     assert cli.main(["sweep", "--kind", "sample", "--sweep", "lr=fast"]) == 1
     assert "cannot read the values of lr" in capsys.readouterr().err
     assert cli.main(["runs", "--experiment", "no-such-id"]) == 1
+    tpe = [
+        "sweep",
+        "--kind",
+        "sample",
+        "--sweep",
+        "lr=1e-4:1e-1:log",
+        "--tpe",
+        "--trials",
+        "3",
+        "--parallel",
+        "1",
+    ]
+    assert cli.main([*tpe, "--pruner", "asha", "--prune-epoch", "2", "--background"]) == 0
+    started = json.loads(capsys.readouterr().out)
+    assert len(started["trials"]) == 1 and started["planned"] == 3  # the others are asked as trials end
+    spec = ex.spec_of(ex.read(started["experiment"]))
+    assert (spec.mode, spec.pruner, spec.prune_epoch, spec.parallel) == ("tpe", "asha", 2, 1)
+    assert cli.main([*tpe[:-4], "--trials", "500", "--background"]) == 1
+    assert "at most 100 trials" in capsys.readouterr().err
 
 
 def test_sweep_figures_show_each_trial_the_best_and_the_curves():

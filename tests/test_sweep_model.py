@@ -226,6 +226,15 @@ def test_background_model_based_sweep_prunes_and_asks_with_no_page_open(blobs, f
     assert len(rundir.RunFolder(run).read_history()) == epoch < 3  # the partial curve is kept
     lrs = [t["settings"]["lr"] for t in done["trials"]]
     assert len(set(lrs)) == 7 and all(1e-4 <= v <= 1e-1 for v in lrs)
+    told = ex.summary(record["id"], store, n_boot=50)  # what `runs --experiment` prints
+    assert told["mode"] == "tpe" and told["pruner"] == "median" and told["counts"]["pruned"] == len(pruned)
+    assert told["best_vs_base"] == [
+        {"setting": "lr", "base": 3e-3, "best": table.loc[table["best"], "lr"].item()}
+    ]
+    assert (
+        told["importance"]["values"] == {"lr": 1.0}
+        and "unreliable below about 30" in told["importance"]["note"]
+    )
 
 
 @pytest.mark.slow

@@ -29,7 +29,7 @@ import pandas as pd
 from core.base.config import RunConfig, from_dict, to_dict
 from core.runs import jobs, removal, rundir
 from core.runs.progress import ProgressRecord
-from core.train import pruning, sweep_loop
+from core.train import pruning, sweep_loop, sweep_report
 from core.train.sweep_plan import (
     ALIASES,
     DEFAULT_GRID_POINTS,
@@ -335,18 +335,24 @@ def trial_curves(record: dict[str, Any]) -> pd.DataFrame:
 
 
 def summary(exp_id: str, store: jobs.JobStore | None = None, n_boot: int = 1000) -> dict[str, Any]:
-    """What the CLI prints: id, name, dataset, status, counts, best trial and every trial's row."""
+    """What the CLI prints: id, name, mode, dataset, status, counts, best trial, what mattered (importance,
+    best vs base settings) and every trial's row."""
     store = store or jobs.JobStore()
     record = refresh(exp_id, store)
     table = trial_table(record, store, n_boot)
-    metric = spec_of(record).metric
+    spec = spec_of(record)
+    best = best_trial(table, spec.metric)
     return {
         "experiment": exp_id,
         "name": record["name"],
+        "mode": spec.mode,
+        "pruner": pruning.rule_of(spec)[0],
         "dataset": dataset_text(base_of(record)),
         "status": record["status"],
         "counts": record["counts"],
-        "metric": f"valid {metric}",
-        "best": best_trial(table, metric),
+        "metric": f"valid {spec.metric}",
+        "best": best,
+        "importance": sweep_report.importance(record, store),
+        "best_vs_base": rundir.json_safe(sweep_report.best_vs_base(record, best)),
         "trials": rundir.json_safe(table.to_dict(orient="records")),
     }
