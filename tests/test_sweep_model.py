@@ -161,7 +161,7 @@ def test_trials_are_capped_by_the_setting(monkeypatch):
     assert ex.trial_budget(ex.SweepSpec(axes=["lr=1e-4:1e-1"], mode="tpe")) == ex.DEFAULT_RANDOM_TRIALS
 
 
-def test_a_kill_while_trials_are_created_leaves_no_orphan_job(blobs, monkeypatch):
+def test_a_kill_while_trials_are_created_leaves_no_orphan_job(blobs, submitted, monkeypatch):
     store, real, calls = jobs.JobStore(), jobs.JobStore.submit, []
 
     def dies_on_second(self, *args, **kwargs):
@@ -178,7 +178,7 @@ def test_a_kill_while_trials_are_created_leaves_no_orphan_job(blobs, monkeypatch
     assert len(record["trials"]) == 3 and [t["job"] for t in record["trials"]] == ["", "", ""]
     assert len(store.list()) == 1
     monkeypatch.setattr(jobs.JobStore, "submit", real)
-    sweep_loop.advance(exp_id, store, start=False)
+    sweep_loop.advance(exp_id, store)
     after = ex.read(exp_id)["trials"]
     assert len(store.list()) == 3 and {t["job"] for t in after} == {j.id for j in store.list()}
     assert {t["run_dir"] for t in after} == {j.run_dir for j in store.list()}  # the first job adopted

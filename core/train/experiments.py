@@ -93,16 +93,10 @@ __all__ = [
 def start(
     spec: SweepSpec, base: RunConfig, owner: str = "", store: jobs.JobStore | None = None
 ) -> dict[str, Any]:
-    """Check the spec, write experiment.json, then ask for the first trials (`sweep_loop.advance`); returns the
-    record. Grid / random: every planned trial's config is checked before any is queued."""
+    """Check the spec (`check`), write experiment.json, then ask for the first trials (`sweep_loop.advance`);
+    returns the record."""
     store = store or jobs.JobStore()
-    spec.validate()
-    if spec.mode != "tpe":
-        for settings in plan_trials(spec):
-            apply_settings(base, settings)
-    else:  # the corners of the search space are valid configs
-        for corner in ("lo", "hi"):
-            apply_settings(base, {a.name: _end(a, corner) for a in spec.parsed()})
+    check(spec, base)
     exp_id, now = jobs.new_job_id(), time.time()
     record = {
         "id": exp_id,
@@ -118,6 +112,19 @@ def start(
     rundir.write_json(rundir.experiment_file(exp_id), record)  # the record first: trials are added to it
     sweep_loop.advance(exp_id, store)
     return read(exp_id)
+
+
+def check(spec: SweepSpec, base: RunConfig) -> int:
+    """The number of trials the sweep will run, once its spec and trial configs are known valid (grid / random:
+    every planned trial's; tpe: both corners of the search space); ConfigError otherwise."""
+    spec.validate()
+    if spec.mode != "tpe":
+        for settings in plan_trials(spec):
+            apply_settings(base, settings)
+    else:
+        for corner in ("lo", "hi"):
+            apply_settings(base, {a.name: _end(a, corner) for a in spec.parsed()})
+    return trial_budget(spec)
 
 
 def _end(axis: Axis, which: str) -> Any:

@@ -108,13 +108,16 @@ def _params(record: dict[str, Any], i: int) -> dict[str, Any]:
 
 
 def _submit(record: dict[str, Any], i: int, store: jobs.JobStore) -> None:
-    """Queue trial i's job (or adopt the one a killed advance queued) and note its id in the entry."""
+    """Queue trial i's job and make sure it will run (or adopt the job a killed advance queued); note its id."""
     t = record["trials"][i]
     known = rundir.read_json(Path(t["run_dir"]) / rundir.JOB).get("id")
     if known and store.get(str(known)) is not None:
         t["job"] = str(known)
         return
-    t["job"] = store.submit("train", _params(record, i), run_dir=t["run_dir"], owner=record["owner"]).id
+    job = jobs.submit_and_start(
+        "train", _params(record, i), run_dir=t["run_dir"], owner=record["owner"], store=store
+    )
+    t["job"], t["run_dir"] = job.id, job.run_dir
 
 
 def closed(record: dict[str, Any], now: float | None = None) -> bool:
@@ -123,7 +126,7 @@ def closed(record: dict[str, Any], now: float | None = None) -> bool:
     return bool(record.get("cancelled")) or bool(deadline and (now or time.time()) > deadline)
 
 
-def advance(exp_id: str, store: jobs.JobStore | None = None, start: bool = True) -> list[str]:
+def advance(exp_id: str, store: jobs.JobStore | None = None) -> list[str]:
     """Create the trials the experiment is due now (see the module doc); returns the new job ids."""
     store = store or jobs.JobStore()
     with lock(exp_id):
@@ -141,8 +144,6 @@ def advance(exp_id: str, store: jobs.JobStore | None = None, start: bool = True)
             _submit(record, i, store)
         if pending:
             rundir.write_json(rundir.experiment_file(exp_id), record)
-    if pending and start:
-        executors.executor().start(store)
     return [record["trials"][i]["job"] for i in pending]
 
 
