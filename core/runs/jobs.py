@@ -807,12 +807,14 @@ def record(
     error: str = "",
     result: dict | None = None,
     executor: executors.Executor | None = None,
+    hooks: bool = True,
 ) -> bool:
-    """Record how one run of a job ended: a final status, or "waiting" with its children (result["children"])
-    queued and the executor asked to run them. True if the row changed."""
+    """Record how one run of a job ended: a final status (then its end hook runs, unless `hooks` is False: a
+    worker's child leaves that to its supervisor, whose environment is the server's), or "waiting" with its
+    children (result["children"]) queued and the executor asked to run them. True if the row changed."""
     if status != "waiting":
         changed = store.finish(job_id, status, error=error, result=result)
-        if changed:
+        if changed and hooks:
             run_end_hook(store.get(job_id))
         return changed
     changed = store.wait_for_children(job_id, (result or {}).get("children", []))

@@ -178,9 +178,10 @@ def derive_status(statuses: list[str]) -> str:
 
 
 def status(record: dict[str, Any], store: jobs.JobStore) -> dict[str, Any]:
-    """{"status", "counts": {status: n}} derived from the children's job statuses now."""
+    """{"status", "counts": {status: n}} derived from the children's job statuses now (a trial entered in the
+    record whose job is not queued yet counts as queued)."""
     states = child_jobs(record, store)
-    statuses = [trial_status(t, states.get(t["job"])) for t in record["trials"] if t.get("job")]
+    statuses = [trial_status(t, states.get(t["job"])) if t.get("job") else "queued" for t in record["trials"]]
     counts = {s: statuses.count(s) for s in (*jobs.STATUSES, "pruned") if s in statuses}
     return {"status": derive_status(statuses), "counts": counts}
 
