@@ -3,7 +3,7 @@ schema marks sweepable, each bounded), the spec (grid / random / tpe, trial and 
 with its caps, the grid and random plans, a trial's RunConfig, and reading an experiment's record.
 
 Caps: a sweep runs at most `max_trials()` trials ($XRT_MAX_TRIALS, default 100); every swept value must lie
-within its setting's declared range (or its widget bounds; `SWEEP_BOUNDS` for the rest), refused otherwise.
+within its setting's declared range (or its widget bounds), refused otherwise.
 """
 
 from __future__ import annotations
@@ -32,7 +32,6 @@ METRICS = (
 DEFAULT_RANDOM_TRIALS = 8
 DEFAULT_GRID_POINTS = 3  # points of a range without a count in grid mode
 DEFAULT_MAX_TRIALS = 100  # the cap on a sweep's trials unless $XRT_MAX_TRIALS says otherwise
-SWEEP_BOUNDS = {"lr": (1e-7, 10.0), "wd": (0.0, 10.0)}  # settings that declare no range of their own
 
 
 SPECIAL = (  # sweep axes that are no single field (path ""): applied by apply_settings, preset before strength
@@ -128,13 +127,13 @@ def parse_axis(text: str) -> Axis:
 
 
 def bounds(name: str) -> tuple[float, float] | None:
-    """The values a setting may be swept over: its declared range, else its widget bounds, else SWEEP_BOUNDS."""
+    """The values a setting may be swept over: its declared range, else its widget bounds (None: a choice)."""
     meta = SETTINGS[name].meta
     if meta.range is not None:
         return meta.range
     if meta.lo is not None and meta.hi is not None:
         return (meta.lo, meta.hi)
-    return SWEEP_BOUNDS.get(name)
+    return None
 
 
 def check_bounds(axis: Axis) -> Axis:
