@@ -56,8 +56,10 @@ def told(record: dict[str, Any], store: jobs.JobStore) -> list[sweep_search.Told
         job = states.get(t.get("job", ""))
         curve = pruning.curve_of(t["run_dir"], metric)
         points = {i + 1: v for i, v in enumerate(curve.values) if v == v}
-        if job is None or job.status == "queued" or job.status == "running":
+        if not t.get("job") or (job is not None and job.active):  # being queued, queued or running
             out.append(sweep_search.Told(t["settings"], "running"))
+        elif job is None:  # its job row is gone
+            out.append(sweep_search.Told(t["settings"], "failed"))
         elif job.status == "done":
             out.append(sweep_search.Told(t["settings"], "complete", _value(t["run_dir"], metric), points))
         elif pruning.pruned_info(t["run_dir"]):
