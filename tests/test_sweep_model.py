@@ -272,3 +272,20 @@ def test_real_training_reports_each_epoch_and_a_pruned_trial_stops_itself(blobs,
         run_task(params, me, Progress(me))
     assert pruning.pruned_info(me)["epoch"] == 1 and len(rundir.RunFolder(me).read_history()) == 1
     assert not rundir.RunFolder(me).is_finished()
+
+
+@pytest.mark.slow
+def test_two_slots_run_two_trials_at_once_and_never_ask_past_the_budget(blobs, fake_train, monkeypatch):
+    fake_train("scripted")
+    monkeypatch.setenv("XRT_MAX_JOBS", "2")  # two job slots, as on a two-GPU server
+    store, cfg = jobs.JobStore(), base_config(blobs)
+    cfg.train.epochs = 2
+    spec = ex.SweepSpec(axes=["lr=1e-4:1e-1:log"], mode="tpe", trials=5, seed=2)  # parallel 0: the slots
+    record = ex.start(spec, cfg, store=store)
+    assert (
+        len(record["trials"]) == 2
+    )  # both slots get a trial at once (the second asked with the first running)
+    done = wait_for(lambda: _finished(record["id"], store, 5), timeout=240, poll=0.3)
+    time.sleep(1.0)  # the last trials' end hooks have run: still no sixth trial
+    assert len(ex.read(record["id"])["trials"]) == 5 and done["counts"] == {"done": 5}
+    assert len({t["settings"]["lr"] for t in done["trials"]}) == 5
