@@ -86,10 +86,10 @@ def next_settings(record: dict[str, Any], store: jobs.JobStore, n: int) -> list[
 
 
 def _reserve(record: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
-    """A new trial entry (no job yet) with its run folder chosen."""
+    """A new trial entry (no job yet) with its run folder chosen: runs/<experiment id>-trial<NNN>."""
     i = len(record["trials"])
     name = f"{record['name']} #{i + 1}: {ex.settings_text(settings)}"
-    folder = paths.runs_dir() / jobs.new_job_id()
+    folder = paths.runs_dir() / f"{record['id']}-trial{i + 1:03d}"
     return {"job": "", "run_dir": str(folder), "settings": settings, "name": name}
 
 
