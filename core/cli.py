@@ -374,12 +374,17 @@ SWEEP_EPILOG = """\
 settings (the split keeps --seed, so every trial has the same validation and test sets):
 {settings}
 Every trial is an ordinary training job (its own run folder, cancellable with `cancel JOB`); `cancel EXP`
-cancels all. --budget-min: trials not started by then are cancelled. --median-stop N: a running trial whose
-metric after epoch N is below the median of finished trials there is stopped.
+cancels all. --budget-min: no trial starts after it. --tpe: a model-based search (Optuna's TPE sampler) asks for
+each trial's settings from the results so far, --parallel at a time (default: the job slots); the next trial is
+asked for whenever one ends, so it goes on with --background and no page open. --pruner median|asha: a trial
+stops itself from --prune-epoch on when it is below the median of finished trials at the same epoch (median)
+or not in the top third at a rung epoch (asha, successive halving); --median-stop N = --pruner median
+--prune-epoch N. At most $XRT_MAX_TRIALS (100) trials; every swept value must be within its setting's bounds.
 examples:
   python -m core sweep --kind sample --epochs 2 --img-size 64 --sweep lr=1e-3,3e-3 --sweep aug=none,default
   python -m core sweep --root data/ --sweep train_fraction=0.25,0.5,1 --sweep seed=1,2 --background
   python -m core sweep --root data/ --random --trials 6 --budget-min 30 --sweep lr=1e-4:1e-2:log --sweep bs=16,32
+  python -m core sweep --root data/ --tpe --trials 16 --pruner asha --sweep lr=1e-4:1e-2:log --sweep wd=0:0.1
   python -m core runs --experiment EXP
 """
 
@@ -418,6 +423,13 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
         const="random",
         help=f"random draws (default {experiments.DEFAULT_RANDOM_TRIALS} trials)",
     )
+    mode.add_argument(
+        "--tpe",
+        dest="mode",
+        action="store_const",
+        const="tpe",
+        help=f"model-based search, Optuna TPE (default {experiments.DEFAULT_RANDOM_TRIALS} trials)",
+    )
     g.add_argument("--trials", type=int, default=0, help="most trials (grid: a seeded subset of the points)")
     g.add_argument("--budget-min", type=float, default=0.0, help="time budget in minutes (0 = none)")
     g.add_argument(
@@ -433,7 +445,16 @@ def _sweep_args(p: argparse.ArgumentParser) -> None:
         metavar="EPOCH",
         help="stop trials below the median of finished ones after this epoch (0 = off)",
     )
-    g.add_argument("--sweep-seed", type=int, default=0, help="seed of the random search (default 0)")
+    g.add_argument(
+        "--pruner", choices=("none", "median", "asha"), default="none", help="stop poor trials early"
+    )
+    g.add_argument(
+        "--prune-epoch", type=int, default=1, help="first epoch a trial may be pruned at (default 1)"
+    )
+    g.add_argument("--parallel", type=int, default=0, help="--tpe: trials at once (default: the job slots)")
+    g.add_argument(
+        "--sweep-seed", type=int, default=0, help="seed of the random search / sampler (default 0)"
+    )
     p.set_defaults(mode="grid")
 
 
@@ -452,6 +473,9 @@ def cmd_sweep(ns: argparse.Namespace) -> dict[str, Any]:
         median_stop_epoch=ns.median_stop,
         seed=ns.sweep_seed,
         name=base.name,
+        pruner=ns.pruner,
+        prune_epoch=ns.prune_epoch,
+        parallel=ns.parallel,
     )
     base.name = ""
     store = jobs.JobStore()
@@ -461,6 +485,7 @@ def cmd_sweep(ns: argparse.Namespace) -> dict[str, Any]:
             "experiment": record["id"],
             "name": record["name"],
             "trials": [t["job"] for t in record["trials"]],
+            "planned": experiments.trial_budget(experiments.spec_of(record)),
         }
     try:
         _wait_sweep(record["id"], store)
@@ -470,16 +495,20 @@ def cmd_sweep(ns: argparse.Namespace) -> dict[str, Any]:
 
 
 def sweep_line(exp_id: str, record: dict[str, Any], store: Any) -> str:
-    """One line about a sweep under way: trials done / running / queued (and stopped), the best so far."""
-    from core.train import experiments
+    """One line about a sweep under way: trials done / planned, running, queued, pruned, stopped, best so
+    far, time left at the pace so far."""
+    from core.train import experiments, sweep_report
 
-    counts = record["counts"]
+    counts, todo = record["counts"], sweep_report.progress(record)
     ended = sum(counts.get(s, 0) for s in ("failed", "cancelled", "interrupted"))
     text = (
-        f"sweep {exp_id}: {counts.get('done', 0)}/{len(record['trials'])} trials done, "
+        f"sweep {exp_id}: {counts.get('done', 0)}/{todo['planned']} trials done, "
         f"{counts.get('running', 0)} running, {counts.get('queued', 0)} queued"
+        + (f", {counts['pruned']} pruned" if counts.get("pruned") else "")
         + (f", {ended} stopped or failed" if ended else "")
     )
+    if todo["eta_s"] is not None and record.get("status") in ("queued", "running"):
+        text += f", about {fmt.seconds(todo['eta_s'])} left"
     if not counts.get("done"):
         return text
     metric = experiments.spec_of(record).metric
@@ -499,8 +528,8 @@ def _wait_sweep(exp_id: str, store: Any, every: float = 2.0) -> None:
     shown = None
     while True:
         record = experiments.refresh(exp_id, store)
-        if record["counts"] != shown:
-            shown = record["counts"]
+        if (record["counts"], len(record["trials"])) != shown:
+            shown = (record["counts"], len(record["trials"]))
             print(sweep_line(exp_id, record, store), file=sys.stderr, flush=True)
         if record["status"] not in jobs.ACTIVE:
             return

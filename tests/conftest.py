@@ -34,7 +34,7 @@ def submitted(monkeypatch) -> list[dict]:
     calls: list[dict] = []
 
     def fake(kind, params, run_dir=None, owner="", store=None, executor=None):
-        job = (store or jobs.JobStore()).submit(kind, params, owner=owner)
+        job = (store or jobs.JobStore()).submit(kind, params, run_dir=run_dir, owner=owner)
         calls.append({"kind": kind, "params": params, "owner": owner, "id": job.id})
         return job
 

@@ -46,6 +46,56 @@ def fake_train(params: dict, run_dir: Path, progress: Progress) -> dict:
     return {"lr": lr}
 
 
+def scripted_value(lr: float) -> float:
+    """The final validation metric a scripted trial reaches: highest (0.9) at lr = 1e-2, 0.5 far from it."""
+    return 0.5 + 0.4 * float(np.exp(-((np.log10(lr) + 2.0) ** 2)))
+
+
+def scripted(params: dict, run_dir: Path, progress: Progress) -> dict:
+    """A trial whose metric the test decides: value(lr) * epoch / epochs, one history row and one report to
+    the pruner per epoch (which may stop it), then a finished run folder with that value in metrics.json."""
+    from core.train import pruning
+
+    cfg = params["config"]
+    folder = rundir.RunFolder(run_dir)
+    rundir.write_json(folder.config, cfg)
+    lr, epochs, metric = float(cfg["train"]["lr"]), int(cfg["train"]["epochs"]), params["metric"]
+    value = 0.0
+    for e in range(epochs):
+        progress.check()
+        value = scripted_value(lr) * (e + 1) / epochs
+        pd.DataFrame({"epoch": [e], metric: [value]}).to_csv(
+            folder.history, mode="a", header=e == 0, index=False
+        )
+        progress.update(force=True, pid=os.getpid(), epoch=e, n_epochs=epochs)
+        pruning.report(params, run_dir, e + 1, value)
+        time.sleep(float(os.environ.get("XRT_TEST_EPOCH_S", "0.05")))
+    value = planted_predictions(folder, value)
+    rundir.write_json(
+        folder.metrics, {"type": "single", "classes": ["a", "b"], "metrics": {"valid": {metric: value}}}
+    )
+    return {"value": value}
+
+
+def planted_predictions(folder: rundir.RunFolder, value: float, n: int = 100) -> float:
+    """valid predictions with round(value * n) of the n items of each class right; returns their (balanced)
+    accuracy."""
+    k = int(round(value * n))
+    labels = np.array(["a"] * n + ["b"] * n)
+    right = np.tile(np.arange(n) < k, 2)
+    p_b = np.where((labels == "b") == right, 0.8, 0.2)
+    pd.DataFrame(
+        {
+            "path": [f"x{i}.png" for i in range(2 * n)],
+            "label": labels,
+            "pred": np.where(p_b > 0.5, "b", "a"),
+            "prob_a": 1 - p_b,
+            "prob_b": p_b,
+        }
+    ).to_csv(folder.predictions("valid"), index=False)
+    return k / n
+
+
 def hold(params: dict, run_dir: Path, progress: Progress) -> None:
     """Run until cancelled (a trial that keeps its slot)."""
     while True:

@@ -66,7 +66,7 @@ def test_experiments_page_offers_a_sweep_and_says_there_are_none_yet():
     assert at.expander[0].label == "Start a sweep"
     assert at.multiselect(key="ex_settings").value  # the default swept setting, values suggested below it
     captions = " ".join(c.value for c in at.caption)
-    assert "Every trial starts from" in captions and "trial(s), queued one after another" in captions
+    assert "Every trial starts from" in captions and "trial(s), each an ordinary training run" in captions
     assert not at.button(key="ex_start").disabled  # a valid plan: Start sweep is offered
     assert any("No experiments yet" in i.value for i in at.info)
     assert "closing or refreshing this page does not stop them" in captions

@@ -84,3 +84,19 @@ def test_finished_sweep_is_compared_and_its_best_settings_reused(submitted):
     assert at.text_input(key="su_lr").value == "0.01"
     kept = settings_store.load("local").run_config
     assert kept is not None and kept.train.lr == 1e-2
+
+
+def test_what_mattered_shows_importance_a_contour_and_the_best_settings_vs_the_base(submitted):
+    at = app()
+    at.multiselect(key="ex_settings").set_value(["lr", "epochs"]).run()
+    at.text_input(key="ex_val_lr").set_value("1e-3,1e-2").run()
+    at.text_input(key="ex_val_epochs").set_value("1,2").run()
+    at.button(key="ex_start").click().run()
+    finish_all(JobStore())  # fake_train: the metric grows with lr, epochs do not matter
+    at.run()
+    assert not at.exception, at.exception
+    titles = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any("What mattered" in t and "unreliable below about 30" in t for t in titles)
+    assert any("over lr and epochs" in t or "over epochs and lr" in t for t in titles)
+    best_vs_base = at.dataframe[2].value
+    assert list(best_vs_base["setting"]) == ["lr", "epochs"] and best_vs_base["best"].iloc[0] == "0.01"

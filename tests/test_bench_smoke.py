@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-NEEDS_SHARED = {"bench_train", "bench_kfold", "bench_ingest", "bench_predict", "bench_parity"}
+NEEDS_SHARED = {"bench_train", "bench_kfold", "bench_ingest", "bench_predict", "bench_parity", "bench_sweep"}
 EXPECTED: dict[str, list[tuple[str, ...]]] = {
     "bench_train": [
         ("cases", "small", "ratio_app_vs_plain"),
@@ -53,6 +53,11 @@ EXPECTED: dict[str, list[tuple[str, ...]]] = {
         ("sides", "plain", "roc_auc", "sd"),
     ],
 }
+EXPECTED["bench_sweep"] = [
+    ("modes", "tpe", "best_valid", "mean"),
+    ("modes", "grid", "epochs", "mean"),
+    ("modes", "random", "best_test", "values"),
+]
 EXTRA_ARGS = {
     "bench_kfold": ["--datasets", "large"],
     "bench_parity": ["--datasets", "pneumonia", "--seeds", "2"],

@@ -2,6 +2,7 @@
 
 import io
 import json
+import time
 
 import pytest
 
@@ -75,7 +76,11 @@ def test_sweep_waits_with_a_line_per_change(monkeypatch, capsys):
         {"status": "running", "counts": {"running": 1, "queued": 1}},  # no change: no line
         {"status": "done", "counts": {"cancelled": 1, "queued": 0, "done": 0}},
     ]
-    records = iter({**s, "trials": [{}, {}]} for s in states)
+    from core.base.config import to_dict
+    from core.train import experiments
+
+    spec = to_dict(experiments.SweepSpec(axes=["epochs=1,2"]))
+    records = iter({**s, "trials": [{}, {}], "spec": spec, "created": time.time()} for s in states)
     monkeypatch.setattr("core.train.experiments.refresh", lambda exp_id, store: next(records))
     cli._wait_sweep("E1", store=None, every=0.0)
     lines = capsys.readouterr().err.splitlines()
@@ -94,11 +99,20 @@ def test_sweep_line_names_the_best_trial_so_far(monkeypatch):
     table = pd.DataFrame(
         {"trial": [1, 2], "status": ["done", "done"], "balanced_accuracy": [0.7, 0.85], "job": ["a", "b"]}
     )
-    monkeypatch.setattr(experiments, "spec_of", lambda record: experiments.SweepSpec(axes=["lr=1e-3,1e-2"]))
+    from core.base.config import to_dict
+
     monkeypatch.setattr(experiments, "trial_table", lambda record, store, n_boot=1000: table)
-    record = {"counts": {"done": 2, "running": 1}, "trials": [{}, {}, {}]}
+    spec = experiments.SweepSpec(axes=["lr=1e-4:1e-1:log"], mode="tpe", trials=4)
+    record = {
+        "counts": {"done": 2, "running": 1, "pruned": 1},
+        "status": "running",
+        "trials": [{}, {}, {}, {}],
+        "spec": to_dict(spec),
+        "created": time.time() - 90,  # 3 of 4 trials ended in 90 s: about 30 s left
+    }
     assert cli.sweep_line("E1", record, None) == (
-        "sweep E1: 2/3 trials done, 1 running, 0 queued; best so far: trial 2, valid balanced_accuracy 0.850"
+        "sweep E1: 2/4 trials done, 1 running, 0 queued, 1 pruned, about 30 s left; "
+        "best so far: trial 2, valid balanced_accuracy 0.850"
     )
 
 

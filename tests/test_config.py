@@ -53,7 +53,7 @@ def test_invalid_data_config(cfg):
 def test_invalid_train_config():
     with pytest.raises(ConfigError, match="monitor"):
         TrainConfig(monitor="f1").validate()
-    with pytest.raises(ConfigError, match="learning rate"):
+    with pytest.raises(ConfigError, match=r"lr must be within 1e-07\.\.10"):
         TrainConfig(lr=-1).validate()
 
 

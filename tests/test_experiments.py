@@ -192,51 +192,6 @@ def test_status_is_derived_from_the_children():
     assert ex.derive_status(["failed", "interrupted", "cancelled"]) == "failed"
 
 
-class _Store:
-    """Just enough of a JobStore for median stopping: statuses by id, cancels recorded."""
-
-    def __init__(self, statuses: dict[str, str]):
-        self.statuses, self.cancelled = statuses, []
-
-    def get(self, job_id: str) -> jobs.Job:
-        return jobs.Job(
-            id=job_id, kind="train", status=self.statuses[job_id], params={}, run_dir="", created=0.0
-        )
-
-    def cancel(self, job_id: str) -> None:
-        self.cancelled.append(job_id)
-
-
-def test_median_stopping_stops_a_running_trial_below_the_median(tmp_path):
-    values = {
-        "d1": [0.6, 0.8],
-        "d2": [0.7, 0.9],
-        "d3": [0.65, 0.85],
-        "slow": [0.5],
-        "good": [0.9],
-        "young": [],
-    }
-    trials = []
-    for job_id, accs in values.items():
-        (tmp_path / job_id).mkdir()
-        pd.DataFrame({"epoch": range(len(accs)), "balanced_accuracy": accs}).to_csv(
-            rundir.RunFolder(tmp_path / job_id).history, index=False
-        )
-        trials.append({"job": job_id, "run_dir": str(tmp_path / job_id), "settings": {}})
-    record = {
-        "spec": to_dict(ex.SweepSpec(axes=["epochs=1"], median_stop_epoch=1)),
-        "trials": trials,
-        "stopped": {},
-    }
-    store = _Store(
-        {"d1": "done", "d2": "done", "d3": "done", "slow": "running", "good": "running", "young": "running"}
-    )
-    stopped = ex.median_stop(record, store)
-    assert store.cancelled == ["slow"] and "median 0.650" in stopped["slow"]
-    record["spec"]["median_stop_epoch"] = 0
-    assert ex.median_stop(record, _Store(store.statuses)) == {}
-
-
 # ---------------------------------------------------------------- through the local executor
 
 
@@ -361,11 +316,13 @@ def test_real_trials_share_the_split_and_get_metrics_with_cis(blobs):
 
 def test_cli_sweep_background_list_cancel_and_bad_syntax(monkeypatch, capsys):
     from core import cli
+    from core.runs import executors
 
-    def queue_only(kind, params, run_dir=None, owner="", store=None, executor=None):
-        return (store or jobs.JobStore()).submit(kind, params, owner=owner)
+    class QueueOnly:
+        def start(self, store) -> None:  # trials are queued, no worker runs them
+            pass
 
-    monkeypatch.setattr(jobs, "submit_and_start", queue_only)
+    monkeypatch.setattr(executors, "executor", QueueOnly)
     args = [
         "sweep",
         "--kind",
@@ -403,6 +360,25 @@ def test_cli_sweep_background_list_cancel_and_bad_syntax(monkeypatch, capsys):
     assert cli.main(["sweep", "--kind", "sample", "--sweep", "lr=fast"]) == 1
     assert "cannot read the values of lr" in capsys.readouterr().err
     assert cli.main(["runs", "--experiment", "no-such-id"]) == 1
+    tpe = [
+        "sweep",
+        "--kind",
+        "sample",
+        "--sweep",
+        "lr=1e-4:1e-1:log",
+        "--tpe",
+        "--trials",
+        "3",
+        "--parallel",
+        "1",
+    ]
+    assert cli.main([*tpe, "--pruner", "asha", "--prune-epoch", "2", "--background"]) == 0
+    started = json.loads(capsys.readouterr().out)
+    assert len(started["trials"]) == 1 and started["planned"] == 3  # the others are asked as trials end
+    spec = ex.spec_of(ex.read(started["experiment"]))
+    assert (spec.mode, spec.pruner, spec.prune_epoch, spec.parallel) == ("tpe", "asha", 2, 1)
+    assert cli.main([*tpe[:-4], "--trials", "500", "--background"]) == 1
+    assert "at most 100 trials" in capsys.readouterr().err
 
 
 def test_sweep_figures_show_each_trial_the_best_and_the_curves():

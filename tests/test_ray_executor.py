@@ -149,3 +149,24 @@ def test_a_node_without_the_shared_storage_refuses_the_job(tmp_path):
     assert storage_problem(job) == ""
     job.run_dir = str(tmp_path / "elsewhere")
     assert storage_problem(job).startswith(f"the run folder {job.run_dir} not found on Ray node ")
+
+
+def test_a_model_based_sweep_goes_on_by_itself_on_ray(on_ray, tmp_path):
+    from core.train import experiments as ex
+
+    jobs.register_task("train", "sweeptasks:scripted")
+    root = blob_dataset(tmp_path / "blobs", n_per_class=6)
+    cfg = RunConfig(source=SourceConfig(kind="csv", csv_path=str(root / "labels.csv")))
+    cfg.train.epochs = 2
+    spec = ex.SweepSpec(axes=["lr=1e-4:1e-1:log"], mode="tpe", trials=3, parallel=1, pruner="median")
+    store = JobStore()
+    record = ex.start(spec, cfg, store=store)
+    assert len(record["trials"]) == 1  # the others are asked for by the Ray supervisor as trials end
+
+    def finished() -> dict | None:  # read without refresh: nobody watches
+        now = ex.read(record["id"])
+        now = {**now, **ex.status(now, store)}
+        return now if len(now["trials"]) == 3 and now["status"] not in jobs.ACTIVE else None
+
+    done = wait_for(finished, timeout=240, poll=0.5)
+    assert set(done["counts"]) <= {"done", "pruned"} and sum(done["counts"].values()) == 3

@@ -17,7 +17,7 @@ from core.base import fmt, schema
 from core.base.config import ConfigError, RunConfig
 from core.evaluation import plots
 from core.runs import jobs
-from core.train import experiments
+from core.train import experiments, sweep_report
 from core.web import hosting
 from ui import common
 from ui import working_settings as ws
@@ -109,8 +109,10 @@ def spec_from_state(chosen: list[str]) -> experiments.SweepSpec:
         trials=int(state.get("ex_trials", 0)),
         budget_min=float(state.get("ex_budget", 0.0)),
         metric=state.get("ex_metric", experiments.METRICS[0]),
-        median_stop_epoch=int(state.get("ex_median", 0)),
         name=str(state.get("ex_name", "")).strip(),
+        pruner=state.get("ex_pruner", "none"),
+        prune_epoch=int(state.get("ex_prune_epoch", 1)),
+        parallel=int(state.get("ex_parallel", 0)),
     )
 
 
@@ -139,30 +141,55 @@ def start_section() -> None:
             key=f"ex_val_{name}",
             help=experiments.SYNTAX,
         )
-    c1, c2, c3, c4, c5 = st.columns(5)
-    c1.radio("Search", experiments.MODES, key="ex_mode", horizontal=True)
-    c2.number_input("Trials (0 = every grid point)", 0, 500, key="ex_trials")
-    c3.number_input("Time budget (minutes, 0 = none)", 0.0, 10_000.0, step=5.0, key="ex_budget")
-    c4.selectbox("Rank trials by", experiments.METRICS, key="ex_metric")
-    c5.number_input(
-        "Median stop after epoch (0 = off)",
-        0,
-        1000,
-        key="ex_median",
-        help="a running trial below the median of finished trials after this epoch is stopped",
-    )
+    search_options()
     st.text_input("Experiment name", key="ex_name", placeholder="e.g. learning rate vs augmentation")
     spec = spec_from_state(chosen)
     try:
-        plan = experiments.plan_trials(spec)
-        for settings in plan:  # every trial's config must be valid before Start is offered
-            experiments.apply_settings(cfg, settings)
-        st.caption(f"{len(plan)} trial(s), queued one after another (each an ordinary training run).")
+        n = experiments.check(spec, cfg)  # every trial's config must be valid before Start is offered
+        st.caption(f"{n} trial(s), each an ordinary training run; {PACE[spec.mode]}")
     except ConfigError as err:
         st.warning(str(err))
-        plan = []
+        n = 0
+    plan = n > 0
     if st.button("Start sweep", key="ex_start", type="primary", disabled=not plan):
         start(spec, cfg)
+
+
+PACE = {
+    "grid": "all queued at once.",
+    "random": "all queued at once.",
+    "tpe": "each asked for from the results so far when a trial ends (no page needs to stay open).",
+}
+
+
+def search_options() -> None:
+    """Search mode, trial and time budgets, ranking metric, pruning and (model-based) parallel trials."""
+    c1, c2, c3, c4 = st.columns(4)
+    c1.radio(
+        "Search",
+        experiments.MODES,
+        key="ex_mode",
+        horizontal=True,
+        help="grid: every combination; random: seeded draws; tpe: model-based (Optuna's TPE sampler)",
+    )
+    c2.number_input(
+        f"Trials (0 = every grid point, {experiments.DEFAULT_RANDOM_TRIALS} otherwise)",
+        0,
+        experiments.max_trials(),
+        key="ex_trials",
+    )
+    c3.number_input("Time budget (minutes, 0 = none)", 0.0, 10_000.0, step=5.0, key="ex_budget")
+    c4.selectbox("Rank trials by", experiments.METRICS, key="ex_metric")
+    c5, c6, c7 = st.columns(3)
+    c5.selectbox(
+        "Stop poor trials early",
+        ("none", "median", "asha"),
+        key="ex_pruner",
+        help="median: below the median of finished trials at the same epoch; asha: not in the top third at "
+        "epochs 1, 3, 9, ... after the first one (successive halving). The trial stops itself.",
+    )
+    c6.number_input("Pruning from epoch", 1, 1000, key="ex_prune_epoch")
+    c7.number_input("Trials at once (tpe, 0 = job slots)", 0, 64, key="ex_parallel")
 
 
 def start(spec: experiments.SweepSpec, cfg: RunConfig) -> None:
@@ -290,6 +317,29 @@ def trials_panel(record: dict) -> None:
     curves = experiments.trial_curves(record)
     if len(curves):
         st.plotly_chart(plots.sweep_curves(curves, metric), key="ex_curves")
+    mattered_section(record, table)
+
+
+def mattered_section(record: dict, table: pd.DataFrame) -> None:
+    """What mattered: importance of each swept setting (with its trust note), a contour of the two most
+    important numeric settings, and the best trial's settings beside the base settings."""
+    if not (table["status"] == "done").any():
+        return
+    st.markdown("**What mattered**")
+    metric = experiments.spec_of(record).metric
+    imp = sweep_report.importance(record, common.job_store())
+    if imp["values"]:
+        st.plotly_chart(plots.sweep_importance(imp["values"], imp["note"]), key="ex_importance")
+    elif imp["note"]:
+        st.caption(imp["note"])
+    ranked = sorted(imp["values"], key=imp["values"].get, reverse=True) or experiments.varying(record)
+    numeric = [n for n in ranked if n in table and pd.api.types.is_numeric_dtype(table[n])]
+    if len(numeric) >= 2:
+        st.plotly_chart(plots.sweep_contour(table, numeric[0], numeric[1], metric), key="ex_contour")
+    rows = sweep_report.best_vs_base(record, experiments.best_trial(table, metric))
+    if rows:
+        st.caption("The best trial's settings beside the base settings every trial started from")
+        st.dataframe(pd.DataFrame(rows).astype(str), hide_index=True, width="stretch")
 
 
 def use_section(record: dict) -> None:

@@ -508,6 +508,7 @@ class TrainConfig:
             widget="text",
             label="Learning rate (blank: default 2e-3 pretrained, 3e-3 from scratch)",
             form="number_text",
+            range=(1e-7, 10.0),
             sweep="learning rate",
         ),
     )
@@ -518,6 +519,7 @@ class TrainConfig:
             flag="--wd",
             group=MODEL,
             help="weight decay (default: fastai's, 0.01)",
+            range=(0.0, 10.0),
             sweep="weight decay",
             aliases=("weight_decay",),
         ),
@@ -644,7 +646,7 @@ class TrainConfig:
         return self.epochs + (self.freeze_epochs if self.fine_tunes() else 0)
 
     def validate(self) -> None:
-        """Check epochs, threads and learning rate, and the declared choices and ranges."""
+        """Check epochs and threads, and the declared choices and ranges (the learning rate's among them)."""
         check_declared(self)
         if self.epochs < 1 or self.freeze_epochs < 0:
             raise ConfigError(
@@ -652,8 +654,6 @@ class TrainConfig:
             )
         if self.torch_threads < 0:
             raise ConfigError(f"torch_threads must be >= 0 (0 = auto), got {self.torch_threads}")
-        if self.lr is not None and not 0 < self.lr < 10:
-            raise ConfigError(f"learning rate must be within (0, 10), got {self.lr}")
 
 
 @dataclass

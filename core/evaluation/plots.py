@@ -603,3 +603,65 @@ def sweep_curves(curves: pd.DataFrame, metric: str, title: str = "") -> go.Figur
     fig.update_xaxes(title_text="epoch", dtick=1)
     fig.update_yaxes(title_text=f"validation {metric}")
     return style(fig, title or f"{metric} per epoch, every trial", height=360)
+
+
+def sweep_importance(values: Mapping[str, float], note: str = "", title: str = "What mattered") -> go.Figure:
+    """Each swept setting's importance (share of the metric's variance, fANOVA) as horizontal bars; the note
+    (how far to trust it) under the title."""
+    names = sorted(values, key=lambda n: values[n])
+    fig = go.Figure(
+        go.Bar(
+            x=[values[n] for n in names],
+            y=names,
+            orientation="h",
+            marker={"color": PALETTE[0]},
+            text=[f"{values[n]:.0%}" for n in names],
+            textposition="auto",
+        )
+    )
+    fig.update_xaxes(title_text="importance (share of the metric's variance)", range=[0, 1], tickformat=".0%")
+    return style(
+        fig, f"{title}<br><sup>{note}</sup>" if note else title, height=max(220, 80 + 40 * len(names))
+    )
+
+
+def sweep_contour(table: pd.DataFrame, x: str, y: str, metric: str, title: str = "") -> go.Figure:
+    """The finished trials over two numeric swept settings coloured by the metric, over a contour of the
+    metric interpolated between them (linear; drawn from 4 trials on); log axes for wide positive ranges."""
+    done = table[table[metric].notna()]
+    logs = {
+        a: bool(len(done)) and (done[a] > 0).all() and done[a].max() / done[a].min() >= 10 for a in (x, y)
+    }
+    fig = go.Figure()
+    if len(done) >= 4 and done[x].nunique() > 1 and done[y].nunique() > 1:
+        from scipy.interpolate import griddata
+
+        px, py = (np.log10(done[a]) if logs[a] else done[a].astype(float) for a in (x, y))
+        gx, gy = np.linspace(px.min(), px.max(), 40), np.linspace(py.min(), py.max(), 40)
+        with np.errstate(all="ignore"):
+            try:
+                z = griddata((px, py), done[metric], tuple(np.meshgrid(gx, gy)), method="linear")
+            except ValueError:  # points on one line: no surface to draw
+                z = None
+        if z is not None:
+            cx, cy = (10**g if logs[a] else g for g, a in ((gx, x), (gy, y)))
+            fig.add_trace(go.Contour(x=cx, y=cy, z=z, colorscale=HEATMAP_SCALE, opacity=0.6, showscale=False))
+    fig.add_trace(
+        go.Scatter(
+            x=done[x],
+            y=done[y],
+            mode="markers",
+            text=[f"trial {t}: {v:.3f}" for t, v in zip(done["trial"], done[metric])],
+            marker={
+                "color": done[metric],
+                "colorscale": HEATMAP_SCALE,
+                "showscale": True,
+                "size": 11,
+                "line": {"color": GUIDE, "width": 1},
+            },
+            name="trials",
+        )
+    )
+    fig.update_xaxes(title_text=x, type="log" if logs[x] else None)
+    fig.update_yaxes(title_text=y, type="log" if logs[y] else None)
+    return style(fig, title or f"validation {metric} over {x} and {y}", height=420)

@@ -71,6 +71,9 @@ TASKS: dict[str, str] = {
     "lr_find": "core.train.tasks:lr_find_task",
 }
 EXTRA_TASKS_ENV = "XRT_EXTRA_TASKS"  # "kind=module:function,..." read by workers
+# What runs when a job has ended, wherever its end is recorded (its worker, its supervisor, a reap): a job's
+# params["on_end"] names one of these, called with the ended Job (a sweep asks for its next trial).
+END_HOOKS: dict[str, str] = {"sweep": "core.train.sweep_loop:on_trial_end"}
 
 HEARTBEAT_S = 5.0  # supervisors refresh their heartbeat this often
 STALE_S = 60.0  # a heartbeat older than this means dead (used where pids cannot be checked)
@@ -325,11 +328,25 @@ def _new_job(kind: str, params: dict, run_dir: str | os.PathLike | None, owner: 
 
 
 def _note_reaped(reaped: list[Job | None]) -> None:
-    """Tell the run folders of reaped jobs (job.json, log.txt) what happened."""
+    """Tell the run folders of reaped jobs (job.json, log.txt) what happened; run their end hooks."""
     for job in filter(None, reaped):
         _sync_job_json(job)
         with contextlib.suppress(OSError):
             Progress(job.run_dir).log(f"job {job.id} {job.status}: {job.error}")
+        run_end_hook(job)
+
+
+def run_end_hook(job: Job | None) -> None:
+    """Call an ended job's hook (params["on_end"], a name in END_HOOKS); a failure is logged in its run folder."""
+    name = str((job.params or {}).get("on_end") or "") if job is not None else ""
+    if job is None or not name or job.active:
+        return
+    try:
+        module, _, func = END_HOOKS[name].partition(":")
+        getattr(importlib.import_module(module), func)(job)
+    except Exception as exc:  # noqa: BLE001 - a hook never changes how the job ended
+        with contextlib.suppress(OSError):
+            Progress(job.run_dir).log(f"job {job.id}: end hook {name!r} failed: {describe_error(exc)}")
 
 
 # ---------------------------------------------------------------------------------------------- store
@@ -796,11 +813,16 @@ def record(
     error: str = "",
     result: dict | None = None,
     executor: executors.Executor | None = None,
+    hooks: bool = True,
 ) -> bool:
-    """Record how one run of a job ended: a final status, or "waiting" with its children (result["children"])
-    queued and the executor asked to run them. True if the row changed."""
+    """Record how one run of a job ended: a final status (then its end hook runs, unless `hooks` is False: a
+    worker's child leaves that to its supervisor, whose environment is the server's), or "waiting" with its
+    children (result["children"]) queued and the executor asked to run them. True if the row changed."""
     if status != "waiting":
-        return store.finish(job_id, status, error=error, result=result)
+        changed = store.finish(job_id, status, error=error, result=result)
+        if changed and hooks:
+            run_end_hook(store.get(job_id))
+        return changed
     changed = store.wait_for_children(job_id, (result or {}).get("children", []))
     if changed:
         (executor or executors.executor()).start(store)

@@ -36,6 +36,7 @@ JOB = "job.json"
 METRICS = "metrics.json"
 ENV = "env.json"
 LR_FIND = "lr_find.json"
+PRUNED = "pruned.json"  # a sweep trial its pruner stopped: the epoch, the value and why
 CHECKPOINTS = "checkpoints"
 BEST_CHECKPOINT = "best.safetensors"
 MODEL_DIR = "model"

@@ -95,7 +95,7 @@ def run_job(store: JobStore, job_id: str) -> int:
         return 0
     t0 = time.time()
     status, error, result = execute(job, store)
-    jobs.record(store, job_id, status, error=error, result=result)
+    jobs.record(store, job_id, status, error=error, result=result, hooks=False)  # the supervisor runs them
     log_outcome(job, status, error, time.time() - t0)
     return 0
 
@@ -158,7 +158,10 @@ class Supervisor:
         rc = self.watch(job, self.child)
         self.child = None
         after = self.store.get(job.id)
-        if after is None or after.status != "running" or after.waiting:
+        if after is None or after.waiting:
+            return
+        if after.status != "running":  # the child recorded how it ended: its end hook runs here
+            jobs.run_end_hook(after)
             return
         if after.cancel_requested:
             status, error = "cancelled", "stopped by force: the task did not stop by itself"
@@ -169,6 +172,7 @@ class Supervisor:
         if self.store.finish(job.id, status, error=error):
             with contextlib.suppress(OSError):
                 Progress(folder.path).log(f"job {job.id} {status}: {error}")
+            jobs.run_end_hook(self.store.get(job.id))
 
     def watch(self, job: jobs.Job, child: subprocess.Popen) -> int:
         """Wait for the child; heartbeat; escalate an unanswered cancel (SIGTERM, then SIGKILL)."""

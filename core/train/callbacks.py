@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -244,6 +245,21 @@ class EarlyStop(_Tracker):
             raise CancelFitException()
 
 
+class PruneTrial(Callback):
+    """Reports a sweep trial's metric after each epoch (1-based, frozen epochs counted) to `report`, which
+    raises to stop the trial (core.train.pruning)."""
+
+    order = 65  # after the epoch is recorded, checkpointed and reported, and after early stopping
+
+    def __init__(self, report: Callable[[int, float], None], metric: str):
+        self.report, self.metric = report, metric
+
+    def after_epoch(self):
+        """Hand this epoch's metric to the pruner."""
+        clock = next(cb for cb in self.learn.cbs if isinstance(cb, EpochClock))
+        self.report(clock.now() + 1, epoch_values(self.recorder).get(self.metric, math.nan))
+
+
 def _num(v) -> float:
     """A recorder value as a plain float (NaN when missing)."""
     try:
@@ -276,14 +292,20 @@ class Monitors:
     history: HistoryCSV
     checkpoint: BestCheckpoint
     early_stop: EarlyStop
+    extra: tuple[Callback, ...] = ()  # e.g. a sweep trial's PruneTrial
 
     def callbacks(self) -> list[Callback]:
         """All of them, for fit(cbs=...)."""
-        return [self.clock, self.progress, self.history, self.checkpoint, self.early_stop]
+        return [self.clock, self.progress, self.history, self.checkpoint, self.early_stop, *self.extra]
 
 
 def monitors(
-    run: rundir.RunFolder, progress: Progress, t, fold: int | None = None, n_folds: int = 0
+    run: rundir.RunFolder,
+    progress: Progress,
+    t,
+    fold: int | None = None,
+    n_folds: int = 0,
+    extra: Sequence[Callback] = (),
 ) -> Monitors:
     """Progress + cancel, history.csv, best checkpoint and early stopping for one fit of a run (t: TrainConfig)."""
     clock = EpochClock()
@@ -293,4 +315,5 @@ def monitors(
         HistoryCSV(run.history, progress, clock, fold),
         BestCheckpoint(run.checkpoint(fold), progress, t.monitor, clock),
         EarlyStop(t.monitor, t.early_stop_patience, clock),
+        tuple(extra),
     )

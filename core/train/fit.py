@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,10 +76,12 @@ def fit_one(
     fold: int | None = None,
     n_folds: int = 0,
     classes: list[str] | None = None,
+    extra_cbs: Sequence[Any] = (),
 ) -> FitOutcome:
     """Build DataLoaders + learner, fine-tune, restore the best epoch, predict the validation items.
 
-    An explicit empty `valid_idx` trains on every non-test item (no validation, no checkpoint choice).
+    An explicit empty `valid_idx` trains on every non-test item (no validation, no checkpoint choice);
+    `extra_cbs` join the fit (a sweep trial's pruning callback).
     """
     from fastai.torch_core import set_seed
 
@@ -94,7 +97,7 @@ def fit_one(
         from_weights=t.fine_tunes(),
     )
     learn = make_learner(dls, cfg, train_labels=dls.train_ds.items["label"])
-    mon = monitors(rundir.RunFolder(run_dir), progress, t, fold=fold, n_folds=n_folds)
+    mon = monitors(rundir.RunFolder(run_dir), progress, t, fold=fold, n_folds=n_folds, extra=extra_cbs)
     _train(learn, t, mon, progress, fold, n_folds)
     best = mon.checkpoint.best_epoch
     weights, epoch = "last", len(mon.history.rows) - 1

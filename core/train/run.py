@@ -7,6 +7,7 @@ progress.json, model/ (weights + manifest), predictions, metrics.json and env.js
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,10 @@ from core.train.outputs import _finish, model_provenance, outcome_manifest
 from core.train.prepare import prepare
 
 
-def train_run(cfg: RunConfig, run_dir: Path, progress: Progress) -> dict[str, Any]:
-    """A single train/valid(/test) run; k-fold when cfg.data.split.k_folds >= 2."""
+def train_run(
+    cfg: RunConfig, run_dir: Path, progress: Progress, extra_cbs: Sequence[Any] = ()
+) -> dict[str, Any]:
+    """A single train/valid(/test) run (`extra_cbs` join its fit); k-fold when cfg.data.split.k_folds >= 2."""
     from core.models import savedmodel
 
     if cfg.data.split.k_folds >= 2:
@@ -29,7 +32,7 @@ def train_run(cfg: RunConfig, run_dir: Path, progress: Progress) -> dict[str, An
     t0, run = time.time(), rundir.RunFolder(run_dir)
     items = prepare(cfg, run_dir, progress)
     classes = sorted(items["label"].astype(str).unique())
-    out = fit_one(items, cfg, run_dir, progress, classes=classes)
+    out = fit_one(items, cfg, run_dir, progress, classes=classes, extra_cbs=extra_cbs)
     out.valid.to_csv(run.predictions("valid"), index=False)
     metrics = {"valid": evaluate.metrics_from_frame(out.valid, classes)}
     test = items[items["split"] == "test"]

@@ -9,6 +9,7 @@ from typing import Any
 from core.base.config import RunConfig, from_dict
 from core.runs import rundir
 from core.runs.progress import JobCancelled, Progress
+from core.train import pruning
 from core.train.kfold import train_fold, write_fold_job
 from core.train.lr_find import lr_find_run
 from core.train.prepare import apply_threads
@@ -20,13 +21,14 @@ from core.train.run import train_run
 def run_task(params: dict, run_dir: Path, progress: Progress) -> dict[str, Any]:
     """Job entry point for training (and k-fold) runs: params = {"config": RunConfig as dict}.
 
-    An experiment's trial also carries "not_after" (a time): started later, it is cancelled (budget spent).
+    An experiment's trial also carries "not_after" (a time): started later, it is cancelled (budget spent);
+    and "experiment" + "metric": it reports the metric each epoch to its pruner (core.train.pruning).
     """
     if params.get("not_after") and time.time() > float(params["not_after"]):
         raise JobCancelled("not started: the experiment's time budget ran out")
     cfg = from_dict(RunConfig, params["config"])
     apply_threads(cfg)
-    return train_run(cfg, Path(run_dir), progress)
+    return train_run(cfg, Path(run_dir), progress, pruning.callbacks(params, run_dir))
 
 
 def fold_task(params: dict, run_dir: Path, progress: Progress) -> dict[str, Any]:
