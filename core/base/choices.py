@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.base.config import ConfigError, RunConfig, SourceConfig, aug_preset
+from core.base.fsutil import split_layout
 from core.base.schema import put, walk
 
 
@@ -51,7 +52,11 @@ def device_defaults(gpu: bool | None = None) -> DeviceDefaults:
 
 
 def default_split(source: SourceConfig) -> str:
-    """Split by patient when patient ids are known (a group column or DICOM tag), else stratified."""
+    """The folders' own split when a folder has train/ and valid/ (val/) sub-folders; else by patient when patient
+    ids are known (a group column or DICOM tag); else stratified."""
+    by_folder = source.kind == "folder" or (source.kind == "dicom" and not source.label_tag)
+    if by_folder and str(source.root).strip() and {"train", "valid"} <= split_layout(source.root):
+        return "folder"
     return "group" if source.group_col or source.group_tag else "stratified"
 
 

@@ -122,8 +122,9 @@ class SplitConfig:
             flag="--split",
             choices=SPLIT_METHODS,
             group=SPLIT,
-            help="how to split (default: group when --group-col/--group-tag is given, else stratified; "
-            "folder = the source's train/val/test folders)",
+            help="how to split (default: folder when the folder has train/ and val/ (valid/) sub-folders, "
+            "else group when --group-col/--group-tag is given, else stratified; folder = the source's "
+            "train/val/test folders)",
             widget="select",
             label="Split",
         ),
