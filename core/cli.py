@@ -296,7 +296,10 @@ def cmd_train(ns: argparse.Namespace) -> dict[str, Any]:
     from core.base.config import to_dict
 
     cfg = run_config(ns)
-    return _run_job("train", {"config": to_dict(cfg)}, ns.background)
+    out = _run_job("train", {"config": to_dict(cfg)}, ns.background)
+    for line in (out.get("result") or {}).get("warnings", []):  # also in the JSON, metrics.json and log.txt
+        print(f"warning: {line}", file=sys.stderr)
+    return out
 
 
 def cmd_lr_find(ns: argparse.Namespace) -> dict[str, Any]:

@@ -38,3 +38,61 @@ def test_without_a_val_folder_or_when_chosen_the_split_is_stratified(tmp_path: P
     two_classes(tmp_path / "val", n=2)
     assert cli_config("--root", str(tmp_path), "--split", "stratified").data.split.method == "stratified"
     assert cli_config("--root", str(tmp_path / "train")).data.split.method == "stratified"  # class folders
+
+
+def planted_run(run_dir: Path, probs_b: list[float], labels: list[str]) -> None:
+    """A run folder whose validation predictions are planted: P(B) per item with its true label."""
+    import numpy as np
+
+    from core.evaluation.evaluate import predictions_frame
+    from core.runs import rundir
+
+    y = np.array([["A", "B"].index(x) for x in labels])
+    probs = np.column_stack([1 - np.array(probs_b), probs_b])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    predictions_frame([f"{i}.png" for i in range(len(y))], y, probs, ["A", "B"]).to_csv(
+        rundir.RunFolder(run_dir).predictions("valid"), index=False
+    )
+
+
+def finish(run_dir: Path) -> dict:
+    """What training writes last (metrics.json, log.txt) for a planted run; the summary it returns."""
+    from core.runs.progress import Progress
+    from core.train.outputs import _finish
+
+    summary = {"type": "single", "classes": ["A", "B"]}
+    _finish(run_dir, summary, Progress(run_dir))
+    return summary
+
+
+def test_a_one_class_model_is_flagged_in_metrics_log_and_cli(tmp_path: Path, monkeypatch, capsys):
+    from core.evaluation import evaluate
+    from core.runs import rundir
+
+    labels = ["A"] * 10 + ["B"] * 10
+    planted_run(tmp_path / "run", [0.2] * 20, labels)  # everything called A, scores all equal
+    summary = finish(tmp_path / "run")
+    run = rundir.RunFolder(tmp_path / "run")
+    warned = run.read_metrics()["warnings"]
+    assert warned == summary["warnings"] == evaluate.run_warnings(run.path)  # the browser's rule and words
+    assert "calls 100% of the 20 images 'A'" in warned[0] and "about chance" in warned[1]
+    assert warned[-1] == evaluate.ADVICE
+    log = run.log.read_text()
+    assert all(f"warning: {w}" in log for w in warned)
+    monkeypatch.setattr(cli, "_run_job", lambda *a, **k: {"status": "done", "result": summary})
+    out = cli.cmd_train(cli.build_parser().parse_args(["train", "--root", str(tmp_path), "--no-pretrained"]))
+    assert out["result"]["warnings"] == warned
+    assert capsys.readouterr().err.count("warning: ") == len(warned)
+
+
+def test_a_model_that_learned_has_no_warning(tmp_path: Path):
+    from core.runs import rundir
+
+    labels = ["A"] * 10 + ["B"] * 10
+    planted_run(
+        tmp_path / "run", [0.1 + 0.01 * i for i in range(10)] + [0.6 + 0.01 * i for i in range(10)], labels
+    )
+    assert finish(tmp_path / "run")["warnings"] == []
+    run = rundir.RunFolder(tmp_path / "run")
+    assert run.read_metrics()["warnings"] == []
+    assert not run.log.is_file() or "warning:" not in run.log.read_text()
