@@ -96,3 +96,71 @@ def test_a_model_that_learned_has_no_warning(tmp_path: Path):
     run = rundir.RunFolder(tmp_path / "run")
     assert run.read_metrics()["warnings"] == []
     assert not run.log.is_file() or "warning:" not in run.log.read_text()
+
+
+# ---------------------------------------------------------------- the LR finder's flat / noisy curve rule
+
+LRS = [1e-7 * 10 ** (8 * i / 39) for i in range(40)]  # 1e-7 .. 10, as the finder steps
+FLAT = [1.39 + 0.02 * ((i * 7) % 5 - 2) / 2 for i in range(34)] + [
+    1.6,
+    2.1,
+    3.0,
+    4.4,
+    6.0,
+    9.0,
+]  # never falls
+FALLS = (
+    [0.70] * 18
+    + [0.70 - 0.03 * k for k in range(1, 12)]
+    + [0.40, 0.42, 0.5, 0.7, 1.0, 1.6, 2.5, 3.0, 4.0, 5.0, 6.0]
+)
+
+
+def test_a_flat_curve_keeps_the_default_learning_rate():
+    from core.train.lr_find import curve_verdict
+
+    v = curve_verdict(LRS, FLAT, suggestion=LRS[5], default=3e-3)
+    assert not v["usable"] and "too flat" in v["reason"] and v["default_lr"] == 3e-3
+
+
+def test_a_curve_that_falls_gives_its_suggestion_and_the_start_is_refused():
+    from core.train.lr_find import curve_verdict, lr_suggestions
+
+    valley = lr_suggestions(LRS, FALLS, 40)["valley"]
+    assert LRS[18] <= valley <= LRS[29]  # fastai's valley lies inside the fall
+    assert curve_verdict(LRS, FALLS, suggestion=valley, default=3e-3) == {
+        "usable": True,
+        "reason": "",
+        "default_lr": 3e-3,
+    }
+    noisy = curve_verdict(LRS, FALLS, suggestion=LRS[3], default=3e-3)  # a point before the loss falls
+    assert not noisy["usable"] and "too noisy" in noisy["reason"]
+    short = curve_verdict(LRS[:4], FALLS[:4], suggestion=None, default=2e-3)
+    assert not short["usable"] and "too few" in short["reason"]
+    nan_tail = curve_verdict(LRS, [*FALLS[:30], float("nan")] + FALLS[31:], suggestion=valley, default=3e-3)
+    assert nan_tail["usable"]  # the points after the loss became NaN are not read
+
+
+def test_the_setup_page_offers_no_button_for_a_flat_curve(submitted):
+    import json
+    import os
+
+    from core.runs.jobs import JobStore
+    from tests.test_app_pages import SETUP, app, texts
+
+    at = app(SETUP).run()
+    at.button(key="su_lr_find").click().run()
+    store = JobStore()
+    job = store.claim(os.getpid(), 5)
+    verdict = {
+        "usable": False,
+        "reason": "the curve is too flat: the loss falls only 2% below",
+        "default_lr": 3e-3,
+    }
+    data = {"lrs": LRS, "losses": FLAT, "suggestions": {"valley": 8.6e-5, "steep": 2e-4}, "verdict": verdict}
+    (Path(job.run_dir) / "lr_find.json").write_text(json.dumps(data))
+    store.finish(job.id, "done")
+    at.run()
+    assert not at.exception and len(at.get("plotly_chart")) == 1
+    assert not [b for b in at.button if b.key and b.key.startswith("su_lr_use_")]
+    assert "No learning rate suggested: the curve is too flat" in texts(at) and "default (3e-03)" in texts(at)

@@ -363,8 +363,14 @@ def lr_result(job: jobs.Job) -> None:
         st.warning("The LR finder finished but wrote no curve.")
         return
     st.plotly_chart(common.lr_find_figure(data), width="stretch", key="su_lr_chart")
-    sugg = data.get("suggestions", {})
+    sugg, verdict = data.get("suggestions", {}), data.get("verdict") or {"usable": True}
     names = [n for n in SUGGESTION_ORDER if sugg.get(n) and LR_PLAUSIBLE[0] <= sugg[n] <= LR_PLAUSIBLE[1]]
+    if not verdict["usable"]:  # core.train.lr_find.curve_verdict: a flat or noisy curve suggests nothing
+        st.info(
+            f"No learning rate suggested: {verdict['reason']}. Training keeps the default "
+            f"({verdict['default_lr']:.0e}): leave the field blank, or run the finder with more steps."
+        )
+        return
     if not names:
         st.caption(
             "The curve gives no plausible learning rate (all suggestions are below 1e-5 or above 1); "
