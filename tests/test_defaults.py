@@ -164,3 +164,95 @@ def test_the_setup_page_offers_no_button_for_a_flat_curve(submitted):
     assert not at.exception and len(at.get("plotly_chart")) == 1
     assert not [b for b in at.button if b.key and b.key.startswith("su_lr_use_")]
     assert "No learning rate suggested: the curve is too flat" in texts(at) and "default (3e-03)" in texts(at)
+
+
+# ---------------------------------------------------------------- the schedule planned from the data
+
+
+def test_the_plan_fits_size_batch_and_epochs_to_the_data():
+    from core.base.choices import CPU_DEFAULTS, GPU_DEFAULTS
+    from core.base.plan import DataFacts, alternatives, fit_batch, fit_size, plan_schedule
+
+    assert [fit_size(s, 128) for s in (28, 100, 224, 3000, None)] == [32, 96, 128, 128, 128]
+    assert [fit_batch(n, 32) for n in (2428, 360, 240, 40)] == [32, 16, 8, 8]
+    mnist = plan_schedule(DataFacts(2428, 270, side=28), False, CPU_DEFAULTS, gpu=False)
+    assert (mnist.img_size, mnist.batch_size, mnist.epochs, mnist.steps) == (
+        32,
+        32,
+        5,
+        5 * 75,
+    )  # 375 >= 300 steps
+    chest = plan_schedule(DataFacts(360, 120, side=224), False, CPU_DEFAULTS, gpu=False)
+    assert (chest.img_size, chest.batch_size, chest.epochs, chest.steps) == (128, 16, 10, 220)  # capped at 10
+    assert plan_schedule(DataFacts(360, 120, side=224), False, GPU_DEFAULTS, gpu=True).img_size == 224
+    tuned = plan_schedule(DataFacts(2428, 270, side=28), True, CPU_DEFAULTS, gpu=False)  # fine-tuning
+    assert (tuned.img_size, tuned.batch_size, tuned.epochs) == (128, 32, 3)
+    alt = alternatives(DataFacts(360, 120, side=224), chest, CPU_DEFAULTS, gpu=False)
+    assert (alt["quicker"].epochs, alt["quicker"].img_size, alt["better"].epochs) == (5, 128, 20)
+    assert alt["better"].img_size == 192 and alt["quicker"].seconds < chest.seconds < alt["better"].seconds
+    small = alternatives(DataFacts(2428, 270, side=28), mnist, CPU_DEFAULTS, gpu=False)
+    assert small["better"].img_size == 32  # never larger than the sources
+
+
+def test_default_runs_from_scratch_follow_the_plan_and_choices_override_it(tmp_path: Path):
+    from core.base import choices
+    from core.base.config import SourceConfig
+    from core.base.plan import DataFacts
+
+    src, facts = SourceConfig(kind="folder", root=str(tmp_path)), DataFacts(2428, 270, side=28)
+    cfg = choices.build_config({"pretrained": False}, source=src, gpu=False, facts=facts)
+    assert (cfg.data.img_size, cfg.data.batch_size, cfg.train.epochs) == (32, 32, 5)
+    cfg = choices.build_config({"pretrained": False, "epochs": 2}, source=src, gpu=False, facts=facts)
+    assert (cfg.data.img_size, cfg.train.epochs) == (32, 2)
+    tuned = choices.build_config({}, source=src, gpu=False, facts=facts)  # fine-tuning keeps its defaults
+    assert (tuned.data.img_size, tuned.data.batch_size, tuned.train.epochs) == (128, 32, 3)
+
+
+def test_cli_plans_from_the_folder_and_shows_the_plan(tmp_path: Path):
+    from tests.test_sources import png
+
+    for split, n in (("train", 40), ("val", 8)):
+        for c in "AB":
+            for i in range(n // 2):
+                png(tmp_path / split / c / f"{c}{i}.png", size=(28, 28), value=10 * i)
+    cfg = cli_config("--root", str(tmp_path), "--no-pretrained")
+    assert (cfg.data.split.method, cfg.data.img_size, cfg.data.batch_size, cfg.train.epochs) == (
+        "folder",
+        32,
+        8,
+        10,
+    )
+    assert cli_config("--root", str(tmp_path), "--no-pretrained", "--img-size", "64").data.img_size == 64
+    ns = cli.build_parser().parse_args(["train", "--root", str(tmp_path), "--no-pretrained", "--plan"])
+    out = ns.func(ns)
+    assert out["data"] == {
+        "train_items": 40,
+        "valid_items": 8,
+        "typical_side_px": 28,
+        "classes": 2,
+        "folds": 1,
+    }
+    assert (
+        out["schedule"]["epochs"] == 10
+        and out["schedule"]["steps"] == 50
+        and "from scratch" in out["schedule"]["why"]
+    )
+    assert out["quicker"]["epochs"] == 5 and out["better"]["epochs"] == 20
+    assert (
+        out["quicker"]["about_seconds"] <= out["schedule"]["about_seconds"] <= out["better"]["about_seconds"]
+    )
+
+
+def test_the_setup_page_shows_the_schedule_and_applies_an_alternative(submitted):
+    from tests.test_app_pages import SETUP, app, texts
+
+    at = app(SETUP).run()
+    assert not at.exception and "This schedule:" in texts(at) and "optimiser steps" in texts(at)
+    epochs = at.session_state["su_epochs"]
+    quicker = at.button(key="su_plan_quicker")
+    assert "about" in quicker.help or "epochs" in quicker.label
+    quicker.click().run()
+    assert not at.exception and at.session_state["su_epochs"] == max(2, epochs // 2)
+    assert at.session_state["run_config"]["train"]["epochs"] == max(2, epochs // 2)
+    at.button(key="su_plan_planned").click().run()
+    assert at.session_state["su_epochs"] == epochs

@@ -65,10 +65,8 @@ def lr_suggestions(lrs: list[float], losses: list[float], num_it: int) -> dict[s
 
 
 # The rule that keeps a flat or noisy curve from sinking a run (measured basis: bench/README.md "LR finder curves").
-FLAT_DROP = 0.10  # the smoothed loss falls less than this share below its start before it rises: a flat curve
-FALL_SHARE = (
-    0.25  # a suggestion where the loss has not yet fallen this share of its whole drop is at the start
-)
+FLAT_DROP = 0.10  # the smoothed loss falls less than this share below its start before rising: a flat curve
+FALL_SHARE = 1 / 3  # a suggestion where the loss has not yet fallen this share of its drop lies on the start
 
 
 def curve_verdict(
@@ -76,8 +74,9 @@ def curve_verdict(
 ) -> dict[str, Any]:
     """Whether the finder's curve can choose a learning rate: {"usable", "reason", "default_lr"}.
 
-    Flat (the loss never falls FLAT_DROP below its start) or noisy (the suggestion sits where the loss has not
-    fallen FALL_SHARE of its drop yet, i.e. at the curve's start): not usable, keep the schedule's default.
+    The start is the median loss of the curve's first third. Flat (the loss never falls FLAT_DROP below it) or
+    noisy (the suggestion sits where the loss has not fallen FALL_SHARE of its drop yet, i.e. on the curve's
+    start): not usable, keep the schedule's default.
     """
     y = np.asarray(losses, dtype=float)
     x = np.asarray(lrs, dtype=float)[: len(y)]
@@ -87,7 +86,7 @@ def curve_verdict(
     if len(y) < 5:
         out["reason"] = f"the curve has {len(y)} points, too few to read; run the finder with more steps"
         return out
-    start = float(np.mean(y[: max(2, len(y) // 10)]))
+    start = float(np.median(y[: max(3, len(y) // 3)]))  # robust: a random model's first losses jump about
     low = float(y.min())
     drop = (start - low) / abs(start) if start else 0.0
     if drop < FLAT_DROP:
