@@ -332,7 +332,7 @@ class DataConfig:
         metadata=setting(
             flag="--img-size",
             group=IMAGES,
-            help="image size in pixels (default {default})",
+            help="image size in pixels (default {default}; from scratch: planned from the data, see train --plan)",
             cpu=128,
             gpu=224,
             widget="number",
@@ -372,7 +372,7 @@ class DataConfig:
         metadata=setting(
             flag="--bs",
             group=IMAGES,
-            help="batch size (default {default})",
+            help="batch size (default {default}; from scratch: planned from the data)",
             cpu=32,
             gpu=64,
             widget="number",
@@ -476,8 +476,8 @@ class TrainConfig:
         metadata=setting(
             flag="--epochs",
             group=MODEL,
-            help="epochs of the whole network (default {default}); pretrained runs first add --freeze-epochs "
-            "head-only epochs, from-scratch runs train exactly this many",
+            help="epochs of the whole network (default {default}; from scratch: planned from the data); pretrained "
+            "runs first add --freeze-epochs head-only epochs, from-scratch runs train exactly this many",
             cpu=3,
             gpu=5,
             widget="number",
