@@ -626,7 +626,8 @@ def _scored(df, classes: list[str], threshold: float | None) -> dict[str, Any] |
 
 
 def cmd_predict(ns: argparse.Namespace) -> dict[str, Any]:
-    """Predict a folder, a single file or a CSV of paths to CSV; a labelled CSV is also scored."""
+    """Predict a folder, a single file or a CSV of paths to CSV; a labelled CSV or a folder of class sub-folders
+    (named after the model's classes) is also scored."""
     from core.evaluation.predict import Predictor, predict_csv, predict_folder
 
     if not ns.input and not ns.csv_path:
@@ -652,6 +653,9 @@ def cmd_predict(ns: argparse.Namespace) -> dict[str, Any]:
         "threshold": pred.threshold_used(ns.threshold),
         "tta": ns.tta,
         "scored": _scored(preds, pred.classes, ns.threshold),
+        "scored_note": None
+        if "label" in preds
+        else "no labels: give --csv with a label column, or a folder whose sub-folders are the model's classes",
         "rows": preds.head(ns.show).to_dict("records"),
     }
 

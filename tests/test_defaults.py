@@ -256,3 +256,38 @@ def test_the_setup_page_shows_the_schedule_and_applies_an_alternative(submitted)
     assert at.session_state["run_config"]["train"]["epochs"] == max(2, epochs // 2)
     at.button(key="su_plan_planned").click().run()
     assert at.session_state["su_epochs"] == epochs
+
+
+# ---------------------------------------------------------------- predict scores a folder of class sub-folders
+
+
+@pytest.mark.slow
+def test_predict_scores_a_folder_of_class_subfolders(tmp_path_factory, tmp_path: Path, capsys):
+    import json
+    import shutil
+
+    import pandas as pd
+
+    from core.cli import main
+    from tests.test_predict import trained_run
+
+    run = trained_run(tmp_path_factory.getbasetemp())
+    valid = pd.read_csv(run / "valid_predictions.csv").head(12)
+    for i, (p, label) in enumerate(zip(valid["path"], valid["label"])):
+        shutil.copy(p, _dest(tmp_path, label, i))
+    assert main(["predict", "--model", str(run), str(tmp_path / "data")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["predicted"] == 12 and result["scored"]["n"] == 12 and result["scored_note"] is None
+    assert {r["label"] for r in result["rows"]} <= set(valid["label"].astype(str))
+    (tmp_path / "data" / "test" / "other").mkdir()
+    shutil.copy(valid["path"][0], tmp_path / "data" / "test" / "other" / "y.png")  # not a class: no labels
+    assert main(["predict", "--model", str(run), str(tmp_path / "data")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["scored"] is None and "sub-folders are the model's classes" in result["scored_note"]
+
+
+def _dest(root: Path, label: str, i: int) -> Path:
+    """root/data/test/<label>/x<i>.png, its folder made."""
+    dest = root / "data" / "test" / str(label) / f"x{i}.png"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return dest

@@ -99,6 +99,21 @@ def _folder_label(parts: tuple[str, ...], split_layout: bool) -> tuple[str, str,
     return (parts[0], "", "") if len(parts) > 1 else ("", "", UNLABELLED)
 
 
+def class_folder_labels(root: str | Path, paths: list[str], classes: list[str]) -> list[str] | None:
+    """Each file's class from its class folder (inside train/valid/test folders too), when every file under
+    `root` sits in a folder named after one of `classes`; else None (the folders say nothing about labels)."""
+    base = Path(root).expanduser().resolve()
+    dirs = {p.name.lower() for p in base.iterdir() if p.is_dir() and not is_hidden(p.name)}
+    layout, known = _split_layout(base) or (bool(dirs) and dirs <= set(SPLIT_FOLDERS)), set(classes)
+    labels = []
+    for p in paths:
+        label, _, problem = _folder_label(Path(p).resolve().relative_to(base).parts, layout)
+        if problem or label not in known:
+            return None
+        labels.append(label)
+    return labels if labels else None
+
+
 def _folder_cands(
     root: Path,
     ignored: Counter,
