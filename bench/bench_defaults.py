@@ -46,6 +46,11 @@ def parse() -> Any:
     p.add_argument("--sides", default="app,plain", help="comma list of app, plain")
     p.add_argument("--no-predict", action="store_true", help="skip the prediction throughput")
     p.add_argument("--no-raw", action="store_true", help="skip the raw training loop")
+    p.add_argument(
+        "--lr-find",
+        action="store_true",
+        help="also run the LR finder at the defaults (30 steps) per seed: fastai's valley, the curve's drop, verdict",
+    )
     args = p.parse_args()
     args.arch, args.lr, args.plain_workers = "resnet18", 3e-3, -1
     return args
@@ -221,7 +226,34 @@ def run_dataset(name: str, args: Any, home: Path) -> dict[str, Any]:
         }
     if last_app is not None:
         out.update(ceilings(root, last_app, runs["app"][-1], args))
+    if args.lr_find:
+        out["lr_find"] = [
+            lr_curve(root, args.seed + k, home / "runs" / f"{name}-lr-{k}") for k in range(args.seeds)
+        ]
     return out
+
+
+def lr_curve(root: Path, seed: int, run_dir: Path) -> dict[str, Any]:
+    """`lr-find --root <root> --no-pretrained --num-it 30`: fastai's valley, how far the loss fell, the verdict."""
+    from core import cli
+    from core.base.config import to_dict
+    from core.runs.jobs import run_inline
+    from core.runs.rundir import RunFolder
+
+    ns = cli.build_parser().parse_args(
+        ["lr-find", "--root", str(root), "--no-pretrained", "--seed", str(seed)]
+    )
+    cfg = cli.run_config(ns)
+    res = run_inline("lr_find", {"config": to_dict(cfg), "num_it": 30}, run_dir=run_dir)
+    y = np.asarray(RunFolder(run_dir).read_lr_find()["losses"], dtype=float)
+    y = y[np.isfinite(y)]
+    start = float(np.median(y[: max(3, len(y) // 3)]))
+    return {
+        "seed": seed,
+        "valley": res["suggestions"].get("valley"),
+        "drop": (start - float(y.min())) / start,
+        "verdict": res["verdict"],
+    }
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
