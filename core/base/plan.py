@@ -113,7 +113,7 @@ def make_plan(facts: DataFacts, img_size: int, batch_size: int, epochs: int, gpu
 def plan_schedule(facts: DataFacts, fine_tunes: bool, dd: DeviceDefaults, gpu: bool) -> Plan:
     """The default schedule for this data: the device's defaults when fine-tuning, else fitted to the data."""
     if fine_tunes:
-        why = "fine-tuning ImageNet weights keeps its defaults"
+        why = "fine-tuning from weights (ImageNet or a file) keeps the device defaults"
         return make_plan(facts, dd.img_size, dd.batch_size, dd.epochs, gpu, why)
     size, bs = fit_size(facts.side, dd.img_size), fit_batch(facts.n_train, dd.batch_size)
     lo, hi = EPOCH_RANGE
