@@ -11,8 +11,26 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from core.base import fmt, schema
-from core.base.choices import KFOLD_DEFAULT, SETTINGS, Choices, build_config, device_defaults, on_devices
-from core.base.config import AUG, AUG_PRESETS, OPTION_GROUPS, RunConfig, SourceConfig, load_json
+from core.base.choices import (
+    KFOLD_DEFAULT,
+    SETTINGS,
+    Choices,
+    build_config,
+    device_defaults,
+    has_gpu,
+    on_devices,
+)
+from core.base.config import (
+    AUG,
+    AUG_PRESETS,
+    OPTION_GROUPS,
+    ConfigError,
+    RunConfig,
+    SourceConfig,
+    SplitConfig,
+    load_json,
+)
+from core.base.plan import DataFacts
 from core.base.version import label
 from core.runs import rundir
 
@@ -210,10 +228,49 @@ def train_choices(ns: argparse.Namespace) -> Choices:
 
 
 def run_config(ns: argparse.Namespace) -> RunConfig:
-    """A RunConfig from --config (else this machine's defaults) plus command-line overrides (core.base.choices)."""
+    """A RunConfig from --config (else this machine's defaults, planned for the data) plus command-line overrides."""
     base = load_json(RunConfig, ns.config) if ns.config else None
     source = source_config(ns) if ns.kind or ns.root or ns.csv_path or not ns.config else None
-    return build_config(train_choices(ns), base=base, source=source)
+    chosen = train_choices(ns)
+    facts = planning_facts(source, chosen) if base is None else None
+    return build_config(chosen, base=base, source=source, facts=facts)
+
+
+PLANNED = ("img_size", "batch_size", "epochs")  # the settings core.base.plan chooses from the data
+
+
+def source_facts(source: SourceConfig, split: SplitConfig) -> DataFacts | None:
+    """The numbers a schedule is planned from (core.data.facts); None when the source cannot be read."""
+    from core.data.facts import data_facts, quick_items
+    from core.data.items import SourceError
+
+    try:
+        return data_facts(quick_items(source), split)
+    except (SourceError, OSError, ValueError):  # the run itself says why it cannot start
+        return None
+
+
+def planning_facts(source: SourceConfig | None, chosen: Choices) -> DataFacts | None:
+    """The data's facts the default schedule is planned from (None: all of it chosen, or the source unreadable)."""
+    if source is None or all(chosen.get(n) is not None for n in PLANNED):
+        return None
+    try:
+        split = build_config(chosen, source=source).data.split
+    except ConfigError:  # refused again, with the reason, when the run's config is built
+        return None
+    return source_facts(source, split)
+
+
+def plan_of(cfg: RunConfig) -> dict[str, Any]:
+    """The run's schedule with its optimiser steps and rough time, and quicker / better alternatives."""
+    from core.base import plan
+
+    facts = source_facts(cfg.source, cfg.data.split)
+    if facts is None:
+        raise CliError("the data source cannot be read to plan a schedule; `python -m core scan` says why")
+    gpu = has_gpu()
+    dd = device_defaults(gpu)
+    return plan.summary(facts, plan.schedule_of(facts, cfg, dd, gpu), dd, gpu)
 
 
 def _run_job(kind: str, params: dict, background: bool) -> dict[str, Any]:
@@ -297,7 +354,17 @@ def cmd_train(ns: argparse.Namespace) -> dict[str, Any]:
     from core.base.config import to_dict
 
     cfg = run_config(ns)
-    return _run_job("train", {"config": to_dict(cfg)}, ns.background)
+    if getattr(ns, "plan", False):
+        return plan_of(cfg)
+    print(
+        f"schedule: {cfg.data.img_size} px, batch size {cfg.data.batch_size}, {cfg.train.planned_epochs()} epochs "
+        "(--plan shows the rough time and alternatives)",
+        file=sys.stderr,
+    )
+    out = _run_job("train", {"config": to_dict(cfg)}, ns.background)
+    for line in (out.get("result") or {}).get("warnings", []):  # also in the JSON, metrics.json and log.txt
+        print(f"warning: {line}", file=sys.stderr)
+    return out
 
 
 def cmd_lr_find(ns: argparse.Namespace) -> dict[str, Any]:
@@ -589,7 +656,8 @@ def _scored(df, classes: list[str], threshold: float | None) -> dict[str, Any] |
 
 
 def cmd_predict(ns: argparse.Namespace) -> dict[str, Any]:
-    """Predict a folder, a single file or a CSV of paths to CSV; a labelled CSV is also scored."""
+    """Predict a folder, a single file or a CSV of paths to CSV; a labelled CSV or a folder of class sub-folders
+    (named after the model's classes) is also scored."""
     from core.evaluation.predict import Predictor, predict_csv, predict_folder
 
     if not ns.input and not ns.csv_path:
@@ -615,6 +683,9 @@ def cmd_predict(ns: argparse.Namespace) -> dict[str, Any]:
         "threshold": pred.threshold_used(ns.threshold),
         "tta": ns.tta,
         "scored": _scored(preds, pred.classes, ns.threshold),
+        "scored_note": None
+        if "label" in preds
+        else "no labels: give --csv with a label column, or a folder whose sub-folders are the model's classes",
         "rows": preds.head(ns.show).to_dict("records"),
     }
 
@@ -799,6 +870,12 @@ def _training_commands(sub: Any) -> None:
     )
     _source_args(p)
     _run_args(p)
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the schedule (image size, batch size, epochs: planned from the data unless given), its "
+        "optimiser steps and rough time, and quicker / better alternatives; train nothing",
+    )
     p.set_defaults(func=cmd_train)
     p = sub.add_parser(
         "kfold",

@@ -52,6 +52,7 @@ def render() -> None:
     problems += sf.split_section(src, items, cfg)
     st.subheader("Training")
     sf.training_section()
+    sf.plan_section(items, cfg)
     st.divider()
     sf.verdict(problems)
     ws.persist()

@@ -13,7 +13,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-NEEDS_SHARED = {"bench_train", "bench_kfold", "bench_ingest", "bench_predict", "bench_parity", "bench_sweep"}
+NEEDS_SHARED = {
+    "bench_train",
+    "bench_kfold",
+    "bench_ingest",
+    "bench_predict",
+    "bench_parity",
+    "bench_sweep",
+    "bench_defaults",
+}
 EXPECTED: dict[str, list[tuple[str, ...]]] = {
     "bench_train": [
         ("cases", "small", "ratio_app_vs_plain"),
@@ -52,6 +60,12 @@ EXPECTED: dict[str, list[tuple[str, ...]]] = {
         ("sides", "app", "accuracy", "mean"),
         ("sides", "plain", "roc_auc", "sd"),
     ],
+    "bench_defaults": [
+        ("vs_plain", "auc_diff"),
+        ("sides", "app", "runs"),
+        ("training", "ratio"),
+        ("predict", "1_threads", "ratio"),
+    ],
 }
 EXPECTED["bench_sweep"] = [
     ("modes", "tpe", "best_valid", "mean"),
@@ -61,6 +75,7 @@ EXPECTED["bench_sweep"] = [
 EXTRA_ARGS = {
     "bench_kfold": ["--datasets", "large"],
     "bench_parity": ["--datasets", "pneumonia", "--seeds", "2"],
+    "bench_defaults": ["--datasets", "pneumonia"],
 }
 TIMEOUT_S = 240
 

@@ -157,7 +157,10 @@ def test_help_states_the_device_defaults(capsys):
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "image size in pixels (default 128 on a CPU, 224 on a GPU)" in text
     assert (
-        "default 3 on a CPU, 5 on a GPU" in text and "batch size (default 32 on a CPU, 64 on a GPU)" in text
+        "image size in pixels (default 128 on a CPU, 224 on a GPU; from scratch: planned from the data"
+        in text
+    )
+    assert (
+        "default 3 on a CPU, 5 on a GPU" in text and "batch size (default 32 on a CPU, 64 on a GPU;" in text
     )

@@ -330,6 +330,11 @@ def test_lr_find_returns_curve_and_suggestions(blobs, tmp_path):
     assert "valley" in result["suggestions"]
     assert set(result["suggestions"]) <= {"minimum", "steep", "valley", "slide"}
     assert all(1e-8 < v < 10 for v in result["suggestions"].values())
+    assert data["verdict"] == result["verdict"] and set(result["verdict"]) == {
+        "usable",
+        "reason",
+        "default_lr",
+    }
 
 
 def test_offline_pretrained_weights_give_a_clear_message(blobs, tmp_path, monkeypatch):

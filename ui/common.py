@@ -19,6 +19,7 @@ from core.base import choices, paths
 from core.base.config import ConfigError, RunConfig, SourceConfig, Window, from_dict
 from core.base.version import label as version_label
 from core.data import imaging, sample, sources
+from core.data.facts import data_facts
 from core.data.items import Dataset
 from core.evaluation import evaluate, plots
 from core.runs import executors, jobs, rundir
@@ -512,9 +513,15 @@ def window_text(window: Window | None) -> str:
 
 
 def default_run_config(source: SourceConfig) -> RunConfig:
-    """This machine's starting settings (core.base.choices); from scratch when ImageNet weights cannot be had."""
+    """This machine's starting settings (core.base.choices), the schedule planned for the data when it can be read
+    (core.base.plan); from scratch when ImageNet weights cannot be had."""
+    gpu = choices.has_gpu()
+    try:  # the split as the defaults make it (the folders' own, by patient, stratified)
+        facts = data_facts(load_dataset(source).items, choices.default_config(source, gpu).data.split)
+    except (ValueError, OSError):  # unreadable or not allowed here: the device defaults; the pages say why
+        facts = None
     return choices.default_config(
-        source, choices.has_gpu(), pretrained=weights_status(RunConfig().train.arch)[0]
+        source, gpu, pretrained=weights_status(RunConfig().train.arch)[0], facts=facts
     )
 
 

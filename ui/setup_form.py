@@ -17,10 +17,19 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from core.base import fmt, schema
-from core.base.choices import CPU_DEFAULTS, KFOLD_DEFAULT, SETTINGS, Choices, build_config, device_defaults
+from core.base import fmt, plan, schema
+from core.base.choices import (
+    CPU_DEFAULTS,
+    KFOLD_DEFAULT,
+    SETTINGS,
+    Choices,
+    build_config,
+    device_defaults,
+    has_gpu,
+)
 from core.base.config import ARCHS, TRAINING, ConfigError, RunConfig, SourceConfig, from_dict, to_dict
 from core.data import augment_preview
+from core.data.facts import data_facts
 from core.data.splits import SplitError
 from core.runs import jobs
 from core.runs.progress import ProgressRecord
@@ -304,8 +313,7 @@ def lr_section(cfg: RunConfig | None) -> None:
         1000,
         step=10,
         key="su_lr_num_it",
-        help="One training batch per step. The default finishes in about a minute on a CPU; "
-        "more steps give a smoother curve.",
+        help=lr_steps_help(cfg),
     )
     c3.write("")
     if c3.button("Run the LR finder", key="su_lr_find", disabled=cfg is None):
@@ -328,6 +336,20 @@ def lr_section(cfg: RunConfig | None) -> None:
         st.caption(f"The last LR finder run {job.status} with earlier settings; run it again for these.")
     else:
         st.error(f"LR finder {job.status}: {common.job_error_text(job)}")
+
+
+def lr_steps_help(cfg: RunConfig | None) -> str:
+    """What the LR finder's steps cost: one training batch each, and a rough time at the current settings."""
+    text = "One training batch per step; more steps give a smoother curve."
+    if cfg is None:
+        return text
+    steps = int(st.session_state["su_lr_num_it"])
+    s = plan.lr_find_seconds(steps, cfg.data.batch_size, cfg.data.img_size, has_gpu())
+    return (
+        f"{text} {steps} steps of {cfg.data.batch_size} images at {cfg.data.img_size} px: about "
+        f"{fmt.seconds(s)} on one core of a small server (rough; much less on a GPU), plus reading the data "
+        "once (the first run on a data set decodes every image)."
+    )
 
 
 @st.fragment(run_every=common.LIVE_EVERY_S)
@@ -363,8 +385,14 @@ def lr_result(job: jobs.Job) -> None:
         st.warning("The LR finder finished but wrote no curve.")
         return
     st.plotly_chart(common.lr_find_figure(data), width="stretch", key="su_lr_chart")
-    sugg = data.get("suggestions", {})
+    sugg, verdict = data.get("suggestions", {}), data.get("verdict") or {"usable": True}
     names = [n for n in SUGGESTION_ORDER if sugg.get(n) and LR_PLAUSIBLE[0] <= sugg[n] <= LR_PLAUSIBLE[1]]
+    if not verdict["usable"]:  # core.train.lr_find.curve_verdict: a flat or noisy curve suggests nothing
+        st.info(
+            f"No learning rate suggested: {verdict['reason']}. Training keeps the default "
+            f"({verdict['default_lr']:.0e}): leave the field blank, or run the finder with more steps."
+        )
+        return
     if not names:
         st.caption(
             "The curve gives no plausible learning rate (all suggestions are below 1e-5 or above 1); "
@@ -500,6 +528,38 @@ def verdict(problems: list[str]) -> None:
     st.session_state.pop(RUN_CONFIG_ERROR, None)
     st.success("Settings are valid and carried to the Training run page.")
     common.page_link("pages/3_train.py", "Training run", icon=":material/model_training:")
+
+
+def plan_section(items: pd.DataFrame | None, cfg: RunConfig | None) -> None:
+    """The schedule's optimiser steps and rough time, and one click to the plan for this data, quicker or better."""
+    if items is None or cfg is None:
+        return
+    gpu = has_gpu()
+    facts, dd = data_facts(items, cfg.data.split), device_defaults(gpu)
+    planned = plan.plan_schedule(facts, cfg.train.fine_tunes(), dd, gpu)
+    now = plan.schedule_of(facts, cfg, dd, gpu)
+    st.caption(
+        f"This schedule: {now.img_size} px, batch size {now.batch_size}, {now.epochs} epochs = {now.steps} "
+        f"optimiser steps on {facts.n_train} training images, about {fmt.seconds(now.seconds)} "
+        "(a rough estimate: a resnet18-sized model on one core of a small server, or a GPU). "
+        + ("It is the one planned for this data." if now.choices() == planned.choices() else "")
+    )
+    options = {"planned": planned, **plan.alternatives(facts, planned, dd, gpu)}
+    for col, (name, p) in zip(st.columns(len(options)), options.items()):
+        col.button(
+            f"{name.capitalize()}: {p.img_size} px, {p.epochs} epochs, ~{fmt.seconds(p.seconds)}",
+            key=f"su_plan_{name}",
+            on_click=_use_plan,
+            args=(p,),
+            help=p.why,
+            disabled=now.choices() == p.choices(),
+        )
+
+
+def _use_plan(p: plan.Plan) -> None:
+    """Put a planned schedule into the image size, batch size and epochs fields."""
+    for name, value in p.choices().items():
+        st.session_state[SETTINGS[name].state_key] = value
 
 
 def training_section() -> None:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.base.config import ConfigError, RunConfig, SourceConfig, aug_preset
+from core.base.fsutil import split_layout
+from core.base.plan import DataFacts, plan_schedule
 from core.base.schema import put, walk
 
 
@@ -51,18 +53,28 @@ def device_defaults(gpu: bool | None = None) -> DeviceDefaults:
 
 
 def default_split(source: SourceConfig) -> str:
-    """Split by patient when patient ids are known (a group column or DICOM tag), else stratified."""
+    """The folders' own split when a folder has train/ and valid/ (val/) sub-folders; else by patient when patient
+    ids are known (a group column or DICOM tag); else stratified."""
+    by_folder = source.kind == "folder" or (source.kind == "dicom" and not source.label_tag)
+    if by_folder and str(source.root).strip() and {"train", "valid"} <= split_layout(source.root):
+        return "folder"
     return "group" if source.group_col or source.group_tag else "stratified"
 
 
 def default_config(
-    source: SourceConfig | None = None, gpu: bool | None = None, pretrained: bool = True
+    source: SourceConfig | None = None,
+    gpu: bool | None = None,
+    pretrained: bool = True,
+    facts: DataFacts | None = None,
 ) -> RunConfig:
-    """Starting values of a run: device defaults, ImageNet weights (or from scratch), split by patient when known."""
+    """Starting values of a run: device defaults (from scratch with `facts`: the schedule planned for the data,
+    core.base.plan), ImageNet weights (or from scratch), the folders' split or by patient when known."""
     cfg = RunConfig(source=copy.deepcopy(source) if source is not None else SourceConfig())
+    gpu = has_gpu() if gpu is None else gpu
     dd = device_defaults(gpu)
+    planned = plan_schedule(facts, pretrained, dd, gpu).choices() if facts is not None else {}
     for s in DEVICE_SETTINGS:
-        put(cfg, s.path, getattr(dd, s.name))
+        put(cfg, s.path, planned.get(s.name, getattr(dd, s.name)))
     cfg.train.pretrained = pretrained
     if not pretrained:
         cfg.train.freeze_epochs = 0  # no frozen phase from scratch
@@ -91,9 +103,12 @@ def build_config(
     base: RunConfig | None = None,
     source: SourceConfig | None = None,
     gpu: bool | None = None,
+    facts: DataFacts | None = None,
 ) -> RunConfig:
-    """The validated RunConfig of `choices` over `base` (None: this machine's defaults for `source`)."""
-    cfg = copy.deepcopy(base) if base is not None else default_config(source, gpu)
+    """The validated RunConfig of `choices` over `base` (None: this machine's defaults for `source`, planned for
+    the data when its `facts` are given)."""
+    pretrained = choices.get("pretrained") is not False or bool(choices.get("weights_path"))
+    cfg = copy.deepcopy(base) if base is not None else default_config(source, gpu, pretrained, facts)
     if base is not None and source is not None:
         cfg.source = copy.deepcopy(source)
     check_names(choices)

@@ -122,8 +122,9 @@ class SplitConfig:
             flag="--split",
             choices=SPLIT_METHODS,
             group=SPLIT,
-            help="how to split (default: group when --group-col/--group-tag is given, else stratified; "
-            "folder = the source's train/val/test folders)",
+            help="how to split (default: folder when the folder has train/ and val/ (valid/) sub-folders, "
+            "else group when --group-col/--group-tag is given, else stratified; folder = the source's "
+            "train/val/test folders)",
             widget="select",
             label="Split",
         ),
@@ -331,7 +332,7 @@ class DataConfig:
         metadata=setting(
             flag="--img-size",
             group=IMAGES,
-            help="image size in pixels (default {default})",
+            help="image size in pixels (default {default}; from scratch: planned from the data, see train --plan)",
             cpu=128,
             gpu=224,
             widget="number",
@@ -371,7 +372,7 @@ class DataConfig:
         metadata=setting(
             flag="--bs",
             group=IMAGES,
-            help="batch size (default {default})",
+            help="batch size (default {default}; from scratch: planned from the data)",
             cpu=32,
             gpu=64,
             widget="number",
@@ -475,8 +476,8 @@ class TrainConfig:
         metadata=setting(
             flag="--epochs",
             group=MODEL,
-            help="epochs of the whole network (default {default}); pretrained runs first add --freeze-epochs "
-            "head-only epochs, from-scratch runs train exactly this many",
+            help="epochs of the whole network (default {default}; from scratch: planned from the data); pretrained "
+            "runs first add --freeze-epochs head-only epochs, from-scratch runs train exactly this many",
             cpu=3,
             gpu=5,
             widget="number",

@@ -13,11 +13,31 @@ from pathlib import Path
 from typing import Any
 
 HIDDEN_NAMES = frozenset({"__MACOSX", "Thumbs.db", "desktop.ini"})
+SPLIT_FOLDERS = {"train": "train", "valid": "valid", "val": "valid", "test": "test"}  # folder name -> split
 
 
 def is_hidden(name: str) -> bool:
     """Hidden or system clutter (dot files incl. macOS "._" forks, __MACOSX, Windows thumbnails), never data."""
     return name.startswith(".") or name in HIDDEN_NAMES
+
+
+def split_layout(root: str | os.PathLike) -> frozenset[str]:
+    """The splits (train / valid / test) a folder's split sub-folders name; empty when it is no split layout.
+
+    A split layout is train/ plus valid/ (val/) and/or test/, or only split folders (train/ alone too).
+    """
+    try:
+        dirs = {
+            e.name.lower()
+            for e in os.scandir(Path(root).expanduser())
+            if e.is_dir() and not is_hidden(e.name)
+        }
+    except OSError:
+        return frozenset()
+    only_splits = bool(dirs) and dirs <= set(SPLIT_FOLDERS) and (len(dirs) > 1 or dirs == {"train"})
+    if not (only_splits or ("train" in dirs and bool(dirs & {"valid", "val", "test"}))):
+        return frozenset()
+    return frozenset(SPLIT_FOLDERS[d] for d in dirs if d in SPLIT_FOLDERS)
 
 
 def inside(path: Path, root: Path) -> bool:

@@ -8,11 +8,10 @@ from pathlib import Path
 
 from pydicom.datadict import tag_for_keyword
 
-from core.base.fsutil import inside, is_hidden
+from core.base.fsutil import SPLIT_FOLDERS, inside, is_hidden, split_layout
 from core.base.steps import OnStep
 from core.data import imaging
 from core.data.items import (
-    SPLIT_FOLDERS,
     UNLABELLED,
     Dataset,
     Decode,
@@ -84,10 +83,8 @@ def _classify(path: Path, root: Path, dicom_only: bool) -> str:
 
 
 def _split_layout(root: Path) -> bool:
-    """Whether root holds train/ plus valid/ (val/) and/or test/, or only split folders (train/ alone too)."""
-    dirs = {p.name.lower() for p in root.iterdir() if p.is_dir() and not is_hidden(p.name)}
-    only_splits = bool(dirs) and dirs <= set(SPLIT_FOLDERS) and (len(dirs) > 1 or dirs == {"train"})
-    return only_splits or ("train" in dirs and bool(dirs & {"valid", "val", "test"}))
+    """Whether root holds train/ plus valid/ (val/) and/or test/, or only split folders (fsutil.split_layout)."""
+    return bool(split_layout(root))
 
 
 def _folder_label(parts: tuple[str, ...], split_layout: bool) -> tuple[str, str, str]:
@@ -100,6 +97,21 @@ def _folder_label(parts: tuple[str, ...], split_layout: bool) -> tuple[str, str,
             return "", "", UNLABELLED
         return parts[1], split, ""
     return (parts[0], "", "") if len(parts) > 1 else ("", "", UNLABELLED)
+
+
+def class_folder_labels(root: str | Path, paths: list[str], classes: list[str]) -> list[str] | None:
+    """Each file's class from its class folder (inside train/valid/test folders too), when every file under
+    `root` sits in a folder named after one of `classes`; else None (the folders say nothing about labels)."""
+    base = Path(root).expanduser().resolve()
+    dirs = {p.name.lower() for p in base.iterdir() if p.is_dir() and not is_hidden(p.name)}
+    layout, known = _split_layout(base) or (bool(dirs) and dirs <= set(SPLIT_FOLDERS)), set(classes)
+    labels = []
+    for p in paths:
+        label, _, problem = _folder_label(Path(p).resolve().relative_to(base).parts, layout)
+        if problem or label not in known:
+            return None
+        labels.append(label)
+    return labels if labels else None
 
 
 def _folder_cands(

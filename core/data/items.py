@@ -33,7 +33,6 @@ SPLIT_NAMES = {
     "testing": "test",
     "holdout": "test",
 }
-SPLIT_FOLDERS = {"train": "train", "valid": "valid", "val": "valid", "test": "test"}
 DELIMITERS = (",", ";", "\t", "|")
 # Files of a table opened (headers read / decoded) when it loads; a longer table opens a sample this size.
 PROBE_MAX = 20_000

@@ -752,9 +752,12 @@ def evaluate_run(
     return out
 
 
-def run_warnings(run_dir: str | Path) -> list[str]:
-    """model_warnings of a finished run's validation (k-fold: out-of-fold) predictions at the default decision."""
-    classes = list(run_summary(run_dir)["classes"])
+def run_warnings(run_dir: str | Path, classes: list[str] | None = None) -> list[str]:
+    """model_warnings of a run's validation (k-fold: out-of-fold) predictions at the default decision.
+
+    `classes` None: read from the finished run's metrics.json (training passes them while it writes that file).
+    """
+    classes = list(run_summary(run_dir)["classes"]) if classes is None else classes
     sets = load_run_predictions(run_dir)
     name = "oof" if "oof" in sets else "valid"
     if name not in sets:

@@ -214,10 +214,14 @@ def predict_folder(
     threshold: float | None = None,
     progress: OnStep | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Predict every image/DICOM under a folder (recursively; hidden files skipped)."""
-    paths = folder_paths(folder)
-    return as_predictor(model_path).predict_paths(
-        paths, batch_size=batch_size, tta=tta, threshold=threshold, progress=progress
+    """Predict every image/DICOM under a folder (recursively; hidden files skipped); when every file sits in a
+    folder named after a class of the model (class sub-folders, also inside train/val/test), with that label."""
+    from core.data.folders import class_folder_labels
+
+    pred, paths = as_predictor(model_path), folder_paths(folder)
+    labels = class_folder_labels(folder, paths, pred.classes)
+    return pred.predict_paths(
+        paths, batch_size=batch_size, labels=labels, tta=tta, threshold=threshold, progress=progress
     )
 
 

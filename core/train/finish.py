@@ -155,6 +155,7 @@ def _predict_sets(run: rundir.RunFolder, items: pd.DataFrame, classes: list[str]
 def finish_from_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
     """Turn an interrupted run's best checkpoint into model/, predictions and metrics.json; return the summary."""
     from core.base.config import RunConfig, load_json
+    from core.evaluation import evaluate
     from core.models import savedmodel
     from core.train.learner import TrainingError
     from core.train.prepare import env_info
@@ -179,6 +180,7 @@ def finish_from_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
         "stopped_early": False,
         "epochs_run": recorded,
         "finished_from_checkpoint": {**origin, "unreadable_items": unreadable},
+        "warnings": evaluate.run_warnings(run.path, classes),
     }
     run.write(rundir.ENV, env_info())
     run.write(rundir.METRICS, summary)

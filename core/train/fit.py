@@ -46,6 +46,17 @@ def keeps_best(t) -> bool:
     return t.final_weights == "best" or (t.final_weights == "auto" and t.early_stop_patience > 0)
 
 
+FINE_TUNE_LR, SCRATCH_LR = (
+    2e-3,
+    3e-3,
+)  # the schedule's learning rate when none is chosen (TrainConfig.lr help)
+
+
+def default_lr(t: TrainConfig) -> float:
+    """The learning rate a run uses when none is chosen: 2e-3 fine-tuning, 3e-3 from scratch."""
+    return FINE_TUNE_LR if t.fine_tunes() else SCRATCH_LR
+
+
 def _train(learn, t: TrainConfig, mon: Monitors, progress: Progress, fold: int | None, n_folds: int) -> None:
     """Announce the fit in progress, then fine-tune (from weights) or fit one cycle (from scratch); stop if cancelled."""
     progress.update(
@@ -59,10 +70,12 @@ def _train(learn, t: TrainConfig, mon: Monitors, progress: Progress, fold: int |
         n_epochs=t.planned_epochs(),
     )
     if t.fine_tunes():
-        learn.fine_tune(t.epochs, base_lr=t.lr or 2e-3, freeze_epochs=t.freeze_epochs, cbs=mon.callbacks())
+        learn.fine_tune(
+            t.epochs, base_lr=t.lr or default_lr(t), freeze_epochs=t.freeze_epochs, cbs=mon.callbacks()
+        )
     else:  # a random body gains nothing from a frozen phase: train everything, exactly t.epochs epochs
         learn.unfreeze()
-        learn.fit_one_cycle(t.epochs, t.lr or 3e-3, cbs=mon.callbacks())
+        learn.fit_one_cycle(t.epochs, t.lr or default_lr(t), cbs=mon.callbacks())
     if mon.progress.cancelled:
         raise JobCancelled("cancelled by the user")
 

@@ -12,6 +12,7 @@ import torch
 
 from core.base.config import RunConfig, to_dict
 from core.data.loaders import loader_stats
+from core.evaluation import evaluate
 from core.models.savedmodel import Manifest
 from core.runs import rundir
 from core.runs.progress import Progress
@@ -102,8 +103,12 @@ def _free(out: FitOutcome) -> None:
 
 
 def _finish(run_dir: Path, summary: dict[str, Any], progress: Progress, cfg: RunConfig | None = None) -> None:
-    """Write env.json and, last (it marks the run finished), metrics.json; mark progress done."""
+    """Write env.json and, last (it marks the run finished), metrics.json with the browser's "did not learn"
+    warnings (also in log.txt); mark progress done."""
     run = rundir.RunFolder(run_dir)
+    summary["warnings"] = evaluate.run_warnings(run_dir, summary["classes"])
+    for line in summary["warnings"]:
+        progress.log(f"warning: {line}")
     run.write(rundir.ENV, env_info(cfg))
     run.write(rundir.METRICS, summary)
     progress.update(force=True, phase="done", message="finished")
