@@ -288,6 +288,25 @@ def _roc(y_true: np.ndarray, p_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     return roc_curve(y, p_pos, drop_intermediate=False)
 
 
+def tradeoff_table(y_true: np.ndarray, p_pos: np.ndarray) -> pd.DataFrame:
+    """Sensitivity and specificity (positive: p >= t) at every distinct score, plus t = 0 and t = 1, ascending.
+
+    Between two listed thresholds the rates are those of the higher one (a step drawn with shape "vh").
+    """
+    fpr, tpr, thr = _roc(y_true, p_pos)  # every distinct score, descending; +inf first
+    t = np.where(np.isfinite(thr), thr, math.nan)
+    df = pd.DataFrame({"threshold": t, "sensitivity": tpr, "specificity": 1 - fpr}).dropna()
+    p = np.asarray(p_pos, dtype=float)
+    pos = np.asarray(y_true, dtype=int) == 1
+    ends = pd.DataFrame(
+        [
+            {"threshold": e, "sensitivity": (p[pos] >= e).mean(), "specificity": (p[~pos] < e).mean()}
+            for e in (0.0, 1.0)
+        ]
+    )
+    return pd.concat([df, ends]).drop_duplicates("threshold").sort_values("threshold", ignore_index=True)
+
+
 def _finite(t: float, p_pos: np.ndarray) -> float:
     """A usable threshold: +inf (nothing positive) becomes just above the highest score, capped at 1."""
     return float(t) if np.isfinite(t) else float(min(1.0, np.nextafter(np.max(p_pos), np.inf)))

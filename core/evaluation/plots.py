@@ -200,28 +200,24 @@ def reliability_diagram(
 
 
 def threshold_tradeoff(
-    curve: pd.DataFrame,
+    table: pd.DataFrame,
     threshold: float | None = None,
     title: str = "Sensitivity and specificity by threshold",
 ) -> go.Figure:
-    """Sensitivity and specificity against the decision threshold (from a binary ROC table; positive: p >= t)."""
-    df = curve.dropna(subset=["threshold"]).sort_values("threshold")  # the curve's start has no threshold
+    """Sensitivity and specificity against the decision threshold (evaluate.tradeoff_table; positive: p >= t)."""
+    df = table.sort_values("threshold")
+    hover = "threshold %{x:.3f}<br>%{y:.3f}<extra>%{fullData.name}</extra>"
     fig = go.Figure(
         [
             go.Scatter(
                 x=df["threshold"],
-                y=df["tpr"],
+                y=df[col],
                 mode="lines",
-                name="sensitivity",
-                line={"color": colour(0), "shape": "vh"},
-            ),
-            go.Scatter(
-                x=df["threshold"],
-                y=1 - df["fpr"],
-                mode="lines",
-                name="specificity",
-                line={"color": colour(1), "shape": "vh"},
-            ),
+                name=col,
+                line={"color": colour(i), "shape": "vh"},
+                hovertemplate=hover,
+            )
+            for i, col in enumerate(("sensitivity", "specificity"))
         ]
     )
     if threshold is not None:

@@ -73,7 +73,9 @@ def set_figures(name: str, ev: dict[str, Any], df: pd.DataFrame) -> dict[str, go
     }
     if binary and rocs:
         figs[f"{name}_threshold"] = plots.threshold_tradeoff(
-            next(iter(rocs.values())), ev["threshold"], f"{title}: sensitivity / specificity by threshold"
+            evaluate.tradeoff_table(y, probs[:, 1]),
+            ev["threshold"],
+            f"{title}: sensitivity / specificity by threshold",
         )
     return figs
 
