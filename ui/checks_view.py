@@ -399,8 +399,15 @@ def suspect_section(
             "opinion. Turn on k-fold on the Training setup page."
         )
         return
-    classes = ev["classes"]
-    ranked = checks.suspect_labels(frames["oof"].dropna(subset=["label"]), classes)
+    classes, oof = ev["classes"], frames["oof"].dropna(subset=["label"])
+    withheld = checks.suspects_withheld(oof, classes, ev["sets"].get("oof", {}).get("ci", {}).get("roc_auc"))
+    if withheld:
+        st.warning(
+            f"Suspect labels are withheld: {withheld}. Its disagreements with the labels say nothing about them; "
+            "train a model that does better than chance first (see the warnings at the top of this page)."
+        )
+        return
+    ranked = checks.suspect_labels(oof, classes)
     n_issue = int(ranked["issue"].sum())
     st.caption(
         f"{n_issue} of {len(ranked)} images look mislabelled (confident learning on the out-of-fold "

@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from core.base import fmt, privacy, steps
 from core.base import paths as app_paths
-from core.base import privacy, steps
 from core.base.steps import OnStep
 from core.data import decode_cache, imaging
 from core.evaluation import evaluate
@@ -513,6 +513,34 @@ def suspect_labels(oof: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
     out.insert(0, "rank", np.arange(1, len(out) + 1))
     front = ["rank", "path", "label", "suggested", "p_given", "p_suggested", "issue"]
     return out[front + [c for c in out.columns if c not in front]]
+
+
+def suspects_withheld(
+    oof: pd.DataFrame, classes: list[str], auc_ci: dict[str, float] | None = None
+) -> str | None:
+    """Why the out-of-fold model's disagreements are no evidence about labels, or None when they are.
+
+    Withheld when the model predicts one class for (almost) everything, or when its out-of-fold ROC AUC is
+    not above chance by a margin (the 95 % CI includes 0.5). `auc_ci` ({"value", "lo", "hi"}) saves the bootstrap.
+    """
+    df = oof[oof["label"].astype(str).isin(classes)]
+    y, probs = evaluate.labels_and_probs(df, classes)
+    if len(np.unique(y)) < 2:
+        return "the out-of-fold predictions hold only one labelled class, so the model's disagreement means nothing"
+    pred = evaluate.predict_labels(probs)
+    if evaluate.predicts_one_class(y, pred, len(classes)):
+        top, share, _true = evaluate.dominant_class(y, pred, len(classes))
+        return (
+            f"the out-of-fold model calls {share:.0%} of the images '{classes[top]}': it predicts one class, "
+            "so every image of another class would look mislabelled"
+        )
+    ci = auc_ci or evaluate.bootstrap_ci(y, probs, classes)["roc_auc"]
+    if not (math.isfinite(ci["lo"]) and ci["lo"] > 0.5):
+        return (
+            f"the out-of-fold ROC AUC is {fmt.with_ci(ci)}: its interval "
+            "includes 0.5 (chance), so the model has not shown that it learned to tell the classes apart"
+        )
+    return None
 
 
 def label_issues(y: np.ndarray, probs: np.ndarray) -> np.ndarray:

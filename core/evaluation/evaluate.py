@@ -562,6 +562,18 @@ ADVICE = (
 )
 
 
+def dominant_class(y_true: np.ndarray, pred: np.ndarray, n_classes: int) -> tuple[int, float, float]:
+    """The most predicted class, the share of items predicted as it and the share that truly are it."""
+    top = int(np.bincount(pred, minlength=n_classes).argmax())
+    return top, float((pred == top).mean()), float((y_true == top).mean())
+
+
+def predicts_one_class(y_true: np.ndarray, pred: np.ndarray, n_classes: int) -> bool:
+    """Whether (almost) every item is predicted as one class, more often than items are that class."""
+    _top, share, true_share = dominant_class(y_true, pred, n_classes)
+    return share >= ONE_CLASS_SHARE and share > true_share
+
+
 def model_warnings(
     y_true: np.ndarray, probs: np.ndarray, classes: list[str], threshold: float | None = None
 ) -> list[str]:
@@ -575,10 +587,9 @@ def model_warnings(
         return []
     t = (0.5 if threshold is None else float(threshold)) if is_binary(classes) else None
     pred = predict_labels(probs, t)
-    top = int(np.bincount(pred, minlength=len(classes)).argmax())
-    share, true_share = float((pred == top).mean()), float((y_true == top).mean())
+    top, share, true_share = dominant_class(y_true, pred, len(classes))
     out = []
-    if share >= ONE_CLASS_SHARE and share > true_share:
+    if predicts_one_class(y_true, pred, len(classes)):
         at = f" at threshold {t:.2f}" if t is not None else ""
         out.append(
             f"The model calls {share:.0%} of the {n} images '{classes[top]}'{at}, while {true_share:.0%} of "
