@@ -51,7 +51,7 @@ def render() -> None:
     st.subheader("Split")
     problems += sf.split_section(src, items, cfg)
     st.subheader("Training")
-    sf.training_section()
+    sf.training_section(items)
     st.divider()
     sf.verdict(problems)
     ws.persist()

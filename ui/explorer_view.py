@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.base import fmt
 from core.base.config import SourceConfig, Window
-from core.data import imaging, sample
+from core.data import balance, imaging, sample
 from core.data.folders import walk_files
 from core.data.items import UNLABELLED, Dataset, SourceError
 from core.evaluation import plots
@@ -359,6 +359,9 @@ def overview(ds: Dataset) -> None:
     """Images per class, the image size distribution, patients per class."""
     left, right = st.columns(2)
     left.plotly_chart(plots.class_counts(ds.class_counts()), width="stretch")
+    note = balance.imbalance_note(ds.class_counts())
+    if note:
+        left.info(note)
     read = ds.read_items  # a sample when the table is longer than XRT_PROBE_MAX
     sizes = read[["width", "height"]].drop_duplicates()
     what = "sampled images" if ds.unread else "all images"

@@ -20,7 +20,7 @@ import streamlit as st
 from core.base import fmt, schema
 from core.base.choices import CPU_DEFAULTS, KFOLD_DEFAULT, SETTINGS, Choices, build_config, device_defaults
 from core.base.config import ARCHS, TRAINING, ConfigError, RunConfig, SourceConfig, from_dict, to_dict
-from core.data import augment_preview
+from core.data import augment_preview, balance
 from core.data.splits import SplitError
 from core.runs import jobs
 from core.runs.progress import ProgressRecord
@@ -502,11 +502,19 @@ def verdict(problems: list[str]) -> None:
     common.page_link("pages/3_train.py", "Training run", icon=":material/model_training:")
 
 
-def training_section() -> None:
+def training_section(items: pd.DataFrame | None = None) -> None:
     """The settings declared for this section (class imbalance, early stopping, label smoothing...), the run name."""
     names = [s.name for s in SETTINGS.values() if s.meta.section == TRAINING]
     cols = st.columns(len(names) + 1)
+    chosen = {}
     for col, name in zip(cols, names):
         extra = {"format_func": FORMATS[name]} if name in FORMATS else {}
-        ws.widget(col, name, help=SETTINGS[name].help_text(), **extra)
+        chosen[name] = ws.widget(col, name, help=SETTINGS[name].help_text(), **extra)
     ws.widget(cols[-1], "name")
+    if items is not None and len(items):
+        training = items[items["split"].astype(str) != "test"] if "split" in items else items
+        hint = balance.weighting_hint(
+            training["label"].astype(str).value_counts().to_dict(), str(chosen.get("imbalance"))
+        )
+        if hint:
+            st.info(hint)

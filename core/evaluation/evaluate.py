@@ -574,10 +574,19 @@ def predicts_one_class(y_true: np.ndarray, pred: np.ndarray, n_classes: int) -> 
     return share >= ONE_CLASS_SHARE and share > true_share
 
 
+def missed_classes(y_true: np.ndarray, pred: np.ndarray, classes: list[str]) -> list[str]:
+    """One sentence per class with images in the set of which the model recognises none (recall 0)."""
+    return [
+        f"The model recognises none of the {n} '{c}' images (recall 0 for '{c}'): it misses that class entirely."
+        for i, c in enumerate(classes)
+        if (n := int((y_true == i).sum())) and not (pred[y_true == i] == i).any()
+    ]
+
+
 def model_warnings(
     y_true: np.ndarray, probs: np.ndarray, classes: list[str], threshold: float | None = None
 ) -> list[str]:
-    """Plain sentences when a model predicts (almost) one class for everything or ranks at chance; [] otherwise.
+    """Plain sentences when a model predicts (almost) one class for everything, misses a class or ranks at chance.
 
     The last sentence, when there are warnings, says what to try. Binary models decide at `threshold` (0.5).
     """
@@ -595,6 +604,8 @@ def model_warnings(
             f"The model calls {share:.0%} of the {n} images '{classes[top]}'{at}, while {true_share:.0%} of "
             "them are: it predicts one class for (almost) everything and has not learned to tell the classes apart."
         )
+    else:
+        out += missed_classes(y_true, pred, classes)
     auc = roc_auc(y_true, probs)
     if math.isfinite(auc) and abs(auc - 0.5) < CHANCE_MARGIN:
         out.append(

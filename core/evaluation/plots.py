@@ -396,6 +396,8 @@ def class_counts(counts: Mapping[str, int], title: str = "Images per class") -> 
             x=[str(c) for c in counts],
             y=list(counts.values()),
             marker_color=colour(0),
+            text=list(counts.values()),
+            textposition="auto",
             hovertemplate="%{x}: %{y} images<extra></extra>",
         )
     )

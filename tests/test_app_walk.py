@@ -1,0 +1,114 @@
+"""AppTest tests of the browser-app walk's findings (issue 28): imbalance hints, per-class table, pickers, wording."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from streamlit.testing.v1 import AppTest
+
+from core.base.config import RunConfig, SourceConfig, to_dict
+from core.data import balance
+from core.evaluation import evaluate
+from core.runs import jobs
+from tests.synth import smooth_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASET, SETUP, TRAIN, EVAL = (
+    str(ROOT / f"pages/{p}.py") for p in ("1_dataset", "2_setup", "3_train", "4_evaluate")
+)
+OWNER = "ef" * 16
+
+
+def app(page: str) -> AppTest:
+    """A fresh session of one page with a fixed owner id."""
+    at = AppTest.from_file(page, default_timeout=60)
+    at.query_params["owner"] = OWNER
+    return at
+
+
+def imbalanced_csv(root: Path, small: int = 6) -> Path:
+    """A labels CSV with 40 images of 'b' and `small` of 'a'."""
+    csv = smooth_dataset(root, n=40, size=32)
+    table = pd.read_csv(csv)
+    keep = (table["label"] == "b") | (table.groupby("label").cumcount() < small)
+    table[keep].to_csv(csv, index=False)
+    return csv
+
+
+def register(run: Path, config: dict | None = None) -> str:
+    """Record a finished run folder in the job store so the pages list it."""
+    store = jobs.JobStore()
+    job = store.submit("train", {"config": config or to_dict(RunConfig())}, run_dir=run, owner=OWNER)
+    store.finish(job.id, "done", result={}, only_if_running=False)
+    return job.id
+
+
+# ---------------------------------------------------------------- item 9: imbalance
+
+
+def test_imbalance_rule_and_missed_class_sentences():
+    assert balance.imbalance({"a": 10, "b": 29}) is None
+    assert balance.imbalance({"a": 51, "b": 400})[:2] == ("b", "a")
+    assert "7.8 : 1" in balance.imbalance_note({"a": 51, "b": 400})
+    assert balance.weighting_hint({"a": 51, "b": 400}, "weighted_loss") is None
+    assert "Weighted loss" in balance.weighting_hint({"a": 51, "b": 400}, "none")
+    y = np.array([0] * 10 + [1] * 10 + [2] * 5)
+    probs = np.eye(3)[np.r_[y[:20], [0, 1, 0, 1, 0]]] * 0.8 + 0.2 / 3  # 'c' is never predicted
+    said = evaluate.model_warnings(y, probs, ["a", "b", "c"])
+    assert (
+        any("none of the 5 'c' images (recall 0 for 'c')" in w for w in said) and said[-1] == evaluate.ADVICE
+    )
+    assert evaluate.model_warnings(y, np.eye(3)[y] * 0.8 + 0.2 / 3, ["a", "b", "c"]) == []
+
+
+def test_explorer_counts_on_the_bars_and_an_imbalance_note(tmp_path):
+    csv = imbalanced_csv(tmp_path / "data")
+    at = app(DATASET).run()
+    at.selectbox(key="src_choice").set_value("csv").run()
+    at.text_input(key="src_csv").input(str(csv)).run()
+    assert not at.exception, at.exception
+    counts = next(
+        json.loads(c.proto.spec) for c in at.get("plotly_chart") if "Images per class" in c.proto.spec
+    )
+    assert [str(t) for t in counts["data"][0]["text"]] == ["6", "40"]
+    assert any("classes are imbalanced" in i.value and "6.7 : 1" in i.value for i in at.info)
+
+
+def test_setup_hints_class_weighting_for_imbalanced_training_data(tmp_path):
+    csv = imbalanced_csv(tmp_path / "data")
+    at = app(SETUP)
+    at.session_state["source_config"] = SourceConfig(kind="csv", csv_path=str(csv), group_col="patient_id")
+    at.run()
+    assert not at.exception, at.exception
+    assert any("Class imbalance is None" in i.value for i in at.info)
+    at.selectbox(key="su_imbalance").set_value("weighted_loss").run()
+    assert not any("Class imbalance is None" in i.value for i in at.info)
+
+
+def missed_class_run(root: Path) -> Path:
+    """A finished 3-class run whose validation predictions never say 'c'."""
+    root.mkdir(parents=True)
+    y = np.arange(60) % 3
+    pred = np.where(y == 2, np.arange(60) % 2, y)
+    probs = np.eye(3)[pred] * 0.7 + 0.1
+    evaluate.predictions_frame([f"/nowhere/{i}.png" for i in range(60)], y, probs, ["a", "b", "c"]).to_csv(
+        root / "valid_predictions.csv", index=False
+    )
+    (root / "metrics.json").write_text(
+        json.dumps({"type": "single", "classes": ["a", "b", "c"], "metrics": {}})
+    )
+    return root
+
+
+def test_evaluation_warns_of_a_class_with_recall_0_and_shows_the_per_class_table(tmp_path):
+    register(missed_class_run(tmp_path / "run"))
+    at = app(EVAL).run()
+    assert not at.exception, at.exception
+    assert any("recall 0 for 'c'" in w.value for w in at.warning)
+    table = next(d.value for d in at.dataframe if "support" in d.value).set_index("class")
+    assert table.loc["c", "precision"] == "never predicted" and table.loc["c", "predicted"] == 0
+    assert table.loc["a", "precision"] == "0.667" and table.loc["c", "recall"] == "0.000"
+    assert not at.expander or all("Per-class" not in e.label for e in at.expander)
