@@ -112,3 +112,26 @@ def test_evaluation_warns_of_a_class_with_recall_0_and_shows_the_per_class_table
     assert table.loc["c", "precision"] == "never predicted" and table.loc["c", "predicted"] == 0
     assert table.loc["a", "precision"] == "0.667" and table.loc["c", "recall"] == "0.000"
     assert not at.expander or all("Per-class" not in e.label for e in at.expander)
+
+
+# ---------------------------------------------------------------- item 4: sidebar job counts
+
+
+def test_idle_sidebar_job_counts_are_redrawn_so_a_run_started_later_shows(monkeypatch):
+    from streamlit.testing.v1 import local_script_runner
+
+    sent: list = []
+    parse = local_script_runner.parse_tree_from_messages
+    monkeypatch.setattr(
+        local_script_runner, "parse_tree_from_messages", lambda msgs: parse(sent.extend(msgs) or msgs)
+    )
+    at = app(str(ROOT / "streamlit_app.py")).run()  # no job at all: an idle session
+    assert not at.exception, at.exception
+    drawn = [
+        m.delta
+        for m in sent
+        if m.HasField("delta")
+        and m.delta.HasField("new_element")
+        and m.delta.new_element.markdown.body.startswith("Jobs: running 0 / queued 0")
+    ]
+    assert drawn and all(d.fragment_id for d in drawn)  # a polled fragment, not drawn once per page run

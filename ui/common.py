@@ -27,6 +27,7 @@ from core.runs.rundir import RunFolder
 from core.web import hosting
 
 OWNER_KEY = "owner_id"
+IDLE_EVERY_S = 5.0  # seconds between redraws of the sidebar's job counts while no job is queued or running
 LIVE_EVERY_S = 2.0  # seconds between redraws of what follows running jobs (progress, runs table, job counts)
 # Session keys more than one view reads (the views never import each other; they meet here)
 RUN_CONFIG, RUN_CONFIG_ERROR, SOURCE_CONFIG, LR_JOB = (
@@ -249,9 +250,12 @@ def job_counts() -> dict[str, int] | None:
 
 
 def jobs_caption() -> None:
-    """'Jobs: running N / queued M' for the sidebar, kept live while any job is queued or running."""
+    """'Jobs: running N / queued M' for the sidebar: redrawn every LIVE_EVERY_S seconds while any job is queued
+    or running, and every IDLE_EVERY_S seconds otherwise, so a run started on this page (after the sidebar was
+    drawn) shows up without a reload."""
     counts = job_counts()
-    polled(_jobs_line, bool(counts and (counts["running"] or counts["queued"])))()
+    live = bool(counts and (counts["running"] or counts["queued"]))
+    st.fragment(_jobs_line, run_every=LIVE_EVERY_S if live else IDLE_EVERY_S)()
 
 
 def _jobs_line() -> None:
