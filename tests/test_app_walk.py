@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -135,3 +137,41 @@ def test_idle_sidebar_job_counts_are_redrawn_so_a_run_started_later_shows(monkey
         and m.delta.new_element.markdown.body.startswith("Jobs: running 0 / queued 0")
     ]
     assert drawn and all(d.fragment_id for d in drawn)  # a polled fragment, not drawn once per page run
+
+
+# ---------------------------------------------------------------- item 5: the first seconds of a run
+
+
+def running(kind: str, progress: dict):
+    """A job row marked running by this (live) process, started 7 s ago, with a progress.json."""
+    import os
+
+    store = jobs.JobStore()
+    store.submit(kind, {"config": to_dict(RunConfig())})
+    job = store.claim(os.getpid(), 5)
+    with sqlite3.connect(store.db_path) as db:  # the worker started it a few seconds ago
+        db.execute("UPDATE jobs SET started = started - 7 WHERE id = ?", (job.id,))
+    Path(job.run_dir, "progress.json").write_text(json.dumps(progress))
+    return job
+
+
+def test_the_first_seconds_of_a_run_and_of_the_lr_finder_say_what_happens():
+    scanning = {"phase": "scanning", "message": "reading the dataset"}
+    job = running("train", scanning)
+    at = AppTest.from_file(TRAIN, default_timeout=60)
+    at.session_state["tr_pick"] = job.id
+    at.run()
+    assert not at.exception, at.exception
+    status = next(m.value for m in at.markdown if m.value.startswith("**Status:** running"))
+    assert status.endswith("Reading the dataset") and status.lower().count("reading the dataset") == 1
+    metrics = {m.label: m.value for m in at.metric}
+    assert re.fullmatch(r"(\d+ min )?\d+ s", metrics["Elapsed"]) and metrics["Elapsed"] not in {"0 s", "1 s"}
+    assert metrics["Time left"] == "estimating"
+    lr = running("lr_find", scanning)
+    setup = AppTest.from_file(SETUP, default_timeout=60)
+    setup.session_state["lr_job_id"] = lr.id
+    setup.run()
+    assert not setup.exception, setup.exception
+    bars = [p.proto.text for p in setup.get("progress") if "LR finder" in p.proto.text]
+    assert bars and bars[0].startswith("LR finder: Reading the dataset · elapsed "), bars
+    assert not any("step 0" in b or "lr_find" in b or "scanning" in b or "unknown" in b for b in bars), bars

@@ -8,6 +8,7 @@ import re
 import secrets
 import sqlite3
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +28,16 @@ from core.runs.rundir import RunFolder
 from core.web import hosting
 
 OWNER_KEY = "owner_id"
+PHASES = {  # the progress record's phases in words (core/runs/progress.py), for the Training run and setup pages
+    "starting": "Starting (loading the training libraries)",
+    "scanning": "Reading the dataset",
+    "training": "Training",
+    "testing": "Predicting the test set",
+    "lr_find": "Finding a learning rate",
+    "folds": "Training the folds (one job each)",
+    "combining": "Combining the folds",
+    "done": "Finished",
+}
 IDLE_EVERY_S = 5.0  # seconds between redraws of the sidebar's job counts while no job is queued or running
 LIVE_EVERY_S = 2.0  # seconds between redraws of what follows running jobs (progress, runs table, job counts)
 # Session keys more than one view reads (the views never import each other; they meet here)
@@ -265,6 +276,23 @@ def _jobs_line() -> None:
         st.caption("Jobs: unknown (job database unavailable)")
         return
     st.caption(f"Jobs: running {counts['running']} / queued {counts['queued']}")
+
+
+def phase_text(prog: ProgressRecord) -> str:
+    """A running job's phase in words, with the task's message when it says more than the phase does."""
+    phase = prog.phase or "starting"
+    text = PHASES.get(phase, phase.replace("_", " ").capitalize())
+    message = prog.message.strip()
+    if message and phase != "training" and message.lower() not in text.lower():
+        text += f" · {message}"
+    return text
+
+
+def elapsed_s(job: jobs.Job, prog: ProgressRecord) -> float | None:
+    """Seconds a running job has taken: its progress record's, else since a worker started it (before any batch)."""
+    if prog.elapsed_s is not None:
+        return prog.elapsed_s
+    return max(0.0, time.time() - job.started) if job.started else None
 
 
 def page_link(path: str, label: str, icon: str | None = None) -> None:

@@ -23,16 +23,6 @@ from ui import common
 from ui import working_settings as ws
 from ui.common import PICK, TRAIN_JOB, best_epochs, config_caption, curves, lr_find_figure  # shared
 
-PHASES = {
-    "starting": "Starting (loading the training libraries)",
-    "scanning": "Reading the dataset",
-    "training": "Training",
-    "testing": "Predicting the test set",
-    "lr_find": "Finding a learning rate",
-    "folds": "Training the folds (one job each)",
-    "combining": "Combining the folds",
-    "done": "Finished",
-}
 REAP_EVERY_S = 10.0
 _last_reap = [0.0]  # process-wide throttle for reaping dead workers (no user data)
 
@@ -281,11 +271,7 @@ def progress_panel(job: jobs.Job, prog: ProgressRecord) -> None:
     if job.waiting:
         folds_panel(job)
         return
-    phase = prog.phase or "starting"
-    st.markdown(
-        f"**Status:** running · **phase:** {PHASES.get(phase, phase)}"
-        + (f" · {prog.message}" if prog.message and phase != "training" else "")
-    )
+    st.markdown(f"**Status:** running · **phase:** {common.phase_text(prog)}")
     n_folds, fold = prog.n_folds, prog.fold
     if n_folds and fold is not None:
         st.progress(min(1.0, (prog.folds_done or fold) / n_folds), text=f"Fold {fold + 1} / {n_folds}")
@@ -300,9 +286,10 @@ def progress_panel(job: jobs.Job, prog: ProgressRecord) -> None:
     left = prog.eta_s
     cols[0].metric(
         "Time left" + (" (this fold)" if n_folds else ""),
-        fmt.seconds(left) if left is not None else "after the first batch",
+        fmt.seconds(left) if left is not None else "estimating",
+        help=None if left is not None else "Estimated once the first batch has been timed.",
     )
-    cols[1].metric("Elapsed" + (" (this fold)" if n_folds else ""), fmt.seconds(prog.elapsed_s))
+    cols[1].metric("Elapsed" + (" (this fold)" if n_folds else ""), fmt.seconds(common.elapsed_s(job, prog)))
     if n_folds:
         job_elapsed = time.time() - job.started if job.started else None
         whole = eta.job_eta(prog, job_elapsed)
@@ -324,7 +311,7 @@ def folds_panel(job: jobs.Job) -> None:
     """A k-fold run whose folds train as child jobs: one bar per fold, and the whole run's time left."""
     kids = sorted(common.job_store().list(parent_id=job.id), key=lambda j: int(j.params.get("fold", 0)))
     folds = [(kid.status, ProgressRecord.read(kid.run_dir)) for kid in kids]
-    st.markdown(f"**Status:** running · **phase:** {PHASES['folds']}")
+    st.markdown(f"**Status:** running · **phase:** {common.PHASES['folds']}")
     for kid, (status, prog) in zip(kids, folds):
         frac = 1.0 if status == "done" else eta.step_fraction(prog) or 0.0
         left = prog.eta_s if status == "running" else None

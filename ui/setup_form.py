@@ -340,15 +340,15 @@ def _lr_live(job_id: str) -> None:
     if job.status == "queued":
         st.progress(0.0, text="LR finder waiting in the queue...")
         return
-    done, total = prog.batch, prog.n_batches or 1
-    phase = prog.phase or "starting"
-    timing = ""
-    if phase == "lr_find" and prog.elapsed_s is not None:
-        left = prog.eta_s
-        timing = f" · elapsed {fmt.seconds(prog.elapsed_s)} · " + (
-            f"about {fmt.seconds(left)} left" if left is not None else "time left: after the first step"
-        )
-    st.progress(min(1.0, done / max(1, total)), text=f"LR finder ({phase}): step {done} / {total}{timing}")
+    elapsed = f" · elapsed {fmt.seconds(common.elapsed_s(job, prog))}"
+    if prog.phase != "lr_find" or not prog.n_batches:  # still loading the libraries or reading the dataset
+        st.progress(0.0, text=f"LR finder: {common.phase_text(prog)}{elapsed}")
+        return
+    done, total, left = prog.batch, prog.n_batches, prog.eta_s
+    timing = (
+        f"about {fmt.seconds(left)} left" if left is not None else "time left: estimated after the first step"
+    )
+    st.progress(min(1.0, done / total), text=f"LR finder: step {done} / {total}{elapsed} · {timing}")
 
 
 def _use_lr(value: float) -> None:
