@@ -175,3 +175,39 @@ def test_the_first_seconds_of_a_run_and_of_the_lr_finder_say_what_happens():
     bars = [p.proto.text for p in setup.get("progress") if "LR finder" in p.proto.text]
     assert bars and bars[0].startswith("LR finder: Reading the dataset · elapsed "), bars
     assert not any("step 0" in b or "lr_find" in b or "scanning" in b or "unknown" in b for b in bars), bars
+
+
+# ---------------------------------------------------------------- item 7: an LR-finder result of another dataset
+
+
+def test_an_lr_finder_result_is_offered_only_for_the_dataset_it_ran_on(tmp_path):
+    first, second = (imbalanced_csv(tmp_path / name, small=40) for name in ("first", "second"))
+    ran_on = SourceConfig(kind="csv", csv_path=str(first), group_col="patient_id")
+    store = jobs.JobStore()
+    job = store.submit("lr_find", {"config": to_dict(RunConfig(source=ran_on)), "num_it": 30}, owner=OWNER)
+    lrs = np.logspace(-6, 0, 30)
+    Path(job.run_dir).mkdir(parents=True, exist_ok=True)
+    Path(job.run_dir, "lr_find.json").write_text(
+        json.dumps(
+            {
+                "lrs": lrs.tolist(),
+                "losses": (1 + (np.log10(lrs) + 3) ** 2).tolist(),
+                "suggestions": {"valley": 1e-3},
+            }
+        )
+    )
+    store.finish(job.id, "done", result={}, only_if_running=False)
+
+    def setup_on(src: SourceConfig) -> AppTest:
+        at = app(SETUP)
+        at.session_state["source_config"] = src
+        at.session_state["lr_job_id"] = job.id
+        return at.run()
+
+    same = setup_on(ran_on)
+    assert not same.exception, same.exception
+    assert [b for b in same.button if b.key == "su_lr_use_valley"]
+    other = setup_on(SourceConfig(kind="csv", csv_path=str(second), group_col="patient_id"))
+    assert not other.exception, other.exception
+    assert not [b for b in other.button if (b.key or "").startswith("su_lr_use_")]
+    assert any("was on another dataset" in c.value for c in other.caption)
