@@ -211,3 +211,32 @@ def test_an_lr_finder_result_is_offered_only_for_the_dataset_it_ran_on(tmp_path)
     assert not other.exception, other.exception
     assert not [b for b in other.button if (b.key or "").startswith("su_lr_use_")]
     assert any("was on another dataset" in c.value for c in other.caption)
+
+
+# ---------------------------------------------------------------- item 10: pickers, run name, dataset
+
+
+def test_pickers_name_the_run_and_its_dataset_and_a_new_source_drops_the_run_name(tmp_path):
+    from ui import common
+    from ui import working_settings as ws
+
+    first, second = (imbalanced_csv(tmp_path / name, small=40) for name in ("chest", "knee"))
+    cfg = RunConfig(name="chest baseline", source=SourceConfig(kind="csv", csv_path=str(first)))
+    store = jobs.JobStore()
+    job = store.submit("train", {"config": to_dict(cfg)}, owner=OWNER)
+    other = store.submit(
+        "train", {"config": to_dict(RunConfig(source=SourceConfig(kind="csv", csv_path=str(second))))}
+    )
+    assert common.run_name(job) == ("chest baseline", "chest/labels.csv")
+    assert common.run_name(other)[1] == "knee/labels.csv"  # two CSVs of the same name told apart
+    assert common.job_label(job, "train") == f"{job.id} · chest baseline · chest/labels.csv · train"
+    at = AppTest.from_file(TRAIN, default_timeout=60)
+    at.session_state["tr_pick"] = job.id
+    at.run()
+    assert not at.exception, at.exception
+    assert "chest baseline · chest/labels.csv" in at.selectbox(key="tr_pick").format_func(job.id)
+    state = {"source_config": cfg.source, "run_config": to_dict(cfg), "su_name": "chest baseline"}
+    ws.set_source(SourceConfig(kind="csv", csv_path=str(first), group_col="patient_id"), state)
+    assert state["su_name"] == "chest baseline"  # the same images: the name stays
+    ws.set_source(SourceConfig(kind="csv", csv_path=str(second)), state)
+    assert state["su_name"] == "" and state["run_config"]["name"] == ""

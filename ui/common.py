@@ -608,8 +608,21 @@ def config_caption(cfg: dict) -> str:
     )
 
 
+def run_name(job: jobs.Job) -> tuple[str, str]:
+    """(run name, dataset) from the job's config: the dataset as its last two path parts ('chest/labels.csv')."""
+    cfg = (job.params or {}).get("config") or {}
+    src = cfg.get("source") or {}
+    where = src.get("csv_path") or src.get("root") or ""
+    return str(cfg.get("name") or ""), "/".join(Path(where).parts[-2:]) if where else ""
+
+
+def job_label(job: jobs.Job, *extra: str) -> str:
+    """'<id> · <name> · <dataset> · ...' for pickers (the parts a job has)."""
+    return " · ".join(p for p in (job.id, *run_name(job), *extra) if p)
+
+
 def run_label(job: jobs.Job) -> str:
-    """'<id> · k-fold · 2 classes' style label of a finished run."""
+    """'<id> · <name> · <dataset> · k-fold · 2 classes' style label of a finished run."""
     summary = RunFolder(job.run_dir).read_metrics()
     kind = f"{summary.get('k')}-fold" if summary.get("type") == "kfold" else "single"
-    return f"{job.id} · {kind} · {', '.join(summary.get('classes', []))}"
+    return job_label(job, kind, ", ".join(summary.get("classes", [])))

@@ -37,21 +37,13 @@ def maybe_reap(store: jobs.JobStore) -> None:
         store.reap()
 
 
-def run_name(job: jobs.Job) -> tuple[str, str]:
-    """(run name, dataset name) from the job's config ('' when it has none)."""
-    cfg = (job.params or {}).get("config") or {}
-    src = cfg.get("source") or {}
-    where = src.get("csv_path") or src.get("root") or ""
-    return str(cfg.get("name") or ""), Path(where).name if where else ""
-
-
 def runs_frame(job_list: list[jobs.Job], owner: str) -> pd.DataFrame:
     """The runs table: id, name, dataset, kind, status, created, yours, error."""
     rows = [
         {
             "id": j.id,
-            "name": run_name(j)[0],
-            "dataset": run_name(j)[1],
+            "name": common.run_name(j)[0],
+            "dataset": common.run_name(j)[1],
             "kind": j.kind,
             "status": j.status,
             "created": fmt.timestamp(j.created),
@@ -164,7 +156,7 @@ def runs_section(owner: str) -> str | None:
         else:
             st.session_state[PICK] = pick
     label = {
-        j.id: f"{j.id} · {j.kind}" for j in job_list
+        j.id: common.job_label(j, j.kind) for j in job_list
     }  # status lives in the table (a keyed label would go stale)
     chosen = st.selectbox(
         "Watch run", ids, key=PICK, index=None, placeholder="Choose a run to watch", format_func=label.get

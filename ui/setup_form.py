@@ -320,7 +320,7 @@ def lr_section(cfg: RunConfig | None) -> None:
         return
     if job.active:
         _lr_live(job.id)
-    elif not same_images((job.params or {}).get("config", {}).get("source", {}), current_source(cfg)):
+    elif not ws.same_images((job.params or {}).get("config", {}).get("source", {}), current_source(cfg)):
         st.caption(
             f"The last LR finder run ({job.status}) was on another dataset; run it again for this one."
         )
@@ -334,27 +334,9 @@ def lr_section(cfg: RunConfig | None) -> None:
         st.error(f"LR finder {job.status}: {common.job_error_text(job)}")
 
 
-IMAGE_FIELDS = (
-    "kind",
-    "root",
-    "csv_path",
-    "path_col",
-    "label_col",
-    "label_tag",
-)  # which images, which labels
-
-
 def current_source(cfg: RunConfig | None) -> SourceConfig | None:
     """The source these settings train on; the one chosen on the explorer when the settings cannot work."""
     return cfg.source if cfg is not None else st.session_state.get(common.SOURCE_CONFIG)
-
-
-def same_images(job_source: dict, src: SourceConfig | None) -> bool:
-    """Whether a job's source reads the same images with the same labels as `src`."""
-    if src is None:
-        return False
-    now = dataclasses.asdict(src)
-    return all(job_source.get(k, now[k]) == now[k] for k in IMAGE_FIELDS)
 
 
 @st.fragment(run_every=common.LIVE_EVERY_S)

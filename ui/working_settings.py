@@ -63,9 +63,34 @@ def drop(state: MutableMapping | None = None) -> None:
     _state(state).pop(RUN_CONFIG, None)
 
 
+IMAGE_FIELDS = (
+    "kind",
+    "root",
+    "csv_path",
+    "path_col",
+    "label_col",
+    "label_tag",
+)  # which images, which labels
+
+
+def same_images(source: SourceConfig | dict, src: SourceConfig | None) -> bool:
+    """Whether `source` (a SourceConfig, or one as a job's config holds it) reads the same images and labels as `src`."""
+    if src is None:
+        return False
+    now = dataclasses.asdict(src)
+    then = dataclasses.asdict(source) if isinstance(source, SourceConfig) else source
+    return all(then.get(k, now[k]) == now[k] for k in IMAGE_FIELDS)
+
+
 def set_source(src: SourceConfig, state: MutableMapping | None = None) -> None:
-    """Make `src` the chosen data source (the setup page trains on it)."""
-    _state(state)[SOURCE_CONFIG] = src
+    """Make `src` the chosen data source (the setup page trains on it); a run name given for other data is dropped."""
+    state = _state(state)
+    old = state.get(SOURCE_CONFIG)
+    if isinstance(old, SourceConfig) and not same_images(old, src):
+        state[SETTINGS["name"].state_key] = ""
+        if isinstance(state.get(RUN_CONFIG), dict):
+            state[RUN_CONFIG] = {**state[RUN_CONFIG], "name": ""}
+    state[SOURCE_CONFIG] = src
 
 
 def validate(state: MutableMapping | None = None) -> tuple[RunConfig | None, str]:
