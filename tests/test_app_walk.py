@@ -240,3 +240,24 @@ def test_pickers_name_the_run_and_its_dataset_and_a_new_source_drops_the_run_nam
     assert state["su_name"] == "chest baseline"  # the same images: the name stays
     ws.set_source(SourceConfig(kind="csv", csv_path=str(second)), state)
     assert state["su_name"] == "" and state["run_config"]["name"] == ""
+
+
+# ---------------------------------------------------------------- item 11: by patient on a source without patient ids
+
+
+def test_a_source_without_patient_ids_falls_back_from_by_patient_visibly(tmp_path):
+    csv = imbalanced_csv(tmp_path / "data", small=40)
+    with_ids = SourceConfig(kind="csv", csv_path=str(csv), group_col="patient_id")
+    at = app(SETUP)
+    at.session_state["source_config"] = with_ids
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="su_split_method").value == "group"
+    from ui import working_settings as ws
+
+    ws.set_source(SourceConfig(kind="folder", root=str(tmp_path / "data")), at.session_state)
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="su_split_method").value == "stratified"
+    assert any("has no patient ids" in i.value and "now stratified" in i.value for i in at.info)
+    assert at.session_state["run_config"]["data"]["split"]["method"] == "stratified"

@@ -467,6 +467,9 @@ def split_section(src: SourceConfig, items: pd.DataFrame | None, cfg: RunConfig 
         st.text_input("Split column in the CSV", key="su_split_col")
     if src.kind == "folder":
         test_folder_input()
+    fallback = st.session_state.pop(ws.SPLIT_FALLBACK, None)
+    if fallback and method != "group":
+        st.info(fallback)
     if method == "group" and not (src.group_col or src.group_tag):
         st.warning(
             "This source has no patient ids: each image counts as its own patient. "

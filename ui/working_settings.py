@@ -7,6 +7,7 @@ each user setting's widget is drawn from its declaration beside its RunConfig fi
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from collections.abc import MutableMapping
@@ -22,6 +23,7 @@ from ui import common
 from ui.common import APPLY_SETTINGS, LR_JOB, RUN_CONFIG, RUN_CONFIG_ERROR, SOURCE_CONFIG
 
 RESTORED, KEPT = "kept_restored", "kept_last"  # restored once this session; the signature last kept
+SPLIT_FALLBACK = "split_fallback"  # why the split method was changed for a new source (shown once on setup)
 
 
 def _state(state: MutableMapping | None) -> MutableMapping:
@@ -90,7 +92,26 @@ def set_source(src: SourceConfig, state: MutableMapping | None = None) -> None:
         state[SETTINGS["name"].state_key] = ""
         if isinstance(state.get(RUN_CONFIG), dict):
             state[RUN_CONFIG] = {**state[RUN_CONFIG], "name": ""}
+    if not (src.group_col or src.group_tag):
+        _no_patients(state)
     state[SOURCE_CONFIG] = src
+
+
+def _no_patients(state: MutableMapping) -> None:
+    """A split by patient on a source without patient ids falls back to stratified, with a note for the setup page."""
+    key = SETTINGS["split_method"].state_key
+    carried = state.get(RUN_CONFIG)
+    split = carried.get("data", {}).get("split", {}) if isinstance(carried, dict) else {}
+    if state.get(key) != "group" and split.get("method") != "group":
+        return
+    state[key] = "stratified"
+    if split:
+        state[RUN_CONFIG] = copy.deepcopy(carried)
+        state[RUN_CONFIG]["data"]["split"]["method"] = "stratified"
+    state[SPLIT_FALLBACK] = (
+        "The split was by patient, but this source has no patient ids (each image would count as its own "
+        "patient): it is now stratified. Name a patient column or DICOM tag on the Dataset explorer to split by patient."
+    )
 
 
 def validate(state: MutableMapping | None = None) -> tuple[RunConfig | None, str]:
