@@ -261,3 +261,18 @@ def test_a_source_without_patient_ids_falls_back_from_by_patient_visibly(tmp_pat
     assert at.selectbox(key="su_split_method").value == "stratified"
     assert any("has no patient ids" in i.value and "now stratified" in i.value for i in at.info)
     assert at.session_state["run_config"]["data"]["split"]["method"] == "stratified"
+
+
+# ---------------------------------------------------------------- item 13: Start on data that cannot train
+
+
+def test_start_is_disabled_on_a_source_without_usable_images_when_setup_was_not_opened(tmp_path):
+    for label in ("a", "b"):
+        (tmp_path / "empty" / label).mkdir(parents=True)
+        (tmp_path / "empty" / label / "broken.png").write_bytes(b"not an image")
+    at = AppTest.from_file(TRAIN, default_timeout=60)
+    at.session_state["source_config"] = SourceConfig(kind="folder", root=str(tmp_path / "empty"))
+    at.run()
+    assert not at.exception, at.exception
+    assert at.button(key="tr_start").disabled
+    assert any("no usable images were found" in e.value for e in at.error)

@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from core.base import eta, fmt
-from core.base.config import to_dict
+from core.base.config import SourceConfig, to_dict
 from core.evaluation import evaluate
 from core.runs import jobs
 from core.runs.progress import ProgressRecord
@@ -112,13 +112,29 @@ def metrics_tables(summary: dict) -> tuple[pd.DataFrame, pd.DataFrame | None]:
 def carried_config() -> tuple[dict | None, str]:
     """The config from the Training setup page (validated), or the default one; with a note for the user."""
     cfg, why = ws.validate()
-    if cfg is not None:
-        return to_dict(cfg), ""
-    if why:
+    if cfg is None and why:
         return None, why
-    return to_dict(
-        ws.get_or_default()
-    ), "Default settings (the Training setup page has not been opened in this session)."
+    note = (
+        ""
+        if cfg is not None
+        else "Default settings (the Training setup page has not been opened in this session)."
+    )
+    cfg = cfg if cfg is not None else ws.get_or_default()
+    refused = untrainable(cfg.source)
+    return (None, refused) if refused else (to_dict(cfg), note)
+
+
+def untrainable(src: SourceConfig) -> str:
+    """Why training on this source would be refused (no usable images, one class...), '' when it can train."""
+    try:
+        reasons = common.load_dataset(src).check_trainable()
+    except (ValueError, OSError) as err:  # SourceError, a hosted refusal
+        return f"The data source cannot be read: {err}"
+    return (
+        f"Training would be refused: {'; '.join(reasons)}. Choose other data on the Dataset explorer."
+        if reasons
+        else ""
+    )
 
 
 def start_section() -> None:
