@@ -276,3 +276,32 @@ def test_start_is_disabled_on_a_source_without_usable_images_when_setup_was_not_
     assert not at.exception, at.exception
     assert at.button(key="tr_start").disabled
     assert any("no usable images were found" in e.value for e in at.error)
+
+
+# ---------------------------------------------------------------- item 14: hosted wording
+
+
+def test_hosted_names_who_signed_in_and_hides_prediction_uploads(monkeypatch, tmp_path):
+    from core.models.pretrained import PretrainedUnavailable
+    from core.web import hosting, signin, uploads
+
+    monkeypatch.setenv("XRT_HOSTED", "1")
+    monkeypatch.setenv("XRT_PASSWORD", "pw")
+    monkeypatch.setenv("XRT_DATA_ROOTS", str(tmp_path / "lab"))
+    (tmp_path / "lab").mkdir()
+    owner = signin.owner_for("user:alice")
+    for name in ("chest", uploads.prediction_dataset("8bf0e6e2d227")):
+        (uploads.upload_dir(owner) / name).mkdir()
+    assert [p.name for p in uploads.list_datasets(owner)] == ["chest"]
+    assert all(not p.name.startswith("predict-") for p in hosting.allowed_folders(owner))
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+    at.session_state["auth_identity"] = "user:alice"  # signed in with the shared password as alice
+    at.session_state["auth_ok"] = True
+    at.session_state["src_choice"] = "upload"
+    at.run()
+    assert not at.exception, at.exception
+    assert any(c.value == "Signed in as **alice**" for c in at.sidebar.caption)
+    assert "Upload images or a zip (private to alice)" in at.selectbox(key="src_choice").options
+    assert at.selectbox(key="up_dataset").options == ["chest"]
+    told = hosting.public_error(f"PretrainedUnavailable: {PretrainedUnavailable('resnet18', 'offline')}")
+    assert told and "upload a weights file on the Training setup page" in told and "local weights" not in told

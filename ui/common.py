@@ -158,8 +158,18 @@ def sidebar() -> None:
     with st.sidebar:
         st.caption(f"Compute: {device_label()}")
         owner_id()
+        signed_in_caption()
         jobs_caption()
         st.caption(version_label())
+
+
+def signed_in_caption() -> None:
+    """Hosted: who is signed in (their runs and uploads are the ones shown)."""
+    from ui import auth
+
+    who = auth.shown_identity() if hosting.hosted() else ""
+    if who:
+        st.caption(f"Signed in as **{who}**")
 
 
 def owner_id() -> str:
