@@ -305,3 +305,24 @@ def test_hosted_names_who_signed_in_and_hides_prediction_uploads(monkeypatch, tm
     assert at.selectbox(key="up_dataset").options == ["chest"]
     told = hosting.public_error(f"PretrainedUnavailable: {PretrainedUnavailable('resnet18', 'offline')}")
     assert told and "upload a weights file on the Training setup page" in told and "local weights" not in told
+
+
+# ---------------------------------------------------------------- item 15: a refused settings file
+
+
+def test_a_refused_settings_file_is_said_once_not_under_every_later_verdict(tmp_path):
+    from ui import setup_form
+
+    csv = imbalanced_csv(tmp_path / "data", small=40)
+    at = app(SETUP)
+    at.session_state["source_config"] = SourceConfig(kind="csv", csv_path=str(csv), group_col="patient_id")
+    at.session_state["su_upload_error"] = setup_form.apply_settings(b'{"train": {"epochs": "many"}}', {})
+    at.run()
+    assert not at.exception, at.exception
+    refused = [e.value for e in at.error if e.value.startswith("Settings file not loaded")]
+    assert len(refused) == 1 and "unchanged" in refused[0]
+    at.number_input(key="su_epochs").set_value(
+        4
+    ).run()  # the next interaction: the uploader still holds the file
+    assert not [e for e in at.error if e.value.startswith("Settings file not loaded")]
+    assert at.success  # the verdict is about the settings in use, alone

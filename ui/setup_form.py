@@ -208,8 +208,11 @@ def save_load(cfg: RunConfig | None) -> None:
     else:
         left.caption("Fix the settings above to download them.")
     right.file_uploader("Load settings (JSON)", type=["json"], key="su_upload", on_change=_on_upload)
-    if st.session_state.get("su_upload_error"):
-        st.error(f"Settings file not loaded: {st.session_state['su_upload_error']}")
+    refused = st.session_state.pop(
+        "su_upload_error", ""
+    )  # said once, right after the upload: not for as long
+    if refused:  # as the uploader holds the file, under a verdict about the settings actually in use
+        st.error(f"Settings file not loaded: {refused}. The settings above are unchanged.")
 
 
 # ---------------------------------------------------------------- sections
