@@ -326,3 +326,33 @@ def test_a_refused_settings_file_is_said_once_not_under_every_later_verdict(tmp_
     ).run()  # the next interaction: the uploader still holds the file
     assert not [e for e in at.error if e.value.startswith("Settings file not loaded")]
     assert at.success  # the verdict is about the settings in use, alone
+
+
+# ---------------------------------------------------------------- item 16: small wording
+
+
+def test_wording_of_ended_runs_metric_intervals_and_report_pngs(tmp_path):
+    from core.evaluation import report
+
+    store = jobs.JobStore()
+    job = store.submit("train", {"config": to_dict(RunConfig())}, owner=OWNER)
+    store.cancel(job.id)
+    at = AppTest.from_file(TRAIN, default_timeout=60)
+    at.session_state["tr_pick"] = job.id
+    at.run()
+    assert not at.exception, at.exception
+    assert [w.value for w in at.warning if w.value.startswith("The run was")] == [
+        "The run was cancelled before it started."
+    ]
+    captions = [c.value for c in at.caption]
+    assert "No training curves: the run ended (cancelled) before its first epoch." in captions
+    assert not any("Curves appear after the first epoch" in c for c in captions)
+    register(missed_class_run(tmp_path / "run"))
+    ev = app(EVAL).run()
+    assert not ev.exception, ev.exception
+    assert "Metrics" in [s.value for s in ev.subheader]
+    said = next(
+        c.value for c in ev.caption if c.value.startswith("In brackets: 95 % confidence intervals of")
+    )
+    assert "accuracy" in said and "the other rows are point estimates" in said
+    assert "not asked" not in report.PNG_SKIPPED and "HTML figures only" in report.PNG_SKIPPED

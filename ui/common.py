@@ -587,7 +587,11 @@ def curves(job: jobs.Job, best: int | dict[int, int] | None = None) -> None:
     df = read_history(job.run_dir)
     if df is None:
         if job.kind != "lr_find":
-            st.caption("Curves appear after the first epoch.")
+            st.caption(
+                "Curves appear after the first epoch."
+                if job.active
+                else f"No training curves: the run ended ({job.status}) before its first epoch."
+            )
         return
     st.plotly_chart(plots.training_curves(df, best), width="stretch")
 

@@ -191,14 +191,16 @@ def threshold_panel(job: jobs.Job, classes: list[str], df: pd.DataFrame) -> tupl
 
 def metrics_section(ev: dict[str, Any]) -> None:
     """Metrics of every set side by side, 95 % bootstrap CIs in brackets."""
-    st.subheader("Metrics (95 % confidence intervals)")
+    st.subheader("Metrics")
     sets = {k: ev["sets"][k] for k in sorted(ev["sets"], key=lambda k: k != "test")}  # a hold-out test leads
     table = evaluate.comparison_table(sets, METRICS).rename(columns=SET_NAMES)
     st.dataframe(table, hide_index=True, width="stretch", height="content")
     first = next(iter(ev["sets"].values()))
     boot = first["bootstrap"]
+    with_ci = ", ".join(m for m in table["metric"] if m in first["ci"])
     st.caption(
-        f"Intervals: {boot['method']} bootstrap, {boot['n_resamples']} resamples. "
+        f"In brackets: 95 % confidence intervals of {with_ci} ({boot['method']} bootstrap, "
+        f"{boot['n_resamples']} resamples); the other rows are point estimates. "
         + (
             f"Decision threshold {first['threshold']:.3f}."
             if first["threshold"] is not None

@@ -358,10 +358,18 @@ def outcome(job: jobs.Job) -> None:
         if not hosting.hosted():
             log_tail(job)
     else:
-        st.warning(f"The run was {job.status}: {common.job_error_text(job)}")
+        st.warning(ended_text(job))
     if job.status != "done" and job.kind == "train":
         finish_offer(job)
     curves(job, best_epochs(RunFolder(job.run_dir).read_metrics()))
+
+
+def ended_text(job: jobs.Job) -> str:
+    """'The run was cancelled before it started.' / 'The run was interrupted: <why>' (the reason said once)."""
+    why = common.job_error_text(job)
+    if why.startswith(job.status):  # "cancelled before it started", "cancelled while its child jobs ran"
+        return f"The run was {why}."
+    return f"The run was {job.status}: {why}"
 
 
 def finish_offer(job: jobs.Job) -> None:
