@@ -356,3 +356,16 @@ def test_wording_of_ended_runs_metric_intervals_and_report_pngs(tmp_path):
     )
     assert "accuracy" in said and "the other rows are point estimates" in said
     assert "not asked" not in report.PNG_SKIPPED and "HTML figures only" in report.PNG_SKIPPED
+
+
+def test_an_uploaded_dataset_is_named_without_the_owner_folder():
+    from core.base import paths
+    from ui import common
+
+    root = paths.uploads_dir() / OWNER / "knee" / "labels.csv"
+    cfg = RunConfig(source=SourceConfig(kind="csv", csv_path=str(root)))
+    job = jobs.JobStore().submit("train", {"config": to_dict(cfg)}, owner=OWNER)
+    assert common.run_name(job) == ("", "knee/labels.csv")
+    folder = RunConfig(source=SourceConfig(kind="folder", root=str(paths.uploads_dir() / OWNER / "knee")))
+    assert common.run_name(jobs.JobStore().submit("train", {"config": to_dict(folder)}))[1] == "knee"
+    assert common.run_name(jobs.JobStore().submit("train", {"config": {}}))[1] == ""

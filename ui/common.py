@@ -626,8 +626,10 @@ def run_name(job: jobs.Job) -> tuple[str, str]:
     """(run name, dataset) from the job's config: the dataset as its last two path parts ('chest/labels.csv')."""
     cfg = (job.params or {}).get("config") or {}
     src = cfg.get("source") or {}
-    where = src.get("csv_path") or src.get("root") or ""
-    return str(cfg.get("name") or ""), "/".join(Path(where).parts[-2:]) if where else ""
+    where = Path(src.get("csv_path") or src.get("root") or "")
+    uploaded = where.is_relative_to(paths.uploads_dir())
+    parts = where.relative_to(paths.uploads_dir()).parts[1:] if uploaded else where.parts  # no owner folder
+    return str(cfg.get("name") or ""), "/".join(parts[-2:]) if str(where) != "." else ""
 
 
 def job_label(job: jobs.Job, *extra: str) -> str:
