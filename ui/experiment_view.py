@@ -222,7 +222,6 @@ def watch(exp_id: str) -> None:
         f"{', '.join(spec.axes)} · ranked by validation {spec.metric} (the test set is for the chosen model only)"
     )
     if record["status"] in jobs.ACTIVE:
-        cancel_controls(record)
         live_panel(exp_id)
     else:
         trials_panel(record)
@@ -269,6 +268,7 @@ def live_panel(exp_id: str) -> None:
     record = experiments.refresh(exp_id, common.job_store())
     if record["status"] not in jobs.ACTIVE:
         st.rerun()
+    cancel_controls(record)  # redrawn with the panel: the picker offers only trials still queued or running
     trials_panel(record)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import streamlit as st
 
+from core.base import schema
 from core.base.choices import SETTINGS
 from core.base.config import ConfigError, RunConfig, SourceConfig, Window, from_dict, to_dict
 from core.data import sample as samples
@@ -23,6 +24,7 @@ from ui import common
 from ui.common import APPLY_SETTINGS, LR_JOB, RUN_CONFIG, RUN_CONFIG_ERROR, SOURCE_CONFIG
 
 RESTORED, KEPT = "kept_restored", "kept_last"  # restored once this session; the signature last kept
+HANDED = "settings_handed"  # what settings handed to the setup page changed (shown once there)
 SPLIT_FALLBACK = "split_fallback"  # why the split method was changed for a new source (shown once on setup)
 
 
@@ -129,6 +131,16 @@ def validate(state: MutableMapping | None = None) -> tuple[RunConfig | None, str
 def hand_to_setup(cfg: RunConfig, state: MutableMapping | None = None) -> None:
     """Make `cfg` the working settings (this session and kept on the server); Training setup re-seeds from it."""
     state = _state(state)
+    try:
+        before = get_or_default(state)
+    except (ConfigError, TypeError):  # working settings that no longer parse: all of these are new
+        before = None
+    changed = schema.differences(before, cfg, SETTINGS.values()) if before is not None else []
+    state[HANDED] = (
+        ("Settings applied. Changed: " + "; ".join(changed) + ".")
+        if changed
+        else "Settings applied: nothing changed."
+    )
     put(cfg, state)
     state[SOURCE_CONFIG], state[APPLY_SETTINGS] = cfg.source, True
     try:

@@ -353,7 +353,12 @@ def status(record: dict[str, Any], store: jobs.JobStore) -> dict[str, Any]:
     """{"status", "counts": {status: n}} derived from the children's job statuses now."""
     statuses = [j.status if j else "interrupted" for j in child_jobs(record, store).values()]
     counts = {s: statuses.count(s) for s in jobs.STATUSES if s in statuses}
-    return {"status": derive_status(statuses), "counts": counts}
+    derived = derive_status(statuses)
+    if (
+        record.get("cancelled") and derived not in jobs.ACTIVE
+    ):  # "Cancel all": not "done" for what finished first
+        derived = "cancelled"
+    return {"status": derived, "counts": counts}
 
 
 def enforce_budget(record: dict[str, Any], store: jobs.JobStore, now: float | None = None) -> list[str]:
@@ -434,6 +439,8 @@ def cancel(exp_id: str, job_id: str | None = None, store: jobs.JobStore | None =
     active = [i for i, j in child_jobs(record, store).items() if i in targets and j and j.active]
     for i in active:
         store.cancel(i)
+    if job_id is None and active:  # the whole experiment was cancelled: its status says so
+        rundir.write_json(rundir.experiment_file(exp_id), {**record, "cancelled": time.time()})
     return active
 
 
