@@ -123,11 +123,11 @@ def duplicates_panel(ds: Dataset, res: dict[str, Any], cfg: SourceConfig) -> Non
         )
     shown = pairs.drop(columns=["i", "j"])
     st.dataframe(shown, hide_index=True, width="stretch")
-    for row in pairs.head(3).itertuples():
-        cols = st.columns(GALLERY_COLS)
-        for col, pos, name in ((cols[0], row.i, row.a), (cols[1], row.j, row.b)):
-            _image(col, ds.items["path"].iloc[pos], f"{name[-28:]} ({ds.items['label'].iloc[pos]})")
-        cols[2].caption(f"{row.kind}, hash distance {row.distance}, correlation {row.correlation:.3f}")
+    for _, row in pairs.head(3).iterrows():  # each pair side by side, with why it counts as one
+        cols = st.columns([1, 1, 2])
+        for col, pos, name in ((cols[0], row["i"], row["a"]), (cols[1], row["j"], row["b"])):
+            _image(col, ds.items["path"].iloc[pos], f"{name} ({ds.items['label'].iloc[pos]})")
+        cols[2].markdown(checks.pair_reason(row))
     second = ds.items.iloc[pairs["j"].to_numpy()].drop_duplicates("path")
     action_picker(second, ds.classes, cfg, "chk_dup", "duplicate of another image")
 

@@ -504,8 +504,9 @@ def shortcut_features(
             hovertemplate="%{y}: AUC %{x:.3f}<extra></extra>",
         )
     )
-    fig.add_vline(x=0.5, line={"dash": "dot", "color": GUIDE}, annotation_text="chance")
-    fig.add_vline(x=threshold, line={"dash": "dash", "color": GUIDE}, annotation_text="warning")
+    above = {"annotation_position": "top", "annotation_yanchor": "bottom"}  # over the plot area, not on a bar
+    fig.add_vline(x=0.5, line={"dash": "dot", "color": GUIDE}, annotation_text="chance", **above)
+    fig.add_vline(x=threshold, line={"dash": "dash", "color": GUIDE}, annotation_text="warning", **above)
     if auc:
         title = f"{title} (all together: AUC {fmt.with_ci(auc, brackets='[]')})"
     fig.update_xaxes(title_text="AUC of this feature alone (cross-validated)", range=[0.4, 1.0])
