@@ -108,13 +108,17 @@ def kfold_run_with_images(root: Path, flipped: int = 3, one_class: bool = False)
     return run
 
 
-def test_evaluation_opens_a_confusion_cell_and_ranks_suspect_labels(tmp_path):
-    run = kfold_run_with_images(tmp_path)
+def register(run: Path) -> None:
+    """Record a finished run folder in the job store (as the worker would) so the Evaluation page lists it."""
     store = jobs.JobStore()
     job = store.submit(
         "train", {"config": json.loads((run / "config.json").read_text())}, run_dir=run, owner=OWNER
     )
     store.finish(job.id, "done", result={}, only_if_running=False)
+
+
+def test_evaluation_opens_a_confusion_cell_and_ranks_suspect_labels(tmp_path):
+    register(kfold_run_with_images(tmp_path))
     at = app(EVAL).run()
     assert not at.exception, at.exception
     cell = at.selectbox(key="chk_cell")
@@ -137,12 +141,7 @@ def test_evaluation_opens_a_confusion_cell_and_ranks_suspect_labels(tmp_path):
 
 
 def test_suspect_labels_of_a_one_class_model_are_withheld_without_actions(tmp_path):
-    run = kfold_run_with_images(tmp_path, one_class=True)
-    store = jobs.JobStore()
-    job = store.submit(
-        "train", {"config": json.loads((run / "config.json").read_text())}, run_dir=run, owner=OWNER
-    )
-    store.finish(job.id, "done", result={}, only_if_running=False)
+    register(kfold_run_with_images(tmp_path, one_class=True))
     at = app(EVAL).run()
     assert not at.exception, at.exception
     assert any("Suspect labels are withheld" in w.value and "one class" in w.value for w in at.warning)
