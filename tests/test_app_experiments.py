@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -102,6 +103,10 @@ def test_cancel_all_after_a_finished_trial_reads_cancelled_and_reuse_says_what_c
     record = experiments.refresh(at.session_state["ex_pick"])
     assert record["status"] == "cancelled" and record["counts"] == {"done": 1, "cancelled": 2}
     assert "Status: cancelled** (1 done, 2 cancelled)" in " ".join(m.value for m in at.markdown)
+    widths = {k: v.get("width") for k, v in json.loads(at.dataframe[1].proto.columns).items()}
+    assert (
+        widths["name"] == widths["note"] == widths["progress"] == "medium"
+    )  # bounded: the table fits the page
     at.button(key="ex_use").click().run()
     assert not at.exception, at.exception
     said = [i.value for i in at.info if i.value.startswith("Settings applied")]
