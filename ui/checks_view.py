@@ -22,7 +22,7 @@ from core.web import hosting, uploads
 from ui import common
 from ui import working_settings as ws
 
-RAN = "chk_ran"  # source keys whose checks ran in this session
+RAN = common.CHECKS_RAN  # source keys whose checks ran (kept with the working settings across reloads)
 CORR = "chk_corrections"  # {"source": SourceConfig as dict, "changes": {path: {"new_label", "why"}}}
 SOURCE_CONFIG = common.SOURCE_CONFIG  # the data source the setup page trains on (shared with the explorer)
 CELL = "chk_cell"
@@ -54,6 +54,7 @@ def results(cfg: SourceConfig, run: bool = False, size: int = checks.FEATURE_SIZ
     ran = st.session_state.setdefault(RAN, [])
     if run and repr(key) not in ran:
         ran.append(repr(key))
+        ws.persist()  # a reload right after the checks still shows their warnings
     return _checks(key, size) if repr(key) in ran else None
 
 

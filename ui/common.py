@@ -50,6 +50,7 @@ RUN_CONFIG, RUN_CONFIG_ERROR, SOURCE_CONFIG, LR_JOB = (
 APPLY_SETTINGS = (
     "apply_settings"  # a view handed settings to Training setup: it re-seeds its widgets from them
 )
+CHECKS_RAN = "chk_ran"  # sources (keys) whose data checks ran: their warnings show (kept across reloads)
 TRAIN_JOB, PICK = (
     "train_job_id",
     "tr_pick",

@@ -21,7 +21,7 @@ from core.base.config import ConfigError, RunConfig, SourceConfig, Window, from_
 from core.data import sample as samples
 from core.web import hosting, settings_store
 from ui import common
-from ui.common import APPLY_SETTINGS, LR_JOB, RUN_CONFIG, RUN_CONFIG_ERROR, SOURCE_CONFIG
+from ui.common import APPLY_SETTINGS, CHECKS_RAN, LR_JOB, RUN_CONFIG, RUN_CONFIG_ERROR, SOURCE_CONFIG
 
 RESTORED, KEPT = "kept_restored", "kept_last"  # restored once this session; the signature last kept
 HANDED = "settings_handed"  # what settings handed to the setup page changed (shown once there)
@@ -145,7 +145,10 @@ def hand_to_setup(cfg: RunConfig, state: MutableMapping | None = None) -> None:
     state[SOURCE_CONFIG], state[APPLY_SETTINGS] = cfg.source, True
     try:
         settings_store.save(
-            common.settings_user(), settings_store.Saved(cfg, cfg.source, str(state.get(LR_JOB) or ""))
+            common.settings_user(),
+            settings_store.Saved(
+                cfg, cfg.source, str(state.get(LR_JOB) or ""), tuple(state.get(CHECKS_RAN) or ())
+            ),
         )
     except OSError:  # a full or read-only disk: the settings still reach the setup page in this session
         pass
@@ -237,6 +240,7 @@ def restore(state: MutableMapping | None = None) -> bool:
             state.setdefault(key, value)
     if saved.lr_job:
         state[LR_JOB] = saved.lr_job
+    state[CHECKS_RAN] = list(saved.checked)  # checks run before the reload show their warnings again
     return saved.run_config is not None or saved.source is not None
 
 
@@ -245,9 +249,14 @@ def persist(state: MutableMapping | None = None) -> None:
     state = _state(state)
     carried, src = state.get(RUN_CONFIG), state.get(SOURCE_CONFIG)
     saved = settings_store.Saved(
-        get(state), src if isinstance(src, SourceConfig) else None, str(state.get(LR_JOB) or "")
+        get(state),
+        src if isinstance(src, SourceConfig) else None,
+        str(state.get(LR_JOB) or ""),
+        tuple(state.get(CHECKS_RAN) or ()),
     )
-    signature = json.dumps([carried, to_dict(src) if saved.source else None, saved.lr_job], sort_keys=True)
+    signature = json.dumps(
+        [carried, to_dict(src) if saved.source else None, saved.lr_job, saved.checked], sort_keys=True
+    )
     if state.get(KEPT) == signature:
         return
     try:
