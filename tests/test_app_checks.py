@@ -59,7 +59,7 @@ def test_explorer_checks_find_duplicates_and_write_a_corrected_source(tmp_path):
     assert at.session_state["source_config"].csv_path == str(out / "labels.csv")
 
 
-def test_setup_page_warns_of_a_shortcut_and_keeps_duplicates_together(tmp_path):
+def test_setup_page_warns_of_a_shortcut_also_after_a_reload_and_keeps_duplicates_together(tmp_path):
     csv = smooth_dataset(tmp_path / "data", n=30, big_class_size=40)
     at = app(SETUP)
     at.session_state["source_config"] = SourceConfig(kind="csv", csv_path=str(csv), group_col="patient_id")
@@ -69,6 +69,9 @@ def test_setup_page_warns_of_a_shortcut_and_keeps_duplicates_together(tmp_path):
     assert any("alone separates the classes" in w.value for w in at.warning)
     at.checkbox(key="su_keep_dups").check().run()
     assert at.session_state["run_config"]["data"]["split"]["keep_duplicates"] is True
+    reloaded = app(SETUP).run()  # a browser refresh: the checks that ran still show their warning
+    assert not reloaded.exception, reloaded.exception
+    assert any("alone separates the classes" in w.value for w in reloaded.warning)
 
 
 def kfold_run_with_images(root: Path, flipped: int = 3, one_class: bool = False) -> Path:

@@ -369,16 +369,3 @@ def test_an_uploaded_dataset_is_named_without_the_owner_folder():
     folder = RunConfig(source=SourceConfig(kind="folder", root=str(paths.uploads_dir() / OWNER / "knee")))
     assert common.run_name(jobs.JobStore().submit("train", {"config": to_dict(folder)}))[1] == "knee"
     assert common.run_name(jobs.JobStore().submit("train", {"config": {}}))[1] == ""
-
-
-def test_the_shortcut_warning_survives_a_reload(tmp_path):
-    csv = smooth_dataset(tmp_path / "data", n=30, big_class_size=40)
-    at = app(SETUP)
-    at.session_state["source_config"] = SourceConfig(kind="csv", csv_path=str(csv), group_col="patient_id")
-    at.run()
-    at.button(key="chk_setup_run").click().run()
-    assert not at.exception, at.exception
-    assert any("Possible shortcut" in w.value for w in at.warning)
-    reloaded = app(SETUP).run()  # a browser refresh: a new session, nothing in session state
-    assert not reloaded.exception, reloaded.exception
-    assert any("Possible shortcut" in w.value for w in reloaded.warning)
