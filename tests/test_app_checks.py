@@ -148,8 +148,12 @@ def test_suspect_labels_of_a_one_class_model_are_withheld_without_actions(tmp_pa
     at = app(EVAL).run()
     assert not at.exception, at.exception
     assert any("Suspect labels are withheld" in w.value and "one class" in w.value for w in at.warning)
-    assert not any("look mislabelled" in c.value for c in at.caption)
+    assert not any("images look mislabelled (confident learning" in c.value for c in at.caption)
     assert not [w for w in at.multiselect if w.key == "chk_suspect_act_items"]
+    assert not [w for w in at.multiselect if (w.key or "").startswith("chk_cell_act")]  # nor from top losses
+    assert any(
+        c.value.startswith("Exclude / relabel is not offered here: the out-of-fold") for c in at.caption
+    )
 
 
 def test_a_clicked_chart_point_picks_its_cell():

@@ -383,10 +383,14 @@ def confusion_cells(
     cam_picker(
         job, rows, f"chk_cell_cam_{cell.replace(',', '_')}"
     )  # per cell: a picked row never carries over
-    if src is not None and set_name != "external":  # external images are not in the run's source
-        action_picker(
-            rows, classes, src, f"chk_cell_act_{cell.replace(',', '_')}", f"top loss ({name(cell)})"
-        )
+    if src is None or set_name == "external":  # external images are not in the run's source
+        return
+    of = {"valid": "validation", "oof": "out-of-fold", "test": "hold-out test"}.get(set_name, set_name)
+    withheld = checks.suspects_withheld(df, classes, set_ev.get("ci", {}).get("roc_auc"), of=of)
+    if withheld:  # a useless model's top losses are no reason to exclude or relabel anything
+        st.caption(f"Exclude / relabel is not offered here: {withheld}.")
+        return
+    action_picker(rows, classes, src, f"chk_cell_act_{cell.replace(',', '_')}", f"top loss ({name(cell)})")
 
 
 def suspect_section(

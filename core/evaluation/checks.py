@@ -543,28 +543,29 @@ def suspect_labels(oof: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
 
 
 def suspects_withheld(
-    oof: pd.DataFrame, classes: list[str], auc_ci: dict[str, float] | None = None
+    oof: pd.DataFrame, classes: list[str], auc_ci: dict[str, float] | None = None, of: str = "out-of-fold"
 ) -> str | None:
-    """Why the out-of-fold model's disagreements are no evidence about labels, or None when they are.
+    """Why a model's disagreements with the labels are no evidence about them, or None when they are.
 
-    Withheld when the model predicts one class for (almost) everything, or when its out-of-fold ROC AUC is
-    not above chance by a margin (the 95 % CI includes 0.5). `auc_ci` ({"value", "lo", "hi"}) saves the bootstrap.
+    Withheld when the model predicts one class for (almost) everything, or when its ROC AUC on these
+    predictions (`of`: "out-of-fold", "validation"...) is not above chance by a margin (the 95 % CI includes
+    0.5). `auc_ci` ({"value", "lo", "hi"}) saves the bootstrap.
     """
     df = oof[oof["label"].astype(str).isin(classes)]
     y, probs = evaluate.labels_and_probs(df, classes)
     if len(np.unique(y)) < 2:
-        return "the out-of-fold predictions hold only one labelled class, so the model's disagreement means nothing"
+        return f"the {of} predictions hold only one labelled class, so the model's disagreement means nothing"
     pred = evaluate.predict_labels(probs)
     if evaluate.predicts_one_class(y, pred, len(classes)):
         top, share, _true = evaluate.dominant_class(y, pred, len(classes))
         return (
-            f"the out-of-fold model calls {share:.0%} of the images '{classes[top]}': it predicts one class, "
+            f"the {of} model calls {share:.0%} of the images '{classes[top]}': it predicts one class, "
             "so every image of another class would look mislabelled"
         )
     ci = auc_ci or evaluate.bootstrap_ci(y, probs, classes)["roc_auc"]
     if not (math.isfinite(ci["lo"]) and ci["lo"] > 0.5):
         return (
-            f"the out-of-fold ROC AUC is {fmt.with_ci(ci)}: its interval "
+            f"the {of} ROC AUC is {fmt.with_ci(ci)}: its interval "
             "includes 0.5 (chance), so the model has not shown that it learned to tell the classes apart"
         )
     return None
