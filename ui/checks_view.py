@@ -387,9 +387,10 @@ def confusion_cells(
         return
     of = {"valid": "validation", "oof": "out-of-fold", "test": "hold-out test"}.get(set_name, set_name)
     withheld = checks.suspects_withheld(df, classes, set_ev.get("ci", {}).get("roc_auc"), of=of)
-    if withheld:  # a useless model's top losses are no reason to exclude or relabel anything
-        st.caption(f"Exclude / relabel is not offered here: {withheld}.")
-        return
+    if withheld:  # a useless model's top losses are no reason to exclude or relabel anything: said plainly
+        st.warning(
+            f"Look before you act on these images: {withheld}. A high loss here says nothing about the label."
+        )
     action_picker(rows, classes, src, f"chk_cell_act_{cell.replace(',', '_')}", f"top loss ({name(cell)})")
 
 
