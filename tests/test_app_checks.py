@@ -150,10 +150,8 @@ def test_suspect_labels_of_a_one_class_model_are_withheld_without_actions(tmp_pa
     assert any("Suspect labels are withheld" in w.value and "one class" in w.value for w in at.warning)
     assert not any("images look mislabelled (confident learning" in c.value for c in at.caption)
     assert not [w for w in at.multiselect if w.key == "chk_suspect_act_items"]
-    assert not [w for w in at.multiselect if (w.key or "").startswith("chk_cell_act")]  # nor from top losses
-    assert any(
-        c.value.startswith("Exclude / relabel is not offered here: the out-of-fold") for c in at.caption
-    )
+    flagged = [w.value for w in at.warning if w.value.startswith("Look before you act on these images")]
+    assert flagged and "the out-of-fold model calls" in flagged[0]  # top-loss actions come with a plain flag
 
 
 def test_a_clicked_chart_point_picks_its_cell():
