@@ -25,6 +25,8 @@ def render() -> None:
     st.info(f"Data: {sf.describe_source(src)}.{hint}")
     if refused:
         st.error(refused[0].upper() + refused[1:])
+    if st.session_state.get(ws.HANDED):
+        st.info(st.session_state.pop(ws.HANDED))
     problems: list[str] = []
     try:
         cfg = sf.config_from_state(st.session_state, base, src)
@@ -51,7 +53,7 @@ def render() -> None:
     st.subheader("Split")
     problems += sf.split_section(src, items, cfg)
     st.subheader("Training")
-    sf.training_section()
+    sf.training_section(items)
     sf.plan_section(items, cfg)
     st.divider()
     sf.verdict(problems)

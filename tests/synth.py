@@ -99,3 +99,42 @@ def tiny_dls(root: Path, n: int = 20, size: int = 32):
         num_workers=0,
         device="cpu",
     )
+
+
+def brain_slices(root: Path, subjects: int = 3, levels: int = 16, size: int = 96, resaved: int = 2) -> Path:
+    """MRI-like axial slices: per subject a head outline growing and shrinking with the level, a fixed texture
+    and ventricles of changing size (neighbouring levels look alike, yet are different images); labels.csv
+    with patient ids and the class = subject % 2. The first `resaved` slices of subject 0 also get a JPEG
+    re-save at 90 % size, filed under the other class (the only true near-duplicates)."""
+    rows = []
+    yy, xx = np.mgrid[0:size, 0:size] / size - 0.5
+    for s in range(subjects):
+        rng = np.random.default_rng(100 + s)
+        ends = [(rng.normal(0, 1, (10, 10)) * 40 + 128).clip(0, 255).astype(np.uint8) for _ in range(2)]
+        lo, hi = (
+            np.asarray(Image.fromarray(c).resize((size, size), Image.Resampling.BICUBIC), float) for c in ends
+        )
+        label = "ab"[s % 2]
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for z in range(levels):
+            t = 0.9 * (2 * (z + 0.5) / levels - 1)  # -0.85 .. 0.85 from the base of the skull to the top
+            r = 0.42 * np.sqrt(max(0.06, 1 - t * t))
+            head = (xx / (0.85 * r)) ** 2 + (yy / r) ** 2 <= 1
+            texture = lo + (hi - lo) * z / max(1, levels - 1)  # the anatomy changes with the level
+            img = np.zeros((size, size))
+            img[head] = 60 + 0.6 * texture[head]
+            vr = 0.09 * max(0.0, 1 - abs(t - 0.2) * 2.2)
+            for cx in (-0.05, 0.05):
+                img[head & (((xx - cx) / (0.5 * vr + 1e-6)) ** 2 + ((yy + 0.02) / (vr + 1e-6)) ** 2 <= 1)] = (
+                    20
+                )
+            rel = f"{label}/s{s}_z{z:02d}.png"
+            Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(root / rel)
+            rows.append({"path": rel, "label": label, "patient_id": f"p{s}"})
+    other = "ab"[1]
+    for z in range(resaved):
+        rel = f"{other}/copy_s0_z{z:02d}.jpg"
+        Image.open(root / f"a/s0_z{z:02d}.png").resize((int(size * 0.9),) * 2).save(root / rel, quality=85)
+        rows.append({"path": rel, "label": other, "patient_id": f"copy{z}"})
+    pd.DataFrame(rows).to_csv(root / "labels.csv", index=False)
+    return root / "labels.csv"

@@ -59,7 +59,7 @@ def test_explorer_checks_find_duplicates_and_write_a_corrected_source(tmp_path):
     assert at.session_state["source_config"].csv_path == str(out / "labels.csv")
 
 
-def test_setup_page_warns_of_a_shortcut_and_keeps_duplicates_together(tmp_path):
+def test_setup_page_warns_of_a_shortcut_also_after_a_reload_and_keeps_duplicates_together(tmp_path):
     csv = smooth_dataset(tmp_path / "data", n=30, big_class_size=40)
     at = app(SETUP)
     at.session_state["source_config"] = SourceConfig(kind="csv", csv_path=str(csv), group_col="patient_id")
@@ -69,10 +69,16 @@ def test_setup_page_warns_of_a_shortcut_and_keeps_duplicates_together(tmp_path):
     assert any("alone separates the classes" in w.value for w in at.warning)
     at.checkbox(key="su_keep_dups").check().run()
     assert at.session_state["run_config"]["data"]["split"]["keep_duplicates"] is True
+    reloaded = app(SETUP).run()  # a browser refresh: the checks that ran still show their warning
+    assert not reloaded.exception, reloaded.exception
+    assert any("alone separates the classes" in w.value for w in reloaded.warning)
 
 
-def kfold_run_with_images(root: Path, flipped: int = 3) -> Path:
-    """A finished 2-class 3-fold run folder (no models) whose predictions point at real images; some flipped."""
+def kfold_run_with_images(root: Path, flipped: int = 3, one_class: bool = False) -> Path:
+    """A finished 2-class 3-fold run folder (no models) whose predictions point at real images; some flipped.
+
+    one_class: the out-of-fold model calls every image "b" (a model that learned nothing).
+    """
     csv = smooth_dataset(root / "data", n=15)
     items = pd.read_csv(csv)
     paths = [str((root / "data" / p).resolve()) for p in items["path"]]
@@ -82,6 +88,8 @@ def kfold_run_with_images(root: Path, flipped: int = 3) -> Path:
     given = y.copy()
     given[:flipped] = 1  # a000..a002 are filed as "b"; the model is confident they are "a"
     p1[:flipped] = 0.03
+    if one_class:
+        p1 = rng.uniform(0.6, 0.99, len(y))
     items.assign(label=np.array(["a", "b"])[given]).to_csv(csv, index=False)  # the source says so too
     run = root / "kf"
     run.mkdir()
@@ -103,13 +111,17 @@ def kfold_run_with_images(root: Path, flipped: int = 3) -> Path:
     return run
 
 
-def test_evaluation_opens_a_confusion_cell_and_ranks_suspect_labels(tmp_path):
-    run = kfold_run_with_images(tmp_path)
+def register(run: Path) -> None:
+    """Record a finished run folder in the job store (as the worker would) so the Evaluation page lists it."""
     store = jobs.JobStore()
     job = store.submit(
         "train", {"config": json.loads((run / "config.json").read_text())}, run_dir=run, owner=OWNER
     )
     store.finish(job.id, "done", result={}, only_if_running=False)
+
+
+def test_evaluation_opens_a_confusion_cell_and_ranks_suspect_labels(tmp_path):
+    register(kfold_run_with_images(tmp_path))
     at = app(EVAL).run()
     assert not at.exception, at.exception
     cell = at.selectbox(key="chk_cell")
@@ -129,6 +141,17 @@ def test_evaluation_opens_a_confusion_cell_and_ranks_suspect_labels(tmp_path):
     written = at.session_state["source_config"]
     table = pd.read_csv(written.csv_path).set_index("path")
     assert table.loc["a/a000.png", "label"] == "a" and table.loc["a/a000.png", "old_label"] == "b"
+
+
+def test_suspect_labels_of_a_one_class_model_are_withheld_without_actions(tmp_path):
+    register(kfold_run_with_images(tmp_path, one_class=True))
+    at = app(EVAL).run()
+    assert not at.exception, at.exception
+    assert any("Suspect labels are withheld" in w.value and "one class" in w.value for w in at.warning)
+    assert not any("images look mislabelled (confident learning" in c.value for c in at.caption)
+    assert not [w for w in at.multiselect if w.key == "chk_suspect_act_items"]
+    flagged = [w.value for w in at.warning if w.value.startswith("Look before you act on these images")]
+    assert flagged and "the out-of-fold model calls" in flagged[0]  # top-loss actions come with a plain flag
 
 
 def test_a_clicked_chart_point_picks_its_cell():

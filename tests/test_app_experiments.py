@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -100,3 +101,29 @@ def test_what_mattered_shows_importance_a_contour_and_the_best_settings_vs_the_b
     assert any("over lr and epochs" in t or "over epochs and lr" in t for t in titles)
     best_vs_base = at.dataframe[2].value
     assert list(best_vs_base["setting"]) == ["lr", "epochs"] and best_vs_base["best"].iloc[0] == "0.01"
+
+
+def test_cancel_all_after_a_finished_trial_reads_cancelled_and_reuse_says_what_changed(submitted):
+    at = app()
+    at.text_input(key="ex_val_lr").set_value("1e-3,3e-3,1e-2").run()
+    at.button(key="ex_start").click().run()
+    store = JobStore()
+    first = store.claim(os.getpid(), 5)  # one trial finishes, then the user cancels the rest
+    sweeptasks.fake_train(first.params, Path(first.run_dir), Progress(first.run_dir))
+    store.finish(first.id, "done")
+    at.run()
+    offered = at.selectbox(key="ex_cancel_pick").options
+    assert len(offered) == 2 and not any("#1" in n for n in offered)  # not the finished trial
+    at.button(key="ex_cancel_all").click().run()
+    assert not at.exception, at.exception
+    record = experiments.refresh(at.session_state["ex_pick"])
+    assert record["status"] == "cancelled" and record["counts"] == {"done": 1, "cancelled": 2}
+    assert "Status: cancelled** (1 done, 2 cancelled)" in " ".join(m.value for m in at.markdown)
+    widths = {k: v.get("width") for k, v in json.loads(at.dataframe[1].proto.columns).items()}
+    assert (
+        widths["name"] == widths["note"] == widths["progress"] == "medium"
+    )  # bounded: the table fits the page
+    at.button(key="ex_use").click().run()
+    assert not at.exception, at.exception
+    said = [i.value for i in at.info if i.value.startswith("Settings applied")]
+    assert said and "Learning rate" in said[0] and "→ 0.001" in said[0], said

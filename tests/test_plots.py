@@ -97,7 +97,7 @@ def test_reliability_diagram(k):
 
 def test_threshold_tradeoff_marks_threshold():
     y, p = _data(200, 2)
-    fig = plots.threshold_tradeoff(ev.roc_curves(y, p, ["a", "b"])["b"], threshold=0.3)
+    fig = plots.threshold_tradeoff(ev.tradeoff_table(y, p[:, 1]), threshold=0.3)
     assert [t.name for t in fig.data] == ["sensitivity", "specificity"]
     assert fig.layout.shapes[0].x0 == 0.3
 

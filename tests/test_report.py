@@ -65,7 +65,7 @@ def test_report_of_a_run(run, tmp_path):
         )
     )
     assert "Top losses" in page and "data:image/jpeg;base64," in page
-    assert out["png_ok"] is False and out["png_note"] == "PNG export not asked"
+    assert out["png_ok"] is False and out["png_note"] == report.PNG_SKIPPED
 
 
 def test_report_with_external_test_side_by_side(run, tmp_path):

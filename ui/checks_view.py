@@ -22,7 +22,7 @@ from core.web import hosting, uploads
 from ui import common
 from ui import working_settings as ws
 
-RAN = "chk_ran"  # source keys whose checks ran in this session
+RAN = common.CHECKS_RAN  # source keys whose checks ran (kept with the working settings across reloads)
 CORR = "chk_corrections"  # {"source": SourceConfig as dict, "changes": {path: {"new_label", "why"}}}
 SOURCE_CONFIG = common.SOURCE_CONFIG  # the data source the setup page trains on (shared with the explorer)
 CELL = "chk_cell"
@@ -54,6 +54,7 @@ def results(cfg: SourceConfig, run: bool = False, size: int = checks.FEATURE_SIZ
     ran = st.session_state.setdefault(RAN, [])
     if run and repr(key) not in ran:
         ran.append(repr(key))
+        ws.persist()  # a reload right after the checks still shows their warnings
     return _checks(key, size) if repr(key) in ran else None
 
 
@@ -123,11 +124,11 @@ def duplicates_panel(ds: Dataset, res: dict[str, Any], cfg: SourceConfig) -> Non
         )
     shown = pairs.drop(columns=["i", "j"])
     st.dataframe(shown, hide_index=True, width="stretch")
-    for row in pairs.head(3).itertuples():
-        cols = st.columns(GALLERY_COLS)
-        for col, pos, name in ((cols[0], row.i, row.a), (cols[1], row.j, row.b)):
-            _image(col, ds.items["path"].iloc[pos], f"{name[-28:]} ({ds.items['label'].iloc[pos]})")
-        cols[2].caption(f"{row.kind}, hash distance {row.distance}, correlation {row.correlation:.3f}")
+    for _, row in pairs.head(3).iterrows():  # each pair side by side, with why it counts as one
+        cols = st.columns([1, 1, 2])
+        for col, pos, name in ((cols[0], row["i"], row["a"]), (cols[1], row["j"], row["b"])):
+            _image(col, ds.items["path"].iloc[pos], f"{name} ({ds.items['label'].iloc[pos]})")
+        cols[2].markdown(checks.pair_reason(row))
     second = ds.items.iloc[pairs["j"].to_numpy()].drop_duplicates("path")
     action_picker(second, ds.classes, cfg, "chk_dup", "duplicate of another image")
 
@@ -382,10 +383,15 @@ def confusion_cells(
     cam_picker(
         job, rows, f"chk_cell_cam_{cell.replace(',', '_')}"
     )  # per cell: a picked row never carries over
-    if src is not None and set_name != "external":  # external images are not in the run's source
-        action_picker(
-            rows, classes, src, f"chk_cell_act_{cell.replace(',', '_')}", f"top loss ({name(cell)})"
+    if src is None or set_name == "external":  # external images are not in the run's source
+        return
+    of = {"valid": "validation", "oof": "out-of-fold", "test": "hold-out test"}.get(set_name, set_name)
+    withheld = checks.suspects_withheld(df, classes, set_ev.get("ci", {}).get("roc_auc"), of=of)
+    if withheld:  # a useless model's top losses are no reason to exclude or relabel anything: said plainly
+        st.warning(
+            f"Look before you act on these images: {withheld}. A high loss here says nothing about the label."
         )
+    action_picker(rows, classes, src, f"chk_cell_act_{cell.replace(',', '_')}", f"top loss ({name(cell)})")
 
 
 def suspect_section(
@@ -399,8 +405,15 @@ def suspect_section(
             "opinion. Turn on k-fold on the Training setup page."
         )
         return
-    classes = ev["classes"]
-    ranked = checks.suspect_labels(frames["oof"].dropna(subset=["label"]), classes)
+    classes, oof = ev["classes"], frames["oof"].dropna(subset=["label"])
+    withheld = checks.suspects_withheld(oof, classes, ev["sets"].get("oof", {}).get("ci", {}).get("roc_auc"))
+    if withheld:
+        st.warning(
+            f"Suspect labels are withheld: {withheld}. Its disagreements with the labels say nothing about them; "
+            "train a model that does better than chance first (see the warnings at the top of this page)."
+        )
+        return
+    ranked = checks.suspect_labels(oof, classes)
     n_issue = int(ranked["issue"].sum())
     st.caption(
         f"{n_issue} of {len(ranked)} images look mislabelled (confident learning on the out-of-fold "

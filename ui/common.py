@@ -8,6 +8,7 @@ import re
 import secrets
 import sqlite3
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -28,6 +29,17 @@ from core.runs.rundir import RunFolder
 from core.web import hosting
 
 OWNER_KEY = "owner_id"
+PHASES = {  # the progress record's phases in words (core/runs/progress.py), for the Training run and setup pages
+    "starting": "Starting (loading the training libraries)",
+    "scanning": "Reading the dataset",
+    "training": "Training",
+    "testing": "Predicting the test set",
+    "lr_find": "Finding a learning rate",
+    "folds": "Training the folds (one job each)",
+    "combining": "Combining the folds",
+    "done": "Finished",
+}
+IDLE_EVERY_S = 5.0  # seconds between redraws of the sidebar's job counts while no job is queued or running
 LIVE_EVERY_S = 2.0  # seconds between redraws of what follows running jobs (progress, runs table, job counts)
 # Session keys more than one view reads (the views never import each other; they meet here)
 RUN_CONFIG, RUN_CONFIG_ERROR, SOURCE_CONFIG, LR_JOB = (
@@ -39,6 +51,7 @@ RUN_CONFIG, RUN_CONFIG_ERROR, SOURCE_CONFIG, LR_JOB = (
 APPLY_SETTINGS = (
     "apply_settings"  # a view handed settings to Training setup: it re-seeds its widgets from them
 )
+CHECKS_RAN = "chk_ran"  # sources (keys) whose data checks ran: their warnings show (kept across reloads)
 TRAIN_JOB, PICK = (
     "train_job_id",
     "tr_pick",
@@ -147,8 +160,18 @@ def sidebar() -> None:
     with st.sidebar:
         st.caption(f"Compute: {device_label()}")
         owner_id()
+        signed_in_caption()
         jobs_caption()
         st.caption(version_label())
+
+
+def signed_in_caption() -> None:
+    """Hosted: who is signed in (their runs and uploads are the ones shown)."""
+    from ui import auth
+
+    who = auth.shown_identity() if hosting.hosted() else ""
+    if who:
+        st.caption(f"Signed in as **{who}**")
 
 
 def owner_id() -> str:
@@ -250,9 +273,12 @@ def job_counts() -> dict[str, int] | None:
 
 
 def jobs_caption() -> None:
-    """'Jobs: running N / queued M' for the sidebar, kept live while any job is queued or running."""
+    """'Jobs: running N / queued M' for the sidebar: redrawn every LIVE_EVERY_S seconds while any job is queued
+    or running, and every IDLE_EVERY_S seconds otherwise, so a run started on this page (after the sidebar was
+    drawn) shows up without a reload."""
     counts = job_counts()
-    polled(_jobs_line, bool(counts and (counts["running"] or counts["queued"])))()
+    live = bool(counts and (counts["running"] or counts["queued"]))
+    st.fragment(_jobs_line, run_every=LIVE_EVERY_S if live else IDLE_EVERY_S)()
 
 
 def _jobs_line() -> None:
@@ -262,6 +288,23 @@ def _jobs_line() -> None:
         st.caption("Jobs: unknown (job database unavailable)")
         return
     st.caption(f"Jobs: running {counts['running']} / queued {counts['queued']}")
+
+
+def phase_text(prog: ProgressRecord) -> str:
+    """A running job's phase in words, with the task's message when it says more than the phase does."""
+    phase = prog.phase or "starting"
+    text = PHASES.get(phase, phase.replace("_", " ").capitalize())
+    message = prog.message.strip()
+    if message and phase != "training" and message.lower() not in text.lower():
+        text += f" · {message}"
+    return text
+
+
+def elapsed_s(job: jobs.Job, prog: ProgressRecord) -> float | None:
+    """Seconds a running job has taken: its progress record's, else since a worker started it (before any batch)."""
+    if prog.elapsed_s is not None:
+        return prog.elapsed_s
+    return max(0.0, time.time() - job.started) if job.started else None
 
 
 def page_link(path: str, label: str, icon: str | None = None) -> None:
@@ -552,7 +595,11 @@ def curves(job: jobs.Job, best: int | dict[int, int] | None = None) -> None:
     df = read_history(job.run_dir)
     if df is None:
         if job.kind != "lr_find":
-            st.caption("Curves appear after the first epoch.")
+            st.caption(
+                "Curves appear after the first epoch."
+                if job.active
+                else f"No training curves: the run ended ({job.status}) before its first epoch."
+            )
         return
     st.plotly_chart(plots.training_curves(df, best), width="stretch")
 
@@ -583,8 +630,23 @@ def config_caption(cfg: dict) -> str:
     )
 
 
+def run_name(job: jobs.Job) -> tuple[str, str]:
+    """(run name, dataset) from the job's config: the dataset as its last two path parts ('chest/labels.csv')."""
+    cfg = (job.params or {}).get("config") or {}
+    src = cfg.get("source") or {}
+    where = Path(src.get("csv_path") or src.get("root") or "")
+    uploaded = where.is_relative_to(paths.uploads_dir())
+    parts = where.relative_to(paths.uploads_dir()).parts[1:] if uploaded else where.parts  # no owner folder
+    return str(cfg.get("name") or ""), "/".join(parts[-2:]) if str(where) != "." else ""
+
+
+def job_label(job: jobs.Job, *extra: str) -> str:
+    """'<id> · <name> · <dataset> · ...' for pickers (the parts a job has)."""
+    return " · ".join(p for p in (job.id, *run_name(job), *extra) if p)
+
+
 def run_label(job: jobs.Job) -> str:
-    """'<id> · k-fold · 2 classes' style label of a finished run."""
+    """'<id> · <name> · <dataset> · k-fold · 2 classes' style label of a finished run."""
     summary = RunFolder(job.run_dir).read_metrics()
     kind = f"{summary.get('k')}-fold" if summary.get("type") == "kfold" else "single"
-    return f"{job.id} · {kind} · {', '.join(summary.get('classes', []))}"
+    return job_label(job, kind, ", ".join(summary.get("classes", [])))

@@ -191,14 +191,16 @@ def threshold_panel(job: jobs.Job, classes: list[str], df: pd.DataFrame) -> tupl
 
 def metrics_section(ev: dict[str, Any]) -> None:
     """Metrics of every set side by side, 95 % bootstrap CIs in brackets."""
-    st.subheader("Metrics (95 % confidence intervals)")
+    st.subheader("Metrics")
     sets = {k: ev["sets"][k] for k in sorted(ev["sets"], key=lambda k: k != "test")}  # a hold-out test leads
     table = evaluate.comparison_table(sets, METRICS).rename(columns=SET_NAMES)
     st.dataframe(table, hide_index=True, width="stretch", height="content")
     first = next(iter(ev["sets"].values()))
     boot = first["bootstrap"]
+    with_ci = ", ".join(m for m in table["metric"] if m in first["ci"])
     st.caption(
-        f"Intervals: {boot['method']} bootstrap, {boot['n_resamples']} resamples. "
+        f"In brackets: 95 % confidence intervals of {with_ci} ({boot['method']} bootstrap, "
+        f"{boot['n_resamples']} resamples); the other rows are point estimates. "
         + (
             f"Decision threshold {first['threshold']:.3f}."
             if first["threshold"] is not None
@@ -255,9 +257,22 @@ def figures_section(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.Data
         common.curves(job, common.best_epochs(RunFolder(job.run_dir).read_metrics(), {}))
     if len(tabs) > 5:
         tabs[5].plotly_chart(figs[f"{name}_threshold"], width="stretch", key="ev_fig_threshold")
-    with st.expander("Per-class metrics"):
-        st.dataframe(pd.DataFrame(set_ev["per_class"]), hide_index=True, width="stretch")
+    st.markdown("**Per-class metrics**")
+    st.dataframe(per_class_frame(set_ev), hide_index=True, width="stretch", key="ev_per_class")
     return name
+
+
+def per_class_frame(set_ev: dict[str, Any]) -> pd.DataFrame:
+    """The per-class table as shown: how often each class was predicted, and precision said in words when undefined."""
+    table = pd.DataFrame(set_ev["per_class"]).drop(columns="sensitivity", errors="ignore")
+    predicted = pd.DataFrame(set_ev["confusion"]).sum(0).astype(int).tolist()
+    table.insert(table.columns.get_loc("support") + 1, "predicted", predicted)
+    for col in ("recall", "specificity", "f1", "roc_auc", "pr_auc"):
+        table[col] = [fmt.number(v) for v in table[col]]
+    table["precision"] = [
+        fmt.number(p) if n else "never predicted" for p, n in zip(table["precision"], predicted)
+    ]
+    return table
 
 
 def folds_section(ev: dict[str, Any]) -> None:

@@ -72,6 +72,16 @@ def fmt_metric(row: pd.Series, metric: str) -> str:
     return f"{value:.3f} ({row['ci_lo']:.3f}-{row['ci_hi']:.3f})"
 
 
+TRIAL_COLUMNS = {  # long texts get bounded columns (the full text on hover), so the table fits the page
+    "best": st.column_config.TextColumn(width="small"),
+    "trial": st.column_config.NumberColumn(width="small"),
+    "name": st.column_config.TextColumn(width="medium"),
+    "progress": st.column_config.TextColumn(width="medium"),
+    "note": st.column_config.TextColumn(width="medium"),
+    "job": st.column_config.TextColumn(width="small"),
+}
+
+
 def shown_table(table: pd.DataFrame, metric: str, settings: list[str]) -> pd.DataFrame:
     """The trial table as the page shows it: best starred, metric with CI, duration readable."""
     return pd.DataFrame(
@@ -249,7 +259,6 @@ def watch(exp_id: str) -> None:
         f"{', '.join(spec.axes)} · ranked by validation {spec.metric} (the test set is for the chosen model only)"
     )
     if record["status"] in jobs.ACTIVE:
-        cancel_controls(record)
         live_panel(exp_id)
     else:
         trials_panel(record)
@@ -296,6 +305,7 @@ def live_panel(exp_id: str) -> None:
     record = experiments.refresh(exp_id, common.job_store())
     if record["status"] not in jobs.ACTIVE:
         st.rerun()
+    cancel_controls(record)  # redrawn with the panel: the picker offers only trials still queued or running
     trials_panel(record)
 
 
@@ -307,7 +317,9 @@ def trials_panel(record: dict) -> None:
     st.markdown(f"**Status: {record['status']}** ({counts})")
     table = experiments.trial_table(record, store)
     settings = experiments.varying(record)
-    st.dataframe(shown_table(table, metric, settings), hide_index=True, width="stretch")
+    st.dataframe(
+        shown_table(table, metric, settings), hide_index=True, width="stretch", column_config=TRIAL_COLUMNS
+    )
     if table[metric].notna().any():
         cols = st.columns(min(2, len(settings)))
         for i, s in enumerate(settings):

@@ -9,12 +9,12 @@ import streamlit as st
 
 from core.base import fmt
 from core.base.config import SourceConfig, Window
-from core.data import imaging, sample
+from core.data import balance, imaging, sample
 from core.data.folders import walk_files
 from core.data.items import UNLABELLED, Dataset, SourceError
 from core.evaluation import plots
 from core.web import hosting, uploads
-from ui import common
+from ui import auth, common
 from ui import working_settings as ws
 
 SOURCES = {  # the first is the default: the sample with patient ids, so splits are by patient from the start
@@ -24,7 +24,7 @@ SOURCES = {  # the first is the default: the sample with patient ids, so splits 
     "folder": "A folder on this computer (one sub-folder per class)",
     "csv": "A CSV of file names and labels",
     "dicom": "A folder of DICOM files",
-    "upload": "Upload images or a zip (private to this session)",
+    "upload": "Upload images or a zip (kept for this browser)",
 }
 HOSTED_SOURCES = {
     "folder": "A configured data folder or your uploads (one sub-folder per class)",
@@ -46,9 +46,12 @@ THUMB = 160
 # ---------------------------------------------------------------- source choice
 
 
-def _source_label(key: str) -> str:
-    """The label of a source choice (hosted mode names its folders differently)."""
-    return HOSTED_SOURCES.get(key, SOURCES[key]) if hosting.hosted() else SOURCES[key]
+def _source_labels() -> dict[str, str]:
+    """The labels of the source choices (hosted mode names its folders differently; uploads belong to who signed in)."""
+    if not hosting.hosted():
+        return SOURCES
+    who = auth.shown_identity() or "this browser"
+    return {**SOURCES, **HOSTED_SOURCES, "upload": f"Upload images or a zip (private to {who})"}
 
 
 def _csv_columns(cfg: SourceConfig) -> SourceConfig:
@@ -169,7 +172,8 @@ def source_form() -> SourceConfig | None:
     for key in KEPT_KEYS:  # typed values survive switching the source kind away and back
         if key in st.session_state:
             st.session_state[key] = st.session_state[key]
-    choice = st.selectbox("Data source", list(SOURCES), format_func=_source_label, key="src_choice")
+    labels = _source_labels()
+    choice = st.selectbox("Data source", list(SOURCES), format_func=labels.__getitem__, key="src_choice")
     if choice.startswith("sample"):
         return _sample_source(choice)
     if choice == "upload":
@@ -359,6 +363,9 @@ def overview(ds: Dataset) -> None:
     """Images per class, the image size distribution, patients per class."""
     left, right = st.columns(2)
     left.plotly_chart(plots.class_counts(ds.class_counts()), width="stretch")
+    note = balance.imbalance_note(ds.class_counts())
+    if note:
+        left.info(note)
     read = ds.read_items  # a sample when the table is longer than XRT_PROBE_MAX
     sizes = read[["width", "height"]].drop_duplicates()
     what = "sampled images" if ds.unread else "all images"

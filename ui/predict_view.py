@@ -97,7 +97,7 @@ def save_upload(files: list) -> tuple[str, pd.DataFrame]:
         limits.max_total_bytes,
         limits.max_files,
         label=UPLOADED,
-        dataset=f"predict-{sig}",
+        dataset=uploads.prediction_dataset(sig),
     )
     table = pd.DataFrame(problems, columns=["path", "reason"])
     st.session_state[UPLOAD] = {"sig": sig, "root": str(root), "problems": table}

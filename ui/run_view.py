@@ -13,7 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from core.base import eta, fmt
-from core.base.config import to_dict
+from core.base.config import SourceConfig, to_dict
 from core.evaluation import evaluate
 from core.runs import executors, jobs
 from core.runs.progress import ProgressRecord
@@ -23,16 +23,6 @@ from ui import common
 from ui import working_settings as ws
 from ui.common import PICK, TRAIN_JOB, best_epochs, config_caption, curves, lr_find_figure  # shared
 
-PHASES = {
-    "starting": "Starting (loading the training libraries)",
-    "scanning": "Reading the dataset",
-    "training": "Training",
-    "testing": "Predicting the test set",
-    "lr_find": "Finding a learning rate",
-    "folds": "Training the folds (one job each)",
-    "combining": "Combining the folds",
-    "done": "Finished",
-}
 REAP_EVERY_S = 10.0
 _last_reap = [0.0]  # process-wide throttle for reaping dead workers (no user data)
 
@@ -48,21 +38,13 @@ def maybe_reap(store: jobs.JobStore) -> None:
         jobs.revive(store, executors.executor())
 
 
-def run_name(job: jobs.Job) -> tuple[str, str]:
-    """(run name, dataset name) from the job's config ('' when it has none)."""
-    cfg = (job.params or {}).get("config") or {}
-    src = cfg.get("source") or {}
-    where = src.get("csv_path") or src.get("root") or ""
-    return str(cfg.get("name") or ""), Path(where).name if where else ""
-
-
 def runs_frame(job_list: list[jobs.Job], owner: str) -> pd.DataFrame:
     """The runs table: id, name, dataset, kind, status, created, yours, error."""
     rows = [
         {
             "id": j.id,
-            "name": run_name(j)[0],
-            "dataset": run_name(j)[1],
+            "name": common.run_name(j)[0],
+            "dataset": common.run_name(j)[1],
             "kind": j.kind,
             "status": j.status,
             "created": fmt.timestamp(j.created),
@@ -131,13 +113,29 @@ def metrics_tables(summary: dict) -> tuple[pd.DataFrame, pd.DataFrame | None]:
 def carried_config() -> tuple[dict | None, str]:
     """The config from the Training setup page (validated), or the default one; with a note for the user."""
     cfg, why = ws.validate()
-    if cfg is not None:
-        return to_dict(cfg), ""
-    if why:
+    if cfg is None and why:
         return None, why
-    return to_dict(
-        ws.get_or_default()
-    ), "Default settings (the Training setup page has not been opened in this session)."
+    note = (
+        ""
+        if cfg is not None
+        else "Default settings (the Training setup page has not been opened in this session)."
+    )
+    cfg = cfg if cfg is not None else ws.get_or_default()
+    refused = untrainable(cfg.source)
+    return (None, refused) if refused else (to_dict(cfg), note)
+
+
+def untrainable(src: SourceConfig) -> str:
+    """Why training on this source would be refused (no usable images, one class...), '' when it can train."""
+    try:
+        reasons = common.load_dataset(src).check_trainable()
+    except (ValueError, OSError) as err:  # SourceError, a hosted refusal
+        return f"The data source cannot be read: {err}"
+    return (
+        f"Training would be refused: {'; '.join(reasons)}. Choose other data on the Dataset explorer."
+        if reasons
+        else ""
+    )
 
 
 def start_section() -> None:
@@ -175,7 +173,7 @@ def runs_section(owner: str) -> str | None:
         else:
             st.session_state[PICK] = pick
     label = {
-        j.id: f"{j.id} · {j.kind}" for j in job_list
+        j.id: common.job_label(j, j.kind) for j in job_list
     }  # status lives in the table (a keyed label would go stale)
     chosen = st.selectbox(
         "Watch run", ids, key=PICK, index=None, placeholder="Choose a run to watch", format_func=label.get
@@ -282,11 +280,7 @@ def progress_panel(job: jobs.Job, prog: ProgressRecord) -> None:
     if job.waiting:
         folds_panel(job)
         return
-    phase = prog.phase or "starting"
-    st.markdown(
-        f"**Status:** running · **phase:** {PHASES.get(phase, phase)}"
-        + (f" · {prog.message}" if prog.message and phase != "training" else "")
-    )
+    st.markdown(f"**Status:** running · **phase:** {common.phase_text(prog)}")
     n_folds, fold = prog.n_folds, prog.fold
     if n_folds and fold is not None:
         st.progress(min(1.0, (prog.folds_done or fold) / n_folds), text=f"Fold {fold + 1} / {n_folds}")
@@ -301,9 +295,10 @@ def progress_panel(job: jobs.Job, prog: ProgressRecord) -> None:
     left = prog.eta_s
     cols[0].metric(
         "Time left" + (" (this fold)" if n_folds else ""),
-        fmt.seconds(left) if left is not None else "after the first batch",
+        fmt.seconds(left) if left is not None else "estimating",
+        help=None if left is not None else "Estimated once the first batch has been timed.",
     )
-    cols[1].metric("Elapsed" + (" (this fold)" if n_folds else ""), fmt.seconds(prog.elapsed_s))
+    cols[1].metric("Elapsed" + (" (this fold)" if n_folds else ""), fmt.seconds(common.elapsed_s(job, prog)))
     if n_folds:
         job_elapsed = time.time() - job.started if job.started else None
         whole = eta.job_eta(prog, job_elapsed)
@@ -325,7 +320,7 @@ def folds_panel(job: jobs.Job) -> None:
     """A k-fold run whose folds train as child jobs: one bar per fold, and the whole run's time left."""
     kids = sorted(common.job_store().list(parent_id=job.id), key=lambda j: int(j.params.get("fold", 0)))
     folds = [(kid.status, ProgressRecord.read(kid.run_dir)) for kid in kids]
-    st.markdown(f"**Status:** running · **phase:** {PHASES['folds']}")
+    st.markdown(f"**Status:** running · **phase:** {common.PHASES['folds']}")
     for kid, (status, prog) in zip(kids, folds):
         frac = 1.0 if status == "done" else eta.step_fraction(prog) or 0.0
         left = prog.eta_s if status == "running" else None
@@ -364,10 +359,18 @@ def outcome(job: jobs.Job) -> None:
         if not hosting.hosted():
             log_tail(job)
     else:
-        st.warning(f"The run was {job.status}: {common.job_error_text(job)}")
+        st.warning(ended_text(job))
     if job.status != "done" and job.kind == "train":
         finish_offer(job)
     curves(job, best_epochs(RunFolder(job.run_dir).read_metrics()))
+
+
+def ended_text(job: jobs.Job) -> str:
+    """'The run was cancelled before it started.' / 'The run was interrupted: <why>' (the reason said once)."""
+    why = common.job_error_text(job)
+    if why.startswith(job.status):  # "cancelled before it started", "cancelled while its child jobs ran"
+        return f"The run was {why}."
+    return f"The run was {job.status}: {why}"
 
 
 def finish_offer(job: jobs.Job) -> None:

@@ -28,7 +28,7 @@ from core.base.choices import (
     has_gpu,
 )
 from core.base.config import ARCHS, TRAINING, ConfigError, RunConfig, SourceConfig, from_dict, to_dict
-from core.data import augment_preview
+from core.data import augment_preview, balance
 from core.data.facts import data_facts
 from core.data.splits import SplitError
 from core.runs import jobs
@@ -217,8 +217,11 @@ def save_load(cfg: RunConfig | None) -> None:
     else:
         left.caption("Fix the settings above to download them.")
     right.file_uploader("Load settings (JSON)", type=["json"], key="su_upload", on_change=_on_upload)
-    if st.session_state.get("su_upload_error"):
-        st.error(f"Settings file not loaded: {st.session_state['su_upload_error']}")
+    refused = st.session_state.pop(
+        "su_upload_error", ""
+    )  # said once, right after the upload: not for as long
+    if refused:  # as the uploader holds the file, under a verdict about the settings actually in use
+        st.error(f"Settings file not loaded: {refused}. The settings above are unchanged.")
 
 
 # ---------------------------------------------------------------- sections
@@ -328,6 +331,10 @@ def lr_section(cfg: RunConfig | None) -> None:
         return
     if job.active:
         _lr_live(job.id)
+    elif not ws.same_images((job.params or {}).get("config", {}).get("source", {}), current_source(cfg)):
+        st.caption(
+            f"The last LR finder run ({job.status}) was on another dataset; run it again for this one."
+        )
     elif job.status == "done":
         lr_result(job)
     elif cfg is None:  # settings that cannot work: the verdict says why, an old failure is no cause now
@@ -352,6 +359,11 @@ def lr_steps_help(cfg: RunConfig | None) -> str:
     )
 
 
+def current_source(cfg: RunConfig | None) -> SourceConfig | None:
+    """The source these settings train on; the one chosen on the explorer when the settings cannot work."""
+    return cfg.source if cfg is not None else st.session_state.get(common.SOURCE_CONFIG)
+
+
 @st.fragment(run_every=common.LIVE_EVERY_S)
 def _lr_live(job_id: str) -> None:
     """Progress of a running LR finder with elapsed time and ETA; a full rerun when it ends (then the curve shows)."""
@@ -362,15 +374,15 @@ def _lr_live(job_id: str) -> None:
     if job.status == "queued":
         st.progress(0.0, text="LR finder waiting in the queue...")
         return
-    done, total = prog.batch, prog.n_batches or 1
-    phase = prog.phase or "starting"
-    timing = ""
-    if phase == "lr_find" and prog.elapsed_s is not None:
-        left = prog.eta_s
-        timing = f" · elapsed {fmt.seconds(prog.elapsed_s)} · " + (
-            f"about {fmt.seconds(left)} left" if left is not None else "time left: after the first step"
-        )
-    st.progress(min(1.0, done / max(1, total)), text=f"LR finder ({phase}): step {done} / {total}{timing}")
+    elapsed = f" · elapsed {fmt.seconds(common.elapsed_s(job, prog))}"
+    if prog.phase != "lr_find" or not prog.n_batches:  # still loading the libraries or reading the dataset
+        st.progress(0.0, text=f"LR finder: {common.phase_text(prog)}{elapsed}")
+        return
+    done, total, left = prog.batch, prog.n_batches, prog.eta_s
+    timing = (
+        f"about {fmt.seconds(left)} left" if left is not None else "time left: estimated after the first step"
+    )
+    st.progress(min(1.0, done / total), text=f"LR finder: step {done} / {total}{elapsed} · {timing}")
 
 
 def _use_lr(value: float) -> None:
@@ -486,6 +498,9 @@ def split_section(src: SourceConfig, items: pd.DataFrame | None, cfg: RunConfig 
         st.text_input("Split column in the CSV", key="su_split_col")
     if src.kind == "folder":
         test_folder_input()
+    fallback = st.session_state.pop(ws.SPLIT_FALLBACK, None)
+    if fallback and method != "group":
+        st.info(fallback)
     if method == "group" and not (src.group_col or src.group_tag):
         st.warning(
             "This source has no patient ids: each image counts as its own patient. "
@@ -562,11 +577,19 @@ def _use_plan(p: plan.Plan) -> None:
         st.session_state[SETTINGS[name].state_key] = value
 
 
-def training_section() -> None:
+def training_section(items: pd.DataFrame | None = None) -> None:
     """The settings declared for this section (class imbalance, early stopping, label smoothing...), the run name."""
     names = [s.name for s in SETTINGS.values() if s.meta.section == TRAINING]
     cols = st.columns(len(names) + 1)
+    chosen = {}
     for col, name in zip(cols, names):
         extra = {"format_func": FORMATS[name]} if name in FORMATS else {}
-        ws.widget(col, name, help=SETTINGS[name].help_text(), **extra)
+        chosen[name] = ws.widget(col, name, help=SETTINGS[name].help_text(), **extra)
     ws.widget(cols[-1], "name")
+    if items is not None and len(items):
+        training = items[items["split"].astype(str) != "test"] if "split" in items else items
+        hint = balance.weighting_hint(
+            training["label"].astype(str).value_counts().to_dict(), str(chosen.get("imbalance"))
+        )
+        if hint:
+            st.info(hint)

@@ -7,6 +7,7 @@ each user setting's widget is drawn from its declaration beside its RunConfig fi
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from collections.abc import MutableMapping
@@ -14,14 +15,17 @@ from typing import Any
 
 import streamlit as st
 
+from core.base import schema
 from core.base.choices import SETTINGS
 from core.base.config import ConfigError, RunConfig, SourceConfig, Window, from_dict, to_dict
 from core.data import sample as samples
 from core.web import hosting, settings_store
 from ui import common
-from ui.common import APPLY_SETTINGS, LR_JOB, RUN_CONFIG, RUN_CONFIG_ERROR, SOURCE_CONFIG
+from ui.common import APPLY_SETTINGS, CHECKS_RAN, LR_JOB, RUN_CONFIG, RUN_CONFIG_ERROR, SOURCE_CONFIG
 
 RESTORED, KEPT = "kept_restored", "kept_last"  # restored once this session; the signature last kept
+HANDED = "settings_handed"  # what settings handed to the setup page changed (shown once there)
+SPLIT_FALLBACK = "split_fallback"  # why the split method was changed for a new source (shown once on setup)
 
 
 def _state(state: MutableMapping | None) -> MutableMapping:
@@ -63,9 +67,53 @@ def drop(state: MutableMapping | None = None) -> None:
     _state(state).pop(RUN_CONFIG, None)
 
 
+IMAGE_FIELDS = (
+    "kind",
+    "root",
+    "csv_path",
+    "path_col",
+    "label_col",
+    "label_tag",
+)  # which images, which labels
+
+
+def same_images(source: SourceConfig | dict, src: SourceConfig | None) -> bool:
+    """Whether `source` (a SourceConfig, or one as a job's config holds it) reads the same images and labels as `src`."""
+    if src is None:
+        return False
+    now = dataclasses.asdict(src)
+    then = dataclasses.asdict(source) if isinstance(source, SourceConfig) else source
+    return all(then.get(k, now[k]) == now[k] for k in IMAGE_FIELDS)
+
+
 def set_source(src: SourceConfig, state: MutableMapping | None = None) -> None:
-    """Make `src` the chosen data source (the setup page trains on it)."""
-    _state(state)[SOURCE_CONFIG] = src
+    """Make `src` the chosen data source (the setup page trains on it); a run name given for other data is dropped."""
+    state = _state(state)
+    old = state.get(SOURCE_CONFIG)
+    if isinstance(old, SourceConfig) and not same_images(old, src):
+        state[SETTINGS["name"].state_key] = ""
+        if isinstance(state.get(RUN_CONFIG), dict):
+            state[RUN_CONFIG] = {**state[RUN_CONFIG], "name": ""}
+    if not (src.group_col or src.group_tag):
+        _no_patients(state)
+    state[SOURCE_CONFIG] = src
+
+
+def _no_patients(state: MutableMapping) -> None:
+    """A split by patient on a source without patient ids falls back to stratified, with a note for the setup page."""
+    key = SETTINGS["split_method"].state_key
+    carried = state.get(RUN_CONFIG)
+    split = carried.get("data", {}).get("split", {}) if isinstance(carried, dict) else {}
+    if state.get(key) != "group" and split.get("method") != "group":
+        return
+    state[key] = "stratified"
+    if split:
+        state[RUN_CONFIG] = copy.deepcopy(carried)
+        state[RUN_CONFIG]["data"]["split"]["method"] = "stratified"
+    state[SPLIT_FALLBACK] = (
+        "The split was by patient, but this source has no patient ids (each image would count as its own "
+        "patient): it is now stratified. Name a patient column or DICOM tag on the Dataset explorer to split by patient."
+    )
 
 
 def validate(state: MutableMapping | None = None) -> tuple[RunConfig | None, str]:
@@ -83,11 +131,24 @@ def validate(state: MutableMapping | None = None) -> tuple[RunConfig | None, str
 def hand_to_setup(cfg: RunConfig, state: MutableMapping | None = None) -> None:
     """Make `cfg` the working settings (this session and kept on the server); Training setup re-seeds from it."""
     state = _state(state)
+    try:
+        before = get_or_default(state)
+    except (ConfigError, TypeError):  # working settings that no longer parse: all of these are new
+        before = None
+    changed = schema.differences(before, cfg, SETTINGS.values()) if before is not None else []
+    state[HANDED] = (
+        ("Settings applied. Changed: " + "; ".join(changed) + ".")
+        if changed
+        else "Settings applied: nothing changed."
+    )
     put(cfg, state)
     state[SOURCE_CONFIG], state[APPLY_SETTINGS] = cfg.source, True
     try:
         settings_store.save(
-            common.settings_user(), settings_store.Saved(cfg, cfg.source, str(state.get(LR_JOB) or ""))
+            common.settings_user(),
+            settings_store.Saved(
+                cfg, cfg.source, str(state.get(LR_JOB) or ""), tuple(state.get(CHECKS_RAN) or ())
+            ),
         )
     except OSError:  # a full or read-only disk: the settings still reach the setup page in this session
         pass
@@ -179,6 +240,7 @@ def restore(state: MutableMapping | None = None) -> bool:
             state.setdefault(key, value)
     if saved.lr_job:
         state[LR_JOB] = saved.lr_job
+    state[CHECKS_RAN] = list(saved.checked)  # checks run before the reload show their warnings again
     return saved.run_config is not None or saved.source is not None
 
 
@@ -187,9 +249,14 @@ def persist(state: MutableMapping | None = None) -> None:
     state = _state(state)
     carried, src = state.get(RUN_CONFIG), state.get(SOURCE_CONFIG)
     saved = settings_store.Saved(
-        get(state), src if isinstance(src, SourceConfig) else None, str(state.get(LR_JOB) or "")
+        get(state),
+        src if isinstance(src, SourceConfig) else None,
+        str(state.get(LR_JOB) or ""),
+        tuple(state.get(CHECKS_RAN) or ()),
     )
-    signature = json.dumps([carried, to_dict(src) if saved.source else None, saved.lr_job], sort_keys=True)
+    signature = json.dumps(
+        [carried, to_dict(src) if saved.source else None, saved.lr_job, saved.checked], sort_keys=True
+    )
     if state.get(KEPT) == signature:
         return
     try:

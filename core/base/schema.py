@@ -152,6 +152,24 @@ def put(cfg: Any, path: str, value: Any) -> None:
     setattr(cfg, last, value)
 
 
+def differences(old: Any, new: Any, settings: Iterable[Setting]) -> list[str]:
+    """'label: old -> new' for each setting whose value differs between two configs, in declaration order."""
+    return [
+        f"{s.meta.label or s.name}: {_shown(get(old, s.path))} → {_shown(get(new, s.path))}"
+        for s in settings
+        if get(old, s.path) != get(new, s.path)
+    ]
+
+
+def _shown(value: Any) -> str:
+    """A setting's value in a sentence."""
+    if value is None or value == "":
+        return "default" if value is None else "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def cast(s: Setting, value: Any) -> Any:
     """A widget's value as the setting's type (text stripped; None stays None)."""
     return None if value is None else s.kind(value.strip() if isinstance(value, str) else value)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from core.base import fmt, privacy, steps
 from core.base import paths as app_paths
-from core.base import privacy, steps
 from core.base.steps import OnStep
 from core.data import decode_cache, imaging
 from core.evaluation import evaluate
@@ -30,7 +31,11 @@ NEAR_DISTANCE = 4  # perceptual-hash bits (of 64) within which two images count 
 HASH_SIZE = 8  # 8 x 8 = 64-bit pHash
 HASH_GRID = 32  # the pHash DCT runs on a 32 x 32 grey thumbnail
 MATCH_GRID = 16  # hash candidates are confirmed on 16 x 16 grey thumbnails ...
-MIN_CORRELATION = 0.99  # ... whose pixel correlation must reach this (re-saves, resizes, re-encodes: > 0.999)
+MIN_CORRELATION = (
+    0.999  # ... whose pixel correlation must reach this: re-saves, resizes and re-encodes (also of
+)
+# grainy images) reach 0.9997; neighbouring MRI slices of one head (different images with the same outline)
+# 0.990-0.9985, which the former 0.99 let through (tests/test_duplicates_mri.py). Finer grids separate worse.
 FEATURE_SIZE = 224  # decode-cache size the features read (the default training size: entries usually exist)
 CV_FOLDS = 5
 DICOM_TEXT_TAGS = (
@@ -382,7 +387,7 @@ def _col(items: pd.DataFrame, name: str) -> np.ndarray:
 
 
 def correlation(feats: pd.DataFrame, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """Pixel correlation of the 16 x 16 grey thumbnails of rows i and j (1 = same picture up to brightness)."""
+    """Pixel correlation of the MATCH_GRID grey thumbnails of rows i and j (1 = same picture up to brightness)."""
     if not len(i):
         return np.zeros(0)
     thumbs = feats["match"].to_numpy()
@@ -454,6 +459,28 @@ def duplicate_summary(dups: pd.DataFrame, n_items: int) -> dict[str, Any]:
     }
 
 
+def pair_reason(pair: Mapping[str, Any]) -> str:
+    """Why a pair of find_duplicates counts as a duplicate, and what it leaks across, in plain words."""
+    why = (
+        "the two files are byte for byte identical"
+        if pair["kind"] == "identical file"
+        else f"near-duplicate: perceptual hashes differ in {int(pair['distance'])} of 64 bits and the "
+        f"{MATCH_GRID} x {MATCH_GRID} thumbnails correlate {float(pair['correlation']):.4f} (re-saves and "
+        f"resizes of one picture reach {MIN_CORRELATION})"
+    )
+    across = [
+        text
+        for flag, text in (
+            ("cross_patient", "different patients"),
+            ("cross_label", f"labels {pair['label_a']} / {pair['label_b']}"),
+            ("cross_split", "different splits"),
+            ("cross_fold", "different folds"),
+        )
+        if bool(pair.get(flag))
+    ]
+    return why + (f"; filed under {', '.join(across)}" if across else "") + "."
+
+
 def keep_duplicates_together(items: pd.DataFrame, dups: pd.DataFrame) -> pd.DataFrame:
     """A copy whose group column merges near-duplicate clusters with patients, so splits keep them on one side."""
     out = items.copy().reset_index(drop=True)
@@ -513,6 +540,35 @@ def suspect_labels(oof: pd.DataFrame, classes: list[str]) -> pd.DataFrame:
     out.insert(0, "rank", np.arange(1, len(out) + 1))
     front = ["rank", "path", "label", "suggested", "p_given", "p_suggested", "issue"]
     return out[front + [c for c in out.columns if c not in front]]
+
+
+def suspects_withheld(
+    oof: pd.DataFrame, classes: list[str], auc_ci: dict[str, float] | None = None, of: str = "out-of-fold"
+) -> str | None:
+    """Why a model's disagreements with the labels are no evidence about them, or None when they are.
+
+    Withheld when the model predicts one class for (almost) everything, or when its ROC AUC on these
+    predictions (`of`: "out-of-fold", "validation"...) is not above chance by a margin (the 95 % CI includes
+    0.5). `auc_ci` ({"value", "lo", "hi"}) saves the bootstrap.
+    """
+    df = oof[oof["label"].astype(str).isin(classes)]
+    y, probs = evaluate.labels_and_probs(df, classes)
+    if len(np.unique(y)) < 2:
+        return f"the {of} predictions hold only one labelled class, so the model's disagreement means nothing"
+    pred = evaluate.predict_labels(probs)
+    if evaluate.predicts_one_class(y, pred, len(classes)):
+        top, share, _true = evaluate.dominant_class(y, pred, len(classes))
+        return (
+            f"the {of} model calls {share:.0%} of the images '{classes[top]}': it predicts one class, "
+            "so every image of another class would look mislabelled"
+        )
+    ci = auc_ci or evaluate.bootstrap_ci(y, probs, classes)["roc_auc"]
+    if not (math.isfinite(ci["lo"]) and ci["lo"] > 0.5):
+        return (
+            f"the {of} ROC AUC is {fmt.with_ci(ci)}: its interval "
+            "includes 0.5 (chance), so the model has not shown that it learned to tell the classes apart"
+        )
+    return None
 
 
 def label_issues(y: np.ndarray, probs: np.ndarray) -> np.ndarray:

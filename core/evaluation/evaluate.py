@@ -288,6 +288,25 @@ def _roc(y_true: np.ndarray, p_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray,
     return roc_curve(y, p_pos, drop_intermediate=False)
 
 
+def tradeoff_table(y_true: np.ndarray, p_pos: np.ndarray) -> pd.DataFrame:
+    """Sensitivity and specificity (positive: p >= t) at every distinct score, plus t = 0 and t = 1, ascending.
+
+    Between two listed thresholds the rates are those of the higher one (a step drawn with shape "vh").
+    """
+    fpr, tpr, thr = _roc(y_true, p_pos)  # every distinct score, descending; +inf first
+    t = np.where(np.isfinite(thr), thr, math.nan)
+    df = pd.DataFrame({"threshold": t, "sensitivity": tpr, "specificity": 1 - fpr}).dropna()
+    p = np.asarray(p_pos, dtype=float)
+    pos = np.asarray(y_true, dtype=int) == 1
+    ends = pd.DataFrame(
+        [
+            {"threshold": e, "sensitivity": (p[pos] >= e).mean(), "specificity": (p[~pos] < e).mean()}
+            for e in (0.0, 1.0)
+        ]
+    )
+    return pd.concat([df, ends]).drop_duplicates("threshold").sort_values("threshold", ignore_index=True)
+
+
 def _finite(t: float, p_pos: np.ndarray) -> float:
     """A usable threshold: +inf (nothing positive) becomes just above the highest score, capped at 1."""
     return float(t) if np.isfinite(t) else float(min(1.0, np.nextafter(np.max(p_pos), np.inf)))
@@ -543,10 +562,31 @@ ADVICE = (
 )
 
 
+def dominant_class(y_true: np.ndarray, pred: np.ndarray, n_classes: int) -> tuple[int, float, float]:
+    """The most predicted class, the share of items predicted as it and the share that truly are it."""
+    top = int(np.bincount(pred, minlength=n_classes).argmax())
+    return top, float((pred == top).mean()), float((y_true == top).mean())
+
+
+def predicts_one_class(y_true: np.ndarray, pred: np.ndarray, n_classes: int) -> bool:
+    """Whether (almost) every item is predicted as one class, more often than items are that class."""
+    _top, share, true_share = dominant_class(y_true, pred, n_classes)
+    return share >= ONE_CLASS_SHARE and share > true_share
+
+
+def missed_classes(y_true: np.ndarray, pred: np.ndarray, classes: list[str]) -> list[str]:
+    """One sentence per class with images in the set of which the model recognises none (recall 0)."""
+    return [
+        f"The model recognises none of the {n} '{c}' images (recall 0 for '{c}'): it misses that class entirely."
+        for i, c in enumerate(classes)
+        if (n := int((y_true == i).sum())) and not (pred[y_true == i] == i).any()
+    ]
+
+
 def model_warnings(
     y_true: np.ndarray, probs: np.ndarray, classes: list[str], threshold: float | None = None
 ) -> list[str]:
-    """Plain sentences when a model predicts (almost) one class for everything or ranks at chance; [] otherwise.
+    """Plain sentences when a model predicts (almost) one class for everything, misses a class or ranks at chance.
 
     The last sentence, when there are warnings, says what to try. Binary models decide at `threshold` (0.5).
     """
@@ -556,15 +596,16 @@ def model_warnings(
         return []
     t = (0.5 if threshold is None else float(threshold)) if is_binary(classes) else None
     pred = predict_labels(probs, t)
-    top = int(np.bincount(pred, minlength=len(classes)).argmax())
-    share, true_share = float((pred == top).mean()), float((y_true == top).mean())
+    top, share, true_share = dominant_class(y_true, pred, len(classes))
     out = []
-    if share >= ONE_CLASS_SHARE and share > true_share:
+    if predicts_one_class(y_true, pred, len(classes)):
         at = f" at threshold {t:.2f}" if t is not None else ""
         out.append(
             f"The model calls {share:.0%} of the {n} images '{classes[top]}'{at}, while {true_share:.0%} of "
             "them are: it predicts one class for (almost) everything and has not learned to tell the classes apart."
         )
+    else:
+        out += missed_classes(y_true, pred, classes)
     auc = roc_auc(y_true, probs)
     if math.isfinite(auc) and abs(auc - 0.5) < CHANCE_MARGIN:
         out.append(

@@ -200,28 +200,24 @@ def reliability_diagram(
 
 
 def threshold_tradeoff(
-    curve: pd.DataFrame,
+    table: pd.DataFrame,
     threshold: float | None = None,
     title: str = "Sensitivity and specificity by threshold",
 ) -> go.Figure:
-    """Sensitivity and specificity against the decision threshold (from a binary ROC table; positive: p >= t)."""
-    df = curve.dropna(subset=["threshold"]).sort_values("threshold")  # the curve's start has no threshold
+    """Sensitivity and specificity against the decision threshold (evaluate.tradeoff_table; positive: p >= t)."""
+    df = table.sort_values("threshold")
+    hover = "threshold %{x:.3f}<br>%{y:.3f}<extra>%{fullData.name}</extra>"
     fig = go.Figure(
         [
             go.Scatter(
                 x=df["threshold"],
-                y=df["tpr"],
+                y=df[col],
                 mode="lines",
-                name="sensitivity",
-                line={"color": colour(0), "shape": "vh"},
-            ),
-            go.Scatter(
-                x=df["threshold"],
-                y=1 - df["fpr"],
-                mode="lines",
-                name="specificity",
-                line={"color": colour(1), "shape": "vh"},
-            ),
+                name=col,
+                line={"color": colour(i), "shape": "vh"},
+                hovertemplate=hover,
+            )
+            for i, col in enumerate(("sensitivity", "specificity"))
         ]
     )
     if threshold is not None:
@@ -400,6 +396,8 @@ def class_counts(counts: Mapping[str, int], title: str = "Images per class") -> 
             x=[str(c) for c in counts],
             y=list(counts.values()),
             marker_color=colour(0),
+            text=list(counts.values()),
+            textposition="auto",
             hovertemplate="%{x}: %{y} images<extra></extra>",
         )
     )
@@ -506,8 +504,9 @@ def shortcut_features(
             hovertemplate="%{y}: AUC %{x:.3f}<extra></extra>",
         )
     )
-    fig.add_vline(x=0.5, line={"dash": "dot", "color": GUIDE}, annotation_text="chance")
-    fig.add_vline(x=threshold, line={"dash": "dash", "color": GUIDE}, annotation_text="warning")
+    above = {"annotation_position": "top", "annotation_yanchor": "bottom"}  # over the plot area, not on a bar
+    fig.add_vline(x=0.5, line={"dash": "dot", "color": GUIDE}, annotation_text="chance", **above)
+    fig.add_vline(x=threshold, line={"dash": "dash", "color": GUIDE}, annotation_text="warning", **above)
     if auc:
         title = f"{title} (all together: AUC {fmt.with_ci(auc, brackets='[]')})"
     fig.update_xaxes(title_text="AUC of this feature alone (cross-validated)", range=[0.4, 1.0])

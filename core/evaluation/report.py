@@ -35,6 +35,10 @@ SET_TITLES = {
     "external": "External test",
 }
 TOP_LOSSES_SHOWN = 12
+PNG_SKIPPED = (  # why a report built with png=False (the app's) has no PNGs
+    "not made for this report (interactive HTML figures only); `python -m core report` adds PNGs where kaleido "
+    "and Chrome are installed"
+)
 REPORT_STEPS = 4  # build_report tells its progress in these steps
 
 
@@ -73,7 +77,9 @@ def set_figures(name: str, ev: dict[str, Any], df: pd.DataFrame) -> dict[str, go
     }
     if binary and rocs:
         figs[f"{name}_threshold"] = plots.threshold_tradeoff(
-            next(iter(rocs.values())), ev["threshold"], f"{title}: sensitivity / specificity by threshold"
+            evaluate.tradeoff_table(y, probs[:, 1]),
+            ev["threshold"],
+            f"{title}: sensitivity / specificity by threshold",
         )
     return figs
 
@@ -128,7 +134,7 @@ def save_figures(figs: dict[str, go.Figure], folder: Path, png: bool | None = No
         "html": html_files,
         "png": [],
         "png_ok": False,
-        "png_note": "PNG export not asked",
+        "png_note": PNG_SKIPPED,
     }
     if png is False:
         return status

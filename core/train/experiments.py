@@ -179,11 +179,15 @@ def derive_status(statuses: list[str]) -> str:
 
 def status(record: dict[str, Any], store: jobs.JobStore) -> dict[str, Any]:
     """{"status", "counts": {status: n}} derived from the children's job statuses now (a trial entered in the
-    record whose job is not queued yet counts as queued)."""
+    record whose job is not queued yet counts as queued; after "Cancel all" an ended sweep reads cancelled, not
+    done, whatever finished first)."""
     states = child_jobs(record, store)
     statuses = [trial_status(t, states.get(t["job"])) if t.get("job") else "queued" for t in record["trials"]]
     counts = {s: statuses.count(s) for s in (*jobs.STATUSES, "pruned") if s in statuses}
-    return {"status": derive_status(statuses), "counts": counts}
+    derived = derive_status(statuses)
+    if record.get("cancelled") and derived not in jobs.ACTIVE:
+        derived = "cancelled"
+    return {"status": derived, "counts": counts}
 
 
 def trial_status(trial: dict[str, Any], job: jobs.Job | None) -> str:
@@ -229,6 +233,8 @@ def cancel(exp_id: str, job_id: str | None = None, store: jobs.JobStore | None =
     active = [i for i, j in child_jobs(record, store).items() if i in targets and j and j.active]
     for i in active:
         store.cancel(i)
+    if job_id is None and active:  # the whole experiment was cancelled: its status says so
+        rundir.write_json(rundir.experiment_file(exp_id), {**record, "cancelled": time.time()})
     return active
 
 

@@ -196,4 +196,5 @@ def public_error(error: str) -> str | None:
     if "Traceback" in text or not (head in USER_FACING or any(t in text.lower() for t in USER_FACING_TEXT)):
         return None
     text = re.sub(r"; or copy the file to \S+", "", text)  # a hosted user cannot copy files onto the server
+    text = text.replace("choose a local weights file", "upload a weights file on the Training setup page")
     return _PATH.sub(lambda m: m.group(0).rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1], text)

@@ -1,7 +1,7 @@
 """Working settings kept on the server per user, so a reload or another device of the same user finds them.
 
 One JSON file per user under `$XRT_HOME/settings/`: the working RunConfig (as on the setup page, valid or
-not yet), the chosen data source and the id of the last LR-finder job. Configs go through `config.to_dict`
+not yet), the chosen data source, the id of the last LR-finder job and the sources whose data checks ran. Configs go through `config.to_dict`
 / `from_dict` (strict), so a file written by another version that no longer fits is dropped, never half used.
 """
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 C = TypeVar("C", bound="DataclassInstance")
+MAX_CHECKED = 8  # sources whose checks ran, kept per user (the newest)
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Saved:
     run_config: RunConfig | None = None
     source: SourceConfig | None = None
     lr_job: str = ""
+    checked: tuple[str, ...] = ()  # sources (as the UI keys them) whose data checks the user ran
 
 
 def settings_path(user: str) -> Path:
@@ -42,6 +44,7 @@ def save(user: str, saved: Saved) -> None:
         "run_config": to_dict(saved.run_config) if saved.run_config else None,
         "source": to_dict(saved.source) if saved.source else None,
         "lr_job": saved.lr_job,
+        "checked": list(saved.checked[-MAX_CHECKED:]),
     }
     fsutil.atomic_write_json(settings_path(user), data)
 
@@ -64,9 +67,10 @@ def load(user: str) -> Saved:
         return Saved()
     if not isinstance(data, dict):
         return Saved()
-    lr_job = data.get("lr_job")
+    lr_job, checked = data.get("lr_job"), data.get("checked")
     return Saved(
         _parse(RunConfig, data.get("run_config")),
         _parse(SourceConfig, data.get("source")),
         lr_job if isinstance(lr_job, str) else "",
+        tuple(c for c in checked if isinstance(c, str)) if isinstance(checked, list) else (),
     )

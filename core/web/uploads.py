@@ -408,10 +408,19 @@ def extract_zip(
     return _upload(owner, [("upload.zip", data)], limits, label, dataset)[0]
 
 
+PREDICTION_PREFIX = "predict-"  # upload folders of images sent to the Predict page: not datasets to train on
+
+
+def prediction_dataset(signature: str) -> str:
+    """The upload folder name of images uploaded for prediction."""
+    return PREDICTION_PREFIX + signature
+
+
 def list_datasets(owner: str) -> list[Path]:
-    """This owner's upload datasets (folders), sorted by name."""
+    """This owner's upload datasets (folders), sorted by name; images uploaded for prediction are not among them."""
     base = upload_dir(owner)
-    return sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
+    hidden = (".", "_", PREDICTION_PREFIX)
+    return sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(hidden))
 
 
 def delete_uploads(owner: str) -> None:

@@ -287,7 +287,7 @@ def evaluate_step(page: Page, job_id: str) -> None:
     """Evaluation page: the run is picked; threshold metrics, the metrics table and the figures show."""
     go_to(page, "Evaluation")
     pick_run(page, "Run", job_id)
-    expect(page.get_by_text("Metrics (95 % confidence intervals)")).to_be_visible(timeout=180_000)
+    expect(page.get_by_text("In brackets: 95 % confidence intervals of")).to_be_visible(timeout=180_000)
     settle(page, 180_000)
     for name in ("Sensitivity", "Specificity"):
         assert 0.0 <= float(metric(page, name)) <= 1.0
