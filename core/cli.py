@@ -564,7 +564,7 @@ def cmd_predict(ns: argparse.Namespace) -> dict[str, Any]:
 
     if not ns.input and not ns.csv_path:
         raise CliError("give an image/DICOM file or folder, or --csv with a table of paths")
-    pred = Predictor(_model_path(ns.model))
+    pred = Predictor(_model_path(ns.model), calibrated=not ns.uncalibrated)
     line = StepLine("predict")
     opts = dict(batch_size=ns.bs, tta=ns.tta, threshold=ns.threshold, progress=line)
     if ns.csv_path:
@@ -594,7 +594,7 @@ def cmd_evaluate(ns: argparse.Namespace) -> dict[str, Any]:
     from core.evaluation.predict import Predictor, score_source
 
     model = _model_path(ns.model)
-    pred = Predictor(model)
+    pred = Predictor(model, calibrated=not ns.uncalibrated)
     line = StepLine("evaluate")
     scored = score_source(pred, source_config(ns), tta=ns.tta, threshold=ns.threshold, progress=line)
     line.close()
@@ -665,9 +665,10 @@ def cmd_report(ns: argparse.Namespace) -> dict[str, Any]:
         progress=(line := StepLine("report")),
     )
     line.close()
-    return {k: rep[k] for k in ("report", "metrics", "png_ok", "png_note", "headline", "comparison")} | {
-        "figures": len(rep["figures"])
-    }
+    return {
+        k: rep[k]
+        for k in ("report", "metrics", "png_ok", "png_note", "headline", "comparison", "calibration")
+    } | {"figures": len(rep["figures"])}
 
 
 def cmd_finish(ns: argparse.Namespace) -> dict[str, Any]:
@@ -697,6 +698,29 @@ def _decision_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tta", action="store_true", help="test-time augmentation: average with the mirrored image"
     )
+    p.add_argument(
+        "--uncalibrated",
+        action="store_true",
+        help="raw probabilities: ignore the temperature the model carries (default: apply it)",
+    )
+
+
+def cmd_calibrate(ns: argparse.Namespace) -> dict[str, Any]:
+    """(Re)fit a finished run's temperature on its validation / out-of-fold predictions, or remove it (--off)."""
+    from core.evaluation.calibration import report_table
+    from core.train.calibrate import calibrate_run
+
+    run = _finished_run(ns.run)
+    t = calibrate_run(run, off=ns.off)
+    out: dict[str, Any] = {"run": str(run), "temperature": t.to_dict() if t else None}
+    if t is None and not ns.off:
+        out["note"] = "too few validation predictions (or no errors among them) to fit a temperature"
+    if t is not None:
+        from core.evaluation.calibration import calibration_report
+
+        rep = calibration_report(run, n_resamples=ns.n_boot)
+        out["before_after"] = report_table(rep).to_dict("records") if rep else []
+    return out
 
 
 def cmd_export(ns: argparse.Namespace) -> dict[str, Any]:
@@ -867,6 +891,13 @@ def _model_commands(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--no-png", action="store_true", help="HTML figures only")
     p.set_defaults(func=cmd_report)
+    p = sub.add_parser(
+        "calibrate", help="fit (again) the temperature of a finished run, or remove it with --off"
+    )
+    p.add_argument("run", help="run folder (or its name under the runs folder)")
+    p.add_argument("--off", action="store_true", help="remove the temperature: raw probabilities again")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    p.set_defaults(func=cmd_calibrate)
     p = sub.add_parser("export", help="export a trained model to ONNX (checked against PyTorch)")
     p.add_argument("--model", required=True, help=f"run folder, model folder or {rundir.MODEL_MANIFEST}")
     p.add_argument("--onnx", required=True, help="output .onnx file")

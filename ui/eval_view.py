@@ -19,9 +19,10 @@ from core.base import fmt
 from core.base.config import SourceConfig
 from core.data import imaging
 from core.data.items import SourceError
-from core.evaluation import evaluate, explain, plots, predict, report
+from core.evaluation import calibration, evaluate, explain, plots, predict, report
 from core.runs import jobs
 from core.runs.rundir import REPORT_METRICS, RunFolder
+from core.train import calibrate
 from core.web import hosting, uploads
 from ui import common
 from ui.common import CHOSEN, METRICS, run_label  # shared with the Predict view
@@ -91,6 +92,38 @@ def report_html(
         run_dir, out, test_predictions=external, threshold=threshold, prevalence=prevalence, png=False
     )
     return Path(rep["report"]).read_bytes(), rep["report"]
+
+
+@st.cache_data(max_entries=16, show_spinner="Comparing calibration before and after temperature scaling...")
+def temperature_fit(run_dir: str, version: tuple) -> dict[str, Any] | None:
+    """ECE / Brier before and after the run's temperature, with bootstrap CIs (None: not calibrated)."""
+    return calibration.calibration_report(run_dir)
+
+
+def calibration_section(job: jobs.Job, version: tuple) -> None:
+    """The run's temperature and ECE / Brier before and after it on each set; a button to fit one when absent."""
+    st.subheader("Calibration (temperature scaling)")
+    rep = temperature_fit(job.run_dir, version)
+    if rep is None:
+        st.caption(
+            "This run's probabilities are not calibrated (it was trained with calibration off, before it "
+            "existed, or with too few validation images to fit one)."
+        )
+        if st.button("Fit a temperature on the validation predictions", key="ev_calibrate"):
+            fitted = calibrate.calibrate_run(job.run_dir)
+            st.toast(
+                "Temperature fitted." if fitted else "Too few validation predictions to fit a temperature."
+            )
+            st.rerun()
+        return
+    t = rep["temperature"]
+    st.caption(
+        f"Temperature {t['temperature']:.3f}, fitted on {t['n']} {SET_NAMES.get(t['fitted_on'], t['fitted_on'])} "
+        "predictions and kept in the saved model: every probability on this page, in Predict and in the ONNX "
+        "export is scaled with it (decisions and ROC AUC do not change). Lower ECE / Brier is better; the set "
+        "it was fitted on flatters the 'after', so judge it on the test set."
+    )
+    st.dataframe(calibration.report_table(rep), hide_index=True, width="stretch")
 
 
 # ---------------------------------------------------------------- run choice
@@ -520,6 +553,7 @@ def show_run(job: jobs.Job, runs: list[jobs.Job], checks: SetChecks | None = Non
     compare_section(job, runs, prevalence)
     all_frames = frames_with_external(frames, external)
     set_name = figures_section(job, ev, all_frames)
+    calibration_section(job, version)
     folds_section(ev)
     top_losses_section(job, ev, all_frames, set_name)
     if checks is not None:

@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 
 from core.base import fmt, steps
 from core.base.steps import OnStep
-from core.evaluation import evaluate, explain, plots
+from core.evaluation import calibration, evaluate, explain, plots
 from core.runs import rundir
 
 REPORT_TEMPLATE = "plotly_white"  # the report page is a light document; pages in the app follow their theme
@@ -188,9 +188,9 @@ def build_report(
         n_resamples=n_resamples,
         seed=seed,
     )
-    frames = evaluate.load_run_predictions(run_dir)
-    if test_predictions is not None:
-        frames["external"] = test_predictions
+    ev["temperature_scaling"] = calibration.calibration_report(run_dir, n_resamples=n_resamples, seed=seed)
+    extra = {} if test_predictions is None else {"external": test_predictions}
+    frames = {**evaluate.load_run_predictions(run_dir), **extra}
     steps.report(progress, "steps", 1, REPORT_STEPS)
     figs = run_figures(run_dir, ev)
     for name, set_ev in ev["sets"].items():
@@ -220,6 +220,7 @@ def build_report(
             for n, s in ev["sets"].items()
         },
         "comparison": comparison.to_dict("records"),
+        "calibration": ev["temperature_scaling"],
     }
 
 
@@ -256,6 +257,7 @@ def render_html(
         "<h2>Summary</h2>",
         _table(evaluate.comparison_table(ev["sets"], evaluate.HEADLINE + ("pr_auc", "brier", "ece"))),
     ]
+    parts += _calibration_section(ev.get("temperature_scaling"))
     parts += _run_section(ev, figs)
     for name, set_ev in ev["sets"].items():
         parts += _set_section(name, set_ev, figs, losses.get(name))
@@ -285,6 +287,21 @@ def _intro(ev: dict[str, Any], saved: dict[str, Any]) -> str:
         + ("written beside the HTML figures." if saved["png_ok"] else html.escape(saved["png_note"])),
     ]
     return "<p class='note'>" + "<br>".join(lines) + "</p>"
+
+
+def _calibration_section(rep: dict[str, Any] | None) -> list[str]:
+    """The temperature the run's probabilities are scaled with, and ECE / Brier before and after it."""
+    if rep is None:
+        return []
+    t = rep["temperature"]
+    return [
+        "<h2>Calibration (temperature scaling)</h2>",
+        f"<p class='note'>Temperature {t['temperature']:.3f}, fitted on {t['n']} {html.escape(t['fitted_on'])} "
+        "predictions; every probability in this report, in Predict and in the ONNX file is scaled with it "
+        "(decisions at the argmax / 0.5 and ROC AUC do not change). The set it was fitted on flatters the "
+        "'after'; judge it on the test set.</p>",
+        _table(calibration.report_table(rep)),
+    ]
 
 
 def _run_section(ev: dict[str, Any], figs: dict[str, go.Figure]) -> list[str]:
