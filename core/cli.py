@@ -560,11 +560,11 @@ def _scored(df, classes: list[str], threshold: float | None) -> dict[str, Any] |
 
 def cmd_predict(ns: argparse.Namespace) -> dict[str, Any]:
     """Predict a folder, a single file or a CSV of paths to CSV; a labelled CSV is also scored."""
-    from core.evaluation.predict import Predictor, predict_csv, predict_folder
+    from core.evaluation.predict import predict_csv, predict_folder
 
     if not ns.input and not ns.csv_path:
         raise CliError("give an image/DICOM file or folder, or --csv with a table of paths")
-    pred = Predictor(_model_path(ns.model), calibrated=not ns.uncalibrated)
+    pred = _predictor(ns, _model_path(ns.model))
     line = StepLine("predict")
     opts = dict(batch_size=ns.bs, tta=ns.tta, threshold=ns.threshold, progress=line)
     if ns.csv_path:
@@ -585,16 +585,39 @@ def cmd_predict(ns: argparse.Namespace) -> dict[str, Any]:
         "threshold": pred.threshold_used(ns.threshold),
         "tta": ns.tta,
         "scored": _scored(preds, pred.classes, ns.threshold),
+        "prediction_sets": _set_coverage(pred, preds),
         "rows": preds.head(ns.show).to_dict("records"),
     }
 
 
+def _predictor(ns: argparse.Namespace, model: Path | str) -> Any:
+    """The Predictor the flags ask for: calibrated unless --uncalibrated, prediction sets with --coverage."""
+    from core.evaluation.conformal import SetRule
+    from core.evaluation.predict import Predictor
+
+    pred = Predictor(model, calibrated=not ns.uncalibrated)
+    if ns.coverage is not None:
+        pred.use_sets(SetRule(ns.coverage, ns.set_score, ns.mondrian))
+    return pred
+
+
+def _set_coverage(pred: Any, df: Any) -> dict[str, Any] | None:
+    """Coverage, referral rate and accuracy of the answered on a labelled prediction table (with --coverage)."""
+    from core.evaluation import conformal, evaluate
+
+    labelled = evaluate.labelled(df)
+    if pred.set_rule is None or not len(labelled):
+        return None
+    y, probs = evaluate.labels_and_probs(labelled, pred.classes)
+    return conformal.coverage_report(y, probs, pred.conformal, pred.set_rule)
+
+
 def cmd_evaluate(ns: argparse.Namespace) -> dict[str, Any]:
     """Score a saved model on a labelled test set (folder or CSV, DICOM included); report beside validation."""
-    from core.evaluation.predict import Predictor, score_source
+    from core.evaluation.predict import score_source
 
     model = _model_path(ns.model)
-    pred = Predictor(model, calibrated=not ns.uncalibrated)
+    pred = _predictor(ns, model)
     line = StepLine("evaluate")
     scored = score_source(pred, source_config(ns), tta=ns.tta, threshold=ns.threshold, progress=line)
     line.close()
@@ -607,6 +630,7 @@ def cmd_evaluate(ns: argparse.Namespace) -> dict[str, Any]:
         "problems": len(scored.problems),
         "out": ns.out or None,
         "scored": _scored(df, pred.classes, ns.threshold),
+        "prediction_sets": _set_coverage(pred, df),
     }
     run = rundir.of_model(model)
     if ns.no_report:
@@ -697,6 +721,16 @@ def _decision_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--tta", action="store_true", help="test-time augmentation: average with the mirrored image"
+    )
+    p.add_argument(
+        "--coverage",
+        type=float,
+        default=None,
+        help="add conformal prediction sets at this coverage (e.g. 0.9): columns set and refer (set size != 1)",
+    )
+    p.add_argument("--set-score", choices=("lac", "aps"), default="lac", help="conformal score (default lac)")
+    p.add_argument(
+        "--mondrian", action="store_true", help="class-conditional sets: the coverage holds within each class"
     )
     p.add_argument(
         "--uncalibrated",

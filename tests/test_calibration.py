@@ -153,16 +153,13 @@ def test_a_set_without_errors_fits_no_temperature_and_opting_out_leaves_tables_a
     assert scaled["valid"]["prob_b"].sub(0.5).abs().mean() < frames["valid"]["prob_b"].sub(0.5).abs().mean()
 
 
-@pytest.mark.slow
-def test_training_keeps_the_temperature_and_predict_applies_it(tmp_path, monkeypatch):
-    """Plumbing, not the fit: the fit is replaced by a known temperature, so the training outcome cannot decide it."""
-    from core.base.config import DataConfig, SourceConfig, SplitConfig, TrainConfig, to_dict
+def tiny_run(tmp_path, monkeypatch):
+    """A 1-epoch 32 px run whose temperature fit is replaced by a known T = 2 (the outcome cannot decide it)."""
+    from core.base.config import DataConfig, SourceConfig, SplitConfig, TrainConfig
     from core.data.sample import ensure_sample
-    from core.evaluation.predict import Predictor
     from core.runs import jobs
 
-    known = temperature.Temperature(2.0, "valid", 10, 0.7, 0.6)
-    monkeypatch.setattr(calibration, "fit_on_frame", lambda df, classes, on: known)
+    monkeypatch.setattr(calibration, "fit_on_frame", lambda df, classes, on: KNOWN)
     sample = ensure_sample(tmp_path / "sample", n_patients=8)
     cfg = RunConfig(
         source=SourceConfig(kind="csv", csv_path=str(sample / "labels.csv"), group_col="patient_id"),
@@ -171,9 +168,22 @@ def test_training_keeps_the_temperature_and_predict_applies_it(tmp_path, monkeyp
     )
     run = tmp_path / "run"
     jobs.run_inline("train", {"config": to_dict(cfg)}, run_dir=run)
+    return run
+
+
+KNOWN = temperature.Temperature(2.0, "valid", 10, 0.7, 0.6)
+
+
+@pytest.mark.slow
+def test_training_keeps_temperature_and_set_scores_and_predict_applies_them(tmp_path, monkeypatch, capsys):
+    """Plumbing, not the fit: the fit is replaced by a known temperature, so the training outcome cannot decide it."""
+    from core.evaluation.predict import Predictor
+
+    run = tiny_run(tmp_path, monkeypatch)
+    check_prediction_sets(run, tmp_path, capsys)
     summary = json.loads((run / "metrics.json").read_text())
     manifest, _ = read_manifest(run / "model")
-    assert summary["calibration"] == known.to_dict() and temperature.of_manifest(manifest) == known
+    assert summary["calibration"] == KNOWN.to_dict() and temperature.of_manifest(manifest) == KNOWN
     valid = pd.read_csv(run / "valid_predictions.csv").head(8)
     calibrated = Predictor(run / "model", device="cpu").predict_paths(valid["path"].tolist())[0]
     raw = Predictor(run / "model", device="cpu", calibrated=False).predict_paths(valid["path"].tolist())[0]
@@ -182,6 +192,33 @@ def test_training_keeps_the_temperature_and_predict_applies_it(tmp_path, monkeyp
     np.testing.assert_allclose(
         calibrated[cols], temperature.scale_probs(raw[cols].to_numpy(), 2.0), atol=1e-5
     )
+
+
+def check_prediction_sets(run, tmp_path, capsys) -> None:
+    """The trained model carries held-out conformal scores; Predict and the CLI add set / refer columns."""
+    from core.cli import main
+    from core.evaluation import conformal
+    from core.evaluation.conformal import SetRule
+    from core.evaluation.predict import Predictor
+
+    pred = Predictor(run / "model", device="cpu")
+    assert pred.conformal is not None and pred.conformal.fitted_on == "valid"
+    valid = pd.read_csv(run / "valid_predictions.csv")
+    pred.use_sets(SetRule(0.9))
+    df, _ = pred.predict_paths(valid["path"].tolist(), labels=valid["label"].tolist())
+    probs = df[[f"prob_{c}" for c in pred.classes]].to_numpy()
+    expected = conformal.set_columns(conformal.prediction_sets(probs, pred.conformal, 0.9), pred.classes)
+    assert df["set"].tolist() == expected[0] and (df["refer"] == expected[1]).all()
+    with pytest.raises(ValueError, match="uncalibrated"):
+        Predictor(run / "model", device="cpu", calibrated=False).use_sets(SetRule(0.9))
+    folder = tmp_path / "one"
+    folder.mkdir()
+    (folder / "x.png").write_bytes(open(valid["path"].iloc[0], "rb").read())
+    assert (
+        main(["predict", "--model", str(run), str(folder), "--coverage", "0.95", "--set-score", "aps"]) == 0
+    )
+    row = json.loads(capsys.readouterr().out)["rows"][0]
+    assert "set" in row and isinstance(row["refer"], bool)
 
 
 def uncalibrated_kfold(root):

@@ -603,3 +603,33 @@ def sweep_curves(curves: pd.DataFrame, metric: str, title: str = "") -> go.Figur
     fig.update_xaxes(title_text="epoch", dtick=1)
     fig.update_yaxes(title_text=f"validation {metric}")
     return style(fig, title or f"{metric} per epoch, every trial", height=360)
+
+
+def coverage_referral(
+    curve: pd.DataFrame, title: str = "Prediction sets: coverage and referral"
+) -> go.Figure:
+    """Against the chosen coverage: the coverage reached, the share referred (set not one class) and the accuracy
+    of the answered images; the diagonal is the promise."""
+    fig = go.Figure(
+        go.Scatter(
+            x=[0.5, 1],
+            y=[0.5, 1],
+            mode="lines",
+            name="target",
+            hoverinfo="skip",
+            line={"color": GUIDE, "dash": "dash", "width": 1},
+        )
+    )
+    for i, (col, name) in enumerate(
+        (
+            ("coverage", "coverage reached"),
+            ("referral_rate", "referred"),
+            ("accuracy_answered", "accuracy of the answered"),
+        )
+    ):
+        fig.add_trace(
+            go.Scatter(x=curve["target"], y=curve[col], mode="lines", name=name, line={"color": colour(i)})
+        )
+    fig.update_xaxes(title="chosen coverage", range=[0.5, 1])
+    fig.update_yaxes(title="share of images", range=[0, 1.02])
+    return style(fig, title)

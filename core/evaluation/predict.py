@@ -19,7 +19,7 @@ from core.base.config import SourceConfig
 from core.base.steps import OnStep
 from core.data import decode_cache, imaging
 from core.data.loaders import ImageReader
-from core.evaluation import evaluate
+from core.evaluation import conformal, evaluate
 from core.models import savedmodel, temperature
 
 DEFAULT_THRESHOLD = 0.5
@@ -44,6 +44,8 @@ class Predictor:
         """
         self.model, self.manifest = savedmodel.load_model(model_path)
         self.temperature = temperature.divisor(self.manifest) if calibrated else 1.0
+        self.conformal = conformal.of_manifest(self.manifest)
+        self.set_rule: conformal.SetRule | None = None  # set by use_sets: `set` and `refer` columns
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device).eval()
         if channels_last:
@@ -59,6 +61,19 @@ class Predictor:
     def binary(self) -> bool:
         """True for a two-class model (a threshold on the second class applies)."""
         return len(self.classes) == 2
+
+    def use_sets(self, rule: conformal.SetRule | None) -> None:
+        """Add conformal prediction sets (`set`, `refer`) to every table from now on (None: stop)."""
+        if rule is not None and self.conformal is None:
+            raise ValueError(
+                "this model carries no conformal calibration (saved before it existed, or too few validation "
+                "images): run `python -m core calibrate <run>` to add it"
+            )
+        if rule is not None and self.temperature != temperature.divisor(self.manifest):
+            raise ValueError(
+                "prediction sets are calibrated on the calibrated probabilities: drop --uncalibrated"
+            )
+        self.set_rule = rule
 
     def image_for(self, path: str | Path):
         """The fastai PIL image the model sees before resizing: decoded and downscaled as training's cache does."""
@@ -197,6 +212,8 @@ class Predictor:
         df["pred"] = [self.classes[i] for i in pred]
         df["prob_pred"] = probs[np.arange(len(probs)), pred].astype(float) if len(probs) else []
         df["threshold"] = self.threshold_used(threshold)
+        if self.set_rule is not None and self.conformal is not None:
+            df = conformal.add_sets(df, self.classes, self.conformal, self.set_rule)
         return df
 
 

@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 
 from core.base import fmt, steps
 from core.base.steps import OnStep
-from core.evaluation import calibration, evaluate, explain, plots
+from core.evaluation import calibration, conformal, evaluate, explain, plots
 from core.runs import rundir
 
 REPORT_TEMPLATE = "plotly_white"  # the report page is a light document; pages in the app follow their theme
@@ -161,6 +161,23 @@ def write_pngs(figs: list[go.Figure], paths: list[Path]) -> None:
 
 # ---------------------------------------------------------------- the report
 
+SET_RULES = (  # prediction-set rules the report shows
+    conformal.SetRule(0.90),
+    conformal.SetRule(0.95),
+    conformal.SetRule(0.90, mondrian=True),
+)
+
+
+def defend_sections(
+    run_dir: Path, external: pd.DataFrame | None, n_resamples: int, seed: int
+) -> dict[str, Any]:
+    """Temperature scaling before/after and prediction sets (coverage, referral) for the report."""
+    sets = [conformal.run_conformal(str(run_dir), r, external, n_resamples, seed) for r in SET_RULES]
+    return {
+        "temperature_scaling": calibration.calibration_report(run_dir, n_resamples=n_resamples, seed=seed),
+        "prediction_sets": [s for s in sets if s is not None],
+    }
+
 
 def build_report(
     run_dir: str | Path,
@@ -188,7 +205,7 @@ def build_report(
         n_resamples=n_resamples,
         seed=seed,
     )
-    ev["temperature_scaling"] = calibration.calibration_report(run_dir, n_resamples=n_resamples, seed=seed)
+    ev.update(defend_sections(run_dir, test_predictions, n_resamples, seed))
     extra = {} if test_predictions is None else {"external": test_predictions}
     frames = {**evaluate.load_run_predictions(run_dir), **extra}
     steps.report(progress, "steps", 1, REPORT_STEPS)
@@ -221,6 +238,7 @@ def build_report(
         },
         "comparison": comparison.to_dict("records"),
         "calibration": ev["temperature_scaling"],
+        "prediction_sets": ev["prediction_sets"],
     }
 
 
@@ -258,6 +276,7 @@ def render_html(
         _table(evaluate.comparison_table(ev["sets"], evaluate.HEADLINE + ("pr_auc", "brier", "ece"))),
     ]
     parts += _calibration_section(ev.get("temperature_scaling"))
+    parts += _sets_section(ev.get("prediction_sets") or [])
     parts += _run_section(ev, figs)
     for name, set_ev in ev["sets"].items():
         parts += _set_section(name, set_ev, figs, losses.get(name))
@@ -302,6 +321,30 @@ def _calibration_section(rep: dict[str, Any] | None) -> list[str]:
         "'after'; judge it on the test set.</p>",
         _table(calibration.report_table(rep)),
     ]
+
+
+def _sets_section(reports: list[dict[str, Any]]) -> list[str]:
+    """Prediction sets: coverage reached, referral rate and accuracy of the answered, and the coverage curve."""
+    if not reports:
+        return []
+    first = reports[0]
+    parts = [
+        "<h2>Prediction sets and referral (split conformal)</h2>",
+        f"<p class='note'>Calibrated on {first['n_cal']} {html.escape(first['calibrated_on'])} predictions. "
+        "A set holds the true class with probability at least the chosen coverage when the images are "
+        "exchangeable with those (same site, scanner, population); another site breaks it. An image is "
+        "referred to a reader when its set is not exactly one class.</p>",
+        _table(conformal.report_table(reports)),
+    ]
+    curve = pd.DataFrame(first.get("curve", []))
+    if len(curve):
+        parts.append(_figure(plots.coverage_referral(curve, f"Coverage and referral ({first['curve_set']})")))
+    if first.get("abstain"):
+        parts += [
+            "<h3>Abstain band around the threshold 0.5 (binary)</h3>",
+            _table(pd.DataFrame(first["abstain"])),
+        ]
+    return parts
 
 
 def _run_section(ev: dict[str, Any], figs: dict[str, go.Figure]) -> list[str]:

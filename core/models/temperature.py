@@ -21,8 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.models.savedmodel import Manifest, read_manifest
-from core.runs.rundir import MODEL_MANIFEST, write_json
+from core.models.savedmodel import Manifest, record
 
 KEY = "calibration"  # the manifest key that holds the record
 METHOD = "temperature"
@@ -122,8 +121,7 @@ def with_temperature(manifest: Manifest, temperature: Temperature | None) -> Man
 
 def stamp(model_dir: str | Path, temperature: Temperature | None) -> None:
     """Record a temperature in a saved model's manifest (the weights and their sha256 stay as they are)."""
-    manifest, _ = read_manifest(model_dir)
-    write_json(Path(model_dir) / MODEL_MANIFEST, with_temperature(manifest, temperature).to_dict())
+    record(model_dir, KEY, temperature.to_dict() if temperature is not None else None)
 
 
 def divisor(manifest: Manifest) -> float:

@@ -1,6 +1,7 @@
 """Calibration at the end of training: a temperature fitted on the validation (k-fold: out-of-fold) predictions,
 the run's prediction tables rescaled with it and the saved model(s) told (core.models.temperature; opt out with
-`TrainConfig.calibrate` = False, `--no-calibrate`)."""
+`TrainConfig.calibrate` = False, `--no-calibrate`); the models also keep the held-out conformal scores
+(core.evaluation.conformal), computed on the probabilities they will give."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 
 from core.base.config import RunConfig
-from core.evaluation import calibration, evaluate
+from core.evaluation import calibration, conformal, evaluate
+from core.models.savedmodel import record
 from core.models.temperature import Temperature, stamp
 from core.runs import rundir
 from core.runs.progress import Progress
@@ -38,6 +40,16 @@ def calibrate_sets(
     return {k: calibration.scale_frame(v, classes, t.temperature) for k, v in frames.items()}, t
 
 
+def stamp_models(
+    run: rundir.RunFolder, held_out: pd.DataFrame, classes: list[str], fit_on: str, t: Temperature | None
+) -> None:
+    """Tell every saved model of the run its temperature and the held-out conformal scores (after scaling)."""
+    cal = conformal.calibrate_frame(held_out, classes, fit_on)
+    for model_dir in run.models().values():
+        stamp(model_dir, t)
+        record(model_dir, conformal.KEY, cal.to_dict() if cal is not None else None)
+
+
 def summary_entry(t: Temperature | None) -> dict:
     """metrics.json's record of the temperature the run's tables are scaled with ({} when none)."""
     return {calibration.SUMMARY_KEY: t.to_dict()} if t is not None else {}
@@ -63,6 +75,5 @@ def calibrate_run(run_dir: str | Path, off: bool = False) -> Temperature | None:
         frame.to_csv(run.predictions(name), index=False)
     summary.pop(calibration.SUMMARY_KEY, None)
     run.write(rundir.METRICS, {**summary, **summary_entry(t)})
-    for model_dir in run.models().values():
-        stamp(model_dir, t)
+    stamp_models(run, frames[fit_on], classes, fit_on, t)
     return t

@@ -15,11 +15,10 @@ import pandas as pd
 from core.base.config import RunConfig, from_dict, to_dict
 from core.data.splits import kfold_splits
 from core.evaluation import evaluate
-from core.models.temperature import stamp
 from core.runs import rundir
 from core.runs.jobs import WaitForChildren
 from core.runs.progress import Progress
-from core.train.calibrate import calibrate_sets, summary_entry
+from core.train.calibrate import calibrate_sets, stamp_models, summary_entry
 from core.train.fit import fit_one
 from core.train.learner import TrainingError
 from core.train.outputs import _append_csv, _finish, _free, outcome_manifest
@@ -119,8 +118,6 @@ def combine_folds(
     scaled, temp = calibrate_sets(cfg, {"oof": pooled}, "oof", classes, progress)
     oof_df = scaled["oof"]
     oof_df.to_csv(run.predictions("oof"), index=False)
-    for _, fold_dir in run.fold_models():  # the fold models are used with the temperature their OOF fitted
-        stamp(fold_dir, temp)
     metric_names = [n for n in per_fold[0] if n not in ("fold", "best_epoch", "model_epoch", "model_weights")]
     metrics: dict[str, Any] = {
         "per_fold": per_fold,
@@ -139,7 +136,7 @@ def combine_folds(
         summary["final_model"] = final_model(
             items, cfg, run_dir, progress, classes, [f["model_epoch"] for f in per_fold], metrics["mean_sd"]
         )
-        stamp(run.model_dir, temp)
+    stamp_models(run, oof_df, classes, "oof", temp)  # fold models and the final model: the OOF's temperature
     _finish(run_dir, summary, progress, cfg)
     return summary
 

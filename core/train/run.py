@@ -12,10 +12,9 @@ from typing import Any
 
 from core.base.config import RunConfig
 from core.evaluation import evaluate
-from core.models.temperature import with_temperature
 from core.runs import rundir
 from core.runs.progress import Progress
-from core.train.calibrate import calibrate_sets, summary_entry
+from core.train.calibrate import calibrate_sets, stamp_models, summary_entry
 from core.train.fit import fit_one, predict_items
 from core.train.kfold import kfold_run
 from core.train.outputs import _finish, model_provenance, outcome_manifest
@@ -53,7 +52,7 @@ def train_run(cfg: RunConfig, run_dir: Path, progress: Progress) -> dict[str, An
         **model_provenance(out, cfg, {"valid": len(out.valid), "test": len(test)}),
         **summary_entry(temp),
     }
-    manifest = with_temperature(outcome_manifest(cfg, classes, metrics, out), temp)
-    savedmodel.save_model(out.learn.model, run.model_dir, manifest)
+    savedmodel.save_model(out.learn.model, run.model_dir, outcome_manifest(cfg, classes, metrics, out))
+    stamp_models(run, frames["valid"], classes, "valid", temp)
     _finish(run_dir, summary, progress, cfg)
     return summary
