@@ -115,3 +115,22 @@ def test_report_shows_coverage_and_referral_on_the_test_set(tmp_path):
     assert "Prediction sets and referral" in page and "Abstain band" in page
     table = conformal.report_table(sets)
     assert len(table) == 3 and "referred" in table
+
+
+@pytest.mark.slow
+def test_evaluation_page_shows_coverage_and_referral_for_the_chosen_rule(tmp_path):
+    from core.base.config import RunConfig, to_dict
+    from tests.test_app_eval_predict import EVAL, app, register
+
+    register(fake_single_run(tmp_path / "run"), to_dict(RunConfig()))
+    at = app(EVAL).run()
+    assert not at.exception, at.exception
+    table = next(d.value for d in at.dataframe if "referred" in d.value)
+    assert table["rule"].iloc[0] == "90% coverage, LAC score, marginal" and table["set"].iloc[0] == "test"
+    at.slider(key="ev_coverage").set_value(0.95).run()
+    at.checkbox(key="ev_mondrian").check().run()
+    assert not at.exception, at.exception
+    table = next(d.value for d in at.dataframe if "referred" in d.value)
+    assert table["rule"].iloc[0] == "95% coverage, LAC score, class-conditional (Mondrian)"
+    assert any("exchangeable" in c.value for c in at.caption)
+    assert any("Abstain band" in e.label for e in at.expander)

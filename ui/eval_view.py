@@ -19,7 +19,7 @@ from core.base import fmt
 from core.base.config import SourceConfig
 from core.data import imaging
 from core.data.items import SourceError
-from core.evaluation import calibration, evaluate, explain, plots, predict, report
+from core.evaluation import calibration, conformal, evaluate, explain, plots, predict, report
 from core.runs import jobs
 from core.runs.rundir import REPORT_METRICS, RunFolder
 from core.train import calibrate
@@ -124,6 +124,45 @@ def calibration_section(job: jobs.Job, version: tuple) -> None:
         "it was fitted on flatters the 'after', so judge it on the test set."
     )
     st.dataframe(calibration.report_table(rep), hide_index=True, width="stretch")
+
+
+@st.cache_data(max_entries=32, show_spinner="Making prediction sets...")
+def set_reports(
+    run_dir: str, version: tuple, rule: tuple[float, str, bool], external: pd.DataFrame | None
+) -> dict[str, Any] | None:
+    """Coverage, referral and the coverage curve of the run's prediction sets on its test / external sets."""
+    return conformal.run_conformal(run_dir, conformal.SetRule(*rule), external)
+
+
+def sets_section(job: jobs.Job, version: tuple, external: pd.DataFrame | None) -> None:
+    """Prediction sets and referral: the user's coverage, score and variant; what the test set says about them."""
+    st.subheader("Prediction sets and referral (conformal)")
+    c1, c2, c3 = st.columns(3)
+    coverage = c1.slider("Coverage", 0.80, 0.99, 0.90, 0.01, key="ev_coverage")
+    method = c2.radio("Score", conformal.METHODS, format_func=conformal.METHOD_LABELS.get, key="ev_set_score")
+    mondrian = c3.checkbox(
+        "Per class (Mondrian)",
+        key="ev_mondrian",
+        help="the coverage holds within each true class (rare classes)",
+    )
+    rule = conformal.SetRule(coverage, str(method), mondrian)
+    rep = set_reports(job.run_dir, version, (coverage, str(method), mondrian), external)
+    if rep is None:
+        st.caption(
+            "Prediction sets are judged on a labelled test set: this run has none (add an external one)."
+        )
+        return
+    st.caption(
+        f"{rule.describe()}; calibrated on {rep['n_cal']} {SET_NAMES.get(rep['calibrated_on'], '')} predictions. "
+        "Each image gets the set of classes that holds its true class with probability >= the coverage, if the "
+        "images are exchangeable with those (same site, scanner, population: another site breaks it). An image "
+        "is referred to a reader when its set is not exactly one class. Predict adds these as `set` and `refer`."
+    )
+    st.dataframe(conformal.report_table([rep]), hide_index=True, width="stretch")
+    st.plotly_chart(plots.coverage_referral(pd.DataFrame(rep["curve"])), width="stretch", key="ev_fig_sets")
+    if rep.get("abstain"):
+        with st.expander("Abstain band around the 0.5 threshold (binary)"):
+            st.dataframe(pd.DataFrame(rep["abstain"]), hide_index=True, width="stretch")
 
 
 # ---------------------------------------------------------------- run choice
@@ -554,6 +593,7 @@ def show_run(job: jobs.Job, runs: list[jobs.Job], checks: SetChecks | None = Non
     all_frames = frames_with_external(frames, external)
     set_name = figures_section(job, ev, all_frames)
     calibration_section(job, version)
+    sets_section(job, version, external)
     folds_section(ev)
     top_losses_section(job, ev, all_frames, set_name)
     if checks is not None:
