@@ -757,6 +757,34 @@ def cmd_calibrate(ns: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def cmd_subgroups(ns: argparse.Namespace) -> dict[str, Any]:
+    """Metrics per metadata group (patient-level CIs), the worst-group gap and warnings, on a run's test set."""
+    import pandas as pd
+
+    from core.evaluation import subgroups
+
+    run = _finished_run(ns.run)
+    meta = pd.read_csv(ns.meta, dtype=str, keep_default_na=False)
+    if ns.path_col not in meta:
+        raise CliError(f"{ns.meta} has no column {ns.path_col!r} (choose it with --path-col)")
+    out = subgroups.run_subgroups(
+        run,
+        meta,
+        [c.strip() for c in ns.by.split(",") if c.strip()],
+        ns.path_col,
+        ns.set or None,
+        ns.threshold,
+        ns.n_boot,
+    )
+    return {
+        "set": out["set"],
+        "patient_level": out["patient_level"],
+        "groups": {c: subgroups.table(r).to_dict("records") for c, r in out["reports"].items()},
+        "gaps": {c: r["gap"] for c, r in out["reports"].items()},
+        "warnings": [w for r in out["reports"].values() for w in r["warnings"]],
+    }
+
+
 def cmd_export(ns: argparse.Namespace) -> dict[str, Any]:
     """Export a saved model to ONNX; verified against PyTorch with onnxruntime unless --no-verify."""
     from core.models import onnx_export, package, savedmodel
@@ -932,6 +960,15 @@ def _model_commands(sub: Any) -> None:
     p.add_argument("--off", action="store_true", help="remove the temperature: raw probabilities again")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
     p.set_defaults(func=cmd_calibrate)
+    p = sub.add_parser("subgroups", help="metrics per subgroup / site with CIs and the worst-group gap")
+    p.add_argument("run", help="run folder (or its name under the runs folder)")
+    p.add_argument("--meta", required=True, help="CSV with a path column and the metadata columns")
+    p.add_argument("--by", required=True, help="metadata column(s), comma-separated (e.g. sex,site)")
+    p.add_argument("--path-col", default="path", help="the metadata CSV's path column (default path)")
+    p.add_argument("--set", default="", help="test, oof or valid (default: test when the run has one)")
+    p.add_argument("--threshold", type=float, default=None, help="binary decision threshold (default 0.5)")
+    p.add_argument("--n-boot", type=int, default=500, help="bootstrap resamples (patients) for the 95%% CIs")
+    p.set_defaults(func=cmd_subgroups)
     p = sub.add_parser("export", help="export a trained model to ONNX (checked against PyTorch)")
     p.add_argument("--model", required=True, help=f"run folder, model folder or {rundir.MODEL_MANIFEST}")
     p.add_argument("--onnx", required=True, help="output .onnx file")
