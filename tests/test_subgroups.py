@@ -86,10 +86,10 @@ def test_weighted_metrics_agree_with_the_plain_ones_on_a_resample():
     assert acc == pytest.approx((pred[rows] == y[rows]).mean())
 
 
-def test_cli_subgroups_joins_metadata_and_resamples_the_runs_patients(tmp_path, capsys):
+def fake_site_run(tmp_path):
+    """A finished binary run folder (no model) whose test set has a planted site gap, its items.csv with patient
+    pseudonyms, and a metadata CSV (file, site); returns (run, metadata CSV)."""
     import json
-
-    from core.cli import main
 
     df = planted_sites({"anon-a": 0.92, "anon-b": 0.6}, n_patients=60, seed=4)
     run = tmp_path / "run"
@@ -101,6 +101,15 @@ def test_cli_subgroups_joins_metadata_and_resamples_the_runs_patients(tmp_path, 
     items.assign(label=df["label"], split="test", kind="image").to_csv(run / "items.csv", index=False)
     meta = tmp_path / "meta.csv"
     df[["path", "site"]].rename(columns={"path": "file"}).to_csv(meta, index=False)
+    return run, meta
+
+
+def test_cli_subgroups_joins_metadata_and_resamples_the_runs_patients(tmp_path, capsys):
+    import json
+
+    from core.cli import main
+
+    run, meta = fake_site_run(tmp_path)
     assert (
         main(
             [
@@ -123,3 +132,21 @@ def test_cli_subgroups_joins_metadata_and_resamples_the_runs_patients(tmp_path, 
     assert [g["patients"] for g in out["groups"]["site"]] == [60, 60]
     assert out["gaps"]["site"]["worst"] == "anon-b" and any("excludes 0" in w for w in out["warnings"])
     assert main(["subgroups", str(run), "--meta", str(meta), "--by", "sex", "--path-col", "file"]) == 1
+
+
+@pytest.mark.slow
+def test_evaluation_page_shows_groups_and_the_gap_warning(tmp_path):
+    from core.base.config import RunConfig, to_dict
+    from tests.test_app_eval_predict import EVAL, app, register
+
+    run, meta = fake_site_run(tmp_path)
+    register(run, to_dict(RunConfig()))
+    at = app(EVAL).run()
+    at.text_input(key="ev_sg_csv").input(str(meta)).run()
+    at.selectbox(key="ev_sg_path").set_value("file").run()
+    at.multiselect(key="ev_sg_by").select("site").run()
+    assert not at.exception, at.exception
+    table = next(d.value for d in at.dataframe if "site" in d.value)
+    assert list(table["site"]) == ["anon-a", "anon-b"] and list(table["patients"]) == [60, 60]
+    assert any("anon-b has a lower accuracy" in w.value for w in at.warning)
+    assert any("bootstrap over patients" in c.value for c in at.caption)

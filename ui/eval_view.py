@@ -19,7 +19,7 @@ from core.base import fmt
 from core.base.config import SourceConfig
 from core.data import imaging
 from core.data.items import SourceError
-from core.evaluation import calibration, conformal, evaluate, explain, plots, predict, report
+from core.evaluation import calibration, conformal, evaluate, explain, plots, predict, report, subgroups
 from core.runs import jobs
 from core.runs.rundir import REPORT_METRICS, RunFolder
 from core.train import calibrate
@@ -163,6 +163,49 @@ def sets_section(job: jobs.Job, version: tuple, external: pd.DataFrame | None) -
     if rep.get("abstain"):
         with st.expander("Abstain band around the 0.5 threshold (binary)"):
             st.dataframe(pd.DataFrame(rep["abstain"]), hide_index=True, width="stretch")
+
+
+@st.cache_data(max_entries=16, show_spinner="Metrics per subgroup with patient-level bootstrap CIs...")
+def subgroup_fit(
+    run_dir: str, version: tuple, csv_path: str, csv_version: tuple, path_col: str, by: tuple[str, ...]
+) -> dict[str, Any]:
+    """subgroups.run_subgroups of the run with a metadata CSV (cached by both files' versions)."""
+    meta = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    return subgroups.run_subgroups(run_dir, meta, list(by), path_col)
+
+
+def subgroups_section(job: jobs.Job, version: tuple) -> None:
+    """Metrics per metadata group with patient-level CIs, the worst-group gap and its warnings."""
+    st.subheader("Subgroups and sites")
+    csv_path = common.csv_picker(
+        "Metadata CSV (a path column and columns such as sex, age band, site)", "ev_sg_csv"
+    )
+    if not csv_path:
+        st.caption("Give a CSV with the images' paths and metadata columns to see each metric per group.")
+        return
+    try:
+        columns = list(pd.read_csv(csv_path, nrows=0).columns)
+        c1, c2 = st.columns([1, 2])
+        path_col = c1.selectbox("Path column", columns, key="ev_sg_path")
+        by = c2.multiselect("Group by", [c for c in columns if c != path_col], key="ev_sg_by")
+        if not by:
+            return
+        out = subgroup_fit(job.run_dir, version, csv_path, common.file_version(csv_path), path_col, tuple(by))
+    except (OSError, ValueError, KeyError) as err:
+        st.error(f"Cannot use this metadata CSV: {err}")
+        return
+    st.caption(
+        f"On the {SET_NAMES.get(out['set'], out['set'])} set; 95 % CIs by bootstrap over "
+        + (
+            "patients (all images of a patient together)."
+            if out["patient_level"]
+            else "images (no patients known)."
+        )
+    )
+    for rep in out["reports"].values():
+        st.dataframe(subgroups.table(rep), hide_index=True, width="stretch")
+        for w in rep["warnings"]:
+            st.warning(w)
 
 
 # ---------------------------------------------------------------- run choice
@@ -594,6 +637,7 @@ def show_run(job: jobs.Job, runs: list[jobs.Job], checks: SetChecks | None = Non
     set_name = figures_section(job, ev, all_frames)
     calibration_section(job, version)
     sets_section(job, version, external)
+    subgroups_section(job, version)
     folds_section(ev)
     top_losses_section(job, ev, all_frames, set_name)
     if checks is not None:
