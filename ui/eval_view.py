@@ -137,6 +137,11 @@ def set_reports(
 def sets_section(job: jobs.Job, version: tuple, external: pd.DataFrame | None) -> None:
     """Prediction sets and referral: the user's coverage, score and variant; what the test set says about them."""
     st.subheader("Prediction sets and referral (conformal)")
+    if "test" not in predictions(job.run_dir, version) and external is None:
+        st.caption(
+            "Prediction sets are judged on a labelled test set: this run has none (add an external one)."
+        )
+        return
     c1, c2, c3 = st.columns(3)
     coverage = c1.slider("Coverage", 0.80, 0.99, 0.90, 0.01, key="ev_coverage")
     method = c2.radio("Score", conformal.METHODS, format_func=conformal.METHOD_LABELS.get, key="ev_set_score")

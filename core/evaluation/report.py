@@ -190,9 +190,8 @@ def build_report(
     png: bool | None = None,
     progress: OnStep | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a run folder (+ an external labelled test table) and write report.html, figures/ and
-    metrics_report.json under out_dir (default run_dir/report). png: None tries when kaleido is installed.
-    `progress` hears of its REPORT_STEPS steps (metrics, figures, files, page)."""
+    """Evaluate a run (+ an external labelled table); write report.html, figures/, metrics_report.json to out_dir
+    (default run_dir/report). png None: when kaleido is there. `progress` hears of its REPORT_STEPS steps."""
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir else rundir.RunFolder(run_dir).report_folder()
     out.mkdir(parents=True, exist_ok=True)
