@@ -915,6 +915,26 @@ def _job_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_finish)
 
 
+def _defend_commands(sub: Any) -> None:
+    """calibrate and subgroups: results a lab can defend."""
+    p = sub.add_parser(
+        "calibrate", help="fit (again) the temperature of a finished run, or remove it with --off"
+    )
+    p.add_argument("run", help="run folder (or its name under the runs folder)")
+    p.add_argument("--off", action="store_true", help="remove the temperature: raw probabilities again")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    p.set_defaults(func=cmd_calibrate)
+    p = sub.add_parser("subgroups", help="metrics per subgroup / site with CIs and the worst-group gap")
+    p.add_argument("run", help="run folder (or its name under the runs folder)")
+    p.add_argument("--meta", required=True, help="CSV with a path column and the metadata columns")
+    p.add_argument("--by", required=True, help="metadata column(s), comma-separated (e.g. sex,site)")
+    p.add_argument("--path-col", default="path", help="the metadata CSV's path column (default path)")
+    p.add_argument("--set", default="", help="test, oof or valid (default: test when the run has one)")
+    p.add_argument("--threshold", type=float, default=None, help="binary decision threshold (default 0.5)")
+    p.add_argument("--n-boot", type=int, default=500, help="bootstrap resamples (patients) for the 95%% CIs")
+    p.set_defaults(func=cmd_subgroups)
+
+
 def _model_commands(sub: Any) -> None:
     """Commands that use a trained model: predict, evaluate, report, export, download."""
     p = sub.add_parser("predict", help="predict a folder or a file with a trained model; CSV out")
@@ -953,22 +973,6 @@ def _model_commands(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--no-png", action="store_true", help="HTML figures only")
     p.set_defaults(func=cmd_report)
-    p = sub.add_parser(
-        "calibrate", help="fit (again) the temperature of a finished run, or remove it with --off"
-    )
-    p.add_argument("run", help="run folder (or its name under the runs folder)")
-    p.add_argument("--off", action="store_true", help="remove the temperature: raw probabilities again")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
-    p.set_defaults(func=cmd_calibrate)
-    p = sub.add_parser("subgroups", help="metrics per subgroup / site with CIs and the worst-group gap")
-    p.add_argument("run", help="run folder (or its name under the runs folder)")
-    p.add_argument("--meta", required=True, help="CSV with a path column and the metadata columns")
-    p.add_argument("--by", required=True, help="metadata column(s), comma-separated (e.g. sex,site)")
-    p.add_argument("--path-col", default="path", help="the metadata CSV's path column (default path)")
-    p.add_argument("--set", default="", help="test, oof or valid (default: test when the run has one)")
-    p.add_argument("--threshold", type=float, default=None, help="binary decision threshold (default 0.5)")
-    p.add_argument("--n-boot", type=int, default=500, help="bootstrap resamples (patients) for the 95%% CIs")
-    p.set_defaults(func=cmd_subgroups)
     p = sub.add_parser("export", help="export a trained model to ONNX (checked against PyTorch)")
     p.add_argument("--model", required=True, help=f"run folder, model folder or {rundir.MODEL_MANIFEST}")
     p.add_argument("--onnx", required=True, help="output .onnx file")
@@ -988,7 +992,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description=__doc__)
     parser.add_argument("--version", action="version", version=label())
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_data_commands, _training_commands, _job_commands, _model_commands):
+    for add in (_data_commands, _training_commands, _job_commands, _model_commands, _defend_commands):
         add(sub)
     return parser
 
