@@ -564,7 +564,7 @@ def cmd_predict(ns: argparse.Namespace) -> dict[str, Any]:
 
     if not ns.input and not ns.csv_path:
         raise CliError("give an image/DICOM file or folder, or --csv with a table of paths")
-    pred = _predictor(ns, _model_path(ns.model))
+    pred = _predictor(ns, _model_arg(ns))
     line = StepLine("predict")
     opts = dict(batch_size=ns.bs, tta=ns.tta, threshold=ns.threshold, progress=line)
     if ns.csv_path:
@@ -590,12 +590,22 @@ def cmd_predict(ns: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _model_arg(ns: argparse.Namespace) -> Path:
+    """--model as a manifest, or (with --ensemble) as the k-fold run folder whose fold models are averaged."""
+    if not ns.ensemble:
+        return _model_path(ns.model)
+    return Path(ns.model) if Path(ns.model).exists() else rundir.run_folder(ns.model).path
+
+
 def _predictor(ns: argparse.Namespace, model: Path | str) -> Any:
-    """The Predictor the flags ask for: calibrated unless --uncalibrated, prediction sets with --coverage."""
+    """The Predictor the flags ask for: calibrated unless --uncalibrated, prediction sets with --coverage,
+    the mean of a k-fold run's fold models with --ensemble."""
     from core.evaluation.conformal import SetRule
+    from core.evaluation.ensemble import EnsemblePredictor
     from core.evaluation.predict import Predictor
 
-    pred = Predictor(model, calibrated=not ns.uncalibrated)
+    kind = EnsemblePredictor if ns.ensemble else Predictor
+    pred = kind(model, calibrated=not ns.uncalibrated)
     if ns.coverage is not None:
         pred.use_sets(SetRule(ns.coverage, ns.set_score, ns.mondrian))
     return pred
@@ -616,7 +626,7 @@ def cmd_evaluate(ns: argparse.Namespace) -> dict[str, Any]:
     """Score a saved model on a labelled test set (folder or CSV, DICOM included); report beside validation."""
     from core.evaluation.predict import score_source
 
-    model = _model_path(ns.model)
+    model = _model_arg(ns)
     pred = _predictor(ns, model)
     line = StepLine("evaluate")
     scored = score_source(pred, source_config(ns), tta=ns.tta, threshold=ns.threshold, progress=line)
@@ -731,6 +741,11 @@ def _decision_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set-score", choices=("lac", "aps"), default="lac", help="conformal score (default lac)")
     p.add_argument(
         "--mondrian", action="store_true", help="class-conditional sets: the coverage holds within each class"
+    )
+    p.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="--model is a k-fold run: average its fold models' probabilities (one model made of k)",
     )
     p.add_argument(
         "--uncalibrated",
