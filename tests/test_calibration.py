@@ -284,3 +284,34 @@ def test_report_has_the_calibration_section(tmp_path):
     assert rep["calibration"]["temperature"]["temperature"] == pytest.approx(t.temperature)
     page = (tmp_path / "rep" / "report.html").read_text()
     assert "Calibration (temperature scaling)" in page and "T fitted here" in page
+
+
+@pytest.mark.slow
+def test_kfold_fits_on_out_of_fold_and_every_model_of_the_run_carries_it(tmp_path, monkeypatch):
+    from core.base.config import DataConfig, SourceConfig, SplitConfig, TrainConfig
+    from core.data.sample import ensure_sample
+    from core.evaluation import conformal
+    from core.runs import jobs
+
+    seen = []
+    monkeypatch.setattr(
+        calibration, "fit_on_frame", lambda df, classes, on: seen.append((on, len(df))) or KNOWN
+    )
+    sample = ensure_sample(tmp_path / "sample", n_patients=6)
+    cfg = RunConfig(
+        source=SourceConfig(kind="csv", csv_path=str(sample / "labels.csv"), group_col="patient_id"),
+        data=DataConfig(img_size=32, batch_size=32, split=SplitConfig(method="group", k_folds=2)),
+        train=TrainConfig(
+            pretrained=False, epochs=1, freeze_epochs=0, torch_threads=1, final_model_on_all=True
+        ),
+    )
+    run = tmp_path / "kf"
+    jobs.run_inline("train", {"config": to_dict(cfg)}, run_dir=run)
+    oof = pd.read_csv(run / "oof_predictions.csv")
+    assert seen == [("oof", len(oof))]  # one fit, on the pooled out-of-fold predictions
+    assert json.loads((run / "metrics.json").read_text())["calibration"] == KNOWN.to_dict()
+    for model_dir in (run / "folds" / "fold0", run / "folds" / "fold1", run / "model"):
+        manifest, _ = read_manifest(model_dir)
+        assert temperature.of_manifest(manifest) == KNOWN
+        cal = conformal.of_manifest(manifest)
+        assert cal is not None and cal.fitted_on == "oof" and cal.n == len(oof)
