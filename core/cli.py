@@ -800,6 +800,29 @@ def cmd_subgroups(ns: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def cmd_checklist(ns: argparse.Namespace) -> dict[str, Any]:
+    """The reporting checklist of a run as Markdown, and a model card in its saved model folder."""
+    from core.base.fsutil import atomic_write_text
+    from core.evaluation import checklist, evaluate
+
+    run = rundir.RunFolder(_finished_run(ns.run))
+    items = checklist.checklist(run.path, ns.n_boot)
+    out = Path(ns.out) if ns.out else run.report_folder() / "checklist.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, checklist.to_markdown(items, run.path.name))
+    cards = []
+    for model_dir in run.models().values():
+        classes = list(evaluate.run_summary(run.path)["classes"])
+        atomic_write_text(model_dir / "MODEL_CARD.md", checklist.model_card(items, run.path.name, classes))
+        cards.append(str(model_dir / "MODEL_CARD.md"))
+    return {
+        "checklist": str(out),
+        "model_cards": cards,
+        "filled": sum(not i.by_person for i in items),
+        "for_a_person": [i.topic for i in items if i.by_person],
+    }
+
+
 def cmd_export(ns: argparse.Namespace) -> dict[str, Any]:
     """Export a saved model to ONNX; verified against PyTorch with onnxruntime unless --no-verify."""
     from core.models import onnx_export, package, savedmodel
@@ -948,6 +971,13 @@ def _defend_commands(sub: Any) -> None:
     p.add_argument("--threshold", type=float, default=None, help="binary decision threshold (default 0.5)")
     p.add_argument("--n-boot", type=int, default=500, help="bootstrap resamples (patients) for the 95%% CIs")
     p.set_defaults(func=cmd_subgroups)
+    p = sub.add_parser("checklist", help="CLAIM / TRIPOD+AI checklist from a run (Markdown) + a model card")
+    p.add_argument("run", help="run folder (or its name under the runs folder)")
+    p.add_argument(
+        "--out", default="", help=f"Markdown file (default <run>/{rundir.REPORT_DIR}/checklist.md)"
+    )
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    p.set_defaults(func=cmd_checklist)
 
 
 def _model_commands(sub: Any) -> None:

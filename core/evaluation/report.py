@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 
 from core.base import fmt, steps
 from core.base.steps import OnStep
-from core.evaluation import calibration, conformal, evaluate, explain, plots
+from core.evaluation import calibration, checklist, conformal, evaluate, explain, plots
 from core.runs import rundir
 
 REPORT_TEMPLATE = "plotly_white"  # the report page is a light document; pages in the app follow their theme
@@ -176,6 +176,7 @@ def defend_sections(
     return {
         "temperature_scaling": calibration.calibration_report(run_dir, n_resamples=n_resamples, seed=seed),
         "prediction_sets": [s for s in sets if s is not None],
+        "checklist": checklist.table(checklist.checklist(run_dir, n_resamples)).to_dict("records"),
     }
 
 
@@ -276,6 +277,11 @@ def render_html(
     ]
     parts += _calibration_section(ev.get("temperature_scaling"))
     parts += _sets_section(ev.get("prediction_sets") or [])
+    if ev.get("checklist"):
+        parts += [
+            "<h2>Reporting checklist (CLAIM 2024 / TRIPOD+AI topics)</h2>",
+            _table(pd.DataFrame(ev["checklist"])),
+        ]
     parts += _run_section(ev, figs)
     for name, set_ev in ev["sets"].items():
         parts += _set_section(name, set_ev, figs, losses.get(name))
