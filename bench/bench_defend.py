@@ -3,7 +3,7 @@ conformal coverage / referral / accuracy of the answered at 90 % and 95 % (margi
 
 Each seed trains the app's own training job (patient-grouped train / valid / test split, from scratch) with
 calibration on, then measures on the held-out test split only: the temperature and the conformal scores come
-from the validation split. Writes the run's report (report.html with both sections) for the first seed.
+from the validation split. With --report, writes the first seed's report (report.html) and checklist.md.
 """
 
 from __future__ import annotations
@@ -112,9 +112,12 @@ def main() -> None:
             run, seconds = c.timed(lambda s=seed: train(args, s, home))
             per_seed.append({"seed": seed, "train_seconds": seconds, **measure(run)})
             if i == 0 and args.report:
+                from core.evaluation import checklist
                 from core.evaluation.report import build_report
 
                 build_report(run, args.report, png=False)
+                md = checklist.to_markdown(checklist.checklist(run), run.name)
+                (Path(args.report) / "checklist.md").write_text(md, encoding="utf-8")
     c.emit(
         {
             "benchmark": "defend",

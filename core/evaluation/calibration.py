@@ -9,7 +9,6 @@ exactly with T' = 1/T.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -56,14 +55,6 @@ def run_temperature(summary: Mapping[str, Any]) -> Temperature | None:
     return Temperature.from_dict(record) if isinstance(record, Mapping) else None
 
 
-def _ci(draws: np.ndarray, point: float, level: float) -> dict[str, float]:
-    """{value, lo, hi}: the point estimate and the percentile interval of its finite bootstrap draws."""
-    draws = draws[np.isfinite(draws)]
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(draws, [alpha, 1 - alpha]) if len(draws) else (math.nan, math.nan)
-    return {"value": float(point), "lo": float(lo), "hi": float(hi)}
-
-
 def _stats(y: np.ndarray, probs: np.ndarray, n_bins: int) -> np.ndarray:
     """(ECE, Brier) of one sample."""
     return np.array([evaluate.expected_calibration_error(y, probs, n_bins), evaluate.brier_score(y, probs)])
@@ -88,9 +79,9 @@ def before_after(
     out = {}
     for k, name in enumerate(("ece", "brier")):
         out[name] = {
-            "before": _ci(draws[:, 0, k], point_b[k], evaluate.CI_LEVEL),
-            "after": _ci(draws[:, 1, k], point_a[k], evaluate.CI_LEVEL),
-            "change": _ci(draws[:, 1, k] - draws[:, 0, k], point_a[k] - point_b[k], evaluate.CI_LEVEL),
+            "before": evaluate.draws_ci(draws[:, 0, k], point_b[k]),
+            "after": evaluate.draws_ci(draws[:, 1, k], point_a[k]),
+            "change": evaluate.draws_ci(draws[:, 1, k] - draws[:, 0, k], point_a[k] - point_b[k]),
         }
     return out
 

@@ -219,7 +219,6 @@ def coverage_report(
     point = _rates(covered, refer, right)
     idx = evaluate.bootstrap_indices(y, n_resamples, seed) if len(y) else np.zeros((0, 0), int)
     draws = _rates(covered[idx], refer[idx], right[idx]) if len(idx) else np.zeros((0, 3))
-    alpha = (1 - evaluate.CI_LEVEL) / 2
     out: dict[str, Any] = {
         "n": int(len(y)),
         "rule": dataclasses.asdict(rule),
@@ -227,9 +226,7 @@ def coverage_report(
         "n_cal": cal.n,
     }
     for k, name in enumerate(("coverage", "referral_rate", "accuracy_answered")):
-        d = draws[:, k][np.isfinite(draws[:, k])]
-        lo, hi = np.quantile(d, [alpha, 1 - alpha]) if len(d) else (math.nan, math.nan)
-        out[name] = {"value": float(point[k]), "lo": float(lo), "hi": float(hi)}
+        out[name] = evaluate.draws_ci(draws[:, k], point[k])
     out["mean_set_size"] = float(sets.sum(1).mean()) if len(y) else math.nan
     out["coverage_per_class"] = {
         c: float(covered[y == i].mean()) if (y == i).any() else math.nan for i, c in enumerate(cal.classes)

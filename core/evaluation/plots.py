@@ -155,6 +155,18 @@ def pr_curves(
     return style(fig, title, height=460)
 
 
+def diagonal(start: float, name: str) -> go.Scatter:
+    """The dashed y = x guide from (start, start) to (1, 1): what a calibrated model or a kept promise draws."""
+    return go.Scatter(
+        x=[start, 1],
+        y=[start, 1],
+        mode="lines",
+        name=name,
+        hoverinfo="skip",
+        line={"color": GUIDE, "dash": "dash", "width": 1},
+    )
+
+
 def reliability_diagram(
     curve: pd.DataFrame,
     ece: float | None = None,
@@ -171,14 +183,7 @@ def reliability_diagram(
     size = 8 + 16 * np.sqrt(curve["count"] / max(1, curve["count"].max())) if len(curve) else []
     fig = go.Figure(
         [
-            go.Scatter(
-                x=[0, 1],
-                y=[0, 1],
-                mode="lines",
-                name="perfect calibration",
-                hoverinfo="skip",
-                line={"color": GUIDE, "dash": "dash", "width": 1},
-            ),
+            diagonal(0.0, "perfect calibration"),
             go.Scatter(
                 x=curve["confidence"],
                 y=curve["observed"],
@@ -610,16 +615,7 @@ def coverage_referral(
 ) -> go.Figure:
     """Against the chosen coverage: the coverage reached, the share referred (set not one class) and the accuracy
     of the answered images; the diagonal is the promise."""
-    fig = go.Figure(
-        go.Scatter(
-            x=[0.5, 1],
-            y=[0.5, 1],
-            mode="lines",
-            name="target",
-            hoverinfo="skip",
-            line={"color": GUIDE, "dash": "dash", "width": 1},
-        )
-    )
+    fig = go.Figure(diagonal(0.5, "target"))
     for i, (col, name) in enumerate(
         (
             ("coverage", "coverage reached"),

@@ -78,16 +78,6 @@ def _patient_weights(patients: np.ndarray, n_resamples: int, rng: np.random.Gene
     return counts[:, codes]
 
 
-def _ci(draws: list[float], level: float) -> tuple[float, float]:
-    """Percentile interval of the finite draws."""
-    d = np.array(draws, dtype=float)
-    d = d[np.isfinite(d)]
-    alpha = (1 - level) / 2
-    return (
-        (float(np.quantile(d, alpha)), float(np.quantile(d, 1 - alpha))) if len(d) else (math.nan, math.nan)
-    )
-
-
 def default_metrics(classes: list[str]) -> tuple[str, ...]:
     """Binary: accuracy, sensitivity, specificity, ROC AUC; multi-class: accuracy, balanced accuracy, ROC AUC."""
     return (
@@ -105,8 +95,8 @@ def _group_stats(
     ones = np.ones((1, len(y)))
     for m in metrics:
         values[m] = _weighted(y, probs, pred, w, m).tolist()
-        lo, hi = _ci(values[m], evaluate.CI_LEVEL)
-        stats[m] = GroupStat(float(_weighted(y, probs, pred, ones, m)[0]), lo, hi)
+        ci = evaluate.draws_ci(values[m], float(_weighted(y, probs, pred, ones, m)[0]))
+        stats[m] = GroupStat(ci["value"], ci["lo"], ci["hi"])
     return stats, values
 
 
@@ -158,16 +148,8 @@ def _gap(rows: list[dict[str, Any]], per_draw: dict[str, dict[str, list[float]]]
     best = max(judged, key=lambda r: r[metric].value)
     worst = min(judged, key=lambda r: r[metric].value)
     diffs = np.array(per_draw[best["group"]][metric]) - np.array(per_draw[worst["group"]][metric])
-    lo, hi = _ci(list(diffs), evaluate.CI_LEVEL)
-    value = best[metric].value - worst[metric].value
-    return {
-        "metric": metric,
-        "best": best["group"],
-        "worst": worst["group"],
-        "value": value,
-        "lo": lo,
-        "hi": hi,
-    }
+    ci = evaluate.draws_ci(diffs, best[metric].value - worst[metric].value)
+    return {"metric": metric, "best": best["group"], "worst": worst["group"], **ci}
 
 
 def _warnings(rows: list[dict[str, Any]], gap: dict | None, column: str, min_group: int) -> list[str]:
