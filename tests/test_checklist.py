@@ -45,7 +45,8 @@ def test_checklist_fills_what_the_run_knows_and_marks_the_rest(tmp_path):
     )
     perf = next(i for i in items if i.topic.startswith("Performance with 95 % CIs (test set, n = 300)"))
     assert "roc auc" in perf.value and "(" in perf.value and perf.source == "test_predictions.csv"
-    assert by_topic["Calibration"].value.startswith("not calibrated")
+    assert by_topic["Calibration"].value.startswith("no temperature scaling (not fitted")
+    assert "last epoch" in by_topic["Model selection"].value or "Model:" in by_topic["Model selection"].value
     assert by_topic["Uncertainty: prediction sets (90 %, LAC)"].value.startswith("coverage ")
     assert by_topic["Software and hardware"].source == "env.json"
     person = [i for i in items if i.by_person]

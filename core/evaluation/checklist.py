@@ -57,6 +57,11 @@ def _read(path: Path) -> dict[str, Any]:
         return {}
 
 
+def _rounded(values: list[float] | None) -> str:
+    """A short list of numbers (3 decimals), or 'none'."""
+    return "none" if values is None else "[" + ", ".join(f"{v:.3f}" for v in values) + "]"
+
+
 def _data_items(run: rundir.RunFolder, cfg: dict[str, Any]) -> list[Item]:
     """Source, counts per split and class, patient grouping, exclusions."""
     src, split = cfg.get("source", {}), cfg.get("data", {}).get("split", {})
@@ -110,7 +115,7 @@ def _model_items(cfg: dict[str, Any], manifest: dict[str, Any]) -> list[Item]:
             "Methods",
             "Preprocessing",
             f"{data.get('img_size')} px, {data.get('channels')}, resize '{data.get('resize')}', normalisation "
-            f"mean {norm.get('mean')} std {norm.get('std')}; DICOM window {window or 'from the file / full range'}",
+            f"mean {_rounded(norm.get('mean'))} std {_rounded(norm.get('std'))}; DICOM window {window or 'from the file / full range'}",
             rundir.MODEL_MANIFEST,
         ),
         Item(
@@ -147,21 +152,10 @@ def _model_items(cfg: dict[str, Any], manifest: dict[str, Any]) -> list[Item]:
 
 
 def _selection_items(summary: dict[str, Any]) -> list[Item]:
-    """Which epoch the model is from and what chose it."""
-    if summary.get("type") == "kfold":
-        final = summary.get("final_model")
-        value = f"k-fold ({summary.get('k')} folds): fold models" + (
-            f" and a final model on all data for {final.get('epochs')} epochs"
-            if final
-            else " (no final model)"
-        )
-    else:
-        value = f"the {summary.get('model_weights') or 'last'} epoch ({summary.get('model_epoch')}); " + (
-            "chosen on the validation split, whose metrics are therefore optimistic"
-            if summary.get("valid_used_for_selection")
-            else "validation not used to choose it"
-        )
-    return [Item("Methods", "Model selection", value, rundir.METRICS)]
+    """Which epoch the model is from and what chose it (evaluate.provenance), and a k-fold run's final model."""
+    final = summary.get("final_model")
+    extra = f" A final model was trained on all the data for {final.get('epochs')} epochs." if final else ""
+    return [Item("Methods", "Model selection", evaluate.provenance(summary) + extra, rundir.METRICS)]
 
 
 def _headline_items(run_dir: Path, summary: dict[str, Any], n_resamples: int) -> list[Item]:
@@ -192,12 +186,17 @@ def _headline_items(run_dir: Path, summary: dict[str, Any], n_resamples: int) ->
     ]
 
 
-def _defend_items(run_dir: Path, n_resamples: int) -> list[Item]:
+def _defend_items(run_dir: Path, n_resamples: int, cfg_off: bool) -> list[Item]:
     """Calibration before / after and prediction sets at 90 % on the test set."""
     out = []
     cal = calibration.calibration_report(run_dir, n_resamples=n_resamples)
     if cal is None:
-        out.append(Item("Results", "Calibration", "not calibrated (temperature scaling off)", rundir.METRICS))
+        why = (
+            "off for this run"
+            if cfg_off
+            else "not fitted: too few validation predictions, or no errors among them"
+        )
+        out.append(Item("Results", "Calibration", f"no temperature scaling ({why})", rundir.METRICS))
     else:
         t = cal["temperature"]
         judged = cal["sets"].get("test") or next(iter(cal["sets"].values()), None)
@@ -262,7 +261,7 @@ def checklist(run_dir: str | Path, n_resamples: int = evaluate.BOOTSTRAP_RESAMPL
         *_model_items(cfg, manifest),
         *_selection_items(summary),
         *_headline_items(run_dir, summary, n_resamples),
-        *_defend_items(run_dir, n_resamples),
+        *_defend_items(run_dir, n_resamples, cfg.get("train", {}).get("calibrate") is False),
         *_other_items(run),
     ]
     return items + [Item(section, topic, PERSON) for section, topic in PERSON_ITEMS]
