@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from core.base import fmt
-from core.evaluation import calibration, conformal, evaluate
+from core.evaluation import calibration, conformal, evaluate, sample_size
 from core.runs import rundir
 
 PERSON = "to be filled by a person"
@@ -42,7 +42,7 @@ PERSON_ITEMS = (
     ("Data", "Where and when the images were collected (sites, dates), and the eligibility criteria"),
     ("Data", "Reference standard: who labelled the images, how, with what experience, and their agreement"),
     ("Data", "Missing data and how it was handled beyond unreadable files"),
-    ("Methods", "Sample size rationale (why this many images)"),
+    ("Methods", "Sample size rationale (why this many training images; the test-set size line above helps)"),
     ("Ethics", "Ethics approval, consent or waiver, data protection"),
     ("Discussion", "Limitations, generalisability, clinical implications"),
     ("Other", "Code and data availability, funding, conflicts of interest"),
@@ -174,7 +174,11 @@ def _headline_items(run_dir: Path, summary: dict[str, Any], n_resamples: int) ->
     wrong = df[df["pred"].astype(str) != df["label"].astype(str)]
     pairs = wrong.groupby(["label", "pred"]).size().sort_values(ascending=False).head(3)
     errors = "; ".join(f"{int(n)} {t} called {p}" for (t, p), n in pairs.items()) or "none"
+    headline = "roc_auc" if len(classes) == 2 else "accuracy"
+    share = ev["counts"][classes[1]] / max(1, ev["n"]) if len(classes) == 2 else None
+    plan = sample_size.plan_text(headline, ev["metrics"][headline], 0.05, ev["n"], share)
     return [
+        Item("Methods", "Test-set size for a chosen CI width", plan, file),
         Item("Results", f"Performance with 95 % CIs ({name} set, n = {ev['n']})", shown, file),
         Item(
             "Results",
