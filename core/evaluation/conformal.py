@@ -123,9 +123,13 @@ def calibrate_frame(df: pd.DataFrame, classes: list[str], fitted_on: str) -> Cal
 
 
 def of_manifest(manifest: Any) -> Calibration | None:
-    """The held-out scores a saved model carries (None: saved without them)."""
+    """The held-out scores a saved model carries (None: saved without them, or a record of a task or score this
+    version does not know: the model still predicts, only without prediction sets)."""
     rec = manifest.extra.get(KEY)
-    return Calibration.from_dict(rec) if isinstance(rec, Mapping) else None
+    try:
+        return Calibration.from_dict(rec) if isinstance(rec, Mapping) else None
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def quantile(scores: np.ndarray | list[float], coverage: float) -> float:
