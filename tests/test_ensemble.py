@@ -17,16 +17,16 @@ from core.models.weightfiles import ModelFileError
 
 @pytest.fixture
 def kfold_run(tmp_path):
-    """A finished k-fold run folder with 3 fold models (random resnet18s, 32 px, each its own temperature)."""
+    """A finished k-fold run folder with 2 fold models (random resnet18s, 32 px, each its own temperature)."""
     run = tmp_path / "run"
-    for i in range(3):
+    for i in range(2):
         torch.manual_seed(i)
         t = temperature.Temperature(1.0 + i, "oof", 50, 0.7, 0.6)
         manifest = temperature.with_temperature(
             Manifest(arch="resnet18", classes=["a", "b"], img_size=32, mean=[0.5] * 3, std=[0.25] * 3), t
         )
         save_model(archs.create_model("resnet18", 2).eval(), run / "folds" / f"fold{i}", manifest)
-    (run / "metrics.json").write_text(json.dumps({"type": "kfold", "k": 3, "classes": ["a", "b"]}))
+    (run / "metrics.json").write_text(json.dumps({"type": "kfold", "k": 2, "classes": ["a", "b"]}))
     images = tmp_path / "images"
     images.mkdir()
     rng = np.random.default_rng(0)
@@ -41,17 +41,17 @@ def test_ensemble_probabilities_are_the_mean_of_the_folds(kfold_run):
 
     run, images = kfold_run
     ens = EnsemblePredictor(run, device="cpu")
-    assert ens.n_members == 3
+    assert ens.n_members == 2
     got, problems = predict_folder(ens, images)
     assert problems.empty and len(got) == 4
     cols = ["prob_a", "prob_b"]
-    folds = [predict_folder(Predictor(run / "folds" / f"fold{i}", device="cpu"), images)[0] for i in range(3)]
+    folds = [predict_folder(Predictor(run / "folds" / f"fold{i}", device="cpu"), images)[0] for i in range(2)]
     np.testing.assert_allclose(got[cols], np.mean([f[cols].to_numpy() for f in folds], axis=0), atol=1e-6)
     assert not np.allclose(folds[0][cols], folds[1][cols])  # the members differ, so the mean means something
     tta = predict_folder(ens, images, tta=True)[0]
     tta_folds = [
         predict_folder(Predictor(run / "folds" / f"fold{i}", device="cpu"), images, tta=True)[0]
-        for i in range(3)
+        for i in range(2)
     ]
     np.testing.assert_allclose(tta[cols], np.mean([f[cols].to_numpy() for f in tta_folds], axis=0), atol=1e-6)
     with pytest.raises(ValueError, match="single models"):
