@@ -658,11 +658,11 @@ def _scored(df, classes: list[str], threshold: float | None) -> dict[str, Any] |
 def cmd_predict(ns: argparse.Namespace) -> dict[str, Any]:
     """Predict a folder, a single file or a CSV of paths to CSV; a labelled CSV or a folder of class sub-folders
     (named after the model's classes) is also scored."""
-    from core.evaluation.predict import Predictor, predict_csv, predict_folder
+    from core.evaluation.predict import predict_csv, predict_folder
 
     if not ns.input and not ns.csv_path:
         raise CliError("give an image/DICOM file or folder, or --csv with a table of paths")
-    pred = Predictor(_model_path(ns.model))
+    pred = _predictor(ns, _model_arg(ns))
     line = StepLine("predict")
     opts = dict(batch_size=ns.bs, tta=ns.tta, threshold=ns.threshold, progress=line)
     if ns.csv_path:
@@ -686,16 +686,49 @@ def cmd_predict(ns: argparse.Namespace) -> dict[str, Any]:
         "scored_note": None
         if "label" in preds
         else "no labels: give --csv with a label column, or a folder whose sub-folders are the model's classes",
+        "prediction_sets": _set_coverage(pred, preds),
         "rows": preds.head(ns.show).to_dict("records"),
     }
 
 
+def _model_arg(ns: argparse.Namespace) -> Path:
+    """--model as a manifest, or (with --ensemble) as the k-fold run folder whose fold models are averaged."""
+    if not ns.ensemble:
+        return _model_path(ns.model)
+    return Path(ns.model) if Path(ns.model).exists() else rundir.run_folder(ns.model).path
+
+
+def _predictor(ns: argparse.Namespace, model: Path | str) -> Any:
+    """The Predictor the flags ask for: calibrated unless --uncalibrated, prediction sets with --coverage,
+    the mean of a k-fold run's fold models with --ensemble."""
+    from core.evaluation.conformal import SetRule
+    from core.evaluation.ensemble import EnsemblePredictor
+    from core.evaluation.predict import Predictor
+
+    kind = EnsemblePredictor if ns.ensemble else Predictor
+    pred = kind(model, calibrated=not ns.uncalibrated)
+    if ns.coverage is not None:
+        pred.use_sets(SetRule(ns.coverage, ns.set_score, ns.mondrian))
+    return pred
+
+
+def _set_coverage(pred: Any, df: Any) -> dict[str, Any] | None:
+    """Coverage, referral rate and accuracy of the answered on a labelled prediction table (with --coverage)."""
+    from core.evaluation import conformal, evaluate
+
+    labelled = evaluate.labelled(df)
+    if pred.set_rule is None or not len(labelled):
+        return None
+    y, probs = evaluate.labels_and_probs(labelled, pred.classes)
+    return conformal.coverage_report(y, probs, pred.conformal, pred.set_rule)
+
+
 def cmd_evaluate(ns: argparse.Namespace) -> dict[str, Any]:
     """Score a saved model on a labelled test set (folder or CSV, DICOM included); report beside validation."""
-    from core.evaluation.predict import Predictor, score_source
+    from core.evaluation.predict import score_source
 
-    model = _model_path(ns.model)
-    pred = Predictor(model)
+    model = _model_arg(ns)
+    pred = _predictor(ns, model)
     line = StepLine("evaluate")
     scored = score_source(pred, source_config(ns), tta=ns.tta, threshold=ns.threshold, progress=line)
     line.close()
@@ -708,6 +741,7 @@ def cmd_evaluate(ns: argparse.Namespace) -> dict[str, Any]:
         "problems": len(scored.problems),
         "out": ns.out or None,
         "scored": _scored(df, pred.classes, ns.threshold),
+        "prediction_sets": _set_coverage(pred, df),
     }
     run = rundir.of_model(model)
     if ns.no_report:
@@ -766,9 +800,10 @@ def cmd_report(ns: argparse.Namespace) -> dict[str, Any]:
         progress=(line := StepLine("report")),
     )
     line.close()
-    return {k: rep[k] for k in ("report", "metrics", "png_ok", "png_note", "headline", "comparison")} | {
-        "figures": len(rep["figures"])
-    }
+    return {
+        k: rep[k]
+        for k in ("report", "metrics", "png_ok", "png_note", "headline", "comparison", "calibration")
+    } | {"figures": len(rep["figures"])}
 
 
 def cmd_finish(ns: argparse.Namespace) -> dict[str, Any]:
@@ -798,6 +833,95 @@ def _decision_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tta", action="store_true", help="test-time augmentation: average with the mirrored image"
     )
+    p.add_argument(
+        "--coverage",
+        type=float,
+        default=None,
+        help="add conformal prediction sets at this coverage (e.g. 0.9): columns set and refer (set size != 1)",
+    )
+    p.add_argument("--set-score", choices=("lac", "aps"), default="lac", help="conformal score (default lac)")
+    p.add_argument(
+        "--mondrian", action="store_true", help="class-conditional sets: the coverage holds within each class"
+    )
+    p.add_argument(
+        "--ensemble",
+        action="store_true",
+        help="--model is a k-fold run: average its fold models' probabilities (one model made of k)",
+    )
+    p.add_argument(
+        "--uncalibrated",
+        action="store_true",
+        help="raw probabilities: ignore the temperature the model carries (default: apply it)",
+    )
+
+
+def cmd_calibrate(ns: argparse.Namespace) -> dict[str, Any]:
+    """(Re)fit a finished run's temperature on its validation / out-of-fold predictions, or remove it (--off)."""
+    from core.evaluation.calibration import report_table
+    from core.train.calibrate import calibrate_run
+
+    run = _finished_run(ns.run)
+    t = calibrate_run(run, off=ns.off)
+    out: dict[str, Any] = {"run": str(run), "temperature": t.to_dict() if t else None}
+    if t is None and not ns.off:
+        out["note"] = "too few validation predictions (or no errors among them) to fit a temperature"
+    if t is not None:
+        from core.evaluation.calibration import calibration_report
+
+        rep = calibration_report(run, n_resamples=ns.n_boot)
+        out["before_after"] = report_table(rep).to_dict("records") if rep else []
+    return out
+
+
+def cmd_subgroups(ns: argparse.Namespace) -> dict[str, Any]:
+    """Metrics per metadata group (patient-level CIs), the worst-group gap and warnings, on a run's test set."""
+    import pandas as pd
+
+    from core.evaluation import subgroups
+
+    run = _finished_run(ns.run)
+    meta = pd.read_csv(ns.meta, dtype=str, keep_default_na=False)
+    if ns.path_col not in meta:
+        raise CliError(f"{ns.meta} has no column {ns.path_col!r} (choose it with --path-col)")
+    out = subgroups.run_subgroups(
+        run,
+        meta,
+        [c.strip() for c in ns.by.split(",") if c.strip()],
+        ns.path_col,
+        ns.set or None,
+        ns.threshold,
+        ns.n_boot,
+    )
+    return {
+        "set": out["set"],
+        "patient_level": out["patient_level"],
+        "groups": {c: subgroups.table(r).to_dict("records") for c, r in out["reports"].items()},
+        "gaps": {c: r["gap"] for c, r in out["reports"].items()},
+        "warnings": [w for r in out["reports"].values() for w in r["warnings"]],
+    }
+
+
+def cmd_checklist(ns: argparse.Namespace) -> dict[str, Any]:
+    """The reporting checklist of a run as Markdown, and a model card in its saved model folder."""
+    from core.base.fsutil import atomic_write_text
+    from core.evaluation import checklist, evaluate
+
+    run = rundir.RunFolder(_finished_run(ns.run))
+    items = checklist.checklist(run.path, ns.n_boot)
+    out = Path(ns.out) if ns.out else run.report_folder() / "checklist.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, checklist.to_markdown(items, run.path.name))
+    cards = []
+    for model_dir in run.models().values():
+        classes = list(evaluate.run_summary(run.path)["classes"])
+        atomic_write_text(model_dir / "MODEL_CARD.md", checklist.model_card(items, run.path.name, classes))
+        cards.append(str(model_dir / "MODEL_CARD.md"))
+    return {
+        "checklist": str(out),
+        "model_cards": cards,
+        "filled": sum(not i.by_person for i in items),
+        "for_a_person": [i.topic for i in items if i.by_person],
+    }
 
 
 def cmd_export(ns: argparse.Namespace) -> dict[str, Any]:
@@ -936,6 +1060,33 @@ def _job_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_finish)
 
 
+def _defend_commands(sub: Any) -> None:
+    """calibrate and subgroups: results a lab can defend."""
+    p = sub.add_parser(
+        "calibrate", help="fit (again) the temperature of a finished run, or remove it with --off"
+    )
+    p.add_argument("run", help="run folder (or its name under the runs folder)")
+    p.add_argument("--off", action="store_true", help="remove the temperature: raw probabilities again")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    p.set_defaults(func=cmd_calibrate)
+    p = sub.add_parser("subgroups", help="metrics per subgroup / site with CIs and the worst-group gap")
+    p.add_argument("run", help="run folder (or its name under the runs folder)")
+    p.add_argument("--meta", required=True, help="CSV with a path column and the metadata columns")
+    p.add_argument("--by", required=True, help="metadata column(s), comma-separated (e.g. sex,site)")
+    p.add_argument("--path-col", default="path", help="the metadata CSV's path column (default path)")
+    p.add_argument("--set", default="", help="test, oof or valid (default: test when the run has one)")
+    p.add_argument("--threshold", type=float, default=None, help="binary decision threshold (default 0.5)")
+    p.add_argument("--n-boot", type=int, default=500, help="bootstrap resamples (patients) for the 95%% CIs")
+    p.set_defaults(func=cmd_subgroups)
+    p = sub.add_parser("checklist", help="CLAIM / TRIPOD+AI checklist from a run (Markdown) + a model card")
+    p.add_argument("run", help="run folder (or its name under the runs folder)")
+    p.add_argument(
+        "--out", default="", help=f"Markdown file (default <run>/{rundir.REPORT_DIR}/checklist.md)"
+    )
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    p.set_defaults(func=cmd_checklist)
+
+
 def _model_commands(sub: Any) -> None:
     """Commands that use a trained model: predict, evaluate, report, export, download."""
     p = sub.add_parser("predict", help="predict a folder or a file with a trained model; CSV out")
@@ -995,7 +1146,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     from core.web import users_cli
 
-    for add in (_data_commands, _training_commands, _job_commands, _model_commands, users_cli.add_commands):
+    for add in (
+        _data_commands,
+        _training_commands,
+        _job_commands,
+        _model_commands,
+        _defend_commands,
+        users_cli.add_commands,
+    ):
         add(sub)
     return parser
 

@@ -331,3 +331,17 @@ def test_hosted_another_owners_run_offers_no_model_download(trained, monkeypatch
             assert len(model_buttons(at)) == offered, (who, page)
     monkeypatch.setattr(common, "owner_id", lambda: signin.owner_for("user:dave"))
     assert not common.own_run(job)  # even handed the job directly, the button is not drawn for another owner
+
+
+def test_predict_adds_prediction_sets_and_referral_when_asked(trained, run_id):
+    at = app(PREDICT).run()
+    at.radio(key="pr_input").set_value("folder").run()
+    at.text_input(key="pr_folder").input(str(trained["sample"] / "folder")).run()
+    at.button(key="pr_go").click().run()
+    assert "set" not in at.dataframe[0].value  # off by default
+    at.toggle(key="pr_sets").set_value(True).run()
+    assert not at.exception, at.exception
+    preds = at.dataframe[0].value
+    assert {"set", "refer"} <= set(preds.columns) and preds["refer"].dtype == bool
+    assert (preds["refer"] == (preds["set"].str.count(r"\|") > 0) | (preds["set"] == "")).all()
+    assert any("refer" in c.value and "held-out images" in c.value for c in at.caption)

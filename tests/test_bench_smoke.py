@@ -21,6 +21,7 @@ NEEDS_SHARED = {
     "bench_parity",
     "bench_sweep",
     "bench_defaults",
+    "bench_defend",
 }
 EXPECTED: dict[str, list[tuple[str, ...]]] = {
     "bench_train": [
@@ -55,6 +56,7 @@ EXPECTED: dict[str, list[tuple[str, ...]]] = {
         ("memory_probe", "hostile_rgba_9400_png", "peak_growth_mb"),
     ],
     "bench_checks": [("ratio_warm_vs_scan",), ("warm", "shortcut_s"), ("cold", "features_s")],
+    "bench_defend": [("summary", "coverage_0.90", "mean"), ("per_seed",), ("summary", "ece_before")],
     "bench_parity": [
         ("vs_plain", "app", "time_ratio_plain_over_app"),
         ("sides", "app", "accuracy", "mean"),

@@ -19,9 +19,10 @@ from core.base import fmt
 from core.base.config import SourceConfig
 from core.data import imaging
 from core.data.items import SourceError
-from core.evaluation import evaluate, explain, plots, predict, report
+from core.evaluation import calibration, conformal, evaluate, explain, plots, predict, report, subgroups
 from core.runs import jobs
 from core.runs.rundir import REPORT_METRICS, RunFolder
+from core.train import calibrate
 from core.web import hosting, uploads
 from ui import common
 from ui.common import CHOSEN, METRICS, run_label  # shared with the Predict view
@@ -91,6 +92,125 @@ def report_html(
         run_dir, out, test_predictions=external, threshold=threshold, prevalence=prevalence, png=False
     )
     return Path(rep["report"]).read_bytes(), rep["report"]
+
+
+@st.cache_data(max_entries=16, show_spinner="Comparing calibration before and after temperature scaling...")
+def temperature_fit(run_dir: str, version: tuple) -> dict[str, Any] | None:
+    """ECE / Brier before and after the run's temperature, with bootstrap CIs (None: not calibrated)."""
+    return calibration.calibration_report(run_dir)
+
+
+def calibration_section(job: jobs.Job, version: tuple) -> None:
+    """The run's temperature and ECE / Brier before and after it on each set; a button to fit one when absent."""
+    st.subheader("Calibration (temperature scaling)")
+    rep = temperature_fit(job.run_dir, version)
+    if rep is None:
+        st.caption(
+            "This run's probabilities are not calibrated (it was trained with calibration off, before it "
+            "existed, or with too few validation images to fit one)."
+        )
+        if st.button("Fit a temperature on the validation predictions", key="ev_calibrate"):
+            fitted = calibrate.calibrate_run(job.run_dir)
+            st.toast(
+                "Temperature fitted." if fitted else "Too few validation predictions to fit a temperature."
+            )
+            st.rerun()
+        return
+    t = rep["temperature"]
+    st.caption(
+        f"Temperature {t['temperature']:.3f}, fitted on {t['n']} {SET_NAMES.get(t['fitted_on'], t['fitted_on'])} "
+        "predictions and kept in the saved model: every probability on this page, in Predict and in the ONNX "
+        "export is scaled with it (decisions and ROC AUC do not change). Lower ECE / Brier is better; the set "
+        "it was fitted on flatters the 'after', so judge it on the test set."
+    )
+    st.dataframe(calibration.report_table(rep), hide_index=True, width="stretch")
+
+
+@st.cache_data(max_entries=32, show_spinner="Making prediction sets...")
+def set_reports(
+    run_dir: str, version: tuple, rule: tuple[float, str, bool], external: pd.DataFrame | None
+) -> dict[str, Any] | None:
+    """Coverage, referral and the coverage curve of the run's prediction sets on its test / external sets."""
+    return conformal.run_conformal(run_dir, conformal.SetRule(*rule), external)
+
+
+def sets_section(job: jobs.Job, version: tuple, external: pd.DataFrame | None) -> None:
+    """Prediction sets and referral: the user's coverage, score and variant; what the test set says about them."""
+    st.subheader("Prediction sets and referral (conformal)")
+    if "test" not in predictions(job.run_dir, version) and external is None:
+        st.caption(
+            "Prediction sets are judged on a labelled test set: this run has none (add an external one)."
+        )
+        return
+    c1, c2, c3 = st.columns(3)
+    coverage = c1.slider("Coverage", 0.80, 0.99, 0.90, 0.01, key="ev_coverage")
+    method = c2.radio("Score", conformal.METHODS, format_func=conformal.METHOD_LABELS.get, key="ev_set_score")
+    mondrian = c3.checkbox(
+        "Per class (Mondrian)",
+        key="ev_mondrian",
+        help="the coverage holds within each true class (rare classes)",
+    )
+    rule = conformal.SetRule(coverage, str(method), mondrian)
+    rep = set_reports(job.run_dir, version, (coverage, str(method), mondrian), external)
+    if rep is None:
+        st.caption(
+            "Prediction sets are judged on a labelled test set: this run has none (add an external one)."
+        )
+        return
+    st.caption(
+        f"{rule.describe()}; calibrated on {rep['n_cal']} {SET_NAMES.get(rep['calibrated_on'], '')} predictions. "
+        "Each image gets the set of classes that holds its true class with probability >= the coverage, if the "
+        "images are exchangeable with those (same site, scanner, population: another site breaks it). An image "
+        "is referred to a reader when its set is not exactly one class. Predict adds these as `set` and `refer`."
+    )
+    st.dataframe(conformal.report_table([rep]), hide_index=True, width="stretch")
+    st.plotly_chart(plots.coverage_referral(pd.DataFrame(rep["curve"])), width="stretch", key="ev_fig_sets")
+    if rep.get("abstain"):
+        with st.expander("Abstain band around the 0.5 threshold (binary)"):
+            st.dataframe(pd.DataFrame(rep["abstain"]), hide_index=True, width="stretch")
+
+
+@st.cache_data(max_entries=16, show_spinner="Metrics per subgroup with patient-level bootstrap CIs...")
+def subgroup_fit(
+    run_dir: str, version: tuple, csv_path: str, csv_version: tuple, path_col: str, by: tuple[str, ...]
+) -> dict[str, Any]:
+    """subgroups.run_subgroups of the run with a metadata CSV (cached by both files' versions)."""
+    meta = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    return subgroups.run_subgroups(run_dir, meta, list(by), path_col)
+
+
+def subgroups_section(job: jobs.Job, version: tuple) -> None:
+    """Metrics per metadata group with patient-level CIs, the worst-group gap and its warnings."""
+    st.subheader("Subgroups and sites")
+    csv_path = common.csv_picker(
+        "Metadata CSV (a path column and columns such as sex, age band, site)", "ev_sg_csv"
+    )
+    if not csv_path:
+        st.caption("Give a CSV with the images' paths and metadata columns to see each metric per group.")
+        return
+    try:
+        columns = list(pd.read_csv(csv_path, nrows=0).columns)
+        c1, c2 = st.columns([1, 2])
+        path_col = c1.selectbox("Path column", columns, key="ev_sg_path")
+        by = c2.multiselect("Group by", [c for c in columns if c != path_col], key="ev_sg_by")
+        if not by:
+            return
+        out = subgroup_fit(job.run_dir, version, csv_path, common.file_version(csv_path), path_col, tuple(by))
+    except (OSError, ValueError, KeyError) as err:
+        st.error(f"Cannot use this metadata CSV: {err}")
+        return
+    st.caption(
+        f"On the {SET_NAMES.get(out['set'], out['set'])} set; 95 % CIs by bootstrap over "
+        + (
+            "patients (all images of a patient together)."
+            if out["patient_level"]
+            else "images (no patients known)."
+        )
+    )
+    for rep in out["reports"].values():
+        st.dataframe(subgroups.table(rep), hide_index=True, width="stretch")
+        for w in rep["warnings"]:
+            st.warning(w)
 
 
 # ---------------------------------------------------------------- run choice
@@ -535,6 +655,9 @@ def show_run(job: jobs.Job, runs: list[jobs.Job], checks: SetChecks | None = Non
     compare_section(job, runs, prevalence)
     all_frames = frames_with_external(frames, external)
     set_name = figures_section(job, ev, all_frames)
+    calibration_section(job, version)
+    sets_section(job, version, external)
+    subgroups_section(job, version)
     folds_section(ev)
     top_losses_section(job, ev, all_frames, set_name)
     if checks is not None:

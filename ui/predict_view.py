@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from core.base import fmt
-from core.evaluation import evaluate, predict
+from core.evaluation import conformal, evaluate, predict
 from core.models import savedmodel, weightfiles
 from core.runs import jobs, rundir
 from core.runs.rundir import RunFolder
@@ -220,9 +220,35 @@ def scored(df: pd.DataFrame, classes: list[str], threshold: float | None) -> dic
     return predict.score_predictions(df, classes, threshold=threshold)
 
 
+def with_sets(df: pd.DataFrame, model: str, classes: list[str]) -> pd.DataFrame:
+    """The table with conformal `set` / `refer` columns when the user asks for them (applied when shown)."""
+    cal = common.predictor(model).conformal
+    if df.empty or cal is None:
+        return df
+    on = st.toggle("Prediction sets: refer the unsure images to a reader", key="pr_sets")
+    if not on:
+        return df
+    c1, c2, c3 = st.columns(3)
+    rule = conformal.SetRule(
+        c1.slider("Coverage", 0.80, 0.99, 0.90, 0.01, key="pr_coverage"),
+        str(
+            c2.radio("Score", conformal.METHODS, format_func=conformal.METHOD_LABELS.get, key="pr_set_score")
+        ),
+        c3.checkbox("Per class (Mondrian)", key="pr_mondrian"),
+    )
+    out = conformal.add_sets(df, classes, cal, rule)
+    st.caption(
+        f"{rule.describe()}, calibrated on {cal.n} held-out images: each `set` holds the true class with "
+        "probability >= the coverage for images like the validation ones (another site or scanner breaks "
+        f"this). `refer` = the set is not exactly one class: {int(out['refer'].sum())} of {len(out)} images."
+    )
+    return out
+
+
 def results(result: dict[str, Any], classes: list[str], threshold: float | None) -> None:
     """Predictions table, download, problems, labelled-set metrics, and one image with its Grad-CAM."""
     df = evaluate.apply_threshold(result["df"], classes, threshold) if len(result["df"]) else result["df"]
+    df = with_sets(df, result["model"], classes)
     table = shown(df, result["root"])
     st.subheader(f"Predictions ({len(df)})")
     if df.empty:

@@ -629,6 +629,19 @@ class TrainConfig:
             help="with --k-folds: also train one model on all training data (default {default})",
         ),
     )
+    calibrate: bool = field(
+        default=True,
+        metadata=setting(
+            flag="--no-calibrate",
+            bool_flag="negate",
+            group=MODEL,
+            help="do not fit a temperature on the validation (k-fold: out-of-fold) predictions (default: fit one; "
+            "the saved model keeps it and predict, evaluate and ONNX export apply it)",
+            widget="toggle",
+            label="Calibrate probabilities (temperature scaling fitted on validation)",
+            section=TRAINING,
+        ),
+    )
     torch_threads: int = field(  # 0 = auto: $XRT_TORCH_THREADS, else every core this process may use
         default=0,
         metadata=setting(

@@ -551,6 +551,15 @@ def bootstrap_ci(
     return out
 
 
+def draws_ci(draws, point: float, level: float = CI_LEVEL) -> dict[str, float]:
+    """{value, lo, hi}: a point estimate and the percentile interval of its finite bootstrap draws."""
+    d = np.asarray(draws, dtype=float)
+    d = d[np.isfinite(d)]
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(d, [alpha, 1 - alpha]) if len(d) else (math.nan, math.nan)
+    return {"value": float(point), "lo": float(lo), "hi": float(hi)}
+
+
 # ---------------------------------------------------------------- a model that learned nothing
 
 ONE_CLASS_SHARE = 0.95  # at least this share of the items predicted as one class (more than are that class)

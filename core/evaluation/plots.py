@@ -155,6 +155,18 @@ def pr_curves(
     return style(fig, title, height=460)
 
 
+def diagonal(start: float, name: str) -> go.Scatter:
+    """The dashed y = x guide from (start, start) to (1, 1): what a calibrated model or a kept promise draws."""
+    return go.Scatter(
+        x=[start, 1],
+        y=[start, 1],
+        mode="lines",
+        name=name,
+        hoverinfo="skip",
+        line={"color": GUIDE, "dash": "dash", "width": 1},
+    )
+
+
 def reliability_diagram(
     curve: pd.DataFrame,
     ece: float | None = None,
@@ -171,14 +183,7 @@ def reliability_diagram(
     size = 8 + 16 * np.sqrt(curve["count"] / max(1, curve["count"].max())) if len(curve) else []
     fig = go.Figure(
         [
-            go.Scatter(
-                x=[0, 1],
-                y=[0, 1],
-                mode="lines",
-                name="perfect calibration",
-                hoverinfo="skip",
-                line={"color": GUIDE, "dash": "dash", "width": 1},
-            ),
+            diagonal(0.0, "perfect calibration"),
             go.Scatter(
                 x=curve["confidence"],
                 y=curve["observed"],
@@ -664,3 +669,24 @@ def sweep_contour(table: pd.DataFrame, x: str, y: str, metric: str, title: str =
     fig.update_xaxes(title_text=x, type="log" if logs[x] else None)
     fig.update_yaxes(title_text=y, type="log" if logs[y] else None)
     return style(fig, title or f"validation {metric} over {x} and {y}", height=420)
+
+
+def coverage_referral(
+    curve: pd.DataFrame, title: str = "Prediction sets: coverage and referral"
+) -> go.Figure:
+    """Against the chosen coverage: the coverage reached, the share referred (set not one class) and the accuracy
+    of the answered images; the diagonal is the promise."""
+    fig = go.Figure(diagonal(0.5, "target"))
+    for i, (col, name) in enumerate(
+        (
+            ("coverage", "coverage reached"),
+            ("referral_rate", "referred"),
+            ("accuracy_answered", "accuracy of the answered"),
+        )
+    ):
+        fig.add_trace(
+            go.Scatter(x=curve["target"], y=curve[col], mode="lines", name=name, line={"color": colour(i)})
+        )
+    fig.update_xaxes(title="chosen coverage", range=[0.5, 1])
+    fig.update_yaxes(title="share of images", range=[0, 1.02])
+    return style(fig, title)

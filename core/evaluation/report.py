@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 
 from core.base import fmt, steps
 from core.base.steps import OnStep
-from core.evaluation import evaluate, explain, plots
+from core.evaluation import calibration, checklist, conformal, evaluate, explain, plots
 from core.runs import rundir
 
 REPORT_TEMPLATE = "plotly_white"  # the report page is a light document; pages in the app follow their theme
@@ -167,6 +167,24 @@ def write_pngs(figs: list[go.Figure], paths: list[Path]) -> None:
 
 # ---------------------------------------------------------------- the report
 
+SET_RULES = (  # prediction-set rules the report shows
+    conformal.SetRule(0.90),
+    conformal.SetRule(0.95),
+    conformal.SetRule(0.90, mondrian=True),
+)
+
+
+def defend_sections(
+    run_dir: Path, external: pd.DataFrame | None, n_resamples: int, seed: int
+) -> dict[str, Any]:
+    """Temperature scaling before/after and prediction sets (coverage, referral) for the report."""
+    sets = [conformal.run_conformal(str(run_dir), r, external, n_resamples, seed) for r in SET_RULES]
+    return {
+        "temperature_scaling": calibration.calibration_report(run_dir, n_resamples=n_resamples, seed=seed),
+        "prediction_sets": [s for s in sets if s is not None],
+        "checklist": checklist.table(checklist.checklist(run_dir, n_resamples)).to_dict("records"),
+    }
+
 
 def build_report(
     run_dir: str | Path,
@@ -179,9 +197,8 @@ def build_report(
     png: bool | None = None,
     progress: OnStep | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a run folder (+ an external labelled test table) and write report.html, figures/ and
-    metrics_report.json under out_dir (default run_dir/report). png: None tries when kaleido is installed.
-    `progress` hears of its REPORT_STEPS steps (metrics, figures, files, page)."""
+    """Evaluate a run (+ an external labelled table); write report.html, figures/, metrics_report.json to out_dir
+    (default run_dir/report). png None: when kaleido is there. `progress` hears of its REPORT_STEPS steps."""
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir else rundir.RunFolder(run_dir).report_folder()
     out.mkdir(parents=True, exist_ok=True)
@@ -194,9 +211,9 @@ def build_report(
         n_resamples=n_resamples,
         seed=seed,
     )
-    frames = evaluate.load_run_predictions(run_dir)
-    if test_predictions is not None:
-        frames["external"] = test_predictions
+    ev.update(defend_sections(run_dir, test_predictions, n_resamples, seed))
+    extra = {} if test_predictions is None else {"external": test_predictions}
+    frames = {**evaluate.load_run_predictions(run_dir), **extra}
     steps.report(progress, "steps", 1, REPORT_STEPS)
     figs = run_figures(run_dir, ev)
     for name, set_ev in ev["sets"].items():
@@ -226,6 +243,8 @@ def build_report(
             for n, s in ev["sets"].items()
         },
         "comparison": comparison.to_dict("records"),
+        "calibration": ev["temperature_scaling"],
+        "prediction_sets": ev["prediction_sets"],
     }
 
 
@@ -262,6 +281,13 @@ def render_html(
         "<h2>Summary</h2>",
         _table(evaluate.comparison_table(ev["sets"], evaluate.HEADLINE + ("pr_auc", "brier", "ece"))),
     ]
+    parts += _calibration_section(ev.get("temperature_scaling"))
+    parts += _sets_section(ev.get("prediction_sets") or [])
+    if ev.get("checklist"):
+        parts += [
+            "<h2>Reporting checklist (CLAIM 2024 / TRIPOD+AI topics)</h2>",
+            _table(pd.DataFrame(ev["checklist"])),
+        ]
     parts += _run_section(ev, figs)
     for name, set_ev in ev["sets"].items():
         parts += _set_section(name, set_ev, figs, losses.get(name))
@@ -291,6 +317,45 @@ def _intro(ev: dict[str, Any], saved: dict[str, Any]) -> str:
         + ("written beside the HTML figures." if saved["png_ok"] else html.escape(saved["png_note"])),
     ]
     return "<p class='note'>" + "<br>".join(lines) + "</p>"
+
+
+def _calibration_section(rep: dict[str, Any] | None) -> list[str]:
+    """The temperature the run's probabilities are scaled with, and ECE / Brier before and after it."""
+    if rep is None:
+        return []
+    t = rep["temperature"]
+    return [
+        "<h2>Calibration (temperature scaling)</h2>",
+        f"<p class='note'>Temperature {t['temperature']:.3f}, fitted on {t['n']} {html.escape(t['fitted_on'])} "
+        "predictions; every probability in this report, in Predict and in the ONNX file is scaled with it "
+        "(decisions at the argmax / 0.5 and ROC AUC do not change). The set it was fitted on flatters the "
+        "'after'; judge it on the test set.</p>",
+        _table(calibration.report_table(rep)),
+    ]
+
+
+def _sets_section(reports: list[dict[str, Any]]) -> list[str]:
+    """Prediction sets: coverage reached, referral rate and accuracy of the answered, and the coverage curve."""
+    if not reports:
+        return []
+    first = reports[0]
+    parts = [
+        "<h2>Prediction sets and referral (split conformal)</h2>",
+        f"<p class='note'>Calibrated on {first['n_cal']} {html.escape(first['calibrated_on'])} predictions. "
+        "A set holds the true class with probability at least the chosen coverage when the images are "
+        "exchangeable with those (same site, scanner, population); another site breaks it. An image is "
+        "referred to a reader when its set is not exactly one class.</p>",
+        _table(conformal.report_table(reports)),
+    ]
+    curve = pd.DataFrame(first.get("curve", []))
+    if len(curve):
+        parts.append(_figure(plots.coverage_referral(curve, f"Coverage and referral ({first['curve_set']})")))
+    if first.get("abstain"):
+        parts += [
+            "<h3>Abstain band around the threshold 0.5 (binary)</h3>",
+            _table(pd.DataFrame(first["abstain"])),
+        ]
+    return parts
 
 
 def _run_section(ev: dict[str, Any], figs: dict[str, go.Figure]) -> list[str]:

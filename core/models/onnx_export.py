@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from core.base.fsutil import atomic_writer
+from core.models import temperature
 from core.models.savedmodel import Manifest
 from core.models.weightfiles import ModelFileError
 
@@ -34,7 +35,8 @@ def onnx_metadata(manifest: Manifest, threshold: float | None = None) -> dict[st
         "format": "xray-trainer-onnx",
         "classes": list(manifest.classes),
         "task": TASK_SINGLE,
-        "output": f"{OUTPUT_NAME}: raw scores, one per class in 'classes' order; softmax gives probabilities",
+        "output": f"{OUTPUT_NAME}: scores, one per class in 'classes' order, already divided by 'temperature' "
+        "(the calibration fitted on validation); softmax gives calibrated probabilities",
         "input": INPUT_NAME,
         "input_shape": ["batch", manifest.n_in, manifest.img_size, manifest.img_size],
         "img_size": manifest.img_size,
@@ -47,6 +49,7 @@ def onnx_metadata(manifest: Manifest, threshold: float | None = None) -> dict[st
         "frame": manifest.frame,
         "arch": manifest.arch,
         "threshold": (0.5 if threshold is None else float(threshold)) if binary else None,
+        "temperature": temperature.divisor(manifest),
     }
     return {k: json.dumps(v) for k, v in meta.items()}
 
@@ -66,7 +69,8 @@ def export_onnx(
         raise ModelFileError("ONNX export needs the 'onnx' package: pip install onnx") from None
     out_path = Path(out_path)
     n_in, size = manifest.n_in, manifest.img_size
-    model = model.eval().to("cpu")
+    t = temperature.divisor(manifest)
+    model = (temperature.Scaled(model, t) if t != 1.0 else model).eval().to("cpu")
     dummy = torch.randn(1, n_in, size, size)
     with atomic_writer(out_path) as tmp:
         _onnx_export(model, dummy, tmp, onnx_metadata(manifest, threshold))

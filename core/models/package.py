@@ -207,7 +207,7 @@ def readme_text(
         README_FILES,
         "## Input\n",
         f"A float32 array of shape (batch, {m.n_in}, {m.img_size}, {m.img_size}) named `image`; output `logits` "
-        f"(one per class; softmax gives probabilities). Preprocessing: decode to 8-bit "
+        f"(one per class, already divided by the temperature in the metadata; softmax gives probabilities). Preprocessing: decode to 8-bit "
         f"{'greyscale' if m.channels == 'grey' else 'RGB'} (16-bit or float greyscale stretched min-max){window}; shrink so the shorter side is {m.img_size} px "
         f"(Lanczos); resize to {m.img_size} x {m.img_size} with method `{m.resize}` (bilinear); scale to 0..1; "
         f"normalise: {norm}. The same values are in `{MODEL_MANIFEST}` and in the ONNX file's metadata.\n",
@@ -263,5 +263,7 @@ model.load_state_dict(load_file("{weights}"))
 model.eval()
 ```
 
-Feed it the input described above; `torch.softmax(model(x), dim=1)` gives the probabilities.
+Feed it the input described above; `torch.softmax(model(x), dim=1)` gives the probabilities. When `model.json`
+has a `calibration` record, divide the logits by its `temperature` first to get the calibrated probabilities the
+app reports (`torch.softmax(model(x) / T, dim=1)`); the ONNX file has the division built in.
 """

@@ -289,3 +289,13 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, Manifest]:
         raise ModelFileError(f"cannot rebuild architecture {manifest.arch!r}: {first_line(e)}") from None
     load_weights_into(model, state, strict=True)
     return model.eval(), manifest
+
+
+def record(model_dir: str | Path, key: str, value: Any) -> None:
+    """Set (value None: remove) one record of a saved model's manifest, e.g. its calibration; weights untouched."""
+    manifest, _ = read_manifest(model_dir)
+    extra = {k: v for k, v in manifest.extra.items() if k != key}
+    if value is not None:
+        extra[key] = value
+    refuse_phi(extra)
+    write_json(find_manifest(model_dir), dataclasses.replace(manifest, extra=extra).to_dict())

@@ -18,6 +18,7 @@ from core.evaluation import evaluate
 from core.runs import rundir
 from core.runs.jobs import WaitForChildren
 from core.runs.progress import Progress
+from core.train.calibrate import calibrate_sets, stamp_models, summary_entry
 from core.train.fit import fit_one
 from core.train.learner import TrainingError
 from core.train.outputs import _append_csv, _finish, _free, outcome_manifest
@@ -113,7 +114,9 @@ def combine_folds(
     """The k-fold summary from the folds' results: out-of-fold predictions, metrics, the optional final model."""
     run, k = rundir.RunFolder(run_dir), cfg.data.split.k_folds
     per_fold = [r.row(classes) for r in results]
-    oof_df = pd.concat([r.valid for r in results], ignore_index=True)
+    pooled = pd.concat([r.valid for r in results], ignore_index=True)
+    scaled, temp = calibrate_sets(cfg, {"oof": pooled}, "oof", classes, progress)
+    oof_df = scaled["oof"]
     oof_df.to_csv(run.predictions("oof"), index=False)
     metric_names = [n for n in per_fold[0] if n not in ("fold", "best_epoch", "model_epoch", "model_weights")]
     metrics: dict[str, Any] = {
@@ -127,11 +130,13 @@ def combine_folds(
         "classes": classes,
         "metrics": metrics,
         "train_seconds": round(time.time() - t0, 2),
+        **summary_entry(temp),
     }
     if cfg.train.final_model_on_all:
         summary["final_model"] = final_model(
             items, cfg, run_dir, progress, classes, [f["model_epoch"] for f in per_fold], metrics["mean_sd"]
         )
+    stamp_models(run, oof_df, classes, "oof", temp)  # fold models and the final model: the OOF's temperature
     _finish(run_dir, summary, progress, cfg)
     return summary
 

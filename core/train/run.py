@@ -15,6 +15,7 @@ from core.base.config import RunConfig
 from core.evaluation import evaluate
 from core.runs import rundir
 from core.runs.progress import Progress
+from core.train.calibrate import calibrate_sets, stamp_models, summary_entry
 from core.train.fit import fit_one, predict_items
 from core.train.kfold import kfold_run
 from core.train.outputs import _finish, model_provenance, outcome_manifest
@@ -33,14 +34,15 @@ def train_run(
     items = prepare(cfg, run_dir, progress)
     classes = sorted(items["label"].astype(str).unique())
     out = fit_one(items, cfg, run_dir, progress, classes=classes, extra_cbs=extra_cbs)
-    out.valid.to_csv(run.predictions("valid"), index=False)
-    metrics = {"valid": evaluate.metrics_from_frame(out.valid, classes)}
+    frames = {"valid": out.valid}
     test = items[items["split"] == "test"]
     if len(test):
         progress.update(force=True, phase="testing")
-        test_pred = predict_items(out.learn, test)
-        test_pred.to_csv(run.predictions("test"), index=False)
-        metrics["test"] = evaluate.metrics_from_frame(test_pred, classes)
+        frames["test"] = predict_items(out.learn, test)
+    frames, temp = calibrate_sets(cfg, frames, "valid", classes, progress)
+    for name, frame in frames.items():
+        frame.to_csv(run.predictions(name), index=False)
+    metrics = {name: evaluate.metrics_from_frame(frame, classes) for name, frame in frames.items()}
     summary = {
         "type": "single",
         "classes": classes,
@@ -51,7 +53,9 @@ def train_run(
         "epochs_run": len(out.rows),
         "train_seconds": round(time.time() - t0, 2),
         **model_provenance(out, cfg, {"valid": len(out.valid), "test": len(test)}),
+        **summary_entry(temp),
     }
     savedmodel.save_model(out.learn.model, run.model_dir, outcome_manifest(cfg, classes, metrics, out))
+    stamp_models(run, frames["valid"], classes, "valid", temp)
     _finish(run_dir, summary, progress, cfg)
     return summary

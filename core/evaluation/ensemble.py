@@ -1,0 +1,74 @@
+"""A k-fold run used as one model: the mean of its fold models' probabilities (each calibrated with the temperature
+the out-of-fold predictions fitted), with the same preprocessing, decoding, tables and threshold as a Predictor.
+
+The fold models of one run share their preprocessing (one RunConfig), so every image is decoded once and each fold
+model scores the same tensor. Test-time augmentation (the mirror image) applies to each member. Conformal
+prediction sets are not offered for an ensemble: the held-out scores the fold models carry are those of single
+folds, not of their mean, so the coverage guarantee would not be the ensemble's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.evaluation.conformal import SetRule
+from core.evaluation.predict import Predictor
+from core.models.weightfiles import ModelFileError
+from core.runs import rundir
+
+
+def fold_model_dirs(run_dir: str | Path) -> list[Path]:
+    """The saved fold models of a k-fold run, in fold order; a clear error when there are none."""
+    run = rundir.RunFolder(run_dir)
+    dirs = [p for _, p in run.fold_models()]
+    if len(dirs) < 2:
+        raise ModelFileError(
+            f"{run.path.name} has {len(dirs)} saved fold model(s): an ensemble needs a k-fold run's folds"
+        )
+    return dirs
+
+
+class EnsemblePredictor(Predictor):
+    """The fold models of a k-fold run as one Predictor: probabilities are the mean of the folds'."""
+
+    def __init__(self, run_dir: str | Path, device: str | None = None, calibrated: bool = True):
+        """Load every fold model; the first one's manifest gives the preprocessing, all must agree on it."""
+        dirs = fold_model_dirs(run_dir)
+        super().__init__(dirs[0], device=device, calibrated=calibrated)
+        self.members = [self] + [
+            Predictor(d, device=str(self.device), calibrated=calibrated) for d in dirs[1:]
+        ]
+        first = self.manifest
+        for d, m in zip(dirs[1:], self.members[1:]):
+            same = (m.manifest.classes, m.manifest.img_size, m.manifest.channels, m.manifest.resize)
+            if (
+                same != (first.classes, first.img_size, first.channels, first.resize)
+                or m.manifest.stats != first.stats
+            ):
+                raise ModelFileError(
+                    f"{d.name} does not share the classes or preprocessing of {dirs[0].name}"
+                )
+        self.conformal = None  # see the module's docstring
+
+    @property
+    def n_members(self) -> int:
+        """How many fold models are averaged."""
+        return len(self.members)
+
+    def use_sets(self, rule: SetRule | None) -> None:
+        """Prediction sets are refused for an ensemble (no held-out scores of the mean exist)."""
+        if rule is not None:
+            raise ValueError(
+                "prediction sets are calibrated for single models: use the final model or one fold model for sets"
+            )
+        self.set_rule = None
+
+    @torch.no_grad()
+    def probs(self, batch: torch.Tensor, tta: bool = False) -> np.ndarray:
+        """The mean of the fold models' probabilities for a batch of preprocessed tensors."""
+        own = Predictor.probs(self, batch, tta=tta)
+        others = [Predictor.probs(m, batch, tta=tta) for m in self.members[1:]]
+        return np.mean([own, *others], axis=0)

@@ -1,0 +1,72 @@
+"""A k-fold run used as one model: its probabilities are the mean of the fold models' (each with its temperature)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core.evaluation.conformal import SetRule
+from core.models import archs, temperature
+from core.models.savedmodel import Manifest, save_model
+from core.models.weightfiles import ModelFileError
+
+
+@pytest.fixture
+def kfold_run(tmp_path):
+    """A finished k-fold run folder with 2 fold models (random resnet18s, 32 px, each its own temperature)."""
+    run = tmp_path / "run"
+    for i in range(2):
+        torch.manual_seed(i)
+        t = temperature.Temperature(1.0 + i, "oof", 50, 0.7, 0.6)
+        manifest = temperature.with_temperature(
+            Manifest(arch="resnet18", classes=["a", "b"], img_size=32, mean=[0.5] * 3, std=[0.25] * 3), t
+        )
+        save_model(archs.create_model("resnet18", 2).eval(), run / "folds" / f"fold{i}", manifest)
+    (run / "metrics.json").write_text(json.dumps({"type": "kfold", "k": 2, "classes": ["a", "b"]}))
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (40, 40), dtype=np.uint8)).save(images / f"x{i}.png")
+    return run, images
+
+
+def test_ensemble_probabilities_are_the_mean_of_the_folds(kfold_run):
+    from core.evaluation.ensemble import EnsemblePredictor
+    from core.evaluation.predict import Predictor, predict_folder
+
+    run, images = kfold_run
+    ens = EnsemblePredictor(run, device="cpu")
+    assert ens.n_members == 2
+    got, problems = predict_folder(ens, images)
+    assert problems.empty and len(got) == 4
+    cols = ["prob_a", "prob_b"]
+    folds = [predict_folder(Predictor(run / "folds" / f"fold{i}", device="cpu"), images)[0] for i in range(2)]
+    np.testing.assert_allclose(got[cols], np.mean([f[cols].to_numpy() for f in folds], axis=0), atol=1e-6)
+    assert not np.allclose(folds[0][cols], folds[1][cols])  # the members differ, so the mean means something
+    tta = predict_folder(ens, images, tta=True)[0]
+    tta_folds = [
+        predict_folder(Predictor(run / "folds" / f"fold{i}", device="cpu"), images, tta=True)[0]
+        for i in range(2)
+    ]
+    np.testing.assert_allclose(tta[cols], np.mean([f[cols].to_numpy() for f in tta_folds], axis=0), atol=1e-6)
+    with pytest.raises(ValueError, match="single models"):
+        ens.use_sets(SetRule(0.9))
+
+
+def test_an_ensemble_needs_fold_models_and_the_cli_uses_it(kfold_run, tmp_path, capsys):
+    from core.cli import main
+    from core.evaluation.ensemble import EnsemblePredictor
+
+    run, images = kfold_run
+    with pytest.raises(ModelFileError, match="fold model"):
+        EnsemblePredictor(tmp_path / "images")
+    assert main(["predict", "--model", str(run), str(images), "--ensemble", "--show", "4"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    single = main(["predict", "--model", str(run / "folds" / "fold0"), str(images), "--show", "4"])
+    first = json.loads(capsys.readouterr().out)["rows"]
+    assert single == 0 and len(rows) == 4 and rows[0]["prob_a"] != first[0]["prob_a"]
