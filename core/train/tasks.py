@@ -20,12 +20,17 @@ from core.train.run import train_run
 def run_task(params: dict, run_dir: Path, progress: Progress) -> dict[str, Any]:
     """Job entry point for training (and k-fold) runs: params = {"config": RunConfig as dict}.
 
-    An experiment's trial also carries "not_after" (a time): started later, it is cancelled (budget spent).
+    An experiment's trial also carries "not_after" (a time): started later, it is cancelled (budget spent);
+    "resume": true continues the run in run_dir from its resume state.
     """
     if params.get("not_after") and time.time() > float(params["not_after"]):
         raise JobCancelled("not started: the experiment's time budget ran out")
     cfg = from_dict(RunConfig, params["config"])
     apply_threads(cfg)
+    if params.get("resume"):  # queued again by core.train.resume: continue from the last complete epoch
+        from core.train.resume import resume_run
+
+        return resume_run(cfg, Path(run_dir), progress)
     return train_run(cfg, Path(run_dir), progress)
 
 
