@@ -255,6 +255,27 @@ def test_crashed_run_with_a_checkpoint_offers_finish_from_checkpoint(monkeypatch
     assert "Final metrics" in texts(at) and not [b for b in at.button if b.key == "tr_finish"]
 
 
+def test_crashed_run_with_resume_state_offers_resume_and_queues_it(monkeypatch):
+    from core.train import resume
+
+    job = running_job()
+    JobStore().finish(job.id, "interrupted", error="the worker stopped")
+    rdir = Path(job.run_dir)
+    for name in ("config.json", "items.csv"):
+        (rdir / name).write_text("{}")
+    (rdir / "checkpoints").mkdir()
+    (rdir / "checkpoints" / "resume.safetensors").write_bytes(b"state")
+    calls = []
+    monkeypatch.setattr(resume, "queue_resume", lambda run_dir, store, owner: calls.append((run_dir, owner)))
+    at = app(TRAIN).run()
+    assert not at.exception and "continue from there" in texts(at)
+    at.button(key="tr_resume").click().run()
+    assert not at.exception and calls == [(job.run_dir, OWNER)]
+    (rdir / "checkpoints" / "resume.safetensors").unlink()  # no state: no offer
+    at = app(TRAIN).run()
+    assert not at.exception and not [b for b in at.button if b.key == "tr_resume"]
+
+
 def test_hosted_mode_hides_error_details_and_other_users_runs(monkeypatch):
     from core.web import signin
 

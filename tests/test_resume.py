@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from core.base.config import RunConfig, SourceConfig, to_dict
+from core.cli import main
 from core.runs import executors, jobs, rundir
 from core.runs.progress import Progress
 from core.train import resume, resume_state
@@ -29,13 +30,27 @@ def data(tmp_path_factory) -> Path:
     return blob_dataset(tmp_path_factory.mktemp("blobs"), n_per_class=12)
 
 
-def _config(root: Path) -> dict:
-    """3 epochs from scratch with augmentation on (so the RNG states matter), one thread, no workers."""
+def _config(root: Path, weights: str = "") -> dict:
+    """3 epochs with augmentation on (so the RNG states matter), one thread, no workers: from scratch, or
+    fine-tuned from a weights file (1 frozen epoch, then 2)."""
     cfg = RunConfig(source=SourceConfig(kind="csv", csv_path=str(root / "labels.csv")))
     cfg.data.img_size, cfg.data.batch_size, cfg.data.num_workers = 32, 8, 0
     cfg.train.pretrained, cfg.train.freeze_epochs, cfg.train.epochs, cfg.train.lr = False, 0, 3, 3e-3
+    if weights:
+        cfg.train.weights_path, cfg.train.freeze_epochs, cfg.train.epochs = weights, 1, 2
     cfg.train.torch_threads, cfg.train.seed = 1, 7
     return to_dict(cfg)
+
+
+def _same_run(run_dir: Path, reference: Path) -> None:
+    """The same history (valid loss per epoch) and final weights, within rounding."""
+    hist, whole = rundir.RunFolder(run_dir).read_history(), rundir.RunFolder(reference).read_history()
+    assert list(hist["epoch"]) == [0, 1, 2]
+    assert hist["valid_loss"].to_numpy() == pytest.approx(whole["valid_loss"].to_numpy(), rel=1e-4, abs=1e-6)
+    got, want = _weights(run_dir), _weights(reference)
+    assert got.keys() == want.keys()
+    for k in want:  # the same floating-point operations in the same order on CPU: equal up to rounding
+        torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-5, msg=k)
 
 
 def _crash_after_epoch(monkeypatch, epoch: int) -> None:
@@ -87,22 +102,19 @@ def test_resumed_run_equals_the_uninterrupted_run(crashed, uninterrupted):
     assert run.resume_state.is_file() and not run.has_final_model()
     assert len(run.read_history()) == 1
     assert resume.why_not_resumable(run) == ""
-    queued = resume.queue_resume(run.path, store=store)
+    assert main(["resume", str(run.path), "--background"]) == 0  # the run's own job row, queued again
+    queued = store.get(job.id)
     assert (queued.id, queued.status, queued.params["resume"]) == (job.id, "queued", True)
     jobs.resolve_task("train")(queued.params, run.path, Progress(run.path, job.id))
-    hist, whole = run.read_history(), rundir.RunFolder(uninterrupted).read_history()
-    assert list(hist["epoch"]) == [0, 1, 2]
-    assert hist["valid_loss"].to_numpy() == pytest.approx(whole["valid_loss"].to_numpy(), rel=1e-4, abs=1e-6)
-    got, want = _weights(run.path), _weights(uninterrupted)
-    assert got.keys() == want.keys()
-    for k in want:  # same floating-point operations in the same order on CPU: equal up to rounding
-        torch.testing.assert_close(got[k], want[k], rtol=1e-4, atol=1e-5, msg=k)
+    _same_run(run.path, uninterrupted)
     metrics = run.read_metrics()
     assert metrics["resumed_after_epoch"] == 0 and metrics["epochs_run"] == 3
     assert "finished" in resume.why_not_resumable(run)
 
 
-def test_resume_state_is_verified_json_and_tensors_and_refused_when_damaged_or_missing(crashed, tmp_path):
+def test_resume_state_is_verified_json_and_tensors_and_refused_when_damaged_or_missing(
+    crashed, tmp_path, capsys
+):
     store, job = crashed
     run = rundir.RunFolder(job.run_dir)
     state = resume_state.read(run.resume_state)
@@ -118,8 +130,36 @@ def test_resume_state_is_verified_json_and_tensors_and_refused_when_damaged_or_m
     flipped[-20] ^= 0xFF  # a flipped bit in a tensor
     run.resume_state.write_bytes(bytes(flipped))
     assert "checksum" in resume.why_not_resumable(run)
-    with pytest.raises(RuntimeError, match="cannot resume"):
-        resume.queue_resume(run.path, store=store)
+    assert main(["resume", str(run.path)]) == 1
+    assert "cannot resume" in capsys.readouterr().err
     assert store.get(job.id).status == "failed"
     run.resume_state.unlink()
     assert "no resumable state" in resume.why_not_resumable(run)
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(data, tmp_path_factory) -> tuple[dict, Path]:
+    """The config of a fine-tuned run (from a local weights file) and its uninterrupted run folder."""
+    from safetensors.torch import save_file
+
+    from core.models import archs
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("weights") / "resnet18.safetensors"
+    save_file(archs.torchvision_builder("resnet18")(weights=None).state_dict(), str(path))
+    params = {"config": _config(data, weights=str(path))}
+    run_dir = tmp_path_factory.mktemp("whole_ft")
+    jobs.run_inline("train", params, run_dir=run_dir)
+    return params, run_dir
+
+
+@pytest.mark.parametrize("after", [0, 1])  # 0: at the end of the frozen fit; 1: inside the unfrozen one
+def test_resumed_fine_tune_equals_the_uninterrupted_run(fine_tuned, after, tmp_path, monkeypatch):
+    params, reference = fine_tuned
+    with monkeypatch.context() as m:
+        _crash_after_epoch(m, after)
+        with pytest.raises(Crash):
+            jobs.run_inline("train", params, run_dir=tmp_path)
+    assert resume_state.read(rundir.RunFolder(tmp_path).resume_state).info["fit"] == after + 1
+    jobs.run_inline("train", {**params, "resume": True}, run_dir=tmp_path)
+    _same_run(tmp_path, reference)
