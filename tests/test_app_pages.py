@@ -217,16 +217,22 @@ def test_failed_job_shows_its_error():
     assert any("boom in fold 2" in e.value for e in at.error)
 
 
-def test_crashed_run_with_a_checkpoint_offers_finish_from_checkpoint(monkeypatch):
-    from core.train import finish
-
+def crashed_job(status: str, error: str, checkpoint: str) -> jobs.Job:
+    """A train job that ended badly, its run folder holding a config, items and checkpoints/<checkpoint>."""
     job = running_job()
-    JobStore().finish(job.id, "failed", error="killed by signal 9 (SIGKILL)")
+    JobStore().finish(job.id, status, error=error)
     rdir = Path(job.run_dir)
     for name in ("config.json", "items.csv"):
         (rdir / name).write_text("{}")
     (rdir / "checkpoints").mkdir()
-    (rdir / "checkpoints" / "best.safetensors").write_bytes(b"weights")
+    (rdir / "checkpoints" / checkpoint).write_bytes(b"tensors")
+    return job
+
+
+def test_crashed_run_with_a_checkpoint_offers_finish_from_checkpoint(monkeypatch):
+    from core.train import finish
+
+    job = crashed_job("failed", "killed by signal 9 (SIGKILL)", "best.safetensors")
     calls = []
 
     def fake_finish(run_dir):
@@ -258,13 +264,8 @@ def test_crashed_run_with_a_checkpoint_offers_finish_from_checkpoint(monkeypatch
 def test_crashed_run_with_resume_state_offers_resume_and_queues_it(monkeypatch):
     from core.train import resume
 
-    job = running_job()
-    JobStore().finish(job.id, "interrupted", error="the worker stopped")
+    job = crashed_job("interrupted", "the worker stopped", "resume.safetensors")
     rdir = Path(job.run_dir)
-    for name in ("config.json", "items.csv"):
-        (rdir / name).write_text("{}")
-    (rdir / "checkpoints").mkdir()
-    (rdir / "checkpoints" / "resume.safetensors").write_bytes(b"state")
     calls = []
     monkeypatch.setattr(resume, "queue_resume", lambda run_dir, store, owner: calls.append((run_dir, owner)))
     at = app(TRAIN).run()
