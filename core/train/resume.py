@@ -94,7 +94,10 @@ def queue_resume(run_dir: str | os.PathLike, store: jobs.JobStore | None = None,
     params = {"config": to_dict(load_json(RunConfig, run.config)), "resume": True}
     job = None
     if old is not None and Path(old.run_dir).resolve() == run.path.resolve():
-        job = store.requeue(old.id, {**old.params, **params})
+        if old.kind != "train":
+            raise TrainingError(f"cannot resume {run.name}: it is a {old.kind} job, not a training run")
+        kept = {k: v for k, v in old.params.items() if k != "not_after"}  # a sweep trial's start deadline
+        job = store.requeue(old.id, {**kept, **params})
     if job is None:
         job = store.submit("train", params, run_dir=run.path, owner=owner or (old.owner if old else ""))
     executors.executor().start(store)
