@@ -110,6 +110,7 @@ def test_resumed_run_equals_the_uninterrupted_run(crashed, uninterrupted):
     metrics = run.read_metrics()
     assert metrics["resumed_after_epoch"] == 0 and metrics["epochs_run"] == 3
     assert "finished" in resume.why_not_resumable(run)
+    assert not run.resume_state.exists()  # a finished run keeps no resume state
 
 
 def test_resume_state_is_verified_json_and_tensors_and_refused_when_damaged_or_missing(
