@@ -851,7 +851,7 @@ def _job_commands(sub: Any) -> None:
         help="continue a failed, interrupted or cancelled run from its last complete epoch",
         description="Queue the run again in its own folder: it continues from the state saved at the end of "
         "its last complete epoch (weights, optimiser, schedule, random generators) to its planned epochs, "
-        "appending to history.csv. Refused with the reason when the run finished, is k-fold, has no "
+        f"appending to {rundir.HISTORY}. Refused with the reason when the run finished, is k-fold, has no "
         "resumable state or the state is damaged.",
     )
     p.add_argument("run", help="run folder (or its id)")
