@@ -164,3 +164,15 @@ def test_resumed_fine_tune_equals_the_uninterrupted_run(fine_tuned, after, tmp_p
     assert resume_state.read(rundir.RunFolder(tmp_path).resume_state).info["fit"] == after + 1
     jobs.run_inline("train", {**params, "resume": True}, run_dir=tmp_path)
     _same_run(tmp_path, reference)
+
+
+def test_requeue_takes_only_an_ended_job_and_clears_its_stop_flag():
+    store = jobs.JobStore()
+    job = store.submit("train", {"config": {}})
+    assert store.requeue(job.id, {"resume": True}) is None  # queued: not ended
+    store.finish(job.id, "cancelled", error="cancelled by the user", only_if_running=False)
+    rundir.RunFolder(job.run_dir).stop.write_text("")
+    again = store.requeue(job.id, {"resume": True})
+    assert again is not None and (again.status, again.params, again.error) == ("queued", {"resume": True}, "")
+    assert not rundir.RunFolder(job.run_dir).stop.exists()
+    assert rundir.RunFolder(job.run_dir).read_job()["status"] == "queued"
