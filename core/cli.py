@@ -278,7 +278,13 @@ def _run_job(kind: str, params: dict, background: bool) -> dict[str, Any]:
     from core.runs import jobs
 
     store = jobs.JobStore()
-    job = jobs.submit_and_start(kind, params, store=store)
+    return _follow_job(store, jobs.submit_and_start(kind, params, store=store), background)
+
+
+def _follow_job(store: Any, job: Any, background: bool) -> dict[str, Any]:
+    """Return a queued job at once (`background`) or wait for it with a progress line (Ctrl+C cancels)."""
+    from core.runs import jobs
+
     if background:
         return {"job": job.id, "status": job.status, "run_dir": job.run_dir}
     watcher = _TerminalProgress(Path(job.run_dir), tty=sys.stderr.isatty())
@@ -822,6 +828,18 @@ def cmd_finish(ns: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def cmd_resume(ns: argparse.Namespace) -> dict[str, Any]:
+    """Queue a failed / interrupted / cancelled run again to continue from its last complete epoch."""
+    from core.runs import jobs
+    from core.train.resume import queue_resume
+
+    run = rundir.run_folder(ns.run)
+    if not run.path.is_dir():
+        raise CliError(f"no run folder at {ns.run}")
+    store = jobs.JobStore()
+    return _follow_job(store, queue_resume(run.path, store=store), ns.background)
+
+
 def _decision_args(p: argparse.ArgumentParser) -> None:
     """--threshold and --tta (prediction and evaluation)."""
     p.add_argument(
@@ -1034,7 +1052,7 @@ def _training_commands(sub: Any) -> None:
 
 
 def _job_commands(sub: Any) -> None:
-    """Commands about jobs and runs: runs, experiments, cancel, delete, finish."""
+    """Commands about jobs and runs: runs, experiments, cancel, delete, finish, resume."""
     p = sub.add_parser("runs", help="list runs/jobs and their status")
     p.add_argument("--limit", type=int, default=50, help="most recent runs listed (default 50)")
     p.add_argument("--experiment", default="", help="the trials of this experiment (sweep) instead")
@@ -1058,6 +1076,17 @@ def _job_commands(sub: Any) -> None:
     p = sub.add_parser("finish", help="make a model from the best checkpoint of a failed or interrupted run")
     p.add_argument("run", help="run folder (or its id)")
     p.set_defaults(func=cmd_finish)
+    p = sub.add_parser(
+        "resume",
+        help="continue a failed, interrupted or cancelled run from its last complete epoch",
+        description="Queue the run again in its own folder: it continues from the state saved at the end of "
+        "its last complete epoch (weights, optimiser, schedule, random generators) to its planned epochs, "
+        f"appending to {rundir.HISTORY}. Refused with the reason when the run finished, is k-fold, has no "
+        "resumable state or the state is damaged.",
+    )
+    p.add_argument("run", help="run folder (or its id)")
+    p.add_argument("--background", action="store_true", help="queue it and return at once")
+    p.set_defaults(func=cmd_resume)
 
 
 def _defend_commands(sub: Any) -> None:

@@ -218,16 +218,22 @@ def test_failed_job_shows_its_error():
     assert any("boom in fold 2" in e.value for e in at.error)
 
 
-def test_crashed_run_with_a_checkpoint_offers_finish_from_checkpoint(monkeypatch):
-    from core.train import finish
-
+def crashed_job(status: str, error: str, checkpoint: str) -> jobs.Job:
+    """A train job that ended badly, its run folder holding a config, items and checkpoints/<checkpoint>."""
     job = running_job()
-    JobStore().finish(job.id, "failed", error="killed by signal 9 (SIGKILL)")
+    JobStore().finish(job.id, status, error=error)
     rdir = Path(job.run_dir)
     for name in ("config.json", "items.csv"):
         (rdir / name).write_text("{}")
     (rdir / "checkpoints").mkdir()
-    (rdir / "checkpoints" / "best.safetensors").write_bytes(b"weights")
+    (rdir / "checkpoints" / checkpoint).write_bytes(b"tensors")
+    return job
+
+
+def test_crashed_run_with_a_checkpoint_offers_finish_from_checkpoint(monkeypatch):
+    from core.train import finish
+
+    job = crashed_job("failed", "killed by signal 9 (SIGKILL)", "best.safetensors")
     calls = []
 
     def fake_finish(run_dir):
@@ -254,6 +260,22 @@ def test_crashed_run_with_a_checkpoint_offers_finish_from_checkpoint(monkeypatch
     assert not at.exception and calls == [job.run_dir]
     assert any("epoch 3 of 10 of a run that failed" in i.value for i in at.info)
     assert "Final metrics" in texts(at) and not [b for b in at.button if b.key == "tr_finish"]
+
+
+def test_crashed_run_with_resume_state_offers_resume_and_queues_it(monkeypatch):
+    from core.train import resume
+
+    job = crashed_job("interrupted", "the worker stopped", "resume.safetensors")
+    rdir = Path(job.run_dir)
+    calls = []
+    monkeypatch.setattr(resume, "queue_resume", lambda run_dir, store, owner: calls.append((run_dir, owner)))
+    at = app(TRAIN).run()
+    assert not at.exception and "continue from there" in texts(at)
+    at.button(key="tr_resume").click().run()
+    assert not at.exception and calls == [(job.run_dir, OWNER)]
+    (rdir / "checkpoints" / "resume.safetensors").unlink()  # no state: no offer
+    at = app(TRAIN).run()
+    assert not at.exception and not [b for b in at.button if b.key == "tr_resume"]
 
 
 def test_hosted_mode_hides_error_details_and_other_users_runs(monkeypatch):

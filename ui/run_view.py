@@ -361,6 +361,7 @@ def outcome(job: jobs.Job) -> None:
     else:
         st.warning(ended_text(job))
     if job.status != "done" and job.kind == "train":
+        resume_offer(job)
         finish_offer(job)
     curves(job, best_epochs(RunFolder(job.run_dir).read_metrics()))
 
@@ -371,6 +372,25 @@ def ended_text(job: jobs.Job) -> str:
     if why.startswith(job.status):  # "cancelled before it started", "cancelled while its child jobs ran"
         return f"The run was {why}."
     return f"The run was {job.status}: {why}"
+
+
+def resume_offer(job: jobs.Job) -> None:
+    """A crashed run that saved its state at an epoch's end: a button queuing it again from there."""
+    from core.train import resume
+
+    if resume.why_not_resumable(job.run_dir, verify=False):  # the state's checksums are checked on click
+        return
+    st.caption(
+        "It saved its state at the end of its last complete epoch: it can continue from there to its planned "
+        "epochs, to the result it would have reached without the interruption."
+    )
+    if st.button("Resume training", key="tr_resume", type="primary"):
+        try:
+            resume.queue_resume(job.run_dir, store=common.job_store(), owner=job.owner)
+        except (RuntimeError, ValueError, OSError) as err:
+            st.error(f"Could not resume the run: {err}")
+            return
+        st.rerun()
 
 
 def finish_offer(job: jobs.Job) -> None:

@@ -648,6 +648,24 @@ class JobStore:
         _sync_job_json(job)
         return bool(cur.rowcount)
 
+    def requeue(self, job_id: str, params: dict) -> Job | None:
+        """An ended job (failed / interrupted / cancelled) queued again, at the back, with these params (a run
+        resumed in its own folder); None when it is not in such a state. Its stale STOP and progress go."""
+        with self._write() as con:
+            cur = con.execute(
+                "UPDATE jobs SET status='queued', params=?, error='', result='{}', created=?, started=NULL, "
+                "finished=NULL, pid=NULL, pid_token=NULL, cancel_requested=0, waiting=0 "
+                "WHERE id=? AND status IN ('failed', 'interrupted', 'cancelled')",
+                (json.dumps(params), time.time(), job_id),
+            )
+            job = self._get(con, job_id) if cur.rowcount else None
+        if job is not None:
+            folder = rundir.RunFolder(job.run_dir)
+            for stale in (folder.stop, folder.progress):
+                stale.unlink(missing_ok=True)
+            _sync_job_json(job)
+        return job
+
     def delete(self, job_ids: Sequence[str]) -> bool:
         """Remove these job rows, all or none: False (nothing removed) when one is queued or running."""
         marks = ",".join("?" * len(job_ids))

@@ -39,6 +39,7 @@ LR_FIND = "lr_find.json"
 PRUNED = "pruned.json"  # a sweep trial its pruner stopped: the epoch, the value and why
 CHECKPOINTS = "checkpoints"
 BEST_CHECKPOINT = "best.safetensors"
+RESUME_STATE = "resume.safetensors"  # last complete epoch: weights, optimiser, schedule position, RNG
 MODEL_DIR = "model"
 FOLDS_DIR = "folds"
 FOLD_PREFIX = "fold"
@@ -203,6 +204,11 @@ class RunFolder:
     @property
     def best_checkpoint(self) -> Path:
         return self.path / CHECKPOINTS / BEST_CHECKPOINT
+
+    @property
+    def resume_state(self) -> Path:
+        """The state a run resumes from (core.train.resume_state), rewritten at each epoch's end."""
+        return self.path / CHECKPOINTS / RESUME_STATE
 
     def checkpoint(self, fold: int | None = None) -> Path:
         """The best-epoch checkpoint written while training (one per fold in a k-fold run)."""

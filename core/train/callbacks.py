@@ -7,7 +7,7 @@ import csv
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,11 @@ class EpochClock(Callback):
 
     order = 55  # before the callbacks below read it
 
-    def __init__(self):
+    def __init__(self, replay: list[dict[str, Any]] | None = None):
         self.offset, self.fits, self.cut_short = 0, 0, False
+        self.replay = (
+            replay or []
+        )  # a resumed run: history rows of the epochs it skips (core.train.resume_state)
 
     def before_fit(self):
         """Count fits (fine_tune: frozen, then unfrozen)."""
@@ -47,6 +50,10 @@ class EpochClock(Callback):
     def now(self) -> int:
         """This epoch's number, counted over every fit of the run (0-based)."""
         return self.offset + self.epoch
+
+    def replaying(self) -> bool:
+        """True during an epoch a resumed run skips (its row comes from history.csv)."""
+        return self.now() < len(self.replay)
 
     def frozen(self) -> bool:
         """True during fine_tune's first (frozen body) fit."""
@@ -104,7 +111,8 @@ class TrainProgress(CancelOnStop):
 
     def after_epoch(self):
         """Write the epoch's fields (its row, the best epoch so far) now; the epoch's length goes to the pace."""
-        self.pace.end(time.time())
+        if not self.clock.replaying():
+            self.pace.end(time.time())
         self.progress.update(force=True)
 
 
@@ -152,6 +160,10 @@ class HistoryCSV(Callback):
 
     def after_epoch(self):
         """Record the epoch's row (in memory, in history.csv and as progress's last_epoch)."""
+        if self.clock.replaying():  # a resumed run's skipped epoch: its row is already in history.csv
+            self.rows.append(self.clock.replay[self.clock.now()])
+            self.progress.update(last_epoch=self.rows[-1])
+            return
         row = {
             "epoch": self.clock.now(),
             "phase": "frozen" if self.clock.frozen() else "unfrozen",
@@ -188,7 +200,9 @@ class _Tracker(Callback):
 
     def after_epoch(self):
         """Compare this epoch's value with the best so far."""
-        values = epoch_values(self.recorder)
+        values = (
+            self.clock.replay[self.clock.now()] if self.clock.replaying() else epoch_values(self.recorder)
+        )
         value, lower = values.get(self.monitor), self.monitor in LOWER_IS_BETTER
         if value is None or math.isnan(value):
             value, lower = values.get("valid_loss"), True
@@ -211,7 +225,7 @@ class BestCheckpoint(_Tracker):
     def after_epoch(self):
         """Save the weights when the monitored value improved; report the best epoch so far."""
         super().after_epoch()
-        if self.new_best:
+        if self.new_best and not self.clock.replaying():  # a replayed best is already in the file
             save_state_atomic(self.learn.model, self.file)
         self.progress.update(best_epoch=self.best_epoch, best_value=self.best, monitor=self.monitor)
 
@@ -292,7 +306,7 @@ class Monitors:
     history: HistoryCSV
     checkpoint: BestCheckpoint
     early_stop: EarlyStop
-    extra: tuple[Callback, ...] = ()  # e.g. a sweep trial's PruneTrial
+    extra: list[Callback] = field(default_factory=list)  # a sweep trial's PruneTrial; saving / resuming state
 
     def callbacks(self) -> list[Callback]:
         """All of them, for fit(cbs=...)."""
@@ -306,14 +320,16 @@ def monitors(
     fold: int | None = None,
     n_folds: int = 0,
     extra: Sequence[Callback] = (),
+    replay: list[dict[str, Any]] | None = None,
 ) -> Monitors:
-    """Progress + cancel, history.csv, best checkpoint and early stopping for one fit of a run (t: TrainConfig)."""
-    clock = EpochClock()
+    """Progress + cancel, history.csv, best checkpoint and early stopping for one fit of a run (t: TrainConfig);
+    `replay`: the history rows of the epochs a resumed run skips."""
+    clock = EpochClock(replay)
     return Monitors(
         clock,
         TrainProgress(progress, clock, t.planned_epochs(), fold, n_folds),
         HistoryCSV(run.history, progress, clock, fold),
         BestCheckpoint(run.checkpoint(fold), progress, t.monitor, clock),
         EarlyStop(t.monitor, t.early_stop_patience, clock),
-        tuple(extra),
+        list(extra),
     )

@@ -3,8 +3,8 @@
 The checkpoint is the best epoch's weights (safetensors, written atomically while training). Finishing
 turns it into `model/` (manifest + weights, labelled as taken from epoch N of an interrupted run),
 predicts the validation (and test) items with it and writes `valid_predictions.csv`, `metrics.json` and
-`env.json`, so evaluation, reports and prediction work as for a run that ended normally. Training does
-not continue: checkpoints hold weights only (no optimiser or scheduler state).
+`env.json`, so evaluation, reports and prediction work as for a run that ended normally. Continuing the
+training instead is core.train.resume (from the state of the last complete epoch).
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from core.data.loaders import build_dataloaders
 from core.evaluation import evaluate
 from core.runs import rundir
 from core.runs.progress import JobCancelled, Progress
+from core.train import resume_state
 from core.train.callbacks import Monitors, monitors
 from core.train.learner import make_learner
 
@@ -90,11 +91,13 @@ def fit_one(
     n_folds: int = 0,
     classes: list[str] | None = None,
     extra_cbs: Sequence[Any] = (),
+    resume=None,
 ) -> FitOutcome:
     """Build DataLoaders + learner, fine-tune, restore the best epoch, predict the validation items.
 
     An explicit empty `valid_idx` trains on every non-test item (no validation, no checkpoint choice);
     `extra_cbs` join the fit (a sweep trial's pruning callback).
+    A single run saves the state to resume from at each epoch's end; `resume` (a ResumeState) continues from one.
     """
     from fastai.torch_core import set_seed
 
@@ -110,7 +113,11 @@ def fit_one(
         from_weights=t.fine_tunes(),
     )
     learn = make_learner(dls, cfg, train_labels=dls.train_ds.items["label"])
-    mon = monitors(rundir.RunFolder(run_dir), progress, t, fold=fold, n_folds=n_folds, extra=extra_cbs)
+    run = rundir.RunFolder(run_dir)
+    replay = resume.rows if resume else None
+    mon = monitors(run, progress, t, fold=fold, n_folds=n_folds, extra=extra_cbs, replay=replay)
+    if fold is None and valid_idx is None:  # a single run (not a fold, not k-fold's final fit) can be resumed
+        mon.extra += resume_state.callbacks(run, mon.clock, t, resume)
     _train(learn, t, mon, progress, fold, n_folds)
     best = mon.checkpoint.best_epoch
     weights, epoch = "last", len(mon.history.rows) - 1

@@ -11,12 +11,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from core.base.config import RunConfig
 from core.evaluation import evaluate
 from core.runs import rundir
 from core.runs.progress import Progress
 from core.train.calibrate import calibrate_sets, stamp_models, summary_entry
-from core.train.fit import fit_one, predict_items
+from core.train.fit import FitOutcome, fit_one, predict_items
 from core.train.kfold import kfold_run
 from core.train.outputs import _finish, model_provenance, outcome_manifest
 from core.train.prepare import prepare
@@ -26,14 +28,29 @@ def train_run(
     cfg: RunConfig, run_dir: Path, progress: Progress, extra_cbs: Sequence[Any] = ()
 ) -> dict[str, Any]:
     """A single train/valid(/test) run (`extra_cbs` join its fit); k-fold when cfg.data.split.k_folds >= 2."""
-    from core.models import savedmodel
-
     if cfg.data.split.k_folds >= 2:
         return kfold_run(cfg, run_dir, progress)
     t0, run = time.time(), rundir.RunFolder(run_dir)
     items = prepare(cfg, run_dir, progress)
     classes = sorted(items["label"].astype(str).unique())
     out = fit_one(items, cfg, run_dir, progress, classes=classes, extra_cbs=extra_cbs)
+    return complete_run(cfg, run, items, classes, out, t0, progress)
+
+
+def complete_run(
+    cfg: RunConfig,
+    run: rundir.RunFolder,
+    items: pd.DataFrame,
+    classes: list[str],
+    out: FitOutcome,
+    t0: float,
+    progress: Progress,
+    resumed_after_epoch: int | None = None,
+) -> dict[str, Any]:
+    """After a single run's fit (a fresh one, or a resumed one): predictions (calibrated unless opted out),
+    metrics, model, env and metrics.json."""
+    from core.models import savedmodel
+
     frames = {"valid": out.valid}
     test = items[items["split"] == "test"]
     if len(test):
@@ -52,10 +69,12 @@ def train_run(
         "stopped_early": out.stopped_early,
         "epochs_run": len(out.rows),
         "train_seconds": round(time.time() - t0, 2),
+        **({"resumed_after_epoch": resumed_after_epoch} if resumed_after_epoch is not None else {}),
         **model_provenance(out, cfg, {"valid": len(out.valid), "test": len(test)}),
         **summary_entry(temp),
     }
     savedmodel.save_model(out.learn.model, run.model_dir, outcome_manifest(cfg, classes, metrics, out))
     stamp_models(run, frames["valid"], classes, "valid", temp)
-    _finish(run_dir, summary, progress, cfg)
+    _finish(run.path, summary, progress, cfg)
+    run.resume_state.unlink(missing_ok=True)  # a finished run is not resumed: its ~3x model size goes
     return summary

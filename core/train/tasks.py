@@ -23,11 +23,16 @@ def run_task(params: dict, run_dir: Path, progress: Progress) -> dict[str, Any]:
 
     An experiment's trial also carries "not_after" (a time): started later, it is cancelled (budget spent);
     and "experiment" + "metric": it reports the metric each epoch to its pruner (core.train.pruning).
+    "resume": true continues the run in run_dir from its resume state.
     """
     if params.get("not_after") and time.time() > float(params["not_after"]):
         raise JobCancelled("not started: the experiment's time budget ran out")
     cfg = from_dict(RunConfig, params["config"])
     apply_threads(cfg)
+    if params.get("resume"):  # queued again by core.train.resume: continue from the last complete epoch
+        from core.train.resume import resume_run
+
+        return resume_run(cfg, Path(run_dir), progress)
     return train_run(cfg, Path(run_dir), progress, pruning.callbacks(params, run_dir))
 
 
