@@ -286,7 +286,9 @@ def ceilings(root: Path, run_dir: Path, app: dict[str, Any], args: Any) -> dict[
         }
     if not args.no_predict:
         paths = [str(p) for p in sorted((root / "test").rglob("*")) if p.is_file()]
-        out["predict"] = {f"{t}_threads": predict_ratio(run_dir / "model", paths, t) for t in (1, 2)}
+        out["predict"] = {
+            f"{t}_threads": predict_ratio(RunFolder(run_dir).model_dir, paths, t) for t in (1, 2)
+        }
     return out
 
 

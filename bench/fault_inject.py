@@ -692,7 +692,7 @@ def main() -> None:
         tables = hostile_csvs(tmp_p / "csv")
         csv_paths(tables, groups.setdefault("csvs", Tally()))
         export_paths(tables, groups.setdefault("exports", Tally()))
-        checkpoint_paths(tmp_p / "checkpoints", groups.setdefault("checkpoints", Tally()))
+        checkpoint_paths(tmp_p / "tampered", groups.setdefault("checkpoints", Tally()))
         memory = {} if args.no_memory else memory_probe(tmp_p / "memory", args.smoke)
     crashed_memory = sum(1 for v in memory.values() if "crashed" in v)
     result = {

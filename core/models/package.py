@@ -207,11 +207,13 @@ def readme_text(
         README_FILES,
         "## Input\n",
         f"A float32 array of shape (batch, {m.n_in}, {m.img_size}, {m.img_size}) named `image`; output `logits` "
-        f"(one per class, already divided by the temperature in the metadata; softmax gives probabilities). Preprocessing: decode to 8-bit "
+        f"(one per class; for a calibrated model already divided by the temperature in the metadata; softmax gives probabilities). Preprocessing: decode to 8-bit "
         f"{'greyscale' if m.channels == 'grey' else 'RGB'} (16-bit or float greyscale stretched min-max){window}; shrink so the shorter side is {m.img_size} px "
         f"(Lanczos); resize to {m.img_size} x {m.img_size} with method `{m.resize}` (bilinear); scale to 0..1; "
         f"normalise: {norm}. The same values are in `{MODEL_MANIFEST}` and in the ONNX file's metadata.\n",
-        README_LOAD.format(n=len(m.classes), n_in=m.n_in, arch=m.arch, weights=MODEL_WEIGHTS),
+        README_LOAD.format(
+            n=len(m.classes), n_in=m.n_in, arch=m.arch, weights=MODEL_WEIGHTS, manifest=MODEL_MANIFEST
+        ),
         "### 3. With onnxruntime only (numpy + Pillow, no PyTorch)\n",
         "Everything it needs is in the ONNX file's metadata. Save this as `predict_onnx.py` beside `model.onnx` and "
         "run `python predict_onnx.py image1.png image2.png` (ordinary image files; DICOM needs the window above):\n",
@@ -263,7 +265,7 @@ model.load_state_dict(load_file("{weights}"))
 model.eval()
 ```
 
-Feed it the input described above; `torch.softmax(model(x), dim=1)` gives the probabilities. When `model.json`
+Feed it the input described above; `torch.softmax(model(x), dim=1)` gives the probabilities. When `{manifest}`
 has a `calibration` record, divide the logits by its `temperature` first to get the calibrated probabilities the
 app reports (`torch.softmax(model(x) / T, dim=1)`); the ONNX file has the division built in.
 """
