@@ -78,10 +78,13 @@ def test_a_trial_reports_and_is_pruned_with_its_epoch_and_curve_kept(tmp_path, m
     record = {"id": "20990101-000000-000-00000000", "spec": to_dict(spec), "trials": trials}
     rundir.write_json(rundir.experiment_file(record["id"]), record)
     assert pruning.decide(record, tmp_path / "a", 1, 0.9) is None
+    state = rundir.RunFolder(tmp_path / "me").resume_state
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_bytes(b"state")  # a pruned trial is not resumed: its resume state goes
     with pytest.raises(pruning.Pruned, match="pruned after epoch 1"):
         pruning.report({"experiment": record["id"]}, tmp_path / "me", 1, 0.3)
     info = pruning.pruned_info(tmp_path / "me")
-    assert info["epoch"] == 1 and "median 0.650" in info["reason"]
+    assert info["epoch"] == 1 and "median 0.650" in info["reason"] and not state.exists()
     assert rundir.RunFolder(tmp_path / "me").read_history()["balanced_accuracy"].tolist() == [0.3]
     pruning.report({}, tmp_path / "me", 1, 0.0)  # a run that is no trial: never pruned
     old = ex.SweepSpec(axes=["epochs=2"], median_stop_epoch=2)  # the older flag is the median pruner

@@ -136,7 +136,9 @@ def report(params: dict[str, Any], run_dir: str | Path, epoch: int, value: float
     reason = decide(record, run_dir, epoch, value)
     if reason is None:
         return
-    rundir.RunFolder(run_dir).write(rundir.PRUNED, {"epoch": epoch, "value": value, "reason": reason})
+    run = rundir.RunFolder(run_dir)
+    run.write(rundir.PRUNED, {"epoch": epoch, "value": value, "reason": reason})
+    run.resume_state.unlink(missing_ok=True)  # a pruned trial is not resumed: its state (~3x the model) goes
     raise Pruned(f"pruned after epoch {epoch}: {reason}")
 
 
