@@ -110,6 +110,22 @@ def test_explain_with_the_trained_model(predictor):
         explain.explain(pred, valid["path"][0], "zebra")
 
 
+def test_grad_cam_shows_the_calibrated_probability_predict_shows(predictor):
+    pred, valid = predictor
+    kept = pred.temperature
+    pred.temperature = (
+        2.0  # a calibrated model: the map's p is the probability Predict shows, not the raw one
+    )
+    try:
+        shown, _ = pred.predict_paths([valid["path"][0]])
+        cam = explain.explain(pred, valid["path"][0], "opacity", display_size=None)
+    finally:
+        pred.temperature = kept
+    assert cam.prob == pytest.approx(shown["prob_opacity"][0], abs=1e-4)
+    raw = explain.explain(pred, valid["path"][0], "opacity", display_size=None)
+    assert abs(raw.prob - 0.5) >= abs(cam.prob - 0.5)  # T = 2 pulls it towards 0.5
+
+
 @pytest.mark.parametrize("arch", ["efficientnet_b0", "convnext_tiny", "resnet18"])
 def test_grad_cam_layer_for_offered_architectures(arch):
     torch.manual_seed(0)

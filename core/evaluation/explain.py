@@ -86,10 +86,15 @@ class CamResult:
 
 
 def grad_cam(
-    model: torch.nn.Module, layer: torch.nn.Module, x: torch.Tensor, class_index: int | None = None
+    model: torch.nn.Module,
+    layer: torch.nn.Module,
+    x: torch.Tensor,
+    class_index: int | None = None,
+    temperature: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(map, probabilities) for one normalised 1 x C x H x W input: ReLU(sum_k mean(dy/dA_k) * A_k), upsampled
-    to H x W and scaled to 0..1 (all zeros when nothing supports the class). Default class: the predicted one."""
+    to H x W and scaled to 0..1 (all zeros when nothing supports the class). Default class: the predicted one.
+    The probabilities are softmax(logits / temperature): the calibrated ones Predict shows."""
     acts: list[torch.Tensor] = []
     grads: list[torch.Tensor] = []
 
@@ -105,7 +110,7 @@ def grad_cam(
         try:
             model.eval()
             logits = model(x.detach().clone().requires_grad_(True))  # gradients flow even into a frozen body
-            probs = torch.softmax(logits.float(), dim=1)[0]
+            probs = torch.softmax(logits.float() / temperature, dim=1)[0]
             c = int(probs.argmax()) if class_index is None else int(class_index)
             model.zero_grad(set_to_none=True)
             logits[0, c].backward()
@@ -167,7 +172,9 @@ def explain(
     idx = _class_index(predictor.classes, class_name)
     layer = archs.gradcam_layer(predictor.model, predictor.manifest.arch)
     t = predictor.tensor_for(path)
-    heat, probs = grad_cam(predictor.model, layer, predictor.normalized(t[None]), idx)
+    heat, probs = grad_cam(
+        predictor.model, layer, predictor.normalized(t[None]), idx, getattr(predictor, "temperature", 1.0)
+    )
     idx = int(probs.argmax()) if idx is None else idx
     img = _to_image(t)
     size = display_size if display_size and display_size > img.size[0] else None
