@@ -42,7 +42,8 @@ plain = create_model(pred.manifest.arch, len(pred.classes), pred.manifest.n_in) 
 plain.load_state_dict(load_file(str(folder / "model.safetensors")))
 with torch.no_grad():
     x = pred.normalized(torch.stack([pred.tensor_for(p) for p in paths]))
-    plain_probs = torch.softmax(plain.eval()(x), dim=1).numpy()
+    T = json.loads((folder / "model.json").read_text()).get("calibration", {}).get("temperature", 1.0)  # README
+    plain_probs = torch.softmax(plain.eval()(x) / T, dim=1).numpy()
 code = re.findall(r"```python\\n(.*?)```", (folder / "README.md").read_text(), re.S)[-1]
 ns = {"__name__": "readme"}
 import os
