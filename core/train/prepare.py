@@ -33,10 +33,10 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: Progress) -> pd.DataFrame:
     progress.update(force=True, phase="scanning", message="reading the dataset")
     # every file, however long the table (XRT_PROBE_MAX bounds scans only): each must decode before training
     ds = load_source(cfg.source, decode=warm_decoder(cfg), every_file=True)
-    reasons = ds.check_trainable()
+    reasons = ds.check_trainable(_task_counts(ds.items, cfg))
     if reasons:
         raise TrainingError("training refused: " + "; ".join(reasons))
-    items = assign_splits(_grouped_duplicates(ds.items, cfg, progress), cfg.data.split)
+    items = assign_splits(_grouped_duplicates(ds.items, cfg, progress), cfg.data.split, cfg.data.task.type)
     items = train_subset(items, cfg.data.train_fraction, cfg.data.split.seed + 2)
     leaks = group_leaks(items)
     if leaks and cfg.data.split.method == "group":
@@ -47,6 +47,19 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: Progress) -> pd.DataFrame:
     ds.problems.to_csv(run.problems, index=False)
     run.write(rundir.SPLITS, split_summary(items).to_dict(orient="records"))
     return items
+
+
+def _task_counts(items: pd.DataFrame, cfg: RunConfig) -> dict[str, int] | None:
+    """Images per class by the task type (None: single-label, the labels' own); an unknown grade order refuses."""
+    from core.data import labels
+
+    task = cfg.data.task
+    if task.type == "single" or not len(items):
+        return None
+    try:
+        return labels.class_counts(items["label"], task.type, task.order)
+    except ValueError as e:
+        raise TrainingError(f"training refused: {e}") from None
 
 
 def _grouped_duplicates(items: pd.DataFrame, cfg: RunConfig, progress: Progress) -> pd.DataFrame:

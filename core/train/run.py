@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from core.base.config import RunConfig
-from core.evaluation import evaluate
 from core.runs import rundir
 from core.runs.progress import Progress
+from core.train import taskrun
 from core.train.fit import fit_one, predict_items
 from core.train.kfold import kfold_run
 from core.train.outputs import _finish, model_provenance, outcome_manifest
@@ -28,18 +28,21 @@ def train_run(cfg: RunConfig, run_dir: Path, progress: Progress) -> dict[str, An
         return kfold_run(cfg, run_dir, progress)
     t0, run = time.time(), rundir.RunFolder(run_dir)
     items = prepare(cfg, run_dir, progress)
-    classes = sorted(items["label"].astype(str).unique())
+    classes = taskrun.run_classes(items, cfg)
     out = fit_one(items, cfg, run_dir, progress, classes=classes)
+    task = taskrun.task_record(cfg, classes, out.valid)
+    out.valid = taskrun.decided(out.valid, classes, task)
     out.valid.to_csv(run.predictions("valid"), index=False)
-    metrics = {"valid": evaluate.metrics_from_frame(out.valid, classes)}
+    metrics = {"valid": taskrun.set_metrics(out.valid, classes, cfg, task)}
     test = items[items["split"] == "test"]
     if len(test):
         progress.update(force=True, phase="testing")
-        test_pred = predict_items(out.learn, test)
+        test_pred = taskrun.decided(predict_items(out.learn, test), classes, task)
         test_pred.to_csv(run.predictions("test"), index=False)
-        metrics["test"] = evaluate.metrics_from_frame(test_pred, classes)
+        metrics["test"] = taskrun.set_metrics(test_pred, classes, cfg, task)
     summary = {
         "type": "single",
+        **({"task": task} if task else {}),
         "classes": classes,
         "metrics": metrics,
         "best_epoch": out.best_epoch,
@@ -49,6 +52,6 @@ def train_run(cfg: RunConfig, run_dir: Path, progress: Progress) -> dict[str, An
         "train_seconds": round(time.time() - t0, 2),
         **model_provenance(out, cfg, {"valid": len(out.valid), "test": len(test)}),
     }
-    savedmodel.save_model(out.learn.model, run.model_dir, outcome_manifest(cfg, classes, metrics, out))
+    savedmodel.save_model(out.learn.model, run.model_dir, outcome_manifest(cfg, classes, metrics, out, task))
     _finish(run_dir, summary, progress, cfg)
     return summary
