@@ -111,3 +111,26 @@ def ensure_ordinal_sample(root: Path | None = None, n: int = 250, size: int = 64
     atomic_write_text(root / "README.txt", README.format(what="ordinal grades"))
     atomic_write_text(root / GRADES_CSV, pd.DataFrame(rows).to_csv(index=False))
     return root
+
+
+def describe(task: str, root: Path | None = None) -> dict[str, object]:
+    """Generate the multi-label or ordinal sample (once) and say where it is and how to train on it."""
+    if task == "multilabel":
+        root = ensure_multilabel_sample(root)
+        csv = root / FINDINGS_CSV
+        return {
+            "root": str(root),
+            "csv": str(csv),
+            "finding_columns_csv": str(root / FINDING_COLUMNS_CSV),
+            "train": f"python -m core train --csv {csv} --label-col 'Finding Labels' --label-delimiter '|' "
+            f"--group-col {GROUP_COLUMN} --task multilabel",
+            "note": "SYNTHETIC images for trying the app, not real X-rays",
+        }
+    root = ensure_ordinal_sample(root)
+    csv = root / GRADES_CSV
+    return {
+        "root": str(root),
+        "csv": str(csv),
+        "train": f"python -m core train --csv {csv} --label-col grade --group-col {GROUP_COLUMN} --task ordinal",
+        "note": "SYNTHETIC images for trying the app, not real X-rays",
+    }

@@ -113,6 +113,19 @@ def sens_spec(pos: np.ndarray, decided: np.ndarray) -> tuple[float, float]:
 # ---------------------------------------------------------------- the dispatch
 
 
+def predictions_table(
+    paths, probs: np.ndarray, classes: list[str], task: str, thresholds: Any = None
+) -> pd.DataFrame:
+    """A multi-label (decided at `thresholds`: per finding or one for all) or ordinal model's predictions table."""
+    if task == "multilabel":
+        from core.evaluation import multilabel
+
+        return multilabel.predictions_frame(paths, probs, classes, thresholds)
+    from core.evaluation import ordinal
+
+    return ordinal.predictions_frame(paths, probs, classes)
+
+
 def metrics_from_frame(df: pd.DataFrame, classes: list[str], task: str = "single") -> dict[str, float]:
     """The summary metrics of a labelled predictions table (metrics.json's per-set numbers), by task type."""
     if task == "multilabel":

@@ -22,25 +22,21 @@ from core.models.heads import DEFAULT_FINDING_THRESHOLD, decide_findings
 
 
 def predictions_frame(
-    paths, probs: np.ndarray, findings: list[str], thresholds: dict[str, float] | None = None, **extra
+    paths, probs: np.ndarray, findings: list[str], thresholds: dict[str, float] | float | None = None, **extra
 ) -> pd.DataFrame:
     """One row per image: path, the findings decided (canonical), and each finding's probability and decision."""
     probs = np.asarray(probs, dtype=float).reshape(-1, len(findings))
-    t = threshold_vector(findings, thresholds)
-    decided = decide_findings(probs, t)
     df = pd.DataFrame({"path": list(paths)})
     for k, v in extra.items():
         df[k] = v
-    df["pred"] = [lab.canonical([f for f, d in zip(findings, row) if d]) for row in decided]
+    df["pred"] = ""
     for i, f in enumerate(findings):
         df[f"prob_{f}"] = probs[:, i]
-    for i, f in enumerate(findings):
-        df[f"pred_{f}"] = decided[:, i].astype(int)
-    return df
+    return with_thresholds(df, findings, thresholds)
 
 
 def with_thresholds(
-    df: pd.DataFrame, findings: list[str], thresholds: dict[str, float] | None
+    df: pd.DataFrame, findings: list[str], thresholds: dict[str, float] | float | None
 ) -> pd.DataFrame:
     """A predictions table with its decisions (pred, pred_<finding>) made again at these thresholds."""
     decided = decide_findings(
