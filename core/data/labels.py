@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from core.data.items import SourceError
+from core.data.items import Dataset, SourceError
 
 SEP = "|"  # findings in an items table's label
 EMPTY = "(no finding)"  # the label of an image with no finding
@@ -220,6 +220,17 @@ def class_counts(labels: Iterable[str], task: str, order: Sequence[str] = ()) ->
     counts = series.value_counts()
     classes = task_classes(series, task, order)
     return {c: int(counts.get(c, 0)) for c in classes}
+
+
+def trainable_reasons(ds: Dataset, task: str, order: Sequence[str] = ()) -> list[str]:
+    """Dataset.check_trainable by task type: findings (and images without one) or grades counted as classes."""
+    if task == "single" or not len(ds.items):
+        return ds.check_trainable()
+    try:
+        counts = class_counts(ds.items["label"], task, order)
+    except SourceError as err:
+        return [str(err)]
+    return ds.check_trainable(counts)
 
 
 # ---------------------------------------------------------------- the task a table suggests

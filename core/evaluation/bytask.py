@@ -149,6 +149,7 @@ def evaluate_frame(df: pd.DataFrame, classes: list[str], task: str = "single", *
         from core.evaluation import ordinal
 
         return ordinal.evaluate_frame(df, classes, **kw)
+    kw.pop("thresholds", None)  # per-finding thresholds are multi-label only
     return evaluate.evaluate_frame(df, classes, **kw)
 
 

@@ -20,7 +20,14 @@ from core.models.savedmodel import Manifest
 from core.models.weightfiles import ModelFileError
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
-TASK_SINGLE = "single"  # one label per image, softmax over the classes (the only task the app trains today)
+TASK_SINGLE = "single"  # one label per image, softmax over the classes
+OUTPUTS = {  # what the raw output means per task (core.models.heads)
+    "single": f"{OUTPUT_NAME}: raw scores, one per class in 'classes' order; softmax gives probabilities",
+    "multilabel": f"{OUTPUT_NAME}: one raw score per finding in 'classes' order; a sigmoid each gives its probability, "
+    "decided at its 'thresholds' entry",
+    "ordinal": f"{OUTPUT_NAME}: K-1 CORN scores for the K grades in 'classes' order; the running product of their "
+    "sigmoids is P(grade > k), the predicted grade is how many exceed 0.5",
+}
 
 
 def onnx_metadata(manifest: Manifest, threshold: float | None = None) -> dict[str, str]:
@@ -29,12 +36,13 @@ def onnx_metadata(manifest: Manifest, threshold: float | None = None) -> dict[st
     Classes in output order, the task, the input (size, channels, resize method, normalisation, DICOM window and
     frame) and, for a binary model, the decision threshold on the second class's probability.
     """
-    binary = len(manifest.classes) == 2
+    task = manifest.task_type
+    binary = len(manifest.classes) == 2 and task == TASK_SINGLE
     meta: dict[str, object] = {
         "format": "xray-trainer-onnx",
         "classes": list(manifest.classes),
-        "task": TASK_SINGLE,
-        "output": f"{OUTPUT_NAME}: raw scores, one per class in 'classes' order; softmax gives probabilities",
+        "task": task,
+        "output": OUTPUTS[task],
         "input": INPUT_NAME,
         "input_shape": ["batch", manifest.n_in, manifest.img_size, manifest.img_size],
         "img_size": manifest.img_size,
@@ -48,6 +56,8 @@ def onnx_metadata(manifest: Manifest, threshold: float | None = None) -> dict[st
         "arch": manifest.arch,
         "threshold": (0.5 if threshold is None else float(threshold)) if binary else None,
     }
+    if task == "multilabel":
+        meta["thresholds"] = manifest.task.get("thresholds") or {}
     return {k: json.dumps(v) for k, v in meta.items()}
 
 

@@ -14,6 +14,7 @@ from core.base import paths
 from core.base.config import RunConfig, to_dict
 from core.base.privacy import pseudonym
 from core.base.version import version
+from core.data.labels import trainable_reasons
 from core.data.splits import assign_splits, group_leaks, split_summary, train_subset
 from core.runs import rundir
 from core.runs.progress import Progress
@@ -33,7 +34,7 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: Progress) -> pd.DataFrame:
     progress.update(force=True, phase="scanning", message="reading the dataset")
     # every file, however long the table (XRT_PROBE_MAX bounds scans only): each must decode before training
     ds = load_source(cfg.source, decode=warm_decoder(cfg), every_file=True)
-    reasons = ds.check_trainable(_task_counts(ds.items, cfg))
+    reasons = trainable_reasons(ds, cfg.data.task.type, cfg.data.task.order)
     if reasons:
         raise TrainingError("training refused: " + "; ".join(reasons))
     items = assign_splits(_grouped_duplicates(ds.items, cfg, progress), cfg.data.split, cfg.data.task.type)
@@ -47,19 +48,6 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: Progress) -> pd.DataFrame:
     ds.problems.to_csv(run.problems, index=False)
     run.write(rundir.SPLITS, split_summary(items).to_dict(orient="records"))
     return items
-
-
-def _task_counts(items: pd.DataFrame, cfg: RunConfig) -> dict[str, int] | None:
-    """Images per class by the task type (None: single-label, the labels' own); an unknown grade order refuses."""
-    from core.data import labels
-
-    task = cfg.data.task
-    if task.type == "single" or not len(items):
-        return None
-    try:
-        return labels.class_counts(items["label"], task.type, task.order)
-    except ValueError as e:
-        raise TrainingError(f"training refused: {e}") from None
 
 
 def _grouped_duplicates(items: pd.DataFrame, cfg: RunConfig, progress: Progress) -> pd.DataFrame:
