@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from core.base.config import ConfigError, RunConfig, SourceConfig
+from core.cli import main
 from core.data import labels as lab
 from core.data import sample_tasks
 from core.data.items import SourceError
@@ -241,6 +242,55 @@ def test_ordinal_kfold_end_to_end(tmp_path):
     assert items.groupby("group")["fold"].nunique().max() == 1
     ev = bytask.evaluate_run(tmp_path / "run", n_resamples=20)
     assert ev["sets"]["oof"]["n"] == 50 and len(ev["sets"]["oof"]["cut_points"]) == 4
+    fold_model = str(tmp_path / "run/folds/fold0")
+    assert (
+        main(["predict", "--model", fold_model, str(root / "images"), "--out", str(tmp_path / "p.csv")]) == 0
+    )
+    out = pd.read_csv(tmp_path / "p.csv")
+    assert len(out) == 50 and set(out["pred"]) <= set(sample_tasks.GRADES) and "expected_grade" in out
+    assert (
+        main(
+            ["evaluate", "--model", fold_model, "--csv", src.csv_path, "--label-col", "grade", "--no-report"]
+        )
+        == 0
+    )
+
+
+def test_the_report_of_a_task_run(tmp_path):
+    from core.evaluation.report import build_report
+
+    root = sample_tasks.ensure_multilabel_sample(tmp_path / "ml", n=40, size=32)
+    src = SourceConfig(
+        kind="csv",
+        csv_path=str(root / sample_tasks.FINDINGS_CSV),
+        label_col="Finding Labels",
+        label_delimiter="|",
+        group_col="patient_id",
+    )
+    _train(_config(src, "multilabel", test_pct=0.0), tmp_path / "run")
+    rep = build_report(tmp_path / "run", n_resamples=20)
+    page = open(rep["report"], encoding="utf-8").read()
+    assert "Macro ROC AUC" in page and "nodule" in page and page.count("plotly.js v") <= 1
+    assert "macro_roc_auc" in rep["headline"]["valid"]
+
+
+def test_onnx_metadata_names_the_task():
+    from core.models.onnx_export import onnx_metadata
+    from core.models.savedmodel import Manifest
+
+    m = Manifest(
+        arch="resnet18", classes=["a", "b"], task={"type": "multilabel", "thresholds": {"a": 0.3, "b": 0.6}}
+    )
+    meta = {k: json.loads(v) for k, v in onnx_metadata(m).items()}
+    assert (
+        meta["task"] == "multilabel"
+        and meta["thresholds"] == {"a": 0.3, "b": 0.6}
+        and meta["threshold"] is None
+    )
+    grades = Manifest(
+        arch="resnet18", classes=["0", "1", "2"], task={"type": "ordinal", "order": ["0", "1", "2"]}
+    )
+    assert "CORN" in json.loads(onnx_metadata(grades)["output"])
 
 
 def test_single_label_records_stay_as_they_were():

@@ -9,39 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import pandas as pd
 import streamlit as st
 
-from core.base import fmt
 from core.base.config import SourceConfig
 from core.data import labels as lab
 from core.data.items import Dataset
 from core.evaluation import bytask, evaluate, taskplots
+from core.evaluation.taskreport import SET_NAMES, detail_table, headline_table
 from core.runs import jobs
 from core.runs.rundir import RunFolder
 from core.web import hosting
 from ui import common
-
-SET_NAMES = {
-    "valid": "validation",
-    "oof": "out-of-fold (k-fold)",
-    "test": "hold-out test",
-    "external": "external",
-}
-HEADLINES = {
-    "multilabel": ("macro_roc_auc", "micro_roc_auc", "label_accuracy", "exact_match"),
-    "ordinal": ("qwk", "mae", "off_by_one_accuracy", "accuracy"),
-}
-NAMES = {
-    "macro_roc_auc": "Macro ROC AUC",
-    "micro_roc_auc": "Micro ROC AUC",
-    "label_accuracy": "Accuracy per finding and image",
-    "exact_match": "Exact match (every finding right)",
-    "qwk": "Quadratic weighted kappa",
-    "mae": "Mean absolute error (grades)",
-    "off_by_one_accuracy": "Off-by-one accuracy",
-    "accuracy": "Exact grade accuracy",
-}
 
 
 def run_task(run_dir: str) -> str:
@@ -94,39 +72,6 @@ def explorer_panel(ds: Dataset, cfg: SourceConfig) -> None:
 def evaluation(run_dir: str, version: tuple) -> dict[str, Any]:
     """bytask.evaluate_run of a multi-label or ordinal run folder."""
     return bytask.evaluate_run(run_dir)
-
-
-def headline_table(ev: dict[str, Any]) -> pd.DataFrame:
-    """One row per headline metric of the task, one column per set, values with their 95 % CIs."""
-    sets = {k: ev["sets"][k] for k in sorted(ev["sets"], key=lambda k: k != "test")}
-    rows = []
-    for name in HEADLINES[ev["task"]]:
-        row = {"metric": NAMES[name]}
-        row.update({SET_NAMES.get(s, s): fmt.with_ci(e["ci"].get(name)) for s, e in sets.items()})
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def detail_table(set_ev: dict[str, Any]) -> pd.DataFrame:
-    """Per finding (AUC / AP / sensitivity / specificity with CIs, its threshold and 2x2) or per cut-point."""
-    ci = set_ev["ci"]
-    if set_ev["task"] == "multilabel":
-        rows = []
-        for r in set_ev["per_finding"]:
-            f = r["finding"]
-            cis = {
-                m: fmt.with_ci(ci[f"{m}_{f}"]) for m in ("roc_auc", "pr_auc", "sensitivity", "specificity")
-            }
-            keep = ("positives", "negatives", "uncertain", "threshold", "tp", "fn", "fp", "tn")
-            rows.append({"finding": f, **cis, **{k: r[k] for k in keep}})
-        return pd.DataFrame(rows)
-    return pd.DataFrame(
-        [
-            {"cut-point": r["cut"], "positives": r["positives"], "negatives": r["negatives"]}
-            | {m: fmt.with_ci(r[m]) for m in ("roc_auc", "sensitivity", "specificity")}
-            for r in set_ev["cut_points"]
-        ]
-    )
 
 
 def show_run(job: jobs.Job) -> None:

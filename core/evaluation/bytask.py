@@ -153,6 +153,22 @@ def evaluate_frame(df: pd.DataFrame, classes: list[str], task: str = "single", *
     return evaluate.evaluate_frame(df, classes, **kw)
 
 
+# the single-label metric names (sweep rankings, monitors) as each task reports them
+ALIASES = {"multilabel": {"roc_auc": "macro_roc_auc", "accuracy": "label_accuracy"}, "ordinal": {}}
+
+
+def metric_ci(
+    df: pd.DataFrame,
+    classes: list[str],
+    task: str,
+    metric: str,
+    n_resamples: int = evaluate.BOOTSTRAP_RESAMPLES,
+) -> dict[str, float] | None:
+    """One metric with its CI from a predictions table of a multi-label or ordinal run (None when it has none)."""
+    ev = evaluate_frame(evaluate.labelled(df), classes, task, n_resamples=n_resamples)
+    return ev["ci"].get(ALIASES.get(task, {}).get(metric, metric))
+
+
 def evaluate_run(run_dir: str | Path, **kw: Any) -> dict[str, Any]:
     """evaluate.evaluate_run for a single-label run; a multi-label or ordinal run's sets evaluated by its task."""
     summary = evaluate.run_summary(run_dir)

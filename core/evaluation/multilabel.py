@@ -106,6 +106,9 @@ def _stats(
         aucs.append(out[f"roc_auc_{f}"])
     finite = [a for a in aucs if np.isfinite(a)]
     out["macro_roc_auc"] = float(np.mean(finite)) if finite else math.nan
+    balanced = [np.mean([out[f"sensitivity_{f}"], out[f"specificity_{f}"]]) for f in findings]
+    balanced = [b for b in balanced if np.isfinite(b)]
+    out["balanced_accuracy"] = float(np.mean(balanced)) if balanced else math.nan
     known = yy >= 0
     out["micro_roc_auc"] = fast_auc(yy[known] == 1, pp[known])
     decided = pp >= t[None, :]

@@ -60,6 +60,7 @@ def _stats(
         "mae": float(err.mean()) if len(idx) else math.nan,
         "off_by_one_accuracy": float((err <= 1).mean()) if len(idx) else math.nan,
         "accuracy": float((err == 0).mean()) if len(idx) else math.nan,
+        "balanced_accuracy": _balanced_accuracy(yy, pp),
     }
     above = exceed_probs(pr)  # P(grade > k-1) = P(grade >= k), column k-1
     for k in range(1, len(grades)):
@@ -67,6 +68,12 @@ def _stats(
         out[f"roc_auc_ge_{grades[k]}"] = fast_auc(pos, above[:, k - 1])
         out[f"sensitivity_ge_{grades[k]}"], out[f"specificity_ge_{grades[k]}"] = sens_spec(pos, pp >= k)
     return out
+
+
+def _balanced_accuracy(y: np.ndarray, pred: np.ndarray) -> float:
+    """The mean over the grades present of the share predicted exactly."""
+    recalls = [float((pred[y == g] == g).mean()) for g in np.unique(y)]
+    return float(np.mean(recalls)) if recalls else math.nan
 
 
 def grades_and_probs(df: pd.DataFrame, grades: list[str]) -> tuple[np.ndarray, np.ndarray]:
