@@ -13,7 +13,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-NEEDS_SHARED = {"bench_train", "bench_kfold", "bench_ingest", "bench_predict", "bench_parity"}
+NEEDS_SHARED = {"bench_train", "bench_kfold", "bench_ingest", "bench_predict", "bench_parity", "bench_tasks"}
 EXPECTED: dict[str, list[tuple[str, ...]]] = {
     "bench_train": [
         ("cases", "small", "ratio_app_vs_plain"),
@@ -47,6 +47,11 @@ EXPECTED: dict[str, list[tuple[str, ...]]] = {
         ("memory_probe", "hostile_rgba_9400_png", "peak_growth_mb"),
     ],
     "bench_checks": [("ratio_warm_vs_scan",), ("warm", "shortcut_s"), ("cold", "features_s")],
+    "bench_tasks": [
+        ("ordinal", "corn", "qwk", "mean"),
+        ("ordinal", "plain_ce", "mae", "mean"),
+        ("multilabel", "vs_plain", "time_ratio_plain_over_app"),
+    ],
     "bench_parity": [
         ("vs_plain", "app", "time_ratio_plain_over_app"),
         ("sides", "app", "accuracy", "mean"),
