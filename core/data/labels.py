@@ -230,7 +230,9 @@ def trainable_reasons(ds: Dataset, task: str, order: Sequence[str] = ()) -> list
         counts = class_counts(ds.items["label"], task, order)
     except SourceError as err:
         return [str(err)]
-    if task == "multilabel":  # a rare finding does not stop the others: it trains, its metrics say n/a where absent
+    if (
+        task == "multilabel"
+    ):  # a rare finding does not stop the others: it trains, its metrics say n/a where absent
         counts = {k: v for k, v in counts.items() if v >= 2} or counts
     return ds.check_trainable(counts)
 

@@ -110,6 +110,11 @@ def _groups(items: pd.DataFrame) -> np.ndarray:
     return np.where(g == "", np.array([f"__row{i}" for i in range(len(items))]), g)
 
 
+def patient_groups(items: pd.DataFrame) -> np.ndarray | None:
+    """The patient of each row (rows without one are their own), or None when the table has no patients."""
+    return _groups(items) if _has_groups(items) else None
+
+
 def _holdout(items: pd.DataFrame, pct: float, method: str, seed: int, task: str = "single") -> np.ndarray:
     """Positions (into `items`) of a held-out fraction `pct` chosen by `method`."""
     n = len(items)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.data.splits import patient_groups
 from core.evaluation import evaluate
 
 Stat = Callable[[np.ndarray], dict[str, float]]  # row positions -> named statistics
@@ -27,13 +28,8 @@ def task_of(summary: dict[str, Any]) -> str:
 
 
 def groups_of(df: pd.DataFrame) -> np.ndarray | None:
-    """The patient of each row when the table has them (rows without one are their own), else None."""
-    if "group" not in df:
-        return None
-    g = df["group"].fillna("").astype(str).to_numpy()
-    if not (g != "").any():
-        return None
-    return np.where(g == "", np.array([f"__row{i}" for i in range(len(g))]), g)
+    """The patient of each row of a predictions table when it has them (core.data.splits.patient_groups)."""
+    return patient_groups(df)
 
 
 def resamples(n: int, groups: np.ndarray | None, n_resamples: int, seed: int) -> list[np.ndarray]:

@@ -190,9 +190,8 @@ def build_report(
         n_resamples=n_resamples,
         seed=seed,
     )
-    frames = evaluate.load_run_predictions(run_dir)
-    if test_predictions is not None:
-        frames["external"] = test_predictions
+    extra = {} if test_predictions is None else {"external": test_predictions}
+    frames = {**evaluate.load_run_predictions(run_dir), **extra}
     steps.report(progress, "steps", 1, REPORT_STEPS)
     figs = run_figures(run_dir, ev)
     for name, set_ev in ev["sets"].items():
