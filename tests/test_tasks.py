@@ -326,3 +326,19 @@ def test_cli_flags_reach_the_config(tmp_path):
     assert (
         cfg.source.label_delimiter == ";" and cfg.source.uncertain == "positive" and cfg.data.task.pos_weight
     )
+
+
+def test_the_lr_finder_runs_for_a_multilabel_source(tmp_path):
+    from core.runs.progress import Progress
+    from core.train.lr_find import lr_find_run
+
+    root = sample_tasks.ensure_multilabel_sample(tmp_path / "ml", n=30, size=32)
+    src = SourceConfig(
+        kind="csv",
+        csv_path=str(root / sample_tasks.FINDINGS_CSV),
+        label_col="Finding Labels",
+        label_delimiter="|",
+    )
+    cfg = _config(src, "multilabel", method="stratified", test_pct=0.0)
+    out = lr_find_run(cfg, tmp_path / "lr", Progress(tmp_path / "lr"), num_it=5)
+    assert out["points"] > 0 and (tmp_path / "lr" / "lr_find.json").is_file()
