@@ -342,3 +342,14 @@ def test_the_lr_finder_runs_for_a_multilabel_source(tmp_path):
     cfg = _config(src, "multilabel", method="stratified", test_pct=0.0)
     out = lr_find_run(cfg, tmp_path / "lr", Progress(tmp_path / "lr"), num_it=5)
     assert out["points"] > 0 and (tmp_path / "lr" / "lr_find.json").is_file()
+
+
+def test_a_task_run_is_not_finished_from_a_checkpoint_yet(tmp_path):
+    from core.base.config import to_dict
+    from core.train.finish import why_not_finishable
+
+    cfg = RunConfig()
+    cfg.data.task.type = "ordinal"
+    (tmp_path / "config.json").write_text(json.dumps(to_dict(cfg)))
+    (tmp_path / "items.csv").write_text("relpath,label,split,kind,group\n")
+    assert "ordinal runs are not finished from checkpoints" in why_not_finishable(tmp_path)

@@ -122,12 +122,15 @@ def predictions_table(
     return ordinal.predictions_frame(paths, probs, classes)
 
 
-def metrics_from_frame(df: pd.DataFrame, classes: list[str], task: str = "single") -> dict[str, float]:
-    """The summary metrics of a labelled predictions table (metrics.json's per-set numbers), by task type."""
+def metrics_from_frame(
+    df: pd.DataFrame, classes: list[str], task: str = "single", thresholds: Any = None
+) -> dict[str, float]:
+    """The summary metrics of a labelled predictions table (metrics.json's per-set numbers), by task type;
+    `thresholds`: a multi-label model's per-finding thresholds (default 0.5)."""
     if task == "multilabel":
         from core.evaluation import multilabel
 
-        return multilabel.point_metrics(df, classes)
+        return multilabel.point_metrics(df, classes, thresholds)
     if task == "ordinal":
         from core.evaluation import ordinal
 

@@ -328,7 +328,8 @@ def score_source(
         progress=progress,
     )
     problems = pd.concat([ds.problems[["path", "reason"]], bad], ignore_index=True)
-    return SourceScore(df, problems, bytask.metrics_from_frame(df, pred.classes, pred.task))
+    thresholds = pred.manifest.task.get("thresholds")  # a multi-label model's, chosen on its validation set
+    return SourceScore(df, problems, bytask.metrics_from_frame(df, pred.classes, pred.task, thresholds))
 
 
 def score_predictions(

@@ -41,9 +41,7 @@ def set_metrics(
     frame: pd.DataFrame, classes: list[str], cfg: RunConfig, task: dict[str, Any] | None = None
 ) -> dict[str, float]:
     """metrics.json's numbers of one predictions table, by the run's task (multi-label: at its thresholds)."""
-    if task and task.get("type") == "multilabel":
-        return multilabel.point_metrics(frame, classes, task.get("thresholds"))
-    return bytask.metrics_from_frame(frame, classes, cfg.data.task.type)
+    return bytask.metrics_from_frame(frame, classes, cfg.data.task.type, (task or {}).get("thresholds"))
 
 
 def decided(frame: pd.DataFrame, classes: list[str], task: dict[str, Any] | None) -> pd.DataFrame:
