@@ -44,9 +44,33 @@ def parse() -> Any:
     p = c.base_parser(__doc__.splitlines()[0])
     p.add_argument("--tasks", default="ordinal,multilabel", help="comma list of ordinal,multilabel")
     p.add_argument("--seeds", type=int, default=3, help="training seeds (the split stays the same)")
+    p.add_argument(
+        "--data",
+        choices=["real", "sample"],
+        default="real",
+        help="real: knee_kl_oai224 / nih_chestxray14_64px in ../shared/data; sample: the app's SYNTHETIC task samples",
+    )
     p.add_argument("--epochs", type=int, default=0, help="override the epochs of every run (0 = the size's)")
     p.add_argument("--img-size", type=int, default=0, help="override the image size (0 = the size's)")
     return p.parse_args()
+
+
+def source(task: str, data: str, home: Path) -> dict[str, Any]:
+    """The table, image root and label column of a task's data set (real, or the synthetic sample made in `home`)."""
+    from core.data import sample_tasks
+
+    if data == "sample" and task == "ordinal":
+        root = sample_tasks.ensure_ordinal_sample(home / "sample_ordinal")
+        return {"csv": root / sample_tasks.GRADES_CSV, "root": root, "label_col": "grade"}
+    if data == "sample":
+        root = sample_tasks.ensure_multilabel_sample(home / "sample_multilabel")
+        return {"csv": root / sample_tasks.FINDINGS_CSV, "root": root, "label_col": "Finding Labels"}
+    root = KNEE if task == "ordinal" else NIH
+    return {
+        "csv": c.require(root / "labels.csv", root.name),
+        "root": root,
+        "label_col": "kl_grade" if task == "ordinal" else "labels",
+    }
 
 
 def split_table(csv: Path, label_col: str, n: int | None, out: Path, seed: int = 42) -> Path:
@@ -106,14 +130,17 @@ def grade_stats(y: np.ndarray, pred: np.ndarray, k: int) -> dict[str, float]:
     return {"qwk": qwk(y, pred, k), "mae": float(err.mean()), "off_by_one": float((err <= 1).mean())}
 
 
-def ordinal_seed(csv: Path, size: dict[str, Any], seed: int) -> dict[str, dict[str, float]]:
+def ordinal_seed(
+    csv: Path, src: dict[str, Any], size: dict[str, Any], seed: int
+) -> dict[str, dict[str, float]]:
     """CORN and plain CE on the same split and seed: test grade metrics and seconds of each."""
+    from core.data.labels import infer_order
     from core.models.heads import predicted_grade
 
     out = {}
     for name, task in (("corn", "ordinal"), ("plain_ce", "single")):
-        r = app_run(csv, "kl_grade", task, size, seed, root=KNEE)
-        grades = [str(g) for g in sorted(int(x) for x in r["classes"])]
+        r = app_run(csv, src["label_col"], task, size, seed, root=src["root"])
+        grades = infer_order(r["classes"]) or list(r["classes"])
         probs = r["test"][[f"prob_{g}" for g in grades]].to_numpy(float)
         y = r["test"]["label"].astype(str).map({g: i for i, g in enumerate(grades)}).to_numpy()
         pred = predicted_grade(probs) if task == "ordinal" else probs.argmax(1)
@@ -122,7 +149,9 @@ def ordinal_seed(csv: Path, size: dict[str, Any], seed: int) -> dict[str, dict[s
     return out
 
 
-def plain_multilabel(csv: Path, size: dict[str, Any], seed: int) -> tuple[pd.DataFrame, list[str], float]:
+def plain_multilabel(
+    csv: Path, src: dict[str, Any], size: dict[str, Any], seed: int
+) -> tuple[pd.DataFrame, list[str], float]:
     """The plain fastai multi-label script on the same split: test probabilities, its vocab, seconds."""
     from fastai.vision.all import (
         ColReader,
@@ -138,8 +167,10 @@ def plain_multilabel(csv: Path, size: dict[str, Any], seed: int) -> tuple[pd.Dat
     )
 
     table = pd.read_csv(csv)
-    table["path"] = [str(NIH / p) for p in table["path"]]
-    table["findings"] = ["|".join(f for f in str(v).split("|") if f != "No Finding") for v in table["labels"]]
+    table["path"] = [str(src["root"] / p) for p in table["path"]]
+    table["findings"] = [
+        "|".join(f for f in str(v).split("|") if f != "No Finding") for v in table[src["label_col"]]
+    ]
     fit_rows = table[table["split"] != "test"].reset_index(drop=True)
     t0 = time.perf_counter()
     set_seed(seed, reproducible=True)
@@ -182,15 +213,24 @@ def macro_auc(frame: pd.DataFrame, findings: list[str]) -> float:
     return float(np.mean(aucs)) if aucs else float("nan")
 
 
-def multilabel_seed(csv: Path, size: dict[str, Any], seed: int) -> dict[str, dict[str, float]]:
+def multilabel_seed(
+    csv: Path, src: dict[str, Any], size: dict[str, Any], seed: int
+) -> dict[str, dict[str, float]]:
     """The app's multi-label run and the plain script on the same split and seed: test macro AUC and seconds."""
     from core.data import labels as lab
 
     app = app_run(
-        csv, "labels", "multilabel", size, seed, root=NIH, label_delimiter="|", no_finding="No Finding"
+        csv,
+        src["label_col"],
+        "multilabel",
+        size,
+        seed,
+        root=src["root"],
+        label_delimiter="|",
+        no_finding="No Finding",
     )
     app_frame = app["test"].assign(label=[v if v != lab.EMPTY else "" for v in app["test"]["label"]])
-    plain, vocab, plain_s = plain_multilabel(csv, size, seed)
+    plain, vocab, plain_s = plain_multilabel(csv, src, size, seed)
     shared = sorted(set(app["classes"]) & set(vocab))
     out = {
         "app": {"macro_auc": macro_auc(app_frame, shared), "seconds": app["seconds"]},
@@ -230,15 +270,10 @@ def main() -> None:
         for task in args.tasks.split(","):
             size = dict(SIZES[task][size_name])
             size.update({k: v for k, v in (("epochs", args.epochs), ("img_size", args.img_size)) if v})
-            src = KNEE / "labels.csv" if task == "ordinal" else NIH / "labels.csv"
-            csv = split_table(
-                c.require(src, src.parent.name),
-                "kl_grade" if task == "ordinal" else "labels",
-                size["n"],
-                home / f"{task}.csv",
-            )
+            src = source(task, args.data, home)
+            csv = split_table(src["csv"], src["label_col"], size["n"], home / f"{task}.csv")
             run = ordinal_seed if task == "ordinal" else multilabel_seed
-            per_seed = [run(csv, size, s) for s in seeds]
+            per_seed = [run(csv, src, size, s) for s in seeds]
             summary = summarise(per_seed)
             if task == "multilabel":
                 app_s, plain_s = summary["app"]["seconds"]["mean"], summary["plain"]["seconds"]["mean"]
@@ -247,7 +282,7 @@ def main() -> None:
                     - summary["plain"]["macro_auc"]["mean"],
                     "time_ratio_plain_over_app": c.ratio(plain_s, app_s),
                 }
-            result[task] = {"settings": size, "per_seed": per_seed, **summary}
+            result[task] = {"data": args.data, "settings": size, "per_seed": per_seed, **summary}
     c.emit(result)
 
 
