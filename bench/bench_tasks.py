@@ -29,11 +29,11 @@ NIH = c.SHARED / "nih_chestxray14_64px"
 SIZES = {  # task -> size -> settings
     "ordinal": {
         "default": dict(n=None, img_size=128, bs=32, epochs=8),
-        "smoke": dict(n=40, img_size=32, bs=16, epochs=1),
+        "smoke": dict(n=30, img_size=32, bs=16, epochs=1),
     },
     "multilabel": {
         "default": dict(n=None, img_size=64, bs=32, epochs=8),
-        "smoke": dict(n=100, img_size=32, bs=16, epochs=1),
+        "smoke": dict(n=60, img_size=32, bs=16, epochs=1),
     },
 }
 LR = 3e-3

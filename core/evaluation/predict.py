@@ -123,10 +123,10 @@ class Predictor:
 
     def threshold_used(self, threshold: float | None) -> float | str:
         """What the threshold column says: the binary threshold, or "argmax" for multi-class."""
-        if self.task != "single":
-            return (
-                "per finding" if self.task == "multilabel" and threshold is None else (threshold or "grade")
-            )
+        if self.task == "ordinal":  # the grade rule, no threshold
+            return "grade"
+        if self.task == "multilabel":  # each finding's own, or one given for all
+            return "per finding" if threshold is None else float(threshold)
         return float(DEFAULT_THRESHOLD if threshold is None else threshold) if self.binary else "argmax"
 
     def _decoded(
