@@ -56,6 +56,28 @@ def _source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-tag", default="", help="DICOM: take the label from this header tag")
     p.add_argument("--group-tag", default="", help="DICOM: take the group from this tag (e.g. PatientID)")
     p.add_argument("--test-root", default="", help="separate test folder (same layout)")
+    p.add_argument(
+        "--label-delimiter",
+        default="",
+        help="multi-label: the label column holds findings split on this, e.g. '|' or ';' (default: one label a row)",
+    )
+    p.add_argument(
+        "--finding-cols",
+        default="",
+        help="multi-label: comma-separated columns, one per finding, holding 1 / 0 / blank / -1 (uncertain)",
+    )
+    p.add_argument(
+        "--uncertain",
+        choices=["ignore", "positive", "negative"],
+        default="ignore",
+        help="multi-label: a -1 in a finding column is left out of the loss and metrics, or counted as 1 / 0 "
+        "(default ignore)",
+    )
+    p.add_argument(
+        "--no-finding",
+        default="No Finding",
+        help="multi-label: the label meaning no finding (default 'No Finding')",
+    )
 
 
 def source_config(ns: argparse.Namespace) -> SourceConfig:
@@ -76,6 +98,10 @@ def source_config(ns: argparse.Namespace) -> SourceConfig:
         label_tag=ns.label_tag,
         group_tag=ns.group_tag,
         test_root=ns.test_root,
+        label_delimiter=ns.label_delimiter,
+        finding_cols=[c.strip() for c in ns.finding_cols.split(",") if c.strip()],
+        uncertain=ns.uncertain,
+        no_finding=ns.no_finding,
     )
 
 
@@ -144,6 +170,10 @@ def cmd_sample(ns: argparse.Namespace) -> dict[str, Any]:
     """Generate (once) the built-in synthetic sample dataset and say where it is."""
     from core.data import sample
 
+    if ns.task != "single":
+        from core.data import sample_tasks
+
+        return sample_tasks.describe(ns.task, Path(ns.root) if ns.root else None)
     root = sample.ensure_sample(Path(ns.root) if ns.root else None)
     return {
         "root": str(root),
@@ -169,7 +199,19 @@ def cmd_scan(ns: argparse.Namespace) -> dict[str, Any]:
     out = ds.summary()
     out["problems"] = ds.problems.head(ns.show_problems).to_dict("records")
     out["refused"] = ds.check_trainable()
+    out["suggested_task"] = suggest_for_source(source_config(ns))
     return out
+
+
+def suggest_for_source(cfg: SourceConfig) -> dict[str, Any] | None:
+    """The task type a CSV source's table suggests (core.data.labels.suggest_task); None for other sources."""
+    if cfg.kind != "csv":
+        return None
+    from core.data.labels import suggest_task
+    from core.data.tables import read_table
+
+    exclude = [c for c in (cfg.path_col, cfg.group_col, cfg.split_col) if c]
+    return suggest_task(read_table(cfg.csv_path), cfg.label_col, exclude)
 
 
 def cmd_check(ns: argparse.Namespace) -> dict[str, Any]:
@@ -216,6 +258,11 @@ def _run_args(p: argparse.ArgumentParser, kfold: bool = False) -> None:
         "fastai = aug_transforms() defaults (warp 0.2), none = no augmentation (default: none applied, the "
         "base settings stay)",
     )
+    p.add_argument(
+        "--grade-order",
+        default="",
+        help="ordinal: the grades lowest first, comma-separated (default: inferred from names like 0..4 or KL0..KL4)",
+    )
     p.add_argument("--background", action="store_true", help="queue as a job and return its id at once")
 
 
@@ -233,7 +280,10 @@ def run_config(ns: argparse.Namespace) -> RunConfig:
     source = source_config(ns) if ns.kind or ns.root or ns.csv_path or not ns.config else None
     chosen = train_choices(ns)
     facts = planning_facts(source, chosen) if base is None else None
-    return build_config(chosen, base=base, source=source, facts=facts)
+    cfg = build_config(chosen, base=base, source=source, facts=facts)
+    if ns.grade_order:
+        cfg.data.task.order = [g.strip() for g in ns.grade_order.split(",") if g.strip()]
+    return cfg.validate()
 
 
 PLANNED = ("img_size", "batch_size", "epochs")  # the settings core.base.plan chooses from the data
@@ -651,14 +701,21 @@ def _model_path(arg: str) -> Path:
     return savedmodel.find_manifest(p)
 
 
-def _scored(df, classes: list[str], threshold: float | None) -> dict[str, Any] | None:
+def _scored(
+    df, classes: list[str], threshold: float | None, task: str = "single", thresholds: Any = None
+) -> dict[str, Any] | None:
     """Headline metrics with CIs of the labelled rows of a predictions table (None when unlabelled)."""
     from core.evaluation.predict import score_predictions
 
-    ev = score_predictions(df, classes, threshold=threshold)
+    ev = score_predictions(df, classes, threshold=threshold, task=task, thresholds=thresholds)
     if ev is None:
         return None
-    return {"n": ev["n"], "threshold": ev["threshold"], "metrics": ev["metrics"], "ci": ev["ci"]}
+    return {
+        "n": ev["n"],
+        "threshold": ev.get("threshold", ev.get("thresholds")),
+        "metrics": ev["metrics"],
+        "ci": ev["ci"],
+    }
 
 
 def cmd_predict(ns: argparse.Namespace) -> dict[str, Any]:
@@ -688,7 +745,9 @@ def cmd_predict(ns: argparse.Namespace) -> dict[str, Any]:
         "out": ns.out or None,
         "threshold": pred.threshold_used(ns.threshold),
         "tta": ns.tta,
-        "scored": _scored(preds, pred.classes, ns.threshold),
+        "scored": None
+        if pred.task == "multilabel"
+        else _scored(preds, pred.classes, ns.threshold, pred.task),
         "scored_note": None
         if "label" in preds
         else "no labels: give --csv with a label column, or a folder whose sub-folders are the model's classes",
@@ -746,7 +805,7 @@ def cmd_evaluate(ns: argparse.Namespace) -> dict[str, Any]:
         "metrics": scored.metrics,
         "problems": len(scored.problems),
         "out": ns.out or None,
-        "scored": _scored(df, pred.classes, ns.threshold),
+        "scored": _scored(df, pred.classes, ns.threshold, pred.task, pred.manifest.task.get("thresholds")),
         "prediction_sets": _set_coverage(pred, df),
     }
     run = rundir.of_model(model)
@@ -979,6 +1038,13 @@ def _data_commands(sub: Any) -> None:
     """Commands that read a data source: sample, scan, check."""
     p = sub.add_parser("sample", help="generate the built-in synthetic sample dataset")
     p.add_argument("--root", default="", help="where (default: workspace/sample)")
+    p.add_argument(
+        "--task",
+        choices=["single", "multilabel", "ordinal"],
+        default="single",
+        help="single: the pneumonia-like sample; multilabel: three findings per image; ordinal: grades KL0..KL4 "
+        "(all SYNTHETIC; default single)",
+    )
     p.set_defaults(func=cmd_sample)
     p = sub.add_parser("scan", help="scan a dataset: counts per class, unreadable files with reasons")
     _source_args(p)

@@ -4,6 +4,7 @@ import streamlit as st
 
 from ui import checks_view, common
 from ui import explorer_view as xv
+from ui import task_view as tv
 from ui import working_settings as ws
 
 
@@ -21,11 +22,12 @@ def render() -> None:
         return
     ws.set_source(cfg)
     ws.persist()
-    xv.summary(ds)
+    xv.summary(ds, "multilabel" if cfg.multilabel() else "single")
     if ds.items.empty:
         xv.problems(ds)
         return
     xv.overview(ds)
+    tv.explorer_panel(ds, cfg)  # findings (multi-label) or grades (ordinal)
     window = xv.window_control() if xv.has_dicom(ds) else None
     ws.persist()  # the window is part of the kept settings
     xv.samples(ds, window)

@@ -5,6 +5,7 @@ import streamlit as st
 from core.base import choices
 from core.base.config import ConfigError
 from core.data.items import SourceError
+from core.data.labels import trainable_reasons
 from ui import checks_view, common
 from ui import setup_form as sf
 from ui import working_settings as ws
@@ -38,7 +39,9 @@ def render() -> None:
     try:
         ds = common.load_dataset(cfg.source if cfg else src)
         items = ds.items
-        problems += [f"training would be refused: {reason}" for reason in ds.check_trainable()]
+        task = cfg.data.task if cfg else None
+        reasons = trainable_reasons(ds, task.type if task else "single", task.order if task else ())
+        problems += [f"training would be refused: {reason}" for reason in reasons]
         checks_view.setup_checks(src)
     except SourceError as err:
         problems.append(f"the data source cannot be read: {err}")

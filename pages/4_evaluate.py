@@ -4,6 +4,7 @@ import streamlit as st
 
 from ui import checks_view, common
 from ui import eval_view as ev
+from ui import task_view as tv
 
 
 def render() -> None:
@@ -15,6 +16,9 @@ def render() -> None:
         ev.no_runs()
         return
     job = ev.pick_run(runs)
+    if tv.run_task(job.run_dir) != "single":  # multi-label findings or ordinal grades
+        tv.show_run(job)
+        return
     ev.show_run(job, runs, checks=checks_view.eval_checks)
 
 

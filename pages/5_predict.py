@@ -4,6 +4,7 @@ import streamlit as st
 
 from ui import common
 from ui import predict_view as pv
+from ui import task_view as tv
 
 
 def render() -> None:
@@ -19,12 +20,13 @@ def render() -> None:
     classes = pv.model_classes(model)
     if classes is None:
         return
+    task = tv.model_task(model)
     spec = pv.input_form()
-    threshold, tta = pv.options(job, classes)
+    threshold, tta = pv.options(job, classes) if task == "single" else (None, tv.tta_option(task))
     pv.predict_button(model, spec, tta)
     result = st.session_state.get(pv.RESULT)
     if result and result["model"] == model:
-        pv.results(result, classes, threshold)
+        pv.results(result, classes, threshold) if task == "single" else tv.predict_results(result, task)
 
 
 render()

@@ -22,6 +22,7 @@ NEEDS_SHARED = {
     "bench_sweep",
     "bench_defaults",
     "bench_defend",
+    "bench_tasks",
 }
 EXPECTED: dict[str, list[tuple[str, ...]]] = {
     "bench_train": [
@@ -57,6 +58,11 @@ EXPECTED: dict[str, list[tuple[str, ...]]] = {
     ],
     "bench_checks": [("ratio_warm_vs_scan",), ("warm", "shortcut_s"), ("cold", "features_s")],
     "bench_defend": [("summary", "coverage_0.90", "mean"), ("per_seed",), ("summary", "ece_before")],
+    "bench_tasks": [
+        ("ordinal", "corn", "qwk", "mean"),
+        ("ordinal", "plain_ce", "mae", "mean"),
+        ("multilabel", "vs_plain", "time_ratio_plain_over_app"),
+    ],
     "bench_parity": [
         ("vs_plain", "app", "time_ratio_plain_over_app"),
         ("sides", "app", "accuracy", "mean"),

@@ -95,6 +95,14 @@ CASES = {  # name: (CLI options, setup widgets changed)
         },
     ),
     "run name": (["--name", "first try"], {"su_name": "first try"}),
+    "ordinal grades in an order": (
+        ["--task", "ordinal", "--grade-order", "none,mild,severe"],
+        {"su_task_type": "ordinal", "su_grade_order": "none, mild, severe"},
+    ),
+    "multi-label with positive weights": (
+        ["--task", "multilabel", "--pos-weight"],
+        {"su_task_type": "multilabel", "su_pos_weight": True},
+    ),
 }
 
 

@@ -12,6 +12,7 @@ from core.base.config import SourceConfig, Window
 from core.data import balance, imaging, sample
 from core.data.folders import walk_files
 from core.data.items import UNLABELLED, Dataset, SourceError
+from core.data.labels import trainable_reasons
 from core.evaluation import plots
 from core.web import hosting, uploads
 from ui import auth, common
@@ -70,6 +71,56 @@ def _csv_columns(cfg: SourceConfig) -> SourceConfig:
     cfg.label_col = c2.text_input("Label column", key="src_labelcol")
     cfg.group_col = c3.text_input("Patient column (optional)", key="src_groupcol")
     cfg.split_col = c4.text_input("Split column (optional)", key="src_splitcol")
+    return _multilabel_inputs(cfg)
+
+
+UNCERTAIN_LABELS = {
+    "ignore": "left out (loss and metrics)",
+    "positive": "counted as present",
+    "negative": "counted as absent",
+}
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _suggestion(csv_path: str, version: tuple, label_col: str, exclude: tuple[str, ...]) -> dict:
+    """The task type a table suggests (core.data.labels.suggest_task); {} when it cannot be read."""
+    from core.data.labels import suggest_task
+    from core.data.tables import read_table
+
+    try:
+        return suggest_task(read_table(csv_path), label_col, exclude)
+    except (OSError, ValueError):
+        return {}
+
+
+def _multilabel_inputs(cfg: SourceConfig) -> SourceConfig:
+    """Several findings per image: a delimited label column or one 1/0/blank/-1 column per finding."""
+    hint = _suggestion(
+        cfg.csv_path, common.file_version(cfg.csv_path), cfg.label_col, (cfg.path_col, cfg.group_col)
+    )
+    for key, default in (
+        ("src_delim", ""),
+        ("src_findcols", ""),
+        ("src_uncertain", "ignore"),
+        ("src_nofinding", "No Finding"),
+    ):
+        st.session_state.setdefault(key, default)
+    with st.expander("Several findings per image (multi-label)", expanded=hint.get("task") == "multilabel"):
+        if hint.get("task") == "multilabel":
+            found = (
+                f"delimiter '{hint['delimiter']}'"
+                if hint["delimiter"]
+                else "columns " + ", ".join(hint["finding_cols"])
+            )
+            st.caption(f"This table looks multi-label ({found}).")
+        c1, c2, c3, c4 = st.columns(4)
+        cfg.label_delimiter = c1.text_input("Findings split on (e.g. | or ;)", key="src_delim").strip()
+        cols = c2.text_input("Or one column per finding (comma-separated)", key="src_findcols")
+        cfg.finding_cols = [c.strip() for c in cols.split(",") if c.strip()]
+        cfg.uncertain = c3.selectbox(
+            "-1 (uncertain) is", list(UNCERTAIN_LABELS), key="src_uncertain", format_func=UNCERTAIN_LABELS.get
+        )
+        cfg.no_finding = c4.text_input("Label meaning no finding", key="src_nofinding")
     return cfg
 
 
@@ -158,6 +209,10 @@ KEPT_KEYS = (
     "src_labelcol",
     "src_groupcol",
     "src_splitcol",
+    "src_delim",
+    "src_findcols",
+    "src_uncertain",
+    "src_nofinding",
     "src_gtag",
     "src_dcm_labels",
     "src_dcm_csv",
@@ -344,15 +399,15 @@ def load(cfg: SourceConfig) -> Dataset | None:
         return None
 
 
-def summary(ds: Dataset) -> None:
-    """Headline counts, why training would be refused, and readable files without a label."""
+def summary(ds: Dataset, task: str = "single") -> None:
+    """Headline counts, why training would be refused (findings counted for a multi-label source), unlabelled files."""
     s = ds.summary()
     c = st.columns(4)
     c[0].metric("Usable images", s["n_items"])
     c[1].metric("Classes", len(ds.classes))
     c[2].metric("Unusable files", s["n_problems"])
     c[3].metric("Patients", s.get("n_groups", 0))
-    for reason in ds.check_trainable():
+    for reason in trainable_reasons(ds, task):
         st.warning(f"Training would be refused: {reason}")
     if ds.unread:
         st.info(ds.sample_note())

@@ -101,6 +101,7 @@ def config_to_state(cfg: RunConfig) -> dict[str, Any]:
         "su_k": max(2, int(split.k_folds) or KFOLD_DEFAULT),
         "su_split_col": cfg.source.split_col or "split",
         "su_test_root": cfg.source.test_root,
+        "su_grade_order": ", ".join(cfg.data.task.order),
     }
 
 
@@ -148,6 +149,9 @@ def source_from_state(state: Any, source: SourceConfig) -> SourceConfig:
 def config_from_state(state: Any, base: RunConfig, source: SourceConfig) -> RunConfig:
     """A validated RunConfig from widget values over `base` (fields without widgets keep base's values)."""
     cfg = build_config(choices_from_state(state), base=base, source=source_from_state(state, source))
+    if "su_grade_order" in state:  # ordinal: the grades lowest first (blank: inferred from their names)
+        cfg.data.task.order = [g.strip() for g in str(state["su_grade_order"]).split(",") if g.strip()]
+        cfg.validate()
     if cfg.train.weights_path and not checked_path(cfg.train.weights_path, "weights file").is_file():
         raise ConfigError(f"local weights file not found: {cfg.train.weights_path}")
     if cfg.source.test_root:
@@ -281,12 +285,30 @@ def model_section(gpu: bool) -> None:
         help="squish: stretch to a square; pad: keep the "
         "aspect ratio with black bars; crop: cut to a square (random position in training).",
     )
+    task_row()
     if not gpu:
         st.caption(
             f"No GPU found: the defaults suit a CPU (image size {CPU_DEFAULTS.img_size}, {CPU_DEFAULTS.epochs} "
             f"epochs, batch {CPU_DEFAULTS.batch_size}). Training works, "
             "but each epoch takes much longer than on a GPU; larger images and models cost more."
         )
+
+
+TASK_LABELS = {
+    "single": "Single label (one class per image)",
+    "multilabel": "Multi-label (any number of findings per image)",
+    "ordinal": "Ordinal (ordered grades, e.g. KL 0-4)",
+}
+
+
+def task_row() -> None:
+    """The task type, and for ordinal grades their order (blank: inferred from names such as 0..4 or KL0..KL4)."""
+    c1, c2 = st.columns(2)
+    task = ws.widget(c1, "task_type", format_func=TASK_LABELS.get)
+    if task == "ordinal":
+        c2.text_input("Grade order, lowest first (blank: from their numbers)", key="su_grade_order")
+    elif task == "multilabel":
+        c2.caption("Findings come from the source's multi-label options (Dataset explorer page).")
 
 
 def weights_note(arch: str, pretrained: bool) -> None:

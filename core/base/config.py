@@ -27,6 +27,16 @@ IMBALANCE = ("none", "weighted_loss", "oversample")
 MONITORS = ("valid_loss", "accuracy", "balanced_accuracy", "roc_auc")
 FINAL_WEIGHTS = ("auto", "last", "best")
 AUTO_ON_OFF = ("auto", "on", "off")
+TASK_TYPES = (
+    "single",
+    "multilabel",
+    "ordinal",
+)  # one label per image; any number of findings; ordered grades
+UNCERTAIN_POLICIES = (
+    "ignore",
+    "positive",
+    "negative",
+)  # a per-finding column's -1 (uncertain): left out of the loss, or as 1 / 0
 # The architectures the app offers, as data (a setting's choices); core.models.archs builds them by these names.
 ARCHS: dict[str, dict] = {
     "resnet18": {
@@ -105,10 +115,20 @@ class SourceConfig:
     label_tag: str = ""
     group_tag: str = ""
     test_root: str = ""
+    # multi-label tables (core.data.labels): findings in one column split on a delimiter, or one 1/0/blank/-1 column per finding
+    label_delimiter: str = ""  # "" = one label per row
+    finding_cols: list[str] = field(default_factory=list)
+    uncertain: str = "ignore"  # what a -1 in a finding column means (UNCERTAIN_POLICIES)
+    no_finding: str = "No Finding"  # the label value that means an empty set of findings
 
     def validate(self) -> None:
         """Check the choice of source is one we know."""
         _choice("source kind", self.kind, SOURCE_KINDS)
+        _choice("uncertain policy", self.uncertain, UNCERTAIN_POLICIES)
+
+    def multilabel(self) -> bool:
+        """True when the table gives several findings per image (a delimiter or finding columns)."""
+        return bool(self.label_delimiter or self.finding_cols)
 
 
 @dataclass
@@ -324,6 +344,46 @@ def aug_preset(name: str) -> AugConfig:
 
 
 @dataclass
+class TaskConfig:
+    """What a label is: one class (single), a set of findings (multilabel) or an ordered grade (ordinal)."""
+
+    type: str = field(
+        default="single",
+        metadata=setting(
+            name="task_type",
+            flag="--task",
+            choices=TASK_TYPES,
+            group=MODEL,
+            help="single: one class per image; multilabel: any number of findings per image; ordinal: ordered "
+            "grades such as KL 0-4 (default {default})",
+            widget="select",
+            label="Task type",
+        ),
+    )
+    order: list[str] = field(
+        default_factory=list
+    )  # ordinal: the grades, lowest first ([] = inferred from the names)
+    pos_weight: bool = field(
+        default=False,
+        metadata=setting(
+            flag="--pos-weight",
+            bool_flag="set",
+            group=MODEL,
+            help="multilabel: weight each finding's positives by negatives/positives in training (default {default})",
+            widget="checkbox",
+            label="Weight rare findings (multi-label)",
+            section=TRAINING,
+        ),
+    )
+
+    def validate(self) -> None:
+        """Check the task type is one we know, and an ordinal order names each grade once."""
+        check_declared(self)
+        if len(set(self.order)) != len(self.order):
+            raise ConfigError(f"the grade order names a grade twice: {', '.join(self.order)}")
+
+
+@dataclass
 class DataConfig:
     """How items become batches: size, channels, resize, batches, augmentation, split."""
 
@@ -408,6 +468,7 @@ class DataConfig:
     use_cache: bool = True
     aug: AugConfig = field(default_factory=AugConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
     train_fraction: float = (
         field(  # share of the training split used (seeded, stratified); valid/test unchanged
             default=1.0,
@@ -426,6 +487,7 @@ class DataConfig:
             self.window.validate()
         self.aug.validate()
         self.split.validate()
+        self.task.validate()
         if not 0 < self.train_fraction <= 1:
             raise ConfigError(f"train_fraction must be within (0, 1], got {self.train_fraction}")
         if self.train_fraction < 1 and self.split.k_folds >= 2:

@@ -109,14 +109,15 @@ class Dataset:
             **({"not_opened": self.unread, "note": self.sample_note()} if self.unread else {}),
         }
 
-    def check_trainable(self) -> list[str]:
-        """Reasons training must be refused on this dataset (empty list = it can train)."""
+    def check_trainable(self, counts: dict[str, int] | None = None) -> list[str]:
+        """Reasons training must be refused on this dataset (empty list = it can train); `counts`: images per class
+        to check instead of the labels' (a multi-label task's findings, core.data.labels.class_counts)."""
         if not len(self.items):
             return [
                 "no usable images were found"
                 + (f" ({len(self.problems)} files have problems)" if len(self.problems) else "")
             ]
-        counts, reasons = self.class_counts(), []
+        counts, reasons = (self.class_counts() if counts is None else counts), []
         if len(counts) < 2:
             reasons.append(f"only one class ({', '.join(counts)}): a classifier needs at least 2 classes")
         reasons += [f"class '{c}' has only {n} image (need at least 2)" for c, n in counts.items() if n < 2]

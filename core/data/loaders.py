@@ -127,9 +127,31 @@ def batch_transforms(cfg: DataConfig, stats: tuple[list[float], list[float]] | N
     return tfms
 
 
+class FindingTargets:
+    """get_y of a multi-label task: an items row's canonical label as a 1 / 0 / -1 vector over the findings."""
+
+    def __init__(self, findings: list[str]):
+        self.findings = list(findings)
+
+    def __call__(self, row: pd.Series) -> np.ndarray:
+        """The row's target vector (-1: uncertain, masked out of the loss)."""
+        from core.data.labels import encode
+
+        return encode(str(row["label"]), self.findings)
+
+
+def target_block(classes: list[str], task: str):
+    """(the target block, get_y): findings one-hot encoded (multilabel), else one class of `classes` in order."""
+    from fastai.data.block import CategoryBlock, MultiCategoryBlock
+
+    if task == "multilabel":
+        return MultiCategoryBlock(encoded=True, vocab=classes), FindingTargets(classes)
+    return CategoryBlock(vocab=classes), label_of
+
+
 def make_datablock(classes: list[str], cfg: DataConfig, valid_idx, stats=None):
     """The fastai DataBlock for items rows: image reader, fixed class order, index split, transforms."""
-    from fastai.data.block import CategoryBlock, DataBlock
+    from fastai.data.block import DataBlock
     from fastai.data.transforms import IndexSplitter
     from fastai.vision.augment import Resize, ResizeMethod
     from fastai.vision.core import PILImage, PILImageBW
@@ -137,13 +159,11 @@ def make_datablock(classes: list[str], cfg: DataConfig, valid_idx, stats=None):
 
     method = {"squish": ResizeMethod.Squish, "pad": ResizeMethod.Pad, "crop": ResizeMethod.Crop}[cfg.resize]
     reader = ImageReader(cfg.img_size, cfg.channels, cfg.window, cfg.frame, cfg.use_cache)
+    y_block, get_y = target_block(classes, cfg.task.type)
     return DataBlock(
-        blocks=(
-            ImageBlock(cls=PILImageBW if cfg.channels == "grey" else PILImage),
-            CategoryBlock(vocab=classes),
-        ),
+        blocks=(ImageBlock(cls=PILImageBW if cfg.channels == "grey" else PILImage), y_block),
         get_x=reader,
-        get_y=label_of,
+        get_y=get_y,
         splitter=IndexSplitter(list(valid_idx)),
         item_tfms=Resize(cfg.img_size, method=method, pad_mode="zeros"),
         batch_tfms=batch_transforms(cfg, stats),
@@ -184,7 +204,10 @@ def build_dataloaders(
     frame, vidx = train_valid_frame(items, valid_idx)
     if len(vidx) == len(frame) or (require_valid and len(vidx) == 0):
         raise SplitError("need both training and validation items; check the split settings")
-    classes = classes or sorted(frame["label"].astype(str).unique())
+    if not classes:
+        from core.data.labels import task_classes
+
+        classes = task_classes(frame["label"], cfg.task.type, cfg.task.order)
     stats = input_stats(frame.iloc[np.setdiff1d(np.arange(len(frame)), vidx)], cfg, from_weights)
     from core.data.memloader import MemoryDL, MemoryWeightedDL
 

@@ -13,7 +13,7 @@ from core.base.config import SourceConfig
 from core.base.steps import OnStep
 from core.data.folders import scan_dicom_folder, scan_folder
 from core.data.items import Dataset, Decode, SourceError
-from core.data.tables import from_csv
+from core.data.tables import from_csv, from_df, read_table
 
 # ---------------------------------------------------------------- dispatch
 
@@ -30,18 +30,43 @@ def _sample(
     )
 
 
-LOADERS: dict[str, Callable[[SourceConfig, Decode | None, bool, OnStep | None], Dataset]] = {
-    "folder": lambda c, d, e, p: scan_folder(c.root, c.test_root, decode=d, progress=p),
-    "csv": lambda c, d, e, p: from_csv(
-        c.csv_path,
-        c.root,
+def _csv(cfg: SourceConfig, decode: Decode | None, every_file: bool, progress: OnStep | None) -> Dataset:
+    """A CSV source; a multi-label one gets its findings parsed into one canonical label column first."""
+    from core.data import labels
+
+    c = cfg
+    table = labels.multilabel_table(
+        read_table(c.csv_path), c.label_col, c.label_delimiter, c.finding_cols, c.uncertain, c.no_finding
+    )
+    return from_df(
+        table,
+        source_root(c),
         c.path_col,
-        c.label_col,
+        labels.LABEL,
         c.group_col,
         c.split_col,
-        decode=d,
-        every_file=e,
-        progress=p,
+        decode=decode,
+        every_file=every_file,
+        progress=progress,
+    )
+
+
+LOADERS: dict[str, Callable[[SourceConfig, Decode | None, bool, OnStep | None], Dataset]] = {
+    "folder": lambda c, d, e, p: scan_folder(c.root, c.test_root, decode=d, progress=p),
+    "csv": lambda c, d, e, p: (
+        _csv(c, d, e, p)
+        if c.multilabel()
+        else from_csv(
+            c.csv_path,
+            c.root,
+            c.path_col,
+            c.label_col,
+            c.group_col,
+            c.split_col,
+            decode=d,
+            every_file=e,
+            progress=p,
+        )
     ),
     "dicom": lambda c, d, e, p: scan_dicom_folder(
         c.root,

@@ -16,6 +16,7 @@ from sklearn.model_selection import (
 )
 
 from core.base.config import ConfigError, SplitConfig
+from core.data.labels import iterative_folds
 
 if TYPE_CHECKING:
     pass
@@ -31,13 +32,14 @@ class SplitError(ValueError):
 # ---------------------------------------------------------------- splits
 
 
-def assign_splits(items: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
+def assign_splits(items: pd.DataFrame, cfg: SplitConfig, task: str = "single") -> pd.DataFrame:
     """A copy of `items` with `split` set to train / valid / test for every row.
 
     Rows a source already marked "test" (a separate test folder) stay the holdout whatever the method.
     `keep_duplicates` holds out whole groups (checks.keep_duplicates_together merges duplicates into groups).
     "column" and "folder" keep the source's splits; rows without one train, and when no row is "valid"
-    a validation part is carved out of train (grouped by patient when groups exist).
+    a validation part is carved out of train (grouped by patient when groups exist). A multi-label `task` holds
+    out parts stratified over the findings (core.data.labels.iterative_folds), whole patients at a time.
     """
     cfg.validate()
     out = items.copy().reset_index(drop=True)
@@ -45,20 +47,20 @@ def assign_splits(items: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
         out["split"] = ""
     out["split"] = out["split"].fillna("").astype(str)
     if cfg.method in ("column", "folder"):
-        return _splits_from_source(out, cfg)
+        return _splits_from_source(out, cfg, task)
     method = "group" if cfg.keep_duplicates and _has_groups(out) else cfg.method  # merged duplicate groups
     fixed_test = out["split"] == "test"
     out.loc[~fixed_test, "split"] = "train"
     pool = np.flatnonzero(~fixed_test.to_numpy())
     if cfg.test_pct > 0 and not fixed_test.any():
-        test_idx = _holdout(out.iloc[pool], cfg.test_pct, method, cfg.seed)
+        test_idx = _holdout(out.iloc[pool], cfg.test_pct, method, cfg.seed, task)
         out.loc[pool[test_idx], "split"] = "test"
         pool = np.flatnonzero((out["split"] == "train").to_numpy())
     valid_pct = (
         cfg.valid_pct / (1 - cfg.test_pct) if cfg.test_pct > 0 and not fixed_test.any() else cfg.valid_pct
     )
     if valid_pct > 0:
-        valid_idx = _holdout(out.iloc[pool], valid_pct, method, cfg.seed + 1)
+        valid_idx = _holdout(out.iloc[pool], valid_pct, method, cfg.seed + 1, task)
         out.loc[pool[valid_idx], "split"] = "valid"
     return out
 
@@ -81,7 +83,7 @@ def train_subset(items: pd.DataFrame, fraction: float, seed: int) -> pd.DataFram
     return items.drop(index=items.index[drop]).reset_index(drop=True)
 
 
-def _splits_from_source(out: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
+def _splits_from_source(out: pd.DataFrame, cfg: SplitConfig, task: str = "single") -> pd.DataFrame:
     """Keep the source's split column; fill blanks with train; carve valid when there is none."""
     bad = sorted(set(out["split"]) - {"", *SPLITS})
     if bad:
@@ -92,7 +94,7 @@ def _splits_from_source(out: pd.DataFrame, cfg: SplitConfig) -> pd.DataFrame:
     if not (out["split"] == "valid").any():
         pool = np.flatnonzero((out["split"] == "train").to_numpy())
         method = "group" if _has_groups(out) else "stratified"
-        valid_idx = _holdout(out.iloc[pool], cfg.valid_pct or 0.2, method, cfg.seed + 1)
+        valid_idx = _holdout(out.iloc[pool], cfg.valid_pct or 0.2, method, cfg.seed + 1, task)
         out.loc[pool[valid_idx], "split"] = "valid"
     return out
 
@@ -108,13 +110,21 @@ def _groups(items: pd.DataFrame) -> np.ndarray:
     return np.where(g == "", np.array([f"__row{i}" for i in range(len(items))]), g)
 
 
-def _holdout(items: pd.DataFrame, pct: float, method: str, seed: int) -> np.ndarray:
+def patient_groups(items: pd.DataFrame) -> np.ndarray | None:
+    """The patient of each row (rows without one are their own), or None when the table has no patients."""
+    return _groups(items) if _has_groups(items) else None
+
+
+def _holdout(items: pd.DataFrame, pct: float, method: str, seed: int, task: str = "single") -> np.ndarray:
     """Positions (into `items`) of a held-out fraction `pct` chosen by `method`."""
     n = len(items)
     if n < 2:
         raise SplitError(f"cannot split {n} item(s)")
     idx = np.arange(n)
     labels = items["label"].astype(str).to_numpy()
+    if task == "multilabel" and method != "random":  # one fold of round(1/pct), stratified over the findings
+        groups = _groups(items) if method == "group" else np.arange(n).astype(str)
+        return np.flatnonzero(iterative_folds(labels, groups, max(2, int(round(1 / pct))), seed) == 0)
     if method == "group":
         return _group_holdout(labels, _groups(items), pct, seed)
     stratify = labels if method == "stratified" and _can_stratify(labels, pct) else None
@@ -144,7 +154,7 @@ def _group_holdout(labels: np.ndarray, groups: np.ndarray, pct: float, seed: int
 
 
 def kfold_splits(
-    items: pd.DataFrame, k: int, method: str = "stratified", seed: int = 42
+    items: pd.DataFrame, k: int, method: str = "stratified", seed: int = 42, task: str = "single"
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train_idx, valid_idx) positions for k folds over the non-test rows of `items`.
 
@@ -162,6 +172,9 @@ def kfold_splits(
     if len(pool) < k:
         raise SplitError(f"{len(pool)} items cannot make {k} folds")
     x = np.zeros(len(pool))
+    if task == "multilabel" and method != "random":  # iterative stratification over the findings, by patient
+        fold = iterative_folds(labels, _groups(sub), k, seed)
+        return [(pool[fold != j], pool[fold == j]) for j in range(k)]
     if method == "group" or _has_groups(sub):
         groups = _groups(sub)
         if len(set(groups)) < k:

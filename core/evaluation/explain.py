@@ -172,10 +172,17 @@ def explain(
     idx = _class_index(predictor.classes, class_name)
     layer = archs.gradcam_layer(predictor.model, predictor.manifest.arch)
     t = predictor.tensor_for(path)
-    heat, probs = grad_cam(
-        predictor.model, layer, predictor.normalized(t[None]), idx, getattr(predictor, "temperature", 1.0)
-    )
-    idx = int(probs.argmax()) if idx is None else idx
+    task = getattr(predictor, "task", "single")
+    if task != "single":  # the task's probabilities; the map of a finding's own output, or of "grade >= g"
+        probs = predictor.probs(t[None])[0]
+        idx = int(probs.argmax()) if idx is None else idx
+        output = idx if task == "multilabel" else max(0, idx - 1)
+        heat, _ = grad_cam(predictor.model, layer, predictor.normalized(t[None]), output)
+    else:
+        heat, probs = grad_cam(
+            predictor.model, layer, predictor.normalized(t[None]), idx, getattr(predictor, "temperature", 1.0)
+        )
+        idx = int(probs.argmax()) if idx is None else idx
     img = _to_image(t)
     size = display_size if display_size and display_size > img.size[0] else None
     return CamResult(

@@ -18,9 +18,10 @@ from core.base import steps
 from core.base.config import SourceConfig
 from core.base.steps import OnStep
 from core.data import decode_cache, imaging
+from core.data.labels import finding_names
 from core.data.loaders import ImageReader
-from core.evaluation import conformal, evaluate
-from core.models import savedmodel, temperature
+from core.evaluation import bytask, conformal, evaluate
+from core.models import heads, savedmodel, temperature
 
 DEFAULT_THRESHOLD = 0.5
 DECODE_WORKERS = min(
@@ -52,6 +53,7 @@ class Predictor:
             self.model.to(memory_format=torch.channels_last)
         m = self.manifest
         self.classes: list[str] = list(m.classes)
+        self.task = m.task_type  # single, multilabel (a sigmoid per finding) or ordinal (CORN grades)
         self.reader = ImageReader(m.img_size, m.channels, m.window, m.frame, use_cache=False)
         norm = m.stats
         self.mean = torch.tensor(norm[0]).view(1, -1, 1, 1) if norm else None
@@ -59,8 +61,8 @@ class Predictor:
 
     @property
     def binary(self) -> bool:
-        """True for a two-class model (a threshold on the second class applies)."""
-        return len(self.classes) == 2
+        """True for a two-class single-label model (a threshold on the second class applies)."""
+        return len(self.classes) == 2 and self.task == "single"
 
     def use_sets(self, rule: conformal.SetRule | None) -> None:
         """Add conformal prediction sets (`set`, `refer`) to every table from now on (None: stop)."""
@@ -115,11 +117,13 @@ class Predictor:
 
     @torch.no_grad()
     def probs(self, batch: torch.Tensor, tta: bool = False) -> np.ndarray:
-        """Softmax probabilities (logits / temperature) for a batch of preprocessed tensors (tta: with the mirror)."""
+        """Probabilities for a batch of preprocessed tensors (tta: averaged with the mirror image): softmax of the
+        logits / the model's temperature, a sigmoid per finding (multilabel) or the grade probabilities (ordinal),
+        core.models.heads. Only single-label models carry a temperature (else 1)."""
         x, t = self.normalized(batch), self.temperature
-        p = torch.softmax(self.model(x).float() / t, dim=1)
+        p = heads.activation(self.task, self.model(x).float() / t)
         if tta:
-            p = (p + torch.softmax(self.model(torch.flip(x, dims=[3])).float() / t, dim=1)) / 2
+            p = (p + heads.activation(self.task, self.model(torch.flip(x, dims=[3])).float() / t)) / 2
         return p.cpu().numpy()
 
     def decide(self, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
@@ -133,6 +137,10 @@ class Predictor:
     ) -> dict[str, Any]:
         """Class probabilities, the predicted class and the threshold used, for one file."""
         p = self.probs(self.checked_tensor(path)[None], tta=tta)
+        if self.task != "single":  # the findings decided / the predicted grade, and the table's other columns
+            row = self._frame([str(path)], p, threshold).iloc[0]
+            extra = {k: row[k].item() for k in row.index if k.startswith("pred_") or k == "expected_grade"}
+            return {"pred": row["pred"], "probs": dict(zip(self.classes, map(float, p[0]))), **extra}
         return {
             "pred": self.classes[int(self.decide(p, threshold)[0])],
             "probs": dict(zip(self.classes, map(float, p[0]))),
@@ -141,6 +149,10 @@ class Predictor:
 
     def threshold_used(self, threshold: float | None) -> float | str:
         """What the threshold column says: the binary threshold, or "argmax" for multi-class."""
+        if self.task == "ordinal":  # the grade rule, no threshold
+            return "grade"
+        if self.task == "multilabel":  # each finding's own, or one given for all
+            return "per finding" if threshold is None else float(threshold)
         return float(DEFAULT_THRESHOLD if threshold is None else threshold) if self.binary else "argmax"
 
     def _decoded(
@@ -207,6 +219,11 @@ class Predictor:
 
     def _frame(self, paths: list[str], probs: np.ndarray, threshold: float | None) -> pd.DataFrame:
         """The predictions table: path, pred, prob_pred, prob_<class>..., threshold."""
+        if (
+            self.task != "single"
+        ):  # multilabel: each finding at its threshold from validation unless one is given
+            given = threshold if threshold is not None else self.manifest.task.get("thresholds")
+            return bytask.predictions_table(paths, probs, self.classes, self.task, given)
         pred = self.decide(probs, threshold) if len(probs) else np.zeros(0, dtype=int)
         df = evaluate.predictions_frame(paths, None, probs, self.classes)
         df["pred"] = [self.classes[i] for i in pred]
@@ -328,7 +345,8 @@ def score_source(
     pred = as_predictor(model)
     ds = load_source(source, progress=progress)
     labels = ds.items["label"].astype(str)
-    unknown = sorted(set(labels) - set(pred.classes))
+    known = finding_names(labels) if pred.task == "multilabel" else set(labels)
+    unknown = sorted(set(known) - set(pred.classes))
     if unknown:
         raise ValueError(f"test labels {unknown} are not classes of this model ({', '.join(pred.classes)})")
     if ds.items.empty:
@@ -342,11 +360,12 @@ def score_source(
         progress=progress,
     )
     problems = pd.concat([ds.problems[["path", "reason"]], bad], ignore_index=True)
-    return SourceScore(df, problems, evaluate.metrics_from_frame(df, pred.classes))
+    thresholds = pred.manifest.task.get("thresholds")  # a multi-label model's, chosen on its validation set
+    return SourceScore(df, problems, bytask.metrics_from_frame(df, pred.classes, pred.task, thresholds))
 
 
 def score_predictions(
-    df: pd.DataFrame, classes: list[str], threshold: float | None = None, **kwargs: Any
+    df: pd.DataFrame, classes: list[str], threshold: float | None = None, task: str = "single", **kwargs: Any
 ) -> dict[str, Any] | None:
     """Full evaluation of the labelled rows of a predictions table (None when no row has a label).
 
@@ -355,4 +374,4 @@ def score_predictions(
     labelled = evaluate.labelled(df)
     if not len(labelled):
         return None
-    return evaluate.evaluate_frame(labelled, classes, threshold=threshold, **kwargs)
+    return bytask.evaluate_frame(labelled, classes, task, threshold=threshold, **kwargs)

@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 
 from core.base import fmt, steps
 from core.base.steps import OnStep
-from core.evaluation import calibration, checklist, conformal, evaluate, explain, plots
+from core.evaluation import bytask, calibration, checklist, conformal, evaluate, explain, plots, taskreport
 from core.runs import rundir
 
 REPORT_TEMPLATE = "plotly_white"  # the report page is a light document; pages in the app follow their theme
@@ -201,6 +201,8 @@ def build_report(
     (default run_dir/report). png None: when kaleido is there. `progress` hears of its REPORT_STEPS steps."""
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir else rundir.RunFolder(run_dir).report_folder()
+    if bytask.task_of(evaluate.run_summary(run_dir)) != "single":  # multi-label / ordinal: their own report
+        return taskreport.build_task_report(run_dir, out, test_predictions, n_resamples, seed, progress)
     out.mkdir(parents=True, exist_ok=True)
     steps.report(progress, "steps", 0, REPORT_STEPS)
     ev = evaluate.evaluate_run(

@@ -21,7 +21,15 @@ from core.models.savedmodel import Manifest
 from core.models.weightfiles import ModelFileError
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
-TASK_SINGLE = "single"  # one label per image, softmax over the classes (the only task the app trains today)
+TASK_SINGLE = "single"  # one label per image, softmax over the classes
+OUTPUTS = {  # what the raw output means per task (core.models.heads)
+    "single": f"{OUTPUT_NAME}: scores, one per class in 'classes' order, already divided by 'temperature' (the "
+    "calibration fitted on validation; 1 when the model has none); softmax gives calibrated probabilities",
+    "multilabel": f"{OUTPUT_NAME}: one raw score per finding in 'classes' order; a sigmoid each gives its probability, "
+    "decided at its 'thresholds' entry",
+    "ordinal": f"{OUTPUT_NAME}: K-1 CORN scores for the K grades in 'classes' order; the running product of their "
+    "sigmoids is P(grade > k), the predicted grade is how many exceed 0.5",
+}
 
 
 def onnx_metadata(manifest: Manifest, threshold: float | None = None) -> dict[str, str]:
@@ -30,13 +38,13 @@ def onnx_metadata(manifest: Manifest, threshold: float | None = None) -> dict[st
     Classes in output order, the task, the input (size, channels, resize method, normalisation, DICOM window and
     frame) and, for a binary model, the decision threshold on the second class's probability.
     """
-    binary = len(manifest.classes) == 2
+    task = manifest.task_type
+    binary = len(manifest.classes) == 2 and task == TASK_SINGLE
     meta: dict[str, object] = {
         "format": "xray-trainer-onnx",
         "classes": list(manifest.classes),
-        "task": TASK_SINGLE,
-        "output": f"{OUTPUT_NAME}: scores, one per class in 'classes' order, already divided by 'temperature' "
-        "(the calibration fitted on validation); softmax gives calibrated probabilities",
+        "task": task,
+        "output": OUTPUTS[task],
         "input": INPUT_NAME,
         "input_shape": ["batch", manifest.n_in, manifest.img_size, manifest.img_size],
         "img_size": manifest.img_size,
@@ -51,6 +59,8 @@ def onnx_metadata(manifest: Manifest, threshold: float | None = None) -> dict[st
         "threshold": (0.5 if threshold is None else float(threshold)) if binary else None,
         "temperature": temperature.divisor(manifest),
     }
+    if task == "multilabel":
+        meta["thresholds"] = manifest.task.get("thresholds") or {}
     return {k: json.dumps(v) for k, v in meta.items()}
 
 

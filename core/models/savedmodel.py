@@ -21,7 +21,7 @@ import torch
 
 from core.base.config import Window
 from core.base.fsutil import atomic_writer
-from core.models import archs
+from core.models import archs, heads
 from core.models.checkpoints import check_finite
 from core.models.weightfiles import ModelFileError, first_line, load_weights_into, read_safetensors
 from core.runs.rundir import MODEL_DIR, MODEL_MANIFEST, MODEL_WEIGHTS, RunFolder, write_json
@@ -62,6 +62,8 @@ class Manifest:
     finished_from_checkpoint: dict[str, Any] | None = (
         None  # set when made from an interrupted run's checkpoint
     )
+    # multi-label / ordinal: {"type", "thresholds" per finding | "order", "head"}; {} = single-label (core.models.heads)
+    task: dict[str, Any] = field(default_factory=dict)
     # written by save_model
     format: str = FORMAT
     manifest_version: int = MANIFEST_VERSION
@@ -94,6 +96,7 @@ class Manifest:
             model_epoch=_maybe_int(d.get("model_epoch")),
             model_weights=str(d.get("model_weights") or ""),
             finished_from_checkpoint=d.get("finished_from_checkpoint"),
+            task=dict(d.get("task") or {}),
             format=str(d.get("format") or ""),
             manifest_version=_maybe_int(d.get("manifest_version")) or 0,
             weights=str(d.get("weights") or ""),
@@ -109,7 +112,14 @@ class Manifest:
         out["window"] = dataclasses.asdict(self.window) if self.window else None
         if self.finished_from_checkpoint is None:  # only a model finished from a checkpoint says so
             del out["finished_from_checkpoint"]
+        if not self.task:  # a single-label model's manifest stays as it was
+            del out["task"]
         return {**out, **self.extra}
+
+    @property
+    def task_type(self) -> str:
+        """single, multilabel or ordinal (a manifest without a task record is single-label)."""
+        return str(self.task.get("type") or "single")
 
     @property
     def stats(self) -> tuple[list[float], list[float]] | None:
@@ -284,7 +294,8 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, Manifest]:
     state = read_safetensors(weights)
     check_finite(state, weights.name)
     try:
-        model = archs.create_model(manifest.arch, len(manifest.classes), manifest.n_in)
+        n_out = heads.n_outputs(manifest.task_type, len(manifest.classes))
+        model = archs.create_model(manifest.arch, n_out, manifest.n_in)
     except (KeyError, ValueError, RuntimeError) as e:
         raise ModelFileError(f"cannot rebuild architecture {manifest.arch!r}: {first_line(e)}") from None
     load_weights_into(model, state, strict=True)

@@ -25,7 +25,7 @@ def calibrate_sets(
     progress: Progress | None = None,
 ) -> tuple[dict[str, pd.DataFrame], Temperature | None]:
     """Fit T on frames[fit_on] (when the run calibrates); every frame rescaled with it, and T (None: unchanged)."""
-    if not cfg.train.calibrate:
+    if not cfg.train.calibrate or cfg.data.task.type != "single":  # a temperature is a single-label softmax's
         return frames, None
     t = calibration.fit_on_frame(frames[fit_on], classes, fit_on)
     if progress is not None:
@@ -61,6 +61,12 @@ def calibrate_run(run_dir: str | Path, off: bool = False) -> Temperature | None:
     run = rundir.RunFolder(run_dir)
     summary = evaluate.run_summary(run_dir)
     classes = list(summary["classes"])
+    from core.evaluation import bytask
+
+    if bytask.task_of(summary) != "single":
+        raise ValueError(
+            f"{run.path.name} is a {bytask.task_of(summary)} run: temperature scaling is for single-label runs"
+        )
     frames = evaluate.load_run_predictions(run_dir)
     old = calibration.run_temperature(summary)
     if old is not None:  # back to the raw probabilities first

@@ -48,6 +48,9 @@ def why_not_finishable(run_dir: str | os.PathLike) -> str:
         return f"k-fold runs are not finished from checkpoints; the folds that completed are in {run.folds_dir.name}/"
     if run.has_final_model():
         return f"the run already has a model ({run.model_dir})"
+    task = ((run.read_config_dict().get("data") or {}).get("task") or {}).get("type", "single")
+    if task != "single":  # a multi-label / ordinal checkpoint needs its task's head, thresholds and metrics
+        return f"{task} runs are not finished from checkpoints yet: train again (the checkpoint stays in the folder)"
     if not run.best_checkpoint.is_file():
         return f"the run has no checkpoint ({run.best_checkpoint}): it stopped before its first epoch ended"
     status, _ = run_status(run.path)

@@ -138,6 +138,11 @@ def fit_one(
 
 def predict_items(learn, frame: pd.DataFrame) -> pd.DataFrame:
     """Probabilities for the rows of `frame` from a learner (no augmentation)."""
+    task = getattr(learn.loss_func, "task", "single")
+    if task != "single":  # multi-label / ordinal losses name their task (core.train.losses)
+        from core.train.taskrun import task_predictions
+
+        return task_predictions(learn, frame, task)
     classes = list(learn.dls.vocab)
     dl = learn.dls.test_dl(frame, with_labels=True)
     probs, _ = learn.get_preds(dl=dl)

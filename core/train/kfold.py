@@ -14,10 +14,11 @@ import pandas as pd
 
 from core.base.config import RunConfig, from_dict, to_dict
 from core.data.splits import kfold_splits
-from core.evaluation import evaluate
+from core.evaluation import bytask, evaluate
 from core.runs import rundir
 from core.runs.jobs import WaitForChildren
 from core.runs.progress import Progress
+from core.train import taskrun
 from core.train.calibrate import calibrate_sets, stamp_models, summary_entry
 from core.train.fit import fit_one
 from core.train.learner import TrainingError
@@ -35,14 +36,14 @@ class FoldResult:
     model_epoch: int
     weights: str
 
-    def row(self, classes: list[str]) -> dict[str, Any]:
-        """The fold's line of metrics.json's per_fold: provenance + validation metrics."""
+    def row(self, classes: list[str], task: str = "single") -> dict[str, Any]:
+        """The fold's line of metrics.json's per_fold: provenance + validation metrics (by task type)."""
         return {
             "fold": self.fold,
             "best_epoch": self.best_epoch,
             "model_epoch": self.model_epoch,
             "model_weights": self.weights,
-            **evaluate.metrics_from_frame(self.valid, classes),
+            **bytask.metrics_from_frame(self.valid, classes, task),
         }
 
 
@@ -59,15 +60,18 @@ def kfold_run(cfg: RunConfig, run_dir: Path, progress: Progress) -> dict[str, An
     if progress.can_spawn and all(read_fold_job(run, i) for i in range(k)):
         return combine_fold_jobs(cfg, run, progress)
     items = prepare(cfg, run_dir, progress)
-    classes = sorted(items["label"].astype(str).unique())
-    folds = kfold_splits(items, k, method=cfg.data.split.method, seed=cfg.data.split.seed)
+    classes = taskrun.run_classes(items, cfg)
+    folds = kfold_splits(
+        items, k, method=cfg.data.split.method, seed=cfg.data.split.seed, task=cfg.data.task.type
+    )
     items = items.assign(fold=_save_folds(run_dir, items, folds))
     if progress.can_spawn and executors.max_jobs() > 1:
         raise spawn_folds(cfg, run, items, progress)
     results: list[FoldResult] = []
     for i in range(k):
         results.append(train_fold(items, cfg, run_dir, i, progress, classes))
-        progress.update(force=True, folds_done=i + 1, per_fold=[r.row(classes) for r in results])
+        per_fold = [r.row(classes, cfg.data.task.type) for r in results]
+        progress.update(force=True, folds_done=i + 1, per_fold=per_fold)
     return combine_folds(cfg, run_dir, progress, items, classes, results, t0)
 
 
@@ -96,7 +100,9 @@ def train_fold(
     )
     out.valid["fold"] = i
     result = FoldResult(i, out.valid, out.best_epoch, out.model_epoch, out.weights)
-    manifest = outcome_manifest(cfg, classes, {"valid": evaluate.metrics_from_frame(out.valid, classes)}, out)
+    task = taskrun.task_record(cfg, classes, out.valid)
+    metrics = {"valid": taskrun.set_metrics(out.valid, classes, cfg, task)}
+    manifest = outcome_manifest(cfg, classes, metrics, out, task)
     savedmodel.save_model(out.learn.model, rundir.RunFolder(run_dir).fold_dir(i), manifest)
     _free(out)
     return result
@@ -113,19 +119,25 @@ def combine_folds(
 ) -> dict[str, Any]:
     """The k-fold summary from the folds' results: out-of-fold predictions, metrics, the optional final model."""
     run, k = rundir.RunFolder(run_dir), cfg.data.split.k_folds
-    per_fold = [r.row(classes) for r in results]
+    per_fold = [r.row(classes, cfg.data.task.type) for r in results]
     pooled = pd.concat([r.valid for r in results], ignore_index=True)
-    scaled, temp = calibrate_sets(cfg, {"oof": pooled}, "oof", classes, progress)
+    task = taskrun.task_record(
+        cfg, classes, pooled
+    )  # multi-label: thresholds chosen on the pooled out-of-fold set
+    scaled, temp = calibrate_sets(
+        cfg, {"oof": taskrun.decided(pooled, classes, task)}, "oof", classes, progress
+    )
     oof_df = scaled["oof"]
     oof_df.to_csv(run.predictions("oof"), index=False)
     metric_names = [n for n in per_fold[0] if n not in ("fold", "best_epoch", "model_epoch", "model_weights")]
     metrics: dict[str, Any] = {
         "per_fold": per_fold,
         "mean_sd": evaluate.mean_sd([{n: f[n] for n in metric_names} for f in per_fold]),
-        "pooled_oof": evaluate.metrics_from_frame(oof_df, classes),
+        "pooled_oof": taskrun.set_metrics(oof_df, classes, cfg, task),
     }
     summary = {
         "type": "kfold",
+        **({"task": task} if task else {}),
         "k": k,
         "classes": classes,
         "metrics": metrics,
@@ -134,9 +146,17 @@ def combine_folds(
     }
     if cfg.train.final_model_on_all:
         summary["final_model"] = final_model(
-            items, cfg, run_dir, progress, classes, [f["model_epoch"] for f in per_fold], metrics["mean_sd"]
+            items,
+            cfg,
+            run_dir,
+            progress,
+            classes,
+            [f["model_epoch"] for f in per_fold],
+            metrics["mean_sd"],
+            task,
         )
-    stamp_models(run, oof_df, classes, "oof", temp)  # fold models and the final model: the OOF's temperature
+    if task is None:  # single-label: fold models and the final model get the OOF's temperature and scores
+        stamp_models(run, oof_df, classes, "oof", temp)
     _finish(run_dir, summary, progress, cfg)
     return summary
 
@@ -149,6 +169,7 @@ def final_model(
     classes: list[str],
     best_epochs: list[int],
     cv_metrics: dict[str, Any],
+    task: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """After k-fold: one model on all non-test items, trained for the folds' median saved-epoch count."""
     from core.models import savedmodel
@@ -162,7 +183,9 @@ def final_model(
     out = fit_one(items, final, run_dir, progress, valid_idx=[], fold=None, classes=classes)
     run = rundir.RunFolder(run_dir)
     savedmodel.save_model(
-        out.learn.model, run.model_dir, outcome_manifest(final, classes, {"kfold_mean_sd": cv_metrics}, out)
+        out.learn.model,
+        run.model_dir,
+        outcome_manifest(final, classes, {"kfold_mean_sd": cv_metrics}, out, task),
     )
     _free(out)
     return {"epochs": total, "model": run.relative(run.model_manifest)}
@@ -204,10 +227,12 @@ def spawn_folds(
     )
 
 
-def write_fold_job(folder: rundir.RunFolder, result: FoldResult, classes: list[str]) -> None:
+def write_fold_job(
+    folder: rundir.RunFolder, result: FoldResult, classes: list[str], task: str = "single"
+) -> None:
     """A fold job's results in its own folder: validation predictions, then metrics.json (written last)."""
     result.valid.to_csv(folder.predictions("valid"), index=False)
-    row = result.row(classes)
+    row = result.row(classes, task)
     folder.write(rundir.METRICS, {"type": "fold", "classes": classes, **row})
 
 
@@ -227,7 +252,7 @@ def combine_fold_jobs(cfg: RunConfig, run: rundir.RunFolder, progress: Progress)
     k = cfg.data.split.k_folds
     progress.update(force=True, phase="combining", message="combining the folds", n_folds=k, folds_done=k)
     items = run.read_fold_items()
-    classes = sorted(items["label"].astype(str).unique())
+    classes = taskrun.run_classes(items, cfg)
     results = [r for r in (read_fold_job(run, i) for i in range(k)) if r is not None]
     if len(results) < k:
         raise TrainingError(f"{k - len(results)} fold job(s) left no results in {rundir.FOLD_JOBS_DIR}/")

@@ -123,19 +123,27 @@ def make_learner(dls, cfg: RunConfig, train_labels: pd.Series | None = None):
     from fastai.vision.learner import vision_learner
 
     from core.models import pretrained
+    from core.models.heads import n_outputs
+    from core.train import losses
 
-    t = cfg.train
+    t, task = cfg.train, cfg.data.task
     classes = list(dls.vocab)
     n_in = 1 if cfg.data.channels == "grey" else 3
-    loss = loss_func(cfg, classes, train_labels, dls.device)
+    if task.type == "single":
+        loss = loss_func(cfg, classes, train_labels, dls.device)
+        metrics = [accuracy, balanced_accuracy_metric(), auc_metric(), *recall_metrics(classes)]
+    else:  # multi-label: masked BCE per finding; ordinal: the CORN head (K-1 outputs) and loss
+        loss = losses.task_loss(task.type, classes, train_labels, task.pos_weight)
+        metrics = losses.task_metrics(task.type)
     learn = vision_learner(
         dls,
         **pretrained.learner_args(t.arch, t.pretrained, t.weights_path),
         n_in=n_in,
+        n_out=n_outputs(task.type, len(classes)),
         normalize=False,
         loss_func=loss,
         wd=t.weight_decay,
-        metrics=[accuracy, balanced_accuracy_metric(), auc_metric(), *recall_metrics(classes)],
+        metrics=metrics,
     )
     learn.remove_cb(ProgressCallback)  # progress goes to progress.json (TrainProgress) instead
     learn.logger = _no_log  # fastai prints every epoch's row to stdout; HistoryCSV keeps history.csv

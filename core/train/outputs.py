@@ -29,6 +29,7 @@ def manifest_for(
     best_epoch: int,
     model_epoch: int,
     model_weights: str,
+    task: dict[str, Any] | None = None,
 ) -> Manifest:
     """What a saved model needs to be rebuilt and used for prediction; `stats` = the normalisation it was trained with."""
     return Manifest(
@@ -47,15 +48,20 @@ def manifest_for(
         best_epoch=best_epoch,
         model_epoch=model_epoch,
         model_weights=model_weights,
+        task=task or {},
     )
 
 
 def outcome_manifest(
-    cfg: RunConfig, classes: list[str], metrics: dict[str, Any], out: FitOutcome
+    cfg: RunConfig,
+    classes: list[str],
+    metrics: dict[str, Any],
+    out: FitOutcome,
+    task: dict[str, Any] | None = None,
 ) -> Manifest:
     """The manifest of a fitted model: the normalisation its DataLoaders applied, the epoch its weights are from."""
     return manifest_for(
-        cfg, classes, metrics, loader_stats(out.learn.dls), out.best_epoch, out.model_epoch, out.weights
+        cfg, classes, metrics, loader_stats(out.learn.dls), out.best_epoch, out.model_epoch, out.weights, task
     )
 
 

@@ -14,6 +14,7 @@ from core.base import paths
 from core.base.config import RunConfig, to_dict
 from core.base.privacy import pseudonym
 from core.base.version import version
+from core.data.labels import trainable_reasons
 from core.data.splits import assign_splits, group_leaks, split_summary, train_subset
 from core.runs import rundir
 from core.runs.progress import Progress
@@ -33,10 +34,10 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: Progress) -> pd.DataFrame:
     progress.update(force=True, phase="scanning", message="reading the dataset")
     # every file, however long the table (XRT_PROBE_MAX bounds scans only): each must decode before training
     ds = load_source(cfg.source, decode=warm_decoder(cfg), every_file=True)
-    reasons = ds.check_trainable()
+    reasons = trainable_reasons(ds, cfg.data.task.type, cfg.data.task.order)
     if reasons:
         raise TrainingError("training refused: " + "; ".join(reasons))
-    items = assign_splits(_grouped_duplicates(ds.items, cfg, progress), cfg.data.split)
+    items = assign_splits(_grouped_duplicates(ds.items, cfg, progress), cfg.data.split, cfg.data.task.type)
     items = train_subset(items, cfg.data.train_fraction, cfg.data.split.seed + 2)
     leaks = group_leaks(items)
     if leaks and cfg.data.split.method == "group":

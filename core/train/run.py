@@ -14,9 +14,9 @@ from typing import Any
 import pandas as pd
 
 from core.base.config import RunConfig
-from core.evaluation import evaluate
 from core.runs import rundir
 from core.runs.progress import Progress
+from core.train import taskrun
 from core.train.calibrate import calibrate_sets, stamp_models, summary_entry
 from core.train.fit import FitOutcome, fit_one, predict_items
 from core.train.kfold import kfold_run
@@ -32,7 +32,7 @@ def train_run(
         return kfold_run(cfg, run_dir, progress)
     t0, run = time.time(), rundir.RunFolder(run_dir)
     items = prepare(cfg, run_dir, progress)
-    classes = sorted(items["label"].astype(str).unique())
+    classes = taskrun.run_classes(items, cfg)
     out = fit_one(items, cfg, run_dir, progress, classes=classes, extra_cbs=extra_cbs)
     return complete_run(cfg, run, items, classes, out, t0, progress)
 
@@ -47,21 +47,23 @@ def complete_run(
     progress: Progress,
     resumed_after_epoch: int | None = None,
 ) -> dict[str, Any]:
-    """After a single run's fit (a fresh one, or a resumed one): predictions (calibrated unless opted out),
-    metrics, model, env and metrics.json."""
+    """After a single run's fit (a fresh one, or a resumed one): predictions (single-label: calibrated unless
+    opted out; multi-label: decided at thresholds chosen on validation), metrics, model, env and metrics.json."""
     from core.models import savedmodel
 
-    frames = {"valid": out.valid}
+    task = taskrun.task_record(cfg, classes, out.valid)
+    frames = {"valid": taskrun.decided(out.valid, classes, task)}
     test = items[items["split"] == "test"]
     if len(test):
         progress.update(force=True, phase="testing")
-        frames["test"] = predict_items(out.learn, test)
+        frames["test"] = taskrun.decided(predict_items(out.learn, test), classes, task)
     frames, temp = calibrate_sets(cfg, frames, "valid", classes, progress)
     for name, frame in frames.items():
         frame.to_csv(run.predictions(name), index=False)
-    metrics = {name: evaluate.metrics_from_frame(frame, classes) for name, frame in frames.items()}
+    metrics = {name: taskrun.set_metrics(frame, classes, cfg, task) for name, frame in frames.items()}
     summary = {
         "type": "single",
+        **({"task": task} if task else {}),
         "classes": classes,
         "metrics": metrics,
         "best_epoch": out.best_epoch,
@@ -73,8 +75,9 @@ def complete_run(
         **model_provenance(out, cfg, {"valid": len(out.valid), "test": len(test)}),
         **summary_entry(temp),
     }
-    savedmodel.save_model(out.learn.model, run.model_dir, outcome_manifest(cfg, classes, metrics, out))
-    stamp_models(run, frames["valid"], classes, "valid", temp)
+    savedmodel.save_model(out.learn.model, run.model_dir, outcome_manifest(cfg, classes, metrics, out, task))
+    if task is None:  # single-label: the temperature and the conformal scores
+        stamp_models(run, frames["valid"], classes, "valid", temp)
     _finish(run.path, summary, progress, cfg)
     run.resume_state.unlink(missing_ok=True)  # a finished run is not resumed: its ~3x model size goes
     return summary

@@ -317,19 +317,30 @@ def trial_metric(run_dir: str, metric: str, n_boot: int = 1000) -> dict[str, flo
     table = next((folder.predictions(w) for w in ("valid", "oof") if folder.predictions(w).is_file()), None)
     if not classes or table is None:
         return None
+    from core.evaluation import bytask
+
     stat = table.stat()
+    task = bytask.task_of(folder.read_metrics())
     return _metric_ci(
-        str(table), tuple(str(c) for c in classes), metric, n_boot, stat.st_mtime_ns, stat.st_size
+        str(table), tuple(str(c) for c in classes), metric, n_boot, stat.st_mtime_ns, stat.st_size, task
     )
 
 
 @functools.lru_cache(maxsize=512)
 def _metric_ci(
-    path: str, classes: tuple[str, ...], metric: str, n_boot: int, _mtime_ns: int, _size: int
+    path: str,
+    classes: tuple[str, ...],
+    metric: str,
+    n_boot: int,
+    _mtime_ns: int,
+    _size: int,
+    task: str = "single",
 ) -> dict | None:
     """The bootstrap CI of one predictions table, cached per file version (the page polls every 2 s)."""
-    from core.evaluation import evaluate
+    from core.evaluation import bytask, evaluate
 
     df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    if task != "single":  # multi-label / ordinal: the task's own evaluation (core.evaluation.bytask)
+        return bytask.metric_ci(df, list(classes), task, metric, n_boot)
     y, probs = evaluate.labels_and_probs(df, list(classes))
     return evaluate.bootstrap_ci(y, probs, list(classes), n_resamples=n_boot).get(metric)

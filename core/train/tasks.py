@@ -14,6 +14,7 @@ from core.train.kfold import train_fold, write_fold_job
 from core.train.lr_find import lr_find_run
 from core.train.prepare import apply_threads
 from core.train.run import train_run
+from core.train.taskrun import run_classes
 
 # ---------------------------------------------------------------- job entry points
 
@@ -42,9 +43,9 @@ def fold_task(params: dict, run_dir: Path, progress: Progress) -> dict[str, Any]
     apply_threads(cfg)
     parent, i = rundir.RunFolder(params["parent_run"]), int(params["fold"])
     items = parent.read_fold_items()
-    classes = sorted(items["label"].astype(str).unique())
+    classes = run_classes(items, cfg)
     result = train_fold(items, cfg, parent.path, i, progress, classes, work_dir=Path(run_dir))
-    write_fold_job(rundir.RunFolder(run_dir), result, classes)
+    write_fold_job(rundir.RunFolder(run_dir), result, classes, cfg.data.task.type)
     progress.update(force=True, phase="done", message="finished")
     return {"fold": i}
 

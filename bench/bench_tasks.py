@@ -1,0 +1,290 @@
+"""The two new task types on real data, on a patient-grouped held-out test set, over N seeds.
+
+ordinal (../shared/data/knee_kl_oai224, KL 0-4): the app's ordinal run (CORN head and loss) against the app's plain
+5-class cross-entropy run on the same split, same settings: test QWK, MAE and off-by-one accuracy (CE predicts the
+most probable grade, CORN its rank-consistent grade).
+multilabel (../shared/data/nih_chestxray14_64px, 14 findings + No Finding): the app's multi-label run against a
+plain fastai script (`DataBlock(ImageBlock, MultiCategoryBlock)`, `vision_learner(resnet18)`, `fit_one_cycle`,
+BCE, last epoch) on the same split and epochs: test macro ROC AUC (findings with both classes in the test set) and
+the time ratio plain_seconds / app_seconds.
+
+Both sides train from scratch (no pretrained weights offline). The split: patients held out by the app's grouped
+split (test 20 %, validation 20 %), written as a split column both sides read. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import common as c
+import numpy as np
+import pandas as pd
+
+KNEE = c.SHARED / "knee_kl_oai224"
+NIH = c.SHARED / "nih_chestxray14_64px"
+SIZES = {  # task -> size -> settings
+    "ordinal": {
+        "default": dict(n=None, img_size=128, bs=32, epochs=8),
+        "smoke": dict(n=30, img_size=32, bs=16, epochs=1),
+    },
+    "multilabel": {
+        "default": dict(n=None, img_size=64, bs=32, epochs=8),
+        "smoke": dict(n=60, img_size=32, bs=16, epochs=1),
+    },
+}
+LR = 3e-3
+
+
+def parse() -> Any:
+    """Command-line options."""
+    p = c.base_parser(__doc__.splitlines()[0])
+    p.add_argument("--tasks", default="ordinal,multilabel", help="comma list of ordinal,multilabel")
+    p.add_argument("--seeds", type=int, default=3, help="training seeds (the split stays the same)")
+    p.add_argument(
+        "--data",
+        choices=["real", "sample"],
+        default="real",
+        help="real: knee_kl_oai224 / nih_chestxray14_64px in ../shared/data; sample: the app's SYNTHETIC task samples",
+    )
+    p.add_argument("--epochs", type=int, default=0, help="override the epochs of every run (0 = the size's)")
+    p.add_argument("--img-size", type=int, default=0, help="override the image size (0 = the size's)")
+    return p.parse_args()
+
+
+def source(task: str, data: str, home: Path) -> dict[str, Any]:
+    """The table, image root and label column of a task's data set (real, or the synthetic sample made in `home`)."""
+    from core.data import sample_tasks
+
+    if data == "sample" and task == "ordinal":
+        root = sample_tasks.ensure_ordinal_sample(home / "sample_ordinal")
+        return {"csv": root / sample_tasks.GRADES_CSV, "root": root, "label_col": "grade"}
+    if data == "sample":
+        root = sample_tasks.ensure_multilabel_sample(home / "sample_multilabel")
+        return {"csv": root / sample_tasks.FINDINGS_CSV, "root": root, "label_col": "Finding Labels"}
+    root = KNEE if task == "ordinal" else NIH
+    return {
+        "csv": c.require(root / "labels.csv", root.name),
+        "root": root,
+        "label_col": "kl_grade" if task == "ordinal" else "labels",
+    }
+
+
+def split_table(csv: Path, label_col: str, n: int | None, out: Path, seed: int = 42) -> Path:
+    """The table with a patient-grouped train / valid / test split column (the app's grouped split), as a CSV."""
+    from core.base.config import SplitConfig
+    from core.data.splits import assign_splits
+
+    table = pd.read_csv(csv)
+    if n:
+        patients = table["patient_id"].drop_duplicates().sample(frac=1, random_state=seed)
+        keep = patients.iloc[: max(4, n // 2)]
+        table = table[table["patient_id"].isin(keep)].head(n)
+    items = table.rename(columns={label_col: "label"}).assign(group=table["patient_id"].astype(str))
+    items["label"] = items["label"].astype(str)
+    cfg = SplitConfig(method="group", valid_pct=0.2, test_pct=0.2, seed=seed)
+    table["split"] = assign_splits(items.reset_index(drop=True), cfg)["split"].to_numpy()
+    table.to_csv(out, index=False)
+    return out
+
+
+def app_run(
+    csv: Path, label_col: str, task: str, size: dict[str, Any], seed: int, **source: Any
+) -> dict[str, Any]:
+    """One app training job on the split table; its test predictions and seconds."""
+    from core.base.config import RunConfig, SourceConfig, to_dict
+    from core.base.paths import runs_dir
+    from core.runs import jobs
+
+    cfg = RunConfig(
+        source=SourceConfig(
+            kind="csv",
+            csv_path=str(csv),
+            label_col=label_col,
+            group_col="patient_id",
+            split_col="split",
+            **{k: str(v) if isinstance(v, Path) else v for k, v in source.items()},
+        )
+    )
+    cfg.data.img_size, cfg.data.batch_size, cfg.data.split.method = size["img_size"], size["bs"], "column"
+    cfg.data.task.type = task
+    cfg.train.pretrained, cfg.train.epochs, cfg.train.lr, cfg.train.seed = False, size["epochs"], LR, seed
+    run = runs_dir() / f"{task}-{label_col}-{seed}"
+    _, seconds = c.timed(lambda: jobs.run_inline("train", {"config": to_dict(cfg.validate())}, run_dir=run))
+    test = pd.read_csv(run / "test_predictions.csv", keep_default_na=False)
+    return {
+        "test": test,
+        "seconds": seconds,
+        "classes": json.loads((run / "metrics.json").read_text())["classes"],
+    }
+
+
+def grade_stats(y: np.ndarray, pred: np.ndarray, k: int) -> dict[str, float]:
+    """QWK, MAE and off-by-one accuracy of predicted grade indices."""
+    from core.evaluation.ordinal import qwk
+
+    err = np.abs(pred - y)
+    return {"qwk": qwk(y, pred, k), "mae": float(err.mean()), "off_by_one": float((err <= 1).mean())}
+
+
+def ordinal_seed(
+    csv: Path, src: dict[str, Any], size: dict[str, Any], seed: int
+) -> dict[str, dict[str, float]]:
+    """CORN and plain CE on the same split and seed: test grade metrics and seconds of each."""
+    from core.data.labels import infer_order
+    from core.models.heads import predicted_grade
+
+    out = {}
+    for name, task in (("corn", "ordinal"), ("plain_ce", "single")):
+        r = app_run(csv, src["label_col"], task, size, seed, root=src["root"])
+        grades = infer_order(r["classes"]) or list(r["classes"])
+        probs = r["test"][[f"prob_{g}" for g in grades]].to_numpy(float)
+        y = r["test"]["label"].astype(str).map({g: i for i, g in enumerate(grades)}).to_numpy()
+        pred = predicted_grade(probs) if task == "ordinal" else probs.argmax(1)
+        out[name] = {**grade_stats(y, pred, len(grades)), "seconds": r["seconds"]}
+        c.log(name, seed, out[name])
+    return out
+
+
+def plain_multilabel(
+    csv: Path, src: dict[str, Any], size: dict[str, Any], seed: int
+) -> tuple[pd.DataFrame, list[str], float]:
+    """The plain fastai multi-label script on the same split: test probabilities, its vocab, seconds."""
+    from fastai.vision.all import (
+        ColReader,
+        DataBlock,
+        ImageBlock,
+        MultiCategoryBlock,
+        Resize,
+        accuracy_multi,
+        aug_transforms,
+        resnet18,
+        set_seed,
+        vision_learner,
+    )
+
+    table = pd.read_csv(csv)
+    table["path"] = [str(src["root"] / p) for p in table["path"]]
+    table["findings"] = [
+        "|".join(f for f in str(v).split("|") if f != "No Finding") for v in table[src["label_col"]]
+    ]
+    fit_rows = table[table["split"] != "test"].reset_index(drop=True)
+    t0 = time.perf_counter()
+    set_seed(seed, reproducible=True)
+    block = DataBlock(
+        blocks=(
+            ImageBlock,
+            MultiCategoryBlock(
+                vocab=sorted({f for v in fit_rows["findings"] for f in str(v).split("|") if f})
+            ),
+        ),
+        get_x=ColReader("path"),
+        get_y=ColReader("findings", label_delim="|"),
+        splitter=lambda rows: (
+            list(np.flatnonzero(fit_rows["split"] != "valid")),
+            list(np.flatnonzero(fit_rows["split"] == "valid")),
+        ),
+        item_tfms=Resize(size["img_size"]),
+        batch_tfms=aug_transforms(),
+    )
+    dls = block.dataloaders(fit_rows, bs=size["bs"], num_workers=0)
+    learn = vision_learner(dls, resnet18, pretrained=False, metrics=accuracy_multi)
+    learn.fit_one_cycle(size["epochs"], LR)
+    test = table[table["split"] == "test"].reset_index(drop=True)
+    probs, _ = learn.get_preds(dl=dls.test_dl(test))
+    seconds = time.perf_counter() - t0
+    frame = pd.DataFrame(probs.numpy(), columns=[f"prob_{v}" for v in dls.vocab])
+    frame["label"] = [v if v else "" for v in test["findings"]]
+    return frame, list(dls.vocab), seconds
+
+
+def macro_auc(frame: pd.DataFrame, findings: list[str]) -> float:
+    """Macro ROC AUC over the findings with both classes in the table (labels: findings joined by '|')."""
+    from core.evaluation.bytask import fast_auc
+
+    aucs = []
+    for f in findings:
+        pos = np.array([f in str(v).split("|") for v in frame["label"]])
+        if pos.any() and not pos.all() and f"prob_{f}" in frame:
+            aucs.append(fast_auc(pos, frame[f"prob_{f}"].to_numpy(float)))
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def multilabel_seed(
+    csv: Path, src: dict[str, Any], size: dict[str, Any], seed: int
+) -> dict[str, dict[str, float]]:
+    """The app's multi-label run and the plain script on the same split and seed: test macro AUC and seconds."""
+    from core.data import labels as lab
+
+    app = app_run(
+        csv,
+        src["label_col"],
+        "multilabel",
+        size,
+        seed,
+        root=src["root"],
+        label_delimiter="|",
+        no_finding="No Finding",
+    )
+    app_frame = app["test"].assign(label=[v if v != lab.EMPTY else "" for v in app["test"]["label"]])
+    plain, vocab, plain_s = plain_multilabel(csv, src, size, seed)
+    shared = sorted(set(app["classes"]) & set(vocab))
+    out = {
+        "app": {"macro_auc": macro_auc(app_frame, shared), "seconds": app["seconds"]},
+        "plain": {"macro_auc": macro_auc(plain, shared), "seconds": plain_s},
+    }
+    c.log("multilabel", seed, out)
+    return out
+
+
+def summarise(per_seed: list[dict[str, dict[str, float]]]) -> dict[str, Any]:
+    """Mean and sd of every number of every side over the seeds."""
+    out: dict[str, Any] = {}
+    for side in per_seed[0]:
+        out[side] = {}
+        for key in per_seed[0][side]:
+            vals = [s[side][key] for s in per_seed]
+            out[side][key] = {
+                "mean": statistics.fmean(vals),
+                "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+            }
+    return out
+
+
+def main() -> None:
+    """Run the chosen tasks over the seeds and print the JSON line."""
+    args = parse()
+    c.setup(args)
+    size_name = "smoke" if args.smoke else "default"
+    seeds = [args.seed + i for i in range(1 if args.smoke else args.seeds)]
+    result: dict[str, Any] = {
+        "benchmark": "tasks",
+        "smoke": args.smoke,
+        "seeds": seeds,
+        "machine": c.machine(),
+    }
+    with c.app_home("xrt-bench-tasks-") as home:
+        for task in args.tasks.split(","):
+            size = dict(SIZES[task][size_name])
+            size.update({k: v for k, v in (("epochs", args.epochs), ("img_size", args.img_size)) if v})
+            src = source(task, args.data, home)
+            csv = split_table(src["csv"], src["label_col"], size["n"], home / f"{task}.csv")
+            run = ordinal_seed if task == "ordinal" else multilabel_seed
+            per_seed = [run(csv, src, size, s) for s in seeds]
+            summary = summarise(per_seed)
+            if task == "multilabel":
+                app_s, plain_s = summary["app"]["seconds"]["mean"], summary["plain"]["seconds"]["mean"]
+                summary["vs_plain"] = {
+                    "macro_auc_diff": summary["app"]["macro_auc"]["mean"]
+                    - summary["plain"]["macro_auc"]["mean"],
+                    "time_ratio_plain_over_app": c.ratio(plain_s, app_s),
+                }
+            result[task] = {"data": args.data, "settings": size, "per_seed": per_seed, **summary}
+    c.emit(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,167 @@
+"""Widgets of the multi-label and ordinal task types: the explorer's finding counts / grade histogram, the evaluation
+of a multi-label or ordinal run (metrics with CIs, per finding or per cut-point, figures) and its predictions.
+
+The pages call these instead of the single-label views when the source, run or model has another task type
+(core.evaluation.bytask.task_of); all numbers come from core (multilabel, ordinal, taskplots).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from core.base.config import SourceConfig
+from core.data import labels as lab
+from core.data.items import Dataset
+from core.evaluation import bytask, evaluate, taskplots
+from core.evaluation.taskreport import SET_NAMES, detail_table, headline_table
+from core.runs import jobs
+from core.runs.rundir import RunFolder
+from core.web import hosting
+from ui import common
+
+
+def run_task(run_dir: str) -> str:
+    """single, multilabel or ordinal: the task of a finished run (its metrics.json)."""
+    return bytask.task_of(RunFolder(run_dir).read_metrics())
+
+
+def model_task(model: str) -> str:
+    """The task of a saved model (its manifest; no weights loaded)."""
+    from core.models import savedmodel
+
+    return savedmodel.read_manifest(model)[0].task_type
+
+
+# ---------------------------------------------------------------- explorer
+
+
+def explorer_panel(ds: Dataset, cfg: SourceConfig) -> None:
+    """Per-finding counts and co-occurrence (a multi-label source), or the grade histogram (numbered classes)."""
+    labels = ds.items["label"].astype(str)
+    if cfg.multilabel():
+        st.subheader("Findings (multi-label)")
+        left, right = st.columns(2)
+        left.plotly_chart(taskplots.finding_counts(lab.finding_counts(labels)), width="stretch")
+        right.plotly_chart(
+            taskplots.pair_matrix(lab.co_occurrence(labels), "Findings together (images)", "images"),
+            width="stretch",
+        )
+        empty = int((labels == lab.EMPTY).sum())
+        st.caption(
+            f"{empty} image(s) with no finding. Train with task type **multilabel** (Training setup page). "
+            f"Uncertain labels (-1): {cfg.uncertain} (see the source options above)."
+        )
+        return
+    order = lab.infer_order(labels.unique())
+    if order and len(order) >= 3:
+        st.subheader("Grades (ordinal)")
+        counts = labels.value_counts()
+        st.plotly_chart(taskplots.grade_histogram({g: int(counts.get(g, 0)) for g in order}), width="stretch")
+        st.caption(
+            f"The classes look like ordered grades ({' < '.join(order)}): task type **ordinal** on the Training "
+            "setup page trains an ordinal head and reports QWK, MAE, off-by-one accuracy and cut-points."
+        )
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@st.cache_data(max_entries=32, show_spinner="Computing metrics with bootstrap confidence intervals...")
+def evaluation(run_dir: str, version: tuple) -> dict[str, Any]:
+    """bytask.evaluate_run of a multi-label or ordinal run folder."""
+    return bytask.evaluate_run(run_dir)
+
+
+def show_run(job: jobs.Job) -> None:
+    """A multi-label or ordinal run: headline metrics, the per-finding or cut-point table, figures, curves, CSVs."""
+    run = RunFolder(job.run_dir)
+    summary = run.read_metrics()
+    version = common.file_version(*run.result_files())
+    try:
+        ev = evaluation(job.run_dir, version)
+    except ValueError as err:
+        st.error(f"This run's predictions cannot be evaluated: {err}")
+        return
+    kind = "multi-label findings" if ev["task"] == "multilabel" else "ordinal grades"
+    st.caption(f"Task: {kind} ({', '.join(ev['classes'])}). " + evaluate.provenance(summary))
+    st.subheader("Metrics (95 % confidence intervals)")
+    st.dataframe(headline_table(ev), hide_index=True, width="stretch")
+    first = next(iter(ev["sets"].values()))
+    st.caption(f"Intervals: {first['bootstrap']['method']}, {first['bootstrap']['n_resamples']} resamples.")
+    for name, set_ev in ev["sets"].items():
+        for w in set_ev.get("warnings", [])[:1]:
+            st.warning(f"**{SET_NAMES.get(name, name).capitalize()}:** {w}")
+    name = st.selectbox(
+        "Details for", list(ev["sets"]), key="tv_set", format_func=lambda n: SET_NAMES.get(n, n)
+    )
+    set_ev = ev["sets"][name]
+    st.dataframe(detail_table(set_ev), hide_index=True, width="stretch")
+    if ev["task"] == "multilabel":
+        st.caption("Thresholds: " + str((summary.get("task") or {}).get("thresholds_from", "0.5")) + ".")
+    figs = taskplots.task_figures(set_ev)
+    tabs = st.tabs([*(k.replace("_", " ").capitalize() for k in figs), "Training curves"])
+    for tab, (key, fig) in zip(tabs, figs.items()):
+        tab.plotly_chart(fig, width="stretch", key=f"tv_fig_{key}")
+    with tabs[-1]:
+        common.curves(job, common.best_epochs(summary, None))
+    frames = evaluate.load_run_predictions(job.run_dir)
+    shown = frames[name].assign(path=frames[name]["path"].map(_name)) if hosting.hosted() else frames[name]
+    st.download_button(
+        f"Download the {SET_NAMES.get(name, name)} predictions (CSV)",
+        shown.to_csv(index=False).encode(),
+        file_name=f"{name}_predictions.csv",
+        key="tv_download",
+    )
+
+
+def _name(path: str) -> str:
+    """A file's name (hosted mode never shows server paths)."""
+    return str(path).replace("\\", "/").rsplit("/", 1)[-1]
+
+
+# ---------------------------------------------------------------- predict
+
+
+def tta_option(task: str) -> bool:
+    """What decides for this model (no threshold slider: per-finding thresholds / the grade rule), and TTA."""
+    c1, c2 = st.columns([3, 1])
+    c1.caption(
+        "Multi-label model: each finding is decided at its own threshold, chosen on the validation set."
+        if task == "multilabel"
+        else "Ordinal model: the predicted grade is the number of cut-points P(grade > k) above 0.5."
+    )
+    return bool(
+        c2.checkbox("Test-time augmentation", key="pr_tta", help="Average with the mirror image (2x slower).")
+    )
+
+
+def predict_results(result: dict[str, Any], task: str) -> None:
+    """A multi-label or ordinal model's predictions: table, download, and Grad-CAM per finding or grade."""
+    df = result["df"]
+    st.subheader(f"Predictions ({len(df)})")
+    if df.empty:
+        st.warning(
+            "No image could be predicted." if len(result["problems"]) else "No image or DICOM files found."
+        )
+        return
+    table = df.assign(path=df["path"].map(_name))
+    what = (
+        "Each finding decided at its threshold (chosen on the validation set)"
+        if task == "multilabel"
+        else "Predicted grade (rank-consistent), expected grade and each grade's probability"
+    )
+    st.caption(what + ".")
+    st.dataframe(table, hide_index=True, width="stretch")
+    full = table if hosting.hosted() else df
+    st.download_button(
+        "Download CSV", full.to_csv(index=False).encode(), file_name="predictions.csv", key="tv_pr_download"
+    )
+    classes = [c[len("prob_") :] for c in df.columns if c.startswith("prob_") and c != "prob_pred"]
+    i = st.selectbox(
+        "Image", list(range(len(df))), key="tv_pr_pick", format_func=lambda k: table["path"].iloc[k]
+    )
+    default = classes.index(df["pred"].iloc[i]) if df["pred"].iloc[i] in classes else 0
+    target = st.selectbox("Grad-CAM for", classes, index=default, key="tv_pr_class")
+    common.show_cam(result["model"], str(df["path"].iloc[i]), target, caption=table["path"].iloc[i])
