@@ -93,13 +93,15 @@ def _predict(model_dir: Path, items: pd.DataFrame, classes: list[str]) -> tuple[
 
 
 def _run_items(run: rundir.RunFolder, cfg: RunConfig) -> tuple[pd.DataFrame, list[str]]:
-    """The run's items table with full paths under its source root, and its classes (sorted labels)."""
+    """The run's items table with full paths under its source root, and its classes (sorted labels; a multi-label
+    or ordinal run's findings or grades in order, core.train.taskrun)."""
     from core.data.sources import source_root
+    from core.train.taskrun import run_classes
 
     items = run.read_items()
     root = source_root(cfg.source)
     items["path"] = [os.path.normpath(os.path.join(root, r)) for r in items["relpath"]]
-    return items, sorted(items["label"].astype(str).unique())
+    return items, run_classes(items, cfg)
 
 
 def _origin(run: rundir.RunFolder, cfg: RunConfig, epoch: int, recorded: int) -> dict[str, Any]:
