@@ -14,7 +14,6 @@ split (test 20 %, validation 20 %), written as a split column both sides read. P
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path
@@ -98,6 +97,7 @@ def app_run(
     from core.base.config import RunConfig, SourceConfig, to_dict
     from core.base.paths import runs_dir
     from core.runs import jobs
+    from core.runs.rundir import RunFolder
 
     cfg = RunConfig(
         source=SourceConfig(
@@ -114,12 +114,9 @@ def app_run(
     cfg.train.pretrained, cfg.train.epochs, cfg.train.lr, cfg.train.seed = False, size["epochs"], LR, seed
     run = runs_dir() / f"{task}-{label_col}-{seed}"
     _, seconds = c.timed(lambda: jobs.run_inline("train", {"config": to_dict(cfg.validate())}, run_dir=run))
-    test = pd.read_csv(run / "test_predictions.csv", keep_default_na=False)
-    return {
-        "test": test,
-        "seconds": seconds,
-        "classes": json.loads((run / "metrics.json").read_text())["classes"],
-    }
+    folder = RunFolder(run)
+    test = pd.read_csv(folder.predictions("test"), keep_default_na=False)
+    return {"test": test, "seconds": seconds, "classes": folder.read_metrics()["classes"]}
 
 
 def grade_stats(y: np.ndarray, pred: np.ndarray, k: int) -> dict[str, float]:

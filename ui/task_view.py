@@ -17,7 +17,7 @@ from core.data.items import Dataset
 from core.evaluation import bytask, evaluate, taskplots
 from core.evaluation.taskreport import SET_NAMES, detail_table, headline_table
 from core.runs import jobs
-from core.runs.rundir import RunFolder
+from core.runs.rundir import RunFolder, predictions_name
 from core.web import hosting
 from ui import common
 
@@ -111,7 +111,7 @@ def show_run(job: jobs.Job) -> None:
     st.download_button(
         f"Download the {SET_NAMES.get(name, name)} predictions (CSV)",
         shown.to_csv(index=False).encode(),
-        file_name=f"{name}_predictions.csv",
+        file_name=predictions_name(name),
         key="tv_download",
     )
 

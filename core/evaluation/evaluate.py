@@ -802,12 +802,18 @@ def evaluate_run(
     return out
 
 
-def run_warnings(run_dir: str | Path, classes: list[str] | None = None) -> list[str]:
+def run_warnings(run_dir: str | Path, classes: list[str] | None = None, task: str | None = None) -> list[str]:
     """model_warnings of a run's validation (k-fold: out-of-fold) predictions at the default decision.
 
-    `classes` None: read from the finished run's metrics.json (training passes them while it writes that file).
+    `classes` / `task` None: read from the finished run's metrics.json (training passes them while it writes that
+    file). A multi-label run gets none: its findings are decided one by one (no one-class rule for it yet).
     """
-    classes = list(run_summary(run_dir)["classes"]) if classes is None else classes
+    if classes is None or task is None:
+        summary = run_summary(run_dir)
+        classes = list(summary["classes"]) if classes is None else classes
+        task = (summary.get("task") or {}).get("type", "single") if task is None else task
+    if task == "multilabel":
+        return []
     sets = load_run_predictions(run_dir)
     name = "oof" if "oof" in sets else "valid"
     if name not in sets:

@@ -233,6 +233,11 @@ def build_report(
     record = {**ev, "comparison": comparison.to_dict("records"), "figures": saved, "created": time.time()}
     rundir.write_json(out / rundir.REPORT_METRICS, record)
     steps.report(progress, "steps", REPORT_STEPS, REPORT_STEPS)
+    return _result(out, ev, saved, comparison)
+
+
+def _result(out: Path, ev: dict[str, Any], saved: dict[str, Any], comparison: pd.DataFrame) -> dict[str, Any]:
+    """What build_report returns: where the report went, its figures and the headline numbers."""
     return {
         "report": str(out / "report.html"),
         "metrics": str(out / rundir.REPORT_METRICS),

@@ -185,7 +185,7 @@ def finish_from_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
         "stopped_early": False,
         "epochs_run": recorded,
         "finished_from_checkpoint": {**origin, "unreadable_items": unreadable},
-        "warnings": evaluate.run_warnings(run.path, classes),
+        "warnings": evaluate.run_warnings(run.path, classes, "single"),
     }
     run.write(rundir.ENV, env_info())
     run.write(rundir.METRICS, summary)

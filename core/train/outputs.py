@@ -112,7 +112,8 @@ def _finish(run_dir: Path, summary: dict[str, Any], progress: Progress, cfg: Run
     """Write env.json and, last (it marks the run finished), metrics.json with the browser's "did not learn"
     warnings (also in log.txt); mark progress done."""
     run = rundir.RunFolder(run_dir)
-    summary["warnings"] = evaluate.run_warnings(run_dir, summary["classes"])
+    task = (summary.get("task") or {}).get("type", "single")
+    summary["warnings"] = evaluate.run_warnings(run_dir, summary["classes"], task)
     for line in summary["warnings"]:
         progress.log(f"warning: {line}")
     run.write(rundir.ENV, env_info(cfg))
