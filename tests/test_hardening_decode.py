@@ -54,6 +54,7 @@ def fake_predictor():
     pred.classes, pred.device = ["a", "b"], torch.device("cpu")
     pred.reader = ImageReader(16, "rgb", None, 0, use_cache=False)
     pred.mean = pred.std = None
+    pred.temperature, pred.conformal, pred.set_rule, pred.task = 1.0, None, None, "single"
     return pred
 
 

@@ -347,7 +347,8 @@ def mattered_section(record: dict, table: pd.DataFrame) -> None:
     ranked = sorted(imp["values"], key=imp["values"].get, reverse=True) or experiments.varying(record)
     numeric = [n for n in ranked if n in table and pd.api.types.is_numeric_dtype(table[n])]
     if len(numeric) >= 2:
-        st.plotly_chart(plots.sweep_contour(table, numeric[0], numeric[1], metric), key="ex_contour")
+        surface = sweep_report.contour_surface(table, numeric[0], numeric[1], metric)
+        st.plotly_chart(plots.sweep_contour(table, numeric[0], numeric[1], metric, surface), key="ex_contour")
     rows = sweep_report.best_vs_base(record, experiments.best_trial(table, metric))
     if rows:
         st.caption("The best trial's settings beside the base settings every trial started from")

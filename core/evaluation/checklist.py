@@ -81,7 +81,7 @@ def _data_items(run: rundir.RunFolder, cfg: dict[str, Any]) -> list[Item]:
             f"{s}: " + ", ".join(f"{c} {int(n)}" for c, n in row.items()) for s, row in per.iterrows()
         )
         out.append(Item("Data", "Images per split and class", f"{len(items)} images. {counts}", rundir.ITEMS))
-        groups = items["group"].astype(str)
+        groups = items["group"].fillna("").astype(str) if "group" in items else pd.Series([], dtype=str)
         patients = groups[groups != ""].nunique()
         how = f"{split.get('method', '?')} split" + (
             f", {split['k_folds']}-fold" if split.get("k_folds", 0) >= 2 else ""

@@ -629,27 +629,33 @@ def sweep_importance(values: Mapping[str, float], note: str = "", title: str = "
     )
 
 
-def sweep_contour(table: pd.DataFrame, x: str, y: str, metric: str, title: str = "") -> go.Figure:
-    """The finished trials over two numeric swept settings coloured by the metric, over a contour of the
-    metric interpolated between them (linear; drawn from 4 trials on); log axes for wide positive ranges."""
+def sweep_contour(
+    table: pd.DataFrame,
+    x: str,
+    y: str,
+    metric: str,
+    surface: Mapping[str, object] | None = None,
+    title: str = "",
+) -> go.Figure:
+    """The finished trials over two numeric swept settings coloured by the metric, over `surface` (the metric
+    interpolated between them: {"x", "y", "z", "log_x", "log_y"}, core.train.sweep_report.contour_surface; None:
+    the points alone)."""
     done = table[table[metric].notna()]
     logs = {
         a: bool(len(done)) and (done[a] > 0).all() and done[a].max() / done[a].min() >= 10 for a in (x, y)
-    }
+    }  # log axes for wide positive ranges (the surface is log-spaced by the same rule)
     fig = go.Figure()
-    if len(done) >= 4 and done[x].nunique() > 1 and done[y].nunique() > 1:
-        from scipy.interpolate import griddata
-
-        px, py = (np.log10(done[a]) if logs[a] else done[a].astype(float) for a in (x, y))
-        gx, gy = np.linspace(px.min(), px.max(), 40), np.linspace(py.min(), py.max(), 40)
-        with np.errstate(all="ignore"):
-            try:
-                z = griddata((px, py), done[metric], tuple(np.meshgrid(gx, gy)), method="linear")
-            except ValueError:  # points on one line: no surface to draw
-                z = None
-        if z is not None:
-            cx, cy = (10**g if logs[a] else g for g, a in ((gx, x), (gy, y)))
-            fig.add_trace(go.Contour(x=cx, y=cy, z=z, colorscale=HEATMAP_SCALE, opacity=0.6, showscale=False))
+    if surface is not None:
+        fig.add_trace(
+            go.Contour(
+                x=surface["x"],
+                y=surface["y"],
+                z=surface["z"],
+                colorscale=HEATMAP_SCALE,
+                opacity=0.6,
+                showscale=False,
+            )
+        )
     fig.add_trace(
         go.Scatter(
             x=done[x],

@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from core.base import eta
@@ -70,3 +71,23 @@ def slice_table(table: pd.DataFrame, metric: str, names: list[str]) -> pd.DataFr
     done = table[(table["status"] == "done") & table[metric].notna()] if len(table) else table
     cols = [n for n in names if n in done.columns]
     return done[["trial", *cols, metric]].reset_index(drop=True) if len(done) else pd.DataFrame()
+
+
+def contour_surface(table: pd.DataFrame, x: str, y: str, metric: str) -> dict[str, Any] | None:
+    """The metric interpolated (linear) over two numeric swept settings from the finished trials, on a 40 x 40
+    grid, log-spaced for wide positive ranges; None below 4 trials, or when the points lie on one line."""
+    done = table[table[metric].notna()]
+    if len(done) < 4 or done[x].nunique() < 2 or done[y].nunique() < 2:
+        return None
+    from scipy.interpolate import griddata
+
+    logs = {a: bool((done[a] > 0).all() and done[a].max() / done[a].min() >= 10) for a in (x, y)}
+    px, py = (np.log10(done[a]) if logs[a] else done[a].astype(float) for a in (x, y))
+    gx, gy = np.linspace(px.min(), px.max(), 40), np.linspace(py.min(), py.max(), 40)
+    with np.errstate(all="ignore"):
+        try:
+            z = griddata((px, py), done[metric], tuple(np.meshgrid(gx, gy)), method="linear")
+        except ValueError:  # points on one line (scipy's Qhull): no surface to draw
+            return None
+    cx, cy = (10**g if logs[a] else g for g, a in ((gx, x), (gy, y)))
+    return {"x": cx, "y": cy, "z": z, "log_x": logs[x], "log_y": logs[y]}
