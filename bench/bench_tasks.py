@@ -200,7 +200,7 @@ def plain_multilabel(
 
 def macro_auc(frame: pd.DataFrame, findings: list[str]) -> float:
     """Macro ROC AUC over the findings with both classes in the table (labels: findings joined by '|')."""
-    from core.evaluation.bytask import fast_auc
+    from core.evaluation.taskstats import fast_auc
 
     aucs = []
     for f in findings:

@@ -15,7 +15,7 @@ from core.cli import main
 from core.data import labels as lab
 from core.data import sample_tasks
 from core.data.items import SourceError
-from core.evaluation import bytask, multilabel, ordinal
+from core.evaluation import bytask, multilabel, ordinal, taskstats
 from core.models import heads
 
 # ---------------------------------------------------------------- labels
@@ -168,7 +168,7 @@ def test_multilabel_metrics_of_planted_findings_and_uncertain_cells_left_out():
 
 def test_patient_level_bootstrap_resamples_whole_patients():
     groups = np.array(["p1", "p1", "p1", "p2", "p3", "p3"])
-    for idx in bytask.resamples(6, groups, 20, seed=0):
+    for idx in taskstats.resamples(6, groups, 20, seed=0):
         counts = pd.Series(groups[idx]).value_counts()
         assert all(counts[g] % (groups == g).sum() == 0 for g in counts.index)
     y = np.repeat(np.arange(5), 8)

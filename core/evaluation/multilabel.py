@@ -17,7 +17,7 @@ import pandas as pd
 
 from core.data import labels as lab
 from core.evaluation import evaluate
-from core.evaluation.bytask import bootstrap, bootstrap_note, fast_auc, groups_of, sens_spec
+from core.evaluation.taskstats import bootstrap, bootstrap_note, fast_auc, groups_of, sens_spec
 from core.models.heads import DEFAULT_FINDING_THRESHOLD, decide_findings
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from core.evaluation import evaluate
-from core.evaluation.bytask import bootstrap, bootstrap_note, fast_auc, groups_of, sens_spec
+from core.evaluation.taskstats import bootstrap, bootstrap_note, fast_auc, groups_of, sens_spec
 from core.models.heads import exceed_probs, expected_grade, predicted_grade
 
 

@@ -113,7 +113,7 @@ class TaskMetric:
 
 def _multilabel_metric(name: str, y: np.ndarray, probs: np.ndarray) -> float:
     """Cell accuracy at 0.5, mean per-finding balanced accuracy, or macro AUC, uncertain cells left out."""
-    from core.evaluation.bytask import fast_auc, sens_spec
+    from core.evaluation.taskstats import fast_auc, sens_spec
 
     known, dec = y >= 0, probs >= 0.5
     if name == "accuracy":
