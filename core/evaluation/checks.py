@@ -24,6 +24,7 @@ from core.base import fmt, privacy, steps
 from core.base import paths as app_paths
 from core.base.steps import OnStep
 from core.data import decode_cache, imaging
+from core.data.splits import patient_groups
 from core.evaluation import evaluate
 
 SHORTCUT_AUC = 0.70  # metadata that predicts the label this well is flagged
@@ -239,16 +240,6 @@ def _stump():
     return DecisionTreeClassifier(max_leaf_nodes=8, min_samples_leaf=5, random_state=0)
 
 
-def _groups_of(items: pd.DataFrame) -> np.ndarray | None:
-    """Patient groups (rows without one are their own), or None when the items have none."""
-    if "group" not in items:
-        return None
-    g = items["group"].fillna("").astype(str).to_numpy()
-    if not (g != "").any():
-        return None
-    return np.where(g == "", np.array([f"__row{i}" for i in range(len(g))]), g)
-
-
 def shortcut_check(
     items: pd.DataFrame,
     feats: pd.DataFrame,
@@ -274,7 +265,7 @@ def shortcut_check(
         }
     y = np.searchsorted(classes, labels)
     x, constant = _design(feats[ok])
-    groups = _groups_of(items[ok].reset_index(drop=True))
+    groups = patient_groups(items[ok].reset_index(drop=True))
     folds, how = _folds(y, groups, k, seed)
     per_feature = [_feature_auc(c, x[c].to_numpy(), y, folds, len(classes)) for c in x.columns]
     per_feature.sort(key=lambda f: -f["auc"] if math.isfinite(f["auc"]) else 1.0)
