@@ -7,6 +7,7 @@ The pages call these instead of the single-label views when the source, run or m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
@@ -74,8 +75,9 @@ def evaluation(run_dir: str, version: tuple) -> dict[str, Any]:
     return bytask.evaluate_run(run_dir)
 
 
-def show_run(job: jobs.Job) -> None:
-    """A multi-label or ordinal run: headline metrics, the per-finding or cut-point table, figures, curves, CSVs."""
+def show_run(job: jobs.Job, checks: Callable[..., None] | None = None) -> None:
+    """A multi-label or ordinal run: headline metrics, the per-finding or cut-point table, figures, curves, CSVs;
+    `checks` (from the page) draws the errors of the shown set (top losses, matrix cells, suspect labels)."""
     run = RunFolder(job.run_dir)
     summary = run.read_metrics()
     version = common.file_version(*run.result_files())
@@ -114,6 +116,8 @@ def show_run(job: jobs.Job) -> None:
         file_name=predictions_name(name),
         key="tv_download",
     )
+    if checks is not None:
+        checks(job, ev, frames, name)
 
 
 def _name(path: str) -> str:
