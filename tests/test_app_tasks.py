@@ -210,6 +210,10 @@ def test_multilabel_evaluation_opens_top_losses_cells_and_suspects(trained, tmp_
     assert said and not said[0].startswith("0 of")
     at.selectbox(key="tc_sus_finding").select("nodule").run()  # at chance: withheld, with the reason
     assert any(w.value.startswith("Suspect labels are withheld: for nodule") for w in at.warning)
+    at.button(key="tv_report").click().run()
+    assert not at.exception, at.exception
+    report = (RunFolder(tmp_path / "run").report_folder() / "report.html").read_text()
+    assert "Top losses" in report and "Macro ROC AUC" in report
 
 
 def test_ordinal_evaluation_opens_grade_cells_and_ranks_suspect_grades(trained, tmp_path):

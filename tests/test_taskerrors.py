@@ -120,3 +120,21 @@ def test_top_losses_dispatch_by_task_leaves_unlabelled_rows_out():
     assert len(taskerrors.top_losses(ml, FINDINGS, "multilabel")) == 1
     od = _od(["KL2", ""], [[0, 0, 1.0, 0, 0]] * 2)
     assert taskerrors.top_losses(od, GRADES, "ordinal")["label"].tolist() == ["KL2"]
+
+
+def test_the_report_table_of_top_losses_names_files_only_and_decides_at_the_sets_thresholds():
+    df = _ml(["Effusion", "(no finding)"], [[0.6, 0.1], [0.2, 0.3]])
+    df["path"] = ["/data/site/img0.png", "C:\\data\\img1.png"]
+    set_ev = {"task": "multilabel", "classes": FINDINGS, "thresholds": {"Effusion": 0.7, "Mass": 0.25}}
+    table = taskerrors.loss_table(set_ev, df)
+    assert set(table["file"]) == {"img0.png", "img1.png"}
+    row = table.set_index("file").loc["img0.png"]
+    assert (row["true"], row["predicted"], row["wrong"]) == (
+        "Effusion",
+        "(no finding)",
+        "Effusion",
+    )  # 0.6 < 0.7
+    assert table.set_index("file").loc["img1.png", "wrong"] == "Mass"  # 0.3 >= 0.25
+    od = taskerrors.loss_table({"task": "ordinal", "classes": GRADES}, _od(["KL0"], [[0, 0, 0, 0, 1.0]]))
+    assert list(od.columns) == ["rank", "file", "true", "predicted", "expected_grade", "grade_error", "loss"]
+    assert od["grade_error"].tolist() == [4]

@@ -16,7 +16,7 @@ import pandas as pd
 import streamlit as st
 
 from core.base import fmt
-from core.evaluation import checks, evaluate, multilabel, plots, taskerrors
+from core.evaluation import checks, evaluate, plots, taskerrors
 from core.evaluation.taskreport import SET_NAMES
 from core.runs import jobs
 from core.runs.rundir import RunFolder
@@ -34,17 +34,10 @@ def _grades_withheld(run_dir: str, version: tuple, grades: tuple[str, ...]) -> s
     return checks.suspects_withheld(oof[oof["label"].astype(str).isin(grades)], list(grades))
 
 
-def decided(set_ev: dict[str, Any], df: pd.DataFrame) -> pd.DataFrame:
-    """A set's predictions as evaluated: multi-label decisions made again at the thresholds the metrics used."""
-    if set_ev["task"] != "multilabel":
-        return df
-    return multilabel.with_thresholds(df, list(set_ev["classes"]), set_ev["thresholds"])
-
-
 def task_checks(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.DataFrame], set_name: str) -> None:
     """Top losses, the clickable matrix and suspect labels of one set of a multi-label or ordinal run."""
     set_ev = ev["sets"][set_name]
-    df = decided(set_ev, frames[set_name])
+    df = taskerrors.decided(set_ev, frames[set_name])
     top_losses_section(job, set_ev, df, set_name)
     if set_ev["task"] == "multilabel":
         finding_cells(job, set_ev, df)
@@ -199,7 +192,7 @@ def suspect_section(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.Data
         )
         return
     oof_ev = ev["sets"]["oof"]
-    oof = decided(oof_ev, frames["oof"])
+    oof = taskerrors.decided(oof_ev, frames["oof"])
     if ev["task"] == "multilabel":
         suspect_findings(job, oof_ev, oof)
     else:

@@ -16,17 +16,18 @@ Compute only: plain tables in, plain tables out.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
 from core.data import labels as lab
-from core.evaluation import checks, evaluate
+from core.evaluation import checks, evaluate, multilabel
 from core.evaluation.explain import EPS
 from core.models.heads import exceed_probs, expected_grade, predicted_grade
 
-SUSPECT_GRADES = (
-    1.0  # an ordinal label is flagged when the expected grade lies this many grades or more from it
-)
+SUSPECT_GRADES = 1.0  # an ordinal label is flagged when its expected grade lies this many grades or more away
+TOP_LOSSES_SHOWN = 10  # top losses per set in the report
 ABSENT, PRESENT = "absent", "present"  # a finding's two sides (the rows / columns of its 2x2 table)
 CELL_NAMES = {
     (1, 1): "TP",
@@ -192,9 +193,28 @@ def grade_suspects(oof: pd.DataFrame, grades: list[str]) -> pd.DataFrame:
 # ---------------------------------------------------------------- by task
 
 
+def decided(set_ev: dict[str, Any], df: pd.DataFrame) -> pd.DataFrame:
+    """A set's predictions as its evaluation saw them: multi-label decisions made again at the thresholds it used."""
+    if set_ev["task"] != "multilabel":
+        return df
+    return multilabel.with_thresholds(df, list(set_ev["classes"]), set_ev["thresholds"])
+
+
 def top_losses(df: pd.DataFrame, classes: list[str], task: str, errors_only: bool = False) -> pd.DataFrame:
     """A multi-label or ordinal predictions table's labelled rows ranked by the task's loss, highest first."""
     rows = evaluate.labelled(df)
     if task == "multilabel":
         return multilabel_losses(rows, classes, errors_only)
     return ordinal_losses(rows[rows["label"].astype(str).isin(classes)], classes, errors_only)
+
+
+def loss_table(set_ev: dict[str, Any], df: pd.DataFrame, k: int = TOP_LOSSES_SHOWN) -> pd.DataFrame:
+    """The k top losses of one evaluated set as a report shows them: file names (never folders), labels, the loss."""
+    task = set_ev["task"]
+    rows = top_losses(decided(set_ev, df), list(set_ev["classes"]), task).head(k)
+    extra = ["wrong"] if task == "multilabel" else ["expected_grade", "grade_error"]
+    out = rows[["rank", "path", "label", "pred", *extra, "loss"]].copy()
+    out["path"] = [str(p).replace("\\", "/").rsplit("/", 1)[-1] for p in out["path"]]
+    if task == "multilabel":
+        out["label"], out["pred"] = out["label"].map(shown_findings), out["pred"].map(shown_findings)
+    return out.rename(columns={"path": "file", "label": "true", "pred": "predicted"}).round(3)
