@@ -238,3 +238,20 @@ def test_ordinal_evaluation_opens_grade_cells_and_ranks_suspect_grades(trained, 
     assert any(
         c.value.startswith(f"{far} of {len(y)} images have an out-of-fold expected grade") for c in at.caption
     )
+
+
+def test_the_training_page_counts_findings_not_their_combinations(tmp_path):
+    from PIL import Image
+
+    from ui import run_view
+
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8)).save(tmp_path / f"i{i}.png")
+    table = pd.DataFrame({"path": [f"i{i}.png" for i in range(5)], "findings": ["a", "a", "b", "b", "a|b"]})
+    table.to_csv(tmp_path / "t.csv", index=False)
+    src = SourceConfig(
+        kind="csv", csv_path=str(tmp_path / "t.csv"), label_col="findings", label_delimiter="|"
+    )
+    assert "'a|b' has only 1 image" in run_view.untrainable(src)  # as one class per combination: refused
+    assert run_view.untrainable(src, TaskConfig(type="multilabel")) == ""  # findings a and b: 3 images each
