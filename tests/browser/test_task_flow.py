@@ -18,7 +18,6 @@ from core.data import sample_tasks
 from tests.browser.test_flow import (
     GRID_CELLS,
     csv_rows,
-    downloaded_settings,
     expect,
     go_to,
     open_app,
@@ -85,28 +84,40 @@ def explorer_step(page, csv: Path, label_col: str, multilabel: bool) -> None:
 
 
 def setup_step(page, task: str) -> None:
-    """The task type and tiny settings through the setup widgets; the server holds them."""
+    """The task type and tiny settings through the setup widgets."""
     go_to(page, "Training setup")
     choose(page, "Task type", TASK_LABELS[task])
     set_switch(page, "Start from ImageNet weights (pretrained)", on=False)
     set_switch(page, "Augment training images", on=False)
     for label, value in TINY:
         set_number(page, label, value)
-    cfg = downloaded_settings(page)
-    assert (
-        cfg["data"]["task"]["type"] == task and cfg["train"]["epochs"] == 1 and cfg["data"]["img_size"] == 32
-    )
+    expect(page.get_by_text("Settings are valid and carried to the Training run page.")).to_be_visible()
     no_traceback(page)
 
 
-def train_step(page, home: Path) -> str:
-    """Start the run and wait until the page says it finished."""
+def train_step(page, home: Path, task: str, csv: Path) -> str:
+    """Start the run with the carried settings (the task's among them) and wait until the page says it finished."""
     go_to(page, "Training run")
+    carried = rf"Settings: resnet18 \(from scratch\) on {re.escape(csv.name)}, 32 px .*, 1 epochs"
+    expect(page.get_by_text(re.compile(carried))).to_be_visible()
     job_id = start_training(page, home)
+    assert store(home).get(job_id).params["config"]["data"]["task"]["type"] == task
     expect(page.get_by_text(re.compile(r"^Finished \("))).to_be_visible(timeout=600_000)
     assert store(home).get(job_id).status == "done"
     no_traceback(page)
     return job_id
+
+
+def evaluate_step(page, job_id: str, task_words: str, rows: tuple[str, ...]) -> None:
+    """The Evaluation page shows the run as its task, with these rows in its tables, and top losses."""
+    go_to(page, "Evaluation")
+    pick_run(page, "Run", job_id)
+    expect(page.get_by_text(re.compile(rf"^Task: {task_words}"))).to_be_visible(timeout=180_000)
+    settle(page, 180_000)
+    cells = page.locator(GRID_CELLS)
+    for text in rows:
+        expect(cells.filter(has_text=re.compile(rf"^{re.escape(text)}$")).first).to_be_attached()
+    expect(page.get_by_role("heading", name=re.compile(r"^Top losses"))).to_be_visible()
 
 
 def click_cell(page, chart_key: str, n: int, t: int, p: int) -> None:
@@ -154,18 +165,14 @@ def test_multilabel_flow(app_url: str, app_home: Path, task_samples, page, scree
     """Findings: explorer -> setup (multi-label) -> train -> per-finding metrics, a 2x2 cell -> report -> predict."""
     data = task_samples["multilabel"]
     open_app(page, app_url)
-    explorer_step(page, data / sample_tasks.FINDINGS_CSV, "Finding Labels", multilabel=True)
+    csv = data / sample_tasks.FINDINGS_CSV
+    explorer_step(page, csv, "Finding Labels", multilabel=True)
     screenshot(page, "1-explorer")
     setup_step(page, "multilabel")
-    job_id = train_step(page, app_home)
-    go_to(page, "Evaluation")
-    pick_run(page, "Run", job_id)
-    expect(page.get_by_text(re.compile(r"^Task: multi-label findings"))).to_be_visible(timeout=180_000)
-    settle(page, 180_000)
-    cells = page.locator(GRID_CELLS)
-    for text in ("Macro ROC AUC", "Micro ROC AUC", *sample_tasks.FINDINGS):
-        expect(cells.filter(has_text=re.compile(rf"^{re.escape(text)}$")).first).to_be_attached()
-    expect(page.get_by_role("heading", name=re.compile(r"^Top losses"))).to_be_visible()
+    job_id = train_step(page, app_home, "multilabel", csv)
+    evaluate_step(
+        page, job_id, "multi-label findings", ("Macro ROC AUC", "Micro ROC AUC", *sample_tasks.FINDINGS)
+    )
     click_cell(page, "tc_cm_ml", 2, 1, 1)  # the true-positive cell of the first finding
     expect(page.get_by_role("combobox", name="Cell", exact=True)).to_have_value(re.compile(r"^TP: present"))
     no_traceback(page)
@@ -185,17 +192,13 @@ def test_ordinal_flow(app_url: str, app_home: Path, task_samples, page, screensh
     data = task_samples["ordinal"]
     grades = list(sample_tasks.GRADES)
     open_app(page, app_url)
-    explorer_step(page, data / sample_tasks.GRADES_CSV, "grade", multilabel=False)
+    csv = data / sample_tasks.GRADES_CSV
+    explorer_step(page, csv, "grade", multilabel=False)
     screenshot(page, "1-explorer")
     setup_step(page, "ordinal")
-    job_id = train_step(page, app_home)
-    go_to(page, "Evaluation")
-    pick_run(page, "Run", job_id)
-    expect(page.get_by_text(re.compile(r"^Task: ordinal grades"))).to_be_visible(timeout=180_000)
-    settle(page, 180_000)
-    cells = page.locator(GRID_CELLS)
-    for text in ("Quadratic weighted kappa", "Mean absolute error (grades)", "Off-by-one accuracy", ">= KL2"):
-        expect(cells.filter(has_text=re.compile(rf"^{re.escape(text)}$")).first).to_be_attached()
+    job_id = train_step(page, app_home, "ordinal", csv)
+    metrics = ("Quadratic weighted kappa", "Mean absolute error (grades)", "Off-by-one accuracy", ">= KL2")
+    evaluate_step(page, job_id, "ordinal grades", metrics)
     click_cell(page, "tc_cm_od", len(grades), 0, len(grades) - 1)
     expect(page.get_by_role("combobox", name="Cell", exact=True)).to_have_value(
         re.compile(r"^true KL0 → predicted KL4 \(\d+; 4 grade\(s\) off\)$")
