@@ -4,6 +4,7 @@ import streamlit as st
 
 from ui import checks_view, common
 from ui import eval_view as ev
+from ui import task_errors_view as te
 from ui import task_view as tv
 
 
@@ -17,7 +18,7 @@ def render() -> None:
         return
     job = ev.pick_run(runs)
     if tv.run_task(job.run_dir) != "single":  # multi-label findings or ordinal grades
-        tv.show_run(job)
+        tv.show_run(job, checks=te.task_checks)
         return
     ev.show_run(job, runs, checks=checks_view.eval_checks)
 

@@ -14,7 +14,7 @@ from core.base.config import RunConfig, SourceConfig, to_dict
 from core.evaluation import checks, evaluate
 from core.runs import jobs
 from tests.synth import smooth_dataset
-from ui.checks_view import cell_of_point
+from ui.common import cell_of_point
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASET, SETUP, EVAL = (str(ROOT / f"pages/{p}.py") for p in ("1_dataset", "2_setup", "4_evaluate"))

@@ -4,8 +4,11 @@ tiny run of each, trained once per module on the synthetic task samples: 32 px, 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
@@ -21,8 +24,11 @@ from core.base.config import (
     TrainConfig,
     to_dict,
 )
+from core.data import labels as lab
 from core.data import sample_tasks
+from core.evaluation import multilabel, ordinal
 from core.runs import jobs
+from core.runs.rundir import RunFolder
 
 pytestmark = pytest.mark.slow
 
@@ -161,3 +167,91 @@ def test_explorer_shows_findings_and_setup_offers_the_task(trained):
     assert not setup.exception, setup.exception
     cfg = setup.session_state["run_config"]
     assert cfg["data"]["task"] == {"type": "ordinal", "order": list(sample_tasks.GRADES), "pos_weight": False}
+
+
+def _with_oof(trained_run: dict, dest: Path, frame) -> str:
+    """A copy of a finished run with planted out-of-fold predictions (as a k-fold run has), registered."""
+    run = dest / "run"
+    shutil.copytree(trained_run["run"], run)
+    frame.to_csv(RunFolder(run).predictions("oof"), index=False)
+    return register(run, trained_run["config"])
+
+
+def _planted_findings(data: Path):
+    """Out-of-fold multi-label predictions of every sample image: effusion learned (3 labels contradict a sure
+    model: planted label errors), line and nodule at chance."""
+    table = pd.read_csv(data / sample_tasks.FINDINGS_CSV, keep_default_na=False)
+    labels = table["Finding Labels"].map(lambda c: lab.split_cell(c, "|", "")).replace("", lab.EMPTY)
+    effusion = lab.target_matrix(labels, ["effusion"])[:, 0] == 1
+    p_eff = np.where(effusion, 0.9, 0.1)
+    p_eff[:3] = 1 - p_eff[:3]
+    rng = np.random.default_rng(0)
+    probs = np.stack([p_eff, rng.uniform(0.4, 0.6, len(table)), rng.uniform(0.4, 0.6, len(table))], 1)
+    paths = [str(data / p) for p in table["path"]]
+    frame = multilabel.predictions_frame(paths, probs, list(sample_tasks.FINDINGS))
+    return frame.assign(label=labels, group=table["patient_id"]), set(paths[:3])
+
+
+def test_multilabel_evaluation_opens_top_losses_cells_and_suspects(trained, tmp_path):
+    frame, planted = _planted_findings(trained["multilabel"]["data"])
+    _with_oof(trained["multilabel"], tmp_path, frame)
+    at = app(EVAL).run()
+    assert not at.exception, at.exception
+    heads = [s.value for s in at.subheader]
+    assert any(h.startswith("Top losses") for h in heads) and "Open a finding's 2x2 table" in heads
+    assert "Suspect labels" in heads
+    assert at.selectbox(key="tc_finding").options == list(sample_tasks.FINDINGS)
+    at.selectbox(key="tc_finding").select("line").run()
+    at.selectbox(key="tc_cell").set_value("1,1").run()  # TP of "line" (a chart click sets the same key)
+    assert not at.exception, at.exception
+    at.selectbox(key="tc_sus_finding").select("effusion").run()
+    assert not at.exception, at.exception
+    said = [c.value for c in at.caption if "look mislabelled for effusion" in c.value]
+    assert said and not said[0].startswith("0 of")
+    at.selectbox(key="tc_sus_finding").select("nodule").run()  # at chance: withheld, with the reason
+    assert any(w.value.startswith("Suspect labels are withheld: for nodule") for w in at.warning)
+    at.button(key="tv_report").click().run()
+    assert not at.exception, at.exception
+    report = (RunFolder(tmp_path / "run").report_folder() / "report.html").read_text()
+    assert "Top losses" in report and "Macro ROC AUC" in report
+
+
+def test_ordinal_evaluation_opens_grade_cells_and_ranks_suspect_grades(trained, tmp_path):
+    data = trained["ordinal"]["data"]
+    table = pd.read_csv(data / sample_tasks.GRADES_CSV, keep_default_na=False)
+    y = table["grade"].map(sample_tasks.GRADES.index).to_numpy()
+    y_model = y.copy()
+    y_model[:2] = 4 - y[:2]  # two images the sure model puts far from their given grade (unless it is KL2)
+    probs = np.eye(5)[y_model] * 0.9 + 0.02
+    paths = [str(data / p) for p in table["path"]]
+    frame = ordinal.predictions_frame(paths, probs, list(sample_tasks.GRADES))
+    _with_oof(trained["ordinal"], tmp_path, frame.assign(label=table["grade"], group=table["patient_id"]))
+    at = app(EVAL).run()
+    assert not at.exception, at.exception
+    heads = [s.value for s in at.subheader]
+    assert "Open a confusion-matrix cell (grades in order)" in heads and "Suspect labels" in heads
+    first = at.selectbox(key="tc_cell").options[:2]  # true x predicted, in grade order
+    assert first[0].startswith("true KL0 → predicted KL0") and first[1].startswith("true KL0 → predicted KL1")
+    at.selectbox(key="tc_cell").set_value("2,2").run()
+    assert not at.exception, at.exception
+    far = int((np.abs(y_model - y) >= 1).sum())
+    assert any(
+        c.value.startswith(f"{far} of {len(y)} images have an out-of-fold expected grade") for c in at.caption
+    )
+
+
+def test_the_training_page_counts_findings_not_their_combinations(tmp_path):
+    from PIL import Image
+
+    from ui import run_view
+
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8)).save(tmp_path / f"i{i}.png")
+    table = pd.DataFrame({"path": [f"i{i}.png" for i in range(5)], "findings": ["a", "a", "b", "b", "a|b"]})
+    table.to_csv(tmp_path / "t.csv", index=False)
+    src = SourceConfig(
+        kind="csv", csv_path=str(tmp_path / "t.csv"), label_col="findings", label_delimiter="|"
+    )
+    assert "'a|b' has only 1 image" in run_view.untrainable(src)  # as one class per combination: refused
+    assert run_view.untrainable(src, TaskConfig(type="multilabel")) == ""  # findings a and b: 3 images each

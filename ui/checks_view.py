@@ -13,7 +13,6 @@ import streamlit as st
 
 from core.base import paths
 from core.base.config import RunConfig, SourceConfig, from_dict
-from core.data import imaging
 from core.data.items import Dataset, SourceError
 from core.evaluation import checks, evaluate, explain, plots
 from core.runs import jobs
@@ -161,25 +160,12 @@ def setup_checks(src: SourceConfig) -> None:
 
 def _image(col, path: str, caption: str) -> None:
     """One thumbnail (or why it is missing)."""
-    try:
-        col.image(common.thumbnail(str(path), THUMB), caption=caption, width="stretch")
-    except (imaging.ImageError, OSError) as err:
-        col.caption(f"{caption}: image unavailable ({err})")
+    common.image_cell(col, path, caption, THUMB)
 
 
 def gallery(rows: pd.DataFrame, caption) -> None:
     """Thumbnails in rows of GALLERY_COLS, captioned by caption(row)."""
-    records = rows.to_dict("records")
-    for start in range(0, len(records), GALLERY_COLS):
-        for col, row in zip(st.columns(GALLERY_COLS), records[start : start + GALLERY_COLS]):
-            _image(col, row["path"], caption(row))
-
-
-def _model_for(job: jobs.Job, row: dict) -> str | None:
-    """The model that predicted a row: its fold's model for out-of-fold rows, else the run's."""
-    run, fold = RunFolder(job.run_dir), row.get("fold")
-    model = run.fold_model(int(fold)) if fold is not None and not pd.isna(fold) else None
-    return str(model) if model is not None else next((str(m) for m in run.models().values()), None)
+    common.gallery(rows, caption, GALLERY_COLS)
 
 
 def cam_picker(job: jobs.Job, rows: pd.DataFrame, key: str, class_col: str = "pred") -> None:
@@ -188,7 +174,7 @@ def cam_picker(job: jobs.Job, rows: pd.DataFrame, key: str, class_col: str = "pr
     names = {i: f"#{r['rank']} {Path(str(r['path'])).name}" for i, r in enumerate(records)}
     pick = st.selectbox("Grad-CAM for", list(names), format_func=names.get, key=f"{key}_cam")
     row = records[pick]
-    model = _model_for(job, row)
+    model = common.row_model(job.run_dir, row)
     if model is None:
         st.caption("This run has no saved model to explain with.")
         return
@@ -311,25 +297,9 @@ def _tp(cell: str) -> tuple[int, int]:
     return int(t), int(p)
 
 
-def cell_of_point(point: dict, classes: list[str]) -> str | None:
-    """The cell key of a clicked chart point (its customdata, else its x = predicted / y = true names)."""
-    data = point.get("customdata")
-    if isinstance(data, (list, tuple)) and len(data) == 2:
-        return f"{int(data[0])},{int(data[1])}"
-    x, y = point.get("x"), point.get("y")
-    if x in classes and y in classes:
-        return f"{classes.index(y)},{classes.index(x)}"
-    return None
-
-
 def _set_cell(key: str, classes: list[str]) -> None:
     """Chart selection callback: the clicked cell becomes the picked one."""
-    event = st.session_state.get(key) or {}
-    for point in (event.get("selection") or {}).get("points") or []:
-        cell = cell_of_point(point, classes)
-        if cell is not None:
-            st.session_state[CELL] = cell
-            return
+    common.pick_clicked_cell(key, classes, CELL)
 
 
 def confusion_cells(

@@ -524,6 +524,53 @@ def show_cam(model_path: str, path: str, class_name: str | None = None, caption:
     )
 
 
+# ---------------------------------------------------------------- galleries and clickable matrices (evaluation views)
+
+
+def image_cell(col, path: str, caption: str, size: int = 160) -> None:
+    """One thumbnail in a column (or why it is missing)."""
+    try:
+        col.image(thumbnail(str(path), size), caption=caption, width="stretch")
+    except (imaging.ImageError, OSError) as err:
+        col.caption(f"{caption}: image unavailable ({err})")
+
+
+def gallery(rows: pd.DataFrame, caption: Callable[[dict], str], cols: int = 4) -> None:
+    """Thumbnails in rows of `cols`, captioned by caption(row)."""
+    records = rows.to_dict("records")
+    for start in range(0, len(records), cols):
+        for col, row in zip(st.columns(cols), records[start : start + cols]):
+            image_cell(col, row["path"], caption(row))
+
+
+def row_model(run_dir: str, row: dict) -> str | None:
+    """The model that predicted a row of a run's predictions: its fold's model for out-of-fold rows, else the run's."""
+    run, fold = RunFolder(run_dir), row.get("fold")
+    model = run.fold_model(int(fold)) if fold is not None and not pd.isna(fold) else None
+    return str(model) if model is not None else next((str(m) for m in run.models().values()), None)
+
+
+def cell_of_point(point: dict, classes: list[str]) -> str | None:
+    """The cell key "t,p" of a clicked confusion-matrix point (its customdata, else x = predicted / y = true names)."""
+    data = point.get("customdata")
+    if isinstance(data, (list, tuple)) and len(data) == 2:
+        return f"{int(data[0])},{int(data[1])}"
+    x, y = point.get("x"), point.get("y")
+    if x in classes and y in classes:
+        return f"{classes.index(y)},{classes.index(x)}"
+    return None
+
+
+def pick_clicked_cell(chart_key: str, classes: list[str], cell_key: str) -> None:
+    """Chart selection callback: the clicked cell of chart `chart_key` becomes session_state[cell_key]."""
+    event = st.session_state.get(chart_key) or {}
+    for point in (event.get("selection") or {}).get("points") or []:
+        cell = cell_of_point(point, classes)
+        if cell is not None:
+            st.session_state[cell_key] = cell
+            return
+
+
 # ---------------------------------------------------------------- shared by the views
 
 

@@ -13,7 +13,8 @@ import pandas as pd
 import streamlit as st
 
 from core.base import eta, fmt
-from core.base.config import SourceConfig, to_dict
+from core.base.config import SourceConfig, TaskConfig, to_dict
+from core.data import labels as lab
 from core.evaluation import evaluate
 from core.runs import executors, jobs
 from core.runs.progress import ProgressRecord
@@ -121,14 +122,16 @@ def carried_config() -> tuple[dict | None, str]:
         else "Default settings (the Training setup page has not been opened in this session)."
     )
     cfg = cfg if cfg is not None else ws.get_or_default()
-    refused = untrainable(cfg.source)
+    refused = untrainable(cfg.source, cfg.data.task)
     return (None, refused) if refused else (to_dict(cfg), note)
 
 
-def untrainable(src: SourceConfig) -> str:
-    """Why training on this source would be refused (no usable images, one class...), '' when it can train."""
+def untrainable(src: SourceConfig, task: TaskConfig | None = None) -> str:
+    """Why training on this source would be refused (no usable images, one class...), '' when it can train;
+    findings or grades count as the classes of a multi-label or ordinal task (core.data.labels.trainable_reasons)."""
+    task = task or TaskConfig()
     try:
-        reasons = common.load_dataset(src).check_trainable()
+        reasons = lab.trainable_reasons(common.load_dataset(src), task.type, task.order)
     except (ValueError, OSError) as err:  # SourceError, a hosted refusal
         return f"The data source cannot be read: {err}"
     return (

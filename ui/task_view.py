@@ -7,8 +7,11 @@ The pages call these instead of the single-label views when the source, run or m
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import streamlit as st
 
 from core.base.config import SourceConfig
@@ -74,8 +77,9 @@ def evaluation(run_dir: str, version: tuple) -> dict[str, Any]:
     return bytask.evaluate_run(run_dir)
 
 
-def show_run(job: jobs.Job) -> None:
-    """A multi-label or ordinal run: headline metrics, the per-finding or cut-point table, figures, curves, CSVs."""
+def show_run(job: jobs.Job, checks: Callable[..., None] | None = None) -> None:
+    """A multi-label or ordinal run: headline metrics, the per-finding or cut-point table, figures, curves, CSVs;
+    `checks` (from the page) draws the errors of the shown set (top losses, matrix cells, suspect labels)."""
     run = RunFolder(job.run_dir)
     summary = run.read_metrics()
     version = common.file_version(*run.result_files())
@@ -107,13 +111,43 @@ def show_run(job: jobs.Job) -> None:
     with tabs[-1]:
         common.curves(job, common.best_epochs(summary, None))
     frames = evaluate.load_run_predictions(job.run_dir)
+    downloads(job, frames, name, version)
+    if checks is not None:
+        checks(job, ev, frames, name)
+
+
+@st.cache_data(max_entries=8, show_spinner="Writing the report (metrics with CIs, figures)...")
+def report_html(run_dir: str, version: tuple) -> tuple[bytes, str]:
+    """The task report (core.evaluation.report.build_report) built into the run folder; (its bytes, its path)."""
+    from core.evaluation import report
+
+    rep = report.build_report(run_dir, RunFolder(run_dir).report_folder(), png=False)
+    return Path(rep["report"]).read_bytes(), rep["report"]
+
+
+def downloads(job: jobs.Job, frames: dict[str, pd.DataFrame], name: str, version: tuple) -> None:
+    """The shown set's predictions as CSV, and the HTML report (built on request into the run folder)."""
     shown = frames[name].assign(path=frames[name]["path"].map(_name)) if hosting.hosted() else frames[name]
-    st.download_button(
+    c1, c2 = st.columns(2)
+    c1.download_button(
         f"Download the {SET_NAMES.get(name, name)} predictions (CSV)",
         shown.to_csv(index=False).encode(),
         file_name=predictions_name(name),
         key="tv_download",
     )
+    if c2.button("Build the report (HTML)", key="tv_report"):
+        st.session_state["tv_report_for"] = job.id
+    if st.session_state.get("tv_report_for") == job.id:
+        data, path = report_html(job.run_dir, version)
+        c2.download_button(
+            "Download report (HTML)",
+            data,
+            file_name=f"report_{job.id}.html",
+            mime="text/html",
+            key="tv_dl_report",
+        )
+        if not hosting.hosted():
+            c2.caption(f"Also saved as {path}.")
 
 
 def _name(path: str) -> str:

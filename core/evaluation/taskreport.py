@@ -16,7 +16,7 @@ import pandas as pd
 
 from core.base import fmt, steps
 from core.base.steps import OnStep
-from core.evaluation import bytask, evaluate, taskplots
+from core.evaluation import bytask, evaluate, taskerrors, taskplots
 from core.runs import rundir
 
 SET_NAMES = {
@@ -75,8 +75,8 @@ def detail_table(set_ev: dict[str, Any]) -> pd.DataFrame:
     )
 
 
-def _page(run_dir: Path, ev: dict[str, Any]) -> str:
-    """The report page: headline, then per set its table and figures (plotly.js embedded once)."""
+def _page(run_dir: Path, ev: dict[str, Any], frames: dict[str, pd.DataFrame]) -> str:
+    """The report page: headline, then per set its table, figures (plotly.js embedded once) and top losses."""
     first = next(iter(ev["sets"].values()))
     kind = "multi-label findings" if ev["task"] == "multilabel" else "ordinal grades (CORN head)"
     parts = [
@@ -94,6 +94,8 @@ def _page(run_dir: Path, ev: dict[str, Any]) -> str:
         for fig in taskplots.task_figures(set_ev).values():
             parts.append(fig.to_html(full_html=False, include_plotlyjs=js))
             js = False
+        if name in frames:
+            parts += ["<h3>Top losses</h3>", taskerrors.loss_table(set_ev, frames[name]).to_html(index=False)]
     body = "\n".join(parts)
     return f"<!doctype html><html><head><meta charset='utf-8'><title>Report</title></head><body>{body}</body></html>"
 
@@ -112,7 +114,10 @@ def build_task_report(
     steps.report(progress, "steps", 0, STEPS)
     ev = bytask.evaluate_run(run_dir, external=test_predictions, n_resamples=n_resamples, seed=seed)
     steps.report(progress, "steps", 1, STEPS)
-    (out_dir / "report.html").write_text(_page(run_dir, ev), encoding="utf-8")
+    frames = evaluate.load_run_predictions(run_dir)
+    if test_predictions is not None:
+        frames["external"] = test_predictions
+    (out_dir / "report.html").write_text(_page(run_dir, ev, frames), encoding="utf-8")
     steps.report(progress, "steps", 2, STEPS)
     comparison = headline_table(ev)
     record = {**ev, "comparison": comparison.to_dict("records"), "created": time.time()}
