@@ -957,13 +957,16 @@ def cmd_subgroups(ns: argparse.Namespace) -> dict[str, Any]:
     from core.evaluation import subgroups
 
     run = _finished_run(ns.run)
-    meta = pd.read_csv(ns.meta, dtype=str, keep_default_na=False)
-    if ns.path_col not in meta:
+    by = [c.strip() for c in ns.by.split(",") if c.strip()]
+    meta = pd.read_csv(ns.meta, dtype=str, keep_default_na=False) if ns.meta else None
+    if meta is not None and ns.path_col not in meta:
         raise CliError(f"{ns.meta} has no column {ns.path_col!r} (choose it with --path-col)")
+    if meta is None and not all(c.startswith("dicom:") for c in by):
+        raise CliError("--meta CSV is needed for columns that are not DICOM tags (dicom:<Keyword>)")
     out = subgroups.run_subgroups(
         run,
         meta,
-        [c.strip() for c in ns.by.split(",") if c.strip()],
+        by,
         ns.path_col,
         ns.set or None,
         ns.threshold,
@@ -1166,8 +1169,14 @@ def _defend_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_calibrate)
     p = sub.add_parser("subgroups", help="metrics per subgroup / site with CIs and the worst-group gap")
     p.add_argument("run", help="run folder (or its name under the runs folder)")
-    p.add_argument("--meta", required=True, help="CSV with a path column and the metadata columns")
-    p.add_argument("--by", required=True, help="metadata column(s), comma-separated (e.g. sex,site)")
+    p.add_argument("--meta", default="", help="CSV with a path column and the metadata columns")
+    p.add_argument(
+        "--by",
+        required=True,
+        help="column(s), comma-separated (e.g. sex,site); DICOM tags as dicom:<Keyword>: "
+        "dicom:PatientSex, dicom:PatientAge (a band), dicom:Manufacturer, dicom:ManufacturerModelName, "
+        "dicom:ViewPosition, dicom:BodyPartExamined, dicom:InstitutionName (a pseudonymised site)",
+    )
     p.add_argument("--path-col", default="path", help="the metadata CSV's path column (default path)")
     p.add_argument("--set", default="", help="test, oof or valid (default: test when the run has one)")
     p.add_argument("--threshold", type=float, default=None, help="binary decision threshold (default 0.5)")

@@ -17,7 +17,7 @@ import streamlit as st
 
 from core.base import fmt
 from core.base.config import SourceConfig
-from core.data import imaging
+from core.data import dicom_groups, imaging
 from core.data.items import SourceError
 from core.evaluation import calibration, conformal, evaluate, explain, plots, predict, report, subgroups
 from core.runs import jobs
@@ -35,6 +35,10 @@ SET_NAMES = {
     "test": "hold-out test",
     "external": "external test",
 }
+DICOM_GROUPS_NOTE = (
+    "`dicom:` columns come from the images' headers: the age as a band (<40, 40-59, 60-79, 80+), the institution "
+    "as a pseudonymised site (never its name)."
+)
 FOLD_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "sensitivity", "specificity")
 TOP_K, GALLERY_COLS, THUMB = 12, 6, 160
 
@@ -174,28 +178,41 @@ def sets_section(job: jobs.Job, version: tuple, external: pd.DataFrame | None) -
 def subgroup_fit(
     run_dir: str, version: tuple, csv_path: str, csv_version: tuple, path_col: str, by: tuple[str, ...]
 ) -> dict[str, Any]:
-    """subgroups.run_subgroups of the run with a metadata CSV (cached by both files' versions)."""
-    meta = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    """subgroups.run_subgroups of the run with a metadata CSV and/or DICOM tags (cached by the files' versions)."""
+    meta = pd.read_csv(csv_path, dtype=str, keep_default_na=False) if csv_path else None
     return subgroups.run_subgroups(run_dir, meta, list(by), path_col)
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def dicom_group_columns(run_dir: str, version: tuple) -> list[str]:
+    """The allow-listed DICOM tag columns when the run's evaluated images are DICOM files, else []."""
+    frames = evaluate.load_run_predictions(run_dir)
+    name = next((n for n in ("test", "oof", "valid") if n in frames), None)
+    paths = frames[name]["path"].astype(str).tolist() if name else []
+    return dicom_groups.columns() if dicom_groups.any_dicom(paths) else []
+
+
 def subgroups_section(job: jobs.Job, version: tuple) -> None:
-    """Metrics per metadata group with patient-level CIs, the worst-group gap and its warnings."""
+    """Metrics per metadata group (CSV columns, DICOM tags) with patient-level CIs, the worst-group gap, warnings."""
     st.subheader("Subgroups and sites")
+    tags = dicom_group_columns(job.run_dir, version)
     csv_path = common.csv_picker(
         "Metadata CSV (a path column and columns such as sex, age band, site)", "ev_sg_csv"
     )
-    if not csv_path:
+    if not csv_path and not tags:
         st.caption("Give a CSV with the images' paths and metadata columns to see each metric per group.")
         return
     try:
-        columns = list(pd.read_csv(csv_path, nrows=0).columns)
+        columns = list(pd.read_csv(csv_path, nrows=0).columns) if csv_path else []
         c1, c2 = st.columns([1, 2])
-        path_col = c1.selectbox("Path column", columns, key="ev_sg_path")
-        by = c2.multiselect("Group by", [c for c in columns if c != path_col], key="ev_sg_by")
+        path_col = c1.selectbox("Path column", columns, key="ev_sg_path") if columns else "path"
+        by = c2.multiselect("Group by", [c for c in columns if c != path_col] + tags, key="ev_sg_by")
+        if tags:
+            st.caption(DICOM_GROUPS_NOTE)
         if not by:
             return
-        out = subgroup_fit(job.run_dir, version, csv_path, common.file_version(csv_path), path_col, tuple(by))
+        csv_version = common.file_version(csv_path) if csv_path else ()
+        out = subgroup_fit(job.run_dir, version, csv_path or "", csv_version, path_col, tuple(by))
     except (OSError, ValueError, KeyError) as err:
         st.error(f"Cannot use this metadata CSV: {err}")
         return
