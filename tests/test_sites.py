@@ -7,9 +7,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from core.data import dicom_groups
+from core.data import dicom_groups, sites
 from core.evaluation import evaluate
 from tests.test_imaging import dicom, save
 
@@ -122,3 +123,123 @@ def test_evaluation_page_offers_dicom_tags_without_a_csv(tmp_path):
     table = next(d.value for d in at.dataframe if "dicom:Manufacturer" in d.value)
     assert list(table["dicom:Manufacturer"]) == ["VendorA", "VendorB"]
     assert any("VendorB has a lower accuracy" in w.value for w in at.warning)
+
+
+# ---------------------------------------------------------------- leave one site out
+
+
+def site_table(per_site: dict[str, int], seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Items of two classes, two images per patient, patients nested in sites; returns (items, site per row)."""
+    rows, site = [], []
+    for s, n in per_site.items():
+        for i in range(n):
+            rows.append(
+                {"path": f"/d/{s}/{i}.png", "label": "ab"[i % 2], "group": f"{s}-{i // 2}", "split": ""}
+            )
+            site.append(s)
+    return pd.DataFrame(rows), np.array(site)
+
+
+def test_site_folds_hold_out_each_site_whole_and_keep_the_test_rows_out():
+    items, site = site_table({"north": 24, "south": 30, "east": 40})
+    items.loc[items.index[-4:], "split"] = "test"
+    folds, names = sites.site_folds(items, site)
+    assert names == ["east", "north", "south"]
+    for (train, valid), name in zip(folds, names):
+        assert set(site[valid]) == {name} and name not in set(site[train])
+        assert not set(items["group"].iloc[train]) & set(items["group"].iloc[valid])
+        assert "test" not in set(items["split"].iloc[np.r_[train, valid]])
+    held = np.sort(np.concatenate([v for _, v in folds]))
+    assert list(held) == list(np.flatnonzero(items["split"] != "test"))  # every other row held out once
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (lambda it, s: (it, np.where(s == "south", "north", s)), "at least 2 sites"),
+        (
+            lambda it, s: (it.iloc[:30], s[:30]),
+            "fewer than 20 images cannot be judged held out: south \\(6\\)",
+        ),
+        (lambda it, s: (it, np.where(np.arange(len(s)) == 3, "", s)), "1 image\\(s\\) have no site"),
+        (lambda it, s: (it.assign(group="same"), s), "patient\\(s\\) have images at two sites"),
+        (lambda it, s: (it.assign(label=np.where(s == "south", "c", it["label"])), s), "c occur at one site"),
+    ],
+)
+def test_site_folds_are_refused_with_a_plain_reason(change, reason):
+    items, site = change(*site_table({"north": 24, "south": 24}))
+    with pytest.raises(sites.SplitError, match=reason):
+        sites.site_folds(items, site)
+
+
+def test_site_values_from_a_csv_column_or_a_dicom_tag(tmp_path):
+    paths = write_dicoms(
+        tmp_path / "d", [{"InstitutionName": "North Hospital"}, {"InstitutionName": "South"}]
+    )
+    items = pd.DataFrame({"path": paths, "csv_source": ["n", "s"]})
+    assert list(sites.site_values(items, "source")) == ["n", "s"]  # renamed csv_ when it clashed
+    dicom_sites = sites.site_values(items, "dicom:InstitutionName")
+    assert all(s.startswith("anon-") for s in dicom_sites) and dicom_sites[0] != dicom_sites[1]
+    with pytest.raises(sites.SplitError, match="no site column 'hospital'"):
+        sites.site_values(items, "hospital")
+
+
+def test_loso_needs_a_site_column():
+    from core.base.config import ConfigError, RunConfig
+
+    cfg = RunConfig()
+    cfg.data.split.method = "loso"
+    with pytest.raises(ConfigError, match="--site-col"):
+        cfg.validate()
+
+
+@pytest.mark.slow
+def test_loso_run_trains_one_model_per_site_and_reports_each_with_cis(tmp_path):
+    from core.base.config import RunConfig, SourceConfig, to_dict
+    from core.evaluation import subgroups
+    from core.runs.jobs import run_inline
+    from tests.synth import blob_dataset
+
+    root = blob_dataset(tmp_path / "blobs", n_per_class=24)
+    table = pd.read_csv(root / "labels.csv")
+    table["site"] = np.where(table["patient_id"].str[1:].astype(int) % 2 == 0, "north", "south")
+    table.to_csv(root / "labels.csv", index=False)
+    cfg = RunConfig(
+        source=SourceConfig(kind="csv", csv_path=str(root / "labels.csv"), group_col="patient_id")
+    )
+    cfg.data.img_size, cfg.data.batch_size, cfg.data.aug.enabled = 32, 16, False
+    cfg.data.split.method, cfg.data.split.site_col = "loso", "site"
+    cfg.train.pretrained, cfg.train.freeze_epochs, cfg.train.epochs = False, 0, 1
+    result = run_inline("train", {"config": to_dict(cfg)}, run_dir=tmp_path / "loso")
+    run = tmp_path / "loso"
+    assert result["type"] == "kfold" and result["k"] == 2
+    rec = result["loso"]
+    assert rec["sites"] == ["north", "south"] and rec["patient_level"] is True
+    assert [g["n"] for g in rec["per_site"]] == [24, 24]
+    assert all(g["accuracy"]["lo"] <= g["accuracy"]["value"] <= g["accuracy"]["hi"] for g in rec["per_site"])
+    assert set(rec["spread"]["accuracy"]) == {"min", "max", "sd"}
+    oof = pd.read_csv(run / "oof_predictions.csv")
+    names = oof["path"].map(lambda p: Path(p).name)
+    assert list(oof["site"]) == list(
+        names.map(dict(zip(table["path"].map(lambda p: Path(p).name), table["site"])))
+    )
+    assert json.loads((run / "config.json").read_text())["data"]["split"]["k_folds"] == 2
+    out = subgroups.run_subgroups(run, None, ["site"], n_resamples=100)  # the site column needs no table
+    assert out["set"] == "oof" and [g["group"] for g in out["reports"]["site"]["groups"]] == [
+        "north",
+        "south",
+    ]
+
+
+@pytest.mark.slow
+def test_setup_page_asks_for_the_site_column_and_says_why_folds_cannot_be_made():
+    from tests.test_app_state import app
+
+    at = app().run()
+    at.selectbox(key="src_choice").select("sample").run()
+    at.switch_page("pages/2_setup.py").run()
+    at.selectbox(key="su_split_method").select("loso").run()
+    at.text_input(key="su_site_col").input("hospital").run()
+    assert not at.exception, at.exception
+    assert any("no site column 'hospital'" in e.value for e in at.error)
+    assert any(e.value.startswith("These settings cannot work") for e in at.error)

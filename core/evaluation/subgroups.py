@@ -204,7 +204,7 @@ def attach(df: pd.DataFrame, meta: pd.DataFrame, path_col: str = "path") -> pd.D
     return out
 
 
-def _patients_of(paths: pd.Series, items: pd.DataFrame) -> pd.Series:
+def patients_of(paths: pd.Series, items: pd.DataFrame) -> pd.Series:
     """The run's (pseudonymised) patient of each predicted path, matched by its path relative to the source."""
     group_of = dict(zip(items["relpath"].astype(str), items["group"].astype(str)))
 
@@ -239,7 +239,8 @@ def run_subgroups(
 ) -> dict[str, Any]:
     """subgroup_report of a run's test set (else out-of-fold / validation) for each metadata column in `by`.
 
-    The metadata table is joined by path (`attach`); `dicom:<Keyword>` names are read from the images' headers
+    Columns the predictions already hold (a leave-one-site-out run's `site`) need no table. The metadata table
+    is joined by path (`attach`); `dicom:<Keyword>` names are read from the images' headers
     (no table needed, `meta` may be None); patients come from the run's items.csv (its pseudonyms),
     so resampling is by patient whenever the run was split by patient.
     """
@@ -247,7 +248,7 @@ def run_subgroups(
     classes = list(evaluate.run_summary(run_dir)["classes"])
     frames = evaluate.load_run_predictions(run_dir)
     name = set_name or next(n for n in ("test", "oof", "valid") if n in frames)
-    from_meta = [c for c in by if not dicom_groups.is_dicom_column(c)]
+    from_meta = [c for c in by if not dicom_groups.is_dicom_column(c) and c not in frames[name].columns]
     have = list(meta.columns) if meta is not None else []
     missing = [c for c in from_meta if c not in have]
     if missing:
@@ -258,7 +259,7 @@ def run_subgroups(
     if from_meta and meta is not None:
         df = attach(df, meta[[path_col, *from_meta]], path_col)
     items = run.read_items() if run.items.is_file() else pd.DataFrame(columns=["relpath", "group"])
-    df["_patient"] = _patients_of(df["path"], items) if "group" in items else ""
+    df["_patient"] = patients_of(df["path"], items) if "group" in items else ""
     by_patient = bool((df["_patient"] != "").all())
     reports = {
         col: subgroup_report(
