@@ -243,3 +243,142 @@ def test_setup_page_asks_for_the_site_column_and_says_why_folds_cannot_be_made()
     assert not at.exception, at.exception
     assert any("no site column 'hospital'" in e.value for e in at.error)
     assert any(e.value.startswith("These settings cannot work") for e in at.error)
+
+
+# ---------------------------------------------------------------- per-site recalibration
+
+
+def planted_site(n: int, sharpen: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Binary labels drawn from sigmoid(z) and a model that reports sigmoid(sharpen * z) (over-confident if > 1)."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0, 1.5, n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(int)
+    p = 1 / (1 + np.exp(-sharpen * z))
+    return y, np.c_[1 - p, p]
+
+
+def test_an_over_confident_site_gets_t_above_one_and_lower_ece_on_held_out_rows():
+    from core.evaluation import calibration, site_calibration
+    from core.models import temperature
+
+    y_a, p_a = planted_site(400, 1.0, seed=1)  # the training site: already calibrated
+    y_b, p_b = planted_site(400, 3.0, seed=2)  # a new site where the model is over-confident
+    df = evaluate.predictions_frame(
+        [f"/x/{i}.png" for i in range(800)], np.r_[y_a, y_b], np.r_[p_a, p_b], ["normal", "pneumonia"]
+    )
+    sites_of_rows = np.repeat(["north", "south"], 400)
+    reports = site_calibration.recalibrate(
+        df, ["normal", "pneumonia"], sites_of_rows, base=1.5, n_resamples=200
+    )
+    south, north = reports["south"], reports["north"]
+    assert (
+        south["fitted"]
+        and south["temperature"] > 2
+        and south["divisor"] == pytest.approx(1.5 * south["temperature"])
+    )
+    assert (
+        south["ece"]["after"]["value"] < south["ece"]["before"]["value"] and south["ece"]["change"]["hi"] < 0
+    )
+    assert north["fitted"] and 0.7 < north["temperature"] < 1.4
+    y_new, p_new = planted_site(
+        2000, 3.0, seed=9
+    )  # fresh rows of the new site: the kept temperature helps there
+    fresh = calibration.compare(y_new, p_new, temperature.scale_probs(p_new, south["temperature"]), 200)
+    assert fresh["ece"]["after"]["value"] < fresh["ece"]["before"]["value"] / 2
+    small = site_calibration.recalibrate(df.head(30), ["normal", "pneumonia"], np.full(30, "tiny"), 1.0)
+    assert not small["tiny"]["fitted"] and "fewer than 40" in small["tiny"]["reason"]
+    assert "note" in site_calibration.table(small).columns
+
+
+def test_cross_fitting_never_scores_an_image_with_a_temperature_fitted_on_it(monkeypatch):
+    from core.evaluation import site_calibration
+    from core.models import temperature
+
+    seen: list[set[int]] = []
+    real = temperature.fit_temperature
+
+    def spy(y, probs, fitted_on="valid"):
+        seen.append({int(round(v * 1e6)) for v in probs[:, 1]})
+        return real(y, probs, fitted_on)
+
+    monkeypatch.setattr(temperature, "fit_temperature", spy)
+    y, p = planted_site(200, 3.0, seed=4)
+    p[:, 1] += np.arange(200) * 1e-9  # tell rows apart
+    p[:, 0] = 1 - p[:, 1]
+    out = site_calibration.cross_fitted(y, p)
+    changed = ~np.isclose(out[:, 1], p[:, 1])
+    assert len(seen) == 5 and changed.all()
+    for fitted in seen:  # each fold's fit saw 4/5 of the rows, never all of them
+        assert 150 <= len(fitted) <= 170
+
+
+@pytest.fixture
+def site_model(tmp_path):
+    """A saved 2-class resnet18 (32 px) with its own temperature 1.5, and a small labelled image folder."""
+    from core.models import archs, temperature
+    from core.models.savedmodel import Manifest, save_model
+    from tests.synth import blob_dataset
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    t = temperature.Temperature(1.5, "valid", 100, 0.7, 0.6)
+    manifest = temperature.with_temperature(
+        Manifest(arch="resnet18", classes=["blob", "plain"], img_size=32, mean=[0.5] * 3, std=[0.25] * 3), t
+    )
+    save_model(archs.create_model("resnet18", 2).eval(), tmp_path / "model", manifest)
+    return tmp_path / "model", blob_dataset(tmp_path / "images", n_per_class=25)
+
+
+def test_evaluate_keeps_a_site_temperature_and_predict_applies_it_by_name_or_pseudonym(
+    site_model, monkeypatch, capsys
+):
+    """Plumbing, not the fit: the site's fit is replaced by a known temperature 2 (a random model cannot decide it)."""
+    from core.base.privacy import pseudonym
+    from core.cli import main
+    from core.evaluation import site_calibration
+    from core.evaluation.predict import Predictor
+    from core.models import site_temperature
+    from core.models.savedmodel import read_manifest
+
+    known = {
+        "fitted": True,
+        "temperature": 2.0,
+        **{
+            k: {
+                "before": {"value": 0.2, "lo": 0.1, "hi": 0.3},
+                "after": {"value": 0.1, "lo": 0.05, "hi": 0.15},
+                "change": {"value": -0.1, "lo": -0.2, "hi": -0.01},
+            }
+            for k in ("ece", "brier")
+        },
+    }
+    monkeypatch.setattr(
+        site_calibration, "site_report", lambda y, p, n_resamples=0, seed=0: {"n": len(y), **known}
+    )
+    model, images = site_model
+    args = ["evaluate", "--model", str(model), "--root", str(images), "--no-report"]
+    assert main([*args, "--recalibrate-site", "Hospital North"]) == 0
+    out = json.loads(capsys.readouterr().out)["site_calibration"]
+    assert out["stored"] == ["Hospital North"] and out["sites"][0]["temperature"] == 2.0
+    manifest, _ = read_manifest(model)
+    assert site_temperature.divisor(manifest, "Hospital North") == pytest.approx(3.0)  # 1.5 (own) x 2 (site)
+    paths = sorted(str(p) for p in images.rglob("*.png"))[:6]
+    raw = Predictor(model, device="cpu", calibrated=False).predict_paths(paths)[0]
+    at_site = Predictor(model, device="cpu", site="Hospital North").predict_paths(paths)[0]
+    cols = ["prob_blob", "prob_plain"]
+    np.testing.assert_allclose(at_site[cols], temperature_scaled(raw[cols].to_numpy(), 3.0), atol=1e-5)
+    site_calibration.store(model, {pseudonym("Dicom Site"): {"n": 50, **known, "divisor": 2.5}})
+    assert Predictor(model, device="cpu", site="Dicom Site").temperature == pytest.approx(
+        2.5
+    )  # found by pseudonym
+    with pytest.raises(ValueError, match="no temperature for site 'Elsewhere'"):
+        Predictor(model, device="cpu", site="Elsewhere")
+    assert main(["predict", "--model", str(model), paths[0], "--site", "Elsewhere"]) == 1
+    assert main(["predict", "--model", str(model), paths[0], "--site", "Hospital North"]) == 0
+
+
+def temperature_scaled(probs: np.ndarray, t: float) -> np.ndarray:
+    """probs as the model gives them with its logits divided by t."""
+    from core.models import temperature
+
+    return temperature.scale_probs(probs, t)

@@ -184,18 +184,21 @@ def subgroup_fit(
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def dicom_group_columns(run_dir: str, version: tuple) -> list[str]:
-    """The allow-listed DICOM tag columns when the run's evaluated images are DICOM files, else []."""
+def run_group_columns(run_dir: str, version: tuple) -> list[str]:
+    """Groups a run offers without a CSV: a leave-one-site-out run's `site`, and the allow-listed DICOM tag columns
+    when its evaluated images are DICOM files."""
     frames = evaluate.load_run_predictions(run_dir)
     name = next((n for n in ("test", "oof", "valid") if n in frames), None)
-    paths = frames[name]["path"].astype(str).tolist() if name else []
-    return dicom_groups.columns() if dicom_groups.any_dicom(paths) else []
+    if name is None:
+        return []
+    own = ["site"] if "site" in frames[name] else []
+    return own + (dicom_groups.columns() if dicom_groups.any_dicom(frames[name]["path"].astype(str)) else [])
 
 
 def subgroups_section(job: jobs.Job, version: tuple) -> None:
     """Metrics per metadata group (CSV columns, DICOM tags) with patient-level CIs, the worst-group gap, warnings."""
     st.subheader("Subgroups and sites")
-    tags = dicom_group_columns(job.run_dir, version)
+    tags = run_group_columns(job.run_dir, version)
     csv_path = common.csv_picker(
         "Metadata CSV (a path column and columns such as sex, age band, site)", "ev_sg_csv"
     )
@@ -207,7 +210,7 @@ def subgroups_section(job: jobs.Job, version: tuple) -> None:
         c1, c2 = st.columns([1, 2])
         path_col = c1.selectbox("Path column", columns, key="ev_sg_path") if columns else "path"
         by = c2.multiselect("Group by", [c for c in columns if c != path_col] + tags, key="ev_sg_by")
-        if tags:
+        if any(dicom_groups.is_dicom_column(t) for t in tags):
             st.caption(DICOM_GROUPS_NOTE)
         if not by:
             return
