@@ -347,11 +347,11 @@ def file_version(*files: str | os.PathLike) -> tuple:
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model...")
-def _predictor(model_path: str, version: tuple):
-    """One loaded Predictor per model file version (shared by every session: never mutate it)."""
+def _predictor(model_path: str, version: tuple, site: str = ""):
+    """One loaded Predictor per model file version and site (shared by every session: never mutate it)."""
     from core.evaluation.predict import Predictor
 
-    return Predictor(model_path)
+    return Predictor(model_path, site=site)
 
 
 def model_version(model_path: str) -> tuple:
@@ -361,9 +361,10 @@ def model_version(model_path: str) -> tuple:
     return file_version(*sorted(folder.glob("*.json")), *sorted(folder.glob("*.safetensors")))
 
 
-def predictor(model_path: str):
-    """A cached core.evaluation.predict.Predictor for a model folder / model.json; a rewritten model is loaded again."""
-    return _predictor(str(model_path), model_version(model_path))
+def predictor(model_path: str, site: str = ""):
+    """A cached core.evaluation.predict.Predictor for a model folder / model.json (with a site's temperature when
+    named); a rewritten model is loaded again."""
+    return _predictor(str(model_path), model_version(model_path), site)
 
 
 # ---------------------------------------------------------------- the model as a zip

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -19,7 +20,17 @@ from core.base import fmt
 from core.base.config import SourceConfig
 from core.data import dicom_groups, imaging
 from core.data.items import SourceError
-from core.evaluation import calibration, conformal, evaluate, explain, plots, predict, report, subgroups
+from core.evaluation import (
+    calibration,
+    conformal,
+    evaluate,
+    explain,
+    plots,
+    predict,
+    report,
+    site_calibration,
+    subgroups,
+)
 from core.runs import jobs
 from core.runs.rundir import REPORT_METRICS, RunFolder
 from core.train import calibrate
@@ -38,6 +49,12 @@ SET_NAMES = {
 DICOM_GROUPS_NOTE = (
     "`dicom:` columns come from the images' headers: the age as a band (<40, 40-59, 60-79, 80+), the institution "
     "as a pseudonymised site (never its name)."
+)
+SITE_NOTE = (
+    "If these images come from a new site, a temperature fitted on them makes its probabilities honest there. The "
+    "ECE after is cross-fitted (each image rescaled by a temperature fitted without it); the kept temperature is fitted "
+    "on all of them and applied on the Predict page when you choose the site. It assumes later images of the site "
+    "look like these; it does not change which class is predicted."
 )
 FOLD_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "sensitivity", "specificity")
 TOP_K, GALLERY_COLS, THUMB = 12, 6, 160
@@ -569,6 +586,7 @@ def external_section(job: jobs.Job) -> None:
             if len(ext["problems"]):
                 st.dataframe(shown_frame(ext["problems"]), hide_index=True, width="stretch")
             st.button("Forget this test set", key="ev_ext_clear", on_click=_forget_external)
+            site_recalibration(job, ext)
         models = {k: str(v) for k, v in RunFolder(job.run_dir).models().items()}
         if not models:
             st.info("This run has no saved model.")
@@ -579,6 +597,38 @@ def external_section(job: jobs.Job) -> None:
         tta = c2.checkbox("Test-time augmentation (average with the mirror image)", key="ev_ext_tta")
         if st.button("Evaluate on this test set", key="ev_ext_go", disabled=cfg is None):
             _predict_external(job, cfg, models[model], tta)
+
+
+def site_recalibration(job: jobs.Job, ext: dict[str, Any]) -> None:
+    """A new site's temperature fitted on the external set (cross-fitted ECE before / after), kept in the model."""
+    st.markdown("**Recalibrate for this site**")
+    st.caption(SITE_NOTE)
+    dicom = dicom_groups.any_dicom(ext["df"]["path"].astype(str))
+    c1, c2 = st.columns([2, 1])
+    name = c1.text_input("Site name (stored as written: use a code)", key="ev_site_name")
+    per_row = c2.checkbox("One per DICOM institution", key="ev_site_dicom", disabled=not dicom)
+    go = st.button(
+        "Fit and keep the site's temperature",
+        key="ev_site_go",
+        disabled=not (name.strip() or per_row) or not common.own_run(job),
+    )
+    if not go:
+        return
+    df = ext["df"]
+    try:
+        pred = common.predictor(ext["model"])
+        by = dicom_groups.PREFIX + dicom_groups.SITE_TAG
+        sites = site_calibration.row_sites(df, by) if per_row else np.full(len(df), name.strip())
+        reports = site_calibration.recalibrate(df, pred.classes, sites, pred.temperature)
+        stored = site_calibration.store(ext["model"], reports)
+    except (ValueError, OSError) as err:
+        st.error(f"Cannot recalibrate: {err}")
+        return
+    st.dataframe(site_calibration.table(reports), hide_index=True, width="stretch")
+    if stored:
+        st.success(f"Kept in the model for: {', '.join(stored)}. Choose the site on the Predict page.")
+    else:
+        st.info("No site had enough labelled images to fit a temperature: nothing was kept.")
 
 
 def external_frame(job: jobs.Job) -> pd.DataFrame | None:
