@@ -1000,8 +1000,6 @@ def cmd_subgroups(ns: argparse.Namespace) -> dict[str, Any]:
     meta = pd.read_csv(ns.meta, dtype=str, keep_default_na=False) if ns.meta else None
     if meta is not None and ns.path_col not in meta:
         raise CliError(f"{ns.meta} has no column {ns.path_col!r} (choose it with --path-col)")
-    if meta is None and not all(c.startswith("dicom:") for c in by):
-        raise CliError("--meta CSV is needed for columns that are not DICOM tags (dicom:<Keyword>)")
     out = subgroups.run_subgroups(
         run,
         meta,

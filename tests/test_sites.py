@@ -108,6 +108,7 @@ def test_cli_subgroups_by_dicom_tags_finds_the_vendor_gap_without_a_csv(tmp_path
     assert [g["dicom:PatientAge"] for g in out["groups"]["dicom:PatientAge"]] == ["40-59"]
     assert "Hospital" not in text
     assert main(["subgroups", str(run), "--by", "sex"]) == 1  # a CSV column needs --meta
+    assert "give a metadata CSV (--meta)" in capsys.readouterr().err
 
 
 @pytest.mark.slow

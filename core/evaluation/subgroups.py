@@ -254,6 +254,9 @@ def run_subgroups(
     if missing:
         raise ValueError(
             f"the metadata table has no column(s) {', '.join(missing)} (it has {', '.join(have) or 'none'})"
+            if meta is not None
+            else f"no column(s) {', '.join(missing)} in the predictions: give a metadata CSV (--meta), or use "
+            "DICOM tags (dicom:<Keyword>)"
         )
     df = with_dicom_columns(frames[name], by)
     if from_meta and meta is not None:
