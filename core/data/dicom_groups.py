@@ -8,6 +8,7 @@ that are not DICOM, or lack a tag, give "" (the subgroup report calls that group
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from core.base.privacy import pseudonym
+from core.base.privacy import pseudonym, pseudonym_key
 from core.data import imaging
 
 PREFIX = "dicom:"
@@ -83,8 +84,9 @@ def shown_value(tag: str, raw: str) -> str:
 
 
 @lru_cache(maxsize=65536)
-def _file_groups(path: str, mtime_ns: int, size: int) -> tuple[tuple[str, str], ...]:
-    """Every allow-listed group value of one file (already banded / pseudonymised), cached by path and version."""
+def _file_groups(path: str, mtime_ns: int, size: int, key_id: str) -> tuple[tuple[str, str], ...]:
+    """Every allow-listed group value of one file (already banded / pseudonymised), cached by path, version and
+    pseudonym key (another key must not reuse pseudonyms made with this one)."""
     try:
         meta = imaging.dicom_metadata(path, include_phi=True)
     except (imaging.ImageError, OSError):
@@ -98,7 +100,8 @@ def file_groups(path: str | os.PathLike) -> dict[str, str]:
         st = os.stat(path)
     except OSError:
         return {}
-    return dict(_file_groups(str(path), st.st_mtime_ns, st.st_size))
+    key_id = hashlib.sha256(pseudonym_key()).hexdigest()[:16]
+    return dict(_file_groups(str(path), st.st_mtime_ns, st.st_size, key_id))
 
 
 def group_table(paths: Iterable[str], names: Sequence[str], workers: int = 4) -> pd.DataFrame:
