@@ -383,3 +383,20 @@ def temperature_scaled(probs: np.ndarray, t: float) -> np.ndarray:
     from core.models import temperature
 
     return temperature.scale_probs(probs, t)
+
+
+@pytest.mark.slow
+def test_a_loso_run_with_one_site_is_refused_before_training(tmp_path):
+    from core.base.config import RunConfig, SourceConfig, to_dict
+    from core.runs.jobs import run_inline
+    from core.train.learner import TrainingError
+    from tests.synth import blob_dataset
+
+    root = blob_dataset(tmp_path / "blobs", n_per_class=12, size=16)
+    pd.read_csv(root / "labels.csv").assign(site="north").to_csv(root / "labels.csv", index=False)
+    cfg = RunConfig(
+        source=SourceConfig(kind="csv", csv_path=str(root / "labels.csv"), group_col="patient_id")
+    )
+    cfg.data.split.method, cfg.data.split.site_col = "loso", "site"
+    with pytest.raises(TrainingError, match="leave-one-site-out refused: .*at least 2 sites"):
+        run_inline("train", {"config": to_dict(cfg)}, run_dir=tmp_path / "run")

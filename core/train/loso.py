@@ -19,6 +19,7 @@ from core.data import sites
 from core.evaluation import subgroups
 from core.runs import rundir
 from core.runs.progress import Progress
+from core.train.learner import TrainingError
 
 KEY = "loso"  # metrics.json's record of a leave-one-site-out run
 SITE = (
@@ -48,10 +49,13 @@ def plan(
     of sites (written to config.json) and each item's site (recorded in items.csv by `record_sites`)."""
     col = cfg.data.split.site_col
     if cfg.data.task.type != "single":
-        raise sites.SplitError("leave-one-site-out is for single-label runs (one class per image) for now")
+        raise TrainingError("leave-one-site-out is for single-label runs (one class per image) for now")
     progress.update(force=True, phase="scanning", message=f"reading each image's site ({col})")
-    site = sites.site_values(items, col)
-    folds, names = sites.site_folds(items, site)
+    try:
+        site = sites.site_values(items, col)
+        folds, names = sites.site_folds(items, site)
+    except sites.SplitError as err:
+        raise TrainingError(f"leave-one-site-out refused: {err}") from None
     out = copy.deepcopy(cfg)
     out.data.split.k_folds = len(names)
     run.write(rundir.CONFIG, to_dict(out))
