@@ -225,6 +225,10 @@ def test_loso_run_trains_one_model_per_site_and_reports_each_with_cis(tmp_path):
         names.map(dict(zip(table["path"].map(lambda p: Path(p).name), table["site"])))
     )
     assert json.loads((run / "config.json").read_text())["data"]["split"]["k_folds"] == 2
+    from core.evaluation import checklist
+
+    part = next(i for i in checklist.checklist(run, 100) if i.topic == "Partitions and patient grouping")
+    assert "leave one site out: 2 sites of 'site'" in part.value
     out = subgroups.run_subgroups(run, None, ["site"], n_resamples=100)  # the site column needs no table
     assert out["set"] == "oof" and [g["group"] for g in out["reports"]["site"]["groups"]] == [
         "north",
@@ -327,7 +331,7 @@ def site_model(tmp_path):
         Manifest(arch="resnet18", classes=["blob", "plain"], img_size=32, mean=[0.5] * 3, std=[0.25] * 3), t
     )
     save_model(archs.create_model("resnet18", 2).eval(), tmp_path / "model", manifest)
-    return tmp_path / "model", blob_dataset(tmp_path / "images", n_per_class=25)
+    return tmp_path / "model", blob_dataset(tmp_path / "images", n_per_class=8)
 
 
 def test_evaluate_keeps_a_site_temperature_and_predict_applies_it_by_name_or_pseudonym(
