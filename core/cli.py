@@ -745,6 +745,7 @@ def cmd_predict(ns: argparse.Namespace) -> dict[str, Any]:
         "out": ns.out or None,
         "threshold": pred.threshold_used(ns.threshold),
         "tta": ns.tta,
+        "site": {"name": ns.site, "temperature": pred.temperature} if getattr(ns, "site", "") else None,
         "scored": None
         if pred.task == "multilabel"
         else _scored(preds, pred.classes, ns.threshold, pred.task),

@@ -379,7 +379,9 @@ def test_evaluate_keeps_a_site_temperature_and_predict_applies_it_by_name_or_pse
     with pytest.raises(ValueError, match="no temperature for site 'Elsewhere'"):
         Predictor(model, device="cpu", site="Elsewhere")
     assert main(["predict", "--model", str(model), paths[0], "--site", "Elsewhere"]) == 1
+    capsys.readouterr()
     assert main(["predict", "--model", str(model), paths[0], "--site", "Hospital North"]) == 0
+    assert json.loads(capsys.readouterr().out)["site"]["temperature"] == pytest.approx(3.0)
 
 
 def temperature_scaled(probs: np.ndarray, t: float) -> np.ndarray:

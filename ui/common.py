@@ -507,8 +507,11 @@ def grad_cam(model_path: str, path: str, class_name: str | None = None) -> dict:
     return _cam(str(model_path), model_version(model_path), str(path), file_version(path), class_name)
 
 
-def show_cam(model_path: str, path: str, class_name: str | None = None, caption: str = "") -> None:
-    """The image and its Grad-CAM overlay side by side (or why there is none)."""
+def show_cam(
+    model_path: str, path: str, class_name: str | None = None, caption: str = "", prob: float | None = None
+) -> None:
+    """The image and its Grad-CAM overlay side by side (or why there is none); `prob`: the probability the caller's
+    table shows (a site's temperature), else the model's own."""
 
     try:
         cam = grad_cam(model_path, path, class_name)
@@ -519,7 +522,7 @@ def show_cam(model_path: str, path: str, class_name: str | None = None, caption:
     left.image(thumbnail(path, 448), caption=caption or Path(path).name, width="stretch")
     right.image(
         cam["overlay"],
-        caption=f"Grad-CAM for '{cam['class']}' (p = {cam['prob']:.3f}): "
+        caption=f"Grad-CAM for '{cam['class']}' (p = {cam['prob'] if prob is None else prob:.3f}): "
         "red = regions that raised this class's score",
         width="stretch",
     )

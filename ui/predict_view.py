@@ -383,6 +383,11 @@ def explain_one(df: pd.DataFrame, table: pd.DataFrame, model: str, seq: int = 0)
         for i in range(len(df))
     }
     i = st.selectbox("Image", list(labels), key=f"pr_pick_{seq}", format_func=labels.get)
+    site = (st.session_state.get(RESULT) or {}).get("site")
     common.show_cam(
-        model, str(df["path"].iloc[i]), str(df["pred"].iloc[i]), caption=str(table["path"].iloc[i])
+        model,
+        str(df["path"].iloc[i]),
+        str(df["pred"].iloc[i]),
+        caption=str(table["path"].iloc[i]),
+        prob=float(df["prob_pred"].iloc[i]) if site else None,  # the site's temperature, as in the table
     )
