@@ -135,7 +135,8 @@ def choices_from_state(state: Any) -> Choices:
     """The setup widgets' values as the user's choices (core.base.choices maps them onto the RunConfig)."""
     chosen = schema.from_state(state, SETTINGS.values())
     chosen["default_lr"] = "lr" in chosen and chosen["lr"] is None  # blank: the schedule's default
-    chosen["k_folds"] = int(state["su_k"]) if state["su_kfold"] else 0
+    loso = state.get("su_split_method") == "loso"  # its folds are the sites, counted when training starts
+    chosen["k_folds"] = int(state["su_k"]) if state["su_kfold"] and not loso else 0
     return chosen
 
 
@@ -541,8 +542,11 @@ def split_section(src: SourceConfig, items: pd.DataFrame | None, cfg: RunConfig 
         "k-fold cross-validation",
         key="su_kfold",
         help="Train k models, each validated on a different fold; reports mean ± sd.",
+        disabled=method == "loso",  # its folds are the sites
     )
-    c2.number_input("k (folds)", 2, 20, key="su_k", disabled=not st.session_state["su_kfold"])
+    c2.number_input(
+        "k (folds)", 2, 20, key="su_k", disabled=not st.session_state["su_kfold"] or method == "loso"
+    )
     ws.widget(c3, "seed")
     if items is None or items.empty or cfg is None:
         return []
