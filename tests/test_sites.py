@@ -225,7 +225,10 @@ def test_loso_run_trains_one_model_per_site_and_reports_each_with_cis(tmp_path):
         names.map(dict(zip(table["path"].map(lambda p: Path(p).name), table["site"])))
     )
     assert json.loads((run / "config.json").read_text())["data"]["split"]["k_folds"] == 2
-    from core.evaluation import checklist
+    from core.evaluation import checklist, report
+
+    page = "\n".join(report._loso_section(rec))
+    assert "Leave one site out (2 sites of 'site')" in page and "north" in page and "sd " in page
 
     part = next(i for i in checklist.checklist(run, 100) if i.topic == "Partitions and patient grouping")
     assert "leave one site out: 2 sites of 'site'" in part.value
