@@ -745,6 +745,7 @@ def cmd_predict(ns: argparse.Namespace) -> dict[str, Any]:
         "out": ns.out or None,
         "threshold": pred.threshold_used(ns.threshold),
         "tta": ns.tta,
+        "site": {"name": ns.site, "temperature": pred.temperature} if getattr(ns, "site", "") else None,
         "scored": None
         if pred.task == "multilabel"
         else _scored(preds, pred.classes, ns.threshold, pred.task),
@@ -770,8 +771,13 @@ def _predictor(ns: argparse.Namespace, model: Path | str) -> Any:
     from core.evaluation.ensemble import EnsemblePredictor
     from core.evaluation.predict import Predictor
 
-    kind = EnsemblePredictor if ns.ensemble else Predictor
-    pred = kind(model, calibrated=not ns.uncalibrated)
+    if ns.ensemble and ns.site:
+        raise CliError("--site applies one model's site temperature: not with --ensemble")
+    pred: Any = (
+        EnsemblePredictor(model, calibrated=not ns.uncalibrated)
+        if ns.ensemble
+        else Predictor(model, calibrated=not ns.uncalibrated, site=ns.site)
+    )
     if ns.coverage is not None:
         pred.use_sets(SetRule(ns.coverage, ns.set_score, ns.mondrian))
     return pred
@@ -808,6 +814,8 @@ def cmd_evaluate(ns: argparse.Namespace) -> dict[str, Any]:
         "scored": _scored(df, pred.classes, ns.threshold, pred.task, pred.manifest.task.get("thresholds")),
         "prediction_sets": _set_coverage(pred, df),
     }
+    if ns.recalibrate_site or ns.recalibrate_by:
+        out["site_calibration"] = _recalibrate_sites(ns, model, pred, df)
     run = rundir.of_model(model)
     if ns.no_report:
         return out
@@ -830,6 +838,32 @@ def cmd_evaluate(ns: argparse.Namespace) -> dict[str, Any]:
     line.close()
     out.update(report=rep["report"], comparison=rep["comparison"], png_note=rep["png_note"] or None)
     return out
+
+
+def _recalibrate_sites(ns: argparse.Namespace, model: Path | str, pred: Any, df: Any) -> dict[str, Any]:
+    """evaluate --recalibrate-site / --recalibrate-by: a temperature per site with cross-fitted ECE before / after,
+    kept in the saved model (core.evaluation.site_calibration)."""
+    import numpy as np
+    import pandas as pd
+
+    from core.evaluation import site_calibration
+    from core.models.savedmodel import find_manifest
+
+    if ns.site or ns.ensemble or pred.task != "single":
+        raise CliError("recalibrating a site needs one single-label model without --site or --ensemble")
+    if ns.recalibrate_site:
+        sites = np.full(len(df), ns.recalibrate_site.strip())
+    else:
+        meta = pd.read_csv(ns.csv_path, dtype=str, keep_default_na=False) if ns.csv_path else None
+        sites = site_calibration.row_sites(df, ns.recalibrate_by, meta, ns.path_col)
+    reports = site_calibration.recalibrate(df, pred.classes, sites, pred.temperature)
+    stored = site_calibration.store(find_manifest(model).parent, reports)
+    return {
+        "sites": site_calibration.table(reports).to_dict("records"),
+        "stored": stored,
+        "note": "ECE after is cross-fitted (5 folds: each image rescaled by a temperature fitted without it); "
+        "use a stored site with `predict --site NAME`",
+    }
 
 
 def _finished_run(arg: str) -> Path:
@@ -930,6 +964,12 @@ def _decision_args(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="raw probabilities: ignore the temperature the model carries (default: apply it)",
     )
+    p.add_argument(
+        "--site",
+        default="",
+        help="the images come from this site: apply the temperature the model keeps for it "
+        "(fitted with evaluate --recalibrate-site; a DICOM site by its name or pseudonym)",
+    )
 
 
 def cmd_calibrate(ns: argparse.Namespace) -> dict[str, Any]:
@@ -957,13 +997,14 @@ def cmd_subgroups(ns: argparse.Namespace) -> dict[str, Any]:
     from core.evaluation import subgroups
 
     run = _finished_run(ns.run)
-    meta = pd.read_csv(ns.meta, dtype=str, keep_default_na=False)
-    if ns.path_col not in meta:
+    by = [c.strip() for c in ns.by.split(",") if c.strip()]
+    meta = pd.read_csv(ns.meta, dtype=str, keep_default_na=False) if ns.meta else None
+    if meta is not None and ns.path_col not in meta:
         raise CliError(f"{ns.meta} has no column {ns.path_col!r} (choose it with --path-col)")
     out = subgroups.run_subgroups(
         run,
         meta,
-        [c.strip() for c in ns.by.split(",") if c.strip()],
+        by,
         ns.path_col,
         ns.set or None,
         ns.threshold,
@@ -1166,8 +1207,14 @@ def _defend_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_calibrate)
     p = sub.add_parser("subgroups", help="metrics per subgroup / site with CIs and the worst-group gap")
     p.add_argument("run", help="run folder (or its name under the runs folder)")
-    p.add_argument("--meta", required=True, help="CSV with a path column and the metadata columns")
-    p.add_argument("--by", required=True, help="metadata column(s), comma-separated (e.g. sex,site)")
+    p.add_argument("--meta", default="", help="CSV with a path column and the metadata columns")
+    p.add_argument(
+        "--by",
+        required=True,
+        help="column(s), comma-separated (e.g. sex,site); DICOM tags as dicom:<Keyword>: "
+        "dicom:PatientSex, dicom:PatientAge (a band), dicom:Manufacturer, dicom:ManufacturerModelName, "
+        "dicom:ViewPosition, dicom:BodyPartExamined, dicom:InstitutionName (a pseudonymised site)",
+    )
     p.add_argument("--path-col", default="path", help="the metadata CSV's path column (default path)")
     p.add_argument("--set", default="", help="test, oof or valid (default: test when the run has one)")
     p.add_argument("--threshold", type=float, default=None, help="binary decision threshold (default 0.5)")
@@ -1180,6 +1227,22 @@ def _defend_commands(sub: Any) -> None:
     )
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
     p.set_defaults(func=cmd_checklist)
+
+
+def _recalibrate_args(p: argparse.ArgumentParser) -> None:
+    """evaluate's per-site recalibration options."""
+    p.add_argument(
+        "--recalibrate-site",
+        default="",
+        help="these images come from one new site of this name: fit its temperature (cross-fitted ECE before / "
+        "after) and keep it in the model for `predict --site NAME`",
+    )
+    p.add_argument(
+        "--recalibrate-by",
+        default="",
+        help="as --recalibrate-site, one temperature per site of this column: a CSV column, or a DICOM tag "
+        "such as dicom:InstitutionName (kept as a pseudonym)",
+    )
 
 
 def _model_commands(sub: Any) -> None:
@@ -1206,6 +1269,7 @@ def _model_commands(sub: Any) -> None:
         default="",
         help=f"where the report goes (default: <run>/{rundir.EXTERNAL_REPORT_DIR})",
     )
+    _recalibrate_args(p)
     p.add_argument("--no-report", action="store_true", help="metrics only, no report")
     p.add_argument("--no-png", action="store_true", help="HTML figures only")
     p.set_defaults(func=cmd_evaluate)

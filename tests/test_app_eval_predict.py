@@ -345,3 +345,48 @@ def test_predict_adds_prediction_sets_and_referral_when_asked(trained, run_id):
     assert {"set", "refer"} <= set(preds.columns) and preds["refer"].dtype == bool
     assert (preds["refer"] == (preds["set"].str.count(r"\|") > 0) | (preds["set"] == "")).all()
     assert any("refer" in c.value and "held-out images" in c.value for c in at.caption)
+
+
+def test_a_site_temperature_fitted_on_evaluation_is_offered_on_predict(trained, run_id, monkeypatch):
+    """Plumbing, not the fit: the site's fit is replaced by a known temperature 2 (a 1-epoch model cannot decide it)."""
+    from core.evaluation import site_calibration
+    from core.models import savedmodel, site_temperature, temperature
+
+    ci = {"value": 0.1, "lo": 0.05, "hi": 0.15}
+    known = {
+        "fitted": True,
+        "temperature": 2.0,
+        **{m: dict.fromkeys(("before", "after", "change"), ci) for m in ("ece", "brier")},
+    }
+    monkeypatch.setattr(
+        site_calibration, "site_report", lambda y, p, n_resamples=0, seed=0: {"n": len(y), **known}
+    )
+    model = trained["run"] / "model"
+    try:
+        at = app(EVAL).run()
+        at.text_input(key="ev_ext_root").input(str(trained["sample"] / "folder")).run()
+        at.button(key="ev_ext_go").click().run()
+        at.text_input(key="ev_site_name").input("SITE-7").run()
+        at.button(key="ev_site_go").click().run()
+        assert not at.exception, at.exception
+        assert any("Kept in the model for: SITE-7" in s.value for s in at.success)
+        own = temperature.divisor(savedmodel.read_manifest(model)[0])
+        assert site_temperature.divisor(savedmodel.read_manifest(model)[0], "SITE-7") == pytest.approx(
+            2 * own
+        )
+        at = app(PREDICT).run()
+        at.radio(key="pr_input").set_value("folder").run()
+        at.text_input(key="pr_folder").input(str(trained["sample"] / "folder")).run()
+        at.button(key="pr_go").click().run()
+        plain = at.dataframe[0].value
+        assert at.selectbox(key="pr_site").options == ["(the model's own calibration)", "SITE-7"]
+        at.selectbox(key="pr_site").set_value("SITE-7").run()
+        at.button(key="pr_go").click().run()
+        assert not at.exception, at.exception
+        cols = [c for c in plain.columns if c.startswith("prob_") and c != "prob_pred"]
+        at_site = at.dataframe[0].value
+        np.testing.assert_allclose(
+            at_site[cols], temperature.scale_probs(plain[cols].to_numpy(), 2.0), atol=1e-4
+        )
+    finally:
+        savedmodel.record(model, site_temperature.KEY, None)

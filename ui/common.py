@@ -347,11 +347,11 @@ def file_version(*files: str | os.PathLike) -> tuple:
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model...")
-def _predictor(model_path: str, version: tuple):
-    """One loaded Predictor per model file version (shared by every session: never mutate it)."""
+def _predictor(model_path: str, version: tuple, site: str = ""):
+    """One loaded Predictor per model file version and site (shared by every session: never mutate it)."""
     from core.evaluation.predict import Predictor
 
-    return Predictor(model_path)
+    return Predictor(model_path, site=site)
 
 
 def model_version(model_path: str) -> tuple:
@@ -361,9 +361,10 @@ def model_version(model_path: str) -> tuple:
     return file_version(*sorted(folder.glob("*.json")), *sorted(folder.glob("*.safetensors")))
 
 
-def predictor(model_path: str):
-    """A cached core.evaluation.predict.Predictor for a model folder / model.json; a rewritten model is loaded again."""
-    return _predictor(str(model_path), model_version(model_path))
+def predictor(model_path: str, site: str = ""):
+    """A cached core.evaluation.predict.Predictor for a model folder / model.json (with a site's temperature when
+    named); a rewritten model is loaded again."""
+    return _predictor(str(model_path), model_version(model_path), site)
 
 
 # ---------------------------------------------------------------- the model as a zip
@@ -506,8 +507,11 @@ def grad_cam(model_path: str, path: str, class_name: str | None = None) -> dict:
     return _cam(str(model_path), model_version(model_path), str(path), file_version(path), class_name)
 
 
-def show_cam(model_path: str, path: str, class_name: str | None = None, caption: str = "") -> None:
-    """The image and its Grad-CAM overlay side by side (or why there is none)."""
+def show_cam(
+    model_path: str, path: str, class_name: str | None = None, caption: str = "", prob: float | None = None
+) -> None:
+    """The image and its Grad-CAM overlay side by side (or why there is none); `prob`: the probability the caller's
+    table shows (a site's temperature), else the model's own."""
 
     try:
         cam = grad_cam(model_path, path, class_name)
@@ -518,7 +522,7 @@ def show_cam(model_path: str, path: str, class_name: str | None = None, caption:
     left.image(thumbnail(path, 448), caption=caption or Path(path).name, width="stretch")
     right.image(
         cam["overlay"],
-        caption=f"Grad-CAM for '{cam['class']}' (p = {cam['prob']:.3f}): "
+        caption=f"Grad-CAM for '{cam['class']}' (p = {cam['prob'] if prob is None else prob:.3f}): "
         "red = regions that raised this class's score",
         width="stretch",
     )

@@ -12,14 +12,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 from core.base import fmt
 from core.base.config import SourceConfig
-from core.data import imaging
+from core.data import dicom_groups, imaging
 from core.data.items import SourceError
-from core.evaluation import calibration, conformal, evaluate, explain, plots, predict, report, subgroups
+from core.evaluation import (
+    calibration,
+    conformal,
+    evaluate,
+    explain,
+    plots,
+    predict,
+    report,
+    site_calibration,
+    subgroups,
+)
 from core.runs import jobs
 from core.runs.rundir import REPORT_METRICS, RunFolder
 from core.train import calibrate
@@ -35,6 +46,16 @@ SET_NAMES = {
     "test": "hold-out test",
     "external": "external test",
 }
+DICOM_GROUPS_NOTE = (
+    "`dicom:` columns come from the images' headers: the age as a band (<40, 40-59, 60-79, 80+), the institution "
+    "as a pseudonymised site (never its name)."
+)
+SITE_NOTE = (
+    "If these images come from a new site, a temperature fitted on them makes its probabilities honest there. The "
+    "ECE after is cross-fitted (each image rescaled by a temperature fitted without it); the kept temperature is fitted "
+    "on all of them and applied on the Predict page when you choose the site. It assumes later images of the site "
+    "look like these; it does not change which class is predicted."
+)
 FOLD_METRICS = ("accuracy", "balanced_accuracy", "roc_auc", "sensitivity", "specificity")
 TOP_K, GALLERY_COLS, THUMB = 12, 6, 160
 
@@ -174,28 +195,44 @@ def sets_section(job: jobs.Job, version: tuple, external: pd.DataFrame | None) -
 def subgroup_fit(
     run_dir: str, version: tuple, csv_path: str, csv_version: tuple, path_col: str, by: tuple[str, ...]
 ) -> dict[str, Any]:
-    """subgroups.run_subgroups of the run with a metadata CSV (cached by both files' versions)."""
-    meta = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    """subgroups.run_subgroups of the run with a metadata CSV and/or DICOM tags (cached by the files' versions)."""
+    meta = pd.read_csv(csv_path, dtype=str, keep_default_na=False) if csv_path else None
     return subgroups.run_subgroups(run_dir, meta, list(by), path_col)
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def run_group_columns(run_dir: str, version: tuple) -> list[str]:
+    """Groups a run offers without a CSV: a leave-one-site-out run's `site`, and the allow-listed DICOM tag columns
+    when its evaluated images are DICOM files."""
+    frames = evaluate.load_run_predictions(run_dir)
+    name = next((n for n in ("test", "oof", "valid") if n in frames), None)
+    if name is None:
+        return []
+    own = ["site"] if "site" in frames[name] else []
+    return own + (dicom_groups.columns() if dicom_groups.any_dicom(frames[name]["path"].astype(str)) else [])
+
+
 def subgroups_section(job: jobs.Job, version: tuple) -> None:
-    """Metrics per metadata group with patient-level CIs, the worst-group gap and its warnings."""
+    """Metrics per metadata group (CSV columns, DICOM tags) with patient-level CIs, the worst-group gap, warnings."""
     st.subheader("Subgroups and sites")
+    tags = run_group_columns(job.run_dir, version)
     csv_path = common.csv_picker(
         "Metadata CSV (a path column and columns such as sex, age band, site)", "ev_sg_csv"
     )
-    if not csv_path:
+    if not csv_path and not tags:
         st.caption("Give a CSV with the images' paths and metadata columns to see each metric per group.")
         return
     try:
-        columns = list(pd.read_csv(csv_path, nrows=0).columns)
+        columns = list(pd.read_csv(csv_path, nrows=0).columns) if csv_path else []
         c1, c2 = st.columns([1, 2])
-        path_col = c1.selectbox("Path column", columns, key="ev_sg_path")
-        by = c2.multiselect("Group by", [c for c in columns if c != path_col], key="ev_sg_by")
+        path_col = c1.selectbox("Path column", columns, key="ev_sg_path") if columns else "path"
+        by = c2.multiselect("Group by", [c for c in columns if c != path_col] + tags, key="ev_sg_by")
+        if any(dicom_groups.is_dicom_column(t) for t in tags):
+            st.caption(DICOM_GROUPS_NOTE)
         if not by:
             return
-        out = subgroup_fit(job.run_dir, version, csv_path, common.file_version(csv_path), path_col, tuple(by))
+        csv_version = common.file_version(csv_path) if csv_path else ()
+        out = subgroup_fit(job.run_dir, version, csv_path or "", csv_version, path_col, tuple(by))
     except (OSError, ValueError, KeyError) as err:
         st.error(f"Cannot use this metadata CSV: {err}")
         return
@@ -549,6 +586,7 @@ def external_section(job: jobs.Job) -> None:
             if len(ext["problems"]):
                 st.dataframe(shown_frame(ext["problems"]), hide_index=True, width="stretch")
             st.button("Forget this test set", key="ev_ext_clear", on_click=_forget_external)
+            site_recalibration(job, ext)
         models = {k: str(v) for k, v in RunFolder(job.run_dir).models().items()}
         if not models:
             st.info("This run has no saved model.")
@@ -559,6 +597,38 @@ def external_section(job: jobs.Job) -> None:
         tta = c2.checkbox("Test-time augmentation (average with the mirror image)", key="ev_ext_tta")
         if st.button("Evaluate on this test set", key="ev_ext_go", disabled=cfg is None):
             _predict_external(job, cfg, models[model], tta)
+
+
+def site_recalibration(job: jobs.Job, ext: dict[str, Any]) -> None:
+    """A new site's temperature fitted on the external set (cross-fitted ECE before / after), kept in the model."""
+    st.markdown("**Recalibrate for this site**")
+    st.caption(SITE_NOTE)
+    dicom = dicom_groups.any_dicom(ext["df"]["path"].astype(str))
+    c1, c2 = st.columns([2, 1])
+    name = c1.text_input("Site name (stored as written: use a code)", key="ev_site_name")
+    per_row = c2.checkbox("One per DICOM institution", key="ev_site_dicom", disabled=not dicom)
+    go = st.button(
+        "Fit and keep the site's temperature",
+        key="ev_site_go",
+        disabled=not (name.strip() or per_row) or not common.own_run(job),
+    )
+    if not go:
+        return
+    df = ext["df"]
+    try:
+        pred = common.predictor(ext["model"])
+        by = dicom_groups.PREFIX + dicom_groups.SITE_TAG
+        sites = site_calibration.row_sites(df, by) if per_row else np.full(len(df), name.strip())
+        reports = site_calibration.recalibrate(df, pred.classes, sites, pred.temperature)
+        stored = site_calibration.store(ext["model"], reports)
+    except (ValueError, OSError) as err:
+        st.error(f"Cannot recalibrate: {err}")
+        return
+    st.dataframe(site_calibration.table(reports), hide_index=True, width="stretch")
+    if stored:
+        st.success(f"Kept in the model for: {', '.join(stored)}. Choose the site on the Predict page.")
+    else:
+        st.info("No site had enough labelled images to fit a temperature: nothing was kept.")
 
 
 def external_frame(job: jobs.Job) -> pd.DataFrame | None:

@@ -16,13 +16,14 @@ import streamlit as st
 
 from core.base import fmt
 from core.evaluation import conformal, evaluate, predict
-from core.models import savedmodel, weightfiles
+from core.models import savedmodel, site_temperature, weightfiles
 from core.runs import jobs, rundir
 from core.runs.rundir import RunFolder
 from core.web import hosting, uploads
 from ui import common
 
 RUN, MODEL, SOURCE, RESULT, UPLOAD = "pr_run", "pr_model", "pr_input", "pr_result", "pr_upload"
+SITE = "pr_site"
 UPLOADED = "images"  # the folder of an upload that loose files (and a zip's top-level files) are saved in
 SOURCES = {"upload": "Upload images, DICOMs or a zip", "folder": "A folder", "csv": "A CSV of file paths"}
 HOSTED_SOURCES = {
@@ -159,10 +160,29 @@ def options(job: jobs.Job, classes: list[str]) -> tuple[float | None, bool]:
 # ---------------------------------------------------------------- predicting
 
 
-def run_prediction(model: str, spec: dict[str, Any], tta: bool) -> dict[str, Any]:
+def site_choice(model: str) -> str:
+    """The site whose temperature to apply, when the model keeps any (fitted on a site's labelled images); "" = none."""
+    sites = sorted(site_temperature.sites_of(common.predictor(model).manifest))
+    if not sites:
+        return ""
+    if st.session_state.get(SITE) not in ["", *sites]:
+        st.session_state[SITE] = ""
+    return str(
+        st.selectbox(
+            "Site of these images",
+            ["", *sites],
+            format_func=lambda s: s or "(the model's own calibration)",
+            key=SITE,
+            help="The model keeps a temperature for each of these sites, fitted on that site's labelled images: "
+            "choose the site the images come from to get probabilities calibrated for it.",
+        )
+    )
+
+
+def run_prediction(model: str, spec: dict[str, Any], tta: bool, site: str = "") -> dict[str, Any]:
     """Predict what the form describes with the cached model; raw probabilities, problems, the input root."""
     owner = common.owner_id()
-    pred = common.predictor(model)
+    pred = common.predictor(model, site)
     if spec["kind"] == "csv":
         csv = hosting.check_server_path(spec["csv"], owner)
         root = hosting.check_server_path(spec["root"], owner) if spec["root"].strip() else csv.parent
@@ -183,11 +203,12 @@ def run_prediction(model: str, spec: dict[str, Any], tta: bool) -> dict[str, Any
 
 def predict_button(model: str, spec: dict[str, Any] | None, tta: bool) -> None:
     """The Predict button: runs the prediction and keeps the result for this model."""
+    site = site_choice(model)
     if not st.button("Predict", key="pr_go", type="primary", disabled=spec is None):
         return
     try:
         with st.spinner("Predicting..."):
-            out = run_prediction(model, spec, tta)
+            out = run_prediction(model, spec, tta, site)
     except (
         ValueError,
         OSError,
@@ -195,7 +216,14 @@ def predict_button(model: str, spec: dict[str, Any] | None, tta: bool) -> None:
         st.error(f"Cannot predict: {err}")
         return
     seq = int((st.session_state.get(RESULT) or {}).get("seq", 0)) + 1
-    st.session_state[RESULT] = {**out, "model": model, "tta": tta, "kind": spec["kind"], "seq": seq}
+    st.session_state[RESULT] = {
+        **out,
+        "model": model,
+        "tta": tta,
+        "kind": spec["kind"],
+        "seq": seq,
+        "site": site,
+    }
 
 
 # ---------------------------------------------------------------- results
@@ -223,8 +251,8 @@ def scored(df: pd.DataFrame, classes: list[str], threshold: float | None) -> dic
 def with_sets(df: pd.DataFrame, model: str, classes: list[str]) -> pd.DataFrame:
     """The table with conformal `set` / `refer` columns when the user asks for them (applied when shown)."""
     cal = common.predictor(model).conformal
-    if df.empty or cal is None:
-        return df
+    if df.empty or cal is None or (st.session_state.get(RESULT) or {}).get("site"):
+        return df  # sets are calibrated at the training site: not offered with another site's temperature
     on = st.toggle("Prediction sets: refer the unsure images to a reader", key="pr_sets")
     if not on:
         return df
@@ -355,6 +383,11 @@ def explain_one(df: pd.DataFrame, table: pd.DataFrame, model: str, seq: int = 0)
         for i in range(len(df))
     }
     i = st.selectbox("Image", list(labels), key=f"pr_pick_{seq}", format_func=labels.get)
+    site = (st.session_state.get(RESULT) or {}).get("site")
     common.show_cam(
-        model, str(df["path"].iloc[i]), str(df["pred"].iloc[i]), caption=str(table["path"].iloc[i])
+        model,
+        str(df["path"].iloc[i]),
+        str(df["pred"].iloc[i]),
+        caption=str(table["path"].iloc[i]),
+        prob=float(df["prob_pred"].iloc[i]) if site else None,  # the site's temperature, as in the table
     )

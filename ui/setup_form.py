@@ -50,7 +50,13 @@ SPLIT_LABELS = {
     "group": "By patient (no patient in two splits)",
     "column": "From a CSV split column (train / valid / test)",
     "folder": "From folders (train / valid / test sub-folders, or a separate test folder)",
+    "loso": "Leave one site out (one model per held-out site)",
 }
+LOSO_HELP = (
+    "A CSV column, or a DICOM tag: dicom:InstitutionName (a pseudonymised site), dicom:Manufacturer, "
+    "dicom:ManufacturerModelName. Each site validates one model trained on the others (the k-fold switch is not used); "
+    "each needs 20 images, and no patient may be at two sites."
+)
 IMBALANCE_LABELS = {"none": "None", "weighted_loss": "Weighted loss", "oversample": "Oversample rare classes"}
 FORMATS = {"imbalance": IMBALANCE_LABELS.get}  # option labels of the settings the training section draws
 SUGGESTION_ORDER = ("valley", "slide", "steep", "minimum")
@@ -129,7 +135,8 @@ def choices_from_state(state: Any) -> Choices:
     """The setup widgets' values as the user's choices (core.base.choices maps them onto the RunConfig)."""
     chosen = schema.from_state(state, SETTINGS.values())
     chosen["default_lr"] = "lr" in chosen and chosen["lr"] is None  # blank: the schedule's default
-    chosen["k_folds"] = int(state["su_k"]) if state["su_kfold"] else 0
+    loso = state.get("su_split_method") == "loso"  # its folds are the sites, counted when training starts
+    chosen["k_folds"] = int(state["su_k"]) if state["su_kfold"] and not loso else 0
     return chosen
 
 
@@ -520,6 +527,8 @@ def split_section(src: SourceConfig, items: pd.DataFrame | None, cfg: RunConfig 
         st.text_input("Split column in the CSV", key="su_split_col")
     if src.kind == "folder":
         test_folder_input()
+    if method == "loso":
+        ws.widget(st, "site_col", help=LOSO_HELP)
     fallback = st.session_state.pop(ws.SPLIT_FALLBACK, None)
     if fallback and method != "group":
         st.info(fallback)
@@ -533,14 +542,18 @@ def split_section(src: SourceConfig, items: pd.DataFrame | None, cfg: RunConfig 
         "k-fold cross-validation",
         key="su_kfold",
         help="Train k models, each validated on a different fold; reports mean ± sd.",
+        disabled=method == "loso",  # its folds are the sites
     )
-    c2.number_input("k (folds)", 2, 20, key="su_k", disabled=not st.session_state["su_kfold"])
+    c2.number_input(
+        "k (folds)", 2, 20, key="su_k", disabled=not st.session_state["su_kfold"] or method == "loso"
+    )
     ws.widget(c3, "seed")
     if items is None or items.empty or cfg is None:
         return []
     try:
         summary, leaks = augment_preview.split_preview(items, cfg.data.split)
-        folds = augment_preview.fold_preview(items, cfg.data.split) if cfg.data.split.k_folds >= 2 else None
+        cv = cfg.data.split.k_folds >= 2 or cfg.data.split.method == "loso"
+        folds = augment_preview.fold_preview(items, cfg.data.split) if cv else None
     except (SplitError, ConfigError, ValueError) as err:
         st.error(f"This split cannot be made: {err}")
         return [f"the split cannot be made: {err}"]
@@ -551,7 +564,11 @@ def split_section(src: SourceConfig, items: pd.DataFrame | None, cfg: RunConfig 
             "would overrate the model. Split by patient, or fix the split column."
         )
     if folds is not None:
-        st.caption("Validation part of each fold (test items never join a fold):")
+        st.caption(
+            "Validation part of each fold (test items never join a fold):"
+            if "site" not in folds
+            else "Each site is held out by one model (test items never join a fold):"
+        )
         st.dataframe(folds, hide_index=True, width="stretch")
     return [f"{len(leaks)} patient(s) have images in more than one split"] if leaks else []
 

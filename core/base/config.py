@@ -19,7 +19,7 @@ if typing.TYPE_CHECKING:
 T = TypeVar("T", bound="DataclassInstance")
 
 SOURCE_KINDS = ("folder", "csv", "dicom", "sample")
-SPLIT_METHODS = ("random", "stratified", "group", "column", "folder")
+SPLIT_METHODS = ("random", "stratified", "group", "column", "folder", "loso")  # loso: leave one site out
 RESIZE_METHODS = ("squish", "pad", "crop")
 CHANNELS = ("rgb", "grey")
 NORMALIZE = ("auto", "imagenet", "dataset", "none")
@@ -183,6 +183,17 @@ class SplitConfig:
             help="k-fold cross-validation with k folds (default {default} = one train/valid split)",
         ),
     )
+    site_col: str = field(  # leave-one-site-out: a CSV column or a DICOM tag (dicom:InstitutionName) naming the site
+        default="",
+        metadata=setting(
+            flag="--site-col",
+            group=SPLIT,
+            help="the site of each image for --split loso (leave one site out): a CSV column, or a DICOM tag "
+            "such as dicom:InstitutionName (a pseudonymised site) or dicom:Manufacturer (default: none)",
+            widget="text",
+            label="Site column (CSV column, or dicom:InstitutionName)",
+        ),
+    )
     seed: int = 42  # chosen with the training seed (TrainConfig.seed); a sweep of the seed keeps it
     keep_duplicates: bool = field(  # near-duplicate images (perceptual hash) stay in one split / fold
         default=False,
@@ -206,6 +217,8 @@ class SplitConfig:
             )
         if self.k_folds == 1 or self.k_folds < 0:
             raise ConfigError(f"k_folds must be 0 (no cross-validation) or >= 2, got {self.k_folds}")
+        if self.method == "loso" and not self.site_col.strip():
+            raise ConfigError("leave-one-site-out (--split loso) needs the site column: --site-col")
 
 
 @dataclass

@@ -11,6 +11,7 @@ import pandas as pd
 
 from core.base.config import DataConfig, SplitConfig
 from core.data.loaders import make_datablock
+from core.data.sites import site_folds, site_values
 from core.data.splits import assign_splits, group_leaks, kfold_splits, split_summary
 
 
@@ -53,9 +54,14 @@ def split_preview(items: pd.DataFrame, split_cfg: SplitConfig) -> tuple[pd.DataF
 
 
 def fold_preview(items: pd.DataFrame, split_cfg: SplitConfig) -> pd.DataFrame:
-    """One row per cross-validation fold: validation items per class and patients."""
+    """One row per cross-validation fold (leave one site out: per site): validation items per class and patients;
+    SplitError with the reason when the folds cannot be made."""
     assigned = assign_splits(items, split_cfg)
-    folds = kfold_splits(assigned, split_cfg.k_folds, method=split_cfg.method, seed=split_cfg.seed)
+    names: list[str] = []
+    if split_cfg.method == "loso":
+        folds, names = site_folds(assigned, site_values(assigned, split_cfg.site_col))
+    else:
+        folds = kfold_splits(assigned, split_cfg.k_folds, method=split_cfg.method, seed=split_cfg.seed)
     classes = sorted(assigned["label"].astype(str).unique())
     rows = []
     for i, (_, valid_idx) in enumerate(folds):
@@ -65,6 +71,7 @@ def fold_preview(items: pd.DataFrame, split_cfg: SplitConfig) -> pd.DataFrame:
         rows.append(
             {
                 "fold": i + 1,
+                **({"site": names[i]} if names else {}),
                 "valid items": len(part),
                 **{c: int(counts.get(c, 0)) for c in classes},
                 "patients": int(groups[groups != ""].nunique()),

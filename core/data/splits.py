@@ -49,6 +49,8 @@ def assign_splits(items: pd.DataFrame, cfg: SplitConfig, task: str = "single") -
     if cfg.method in ("column", "folder"):
         return _splits_from_source(out, cfg, task)
     method = "group" if cfg.keep_duplicates and _has_groups(out) else cfg.method  # merged duplicate groups
+    if method == "loso":  # leave one site out: its folds are the sites; a test part is held out by patient
+        method = "group" if _has_groups(out) else "stratified"
     fixed_test = out["split"] == "test"
     out.loc[~fixed_test, "split"] = "train"
     pool = np.flatnonzero(~fixed_test.to_numpy())

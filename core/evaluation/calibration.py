@@ -70,8 +70,25 @@ def before_after(
 ) -> dict[str, dict[str, dict[str, float]]]:
     """ECE and Brier score of raw and temperature-scaled probabilities, and the change (after - before), each
     with a paired, class-stratified percentile bootstrap CI: {"ece": {"before", "after", "change"}, "brier": ...}."""
-    y, raw = np.asarray(y_true, dtype=int), np.asarray(raw, dtype=float)
-    scaled = temp.scale_probs(raw, temperature)
+    raw = np.asarray(raw, dtype=float)
+    return compare(y_true, raw, temp.scale_probs(raw, temperature), n_resamples, seed, n_bins)
+
+
+def compare(
+    y_true: np.ndarray,
+    before: np.ndarray,
+    after: np.ndarray,
+    n_resamples: int = evaluate.BOOTSTRAP_RESAMPLES,
+    seed: int = evaluate.BOOTSTRAP_SEED,
+    n_bins: int = evaluate.CALIBRATION_BINS,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """ECE and Brier of two sets of probabilities of the same images (e.g. before / after a cross-fitted temperature)
+    and their change, each with a paired, class-stratified bootstrap CI (the layout of before_after)."""
+    y, raw, scaled = (
+        np.asarray(y_true, dtype=int),
+        np.asarray(before, dtype=float),
+        np.asarray(after, dtype=float),
+    )
     point_b, point_a = _stats(y, raw, n_bins), _stats(y, scaled, n_bins)
     idx = evaluate.bootstrap_indices(y, n_resamples, seed) if len(y) else np.zeros((0, 0), int)
     draws = np.array([[_stats(y[i], raw[i], n_bins), _stats(y[i], scaled[i], n_bins)] for i in idx])

@@ -86,6 +86,8 @@ def _data_items(run: rundir.RunFolder, cfg: dict[str, Any]) -> list[Item]:
         how = f"{split.get('method', '?')} split" + (
             f", {split['k_folds']}-fold" if split.get("k_folds", 0) >= 2 else ""
         )
+        if split.get("method") == "loso":
+            how = f"leave one site out: {split.get('k_folds', 0)} sites of '{split.get('site_col', '')}', one model each"
         grouping = (
             f"{patients} patients; images of a patient kept in one split" if patients else "no patient ids"
         )

@@ -19,7 +19,17 @@ import plotly.graph_objects as go
 
 from core.base import fmt, steps
 from core.base.steps import OnStep
-from core.evaluation import bytask, calibration, checklist, conformal, evaluate, explain, plots, taskreport
+from core.evaluation import (
+    bytask,
+    calibration,
+    checklist,
+    conformal,
+    evaluate,
+    explain,
+    plots,
+    subgroups,
+    taskreport,
+)
 from core.runs import rundir
 
 REPORT_TEMPLATE = "plotly_white"  # the report page is a light document; pages in the app follow their theme
@@ -183,6 +193,7 @@ def defend_sections(
         "temperature_scaling": calibration.calibration_report(run_dir, n_resamples=n_resamples, seed=seed),
         "prediction_sets": [s for s in sets if s is not None],
         "checklist": checklist.table(checklist.checklist(run_dir, n_resamples)).to_dict("records"),
+        "loso": evaluate.run_summary(run_dir).get("loso"),  # a leave-one-site-out run's per-site record
     }
 
 
@@ -290,6 +301,7 @@ def render_html(
     ]
     parts += _calibration_section(ev.get("temperature_scaling"))
     parts += _sets_section(ev.get("prediction_sets") or [])
+    parts += _loso_section(ev.get("loso"))
     if ev.get("checklist"):
         parts += [
             "<h2>Reporting checklist (CLAIM 2024 / TRIPOD+AI topics)</h2>",
@@ -363,6 +375,25 @@ def _sets_section(reports: list[dict[str, Any]]) -> list[str]:
             _table(pd.DataFrame(first["abstain"])),
         ]
     return parts
+
+
+def _loso_section(rec: dict[str, Any] | None) -> list[str]:
+    """A leave-one-site-out run: each held-out site's metrics with CIs, the spread across sites, the warnings."""
+    if not rec:
+        return []
+    spread = "; ".join(
+        f"{m.replace('_', ' ')} {v['min']:.3f} to {v['max']:.3f} (sd {v['sd']:.3f})"
+        for m, v in rec["spread"].items()
+    )
+    by = "patients" if rec.get("patient_level") else "images"
+    return [
+        f"<h2>Leave one site out ({len(rec['sites'])} sites of '{html.escape(rec['site_col'])}')</h2>",
+        f"<p class='note'>One model per site, trained on the other sites and measured on the held-out one "
+        f"(95 % CIs by bootstrap over {by}). Across sites: {html.escape(spread)}. The held-out site also chose "
+        "its model's saved epoch, as in k-fold, which flatters its numbers a little.</p>",
+        _table(subgroups.table({"column": "site", "groups": rec["per_site"]})),
+        *(f"<p class='note'><b>Warning:</b> {html.escape(w)}</p>" for w in rec.get("warnings", [])),
+    ]
 
 
 def _run_section(ev: dict[str, Any], figs: dict[str, go.Figure]) -> list[str]:

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from core.base import fmt
+from core.data import dicom_groups
 from core.evaluation import evaluate
 from core.runs import rundir
 
@@ -203,7 +204,7 @@ def attach(df: pd.DataFrame, meta: pd.DataFrame, path_col: str = "path") -> pd.D
     return out
 
 
-def _patients_of(paths: pd.Series, items: pd.DataFrame) -> pd.Series:
+def patients_of(paths: pd.Series, items: pd.DataFrame) -> pd.Series:
     """The run's (pseudonymised) patient of each predicted path, matched by its path relative to the source."""
     group_of = dict(zip(items["relpath"].astype(str), items["group"].astype(str)))
 
@@ -217,9 +218,19 @@ def _patients_of(paths: pd.Series, items: pd.DataFrame) -> pd.Series:
     return paths.astype(str).map(one)
 
 
+def with_dicom_columns(df: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """Predictions with the `dicom:<Keyword>` columns among `names` read from each image's header (banded /
+    pseudonymised by core.data.dicom_groups); other names are left to the metadata table."""
+    wanted = [n for n in names if dicom_groups.is_dicom_column(n) and n not in df.columns]
+    if not wanted:
+        return df
+    tags = dicom_groups.group_table(df["path"].astype(str), wanted)
+    return df.assign(**{n: tags[n].to_numpy() for n in wanted})
+
+
 def run_subgroups(
     run_dir: str | Path,
-    meta: pd.DataFrame,
+    meta: pd.DataFrame | None,
     by: list[str],
     path_col: str = "path",
     set_name: str | None = None,
@@ -228,21 +239,30 @@ def run_subgroups(
 ) -> dict[str, Any]:
     """subgroup_report of a run's test set (else out-of-fold / validation) for each metadata column in `by`.
 
-    The metadata table is joined by path (`attach`); patients come from the run's items.csv (its pseudonyms),
+    Columns the predictions already hold (a leave-one-site-out run's `site`) need no table. The metadata table
+    is joined by path (`attach`); `dicom:<Keyword>` names are read from the images' headers
+    (no table needed, `meta` may be None); patients come from the run's items.csv (its pseudonyms),
     so resampling is by patient whenever the run was split by patient.
     """
     run = rundir.RunFolder(run_dir)
     classes = list(evaluate.run_summary(run_dir)["classes"])
     frames = evaluate.load_run_predictions(run_dir)
     name = set_name or next(n for n in ("test", "oof", "valid") if n in frames)
-    missing = [c for c in by if c not in meta.columns]
+    from_meta = [c for c in by if not dicom_groups.is_dicom_column(c) and c not in frames[name].columns]
+    have = list(meta.columns) if meta is not None else []
+    missing = [c for c in from_meta if c not in have]
     if missing:
         raise ValueError(
-            f"the metadata table has no column(s) {', '.join(missing)} (it has {', '.join(meta.columns)})"
+            f"the metadata table has no column(s) {', '.join(missing)} (it has {', '.join(have) or 'none'})"
+            if meta is not None
+            else f"no column(s) {', '.join(missing)} in the predictions: give a metadata CSV (--meta), or use "
+            "DICOM tags (dicom:<Keyword>)"
         )
-    df = attach(frames[name], meta[[path_col, *by]], path_col)
+    df = with_dicom_columns(frames[name], by)
+    if from_meta and meta is not None:
+        df = attach(df, meta[[path_col, *from_meta]], path_col)
     items = run.read_items() if run.items.is_file() else pd.DataFrame(columns=["relpath", "group"])
-    df["_patient"] = _patients_of(df["path"], items) if "group" in items else ""
+    df["_patient"] = patients_of(df["path"], items) if "group" in items else ""
     by_patient = bool((df["_patient"] != "").all())
     reports = {
         col: subgroup_report(

@@ -18,7 +18,7 @@ from core.evaluation import bytask, evaluate
 from core.runs import rundir
 from core.runs.jobs import WaitForChildren
 from core.runs.progress import Progress
-from core.train import taskrun
+from core.train import loso, taskrun
 from core.train.calibrate import calibrate_sets, stamp_models, summary_entry
 from core.train.fit import fit_one
 from core.train.learner import TrainingError
@@ -56,15 +56,24 @@ def kfold_run(cfg: RunConfig, run_dir: Path, progress: Progress) -> dict[str, An
     """
     from core.runs import executors
 
-    t0, run, k = time.time(), rundir.RunFolder(run_dir), cfg.data.split.k_folds
-    if progress.can_spawn and all(read_fold_job(run, i) for i in range(k)):
+    t0, run = time.time(), rundir.RunFolder(run_dir)
+    cfg = loso.resolved(cfg, run)  # leave one site out: k = the sites an earlier pass of this job planned
+    k = cfg.data.split.k_folds
+    if k >= 2 and progress.can_spawn and all(read_fold_job(run, i) for i in range(k)):
         return combine_fold_jobs(cfg, run, progress)
     items = prepare(cfg, run_dir, progress)
     classes = taskrun.run_classes(items, cfg)
-    folds = kfold_splits(
-        items, k, method=cfg.data.split.method, seed=cfg.data.split.seed, task=cfg.data.task.type
-    )
+    site = None
+    if loso.is_loso(cfg):
+        cfg, folds, site = loso.plan(cfg, items, run, progress)
+        k = cfg.data.split.k_folds
+    else:
+        folds = kfold_splits(
+            items, k, method=cfg.data.split.method, seed=cfg.data.split.seed, task=cfg.data.task.type
+        )
     items = items.assign(fold=_save_folds(run_dir, items, folds))
+    if site is not None:
+        loso.record_sites(run, site)
     if progress.can_spawn and executors.max_jobs() > 1:
         raise spawn_folds(cfg, run, items, progress)
     results: list[FoldResult] = []
@@ -127,7 +136,7 @@ def combine_folds(
     scaled, temp = calibrate_sets(
         cfg, {"oof": taskrun.decided(pooled, classes, task)}, "oof", classes, progress
     )
-    oof_df = scaled["oof"]
+    oof_df = loso.with_sites(run, scaled["oof"]) if loso.is_loso(cfg) else scaled["oof"]
     oof_df.to_csv(run.predictions("oof"), index=False)
     metric_names = [n for n in per_fold[0] if n not in ("fold", "best_epoch", "model_epoch", "model_weights")]
     metrics: dict[str, Any] = {
@@ -144,6 +153,8 @@ def combine_folds(
         "train_seconds": round(time.time() - t0, 2),
         **summary_entry(temp),
     }
+    if loso.is_loso(cfg):
+        summary[loso.KEY] = loso.summary(run, oof_df, classes, cfg.data.split.site_col)
     if cfg.train.final_model_on_all:
         summary["final_model"] = final_model(
             items,

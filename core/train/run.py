@@ -28,7 +28,7 @@ def train_run(
     cfg: RunConfig, run_dir: Path, progress: Progress, extra_cbs: Sequence[Any] = ()
 ) -> dict[str, Any]:
     """A single train/valid(/test) run (`extra_cbs` join its fit); k-fold when cfg.data.split.k_folds >= 2."""
-    if cfg.data.split.k_folds >= 2:
+    if cfg.data.split.k_folds >= 2 or cfg.data.split.method == "loso":  # loso: one fold per site
         return kfold_run(cfg, run_dir, progress)
     t0, run = time.time(), rundir.RunFolder(run_dir)
     items = prepare(cfg, run_dir, progress)
