@@ -190,6 +190,11 @@ def test_hosted_sign_in_owns_runs_survives_reload_and_says_weights_offline(
     settle(page)
     assert "owner=" not in page.url
     job_id = owned_run(home, "alice")
+    [cookie] = [c for c in page.context.cookies() if c["name"] == "xrt_signin"]
+    assert (
+        cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+    )  # set by the server: page scripts cannot read it
+    assert page.evaluate("document.cookie").find("xrt_signin") < 0
     page.reload()  # the signed cookie keeps alice signed in, on the page she was on
     expect(page.locator("h1", has_text="Training run")).to_be_visible(timeout=120_000)
     expect(page.get_by_text(f"Run {job_id} (train)", exact=True)).to_be_visible(timeout=60_000)
