@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,34 @@ def test_four_threads_decoding_in_turn_stay_within_the_budget_as_measured(tmp_pa
     assert got["decoded"] == len(files)
     print(f"peak growth {got['growth_mb']:.0f} MB (budget {BUDGET_MB} MB + {SLACK_MB} MB slack)")
     assert got["growth_mb"] <= BUDGET_MB + SLACK_MB, got
+
+
+def test_large_blocks_are_unmapped_only_while_a_large_decode_runs(monkeypatch):
+    """The 4 MiB mmap threshold is set while large decodes are in flight (nested and overlapping ones once) and
+    put back to 32 MiB after the last, so training's repeated batch-sized allocations stay cheap between."""
+    from core.data import imaging
+
+    calls: list[int] = []
+    monkeypatch.setattr(imaging, "_set_mmap_threshold", calls.append)
+    monkeypatch.setattr(imaging, "_release_freed_memory", lambda: None)
+    budget = imaging._DecodeBudget()
+    with budget.hold(imaging._TRIM_FROM - 1):
+        pass
+    assert calls == []  # small decodes leave the allocator alone
+    started, finish = threading.Event(), threading.Event()
+
+    def other_thread() -> None:
+        with budget.hold(imaging._TRIM_FROM):
+            started.set()
+            finish.wait(10)
+
+    worker = threading.Thread(target=other_thread)
+    worker.start()
+    assert started.wait(10)
+    with budget.hold(imaging._TRIM_FROM), budget.hold(imaging._TRIM_FROM):  # overlapping, and nested
+        assert calls == [imaging._MMAP_FROM]
+    assert calls == [imaging._MMAP_FROM]  # the other thread's decode still runs
+    finish.set()
+    worker.join(10)
+    assert calls == [imaging._MMAP_FROM, imaging._HEAP_UP_TO]
+    assert budget.used == 0 and budget.large == 0
