@@ -7,8 +7,9 @@ $XRT_PASSWORD), with which each person types a user name and the page says plain
 apart. The name (or the OIDC identity) owns runs and uploads (core.web.signin). Failed sign-ins are counted per
 user name and client address with a lock-out (core.web.sessions). Until the visitor is signed in, the app's
 navigation holds only the sign-in page, so no page script runs; the page asked for is remembered and opened after
-sign-in. A password sign-in is kept across reloads by a cookie holding a server-side session id, revoked at
-log-out and by a password change (OIDC: Streamlit's own cookie). A hosted server with no sign-in configured
+sign-in. A password sign-in is kept across reloads by an HttpOnly cookie holding a server-side session id,
+revoked at log-out and by a password change (OIDC: Streamlit's own cookie); the server sets and clears it
+(core.web.signin_cookie): this page only has the browser post a one-time ticket to the server's cookie route. A hosted server with no sign-in configured
 shows only a page saying what to configure (core.web.hosting.serve_refusal) unless anonymous use is allowed.
 """
 
@@ -25,14 +26,15 @@ from typing import Any
 import streamlit as st
 from streamlit.logger import get_logger
 
-from core.web import accounts, hosting, sessions, signin
+from core.web import accounts, hosting, sessions, signin, signin_cookie
 
 AUTH_OK = "auth_ok"
 FAILS = "auth_fails"
 IDENTITY, NEXT, COOKIE_DONE = "auth_identity", "auth_next", "auth_cookie_done"
 TOKEN = "auth_token"  # the session id this browser session was given (revoked at log-out)
+LOGGED_OUT, CLEARED = "auth_logged_out", "auth_cookie_cleared"
 REFUSAL_LOGGED = "auth_refusal_logged"
-COOKIE = "xrt_signin"
+COOKIE = signin_cookie.COOKIE
 LOG = get_logger(__name__)
 
 
@@ -275,7 +277,7 @@ def gate() -> None:
         _only(refusal_page, "Not available", ":material/block:")
     if not signed_in():
         st.session_state.setdefault(NEXT, _wanted())  # a deep link opens after sign-in
-        _write_cookie("", 0)  # a stale or forged cookie is dropped
+        _clear_cookie_once()  # a stale, forged or logged-out cookie is cleared by the server
         _only(login_page, "Sign in", ":material/lock:")
     if oidc_providers() is not None:
         st.sidebar.button("Log out", key="auth_logout", on_click=st.logout)
@@ -283,7 +285,7 @@ def gate() -> None:
     if password_login() or hosting.hosted():
         if not st.session_state.get(COOKIE_DONE):
             token = signin.make_token(identity(), stamp=_stamp(identity()))
-            _write_cookie(token, signin.TOKEN_TTL_S)
+            _browser_post(signin_cookie.SESSION_PATH, signin_cookie.issue_ticket(token))
             st.session_state[COOKIE_DONE], st.session_state[TOKEN] = True, token
     if password_login():
         st.sidebar.button("Log out", key="auth_logout", on_click=_log_out)
@@ -295,20 +297,30 @@ def next_page(pages: list) -> Any | None:
     return next((p for p in pages if wanted and getattr(p, "url_path", "") == wanted), None)
 
 
-def _write_cookie(token: str, max_age: float) -> None:
-    """Set (or with max_age 0, delete) the sign-in cookie in the browser."""
-    value = json.dumps(f"{COOKIE}={token}; Max-Age={int(max_age)}; Path=/; SameSite=Strict")
+def _browser_post(path: str, body: str = "") -> None:
+    """Have the browser POST `body` to one of the server's cookie routes, which answers with the HttpOnly
+    Set-Cookie (the page never sees the cookie's value)."""
+    url = signin_cookie.route_path(str(st.get_option("server.baseUrlPath") or ""), path)
     st.html(
-        f"<script>document.cookie = {value} + (location.protocol === 'https:' ? '; Secure' : '');</script>",
+        f"<script>fetch({json.dumps(url)}, {{method: 'POST', body: {json.dumps(body)}, "
+        "credentials: 'same-origin', cache: 'no-store'});</script>",
         unsafe_allow_javascript=True,
         width=1,
     )
 
 
+def _clear_cookie_once() -> None:
+    """On the sign-in page: have the server clear the cookie this browser holds (stale, forged or logged out)."""
+    if (_cookie_value() or st.session_state.get(LOGGED_OUT)) and not st.session_state.get(CLEARED):
+        _browser_post(signin_cookie.LOGOUT_PATH)
+        st.session_state[CLEARED] = True
+
+
 def _log_out() -> None:
     """End the server-side session (a copied cookie no longer signs in) and forget this session's sign-in
-    (the cookie is deleted on the sign-in page)."""
+    (the server clears the cookie when the sign-in page asks it to)."""
     for token in {_cookie_value(), st.session_state.get(TOKEN, "")} - {""}:
         signin.revoke_token(token)
-    for key in (AUTH_OK, IDENTITY, COOKIE_DONE, TOKEN):
+    for key in (AUTH_OK, IDENTITY, COOKIE_DONE, TOKEN, CLEARED):
         st.session_state.pop(key, None)
+    st.session_state[LOGGED_OUT] = True

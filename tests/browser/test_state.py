@@ -180,8 +180,9 @@ def owned_run(home: Path, name: str) -> str:
 def test_hosted_sign_in_owns_runs_survives_reload_and_says_weights_offline(
     hosted_app, page: Page, page_factory, screenshot
 ) -> None:
-    """Deep link after sign-in; the owner follows the user name, not the URL; a reload stays signed in; the
-    setup page decides 'pretrained' from whether weights can be had (this machine is offline)."""
+    """Deep link after sign-in; the owner follows the user name, not the URL; a reload stays signed in (an
+    HttpOnly cookie the server set) and Log out clears it; the setup page decides 'pretrained' from whether
+    weights can be had (this machine is offline)."""
     url, home = hosted_app
     page.goto(f"{url}/train")
     screenshot(page, "1-hosted-sign-in")
@@ -190,6 +191,11 @@ def test_hosted_sign_in_owns_runs_survives_reload_and_says_weights_offline(
     settle(page)
     assert "owner=" not in page.url
     job_id = owned_run(home, "alice")
+    [cookie] = [c for c in page.context.cookies() if c["name"] == "xrt_signin"]
+    assert (
+        cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+    )  # set by the server: page scripts cannot read it
+    assert page.evaluate("document.cookie").find("xrt_signin") < 0
     page.reload()  # the signed cookie keeps alice signed in, on the page she was on
     expect(page.locator("h1", has_text="Training run")).to_be_visible(timeout=120_000)
     expect(page.get_by_text(f"Run {job_id} (train)", exact=True)).to_be_visible(timeout=60_000)
@@ -214,3 +220,11 @@ def test_hosted_sign_in_owns_runs_survives_reload_and_says_weights_offline(
         screenshot(bob, "4-hosted-setup-offline")
     finally:
         bob.context.close()
+    page.get_by_role("button", name="Log out").click()  # the server ends the session and clears the cookie
+    expect(page.locator("h1", has_text="Sign in")).to_be_visible(timeout=60_000)
+    deadline = time.monotonic() + 30
+    while any(c["name"] == "xrt_signin" for c in page.context.cookies()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not [c for c in page.context.cookies() if c["name"] == "xrt_signin"]
+    page.reload()
+    expect(page.locator("h1", has_text="Sign in")).to_be_visible(timeout=60_000)
