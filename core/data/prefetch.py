@@ -1,0 +1,71 @@
+"""Batches decoded ahead of their consumer by background threads, in order, with a bounded number in flight.
+
+Prediction decodes files while the model runs on the batch before: PIL's and pydicom's decoders, resizing and
+numpy copies release the GIL, so a decode thread and PyTorch's own threads work at the same time on several
+cores, and on one core the files' reads still overlap the model. Each task decodes a whole batch (one future per
+batch, not per image), so the consumer's loop has no per-image Python. At most `ahead` batches are decoded or
+being decoded while the consumer holds one: that bounds the memory decoded images take.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+MAX_WORKERS = 4  # decode threads at most: beyond that the model, not decoding, is the limit on a CPU
+PREFETCH_BYTES = 256 * 2**20  # decoded batches held ahead of the model, at most (at least one batch)
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. `taskset`), not the machine's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def decode_workers() -> int:
+    """Decode threads for this process: one per usable core up to MAX_WORKERS (one on a single core)."""
+    return min(MAX_WORKERS, usable_cores())
+
+
+def batches_ahead(workers: int, batch_bytes: int) -> int:
+    """Batches to decode ahead: one per worker plus one, but no more than PREFETCH_BYTES hold (at least 1)."""
+    return max(1, min(workers + 1, PREFETCH_BYTES // max(1, batch_bytes)))
+
+
+def prefetched(
+    items: Sequence[T],
+    load: Callable[[Sequence[T]], R],
+    batch_size: int,
+    workers: int = 1,
+    ahead: int = 2,
+) -> Iterator[R]:
+    """load(batch) for consecutive batches of `items`, in order; `workers` threads run up to `ahead` loads ahead.
+
+    workers=0 loads each batch in the caller's thread when it is asked for (no thread, nothing ahead). An
+    exception of `load` is raised here, at its batch. Leaving the loop early cancels the loads not started.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    chunks = (items[i : i + batch_size] for i in range(0, len(items), batch_size))
+    if workers < 1:
+        yield from map(load, chunks)
+        return
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="decode")
+    pending: deque[Future[R]] = deque()
+    try:
+        for chunk in chunks:
+            pending.append(pool.submit(load, chunk))
+            if len(pending) > max(1, ahead):
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
