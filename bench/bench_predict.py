@@ -31,6 +31,9 @@ def parse() -> Any:
     p.add_argument("--arch", default="resnet18")
     p.add_argument("--sets", default=SETS, help="comma list of data:img_size (data: chest, pneumonia)")
     p.add_argument("--cores", default="1,2", help="comma list of core counts (pinned CPUs = torch threads)")
+    p.add_argument(
+        "--workers", default="auto", help="comma list of decode threads to compare (auto: the app's choice)"
+    )
     p.add_argument("--n", type=int, default=600, help="images per throughput pass")
     p.add_argument("--bs", type=int, default=32)
     p.add_argument("--singles", type=int, default=8, help="single-image predictions timed")
@@ -98,9 +101,9 @@ def tensors_pass(pred: Any, batches: list[Any]) -> float:
     return sum(len(x) for x in batches) / (time.perf_counter() - t0)
 
 
-def files_pass(pred: Any, paths: list[str], bs: int) -> float:
-    """Images/s of Predictor.predict_paths on the files (the app's path)."""
-    (df, problems), seconds = c.timed(lambda: pred.predict_paths(paths, batch_size=bs))
+def files_pass(pred: Any, paths: list[str], bs: int, workers: int | None = None) -> float:
+    """Images/s of Predictor.predict_paths on the files (the app's path; workers None: the app's choice)."""
+    (df, problems), seconds = c.timed(lambda: pred.predict_paths(paths, batch_size=bs, workers=workers))
     if len(df) != len(paths):
         raise SystemExit(
             f"predict_paths predicted {len(df)} of {len(paths)} files: {problems.head(3).to_dict('records')}"
@@ -108,7 +111,9 @@ def files_pass(pred: Any, paths: list[str], bs: int) -> float:
     return len(paths) / seconds
 
 
-def files_vs_tensors(pred: Any, paths: list[str], bs: int, rounds: int) -> dict[str, Any]:
+def files_vs_tensors(
+    pred: Any, paths: list[str], bs: int, rounds: int, workers: int | None = None
+) -> dict[str, Any]:
     """Files and decoded-tensor passes alternated `rounds` times: medians and their ratio."""
     import numpy as np
 
@@ -122,7 +127,7 @@ def files_vs_tensors(pred: Any, paths: list[str], bs: int, rounds: int) -> dict[
     tensors_pass(pred, batches[:2])
     files, tensors = [], []
     for _ in range(rounds):
-        files.append(files_pass(pred, paths, bs))
+        files.append(files_pass(pred, paths, bs, workers))
         tensors.append(tensors_pass(pred, batches))
     ratio = c.ratio(c.median(files), c.median(tensors))
     return {
@@ -149,13 +154,18 @@ def child(spec: dict[str, Any]) -> None:
     import torch
 
     torch.set_num_threads(spec["cores"])
+    from core.data import prefetch
     from core.evaluation.predict import Predictor
 
     paths = set_paths(spec["data"], spec["n"], spec["seed"])
     with c.app_home() as home:
         pred = Predictor(save_model(spec["arch"], spec["img_size"], home / "model"), device="cpu")
-        out = files_vs_tensors(pred, paths, spec["bs"], spec["rounds"])
-    c.emit({**spec, "cpus": cpus, "n": len(paths), **out, "load_avg": list(os.getloadavg())})
+        workers = None if spec["workers"] == "auto" else int(spec["workers"])
+        out = files_vs_tensors(pred, paths, spec["bs"], spec["rounds"], workers)
+        used = prefetch.decode_workers(True) if workers is None else workers
+    c.emit(
+        {**spec, "cpus": cpus, "n": len(paths), **out, "decode_threads": used, "load_avg": os.getloadavg()}
+    )
 
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
@@ -172,13 +182,15 @@ def throughput(args: Any) -> list[dict[str, Any]]:
     for item in args.sets.split(","):
         data, size = item.split(":")
         for cores in (int(k) for k in args.cores.split(",")):
-            spec = dict(data=data, img_size=int(size), cores=cores, arch=args.arch, n=args.n, bs=args.bs)
-            row = measure({**spec, "rounds": args.rounds, "seed": args.seed})
-            c.log(
-                f"{data} {size} px, {cores} core(s): files {row['files_images_per_s']:.1f} img/s, "
-                f"tensors {row['tensors_images_per_s']:.1f} img/s, ratio {row['ratio']:.2f}"
-            )
-            rows.append(row)
+            for workers in args.workers.split(","):
+                spec = dict(data=data, img_size=int(size), cores=cores, workers=workers, arch=args.arch)
+                row = measure({**spec, "n": args.n, "bs": args.bs, "rounds": args.rounds, "seed": args.seed})
+                c.log(
+                    f"{data} {size} px, {cores} core(s), {row['decode_threads']} decode thread(s): files "
+                    f"{row['files_images_per_s']:.1f} img/s, tensors {row['tensors_images_per_s']:.1f} img/s, "
+                    f"ratio {row['ratio']:.2f}, load {row['load_avg'][0]:.1f}"
+                )
+                rows.append(row)
     return rows
 
 
@@ -207,7 +219,8 @@ def main() -> None:
             "single": one,
             "throughput": rows,
             "batch": {
-                "worst": f"{worst['data']} {worst['img_size']} px, {worst['cores']} core(s)",
+                "worst": f"{worst['data']} {worst['img_size']} px, {worst['cores']} core(s), "
+                f"{worst['decode_threads']} decode thread(s)",
                 "app_images_per_s": worst["files_images_per_s"],
                 "raw_forward_images_per_s": worst["tensors_images_per_s"],
                 "ratio_app_vs_raw": worst["ratio"],

@@ -191,10 +191,15 @@ def test_prefetch_raises_a_load_error_at_its_batch_and_stops_when_left():
     assert list(prefetch.prefetched([], load, 4, workers=2)) == []
 
 
+def test_decode_threads_leave_the_cores_to_a_cpu_model(monkeypatch):
+    for cores, on_cpu, on_gpu in ((1, 1, 1), (2, 1, 2), (3, 1, 3), (8, 4, 4), (64, 4, 4)):
+        monkeypatch.setattr(prefetch, "usable_cores", lambda n=cores: n)
+        assert (prefetch.decode_workers(True), prefetch.decode_workers(False)) == (on_cpu, on_gpu), cores
+
+
 def test_batches_ahead_keep_to_the_memory_budget():
     assert prefetch.batches_ahead(4, 1000) == 5
     assert prefetch.batches_ahead(4, prefetch.PREFETCH_BYTES // 2) == 2
     assert prefetch.batches_ahead(4, prefetch.PREFETCH_BYTES * 3) == 1  # one batch, however large
-    assert 1 <= prefetch.decode_workers() <= prefetch.MAX_WORKERS
     with pytest.raises(ValueError):
         list(prefetch.prefetched([1], list, 0))

@@ -30,9 +30,12 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def decode_workers() -> int:
-    """Decode threads for this process: one per usable core up to MAX_WORKERS (one on a single core)."""
-    return min(MAX_WORKERS, usable_cores())
+def decode_workers(model_on_cpu: bool = True) -> int:
+    """Decode threads for this process, at most MAX_WORKERS. With the model on the CPU its own threads use every
+    core and decoding is the smaller share of the work: one thread per two cores (one on one or two cores, so
+    PyTorch's threads are not starved). With the model on a GPU decoding is the CPU's whole job: one per core."""
+    cores = usable_cores()
+    return max(1, min(MAX_WORKERS, cores // 2 if model_on_cpu else cores))
 
 
 def batches_ahead(workers: int, batch_bytes: int) -> int:

@@ -176,14 +176,14 @@ class Predictor:
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(predictions, problems) for many files; a broken file is reported, the rest are predicted.
 
-        Files are decoded by `workers` threads (default: one per usable core, at most 4; 0: in this thread) a few
-        batches ahead of the model (core.data.prefetch); batches go to the GPU when there is one. The table has every class probability, the predicted class
+        Files are decoded by `workers` threads (default: prefetch.decode_workers; 0: in this thread) a few batches
+        ahead of the model (core.data.prefetch); batches go to the GPU when there is one. The table has every class probability, the predicted class
         and the threshold used; with `labels` (unknown or empty ones are left blank) it also has `label`.
         """
         paths = [str(p) for p in paths]
         good, probs, problems = [], [], []
         steps.report(progress, "files", 0, len(paths))
-        workers = prefetch.decode_workers() if workers is None else workers
+        workers = prefetch.decode_workers(self.device.type == "cpu") if workers is None else workers
         per_image = self.img_size**2 * (1 if self.reader.channels == "grey" else 3)
         ahead = prefetch.batches_ahead(workers, batch_size * per_image)
         for ok, pixels, bad in prefetch.prefetched(paths, self._load_batch, batch_size, workers, ahead):
