@@ -47,7 +47,16 @@ def valid_resize(im: Image.Image, size: int, method: str) -> Image.Image:
 
 
 def valid_pixels(im: Image.Image, size: int, method: str, channels: str) -> np.ndarray:
-    """H x W x C uint8 pixels (C = 1 grey, 3 rgb) of `im` converted and resized as training's validation set."""
-    im = im.convert("L" if channels == "grey" else "RGB")
-    arr = np.array(valid_resize(im, size, method))  # a writable copy: torch warns on a read-only one
-    return arr[:, :, None] if arr.ndim == 2 else arr
+    """H x W x C uint8 pixels (C = 1 grey, 3 rgb) of `im` converted and resized as training's validation set.
+
+    A grey image for an RGB model is resized once and its channel repeated: PIL's L -> RGB conversion repeats
+    the value and the resize treats each channel alike, so the pixels are those of converting first.
+    """
+    want = "L" if channels == "grey" else "RGB"
+    grey_to_rgb = want == "RGB" and im.mode == "L"
+    if im.mode != want and not grey_to_rgb:
+        im = im.convert(want)
+    arr = np.asarray(valid_resize(im, size, method))
+    if arr.ndim == 2:
+        return np.repeat(arr[:, :, None], 3 if grey_to_rgb else 1, axis=2)  # a writable copy
+    return arr.copy()  # writable: torch warns on a read-only array
