@@ -192,7 +192,7 @@ def test_prefetch_raises_a_load_error_at_its_batch_and_stops_when_left():
 
 
 def test_decode_threads_leave_the_cores_to_a_cpu_model(monkeypatch):
-    for cores, on_cpu, on_gpu in ((1, 1, 1), (2, 1, 2), (3, 1, 3), (8, 4, 4), (64, 4, 4)):
+    for cores, on_cpu, on_gpu in ((1, 0, 1), (2, 1, 2), (3, 1, 3), (8, 4, 4), (64, 4, 4)):
         monkeypatch.setattr(prefetch, "usable_cores", lambda n=cores: n)
         assert (prefetch.decode_workers(True), prefetch.decode_workers(False)) == (on_cpu, on_gpu), cores
 
