@@ -1,7 +1,7 @@
 """The validation-side resize of training (fastai `Resize(size, method, pad_mode="zeros")`, split_idx=1) in plain PIL.
 
 Prediction resizes every image the way training's validation set was resized. fastai's transform machinery costs
-about 1 ms an image in Python (type dispatch, tuple arithmetic, a pad through torchvision even when nothing is
+0.5-1 ms an image in Python (type dispatch, tuple arithmetic, a pad through torchvision even when nothing is
 padded); this is the same arithmetic on the same PIL calls, so the pixels are identical
 (tests/test_predict_prefetch.py checks it against fastai for every method and many shapes), at a fraction of
 the cost. Training keeps fastai's transform.
