@@ -162,7 +162,9 @@ def raw_loop_images_per_s(img_size: int, bs: int, n_train: int, n_valid: int, n_
 
 
 def predict_ratio(model_dir: Path, paths: list[str], threads: int) -> dict[str, float]:
-    """Prediction from files vs the same model on tensors decoded beforehand, images/s, at `threads` threads."""
+    """Prediction from files vs the same model on tensors decoded beforehand, images/s, at `threads` threads
+    (bench_predict.files_vs_tensors in this process; bench_predict.py also pins the process to that many cores)."""
+    import bench_predict
     import torch
 
     from core.evaluation.predict import Predictor
@@ -170,19 +172,10 @@ def predict_ratio(model_dir: Path, paths: list[str], threads: int) -> dict[str, 
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        pred = Predictor(model_dir, device="cpu")
-        pred.predict_paths(paths[:32])  # warm-up
-        t0 = time.perf_counter()
-        pred.predict_paths(paths, batch_size=32)
-        files = len(paths) / (time.perf_counter() - t0)
-        tensors = [pred.checked_tensor(p) for p in paths]
-        t0 = time.perf_counter()
-        for i in range(0, len(tensors), 32):
-            pred.probs(torch.stack(tensors[i : i + 32]))
-        model = len(paths) / (time.perf_counter() - t0)
+        out = bench_predict.files_vs_tensors(Predictor(model_dir, device="cpu"), paths, 32, rounds=2)
     finally:
         torch.set_num_threads(old)
-    return {"files_images_per_s": files, "tensors_images_per_s": model, "ratio": c.ratio(files, model)}
+    return {k: out[k] for k in ("files_images_per_s", "tensors_images_per_s", "ratio")}
 
 
 # ---------------------------------------------------------------- one data set

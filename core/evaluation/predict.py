@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,16 +15,20 @@ import torch
 from core.base import steps
 from core.base.config import SourceConfig
 from core.base.steps import OnStep
-from core.data import decode_cache, imaging
+from core.data import decode_cache, imaging, prefetch
 from core.data.labels import finding_names
 from core.data.loaders import ImageReader
+from core.data.resize import valid_pixels
 from core.evaluation import bytask, conformal, evaluate
 from core.models import heads, savedmodel, site_temperature, temperature
 
 DEFAULT_THRESHOLD = 0.5
-DECODE_WORKERS = min(
-    4, os.cpu_count() or 1
-)  # threads decoding images while the model runs on the previous batch
+
+
+def as_batch(pixels: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """N x H x W x C uint8 pixels -> N x C x H x W floats 0..1 on `device`, laid out channels_last (no copy to
+    NCHW: a channels_last model takes it as is). Moved as uint8 (a quarter of the bytes), then scaled."""
+    return torch.from_numpy(pixels).to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
 
 
 class Predictor:
@@ -71,6 +73,11 @@ class Predictor:
         """True for a two-class single-label model (a threshold on the second class applies)."""
         return len(self.classes) == 2 and self.task == "single"
 
+    @property
+    def img_size(self) -> int:
+        """The side of the square images the model takes."""
+        return int(self.reader.size or self.manifest.img_size)
+
     def use_sets(self, rule: conformal.SetRule | None) -> None:
         """Add conformal prediction sets (`set`, `refer`) to every table from now on (None: stop)."""
         if rule is not None and self.conformal is None:
@@ -88,36 +95,27 @@ class Predictor:
             )
         self.set_rule = rule
 
-    def image_for(self, path: str | Path):
-        """The fastai PIL image the model sees before resizing: decoded and downscaled as training's cache does."""
-        from fastai.vision.core import PILImage, PILImageBW
-
+    def pixels_for(self, path: str | Path) -> np.ndarray:
+        """Decode, downscale as training's cache does, resize as in validation: H x W x C uint8 pixels."""
         img = decode_cache.downscale(self.reader.load(str(path)), self.reader.size)
-        if self.reader.channels == "grey":
-            return PILImageBW.create(img.convert("L"))
-        return PILImage.create(img.convert("RGB"))
+        return valid_pixels(img, self.img_size, self.manifest.resize, self.reader.channels)
 
-    def tensor_for(self, path: str | Path) -> torch.Tensor:
-        """Decode, resize as in validation, scale to 0..1: a C x H x W float tensor."""
-        from fastai.vision.augment import Resize, ResizeMethod
-
-        img = self.image_for(path)
-        method = {"squish": ResizeMethod.Squish, "pad": ResizeMethod.Pad, "crop": ResizeMethod.Crop}
-        img = Resize(self.reader.size, method=method[self.manifest.resize], pad_mode="zeros")(
-            img, split_idx=1
-        )
-        arr = np.asarray(img, dtype=np.float32) / 255.0
-        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-        return torch.from_numpy(np.ascontiguousarray(arr))
-
-    def checked_tensor(self, path: str | Path) -> torch.Tensor:
-        """tensor_for, with every failure of the file as an ImageError of one plain sentence."""
+    def checked_pixels(self, path: str | Path) -> np.ndarray:
+        """pixels_for, with every failure of the file as an ImageError of one plain sentence."""
         try:
-            return self.tensor_for(path)
+            return self.pixels_for(path)
         except imaging.ImageError:
             raise
         except Exception as err:  # noqa: BLE001 - whatever a decoder raises for one file is that file's reason
             raise imaging.ImageError(imaging.user_reason(err)) from None
+
+    def tensor_for(self, path: str | Path) -> torch.Tensor:
+        """Decode, resize as in validation, scale to 0..1: a C x H x W float tensor."""
+        return as_batch(self.pixels_for(path)[None])[0].contiguous()
+
+    def checked_tensor(self, path: str | Path) -> torch.Tensor:
+        """tensor_for, with every failure of the file as an ImageError of one plain sentence."""
+        return as_batch(self.checked_pixels(path)[None])[0].contiguous()
 
     def normalized(self, batch: torch.Tensor) -> torch.Tensor:
         """A batch of 0..1 tensors on the model's device, normalised as in training."""
@@ -166,31 +164,16 @@ class Predictor:
             return "per finding" if threshold is None else float(threshold)
         return float(DEFAULT_THRESHOLD if threshold is None else threshold) if self.binary else "argmax"
 
-    def _decoded(
-        self, paths: list[str], batch_size: int, workers: int
-    ) -> Iterator[tuple[list[str], list, list]]:
-        """Batches of (paths, tensors, problems), decoded by a thread pool one batch ahead of the model."""
-
-        def one(p: str) -> torch.Tensor | str:
+    def _load_batch(self, paths: Sequence[str]) -> tuple[list[str], np.ndarray | None, list[dict[str, str]]]:
+        """(paths decoded, their N x H x W x C uint8 pixels, problem rows) of one batch; a bad file is its row."""
+        good, pixels, bad = [], [], []
+        for p in paths:
             try:
-                return self.checked_tensor(p)
+                pixels.append(self.checked_pixels(p))
+                good.append(p)
             except imaging.ImageError as err:  # a batch never stops for one file
-                return str(err)
-
-        chunks = [paths[i : i + batch_size] for i in range(0, len(paths), batch_size)]
-        with ThreadPoolExecutor(max(1, workers)) as pool:
-            pending = [pool.map(one, c) for c in chunks[:2]]
-            for k, chunk in enumerate(chunks):
-                results = list(pending[k])
-                if k + 2 < len(chunks):
-                    pending.append(pool.map(one, chunks[k + 2]))
-                good = [(p, r) for p, r in zip(chunk, results) if isinstance(r, torch.Tensor)]
-                bad = [
-                    {"path": str(p), "reason": r}
-                    for p, r in zip(chunk, results)
-                    if not isinstance(r, torch.Tensor)
-                ]
-                yield [p for p, _ in good], [r for _, r in good], bad
+                bad.append({"path": p, "reason": str(err)})
+        return good, np.stack(pixels) if pixels else None, bad
 
     def predict_paths(
         self,
@@ -199,21 +182,25 @@ class Predictor:
         labels: list[str] | None = None,
         tta: bool = False,
         threshold: float | None = None,
-        workers: int = DECODE_WORKERS,
+        workers: int | None = None,
         progress: OnStep | None = None,
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(predictions, problems) for many files; a broken file is reported, the rest are predicted.
 
-        Batches go to the GPU when there is one. The table has every class probability, the predicted class
+        Files are decoded by `workers` threads (default: prefetch.decode_workers; 0: in this thread) a few batches
+        ahead of the model (core.data.prefetch); batches go to the GPU when there is one. The table has every class probability, the predicted class
         and the threshold used; with `labels` (unknown or empty ones are left blank) it also has `label`.
         """
         paths = [str(p) for p in paths]
         good, probs, problems = [], [], []
         steps.report(progress, "files", 0, len(paths))
-        for ok, tensors, bad in self._decoded(paths, batch_size, workers):
+        workers = prefetch.decode_workers(self.device.type == "cpu") if workers is None else workers
+        per_image = self.img_size**2 * (1 if self.reader.channels == "grey" else 3)
+        ahead = prefetch.batches_ahead(workers, batch_size * per_image)
+        for ok, pixels, bad in prefetch.prefetched(paths, self._load_batch, batch_size, workers, ahead):
             problems += bad
-            if tensors:
-                probs.append(self.probs(torch.stack(tensors), tta=tta))
+            if pixels is not None:
+                probs.append(self.probs(as_batch(pixels, self.device), tta=tta))
                 good += ok
             steps.report(progress, "files", len(good) + len(problems), len(paths))
         probs_arr = np.concatenate(probs) if probs else np.zeros((0, len(self.classes)))

@@ -1,0 +1,205 @@
+"""Prediction that decodes ahead of the model: same probabilities as the serial fastai path, order, bad files,
+bounded batches in flight, and the validation resize in plain PIL equal to fastai's."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from core.data import prefetch
+from core.data.imaging import ImageError
+from core.data.resize import valid_resize
+from core.evaluation.predict import Predictor, predict_csv, predict_folder
+from tests.helpers import wait_for
+from tests.test_sources import dcm
+
+SHAPES = [(32, 32), (40, 30), (30, 40), (17, 50), (64, 21), (33, 31), (8, 9), (100, 7)]
+
+
+@pytest.mark.parametrize("method", ["squish", "pad", "crop"])
+def test_valid_resize_is_fastais_validation_resize(method):
+    from fastai.vision.augment import Resize, ResizeMethod
+    from fastai.vision.core import PILImage, PILImageBW
+
+    rng = np.random.default_rng(0)
+    tfm = Resize(24, method=getattr(ResizeMethod, method.capitalize()), pad_mode="zeros")
+    for w, h in SHAPES:
+        for mode, cls in (("L", PILImageBW), ("RGB", PILImage)):
+            shape = (h, w) if mode == "L" else (h, w, 3)
+            im = Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode)
+            want = np.asarray(tfm(cls.create(im), split_idx=1))
+            assert np.array_equal(np.asarray(valid_resize(im, 24, method)), want), (method, w, h, mode)
+
+
+def fixed_predictor(resize: str = "pad", channels: str = "rgb", size: int = 20) -> Predictor:
+    """A Predictor around a small fixed (seeded) CNN with normalisation, channels_last: no file, no training."""
+    from core.data.loaders import ImageReader
+    from core.models.savedmodel import Manifest
+
+    torch.manual_seed(0)
+    n_in = 1 if channels == "grey" else 3
+    pred = Predictor.__new__(Predictor)
+    pred.model = torch.nn.Sequential(
+        torch.nn.Conv2d(n_in, 8, 3, stride=2),
+        torch.nn.BatchNorm2d(8),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 3),
+    ).eval()
+    pred.model.to(memory_format=torch.channels_last)
+    pred.manifest = Manifest.from_dict({"arch": "x", "classes": ["a", "b", "c"], "resize": resize})
+    pred.classes, pred.device, pred.task = ["a", "b", "c"], torch.device("cpu"), "single"
+    pred.reader = ImageReader(size, channels, None, 0, use_cache=False)
+    pred.mean = torch.tensor([0.4] * n_in).view(1, -1, 1, 1)
+    pred.std = torch.tensor([0.2] * n_in).view(1, -1, 1, 1)
+    pred.temperature, pred.conformal, pred.set_rule = 1.0, None, None
+    return pred
+
+
+def serial_probs(pred: Predictor, paths: list[str]) -> np.ndarray:
+    """Today's serial reference: fastai image + fastai validation Resize + float / 255, one file at a time."""
+    from fastai.vision.augment import Resize, ResizeMethod
+    from fastai.vision.core import PILImage, PILImageBW
+
+    from core.data import decode_cache
+
+    grey = pred.reader.channels == "grey"
+    tfm = Resize(
+        pred.img_size, method=getattr(ResizeMethod, pred.manifest.resize.capitalize()), pad_mode="zeros"
+    )
+    out = []
+    for p in paths:
+        img = decode_cache.downscale(pred.reader.load(p), pred.img_size)
+        img = PILImageBW.create(img.convert("L")) if grey else PILImage.create(img.convert("RGB"))
+        arr = np.asarray(tfm(img, split_idx=1), dtype=np.float32) / 255.0
+        arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
+        out.append(pred.probs(torch.from_numpy(np.ascontiguousarray(arr))[None]))
+    return np.concatenate(out)
+
+
+def mixed_files(root: Path) -> tuple[list[str], set[str]]:
+    """Good images of several kinds, sizes and modes, with unreadable files between them: (all paths, bad)."""
+    rng = np.random.default_rng(1)
+    root.mkdir(parents=True, exist_ok=True)
+    paths, bad = [], set()
+    for i in range(11):
+        w, h = SHAPES[i % len(SHAPES)][0] + 5, SHAPES[i % len(SHAPES)][1] + 5
+        kind = i % 4
+        if kind == 0:
+            p = root / f"{i:02d}.jpg"
+            Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(p)
+        elif kind == 1:
+            p = root / f"{i:02d}.png"
+            Image.fromarray(rng.integers(0, 65535, (h, w), dtype=np.uint16)).save(p)  # 16-bit grey
+        elif kind == 2:
+            p = root / f"{i:02d}.png"
+            Image.fromarray(rng.integers(0, 256, (h, w, 4), dtype=np.uint8), "RGBA").save(p)
+        else:
+            p = dcm(root / f"{i:02d}.dcm")
+        paths.append(str(p))
+        if i % 3 == 1:  # a broken file after every third good one
+            broken = root / f"{i:02d}b.png"
+            broken.write_bytes(b"not an image at all" if i % 2 else p.read_bytes()[:40])
+            paths.append(str(broken))
+            bad.add(str(broken))
+    paths.append(str(root / "missing.png"))
+    return paths, bad | {str(root / "missing.png")}
+
+
+@pytest.mark.parametrize("resize,channels", [("pad", "rgb"), ("crop", "grey"), ("squish", "rgb")])
+def test_prefetched_prediction_equals_the_serial_path_in_order_with_bad_files_reported(
+    tmp_path, resize, channels
+):
+    pred = fixed_predictor(resize, channels)
+    paths, bad = mixed_files(tmp_path / "imgs")
+    good = [p for p in paths if p not in bad]
+    want = serial_probs(pred, good)
+    for workers in (0, 1, 3):
+        df, problems = pred.predict_paths(paths, batch_size=4, workers=workers)
+        assert df["path"].tolist() == good  # input order, bad files left out
+        np.testing.assert_allclose(df[["prob_a", "prob_b", "prob_c"]].to_numpy(), want, atol=1e-6)
+        assert set(problems["path"]) == bad
+        for path, reason in zip(problems["path"], problems["reason"]):  # the same sentence as one file alone
+            with pytest.raises(ImageError) as one:
+                pred.predict_one(path)
+            assert reason == str(one.value) and reason
+
+
+def test_single_folder_and_csv_prediction_give_the_same_probabilities(tmp_path):
+    pred = fixed_predictor("pad", "rgb")
+    paths, bad = mixed_files(tmp_path / "data" / "a")
+    good = [p for p in paths if p not in bad]
+    folder, _ = predict_folder(pred, tmp_path / "data", batch_size=3)
+    pd.DataFrame({"path": [Path(p).name for p in good], "label": "a"}).to_csv(
+        tmp_path / "data" / "a" / "t.csv"
+    )
+    table, problems = predict_csv(pred, tmp_path / "data" / "a" / "t.csv", batch_size=5)
+    assert problems.empty and table["label"].eq("a").all()
+    folder = folder.set_index("path").loc[good]
+    for p, row in zip(good, table.itertuples()):
+        one = pred.predict_one(p)["probs"]
+        assert row.path == p
+        assert abs(one["a"] - row.prob_a) < 1e-6 and abs(folder.loc[p, "prob_a"] - row.prob_a) < 1e-6
+
+
+def test_prefetch_keeps_order_and_bounds_the_batches_in_flight():
+    started, lock = [], threading.Lock()
+
+    def load(batch):
+        with lock:
+            started.append(batch[0])
+        return list(batch)
+
+    items = list(range(50))
+    for workers, ahead in ((1, 1), (2, 2), (3, 4)):
+        started.clear()
+        seen = []
+        for k, batch in enumerate(prefetch.prefetched(items, load, 4, workers=workers, ahead=ahead)):
+            if k == 0:  # the decoders run ahead of a model that holds its batch ...
+                wait_for(lambda n=ahead + 1: len(started) >= n)
+            time.sleep(0.01)
+            with lock:  # ... but never further than `ahead` batches (+ the one held)
+                assert len(started) - k <= ahead + 1, (workers, ahead, k, len(started))
+            seen += batch
+        assert seen == items
+
+
+def test_prefetch_raises_a_load_error_at_its_batch_and_stops_when_left():
+    def load(batch):
+        if 8 in batch:
+            raise ValueError("boom")
+        return batch
+
+    got = []
+    with pytest.raises(ValueError, match="boom"):
+        for batch in prefetch.prefetched(list(range(20)), load, 4, workers=2, ahead=2):
+            got += batch
+    assert got == list(range(8))
+    calls = []
+    gen = prefetch.prefetched(list(range(400)), lambda b: calls.append(b) or b, 4, workers=1, ahead=2)
+    next(gen)
+    gen.close()  # the consumer stops early: the batches not started are cancelled
+    assert len(calls) <= 4
+    assert list(prefetch.prefetched([], load, 4, workers=2)) == []
+
+
+def test_decode_threads_leave_the_cores_to_a_cpu_model(monkeypatch):
+    for cores, on_cpu, on_gpu in ((1, 0, 1), (2, 1, 2), (3, 1, 3), (8, 4, 4), (64, 4, 4)):
+        monkeypatch.setattr(prefetch, "usable_cores", lambda n=cores: n)
+        assert (prefetch.decode_workers(True), prefetch.decode_workers(False)) == (on_cpu, on_gpu), cores
+
+
+def test_batches_ahead_keep_to_the_memory_budget():
+    assert prefetch.batches_ahead(4, 1000) == 5
+    assert prefetch.batches_ahead(4, prefetch.PREFETCH_BYTES // 2) == 2
+    assert prefetch.batches_ahead(4, prefetch.PREFETCH_BYTES * 3) == 1  # one batch, however large
+    with pytest.raises(ValueError):
+        list(prefetch.prefetched([1], list, 0))
