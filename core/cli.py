@@ -908,7 +908,10 @@ def _decision_args(p: argparse.ArgumentParser) -> None:
         help="binary models: predict the second class when its probability >= this (default 0.5)",
     )
     p.add_argument(
-        "--tta", action="store_true", help="test-time augmentation: average with the mirrored image"
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: average over shifted / zoomed views and the mirror images training allowed "
+        "(about 8x slower)",
     )
     p.add_argument(
         "--coverage",

@@ -17,13 +17,17 @@ from core.models.weightfiles import ModelFileError
 
 @pytest.fixture
 def kfold_run(tmp_path):
-    """A finished k-fold run folder with 2 fold models (random resnet18s, 32 px, each its own temperature)."""
+    """A finished k-fold run folder with 2 fold models (random resnet18s, 32 px, each its own temperature and
+    normalisation, as from-scratch folds measure it on their own training images)."""
     run = tmp_path / "run"
     for i in range(2):
         torch.manual_seed(i)
         t = temperature.Temperature(1.0 + i, "oof", 50, 0.7, 0.6)
         manifest = temperature.with_temperature(
-            Manifest(arch="resnet18", classes=["a", "b"], img_size=32, mean=[0.5] * 3, std=[0.25] * 3), t
+            Manifest(
+                arch="resnet18", classes=["a", "b"], img_size=32, mean=[0.4 + 0.1 * i] * 3, std=[0.25] * 3
+            ),
+            t,
         )
         save_model(archs.create_model("resnet18", 2).eval(), run / "folds" / f"fold{i}", manifest)
     (run / "metrics.json").write_text(json.dumps({"type": "kfold", "k": 2, "classes": ["a", "b"]}))

@@ -25,7 +25,7 @@ from core.runs.rundir import REPORT_METRICS, RunFolder
 from core.train import calibrate
 from core.web import hosting, uploads
 from ui import common
-from ui.common import CHOSEN, METRICS, run_label  # shared with the Predict view
+from ui.common import CHOSEN, METRICS, TTA_HELP, run_label  # shared with the Predict view
 
 LAST_RUN, RUN = common.LAST_EVAL_RUN, common.EVAL_RUN
 COMPARE, SET, PREV, EXTERNAL = "ev_compare", "ev_set", "ev_prevalence", "ev_external"
@@ -556,7 +556,7 @@ def external_section(job: jobs.Job) -> None:
         cfg = _external_source()
         c1, c2 = st.columns(2)
         model = c1.selectbox("Model", list(models), key="ev_ext_model")
-        tta = c2.checkbox("Test-time augmentation (average with the mirror image)", key="ev_ext_tta")
+        tta = c2.checkbox("Test-time augmentation", help=TTA_HELP, key="ev_ext_tta")
         if st.button("Evaluate on this test set", key="ev_ext_go", disabled=cfg is None):
             _predict_external(job, cfg, models[model], tta)
 

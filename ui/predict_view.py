@@ -150,9 +150,7 @@ def options(job: jobs.Job, classes: list[str]) -> tuple[float | None, bool]:
         )
     else:
         c1.caption("Multi-class model: the predicted class is the most probable one.")
-    tta = c2.checkbox(
-        "Test-time augmentation", key="pr_tta", help="Average with the mirror image (2x slower)."
-    )
+    tta = c2.checkbox("Test-time augmentation", key="pr_tta", help=common.TTA_HELP)
     return threshold, tta
 
 

@@ -132,9 +132,7 @@ def tta_option(task: str) -> bool:
         if task == "multilabel"
         else "Ordinal model: the predicted grade is the number of cut-points P(grade > k) above 0.5."
     )
-    return bool(
-        c2.checkbox("Test-time augmentation", key="pr_tta", help="Average with the mirror image (2x slower).")
-    )
+    return bool(c2.checkbox("Test-time augmentation", key="pr_tta", help=common.TTA_HELP))
 
 
 def predict_results(result: dict[str, Any], task: str) -> None:

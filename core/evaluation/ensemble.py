@@ -1,8 +1,8 @@
 """A k-fold run used as one model: the mean of its fold models' probabilities (each calibrated with the temperature
 the out-of-fold predictions fitted), with the same preprocessing, decoding, tables and threshold as a Predictor.
 
-The fold models of one run share their preprocessing (one RunConfig), so every image is decoded once and each fold
-model scores the same tensor. Test-time augmentation (the mirror image) applies to each member. Conformal
+The fold models of one run share their decoding (one RunConfig), so every image is decoded once and each fold
+model normalises and scores the same tensor. Test-time augmentation (core.evaluation.tta) applies to each member. Conformal
 prediction sets are not offered for an ensemble: the held-out scores the fold models carry are those of single
 folds, not of their mean, so the coverage guarantee would not be the ensemble's.
 """
@@ -16,6 +16,7 @@ import torch
 
 from core.evaluation.conformal import SetRule
 from core.evaluation.predict import Predictor
+from core.models.savedmodel import Manifest
 from core.models.weightfiles import ModelFileError
 from core.runs import rundir
 
@@ -31,23 +32,25 @@ def fold_model_dirs(run_dir: str | Path) -> list[Path]:
     return dirs
 
 
+def decoding(m: Manifest) -> tuple:
+    """What the members of an ensemble must share: classes, task and how a file becomes the 0..1 tensor. The
+    normalisation may differ (from-scratch folds measure it on their own training images): each member applies its
+    own to the shared tensor."""
+    return (m.classes, m.task_type, m.img_size, m.n_in, m.channels, m.resize, m.window, m.frame)
+
+
 class EnsemblePredictor(Predictor):
     """The fold models of a k-fold run as one Predictor: probabilities are the mean of the folds'."""
 
     def __init__(self, run_dir: str | Path, device: str | None = None, calibrated: bool = True):
-        """Load every fold model; the first one's manifest gives the preprocessing, all must agree on it."""
+        """Load every fold model; the first one's manifest gives the decoding, all must agree on it (`decoding`)."""
         dirs = fold_model_dirs(run_dir)
         super().__init__(dirs[0], device=device, calibrated=calibrated)
         self.members = [self] + [
             Predictor(d, device=str(self.device), calibrated=calibrated) for d in dirs[1:]
         ]
-        first = self.manifest
         for d, m in zip(dirs[1:], self.members[1:]):
-            same = (m.manifest.classes, m.manifest.img_size, m.manifest.channels, m.manifest.resize)
-            if (
-                same != (first.classes, first.img_size, first.channels, first.resize)
-                or m.manifest.stats != first.stats
-            ):
+            if decoding(m.manifest) != decoding(self.manifest):
                 raise ModelFileError(
                     f"{d.name} does not share the classes or preprocessing of {dirs[0].name}"
                 )
