@@ -353,20 +353,24 @@ def file_version(*files: str | os.PathLike) -> tuple:
 @st.cache_resource(max_entries=4, show_spinner="Loading the model...")
 def _predictor(model_path: str, version: tuple):
     """One loaded Predictor per model file version (shared by every session: never mutate it)."""
-    from core.evaluation.predict import Predictor
+    from core.evaluation.ensemble import load_predictor
 
-    return Predictor(model_path)
+    return load_predictor(model_path)
 
 
 def model_version(model_path: str) -> tuple:
-    """Cache key of a saved model: versions of the manifest and weights files in its folder."""
+    """Cache key of a saved model (or a fold ensemble): versions of the manifest and weights files of its folders."""
+    from core.evaluation.ensemble import model_dirs
 
-    folder = Path(model_path) if Path(model_path).is_dir() else Path(model_path).parent
-    return file_version(*sorted(folder.glob("*.json")), *sorted(folder.glob("*.safetensors")))
+    files = [
+        f for d in model_dirs(model_path) for pat in ("*.json", "*.safetensors") for f in sorted(d.glob(pat))
+    ]
+    return file_version(*files)
 
 
 def predictor(model_path: str):
-    """A cached core.evaluation.predict.Predictor for a model folder / model.json; a rewritten model is loaded again."""
+    """A cached core.evaluation.predict.Predictor for a model folder / model.json, or an EnsemblePredictor for an
+    ensemble reference (core.evaluation.ensemble); a rewritten model is loaded again."""
     return _predictor(str(model_path), model_version(model_path))
 
 

@@ -29,9 +29,10 @@ def run_task(run_dir: str) -> str:
 
 def model_task(model: str) -> str:
     """The task of a saved model (its manifest; no weights loaded)."""
+    from core.evaluation.ensemble import member_path
     from core.models import savedmodel
 
-    return savedmodel.read_manifest(model)[0].task_type
+    return savedmodel.read_manifest(member_path(model))[0].task_type
 
 
 # ---------------------------------------------------------------- explorer

@@ -20,6 +20,54 @@ from core.models.savedmodel import Manifest
 from core.models.weightfiles import ModelFileError
 from core.runs import rundir
 
+REF_PREFIX = (
+    "ensemble:"  # a model reference naming a k-fold run's fold models as one model (the app's pickers)
+)
+
+
+def ensemble_ref(run_dir: str | Path) -> str:
+    """The model reference of a k-fold run's fold ensemble, usable wherever the app takes a model path."""
+    return f"{REF_PREFIX}{Path(run_dir)}"
+
+
+def ref_run(model: str | Path) -> Path | None:
+    """The run folder an ensemble reference names; None for an ordinary model path."""
+    text = str(model)
+    return Path(text[len(REF_PREFIX) :]) if text.startswith(REF_PREFIX) else None
+
+
+def member_path(model: str | Path) -> str:
+    """The model whose manifest describes `model`: for an ensemble its first fold model (classes, task, input)."""
+    run = ref_run(model)
+    return str(fold_model_dirs(run)[0]) if run is not None else str(model)
+
+
+def model_dirs(model: str | Path) -> list[Path]:
+    """The model folders behind a reference: every fold's for an ensemble, else the one (for cache keys)."""
+    run = ref_run(model)
+    if run is not None:
+        return fold_model_dirs(run)
+    p = Path(model)
+    return [p if p.is_dir() else p.parent]
+
+
+def model_choices(run_dir: str | Path) -> dict[str, str]:
+    """A run's models by name ("final model", "fold 1", ...) plus, with two or more fold models, the ensemble."""
+    run = rundir.RunFolder(run_dir)
+    found = {k: str(v) for k, v in run.models().items()}
+    k = len(list(run.fold_models()))
+    if k >= 2:
+        found[f"all {k} folds as one model (average)"] = ensemble_ref(run.path)
+    return found
+
+
+def load_predictor(model: str | Path, device: str | None = None, calibrated: bool = True) -> Predictor:
+    """A Predictor for a model path, or an EnsemblePredictor for an ensemble reference."""
+    run = ref_run(model)
+    if run is not None:
+        return EnsemblePredictor(run, device=device, calibrated=calibrated)
+    return Predictor(model, device=device, calibrated=calibrated)
+
 
 def fold_model_dirs(run_dir: str | Path) -> list[Path]:
     """The saved fold models of a k-fold run, in fold order; a clear error when there are none."""
