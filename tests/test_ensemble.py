@@ -74,3 +74,31 @@ def test_an_ensemble_needs_fold_models_and_the_cli_uses_it(kfold_run, tmp_path, 
     single = main(["predict", "--model", str(run / "folds" / "fold0"), str(images), "--show", "4"])
     first = json.loads(capsys.readouterr().out)["rows"]
     assert single == 0 and len(rows) == 4 and rows[0]["prob_a"] != first[0]["prob_a"]
+
+
+def test_the_model_zip_carries_an_onnx_ensemble_that_gives_the_ensembles_probabilities(kfold_run, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import shutil
+    import zipfile
+
+    from core.evaluation.ensemble import EnsemblePredictor
+    from core.models import package
+
+    run, _ = kfold_run
+    shutil.copytree(run / "folds" / "fold0", run / "model")  # the run's final model (a zip needs one)
+    result = package.package_model(run, tmp_path / "m.zip")
+    assert result["ensemble_members"] == 2
+    with zipfile.ZipFile(tmp_path / "m.zip") as zf:
+        zf.extractall(tmp_path / "unzipped")
+    folder = tmp_path / "unzipped" / run.name
+    assert "ensemble.onnx" in (folder / "README.md").read_text()
+    sess = ort.InferenceSession(str(folder / "ensemble.onnx"), providers=["CPUExecutionProvider"])
+    meta = sess.get_modelmeta().custom_metadata_map
+    assert json.loads(meta["ensemble"])["members"] == 2 and json.loads(meta["temperature"]) == 1.0
+    mean, std = json.loads(meta["mean"]), json.loads(meta["std"])  # the input as the metadata describes it
+    x01 = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    x = (x01 - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+    logits = sess.run(None, {"image": x.numpy()})[0]
+    got = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    np.testing.assert_allclose(got, EnsemblePredictor(run, device="cpu").probs(x01), atol=1e-4)
