@@ -102,3 +102,42 @@ def test_the_model_zip_carries_an_onnx_ensemble_that_gives_the_ensembles_probabi
     logits = sess.run(None, {"image": x.numpy()})[0]
     got = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     np.testing.assert_allclose(got, EnsemblePredictor(run, device="cpu").probs(x01), atol=1e-4)
+
+
+def test_a_kfold_run_scores_its_test_split_with_the_final_model_and_the_ensemble(tmp_path):
+    import pandas as pd
+
+    from core.base.config import DataConfig, RunConfig, SourceConfig, SplitConfig, TrainConfig, to_dict
+    from core.data.sample import ensure_sample
+    from core.evaluation import evaluate
+    from core.evaluation.ensemble import EnsemblePredictor
+    from core.evaluation.predict import Predictor
+    from core.runs import jobs
+
+    sample = ensure_sample(tmp_path / "sample", n_patients=8)
+    cfg = RunConfig(
+        source=SourceConfig(kind="csv", csv_path=str(sample / "labels.csv"), group_col="patient_id"),
+        data=DataConfig(
+            img_size=32, batch_size=32, split=SplitConfig(method="group", k_folds=2, test_pct=0.25)
+        ),
+        train=TrainConfig(
+            pretrained=False, epochs=1, freeze_epochs=0, torch_threads=1, final_model_on_all=True
+        ),
+    )
+    run = tmp_path / "kf"
+    jobs.run_inline("train", {"config": to_dict(cfg)}, run_dir=run)
+    summary = evaluate.run_summary(run)
+    classes = list(summary["classes"])
+    cols = [f"prob_{c}" for c in classes]
+    items = pd.read_csv(run / "items.csv")
+    test = pd.read_csv(run / "test_predictions.csv")
+    assert summary["test_model"] == "final model" and len(test) == int((items["split"] == "test").sum()) > 0
+    paths, labels = test["path"].tolist(), test["label"].astype(str).tolist()
+    final = Predictor(run / "model").predict_paths(paths)[0]
+    np.testing.assert_allclose(test[cols], final[cols], atol=1e-5)  # the headline is the final model's
+    ens = EnsemblePredictor(run).predict_paths(paths, labels=labels)[0]
+    expected = evaluate.metrics_from_frame(ens, classes)
+    assert summary["metrics"]["test_ensemble"]["accuracy"] == pytest.approx(expected["accuracy"])
+    assert summary["metrics"]["test"]["accuracy"] == pytest.approx(
+        evaluate.metrics_from_frame(test, classes)["accuracy"]
+    )
