@@ -79,20 +79,15 @@ def test_an_ensemble_needs_fold_models_and_the_cli_uses_it(kfold_run, tmp_path, 
 def test_the_model_zip_carries_an_onnx_ensemble_that_gives_the_ensembles_probabilities(kfold_run, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    import shutil
-    import zipfile
-
     from core.evaluation.ensemble import EnsemblePredictor
     from core.models import package
+    from core.runs.rundir import RunFolder
 
     run, _ = kfold_run
-    shutil.copytree(run / "folds" / "fold0", run / "model")  # the run's final model (a zip needs one)
-    result = package.package_model(run, tmp_path / "m.zip")
-    assert result["ensemble_members"] == 2
-    with zipfile.ZipFile(tmp_path / "m.zip") as zf:
-        zf.extractall(tmp_path / "unzipped")
-    folder = tmp_path / "unzipped" / run.name
-    assert "ensemble.onnx" in (folder / "README.md").read_text()
+    files: dict = {}  # what package_model adds to the zip beside model.onnx (tested in test_package)
+    assert package._ensemble_onnx(RunFolder(run), files, tmp_path, None) == 2
+    folder = tmp_path
+    assert set(files) == {package.ENSEMBLE_ONNX_FILE} and "k times slower" in package.ENSEMBLE_README
     sess = ort.InferenceSession(str(folder / "ensemble.onnx"), providers=["CPUExecutionProvider"])
     meta = sess.get_modelmeta().custom_metadata_map
     assert json.loads(meta["ensemble"])["members"] == 2 and json.loads(meta["temperature"]) == 1.0
