@@ -136,3 +136,9 @@ def test_a_kfold_run_scores_its_test_split_with_the_final_model_and_the_ensemble
     assert summary["metrics"]["test"]["accuracy"] == pytest.approx(
         evaluate.metrics_from_frame(test, classes)["accuracy"]
     )
+    from core.evaluation import checklist
+
+    selection = checklist._selection_items(summary)[
+        0
+    ].value  # the checklist says which model scored the test set
+    assert "scored by the final model" in selection and "fold ensemble (2 models averaged)" in selection
