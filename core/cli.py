@@ -942,7 +942,10 @@ def _decision_args(p: argparse.ArgumentParser) -> None:
         help="binary models: predict the second class when its probability >= this (default 0.5)",
     )
     p.add_argument(
-        "--tta", action="store_true", help="test-time augmentation: average with the mirrored image"
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: average over shifted / zoomed views and the mirror images training allowed "
+        "(about 8x slower)",
     )
     p.add_argument(
         "--coverage",
@@ -1046,6 +1049,8 @@ def cmd_export(ns: argparse.Namespace) -> dict[str, Any]:
     """Export a saved model to ONNX; verified against PyTorch with onnxruntime unless --no-verify."""
     from core.models import onnx_export, package, savedmodel
 
+    if ns.ensemble:
+        return _export_ensemble(ns)
     path = _model_path(ns.model)
     model, manifest = savedmodel.load_model(path)
     run = rundir.of_model(path)  # a binary run's threshold (its report's, else 0.5) goes into the metadata
@@ -1057,6 +1062,26 @@ def cmd_export(ns: argparse.Namespace) -> dict[str, Any]:
             if result.get("max_abs_diff") is not None
             else result.get("note", "not verified")
         )
+    return {
+        **result,
+        "classes": manifest.classes,
+        "input": [1, manifest.n_in, manifest.img_size, manifest.img_size],
+    }
+
+
+def _export_ensemble(ns: argparse.Namespace) -> dict[str, Any]:
+    """export --ensemble: a k-fold run's fold models as one ONNX graph (core.models.onnx_ensemble)."""
+    from core.evaluation.ensemble import ensemble_ref, member_path
+    from core.models import onnx_ensemble, package, savedmodel
+
+    run = rundir.RunFolder(_model_arg(ns))
+    manifest = savedmodel.read_manifest(member_path(ensemble_ref(run.path)))[0]
+    threshold = package.run_threshold(run, len(manifest.classes)) if run.is_finished() else None
+    result = onnx_ensemble.export_ensemble_onnx(
+        run.path, ns.onnx, verify=not ns.no_verify, threshold=threshold
+    )
+    if not ns.no_verify and not result.get("verified"):
+        raise CliError(result.get("note", "not verified"))
     return {
         **result,
         "classes": manifest.classes,
@@ -1288,6 +1313,9 @@ def _model_commands(sub: Any) -> None:
     p.add_argument("--model", required=True, help=f"run folder, model folder or {rundir.MODEL_MANIFEST}")
     p.add_argument("--onnx", required=True, help="output .onnx file")
     p.add_argument("--no-verify", action="store_true", help="skip the onnxruntime comparison")
+    p.add_argument(
+        "--ensemble", action="store_true", help="--model is a k-fold run: one graph averaging its fold models"
+    )
     p.set_defaults(func=cmd_export)
     p = sub.add_parser(
         "download",

@@ -19,7 +19,10 @@ def fake_train(params: dict, run_dir: Path, progress: Progress) -> dict:
     folder = rundir.RunFolder(run_dir)
     rundir.write_json(folder.config, cfg)
     lr, epochs = float(cfg["train"]["lr"] or 1e-3), int(cfg["train"]["epochs"])
-    skill = min(0.95, 0.5 + 40 * lr)
+    fraction = float(cfg.get("data", {}).get("train_fraction") or 1.0)
+    skill = min(0.95, 0.5 + 40 * lr) * (
+        1 - 0.3 * (1 - fraction**0.5)
+    )  # less data, less skill (1 at all of it)
     pd.DataFrame(
         {
             "epoch": range(epochs),

@@ -390,3 +390,36 @@ def test_a_site_temperature_fitted_on_evaluation_is_offered_on_predict(trained, 
         )
     finally:
         savedmodel.record(model, site_temperature.KEY, None)
+
+
+def test_predict_uses_a_kfold_runs_folds_as_one_model(trained, tmp_path):
+    from core.evaluation.ensemble import ensemble_ref
+    from core.evaluation.predict import Predictor, predict_folder
+    from core.models import archs, savedmodel
+
+    run = tmp_path / "kf"
+    shutil.copytree(trained["run"], run)
+    shutil.copytree(run / "model", run / "folds" / "fold0")
+    manifest = savedmodel.read_manifest(run / "model")[0]
+    torch.manual_seed(3)  # a second, different member
+    model = archs.create_model(manifest.arch, len(manifest.classes), n_in=manifest.n_in)
+    savedmodel.save_model(model.eval(), run / "folds" / "fold1", manifest)
+    register(run, trained["config"])
+    at = app(PREDICT).run()
+    label = "all 2 folds as one model (average)"
+    assert label in at.selectbox(key="pr_model").options
+    at.selectbox(key="pr_model").set_value(label).run()
+    assert any("mean of the fold models" in c.value for c in at.caption)
+    at.radio(key="pr_input").set_value("folder").run()
+    at.text_input(key="pr_folder").input(str(trained["sample"] / "folder")).run()
+    at.button(key="pr_go").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["pr_result"]["model"] == ensemble_ref(run)
+    got = at.session_state["pr_result"]["df"].set_index("path")
+    folds = [
+        predict_folder(Predictor(run / "folds" / f"fold{i}"), trained["sample"] / "folder")[0] for i in (0, 1)
+    ]
+    cols = [c for c in got.columns if c.startswith("prob_") and c != "prob_pred"]
+    mean = np.mean([f.set_index("path").loc[got.index, cols].to_numpy() for f in folds], axis=0)
+    np.testing.assert_allclose(got[cols].to_numpy(), mean, atol=1e-5)
+    assert not [t for t in at.toggle if t.key == "pr_sets"]  # sets are calibrated for one model, not offered

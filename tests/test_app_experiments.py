@@ -127,3 +127,23 @@ def test_cancel_all_after_a_finished_trial_reads_cancelled_and_reuse_says_what_c
     assert not at.exception, at.exception
     said = [i.value for i in at.info if i.value.startswith("Settings applied")]
     assert said and "Learning rate" in said[0] and "→ 0.001" in said[0], said
+
+
+def test_a_train_fraction_sweep_forecasts_more_data(submitted):
+    at = app()
+    at.multiselect(key="ex_settings").set_value(["train_fraction"]).run()
+    at.text_input(key="ex_val_train_fraction").set_value("0.125,0.25,0.5,1").run()
+    at.button(key="ex_start").click().run()
+    finish_all(JobStore())  # fake_train: skill grows with the fraction
+    at.run()
+    assert not at.exception, at.exception
+    assert any("Learning curve and forecast" in c.proto.spec for c in at.get("plotly_chart"))
+    text = " ".join(c.value for c in at.caption)
+    assert "2x the data" in text and "4x the data" in text and "Extrapolation" in text
+    exp_id = experiments.list_ids()[0]
+    told = experiments.summary(exp_id, JobStore(), n_boot=50)["learning_curve"]  # what the CLI prints
+    assert told["fractions"] == [0.125, 0.25, 0.5, 1.0] and [e["multiple"] for e in told["forecast"]] == [
+        1,
+        2,
+        4,
+    ]

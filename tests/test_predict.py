@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
+from core.base.config import RunConfig, from_dict
 from core.evaluation.predict import Predictor, predict_csv, predict_folder, read_path_table, score_predictions
 from core.models import savedmodel
 
@@ -136,10 +137,15 @@ def test_threshold_column_and_decision(run, predictor):
     assert sum(one["probs"].values()) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_tta_averages_the_mirror_image(run, predictor):
+def test_tta_averages_the_views_the_training_allowed(run, predictor):
+    from core.evaluation import tta
+
+    flips = tta.allowed(from_dict(RunConfig, json.loads((run / "config.json").read_text())).data.aug)
+    assert predictor.manifest.extra[tta.KEY] == flips  # the saved model records what TTA may flip
+    assert [v.name for v in predictor.tta_views] == [v.name for v in tta.views(flips)]
     paths = pd.read_csv(run / "valid_predictions.csv")["path"].tolist()[:4]
     x = torch.stack([predictor.tensor_for(p) for p in paths])
-    expected = (predictor.probs(x) + predictor.probs(torch.flip(x, dims=[3]))) / 2
+    expected = np.mean([predictor.probs(tta.apply(x, v)) for v in predictor.tta_views], axis=0)
     df, _ = predictor.predict_paths(paths, tta=True)
     np.testing.assert_allclose(df[[f"prob_{c}" for c in predictor.classes]].to_numpy(), expected, atol=1e-5)
 

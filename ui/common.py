@@ -61,6 +61,10 @@ EVAL_RUN, LAST_EVAL_RUN, CHOSEN = (
     "ev_last_run",
     "chosen_thresholds",
 )  # Evaluation's run and thresholds
+TTA_HELP = (
+    "Test-time augmentation: average over small shifts (4 %), a 0.9 / 1.1 zoom and the mirror images the training "
+    "setup allowed (no flips when training used none); about 8x slower."
+)
 METRICS = evaluate.HEADLINE + (
     "pr_auc",
     "brier",
@@ -349,21 +353,25 @@ def file_version(*files: str | os.PathLike) -> tuple:
 @st.cache_resource(max_entries=4, show_spinner="Loading the model...")
 def _predictor(model_path: str, version: tuple, site: str = ""):
     """One loaded Predictor per model file version and site (shared by every session: never mutate it)."""
-    from core.evaluation.predict import Predictor
+    from core.evaluation.ensemble import load_predictor
 
-    return Predictor(model_path, site=site)
+    return load_predictor(model_path, site=site)
 
 
 def model_version(model_path: str) -> tuple:
-    """Cache key of a saved model: versions of the manifest and weights files in its folder."""
+    """Cache key of a saved model (or a fold ensemble): versions of the manifest and weights files of its folders."""
+    from core.evaluation.ensemble import model_dirs
 
-    folder = Path(model_path) if Path(model_path).is_dir() else Path(model_path).parent
-    return file_version(*sorted(folder.glob("*.json")), *sorted(folder.glob("*.safetensors")))
+    files = [
+        f for d in model_dirs(model_path) for pat in ("*.json", "*.safetensors") for f in sorted(d.glob(pat))
+    ]
+    return file_version(*files)
 
 
 def predictor(model_path: str, site: str = ""):
     """A cached core.evaluation.predict.Predictor for a model folder / model.json (with a site's temperature when
-    named); a rewritten model is loaded again."""
+    named), or an EnsemblePredictor for an ensemble reference (core.evaluation.ensemble); a rewritten model is
+    loaded again."""
     return _predictor(str(model_path), model_version(model_path), site)
 
 

@@ -23,6 +23,7 @@ from core.data.items import SourceError
 from core.evaluation import (
     calibration,
     conformal,
+    ensemble,
     evaluate,
     explain,
     plots,
@@ -36,7 +37,7 @@ from core.runs.rundir import REPORT_METRICS, RunFolder
 from core.train import calibrate
 from core.web import hosting, uploads
 from ui import common
-from ui.common import CHOSEN, METRICS, run_label  # shared with the Predict view
+from ui.common import CHOSEN, METRICS, TTA_HELP, run_label  # shared with the Predict view
 
 LAST_RUN, RUN = common.LAST_EVAL_RUN, common.EVAL_RUN
 COMPARE, SET, PREV, EXTERNAL = "ev_compare", "ev_set", "ev_prevalence", "ev_external"
@@ -478,7 +479,7 @@ def model_for(job: jobs.Job, set_name: str, row: pd.Series) -> str | None:
         return str(fold)
     ext = st.session_state.get(EXTERNAL) or {}
     if set_name == "external" and ext.get("run") == job.id:
-        return ext["model"]
+        return ensemble.member_path(ext["model"])  # an ensemble's Grad-CAM: its first fold's
     return next((str(m) for m in run.models().values()), None)
 
 
@@ -586,15 +587,16 @@ def external_section(job: jobs.Job) -> None:
             if len(ext["problems"]):
                 st.dataframe(shown_frame(ext["problems"]), hide_index=True, width="stretch")
             st.button("Forget this test set", key="ev_ext_clear", on_click=_forget_external)
-            site_recalibration(job, ext)
-        models = {k: str(v) for k, v in RunFolder(job.run_dir).models().items()}
+            if ensemble.ref_run(ext.get("model", "")) is None:  # a site temperature is one model's
+                site_recalibration(job, ext)
+        models = ensemble.model_choices(job.run_dir)  # the fold ensemble too (k-fold runs)
         if not models:
             st.info("This run has no saved model.")
             return
         cfg = _external_source()
         c1, c2 = st.columns(2)
         model = c1.selectbox("Model", list(models), key="ev_ext_model")
-        tta = c2.checkbox("Test-time augmentation (average with the mirror image)", key="ev_ext_tta")
+        tta = c2.checkbox("Test-time augmentation", help=TTA_HELP, key="ev_ext_tta")
         if st.button("Evaluate on this test set", key="ev_ext_go", disabled=cfg is None):
             _predict_external(job, cfg, models[model], tta)
 
@@ -635,6 +637,13 @@ def external_frame(job: jobs.Job) -> pd.DataFrame | None:
     """The external predictions kept for this run, if any."""
     ext = st.session_state.get(EXTERNAL) or {}
     return ext["df"] if ext.get("run") == job.id else None
+
+
+def external_by_ensemble(job: jobs.Job) -> bool:
+    """True when the kept external predictions are a fold ensemble's: prediction sets, calibrated for one model,
+    are not judged on them."""
+    ext = st.session_state.get(EXTERNAL) or {}
+    return ext.get("run") == job.id and ensemble.ref_run(ext.get("model", "")) is not None
 
 
 # ---------------------------------------------------------------- downloads
@@ -726,7 +735,7 @@ def show_run(job: jobs.Job, runs: list[jobs.Job], checks: SetChecks | None = Non
     all_frames = frames_with_external(frames, external)
     set_name = figures_section(job, ev, all_frames)
     calibration_section(job, version)
-    sets_section(job, version, external)
+    sets_section(job, version, None if external_by_ensemble(job) else external)
     subgroups_section(job, version)
     folds_section(ev)
     top_losses_section(job, ev, all_frames, set_name)

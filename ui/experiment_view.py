@@ -15,7 +15,7 @@ import streamlit as st
 
 from core.base import fmt, schema
 from core.base.config import ConfigError, RunConfig
-from core.evaluation import plots
+from core.evaluation import learning_curve, plots
 from core.runs import jobs
 from core.train import experiments, sweep_report
 from core.web import hosting
@@ -330,6 +330,38 @@ def trials_panel(record: dict) -> None:
     if len(curves):
         st.plotly_chart(plots.sweep_curves(curves, metric), key="ex_curves")
     mattered_section(record, table)
+    forecast_section(table, metric)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _forecast(points: pd.DataFrame, metric: str) -> dict | None:
+    """The learning-curve forecast of a sweep's finished trials (cached: the live panel redraws every 2 s)."""
+    return learning_curve.from_trials(points, metric)
+
+
+def forecast_section(table: pd.DataFrame, metric: str) -> None:
+    """A train-fraction sweep: the learning curve fitted to its trials and the forecast at 2x / 4x the data."""
+    if "train_fraction" not in table:
+        return
+    fc = _forecast(table[["train_fraction", "status", metric]], metric)
+    if fc is None:
+        return
+    st.markdown("**How much more data would help (learning curve)**")
+    if "refused" in fc:
+        st.caption(f"No forecast yet: {fc['refused']}.")
+        return
+    points = learning_curve.points(table, metric)
+    st.plotly_chart(plots.learning_curve(fc, points), key="ex_learning_curve")
+    rows = [
+        f"{e['multiple']:g}x the data: {e['value']:.3f} (95 % range {e['lo']:.3f} to {e['hi']:.3f})"
+        for e in fc["forecast"]
+    ]
+    st.caption(
+        f"valid {metric}, fitted to {fc['n_points']} trials at {len(fc['fractions'])} fractions: "
+        + "; ".join(rows)
+        + f"; ceiling a = {fc['ceiling']:.3f}. "
+        + fc["caveat"]
+    )
 
 
 def mattered_section(record: dict, table: pd.DataFrame) -> None:

@@ -15,7 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from core.base import fmt
-from core.evaluation import conformal, evaluate, predict
+from core.evaluation import conformal, ensemble, evaluate, predict
 from core.models import savedmodel, site_temperature, weightfiles
 from core.runs import jobs, rundir
 from core.runs.rundir import RunFolder
@@ -53,22 +53,33 @@ def pick_run(runs: list[jobs.Job]) -> jobs.Job:
 
 
 def pick_model(job: jobs.Job) -> str:
-    """The run's final model, or a fold's model for a k-fold run (said so when there is no final model)."""
-    models = {k: str(v) for k, v in RunFolder(job.run_dir).models().items()}
+    """The run's final model, a fold's model, or a k-fold run's folds as one model (core.evaluation.ensemble)."""
+    models = ensemble.model_choices(job.run_dir)
     if "final model" not in models:
         st.info(
             "This k-fold run has no final model trained on all the data (tick 'final model on all data' when "
-            "training to get one). Pick one fold's model: each was trained on the other folds' images only."
+            "training to get one). Pick one fold's model (each was trained on the other folds' images only) or "
+            "all folds as one model."
         )
     if len(models) == 1:
         return next(iter(models.values()))
-    return models[st.selectbox("Model", list(models), key=MODEL)]
+    model = models[st.selectbox("Model", list(models), key=MODEL)]
+    if ensemble.ref_run(model) is not None:
+        st.caption(ENSEMBLE_NOTE)
+    return model
+
+
+ENSEMBLE_NOTE = (
+    "All folds as one model: each image's probabilities are the mean of the fold models' calibrated ones (k times "
+    "slower). Usually a little better than one fold on small sets; prediction sets are not offered (they are "
+    "calibrated for one model) and Grad-CAM shows fold 1's map."
+)
 
 
 def model_classes(model: str) -> list[str] | None:
     """The model's classes from its manifest (cheap; no weights loaded); None after showing why it is unusable."""
     try:
-        return list(savedmodel.read_manifest(model)[0].classes)
+        return list(savedmodel.read_manifest(ensemble.member_path(model))[0].classes)
     except (weightfiles.ModelFileError, OSError) as err:
         st.error(f"This model cannot be used: {err}")
         return None
@@ -151,9 +162,7 @@ def options(job: jobs.Job, classes: list[str]) -> tuple[float | None, bool]:
         )
     else:
         c1.caption("Multi-class model: the predicted class is the most probable one.")
-    tta = c2.checkbox(
-        "Test-time augmentation", key="pr_tta", help="Average with the mirror image (2x slower)."
-    )
+    tta = c2.checkbox("Test-time augmentation", key="pr_tta", help=common.TTA_HELP)
     return threshold, tta
 
 
@@ -326,7 +335,7 @@ def _seen(run_dir: str, version: tuple) -> dict[str, str]:
 
 def seen_in_training(df: pd.DataFrame, model: str) -> pd.Series:
     """The split ('train', 'valid', 'test') in which the model's run used each predicted file ('' if unseen)."""
-    run = rundir.of_model(model)
+    run = rundir.of_model(ensemble.member_path(model))
     if run is None:  # a model outside any run: none of the files can be its training images
         return pd.Series("", index=df.index)
     seen = _seen(str(run), common.file_version(run.items, run.config))
@@ -384,10 +393,12 @@ def explain_one(df: pd.DataFrame, table: pd.DataFrame, model: str, seq: int = 0)
     }
     i = st.selectbox("Image", list(labels), key=f"pr_pick_{seq}", format_func=labels.get)
     site = (st.session_state.get(RESULT) or {}).get("site")
+    member = ensemble.member_path(model)  # an ensemble has no single map: its first fold's
+    caption = str(table["path"].iloc[i]) + (" (Grad-CAM of fold 1's model)" if member != model else "")
     common.show_cam(
-        model,
+        member,
         str(df["path"].iloc[i]),
         str(df["pred"].iloc[i]),
-        caption=str(table["path"].iloc[i]),
+        caption=caption,
         prob=float(df["prob_pred"].iloc[i]) if site else None,  # the site's temperature, as in the table
     )

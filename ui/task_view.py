@@ -32,9 +32,10 @@ def run_task(run_dir: str) -> str:
 
 def model_task(model: str) -> str:
     """The task of a saved model (its manifest; no weights loaded)."""
+    from core.evaluation.ensemble import member_path
     from core.models import savedmodel
 
-    return savedmodel.read_manifest(model)[0].task_type
+    return savedmodel.read_manifest(member_path(model))[0].task_type
 
 
 # ---------------------------------------------------------------- explorer
@@ -166,9 +167,7 @@ def tta_option(task: str) -> bool:
         if task == "multilabel"
         else "Ordinal model: the predicted grade is the number of cut-points P(grade > k) above 0.5."
     )
-    return bool(
-        c2.checkbox("Test-time augmentation", key="pr_tta", help="Average with the mirror image (2x slower).")
-    )
+    return bool(c2.checkbox("Test-time augmentation", key="pr_tta", help=common.TTA_HELP))
 
 
 def predict_results(result: dict[str, Any], task: str) -> None:

@@ -157,6 +157,11 @@ def _selection_items(summary: dict[str, Any]) -> list[Item]:
     """Which epoch the model is from and what chose it (evaluate.provenance), and a k-fold run's final model."""
     final = summary.get("final_model")
     extra = f" A final model was trained on all the data for {final.get('epochs')} epochs." if final else ""
+    if summary.get("test_model"):  # a k-fold run's test split (core.train.kfold_test)
+        extra += f" The test set is scored by the {summary['test_model']}"
+        ens = (summary.get("metrics") or {}).get("test_ensemble") or {}
+        shown = ", ".join(f"{k.replace('_', ' ')} {ens[k]:.3f}" for k in evaluate.HEADLINE if k in ens)
+        extra += f"; the fold ensemble ({summary.get('k')} models averaged) on it: {shown}." if shown else "."
     return [Item("Methods", "Model selection", evaluate.provenance(summary) + extra, rundir.METRICS)]
 
 

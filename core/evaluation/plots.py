@@ -696,3 +696,58 @@ def coverage_referral(
     fig.update_xaxes(title="chosen coverage", range=[0.5, 1])
     fig.update_yaxes(title="share of images", range=[0, 1.02])
     return style(fig, title)
+
+
+def learning_curve(fc: dict, points: pd.DataFrame) -> go.Figure:
+    """A learning-curve forecast (core.evaluation.learning_curve): the trials' points, the fitted law with its 95 %
+    band, and the forecasts at 1x, 2x and 4x the training data with their intervals; log x axis."""
+    metric, curve = fc["metric"], pd.DataFrame(fc["curve"])
+    ahead = pd.DataFrame(fc["forecast"])
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(x=curve["multiple"], y=curve["hi"], mode="lines", line={"width": 0}, showlegend=False)
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=curve["multiple"],
+            y=curve["lo"],
+            mode="lines",
+            line={"width": 0},
+            fill="tonexty",
+            fillcolor="rgba(0, 114, 178, 0.15)",
+            name="95 % band",
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=curve["multiple"], y=curve["value"], mode="lines", name="fitted law", line={"color": PALETTE[0]}
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=points["train_fraction"],
+            y=points[metric],
+            mode="markers",
+            name="trials",
+            marker={"color": PALETTE[1]},
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=ahead["multiple"],
+            y=ahead["value"],
+            mode="markers",
+            name="forecast",
+            marker={"symbol": "diamond", "size": 11, "color": PALETTE[2]},
+            error_y={
+                "type": "data",
+                "symmetric": False,
+                "array": ahead["hi"] - ahead["value"],
+                "arrayminus": ahead["value"] - ahead["lo"],
+            },
+        )
+    )
+    fig.add_vline(x=1.0, line_dash="dot", line_color=GUIDE)
+    fig.update_xaxes(type="log", title="training data (1 = all of this dataset's training split)")
+    fig.update_yaxes(title=f"valid {metric}")
+    return style(fig, "Learning curve and forecast (beyond the dotted line: extrapolation)")

@@ -20,6 +20,7 @@ from core.data.labels import finding_names
 from core.data.loaders import ImageReader
 from core.data.resize import valid_pixels
 from core.evaluation import bytask, conformal, evaluate
+from core.evaluation import tta as tta_views
 from core.models import heads, savedmodel, site_temperature, temperature
 
 DEFAULT_THRESHOLD = 0.5
@@ -56,6 +57,7 @@ class Predictor:
             self.temperature = site_temperature.divisor(self.manifest, site)
         self.conformal = conformal.of_manifest(self.manifest)
         self.set_rule: conformal.SetRule | None = None  # set by use_sets: `set` and `refer` columns
+        self.tta_views = tta_views.views(tta_views.flips_for(self.manifest.extra, model_path))
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model.to(self.device).eval()
         if channels_last:
@@ -126,14 +128,16 @@ class Predictor:
 
     @torch.no_grad()
     def probs(self, batch: torch.Tensor, tta: bool = False) -> np.ndarray:
-        """Probabilities for a batch of preprocessed tensors (tta: averaged with the mirror image): softmax of the
-        logits / the model's temperature, a sigmoid per finding (multilabel) or the grade probabilities (ordinal),
-        core.models.heads. Only single-label models carry a temperature (else 1)."""
-        x, t = self.normalized(batch), self.temperature
-        p = heads.activation(self.task, self.model(x).float() / t)
-        if tta:
-            p = (p + heads.activation(self.task, self.model(torch.flip(x, dims=[3])).float() / t)) / 2
-        return p.cpu().numpy()
+        """Probabilities for a batch of 0..1 tensors (tta: the mean over `tta_views`, core.evaluation.tta): softmax
+        of the logits / the model's temperature, a sigmoid per finding (multilabel) or the grade probabilities
+        (ordinal), core.models.heads. Only single-label models carry a temperature (else 1)."""
+        x, t = batch.to(self.device, non_blocking=True), self.temperature
+        views = self.tta_views if tta else [tta_views.IDENTITY]
+        p = [
+            heads.activation(self.task, self.model(self.normalized(tta_views.apply(x, v))).float() / t)
+            for v in views
+        ]
+        return torch.stack(p).mean(0).cpu().numpy()
 
     def decide(self, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
         """Predicted class indices: binary -> second class when p >= threshold (default 0.5); else argmax."""

@@ -71,19 +71,23 @@ def export_onnx(
     verify: bool = True,
     atol: float = 1e-4,
     threshold: float | None = None,
+    metadata: dict[str, str] | None = None,
 ) -> dict:
-    """Export to ONNX (with `onnx_metadata`) and a dynamic batch axis; optionally check onnxruntime agrees within atol."""
+    """Export to ONNX (with `onnx_metadata`) and a dynamic batch axis; optionally check onnxruntime agrees within atol.
+
+    metadata: given for a module that applies its own calibration (the fold ensemble, core.models.onnx_ensemble);
+    the manifest's temperature is then not applied again."""
     try:
         import onnx  # noqa: F401
     except ImportError:
         raise ModelFileError("ONNX export needs the 'onnx' package: pip install onnx") from None
     out_path = Path(out_path)
     n_in, size = manifest.n_in, manifest.img_size
-    t = temperature.divisor(manifest)
+    t = temperature.divisor(manifest) if metadata is None else 1.0
     model = (temperature.Scaled(model, t) if t != 1.0 else model).eval().to("cpu")
     dummy = torch.randn(1, n_in, size, size)
     with atomic_writer(out_path) as tmp:
-        _onnx_export(model, dummy, tmp, onnx_metadata(manifest, threshold))
+        _onnx_export(model, dummy, tmp, metadata or onnx_metadata(manifest, threshold))
     result: dict[str, Any] = {"path": str(out_path), "max_abs_diff": None, "verified": False}
     if not verify:
         return result

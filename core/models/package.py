@@ -2,7 +2,7 @@
 
 One zip per finished run's final model: model.safetensors and model.json exactly as core.models.savedmodel wrote them,
 model.onnx (exported and checked against PyTorch by core.models.onnx_export, carrying its preprocessing as
-metadata), README.md (how to load it with this app, with PyTorch, with onnxruntime only), the run's metrics.json
+metadata), for a k-fold run ensemble.onnx (its fold models averaged in one graph), README.md (how to load it with this app, with PyTorch, with onnxruntime only), the run's metrics.json
 and, when a report was made, its metrics file. Nothing that names an image or a patient goes in (no items table, no
 predictions with paths); JSON files are refused when they hold a patient-identifying key.
 """
@@ -22,6 +22,17 @@ from core.models.weightfiles import ModelFileError
 from core.runs.rundir import METRICS, MODEL_MANIFEST, MODEL_WEIGHTS, REPORT_METRICS, RunFolder
 
 ONNX_FILE = "model.onnx"
+ENSEMBLE_ONNX_FILE = (
+    "ensemble.onnx"  # k-fold runs: the fold models averaged in one graph (core.models.onnx_ensemble)
+)
+ENSEMBLE_README = """
+## The fold ensemble (`{file}`)
+
+The {k} fold models of this k-fold run as one ONNX graph: same input, preprocessing and metadata as `model.onnx`
+(the first fold's normalisation; each fold re-normalises inside). Its `logits` output is the log of the mean of
+the folds' calibrated probabilities, so softmax of it (a sigmoid per finding for multi-label) gives the ensemble's
+probabilities, exactly what this app's "all folds as one model" predicts. It is k times slower than one model.
+"""
 README_FILE = "README.md"
 MAX_MB_DEFAULT = 2048  # a zip larger than this is refused ($XRT_PACKAGE_MAX_MB)
 
@@ -57,6 +68,9 @@ def package_model(run_dir: str | Path, out_path: str | Path) -> dict[str, Any]:
                 f"the ONNX file could not be checked against PyTorch: {check.get('note', '')}"
             )
         readme = readme_text(manifest, threshold, run.name, check.get("max_abs_diff"))
+        members = _ensemble_onnx(run, files, Path(tmp), threshold)
+        if members:
+            readme += ENSEMBLE_README.format(file=ENSEMBLE_ONNX_FILE, k=members)
         size = _write_zip(out_path, run.name, files, readme)
     return {
         "zip": str(out_path),
@@ -66,7 +80,22 @@ def package_model(run_dir: str | Path, out_path: str | Path) -> dict[str, Any]:
         "input": [1, manifest.n_in, manifest.img_size, manifest.img_size],
         "threshold": threshold,
         "onnx_max_abs_diff": check.get("max_abs_diff"),
+        "ensemble_members": members,
     }
+
+
+def _ensemble_onnx(run: RunFolder, files: dict[str, Path], tmp: Path, threshold: float | None) -> int:
+    """A k-fold run's fold ensemble as one checked ONNX graph added to `files`; how many folds (0: none)."""
+    from core.models import onnx_ensemble
+
+    k = len(list(run.fold_models()))
+    if k < 2 or savedmodel.read_manifest(next(run.fold_models())[1])[0].task_type == "ordinal":
+        return 0
+    files[ENSEMBLE_ONNX_FILE] = tmp / ENSEMBLE_ONNX_FILE
+    check = onnx_ensemble.export_ensemble_onnx(run.path, files[ENSEMBLE_ONNX_FILE], threshold=threshold)
+    if not check.get("verified"):
+        raise ModelFileError(f"the ensemble ONNX file could not be checked: {check.get('note', '')}")
+    return k
 
 
 def run_threshold(run: RunFolder, n_classes: int) -> float | None:

@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from core.base.config import RunConfig, from_dict, to_dict
+from core.evaluation import learning_curve
 from core.runs import jobs, removal, rundir
 from core.runs.progress import ProgressRecord
 from core.train import pruning, sweep_loop, sweep_report
@@ -369,4 +370,7 @@ def summary(exp_id: str, store: jobs.JobStore | None = None, n_boot: int = 1000)
         "importance": sweep_report.importance(record, store),
         "best_vs_base": rundir.json_safe(sweep_report.best_vs_base(record, best)),
         "trials": rundir.json_safe(table.to_dict(orient="records")),
+        "learning_curve": rundir.json_safe(
+            learning_curve.from_trials(table, spec.metric)
+        ),  # train_fraction sweeps
     }

@@ -21,6 +21,7 @@ from core.runs.progress import Progress
 from core.train import loso, taskrun
 from core.train.calibrate import calibrate_sets, stamp_models, summary_entry
 from core.train.fit import fit_one
+from core.train.kfold_test import score_test
 from core.train.learner import TrainingError
 from core.train.outputs import _append_csv, _finish, _free, outcome_manifest
 from core.train.prepare import prepare
@@ -168,6 +169,12 @@ def combine_folds(
         )
     if task is None:  # single-label: fold models and the final model get the OOF's temperature and scores
         stamp_models(run, oof_df, classes, "oof", temp)
+        progress.update(force=True, phase="testing")
+        scored = score_test(
+            run, items, classes, cfg
+        )  # the test split: final model (else ensemble) + ensemble
+        summary.update({"test_model": scored.pop("test_model")} if scored else {})
+        metrics.update(scored)
     _finish(run_dir, summary, progress, cfg)
     return summary
 

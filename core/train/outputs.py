@@ -12,7 +12,7 @@ import torch
 
 from core.base.config import RunConfig, to_dict
 from core.data.loaders import loader_stats
-from core.evaluation import evaluate
+from core.evaluation import evaluate, tta
 from core.models.savedmodel import Manifest
 from core.runs import rundir
 from core.runs.progress import Progress
@@ -49,6 +49,7 @@ def manifest_for(
         model_epoch=model_epoch,
         model_weights=model_weights,
         task=task or {},
+        extra={tta.KEY: tta.allowed(cfg.data.aug)},  # the flips test-time augmentation may use
     )
 
 
