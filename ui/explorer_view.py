@@ -51,8 +51,12 @@ def _source_labels() -> dict[str, str]:
     """The labels of the source choices (hosted mode names its folders differently; uploads belong to who signed in)."""
     if not hosting.hosted():
         return SOURCES
-    who = auth.shown_identity() or "this browser"
-    return {**SOURCES, **HOSTED_SOURCES, "upload": f"Upload images or a zip (private to {who})"}
+    return {**SOURCES, **HOSTED_SOURCES, "upload": f"Upload images or a zip (private to {_uploader()})"}
+
+
+def _uploader() -> str:
+    """Whom uploads belong to, in words: the signed-in user's name, else 'this browser'."""
+    return auth.shown_identity() or "this browser"
 
 
 def _csv_columns(cfg: SourceConfig) -> SourceConfig:
@@ -270,7 +274,7 @@ def _upload_widgets(owner: str) -> None:
     st.caption(
         f"PNG, JPEG, TIFF, BMP or DICOM files, or a .zip with one folder per class (a CSV inside is "
         f"kept). At most {fmt.megabytes(limits.max_total_bytes)} and {limits.max_files} files per "
-        "upload. Every file is checked by its content; only this session can see its uploads."
+        f"upload. Every file is checked by its content; only {_uploader()} can see these uploads."
     )
     files = st.file_uploader("Images or a zip", accept_multiple_files=True, key="up_files")
     c1, c2 = st.columns(2)

@@ -1,0 +1,58 @@
+"""AppTest tests of what the browser walk on real data found (issue 28, bench/browser_walk.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_hosted_upload_caption_says_the_uploads_belong_to_the_signed_in_user(monkeypatch, tmp_path):
+    monkeypatch.setenv("XRT_HOSTED", "1")
+    monkeypatch.setenv("XRT_PASSWORD", "pw")
+    monkeypatch.setenv("XRT_DATA_ROOTS", str(tmp_path / "lab"))
+    (tmp_path / "lab").mkdir()
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+    at.session_state["auth_identity"] = "user:alice"  # signed in as alice
+    at.session_state["auth_ok"] = True
+    at.session_state["src_choice"] = "upload"
+    at.run()
+    assert not at.exception, at.exception
+    said = " ".join(c.value for c in at.main.caption)
+    assert "only alice can see these uploads" in said and "this session" not in said
+
+
+def test_the_lr_finder_writes_nothing_into_the_working_directory(tmp_path, monkeypatch):
+    from core.base.config import RunConfig, SourceConfig
+    from core.runs.progress import Progress
+    from core.train.lr_find import lr_find_run
+    from tests.synth import smooth_dataset
+
+    csv = smooth_dataset(tmp_path / "data", n=24, size=32)
+    cwd = tmp_path / "app"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # the server's working directory is the app's own folder
+    cfg = RunConfig(source=SourceConfig(kind="csv", csv_path=str(csv), group_col="patient_id"))
+    cfg.train.pretrained, cfg.train.freeze_epochs, cfg.data.img_size, cfg.data.batch_size = False, 0, 32, 8
+    out = lr_find_run(cfg.validate(), tmp_path / "lr", Progress(tmp_path / "lr"), num_it=5)
+    assert out["points"] > 0
+    assert (
+        list(cwd.iterdir()) == []
+    )  # fastai's lr_find used to leave models/ (and its _tmp.pth while running)
+    assert not (tmp_path / "lr" / "models").exists()
+
+
+def test_a_new_phase_does_not_keep_the_last_phase_s_message(tmp_path):
+    from core.runs.progress import Progress
+    from ui.common import phase_text
+
+    progress = Progress(tmp_path)
+    progress.update(force=True, phase="scanning", message="reading the dataset")
+    progress.update(force=True, phase="scanning", batch=0)  # the same phase keeps its message
+    assert progress.snapshot().message == "reading the dataset"
+    progress.update(force=True, phase="lr_find", batch=9, n_batches=20)  # the walk saw this one
+    assert phase_text(progress.snapshot()) == "Finding a learning rate"
+    progress.update(force=True, phase="combining", message="combining the folds")
+    assert progress.snapshot().message == "combining the folds"
