@@ -56,3 +56,16 @@ def test_a_new_phase_does_not_keep_the_last_phase_s_message(tmp_path):
     assert phase_text(progress.snapshot()) == "Finding a learning rate"
     progress.update(force=True, phase="combining", message="combining the folds")
     assert progress.snapshot().message == "combining the folds"
+
+
+def test_one_epoch_is_said_in_the_singular():
+    from core.base import fmt
+    from core.base.config import RunConfig
+    from ui.common import schedule_text
+
+    cfg = RunConfig()
+    cfg.train.pretrained, cfg.train.epochs = False, 1  # the walk's hosted run: "batch 32, 1 epochs"
+    assert schedule_text(cfg) == "1 epoch"
+    cfg.train.epochs = 3
+    assert schedule_text(cfg) == "3 epochs"
+    assert fmt.count(0, "trial") == "0 trials"

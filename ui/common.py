@@ -16,7 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.base import choices, paths
+from core.base import choices, fmt, paths
 from core.base.config import ConfigError, RunConfig, SourceConfig, Window, from_dict
 from core.base.version import label as version_label
 from core.data import imaging, sample, sources
@@ -608,7 +608,8 @@ def schedule_text(c: RunConfig) -> str:
     """'1 frozen + 5 epochs' when fine-tuning; '8 epochs' from scratch (no frozen phase there)."""
     t = c.train
     frozen = t.planned_epochs() - t.epochs
-    return f"{frozen} frozen + {t.epochs} epochs" if frozen else f"{t.epochs} epochs"
+    epochs = fmt.count(t.epochs, "epoch")
+    return f"{frozen} frozen + {epochs}" if frozen else epochs
 
 
 def config_caption(cfg: dict) -> str:

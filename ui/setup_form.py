@@ -576,7 +576,7 @@ def plan_section(items: pd.DataFrame | None, cfg: RunConfig | None) -> None:
     planned = plan.plan_schedule(facts, cfg.train.fine_tunes(), dd, gpu)
     now = plan.schedule_of(facts, cfg, dd, gpu)
     st.caption(
-        f"This schedule: {now.img_size} px, batch size {now.batch_size}, {now.epochs} epochs = {now.steps} "
+        f"This schedule: {now.img_size} px, batch size {now.batch_size}, {fmt.count(now.epochs, 'epoch')} = {now.steps} "
         f"optimiser steps on {facts.n_train} training images, about {fmt.seconds(now.seconds)} "
         "(a rough estimate: a resnet18-sized model on one core of a small server, or a GPU). "
         + ("It is the one planned for this data." if now.choices() == planned.choices() else "")
@@ -584,7 +584,7 @@ def plan_section(items: pd.DataFrame | None, cfg: RunConfig | None) -> None:
     options = {"planned": planned, **plan.alternatives(facts, planned, dd, gpu)}
     for col, (name, p) in zip(st.columns(len(options)), options.items()):
         col.button(
-            f"{name.capitalize()}: {p.img_size} px, {p.epochs} epochs, ~{fmt.seconds(p.seconds)}",
+            f"{name.capitalize()}: {p.img_size} px, {fmt.count(p.epochs, 'epoch')}, ~{fmt.seconds(p.seconds)}",
             key=f"su_plan_{name}",
             on_click=_use_plan,
             args=(p,),
