@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -69,3 +70,25 @@ def test_one_epoch_is_said_in_the_singular():
     cfg.train.epochs = 3
     assert schedule_text(cfg) == "3 epochs"
     assert fmt.count(0, "trial") == "0 trials"
+
+
+def test_hosted_explorer_scans_no_data_folder_before_one_is_chosen(monkeypatch, tmp_path):
+    from tests.synth import smooth_dataset
+
+    for name in ("chest", "knee"):
+        smooth_dataset(tmp_path / "lab" / name, n=8, size=32)
+    monkeypatch.setenv("XRT_HOSTED", "1")
+    monkeypatch.setenv(
+        "XRT_DATA_ROOTS", f"{tmp_path / 'lab' / 'chest'}{os.pathsep}{tmp_path / 'lab' / 'knee'}"
+    )
+    monkeypatch.setenv("XRT_ALLOW_ANONYMOUS", "1")
+    at = AppTest.from_file(str(ROOT / "pages/1_dataset.py"), default_timeout=60)
+    at.session_state["src_choice"] = "folder"
+    at.run()
+    assert not at.exception, at.exception
+    pick = at.selectbox(key="src_root_pick")
+    assert pick.value is None and not at.metric  # the walk saw the first data root scanned unasked
+    pick.select(str(tmp_path / "lab" / "knee")).run()
+    assert {m.label: m.value for m in at.metric}["Classes"] == "2"
+    at.selectbox(key="src_choice").select("csv").run()
+    assert at.selectbox(key="src_csv_pick").value is None and not at.metric

@@ -164,10 +164,8 @@ def _hosted_source(choice: str) -> SourceConfig | None:
         if not options:
             st.info("No CSV files in the configured data folders or in your uploads.")
             return None
-        csv_path = st.selectbox(
-            "CSV file", options, format_func=lambda p: _place(p, owner), key="src_csv_pick"
-        )
-        return _csv_columns(SourceConfig(kind="csv", csv_path=csv_path))
+        csv_path = _pick("CSV file", options, owner, "src_csv_pick")
+        return _csv_columns(SourceConfig(kind="csv", csv_path=csv_path)) if csv_path else None
     options = [str(p) for p in hosting.allowed_folders(owner)]
     if not options:
         st.info(
@@ -175,8 +173,22 @@ def _hosted_source(choice: str) -> SourceConfig | None:
             "choose 'Upload images or a zip', or the built-in sample."
         )
         return None
-    root = st.selectbox("Folder", options, format_func=lambda p: _place(p, owner), key="src_root_pick")
+    root = _pick("Folder", options, owner, "src_root_pick")
+    if not root:
+        return None
     return _dicom_source(root) if choice == "dicom" else SourceConfig(kind=choice, root=root)
+
+
+def _pick(label: str, options: list[str], owner: str, key: str) -> str | None:
+    """A choice among server paths; none chosen yet when there are several (nothing is scanned until then)."""
+    return st.selectbox(
+        label,
+        options,
+        index=0 if len(options) == 1 else None,
+        placeholder=f"Choose one of {len(options)}",
+        format_func=lambda p: _place(p, owner),
+        key=key,
+    )
 
 
 def _dicom_source(root: str) -> SourceConfig | None:
