@@ -307,7 +307,7 @@ def test_kfold_run_without_a_final_model_says_what_is_missing(tmp_path):
     at = app(EVAL).run()
     assert not at.exception, at.exception
     assert not model_buttons(at)
-    assert any("k-fold run without a final model" in c.value for c in at.caption)
+    assert any("k-fold run has one model per fold" in c.value for c in at.caption)
 
 
 def test_hosted_another_owners_run_offers_no_model_download(trained, monkeypatch):

@@ -92,3 +92,42 @@ def test_hosted_explorer_scans_no_data_folder_before_one_is_chosen(monkeypatch, 
     assert {m.label: m.value for m in at.metric}["Classes"] == "2"
     at.selectbox(key="src_choice").select("csv").run()
     assert at.selectbox(key="src_csv_pick").value is None and not at.metric
+
+
+def test_a_k_fold_run_can_ask_for_one_model_on_all_the_data_from_the_setup_page(tmp_path):
+    from core.base.config import SourceConfig
+    from tests.synth import smooth_dataset
+
+    csv = smooth_dataset(tmp_path / "data", n=24, size=32)
+    at = AppTest.from_file(str(ROOT / "pages/2_setup.py"), default_timeout=60)
+    at.session_state["source_config"] = SourceConfig(kind="csv", csv_path=str(csv), group_col="patient_id")
+    at.run()
+    assert not at.exception, at.exception
+    final = at.toggle(key="su_final_model_on_all")
+    assert final.label.startswith("Also train one model on all the data") and final.disabled
+    at.toggle(key="su_kfold").set_value(True).run()
+    at.toggle(key="su_final_model_on_all").set_value(True).run()
+    assert not at.exception, at.exception
+    assert at.session_state["run_config"]["train"][
+        "final_model_on_all"
+    ]  # the walk found no way to ask for it
+
+
+def test_a_k_fold_run_without_a_final_model_says_so_in_the_app_s_words(tmp_path):
+    from core.runs import jobs
+
+    run = tmp_path / "run"
+    (run / "folds" / "fold0").mkdir(parents=True)
+    job = jobs.JobStore().submit("train", {"config": {}}, run_dir=run)
+
+    def page(job_id: str) -> None:
+        from core.runs import jobs
+        from ui import common
+
+        common.model_download(jobs.JobStore().get(job_id), key="dl")
+
+    at = AppTest.from_function(page, args=(job.id,), default_timeout=60).run()
+    assert not at.exception, at.exception
+    said = " ".join(c.value for c in at.caption)
+    assert "turn on 'Also train one model on all the data' beside k-fold" in said
+    assert "--final-model" not in said and "folds/fold0" not in said

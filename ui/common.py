@@ -421,6 +421,11 @@ def delete_button(label: str, what: str, key: str, delete: Callable[[], object])
     return True
 
 
+FINAL_MODEL_HINT = (  # where a k-fold run's one model on all the data is asked for (the setting's own label)
+    f"turn on '{choices.SETTINGS['final_model_on_all'].meta.label}' beside k-fold on the Training setup page"
+)
+
+
 def model_download(job: jobs.Job, key: str) -> None:
     """ "Download the model (.zip)" for this session's own finished run (built on click, then cached); else why not."""
     from core.models.savedmodel import find_manifest
@@ -431,8 +436,12 @@ def model_download(job: jobs.Job, key: str) -> None:
     run_dir = str(job.run_dir)
     try:
         find_manifest(run_dir)
-    except ModelFileError as err:  # a k-fold run without a final model: say what is missing
-        st.caption(f"No model to download: {err}")
+    except (
+        ModelFileError
+    ) as err:  # a k-fold run without a final model: say what is missing, in the app's words
+        folds = RunFolder(run_dir).folds_dir.is_dir()
+        why = f"this k-fold run has one model per fold; for one model to download, {FINAL_MODEL_HINT}"
+        st.caption(f"No model to download: {why if folds else err}.")
         return
     version = model_zip_version(run_dir)
     st.download_button(

@@ -56,8 +56,8 @@ def pick_model(job: jobs.Job) -> str:
     models = {k: str(v) for k, v in RunFolder(job.run_dir).models().items()}
     if "final model" not in models:
         st.info(
-            "This k-fold run has no final model trained on all the data (tick 'final model on all data' when "
-            "training to get one). Pick one fold's model: each was trained on the other folds' images only."
+            f"This k-fold run has no final model trained on all the data (to get one, {common.FINAL_MODEL_HINT}). "
+            "Pick one fold's model: each was trained on the other folds' images only."
         )
     if len(models) == 1:
         return next(iter(models.values()))

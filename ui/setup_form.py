@@ -535,6 +535,7 @@ def split_section(src: SourceConfig, items: pd.DataFrame | None, cfg: RunConfig 
         help="Train k models, each validated on a different fold; reports mean ± sd.",
     )
     c2.number_input("k (folds)", 2, 20, key="su_k", disabled=not st.session_state["su_kfold"])
+    ws.widget(c1, "final_model_on_all", disabled=not st.session_state["su_kfold"])
     ws.widget(c3, "seed")
     if items is None or items.empty or cfg is None:
         return []
