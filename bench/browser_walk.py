@@ -46,7 +46,7 @@ DATA = (REPO / ".." / "shared" / "data").resolve()
 CHEST, KNEE, DICOMS = DATA / "chest_xray_224", DATA / "knee_kl_oai224", DATA / "dicom_samples"
 OUT = REPO / "test-artifacts" / "walk"
 VIEWPORT = {"width": 1280, "height": 900}
-PARTS = ("chest", "knee", "dicom", "hosted")
+PARTS = ("chest", "knee", "dicom", "hosted")  # and "sweep-view": the last sweep of --home, seen again
 TRAIN_S = 2400  # a 3-fold run takes 15-25 min on a loaded 2-core machine
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 NOTES = '[data-testid="stAlertContentWarning"]'
@@ -320,10 +320,16 @@ def predict_upload(page: Any, job_id: str, files: list[Path]) -> None:
 def sweep(page: Any, home: Path) -> None:
     """Experiments: a 2-trial grid over the training fraction; wait until both trials end."""
     go_to(page, "Training setup")
-    page.get_by_text("k-fold cross-validation", exact=True).click()  # single runs: quicker trials
+    set_switch(page, "k-fold cross-validation", on=False)  # single runs: quicker trials
+    page.wait_for_timeout(3000)  # a loaded machine may start the toggle's rerun late: let it land first
     settle(page)
     set_number(page, "Epochs", 1)
+    page.get_by_label("Image size (pixels)", exact=True).click()  # leave the field: its value is committed
+    settle(page)
     go_to(page, "Experiments")
+    expect(
+        page.get_by_text(re.compile(r"32 px, 1 epoch; only the settings chosen here vary"))
+    ).to_be_visible()
     page.get_by_role("combobox", name="Settings to sweep").click()
     page.get_by_role("option", name=re.compile(r"^train_fraction")).click()
     page.keyboard.press("Escape")
@@ -335,7 +341,16 @@ def sweep(page: Any, home: Path) -> None:
     wait_text(page, r"Status: (queued|running)", 120)
     wait_text(page, r"Status: (done|failed|cancelled)", TRAIN_S)
     settle(page)
-    show(page, heading(page, "Experiment "))
+    show(page, heading(page, "Experiment sweep"))
+
+
+def sweep_view(page: Any, url: str) -> None:
+    """Experiments: the newest sweep of the app home, compared (a rerun of the view after a walk)."""
+    open_app(page, url)
+    go_to(page, "Experiments")
+    wait_text(page, r"Status: (done|failed|cancelled)", 120)
+    settle(page)
+    show(page, heading(page, "Experiment sweep"))
 
 
 # ---------------------------------------------------------------- the parts
@@ -569,6 +584,7 @@ def main() -> int:
                         "chest": lambda: chest_part(walk, page, url, home, args.run),
                         "knee": lambda: knee_part(walk, page, url, home),
                         "dicom": lambda: dicom_part(walk, page, url),
+                        "sweep-view": lambda: walk.step(page, "chest-sweep", lambda: sweep_view(page, url)),
                     }[part]()
         if "hosted" in parts:
             home = Path(scratch) / "hosted"

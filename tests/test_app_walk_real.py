@@ -131,3 +131,31 @@ def test_a_k_fold_run_without_a_final_model_says_so_in_the_app_s_words(tmp_path)
     said = " ".join(c.value for c in at.caption)
     assert "turn on 'Also train one model on all the data' beside k-fold" in said
     assert "--final-model" not in said and "folds/fold0" not in said
+
+
+def test_the_run_picker_names_an_ordinal_run_s_task_not_single(tmp_path):
+    import json
+
+    from core.runs import jobs
+    from ui.common import run_label
+
+    store = jobs.JobStore()
+    labels = {}
+    for name, summary in (
+        (
+            "knee",
+            {
+                "type": "single",
+                "classes": ["0", "1", "2"],
+                "task": {"type": "ordinal", "order": ["0", "1", "2"]},
+            },
+        ),
+        ("chest", {"type": "kfold", "k": 3, "classes": ["NORMAL", "PNEUMONIA"]}),
+        ("plain", {"type": "single", "classes": ["a", "b"]}),
+    ):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps(summary))
+        labels[name] = run_label(store.submit("train", {"config": {}}, run_dir=tmp_path / name))
+    assert "· one split · ordinal · 0, 1, 2" in labels["knee"] and "single" not in labels["knee"]
+    assert "· 3-fold · NORMAL, PNEUMONIA" in labels["chest"]
+    assert "· one split · a, b" in labels["plain"]

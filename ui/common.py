@@ -656,7 +656,9 @@ def job_label(job: jobs.Job, *extra: str) -> str:
 
 
 def run_label(job: jobs.Job) -> str:
-    """'<id> · <name> · <dataset> · k-fold · 2 classes' style label of a finished run."""
+    """'<id> · <name> · <dataset> · 3-fold · ordinal · 0, 1, 2' style label of a finished run (the task type
+    only when not single-label: 'single' read as the task type next to an ordinal run's grades)."""
     summary = RunFolder(job.run_dir).read_metrics()
-    kind = f"{summary.get('k')}-fold" if summary.get("type") == "kfold" else "single"
-    return job_label(job, kind, ", ".join(summary.get("classes", [])))
+    kind = f"{summary.get('k')}-fold" if summary.get("type") == "kfold" else "one split"
+    task = (summary.get("task") or {}).get("type")
+    return job_label(job, f"{kind} · {task}" if task else kind, ", ".join(summary.get("classes", [])))
