@@ -58,6 +58,7 @@ class Walk:
 
     def __init__(self, out: Path, first: int = 1, until: str = "") -> None:
         self.out, self.n, self.failed, self.until, self.stopped = out, first - 1, [], until, False
+        self.first = first
 
     def step(self, page: Any, name: str, fn: Callable[[], Any], expected: tuple[str, ...] = ()) -> Any:
         """Run fn; screenshot `page` as NN-name.png; PASS when it raised nothing and no unexpected error shows."""
@@ -593,7 +594,7 @@ def main() -> int:
                 hosted_part(walk, browser, url, home)
         browser.close()
     print(
-        f"{walk.n} steps, {len(walk.failed)} failed ({', '.join(walk.failed) or 'none'}) in {time.monotonic() - start:.0f} s"
+        f"{walk.n - walk.first + 1} steps, {len(walk.failed)} failed ({', '.join(walk.failed) or 'none'}) in {time.monotonic() - start:.0f} s"
     )
     return 1 if walk.failed else 0
 
