@@ -159,3 +159,26 @@ def test_the_run_picker_names_an_ordinal_run_s_task_not_single(tmp_path):
     assert "· one split · ordinal · 0, 1, 2" in labels["knee"] and "single" not in labels["knee"]
     assert "· 3-fold · NORMAL, PNEUMONIA" in labels["chest"]
     assert "· one split · a, b" in labels["plain"]
+
+
+def test_an_uploaded_copy_of_a_training_image_is_said_to_be_one(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from core.data.same_files import copies_of
+    from ui import predict_view
+
+    data, run, upload = tmp_path / "data", tmp_path / "run", tmp_path / "uploads"
+    for folder in (data, run / "model", upload):
+        folder.mkdir(parents=True)
+    for i in range(2):
+        (data / f"im{i}.png").write_bytes(bytes([i]) * (100 + i))
+    (upload / "im0.png").write_bytes((data / "im0.png").read_bytes())  # the walk's upload of a training image
+    (upload / "new.png").write_bytes(bytes([7]) * 100)  # the same size, other bytes: not a copy
+    (run / "config.json").write_text(json.dumps({"source": {"root": str(data)}}))
+    (run / "items.csv").write_text("relpath,label,split\nim0.png,a,train\nim1.png,b,valid\n")
+    (run / "metrics.json").write_text("{}")
+    df = pd.DataFrame({"path": [str(upload / "im0.png"), str(upload / "new.png"), str(data / "im1.png")]})
+    assert predict_view.seen_in_training(df, str(run / "model")).tolist() == ["train", "", "valid"]
+    assert copies_of([str(upload / "new.png")], [str(data / "im0.png")]) == {}
