@@ -17,11 +17,14 @@ def _size(path: str) -> int:
 
 def _digest(path: str) -> str:
     """sha256 of the file's bytes ('' when it cannot be read)."""
+    h = hashlib.sha256()
     try:
         with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
     except OSError:
         return ""
+    return h.hexdigest()
 
 
 MAX_SAME_SIZE = (
