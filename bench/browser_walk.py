@@ -315,7 +315,7 @@ def predict_upload(page: Any, job_id: str, files: list[Path]) -> None:
     settle(page, 180_000)
     for f in files:
         assert page.locator(GRID_CELLS, has_text=f.name).count(), f"{f.name} is not named by its file name"
-    show(page, heading(page, "Image and Grad-CAM"))
+    show(page, heading(page, "Image and Grad-CAM") if len(files) == 1 else heading(page, "Predictions ("))
 
 
 def sweep(page: Any, home: Path) -> None:
