@@ -16,7 +16,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.base import choices, paths
+from core.base import choices, fmt, paths
 from core.base.config import ConfigError, RunConfig, SourceConfig, Window, from_dict
 from core.base.version import label as version_label
 from core.data import imaging, sample, sources
@@ -430,6 +430,11 @@ def delete_button(label: str, what: str, key: str, delete: Callable[[], object])
     return True
 
 
+FINAL_MODEL_HINT = (  # where a k-fold run's one model on all the data is asked for (the setting's own label)
+    f"turn on '{choices.SETTINGS['final_model_on_all'].meta.label}' beside k-fold on the Training setup page"
+)
+
+
 def model_download(job: jobs.Job, key: str) -> None:
     """ "Download the model (.zip)" for this session's own finished run (built on click, then cached); else why not."""
     from core.models.savedmodel import find_manifest
@@ -440,8 +445,12 @@ def model_download(job: jobs.Job, key: str) -> None:
     run_dir = str(job.run_dir)
     try:
         find_manifest(run_dir)
-    except ModelFileError as err:  # a k-fold run without a final model: say what is missing
-        st.caption(f"No model to download: {err}")
+    except (
+        ModelFileError
+    ) as err:  # a k-fold run without a final model: say what is missing, in the app's words
+        folds = RunFolder(run_dir).folds_dir.is_dir()
+        why = f"this k-fold run has one model per fold; for one model to download, {FINAL_MODEL_HINT}"
+        st.caption(f"No model to download: {why if folds else err}.")
         return
     version = model_zip_version(run_dir)
     st.download_button(
@@ -667,7 +676,8 @@ def schedule_text(c: RunConfig) -> str:
     """'1 frozen + 5 epochs' when fine-tuning; '8 epochs' from scratch (no frozen phase there)."""
     t = c.train
     frozen = t.planned_epochs() - t.epochs
-    return f"{frozen} frozen + {t.epochs} epochs" if frozen else f"{t.epochs} epochs"
+    epochs = fmt.count(t.epochs, "epoch")
+    return f"{frozen} frozen + {epochs}" if frozen else epochs
 
 
 def config_caption(cfg: dict) -> str:
@@ -705,7 +715,9 @@ def job_label(job: jobs.Job, *extra: str) -> str:
 
 
 def run_label(job: jobs.Job) -> str:
-    """'<id> · <name> · <dataset> · k-fold · 2 classes' style label of a finished run."""
+    """'<id> · <name> · <dataset> · 3-fold · ordinal · 0, 1, 2' style label of a finished run (the task type
+    only when not single-label: 'single' read as the task type next to an ordinal run's grades)."""
     summary = RunFolder(job.run_dir).read_metrics()
-    kind = f"{summary.get('k')}-fold" if summary.get("type") == "kfold" else "single"
-    return job_label(job, kind, ", ".join(summary.get("classes", [])))
+    kind = f"{summary.get('k')}-fold" if summary.get("type") == "kfold" else "one split"
+    task = (summary.get("task") or {}).get("type")
+    return job_label(job, f"{kind} · {task}" if task else kind, ", ".join(summary.get("classes", [])))

@@ -135,7 +135,7 @@ def start_section() -> None:
         return
     st.caption(
         f"Every trial starts from {note}: {experiments.dataset_text(cfg)}, {cfg.train.arch}, "
-        f"{cfg.data.img_size} px, {cfg.train.epochs} epochs; only the settings chosen here vary."
+        f"{cfg.data.img_size} px, {fmt.count(cfg.train.epochs, 'epoch')}; only the settings chosen here vary."
     )
     chosen = st.multiselect(
         "Settings to sweep",

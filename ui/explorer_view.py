@@ -51,8 +51,12 @@ def _source_labels() -> dict[str, str]:
     """The labels of the source choices (hosted mode names its folders differently; uploads belong to who signed in)."""
     if not hosting.hosted():
         return SOURCES
-    who = auth.shown_identity() or "this browser"
-    return {**SOURCES, **HOSTED_SOURCES, "upload": f"Upload images or a zip (private to {who})"}
+    return {**SOURCES, **HOSTED_SOURCES, "upload": f"Upload images or a zip (private to {_uploader()})"}
+
+
+def _uploader() -> str:
+    """Whom uploads belong to, in words: the signed-in user's name, else 'this browser'."""
+    return auth.shown_identity() or "this browser"
 
 
 def _csv_columns(cfg: SourceConfig) -> SourceConfig:
@@ -160,10 +164,8 @@ def _hosted_source(choice: str) -> SourceConfig | None:
         if not options:
             st.info("No CSV files in the configured data folders or in your uploads.")
             return None
-        csv_path = st.selectbox(
-            "CSV file", options, format_func=lambda p: _place(p, owner), key="src_csv_pick"
-        )
-        return _csv_columns(SourceConfig(kind="csv", csv_path=csv_path))
+        csv_path = _pick("CSV file", options, owner, "src_csv_pick")
+        return _csv_columns(SourceConfig(kind="csv", csv_path=csv_path)) if csv_path else None
     options = [str(p) for p in hosting.allowed_folders(owner)]
     if not options:
         st.info(
@@ -171,8 +173,22 @@ def _hosted_source(choice: str) -> SourceConfig | None:
             "choose 'Upload images or a zip', or the built-in sample."
         )
         return None
-    root = st.selectbox("Folder", options, format_func=lambda p: _place(p, owner), key="src_root_pick")
+    root = _pick("Folder", options, owner, "src_root_pick")
+    if not root:
+        return None
     return _dicom_source(root) if choice == "dicom" else SourceConfig(kind=choice, root=root)
+
+
+def _pick(label: str, options: list[str], owner: str, key: str) -> str | None:
+    """A choice among server paths; none chosen yet when there are several (nothing is scanned until then)."""
+    return st.selectbox(
+        label,
+        options,
+        index=0 if len(options) == 1 else None,
+        placeholder=f"Choose one of {len(options)}",
+        format_func=lambda p: _place(p, owner),
+        key=key,
+    )
 
 
 def _dicom_source(root: str) -> SourceConfig | None:
@@ -270,7 +286,7 @@ def _upload_widgets(owner: str) -> None:
     st.caption(
         f"PNG, JPEG, TIFF, BMP or DICOM files, or a .zip with one folder per class (a CSV inside is "
         f"kept). At most {fmt.megabytes(limits.max_total_bytes)} and {limits.max_files} files per "
-        "upload. Every file is checked by its content; only this session can see its uploads."
+        f"upload. Every file is checked by its content; only {_uploader()} can see these uploads."
     )
     files = st.file_uploader("Images or a zip", accept_multiple_files=True, key="up_files")
     c1, c2 = st.columns(2)

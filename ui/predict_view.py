@@ -15,6 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from core.base import fmt
+from core.data import same_files
 from core.evaluation import conformal, ensemble, evaluate, predict
 from core.models import savedmodel, site_temperature, weightfiles
 from core.runs import jobs, rundir
@@ -57,9 +58,8 @@ def pick_model(job: jobs.Job) -> str:
     models = ensemble.model_choices(job.run_dir)
     if "final model" not in models:
         st.info(
-            "This k-fold run has no final model trained on all the data (tick 'final model on all data' when "
-            "training to get one). Pick one fold's model (each was trained on the other folds' images only) or "
-            "all folds as one model."
+            f"This k-fold run has no final model trained on all the data (to get one, {common.FINAL_MODEL_HINT}). "
+            "Pick one fold's model (each was trained on the other folds' images only) or all folds as one model."
         )
     if len(models) == 1:
         return next(iter(models.values()))
@@ -333,13 +333,22 @@ def _seen(run_dir: str, version: tuple) -> dict[str, str]:
     }
 
 
+@st.cache_data(max_entries=8, show_spinner=False)
+def _copies(run_dir: str, version: tuple, new: tuple[str, ...]) -> dict[str, str]:
+    """{new file: the run's item with the same bytes} (an uploaded training image has another path)."""
+    return same_files.copies_of(new, _seen(run_dir, version))
+
+
 def seen_in_training(df: pd.DataFrame, model: str) -> pd.Series:
     """The split ('train', 'valid', 'test') in which the model's run used each predicted file ('' if unseen)."""
     run = rundir.of_model(ensemble.member_path(model))
     if run is None:  # a model outside any run: none of the files can be its training images
         return pd.Series("", index=df.index)
-    seen = _seen(str(run), common.file_version(run.items, run.config))
-    return pd.Series([seen.get(str(Path(p).resolve()), "") for p in df["path"].astype(str)], index=df.index)
+    version = common.file_version(run.items, run.config)
+    seen = _seen(str(run), version)
+    paths = [str(Path(p).resolve()) for p in df["path"].astype(str)]
+    copies = _copies(str(run), version, tuple(p for p in paths if p not in seen))
+    return pd.Series([seen.get(p) or seen.get(copies.get(p, ""), "") for p in paths], index=df.index)
 
 
 def overlap_warning(df: pd.DataFrame, model: str) -> None:

@@ -547,6 +547,7 @@ def split_section(src: SourceConfig, items: pd.DataFrame | None, cfg: RunConfig 
     c2.number_input(
         "k (folds)", 2, 20, key="su_k", disabled=not st.session_state["su_kfold"] or method == "loso"
     )
+    ws.widget(c1, "final_model_on_all", disabled=not (st.session_state["su_kfold"] or method == "loso"))
     ws.widget(c3, "seed")
     if items is None or items.empty or cfg is None:
         return []
@@ -593,7 +594,7 @@ def plan_section(items: pd.DataFrame | None, cfg: RunConfig | None) -> None:
     planned = plan.plan_schedule(facts, cfg.train.fine_tunes(), dd, gpu)
     now = plan.schedule_of(facts, cfg, dd, gpu)
     st.caption(
-        f"This schedule: {now.img_size} px, batch size {now.batch_size}, {now.epochs} epochs = {now.steps} "
+        f"This schedule: {now.img_size} px, batch size {now.batch_size}, {fmt.count(now.epochs, 'epoch')} = {now.steps} "
         f"optimiser steps on {facts.n_train} training images, about {fmt.seconds(now.seconds)} "
         "(a rough estimate: a resnet18-sized model on one core of a small server, or a GPU). "
         + ("It is the one planned for this data." if now.choices() == planned.choices() else "")
@@ -601,7 +602,7 @@ def plan_section(items: pd.DataFrame | None, cfg: RunConfig | None) -> None:
     options = {"planned": planned, **plan.alternatives(facts, planned, dd, gpu)}
     for col, (name, p) in zip(st.columns(len(options)), options.items()):
         col.button(
-            f"{name.capitalize()}: {p.img_size} px, {p.epochs} epochs, ~{fmt.seconds(p.seconds)}",
+            f"{name.capitalize()}: {p.img_size} px, {fmt.count(p.epochs, 'epoch')}, ~{fmt.seconds(p.seconds)}",
             key=f"su_plan_{name}",
             on_click=_use_plan,
             args=(p,),

@@ -702,6 +702,8 @@ class TrainConfig:
             bool_flag="set",
             group=SPLIT,
             help="with --k-folds: also train one model on all training data (default {default})",
+            widget="toggle",
+            label="Also train one model on all the data",
         ),
     )
     calibrate: bool = field(

@@ -71,3 +71,8 @@ def timestamp(t: float | None) -> str:
 def fold(i: Any) -> str:
     """A fold as users see it: numbered 1..k (the code and the files count from 0)."""
     return f"fold {int(i) + 1}"
+
+
+def count(n: int, noun: str) -> str:
+    """'1 epoch', '3 epochs': a count with its noun in the singular or plural (an added s)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

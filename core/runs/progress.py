@@ -171,6 +171,8 @@ class Progress:
     def update(self, force: bool = False, **fields: Any) -> None:
         """Merge fields into progress.json (atomic), throttled unless forced or a stage/epoch changed."""
         force = force or any(k in self.FORCE_KEYS and self._data.get(k) != v for k, v in fields.items())
+        if "phase" in fields and fields["phase"] != self._data.get("phase"):
+            fields.setdefault("message", "")  # the last phase's message does not describe the new one
         self._data.update(fields)
         self._dirty = True
         if force or time.time() - self._last_write >= self.MIN_INTERVAL:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,11 @@ def lr_find_run(cfg: RunConfig, run_dir: Path, progress: Progress, num_it: int =
     mon = LrFindProgress(progress, num_it)
     progress.update(force=True, phase="lr_find", batch=0, n_batches=num_it)
     learn.add_cb(mon)
-    learn.lr_find(num_it=num_it, show_plot=False, suggest_funcs=None)
+    with tempfile.TemporaryDirectory(
+        dir=run_dir
+    ) as scratch:  # fastai saves its start weights under learn.path
+        learn.path = Path(scratch)  # (default: the working directory, i.e. the app's own folder)
+        learn.lr_find(num_it=num_it, show_plot=False, suggest_funcs=None)
     if mon.cancelled:
         raise JobCancelled("cancelled by the user")
     lrs = [float(x) for x in learn.recorder.lrs]

@@ -101,9 +101,7 @@ def test_open_a_cell_exclude_an_image_and_train_on_the_corrected_source(
         set_number(page, label, value)
     go_to(page, "Training run")
     expect(
-        page.get_by_text(
-            re.compile(r"Settings: resnet18 \(from scratch\) on labels\.csv, 32 px .*, 1 epochs")
-        )
+        page.get_by_text(re.compile(r"Settings: resnet18 \(from scratch\) on labels\.csv, 32 px .*, 1 epoch"))
     ).to_be_visible()
     new_id = start_training(page, app_home)
     expect(page.get_by_text(re.compile(r"^Finished \("))).to_be_visible(timeout=600_000)
