@@ -44,6 +44,11 @@ def parse() -> Any:
     p.add_argument("--plain-epochs", type=int, default=10)
     p.add_argument("--pneumonia-n", default="", help="train,val,test counts of PneumoniaMNIST (default: all)")
     p.add_argument("--sides", default="app,plain", help="comma list of app, plain")
+    p.add_argument(
+        "--app-args",
+        default="",
+        help='extra `train` options for the app side, e.g. "--bs 16" (default: none, the planned schedule)',
+    )
     p.add_argument("--no-predict", action="store_true", help="skip the prediction throughput")
     p.add_argument("--no-raw", action="store_true", help="skip the raw training loop")
     p.add_argument(
@@ -100,16 +105,16 @@ def folder_dataset(name: str, smoke: bool, pneumonia_n: str) -> tuple[Path, str]
 # ---------------------------------------------------------------- the two sides
 
 
-def app_default(root: Path, seed: int, run_dir: Path) -> dict[str, Any]:
-    """`train --root <root> --no-pretrained` (plus the seed): planned, trained, tested."""
+def app_default(root: Path, seed: int, run_dir: Path, extra: str = "") -> dict[str, Any]:
+    """`train --root <root> --no-pretrained` (plus the seed and `extra` options): planned, trained, tested."""
     from core import cli
     from core.base.config import to_dict
     from core.runs.jobs import run_inline
     from core.runs.rundir import RunFolder
 
     t0 = time.perf_counter()
-    ns = cli.build_parser().parse_args(["train", "--root", str(root), "--no-pretrained", "--seed", str(seed)])
-    cfg = cli.run_config(ns)
+    argv = ["train", "--root", str(root), "--no-pretrained", "--seed", str(seed), *extra.split()]
+    cfg = cli.run_config(cli.build_parser().parse_args(argv))
     summary = run_inline("train", {"config": to_dict(cfg)}, run_dir=run_dir)
     seconds = time.perf_counter() - t0
     hist = RunFolder(run_dir).read_history()
@@ -138,27 +143,47 @@ def plain(root: Path, valid: str, name: str, args: Any, seed: int) -> dict[str, 
 # ---------------------------------------------------------------- ceilings: raw training loop, model on tensors
 
 
+class RawLoop:
+    """A raw PyTorch training epoch (train steps + a validation pass) on random tensors already in memory: the app's
+    model, image size, batch size and class count, and the fastest optimiser torch has for it (AdamW, fused kernel;
+    `fused=False`: its per-parameter loop, as before the app used the fused kernel)."""
+
+    def __init__(
+        self, img_size: int, bs: int, n_train: int, n_valid: int, n_classes: int, fused: bool = True
+    ):
+        import torch
+
+        from core.models import archs
+
+        self.model = archs.create_model("resnet18", n_classes, 3)
+        self.opt = torch.optim.AdamW(self.model.parameters(), 1e-3, fused=fused or None)
+        self.x, self.y = torch.randn(bs, 3, img_size, img_size), torch.randint(0, n_classes, (bs,))
+        self.steps, self.evals = max(1, n_train // bs), max(1, -(-n_valid // bs))
+
+    def epoch_seconds(self) -> float:
+        """Seconds of one epoch."""
+        import torch
+
+        t0 = time.perf_counter()
+        self.model.train()
+        for _ in range(self.steps):
+            self.opt.zero_grad()
+            torch.nn.functional.cross_entropy(self.model(self.x), self.y).backward()
+            self.opt.step()
+        self.model.eval()
+        with torch.no_grad():
+            for _ in range(self.evals):
+                self.model(self.x)
+        return time.perf_counter() - t0
+
+    def images_per_s(self) -> float:
+        """Training images per second of one epoch (its validation pass included in the time, as the app's is)."""
+        return self.steps * self.x.shape[0] / self.epoch_seconds()
+
+
 def raw_loop_images_per_s(img_size: int, bs: int, n_train: int, n_valid: int, n_classes: int) -> float:
     """Images/s of a raw PyTorch epoch (train steps + a validation pass) on random tensors already in memory."""
-    import torch
-
-    from core.models import archs
-
-    model = archs.create_model("resnet18", n_classes, 3)
-    opt = torch.optim.AdamW(model.parameters(), 1e-3)
-    x, y = torch.randn(bs, 3, img_size, img_size), torch.randint(0, n_classes, (bs,))
-    steps, evals = max(1, n_train // bs), max(1, n_valid // bs)
-    t0 = time.perf_counter()
-    model.train()
-    for _ in range(steps):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-    model.eval()
-    with torch.no_grad():
-        for _ in range(evals):
-            model(x)
-    return steps * bs / (time.perf_counter() - t0)
+    return RawLoop(img_size, bs, n_train, n_valid, n_classes).images_per_s()
 
 
 def predict_ratio(model_dir: Path, paths: list[str], threads: int) -> dict[str, float]:
@@ -195,7 +220,7 @@ def run_dataset(name: str, args: Any, home: Path) -> dict[str, Any]:
             run_dir = home / "runs" / f"{name}-{side}-{seed}"
             if side == "app":
                 c.fresh_cache(home, f"{name}-{seed}")
-                r, last_app = app_default(root, seed, run_dir), run_dir
+                r, last_app = app_default(root, seed, run_dir, args.app_args), run_dir
             else:
                 r = plain(root, valid, name, args, seed)
             runs[side].append({**r, "seed": seed})

@@ -21,6 +21,7 @@ NEEDS_SHARED = {
     "bench_parity",
     "bench_sweep",
     "bench_defaults",
+    "bench_overhead",
     "bench_defend",
     "bench_tasks",
 }
@@ -75,6 +76,11 @@ EXPECTED: dict[str, list[tuple[str, ...]]] = {
         ("predict", "1_threads", "ratio"),
     ],
 }
+EXPECTED["bench_overhead"] = [
+    ("throughput_after_epoch_1", "vs_raw_fused"),
+    ("epoch_s", "app"),
+    ("plan", "batch_size"),
+]
 EXPECTED["bench_sweep"] = [
     ("modes", "tpe", "best_valid", "mean"),
     ("modes", "grid", "epochs", "mean"),

@@ -174,7 +174,7 @@ def test_the_plan_fits_size_batch_and_epochs_to_the_data():
     from core.base.plan import DataFacts, alternatives, fit_batch, fit_size, plan_schedule
 
     assert [fit_size(s, 128) for s in (28, 100, 224, 3000, None)] == [32, 96, 128, 128, 128]
-    assert [fit_batch(n, 32) for n in (2428, 360, 240, 40)] == [32, 16, 8, 8]
+    assert [fit_batch(n, 32) for n in (2428, 360, 192, 191, 150, 40)] == [32, 32, 32, 16, 16, 8]
     mnist = plan_schedule(DataFacts(2428, 270, side=28), False, CPU_DEFAULTS, gpu=False)
     assert (mnist.img_size, mnist.batch_size, mnist.epochs, mnist.steps) == (
         32,
@@ -183,7 +183,7 @@ def test_the_plan_fits_size_batch_and_epochs_to_the_data():
         5 * 75,
     )  # 375 >= 300 steps
     chest = plan_schedule(DataFacts(360, 120, side=224), False, CPU_DEFAULTS, gpu=False)
-    assert (chest.img_size, chest.batch_size, chest.epochs, chest.steps) == (128, 16, 10, 220)  # capped at 10
+    assert (chest.img_size, chest.batch_size, chest.epochs, chest.steps) == (128, 32, 10, 110)  # capped at 10
     assert plan_schedule(DataFacts(360, 120, side=224), False, GPU_DEFAULTS, gpu=True).img_size == 224
     tuned = plan_schedule(DataFacts(2428, 270, side=28), True, CPU_DEFAULTS, gpu=False)  # fine-tuning
     assert (tuned.img_size, tuned.batch_size, tuned.epochs) == (128, 32, 3)

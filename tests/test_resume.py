@@ -54,8 +54,10 @@ def _same_run(run_dir: Path, reference: Path) -> None:
 
 
 def _crash_after_epoch(monkeypatch, epoch: int) -> None:
-    """The run stops (an exception, as a crash) right after the resume state of `epoch` is written."""
+    """The run stops (an exception, as a crash) right after the resume state of `epoch` is written (every epoch's
+    state is written here, however short the epochs)."""
     original = resume_state.SaveResumeState.after_epoch
+    monkeypatch.setattr(resume_state, "WRITE_SHARE", 1e9)
 
     def after_epoch(self):
         original(self)

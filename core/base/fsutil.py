@@ -103,15 +103,15 @@ def atomic_writer(path: str | os.PathLike, durable: bool = True) -> Iterator[Pat
         raise
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` so readers see the old file or the whole new one, never a part."""
-    with atomic_writer(path) as tmp, open(tmp, "wb") as fh:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True) -> None:
+    """Write `data` to `path` so readers see the old file or the whole new one, never a part (durable: fsynced)."""
+    with atomic_writer(path, durable) as tmp, open(tmp, "wb") as fh:
         fh.write(data)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+def atomic_write_text(path: str | os.PathLike, text: str, durable: bool = True) -> None:
     """Atomic UTF-8 text write."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, text.encode("utf-8"), durable)
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -106,9 +106,10 @@ def json_safe(x: Any) -> Any:
     return x
 
 
-def write_json(path: str | os.PathLike, data: Any) -> None:
-    """Atomic, strict JSON (NaN written as null) - the one way run and model files are written."""
-    atomic_write_text(path, json.dumps(json_safe(data), indent=2, allow_nan=False, default=str))
+def write_json(path: str | os.PathLike, data: Any, durable: bool = True) -> None:
+    """Atomic, strict JSON (NaN written as null) - the one way run and model files are written (durable: fsynced;
+    off for files rewritten many times a second, such as progress.json)."""
+    atomic_write_text(path, json.dumps(json_safe(data), indent=2, allow_nan=False, default=str), durable)
 
 
 def read_json(path: str | os.PathLike) -> dict:
@@ -324,10 +325,10 @@ class RunFolder:
     def read_env(self) -> dict:
         return read_json(self.env)
 
-    def write(self, name: str, data: Any) -> Path:
-        """Write one JSON file of the run (atomic, NaN-free); returns its path."""
+    def write(self, name: str, data: Any, durable: bool = True) -> Path:
+        """Write one JSON file of the run (atomic, NaN-free; durable: fsynced); returns its path."""
         path = self.file(name)
-        write_json(path, data)
+        write_json(path, data, durable)
         return path
 
 

@@ -125,6 +125,7 @@ def make_learner(dls, cfg: RunConfig, train_labels: pd.Series | None = None):
     from core.models import pretrained
     from core.models.heads import n_outputs
     from core.train import losses
+    from core.train.optim import FusedAdam
 
     t, task = cfg.train, cfg.data.task
     classes = list(dls.vocab)
@@ -144,6 +145,7 @@ def make_learner(dls, cfg: RunConfig, train_labels: pd.Series | None = None):
         loss_func=loss,
         wd=t.weight_decay,
         metrics=metrics,
+        opt_func=FusedAdam,  # fastai's Adam with torch's fused update (core/train/optim.py)
     )
     learn.remove_cb(ProgressCallback)  # progress goes to progress.json (TrainProgress) instead
     learn.logger = _no_log  # fastai prints every epoch's row to stdout; HistoryCSV keeps history.csv

@@ -1,5 +1,12 @@
 """The state a run resumes from: one safetensors file per run (checkpoints/resume.safetensors), rewritten
-atomically at the end of each epoch, never a pickle.
+atomically at the end of an epoch, never a pickle.
+
+When it is written (`due`): at the end of every epoch but the last planned one (a state after it cannot be resumed:
+core.train.resume.read_state), unless the epochs since the last write were so short that writing again would
+spend more than WRITE_SHARE of the training time on it. Epochs of a minute write every time; epochs of a few
+seconds (small images on a CPU, where the ~140 MB write of a resnet18 took 8 % of each epoch, bench/README.md)
+every few epochs. A crash loses the epochs after the last write; resume cuts their history rows and trains them
+again.
 
 Tensors: the model's weights (`model.*`), the optimiser's per-parameter state (`opt.<i>.<name>`: Adam's moments),
 the smoothed training loss and the torch / CUDA / numpy RNG states (`rng.*`). Everything else (the epoch, the fit of
@@ -13,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +35,7 @@ from core.train.callbacks import EpochClock
 from core.train.learner import TrainingError
 
 FORMAT = 1
+WRITE_SHARE = 0.05  # the resume state's writes take at most about this share of the training time
 STATE_KEY = "xrt_resume"
 STATE_SHA_KEY = "xrt_resume_sha256"
 
@@ -202,18 +211,40 @@ def read(path: Path) -> ResumeState:
 # ---------------------------------------------------------------- callbacks
 
 
+def due(epoch: int, planned: int, trained_s: float | None, last_write_s: float) -> bool:
+    """Whether to write the state after `epoch` (0-based): not after the last planned epoch; else when nothing was
+    written yet, or the epochs trained since the last write took at least that write's duration / WRITE_SHARE."""
+    if epoch + 1 >= planned:
+        return False
+    return trained_s is None or trained_s * WRITE_SHARE >= last_write_s
+
+
 class SaveResumeState(Callback):
-    """At each epoch's end (after the best checkpoint), the state to resume from; not for replayed epochs."""
+    """At an epoch's end (after the best checkpoint), the state to resume from when `due`; not for replayed epochs."""
 
     order = 62.5
 
     def __init__(self, path: Path, clock: EpochClock, planned: int):
         self.path, self.clock, self.planned = Path(path), clock, planned
+        self.trained_s: float | None = (
+            None  # seconds of epochs since the last write (None: nothing written yet)
+        )
+        self.last_s, self.t0 = 0.0, 0.0  # how long the last write took; when this epoch began
+
+    def before_epoch(self):
+        """Note when the epoch begins."""
+        self.t0 = time.perf_counter()
 
     def after_epoch(self):
-        """Capture and write the state of the epoch that just ended."""
-        if not self.clock.replaying():
+        """Capture and write the state of the epoch that just ended, when due."""
+        if self.clock.replaying():
+            return
+        start = time.perf_counter()
+        if self.trained_s is not None:
+            self.trained_s += start - self.t0
+        if due(self.clock.now(), self.planned, self.trained_s, self.last_s):
             write(capture(self.learn, self.clock.now(), self.clock.fits, self.planned), self.path)
+            self.trained_s, self.last_s = 0.0, time.perf_counter() - start
 
 
 class ResumeFrom(Callback):
