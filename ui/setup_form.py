@@ -299,6 +299,10 @@ TASK_LABELS = {
     "multilabel": "Multi-label (any number of findings per image)",
     "ordinal": "Ordinal (ordered grades, e.g. KL 0-4)",
 }
+HEAD_LABELS = {
+    "ce": "Cross-entropy over the grades",
+    "corn": "CORN (rank-consistent, K-1 outputs)",
+}
 
 
 def task_row() -> None:
@@ -307,6 +311,7 @@ def task_row() -> None:
     task = ws.widget(c1, "task_type", format_func=TASK_LABELS.get)
     if task == "ordinal":
         c2.text_input("Grade order, lowest first (blank: from their numbers)", key="su_grade_order")
+        ws.widget(c2, "ordinal_head", format_func=HEAD_LABELS.get)
     elif task == "multilabel":
         c2.caption("Findings come from the source's multi-label options (Dataset explorer page).")
 

@@ -101,6 +101,7 @@ def evaluate_run(run_dir: str | Path, **kw: Any) -> dict[str, Any]:
         "run_dir": str(run_dir),
         "type": summary.get("type", "single"),
         "task": task,
+        "head": (summary.get("task") or {}).get("head", "corn") if task == "ordinal" else None,
         "classes": classes,
         "best_epoch": summary.get("best_epoch"),
         "monitor": summary.get("monitor"),

@@ -53,7 +53,8 @@ class Predictor:
             self.model.to(memory_format=torch.channels_last)
         m = self.manifest
         self.classes: list[str] = list(m.classes)
-        self.task = m.task_type  # single, multilabel (a sigmoid per finding) or ordinal (CORN grades)
+        self.task = m.task_type  # single, multilabel (a sigmoid per finding) or ordinal (grades)
+        self.head = m.ordinal_head  # ordinal: ce (softmax) or corn
         self.reader = ImageReader(m.img_size, m.channels, m.window, m.frame, use_cache=False)
         norm = m.stats
         self.mean = torch.tensor(norm[0]).view(1, -1, 1, 1) if norm else None
@@ -121,9 +122,11 @@ class Predictor:
         logits / the model's temperature, a sigmoid per finding (multilabel) or the grade probabilities (ordinal),
         core.models.heads. Only single-label models carry a temperature (else 1)."""
         x, t = self.normalized(batch), self.temperature
-        p = heads.activation(self.task, self.model(x).float() / t)
+        p = heads.activation(self.task, self.model(x).float() / t, self.head)
         if tta:
-            p = (p + heads.activation(self.task, self.model(torch.flip(x, dims=[3])).float() / t)) / 2
+            p = (
+                p + heads.activation(self.task, self.model(torch.flip(x, dims=[3])).float() / t, self.head)
+            ) / 2
         return p.cpu().numpy()
 
     def decide(self, probs: np.ndarray, threshold: float | None = None) -> np.ndarray:
