@@ -544,8 +544,12 @@ def split_section(src: SourceConfig, items: pd.DataFrame | None, cfg: RunConfig 
     if items is None or items.empty or cfg is None:
         return []
     try:
-        summary, leaks = augment_preview.split_preview(items, cfg.data.split)
-        folds = augment_preview.fold_preview(items, cfg.data.split) if cfg.data.split.k_folds >= 2 else None
+        summary, leaks = augment_preview.split_preview(items, cfg.data.split, cfg.data.task)
+        folds = (
+            augment_preview.fold_preview(items, cfg.data.split, cfg.data.task)
+            if cfg.data.split.k_folds >= 2
+            else None
+        )
     except (SplitError, ConfigError, ValueError) as err:
         st.error(f"This split cannot be made: {err}")
         return [f"the split cannot be made: {err}"]
