@@ -1,8 +1,11 @@
 """The two new task types on real data, on a patient-grouped held-out test set, over N seeds.
 
-ordinal (../shared/data/knee_kl_oai224, KL 0-4): the app's ordinal run (CORN head and loss) against the app's plain
-5-class cross-entropy run on the same split, same settings: test QWK, MAE and off-by-one accuracy (CE predicts the
-most probable grade, CORN its rank-consistent grade).
+ordinal (../shared/data/knee_kl_oai224, KL 0-4): the app's ordinal run with the CORN head (`--ordinal-head corn`)
+against the same run with the cross-entropy head (`ce`: plain 5-class CE, softmax), same split, seed and settings
+(by default the app's planned schedule for this set from scratch: 128 px, batch 8, 10 epochs): test QWK, MAE and
+off-by-one accuracy with patient-level 95 % bootstrap CIs. CORN's grade is its rank (the median grade); CE's is
+reported three ways from the same run: the median grade (what the app predicts for either head), the most probable
+grade and the rounded expected grade.
 multilabel (../shared/data/nih_chestxray14_64px, 14 findings + No Finding): the app's multi-label run against a
 plain fastai script (`DataBlock(ImageBlock, MultiCategoryBlock)`, `vision_learner(resnet18)`, `fit_one_cycle`,
 BCE, last epoch) on the same split and epochs: test macro ROC AUC (findings with both classes in the test set) and
