@@ -5,8 +5,8 @@ finding's positives weighted by negatives / positives in training (`TaskConfig.p
 ordinal, head `ce`: cross-entropy over the K grades (`GradeCE`); head `corn`: the CORN loss (Shi, Cao & Raschka
 2023): task k is "grade > k" trained only on items with grade > k-1, so the K-1 conditional probabilities multiply
 into rank-consistent P(grade > k) (core.models.heads). CORN was preferred to a cumulative-link (CORAL) head because it
-needs no shared-weight layer (any fastai head works unchanged); which of ce / corn is the default follows the
-measurement in bench/README.md ("Task types").
+needs no shared-weight layer (any fastai head works unchanged); it is the default because it beat cross-entropy on
+the synthetic ordinal sample (bench/README.md, "Ordinal heads").
 The loss objects carry `activation` (fastai's get_preds turns logits into probabilities with it) and `task`.
 """
 
