@@ -60,8 +60,10 @@ EXPECTED: dict[str, list[tuple[str, ...]]] = {
     "bench_checks": [("ratio_warm_vs_scan",), ("warm", "shortcut_s"), ("cold", "features_s")],
     "bench_defend": [("summary", "coverage_0.90", "mean"), ("per_seed",), ("summary", "ece_before")],
     "bench_tasks": [
-        ("ordinal", "corn", "qwk", "mean"),
-        ("ordinal", "plain_ce", "mae", "mean"),
+        ("ordinal", "corn_median", "qwk", "mean"),
+        ("ordinal", "ce_median", "mae", "mean"),
+        ("ordinal", "ce_expected", "off_by_one", "mean"),
+        ("ordinal", "per_seed"),
         ("multilabel", "vs_plain", "time_ratio_plain_over_app"),
     ],
     "bench_parity": [

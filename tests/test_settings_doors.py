@@ -99,6 +99,10 @@ CASES = {  # name: (CLI options, setup widgets changed)
         ["--task", "ordinal", "--grade-order", "none,mild,severe"],
         {"su_task_type": "ordinal", "su_grade_order": "none, mild, severe"},
     ),
+    "ordinal with the cross-entropy head": (
+        ["--task", "ordinal", "--ordinal-head", "ce"],
+        {"su_task_type": "ordinal", "su_ordinal_head": "ce"},
+    ),
     "multi-label with positive weights": (
         ["--task", "multilabel", "--pos-weight"],
         {"su_task_type": "multilabel", "su_pos_weight": True},

@@ -15,7 +15,7 @@ import streamlit as st
 from core.base import eta, fmt
 from core.base.config import SourceConfig, TaskConfig, to_dict
 from core.data import labels as lab
-from core.evaluation import evaluate
+from core.evaluation import bytask, evaluate
 from core.runs import executors, jobs
 from core.runs.progress import ProgressRecord
 from core.runs.rundir import RunFolder
@@ -448,7 +448,7 @@ def final_metrics(job: jobs.Job) -> None:
 def learned_nothing(job: jobs.Job) -> None:
     """A plain warning when the model predicts one class for (almost) everything or ranks at chance."""
     try:
-        warnings = evaluate.run_warnings(job.run_dir)
+        warnings = bytask.run_warnings(job.run_dir)
     except (
         ValueError,
         OSError,

@@ -306,6 +306,10 @@ TASK_LABELS = {
     "multilabel": "Multi-label (any number of findings per image)",
     "ordinal": "Ordinal (ordered grades, e.g. KL 0-4)",
 }
+HEAD_LABELS = {
+    "ce": "Cross-entropy over the grades",
+    "corn": "CORN (rank-consistent, K-1 outputs)",
+}
 
 
 def task_row() -> None:
@@ -314,6 +318,7 @@ def task_row() -> None:
     task = ws.widget(c1, "task_type", format_func=TASK_LABELS.get)
     if task == "ordinal":
         c2.text_input("Grade order, lowest first (blank: from their numbers)", key="su_grade_order")
+        ws.widget(c2, "ordinal_head", format_func=HEAD_LABELS.get)
     elif task == "multilabel":
         c2.caption("Findings come from the source's multi-label options (Dataset explorer page).")
 
@@ -552,9 +557,9 @@ def split_section(src: SourceConfig, items: pd.DataFrame | None, cfg: RunConfig 
     if items is None or items.empty or cfg is None:
         return []
     try:
-        summary, leaks = augment_preview.split_preview(items, cfg.data.split)
+        summary, leaks = augment_preview.split_preview(items, cfg.data.split, cfg.data.task)
         cv = cfg.data.split.k_folds >= 2 or cfg.data.split.method == "loso"
-        folds = augment_preview.fold_preview(items, cfg.data.split) if cv else None
+        folds = augment_preview.fold_preview(items, cfg.data.split, cfg.data.task) if cv else None
     except (SplitError, ConfigError, ValueError) as err:
         st.error(f"This split cannot be made: {err}")
         return [f"the split cannot be made: {err}"]

@@ -32,6 +32,10 @@ TASK_TYPES = (
     "multilabel",
     "ordinal",
 )  # one label per image; any number of findings; ordered grades
+ORDINAL_HEADS = (
+    "ce",
+    "corn",
+)  # ordinal: softmax over the grades (K outputs), or CORN (K-1 conditional outputs)
 UNCERTAIN_POLICIES = (
     "ignore",
     "positive",
@@ -376,6 +380,18 @@ class TaskConfig:
     order: list[str] = field(
         default_factory=list
     )  # ordinal: the grades, lowest first ([] = inferred from the names)
+    ordinal_head: str = field(
+        default="corn",
+        metadata=setting(
+            flag="--ordinal-head",
+            choices=ORDINAL_HEADS,
+            group=MODEL,
+            help="ordinal: ce = cross-entropy over the grades (K outputs, softmax); corn = the CORN rank-consistent "
+            "head (K-1 conditional outputs); both predict the median grade (default {default}; bench/README.md)",
+            widget="select",
+            label="Ordinal head",
+        ),
+    )
     pos_weight: bool = field(
         default=False,
         metadata=setting(

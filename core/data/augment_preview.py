@@ -6,13 +6,15 @@ The augmentation preview runs a few items through the very DataBlock training us
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
-from core.base.config import DataConfig, SplitConfig
+from core.base.config import DataConfig, SplitConfig, TaskConfig
 from core.data.loaders import make_datablock
 from core.data.sites import site_folds, site_values
-from core.data.splits import assign_splits, group_leaks, kfold_splits, split_summary
+from core.data.splits import assign_splits, group_leaks, kfold_splits, label_counts, split_summary
 
 
 def preview_augmentations(
@@ -36,42 +38,49 @@ def preview_augmentations(
     return [a for a in arr]
 
 
-def split_preview(items: pd.DataFrame, split_cfg: SplitConfig) -> tuple[pd.DataFrame, list[str]]:
-    """Counts per class and patients per split, and the patients found in more than one split.
+def split_preview(
+    items: pd.DataFrame, split_cfg: SplitConfig, task: TaskConfig | None = None
+) -> tuple[pd.DataFrame, list[str]]:
+    """Counts per class (per finding / grade by task type) and patients per split, and the patients found in more
+    than one split; the split made as training makes it for the task.
 
     With k-fold cross-validation the folds rotate over all non-test items: train and valid are one row
     ("k folds"), and only a patient shared with the test part is a leak.
     """
-    assigned = assign_splits(items, split_cfg)
+    task = task or TaskConfig()
+    assigned = assign_splits(items, split_cfg, task.type)
     if split_cfg.k_folds < 2:
-        return split_summary(assigned), group_leaks(assigned)
+        return split_summary(assigned, task.type, task.order), group_leaks(assigned)
     assigned["split"] = assigned["split"].where(assigned["split"] == "test", "train")
-    summary = split_summary(assigned)
+    summary = split_summary(assigned, task.type, task.order)
     summary["split"] = summary["split"].replace(
         {"train": f"{split_cfg.k_folds} folds (train + valid in turn)"}
     )
     return summary, group_leaks(assigned)
 
 
-def fold_preview(items: pd.DataFrame, split_cfg: SplitConfig) -> pd.DataFrame:
-    """One row per cross-validation fold (leave one site out: per site): validation items per class and patients;
-    SplitError with the reason when the folds cannot be made."""
-    assigned = assign_splits(items, split_cfg)
+def fold_preview(items: pd.DataFrame, split_cfg: SplitConfig, task: TaskConfig | None = None) -> pd.DataFrame:
+    """One row per cross-validation fold (leave one site out: per site): validation items per class (per finding /
+    grade by task type) and patients; SplitError with the reason when the folds cannot be made."""
+    task = task or TaskConfig()
+    assigned = assign_splits(items, split_cfg, task.type)
     names: list[str] = []
     if split_cfg.method == "loso":
         folds, names = site_folds(assigned, site_values(assigned, split_cfg.site_col))
     else:
-        folds = kfold_splits(assigned, split_cfg.k_folds, method=split_cfg.method, seed=split_cfg.seed)
-    classes = sorted(assigned["label"].astype(str).unique())
+        folds = kfold_splits(
+            assigned, split_cfg.k_folds, method=split_cfg.method, seed=split_cfg.seed, task=task.type
+        )
+    classes = list(label_counts(assigned["label"], task.type, task.order))
     rows = []
     for i, (_, valid_idx) in enumerate(folds):
         part = assigned.iloc[valid_idx]
-        counts = part["label"].astype(str).value_counts()
+        counts = label_counts(part["label"], task.type, task.order)
         groups = part["group"].fillna("").astype(str) if "group" in part else pd.Series([], dtype=str)
+        row: dict[str, Any] = {"fold": i + 1, **({"site": names[i]} if names else {})}
         rows.append(
             {
-                "fold": i + 1,
-                **({"site": names[i]} if names else {}),
+                **row,
                 "valid items": len(part),
                 **{c: int(counts.get(c, 0)) for c in classes},
                 "patients": int(groups[groups != ""].nunique()),

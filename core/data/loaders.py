@@ -146,7 +146,7 @@ def target_block(classes: list[str], task: str):
 
     if task == "multilabel":
         return MultiCategoryBlock(encoded=True, vocab=classes), FindingTargets(classes)
-    return CategoryBlock(vocab=classes), label_of
+    return CategoryBlock(vocab=classes, sort=task != "ordinal"), label_of  # grades keep their order
 
 
 def make_datablock(classes: list[str], cfg: DataConfig, valid_idx, stats=None):

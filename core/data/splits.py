@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -16,7 +17,8 @@ from sklearn.model_selection import (
 )
 
 from core.base.config import ConfigError, SplitConfig
-from core.data.labels import iterative_folds
+from core.data.items import SourceError
+from core.data.labels import class_counts, iterative_folds
 
 if TYPE_CHECKING:
     pass
@@ -193,13 +195,23 @@ def kfold_splits(
     return [(pool[tr], pool[va]) for tr, va in folds]
 
 
-def split_summary(items: pd.DataFrame) -> pd.DataFrame:
-    """One row per split: item count, count per class, number of patients (groups)."""
-    classes = sorted(items["label"].astype(str).unique())
+def label_counts(labels: pd.Series, task: str = "single", order: Sequence[str] = ()) -> dict[str, int]:
+    """Images per class of a split table's part, by task type (core.data.labels.class_counts): per finding and with
+    none (multilabel: not per combination of findings), per grade in order (ordinal), else per label. Grades whose
+    order is not known yet are counted per label."""
+    try:
+        return class_counts(labels, task, order)
+    except SourceError:
+        return class_counts(labels, "single")
+
+
+def split_summary(items: pd.DataFrame, task: str = "single", order: Sequence[str] = ()) -> pd.DataFrame:
+    """One row per split: item count, images per class (`label_counts`), number of patients (groups)."""
+    classes = list(label_counts(items["label"], task, order))
     rows = []
     for name in [s for s in SPLITS if (items["split"] == s).any()]:
         part = items[items["split"] == name]
-        counts = part["label"].astype(str).value_counts()
+        counts = label_counts(part["label"], task, order)
         row = {"split": name, "items": len(part), **{c: int(counts.get(c, 0)) for c in classes}}
         row["patients"] = int(part["group"].replace("", np.nan).nunique()) if "group" in part else 0
         rows.append(row)

@@ -63,6 +63,27 @@ def evaluate_frame(df: pd.DataFrame, classes: list[str], task: str = "single", *
     return evaluate.evaluate_frame(df, classes, **kw)
 
 
+def run_warnings(
+    run_dir: str | Path, classes: list[str] | None = None, task: dict[str, Any] | None = None
+) -> list[str]:
+    """The "did not learn" sentences of a run's validation (k-fold: out-of-fold) predictions, by task type: for a
+    multi-label run at its per-finding thresholds (core.evaluation.multilabel.frame_warnings), else
+    core.evaluation.evaluate.run_warnings. `classes` / `task` (the task record) None: read from metrics.json."""
+    if classes is None or task is None:
+        summary = evaluate.run_summary(run_dir)
+        classes = list(summary["classes"]) if classes is None else classes
+        task = (summary.get("task") or {}) if task is None else task
+    if task_of({"task": task}) != "multilabel":
+        return evaluate.run_warnings(run_dir, classes, task_of({"task": task}))
+    from core.evaluation import multilabel
+
+    sets = evaluate.load_run_predictions(run_dir)
+    name = "oof" if "oof" in sets else "valid"
+    if name not in sets:
+        return []
+    return multilabel.frame_warnings(evaluate.labelled(sets[name]), classes, task.get("thresholds"))
+
+
 # the single-label metric names (sweep rankings, monitors) as each task reports them
 ALIASES = {"multilabel": {"roc_auc": "macro_roc_auc", "accuracy": "label_accuracy"}, "ordinal": {}}
 
@@ -101,6 +122,7 @@ def evaluate_run(run_dir: str | Path, **kw: Any) -> dict[str, Any]:
         "run_dir": str(run_dir),
         "type": summary.get("type", "single"),
         "task": task,
+        "head": (summary.get("task") or {}).get("head", "corn") if task == "ordinal" else None,
         "classes": classes,
         "best_epoch": summary.get("best_epoch"),
         "monitor": summary.get("monitor"),

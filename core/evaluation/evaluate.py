@@ -806,7 +806,8 @@ def run_warnings(run_dir: str | Path, classes: list[str] | None = None, task: st
     """model_warnings of a run's validation (k-fold: out-of-fold) predictions at the default decision.
 
     `classes` / `task` None: read from the finished run's metrics.json (training passes them while it writes that
-    file). A multi-label run gets none: its findings are decided one by one (no one-class rule for it yet).
+    file). A multi-label run's rule is core.evaluation.multilabel.model_warnings (core.evaluation.bytask.run_warnings
+    dispatches); here it gets none.
     """
     if classes is None or task is None:
         summary = run_summary(run_dir)

@@ -176,7 +176,8 @@ def explain(
     if task != "single":  # the task's probabilities; the map of a finding's own output, or of "grade >= g"
         probs = predictor.probs(t[None])[0]
         idx = int(probs.argmax()) if idx is None else idx
-        output = idx if task == "multilabel" else max(0, idx - 1)
+        corn = task == "ordinal" and getattr(predictor, "head", "corn") == "corn"
+        output = max(0, idx - 1) if corn else idx
         heat, _ = grad_cam(predictor.model, layer, predictor.normalized(t[None]), output)
     else:
         heat, probs = grad_cam(

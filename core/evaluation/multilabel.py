@@ -193,15 +193,60 @@ def evaluate_frame(
         "error_co_occurrence": error_co_occurrence(y, p, t, findings).to_dict("split"),
         "curves": curves(y, p, findings),
         "bootstrap": bootstrap_note(n_resamples, seed, groups),
-        "warnings": _warnings(ci),
+        "warnings": model_warnings(y, p, t, findings, {f: ci[f"roc_auc_{f}"] for f in findings}),
     }
 
 
-def _warnings(ci: dict[str, dict[str, float]]) -> list[str]:
-    """A plain sentence when the macro AUC is about chance."""
-    auc = ci.get("macro_roc_auc", {}).get("value", math.nan)
-    if np.isfinite(auc) and abs(auc - 0.5) < evaluate.CHANCE_MARGIN:
-        return [
-            f"The macro ROC AUC is {auc:.2f}, about chance: the model has not learned the findings. {evaluate.ADVICE}"
-        ]
-    return []
+# ---------------------------------------------------------------- "did not learn" (single-label: evaluate.model_warnings)
+
+
+def same_set_share(y: np.ndarray, decided: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """The most often decided set of findings (a 0/1 row), the share of images given it, and the share whose known
+    labels are exactly it."""
+    rows, counts = np.unique(decided.astype(int), axis=0, return_counts=True)
+    top = rows[counts.argmax()]
+    truly = ((y == top[None, :]) | (y < 0)).all(1)
+    return top, float(counts.max() / len(decided)), float(truly.mean())
+
+
+def model_warnings(
+    y: np.ndarray, p: np.ndarray, t: np.ndarray, findings: list[str], auc_ci: dict[str, dict[str, float]]
+) -> list[str]:
+    """Plain sentences when a multi-label model has not learned: (almost) every image gets the same findings at the
+    thresholds, or no finding ranks its images better than chance (each ROC AUC's 95 % CI includes 0.5); the advice
+    last. `auc_ci`: each finding's {"value", "lo", "hi"} (findings with one side only are left out)."""
+    if not len(y):
+        return []
+    out = []
+    top, share, true_share = same_set_share(y, p >= t[None, :])
+    if share >= evaluate.ONE_CLASS_SHARE and share > true_share:
+        named = ", ".join(f for f, d in zip(findings, top) if d) or "no finding"
+        out.append(
+            f"The model gives {share:.0%} of the {len(y)} images the same findings ({named}) at its thresholds, "
+            f"while {true_share:.0%} of them have exactly those: it has not learned to tell the images apart."
+        )
+    judged = {f: c for f, c in auc_ci.items() if np.isfinite(c["lo"]) and np.isfinite(c["hi"])}
+    if judged and all(c["lo"] <= 0.5 <= c["hi"] for c in judged.values()):
+        out.append(
+            f"No finding's ROC AUC is distinguishable from chance: the 95 % CI of each of the {len(judged)} "
+            "findings with positives and negatives includes 0.5, so the model's scores order the images no better "
+            "than guessing."
+        )
+    return [*out, evaluate.ADVICE] if out else []
+
+
+def frame_warnings(
+    df: pd.DataFrame, findings: list[str], thresholds: Any = None, n_resamples: int = 200, seed: int = 0
+) -> list[str]:
+    """model_warnings of a labelled predictions table (training's validation / out-of-fold set): per-finding AUC CIs
+    by a patient-level bootstrap of `n_resamples` (fewer than a full evaluation's: this only decides a warning)."""
+    y, p = targets_and_probs(df, findings)
+    t = threshold_vector(findings, thresholds)
+
+    def aucs(idx: np.ndarray) -> dict[str, float]:
+        known = y[idx] >= 0
+        return {
+            f: fast_auc(y[idx][known[:, i], i] == 1, p[idx][known[:, i], i]) for i, f in enumerate(findings)
+        }
+
+    return model_warnings(y, p, t, findings, bootstrap(aucs, len(y), groups_of(df), n_resamples, seed))

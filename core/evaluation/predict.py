@@ -64,7 +64,8 @@ class Predictor:
             self.model.to(memory_format=torch.channels_last)
         m = self.manifest
         self.classes: list[str] = list(m.classes)
-        self.task = m.task_type  # single, multilabel (a sigmoid per finding) or ordinal (CORN grades)
+        self.task = m.task_type  # single, multilabel (a sigmoid per finding) or ordinal (grades)
+        self.head = m.ordinal_head  # ordinal: ce (softmax) or corn
         self.reader = ImageReader(m.img_size, m.channels, m.window, m.frame, use_cache=False)
         norm = m.stats
         self.mean = torch.tensor(norm[0]).view(1, -1, 1, 1) if norm else None
@@ -130,11 +131,13 @@ class Predictor:
     def probs(self, batch: torch.Tensor, tta: bool = False) -> np.ndarray:
         """Probabilities for a batch of 0..1 tensors (tta: the mean over `tta_views`, core.evaluation.tta): softmax
         of the logits / the model's temperature, a sigmoid per finding (multilabel) or the grade probabilities
-        (ordinal), core.models.heads. Only single-label models carry a temperature (else 1)."""
+        (ordinal, by the model's head), core.models.heads. Only single-label models carry a temperature (else 1)."""
         x, t = batch.to(self.device, non_blocking=True), self.temperature
         views = self.tta_views if tta else [tta_views.IDENTITY]
         p = [
-            heads.activation(self.task, self.model(self.normalized(tta_views.apply(x, v))).float() / t)
+            heads.activation(
+                self.task, self.model(self.normalized(tta_views.apply(x, v))).float() / t, self.head
+            )
             for v in views
         ]
         return torch.stack(p).mean(0).cpu().numpy()

@@ -78,7 +78,8 @@ def detail_table(set_ev: dict[str, Any]) -> pd.DataFrame:
 def _page(run_dir: Path, ev: dict[str, Any], frames: dict[str, pd.DataFrame]) -> str:
     """The report page: headline, then per set its table, figures (plotly.js embedded once) and top losses."""
     first = next(iter(ev["sets"].values()))
-    kind = "multi-label findings" if ev["task"] == "multilabel" else "ordinal grades (CORN head)"
+    head = "CORN head" if ev.get("head", "corn") == "corn" else "cross-entropy head"
+    kind = "multi-label findings" if ev["task"] == "multilabel" else f"ordinal grades ({head})"
     parts = [
         f"<h1>Evaluation report: {html.escape(run_dir.name)}</h1>",
         f"<p>Task: {kind}; classes: {html.escape(', '.join(ev['classes']))}. 95% CIs: "

@@ -1,10 +1,11 @@
 """What a network's outputs mean per task type: how many it has and how they become probabilities.
 
 single: one logit per class, softmax. multilabel: one logit per finding, a sigmoid each (findings are independent).
-ordinal: CORN (Shi, Cao & Raschka 2023, "Deep neural networks for rank-consistent ordinal regression based on
-conditional probabilities"): K-1 logits for K grades, logit k = P(grade > k | grade > k-1); their running product
-gives P(grade > k), monotone by construction, and differences of it the K grade probabilities. The predicted grade
-is the number of P(grade > k) above 0.5; the expected grade is the probability-weighted mean grade index.
+ordinal, head `corn`: CORN (Shi, Cao & Raschka 2023, "Deep neural networks for rank-consistent ordinal regression
+based on conditional probabilities"): K-1 logits for K grades, logit k = P(grade > k | grade > k-1); their running
+product gives P(grade > k), monotone by construction, and differences of it the K grade probabilities. Head `ce`:
+K logits, softmax. Either way the predicted grade is the number of P(grade > k) above 0.5 (the median grade of the
+K probabilities; CORN's rank rule); the expected grade is the probability-weighted mean grade index.
 Used by training (core.train.losses) and by every consumer of a saved model (predict, ONNX export).
 """
 
@@ -15,11 +16,12 @@ import torch
 
 TASKS = ("single", "multilabel", "ordinal")
 DEFAULT_FINDING_THRESHOLD = 0.5
+CORN = "corn"  # an ordinal model's head when its record names none (the only head before `ce` existed)
 
 
-def n_outputs(task: str, n_classes: int) -> int:
-    """Outputs of the network's last layer: K-1 for K ordinal grades, else one per class / finding."""
-    return n_classes - 1 if task == "ordinal" else n_classes
+def n_outputs(task: str, n_classes: int, head: str = CORN) -> int:
+    """Outputs of the network's last layer: K-1 for K grades with the CORN head, else one per class / finding."""
+    return n_classes - 1 if task == "ordinal" and head == CORN else n_classes
 
 
 def corn_probs(logits: torch.Tensor) -> torch.Tensor:
@@ -32,11 +34,12 @@ def corn_probs(logits: torch.Tensor) -> torch.Tensor:
     return (upper - lower).clamp_min(0)
 
 
-def activation(task: str, logits: torch.Tensor) -> torch.Tensor:
-    """Probabilities from a batch of logits: softmax (single), sigmoid per finding (multilabel), CORN (ordinal)."""
+def activation(task: str, logits: torch.Tensor, head: str = CORN) -> torch.Tensor:
+    """Probabilities from a batch of logits: sigmoid per finding (multilabel), CORN (ordinal, CORN head), else
+    softmax (single; ordinal with the cross-entropy head)."""
     if task == "multilabel":
         return torch.sigmoid(logits.float())
-    if task == "ordinal":
+    if task == "ordinal" and head == CORN:
         return corn_probs(logits)
     return torch.softmax(logits.float(), dim=1)
 

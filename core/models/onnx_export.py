@@ -29,6 +29,8 @@ OUTPUTS = {  # what the raw output means per task (core.models.heads)
     "decided at its 'thresholds' entry",
     "ordinal": f"{OUTPUT_NAME}: K-1 CORN scores for the K grades in 'classes' order; the running product of their "
     "sigmoids is P(grade > k), the predicted grade is how many exceed 0.5",
+    "ordinal_ce": f"{OUTPUT_NAME}: one score per grade in 'classes' order; softmax gives the grade probabilities, the "
+    "predicted grade is the median grade (how many P(grade > k) exceed 0.5)",
 }
 
 
@@ -44,7 +46,7 @@ def onnx_metadata(manifest: Manifest, threshold: float | None = None) -> dict[st
         "format": "xray-trainer-onnx",
         "classes": list(manifest.classes),
         "task": task,
-        "output": OUTPUTS[task],
+        "output": OUTPUTS["ordinal_ce" if task == "ordinal" and manifest.ordinal_head == "ce" else task],
         "input": INPUT_NAME,
         "input_shape": ["batch", manifest.n_in, manifest.img_size, manifest.img_size],
         "img_size": manifest.img_size,

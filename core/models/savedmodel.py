@@ -122,6 +122,11 @@ class Manifest:
         return str(self.task.get("type") or "single")
 
     @property
+    def ordinal_head(self) -> str:
+        """An ordinal model's head, ce or corn (a record without one is CORN, the only head before ce)."""
+        return str(self.task.get("head") or heads.CORN)
+
+    @property
     def stats(self) -> tuple[list[float], list[float]] | None:
         """(mean, std) of the normalisation, None when the model was trained without one."""
         return (self.mean, self.std) if self.mean is not None and self.std is not None else None
@@ -294,7 +299,7 @@ def load_model(path: str | Path) -> tuple[torch.nn.Module, Manifest]:
     state = read_safetensors(weights)
     check_finite(state, weights.name)
     try:
-        n_out = heads.n_outputs(manifest.task_type, len(manifest.classes))
+        n_out = heads.n_outputs(manifest.task_type, len(manifest.classes), manifest.ordinal_head)
         model = archs.create_model(manifest.arch, n_out, manifest.n_in)
     except (KeyError, ValueError, RuntimeError) as e:
         raise ModelFileError(f"cannot rebuild architecture {manifest.arch!r}: {first_line(e)}") from None

@@ -133,14 +133,14 @@ def make_learner(dls, cfg: RunConfig, train_labels: pd.Series | None = None):
     if task.type == "single":
         loss = loss_func(cfg, classes, train_labels, dls.device)
         metrics = [accuracy, balanced_accuracy_metric(), auc_metric(), *recall_metrics(classes)]
-    else:  # multi-label: masked BCE per finding; ordinal: the CORN head (K-1 outputs) and loss
-        loss = losses.task_loss(task.type, classes, train_labels, task.pos_weight)
-        metrics = losses.task_metrics(task.type)
+    else:  # multi-label: masked BCE per finding; ordinal: cross-entropy over the grades, or the CORN head and loss
+        loss = losses.task_loss(task.type, classes, train_labels, task.pos_weight, task.ordinal_head)
+        metrics = losses.task_metrics(task.type, task.ordinal_head)
     learn = vision_learner(
         dls,
         **pretrained.learner_args(t.arch, t.pretrained, t.weights_path),
         n_in=n_in,
-        n_out=n_outputs(task.type, len(classes)),
+        n_out=n_outputs(task.type, len(classes), task.ordinal_head),
         normalize=False,
         loss_func=loss,
         wd=t.weight_decay,

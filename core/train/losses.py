@@ -2,10 +2,11 @@
 
 multilabel: binary cross-entropy per finding on the logits, uncertain targets (-1) masked out, optionally each
 finding's positives weighted by negatives / positives in training (`TaskConfig.pos_weight`).
-ordinal: the CORN loss (Shi, Cao & Raschka 2023): task k is "grade > k" trained only on items with grade > k-1,
-so the K-1 conditional probabilities multiply into rank-consistent P(grade > k) (core.models.heads). Chosen over a
-cumulative-link (CORAL) head because it needs no shared-weight layer (any fastai head works unchanged) and over plain
-cross-entropy for its ordered errors; the measurement against cross-entropy is in bench/README.md.
+ordinal, head `ce`: cross-entropy over the K grades (`GradeCE`); head `corn`: the CORN loss (Shi, Cao & Raschka
+2023): task k is "grade > k" trained only on items with grade > k-1, so the K-1 conditional probabilities multiply
+into rank-consistent P(grade > k) (core.models.heads). CORN was preferred to a cumulative-link (CORAL) head because it
+needs no shared-weight layer (any fastai head works unchanged); it is the default because it beat cross-entropy on
+the synthetic ordinal sample (bench/README.md, "Ordinal heads").
 The loss objects carry `activation` (fastai's get_preds turns logits into probabilities with it) and `task`.
 """
 
@@ -54,7 +55,7 @@ class MaskedBCE:
 class CornLoss:
     """CORN: for k = 0..K-2, BCE of "grade > k" over the items with grade > k-1; mean over those terms."""
 
-    task = "ordinal"
+    task, head = "ordinal", "corn"
 
     def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """The summed conditional BCE terms divided by the number of terms (coral-pytorch's corn_loss)."""
@@ -71,11 +72,21 @@ class CornLoss:
 
     def activation(self, logits: torch.Tensor) -> torch.Tensor:
         """The K grade probabilities."""
-        return activation(self.task, logits)
+        return activation(self.task, logits, self.head)
 
     def decodes(self, probs: torch.Tensor) -> torch.Tensor:
-        """The rank-consistent predicted grade."""
+        """The predicted grade: how many P(grade > k) exceed 0.5."""
         return torch.from_numpy(predicted_grade(probs.detach().cpu().numpy()))
+
+
+class GradeCE(CornLoss):
+    """Plain cross-entropy over the K grades (K outputs, softmax); the grade decoded as CORN's (the median grade)."""
+
+    head = "ce"
+
+    def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of the batch."""
+        return F.cross_entropy(logits.float(), target.long().view(-1))
 
 
 def pos_weights(train_labels: pd.Series, findings: list[str]) -> torch.Tensor:
@@ -86,10 +97,12 @@ def pos_weights(train_labels: pd.Series, findings: list[str]) -> torch.Tensor:
     return torch.tensor(np.clip(w, 1e-3, 100.0), dtype=torch.float32)
 
 
-def task_loss(task: str, findings: list[str], train_labels: pd.Series | None, use_pos_weight: bool):
-    """The loss object of a multi-label or ordinal run."""
+def task_loss(
+    task: str, findings: list[str], train_labels: pd.Series | None, use_pos_weight: bool, head: str = "corn"
+):
+    """The loss object of a multi-label or ordinal run (ordinal: of its head)."""
     if task == "ordinal":
-        return CornLoss()
+        return GradeCE() if head == "ce" else CornLoss()
     weight = pos_weights(train_labels, findings) if use_pos_weight and train_labels is not None else None
     return MaskedBCE(weight)
 
@@ -100,12 +113,12 @@ def task_loss(task: str, findings: list[str], train_labels: pd.Series | None, us
 class TaskMetric:
     """One epoch metric from logits and targets (picklable): the monitor names accuracy, balanced_accuracy, roc_auc."""
 
-    def __init__(self, task: str, name: str):
-        self.task, self.name, self.__name__ = task, name, name
+    def __init__(self, task: str, name: str, head: str = "corn"):
+        self.task, self.name, self.__name__, self.head = task, name, name, head
 
     def __call__(self, targ: np.ndarray, logits: np.ndarray) -> float:
         """The metric of one validation pass."""
-        probs = activation(self.task, torch.as_tensor(logits)).numpy()
+        probs = activation(self.task, torch.as_tensor(logits), self.head).numpy()
         if self.task == "multilabel":
             return _multilabel_metric(self.name, np.asarray(targ, dtype=float), probs)
         return _ordinal_metric(self.name, np.asarray(targ, dtype=int).reshape(-1), probs)
@@ -144,11 +157,12 @@ def _ordinal_metric(name: str, y: np.ndarray, probs: np.ndarray) -> float:
     return float(np.abs(pred - y).mean())
 
 
-def task_metrics(task: str) -> list:
+def task_metrics(task: str, head: str = "corn") -> list:
     """The fastai metrics of a multi-label or ordinal run (the monitor's names, plus QWK and MAE for grades)."""
     from fastai.metrics import AccumMetric
 
     names = ["accuracy", "balanced_accuracy", "roc_auc"] + (["qwk", "mae"] if task == "ordinal" else [])
     return [
-        AccumMetric(TaskMetric(task, n), to_np=True, invert_arg=True, flatten=False, name=n) for n in names
+        AccumMetric(TaskMetric(task, n, head), to_np=True, invert_arg=True, flatten=False, name=n)
+        for n in names
     ]

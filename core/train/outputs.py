@@ -12,7 +12,7 @@ import torch
 
 from core.base.config import RunConfig, to_dict
 from core.data.loaders import loader_stats
-from core.evaluation import evaluate, tta
+from core.evaluation import bytask, tta
 from core.models.savedmodel import Manifest
 from core.runs import rundir
 from core.runs.progress import Progress
@@ -113,8 +113,7 @@ def _finish(run_dir: Path, summary: dict[str, Any], progress: Progress, cfg: Run
     """Write env.json and, last (it marks the run finished), metrics.json with the browser's "did not learn"
     warnings (also in log.txt); mark progress done."""
     run = rundir.RunFolder(run_dir)
-    task = (summary.get("task") or {}).get("type", "single")
-    summary["warnings"] = evaluate.run_warnings(run_dir, summary["classes"], task)
+    summary["warnings"] = bytask.run_warnings(run_dir, summary["classes"], summary.get("task") or {})
     for line in summary["warnings"]:
         progress.log(f"warning: {line}")
     run.write(rundir.ENV, env_info(cfg))

@@ -46,7 +46,9 @@ def prepare(cfg: RunConfig, run_dir: Path, progress: Progress) -> pd.DataFrame:
     snapshot["group"] = [pseudonym(g) for g in items["group"].fillna("").astype(str)]
     snapshot.to_csv(run.items, index=False)
     ds.problems.to_csv(run.problems, index=False)
-    run.write(rundir.SPLITS, split_summary(items).to_dict(orient="records"))
+    run.write(
+        rundir.SPLITS, split_summary(items, cfg.data.task.type, cfg.data.task.order).to_dict(orient="records")
+    )
     return items
 
 

@@ -58,7 +58,7 @@ def task_record(cfg: RunConfig, classes: list[str], valid: pd.DataFrame | None) 
     if task == "single":
         return None
     if task == "ordinal":
-        return {"type": task, "order": list(classes), "head": "corn"}
+        return {"type": task, "order": list(classes), "head": cfg.data.task.ordinal_head}
     chosen = valid is not None and len(valid) > 0
     thresholds = multilabel.choose_thresholds(valid, classes) if chosen else {}
     return {
