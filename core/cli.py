@@ -187,6 +187,7 @@ def cmd_sample(ns: argparse.Namespace) -> dict[str, Any]:
 def cmd_scan(ns: argparse.Namespace) -> dict[str, Any]:
     """Scan a source: summary as JSON, items and problems optionally to CSV."""
     from core.base.exports import write_for_people
+    from core.data.labels import trainable_reasons
     from core.data.sources import load_source
 
     line = StepLine("scan")
@@ -198,8 +199,9 @@ def cmd_scan(ns: argparse.Namespace) -> dict[str, Any]:
         write_for_people(ds.problems, ns.problems_out)
     out = ds.summary()
     out["problems"] = ds.problems.head(ns.show_problems).to_dict("records")
-    out["refused"] = ds.check_trainable()
-    out["suggested_task"] = suggest_for_source(source_config(ns))
+    cfg = source_config(ns)
+    out["refused"] = trainable_reasons(ds, "multilabel" if cfg.multilabel() else "single")
+    out["suggested_task"] = suggest_for_source(cfg)
     return out
 
 

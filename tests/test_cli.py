@@ -40,6 +40,25 @@ def test_scan_reports_bad_files(tmp_path, capsys):
     assert out["n_problems"] == 1 and "broken.png" in out["problems"][0]["path"]
 
 
+def test_scan_judges_a_multilabel_table_by_its_findings_not_their_combinations(tmp_path, capsys):
+    """One image with the pair 'a|b' is no class of its own in a multi-label table: each finding has 6 images."""
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    rows, rng = [], np.random.default_rng(0)
+    for i, label in enumerate(["a"] * 5 + ["b"] * 5 + ["a|b", "No Finding"]):
+        Image.fromarray(rng.integers(0, 255, (16, 16), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        rows.append({"path": f"{i}.png", "label": label})
+    pd.DataFrame(rows).to_csv(tmp_path / "t.csv", index=False)
+    args = ["scan", "--csv", str(tmp_path / "t.csv"), "--root", str(tmp_path)]
+    assert main(args) == 0
+    assert any("a|b" in r for r in json.loads(capsys.readouterr().out)["refused"])  # one label a row: refused
+    assert main([*args, "--label-delimiter", "|"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["refused"] == [] and out["suggested_task"]["task"] == "multilabel"
+
+
 def test_bad_input_exits_non_zero_without_traceback(tmp_path):
     res = subprocess.run(
         [sys.executable, "-m", "core", "scan", "--root", str(tmp_path / "missing")],
