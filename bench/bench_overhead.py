@@ -101,7 +101,15 @@ def main() -> None:
     root, _ = bd.folder_dataset(args.dataset, args.smoke, args.pneumonia_n)
     with c.app_home("xrt-overhead-") as home:
         result = interleaved(root, args, Path(tempfile.mkdtemp(dir=home)))
-    c.emit({"benchmark": "overhead", "dataset": args.dataset, **result, "machine": c.machine()})
+    c.emit(
+        {
+            "benchmark": "overhead",
+            "dataset": args.dataset,
+            "smoke": args.smoke,
+            **result,
+            "machine": c.machine(),
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -167,7 +167,7 @@ def child(spec: dict[str, Any]) -> None:
 
     paths = set_paths(spec["data"], spec["n"], spec["seed"])
     with c.app_home() as home:
-        pred = Predictor(save_model(spec["arch"], spec["img_size"], home / "model"), device="cpu")
+        pred = Predictor(save_model(spec["arch"], spec["img_size"], home / "fixed-model"), device="cpu")
         workers = None if spec["workers"] == "auto" else int(spec["workers"])
         out = files_vs_tensors(pred, paths, spec["bs"], spec["rounds"], workers)
         used = prefetch.decode_workers(True) if workers is None else workers

@@ -70,6 +70,7 @@ def recalibrate(args: Any, seed: int, home: Path) -> dict[str, Any]:
     from core.evaluation import site_calibration
     from core.evaluation.predict import Predictor, score_source
     from core.runs import jobs
+    from core.runs.rundir import RunFolder
 
     items = c.chest_items(args.n, seed)
     csv = home / f"chest-{seed}.csv"
@@ -80,7 +81,7 @@ def recalibrate(args: Any, seed: int, home: Path) -> dict[str, Any]:
     (_, train_s) = c.timed(
         lambda: jobs.run_inline("train", {"config": to_dict(config(args, seed, csv, c.CHEST))}, run_dir=run)
     )
-    pred = Predictor(run / "model", device="cpu")
+    pred = Predictor(RunFolder(run).model_dir, device="cpu")
     scored = score_source(pred, SourceConfig(kind="folder", root=str(mnist_site(home))))
     df = scored.predictions
     reports = site_calibration.recalibrate(df, pred.classes, np.full(len(df), "mnist"), pred.temperature)

@@ -88,7 +88,7 @@ def test_setup_renders_defaults_preview_and_split():
     cfg = from_dict(RunConfig, at.session_state["run_config"]).validate()
     assert cfg.source.group_col == "patient_id" and cfg.data.split.method == "group"
     # from scratch on a CPU (no weights offline): the schedule planned for ~230 training images (core.base.plan)
-    assert (cfg.data.img_size, cfg.data.batch_size, cfg.train.epochs) == (128, 8, 10)
+    assert (cfg.data.img_size, cfg.data.batch_size, cfg.train.epochs) == (128, 32, 10)
     assert "SYNTHETIC sample" in at.info[0].value
     assert len(at.get("image")) == 8
     summary = at.dataframe[0].value

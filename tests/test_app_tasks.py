@@ -166,7 +166,12 @@ def test_explorer_shows_findings_and_setup_offers_the_task(trained):
     setup.text_input(key="su_grade_order").input("KL0, KL1, KL2, KL3, KL4").run()
     assert not setup.exception, setup.exception
     cfg = setup.session_state["run_config"]
-    assert cfg["data"]["task"] == {"type": "ordinal", "order": list(sample_tasks.GRADES), "pos_weight": False}
+    assert cfg["data"]["task"] == {
+        "type": "ordinal",
+        "order": list(sample_tasks.GRADES),
+        "pos_weight": False,
+        "ordinal_head": "corn",
+    }
 
 
 def _with_oof(trained_run: dict, dest: Path, frame) -> str:

@@ -41,6 +41,7 @@ def test_valid_resize_is_fastais_validation_resize(method):
 def fixed_predictor(resize: str = "pad", channels: str = "rgb", size: int = 20) -> Predictor:
     """A Predictor around a small fixed (seeded) CNN with normalisation, channels_last: no file, no training."""
     from core.data.loaders import ImageReader
+    from core.evaluation import tta
     from core.models.savedmodel import Manifest
 
     torch.manual_seed(0)
@@ -61,6 +62,7 @@ def fixed_predictor(resize: str = "pad", channels: str = "rgb", size: int = 20) 
     pred.mean = torch.tensor([0.4] * n_in).view(1, -1, 1, 1)
     pred.std = torch.tensor([0.2] * n_in).view(1, -1, 1, 1)
     pred.temperature, pred.conformal, pred.set_rule = 1.0, None, None
+    pred.tta_views = tta.views(tta.flips_for(pred.manifest.extra))
     return pred
 
 

@@ -65,11 +65,15 @@ class Predictor:
         m = self.manifest
         self.classes: list[str] = list(m.classes)
         self.task = m.task_type  # single, multilabel (a sigmoid per finding) or ordinal (grades)
-        self.head = m.ordinal_head  # ordinal: ce (softmax) or corn
         self.reader = ImageReader(m.img_size, m.channels, m.window, m.frame, use_cache=False)
         norm = m.stats
         self.mean = torch.tensor(norm[0]).view(1, -1, 1, 1) if norm else None
         self.std = torch.tensor(norm[1]).view(1, -1, 1, 1) if norm else None
+
+    @property
+    def head(self) -> str:
+        """The ordinal head the manifest names (ce: softmax over grades, corn); ignored by other task types."""
+        return self.manifest.ordinal_head
 
     @property
     def binary(self) -> bool:

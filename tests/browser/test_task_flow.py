@@ -98,7 +98,7 @@ def setup_step(page, task: str) -> None:
 def train_step(page, home: Path, task: str, csv: Path) -> str:
     """Start the run with the carried settings (the task's among them) and wait until the page says it finished."""
     go_to(page, "Training run")
-    carried = rf"Settings: resnet18 \(from scratch\) on {re.escape(csv.name)}, 32 px .*, 1 epochs"
+    carried = rf"Settings: resnet18 \(from scratch\) on {re.escape(csv.name)}, 32 px .*, 1 epochs?"
     expect(page.get_by_text(re.compile(carried))).to_be_visible()
     job_id = start_training(page, home)
     assert store(home).get(job_id).params["config"]["data"]["task"]["type"] == task
