@@ -33,7 +33,9 @@ class FusedAdam(Optimizer):
     def step(self, closure=None):
         """One Adam step of every parameter with a gradient (fastai's own step where fusing is not possible)."""
         if closure is not None:
-            raise NotImplementedError("fastai optimizers do not support closure")
+            raise TypeError(
+                "FusedAdam.step takes no closure (as fastai's optimizers: the loss is computed before)"
+            )
         todo = [(p, h) for p, _, _, h in self.all_params(with_grad=True)]
         if not all(fusable(p) for p, _ in todo):
             return super().step()
