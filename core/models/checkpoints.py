@@ -17,6 +17,7 @@ import torch
 from core.models.weightfiles import ModelFileError, _check_safetensors, first_line
 
 CHECKSUM_KEY = "xrt_sha256"
+EPOCH_KEY = "xrt_epoch"  # the 0-based epoch whose weights a best checkpoint holds (written since 2026-12-06)
 
 
 def state_checksum(state: Mapping[str, torch.Tensor]) -> str:
@@ -25,13 +26,28 @@ def state_checksum(state: Mapping[str, torch.Tensor]) -> str:
     for name in sorted(state):
         t = state[name].detach().to("cpu").contiguous()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        if t.numel():  # the tensor's own bytes, without a copy
+            h.update(t.reshape(-1).view(torch.uint8).numpy().data)
     return h.hexdigest()
 
 
-def checkpoint_metadata(state: Mapping[str, torch.Tensor]) -> dict[str, str]:
-    """The `__metadata__` a checkpoint is written with (its checksum)."""
-    return {CHECKSUM_KEY: state_checksum(state)}
+def checkpoint_metadata(state: Mapping[str, torch.Tensor], epoch: int | None = None) -> dict[str, str]:
+    """The `__metadata__` a checkpoint is written with: its checksum, and the epoch it holds when given."""
+    return {
+        CHECKSUM_KEY: state_checksum(state),
+        **({EPOCH_KEY: str(int(epoch))} if epoch is not None else {}),
+    }
+
+
+def checkpoint_epoch(path: Path) -> int | None:
+    """The epoch a best checkpoint says it holds (None: not said, as in files written before it was, or unreadable)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return int((f.metadata() or {})[EPOCH_KEY])
+    except Exception:  # missing, damaged or older file: the caller falls back to history.csv
+        return None
 
 
 def check_finite(state: Mapping[str, torch.Tensor], what: str) -> None:

@@ -80,6 +80,15 @@ def best_epoch(run_dir: Path, monitor: str) -> tuple[int, int]:
     return int(hist.loc[best, "epoch"]), len(hist)
 
 
+def _checkpoint_epoch(run: rundir.RunFolder, by_history: int) -> int:
+    """The epoch the checkpoint file holds: the one written in it (training writes the best epoch's weights
+    every few epochs, so a killed run's file can be older than the best epoch in history.csv), else history's."""
+    from core.models.checkpoints import checkpoint_epoch
+
+    said = checkpoint_epoch(run.best_checkpoint)
+    return by_history if said is None else said
+
+
 def _predict(model_dir: Path, items: pd.DataFrame, classes: list[str]) -> tuple[pd.DataFrame, int]:
     """Predictions (training's table format) for labelled items, and how many files could not be read."""
     from core.evaluation import evaluate
@@ -172,6 +181,7 @@ def finish_from_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
     cfg = load_json(RunConfig, run.config)
     items, classes = _run_items(run, cfg)
     epoch, recorded = best_epoch(run.path, cfg.train.monitor)
+    epoch = _checkpoint_epoch(run, epoch)
     origin = _origin(run, cfg, epoch, recorded)
     model, manifest = _save_checkpoint_model(run, cfg, items, classes, origin)
     metrics, unreadable = _predict_sets(run, items, classes)

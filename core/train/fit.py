@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,7 +119,14 @@ def fit_one(
     mon = monitors(run, progress, t, fold=fold, n_folds=n_folds, extra=extra_cbs, replay=replay)
     if fold is None and valid_idx is None:  # a single run (not a fold, not k-fold's final fit) can be resumed
         mon.extra += resume_state.callbacks(run, mon.clock, t, resume)
-    _train(learn, t, mon, progress, fold, n_folds)
+    try:
+        _train(learn, t, mon, progress, fold, n_folds)
+    except (
+        BaseException
+    ):  # a failed fit still leaves its best epoch on disk (to `finish` from); its own error wins
+        with contextlib.suppress(Exception):
+            mon.checkpoint.flush()
+        raise
     best = mon.checkpoint.best_epoch
     weights, epoch = "last", len(mon.history.rows) - 1
     if keeps_best(t) and best >= 0:

@@ -31,7 +31,7 @@ from fastai.callback.core import Callback, CancelEpochException
 
 from core.base.fsutil import atomic_writer
 from core.models.weightfiles import ModelFileError
-from core.train.callbacks import EpochClock
+from core.train.callbacks import BestCheckpoint, EpochClock
 from core.train.learner import TrainingError
 
 FORMAT = 1
@@ -243,6 +243,11 @@ class SaveResumeState(Callback):
         if self.trained_s is not None:
             self.trained_s += start - self.t0
         if due(self.clock.now(), self.planned, self.trained_s, self.last_s):
+            for (
+                cb
+            ) in self.learn.cbs:  # the best checkpoint on disk must not be older than the state resumed from
+                if isinstance(cb, BestCheckpoint):
+                    cb.flush()
             write(capture(self.learn, self.clock.now(), self.clock.fits, self.planned), self.path)
             self.trained_s, self.last_s = 0.0, time.perf_counter() - start
 
