@@ -100,13 +100,22 @@ def loader_stats(dls) -> tuple[list[float], list[float]] | None:
 
 
 def batch_transforms(cfg: DataConfig, stats: tuple[list[float], list[float]] | None) -> list:
-    """fastai batch transforms: augmentation (train only, on the batch device) then Normalize."""
+    """fastai batch transforms: augmentation (train only, on the batch device) then Normalize.
+
+    fastai's `aug_transforms` + `Brightness` + `Contrast` are what the settings mean; `core.data.augment.BatchAugment`
+    computes exactly those where it covers the settings (all but vertical flips)."""
     from fastai.vision.augment import Brightness, Contrast, aug_transforms
     from fastai.vision.data import Normalize
 
+    from core.data.augment import BatchAugment, covers
+
     tfms: list = []
     a = cfg.aug
-    if a.enabled:
+    if covers(
+        a
+    ):  # the same pictures as fastai's transforms below, a fraction of their cost (core.data.augment)
+        tfms.append(BatchAugment(a))
+    elif a.enabled:
         tfms += aug_transforms(
             do_flip=a.flip,
             flip_vert=a.vertical_flip,
