@@ -41,8 +41,11 @@ BETTER_SIZE = (
 )
 # Rough seconds per training image of a resnet18-sized model at 128 px (one core of the 2-core dev VM; a GPU):
 # the estimate is for orientation only ("about"); small images cost at least PIXEL_FLOOR of a 128 px one.
+# Checked 2026-12-06 (bench_defaults / bench_overhead, one torch thread, load ~3): the built-in sample at 128 px
+# (170 + 56 images, 10 epochs) estimated 95 s, took 94-117 s; PneumoniaMNIST at 32 px (240 + 80) took 4.2 ms per
+# training image with its share of validation, 0.084 of the 128 px cost, hence the floor 0.1 (was 0.2: 2x over).
 S_PER_IMAGE_128 = {False: 0.05, True: 0.002}
-PIXEL_FLOOR = 0.2
+PIXEL_FLOOR = 0.1
 EVAL_SHARE = 0.35  # a validation image costs about this share of a training one (no backward pass)
 
 
