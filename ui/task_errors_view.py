@@ -1,6 +1,7 @@
 """Errors of a multi-label or ordinal run on the Evaluation page: top losses, the clickable confusion matrix (per finding
 for multi-label: its 2x2 table; the ordered grade matrix for ordinal), suspect labels (k-fold runs) and Grad-CAM of a
-chosen finding or grade. Every ranking comes from core.evaluation.taskerrors; the page hands this to
+chosen finding or grade, and under each gallery the corrections of its images (ui.corrections: exclude, grade as
+K, add / remove a finding). Every ranking comes from core.evaluation.taskerrors; the page hands this to
 ui.task_view.show_run as its `checks` (as it hands ui.checks_view.eval_checks to the single-label view).
 
 Session state: "tc_errors" (errors only), "tc_finding" / "tc_sus_finding" (the finding shown), "tc_cell" (the opened
