@@ -89,6 +89,7 @@ def action_picker(
         collected = changes(cfg)
         for p in chosen:
             before = collected.get(p, {}).get("new_label", labels[p])
+            before = labels[p] if before == relabel.EXCLUDED else before  # a relabel takes an exclusion back
             collected[p] = {"new_label": relabel.apply(action, before), "why": reason.strip() or why}
         st.rerun()
 

@@ -161,7 +161,7 @@ def threshold_explorer(
     own = finding_thresholds.merged(saved, None, findings)
     chosen = finding_thresholds.merged(own, chosen_thresholds(job.id), findings)
     st.subheader("Decision thresholds per finding")
-    finding = st.selectbox("Finding", findings, key="tv_thr_finding")
+    finding = st.selectbox("Threshold of finding", findings, key="tv_thr_finding")
     key = f"tv_thr_{job.id}_{finding}"
     _rule_buttons(finding_thresholds.rule_thresholds(df, findings, finding, own[finding]), key)
     st.session_state.setdefault(key, chosen[finding])
