@@ -331,3 +331,35 @@ def test_a_finding_added_from_suspect_labels_is_written_in_the_sources_format(tr
     assert (
         at.session_state["run_config"]["data"]["task"]["type"] == "multilabel"
     )  # the run's settings carried
+
+
+def test_a_grade_changed_from_suspect_grades_keeps_the_grades_and_the_runs_order(trained, tmp_path):
+    data = trained["ordinal"]["data"]
+    table = pd.read_csv(data / sample_tasks.GRADES_CSV, keep_default_na=False)
+    y = table["grade"].map(sample_tasks.GRADES.index).to_numpy()
+    y_model = y.copy()
+    y_model[0] = 4 if y[0] < 2 else 0  # image 0: a sure model puts it 2 grades or more from its given grade
+    frame = ordinal.predictions_frame(
+        [str(data / p) for p in table["path"]], np.eye(5)[y_model] * 0.9 + 0.02, list(sample_tasks.GRADES)
+    )
+    config = {**trained["ordinal"]["config"]}
+    config["data"] = {
+        **config["data"],
+        "task": {**config["data"]["task"], "order": list(sample_tasks.GRADES)},
+    }
+    _with_oof({**trained["ordinal"], "config": config}, tmp_path, frame.assign(label=table["grade"]))
+    (tmp_path / "run/config.json").write_text(json.dumps(config))
+    at = app(EVAL).run()
+    assert not at.exception, at.exception
+    path, given, to = str(data / table["path"][0]), sample_tasks.GRADES[y[0]], sample_tasks.GRADES[y_model[0]]
+    at.multiselect(key="tc_sus_grades_act_items").select(path).run()
+    assert at.selectbox(key="tc_sus_grades_act_action").value == f"grade as {to}"  # the model's grade first
+    at.button(key="tc_sus_grades_act_add").click().run()
+    at.button(key="chk_corr_write").click().run()
+    assert not at.exception, at.exception
+    src = at.session_state["source_config"]
+    written = pd.read_csv(src.csv_path, keep_default_na=False).set_index("path")
+    name = Path(path).relative_to(Path(src.root)).as_posix()
+    assert written.loc[name, ["label", "old_label"]].tolist() == [to, given] and not src.multilabel()
+    task = at.session_state["run_config"]["data"]["task"]
+    assert task["type"] == "ordinal" and task["order"] == list(sample_tasks.GRADES)
