@@ -276,6 +276,7 @@ def test_a_findings_threshold_moved_on_evaluation_decides_it_on_predict(trained)
     assert at.slider(key=f"tv_thr_{job_id}_line").value == 0.5
     at.button(key="tv_rule_chosen").click().run()
     assert at.slider(key=f"tv_thr_{job_id}_line").value == pytest.approx(saved["line"])
+    assert job_id not in at.session_state["chosen_thresholds"]  # the run's own: Predict keeps the model's
     at.slider(key=f"tv_thr_{job_id}_line").set_value(0.0).run()  # every image has P(line) >= 0
     assert not at.exception, at.exception
     shown = {m.label: m.value for m in at.metric}

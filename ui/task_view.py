@@ -187,7 +187,11 @@ def threshold_explorer(
     for col, name in zip(st.columns(4), ("sensitivity", "specificity", "ppv", "npv")):
         col.metric(name.upper() if len(name) == 3 else name.capitalize(), fmt.number(m[name]))
     chosen[finding] = float(t)
-    st.session_state.setdefault(common.CHOSEN, {})[job.id] = chosen
+    carried = st.session_state.setdefault(common.CHOSEN, {})
+    if chosen != own:  # Predict decides at these; at the run's own it keeps the model's (and says so)
+        carried[job.id] = chosen
+    else:
+        carried.pop(job.id, None)
     where = "out-of-fold" if set_name == "oof" else "validation"
     st.caption(
         f"{finding} on the {m['tp'] + m['fn'] + m['fp'] + m['tn']} {where} images with a known label for it: "
