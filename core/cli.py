@@ -728,6 +728,7 @@ def cmd_predict(ns: argparse.Namespace) -> dict[str, Any]:
     if not ns.input and not ns.csv_path:
         raise CliError("give an image/DICOM file or folder, or --csv with a table of paths")
     pred = _predictor(ns, _model_arg(ns))
+    thresholds = _finding_thresholds(ns, pred)
     line = StepLine("predict")
     opts = dict(batch_size=ns.bs, tta=ns.tta, threshold=ns.threshold, progress=line)
     if ns.csv_path:
@@ -739,6 +740,10 @@ def cmd_predict(ns: argparse.Namespace) -> dict[str, Any]:
     else:
         preds, problems = pred.predict_paths([str(ns.input)], **opts)
     line.close()
+    if thresholds is not None:  # a multi-label model's findings decided at --thresholds (the rest: its own)
+        from core.evaluation import finding_thresholds
+
+        preds = finding_thresholds.decide(preds, pred.classes, thresholds)
     if ns.out:
         preds.to_csv(ns.out, index=False)
     return {
@@ -746,6 +751,7 @@ def cmd_predict(ns: argparse.Namespace) -> dict[str, Any]:
         "problems": problems.to_dict("records"),
         "out": ns.out or None,
         "threshold": pred.threshold_used(ns.threshold),
+        "thresholds": thresholds,
         "tta": ns.tta,
         "site": {"name": ns.site, "temperature": pred.temperature} if getattr(ns, "site", "") else None,
         "scored": None
@@ -757,6 +763,27 @@ def cmd_predict(ns: argparse.Namespace) -> dict[str, Any]:
         "prediction_sets": _set_coverage(pred, preds),
         "rows": preds.head(ns.show).to_dict("records"),
     }
+
+
+def _finding_thresholds(ns: argparse.Namespace, pred: Any) -> dict[str, float] | None:
+    """predict --thresholds: every finding's threshold (the given ones, the model's own for the rest); None when
+    not given. Refused with the reason for a model that is not multi-label, with --threshold, an unknown finding
+    or a value outside (0, 1)."""
+    from core.evaluation import finding_thresholds
+
+    if not ns.thresholds:
+        return None
+    if pred.task != "multilabel":
+        raise CliError(
+            "--thresholds sets a multi-label model's per-finding thresholds; this model is not one"
+        )
+    if ns.threshold is not None:
+        raise CliError("give --threshold (one for every finding) or --thresholds (per finding), not both")
+    try:
+        given = finding_thresholds.parse(ns.thresholds, list(pred.classes))
+    except ValueError as err:
+        raise CliError(f"--thresholds: {err}") from None
+    return finding_thresholds.merged(pred.manifest.task.get("thresholds"), given, list(pred.classes))
 
 
 def _model_arg(ns: argparse.Namespace) -> Path:
@@ -1284,6 +1311,12 @@ def _model_commands(sub: Any) -> None:
     p.add_argument("--out", default="", help="CSV file for the predictions")
     p.add_argument("--bs", type=int, default=32)
     p.add_argument("--show", type=int, default=10)
+    p.add_argument(
+        "--thresholds",
+        default="",
+        help="multi-label models: per-finding thresholds, e.g. Effusion=0.3,Nodule=0.6 (the others keep the "
+        "ones chosen on the validation set)",
+    )
     _decision_args(p)
     p.set_defaults(func=cmd_predict)
     p = sub.add_parser("evaluate", help="score a trained model on a labelled test folder/CSV")

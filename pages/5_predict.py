@@ -26,7 +26,10 @@ def render() -> None:
     pv.predict_button(model, spec, tta)
     result = st.session_state.get(pv.RESULT)
     if result and result["model"] == model:
-        pv.results(result, classes, threshold) if task == "single" else tv.predict_results(result, task)
+        if task == "single":
+            pv.results(result, classes, threshold)
+        else:  # multi-label: decided at the thresholds chosen on the Evaluation page for this run, if any
+            tv.predict_results(result, task, tv.chosen_thresholds(job.id))
 
 
 render()

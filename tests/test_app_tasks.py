@@ -260,3 +260,107 @@ def test_the_training_page_counts_findings_not_their_combinations(tmp_path):
     )
     assert "'a|b' has only 1 image" in run_view.untrainable(src)  # as one class per combination: refused
     assert run_view.untrainable(src, TaskConfig(type="multilabel")) == ""  # findings a and b: 3 images each
+
+
+def test_a_findings_threshold_moved_on_evaluation_decides_it_on_predict(trained):
+    run = trained["multilabel"]
+    job_id = register(run["run"], run["config"])
+    saved = json.loads((run["run"] / "model/model.json").read_text())["task"]["thresholds"]
+    at = app(EVAL).run()
+    assert not at.exception, at.exception
+    assert "Decision thresholds per finding" in [s.value for s in at.subheader]
+    at.selectbox(key="tv_thr_finding").select("line").run()
+    slider = at.slider(key=f"tv_thr_{job_id}_line")
+    assert slider.value == pytest.approx(saved["line"])  # starts at the run's own, chosen on validation
+    at.button(key="tv_rule_default").click().run()
+    assert at.slider(key=f"tv_thr_{job_id}_line").value == 0.5
+    at.button(key="tv_rule_chosen").click().run()
+    assert at.slider(key=f"tv_thr_{job_id}_line").value == pytest.approx(saved["line"])
+    assert job_id not in at.session_state["chosen_thresholds"]  # the run's own: Predict keeps the model's
+    at.slider(key=f"tv_thr_{job_id}_line").set_value(0.0).run()  # every image has P(line) >= 0
+    assert not at.exception, at.exception
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Sensitivity"] == "1.000" and shown["Specificity"] in ("0.000", "n/a")
+    chosen = at.session_state["chosen_thresholds"][job_id]
+    assert chosen["line"] == 0.0 and {f: chosen[f] for f in chosen if f != "line"} == {
+        f: pytest.approx(t) for f, t in saved.items() if f != "line"
+    }
+
+    def predicted(carried: dict | None) -> pd.DataFrame:
+        page = app(PREDICT)
+        if carried is not None:
+            page.session_state["chosen_thresholds"] = carried
+        page.run()
+        page.radio(key="pr_input").set_value("folder").run()
+        page.text_input(key="pr_folder").input(str(run["data"] / "images")).run()
+        page.button(key="pr_go").click().run()
+        assert not page.exception, page.exception
+        return page, page.dataframe[0].value
+
+    _, own = predicted(None)
+    page, moved = predicted({job_id: chosen})
+    assert (moved["pred_line"] == 1).all() and moved["threshold"].iloc[0].startswith("effusion=")
+    for f in sample_tasks.FINDINGS:
+        if f != "line":
+            assert (moved[f"pred_{f}"] == own[f"pred_{f}"]).all()
+    assert any("line=0.000" in c.value for c in page.caption)
+
+
+def test_a_finding_added_from_suspect_labels_is_written_in_the_sources_format(trained, tmp_path):
+    frame, planted = _planted_findings(trained["multilabel"]["data"])
+    _with_oof(trained["multilabel"], tmp_path, frame)
+    at = app(EVAL).run()
+    at.selectbox(key="tc_sus_finding").select("effusion").run()
+    assert not at.exception, at.exception
+    path = sorted(planted)[0]
+    given = str(frame.set_index("path").loc[path, "label"])
+    action = ("remove finding " if "effusion" in given.split("|") else "add finding ") + "effusion"
+    at.multiselect(key="tc_sus_act_effusion_items").select(path).run()
+    assert at.selectbox(key="tc_sus_act_effusion_action").value == action  # the fix the model suggests
+    at.button(key="tc_sus_act_effusion_add").click().run()
+    assert "Corrections (1)" in [s.value for s in at.subheader]
+    at.button(key="chk_corr_write").click().run()
+    assert not at.exception, at.exception
+    src = at.session_state["source_config"]
+    assert src.label_delimiter == "|" and src.multilabel()
+    table = pd.read_csv(src.csv_path, keep_default_na=False).set_index("path")
+    name = str(Path(path).relative_to(Path(src.root)).as_posix())
+    from core.evaluation import relabel
+
+    expected = relabel.apply(action, given)
+    assert table.loc[name, "label"] == (src.no_finding if expected == lab.EMPTY else expected)
+    assert (
+        at.session_state["run_config"]["data"]["task"]["type"] == "multilabel"
+    )  # the run's settings carried
+
+
+def test_a_grade_changed_from_suspect_grades_keeps_the_grades_and_the_runs_order(trained, tmp_path):
+    data = trained["ordinal"]["data"]
+    table = pd.read_csv(data / sample_tasks.GRADES_CSV, keep_default_na=False)
+    y = table["grade"].map(sample_tasks.GRADES.index).to_numpy()
+    y_model = y.copy()
+    y_model[0] = 4 if y[0] < 2 else 0  # image 0: a sure model puts it 2 grades or more from its given grade
+    frame = ordinal.predictions_frame(
+        [str(data / p) for p in table["path"]], np.eye(5)[y_model] * 0.9 + 0.02, list(sample_tasks.GRADES)
+    )
+    config = {**trained["ordinal"]["config"]}
+    config["data"] = {
+        **config["data"],
+        "task": {**config["data"]["task"], "order": list(sample_tasks.GRADES)},
+    }
+    _with_oof({**trained["ordinal"], "config": config}, tmp_path, frame.assign(label=table["grade"]))
+    (tmp_path / "run/config.json").write_text(json.dumps(config))
+    at = app(EVAL).run()
+    assert not at.exception, at.exception
+    path, given, to = str(data / table["path"][0]), sample_tasks.GRADES[y[0]], sample_tasks.GRADES[y_model[0]]
+    at.multiselect(key="tc_sus_grades_act_items").select(path).run()
+    assert at.selectbox(key="tc_sus_grades_act_action").value == f"grade as {to}"  # the model's grade first
+    at.button(key="tc_sus_grades_act_add").click().run()
+    at.button(key="chk_corr_write").click().run()
+    assert not at.exception, at.exception
+    src = at.session_state["source_config"]
+    written = pd.read_csv(src.csv_path, keep_default_na=False).set_index("path")
+    name = Path(path).relative_to(Path(src.root)).as_posix()
+    assert written.loc[name, ["label", "old_label"]].tolist() == [to, given] and not src.multilabel()
+    task = at.session_state["run_config"]["data"]["task"]
+    assert task["type"] == "ordinal" and task["order"] == list(sample_tasks.GRADES)

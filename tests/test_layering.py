@@ -35,8 +35,9 @@ LAYERS: list[tuple[str, tuple[str, ...], bool]] = [
     ("web", ("core.web",), True),
     # the command line: everything the UI does is scriptable
     ("cli", ("core.cli", "core.__main__"), True),
-    # what the views share: Streamlit caches, session keys, run-folder readers, sign-in, the working settings
-    ("ui shared", ("ui.__init__", "ui.auth", "ui.common", "ui.working_settings"), True),
+    # what the views share: Streamlit caches, session keys, run-folder readers, sign-in, the working settings,
+    # the label corrections both checks views offer
+    ("ui shared", ("ui.__init__", "ui.auth", "ui.common", "ui.working_settings", "ui.corrections"), True),
     # one module of widgets per page; views never import each other
     ("ui views", ("ui",), False),
     # the router and the pages (thin); pages never import each other
@@ -168,6 +169,7 @@ def test_views_never_import_each_other():
         "ui.auth",
         "ui.__init__",
         "ui.working_settings",
+        "ui.corrections",
     }  # what the views share sits here, below them
     views = {m for m in graph if m.startswith("ui.") and m not in below}
     assert {"ui.explorer_view", "ui.eval_view", "ui.setup_form"} <= views

@@ -4,25 +4,21 @@ suspect labels after k-fold, and corrections written as a new labels CSV (the us
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from core.base import paths
-from core.base.config import RunConfig, SourceConfig, from_dict
-from core.data.items import Dataset, SourceError
+from core.base.config import SourceConfig
+from core.data.items import Dataset
 from core.evaluation import checks, evaluate, explain, plots
 from core.runs import jobs
-from core.runs.rundir import RunFolder
-from core.web import hosting, uploads
 from ui import common
 from ui import working_settings as ws
+from ui.corrections import action_picker, corrections_panel, run_source  # shared with the task views
 
 RAN = common.CHECKS_RAN  # source keys whose checks ran (kept with the working settings across reloads)
-CORR = "chk_corrections"  # {"source": SourceConfig as dict, "changes": {path: {"new_label", "why"}}}
 SOURCE_CONFIG = common.SOURCE_CONFIG  # the data source the setup page trains on (shared with the explorer)
 CELL = "chk_cell"
 ALL = "all"
@@ -186,100 +182,7 @@ def cam_picker(job: jobs.Job, rows: pd.DataFrame, key: str, class_col: str = "pr
     )
 
 
-# ---------------------------------------------------------------- corrections
-
-
-def _changes(cfg: SourceConfig) -> dict[str, dict[str, str]]:
-    """The corrections collected for this source in this session (another source starts afresh)."""
-    state = st.session_state.get(CORR)
-    if not state or state["source"] != dataclasses.asdict(cfg):
-        state = {"source": dataclasses.asdict(cfg), "changes": {}}
-        st.session_state[CORR] = state
-    return state["changes"]
-
-
-def action_picker(rows: pd.DataFrame, classes: list[str], cfg: SourceConfig, key: str, why: str) -> None:
-    """Choose items of a view and exclude them or give them another label (collected, not yet written)."""
-    options = rows["path"].astype(str).tolist()
-    labels = dict(zip(options, rows["label"].astype(str)))
-    c1, c2, c3 = st.columns([3, 2, 2])
-    chosen = c1.multiselect(
-        "Images", options, key=f"{key}_items", format_func=lambda p: f"{Path(p).name} ({labels[p]})"
-    )
-    actions = ["exclude", *[f"label as {c}" for c in classes]]
-    action = c2.selectbox("Action", actions, key=f"{key}_action")
-    reason = c3.text_input("Why", why, key=f"{key}_why")
-    if st.button("Add to corrections", key=f"{key}_add", disabled=not chosen):
-        new = checks.EXCLUDED if action == "exclude" else action.removeprefix("label as ")
-        changes = _changes(cfg)
-        for p in chosen:
-            changes[p] = {"new_label": new, "why": reason.strip() or why}
-        st.rerun()
-
-
-def corrections_panel(cfg: SourceConfig) -> None:
-    """The collected corrections; write them as a new labels CSV in the app home and use it as the source."""
-    changes = _changes(cfg)
-    if not changes:
-        return
-    st.subheader(f"Corrections ({len(changes)})")
-    st.caption(
-        "Your images and label files are never changed: the corrections become a new labels CSV in the app's "
-        "folder, which you can then train on."
-    )
-    table = pd.DataFrame([{"path": p, **c} for p, c in changes.items()])
-    st.dataframe(
-        table.assign(path=[common.shown_path(p) for p in table["path"]]), hide_index=True, width="stretch"
-    )
-    c1, c2, c3 = st.columns([2, 1, 1])
-    name = c1.text_input("Name of the corrected set", key="chk_corr_name")
-    if c3.button("Forget these corrections", key="chk_corr_clear"):
-        changes.clear()
-        st.rerun()
-    if c2.button("Write the corrected labels CSV", key="chk_corr_write"):
-        _write(cfg, changes, name)
-    done = st.session_state.get("chk_written")
-    if done:
-        st.success(
-            f"Wrote {common.shown_path(done['csv'])} ({done['n']} images; {done['changed']} changed or left "
-            "out, listed in changes.csv). It is now the data source of the Training setup page."
-        )
-
-
-def _write(cfg: SourceConfig, changes: dict[str, dict[str, str]], name: str) -> None:
-    """Write the corrected table and make it the session's data source."""
-    try:
-        ds = common.load_dataset(cfg)
-        folder, src = checks.write_corrections(
-            ds.items,
-            [checks.Correction(p, c["new_label"], c["why"]) for p, c in changes.items()],
-            name,
-            base=_corrections_base(),
-        )
-    except (ValueError, OSError, SourceError, uploads.UploadError) as err:
-        st.error(f"Cannot write the corrections: {err}")
-        return
-    new = SourceConfig(**src)
-    ws.set_source(new)
-    ws.drop()  # the setup page rebuilds its settings for the new source
-    n = len(pd.read_csv(folder / checks.CORRECTED_LABELS))
-    st.session_state["chk_written"] = {"csv": src["csv_path"], "n": n, "changed": len(changes)}
-
-
-def _corrections_base() -> Path | None:
-    """Where corrected sets go: the app home; hosted: this session's uploads (so the session may read them)."""
-    return uploads.upload_dir(common.owner_id()) / paths.CORRECTIONS_DIR if hosting.hosted() else None
-
-
 # ---------------------------------------------------------------- evaluation page
-
-
-def run_source(job: jobs.Job) -> SourceConfig | None:
-    """The data source a run trained on (from its config.json)."""
-    try:
-        return from_dict(RunConfig, json.loads(RunFolder(job.run_dir).config.read_text())).source
-    except (OSError, ValueError):
-        return None
 
 
 def eval_checks(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.DataFrame], set_name: str) -> None:

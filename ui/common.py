@@ -60,7 +60,7 @@ EVAL_RUN, LAST_EVAL_RUN, CHOSEN = (
     "ev_run",
     "ev_last_run",
     "chosen_thresholds",
-)  # Evaluation's run and thresholds
+)  # Evaluation's run and thresholds ({run id: a binary run's threshold | a multi-label run's {finding: threshold}})
 TTA_HELP = (
     "Test-time augmentation: average over small shifts (4 %), a 0.9 / 1.1 zoom and the mirror images the training "
     "setup allowed (no flips when training used none); about 8x slower."

@@ -7,7 +7,6 @@ Everything expensive is cached by run folder + file versions (common.file_versio
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from core.evaluation import (
     site_calibration,
     subgroups,
 )
+from core.evaluation.finding_thresholds import floor3  # one rounding rule for every threshold button
 from core.runs import jobs
 from core.runs.rundir import REPORT_METRICS, RunFolder
 from core.train import calibrate
@@ -67,11 +67,6 @@ TOP_K, GALLERY_COLS, THUMB = 12, 6, 160
 def run_version(run_dir: str) -> tuple:
     """Cache key of a run's results: versions of metrics.json, history and every predictions file."""
     return common.file_version(*RunFolder(run_dir).result_files())
-
-
-def floor3(x: float) -> float:
-    """A threshold rounded down to 3 decimals (never above the exact one, so a sensitivity target still holds)."""
-    return math.floor(x * 1000) / 1000
 
 
 def shown_frame(df: pd.DataFrame) -> pd.DataFrame:

@@ -1,6 +1,7 @@
 """Errors of a multi-label or ordinal run on the Evaluation page: top losses, the clickable confusion matrix (per finding
 for multi-label: its 2x2 table; the ordered grade matrix for ordinal), suspect labels (k-fold runs) and Grad-CAM of a
-chosen finding or grade. Every ranking comes from core.evaluation.taskerrors; the page hands this to
+chosen finding or grade, and under each gallery the corrections of its images (ui.corrections: exclude, grade as
+K, add / remove a finding). Every ranking comes from core.evaluation.taskerrors; the page hands this to
 ui.task_view.show_run as its `checks` (as it hands ui.checks_view.eval_checks to the single-label view).
 
 Session state: "tc_errors" (errors only), "tc_finding" / "tc_sus_finding" (the finding shown), "tc_cell" (the opened
@@ -16,11 +17,12 @@ import pandas as pd
 import streamlit as st
 
 from core.base import fmt
-from core.evaluation import checks, evaluate, plots, taskerrors
+from core.base.config import SourceConfig
+from core.evaluation import checks, evaluate, plots, relabel, taskerrors
 from core.evaluation.taskreport import SET_NAMES
 from core.runs import jobs
 from core.runs.rundir import RunFolder
-from ui import common
+from ui import common, corrections
 
 TOP_K, COLS = 12, 6
 CELL = "tc_cell"
@@ -35,15 +37,43 @@ def _grades_withheld(run_dir: str, version: tuple, grades: tuple[str, ...]) -> s
 
 
 def task_checks(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.DataFrame], set_name: str) -> None:
-    """Top losses, the clickable matrix and suspect labels of one set of a multi-label or ordinal run."""
+    """Top losses, the clickable matrix and suspect labels of one set of a multi-label or ordinal run, each with
+    corrections (exclude, or change the label) of the images it shows, and the corrections collected."""
     set_ev = ev["sets"][set_name]
     df = taskerrors.decided(set_ev, frames[set_name])
-    top_losses_section(job, set_ev, df, set_name)
+    run = corrections.run_config(job)
+    src = (
+        run.source if run is not None and set_name != "external" else None
+    )  # external images: not its source
+    top_losses_section(job, set_ev, df, set_name, src)
     if set_ev["task"] == "multilabel":
-        finding_cells(job, set_ev, df)
+        finding_cells(job, set_ev, df, src)
     else:
-        grade_cells(job, set_ev, df)
-    suspect_section(job, ev, frames)
+        grade_cells(job, set_ev, df, src)
+    suspect_section(job, ev, frames, src)
+    if run is not None:
+        corrections.corrections_panel(run.source, run)
+
+
+def _act(
+    rows: pd.DataFrame,
+    set_ev: dict[str, Any],
+    src: SourceConfig | None,
+    key: str,
+    why: str,
+    default: str = "",
+) -> None:
+    """Exclude the images of a gallery or change their labels (collected; written from the corrections panel)."""
+    if src is None:
+        return
+    if set_ev.get("warnings"):  # a model that did not learn: its errors are no evidence against a label
+        st.warning(
+            "Look before you act on these images: the model has not learned (see the warnings at the top of this "
+            "page). Its errors say nothing about the labels."
+        )
+    corrections.action_picker(
+        rows, list(set_ev["classes"]), src, key, why, set_ev["task"], default or relabel.EXCLUDE
+    )
 
 
 def _caption(task: str):
@@ -59,7 +89,9 @@ def _caption(task: str):
     )
 
 
-def top_losses_section(job: jobs.Job, set_ev: dict[str, Any], df: pd.DataFrame, set_name: str) -> None:
+def top_losses_section(
+    job: jobs.Job, set_ev: dict[str, Any], df: pd.DataFrame, set_name: str, src: SourceConfig | None = None
+) -> None:
     """The images the model got most wrong on this set by the task's loss, and Grad-CAM for one of them."""
     st.subheader(f"Top losses ({SET_NAMES.get(set_name, set_name)})")
     task, classes = set_ev["task"], list(set_ev["classes"])
@@ -76,6 +108,7 @@ def top_losses_section(job: jobs.Job, set_ev: dict[str, Any], df: pd.DataFrame, 
         return
     common.gallery(rows, _caption(task), COLS)
     cam_picker(job, rows, task, classes, "tc_top")
+    _act(rows, set_ev, src, "tc_top_act", f"top loss ({SET_NAMES.get(set_name, set_name)})")
 
 
 def _default_target(row: dict, task: str, classes: list[str]) -> int:
@@ -133,7 +166,9 @@ def _cell_pick(cm: list[list[int]], classes: list[str], chart_key: str, title: s
     return pairs[cell]
 
 
-def finding_cells(job: jobs.Job, set_ev: dict[str, Any], df: pd.DataFrame) -> None:
+def finding_cells(
+    job: jobs.Job, set_ev: dict[str, Any], df: pd.DataFrame, src: SourceConfig | None = None
+) -> None:
     """Pick a finding; click a cell of its 2x2 table (TP / FP / FN / TN) to see those images by loss, with Grad-CAM."""
     st.subheader("Open a finding's 2x2 table")
     findings = list(set_ev["classes"])
@@ -156,9 +191,13 @@ def finding_cells(job: jobs.Job, set_ev: dict[str, Any], df: pd.DataFrame) -> No
         COLS,
     )
     cam_picker(job, rows, "multilabel", findings, f"tc_cell_{finding}_{t}{p}", target=finding)
+    fix = {(0, 1): relabel.ADD + finding, (1, 0): relabel.REMOVE + finding}.get((t, p), "")
+    _act(rows, set_ev, src, f"tc_cell_act_{finding}_{t}{p}", f"{finding}: {name(t, p)}", fix)
 
 
-def grade_cells(job: jobs.Job, set_ev: dict[str, Any], df: pd.DataFrame) -> None:
+def grade_cells(
+    job: jobs.Job, set_ev: dict[str, Any], df: pd.DataFrame, src: SourceConfig | None = None
+) -> None:
     """Click a cell of the confusion matrix in grade order to see its images by loss, with Grad-CAM of a grade."""
     st.subheader("Open a confusion-matrix cell (grades in order)")
     grades, cm = list(set_ev["classes"]), set_ev["confusion"]
@@ -177,12 +216,17 @@ def grade_cells(job: jobs.Job, set_ev: dict[str, Any], df: pd.DataFrame) -> None
     st.caption(f"{name(t, p)}: the {len(rows)} with the highest loss first.")
     common.gallery(rows, _caption("ordinal"), COLS)
     cam_picker(job, rows, "ordinal", grades, f"tc_cell_{t}_{p}")
+    _act(
+        rows, set_ev, src, f"tc_cell_act_{t}_{p}", name(t, p), relabel.GRADE_AS + grades[p] if t != p else ""
+    )
 
 
 # ---------------------------------------------------------------- suspect labels
 
 
-def suspect_section(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.DataFrame]) -> None:
+def suspect_section(
+    job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.DataFrame], src: SourceConfig | None = None
+) -> None:
     """Labels the out-of-fold model disagrees with (k-fold runs): per finding, or by grade distance."""
     st.subheader("Suspect labels")
     if "oof" not in frames or "oof" not in ev["sets"]:
@@ -194,9 +238,9 @@ def suspect_section(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.Data
     oof_ev = ev["sets"]["oof"]
     oof = taskerrors.decided(oof_ev, frames["oof"])
     if ev["task"] == "multilabel":
-        suspect_findings(job, oof_ev, oof)
+        suspect_findings(job, oof_ev, oof, src)
     else:
-        suspect_grades(job, oof_ev, oof)
+        suspect_grades(job, oof_ev, oof, src)
 
 
 def _withheld(why: str) -> None:
@@ -207,7 +251,9 @@ def _withheld(why: str) -> None:
     )
 
 
-def suspect_findings(job: jobs.Job, oof_ev: dict[str, Any], oof: pd.DataFrame) -> None:
+def suspect_findings(
+    job: jobs.Job, oof_ev: dict[str, Any], oof: pd.DataFrame, src: SourceConfig | None = None
+) -> None:
     """One finding's given labels ranked by how likely each is wrong, unless the model did not learn that finding."""
     findings = list(oof_ev["classes"])
     finding = st.selectbox("Finding", findings, key="tc_sus_finding")
@@ -234,9 +280,20 @@ def suspect_findings(job: jobs.Job, oof_ev: dict[str, Any], oof: pd.DataFrame) -
         COLS,
     )
     cam_picker(job, top, "multilabel", findings, f"tc_sus_{finding}", target=finding)
+    fix = (relabel.REMOVE if str(top["given"].iloc[0]) == taskerrors.PRESENT else relabel.ADD) + finding
+    _act(
+        top,
+        oof_ev,
+        src,
+        f"tc_sus_act_{finding}",
+        f"suspect label for {finding} (out-of-fold model disagrees)",
+        fix,
+    )
 
 
-def suspect_grades(job: jobs.Job, oof_ev: dict[str, Any], oof: pd.DataFrame) -> None:
+def suspect_grades(
+    job: jobs.Job, oof_ev: dict[str, Any], oof: pd.DataFrame, src: SourceConfig | None = None
+) -> None:
     """Given grades ranked by their distance from the expected grade, unless the model did not learn the grades."""
     grades = list(oof_ev["classes"])
     version = common.file_version(*RunFolder(job.run_dir).result_files())
@@ -260,3 +317,5 @@ def suspect_grades(job: jobs.Job, oof_ev: dict[str, Any], oof: pd.DataFrame) -> 
         COLS,
     )
     cam_picker(job, top, "ordinal", grades, "tc_sus_grades")
+    fix = relabel.GRADE_AS + str(top["suggested"].iloc[0])
+    _act(top, oof_ev, src, "tc_sus_grades_act", "suspect grade (out-of-fold model disagrees)", fix)

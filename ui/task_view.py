@@ -14,10 +14,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from core.base import fmt
 from core.base.config import SourceConfig
 from core.data import labels as lab
 from core.data.items import Dataset
-from core.evaluation import bytask, evaluate, taskplots
+from core.evaluation import bytask, evaluate, finding_thresholds, taskplots
 from core.evaluation.taskreport import SET_NAMES, detail_table, headline_table
 from core.runs import jobs
 from core.runs.rundir import RunFolder, predictions_name
@@ -112,9 +113,100 @@ def show_run(job: jobs.Job, checks: Callable[..., None] | None = None) -> None:
     with tabs[-1]:
         common.curves(job, common.best_epochs(summary, None))
     frames = evaluate.load_run_predictions(job.run_dir)
+    if ev["task"] == "multilabel":
+        threshold_explorer(job, frames, list(ev["classes"]), (summary.get("task") or {}).get("thresholds"))
     downloads(job, frames, name, version)
     if checks is not None:
         checks(job, ev, frames, name)
+
+
+# ---------------------------------------------------------------- per-finding thresholds (multi-label)
+
+
+def chosen_thresholds(job_id: str) -> dict[str, float] | None:
+    """The per-finding thresholds chosen for a multi-label run on the Evaluation page (None: the model's own)."""
+    chosen = st.session_state.get(common.CHOSEN, {}).get(job_id)
+    return dict(chosen) if isinstance(chosen, dict) else None
+
+
+def _set_threshold(key: str, value: float) -> None:
+    """Button callback: move a finding's threshold slider."""
+    st.session_state[key] = value
+
+
+def _rule_buttons(rules: dict[str, float], key: str) -> None:
+    """One button per rule threshold of the finding (finding_thresholds.RULE_LABELS), each moving its slider."""
+    cols = st.columns(len(finding_thresholds.RULE_LABELS))
+    for col, (rule, label) in zip(cols, finding_thresholds.RULE_LABELS.items()):
+        if rule in rules:
+            col.button(
+                f"{label} ({rules[rule]:.3f})" if rule != "default" else label,
+                key=f"tv_rule_{rule}",
+                on_click=_set_threshold,
+                args=(key, rules[rule]),
+                help=finding_thresholds.RULE_HELP[rule],
+                width="stretch",
+            )
+
+
+def threshold_explorer(
+    job: jobs.Job, frames: dict[str, pd.DataFrame], findings: list[str], saved: dict[str, float] | None
+) -> None:
+    """Pick a finding, move its threshold (rule buttons), see its validation sensitivity / specificity / PPV / NPV;
+    every finding's threshold is kept per run ({finding: threshold}) and used on the Predict page."""
+    chosen_set = finding_thresholds.validation_set(frames)
+    if chosen_set is None:
+        return
+    set_name, df = chosen_set
+    own = finding_thresholds.merged(saved, None, findings)
+    chosen = finding_thresholds.merged(own, chosen_thresholds(job.id), findings)
+    st.subheader("Decision thresholds per finding")
+    finding = st.selectbox("Threshold of finding", findings, key="tv_thr_finding")
+    key = f"tv_thr_{job.id}_{finding}"
+    _rule_buttons(finding_thresholds.rule_thresholds(df, findings, finding, own[finding]), key)
+    st.session_state.setdefault(key, chosen[finding])
+    c1, c2 = st.columns([3, 1])
+    t = c1.slider(
+        f"P({finding}) at or above which {finding} is called present",
+        0.0,
+        1.0,
+        step=0.001,
+        format="%.3f",
+        key=key,
+    )
+    prev = c2.number_input(
+        "Prevalence for PPV/NPV (0 = as in this set)",
+        0.0,
+        0.999,
+        0.0,
+        0.01,
+        key="tv_prevalence",
+        format="%.3f",
+    )
+    m = finding_thresholds.metrics_at(df, findings, finding, float(t), float(prev) if prev > 0 else None)
+    for col, name in zip(st.columns(4), ("sensitivity", "specificity", "ppv", "npv")):
+        col.metric(name.upper() if len(name) == 3 else name.capitalize(), fmt.number(m[name]))
+    chosen[finding] = float(t)
+    carried = st.session_state.setdefault(common.CHOSEN, {})
+    if chosen != own:  # Predict decides at these; at the run's own it keeps the model's (and says so)
+        carried[job.id] = chosen
+    else:
+        carried.pop(job.id, None)
+    where = "out-of-fold" if set_name == "oof" else "validation"
+    st.caption(
+        f"{finding} on the {m['tp'] + m['fn'] + m['fp'] + m['tn']} {where} images with a known label for it: "
+        f"TP {m['tp']}, FP {m['fp']}, TN {m['tn']}, FN {m['fn']}; PPV/NPV at prevalence "
+        f"{fmt.number(m['prevalence'])}. Thresholds are chosen on {where} data, never on a test set; the metrics "
+        "above stay at the run's own thresholds. These thresholds are carried to the Predict page for this run."
+    )
+    table = finding_thresholds.summary_table(df, findings, chosen)
+    st.dataframe(
+        table[["finding", "threshold", "sensitivity", "specificity", "tp", "fn", "fp", "tn"]].assign(
+            run_chose=[own[f] for f in findings]
+        ),
+        hide_index=True,
+        width="stretch",
+    )
 
 
 @st.cache_data(max_entries=8, show_spinner="Writing the report (metrics with CIs, figures)...")
@@ -163,15 +255,29 @@ def tta_option(task: str) -> bool:
     """What decides for this model (no threshold slider: per-finding thresholds / the grade rule), and TTA."""
     c1, c2 = st.columns([3, 1])
     c1.caption(
-        "Multi-label model: each finding is decided at its own threshold, chosen on the validation set."
+        "Multi-label model: each finding is decided at its own threshold, chosen on the validation set (or on "
+        "the Evaluation page's threshold explorer for this run)."
         if task == "multilabel"
         else "Ordinal model: the predicted grade is the number of cut-points P(grade > k) above 0.5."
     )
     return bool(c2.checkbox("Test-time augmentation", key="pr_tta", help=common.TTA_HELP))
 
 
-def predict_results(result: dict[str, Any], task: str) -> None:
-    """A multi-label or ordinal model's predictions: table, download, and Grad-CAM per finding or grade."""
+def _decided_how(task: str, thresholds: dict[str, float] | None) -> str:
+    """What decides the shown predictions: the thresholds chosen on the Evaluation page, the model's own, the grade."""
+    if task != "multilabel":
+        return "Predicted grade (rank-consistent), expected grade and each grade's probability."
+    if thresholds:
+        return (
+            "Each finding decided at the threshold chosen for this run on the Evaluation page: "
+            f"{finding_thresholds.describe(thresholds)}."
+        )
+    return "Each finding decided at its threshold (chosen on the validation set)."
+
+
+def predict_results(result: dict[str, Any], task: str, thresholds: dict[str, float] | None = None) -> None:
+    """A multi-label or ordinal model's predictions: table, download, and Grad-CAM per finding or grade;
+    `thresholds` (multi-label: chosen on the Evaluation page) decide the findings instead of the model's own."""
     df = result["df"]
     st.subheader(f"Predictions ({len(df)})")
     if df.empty:
@@ -179,19 +285,16 @@ def predict_results(result: dict[str, Any], task: str) -> None:
             "No image could be predicted." if len(result["problems"]) else "No image or DICOM files found."
         )
         return
+    classes = [c[len("prob_") :] for c in df.columns if c.startswith("prob_") and c != "prob_pred"]
+    if task == "multilabel" and thresholds:
+        df = finding_thresholds.decide(df, classes, thresholds)
     table = df.assign(path=df["path"].map(_name))
-    what = (
-        "Each finding decided at its threshold (chosen on the validation set)"
-        if task == "multilabel"
-        else "Predicted grade (rank-consistent), expected grade and each grade's probability"
-    )
-    st.caption(what + ".")
+    st.caption(_decided_how(task, thresholds))
     st.dataframe(table, hide_index=True, width="stretch")
     full = table if hosting.hosted() else df
     st.download_button(
         "Download CSV", full.to_csv(index=False).encode(), file_name="predictions.csv", key="tv_pr_download"
     )
-    classes = [c[len("prob_") :] for c in df.columns if c.startswith("prob_") and c != "prob_pred"]
     i = st.selectbox(
         "Image", list(range(len(df))), key="tv_pr_pick", format_func=lambda k: table["path"].iloc[k]
     )

@@ -22,10 +22,11 @@ from PIL import Image
 
 from core.base import fmt, privacy, steps
 from core.base import paths as app_paths
+from core.base.config import SourceConfig
 from core.base.steps import OnStep
 from core.data import decode_cache, imaging
 from core.data.splits import patient_groups
-from core.evaluation import evaluate
+from core.evaluation import evaluate, relabel
 
 SHORTCUT_AUC = 0.70  # metadata that predicts the label this well is flagged
 NEAR_DISTANCE = 4  # perceptual-hash bits (of 64) within which two images count as near-duplicates
@@ -64,7 +65,9 @@ FEATURE_WORDS = {
     "std": "contrast (brightness spread)",
     **{t: f"the DICOM tag {t}" for t in DICOM_TEXT_TAGS + DICOM_NUMBER_TAGS},
 }
-EXCLUDED = "(excluded)"
+EXCLUDED = (
+    relabel.EXCLUDED
+)  # the new label of an item left out (core.evaluation.relabel: corrections by task)
 
 
 # ---------------------------------------------------------------- per-image features
@@ -606,12 +609,17 @@ CORRECTION_LOG = "changes.csv"  # every decision: path, old_label, new_label, wh
 
 
 def write_corrections(
-    items: pd.DataFrame, changes: list[Correction], name: str = "", base: Path | None = None
-) -> tuple[Path, dict[str, str]]:
+    items: pd.DataFrame,
+    changes: list[Correction],
+    name: str = "",
+    base: Path | None = None,
+    source: SourceConfig | None = None,
+) -> tuple[Path, dict[str, Any]]:
     """Write a corrected labels CSV (+ changes.csv) under `base` (default: the app home's corrections folder);
     returns its folder and the fields of a CSV SourceConfig that reads it.
 
-    labels.csv has path (relative to the common folder of all items), label (the new one), old_label, why,
+    labels.csv has path (relative to the common folder of all items), label (the new one; a multi-label `source`:
+    its findings in that source's format, core.evaluation.relabel.label_columns), old_label, why,
     group (pseudonymised) and split; excluded items are left out of it. changes.csv lists every decision:
     path (absolute, the original file), old_label, new_label, why. The user's files are only read. A set never
     replaces an earlier one (a taken name gets "-2", "-3", ...); free-text cells are defused for spreadsheets.
@@ -626,43 +634,45 @@ def write_corrections(
         raise ValueError(f"{len(unknown)} corrected item(s) are not in this data source")
     root = Path(os.path.commonpath([str(Path(p).parent) for p in paths]))
     new = [by_path[p].new_label if p in by_path else lbl for p, lbl in zip(paths, items["label"].astype(str))]
+    kept = np.array([n != EXCLUDED for n in new], dtype=bool)
+    label_cols, fields = relabel.label_columns(pd.Series(new, dtype=object), source)
     table = pd.DataFrame(
         {
             "path": [Path(os.path.relpath(p, root)).as_posix() for p in paths],
-            "label": new,
+            **{c: label_cols[c].to_numpy() for c in label_cols},
             "old_label": items["label"].astype(str).to_numpy(),
             "why": [by_path[p].why if p in by_path else "" for p in paths],
             "group": [privacy.pseudonym(g) for g in _col(items, "group")],
             "split": _col(items, "split"),
         }
     )
-    table = escape_formulas(
-        table[table["label"] != EXCLUDED], ["old_label", "why"]
-    )  # not the columns read back
+    table = escape_formulas(table[kept], ["old_label", "why"])  # not the columns read back
     folder = _new_folder(base or app_paths.corrections_dir(), _folder_name(name))
     atomic_write_text(folder / CORRECTED_LABELS, table.to_csv(index=False))
-    log = pd.DataFrame(
-        [
-            {
-                "path": c.path,
-                "old_label": str(items.loc[paths == c.path, "label"].iloc[0]),
-                "new_label": c.new_label,
-                "why": c.why,
-            }
-            for c in changes
-        ]
-    )
-    atomic_write_text(folder / CORRECTION_LOG, escape_formulas(log).to_csv(index=False))  # read by people
+    log = escape_formulas(_change_log(items, changes))
+    atomic_write_text(folder / CORRECTION_LOG, log.to_csv(index=False))  # read by people
     src = {
         "kind": "csv",
         "csv_path": str(folder / CORRECTED_LABELS),
         "root": str(root),
         "path_col": "path",
-        "label_col": "label",
         "group_col": "group" if (table["group"] != "").any() else "",
         "split_col": "split" if (table["split"] != "").any() else "",
+        **fields,
     }
     return folder, src
+
+
+def _change_log(items: pd.DataFrame, changes: list[Correction]) -> pd.DataFrame:
+    """changes.csv: every decision with the item's original file, its old label, the new one and why."""
+    old = dict(zip(items["path"].astype(str), items["label"].astype(str)))
+    return pd.DataFrame(
+        [
+            {"path": c.path, "old_label": old[str(c.path)], "new_label": c.new_label, "why": c.why}
+            for c in changes
+        ],
+        columns=["path", "old_label", "new_label", "why"],
+    )
 
 
 def _new_folder(base: Path, clean: str) -> Path:
