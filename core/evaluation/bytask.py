@@ -67,20 +67,23 @@ def run_warnings(
     run_dir: str | Path, classes: list[str] | None = None, task: dict[str, Any] | None = None
 ) -> list[str]:
     """The "did not learn" sentences of a run's validation (k-fold: out-of-fold) predictions, by task type: for a
-    multi-label run at its per-finding thresholds (core.evaluation.multilabel.frame_warnings), else
-    core.evaluation.evaluate.run_warnings. `classes` / `task` (the task record) None: read from metrics.json."""
+    multi-label run at its per-finding thresholds (core.evaluation.multilabel.frame_warnings), an ordinal run's with
+    its QWK (core.evaluation.ordinal.frame_warnings), else core.evaluation.evaluate.run_warnings. `classes` / `task` (the task record) None: read from metrics.json."""
     if classes is None or task is None:
         summary = evaluate.run_summary(run_dir)
         classes = list(summary["classes"]) if classes is None else classes
         task = (summary.get("task") or {}) if task is None else task
-    if task_of({"task": task}) != "multilabel":
-        return evaluate.run_warnings(run_dir, classes, task_of({"task": task}))
-    from core.evaluation import multilabel
+    kind = task_of({"task": task})
+    if kind == "single":
+        return evaluate.run_warnings(run_dir, classes, kind)
+    from core.evaluation import multilabel, ordinal
 
     sets = evaluate.load_run_predictions(run_dir)
     name = "oof" if "oof" in sets else "valid"
     if name not in sets:
         return []
+    if kind == "ordinal":  # QWK at chance as well as one grade for everything
+        return ordinal.frame_warnings(evaluate.labelled(sets[name]), classes)
     return multilabel.frame_warnings(evaluate.labelled(sets[name]), classes, task.get("thresholds"))
 
 

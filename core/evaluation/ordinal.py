@@ -126,5 +126,26 @@ def evaluate_frame(
         "confusion": cm.tolist(),
         "confusion_normalized": evaluate.normalize_rows(cm).tolist(),
         "bootstrap": bootstrap_note(n_resamples, seed, groups),
-        "warnings": evaluate.model_warnings(y, probs, grades) if len(y) else [],
+        "warnings": grade_warnings(y, probs, grades, ci.get("qwk")) if len(y) else [],
     }
+
+
+def grade_warnings(
+    y: np.ndarray, probs: np.ndarray, grades: list[str], qwk_ci: dict[str, float] | None
+) -> list[str]:
+    """evaluate.model_warnings of the grades, and a sentence when the predicted grades agree with the given ones no
+    better than chance: the 95 % CI of QWK reaches 0 (a grading model can be at chance with a ROC AUC of 0.55)."""
+    out = [w for w in evaluate.model_warnings(y, probs, grades) if w != evaluate.ADVICE]
+    if qwk_ci and math.isfinite(qwk_ci.get("lo", math.nan)) and qwk_ci["lo"] <= 0:
+        out.append(
+            f"The quadratic weighted kappa is {qwk_ci['value']:.2f} (95 % CI {qwk_ci['lo']:.2f} to "
+            f"{qwk_ci['hi']:.2f}), which includes 0: the predicted grades agree with the given ones no better "
+            "than chance."
+        )
+    return [*out, evaluate.ADVICE] if out else []
+
+
+def frame_warnings(df: pd.DataFrame, grades: list[str], n_resamples: int = 200) -> list[str]:
+    """grade_warnings of a labelled predictions table (training's validation / out-of-fold set), its QWK CI by a
+    patient-level bootstrap of `n_resamples` (fewer than a full evaluation's: this only decides a warning)."""
+    return list(evaluate_frame(df, grades, n_resamples=n_resamples)["warnings"])
