@@ -234,16 +234,37 @@ def plain_multilabel(
     return frame, list(dls.vocab), seconds
 
 
-def macro_auc(frame: pd.DataFrame, findings: list[str]) -> float:
-    """Macro ROC AUC over the findings with both classes in the table (labels: findings joined by '|')."""
+def macro_auc(frame: pd.DataFrame, findings: list[str], min_pos: int = 1) -> float:
+    """Macro ROC AUC over the findings with at least `min_pos` positives and one negative in the table (labels:
+    findings joined by '|')."""
     from core.evaluation.taskstats import fast_auc
 
     aucs = []
     for f in findings:
         pos = np.array([f in str(v).split("|") for v in frame["label"]])
-        if pos.any() and not pos.all() and f"prob_{f}" in frame:
+        if pos.sum() >= min_pos and not pos.all() and f"prob_{f}" in frame:
             aucs.append(fast_auc(pos, frame[f"prob_{f}"].to_numpy(float)))
     return float(np.mean(aucs)) if aucs else float("nan")
+
+
+COMMON = (
+    10  # test positives a finding needs for the steadier macro AUC (findings with 1-3 positives swing it)
+)
+
+
+def auc_summary(frame: pd.DataFrame, findings: list[str]) -> dict[str, float]:
+    """Macro ROC AUC over every finding with positives, over the findings with >= COMMON test positives, and the
+    micro AUC (every image x finding cell pooled)."""
+    from core.evaluation.taskstats import fast_auc
+
+    pos = np.array([[f in str(v).split("|") for f in findings] for v in frame["label"]])
+    probs = frame[[f"prob_{f}" for f in findings]].to_numpy(float)
+    return {
+        "macro_auc": macro_auc(frame, findings),
+        f"macro_auc_{COMMON}plus": macro_auc(frame, findings, COMMON),
+        "n_findings_10plus": int((pos.sum(0) >= COMMON).sum()),
+        "micro_auc": fast_auc(pos.ravel(), probs.ravel()),
+    }
 
 
 def multilabel_seed(
@@ -266,8 +287,8 @@ def multilabel_seed(
     plain, vocab, plain_s = plain_multilabel(csv, src, size, seed)
     shared = sorted(set(app["classes"]) & set(vocab))
     out = {
-        "app": {"macro_auc": macro_auc(app_frame, shared), "seconds": app["seconds"]},
-        "plain": {"macro_auc": macro_auc(plain, shared), "seconds": plain_s},
+        "app": {**auc_summary(app_frame, shared), "seconds": app["seconds"]},
+        "plain": {**auc_summary(plain, shared), "seconds": plain_s},
     }
     c.log("multilabel", seed, out)
     return out
@@ -318,8 +339,10 @@ def main() -> None:
             if task == "multilabel":
                 app_s, plain_s = summary["app"]["seconds"]["mean"], summary["plain"]["seconds"]["mean"]
                 summary["vs_plain"] = {
-                    "macro_auc_diff": summary["app"]["macro_auc"]["mean"]
-                    - summary["plain"]["macro_auc"]["mean"],
+                    **{
+                        f"{k}_diff": summary["app"][k]["mean"] - summary["plain"][k]["mean"]
+                        for k in ("macro_auc", f"macro_auc_{COMMON}plus", "micro_auc")
+                    },
                     "time_ratio_plain_over_app": c.ratio(plain_s, app_s),
                 }
             result[task] = {"data": args.data, "settings": size, "per_seed": per_seed, **summary}
