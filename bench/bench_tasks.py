@@ -56,6 +56,11 @@ def parse() -> Any:
     p.add_argument("--img-size", type=int, default=0, help="override the image size (0 = the size's)")
     p.add_argument("--bs", type=int, default=0, help="override the batch size (0 = the size's)")
     p.add_argument("--n-boot", type=int, default=500, help="bootstrap resamples (patients) of the CIs")
+    p.add_argument(
+        "--sides",
+        default="app,plain",
+        help="multi-label sides, comma list of app, app_matched (the plain script's input settings), plain",
+    )
     return p.parse_args()
 
 
@@ -95,10 +100,21 @@ def split_table(csv: Path, label_col: str, n: int | None, out: Path, seed: int =
     return out
 
 
+MATCHED = "matched"  # the app side with the plain script's settings: no normalisation, fastai's aug values
+
+
 def app_run(
-    csv: Path, label_col: str, task: str, size: dict[str, Any], seed: int, head: str = "corn", **source: Any
+    csv: Path,
+    label_col: str,
+    task: str,
+    size: dict[str, Any],
+    seed: int,
+    head: str = "corn",
+    settings: str = "default",
+    **source: Any,
 ) -> dict[str, Any]:
-    """One app training job on the split table; its test predictions and seconds."""
+    """One app training job on the split table; its test predictions and seconds. settings=MATCHED: the plain
+    script's input settings (no normalisation from scratch, fastai's aug_transforms values: warp 0.2)."""
     from core.base.config import RunConfig, SourceConfig, to_dict
     from core.base.paths import runs_dir
     from core.runs import jobs
@@ -117,7 +133,11 @@ def app_run(
     cfg.data.img_size, cfg.data.batch_size, cfg.data.split.method = size["img_size"], size["bs"], "column"
     cfg.data.task.type, cfg.data.task.ordinal_head = task, head
     cfg.train.pretrained, cfg.train.epochs, cfg.train.lr, cfg.train.seed = False, size["epochs"], LR, seed
-    run = runs_dir() / f"{task}-{head}-{label_col}-{seed}"
+    if settings == MATCHED:
+        from core.base.config import aug_preset
+
+        cfg.data.normalize, cfg.data.aug = "none", aug_preset("fastai")
+    run = runs_dir() / f"{task}-{head}-{label_col}-{seed}-{settings}"
     _, seconds = c.timed(lambda: jobs.run_inline("train", {"config": to_dict(cfg.validate())}, run_dir=run))
     folder = RunFolder(run)
     test = pd.read_csv(folder.predictions("test"), keep_default_na=False)
@@ -268,28 +288,33 @@ def auc_summary(frame: pd.DataFrame, findings: list[str]) -> dict[str, float]:
 
 
 def multilabel_seed(
-    csv: Path, src: dict[str, Any], size: dict[str, Any], seed: int
+    csv: Path, src: dict[str, Any], size: dict[str, Any], seed: int, sides: tuple[str, ...] = ("app", "plain")
 ) -> dict[str, dict[str, float]]:
-    """The app's multi-label run and the plain script on the same split and seed: test macro AUC and seconds."""
+    """The app's multi-label run (its defaults; "app_matched": the plain script's input settings) and the plain
+    script on the same split and seed: test AUCs and seconds, per side asked for."""
     from core.data import labels as lab
 
-    app = app_run(
-        csv,
-        src["label_col"],
-        "multilabel",
-        size,
-        seed,
-        root=src["root"],
-        label_delimiter="|",
-        no_finding="No Finding",
-    )
-    app_frame = app["test"].assign(label=[v if v != lab.EMPTY else "" for v in app["test"]["label"]])
-    plain, vocab, plain_s = plain_multilabel(csv, src, size, seed)
-    shared = sorted(set(app["classes"]) & set(vocab))
-    out = {
-        "app": {**auc_summary(app_frame, shared), "seconds": app["seconds"]},
-        "plain": {**auc_summary(plain, shared), "seconds": plain_s},
-    }
+    frames: dict[str, tuple[pd.DataFrame, list[str], float]] = {}
+    for side in sides:
+        if side == "plain":
+            plain, vocab, plain_s = plain_multilabel(csv, src, size, seed)
+            frames[side] = (plain, vocab, plain_s)
+            continue
+        app = app_run(
+            csv,
+            src["label_col"],
+            "multilabel",
+            size,
+            seed,
+            settings=MATCHED if side == "app_matched" else "default",
+            root=src["root"],
+            label_delimiter="|",
+            no_finding="No Finding",
+        )
+        test = app["test"].assign(label=[v if v != lab.EMPTY else "" for v in app["test"]["label"]])
+        frames[side] = (test, app["classes"], app["seconds"])
+    shared = sorted(set.intersection(*(set(f[1]) for f in frames.values())))
+    out = {side: {**auc_summary(f[0], shared), "seconds": f[2]} for side, f in frames.items()}
     c.log("multilabel", seed, out)
     return out
 
@@ -333,10 +358,12 @@ def main() -> None:
             size["n_boot"] = 20 if args.smoke else args.n_boot
             src = source(task, args.data, home)
             csv = split_table(src["csv"], src["label_col"], size["n"], home / f"{task}.csv")
-            run = ordinal_seed if task == "ordinal" else multilabel_seed
-            per_seed = [run(csv, src, size, s) for s in seeds]
+            if task == "ordinal":
+                per_seed = [ordinal_seed(csv, src, size, s) for s in seeds]
+            else:
+                per_seed = [multilabel_seed(csv, src, size, s, tuple(args.sides.split(","))) for s in seeds]
             summary = summarise(per_seed)
-            if task == "multilabel":
+            if task == "multilabel" and {"app", "plain"} <= set(summary):
                 app_s, plain_s = summary["app"]["seconds"]["mean"], summary["plain"]["seconds"]["mean"]
                 summary["vs_plain"] = {
                     **{
