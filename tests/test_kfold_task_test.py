@@ -205,6 +205,14 @@ def test_a_multilabel_kfold_run_with_a_test_split_end_to_end(tmp_path):
     items = pd.read_csv(tmp_path / "run" / "items.csv", keep_default_na=False)
     assert len(table) == (items["split"] == "test").sum() > 0
     assert {f"pred_{f}" for f in sample_tasks.FINDINGS} | {"group", "label"} <= set(table.columns)
+    from core.evaluation import checklist  # the checklist reads the test set and the ensemble's numbers
+
+    topics = {i.topic: i.value for i in checklist.checklist(tmp_path / "run", n_resamples=20)}
+    assert (
+        "scored by the fold ensemble" in topics["Model selection"]
+        and "macro roc auc" in topics["Model selection"]
+    )
+    assert f"(test set, n = {len(table)})" in " ".join(topics) and "single-label" in topics["Calibration"]
     thresholds = saved["task"]["thresholds"]
     assert saved["metrics"]["test"] == pytest.approx(
         bytask.metrics_from_frame(
