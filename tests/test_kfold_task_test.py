@@ -106,6 +106,17 @@ def test_a_task_ensemble_is_the_mean_of_its_folds_decided_as_one_model(tmp_path,
     else:  # each finding at the run's threshold, not fold 1's 0.5
         for i, f in enumerate(FINDINGS):
             assert got[f"pred_{f}"].tolist() == (mean[:, i] >= RUN_THRESHOLDS[f]).astype(int).tolist()
+    from core.cli import main  # the CLI's --ensemble (as the Predict page's "all folds as one model") agrees
+
+    out = tmp_path / "p.csv"
+    assert (
+        main(["predict", "--model", str(run.path), str(tmp_path / "img"), "--ensemble", "--out", str(out)])
+        == 0
+    )
+    cli = pd.read_csv(out, keep_default_na=False).set_index("path").loc[paths]
+    np.testing.assert_allclose(cli[cols].to_numpy(), mean, atol=1e-5)
+    decided = [c for c in got if c.startswith("pred_") or c == "pred"]
+    assert cli[decided].astype(str).to_numpy().tolist() == got[decided].astype(str).to_numpy().tolist()
 
 
 def test_the_onnx_ensemble_carries_the_runs_thresholds_and_refuses_ordinal(tmp_path):
