@@ -21,16 +21,17 @@ def task_of(summary: dict[str, Any]) -> str:
 
 
 def predictions_table(
-    paths, probs: np.ndarray, classes: list[str], task: str, thresholds: Any = None
+    paths, probs: np.ndarray, classes: list[str], task: str, thresholds: Any = None, **extra: Any
 ) -> pd.DataFrame:
-    """A multi-label (decided at `thresholds`: per finding or one for all) or ordinal model's predictions table."""
+    """A multi-label (decided at `thresholds`: per finding or one for all) or ordinal model's predictions table
+    (`extra`: columns after the path, e.g. label and group)."""
     if task == "multilabel":
         from core.evaluation import multilabel
 
-        return multilabel.predictions_frame(paths, probs, classes, thresholds)
+        return multilabel.predictions_frame(paths, probs, classes, thresholds, **extra)
     from core.evaluation import ordinal
 
-    return ordinal.predictions_frame(paths, probs, classes)
+    return ordinal.predictions_frame(paths, probs, classes, **extra)
 
 
 def metrics_from_frame(

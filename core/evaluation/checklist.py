@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from core.base import fmt
-from core.evaluation import calibration, conformal, evaluate, sample_size
+from core.evaluation import bytask, calibration, conformal, evaluate, sample_size
 from core.runs import rundir
 
 PERSON = "to be filled by a person"
@@ -160,19 +160,53 @@ def _selection_items(summary: dict[str, Any]) -> list[Item]:
     if summary.get("test_model"):  # a k-fold run's test split (core.train.kfold_test)
         extra += f" The test set is scored by the {summary['test_model']}"
         ens = (summary.get("metrics") or {}).get("test_ensemble") or {}
-        shown = ", ".join(f"{k.replace('_', ' ')} {ens[k]:.3f}" for k in evaluate.HEADLINE if k in ens)
+        shown = ", ".join(f"{k.replace('_', ' ')} {ens[k]:.3f}" for k in _headline_names(summary) if k in ens)
         extra += f"; the fold ensemble ({summary.get('k')} models averaged) on it: {shown}." if shown else "."
     return [Item("Methods", "Model selection", evaluate.provenance(summary) + extra, rundir.METRICS)]
 
 
-def _headline_items(run_dir: Path, summary: dict[str, Any], n_resamples: int) -> list[Item]:
-    """Headline metrics with CIs on the set they are measured on, and the failure analysis of that set."""
+def _headline_names(summary: dict[str, Any]) -> tuple[str, ...]:
+    """The headline metrics of the run's task type (single-label: evaluate.HEADLINE)."""
+    from core.evaluation.taskreport import HEADLINES
+
+    return HEADLINES.get(bytask.task_of(summary), evaluate.HEADLINE)
+
+
+def _headline_set(run_dir: Path) -> tuple[str, pd.DataFrame] | None:
+    """(name, labelled rows) of the set a run's headline is measured on: test, else out-of-fold, else validation."""
     frames = evaluate.load_run_predictions(run_dir)
     name = next((n for n in ("test", "oof", "valid") if n in frames), None)
-    if name is None:
+    return None if name is None else (name, evaluate.labelled(frames[name]))
+
+
+def _task_items(run_dir: Path, summary: dict[str, Any], n_resamples: int) -> list[Item]:
+    """A multi-label or ordinal run's headline metrics with patient-level CIs, and why it has no calibration."""
+    found, task = _headline_set(run_dir), bytask.task_of(summary)
+    none = "temperature scaling and prediction sets are for single-label runs; not applied to this task type"
+    out = [Item("Results", "Calibration", none, rundir.METRICS)]
+    if found is None:
+        return out
+    name, df = found
+    thresholds = (summary.get("task") or {}).get("thresholds")
+    ev = bytask.evaluate_frame(
+        df, list(summary["classes"]), task, thresholds=thresholds, n_resamples=n_resamples
+    )
+    shown = ", ".join(f"{k.replace('_', ' ')} {fmt.with_ci(ev['ci'][k])}" for k in _headline_names(summary))
+    file = rundir.RunFolder(run_dir).predictions(name).name
+    errors = "per-finding 2x2 tables" if task == "multilabel" else "the grade confusion matrix and cut-points"
+    return out + [
+        Item("Results", f"Performance with 95 % CIs ({name} set, n = {ev['n']})", shown, file),
+        Item("Results", "Failure analysis", f"the top losses and {errors} are in the report", file),
+    ]
+
+
+def _headline_items(run_dir: Path, summary: dict[str, Any], n_resamples: int) -> list[Item]:
+    """Headline metrics with CIs on the set they are measured on, and the failure analysis of that set."""
+    found = _headline_set(run_dir)
+    if found is None:
         return []
+    name, df = found
     classes = list(summary["classes"])
-    df = evaluate.labelled(frames[name])
     ev = evaluate.evaluate_frame(df, classes, n_resamples=n_resamples)
     shown = ", ".join(
         f"{k.replace('_', ' ')} {fmt.with_ci(v)}" for k, v in ev["ci"].items() if k in evaluate.HEADLINE
@@ -271,8 +305,12 @@ def checklist(run_dir: str | Path, n_resamples: int = evaluate.BOOTSTRAP_RESAMPL
         *_data_items(run, cfg),
         *_model_items(cfg, manifest),
         *_selection_items(summary),
-        *_headline_items(run_dir, summary, n_resamples),
-        *_defend_items(run_dir, n_resamples, cfg.get("train", {}).get("calibrate") is False),
+        *(
+            _headline_items(run_dir, summary, n_resamples)
+            + _defend_items(run_dir, n_resamples, cfg.get("train", {}).get("calibrate") is False)
+            if bytask.task_of(summary) == "single"
+            else _task_items(run_dir, summary, n_resamples)
+        ),
         *_other_items(run),
     ]
     return items + [Item(section, topic, PERSON) for section, topic in PERSON_ITEMS]

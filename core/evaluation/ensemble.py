@@ -10,12 +10,14 @@ folds, not of their mean, so the coverage guarantee would not be the ensemble's.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from core.evaluation.conformal import SetRule
 from core.evaluation.predict import Predictor
+from core.models.fold_task import ensemble_manifest
 from core.models.savedmodel import Manifest
 from core.models.weightfiles import ModelFileError
 from core.runs import rundir
@@ -93,10 +95,19 @@ def decoding(m: Manifest) -> tuple:
 
 
 class EnsemblePredictor(Predictor):
-    """The fold models of a k-fold run as one Predictor: probabilities are the mean of the folds'."""
+    """The fold models of a k-fold run as one Predictor: probabilities are the mean of the folds' (softmax, a sigmoid
+    per finding or the grade probabilities, each by its own model), decided as one model's are (argmax / binary
+    threshold, the grade rule on the mean, multi-label at the run's thresholds: core.models.fold_task)."""
 
-    def __init__(self, run_dir: str | Path, device: str | None = None, calibrated: bool = True):
-        """Load every fold model; the first one's manifest gives the decoding, all must agree on it (`decoding`)."""
+    def __init__(
+        self,
+        run_dir: str | Path,
+        device: str | None = None,
+        calibrated: bool = True,
+        task: dict[str, Any] | None = None,
+    ):
+        """Load every fold model; the first one's manifest gives the decoding, all must agree on it (`decoding`);
+        `task`: the run's task record (default: its metrics.json's)."""
         dirs = fold_model_dirs(run_dir)
         super().__init__(dirs[0], device=device, calibrated=calibrated)
         self.members = [self] + [
@@ -108,6 +119,7 @@ class EnsemblePredictor(Predictor):
                     f"{d.name} does not share the classes or preprocessing of {dirs[0].name}"
                 )
         self.conformal = None  # see the module's docstring
+        self.manifest = ensemble_manifest(self.manifest, run_dir, task)
 
     @property
     def n_members(self) -> int:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from core.models import heads, onnx_export, savedmodel, temperature
+from core.models.fold_task import ensemble_manifest
 from core.models.savedmodel import Manifest
 from core.models.weightfiles import ModelFileError
 from core.runs.rundir import RunFolder
@@ -84,6 +85,7 @@ def load_folds(run_dir: str | Path) -> tuple[MeanOfFolds, list[Manifest]]:
             first.n_in,
         ):
             raise ModelFileError(f"{d.name} does not share the classes or input of {dirs[0].name}")
+    manifests[0] = ensemble_manifest(first, run_dir)  # multi-label: the metadata's thresholds are the run's
     return MeanOfFolds([mod.eval() for mod, _ in loaded], manifests).eval(), manifests
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 from core.base.config import RunConfig
 from core.base.privacy import pseudonym
 from core.data import labels
-from core.evaluation import bytask, multilabel, ordinal
+from core.evaluation import bytask, multilabel
 
 
 def run_classes(items: pd.DataFrame, cfg: RunConfig) -> list[str]:
@@ -28,13 +28,15 @@ def task_predictions(learn, frame: pd.DataFrame, task: str) -> pd.DataFrame:
     classes = list(learn.dls.vocab)
     dl = learn.dls.test_dl(frame, with_labels=True)
     probs, _ = learn.get_preds(dl=dl)
-    probs = probs.float().numpy()
+    return bytask.predictions_table(frame["path"], probs.float().numpy(), classes, task, **table_extra(frame))
+
+
+def table_extra(frame: pd.DataFrame) -> dict[str, Any]:
+    """The columns a task predictions table takes from its items: the label and, with patients, their pseudonyms."""
     extra: dict[str, Any] = {"label": frame["label"].astype(str).to_numpy()}
     if "group" in frame:
         extra["group"] = [pseudonym(g) if g else "" for g in frame["group"].fillna("").astype(str)]
-    if task == "multilabel":
-        return multilabel.predictions_frame(frame["path"], probs, classes, **extra)
-    return ordinal.predictions_frame(frame["path"], probs, classes, **extra)
+    return extra
 
 
 def set_metrics(
