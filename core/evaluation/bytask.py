@@ -69,7 +69,8 @@ def run_warnings(
 ) -> list[str]:
     """The "did not learn" sentences of a run's validation (k-fold: out-of-fold) predictions, by task type: for a
     multi-label run at its per-finding thresholds (core.evaluation.multilabel.frame_warnings), an ordinal run's with
-    its QWK (core.evaluation.ordinal.frame_warnings), else core.evaluation.evaluate.run_warnings. `classes` / `task` (the task record) None: read from metrics.json."""
+    its QWK (core.evaluation.ordinal.frame_warnings), else core.evaluation.evaluate.run_warnings. `classes` /
+    `task` (the task record) None: read from metrics.json."""
     if classes is None or task is None:
         summary = evaluate.run_summary(run_dir)
         classes = list(summary["classes"]) if classes is None else classes

@@ -121,9 +121,8 @@ def fit_one(
         mon.extra += resume_state.callbacks(run, mon.clock, t, resume)
     try:
         _train(learn, t, mon, progress, fold, n_folds)
-    except (
-        BaseException
-    ):  # a failed fit still leaves its best epoch on disk (to `finish` from); its own error wins
+    except BaseException:
+        # a failed fit still leaves its best epoch on disk (to `finish` from); its own error wins
         with contextlib.suppress(Exception):
             mon.checkpoint.flush()
         raise
