@@ -270,7 +270,7 @@ class BestCheckpoint(_Tracker):
         self.held, self.trained_s, self.last_s = None, 0.0, time.perf_counter() - start
 
     def restore(self, model: torch.nn.Module) -> None:
-        """Load the best weights back into the model (from memory when they are still held)."""
+        """Load the best weights back into the model (what is still held is written first, then read back)."""
         self.flush()
         if self.file.exists():
             from safetensors.torch import load_file
