@@ -63,18 +63,26 @@ def lr_finder_eta_step(page: Page, shot) -> None:
     set_switch(page, "Augment training images", on=False)
     for label, value in (
         ("Image size (pixels)", 32),
-        ("Batch size", 16),
+        # the finder's steps must last several of the page's 2 s refreshes for its bar to be seen on a fast,
+        # idle machine: 50 steps of batch 64 (20 of batch 16 took about a second and the bar was missed once)
+        ("Batch size", 64),
         ("Epochs", 2),
-        ("LR finder steps", 20),  # 10 steps are too coarse for a plausible suggestion on every setting
+        ("LR finder steps", 50),
     ):
         set_number(page, label, value)
     page.get_by_role("button", name="Run the LR finder").click()
-    bar = page.locator('[data-testid="stProgress"]', has_text=re.compile(r"step \d+ / 20 · elapsed .* left"))
+    bar = page.locator('[data-testid="stProgress"]', has_text=re.compile(r"step \d+ / 50 · elapsed .* left"))
     expect(bar.first).to_be_visible(timeout=240_000)
     shot(page, "3-lr-finder-eta")
-    use = page.get_by_role("button", name=re.compile(r"^Use (valley|slide|steep|minimum): "))
-    expect(use.first).to_be_visible(timeout=300_000)
+    expect(finder_outcome(page).first).to_be_visible(timeout=300_000)
     settle(page)
+
+
+def finder_outcome(page: Page):
+    """What the finished LR finder leaves on the page: a suggestion's button, or the notice that the curve gave
+    none (which of the two depends on the curve, a training outcome this test does not control)."""
+    use = page.get_by_role("button", name=re.compile(r"^Use (valley|slide|steep|minimum): "))
+    return use.or_(page.get_by_text("No learning rate suggested"))
 
 
 def kept_step(page: Page) -> None:
@@ -82,9 +90,7 @@ def kept_step(page: Page) -> None:
     expect(page.get_by_label("Image size (pixels)", exact=True)).to_have_value("32")
     expect(page.get_by_label("Epochs", exact=True)).to_have_value("2")
     expect(page.get_by_role("switch", name="Start from ImageNet weights (pretrained)")).not_to_be_checked()
-    expect(
-        page.get_by_role("button", name=re.compile(r"^Use (valley|slide|steep|minimum): ")).first
-    ).to_be_visible()
+    expect(finder_outcome(page).first).to_be_visible()
 
 
 @pytest.mark.slow
