@@ -61,3 +61,13 @@ def test_defaults_are_valid_and_xray_safe():
     cfg = RunConfig().validate()
     assert cfg.data.aug.vertical_flip is False
     assert to_dict(cfg)["train"]["arch"] == "resnet18"
+
+
+def test_a_random_split_without_validation_images_is_refused_before_training():
+    from core.base.config import ConfigError, SplitConfig
+
+    for method in ("random", "stratified", "group"):
+        with pytest.raises(ConfigError, match="validation fraction of 0"):
+            SplitConfig(method=method, valid_pct=0.0).validate()
+        SplitConfig(method=method, valid_pct=0.0, k_folds=5).validate()  # the folds give validation images
+    SplitConfig(method="folder", valid_pct=0.0).validate()  # the source's own val/ folder

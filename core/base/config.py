@@ -221,6 +221,11 @@ class SplitConfig:
             )
         if self.k_folds == 1 or self.k_folds < 0:
             raise ConfigError(f"k_folds must be 0 (no cross-validation) or >= 2, got {self.k_folds}")
+        if self.method in ("random", "stratified", "group") and not self.k_folds and self.valid_pct <= 0:
+            raise ConfigError(  # else the run fails at its start: training needs validation items
+                "a validation fraction of 0 leaves no validation images, and training needs them to report on "
+                "(set the validation fraction, e.g. 0.2, or use k-fold cross-validation)"
+            )
         if self.method == "loso" and not self.site_col.strip():
             raise ConfigError("leave-one-site-out (--split loso) needs the site column: --site-col")
 
