@@ -3,7 +3,8 @@
 The model is a saved app model (weights + manifest, random weights: no download here; same cost as trained ones),
 resnet18 at the size the app plans from scratch for each set (chest X-ray JPEGs 224 px -> 128 px, PneumoniaMNIST
 28 px PNGs -> 32 px). Files side: `Predictor.predict_paths`, the path the CLI `predict` and the Predict page take
-(decode in threads a few batches ahead, validation resize, normalise, forward). Tensors side: `Predictor.probs`
+(on a CPU, threads that each decode a batch, resize as in validation, normalise and run the model on it
+with their share of the torch threads; one thread: all in turn). Tensors side: `Predictor.probs`
 on the same images decoded and batched beforehand (channels_last, ready in memory): the ceiling. The two alternate
 A B A B in one process per (set, cores). "1 core": the process is pinned to one CPU (as `taskset -c 0`) with
 1 torch thread; "2 cores": 2 CPUs (`taskset -c 0,1`) and 2 threads.
@@ -32,7 +33,10 @@ def parse() -> Any:
     p.add_argument("--sets", default=SETS, help="comma list of data:img_size (data: chest, pneumonia)")
     p.add_argument("--cores", default="1,2", help="comma list of core counts (pinned CPUs = torch threads)")
     p.add_argument(
-        "--workers", default="auto", help="comma list of decode threads to compare (auto: the app's choice)"
+        "--workers",
+        default="auto",
+        help="comma list of loading threads to compare (each decodes a batch and runs the model on it; auto: the "
+        "app's choice)",
     )
     p.add_argument("--n", type=int, default=600, help="images per throughput pass")
     p.add_argument("--bs", type=int, default=32)
@@ -170,7 +174,7 @@ def child(spec: dict[str, Any]) -> None:
         pred = Predictor(save_model(spec["arch"], spec["img_size"], home / "fixed-model"), device="cpu")
         workers = None if spec["workers"] == "auto" else int(spec["workers"])
         out = files_vs_tensors(pred, paths, spec["bs"], spec["rounds"], workers)
-        used = prefetch.decode_workers(True) if workers is None else workers
+        used = prefetch.cpu_workers(torch.get_num_threads())[0] if workers is None else workers
     c.emit(
         {**spec, "cpus": cpus, "n": len(paths), **out, "decode_threads": used, "load_avg": os.getloadavg()}
     )
@@ -194,7 +198,7 @@ def throughput(args: Any) -> list[dict[str, Any]]:
                 spec = dict(data=data, img_size=int(size), cores=cores, workers=workers, arch=args.arch)
                 row = measure({**spec, "n": args.n, "bs": args.bs, "rounds": args.rounds, "seed": args.seed})
                 c.log(
-                    f"{data} {size} px, {cores} core(s), {row['decode_threads']} decode thread(s): files "
+                    f"{data} {size} px, {cores} core(s), {row['decode_threads']} loading thread(s): files "
                     f"{row['files_images_per_s']:.1f} img/s, tensors {row['tensors_images_per_s']:.1f} img/s, "
                     f"ratio {row['ratio']:.2f} (CPU time: {row['cpu_ratio']:.2f}), load {row['load_avg'][0]:.1f}"
                 )
@@ -216,7 +220,8 @@ def main() -> None:
         pred, load_s = c.timed(lambda: Predictor(save_model(args.arch, 224, home / "m"), device="cpu"))
         one = single(pred, list(items["path"])[: args.singles])
     rows = throughput(args)
-    worst = min(rows, key=lambda r: r["ratio"])
+    app = [r for r in rows if r["workers"] == "auto"] or rows  # the target is the app's own choice
+    worst = min(app, key=lambda r: r["ratio"])
     c.emit(
         {
             "benchmark": "predict",
@@ -228,17 +233,18 @@ def main() -> None:
             "throughput": rows,
             "batch": {
                 "worst": f"{worst['data']} {worst['img_size']} px, {worst['cores']} core(s), "
-                f"{worst['decode_threads']} decode thread(s)",
+                f"{worst['decode_threads']} loading thread(s)",
                 "app_images_per_s": worst["files_images_per_s"],
                 "raw_forward_images_per_s": worst["tensors_images_per_s"],
                 "ratio_app_vs_raw": worst["ratio"],
                 "target": TARGET_BATCH,
-                "target_met": all(r["ratio"] >= TARGET_BATCH for r in rows),
+                "target_met": all(r["ratio"] >= TARGET_BATCH for r in app),
             },
             "single_dominated_by_model": one["model_share"] >= 0.5,
             "notes": [
                 "files = Predictor.predict_paths on the files; tensors = Predictor.probs on the same images "
-                "decoded and batched beforehand; ratio = files / tensors; batch = the worst (set, cores)",
+                "decoded and batched beforehand; ratio = files / tensors; batch = the worst (set, cores) at the app's "
+                "own choice of loading threads (workers auto) when measured",
                 "single (224 px chest JPEG): load = decode + downscale + validation resize + to tensor; "
                 "model = normalise + forward",
             ],

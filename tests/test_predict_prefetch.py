@@ -193,10 +193,14 @@ def test_prefetch_raises_a_load_error_at_its_batch_and_stops_when_left():
     assert list(prefetch.prefetched([], load, 4, workers=2)) == []
 
 
-def test_decode_threads_leave_the_cores_to_a_cpu_model(monkeypatch):
-    for cores, on_cpu, on_gpu in ((1, 0, 1), (2, 1, 2), (3, 1, 3), (8, 4, 4), (64, 4, 4)):
+def test_loading_threads_per_core_count(monkeypatch):
+    # GPU model: decode threads, one per core up to 4
+    for cores, want in ((1, 1), (2, 2), (3, 3), (8, 4), (64, 4)):
         monkeypatch.setattr(prefetch, "usable_cores", lambda n=cores: n)
-        assert (prefetch.decode_workers(True), prefetch.decode_workers(False)) == (on_cpu, on_gpu), cores
+        assert prefetch.decode_workers() == want, cores
+    # CPU model: (threads that decode and run the model, torch threads each); none on one thread
+    for threads, want in ((1, (0, 1)), (2, (2, 1)), (3, (3, 1)), (8, (4, 2)), (64, (4, 16))):
+        assert prefetch.cpu_workers(threads) == want, threads
 
 
 def test_batches_ahead_keep_to_the_memory_budget():
@@ -205,3 +209,34 @@ def test_batches_ahead_keep_to_the_memory_budget():
     assert prefetch.batches_ahead(4, prefetch.PREFETCH_BYTES * 3) == 1  # one batch, however large
     with pytest.raises(ValueError):
         list(prefetch.prefetched([1], list, 0))
+
+
+def test_cpu_model_threads_share_the_torch_threads_and_leave_the_callers_count(tmp_path, monkeypatch):
+    pred = fixed_predictor("squish", "rgb")
+    paths, bad = mixed_files(tmp_path / "imgs")
+    want = serial_probs(pred, [p for p in paths if p not in bad])
+    seen, probs = [], pred.probs
+
+    def recording(batch, tta=False):
+        seen.append((threading.current_thread().name, torch.get_num_threads()))
+        return probs(batch, tta=tta)
+
+    monkeypatch.setattr(pred, "probs", recording)
+    monkeypatch.setattr(prefetch, "usable_cores", lambda: 4)
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        df, _ = pred.predict_paths(paths, batch_size=4)  # 4 threads: 4 model threads with 1 torch thread each
+        np.testing.assert_allclose(df[["prob_a", "prob_b", "prob_c"]].to_numpy(), want, atol=1e-6)
+        assert seen and all(name.startswith("load") and n == 1 for name, n in seen), seen
+        assert torch.get_num_threads() == 4
+        later: list[int] = []  # a thread started afterwards begins with the caller's count, not the workers'
+        t = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+        t.start(), t.join()
+        assert later == [4]
+        seen.clear()
+        torch.set_num_threads(1)  # one thread: every batch decoded and run in the caller
+        pred.predict_paths(paths, batch_size=4)
+        assert seen and all(name == threading.current_thread().name and n == 1 for name, n in seen)
+    finally:
+        torch.set_num_threads(before)

@@ -11,13 +11,14 @@ import logging
 import math
 import os
 import re
+import stat
 import struct
 import threading
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, BinaryIO, TypeVar, cast
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -412,12 +413,12 @@ def _check_file(path: str | os.PathLike) -> Path:
     """The path as a readable, non-empty file, or an ImageError."""
     p = Path(path)
     try:
-        st = p.stat()
+        st = os.stat(p)  # one stat answers all three questions
     except FileNotFoundError:
         raise ImageError("file not found") from None
     except OSError as e:
         raise ImageError(f"cannot read file ({e.strerror or type(e).__name__})") from None
-    if p.is_dir():
+    if stat.S_ISDIR(st.st_mode):
         raise ImageError("is a folder, not a file")
     if st.st_size == 0:
         raise ImageError("empty file")
@@ -473,13 +474,17 @@ def _raw_dataset_start(head: bytes) -> bool:
 @_quiet
 def is_dicom(path: str | os.PathLike) -> bool:
     """True when the file's content is DICOM: 'DICM' magic, or a dataset written without file meta."""
-    head = _head(Path(path), 256)
+    return _dicom_content(Path(path), _head(Path(path), 256))
+
+
+def _dicom_content(path: Path, head: bytes) -> bool:
+    """is_dicom for a file whose first 256 bytes are `head` (the raw-dataset case reads the header to be sure)."""
     if head[128:132] == b"DICM":
         return True
     if not _raw_dataset_start(head):
         return False
     try:
-        return len(_dcmread(Path(path), force=True, stop_before_pixels=True)) > 0
+        return len(_dcmread(path, force=True, stop_before_pixels=True)) > 0
     except Exception:
         return False
 
@@ -525,9 +530,17 @@ def inspect_image(
 def read_image(path: str | os.PathLike, window: Window | None = None, frame: int = 0) -> Image.Image:
     """8-bit "L" (greyscale source) or "RGB" (colour source); `window` applies to DICOM only; frame 0 = first."""
     p = _check_file(path)
-    if _wants_dicom(p):
+    if p.suffix.lower() in DICOM_EXTS:
         return _read_dicom_image(p, window, frame)
-    return _read_raster(p, frame)
+    try:
+        f = open(p, "rb")  # one open for the DICOM sniff and the decode
+    except OSError as e:
+        raise ImageError(user_reason(e)) from None
+    with f:
+        if _dicom_content(p, f.read(256)):
+            return _read_dicom_image(p, window, frame)
+        f.seek(0)
+        return _read_raster(p, frame, f)
 
 
 def check_not_flat(im: Image.Image) -> Image.Image:
@@ -570,11 +583,12 @@ def _pillow_guard() -> Iterator[None]:
         raise ImageError("truncated or corrupt image data" + (f" ({detail})" if detail else "")) from None
 
 
-def _open_raster(path: Path) -> Image.Image:
-    """Open (header only) with decompression bombs and non-images refused."""
+def _open_raster(path: Path, fp: BinaryIO | None = None) -> Image.Image:
+    """Open (header only) with decompression bombs and non-images refused; from `fp` (the file at `path`, opened
+    by the caller, who closes it) when given."""
     try:
         with _pillow_guard():
-            im = Image.open(path, formats=RASTER_FORMATS)
+            im = Image.open(path if fp is None else fp, formats=RASTER_FORMATS)
     except ImageError as e:
         if not isinstance(e.__context__, UnidentifiedImageError):
             raise
@@ -600,9 +614,9 @@ def _inspect_raster(path: Path) -> ImageInfo:
         return ImageInfo(im.width, im.height, "image", im.mode, frames, _BITS.get(im.mode, 8))
 
 
-def _read_raster(path: Path, frame: int = 0) -> Image.Image:
-    """Decode one frame of a raster file and normalise it to L or RGB."""
-    with _open_raster(path) as im, _pillow_guard():
+def _read_raster(path: Path, frame: int = 0, fp: BinaryIO | None = None) -> Image.Image:
+    """Decode one frame of a raster file (from `fp`, the file opened, when given) and normalise it to L or RGB."""
+    with _open_raster(path, fp) as im, _pillow_guard():
         _seek(im, frame)
         _check_pixels(*im.size)
         with _BUDGET.hold(raster_decode_bytes(im.width, im.height, im.mode)):

@@ -1,11 +1,14 @@
-"""Batches decoded ahead of their consumer by background threads, in order, with a bounded number in flight.
+"""Batches loaded ahead of their consumer by background threads, in order, with a bounded number in flight.
 
-Prediction decodes files while the model runs on the batch before: PIL's and pydicom's decoders, resizing and
-numpy copies release the GIL, so a decode thread and PyTorch's own threads work at the same time on several
-cores (on a single core there is nothing to overlap but file reads: `decode_workers` gives 0 threads there and
-batches are decoded in turn with the model's). Each task decodes a whole batch (one future per batch, not per
-image), so the consumer's loop has no per-image Python. At most `ahead` batches are decoded or
-being decoded while the consumer holds one: that bounds the memory decoded images take.
+Prediction on a CPU gives each thread a whole batch: decode it, then run the model on it with a share of the
+torch threads (`cpu_workers`: on 2 cores, two threads with one torch thread each). PyTorch releases the GIL
+while it computes, so one thread's model runs while another decodes, and a model on one thread per core does
+more per core than one model on both (bench_predict.py: 0.73 -> 0.86-0.96 of the model's speed on decoded
+tensors on 2 cores); a single thread runs batches in turn (nothing to overlap on one core). With the model
+on a GPU the threads only decode (`decode_workers`: the CPU's whole job) and the model runs in the consumer.
+Each task is a whole batch (one future per batch, not per image), so the consumer's loop has no per-image
+Python. At most `ahead` batches are loaded or being loaded while the consumer holds one: that bounds the
+memory decoded images take.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 
-MAX_WORKERS = 4  # decode threads at most: beyond that the model, not decoding, is the limit on a CPU
+MAX_WORKERS = 4  # loading threads at most (each holds a batch; a CPU model's threads share the cores)
 PREFETCH_BYTES = 256 * 2**20  # decoded batches held ahead of the model, at most (at least one batch)
 
 
@@ -31,16 +34,22 @@ def usable_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def decode_workers(model_on_cpu: bool = True) -> int:
-    """Decode threads for this process, at most MAX_WORKERS. With the model on the CPU its own threads use every
-    core and decoding is the smaller share of the work: one thread per two cores, and none on a single core,
-    where a thread cannot add CPU and its switches with the model's thread cost CPU time (0.12 ms an image,
-    8 % at 32 px, bench_predict.py); the batches are then decoded between the model's. With the model on a GPU
-    decoding is the CPU's whole job: one thread per core."""
-    cores = usable_cores()
-    if model_on_cpu:
-        return min(MAX_WORKERS, cores // 2)
-    return max(1, min(MAX_WORKERS, cores))
+def decode_workers() -> int:
+    """Decode threads for a model on a GPU (decoding is then the CPU's whole job): one per core, at most
+    MAX_WORKERS."""
+    return max(1, min(MAX_WORKERS, usable_cores()))
+
+
+def cpu_workers(threads: int) -> tuple[int, int]:
+    """(threads that each decode a batch and run the model on it, torch threads for each) for a model on the
+    CPU allowed `threads` torch threads. One thread: none (the caller decodes and runs each batch in turn; a
+    thread would only add switches, 0.12 ms an image at 32 px). More: one model thread per core, at most
+    MAX_WORKERS, sharing the torch threads (a model per core measured faster than one model on every core at
+    the sizes the app plans from scratch, and keeps every core busy while one thread decodes)."""
+    if threads < 2:
+        return 0, 1
+    workers = min(MAX_WORKERS, threads)
+    return workers, max(1, threads // workers)
 
 
 def batches_ahead(workers: int, batch_bytes: int) -> int:
@@ -54,11 +63,13 @@ def prefetched(
     batch_size: int,
     workers: int = 1,
     ahead: int = 2,
+    init: Callable[[], object] | None = None,
 ) -> Iterator[R]:
     """load(batch) for consecutive batches of `items`, in order; `workers` threads run up to `ahead` loads ahead.
 
-    workers=0 loads each batch in the caller's thread when it is asked for (no thread, nothing ahead). An
-    exception of `load` is raised here, at its batch. Leaving the loop early cancels the loads not started.
+    workers=0 loads each batch in the caller's thread when it is asked for (no thread, nothing ahead). `init()`
+    runs once in each thread before its first load. An exception of `load` is raised here, at its batch.
+    Leaving the loop early cancels the loads not started.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -66,7 +77,7 @@ def prefetched(
     if workers < 1:
         yield from map(load, chunks)
         return
-    pool = ThreadPoolExecutor(workers, thread_name_prefix="decode")
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="load", initializer=init)
     pending: deque[Future[R]] = deque()
     try:
         for chunk in chunks:

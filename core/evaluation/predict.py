@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,25 @@ class Predictor:
                 bad.append({"path": p, "reason": str(err)})
         return good, np.stack(pixels) if pixels else None, bad
 
+    def _loads(self, workers: int | None, tta: bool) -> tuple[_BatchLoad, Callable[[], object] | None, int]:
+        """(the per-batch load for predict_paths, the loading threads' initialiser, this thread's torch threads).
+
+        CPU: a load decodes and runs the model (probabilities out), each thread on its share of the torch
+        threads. GPU: a load decodes (pixels out) and the caller runs the model on the device.
+        """
+        caller_threads = torch.get_num_threads()
+        if self.device.type != "cpu":
+            n = prefetch.decode_workers() if workers is None else workers
+            return _BatchLoad(self, n, run_model=False, tta=tta), None, caller_threads
+        threads = min(caller_threads, prefetch.usable_cores())
+        n, each = (
+            prefetch.cpu_workers(threads)
+            if workers is None
+            else (workers, max(1, threads // max(1, workers)))
+        )
+        init = functools.partial(torch.set_num_threads, each) if n else None
+        return _BatchLoad(self, n, run_model=True, tta=tta), init, caller_threads
+
     def predict_paths(
         self,
         paths: list[str],
@@ -198,22 +218,31 @@ class Predictor:
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(predictions, problems) for many files; a broken file is reported, the rest are predicted.
 
-        Files are decoded by `workers` threads (default: prefetch.decode_workers; 0: in this thread) a few batches
-        ahead of the model (core.data.prefetch); batches go to the GPU when there is one. The table has every class probability, the predicted class
-        and the threshold used; with `labels` (unknown or empty ones are left blank) it also has `label`.
+        On a CPU, `workers` threads (default: prefetch.cpu_workers of this thread's torch threads; 0: all in this
+        thread) each decode a batch and run the model on it with their share of the torch threads, in order; on
+        a GPU they only decode, a few batches ahead of the model (default prefetch.decode_workers; 0: in this
+        thread). The table has every class probability, the predicted class and the threshold used; with
+        `labels` (unknown or empty ones are left blank) it also has `label`.
         """
         paths = [str(p) for p in paths]
         good, probs, problems = [], [], []
         steps.report(progress, "files", 0, len(paths))
-        workers = prefetch.decode_workers(self.device.type == "cpu") if workers is None else workers
         per_image = self.img_size**2 * (1 if self.reader.channels == "grey" else 3)
+        batches, init, caller_threads = self._loads(workers, tta)
+        workers = batches.workers
         ahead = prefetch.batches_ahead(workers, batch_size * per_image)
-        for ok, pixels, bad in prefetch.prefetched(paths, self._load_batch, batch_size, workers, ahead):
-            problems += bad
-            if pixels is not None:
-                probs.append(self.probs(as_batch(pixels, self.device), tta=tta))
-                good += ok
-            steps.report(progress, "files", len(good) + len(problems), len(paths))
+        try:
+            for ok, out, bad in prefetch.prefetched(paths, batches, batch_size, workers, ahead, init):
+                problems += bad
+                if out is not None:
+                    probs.append(
+                        out if batches.run_model else self.probs(as_batch(out, self.device), tta=tta)
+                    )
+                    good += ok
+                steps.report(progress, "files", len(good) + len(problems), len(paths))
+        finally:
+            if init is not None:  # a thread's set_num_threads also sets the count new threads start with
+                torch.set_num_threads(caller_threads)
         probs_arr = np.concatenate(probs) if probs else np.zeros((0, len(self.classes)))
         df = self._frame(good, probs_arr, threshold)
         if labels is not None:
@@ -241,6 +270,23 @@ class Predictor:
         if self.set_rule is not None and self.conformal is not None:
             df = conformal.add_sets(df, self.classes, self.conformal, self.set_rule)
         return df
+
+
+@dataclass
+class _BatchLoad:
+    """One batch of paths -> (paths decoded, their probabilities, or their pixels for the caller's model, problems)."""
+
+    pred: Predictor
+    workers: int
+    run_model: bool
+    tta: bool
+
+    def __call__(self, paths: Sequence[str]) -> tuple[list[str], np.ndarray | None, list[dict[str, str]]]:
+        """Decode the batch; run the model on it here when this load owns the model (CPU)."""
+        ok, pixels, bad = self.pred._load_batch(paths)
+        if pixels is None or not self.run_model:
+            return ok, pixels, bad
+        return ok, self.pred.probs(as_batch(pixels, self.pred.device), tta=self.tta), bad
 
 
 def as_predictor(model: str | Path | Predictor) -> Predictor:
