@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, TypeVar, cast
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from core.base.config import Window
 from core.base.fmt import megabytes
@@ -634,11 +634,17 @@ def _seek(im: Image.Image, frame: int) -> None:
 
 
 def _exif_transpose(im: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation tag; a broken EXIF block leaves the image as stored."""
+    """Apply the EXIF (or XMP) orientation tag; a broken EXIF block leaves the image as stored. Pillow's
+    exif_transpose copies the image when there is nothing to turn: `im` itself is returned then."""
     try:
+        if im.getexif().get(ExifTags.Base.Orientation, 1) not in _TURNED:
+            return im
         return ImageOps.exif_transpose(im) or im
     except Exception:
         return im
+
+
+_TURNED = range(2, 9)  # EXIF orientations other than "as stored" (1)
 
 
 def to_8bit(im: Image.Image) -> Image.Image:
