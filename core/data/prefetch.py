@@ -3,7 +3,7 @@
 Prediction on a CPU gives each thread a whole batch: decode it, then run the model on it with a share of the
 torch threads (`cpu_workers`: on 2 cores, two threads with one torch thread each). PyTorch releases the GIL
 while it computes, so one thread's model runs while another decodes, and a model on one thread per core does
-more per core than one model on both (bench_predict.py: 0.73 -> 0.86-0.96 of the model's speed on decoded
+more per core than one model on both (bench_predict.py: 0.73 -> 0.82-1.01 of the model's speed on decoded
 tensors on 2 cores); a single thread runs batches in turn (nothing to overlap on one core). With the model
 on a GPU the threads only decode (`decode_workers`: the CPU's whole job) and the model runs in the consumer.
 Each task is a whole batch (one future per batch, not per image), so the consumer's loop has no per-image
