@@ -174,7 +174,8 @@ def child(spec: dict[str, Any]) -> None:
         pred = Predictor(save_model(spec["arch"], spec["img_size"], home / "fixed-model"), device="cpu")
         workers = None if spec["workers"] == "auto" else int(spec["workers"])
         out = files_vs_tensors(pred, paths, spec["bs"], spec["rounds"], workers)
-        used = prefetch.cpu_workers(torch.get_num_threads())[0] if workers is None else workers
+        plan = prefetch.cpu_plan(torch.get_num_threads(), spec["bs"] * spec["img_size"] ** 2)
+        used = plan.workers if workers is None else workers
     c.emit(
         {**spec, "cpus": cpus, "n": len(paths), **out, "decode_threads": used, "load_avg": os.getloadavg()}
     )

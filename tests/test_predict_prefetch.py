@@ -198,9 +198,18 @@ def test_loading_threads_per_core_count(monkeypatch):
     for cores, want in ((1, 1), (2, 2), (3, 3), (8, 4), (64, 4)):
         monkeypatch.setattr(prefetch, "usable_cores", lambda n=cores: n)
         assert prefetch.decode_workers() == want, cores
-    # CPU model: (threads that decode and run the model, torch threads each); none on one thread
+    # CPU model, small batches: threads that decode and run the model, sharing the torch threads; none on one
+    small = 32 * 32 * 32
     for threads, want in ((1, (0, 1)), (2, (2, 1)), (3, (3, 1)), (8, (4, 2)), (64, (4, 16))):
-        assert prefetch.cpu_workers(threads) == want, threads
+        plan = prefetch.cpu_plan(threads, small)
+        assert (plan.workers, plan.torch_threads) == want and plan.run_model, threads
+    # as many model threads as their forward passes fit in MODEL_MEMORY_BYTES
+    per_batch = 32 * 224 * 224 * prefetch.ACTIVATION_BYTES_PER_PIXEL
+    assert prefetch.cpu_plan(8, 32 * 224 * 224).workers == prefetch.MODEL_MEMORY_BYTES // per_batch >= 2
+    # room for one forward pass only: decode threads (one per two cores) ahead of one model on every thread
+    big = prefetch.cpu_plan(8, 32 * 640 * 640)
+    assert (big.workers, big.run_model, big.torch_threads) == (4, False, 8)
+    assert prefetch.cpu_plan(2, 32 * 640 * 640) == prefetch.LoadPlan(1, False, 2)
 
 
 def test_batches_ahead_keep_to_the_memory_budget():
@@ -234,6 +243,14 @@ def test_cpu_model_threads_share_the_torch_threads_and_leave_the_callers_count(t
         t = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
         t.start(), t.join()
         assert later == [4]
+        seen.clear()
+        with (
+            monkeypatch.context() as m
+        ):  # no room for two forward passes: decode threads, the model in the caller
+            m.setattr(prefetch, "MODEL_MEMORY_BYTES", 1)
+            df, _ = pred.predict_paths(paths, batch_size=4)
+        np.testing.assert_allclose(df[["prob_a", "prob_b", "prob_c"]].to_numpy(), want, atol=1e-6)
+        assert seen and all(name == threading.current_thread().name and n == 4 for name, n in seen), seen
         seen.clear()
         torch.set_num_threads(1)  # one thread: every batch decoded and run in the caller
         pred.predict_paths(paths, batch_size=4)

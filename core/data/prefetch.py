@@ -1,11 +1,12 @@
 """Batches loaded ahead of their consumer by background threads, in order, with a bounded number in flight.
 
 Prediction on a CPU gives each thread a whole batch: decode it, then run the model on it with a share of the
-torch threads (`cpu_workers`: on 2 cores, two threads with one torch thread each). PyTorch releases the GIL
+torch threads (`cpu_plan`: on 2 cores, two threads with one torch thread each). PyTorch releases the GIL
 while it computes, so one thread's model runs while another decodes, and a model on one thread per core does
 more per core than one model on both (bench_predict.py: 0.73 -> 0.82-1.01 of the model's speed on decoded
 tensors on 2 cores); a single thread runs batches in turn (nothing to overlap on one core). With the model
-on a GPU the threads only decode (`decode_workers`: the CPU's whole job) and the model runs in the consumer.
+on a GPU, or batches too large for several forward passes at once, the threads only decode (`decode_workers`)
+and the model runs in the consumer.
 Each task is a whole batch (one future per batch, not per image), so the consumer's loop has no per-image
 Python. At most `ahead` batches are loaded or being loaded while the consumer holds one: that bounds the
 memory decoded images take.
@@ -17,6 +18,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -24,6 +26,10 @@ R = TypeVar("R")
 
 MAX_WORKERS = 4  # loading threads at most (each holds a batch; a CPU model's threads share the cores)
 PREFETCH_BYTES = 256 * 2**20  # decoded batches held ahead of the model, at most (at least one batch)
+MODEL_MEMORY_BYTES = 2**30  # the forward passes that prediction threads run at once may hold this much, about
+ACTIVATION_BYTES_PER_PIXEL = (
+    256  # a forward pass's peak, per image pixel of its batch (resnet18 128, resnet50 250)
+)
 
 
 def usable_cores() -> int:
@@ -40,16 +46,35 @@ def decode_workers() -> int:
     return max(1, min(MAX_WORKERS, usable_cores()))
 
 
-def cpu_workers(threads: int) -> tuple[int, int]:
-    """(threads that each decode a batch and run the model on it, torch threads for each) for a model on the
-    CPU allowed `threads` torch threads. One thread: none (the caller decodes and runs each batch in turn; a
-    thread would only add switches, 0.12 ms an image at 32 px). More: one model thread per core, at most
-    MAX_WORKERS, sharing the torch threads (a model per core measured faster than one model on every core at
-    the sizes the app plans from scratch, and keeps every core busy while one thread decodes)."""
+@dataclass(frozen=True)
+class LoadPlan:
+    """How prediction loads its batches: `workers` threads (0: the caller, in turn); `run_model`: each thread
+    also runs the model on its batch with `torch_threads` torch threads (else the threads only decode, ahead of
+    the model in the caller)."""
+
+    workers: int
+    run_model: bool
+    torch_threads: int
+
+
+def cpu_plan(threads: int, batch_pixels: int) -> LoadPlan:
+    """The plan for a model on the CPU allowed `threads` torch threads, for batches of `batch_pixels` pixels
+    (batch size x side x side).
+
+    One thread: the caller decodes and runs each batch in turn (a thread would only add switches, 0.12 ms an
+    image at 32 px). More: one model thread per core, at most MAX_WORKERS, sharing the torch threads (a model
+    per core measured faster than one model on every core at the sizes the app plans from scratch, and keeps
+    every core busy while one thread decodes), as many as their forward passes' activations fit in
+    MODEL_MEMORY_BYTES; when only one fits (large images or batches), one decode thread per two cores works
+    ahead of one model on every thread, in the caller.
+    """
     if threads < 2:
-        return 0, 1
-    workers = min(MAX_WORKERS, threads)
-    return workers, max(1, threads // workers)
+        return LoadPlan(0, True, 1)
+    fit = MODEL_MEMORY_BYTES // max(1, batch_pixels * ACTIVATION_BYTES_PER_PIXEL)
+    workers = min(MAX_WORKERS, threads, fit)
+    if workers >= 2:
+        return LoadPlan(workers, True, max(1, threads // workers))
+    return LoadPlan(max(1, min(MAX_WORKERS, threads // 2)), False, threads)
 
 
 def batches_ahead(workers: int, batch_bytes: int) -> int:

@@ -187,24 +187,28 @@ class Predictor:
                 bad.append({"path": p, "reason": str(err)})
         return good, np.stack(pixels) if pixels else None, bad
 
-    def _loads(self, workers: int | None, tta: bool) -> tuple[_BatchLoad, Callable[[], object] | None, int]:
+    def _loads(
+        self, workers: int | None, tta: bool, batch_size: int
+    ) -> tuple[_BatchLoad, Callable[[], object] | None, int]:
         """(the per-batch load for predict_paths, the loading threads' initialiser, this thread's torch threads).
 
-        CPU: a load decodes and runs the model (probabilities out), each thread on its share of the torch
-        threads. GPU: a load decodes (pixels out) and the caller runs the model on the device.
+        CPU (prefetch.cpu_plan; `workers` given: that many threads running the model): a load decodes and runs
+        the model (probabilities out), each thread on its share of the torch threads; or, for batches too large
+        to run several at once, it decodes (pixels out) and the caller runs the model. GPU: a load decodes and
+        the caller runs the model on the device.
         """
         caller_threads = torch.get_num_threads()
         if self.device.type != "cpu":
             n = prefetch.decode_workers() if workers is None else workers
             return _BatchLoad(self, n, run_model=False, tta=tta), None, caller_threads
         threads = min(caller_threads, prefetch.usable_cores())
-        n, each = (
-            prefetch.cpu_workers(threads)
-            if workers is None
-            else (workers, max(1, threads // max(1, workers)))
-        )
-        init = functools.partial(torch.set_num_threads, each) if n else None
-        return _BatchLoad(self, n, run_model=True, tta=tta), init, caller_threads
+        if workers is None:
+            plan = prefetch.cpu_plan(threads, batch_size * self.img_size**2)
+        else:
+            plan = prefetch.LoadPlan(workers, True, max(1, threads // max(1, workers)))
+        own = plan.run_model and plan.workers > 0  # threads with their own torch thread count
+        init = functools.partial(torch.set_num_threads, plan.torch_threads) if own else None
+        return _BatchLoad(self, plan.workers, run_model=plan.run_model, tta=tta), init, caller_threads
 
     def predict_paths(
         self,
@@ -218,17 +222,17 @@ class Predictor:
     ) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(predictions, problems) for many files; a broken file is reported, the rest are predicted.
 
-        On a CPU, `workers` threads (default: prefetch.cpu_workers of this thread's torch threads; 0: all in this
+        On a CPU, `workers` threads (default: prefetch.cpu_plan of this thread's torch threads; 0: all in this
         thread) each decode a batch and run the model on it with their share of the torch threads, in order; on
-        a GPU they only decode, a few batches ahead of the model (default prefetch.decode_workers; 0: in this
-        thread). The table has every class probability, the predicted class and the threshold used; with
+        a GPU (or, by default, for batches too large to run several at once) they only decode, a few batches
+        ahead of the model (default prefetch.decode_workers; 0: in this thread). The table has every class probability, the predicted class and the threshold used; with
         `labels` (unknown or empty ones are left blank) it also has `label`.
         """
         paths = [str(p) for p in paths]
         good, probs, problems = [], [], []
         steps.report(progress, "files", 0, len(paths))
         per_image = self.img_size**2 * (1 if self.reader.channels == "grey" else 3)
-        batches, init, caller_threads = self._loads(workers, tta)
+        batches, init, caller_threads = self._loads(workers, tta, batch_size)
         workers = batches.workers
         ahead = prefetch.batches_ahead(workers, batch_size * per_image)
         try:
