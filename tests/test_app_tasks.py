@@ -329,9 +329,8 @@ def test_a_finding_added_from_suspect_labels_is_written_in_the_sources_format(tr
 
     expected = relabel.apply(action, given)
     assert table.loc[name, "label"] == (src.no_finding if expected == lab.EMPTY else expected)
-    assert (
-        at.session_state["run_config"]["data"]["task"]["type"] == "multilabel"
-    )  # the run's settings carried
+    # the run's settings carried
+    assert at.session_state["run_config"]["data"]["task"]["type"] == "multilabel"
 
 
 def test_a_grade_changed_from_suspect_grades_keeps_the_grades_and_the_runs_order(trained, tmp_path):

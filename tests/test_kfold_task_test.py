@@ -169,15 +169,13 @@ def test_a_task_kfold_run_scores_its_test_split(tmp_path, task, final):
         expected = ordinal.predictions_frame(test["path"], ens_probs, GRADES, label=test["label"])
         assert scored["test_ensemble"] == pytest.approx(ordinal.point_metrics(expected, GRADES), nan_ok=True)
         assert {"qwk", "mae", "off_by_one_accuracy"} <= set(scored["test"])
-    ev = bytask.evaluate_run(
-        run.path, n_resamples=50
-    )  # what the Evaluation page, the report and the CLI show
+    # what the Evaluation page, the report and the CLI show
+    ev = bytask.evaluate_run(run.path, n_resamples=50)
     name = "macro_roc_auc" if task == "multilabel" else "qwk"
     ci = ev["sets"]["test"]["ci"][name]
     assert ev["sets"]["test"]["n"] == 10 and {"lo", "hi"} <= set(ci)
-    assert ci["value"] == pytest.approx(
-        scored["test"][name], nan_ok=True
-    )  # metrics.json's number, with its CI
+    # metrics.json's number, with its CI
+    assert ci["value"] == pytest.approx(scored["test"][name], nan_ok=True)
 
 
 def test_a_task_run_without_a_test_split_is_unchanged(tmp_path):

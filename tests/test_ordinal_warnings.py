@@ -22,9 +22,8 @@ def _frame(y: np.ndarray, pred: np.ndarray) -> pd.DataFrame:
 
 def test_grades_independent_of_the_truth_are_called_chance():
     y = np.tile(np.arange(5), 20)  # every grade 20 times
-    pred = np.repeat(
-        np.arange(5), 20
-    )  # every grade predicted 20 times, each pairing equally often: QWK exactly 0
+    # every grade predicted 20 times, each pairing equally often: QWK exactly 0
+    pred = np.repeat(np.arange(5), 20)
     df = _frame(y, pred)
     assert ordinal.qwk(y, pred, 5) == 0.0
     warnings = ordinal.frame_warnings(df, GRADES)

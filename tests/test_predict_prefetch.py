@@ -244,9 +244,8 @@ def test_cpu_model_threads_share_the_torch_threads_and_leave_the_callers_count(t
         t.start(), t.join()
         assert later == [4]
         seen.clear()
-        with (
-            monkeypatch.context() as m
-        ):  # no room for two forward passes: decode threads, the model in the caller
+        # no room for two forward passes: decode threads, the model in the caller
+        with monkeypatch.context() as m:
             m.setattr(prefetch, "MODEL_MEMORY_BYTES", 1)
             df, _ = pred.predict_paths(paths, batch_size=4)
         np.testing.assert_allclose(df[["prob_a", "prob_b", "prob_c"]].to_numpy(), want, atol=1e-6)

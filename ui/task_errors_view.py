@@ -42,9 +42,8 @@ def task_checks(job: jobs.Job, ev: dict[str, Any], frames: dict[str, pd.DataFram
     set_ev = ev["sets"][set_name]
     df = taskerrors.decided(set_ev, frames[set_name])
     run = corrections.run_config(job)
-    src = (
-        run.source if run is not None and set_name != "external" else None
-    )  # external images: not its source
+    # external images: not its source
+    src = run.source if run is not None and set_name != "external" else None
     top_losses_section(job, set_ev, df, set_name, src)
     if set_ev["task"] == "multilabel":
         finding_cells(job, set_ev, df, src)

@@ -79,10 +79,8 @@ def _logit(x: torch.Tensor) -> torch.Tensor:
 class BatchAugment(RandTransform):
     """flip / warp / rotate / zoom (one resample, zero padding) then brightness and contrast, on training batches."""
 
-    order, split_idx = (
-        30,
-        None,
-    )  # fastai's affine step runs on every split (validation draws its warp numbers)
+    # fastai's affine step runs on every split (validation draws its warp numbers)
+    order, split_idx = 30, None
 
     def __init__(self, a: AugConfig):
         super().__init__()

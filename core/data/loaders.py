@@ -111,9 +111,8 @@ def batch_transforms(cfg: DataConfig, stats: tuple[list[float], list[float]] | N
 
     tfms: list = []
     a = cfg.aug
-    if covers(
-        a
-    ):  # the same pictures as fastai's transforms below, a fraction of their cost (core.data.augment)
+    # the same pictures as fastai's transforms below, a fraction of their cost (core.data.augment)
+    if covers(a):
         tfms.append(BatchAugment(a))
     elif a.enabled:
         tfms += aug_transforms(

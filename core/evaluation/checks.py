@@ -65,9 +65,8 @@ FEATURE_WORDS = {
     "std": "contrast (brightness spread)",
     **{t: f"the DICOM tag {t}" for t in DICOM_TEXT_TAGS + DICOM_NUMBER_TAGS},
 }
-EXCLUDED = (
-    relabel.EXCLUDED
-)  # the new label of an item left out (core.evaluation.relabel: corrections by task)
+# the new label of an item left out (core.evaluation.relabel: corrections by task)
+EXCLUDED = relabel.EXCLUDED
 
 
 # ---------------------------------------------------------------- per-image features

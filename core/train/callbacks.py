@@ -233,9 +233,8 @@ class BestCheckpoint(_Tracker):
         self.file, self.progress = Path(path), progress
         self.held: dict[str, torch.Tensor] | None = None  # the best weights not yet written
         self.held_epoch = -1
-        self.trained_s: float | None = (
-            None  # seconds of epochs since the last write (None: nothing written yet)
-        )
+        # seconds of epochs since the last write (None: nothing written yet)
+        self.trained_s: float | None = None
         self.last_s, self.t0 = 0.0, 0.0  # how long the last write took; when this epoch began
 
     def before_epoch(self):

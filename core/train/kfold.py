@@ -170,9 +170,8 @@ def combine_folds(
     if task is None:  # single-label: fold models and the final model get the OOF's temperature and scores
         stamp_models(run, oof_df, classes, "oof", temp)
     progress.update(force=True, phase="testing")
-    scored = score_test(
-        run, items, classes, cfg, task
-    )  # the test split: final model (else ensemble) + ensemble
+    # the test split: final model (else ensemble) + ensemble
+    scored = score_test(run, items, classes, cfg, task)
     summary.update({"test_model": scored.pop("test_model")} if scored else {})
     metrics.update(scored)
     _finish(run_dir, summary, progress, cfg)

@@ -243,9 +243,8 @@ class SaveResumeState(Callback):
         if self.trained_s is not None:
             self.trained_s += start - self.t0
         if due(self.clock.now(), self.planned, self.trained_s, self.last_s):
-            for (
-                cb
-            ) in self.learn.cbs:  # the best checkpoint on disk must not be older than the state resumed from
+            # the best checkpoint on disk must not be older than the state resumed from
+            for cb in self.learn.cbs:
                 if isinstance(cb, BestCheckpoint):
                     cb.flush()
             write(capture(self.learn, self.clock.now(), self.clock.fits, self.planned), self.path)
