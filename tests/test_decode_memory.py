@@ -94,3 +94,26 @@ def test_large_blocks_are_unmapped_only_while_a_large_decode_runs(monkeypatch):
     worker.join(10)
     assert calls == [imaging._MMAP_FROM, imaging._HEAP_UP_TO]
     assert budget.used == 0 and budget.large == 0
+
+
+def test_small_decodes_skip_the_budget_and_large_ones_wait_for_it(monkeypatch):
+    """A decode under _SMALL_DECODE bytes neither waits nor counts (the budget is at least 1 MB); one at it does."""
+    from core.data import imaging
+
+    monkeypatch.setenv(imaging.DECODE_MEMORY_ENV, "1")
+    budget = imaging._DecodeBudget()
+    done = {"small": threading.Event(), "large": threading.Event()}
+
+    def decode(kind: str, nbytes: int) -> None:
+        with budget.hold(nbytes):
+            done[kind].set()
+
+    with budget.hold(900_000):  # most of the 1 MB
+        small = threading.Thread(target=decode, args=("small", imaging._SMALL_DECODE - 1))
+        large = threading.Thread(target=decode, args=("large", imaging._SMALL_DECODE))
+        small.start(), large.start()
+        assert done["small"].wait(10)  # did not wait for the budget
+        assert not done["large"].wait(0.3)  # 900 kB + 256 kB > 1 MB: waits
+        assert budget.used == 900_000
+    large.join(10), small.join(10)
+    assert done["large"].is_set() and budget.used == 0

@@ -797,6 +797,43 @@ def test_cache_hit_miss_and_downscale(tmp_path):
     assert not list((tmp_path / "cache").rglob("*.tmp"))
 
 
+@pytest.mark.parametrize("shape", [(224, 224), (300, 170), (97, 640), (1000, 800)])
+def test_downscale_of_grey_saved_as_rgb_is_the_rgb_resize(shape):
+    """A grey picture saved as RGB is resized as one channel: the bytes of Pillow's RGB resize (also through
+    reducing_gap's reduce step, 1000 -> 100 px), and still RGB."""
+    from core.data.decode_cache import downscale, same_channels
+
+    grey = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    rgb = Image.fromarray(np.repeat(grey[:, :, None], 3, axis=2), "RGB")
+    assert same_channels(rgb)
+    for size in (100, 64, 31):
+        out = downscale(rgb, size)
+        w, h = rgb.size
+        if min(w, h) <= size:  # never enlarged
+            assert out is rgb
+            continue
+        new = (size, max(1, round(h * size / w))) if w <= h else (max(1, round(w * size / h)), size)
+        direct = rgb.resize(new, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        assert out.mode == "RGB" and out.size == direct.size
+        assert out.tobytes() == direct.tobytes()
+
+
+def test_same_channels_finds_one_differing_pixel():
+    """A colour image, or a grey one with one pixel off its grey anywhere, is not 'same channels'."""
+    from core.data.decode_cache import same_channels
+
+    grey = np.random.default_rng(1).integers(0, 256, (60, 80), dtype=np.uint8)
+    base = np.repeat(grey[:, :, None], 3, axis=2)
+    for y, x, c in [(0, 0, 1), (59, 79, 2), (30, 40, 1), (5, 70, 2)]:
+        off = base.copy()
+        off[y, x, c] ^= 1
+        assert not same_channels(Image.fromarray(off, "RGB"))
+    assert not same_channels(
+        Image.fromarray(np.random.default_rng(2).integers(0, 256, (60, 80, 3), dtype=np.uint8))
+    )
+    assert same_channels(Image.fromarray(base, "RGB"))
+
+
 def test_cache_default_root_is_the_app_cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("XRT_CACHE_DIR", str(tmp_path / "c"))
     Image.new("L", (8, 8)).save(tmp_path / "a.png")

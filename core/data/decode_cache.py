@@ -7,7 +7,7 @@ import os
 import zlib
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageChops
 
 from core.base.config import Window
 from core.base.fsutil import atomic_writer
@@ -18,7 +18,12 @@ from core.data.imaging import CACHE_VERSION, ImageError, log
 
 
 def downscale(im: Image.Image, size: int | None) -> Image.Image:
-    """Shrink so the shorter side == size (aspect kept); never enlarge; None -> unchanged."""
+    """Shrink so the shorter side == size (aspect kept); never enlarge; None -> unchanged.
+
+    An RGB image whose three channels are equal (a greyscale X-ray saved as colour, common) is resized as one
+    channel and expanded back: the same bytes, since Pillow resamples every band alike (tests/test_decode_cache.py),
+    at about half the cost (224 -> 128 px: 0.76 -> 0.42 ms with the check).
+    """
     if size is None:
         return im
     if size < 1:
@@ -28,7 +33,20 @@ def downscale(im: Image.Image, size: int | None) -> Image.Image:
     if short <= size:
         return im
     new = (size, max(1, round(h * size / w))) if w <= h else (max(1, round(w * size / h)), size)
+    if im.mode == "RGB" and same_channels(im):
+        return im.getchannel(0).resize(new, Image.Resampling.LANCZOS, reducing_gap=3.0).convert("RGB")
     return im.resize(new, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def same_channels(im: Image.Image) -> bool:
+    """True when the R, G and B channels of an RGB image are equal everywhere. A colour image is usually told by
+    its middle row (a few us); a grey one costs a full comparison in Pillow (about 50 us at 224 px)."""
+    w, h = im.size
+    row = im.crop((0, h // 2, w, h // 2 + 1)).tobytes()
+    if row[0::3] != row[1::3] or row[0::3] != row[2::3]:
+        return False
+    r, g, b = im.split()
+    return ImageChops.difference(r, g).getbbox() is None and ImageChops.difference(r, b).getbbox() is None
 
 
 class DecodeCache:

@@ -221,8 +221,10 @@ class _DecodeBudget:
 
     @contextlib.contextmanager
     def hold(self, nbytes: int) -> Iterator[None]:
-        """Hold `nbytes` of the budget while decoding (waits for others; nested holds in a thread are free)."""
-        if getattr(self.local, "held", False):
+        """Hold `nbytes` of the budget while decoding (waits for others; nested holds in a thread are free, and
+        so are decodes under _SMALL_DECODE bytes: the budget is at least 1 MB, and taking its lock cost about
+        5 us of a 28 px image's 90 us)."""
+        if nbytes < _SMALL_DECODE or getattr(self.local, "held", False):
             yield
             return
         check_decode_bytes(nbytes)
@@ -251,6 +253,7 @@ class _DecodeBudget:
 
 
 _TRIM_FROM = 32_000_000  # decodes estimated at this many bytes or more hand their freed memory back
+_SMALL_DECODE = 256_000  # decodes estimated under this many bytes (a 160 px RGB image) skip the budget
 
 
 @functools.cache
@@ -425,7 +428,28 @@ def _check_file(path: str | os.PathLike) -> Path:
     return p
 
 
-def _head(path: Path, n: int = 1024) -> bytes:
+def _open_checked(name: str) -> BinaryIO:
+    """The file opened for reading, refused for _check_file's reasons with its sentences (one open and one fstat:
+    a Path and a stat by name cost about 8 us of a 28 px PNG's 80 us)."""
+    try:
+        f = open(name, "rb")
+    except FileNotFoundError:
+        raise ImageError("file not found") from None
+    except OSError as e:
+        _check_file(name)  # a folder (Windows says "permission denied" for it) or a stat error: its reason
+        raise ImageError(user_reason(e)) from None
+    try:
+        empty = os.fstat(f.fileno()).st_size == 0
+    except OSError as e:
+        f.close()
+        raise ImageError(user_reason(e)) from None
+    if empty:
+        f.close()
+        raise ImageError("empty file")
+    return f
+
+
+def _head(path: str | Path, n: int = 1024) -> bytes:
     """The first `n` bytes of a file (b"" when unreadable)."""
     try:
         with open(path, "rb") as f:
@@ -477,14 +501,14 @@ def is_dicom(path: str | os.PathLike) -> bool:
     return _dicom_content(Path(path), _head(Path(path), 256))
 
 
-def _dicom_content(path: Path, head: bytes) -> bool:
+def _dicom_content(path: str | Path, head: bytes) -> bool:
     """is_dicom for a file whose first 256 bytes are `head` (the raw-dataset case reads the header to be sure)."""
     if head[128:132] == b"DICM":
         return True
     if not _raw_dataset_start(head):
         return False
     try:
-        return len(_dcmread(path, force=True, stop_before_pixels=True)) > 0
+        return len(_dcmread(Path(path), force=True, stop_before_pixels=True)) > 0
     except Exception:
         return False
 
@@ -529,18 +553,14 @@ def inspect_image(
 @_quiet
 def read_image(path: str | os.PathLike, window: Window | None = None, frame: int = 0) -> Image.Image:
     """8-bit "L" (greyscale source) or "RGB" (colour source); `window` applies to DICOM only; frame 0 = first."""
-    p = _check_file(path)
-    if p.suffix.lower() in DICOM_EXTS:
-        return _read_dicom_image(p, window, frame)
-    try:
-        f = open(p, "rb")  # one open for the DICOM sniff and the decode
-    except OSError as e:
-        raise ImageError(user_reason(e)) from None
-    with f:
-        if _dicom_content(p, f.read(256)):
-            return _read_dicom_image(p, window, frame)
+    name = os.fspath(path)
+    if os.path.splitext(name)[1].lower() in DICOM_EXTS:
+        return _read_dicom_image(_check_file(name), window, frame)
+    with _open_checked(name) as f:  # one open for the DICOM sniff and the decode
+        if _dicom_content(name, f.read(256)):
+            return _read_dicom_image(Path(name), window, frame)
         f.seek(0)
-        return _read_raster(p, frame, f)
+        return _read_raster(name, frame, f)
 
 
 def check_not_flat(im: Image.Image) -> Image.Image:
@@ -586,12 +606,15 @@ def _pillow_guard() -> Iterator[None]:
 def _open_raster(path: Path, fp: BinaryIO | None = None) -> Image.Image:
     """Open (header only) with decompression bombs and non-images refused; from `fp` (the file at `path`, opened
     by the caller, who closes it) when given."""
+    with _pillow_guard():
+        return _opened(path, fp)
+
+
+def _opened(path: str | Path, fp: BinaryIO | None) -> Image.Image:
+    """_open_raster's work, inside the caller's _pillow_guard."""
     try:
-        with _pillow_guard():
-            im = Image.open(path if fp is None else fp, formats=RASTER_FORMATS)
-    except ImageError as e:
-        if not isinstance(e.__context__, UnidentifiedImageError):
-            raise
+        im = Image.open(path if fp is None else fp, formats=RASTER_FORMATS)
+    except UnidentifiedImageError:
         kind = _looks_like(_head(path))
         if kind in ("JPEG", "PNG", "GIF", "TIFF", "BMP", "RIFF/WebP"):
             raise ImageError(f"truncated or corrupt image data: unreadable {kind} header") from None
@@ -614,12 +637,15 @@ def _inspect_raster(path: Path) -> ImageInfo:
         return ImageInfo(im.width, im.height, "image", im.mode, frames, _BITS.get(im.mode, 8))
 
 
-def _read_raster(path: Path, frame: int = 0, fp: BinaryIO | None = None) -> Image.Image:
-    """Decode one frame of a raster file (from `fp`, the file opened, when given) and normalise it to L or RGB."""
-    with _open_raster(path, fp) as im, _pillow_guard():
+def _read_raster(path: str | Path, frame: int = 0, fp: BinaryIO | None = None) -> Image.Image:
+    """Decode one frame of a raster file (from `fp`, the file opened, when given) and normalise it to L or RGB.
+    One guard spans the open and the decode (each guard's warning filters cost about 3 us)."""
+    with _pillow_guard(), _opened(path, fp) as im:
         _seek(im, frame)
-        _check_pixels(*im.size)
-        with _BUDGET.hold(raster_decode_bytes(im.width, im.height, im.mode)):
+        w, h = im.size
+        if frame:  # a frame may have its own size (the open checked the first)
+            _check_pixels(w, h)
+        with _BUDGET.hold(raster_decode_bytes(w, h, im.mode)):
             im.load()
             return to_8bit(_exif_transpose(im))
 
