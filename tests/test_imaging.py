@@ -834,6 +834,20 @@ def test_same_channels_finds_one_differing_pixel():
     assert same_channels(Image.fromarray(base, "RGB"))
 
 
+def test_same_channels_compares_a_large_image_in_bands(monkeypatch):
+    """Bands of _COMPARE_PIXELS: a differing pixel in the last band, and in the first, is found."""
+    from core.data import decode_cache
+
+    monkeypatch.setattr(decode_cache, "_COMPARE_PIXELS", 80 * 7)  # 7 rows of 80 per band
+    grey = np.random.default_rng(3).integers(0, 256, (60, 80), dtype=np.uint8)
+    base = np.repeat(grey[:, :, None], 3, axis=2)
+    assert decode_cache.same_channels(Image.fromarray(base, "RGB"))
+    for y in (0, 59):
+        off = base.copy()
+        off[y, 3, 2] ^= 4
+        assert not decode_cache.same_channels(Image.fromarray(off, "RGB"))
+
+
 def test_cache_default_root_is_the_app_cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("XRT_CACHE_DIR", str(tmp_path / "c"))
     Image.new("L", (8, 8)).save(tmp_path / "a.png")
