@@ -117,3 +117,24 @@ def test_small_decodes_skip_the_budget_and_large_ones_wait_for_it(monkeypatch):
         assert budget.used == 900_000
     large.join(10), small.join(10)
     assert done["large"].is_set() and budget.used == 0
+
+
+def test_kept_heap_blocks_only_rise_are_capped_and_wait_for_large_decodes(monkeypatch):
+    """keep_heap_blocks raises the threshold between large decodes (never lowers it, at most MAX_HEAP_BLOCKS); a
+    large decode in flight keeps its 4 MiB and hands back the kept value when it ends."""
+    from core.data import imaging
+
+    calls: list[int] = []
+    monkeypatch.setattr(imaging, "_set_mmap_threshold", calls.append)
+    monkeypatch.setattr(imaging, "_release_freed_memory", lambda: None)
+    monkeypatch.setattr(imaging, "_heap_blocks", imaging._HEAP_UP_TO)
+    monkeypatch.setattr(imaging, "_BUDGET", imaging._DecodeBudget())
+    assert imaging.keep_heap_blocks(1 << 20) == imaging._HEAP_UP_TO and calls == []  # lower: unchanged
+    assert imaging.keep_heap_blocks(64 << 20) == 64 << 20 and calls == [64 << 20]
+    assert imaging.keep_heap_blocks(1 << 40) == imaging.MAX_HEAP_BLOCKS
+    calls.clear()
+    with imaging._BUDGET.hold(imaging._TRIM_FROM):
+        assert calls == [imaging._MMAP_FROM]
+        imaging.keep_heap_blocks(imaging.MAX_HEAP_BLOCKS + 1)  # no change, nothing set mid-decode
+        assert calls == [imaging._MMAP_FROM]
+    assert calls == [imaging._MMAP_FROM, imaging.MAX_HEAP_BLOCKS]

@@ -198,9 +198,10 @@ def test_loading_threads_per_core_count(monkeypatch):
     for cores, want in ((1, 1), (2, 2), (3, 3), (8, 4), (64, 4)):
         monkeypatch.setattr(prefetch, "usable_cores", lambda n=cores: n)
         assert prefetch.decode_workers() == want, cores
-    # CPU model, small batches: threads that decode and run the model, sharing the torch threads; none on one
+    # CPU model, small batches: threads that decode and run the model (one per core and one more), sharing the
+    # torch threads; none on one
     small = 32 * 32 * 32
-    for threads, want in ((1, (0, 1)), (2, (2, 1)), (3, (3, 1)), (8, (4, 2)), (64, (4, 16))):
+    for threads, want in ((1, (0, 1)), (2, (3, 1)), (3, (4, 1)), (8, (4, 2)), (64, (4, 16))):
         plan = prefetch.cpu_plan(threads, small)
         assert (plan.workers, plan.torch_threads) == want and plan.run_model, threads
     # as many model threads as their forward passes fit in MODEL_MEMORY_BYTES
@@ -256,3 +257,20 @@ def test_cpu_model_threads_share_the_torch_threads_and_leave_the_callers_count(t
         assert seen and all(name == threading.current_thread().name and n == 1 for name, n in seen)
     finally:
         torch.set_num_threads(before)
+
+
+def test_cpu_prediction_keeps_the_forward_blocks_in_the_heap_and_hands_them_back(tmp_path, monkeypatch):
+    """Each batch asks for blocks of BLOCK_BYTES_PER_PIXEL per batch pixel to be kept; the prediction's end trims."""
+    from core.data import imaging
+
+    pred = fixed_predictor("squish", "rgb")
+    paths, _bad = mixed_files(tmp_path / "imgs")
+    kept: list[int] = []
+    trims: list[bool] = []
+    monkeypatch.setattr(imaging, "keep_heap_blocks", lambda n: kept.append(n) or n)
+    monkeypatch.setattr(imaging, "release_heap", lambda: trims.append(True))
+    pred.predict_paths(paths, batch_size=4, workers=0)
+    side = pred.img_size
+    # one call per batch of good files (1-4 images: the broken ones are left out)
+    assert kept and set(kept) <= {prefetch.BLOCK_BYTES_PER_PIXEL * n * side * side for n in range(1, 5)}
+    assert trims == [True]

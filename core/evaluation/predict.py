@@ -138,6 +138,8 @@ class Predictor:
         of the logits / the model's temperature, a sigmoid per finding (multilabel) or the grade probabilities
         (ordinal, by the model's head), core.models.heads. Only single-label models carry a temperature (else 1)."""
         x, t = batch.to(self.device, non_blocking=True), self.temperature
+        if self.device.type == "cpu":  # the forward's blocks reused batch after batch, not mapped afresh
+            imaging.keep_heap_blocks(prefetch.BLOCK_BYTES_PER_PIXEL * x.shape[0] * x.shape[-1] * x.shape[-2])
         views = self.tta_views if tta else [tta_views.IDENTITY]
         p = [
             heads.activation(
@@ -247,6 +249,8 @@ class Predictor:
         finally:
             if init is not None:  # a thread's set_num_threads also sets the count new threads start with
                 torch.set_num_threads(caller_threads)
+            if self.device.type == "cpu":  # the blocks the forward passes kept go back to the OS
+                imaging.release_heap()
         probs_arr = np.concatenate(probs) if probs else np.zeros((0, len(self.classes)))
         df = self._frame(good, probs_arr, threshold)
         if labels is not None:
