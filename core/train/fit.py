@@ -14,6 +14,7 @@ import fastai.callback.schedule  # noqa: F401  (patches fine_tune, fit_one_cycle
 import pandas as pd
 
 from core.base.config import RunConfig, TrainConfig
+from core.data import imaging, prefetch
 from core.data.loaders import build_dataloaders
 from core.evaluation import evaluate
 from core.runs import rundir
@@ -114,6 +115,8 @@ def fit_one(
         from_weights=t.fine_tunes(),
     )
     learn = make_learner(dls, cfg, train_labels=dls.train_ds.items["label"])
+    if dls.device.type == "cpu":  # a step's activation blocks reused batch after batch, not mapped afresh
+        imaging.keep_heap_blocks(prefetch.BLOCK_BYTES_PER_PIXEL * cfg.data.batch_size * cfg.data.img_size**2)
     run = rundir.RunFolder(run_dir)
     replay = resume.rows if resume else None
     mon = monitors(run, progress, t, fold=fold, n_folds=n_folds, extra=extra_cbs, replay=replay)
