@@ -1,9 +1,9 @@
 """Batches loaded ahead of their consumer by background threads, in order, with a bounded number in flight.
 
 Prediction on a CPU gives each thread a whole batch: decode it, then run the model on it with a share of the
-torch threads (`cpu_plan`: on 2 cores, two threads with one torch thread each). PyTorch releases the GIL
+torch threads (`cpu_plan`: on 2 cores, three threads with one torch thread each). PyTorch releases the GIL
 while it computes, so one thread's model runs while another decodes, and a model on one thread per core does
-more per core than one model on both (bench_predict.py: 0.73 -> 0.82-1.01 of the model's speed on decoded
+more per core than one model on both (bench_predict.py: 0.73 -> 0.83-1.02 of the model's speed on decoded
 tensors on 2 cores); a single thread runs batches in turn (nothing to overlap on one core). With the model
 on a GPU, or batches too large for several forward passes at once, the threads only decode (`decode_workers`)
 and the model runs in the consumer.
