@@ -73,6 +73,7 @@ def test_large_blocks_are_unmapped_only_while_a_large_decode_runs(monkeypatch):
     calls: list[int] = []
     monkeypatch.setattr(imaging, "_set_mmap_threshold", calls.append)
     monkeypatch.setattr(imaging, "_release_freed_memory", lambda: None)
+    monkeypatch.setattr(imaging, "_heap_blocks", imaging._HEAP_UP_TO)  # as if nothing had kept larger blocks
     budget = imaging._DecodeBudget()
     with budget.hold(imaging._TRIM_FROM - 1):
         pass
