@@ -101,6 +101,8 @@ def set_number(page: Page, label: str, value: int) -> None:
 def set_switch(page: Page, label: str, on: bool) -> None:
     """Turn a toggle on or off by clicking its label, as a user does."""
     switch = page.get_by_role("switch", name=label)
+    # a rerun that moved the widget shows the stale copy beside the new one until it ends: wait for one
+    expect(switch).to_have_count(1, timeout=30_000)
     if switch.is_checked() != on:
         page.get_by_text(label, exact=True).click()
         settle(page)
